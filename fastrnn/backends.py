@@ -1,0 +1,119 @@
+"""Backend dispatch: which kernel implementation runs a layer or a cell.
+
+Every backend is a module exposing, for each cell type ``rnn``, ``lstm`` and
+``gru``, the four kernels of the contract written down in
+:mod:`fastrnn.reference`: ``<cell>_forward``, ``<cell>_backward``,
+``<cell>_step_forward`` and ``<cell>_step_backward``.
+
+``backend="auto"`` means the environment variable ``FASTRNN_BACKEND`` when it
+is set, otherwise the first available of :data:`AUTO_ORDER`.
+"""
+
+import importlib
+import os
+
+#: backend name -> module that implements the kernel contract
+MODULES = {
+    "numpy": "fastrnn.reference",
+    "numba": "fastrnn.jit",
+    "cython": "fastrnn._cython",
+}
+#: what ``backend="auto"`` picks, first available wins
+AUTO_ORDER = ("numba", "numpy")
+#: how to get a backend that is missing
+HINTS = {
+    "numba": "install numba (pip install numba)",
+    "cython": "build the extension from source with Cython and a C compiler "
+              "(pip install --no-binary fastrnn fastrnn, or pip install -e . in a checkout)",
+}
+ENV_VAR = "FASTRNN_BACKEND"
+CELLS = ("rnn", "lstm", "gru")
+
+_loaded = {}   # name -> module, or the exception that stopped its import
+
+
+def _load(name):
+    if name not in _loaded:
+        try:
+            _loaded[name] = importlib.import_module(MODULES[name])
+        except Exception as exc:  # ImportError, or a broken build raising something else
+            _loaded[name] = exc
+    return _loaded[name]
+
+
+def backends():
+    """Which backends this installation has.
+
+    Returns
+    -------
+    dict
+        ``{name: {"available": bool, "reason": str}}`` for every known
+        backend; ``reason`` says why a missing one is missing and how to get
+        it, and is empty for an available one.
+    """
+    out = {}
+    for name in MODULES:
+        mod = _load(name)
+        if isinstance(mod, Exception):
+            hint = HINTS.get(name, "")
+            reason = f"{type(mod).__name__}: {mod}" + (f"; to get it, {hint}" if hint else "")
+            out[name] = {"available": False, "reason": reason}
+        else:
+            out[name] = {"available": True, "reason": ""}
+    return out
+
+
+class Backend:
+    """A resolved backend: its name and its kernels by cell type."""
+
+    def __init__(self, name, module):
+        self.name = name
+        self.module = module
+
+    def kernels(self, cell):
+        """``(forward, backward, step_forward, step_backward)`` for ``cell`` in CELLS."""
+        m = self.module
+        return (getattr(m, f"{cell}_forward"), getattr(m, f"{cell}_backward"),
+                getattr(m, f"{cell}_step_forward"), getattr(m, f"{cell}_step_backward"))
+
+    def __repr__(self):
+        return f"Backend({self.name!r})"
+
+
+def resolve(name="auto"):
+    """Turn a backend name into a :class:`Backend`.
+
+    Parameters
+    ----------
+    name : str
+        ``"auto"``, or one of :data:`MODULES`.
+
+    Raises
+    ------
+    TypeError
+        ``name`` is not a string.
+    ValueError
+        ``name`` (or ``FASTRNN_BACKEND``) is not a known backend.
+    RuntimeError
+        The backend asked for is known but not available here; the message says why.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"backend must be a str, one of {['auto', *MODULES]}, "
+                        f"but got {type(name).__name__}")
+    source = "backend"
+    if name == "auto":
+        env = os.environ.get(ENV_VAR, "").strip()
+        if env and env != "auto":
+            name, source = env, f"environment variable {ENV_VAR}"
+        else:
+            for candidate in AUTO_ORDER:
+                if not isinstance(_load(candidate), Exception):
+                    return Backend(candidate, _load(candidate))
+            raise RuntimeError(f"no backend is available: {backends()}")  # numpy always imports
+    if name not in MODULES:
+        raise ValueError(f"{source} must be one of {['auto', *MODULES]}, but got {name!r}")
+    mod = _load(name)
+    if isinstance(mod, Exception):
+        raise RuntimeError(f"backend {name!r} (from {source}) is not available: "
+                           f"{backends()[name]['reason']}")
+    return Backend(name, mod)

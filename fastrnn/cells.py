@@ -1,0 +1,160 @@
+"""Public one-step cells: :class:`RNNCell`, :class:`LSTMCell`, :class:`GRUCell`.
+
+Same arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
+``bias_hh``), shapes and equations as ``torch.nn.RNNCell/LSTMCell/GRUCell``.
+A cell advances one time step; :meth:`backward` backpropagates through the
+last step called in training mode.
+"""
+
+import numpy as np
+
+from . import _checks
+from .module import Module
+
+
+class _CellBase(Module):
+    _cell = None    # kernel cell type
+    _gates = None   # gates stacked in the weights
+    _states = ("h",)
+
+    def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, **opts):
+        self.input_size = _checks.check_int("input_size", input_size)
+        self.hidden_size = _checks.check_int("hidden_size", hidden_size)
+        self.bias = bool(bias)
+        self._opts = opts
+        super().__init__(dtype, backend, seed)
+        GH = self._gates * self.hidden_size
+        shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
+        if self.bias:
+            shapes.update(bias_ih=(GH,), bias_hh=(GH,))
+        self._init_parameters(shapes, self.hidden_size)
+        self._names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
+        if self._cell == "lstm":
+            self._names += (None,)  # no projection in cells
+
+    def __repr__(self):
+        extra = "" if self.bias else ", bias=False"
+        if self._opts.get("nonlinearity", "tanh") != "tanh":
+            extra += f", nonlinearity={self._opts['nonlinearity']!r}"
+        if self._dtype != np.float32:
+            extra += f", dtype={self._dtype.name}"
+        return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
+
+    def _state_arrays(self, name, values, batch, unbatched):
+        expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
+        out = []
+        for label, v in zip(self._states, values):
+            full = f"{name} ({label})" if len(self._states) == 1 else f"{name}[{self._states.index(label)}] ({label})"
+            arr = _checks.check_shape(full, _checks.as_float_array(full, v, self._dtype), expected)
+            out.append(np.ascontiguousarray(arr.reshape(batch, self.hidden_size)))
+        return tuple(out)
+
+    def _step(self, x, hx):
+        arr = _checks.as_float_array("input", x, self._dtype)
+        if arr.ndim not in (1, 2):
+            raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, "
+                             f"got {arr.ndim}D instead (shape {arr.shape})")
+        if arr.shape[-1] != self.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. "
+                             f"Expected {self.input_size}, got {arr.shape[-1]}")
+        unbatched = arr.ndim == 1
+        x2 = np.ascontiguousarray(arr.reshape(-1, self.input_size))
+        B = x2.shape[0]
+        if hx is None:
+            states = tuple(np.zeros((B, self.hidden_size), dtype=self._dtype) for _ in self._states)
+        else:
+            states = self._state_arrays("hx", hx if len(self._states) > 1 else (hx,), B, unbatched)
+        step_forward, step_backward = self._backend.kernels(self._cell)[2:]
+        weights = tuple(None if n is None else self._params[n] for n in self._names)
+        hy, cache = step_forward(x2, states, weights, self.training, **self._opts)
+        self._cache = (step_backward, cache, unbatched, B) if self.training else None
+        return tuple(h[0] if unbatched else h for h in hy)
+
+    def _backstep(self, dhy):
+        step_backward, cache, unbatched, B = self._take_cache()
+        try:
+            dstates = self._state_arrays("grad", dhy, B, unbatched)
+        except (TypeError, ValueError):
+            self._cache = (step_backward, cache, unbatched, B)
+            raise
+        dx, dhx, dweights = step_backward(dstates, cache)
+        self._accumulate(self._names, dweights)
+        if unbatched:
+            return dx[0], tuple(d[0] for d in dhx)
+        return dx, dhx
+
+    def _zeros_like_state(self, dh):
+        return np.zeros(np.shape(dh), dtype=self._dtype)
+
+
+class RNNCell(_CellBase):
+    """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
+
+    Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
+    """
+    _cell, _gates = "rnn", 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
+                 dtype=np.float32, backend="auto", seed=None):
+        _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed,
+                         nonlinearity=nonlinearity)
+
+    def forward(self, x, hx=None):
+        """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h' like hx."""
+        return self._step(x, hx)[0]
+
+    def backward(self, dh1):
+        """Backward of the last step. dh1: like h'. Returns ``dx, dh``."""
+        dx, (dh,) = self._backstep((dh1,))
+        return dx, dh
+
+
+class GRUCell(_CellBase):
+    """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations).
+
+    Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
+    """
+    _cell, _gates = "gru", 3
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
+                 seed=None):
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed)
+
+    def forward(self, x, hx=None):
+        """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h'."""
+        return self._step(x, hx)[0]
+
+    def backward(self, dh1):
+        """Backward of the last step. dh1: like h'. Returns ``dx, dh``."""
+        dx, (dh,) = self._backstep((dh1,))
+        return dx, dh
+
+
+class LSTMCell(_CellBase):
+    """One step of an LSTM (gate order i, f, g, o).
+
+    Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,).
+    """
+    _cell, _gates, _states = "lstm", 4, ("h", "c")
+
+    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
+                 seed=None):
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed)
+
+    def forward(self, x, hx=None):
+        """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""
+        if hx is not None and (not isinstance(hx, (tuple, list)) or len(hx) != 2):
+            raise TypeError(f"hx must be a tuple (h, c) for LSTMCell, but got {type(hx).__name__}"
+                            + (f" of length {len(hx)}" if isinstance(hx, (tuple, list)) else ""))
+        return self._step(x, hx)
+
+    def backward(self, dh1, dc1=None):
+        """Backward of the last step. dh1, dc1: like h', c' (dc1 zeros by default).
+
+        Returns ``dx, (dh, dc)``.
+        """
+        if dc1 is None:
+            dc1 = self._zeros_like_state(dh1)
+        return self._backstep((dh1, dc1))

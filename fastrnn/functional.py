@@ -1,0 +1,152 @@
+"""Functional layer under the public classes: stacks, directions, dropout and lengths.
+
+Everything here works on time-major, batched, C-contiguous arrays whose shapes
+and dtypes the public classes have already checked; the per-sequence work is
+done by the kernels of a :class:`fastrnn.backends.Backend`.  There is one
+kernel call per layer and direction for the whole sequence.
+"""
+
+import numpy as np
+
+#: mode (as PyTorch names it) -> (cell type of the kernels, options the kernels take)
+MODES = {
+    "RNN_TANH": ("rnn", {"nonlinearity": "tanh"}),
+    "RNN_RELU": ("rnn", {"nonlinearity": "relu"}),
+    "LSTM": ("lstm", {}),
+    "GRU": ("gru", {}),
+}
+
+
+def reverse_padded(a, lengths):
+    """Reverse every sequence in time within its own length.
+
+    Parameters
+    ----------
+    a : (T, B, ...) array
+    lengths : (B,) int array or None
+        Positions ``t >= lengths[b]`` stay where they are, so the mapping is
+        its own inverse and the reverse direction of a bidirectional layer
+        starts at each sequence's own last valid step.
+
+    Returns
+    -------
+    (T, B, ...) C-contiguous array (a copy)
+    """
+    if lengths is None:
+        return np.ascontiguousarray(a[::-1])
+    T, B = a.shape[:2]
+    s = np.arange(T)[:, None]
+    index = np.where(s < lengths[None, :], lengths[None, :] - 1 - s, s)
+    return a[index, np.arange(B)[None, :]]
+
+
+def dropout_mask(rng, shape, p, dtype):
+    """Inverted-dropout mask: 0 with probability p, else 1 / (1 - p)."""
+    if p >= 1:
+        return np.zeros(shape, dtype=dtype)
+    keep = rng.random(shape, dtype=np.float64) >= p
+    return keep.astype(dtype) * dtype.type(1.0 / (1.0 - p))
+
+
+def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_directions,
+                     lengths=None, dropout=0.0, training=True, rng=None):
+    """Run a stacked, possibly bidirectional recurrent layer over a sequence.
+
+    Parameters
+    ----------
+    backend : fastrnn.backends.Backend
+    mode : str
+        A key of :data:`MODES`.
+    x : (T, B, I) array
+    hx : tuple of (L*D, B, H_state) arrays
+        ``(h0,)``, or ``(h0, c0)`` for LSTM; index ``layer * D + direction``.
+    weights : list of L*D weight tuples
+        In the same order as ``hx``; see the kernel contract in :mod:`fastrnn.reference`.
+    num_layers, num_directions : int
+    lengths : (B,) int64 array or None
+    dropout : float
+        Dropout on the outputs of every layer but the last, in training only.
+    training : bool
+        Keep what the backward needs (otherwise the returned cache is None).
+    rng : numpy.random.Generator
+        Source of the dropout masks.
+
+    Returns
+    -------
+    y : (T, B, D*Hout) array
+    hy : tuple of (L*D, B, H_state) arrays, like ``hx``
+    cache : object or None
+    """
+    cell, opts = MODES[mode]
+    forward = backend.kernels(cell)[0]
+    D = num_directions
+    hy = tuple(np.empty_like(h) for h in hx)
+    layer_in = x
+    caches, masks = [], []
+    for layer in range(num_layers):
+        ys = []
+        for d in range(D):
+            k = layer * D + d
+            x_d = layer_in if d == 0 else reverse_padded(layer_in, lengths)
+            y, h_n, cache = forward(x_d, tuple(h[k] for h in hx), weights[k], lengths,
+                                    training, **opts)
+            for dst, src in zip(hy, h_n):
+                dst[k] = src
+            ys.append(y if d == 0 else reverse_padded(y, lengths))
+            caches.append(cache)
+        out = ys[0] if D == 1 else np.concatenate(ys, axis=2)
+        mask = None
+        if training and dropout > 0 and layer < num_layers - 1:
+            mask = dropout_mask(rng, out.shape, dropout, out.dtype)
+            out = out * mask
+        masks.append(mask)
+        layer_in = out
+    cache = (backend, cell, num_layers, D, lengths, caches, masks) if training else None
+    return layer_in, hy, cache
+
+
+def sequence_backward(cache, dy, dhy, step_norms=False):
+    """Backpropagation through time for :func:`sequence_forward`.
+
+    Parameters
+    ----------
+    cache : what :func:`sequence_forward` returned with ``training=True``
+    dy : (T, B, D*Hout) array
+    dhy : tuple of (L*D, B, H_state) arrays
+    step_norms : bool
+        Also return ||dJ/dh_t|| per layer and direction, step and sequence.
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple of (L*D, B, H_state) arrays
+    dweights : list of L*D tuples aligned with the forward's ``weights``
+    norms : (L*D, T, B) array, or None when ``step_norms`` is False
+    """
+    backend, cell, num_layers, D, lengths, caches, masks = cache
+    backward = backend.kernels(cell)[1]
+    T, B = dy.shape[:2]
+    dhx = tuple(np.empty_like(g) for g in dhy)
+    dweights = [None] * (num_layers * D)
+    norms = np.zeros((num_layers * D, T, B), dtype=dy.dtype) if step_norms else None
+    dout = dy
+    for layer in range(num_layers - 1, -1, -1):
+        if masks[layer] is not None:
+            dout = dout * masks[layer]
+        width = dout.shape[2] // D
+        dlayer_in = None
+        for d in range(D):
+            k = layer * D + d
+            dy_d = dout[:, :, d * width:(d + 1) * width]
+            dy_d = np.ascontiguousarray(dy_d) if d == 0 else reverse_padded(dy_d, lengths)
+            norm_k = np.zeros((T, B), dtype=dy.dtype) if step_norms else None
+            dx, dh0, dweights[k] = backward(dy_d, tuple(g[k] for g in dhy), caches[k], norm_k)
+            if d == 1:
+                dx = reverse_padded(dx, lengths)
+            if step_norms:
+                norms[k] = norm_k if d == 0 else reverse_padded(norm_k, lengths)
+            for dst, src in zip(dhx, dh0):
+                dst[k] = src
+            dlayer_in = dx if dlayer_in is None else dlayer_in + dx
+        dout = dlayer_in
+    return dout, dhx, dweights, norms

@@ -1,0 +1,280 @@
+"""Public sequence layers: :class:`RNN`, :class:`LSTM`, :class:`GRU`.
+
+Constructor arguments, parameter names and shapes, gate order, equations and
+the layout of outputs and states are those of ``torch.nn.RNN/LSTM/GRU``; the
+arrays are NumPy arrays and the backward pass is explicit.
+"""
+
+import numpy as np
+
+from . import _checks, functional
+from .module import Module
+
+_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
+
+
+class RNNBase(Module):
+    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
+                 dtype=np.float32, backend="auto", seed=None):
+        self.mode = mode
+        self.input_size = _checks.check_int("input_size", input_size)
+        self.hidden_size = _checks.check_int("hidden_size", hidden_size)
+        self.num_layers = _checks.check_int("num_layers", num_layers)
+        self.proj_size = _checks.check_int("proj_size", proj_size, minimum=0)
+        if self.proj_size >= self.hidden_size:
+            raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
+                             f"but got {self.proj_size}")
+        self.dropout = _checks.check_dropout(dropout)
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        super().__init__(dtype, backend, seed)
+        if self.dropout > 0 and self.num_layers == 1:
+            import warnings
+            warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "
+                          f"between layers, after all but the last", UserWarning, stacklevel=3)
+
+        H, G, D = self.hidden_size, _GATES[mode], self.num_directions
+        out = self.proj_size or H
+        shapes, self._weight_names = {}, []
+        for layer in range(self.num_layers):
+            layer_in = self.input_size if layer == 0 else out * D
+            for d in range(D):
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+                names = [f"weight_ih{sfx}", f"weight_hh{sfx}"]
+                shapes[names[0]], shapes[names[1]] = (G * H, layer_in), (G * H, out)
+                if self.bias:
+                    names += [f"bias_ih{sfx}", f"bias_hh{sfx}"]
+                    shapes[names[2]] = shapes[names[3]] = (G * H,)
+                else:
+                    names += [None, None]
+                if mode == "LSTM":
+                    if self.proj_size:
+                        names.append(f"weight_hr{sfx}")
+                        shapes[names[4]] = (self.proj_size, H)
+                    else:
+                        names.append(None)
+                self._weight_names.append(names)
+        self._init_parameters(shapes, H)
+
+    @property
+    def num_directions(self):
+        return 2 if self.bidirectional else 1
+
+    def _state_sizes(self):
+        """Sizes of the states: (h,) or, for LSTM, (h, c)."""
+        if self.mode == "LSTM":
+            return (self.proj_size or self.hidden_size, self.hidden_size)
+        return (self.hidden_size,)
+
+    def _weights(self):
+        return [tuple(None if n is None else self._params[n] for n in names)
+                for names in self._weight_names]
+
+    def extra_repr(self):
+        s = f"{self.input_size}, {self.hidden_size}"
+        for name, default in [("num_layers", 1), ("bias", True), ("batch_first", False),
+                              ("dropout", 0.0), ("bidirectional", False), ("proj_size", 0)]:
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        if self.mode == "RNN_RELU":
+            s += ", nonlinearity='relu'"
+        if self._dtype != np.float32:
+            s += f", dtype={self._dtype.name}"
+        return s
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.extra_repr()})"
+
+    # -- inputs ---------------------------------------------------------------------
+    def _states(self, name, value, batch, unbatched, what):
+        """Check a tuple of states (``hx`` or ``dhx``) and return them as (L*D, B, H) arrays."""
+        sizes, LD = self._state_sizes(), self.num_layers * self.num_directions
+        labels = ("h_0", "c_0") if what == "hx" else ("dh_n", "dc_n")
+        if self.mode == "LSTM":
+            if not isinstance(value, (tuple, list)) or len(value) != 2:
+                raise TypeError(f"{name} must be a tuple ({labels[0]}, {labels[1]}) for LSTM, "
+                                f"but got {type(value).__name__}"
+                                + (f" of length {len(value)}" if isinstance(value, (tuple, list)) else ""))
+            parts = [(f"{name}[{i}] ({labels[i]})", v) for i, v in enumerate(value)]
+        else:
+            parts = [(f"{name} ({labels[0]})", value)]
+        states = []
+        for (label, v), size in zip(parts, sizes):
+            arr = _checks.as_float_array(label, v, self._dtype)
+            if unbatched:
+                if arr.ndim == 1 and LD == 1:
+                    arr = arr[None]
+                _checks.check_shape(label + " for unbatched input", arr, (LD, size))
+                arr = arr[:, None, :]
+            else:
+                _checks.check_shape(label, arr, (LD, batch, size))
+            states.append(np.ascontiguousarray(arr))
+        return tuple(states)
+
+    def _as_sequence(self, name, value, unbatched, shape=None):
+        """Check ``x`` or ``dout`` and return it time-major, batched, C-contiguous."""
+        arr = _checks.as_float_array(name, value, self._dtype)
+        if shape is not None:
+            _checks.check_shape(name, arr, shape)
+        if unbatched:
+            arr = arr[:, None, :]
+        elif self.batch_first:
+            arr = arr.transpose(1, 0, 2)
+        return np.ascontiguousarray(arr)
+
+    def _to_user(self, arr, unbatched):
+        """A time-major batched array in the layout the user passed."""
+        if unbatched:
+            return arr[:, 0, :]
+        if self.batch_first:
+            return np.ascontiguousarray(arr.transpose(1, 0, 2))
+        return arr
+
+    # -- forward / backward -------------------------------------------------------------
+    def forward(self, x, hx=None, lengths=None):
+        """Run the layer over a sequence.
+
+        Parameters
+        ----------
+        x : (T, B, I) array-like, (B, T, I) with ``batch_first``, or (T, I) unbatched
+        hx : initial state, optional (zeros by default)
+            ``h0`` (L*D, B, H) for RNN/GRU; ``(h0, c0)`` for LSTM with
+            h0 (L*D, B, P) and c0 (L*D, B, H); unbatched: (L*D, H).
+        lengths : (B,) array-like of int, optional
+            Valid length of each sequence (any order); later steps give a zero
+            output and leave the state alone.
+
+        Returns
+        -------
+        out : (T, B, D*Hout) array (batch-first / unbatched like ``x``)
+        h_n : (L*D, B, Hout) array, or ``(h_n, c_n)`` for LSTM
+        """
+        arr = _checks.as_float_array("input", x, self._dtype)
+        if arr.ndim not in (2, 3):
+            raise ValueError(f"{type(self).__name__}: Expected input to be 2D (unbatched) or 3D "
+                             f"(batched), but got input of shape {arr.shape} ({arr.ndim}D)")
+        unbatched = arr.ndim == 2
+        if arr.shape[-1] != self.input_size:
+            raise ValueError(f"input.size(-1) must be equal to input_size. "
+                             f"Expected {self.input_size}, got {arr.shape[-1]}")
+        seq = self._as_sequence("input", arr, unbatched)
+        T, B = seq.shape[:2]
+        if T == 0:
+            raise ValueError(f"input must have at least one time step, but got sequence length 0 "
+                             f"(input shape {arr.shape})")
+        if hx is None:
+            LD = self.num_layers * self.num_directions
+            states = tuple(np.zeros((LD, B, s), dtype=self._dtype) for s in self._state_sizes())
+            hx_ndim = None
+        else:
+            states = self._states("hx", hx, B, unbatched, "hx")
+            hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))]
+        lens = None if lengths is None else _checks.as_lengths(lengths, B, T, unbatched)
+        y, hy, cache = functional.sequence_forward(
+            self._backend, self.mode, seq, states, self._weights(),
+            num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
+            dropout=self.dropout, training=self.training, rng=self._rng)
+        out = self._to_user(y, unbatched)
+        hy = tuple(h[:, 0, :] if unbatched else h for h in hy)
+        self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
+            if self.training else None
+        return (out, hy) if self.mode == "LSTM" else (out, hy[0])
+
+    def backward(self, dout, dhx=None, return_step_norms=False):
+        """Backpropagation through time for the last training-mode forward.
+
+        Parameter gradients are added to :attr:`grads` (call :meth:`zero_grad`
+        to reset them).
+
+        Parameters
+        ----------
+        dout : array-like shaped like the forward's ``out``
+            Gradient of the loss with respect to the output.
+        dhx : gradient of the final state, optional (zeros by default)
+            ``dh_n`` for RNN/GRU, ``(dh_n, dc_n)`` for LSTM, shaped like the
+            forward's ``h_n`` / ``(h_n, c_n)``.
+        return_step_norms : bool
+            Also return ``||dJ/dh_t||`` for every layer and direction, step and
+            sequence: a (L*D, T, B) array ((L*D, T) unbatched), at no cost when False.
+
+        Returns
+        -------
+        dx : array shaped like the forward's input
+        dh0 : shaped like ``hx`` (or ``h_n``); ``(dh0, dc0)`` for LSTM
+        step_norms : only with ``return_step_norms``
+        """
+        cache, out_shape, unbatched, hx_ndim, hy_shapes = self._take_cache()
+        try:
+            dy = self._as_sequence("dout", dout, unbatched, out_shape)
+            B = dy.shape[1]
+            if dhx is None:
+                dstates = tuple(np.zeros((s[0], B, s[-1]), dtype=self._dtype) for s in hy_shapes)
+            else:
+                dstates = self._states("dhx", dhx, B, unbatched, "dhx")
+        except (TypeError, ValueError):
+            self._cache = (cache, out_shape, unbatched, hx_ndim, hy_shapes)  # a bad call does not consume it
+            raise
+        dx, dh0, dweights, norms = functional.sequence_backward(cache, dy, dstates, return_step_norms)
+        for names, dw in zip(self._weight_names, dweights):
+            self._accumulate(names, dw)
+        dx = self._to_user(dx, unbatched)
+        if unbatched:
+            dh0 = tuple(d[:, 0, :] for d in dh0)
+            if hx_ndim is not None:
+                dh0 = tuple(d[0] if nd == 1 else d for d, nd in zip(dh0, hx_ndim))
+        dh0 = dh0 if self.mode == "LSTM" else dh0[0]
+        if return_step_norms:
+            return dx, dh0, (norms[:, :, 0] if unbatched else norms)
+        return dx, dh0
+
+
+class RNN(RNNBase):
+    """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
+
+    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend`` and ``seed``.
+    Parameters are named ``weight_ih_l{k}[_reverse]`` (H, I or D*H),
+    ``weight_hh_l{k}[_reverse]`` (H, H), ``bias_ih_l{k}[_reverse]`` and
+    ``bias_hh_l{k}[_reverse]`` (H,).
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
+                 backend="auto", seed=None):
+        self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
+        super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
+                         hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         0, dtype, backend, seed)
+
+
+class LSTM(RNNBase):
+    """Long short-term memory, gate order i, f, g, o, optional projection (LSTMP).
+
+    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend`` and ``seed``.
+    ``weight_ih_l{k}`` is (4H, I), ``weight_hh_l{k}`` (4H, P), biases (4H,) and,
+    with ``proj_size=P > 0``, ``weight_hr_l{k}`` (P, H).  Returns
+    ``out, (h_n, c_n)``; :meth:`backward` takes ``dhx=(dh_n, dc_n)`` and returns
+    ``dx, (dh0, dc0)``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
+                 backend="auto", seed=None):
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, proj_size, dtype, backend, seed)
+
+
+class GRU(RNNBase):
+    """Gated recurrent unit, gate order r, z, n, PyTorch's reset-after variant.
+
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
+    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend`` and ``seed``.
+    """
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None):
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
+                         dropout, bidirectional, 0, dtype, backend, seed)

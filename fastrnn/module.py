@@ -1,0 +1,129 @@
+"""Base class of the layers and cells: parameters, gradients, modes, state dicts."""
+
+import numpy as np
+
+from . import _checks
+from .backends import resolve
+
+
+class Module:
+    """Parameters by PyTorch name, their accumulated gradients, train/eval mode.
+
+    Subclasses fill ``self._params`` (name -> ndarray, in PyTorch's order) in
+    their constructor and call :meth:`_init_parameters`.
+    """
+
+    def __init__(self, dtype, backend, seed):
+        self._dtype = _checks.check_dtype(dtype)
+        self.backend = backend
+        self.seed = seed
+        try:
+            self._rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"seed must be None, a non-negative int or a numpy SeedSequence/"
+                            f"Generator, but got {type(seed).__name__} ({seed!r}): {exc}") from None
+        self.training = True
+        self._params = {}
+        self.grads = {}
+        self._cache = None
+
+    # -- parameters ---------------------------------------------------------------
+    def _init_parameters(self, shapes, hidden_size):
+        """Create every parameter, U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, from the seeded generator."""
+        bound = 1.0 / np.sqrt(hidden_size)
+        for name, shape in shapes.items():
+            self._params[name] = self._rng.uniform(-bound, bound, shape).astype(self._dtype)
+            self.grads[name] = np.zeros(shape, dtype=self._dtype)
+
+    @property
+    def dtype(self):
+        """The numpy dtype of parameters, outputs and gradients (float32 or float64)."""
+        return self._dtype
+
+    @property
+    def backend(self):
+        """Name of the backend that runs the kernels (``"auto"`` already resolved)."""
+        return self._backend.name
+
+    @backend.setter
+    def backend(self, name):
+        self._backend = resolve(name)
+
+    def parameters(self):
+        """dict name -> the live parameter array (writes to it change the model)."""
+        return dict(self._params)
+
+    def state_dict(self):
+        """dict name -> a copy of every parameter, in PyTorch's order and names."""
+        return {name: p.copy() for name, p in self._params.items()}
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy parameters in from a mapping of name -> array-like (torch tensors work).
+
+        Everything is checked before anything is written: missing, unexpected
+        and mis-shaped entries are all named in one error, and a failed load
+        leaves the parameters as they were.  With ``strict=False`` missing and
+        unexpected names are ignored (shapes are still checked).
+        """
+        if not hasattr(state_dict, "keys"):
+            raise TypeError(f"state_dict must be a mapping of parameter name to array, "
+                            f"but got {type(state_dict).__name__}")
+        names = set(state_dict.keys())
+        missing = [n for n in self._params if n not in names]
+        unexpected = sorted(str(n) for n in names if n not in self._params)
+        problems, values = [], {}
+        for name, param in self._params.items():
+            if name not in names:
+                continue
+            try:
+                value = _checks.as_float_array(f"state_dict[{name!r}]", state_dict[name], self._dtype)
+            except TypeError as exc:
+                problems.append(str(exc))
+                continue
+            if value.shape != param.shape:
+                problems.append(f"size mismatch for {name}: expected shape {param.shape}, "
+                                f"but got {value.shape}")
+            values[name] = value
+        if strict and missing:
+            problems.insert(0, f"Missing key(s) in state_dict: {missing}")
+        if strict and unexpected:
+            problems.insert(0, f"Unexpected key(s) in state_dict: {unexpected}")
+        if problems:
+            raise ValueError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t"
+                             + "\n\t".join(problems))
+        for name, value in values.items():
+            self._params[name][...] = value
+
+    def zero_grad(self):
+        """Set every accumulated gradient to zero."""
+        for g in self.grads.values():
+            g.fill(0)
+
+    def _accumulate(self, names, dweights):
+        for name, g in zip(names, dweights):
+            if name is not None:
+                self.grads[name] += g
+
+    # -- modes --------------------------------------------------------------------
+    def train(self, mode=True):
+        """Training mode (dropout on, forward keeps what backward needs). Returns self."""
+        self.training = bool(mode)
+        if not self.training:
+            self._cache = None
+        return self
+
+    def eval(self):
+        """Evaluation mode: no dropout, the forward keeps nothing for backward. Returns self."""
+        return self.train(False)
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def _take_cache(self):
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a forward pass in training mode first "
+                f"(call .train() before the forward); a forward in eval mode keeps nothing, "
+                f"and each forward can be backpropagated once")
+        cache, self._cache = self._cache, None
+        return cache

@@ -1,0 +1,49 @@
+"""Pure-NumPy reference kernels: the oracle for tests and the baseline for speed.
+
+One module per cell type, each with ``*_forward`` and ``*_backward`` side by
+side (plus ``*_step_forward`` / ``*_step_backward`` for the one-step cells).
+The code follows the textbook notation of a recurrent layer::
+
+    a_t = W h_{t-1} + U x_t + b         (pre-activation)
+    h_t = f(a_t)                         (new hidden state)
+
+and maps onto PyTorch's parameter names once, here:
+
+==========  =================  ==============================================
+textbook    PyTorch            shape
+==========  =================  ==============================================
+``U``       ``weight_ih``      (G*H, I)   input-to-hidden, G gates stacked
+``W``       ``weight_hh``      (G*H, P)   hidden-to-hidden (P = H, or proj_size)
+``b``       ``bias_ih + bias_hh``  (G*H,) two biases, as PyTorch keeps them
+``V_r``     ``weight_hr``      (P, H)     LSTM projection (proj_size > 0)
+==========  =================  ==============================================
+
+G is 1 for RNN, 4 for LSTM (gates i, f, g, o) and 3 for GRU (gates r, z, n).
+
+The kernel contract shared by every backend (``fastrnn.backends``):
+
+``<cell>_forward(x, hx, weights, lengths=None, training=True, **opts)``
+    x: (T, B, I) C-contiguous; hx: tuple of initial states, each (B, H) or
+    (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr``), a bias
+    or ``w_hr`` may be ``None``; lengths: (B,) int64 or ``None``.  Steps
+    ``t >= lengths[b]`` leave the state of sequence ``b`` untouched and give a
+    zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and a
+    cache for the backward (``None`` when ``training`` is False).
+
+``<cell>_backward(dy, dhy, cache, step_norms=None)``
+    dy: (T, B, Hout); dhy: tuple of gradients of the final states.  Returns
+    ``dx (T, B, I)``, ``dhx`` (tuple) and ``dweights`` (tuple aligned with
+    ``weights``, ``None`` where the weight is ``None``).  When ``step_norms``
+    is a (T, B) array it receives ``||dJ/dh_t||`` for every step (0 past a
+    sequence's length).
+"""
+
+from .rnn import rnn_forward, rnn_backward, rnn_step_forward, rnn_step_backward
+from .lstm import lstm_forward, lstm_backward, lstm_step_forward, lstm_step_backward
+from .gru import gru_forward, gru_backward, gru_step_forward, gru_step_backward
+
+__all__ = [
+    "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward",
+    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
+    "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward",
+]

@@ -1,0 +1,118 @@
+"""LSTM reference kernels (PyTorch's ``nn.LSTM`` equations, gate order i, f, g, o).
+
+Textbook notation, per step t (U = weight_ih, W = weight_hh, b = bias_ih + bias_hh)::
+
+    a_t = U x_t + W h_{t-1} + b               (4H,) split into a_i, a_f, a_g, a_o
+    i_t = sigmoid(a_i)   f_t = sigmoid(a_f)   g_t = tanh(a_g)   o_t = sigmoid(a_o)
+    c_t = f_t * c_{t-1} + i_t * g_t
+    m_t = o_t * tanh(c_t)
+    h_t = m_t                 or, with a projection (LSTMP), h_t = V_r m_t
+
+Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
+"""
+
+import numpy as np
+
+from ._common import (
+    add_bias, keep, masked, record_norm, sigmoid, step_kernels, valid_steps, zero_like_weights,
+)
+
+
+def lstm_forward(x, hx, weights, lengths=None, training=True):
+    """LSTM over a whole sequence.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+    hx : tuple (h0 (B, P), c0 (B, H))
+    weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih (4H,) or None, b_hh (4H,) or None,
+        w_hr (P, H) or None)
+    lengths : (B,) int array or None
+    training : bool
+        Keep what the backward needs.
+
+    Returns
+    -------
+    y : (T, B, P) array
+    hy : tuple (h_n (B, P), c_n (B, H))
+    cache : tuple or None
+    """
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 4
+    h, c = hx
+    valid = valid_steps(lengths, T, B)
+    y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
+    h_prev, c_prev = np.empty_like(y), np.empty((T, B, H), dtype=x.dtype)
+    gates, c_all = np.empty((T, B, 4 * H), dtype=x.dtype), np.empty((T, B, H), dtype=x.dtype)
+    for t in range(T):
+        a = x[t] @ w_ih.T + h @ w_hh.T
+        if b_ih is not None:
+            a += b_ih + b_hh
+        i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
+        g, o = np.tanh(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+        c_new = f * c + i * g
+        h_new = o * np.tanh(c_new)
+        if w_hr is not None:
+            h_new = h_new @ w_hr.T
+        h_prev[t], c_prev[t] = h, c
+        gates[t] = np.concatenate([i, f, g, o], axis=1)
+        c_all[t] = c_new
+        y[t] = masked(valid, t, h_new)
+        h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
+    cache = (x, h_prev, c_prev, gates, c_all, valid, weights) if training else None
+    return y, (h, c), cache
+
+
+def lstm_backward(dy, dhy, cache, step_norms=None):
+    """Backpropagation through time for :func:`lstm_forward`.
+
+    Parameters
+    ----------
+    dy : (T, B, P) array
+    dhy : tuple (dh_n (B, P), dc_n (B, H))
+    cache : what :func:`lstm_forward` returned with ``training=True``
+    step_norms : (T, B) array or None
+        Receives ||dJ/dh_t|| per step and sequence.
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple (dh0 (B, P), dc0 (B, H))
+    dweights : list aligned with the forward's ``weights``
+    """
+    x, h_prev, c_prev, gates, c_all, valid, weights = cache
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    T = x.shape[0]
+    H = w_hh.shape[0] // 4
+    grads = zero_like_weights(weights)
+    dx = np.zeros_like(x)
+    dh, dc = dhy[0].copy(), dhy[1].copy()
+    for t in range(T - 1, -1, -1):
+        i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
+        dh_t = masked(valid, t, dh + dy[t])
+        record_norm(step_norms, t, dh_t, valid)
+        tanh_c = np.tanh(c_all[t])
+        if w_hr is not None:
+            grads[4] += dh_t.T @ (o * tanh_c)
+            dm = dh_t @ w_hr
+        else:
+            dm = dh_t
+        dc_t = masked(valid, t, dc) + dm * o * (1 - tanh_c ** 2)
+        da = np.concatenate([
+            dc_t * g * i * (1 - i),          # d a_i
+            dc_t * c_prev[t] * f * (1 - f),  # d a_f
+            dc_t * i * (1 - g ** 2),         # d a_g
+            dm * tanh_c * o * (1 - o),       # d a_o
+        ], axis=1)
+        dx[t] = da @ w_ih
+        grads[0] += da.T @ x[t]
+        grads[1] += da.T @ h_prev[t]
+        add_bias(grads, da, 2)
+        add_bias(grads, da, 3)
+        dh = keep(valid, t, da @ w_hh, dh)
+        dc = keep(valid, t, dc_t * f, dc)
+    return dx, (dh, dc), grads
+
+
+lstm_step_forward, lstm_step_backward = step_kernels(lstm_forward, lstm_backward)

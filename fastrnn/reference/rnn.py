@@ -1,0 +1,92 @@
+"""Elman RNN reference kernels (PyTorch's ``nn.RNN`` equations).
+
+Textbook notation, per step t (U = weight_ih, W = weight_hh)::
+
+    a_t = U x_t + b_ih + W h_{t-1} + b_hh
+    h_t = tanh(a_t)      or relu(a_t) with nonlinearity="relu"
+
+Shapes: x (T, B, I), h (B, H).
+"""
+
+import numpy as np
+
+from ._common import (
+    add_bias, keep, masked, record_norm, step_kernels, valid_steps, zero_like_weights,
+)
+
+
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+    """Elman RNN over a whole sequence.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+    hx : tuple (h0 (B, H),)
+    weights : tuple (w_ih (H, I), w_hh (H, H), b_ih (H,) or None, b_hh (H,) or None)
+    lengths : (B,) int array or None
+    training : bool
+    nonlinearity : {"tanh", "relu"}
+
+    Returns
+    -------
+    y : (T, B, H) array
+    hy : tuple (h_n (B, H),)
+    cache : tuple or None
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    T, B, _ = x.shape
+    (h,) = hx
+    valid = valid_steps(lengths, T, B)
+    y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
+    h_prev, h_all = np.empty_like(y), np.empty_like(y)
+    for t in range(T):
+        a = x[t] @ w_ih.T + h @ w_hh.T
+        if b_ih is not None:
+            a += b_ih + b_hh
+        h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+        h_prev[t], h_all[t] = h, h_new
+        y[t] = masked(valid, t, h_new)
+        h = keep(valid, t, h_new, h)
+    cache = (x, h_prev, h_all, valid, weights, nonlinearity) if training else None
+    return y, (h,), cache
+
+
+def rnn_backward(dy, dhy, cache, step_norms=None):
+    """Backpropagation through time for :func:`rnn_forward`.
+
+    Parameters
+    ----------
+    dy : (T, B, H) array
+    dhy : tuple (dh_n (B, H),)
+    cache : what :func:`rnn_forward` returned with ``training=True``
+    step_norms : (T, B) array or None
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple (dh0 (B, H),)
+    dweights : list aligned with the forward's ``weights``
+    """
+    x, h_prev, h_all, valid, weights, nonlinearity = cache
+    w_ih, w_hh, b_ih, b_hh = weights
+    T = x.shape[0]
+    grads = zero_like_weights(weights)
+    dx = np.zeros_like(x)
+    dh = dhy[0].copy()
+    for t in range(T - 1, -1, -1):
+        dh_t = masked(valid, t, dh + dy[t])
+        record_norm(step_norms, t, dh_t, valid)
+        if nonlinearity == "tanh":
+            da = dh_t * (1 - h_all[t] ** 2)
+        else:
+            da = dh_t * (h_all[t] > 0)
+        dx[t] = da @ w_ih
+        grads[0] += da.T @ x[t]
+        grads[1] += da.T @ h_prev[t]
+        add_bias(grads, da, 2)
+        add_bias(grads, da, 3)
+        dh = keep(valid, t, da @ w_hh, dh)
+    return dx, (dh,), grads
+
+
+rnn_step_forward, rnn_step_backward = step_kernels(rnn_forward, rnn_backward)
