@@ -32,6 +32,11 @@ class _CellBase(Module):
         if self._cell == "lstm":
             self._names += (None,)  # no projection in cells
 
+    def get_config(self):
+        config = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
+                      dtype=self._dtype.name, seed=self.seed, **self._opts)
+        return config
+
     def __repr__(self):
         extra = "" if self.bias else ", bias=False"
         if self._opts.get("nonlinearity", "tanh") != "tanh":

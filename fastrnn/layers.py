@@ -74,6 +74,17 @@ class RNNBase(Module):
         return [tuple(None if n is None else self._params[n] for n in names)
                 for names in self._weight_names]
 
+    def get_config(self):
+        config = dict(input_size=self.input_size, hidden_size=self.hidden_size,
+                      num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
+                      dropout=self.dropout, bidirectional=self.bidirectional,
+                      dtype=self._dtype.name, seed=self.seed)
+        if self.mode == "LSTM":
+            config["proj_size"] = self.proj_size
+        if self.mode.startswith("RNN"):
+            config["nonlinearity"] = self.nonlinearity
+        return config
+
     def extra_repr(self):
         s = f"{self.input_size}, {self.hidden_size}"
         for name, default in [("num_layers", 1), ("bias", True), ("batch_first", False),

@@ -27,6 +27,13 @@ class Module:
         self.grads = {}
         self._cache = None
 
+    def get_config(self):
+        """The constructor arguments that rebuild this object (``type(self)(**config)``).
+
+        Plain Python values only (the dtype as its name), so the dict can be stored as JSON.
+        """
+        raise NotImplementedError
+
     # -- parameters ---------------------------------------------------------------
     def _init_parameters(self, shapes, hidden_size):
         """Create every parameter, U(-1/sqrt(H), 1/sqrt(H)) like PyTorch, from the seeded generator."""
