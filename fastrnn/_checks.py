@@ -48,12 +48,14 @@ def check_choice(name, value, choices):
 
 
 def check_dtype(dtype):
-    """np.float32 or np.float64 (any spelling numpy understands), as a numpy dtype."""
+    """np.float32 or np.float64 (any spelling numpy understands; None means float32) as a dtype."""
+    if dtype is None:
+        return DTYPES[0]
     try:
         resolved = np.dtype(dtype)
     except TypeError:
         resolved = None
-    if resolved not in DTYPES:
+    if not any(resolved is d or (resolved is not None and resolved == d) for d in DTYPES):
         raise ValueError(f"dtype must be float32 or float64, but got {dtype!r}")
     return resolved
 

@@ -1,0 +1,54 @@
+"""Shared fixtures: the backends under test, torch as the parity peer, tolerances.
+
+Environment variables:
+
+FASTRNN_REQUIRE_TORCH=1
+    Tests that need torch fail instead of skipping when it is missing.
+FASTRNN_REQUIRE_BACKENDS=numba,cython
+    These backends must be available: their parametrised tests run (and fail
+    loudly) even when the backend does not import, instead of being left out.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+AVAILABLE = [name for name, status in fastrnn.backends().items() if status["available"]]
+REQUIRED = [b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()]
+BACKENDS = AVAILABLE + [b for b in REQUIRED if b not in AVAILABLE]
+
+#: tolerances of a backend against PyTorch or against the reference, by dtype
+ATOL = {np.float32: 1e-5, np.float64: 1e-9}
+RTOL = {np.float32: 1e-4, np.float64: 1e-7}
+
+
+def pytest_report_header(config):
+    status = fastrnn.backends()
+    lines = [f"fastrnn backends under test: {BACKENDS}"]
+    lines += [f"  {name}: unavailable ({s['reason']})" for name, s in status.items() if not s["available"]]
+    return lines
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Every backend this installation has (plus the required ones, so they fail if missing)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch as the parity peer; a skip with the reason, or a failure under FASTRNN_REQUIRE_TORCH=1."""
+    try:
+        import torch as _torch
+    except ImportError as exc:
+        message = (f"torch is not installed ({exc}); install it with `pip install torch==2.13.0` "
+                   f"(CPU build) to run the PyTorch parity tests")
+        if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1":
+            pytest.fail(message + " -- required because FASTRNN_REQUIRE_TORCH=1")
+        pytest.skip(message)
+    _torch.set_num_threads(1)   # the parity problems are tiny: threads only add overhead
+    return _torch
+

@@ -1,0 +1,108 @@
+"""Builders shared by the test modules: layers, random inputs, losses, torch twins."""
+
+import numpy as np
+
+import fastrnn
+
+#: mode -> (fastrnn class, extra constructor arguments)
+MODES = {
+    "rnn_tanh": (fastrnn.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (fastrnn.RNN, {"nonlinearity": "relu"}),
+    "lstm": (fastrnn.LSTM, {}),
+    "gru": (fastrnn.GRU, {}),
+}
+CELLS = {
+    "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
+    "rnn_relu": (fastrnn.RNNCell, {"nonlinearity": "relu"}),
+    "lstm": (fastrnn.LSTMCell, {}),
+    "gru": (fastrnn.GRUCell, {}),
+}
+
+
+def make_layer(mode, backend, dtype=np.float64, proj_size=0, seed=0, **kwargs):
+    cls, extra = MODES[mode]
+    if proj_size:
+        extra = dict(extra, proj_size=proj_size)
+    return cls(dtype=dtype, backend=backend, seed=seed, **extra, **kwargs)
+
+
+def make_cell(mode, backend, dtype=np.float64, seed=0, **kwargs):
+    cls, extra = CELLS[mode]
+    return cls(dtype=dtype, backend=backend, seed=seed, **extra, **kwargs)
+
+
+def is_lstm(layer):
+    return isinstance(layer, (fastrnn.LSTM, fastrnn.LSTMCell))
+
+
+def state_shapes(layer, batch, unbatched):
+    """Shapes of (h, [c]) for a layer in the user's layout."""
+    LD = layer.num_layers * layer.num_directions
+    sizes = [layer.proj_size or layer.hidden_size] + ([layer.hidden_size] if is_lstm(layer) else [])
+    return [(LD, s) if unbatched else (LD, batch, s) for s in sizes]
+
+
+def random_problem(layer, T, B, rng, unbatched=False, with_lengths=False):
+    """Random input, initial state, lengths and loss weights for a layer.
+
+    Returns x, hx (as the layer takes it), lengths (or None), G (weights of
+    out in the loss), GH (weights of the final states, as backward's dhx takes it).
+    The loss is J = sum(out * G) + sum(h_n * GH[0]) (+ sum(c_n * GH[1])).
+    """
+    dtype = layer.dtype
+    I = layer.input_size
+    if unbatched:
+        x = rng.standard_normal((T, I))
+    elif layer.batch_first:
+        x = rng.standard_normal((B, T, I))
+    else:
+        x = rng.standard_normal((T, B, I))
+    states = [rng.standard_normal(s).astype(dtype) for s in state_shapes(layer, B, unbatched)]
+    grads = [rng.standard_normal(s).astype(dtype) for s in state_shapes(layer, B, unbatched)]
+    lengths = None
+    if with_lengths and unbatched:
+        lengths = np.array(max(1, T - 1))
+    elif with_lengths:
+        lengths = rng.integers(1, T + 1, size=B)
+        if B > 1:
+            lengths[0], lengths[-1] = T, 1   # the longest and the shortest always appear
+    D = layer.num_directions
+    out_size = D * (layer.proj_size or layer.hidden_size)
+    out_shape = x.shape[:-1] + (out_size,)
+    G = rng.standard_normal(out_shape).astype(dtype)
+    hx = tuple(states) if is_lstm(layer) else states[0]
+    GH = tuple(grads) if is_lstm(layer) else grads[0]
+    return x.astype(dtype), hx, lengths, G, GH
+
+
+def loss(layer, x, hx, lengths, G, GH):
+    """J = sum(out * G) + sum(final states * GH), in float64."""
+    out, hy = layer(x, hx, lengths=lengths)
+    hy, GH = (hy, GH) if is_lstm(layer) else ((hy,), (GH,))
+    return float(np.sum(out * G) + sum(np.sum(h * g) for h, g in zip(hy, GH)))
+
+
+def torch_twin(torch, layer):
+    """The torch module with the same configuration and weights as a fastrnn layer."""
+    tdtype = torch.float64 if layer.dtype == np.float64 else torch.float32
+    kw = dict(num_layers=layer.num_layers, bias=layer.bias, batch_first=layer.batch_first,
+              bidirectional=layer.bidirectional, dtype=tdtype)
+    if isinstance(layer, fastrnn.LSTM):
+        module = torch.nn.LSTM(layer.input_size, layer.hidden_size, proj_size=layer.proj_size, **kw)
+    elif isinstance(layer, fastrnn.GRU):
+        module = torch.nn.GRU(layer.input_size, layer.hidden_size, **kw)
+    else:
+        module = torch.nn.RNN(layer.input_size, layer.hidden_size,
+                              nonlinearity=layer.nonlinearity, **kw)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in layer.state_dict().items()})
+    return module
+
+
+def torch_cell_twin(torch, cell):
+    tdtype = torch.float64 if cell.dtype == np.float64 else torch.float32
+    cls = {fastrnn.LSTMCell: torch.nn.LSTMCell, fastrnn.GRUCell: torch.nn.GRUCell,
+           fastrnn.RNNCell: torch.nn.RNNCell}[type(cell)]
+    kw = {"nonlinearity": cell.nonlinearity} if isinstance(cell, fastrnn.RNNCell) else {}
+    module = cls(cell.input_size, cell.hidden_size, bias=cell.bias, dtype=tdtype, **kw)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in cell.state_dict().items()})
+    return module

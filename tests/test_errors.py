@@ -1,0 +1,252 @@
+"""Every bad input gets a TypeError or ValueError that names the argument,
+what was expected and what was received -- never a crash inside a kernel."""
+
+import numpy as np
+import pytest
+
+import fastrnn
+
+T, B, I, H = 4, 3, 5, 6
+
+
+def raises(exc, *words):
+    """pytest.raises that also checks the message contains every word (case-insensitive)."""
+    class _Check:
+        def __enter__(self):
+            self.ctx = pytest.raises(exc)
+            self.info = self.ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *args):
+            out = self.ctx.__exit__(*args)
+            message = str(self.info.value).lower()
+            missing = [w for w in words if w.lower() not in message]
+            assert not missing, f"message {str(self.info.value)!r} lacks {missing}"
+            return out
+    return _Check()
+
+
+@pytest.fixture
+def lstm(backend):
+    return fastrnn.LSTM(I, H, num_layers=2, backend=backend, seed=0)
+
+
+@pytest.fixture
+def gru(backend):
+    return fastrnn.GRU(I, H, backend=backend, seed=0)
+
+
+# -- constructor ------------------------------------------------------------------------
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU,
+                                 fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
+@pytest.mark.parametrize("arg", ["input_size", "hidden_size"])
+def test_sizes_must_be_positive_integers(cls, arg):
+    kwargs = {"input_size": 3, "hidden_size": 4}
+    for bad, exc, words in [(2.5, TypeError, ["integer", "float", "2.5"]),
+                            ("3", TypeError, ["integer", "str"]),
+                            (True, TypeError, ["integer", "bool"]),
+                            (0, ValueError, [">= 1", "0"]),
+                            (-2, ValueError, [">= 1", "-2"])]:
+        with raises(exc, arg, *words):
+            cls(**dict(kwargs, **{arg: bad}))
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError)])
+def test_num_layers_must_be_a_positive_integer(bad, exc):
+    with raises(exc, "num_layers", str(bad)):
+        fastrnn.GRU(3, 4, num_layers=bad)
+
+
+@pytest.mark.parametrize("bad,exc", [(-0.1, ValueError), (1.5, ValueError), ("0.5", TypeError),
+                                     (True, TypeError), (float("nan"), ValueError)])
+def test_dropout_must_be_a_probability(bad, exc):
+    with raises(exc, "dropout", "[0, 1]"):
+        fastrnn.LSTM(3, 4, num_layers=2, dropout=bad)
+
+
+@pytest.mark.parametrize("bad,exc,words", [(-1, ValueError, [">= 0", "-1"]),
+                                           (4, ValueError, ["smaller than hidden_size", "4"]),
+                                           (6, ValueError, ["smaller than hidden_size", "6"]),
+                                           (1.0, TypeError, ["integer", "float"])])
+def test_proj_size_must_be_below_hidden_size(bad, exc, words):
+    with raises(exc, "proj_size", *words):
+        fastrnn.LSTM(3, 4, proj_size=bad)
+
+
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.RNNCell])
+def test_unknown_nonlinearity(cls):
+    with raises(ValueError, "nonlinearity", "tanh", "relu", "sigmoid"):
+        cls(3, 4, nonlinearity="sigmoid")
+
+
+@pytest.mark.parametrize("bad", [np.int32, "float16", np.complex64, "double-ish", object, "int8"])
+def test_unknown_dtype(bad):
+    with raises(ValueError, "dtype", "float32", "float64"):
+        fastrnn.LSTM(3, 4, dtype=bad)
+
+
+def test_unknown_backend():
+    with raises(ValueError, "backend", "numpy", "'cuda'"):
+        fastrnn.GRU(3, 4, backend="cuda")
+    with raises(TypeError, "backend", "str", "int"):
+        fastrnn.GRU(3, 4, backend=1)
+
+
+def test_unknown_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "fortran")
+    with raises(ValueError, "FASTRNN_BACKEND", "'fortran'"):
+        fastrnn.GRU(3, 4)
+
+
+def test_bad_seed():
+    with raises(TypeError, "seed", "str"):
+        fastrnn.GRU(3, 4, seed="abc")
+
+
+# -- forward inputs -------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(I,), (2, T, B, I), ()])
+def test_input_of_wrong_ndim(lstm, shape):
+    with raises(ValueError, "input", "2D", "3D", str(shape)):
+        lstm(np.zeros(shape))
+
+
+def test_input_of_wrong_feature_size(lstm):
+    with raises(ValueError, "input_size", f"expected {I}", "got 7"):
+        lstm(np.zeros((T, B, 7)))
+
+
+@pytest.mark.parametrize("value", [np.zeros((T, B, I), dtype=np.int64), np.zeros((T, B, I), dtype=bool),
+                                   np.zeros((T, B, I), dtype=np.complex128),
+                                   np.zeros((T, B, I), dtype=object), [[["a"] * I] * B] * T])
+def test_input_must_be_floating_point(lstm, value):
+    with raises(TypeError, "input", "floating-point", str(np.asarray(value).dtype)):
+        lstm(value)
+
+
+def test_ragged_input(lstm):
+    with raises(TypeError, "input", "array"):
+        lstm([[[0.0] * I], [[0.0] * (I - 1)]])
+
+
+def test_sequence_length_zero(lstm):
+    with raises(ValueError, "input", "sequence length 0"):
+        lstm(np.zeros((0, B, I)))
+
+
+def test_hx_of_wrong_shape(lstm, gru):
+    x = np.zeros((T, B, I))
+    with raises(ValueError, "hx", "h_0", "(2, 3, 6)", "(1, 3, 6)"):
+        lstm(x, (np.zeros((1, B, H)), np.zeros((2, B, H))))
+    with raises(ValueError, "hx", "c_0", "(2, 3, 6)", "(2, 3, 5)"):
+        lstm(x, (np.zeros((2, B, H)), np.zeros((2, B, 5))))
+    with raises(ValueError, "hx", "(1, 3, 6)", "(1, 2, 6)"):
+        gru(x, np.zeros((1, 2, H)))
+    with raises(ValueError, "hx", "unbatched", "(1, 6)", "(1, 3, 6)"):
+        gru(np.zeros((T, I)), np.zeros((1, B, H)))
+
+
+def test_lstm_hx_must_be_a_pair(lstm):
+    with raises(TypeError, "hx", "tuple", "ndarray"):
+        lstm(np.zeros((T, B, I)), np.zeros((2, B, H)))
+    with raises(TypeError, "hx", "tuple", "length 3"):
+        lstm(np.zeros((T, B, I)), (np.zeros((2, B, H)),) * 3)
+
+
+def test_hx_must_be_floating_point(gru):
+    with raises(TypeError, "hx", "floating-point", "int64"):
+        gru(np.zeros((T, B, I)), np.zeros((1, B, H), dtype=np.int64))
+
+
+@pytest.mark.parametrize("bad,words", [(np.array([2, 3]), ["shape (3,)", "(2,)"]),
+                                       (np.array([[1, 2, 3]]), ["shape (3,)", "(1, 3)"]),
+                                       (np.array([0, 1, 2]), ["between 1 and", "[0]"]),
+                                       (np.array([1, 5, 2]), ["between 1 and", "4", "[5]"]),
+                                       (np.array([-1, 2, 2]), ["between 1 and", "[-1]"])])
+def test_lengths_of_wrong_shape_or_range(gru, bad, words):
+    with raises(ValueError, "lengths", *words):
+        gru(np.zeros((T, B, I)), lengths=bad)
+
+
+@pytest.mark.parametrize("bad", [np.array([1.5, 2.0, 3.0]), np.array([1.0, 2.0, 3.0]),
+                                 [True, True, False], ["1", "2", "3"]])
+def test_lengths_must_be_integers(gru, bad):
+    with raises(TypeError, "lengths", "integers"):
+        gru(np.zeros((T, B, I)), lengths=bad)
+
+
+# -- backward -------------------------------------------------------------------------
+def test_backward_before_forward(lstm, gru):
+    with raises(RuntimeError, "backward", "forward", "training mode"):
+        gru.backward(np.zeros((T, B, H)))
+    lstm.eval()
+    out, _ = lstm(np.zeros((T, B, I)))
+    with raises(RuntimeError, "backward", "training mode"):
+        lstm.backward(out)
+
+
+def test_backward_twice(gru):
+    out, _ = gru(np.zeros((T, B, I)))
+    gru.backward(out)
+    with raises(RuntimeError, "backward", "once"):
+        gru.backward(out)
+
+
+def test_gradient_of_wrong_shape(lstm, gru):
+    out, _ = gru(np.zeros((T, B, I)))
+    with raises(ValueError, "dout", "(4, 3, 6)", "(4, 3, 5)"):
+        gru.backward(np.zeros((T, B, 5)))
+    with raises(ValueError, "dhx", "(1, 3, 6)", "(3, 6)"):
+        gru.backward(out, np.zeros((B, H)))
+    with raises(TypeError, "dout", "floating-point"):
+        gru.backward(np.zeros((T, B, H), dtype=int))
+    gru.backward(out)   # the failed calls did not use up the forward
+    lstm(np.zeros((T, B, I)))
+    with raises(ValueError, "dhx", "dc_n", "(2, 3, 6)", "(2, 3, 4)"):
+        lstm.backward(out, (np.zeros((2, B, H)), np.zeros((2, B, 4))))
+
+
+# -- cells ----------------------------------------------------------------------------
+def test_cell_bad_inputs(backend):
+    cell = fastrnn.LSTMCell(I, H, backend=backend)
+    with raises(ValueError, "LSTMCell", "1D or 2D", "3D"):
+        cell(np.zeros((2, B, I)))
+    with raises(ValueError, "input_size", "expected 5", "got 4"):
+        cell(np.zeros((B, 4)))
+    with raises(ValueError, "hx", "(3, 6)", "(2, 6)"):
+        cell(np.zeros((B, I)), (np.zeros((2, H)), np.zeros((2, H))))
+    with raises(TypeError, "hx", "tuple"):
+        cell(np.zeros((B, I)), np.zeros((B, H)))
+    with raises(TypeError, "input", "floating-point", "int"):
+        cell(np.zeros((B, I), dtype=int))
+    with raises(RuntimeError, "backward", "forward"):
+        cell.backward(np.zeros((B, H)))
+    cell(np.zeros((B, I)))
+    with raises(ValueError, "grad", "(3, 6)", "(3, 5)"):
+        cell.backward(np.zeros((B, 5)))
+    rnn = fastrnn.RNNCell(I, H, backend=backend)
+    with raises(ValueError, "hx", "(6,)", "(3, 6)"):
+        rnn(np.zeros(I), np.zeros((B, H)))
+
+
+# -- state dicts ------------------------------------------------------------------------
+def test_load_state_dict_names_every_problem(lstm):
+    before = lstm.state_dict()
+    state = lstm.state_dict()
+    del state["weight_ih_l0"], state["bias_hh_l1"]
+    state["weight_hh_l0"] = np.zeros((3, 3))
+    state["weight_xx_l9"] = np.zeros(2)
+    state["bias_ih_l0"] = np.ones(4 * H)   # valid: must not be written either
+    with raises(ValueError, "missing", "weight_ih_l0", "bias_hh_l1", "unexpected", "weight_xx_l9",
+                "size mismatch", "weight_hh_l0", "(24, 6)", "(3, 3)"):
+        lstm.load_state_dict(state)
+    for name, value in before.items():   # nothing half-loaded
+        np.testing.assert_array_equal(lstm.parameters()[name], value)
+
+
+def test_load_state_dict_rejects_non_mappings_and_non_float(lstm):
+    with raises(TypeError, "state_dict", "mapping", "list"):
+        lstm.load_state_dict([1, 2])
+    state = lstm.state_dict()
+    state["bias_ih_l0"] = np.zeros(4 * H, dtype=np.int32)
+    with raises(ValueError, "bias_ih_l0", "floating-point"):
+        lstm.load_state_dict(state)

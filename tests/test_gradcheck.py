@@ -1,0 +1,128 @@
+"""Finite-difference gradient checks (float64, central differences) of every
+parameter element, the input and the initial states, for every cell type,
+across bias x bidirectional x num_layers x batch_first x proj_size x lengths x unbatched.
+"""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from helpers import CELLS, is_lstm, loss, make_cell, make_layer, random_problem
+
+EPS = 1e-6
+T, B, I, H, P = 3, 2, 2, 3, 2
+
+
+def _grid():
+    for mode, bias, bidirectional, num_layers, proj in itertools.product(
+            ["rnn_tanh", "rnn_relu", "lstm", "gru"], [True, False], [False, True], [1, 2], [0, P]):
+        if proj and mode != "lstm":
+            continue
+        for unbatched, batch_first, with_lengths in itertools.product([False, True], [False, True],
+                                                                       [False, True]):
+            if unbatched and batch_first:
+                continue   # batch_first has no meaning for unbatched input
+            yield pytest.param(mode, bias, bidirectional, num_layers, proj, unbatched, batch_first,
+                               with_lengths,
+                               id=f"{mode}-bias{int(bias)}-bi{int(bidirectional)}-L{num_layers}"
+                                  f"-proj{proj}-{'unbatched' if unbatched else 'batched'}"
+                                  f"-bf{int(batch_first)}-len{int(with_lengths)}")
+
+
+def numerical_gradient(f, array):
+    """Central differences of the scalar f() with respect to every element of ``array`` (in place)."""
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, array)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + EPS
+        plus = f()
+        flat[k] = old - EPS
+        minus = f()
+        flat[k] = old
+        gflat[k] = (plus - minus) / (2 * EPS)
+    return grad
+
+
+def check(numeric, analytic, what):
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7, err_msg=what)
+
+
+@pytest.mark.parametrize("mode,bias,bidirectional,num_layers,proj,unbatched,batch_first,with_lengths",
+                         list(_grid()))
+def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirectional, num_layers,
+                                                  proj, unbatched, batch_first, with_lengths):
+    rng = np.random.default_rng(7)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=num_layers,
+                       bias=bias, bidirectional=bidirectional, batch_first=batch_first,
+                       proj_size=proj, seed=3)
+    x, hx, lengths, G, GH = random_problem(layer, T, B, rng, unbatched, with_lengths)
+
+    layer.train()
+    out, _ = layer(x, hx, lengths=lengths)
+    dx, dhx = layer.backward(G, GH)
+
+    layer.eval()   # the finite differences need no cache
+    f = lambda: loss(layer, x, hx, lengths, G, GH)  # noqa: E731  (reads the arrays perturbed in place)
+    for name, param in layer.parameters().items():
+        check(numerical_gradient(f, param), layer.grads[name], name)
+    check(numerical_gradient(f, x), dx, "input")
+    states, dstates = (hx, dhx) if is_lstm(layer) else ((hx,), (dhx,))
+    for k, (state, dstate) in enumerate(zip(states, dstates)):
+        check(numerical_gradient(f, state), dstate, f"hx[{k}]")
+    if with_lengths and not unbatched:
+        # padded steps have no influence at all
+        steps = np.arange(T)[:, None] >= lengths[None, :]
+        pad = steps.T if batch_first else steps
+        assert np.all(dx[pad] == 0)
+
+
+@pytest.mark.parametrize("mode", list(CELLS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("unbatched", [False, True])
+def test_cell_gradients_match_finite_differences(backend, mode, bias, unbatched):
+    rng = np.random.default_rng(11)
+    cell = make_cell(mode, backend, input_size=I, hidden_size=H, bias=bias)
+    shape = (H,) if unbatched else (B, H)
+    x = rng.standard_normal((I,) if unbatched else (B, I))
+    states = [rng.standard_normal(shape) for _ in range(2 if is_lstm(cell) else 1)]
+    grads = [rng.standard_normal(shape) for _ in states]
+    hx = tuple(states) if is_lstm(cell) else states[0]
+
+    def f():
+        hy = cell(x, hx)
+        hy = hy if is_lstm(cell) else (hy,)
+        return float(sum(np.sum(h * g) for h, g in zip(hy, grads)))
+
+    cell.train()
+    cell(x, hx)
+    dx, dh = cell.backward(*grads)
+    dh = dh if is_lstm(cell) else (dh,)
+    cell.eval()
+    for name, param in cell.parameters().items():
+        check(numerical_gradient(f, param), cell.grads[name], name)
+    check(numerical_gradient(f, x), dx, "input")
+    for k, state in enumerate(states):
+        check(numerical_gradient(f, state), dh[k], f"hx[{k}]")
+
+
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_dropout_gradients_match_finite_differences(backend, mode):
+    """With the dropout masks held fixed (same seed for every forward)."""
+    rng = np.random.default_rng(5)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=3, dropout=0.4,
+                       bidirectional=True)
+    x, hx, lengths, G, GH = random_problem(layer, T, B, rng, with_lengths=True)
+
+    def f():
+        layer._rng = np.random.default_rng(99)
+        return loss(layer, x, hx, lengths, G, GH)
+
+    layer.train()
+    f()
+    dx, _ = layer.backward(G, GH)
+    for name, param in layer.parameters().items():
+        check(numerical_gradient(f, param), layer.grads[name], name)
+    check(numerical_gradient(f, x), dx, "input")

@@ -1,0 +1,364 @@
+"""Behaviour of the public layers and cells that needs no peer library:
+lengths, dropout, dtypes and layouts, NaN and large values, determinism,
+modes, gradients accumulation, state dicts, backend selection."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import fastrnn
+from helpers import CELLS, MODES, is_lstm, make_cell, make_layer, random_problem
+
+T, B, I, H = 6, 4, 3, 5
+
+
+def run(layer, x, hx=None, lengths=None):
+    out, hy = layer(x, hx, lengths=lengths)
+    return out, (hy if is_lstm(layer) else (hy,))
+
+
+# -- lengths -----------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lengths_equal_running_each_sequence_alone(backend, mode, bidirectional):
+    """Steps past a length give zeros and leave the state alone; the reverse
+    direction starts at each sequence's own last step."""
+    rng = np.random.default_rng(0)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=2,
+                       bidirectional=bidirectional)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([3, T, 1, 4])
+    out, hy = run(layer, x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        out_b, hy_b = run(layer, x[:n, b:b + 1])
+        np.testing.assert_allclose(out[:n, b], out_b[:, 0], atol=1e-12)
+        assert np.all(out[n:, b] == 0)
+        for h, h_b in zip(hy, hy_b):
+            np.testing.assert_allclose(h[:, b], h_b[:, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_lengths_gradients_equal_running_each_sequence_alone(backend, mode):
+    rng = np.random.default_rng(1)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, bidirectional=True)
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([2, T, 5, 1])
+    out, hy = run(layer, x, lengths=lengths)
+    G = rng.standard_normal(out.shape)
+    dx, _ = layer.backward(G)
+    total = {k: g.copy() for k, g in layer.grads.items()}
+    layer.zero_grad()
+    for b, n in enumerate(lengths):
+        run(layer, x[:n, b:b + 1])
+        dx_b, _ = layer.backward(G[:n, b:b + 1])
+        np.testing.assert_allclose(dx[:n, b], dx_b[:, 0], atol=1e-12)
+        assert np.all(dx[n:, b] == 0)
+    for k in total:
+        np.testing.assert_allclose(total[k], layer.grads[k], atol=1e-12)
+
+
+def test_lengths_accept_any_integer_array_like(backend):
+    layer = make_layer("gru", backend, input_size=I, hidden_size=H)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    ref, _ = layer(x, lengths=np.array([1, 2, 3, 4]))
+    for lengths in ([1, 2, 3, 4], (1, 2, 3, 4), np.array([1, 2, 3, 4], dtype=np.uint8)):
+        np.testing.assert_array_equal(layer(x, lengths=lengths)[0], ref)
+    np.testing.assert_array_equal(layer(x, lengths=[T] * B)[0], layer(x)[0])
+
+
+# -- batch size 0, NaN, large values ----------------------------------------------------------------
+@pytest.mark.parametrize("mode", list(MODES))
+def test_batch_size_zero(backend, mode):
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=2, bidirectional=True)
+    out, hy = run(layer, np.zeros((T, 0, I)), lengths=np.zeros(0, dtype=int))
+    assert out.shape == (T, 0, 2 * H) and all(h.shape == (4, 0, H) for h in hy)
+    dx, dh = layer.backward(out)
+    assert dx.shape == (T, 0, I)
+    assert all(np.all(g == 0) for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_nan_propagates_only_where_it_should(backend, mode, dtype):
+    layer = make_layer(mode, backend, dtype=dtype, input_size=I, hidden_size=H)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    x[2, 1, 0] = np.nan
+    out, hy = run(layer, x)
+    assert np.all(np.isfinite(out[:2])) and np.all(np.isfinite(out[:, [0, 2, 3]]))
+    if mode == "rnn_relu":   # relu can clamp a NaN sum to... never: max(NaN, 0) is NaN
+        assert np.isnan(out[2, 1]).any()
+    else:
+        assert np.all(np.isnan(out[2:, 1]))
+        assert np.all(np.isnan(hy[0][:, 1]))
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("scale", [1e4, -1e4])
+def test_large_inputs_saturate_without_warnings(backend, mode, dtype, scale):
+    layer = make_layer(mode, backend, dtype=dtype, input_size=I, hidden_size=H, num_layers=2)
+    x = scale * np.sign(np.random.default_rng(0).standard_normal((T, B, I)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out, hy = run(layer, x)
+        dx, _ = layer.backward(np.ones_like(out))
+    assert np.all(np.isfinite(out)) and all(np.all(np.isfinite(h)) for h in hy)
+    assert np.all(np.isfinite(dx))
+    if mode != "rnn_relu":
+        assert np.all(np.abs(out) <= 1)
+
+
+# -- dtypes and layouts -----------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inputs_are_converted_to_the_layer_dtype(backend, dtype):
+    layer = make_layer("lstm", backend, dtype=dtype, input_size=I, hidden_size=H)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    ref, _ = layer(x.astype(dtype))
+    for variant in (x.astype(np.float16).astype(np.float64), x.astype(np.float16), x.tolist(),
+                    np.asfortranarray(x), np.concatenate([x, x], axis=2)[:, :, ::2] * 0 + x):
+        out, (h, c) = layer(variant)
+        assert out.dtype == h.dtype == c.dtype == dtype
+    out, _ = layer(x.tolist())
+    np.testing.assert_array_equal(out, ref)
+    np.testing.assert_array_equal(layer(np.asfortranarray(x))[0], ref)
+    wide = np.zeros((T, B, 2 * I))
+    wide[:, :, ::2] = x
+    np.testing.assert_array_equal(layer(wide[:, :, ::2])[0], ref)   # non-contiguous view
+    dx, (dh, dc) = layer.backward(np.ones((T, B, H), dtype=np.float16))
+    assert dx.dtype == dh.dtype == dc.dtype == dtype
+    assert all(g.dtype == dtype for g in layer.grads.values())
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_batch_first_is_a_transpose(backend, mode):
+    rng = np.random.default_rng(3)
+    a = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=2, bidirectional=True)
+    b = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=2, bidirectional=True,
+                   batch_first=True)
+    x = rng.standard_normal((T, B, I))
+    lengths = [T, 2, 3, 1]
+    out_a, hy_a = run(a, x, lengths=lengths)
+    out_b, hy_b = run(b, x.transpose(1, 0, 2), lengths=lengths)
+    np.testing.assert_array_equal(out_b, out_a.transpose(1, 0, 2))
+    for h, g in zip(hy_a, hy_b):   # states stay (L*D, B, H) as in PyTorch
+        np.testing.assert_array_equal(h, g)
+    G = rng.standard_normal(out_a.shape)
+    dx_a, _ = a.backward(G)
+    dx_b, _ = b.backward(G.transpose(1, 0, 2))
+    np.testing.assert_array_equal(dx_b, dx_a.transpose(1, 0, 2))
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_unbatched_input_equals_a_batch_of_one(backend, mode):
+    rng = np.random.default_rng(4)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=2)
+    x, hx, _, G, GH = random_problem(layer, T, 1, rng)
+    out1, hy1 = layer(x[:, 0], tuple(h[:, 0] for h in hx) if is_lstm(layer) else hx[:, 0])
+    assert out1.ndim == 2
+    dx1, dh1 = layer.backward(G[:, 0])
+    out, hy = layer(x, hx)
+    dx, dh = layer.backward(G)
+    np.testing.assert_allclose(out1, out[:, 0], atol=1e-13)
+    np.testing.assert_allclose(dx1, dx[:, 0], atol=1e-13)
+    if not is_lstm(layer):
+        hy1, hy, dh1, dh = (hy1,), (hy,), (dh1,), (dh,)
+    for a, b in zip(hy1, hy):
+        np.testing.assert_allclose(a, b[:, 0], atol=1e-13)
+    for a, b in zip(dh1, dh):
+        assert a.shape == b[:, 0].shape
+
+
+def test_unbatched_single_layer_takes_a_1d_state(backend):
+    layer = make_layer("gru", backend, input_size=I, hidden_size=H)
+    x = np.random.default_rng(0).standard_normal((T, I))
+    h0 = np.full(H, 0.3)
+    out, h_n = layer(x, h0)
+    assert h_n.shape == (1, H)
+    dx, dh0 = layer.backward(np.ones_like(out))
+    assert dh0.shape == (H,)            # shaped like the hx that was passed
+    out2, _ = layer(x, h0[None])
+    np.testing.assert_array_equal(out, out2)
+    assert layer.backward(np.ones_like(out))[1].shape == (1, H)
+
+
+# -- modes, determinism, gradients ----------------------------------------------------------------
+@pytest.mark.parametrize("mode", list(MODES))
+def test_eval_mode_keeps_nothing(backend, mode):
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H).eval()
+    layer(np.zeros((T, B, I)))
+    assert layer._cache is None
+    with pytest.raises(RuntimeError, match="training mode"):
+        layer.backward(np.zeros((T, B, H)))
+    assert layer.train() is layer and layer.training
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_same_call_twice_is_bit_identical(backend, mode):
+    results = []
+    for _ in range(2):
+        layer = make_layer(mode, backend, dtype=np.float32, input_size=I, hidden_size=H,
+                           num_layers=3, dropout=0.3, bidirectional=True, seed=42)
+        x, hx, lengths, G, GH = random_problem(layer, T, B, np.random.default_rng(5), with_lengths=True)
+        out, hy = run(layer, x, hx, lengths)
+        dx, dhx = layer.backward(G, GH)
+        results.append([out, *hy, dx, *(dhx if is_lstm(layer) else (dhx,)), *layer.grads.values()])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_gradients_accumulate_until_zero_grad(backend):
+    layer = make_layer("lstm", backend, input_size=I, hidden_size=H)
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    out, _ = layer(x)
+    layer.backward(np.ones_like(out))
+    once = {k: g.copy() for k, g in layer.grads.items()}
+    layer(x)
+    layer.backward(np.ones_like(out))
+    for k, g in layer.grads.items():
+        np.testing.assert_allclose(g, 2 * once[k], rtol=1e-12)
+    layer.zero_grad()
+    assert all(np.all(g == 0) for g in layer.grads.values())
+
+
+# -- dropout ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_dropout_is_seeded_and_off_in_eval(backend, mode):
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    kw = dict(input_size=I, hidden_size=H, num_layers=2)
+    plain = make_layer(mode, backend, seed=1, **kw)
+    d1, d2 = (make_layer(mode, backend, seed=1, dropout=0.5, **kw) for _ in range(2))
+    ref = plain(x)[0]
+    first = d1(x)[0]
+    np.testing.assert_array_equal(first, d2(x)[0])         # same seed, same masks
+    assert not np.allclose(first, ref)                       # dropout acts in training
+    assert not np.array_equal(first, d1(x)[0])               # a fresh mask every forward
+    np.testing.assert_array_equal(d1.eval()(x)[0], ref)      # and not at all in eval
+
+
+def test_dropout_one_zeroes_the_inputs_of_upper_layers(backend):
+    x = np.random.default_rng(0).standard_normal((T, B, I))
+    layer = make_layer("gru", backend, input_size=I, hidden_size=H, num_layers=2, dropout=1.0)
+    out, _ = layer(x)
+    top = make_layer("gru", backend, input_size=H, hidden_size=H)
+    top.load_state_dict({k[:-1] + "0": v for k, v in layer.state_dict().items() if k.endswith("l1")})
+    np.testing.assert_allclose(out, top(np.zeros((T, B, H)))[0], atol=1e-14)
+
+
+def test_dropout_rate(backend):
+    layer = make_layer("rnn_relu", backend, input_size=I, hidden_size=400, num_layers=2,
+                       dropout=0.25, bias=False)
+    x = np.abs(np.random.default_rng(0).standard_normal((1, 50, I)))
+    layer.load_state_dict({k: np.abs(v) if k.endswith("l0") else np.eye(400)
+                           for k, v in layer.state_dict().items()})
+    out, _ = layer(x)   # relu of positive weights: the top layer passes the dropped inputs through
+    zeros = np.mean(out == 0)
+    assert 0.22 < zeros < 0.28
+    kept = out[out != 0]
+    ref = make_layer("rnn_relu", backend, input_size=I, hidden_size=400, bias=False)
+    ref.load_state_dict({k[:-1] + "0": v for k, v in layer.state_dict().items() if k.endswith("l0")})
+    np.testing.assert_allclose(np.sort(kept), np.sort((ref(x)[0] / 0.75)[out != 0]), rtol=1e-12)
+
+
+def test_dropout_with_one_layer_warns():
+    with pytest.warns(UserWarning, match="num_layers=1"):
+        fastrnn.LSTM(3, 4, dropout=0.5)
+
+
+# -- parameters, state dicts, seeds --------------------------------------------------------------
+def test_parameters_are_live_and_state_dict_is_a_copy(backend):
+    layer = make_layer("lstm", backend, input_size=I, hidden_size=H, proj_size=2)
+    assert list(layer.parameters()) == ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0",
+                                        "weight_hr_l0"]
+    x = np.ones((T, B, I))
+    before = layer(x)[0]
+    snapshot = layer.state_dict()
+    snapshot["weight_ih_l0"][...] = 0
+    np.testing.assert_array_equal(layer(x)[0], before)
+    layer.parameters()["weight_ih_l0"][...] = 0
+    assert not np.array_equal(layer(x)[0], before)
+    layer.load_state_dict(layer.state_dict())
+
+
+def test_seed_fixes_the_initialisation():
+    a, b, c = fastrnn.GRU(3, 4, seed=7), fastrnn.GRU(3, 4, seed=7), fastrnn.GRU(3, 4, seed=8)
+    for name in a.parameters():
+        np.testing.assert_array_equal(a.parameters()[name], b.parameters()[name])
+        assert not np.array_equal(a.parameters()[name], c.parameters()[name])
+
+
+def test_bias_false_has_no_bias_parameters(backend):
+    layer = make_layer("gru", backend, input_size=I, hidden_size=H, bias=False, bidirectional=True)
+    assert list(layer.parameters()) == ["weight_ih_l0", "weight_hh_l0",
+                                        "weight_ih_l0_reverse", "weight_hh_l0_reverse"]
+
+
+def test_repr():
+    assert repr(fastrnn.LSTM(10, 20, num_layers=2, proj_size=5)) == "LSTM(10, 20, num_layers=2, proj_size=5)"
+    assert repr(fastrnn.RNN(3, 4, nonlinearity="relu")) == "RNN(3, 4, nonlinearity='relu')"
+    assert repr(fastrnn.GRUCell(3, 4, dtype=np.float64)) == "GRUCell(3, 4, dtype=float64)"
+
+
+# -- cells ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", list(CELLS))
+def test_cell_step_equals_a_one_step_layer(backend, mode):
+    rng = np.random.default_rng(6)
+    cell = make_cell(mode, backend, input_size=I, hidden_size=H)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H)
+    layer.load_state_dict({k + "_l0": v for k, v in cell.state_dict().items()})
+    x = rng.standard_normal((B, I))
+    h = rng.standard_normal((B, H))
+    hx = (h, h + 1) if is_lstm(cell) else h
+    hy = cell(x, hx)
+    out, hy_layer = layer(x[None], tuple(s[None] for s in hx) if is_lstm(cell) else h[None])
+    hy = hy if is_lstm(cell) else (hy,)
+    hy_layer = hy_layer if is_lstm(cell) else (hy_layer,)
+    for a, b in zip(hy, hy_layer):
+        np.testing.assert_allclose(a, b[0], atol=1e-14)
+    unbatched = cell(x[0], tuple(s[0] for s in hx) if is_lstm(cell) else h[0])
+    unbatched = unbatched if is_lstm(cell) else (unbatched,)
+    for a, b in zip(unbatched, hy):
+        assert a.shape == (H,)
+        np.testing.assert_allclose(a, b[0], atol=1e-14)
+    dx, dh = cell.backward(*([np.ones(H)] * len(hy)))
+    assert dx.shape == (I,)
+
+
+def test_cell_default_state_is_zero_and_eval_keeps_nothing(backend):
+    cell = fastrnn.LSTMCell(I, H, backend=backend, dtype=np.float64, seed=0)
+    x = np.ones((B, I))
+    h, c = cell(x)
+    h0, c0 = cell(x, (np.zeros((B, H)), np.zeros((B, H))))
+    np.testing.assert_array_equal(h, h0)
+    dx, (dh, dc) = cell.backward(np.ones((B, H)))
+    assert dh.shape == dc.shape == (B, H)
+    cell.eval()
+    cell(x)
+    with pytest.raises(RuntimeError, match="training mode"):
+        cell.backward(np.ones((B, H)))
+
+
+# -- backends ----------------------------------------------------------------------------------
+def test_backends_lists_every_backend_with_a_reason():
+    status = fastrnn.backends()
+    assert set(status) >= {"numpy", "numba", "cython"}
+    assert status["numpy"] == {"available": True, "reason": ""}
+    for name, s in status.items():
+        assert s["available"] or s["reason"], name
+
+
+def test_backend_environment_variable(monkeypatch):
+    monkeypatch.setenv("FASTRNN_BACKEND", "numpy")
+    assert fastrnn.LSTM(3, 4).backend == "numpy"
+    assert fastrnn.LSTMCell(3, 4).backend == "numpy"
+    monkeypatch.delenv("FASTRNN_BACKEND")
+    assert fastrnn.LSTM(3, 4, backend="numpy").backend == "numpy"
+
+
+def test_required_backends_are_available():
+    """CI names the backends it built in FASTRNN_REQUIRE_BACKENDS: they must import."""
+    from conftest import REQUIRED
+    status = fastrnn.backends()
+    missing = {b: status.get(b, {}).get("reason", "unknown backend")
+               for b in REQUIRED if not status.get(b, {}).get("available")}
+    assert not missing, f"required backends are not available: {missing}"
