@@ -134,3 +134,17 @@ class Module:
                 f"and each forward can be backpropagated once")
         cache, self._cache = self._cache, None
         return cache
+
+    # -- files ----------------------------------------------------------------------
+    def save(self, path):
+        """Save configuration and parameters to ``path`` (see :func:`fastrnn.io.save`).
+
+        Reload with :func:`fastrnn.io.load`; the round trip is bit-for-bit.
+        """
+        from .io import save
+        return save(self, path)
+
+    def to_torch(self):
+        """The equivalent torch module, weights copied (see :func:`fastrnn.interop.to_torch`)."""
+        from .interop.torch import to_torch
+        return to_torch(self)

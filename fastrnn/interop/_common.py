@@ -1,0 +1,119 @@
+"""What the converters share: gate orders, and the weights of a fastrnn object per layer and direction.
+
+fastrnn stores weights the way PyTorch does: ``weight_ih`` (G*H, I) and
+``weight_hh`` (G*H, P) with the G gates stacked along the first axis, and two
+biases.  Other libraries stack the same gates in another order (and Keras
+transposes the matrices); :data:`GATE_ORDERS` spells every order out with
+one letter per gate, so a conversion is one call to :func:`reorder_gates`.
+"""
+
+import numpy as np
+
+#: gate order of each convention, one letter per gate, fastrnn's (PyTorch's) letters:
+#: i input, f forget, g cell candidate (Keras "c", ONNX "c"), o output;
+#: r reset, z update, n new/candidate (Keras and ONNX "h").
+GATE_ORDERS = {
+    "fastrnn": {"RNN": "h", "LSTM": "ifgo", "GRU": "rzn"},
+    "torch": {"RNN": "h", "LSTM": "ifgo", "GRU": "rzn"},
+    "keras": {"RNN": "h", "LSTM": "ifgo", "GRU": "zrn"},
+    "onnx": {"RNN": "h", "LSTM": "iofg", "GRU": "zrn"},
+}
+
+#: ONNX / Keras / fastrnn name of each cell kind
+KINDS = ("RNN", "LSTM", "GRU")
+
+
+def reorder_gates(array, source, target, axis=0):
+    """Restack the gate blocks of ``array`` from one gate order to another.
+
+    Parameters
+    ----------
+    array : ndarray
+        Gates stacked along ``axis`` in ``source`` order, each block of equal size.
+    source, target : str
+        One letter per gate (see :data:`GATE_ORDERS`), the same letters in
+        another order.
+    axis : int
+        The axis the gates are stacked along.
+
+    Returns
+    -------
+    ndarray
+        A new C-contiguous array with the blocks in ``target`` order; values
+        are moved, never computed, so the conversion is exact.
+    """
+    if sorted(source) != sorted(target):
+        raise ValueError(f"gate orders {source!r} and {target!r} do not name the same gates")
+    array = np.asarray(array)
+    if array.shape[axis] % len(source):
+        raise ValueError(f"an axis of {array.shape[axis]} rows cannot hold {len(source)} "
+                         f"equal gate blocks ({source!r})")
+    blocks = dict(zip(source, np.split(array, len(source), axis=axis)))
+    return np.ascontiguousarray(np.concatenate([blocks[g] for g in target], axis=axis))
+
+
+def kind_of(obj):
+    """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a fastrnn layer or cell."""
+    from ..cells import _CellBase
+    from ..layers import RNNBase
+
+    if isinstance(obj, RNNBase):
+        return "RNN" if obj.mode.startswith("RNN") else obj.mode
+    if isinstance(obj, _CellBase):
+        return obj._cell.upper()
+    raise TypeError(f"expected a fastrnn layer (RNN, LSTM, GRU) or cell (RNNCell, LSTMCell, "
+                    f"GRUCell), but got {type(obj).__name__}")
+
+
+def is_cell(obj):
+    """Whether ``obj`` is a fastrnn one-step cell (rather than a sequence layer)."""
+    from ..cells import _CellBase
+
+    return isinstance(obj, _CellBase)
+
+
+def nonlinearity_of(obj):
+    """``"tanh"`` or ``"relu"`` for an RNN layer or cell, ``None`` for LSTM and GRU."""
+    return getattr(obj, "nonlinearity", None) if kind_of(obj) == "RNN" else None
+
+
+def direction_weights(obj):
+    """The parameter names of every layer and direction, in fastrnn's order.
+
+    Returns
+    -------
+    list of dict
+        One dict per (layer, direction), index ``layer * D + direction``,
+        with keys ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` and ``w_hr`` mapping to
+        a parameter name or ``None`` (no bias, no projection).  A cell gives a
+        one-element list.
+    """
+    names = [obj._names] if is_cell(obj) else obj._weight_names
+    keys = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+    return [{k: (n[i] if i < len(n) else None) for i, k in enumerate(keys)} for n in names]
+
+
+def build(kind, *, cell, input_size, hidden_size, bias, dtype, backend="auto", **options):
+    """A new fastrnn layer or cell of ``kind`` (``"RNN"``, ``"LSTM"``, ``"GRU"``).
+
+    ``options`` are the remaining constructor arguments (``num_layers``,
+    ``bidirectional``, ``nonlinearity``, ...); ``None`` values are dropped.
+    """
+    import fastrnn.cells as cells
+    import fastrnn.layers as layers
+
+    cls = getattr(cells if cell else layers, kind + ("Cell" if cell else ""))
+    options = {k: v for k, v in options.items() if v is not None}
+    return cls(input_size=input_size, hidden_size=hidden_size, bias=bias, dtype=dtype,
+               backend=backend, **options)
+
+
+def float_dtype(dtype, what):
+    """float32 or float64 as a numpy dtype, with a message naming ``what`` otherwise."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{what} must be float32 or float64, but got {dtype!r}")
+    return resolved

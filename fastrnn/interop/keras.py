@@ -1,0 +1,386 @@
+"""Conversion to and from Keras 3: ``SimpleRNN``, ``LSTM``, ``GRU``, their cells, ``Bidirectional``.
+
+Keras keeps, per cell, ``kernel`` (I, G*H), ``recurrent_kernel`` (H, G*H) and
+``bias`` (G*H,), or (2, G*H) for ``GRU(reset_after=True)`` (row 0 the input
+bias, row 1 the recurrent bias), as ``layer.get_weights()`` returns them.
+fastrnn keeps PyTorch's layout: ``weight_ih`` (G*H, I), ``weight_hh``
+(G*H, H), ``bias_ih`` and ``bias_hh`` (G*H,).  A conversion transposes the
+matrices and restacks the gates:
+
+=====  ===================  ==================
+cell   Keras gate order     fastrnn gate order
+=====  ===================  ==================
+LSTM   i, f, c, o           i, f, g, o (same)
+GRU    z, r, h              r, z, n
+=====  ===================  ==================
+
+Keras's single LSTM/SimpleRNN bias becomes ``bias_ih`` with ``bias_hh = 0``;
+exporting writes ``bias_ih + bias_hh``.  Keras GRU with ``reset_after=False``
+is rejected: it applies the reset gate before the recurrent matrix product,
+a different function from PyTorch's (and fastrnn's) GRU, which no weights
+can reproduce.
+
+Keras layers are batch-major: a layer imported from Keras has
+``batch_first=True``.  Keras's ``dropout``/``recurrent_dropout`` (on inputs
+and states) have no fastrnn counterpart and are not carried over (inference
+is unaffected).  keras is imported inside :func:`to_keras` only; the other
+functions recognise Keras objects by their classes without importing it.
+"""
+
+import warnings
+
+import numpy as np
+
+from . import _common
+
+_KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
+_CELL_KINDS = {"SimpleRNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
+_LAYER_NAMES = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
+
+RESET_AFTER_FALSE = (
+    "Keras GRU with reset_after=False cannot be converted: it computes the candidate as "
+    "tanh(W_h x + U_h (r * h) + b_h), resetting the state before the recurrent matrix "
+    "product, while fastrnn's GRU (like torch.nn.GRU, cuDNN and ONNX GRU with "
+    "linear_before_reset=1) computes tanh(W_n x + b_in + r * (U_n h + b_hn)), resetting after "
+    "it. These are different functions and no choice of weights makes them agree (copying "
+    "the weights anyway gives outputs off by several percent). Use GRU(reset_after=True), "
+    "the Keras default, and retrain or fine-tune the model.")
+
+
+def _keras_class(obj):
+    """The first Keras class name in ``obj``'s MRO among the ones we handle, else None."""
+    wanted = ("Bidirectional", "StackedRNNCells", "RNN", *_CELL_KINDS)
+    for klass in type(obj).__mro__:
+        if klass.__module__.split(".")[0] in _KERAS_MODULES and klass.__name__ in wanted:
+            return klass.__name__
+    return None
+
+
+def _activation_name(fn):
+    return getattr(fn, "__name__", None) or repr(fn)
+
+
+def _cell_spec(cell, where):
+    """Kind, sizes, options and fastrnn-layout weights of one built Keras cell."""
+    kind = _CELL_KINDS.get(_keras_class(cell))
+    if kind is None:
+        raise TypeError(f"{where}: expected a Keras SimpleRNNCell, LSTMCell or GRUCell, "
+                        f"but got {type(cell).__name__}")
+    if not getattr(cell, "built", False):
+        raise ValueError(f"{where} has no weights yet: build it first (call it on an input, "
+                         f"or call .build(input_shape))")
+    act = _activation_name(cell.activation)
+    nonlinearity = None
+    if kind == "RNN":
+        if act not in ("tanh", "relu"):
+            raise ValueError(f"{where}: SimpleRNN activation {act!r} is not supported; "
+                             f"fastrnn's RNN has nonlinearity 'tanh' or 'relu'")
+        nonlinearity = act
+    else:
+        rec = _activation_name(cell.recurrent_activation)
+        if act != "tanh" or rec != "sigmoid":
+            raise ValueError(f"{where}: {type(cell).__name__} with activation={act!r}, "
+                             f"recurrent_activation={rec!r} is not supported; fastrnn's "
+                             f"{kind} uses activation='tanh', recurrent_activation='sigmoid'")
+    if kind == "GRU" and not getattr(cell, "reset_after", True):
+        raise ValueError(f"{where}: {RESET_AFTER_FALSE}")
+    if getattr(cell, "dropout", 0) or getattr(cell, "recurrent_dropout", 0):
+        warnings.warn(f"{where}: Keras dropout={cell.dropout}, recurrent_dropout="
+                      f"{cell.recurrent_dropout} act on inputs and states and have no fastrnn "
+                      f"counterpart; the imported layer has dropout=0 (inference is unaffected)",
+                      UserWarning, stacklevel=4)
+    weights = [np.asarray(w) for w in cell.get_weights()]
+    units, bias = int(cell.units), bool(cell.use_bias)
+    return dict(kind=kind, units=units, bias=bias, nonlinearity=nonlinearity,
+                input_size=int(weights[0].shape[0]), dtype=weights[0].dtype,
+                weights=from_keras_arrays(kind, weights, units, bias, where))
+
+
+def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
+    """Keras ``get_weights()`` arrays of one cell as fastrnn (PyTorch) arrays.
+
+    Parameters
+    ----------
+    kind : {"RNN", "LSTM", "GRU"}
+    weights : list of ndarray
+        ``[kernel, recurrent_kernel]`` plus ``bias`` when ``use_bias``;
+        a GRU bias must be the (2, 3H) one of ``reset_after=True``.
+    units : int
+    use_bias : bool
+    where : str
+        How to name the source in error messages.
+
+    Returns
+    -------
+    dict
+        ``w_ih`` (G*H, I), ``w_hh`` (G*H, H), ``b_ih``, ``b_hh`` (G*H,) or ``None``.
+    """
+    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+    GH = G * units
+    expected = 3 if use_bias else 2
+    if len(weights) != expected:
+        raise ValueError(f"{where}: expected {expected} arrays (kernel, recurrent_kernel"
+                         f"{', bias' if use_bias else ''}), but got {len(weights)}")
+    kernel, recurrent = weights[0], weights[1]
+    if kernel.ndim != 2 or kernel.shape[1] != GH:
+        raise ValueError(f"{where}: kernel must have shape (input_size, {GH}), but got {kernel.shape}")
+    if recurrent.shape != (units, GH):
+        raise ValueError(f"{where}: recurrent_kernel must have shape ({units}, {GH}), "
+                         f"but got {recurrent.shape}")
+    src, dst = _common.GATE_ORDERS["keras"][kind], _common.GATE_ORDERS["fastrnn"][kind]
+    out = {"w_ih": _common.reorder_gates(kernel.T, src, dst),
+           "w_hh": _common.reorder_gates(recurrent.T, src, dst), "b_ih": None, "b_hh": None}
+    if use_bias:
+        bias = weights[2]
+        if kind == "GRU":
+            if bias.shape != (2, GH):
+                if bias.shape == (GH,):
+                    raise ValueError(f"{where}: {RESET_AFTER_FALSE}")
+                raise ValueError(f"{where}: a GRU bias (reset_after=True) must have shape "
+                                 f"(2, {GH}), but got {bias.shape}")
+            out["b_ih"] = _common.reorder_gates(bias[0], src, dst)
+            out["b_hh"] = _common.reorder_gates(bias[1], src, dst)
+        else:
+            if bias.shape != (GH,):
+                raise ValueError(f"{where}: bias must have shape ({GH},), but got {bias.shape}")
+            out["b_ih"] = _common.reorder_gates(bias, src, dst)
+            out["b_hh"] = np.zeros_like(out["b_ih"])
+    return out
+
+
+def to_keras_arrays(kind, w_ih, w_hh, b_ih=None, b_hh=None):
+    """fastrnn (PyTorch) arrays of one cell as the list Keras ``set_weights()`` takes.
+
+    Returns
+    -------
+    list of ndarray
+        ``[kernel (I, G*H), recurrent_kernel (H, G*H)]`` plus the bias:
+        ``b_ih + b_hh`` (G*H,) for SimpleRNN and LSTM, ``stack([b_ih, b_hh])``
+        (2, 3H) for GRU (reset_after=True); no bias when ``b_ih`` is None.
+    """
+    src, dst = _common.GATE_ORDERS["fastrnn"][kind], _common.GATE_ORDERS["keras"][kind]
+    out = [np.ascontiguousarray(_common.reorder_gates(w_ih, src, dst).T),
+           np.ascontiguousarray(_common.reorder_gates(w_hh, src, dst).T)]
+    if b_ih is not None:
+        if kind == "GRU":
+            out.append(np.stack([_common.reorder_gates(b_ih, src, dst),
+                                 _common.reorder_gates(b_hh, src, dst)]))
+        else:
+            out.append(_common.reorder_gates(b_ih + b_hh, src, dst))
+    return out
+
+
+def _layer_specs(item, where, backward=False):
+    """The per-direction cell specs of each stacked layer inside one Keras object.
+
+    ``backward`` is True for the backward half of a Bidirectional, the one
+    place where ``go_backwards=True`` belongs.
+    """
+    name = _keras_class(item)
+    if name == "Bidirectional":
+        if item.merge_mode != "concat":
+            raise ValueError(f"{where}: Bidirectional(merge_mode={item.merge_mode!r}) is not "
+                             f"supported; fastrnn (like PyTorch) concatenates the two directions "
+                             f"(merge_mode='concat'); other merges can be applied to the two "
+                             f"halves of the output of the imported layer")
+        fwd, bwd = item.forward_layer, item.backward_layer
+        if getattr(fwd, "go_backwards", False) or not getattr(bwd, "go_backwards", True):
+            raise ValueError(f"{where}: the forward layer of a Bidirectional must run forwards "
+                             f"and the backward layer backwards")
+        f = _layer_specs(fwd, f"{where}.forward_layer")
+        b = _layer_specs(bwd, f"{where}.backward_layer", backward=True)
+        if len(f) != 1 or len(b) != 1 or len(f[0]) != 1 or len(b[0]) != 1:
+            raise ValueError(f"{where}: Bidirectional over stacked or nested layers is not supported")
+        return [[f[0][0], b[0][0]]]
+    if name == "RNN":
+        if getattr(item, "go_backwards", False) and not backward:
+            raise ValueError(f"{where}: go_backwards=True (a layer that runs backwards alone) "
+                             f"has no fastrnn counterpart; only the backward half of a "
+                             f"Bidirectional runs backwards")
+        cell = item.cell
+        if _keras_class(cell) == "StackedRNNCells":
+            return [[_cell_spec(c, f"{where}.cell.cells[{i}]")] for i, c in enumerate(cell.cells)]
+        return [[_cell_spec(cell, f"{where}.cell")]]
+    raise TypeError(f"{where}: expected a Keras SimpleRNN, LSTM, GRU, RNN or Bidirectional "
+                    f"layer (or a list of them), or a SimpleRNNCell, LSTMCell or GRUCell, but "
+                    f"got {type(item).__module__}.{type(item).__qualname__}")
+
+
+def from_keras(obj, *, dtype=None, backend="auto"):
+    """A fastrnn layer or cell with the weights of a built Keras 3 recurrent layer.
+
+    Parameters
+    ----------
+    obj : Keras layer, cell, or list of layers
+        ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``), ``RNN`` over
+        one of their cells or a ``StackedRNNCells``, ``Bidirectional``
+        (``merge_mode="concat"``) over one of those; a list of such layers
+        stacked one on the other (each ``return_sequences=True`` but the
+        last) becomes one fastrnn layer with ``num_layers=len(obj)``; a
+        ``SimpleRNNCell``, ``LSTMCell`` or ``GRUCell`` becomes a fastrnn cell.
+        Layers must be built (have weights).
+    dtype : float32 or float64, optional
+        Default: the dtype of the Keras weights.
+    backend : str
+        The fastrnn backend of the new object.
+
+    Returns
+    -------
+    fastrnn.RNN, LSTM, GRU (``batch_first=True``), or RNNCell, LSTMCell, GRUCell
+        Its output sequence is Keras's output with ``return_sequences=True``;
+        Keras's ``return_sequences=False`` output is ``out[:, -1]`` for a
+        unidirectional layer and the concatenated final states
+        ``concat(h_n[-2], h_n[-1])`` for a bidirectional one.
+
+    Raises
+    ------
+    ValueError
+        GRU with ``reset_after=False`` (see :data:`RESET_AFTER_FALSE`),
+        activations other than the standard ones, ``merge_mode`` other than
+        ``"concat"``, ``go_backwards=True`` outside a Bidirectional, an
+        unbuilt layer, or stacked layers that do not fit together.
+    TypeError
+        ``obj`` is not a supported Keras object.
+    """
+    if _keras_class(obj) in _CELL_KINDS:
+        spec = _cell_spec(obj, type(obj).__name__)
+        target = _common.float_dtype(dtype if dtype is not None else spec["dtype"], "dtype")
+        cell = _common.build(spec["kind"], cell=True, input_size=spec["input_size"],
+                             hidden_size=spec["units"], bias=spec["bias"], dtype=target,
+                             backend=backend, nonlinearity=spec["nonlinearity"])
+        _load(cell, [spec["weights"]])
+        return cell
+    items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    if not items:
+        raise ValueError("from_keras got an empty list of layers")
+    layers = []
+    for i, item in enumerate(items):
+        where = type(item).__name__ if len(items) == 1 else f"layers[{i}] ({type(item).__name__})"
+        layers.extend(_layer_specs(item, where))
+    first = layers[0][0]
+    D = len(layers[0])
+    for l, directions in enumerate(layers):
+        if len(directions) != D:
+            raise ValueError(f"stacked layer {l} has {len(directions)} direction(s) but layer 0 "
+                             f"has {D}: mix of Bidirectional and unidirectional layers")
+        for spec in directions:
+            for key in ("kind", "units", "bias", "nonlinearity"):
+                if spec[key] != first[key]:
+                    raise ValueError(f"stacked layer {l} has {key}={spec[key]!r} but layer 0 has "
+                                     f"{key}={first[key]!r}; a fastrnn layer needs them equal")
+            want = first["input_size"] if l == 0 else D * first["units"]
+            if spec["input_size"] != want:
+                raise ValueError(f"stacked layer {l} takes {spec['input_size']} input features, "
+                                 f"but the layer below gives {want}")
+    target = _common.float_dtype(dtype if dtype is not None else first["dtype"], "dtype")
+    layer = _common.build(first["kind"], cell=False, input_size=first["input_size"],
+                          hidden_size=first["units"], bias=first["bias"], dtype=target,
+                          backend=backend, num_layers=len(layers), batch_first=True,
+                          bidirectional=D == 2, nonlinearity=first["nonlinearity"])
+    _load(layer, [spec["weights"] for directions in layers for spec in directions])
+    return layer
+
+
+def _load(obj, per_direction):
+    """Load a list of fastrnn-layout weight dicts (index layer * D + direction) into ``obj``."""
+    state = {}
+    for names, weights in zip(_common.direction_weights(obj), per_direction):
+        for key, name in names.items():
+            if name is not None:
+                state[name] = weights[key]
+    obj.load_state_dict(state, strict=True)
+
+
+def keras_weights(obj):
+    """The Keras ``set_weights()`` lists of a fastrnn layer or cell.
+
+    Needs no Keras: this is the conversion alone, for a Keras layer you build
+    yourself (``SimpleRNN``/``LSTM``/``GRU(reset_after=True)`` with the same
+    units, ``use_bias`` and activation, wrapped in ``Bidirectional`` when
+    the layer is bidirectional).
+
+    Parameters
+    ----------
+    obj : fastrnn.RNN, LSTM, GRU or a cell
+
+    Returns
+    -------
+    list of list of ndarray
+        One list per stacked layer (one for a cell): ``[kernel,
+        recurrent_kernel, bias]`` (no bias with ``bias=False``), the forward
+        direction's arrays followed by the backward direction's for a
+        bidirectional layer (the order of ``Bidirectional.get_weights()``).
+
+    Raises
+    ------
+    ValueError
+        An LSTM with ``proj_size > 0`` (Keras has no projection).
+    """
+    kind = _common.kind_of(obj)
+    if getattr(obj, "proj_size", 0):
+        raise ValueError(f"an LSTM with proj_size={obj.proj_size} cannot be exported to Keras: "
+                         f"Keras's LSTM has no projection")
+    params = obj.parameters()
+    per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()
+                                             for n in (names["w_ih"], names["w_hh"],
+                                                       names["b_ih"], names["b_hh"])))
+                     for names in _common.direction_weights(obj)]
+    D = 1 if _common.is_cell(obj) else obj.num_directions
+    return [sum(per_direction[l * D:(l + 1) * D], []) for l in range(len(per_direction) // D)]
+
+
+def to_keras(obj, **layer_kwargs):
+    """Equivalent built Keras 3 layer(s) or cell for a fastrnn layer or cell.
+
+    Parameters
+    ----------
+    obj : fastrnn.RNN, LSTM, GRU or a cell
+    **layer_kwargs
+        More arguments of the Keras recurrent layers (``return_state``,
+        ``stateful``, ...).  ``return_sequences`` (default True, the output
+        fastrnn gives) applies to the last layer of a stack; the others
+        always return sequences.
+
+    Returns
+    -------
+    keras layer, list of keras layers, or keras cell
+        ``SimpleRNN``/``LSTM``/``GRU(reset_after=True)``, wrapped in
+        ``Bidirectional(merge_mode="concat")`` when bidirectional, built for
+        inputs of ``input_size`` features, with the weights set; one layer
+        per stacked layer (a list when ``num_layers > 1``); a
+        ``SimpleRNNCell``/``LSTMCell``/``GRUCell`` for a cell.  Keras layers
+        are batch-major whatever ``obj.batch_first`` is; ``dropout`` is not
+        carried over.
+    """
+    try:
+        import keras
+    except ImportError as exc:
+        raise ImportError(f"to_keras needs Keras 3 ({exc}); install it with pip install keras, "
+                          f"and choose its backend with the environment variable KERAS_BACKEND "
+                          f"(for example KERAS_BACKEND=torch) before importing it") from None
+    kind = _common.kind_of(obj)
+    weights = keras_weights(obj)
+    options = dict(dtype=obj.dtype.name, use_bias=obj.bias)
+    if kind == "RNN":
+        options["activation"] = obj.nonlinearity
+    if kind == "GRU":
+        options["reset_after"] = True
+    if _common.is_cell(obj):
+        cell = getattr(keras.layers, _LAYER_NAMES[kind] + "Cell")(obj.hidden_size, **options)
+        cell.build((None, obj.input_size))
+        cell.set_weights(weights[0])
+        return cell
+    layer_kwargs = dict(layer_kwargs)
+    last_sequences = layer_kwargs.pop("return_sequences", True)
+    out, D = [], obj.num_directions
+    for l in range(obj.num_layers):
+        sequences = True if l < obj.num_layers - 1 else last_sequences
+        layer = getattr(keras.layers, _LAYER_NAMES[kind])(
+            obj.hidden_size, return_sequences=sequences, **options, **layer_kwargs)
+        if D == 2:
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat")
+        in_features = obj.input_size if l == 0 else D * obj.hidden_size
+        layer.build((None, None, in_features))
+        layer.set_weights(weights[l])
+        out.append(layer)
+    return out[0] if len(out) == 1 else out

@@ -1,0 +1,239 @@
+"""fastrnn.interop.from_keras / to_keras against Keras 3's own forward (torch backend).
+
+Random Keras layers are imported and run by fastrnn and compared with
+Keras's output; then exported back and compared again, weights exactly.
+"""
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: it runs on the installed torch
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+    import keras  # CI installs it: a missing keras is a failure there, not a skip
+else:
+    pytest.importorskip("torch", reason="these tests run Keras on its torch backend, and PyTorch "
+                        "is not installed (pip install torch)")
+    keras = pytest.importorskip("keras", reason="Keras 3 is not installed (pip install keras); "
+                                "set FASTRNN_REQUIRE_INTEROP=1 to make this a failure")
+if keras.backend.backend() != "torch":
+    pytest.skip(f"keras was imported with the {keras.backend.backend()!r} backend before this "
+                f"module set KERAS_BACKEND=torch", allow_module_level=True)
+
+import fastrnn  # noqa: E402
+from fastrnn.interop import from_keras, keras_weights, to_keras  # noqa: E402
+from fastrnn.interop.keras import RESET_AFTER_FALSE  # noqa: E402
+
+# Keras's own variables trip a NumPy 2 deprecation inside get_weights(); not ours to fix
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
+
+MAX_ERR = {"float32": 0.0, "float64": 0.0}
+TOL = {"float32": dict(atol=1e-5, rtol=1e-5), "float64": dict(atol=1e-12, rtol=1e-12)}
+B, T, I, H = 3, 6, 4, 5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def numpy_of(value):
+    return keras.ops.convert_to_numpy(value)
+
+
+def assert_close(got, want, dtype="float32", what=""):
+    got, want = np.asarray(got), numpy_of(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    MAX_ERR[dtype] = max(MAX_ERR[dtype], float(np.max(np.abs(got - want))))
+    np.testing.assert_allclose(got, want, err_msg=what, **TOL[dtype])
+
+
+def randomize(layer, rng, scale=0.5):
+    """Random weights (biases too) instead of Keras's zeros/orthogonal initialisation."""
+    layer.set_weights([(rng.standard_normal(w.shape) * scale).astype(w.dtype)
+                       for w in layer.get_weights()])
+    return layer
+
+
+def keras_rnn(kind, units=H, **kw):
+    name, extra = {"tanh": ("SimpleRNN", {}), "relu": ("SimpleRNN", {"activation": "relu"}),
+                   "LSTM": ("LSTM", {}), "GRU": ("GRU", {"reset_after": True})}[kind]
+    return getattr(keras.layers, name)(units, **extra, **kw)
+
+
+KINDS = ["tanh", "relu", "LSTM", "GRU"]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("kind", KINDS)
+def test_import_matches_keras_then_export_back(kind, use_bias, bidirectional):
+    rng = np.random.default_rng(0)
+    layer = keras_rnn(kind, use_bias=use_bias, return_sequences=True)
+    if bidirectional:
+        layer = keras.layers.Bidirectional(layer)
+    layer.build((None, None, I))
+    randomize(layer, rng)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    want = layer(x)
+
+    ours = from_keras(layer)
+    expected_cls = fastrnn.RNN if kind in ("tanh", "relu") else getattr(fastrnn, kind)
+    assert type(ours) is expected_cls
+    assert ours.batch_first and ours.bidirectional == bidirectional and ours.bias == use_bias
+    assert ours.dtype == np.float32
+    if expected_cls is fastrnn.RNN:
+        assert ours.nonlinearity == kind
+    out, states = ours(x)
+    assert_close(out, want, what="output")
+    h_n = states[0] if kind == "LSTM" else states
+    if bidirectional:  # return_sequences=False gives the two final states side by side
+        layer.return_sequences = False
+        layer.forward_layer.return_sequences = layer.backward_layer.return_sequences = False
+        assert_close(np.concatenate([h_n[0], h_n[1]], axis=-1), layer(x), what="last states")
+    else:
+        assert_close(h_n[0], want[:, -1], what="final state")
+
+    back = to_keras(ours)
+    assert type(back) is type(layer)
+    for a, b in zip(back.get_weights(), layer.get_weights()):
+        assert a.dtype == b.dtype and np.array_equal(a, b)  # bit-for-bit
+    assert_close(numpy_of(back(x)), want, what="exported output")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_export_of_native_layers_matches(kind, bidirectional):
+    rng = np.random.default_rng(1)
+    cls = fastrnn.RNN if kind in ("tanh", "relu") else getattr(fastrnn, kind)
+    extra = {"nonlinearity": kind} if cls is fastrnn.RNN else {}
+    ours = cls(I, H, num_layers=2, bidirectional=bidirectional, batch_first=True, seed=3, **extra)
+    # two distinct biases, so the export must add them (LSTM, SimpleRNN) or stack them (GRU)
+    ours.parameters()["bias_hh_l0"][...] = rng.standard_normal(ours.parameters()["bias_hh_l0"].shape)
+    stack = to_keras(ours)
+    assert isinstance(stack, list) and len(stack) == 2
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    y = x
+    for layer in stack:
+        y = layer(y)
+    assert_close(ours(x)[0], y, what="two-layer output")
+    # the list of Keras layers comes back as one two-layer fastrnn layer
+    again = from_keras(stack)
+    assert again.num_layers == 2 and again.bidirectional == bidirectional
+    assert_close(again(x)[0], y, what="re-imported output")
+    if kind == "GRU":  # nothing was summed: the round trip is exact
+        for name, p in ours.parameters().items():
+            assert np.array_equal(again.parameters()[name], p), name
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell", "GRUCell"])
+def test_cells(kind):
+    rng = np.random.default_rng(2)
+    cell = getattr(keras.layers, kind)(H)
+    cell.build((None, I))
+    randomize(cell, rng)
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    nstates = 2 if kind == "LSTMCell" else 1
+    states = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(nstates)]
+    _, new = cell(x, states)
+    ours = from_keras(cell)
+    assert type(ours) is getattr(fastrnn, kind.replace("SimpleRNN", "RNN"))
+    got = ours(x, tuple(states)) if kind == "LSTMCell" else (ours(x, states[0]),)
+    for g, w in zip(got, new):
+        assert_close(g, w, what=kind)
+    back = to_keras(ours)
+    assert all(np.array_equal(a, b) for a, b in zip(back.get_weights(), cell.get_weights()))
+
+
+def test_rnn_over_stacked_cells_and_sequential_stacks():
+    rng = np.random.default_rng(3)
+    rnn = keras.layers.RNN([keras.layers.GRUCell(H), keras.layers.GRUCell(H)], return_sequences=True)
+    rnn.build((None, None, I))
+    randomize(rnn, rng)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    ours = from_keras(rnn)
+    assert isinstance(ours, fastrnn.GRU) and ours.num_layers == 2
+    assert_close(ours(x)[0], rnn(x), what="StackedRNNCells")
+
+    first = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))
+    second = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))
+    first.build((None, None, I))
+    second.build((None, None, 2 * H))
+    randomize(first, rng), randomize(second, rng)
+    ours = from_keras([first, second])
+    assert ours.num_layers == 2 and ours.bidirectional
+    assert_close(ours(x)[0], second(first(x)), what="stack of Bidirectional")
+
+
+def test_float64_layers_stay_float64():
+    rng = np.random.default_rng(4)
+    layer = keras.layers.GRU(H, return_sequences=True, dtype="float64")
+    layer.build((None, None, I))
+    randomize(layer, rng)
+    x = rng.standard_normal((B, T, I))
+    ours = from_keras(layer)
+    assert ours.dtype == np.float64
+    assert_close(ours(x)[0], layer(x), "float64", what="float64 GRU")
+    back = to_keras(ours)
+    assert back.get_weights()[0].dtype == np.float64
+    assert_close(numpy_of(back(x)), layer(x), "float64", what="float64 export")
+
+
+def test_keras_weights_is_the_get_weights_layout():
+    ours = fastrnn.LSTM(I, H, bidirectional=True, seed=0)
+    (weights,) = keras_weights(ours)
+    assert [w.shape for w in weights] == [(I, 4 * H), (H, 4 * H), (4 * H,)] * 2
+    gru = fastrnn.GRU(I, H, seed=0)
+    (weights,) = keras_weights(gru)
+    assert [w.shape for w in weights] == [(I, 3 * H), (H, 3 * H), (2, 3 * H)]
+    # Keras's z block is fastrnn's second block (r, z, n)
+    p = gru.parameters()
+    assert np.array_equal(weights[0][:, :H], p["weight_ih_l0"][H:2 * H].T)
+    assert np.array_equal(weights[2][1, 2 * H:], p["bias_hh_l0"][2 * H:])
+
+
+def test_gru_reset_before_is_rejected_with_the_reason():
+    layer = keras.layers.GRU(H, reset_after=False)
+    layer.build((None, None, I))
+    for obj in (layer, keras.layers.Bidirectional(keras.layers.GRU(H, reset_after=False)),
+                keras.layers.GRUCell(H, reset_after=False)):
+        if not obj.built:
+            obj.build((None, None, I) if not isinstance(obj, keras.layers.GRUCell) else (None, I))
+        with pytest.raises(ValueError, match="reset_after=False") as info:
+            from_keras(obj)
+        assert "no choice of weights" in str(info.value) and "reset_after=True" in str(info.value)
+    assert "linear_before_reset=1" in RESET_AFTER_FALSE
+
+
+def test_unsupported_keras_objects_are_named():
+    def built(layer, shape=(None, None, I)):
+        layer.build(shape)
+        return layer
+
+    with pytest.raises(ValueError, match="merge_mode='sum'"):
+        from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="sum")))
+    with pytest.raises(ValueError, match="go_backwards"):
+        from_keras(built(keras.layers.LSTM(H, go_backwards=True)))
+    with pytest.raises(ValueError, match="build it first"):
+        from_keras(keras.layers.LSTM(H))
+    with pytest.raises(ValueError, match="activation='relu'.*not supported"):
+        from_keras(built(keras.layers.LSTM(H, activation="relu")))
+    with pytest.raises(ValueError, match="activation 'sigmoid' is not supported"):
+        from_keras(built(keras.layers.SimpleRNN(H, activation="sigmoid")))
+    with pytest.raises(ValueError, match="takes 7 input features, but the layer below gives 5"):
+        from_keras([built(keras.layers.GRU(H)), built(keras.layers.GRU(H), (None, None, 7))])
+    with pytest.raises(ValueError, match="mix of Bidirectional and unidirectional"):
+        from_keras([built(keras.layers.Bidirectional(keras.layers.GRU(H))),
+                    built(keras.layers.GRU(H), (None, None, 2 * H))])
+    with pytest.raises(TypeError, match="expected a Keras SimpleRNN"):
+        from_keras(keras.layers.Dense(3))
+    with pytest.raises(ValueError, match="no projection"):
+        to_keras(fastrnn.LSTM(I, H, proj_size=2))
+    with pytest.warns(UserWarning, match="recurrent_dropout"):
+        from_keras(built(keras.layers.LSTM(H, dropout=0.1, recurrent_dropout=0.2)))

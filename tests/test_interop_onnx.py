@@ -1,0 +1,229 @@
+"""fastrnn.onnx.export / load: run the exported files with onnxruntime, load them back exactly."""
+
+import io
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+    import onnx  # CI installs them: missing libraries are failures there, not skips
+    import onnxruntime
+else:
+    onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx); set "
+                               "FASTRNN_REQUIRE_INTEROP=1 to make this a failure")
+    onnxruntime = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip "
+                                      "install onnxruntime); set FASTRNN_REQUIRE_INTEROP=1 to "
+                                      "make this a failure")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+import fastrnn  # noqa: E402
+import fastrnn.onnx as fonnx  # noqa: E402
+
+MAX_ERR = {"onnxruntime float32": 0.0, "onnx reference float64": 0.0, "torch.onnx float32": 0.0}
+T, B, I, H = 6, 4, 3, 5
+
+
+def session(model):
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model.SerializeToString(), opts,
+                                        providers=["CPUExecutionProvider"])
+
+
+def assert_close(got, want, key, atol):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape
+    MAX_ERR[key] = max(MAX_ERR[key], float(np.max(np.abs(got - want))))
+    np.testing.assert_allclose(got, want, atol=atol, rtol=atol)
+
+
+def assert_same_weights(a, b):
+    assert type(a) is type(b) and a.get_config() == b.get_config()
+    for name, p in a.parameters().items():
+        q = b.parameters()[name]
+        assert q.dtype == p.dtype and np.array_equal(q, p), name
+
+
+def make(kind, dtype=np.float32, **kw):
+    if kind in ("tanh", "relu"):
+        return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
+    return getattr(fastrnn, kind)(I, H, dtype=dtype, **kw)
+
+
+def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
+    """ONNX feeds and fastrnn's own outputs for one random batch."""
+    lead = (B, T) if layer.batch_first else (T, B)
+    x = rng.standard_normal(lead + (I,)).astype(dtype)
+    feeds = {"input": x}
+    LD = layer.num_layers * layer.num_directions
+    hx = None
+    if state:
+        nstates = 2 if isinstance(layer, fastrnn.LSTM) else 1
+        hx = [rng.standard_normal((LD, B, H)).astype(dtype) for _ in range(nstates)]
+        feeds.update(zip(("h0", "c0"), hx))
+        hx = tuple(hx) if len(hx) == 2 else hx[0]
+    if lengths is not None:
+        feeds["lengths"] = np.asarray(lengths, np.int32)
+    out, states = layer.eval()(x, hx, lengths=lengths)
+    return feeds, [out, *(states if isinstance(states, tuple) else (states,))]
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "GRU"])
+def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, bidirectional, bias,
+                                                           batch_first, tmp_path):
+    rng = np.random.default_rng(0)
+    layer = make(kind, num_layers=num_layers, bidirectional=bidirectional, bias=bias,
+                 batch_first=batch_first, seed=1)
+    path = tmp_path / "model.onnx"
+    model = fonnx.export(layer, path, initial_state=True, lengths=True)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count({"tanh": "RNN", "relu": "RNN"}.get(kind, kind)) == num_layers
+    sess = session(model)
+    for lengths in ([T, 3, 1, 5], [T] * B):
+        feeds, want = feeds_and_reference(layer, rng, np.float32, lengths=lengths)
+        got = sess.run(None, feeds)
+        assert [o.name for o in sess.get_outputs()] == (["output", "h_n", "c_n"] if kind == "LSTM"
+                                                        else ["output", "h_n"])
+        for g, w in zip(got, want):
+            assert_close(g, w, "onnxruntime float32", 2e-6)
+    assert np.any(want[0] != 0)
+    assert_same_weights(layer, fonnx.load(path))
+
+
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU"])
+def test_default_inputs_zero_state_no_lengths(kind):
+    rng = np.random.default_rng(1)
+    layer = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=2)
+    buf = io.BytesIO()
+    model = fonnx.export(layer, buf)
+    assert [i.name for i in model.graph.input] == ["input"]
+    feeds, want = feeds_and_reference(layer, rng, np.float32, state=False)
+    for g, w in zip(session(model).run(None, feeds), want):
+        assert_close(g, w, "onnxruntime float32", 2e-6)
+    buf.seek(0)
+    assert_same_weights(layer, fonnx.load(buf))
+
+
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+def test_cells(kind):
+    rng = np.random.default_rng(2)
+    cell = getattr(fastrnn, kind)(I, H, seed=3)
+    model = fonnx.export(cell, io.BytesIO())
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    nstates = 2 if kind == "LSTMCell" else 1
+    states = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(nstates)]
+    want = cell(x, tuple(states)) if kind == "LSTMCell" else (cell(x, states[0]),)
+    got = session(model).run(None, dict(zip(("input", "h", "c"), [x, *states])))
+    for g, w in zip(got, want):
+        assert_close(g, w, "onnxruntime float32", 2e-6)
+    assert_same_weights(cell, fonnx.load(model))
+
+
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU"])
+def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
+    """onnxruntime runs neither float64 nor layout=1; onnx's reference evaluator runs both."""
+    rng = np.random.default_rng(3)
+    layer = make(kind, dtype=np.float64, num_layers=2, bidirectional=True, batch_first=True, seed=4)
+    for use_layout in (False, True):
+        model = fonnx.export(layer, io.BytesIO(), initial_state=True,
+                             use_layout_attribute=use_layout)
+        recurrent = [n for n in model.graph.node if n.op_type in ("RNN", "LSTM", "GRU")]
+        assert all(any(a.name == "layout" and a.i == 1 for a in n.attribute) == use_layout
+                   for n in recurrent)
+        feeds, want = feeds_and_reference(layer, rng, np.float64)
+        for g, w in zip(ReferenceEvaluator(model).run(None, feeds), want):
+            assert_close(g, w, "onnx reference float64", 1e-12)
+        assert_same_weights(layer, fonnx.load(model))
+        # without fastrnn's metadata the layout attribute alone says batch_first
+        del model.metadata_props[:]
+        assert fonnx.load(model).batch_first == use_layout
+
+
+def test_float64_layer_exported_as_float32_for_onnxruntime():
+    layer = fastrnn.GRU(I, H, dtype=np.float64, seed=5)
+    model = fonnx.export(layer, io.BytesIO(), dtype=np.float32)
+    x = np.random.default_rng(4).standard_normal((T, B, I))
+    got = session(model).run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_allclose(got[0], layer(x)[0], atol=1e-5)
+    loaded = fonnx.load(model)
+    assert loaded.dtype == np.float32
+    for name, p in layer.parameters().items():
+        assert np.array_equal(loaded.parameters()[name], p.astype(np.float32))
+
+
+def test_models_written_by_torch_onnx_export():
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    torch.manual_seed(0)
+    for module in (torch.nn.LSTM(I, H, num_layers=2, bidirectional=True),
+                   torch.nn.GRU(I, H, num_layers=2), torch.nn.RNN(I, H, nonlinearity="relu")):
+        x = torch.randn(T, B, I)
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (x,), buf, dynamo=False)
+        layer = fonnx.load(io.BytesIO(buf.getvalue()))
+        assert layer.num_layers == module.num_layers and layer.bidirectional == module.bidirectional
+        for name, p in module.named_parameters():
+            assert np.array_equal(layer.parameters()[name], p.detach().numpy()), name
+        assert_close(layer(x.numpy())[0], module(x)[0].detach().numpy(), "torch.onnx float32", 1e-6)
+
+
+def test_proj_size_and_cell_lengths_are_refused():
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="proj_size=2.*no projection"):
+        fonnx.export(fastrnn.LSTM(I, H, proj_size=2), io.BytesIO())
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="cell runs one step"):
+        fonnx.export(fastrnn.GRUCell(I, H), io.BytesIO(), lengths=True)
+
+
+def single_node_model(op, attrs=(), G=3, D=1, bias=True):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((D, G * H, I)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((D, G * H, H)).astype(np.float32), "R")]
+    if bias:
+        inits.append(numpy_helper.from_array(np.zeros((D, 2 * G * H), np.float32), "B"))
+    node = helper.make_node(op, ["X", "W", "R"] + (["B"] if bias else []), ["Y"], hidden_size=H,
+                            **dict(attrs))
+    graph = helper.make_graph([node], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [T, B, I])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_nodes_without_a_fastrnn_equivalent_are_refused():
+    assert isinstance(fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})), fastrnn.GRU)
+    cases = [
+        (single_node_model("GRU"), "linear_before_reset=0.*linear_before_reset=1"),
+        (single_node_model("LSTM", {"direction": "reverse"}, G=4), "direction='reverse'"),
+        (single_node_model("RNN", {"clip": 3.0}, G=1), "clip=3.0"),
+        (single_node_model("LSTM", {"input_forget": 1}, G=4), "input_forget=1"),
+        (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
+        (single_node_model("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, G=4), "activations"),
+    ]
+    for model, message in cases:
+        with pytest.raises(fonnx.UnsupportedOnnxError, match=message):
+            fonnx.load(model)
+    computed = single_node_model("RNN", G=1)
+    computed.graph.initializer.pop(1)  # R becomes a graph input, not a constant
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="'R' is computed in the graph"):
+        fonnx.load(computed)
+    relu = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g",
+                             [helper.make_tensor_value_info("X", TensorProto.FLOAT, [2])],
+                             [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [2])])
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="no RNN, LSTM or GRU node"):
+        fonnx.load(helper.make_model(relu))
+
+
+def test_not_an_onnx_file(tmp_path):
+    (tmp_path / "x.onnx").write_bytes(b"\xff\x00 definitely not protobuf \x13\x37" * 3)
+    with pytest.raises(ValueError, match="not an ONNX model"):
+        fonnx.load(tmp_path / "x.onnx")
+    with pytest.raises(FileNotFoundError):
+        fonnx.load(tmp_path / "missing.onnx")

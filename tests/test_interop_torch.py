@@ -1,0 +1,273 @@
+"""fastrnn.from_torch / to_torch against the real torch.nn modules.
+
+Outputs, final states and every gradient (input, initial states, all
+parameters) are compared after converting in both directions, across cell
+type x bias x bidirectional x num_layers x proj_size x batch_first x dtype,
+plus lengths (packed sequences), unbatched input and the three cells.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1" or os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+    import torch  # CI installs it: a missing torch is a failure there, not a skip
+else:
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch); "
+                                "set FASTRNN_REQUIRE_TORCH=1 to make this a failure")
+
+import fastrnn  # noqa: E402
+from fastrnn.interop import from_torch, to_torch  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported:UserWarning")
+
+#: largest difference seen per dtype over the module's comparisons
+MAX_ERR = {"float32": 0.0, "float64": 0.0}
+TOL = {"float32": dict(atol=1e-5, rtol=1e-4), "float64": dict(atol=1e-9, rtol=1e-9)}
+T, B, I, H, P = 5, 3, 4, 6, 3
+
+
+def assert_close(got, want, dtype, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
+    if got.size:
+        err = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+        MAX_ERR[dtype] = max(MAX_ERR[dtype], err)
+    np.testing.assert_allclose(got, want, err_msg=what, **TOL[dtype])
+
+
+def make_torch(mode, dtype, **kw):
+    torch_dtype = getattr(torch, dtype)
+    if mode.startswith("RNN"):
+        return torch.nn.RNN(I, H, nonlinearity=mode[4:].lower(), dtype=torch_dtype, **kw)
+    return getattr(torch.nn, mode)(I, H, dtype=torch_dtype, **kw)
+
+
+def torch_run(module, x, hx, dout, dstates, lengths=None):
+    """Forward + backward of ``sum(out * dout) + sum(h_n * dh_n) (+ c_n)`` in torch."""
+    x_t = torch.tensor(x, requires_grad=True)
+    hx_t = [torch.tensor(h, requires_grad=True) for h in hx]
+    module.zero_grad()
+    inp = x_t
+    if lengths is not None:
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x_t, torch.tensor(lengths), enforce_sorted=False,
+                                                      batch_first=module.batch_first)
+    out, hn = module(inp, tuple(hx_t) if len(hx_t) == 2 else hx_t[0])
+    if lengths is not None:
+        steps = x.shape[1 if module.batch_first else 0]
+        out, _ = torch.nn.utils.rnn.pad_packed_sequence(out, batch_first=module.batch_first,
+                                                        total_length=steps)
+    states = hn if isinstance(hn, tuple) else (hn,)
+    loss = (out * torch.tensor(dout)).sum()
+    loss = loss + sum((s * torch.tensor(d)).sum() for s, d in zip(states, dstates))
+    loss.backward()
+    grads = {n: p.grad.numpy() for n, p in module.named_parameters()}
+    return (out.detach().numpy(), [s.detach().numpy() for s in states], x_t.grad.numpy(),
+            [h.grad.numpy() for h in hx_t], grads)
+
+
+def fastrnn_run(layer, x, hx, dout, dstates, lengths=None):
+    layer.zero_grad()
+    lstm = isinstance(layer, fastrnn.LSTM)
+    out, hn = layer(x, tuple(hx) if lstm else hx[0], lengths=lengths)
+    dx, dh0 = layer.backward(dout, tuple(dstates) if lstm else dstates[0])
+    states = hn if lstm else (hn,)
+    dh0 = dh0 if lstm else (dh0,)
+    return out, list(states), dx, list(dh0), {n: g.copy() for n, g in layer.grads.items()}
+
+
+LAYER_RESULTS = ("output", "final states", "d input", "d initial states", "parameter gradients")
+CELL_RESULTS = ("new states", "d input", "d states", "parameter gradients")
+
+
+def compare(theirs, ours, dtype, names=LAYER_RESULTS):
+    assert len(theirs) == len(ours) == len(names)
+    for name, a, b in zip(names, ours, theirs):
+        if isinstance(a, dict):
+            assert sorted(a) == sorted(b), f"{name}: {sorted(a)} != {sorted(b)}"
+            for k in a:
+                assert_close(a[k], b[k], dtype, f"{name} {k}")
+        elif isinstance(a, list):
+            assert len(a) == len(b)
+            for i, (u, v) in enumerate(zip(a, b)):
+                assert_close(u, v, dtype, f"{name}[{i}]")
+        else:
+            assert_close(a, b, dtype, name)
+
+
+def random_io(layer, rng, dtype, unbatched=False):
+    """x, hx, dout and the gradients of the final states for one call of ``layer``."""
+    D = layer.num_directions
+    LD, hout = layer.num_layers * D, layer.proj_size or layer.hidden_size
+    lead = (T,) if unbatched else ((B, T) if layer.batch_first else (T, B))
+    state_lead = (LD,) if unbatched else (LD, B)
+    x = rng.standard_normal(lead + (I,)).astype(dtype)
+    sizes = [hout, layer.hidden_size] if isinstance(layer, fastrnn.LSTM) else [hout]
+    hx = [rng.standard_normal(state_lead + (s,)).astype(dtype) for s in sizes]
+    dout = rng.standard_normal(lead + (D * hout,)).astype(dtype)
+    dstates = [rng.standard_normal(state_lead + (s,)).astype(dtype) for s in sizes]
+    return x, hx, dout, dstates
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """Tiny tensors: torch's second thread only spins against the other processes on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+MODES = [("RNN_TANH", 0), ("RNN_RELU", 0), ("GRU", 0), ("LSTM", 0), ("LSTM", P)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("mode,proj_size", MODES)
+def test_layers_both_ways(mode, proj_size, bias, bidirectional, num_layers, batch_first, dtype):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    kw = dict(num_layers=num_layers, bias=bias, batch_first=batch_first, bidirectional=bidirectional)
+    if proj_size:
+        kw["proj_size"] = proj_size
+    module = make_torch(mode, dtype, **kw)
+
+    layer = from_torch(module)  # torch -> fastrnn
+    assert layer.dtype == np.dtype(dtype) and layer.batch_first == batch_first
+    assert layer.num_layers == num_layers and layer.bidirectional == bidirectional
+    assert getattr(layer, "proj_size", 0) == proj_size and layer.bias == bias
+    if mode.startswith("RNN"):
+        assert layer.nonlinearity == mode[4:].lower()
+    args = random_io(layer, rng, dtype)
+    compare(torch_run(module, *args), fastrnn_run(layer, *args), dtype)
+
+    # fastrnn -> torch, from a layer with fastrnn's own initialisation
+    cls = {"GRU": fastrnn.GRU, "LSTM": fastrnn.LSTM}.get(mode, fastrnn.RNN)
+    extra = {"nonlinearity": mode[4:].lower()} if mode.startswith("RNN") else {}
+    native = cls(I, H, dtype=dtype, seed=2, **kw, **extra)
+    back = native.to_torch()
+    assert type(back) is type(module)
+    assert next(back.parameters()).dtype == getattr(torch, dtype)
+    for name, p in back.named_parameters():
+        assert np.array_equal(p.detach().numpy(), native.parameters()[name]), name
+    args = random_io(native, rng, dtype)
+    compare(torch_run(back, *args), fastrnn_run(native, *args), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("mode,proj_size", MODES)
+def test_lengths_match_packed_sequences(mode, proj_size, bidirectional, dtype):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(3)
+    kw = dict(num_layers=2, bidirectional=bidirectional, batch_first=True)
+    if proj_size:
+        kw["proj_size"] = proj_size
+    module = make_torch(mode, dtype, **kw)
+    layer = from_torch(module)
+    lengths = np.array([T, 2, 4])
+    args = random_io(layer, rng, dtype)
+    compare(torch_run(module, *args, lengths=lengths), fastrnn_run(layer, *args, lengths=lengths),
+            dtype)
+
+
+@pytest.mark.parametrize("mode,proj_size", MODES)
+def test_unbatched_input(mode, proj_size):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(4)
+    kw = dict(num_layers=2, bidirectional=True)
+    if proj_size:
+        kw["proj_size"] = proj_size
+    module = make_torch(mode, "float64", **kw)
+    layer = from_torch(module)
+    args = random_io(layer, rng, "float64", unbatched=True)
+    compare(torch_run(module, *args), fastrnn_run(layer, *args), "float64")
+
+
+CELLS = [("RNNCell", {"nonlinearity": "tanh"}), ("RNNCell", {"nonlinearity": "relu"}),
+         ("LSTMCell", {}), ("GRUCell", {})]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("unbatched", [False, True])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("name,kw", CELLS)
+def test_cells_both_ways(name, kw, bias, unbatched, dtype):
+    torch.manual_seed(0)
+    rng = np.random.default_rng(5)
+    lead = () if unbatched else (B,)
+    nstates = 2 if name == "LSTMCell" else 1
+    torch_cell = getattr(torch.nn, name)(I, H, bias=bias, dtype=getattr(torch, dtype), **kw)
+    native = getattr(fastrnn, name)(I, H, bias=bias, dtype=dtype, seed=6, **kw)
+    for theirs, ours in [(torch_cell, from_torch(torch_cell)), (native.to_torch(), native)]:
+        assert type(ours) is getattr(fastrnn, name) and type(theirs) is getattr(torch.nn, name)
+        assert ours.dtype == np.dtype(dtype) and ours.bias == bias
+        x = rng.standard_normal(lead + (I,)).astype(dtype)
+        hx = [rng.standard_normal(lead + (H,)).astype(dtype) for _ in range(nstates)]
+        dh = [rng.standard_normal(lead + (H,)).astype(dtype) for _ in range(nstates)]
+        # torch
+        x_t = torch.tensor(x, requires_grad=True)
+        hx_t = [torch.tensor(h, requires_grad=True) for h in hx]
+        theirs.zero_grad()
+        new = theirs(x_t, tuple(hx_t) if nstates == 2 else hx_t[0])
+        new = new if nstates == 2 else (new,)
+        sum((s * torch.tensor(d)).sum() for s, d in zip(new, dh)).backward()
+        want = ([s.detach().numpy() for s in new], x_t.grad.numpy(), [h.grad.numpy() for h in hx_t],
+                {n: p.grad.numpy() for n, p in theirs.named_parameters()})
+        # fastrnn
+        ours.zero_grad()
+        got_new = ours(x, tuple(hx) if nstates == 2 else hx[0])
+        got_new = got_new if nstates == 2 else (got_new,)
+        dx, dhx = ours.backward(*dh) if nstates == 2 else ours.backward(dh[0])
+        dhx = dhx if nstates == 2 else (dhx,)
+        got = (list(got_new), dx, list(dhx), dict(ours.grads))
+        compare(want, got, dtype, CELL_RESULTS)
+
+
+def test_configuration_and_mode_carry_over():
+    module = torch.nn.LSTM(3, 5, num_layers=3, dropout=0.25, batch_first=True, proj_size=2).eval()
+    layer = from_torch(module)
+    assert layer.get_config() == dict(input_size=3, hidden_size=5, num_layers=3, bias=True,
+                                      batch_first=True, dropout=0.25, bidirectional=False,
+                                      dtype="float32", seed=None, proj_size=2)
+    assert layer.training is False
+    back = layer.train().to_torch()
+    assert back.training is True and back.dropout == 0.25 and back.proj_size == 2
+    cell = from_torch(torch.nn.RNNCell(3, 4, nonlinearity="relu", bias=False))
+    assert cell.get_config()["nonlinearity"] == "relu" and cell.bias is False
+    assert to_torch(cell).nonlinearity == "relu"
+
+
+def test_conversions_copy_rather_than_share():
+    module = torch.nn.GRU(3, 4)
+    layer = from_torch(module)
+    with torch.no_grad():
+        module.weight_ih_l0.zero_()
+    assert np.any(layer.parameters()["weight_ih_l0"] != 0)
+    back = layer.to_torch()
+    layer.parameters()["weight_hh_l0"][...] = 0
+    assert torch.any(back.weight_hh_l0 != 0)
+
+
+def test_dtype_choice_and_half_precision_widened_exactly():
+    module = torch.nn.LSTM(3, 4).to(torch.float16)
+    layer = from_torch(module)
+    assert layer.dtype == np.float32
+    assert np.array_equal(layer.parameters()["weight_ih_l0"],
+                          module.weight_ih_l0.detach().float().numpy())
+    assert from_torch(torch.nn.GRU(3, 4), dtype=np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="float32 or float64"):
+        from_torch(torch.nn.GRU(3, 4), dtype=np.int32)
+
+
+def test_rejects_other_modules_by_name():
+    with pytest.raises(TypeError, match="from_torch expects .*Linear"):
+        from_torch(torch.nn.Linear(3, 4))
+    with pytest.raises(TypeError, match="from_torch expects"):
+        from_torch(np.zeros(3))
+    with pytest.raises(TypeError, match="fastrnn layer"):
+        to_torch(torch.nn.LSTM(3, 4))
