@@ -1,0 +1,198 @@
+"""Losses with a fused, numerically stable backward.
+
+Each loss returns the scalar loss *and* its gradient with respect to the
+predictions in one call, the way a NumPy training loop uses them::
+
+    loss, dlogits = cross_entropy(logits, targets)      # logits (T, B, C), targets (T, B)
+    dh = head.backward(dlogits)
+
+Classes are on the last axis (unlike ``torch.nn.functional.cross_entropy``,
+which wants them on axis 1): a (T, B, C) array of logits is scored against a
+(T, B) array of integer targets, a (B, C) array against (B,).
+"""
+
+import numpy as np
+
+from .. import _checks
+
+_REDUCTIONS = ("mean", "sum")
+
+
+def log_softmax(logits, axis=-1):
+    """``log(softmax(logits))`` computed stably (the maximum is subtracted first).
+
+    Parameters
+    ----------
+    logits : array of floats
+    axis : int
+
+    Returns
+    -------
+    array like ``logits``
+    """
+    z = np.asarray(logits)
+    with np.errstate(invalid="ignore", over="ignore"):   # inf and NaN propagate as in torch
+        shifted = z - np.max(z, axis=axis, keepdims=True)
+        return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+
+
+def softmax(logits, axis=-1, temperature=1.0):
+    """Stable softmax of ``logits / temperature`` along ``axis``."""
+    z = np.asarray(logits) / temperature
+    with np.errstate(invalid="ignore", over="ignore"):
+        e = np.exp(z - np.max(z, axis=axis, keepdims=True))
+        return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _as_weights(name, mask, shape):
+    """A mask (bool or float weights) broadcast to ``shape``, as float64; None stays None."""
+    if mask is None:
+        return None
+    if hasattr(mask, "detach") and hasattr(mask, "numpy"):
+        mask = mask.detach().cpu().numpy()
+    m = np.asarray(mask)
+    if m.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be an array of bool or of non-negative weights, "
+                        f"but got dtype {m.dtype}")
+    try:
+        m = np.broadcast_to(m, shape)
+    except ValueError:
+        raise ValueError(f"{name} of shape {m.shape} does not broadcast to the shape "
+                         f"{tuple(shape)} it masks") from None
+    m = m.astype(np.float64)
+    if not np.all(np.isfinite(m)) or np.any(m < 0):
+        raise ValueError(f"{name} must hold finite non-negative weights (or bools)")
+    return m
+
+
+def _check_reduction(reduction):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, but got {reduction!r}")
+
+
+def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean"):
+    """Softmax cross-entropy and its gradient with respect to the logits.
+
+    ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``, reduced over the
+    positions that count: those whose target is not ``ignore_index`` and,
+    with ``mask``, weighted by it.
+
+    Parameters
+    ----------
+    logits : (..., C) array of floats
+        Unnormalised scores, e.g. (T, B, C) or (B, C); classes on the last axis.
+    targets : (...) array of ints
+        Class index in ``[0, C)`` per position, shaped like ``logits`` without
+        its last axis.
+    ignore_index : int
+        Targets equal to this are skipped (no loss, zero gradient), as in
+        PyTorch; -100 by default.
+    mask : (...) array of bool or non-negative floats, optional
+        Broadcast to the shape of ``targets``: False / 0 skips a position, a
+        float weights it (e.g. padding of variable-length sequences).
+    reduction : {"mean", "sum"}
+        ``"mean"`` divides the weighted sum by the total weight of the
+        positions that count (PyTorch's mean over non-ignored targets);
+        when nothing counts the loss is 0 with a zero gradient (PyTorch gives NaN).
+
+    Returns
+    -------
+    loss : float
+        Accumulated in float64.
+    dlogits : (..., C) array of the logits' dtype
+        ``dloss/dlogits = w * (softmax(logits) - onehot(targets)) / total weight``.
+
+    Raises
+    ------
+    TypeError
+        Non-float logits, non-integer targets.
+    ValueError
+        Shapes that do not match, targets out of range, a bad reduction.
+    """
+    _check_reduction(reduction)
+    z = np.asarray(logits.detach().cpu().numpy() if hasattr(logits, "detach") else logits)
+    if z.dtype.kind != "f":
+        raise TypeError(f"logits must be a floating-point array, but got dtype {z.dtype}")
+    if z.ndim < 1 or z.shape[-1] < 1:
+        raise ValueError(f"logits must have a class axis last, with at least one class, "
+                         f"but got shape {z.shape}")
+    t = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"targets must be integer class indices, but got dtype {t.dtype}")
+    if t.shape != z.shape[:-1]:
+        raise ValueError(f"targets must have shape {z.shape[:-1]} (logits shape {z.shape} "
+                         f"without its class axis), but got {t.shape}")
+    C = z.shape[-1]
+    ignore_index = _checks.check_int("ignore_index", ignore_index, minimum=-(2 ** 63))
+    counted = t != ignore_index
+    bad = t[counted & ((t < 0) | (t >= C))]
+    if bad.size:
+        raise ValueError(f"targets must be in [0, {C}) (or ignore_index={ignore_index}), "
+                         f"but got {np.unique(bad)[:8].tolist()}")
+    w = counted.astype(np.float64)
+    m = _as_weights("mask", mask, t.shape)
+    if m is not None:
+        w *= m
+
+    z2 = z.reshape(-1, C)
+    t2 = np.where(counted, t, 0).reshape(-1).astype(np.intp)
+    w2 = w.reshape(-1)
+    rows = np.arange(z2.shape[0])
+    with np.errstate(invalid="ignore", over="ignore"):   # NaN / inf in, NaN / inf out, like torch
+        shifted = z2 - np.max(z2, axis=1, keepdims=True)
+        e = np.exp(shifted)
+        s = np.sum(e, axis=1, keepdims=True)
+        nll = np.log(s[:, 0]).astype(np.float64) - shifted[rows, t2].astype(np.float64)
+        total = float(np.sum(w2))
+        denom = total if reduction == "mean" else 1.0
+        if total == 0.0:
+            return 0.0, np.zeros_like(z)
+        loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
+        grad = e / s
+        grad[rows, t2] -= 1
+        grad *= (w2 / denom).astype(z.dtype)[:, None]
+        grad[w2 == 0] = 0      # skipped positions get exactly zero, even with inf logits
+    return loss, grad.reshape(z.shape)
+
+
+def mse_loss(pred, target, mask=None, reduction="mean"):
+    """Mean squared error and its gradient with respect to the predictions.
+
+    Parameters
+    ----------
+    pred : (...) array of floats
+    target : (...) array of floats, the same shape
+    mask : array of bool or non-negative floats, optional
+        Broadcast to ``pred``'s shape; weights each squared error (False / 0 skips it).
+    reduction : {"mean", "sum"}
+        ``"mean"`` divides by the number of elements (by the total weight with a mask).
+
+    Returns
+    -------
+    loss : float
+        Accumulated in float64.
+    dpred : array like ``pred``
+        ``2 * w * (pred - target) / total weight``.
+    """
+    _check_reduction(reduction)
+    p = np.asarray(pred.detach().cpu().numpy() if hasattr(pred, "detach") else pred)
+    y = np.asarray(target.detach().cpu().numpy() if hasattr(target, "detach") else target)
+    for name, a in (("pred", p), ("target", y)):
+        if a.dtype.kind != "f":
+            raise TypeError(f"{name} must be a floating-point array, but got dtype {a.dtype}")
+    if p.shape != y.shape:
+        raise ValueError(f"pred and target must have the same shape, but got {p.shape} "
+                         f"and {y.shape}")
+    diff = p.astype(np.float64) - y.astype(np.float64)
+    w = _as_weights("mask", mask, p.shape)
+    if w is None:
+        total = float(diff.size)
+        sq = float(np.dot(diff.ravel(), diff.ravel()))
+    else:
+        total = float(np.sum(w))
+        sq = float(np.sum(w * diff * diff))
+        diff = diff * w
+    denom = total if reduction == "mean" else 1.0
+    if denom == 0.0:
+        return 0.0, np.zeros_like(p)
+    return sq / denom, (2.0 / denom * diff).astype(p.dtype)

@@ -1,0 +1,233 @@
+"""Smoke tests of ``python -m fastrnn``: every command with tiny settings, its errors and exit codes."""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastrnn.__main__ import main
+
+FAST = ["--quiet", "--backend", "numpy"]
+
+
+def run(capsys, *argv):
+    """main(argv) in this process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def has_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# -- the entry point ------------------------------------------------------------------------
+def test_module_entry_point_help_and_errors():
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, "-m", "fastrnn", "--help"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert done.returncode == 0
+    for command in ("demo", "adding", "gradflow", "forecast", "bench"):
+        assert command in done.stdout
+    done = subprocess.run([sys.executable, "-m", "fastrnn", "forecast", "--data", "/nonexistent.csv"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1
+    assert "does not exist" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "adding", "gradflow", "forecast", "bench"])
+def test_every_command_has_help(capsys, command):
+    status, out, _ = run(capsys, command, "--help")
+    assert status == 0
+    assert f"fastrnn {command}" in out
+    if command != "bench":
+        assert "--seed" in out
+
+
+def test_usage_errors_exit_2(capsys):
+    assert run(capsys, )[0] == 2                                  # no command
+    assert run(capsys, "nonsense")[0] == 2
+    status, _, err = run(capsys, "demo", "--steps", "-3")
+    assert status == 2 and "--steps" in err
+    status, _, err = run(capsys, "adding", "--lengths", "50,x")
+    assert status == 2 and "comma-separated" in err
+    status, _, err = run(capsys, "adding", "--cells", "rnn,transformer")
+    assert status == 2
+    status, _, err = run(capsys, "forecast", "--lr", "nan")
+    assert status == 2
+
+
+def test_bad_backend_is_a_clear_error(capsys):
+    status, _, err = run(capsys, "gradflow", "--backend", "fortran", "--quiet")
+    assert status == 1
+    assert "fastrnn gradflow: error:" in err and "fortran" in err
+
+
+# -- demo -------------------------------------------------------------------------------------
+DEMO_TINY = ["--max-chars", "40000", "--steps", "40", "--hidden", "32", "--bptt", "16",
+             "--batch", "16", "--lr", "0.01", "--sample-every", "20", "--sample-chars", "30"]
+
+
+def bpc_pair(out):
+    m = re.search(r"held-out bits per character: ([\d.]+) -> ([\d.]+) \(start -> end\)", out)
+    assert m, out
+    return float(m.group(1)), float(m.group(2))
+
+
+def test_demo_loss_drops_saves_and_reloads(capsys, tmp_path):
+    model = tmp_path / "demo.npz"
+    status, out, err = run(capsys, "demo", *DEMO_TINY, "--save", model, *FAST)
+    assert status == 0, err
+    assert "standard library" in out
+    start, end = bpc_pair(out)
+    assert start > 5.5                       # about log2(vocabulary) at initialisation
+    assert end < start - 1.0                 # really learned something
+    assert out.count("--- sample after") == 2
+    assert model.exists()
+    # reload: evaluation only, the same held-out score
+    status, out2, err = run(capsys, "demo", "--max-chars", "40000", "--load", model, "--steps", "0",
+                            "--no-save", "--sample-chars", "20", *FAST)
+    assert status == 0, err
+    assert bpc_pair(out2)[0] == pytest.approx(end, abs=1e-3)
+    assert "loaded from" in out2
+
+
+def test_demo_is_deterministic_given_a_seed(capsys, tmp_path):
+    text = tmp_path / "t.txt"
+    text.write_text("the cat sat on the mat. " * 400, encoding="utf-8")
+    args = ["demo", "--text", text, "--steps", "6", "--hidden", "8", "--bptt", "8", "--batch", "4",
+            "--sample-every", "0", "--sample-chars", "40", "--no-save", "--seed", "3", *FAST]
+    outs = [run(capsys, *args)[1] for _ in range(2)]
+    strip = [re.sub(r"[\d.]+ s|[\d,]+ characters/s|\(gathered in [\d.]+ s\)", "", o) for o in outs]
+    assert strip[0] == strip[1]
+
+
+def test_demo_file_errors(capsys, tmp_path):
+    status, _, err = run(capsys, "demo", "--text", tmp_path / "missing.txt", *FAST)
+    assert status == 1 and "does not exist" in err
+    status, _, err = run(capsys, "demo", "--text", tmp_path, *FAST)
+    assert status == 1 and "directory" in err
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    status, _, err = run(capsys, "demo", "--text", latin, *FAST)
+    assert status == 1 and "UTF-8" in err
+    short = tmp_path / "short.txt"
+    short.write_text("abcabc abc", encoding="utf-8")
+    status, _, err = run(capsys, "demo", "--text", short, *FAST)
+    assert status == 1 and "too short" in err
+    bad_model = tmp_path / "bad.npz"
+    bad_model.write_bytes(b"not a zip file at all")
+    status, _, err = run(capsys, "demo", "--load", bad_model, "--steps", "0", *FAST)
+    assert status == 1 and "bad.npz" in err and "Traceback" not in err
+    status, _, err = run(capsys, "demo", "--save", tmp_path / "no" / "such" / "m.npz", *FAST)
+    assert status == 1 and "does not exist" in err
+
+
+# -- adding, gradflow, forecast ----------------------------------------------------------------
+def test_adding_tiny(capsys, tmp_path):
+    plot = tmp_path / "adding.png"
+    args = ["adding", "--lengths", "6,10", "--steps", "15", "--hidden", "6", "--batch", "8",
+            "--test-size", "50", "--no-early-stop", *FAST]
+    if has_matplotlib():
+        args += ["--plot", plot]
+    status, out, err = run(capsys, *args)
+    assert status == 0, err
+    assert "baseline" in out
+    rows = [line.split() for line in out.splitlines() if re.match(r"^\s+(6|10)\s", line)]
+    assert [r[0] for r in rows] == ["6", "10"]
+    mses = [float(v.rstrip("*")) for r in rows for v in r[1:]]
+    assert len(mses) == 6 and all(0 <= v < 2 for v in mses)
+    if has_matplotlib():
+        assert plot.stat().st_size > 1000
+
+
+def test_gradflow_tiny_default_backend(capsys, tmp_path):
+    plot = tmp_path / "gradflow.png"
+    args = ["gradflow", "--length", "30", "--hidden", "16", "--batch", "4", "--repeats", "1",
+            "--quiet"]
+    if has_matplotlib():
+        args += ["--plot", plot]
+    status, out, err = run(capsys, *args)
+    assert status == 0, err
+    lines = {line.split("  ")[0].strip(): line for line in out.splitlines()}
+    rnn = [float(v) for v in lines["RNN (tanh)"].split()[2:]]
+    exploding = lines["RNN, W_hh = 3 x orthogonal"].split()
+    assert rnn[0] == 1.0 and rnn[-1] < 1e-3              # vanishes over 29 steps
+    assert float(exploding[-1]) > 1e2                     # explodes
+    assert "vanishes" in out and "explodes" in out
+    if has_matplotlib():
+        assert plot.stat().st_size > 1000
+
+
+def test_gradflow_same_seed_same_numbers(capsys):
+    args = ["gradflow", "--length", "12", "--hidden", "8", "--batch", "2", "--repeats", "1",
+            "--seed", "5", *FAST]
+    a, b = run(capsys, *args)[1], run(capsys, *args)[1]
+    assert a.splitlines()[:-1] == b.splitlines()[:-1]        # all but "done in ... s"
+
+
+def test_forecast_tiny_and_custom_csv(capsys, tmp_path):
+    status, out, err = run(capsys, "forecast", "--epochs", "3", "--hidden", "8", *FAST)
+    assert status == 0, err
+    assert "sunspot" in out and "naive" in out and "1969-2008" in out
+    series = tmp_path / "series.csv"
+    t = np.arange(120)
+    series.write_text("month,value\n" + "".join(f"{i},{np.sin(i / 3):.4f}\n" for i in t))
+    plot = tmp_path / "forecast.png"
+    args = ["forecast", "--data", series, "--window", "8", "--test", "12", "--epochs", "30",
+            "--hidden", "8", "--lr", "0.02", *FAST]
+    if has_matplotlib():
+        args += ["--plot", plot]
+    status, out, err = run(capsys, *args)
+    assert status == 0, err
+    assert "beats the naive forecast" in out             # a sine is easy
+    if has_matplotlib():
+        assert plot.stat().st_size > 1000
+
+
+def test_forecast_bad_files(capsys, tmp_path):
+    status, _, err = run(capsys, "forecast", "--data", tmp_path / "nope.csv", *FAST)
+    assert status == 1 and "does not exist" in err
+    bad = tmp_path / "bad.csv"
+    bad.write_text("year,value\n1,2\n2,abc\n")
+    status, _, err = run(capsys, "forecast", "--data", bad, *FAST)
+    assert status == 1 and "line 3" in err
+    short = tmp_path / "short.csv"
+    short.write_text("1\n2\n3\n")
+    status, _, err = run(capsys, "forecast", "--data", short, *FAST)
+    assert status == 1 and "needs at least" in err
+
+
+# -- optional pieces -----------------------------------------------------------------------------
+def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatch):
+    for name in list(sys.modules):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)      # import matplotlib -> ImportError
+    status, out, err = run(capsys, "gradflow", "--length", "5", "--plot", tmp_path / "g.png", *FAST)
+    assert status == 1
+    assert "fastrnn[plot]" in err
+    assert out == ""                                            # failed before doing any work
+
+
+def test_bench_without_the_report_module(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastrnn.bench", None)
+    status, _, err = run(capsys, "bench")
+    assert status == 1
+    assert "not available" in err and "fastrnn.bench" in err
+
+
+def test_shipped_sunspot_data():
+    from fastrnn.data import load_sunspots
+    years, values = load_sunspots()
+    assert years[0] == 1700 and years[-1] == 2008 and len(years) == 309
+    np.testing.assert_array_equal(np.diff(years), 1)
+    np.testing.assert_array_equal(values[:5], [5, 11, 16, 23, 36])
+    assert values.max() == 190.2 and values.min() >= 0

@@ -1,0 +1,175 @@
+"""Truncated BPTT: equivalences with full BPTT and with one uninterrupted forward.
+
+The `backend` fixture (tests/conftest.py) runs the equivalences on every available backend.
+"""
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.train import TBPTT, Linear, cross_entropy, split_streams, windows
+
+T, B, I, H, C = 23, 3, 4, 5, 6
+
+
+def make(kind, backend, **kw):
+    cls = {"RNN": fastrnn.RNN, "LSTM": fastrnn.LSTM, "GRU": fastrnn.GRU}[kind]
+    return cls(I, H, dtype=np.float64, backend=backend, seed=7, **kw)
+
+
+def data(batch_first=False):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((T, B, I))
+    y = rng.integers(0, C, size=(T, B))
+    return (x.transpose(1, 0, 2).copy() if batch_first else x), y
+
+
+def loss_fn(head, y, batch_first=False):
+    def loss_and_grad(out, t0, t1):
+        target = y[t0:t1].T if batch_first else y[t0:t1]
+        loss, dlogits = cross_entropy(head(out), target, reduction="sum")
+        return loss, head.backward(dlogits)
+    return loss_and_grad
+
+
+def state_list(state):
+    return list(state) if isinstance(state, tuple) else [state]
+
+
+LAYERS = [("RNN", {}), ("GRU", {}), ("LSTM", {}), ("LSTM", dict(num_layers=2, proj_size=3)),
+          ("GRU", dict(num_layers=2))]
+
+
+@pytest.mark.parametrize("kind,kw", LAYERS)
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_one_chunk_equals_full_bptt_exactly(backend, kind, kw, batch_first):
+    x, y = data(batch_first)
+    rnn, head = make(kind, backend, batch_first=batch_first, **kw), Linear(H if "proj_size" not in kw else 3, C, dtype=np.float64, seed=1)
+    ref, ref_head = make(kind, backend, batch_first=batch_first, **kw), Linear(head.in_features, C, dtype=np.float64, seed=1)
+    out, _ = ref(x)
+    ref_loss, dl = cross_entropy(ref_head(out), y.T if batch_first else y, reduction="sum")
+    ref.backward(ref_head.backward(dl))
+    for k in (T, T + 10):                      # a chunk as long as (or longer than) the sequence
+        rnn.zero_grad(), head.zero_grad()
+        tb = TBPTT(rnn, k)
+        losses = tb.run(x, loss_fn(head, y, batch_first))
+        assert losses == [ref_loss]
+        for name in ref.grads:
+            np.testing.assert_array_equal(rnn.grads[name], ref.grads[name], err_msg=name)
+        for name in ref_head.grads:
+            np.testing.assert_array_equal(head.grads[name], ref_head.grads[name])
+
+
+@pytest.mark.parametrize("kind,kw", LAYERS)
+def test_carried_state_equals_uninterrupted_forward(backend, kind, kw):
+    x, y = data()
+    rnn = make(kind, backend, **kw)
+    head = Linear(kw.get("proj_size") or H, C, dtype=np.float64, seed=1)
+    outs = []
+
+    def loss_and_grad(out, t0, t1):
+        outs.append(out.copy())
+        return loss_fn(head, y)(out, t0, t1)
+
+    tb = TBPTT(rnn, 7)
+    losses = tb.run(x, loss_and_grad)
+    assert len(losses) == 4                    # 7 + 7 + 7 + 2
+    rnn.eval()
+    full_out, full_state = rnn(x)
+    exact = backend == "numpy"
+    check = np.testing.assert_array_equal if exact else (
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13))
+    check(np.concatenate(outs), full_out)
+    for s, f in zip(state_list(tb.state), state_list(full_state)):
+        check(s, f)
+    # and the next run continues from there as if the sequence went on
+    x2 = np.random.default_rng(1).standard_normal((5, B, I))
+    tb.run(x2, lambda out, t0, t1: (outs.append(out.copy()), (0.0, np.zeros_like(out)))[1])
+    rnn.eval()
+    out_long, _ = rnn(np.concatenate([x, x2]))
+    check(outs[-1], out_long[T:])
+
+
+@pytest.mark.parametrize("kind", ["RNN", "LSTM", "GRU"])
+@pytest.mark.parametrize("k1,k2", [(5, 5), (5, 8), (4, 12), (6, 30)])
+def test_gradients_are_truncated(kind, k1, k2):
+    """Gradients equal the sum over windows of a backward that starts at the window."""
+    x, y = data()
+    rnn, head = make(kind, "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+    tb = TBPTT(rnn, k1, k2)
+    seen = []
+    losses = tb.run(x, loss_fn(head, y), after_backward=lambda c: seen.append(c[:4]))
+    assert seen == [(i,) + w for i, w in enumerate(windows(T, k1, k2))]
+
+    ref, ref_head = make(kind, "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+    ref_losses = []
+    for w0, t0, t1 in windows(T, k1, k2):
+        ref.eval()
+        hx = None if w0 == 0 else ref(x[:w0])[1]          # true state at the window's start
+        ref.train()
+        out, _ = ref(x[w0:t1], hx)
+        loss, dl = cross_entropy(ref_head(out[t0 - w0:]), y[t0:t1], reduction="sum")
+        dout = np.zeros_like(out)
+        dout[t0 - w0:] = ref_head.backward(dl)
+        ref.backward(dout)
+        ref_losses.append(loss)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-12)
+    for name in ref.grads:
+        np.testing.assert_allclose(rnn.grads[name], ref.grads[name], rtol=1e-10, atol=1e-12)
+    # truncation really drops something: full BPTT over the whole sequence differs
+    if k2 < T:
+        full, full_head = make(kind, "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+        out, _ = full(x)
+        _, dl = cross_entropy(full_head(out), y, reduction="sum")
+        full.backward(full_head.backward(dl))
+        assert not np.allclose(full.grads["weight_hh_l0"], rnn.grads["weight_hh_l0"])
+
+
+def test_training_with_updates_lowers_the_loss_and_can_stop():
+    ids = np.tile(np.arange(C), 200)                        # 0 1 2 3 4 5 0 1 ...: predictable
+    streams = split_streams(ids, 4)                          # (300, 4)
+    x = np.eye(C)[streams[:-1]]
+    y = streams[1:]
+    rnn, head = fastrnn.GRU(C, 16, dtype=np.float64, seed=0), Linear(16, C, dtype=np.float64, seed=1)
+    opt = fastrnn.train.Adam({"rnn": rnn, "head": head}, lr=0.05)
+    tb = TBPTT(rnn, 20)
+
+    def update(chunk):
+        opt.step()
+        opt.zero_grad()
+
+    def lg(out, t0, t1):
+        loss, dl = cross_entropy(head(out), y[t0:t1])
+        return loss, head.backward(dl)
+
+    losses = tb.run(x, lg, update)
+    assert losses[-1] < 0.1 * losses[0]
+    tb.reset()
+    assert tb.state is None
+    assert len(tb.run(x, lg, lambda chunk: chunk.index == 2)) == 3
+
+
+def test_step_norms_reset_and_helpers():
+    x, y = data()
+    rnn, head = make("LSTM", "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+    tb = TBPTT(rnn, 10, 15)
+    norms = []
+    tb.run(x, loss_fn(head, y), lambda c: norms.append(c.step_norms), return_step_norms=True)
+    assert [n.shape for n in norms] == [(1, 10, B), (1, 15, B), (1, 8, B)]
+    h, c = tb.state
+    tb.reset(streams=[1])
+    assert not h[:, 1].any() and not c[:, 1].any() and h[:, 0].any()
+    out = split_streams(np.arange(10), 3)
+    np.testing.assert_array_equal(out, [[0, 3, 6], [1, 4, 7], [2, 5, 8]])
+    assert windows(10, 4) == [(0, 0, 4), (4, 4, 8), (8, 8, 10)]
+    assert windows(10, 4, 6) == [(0, 0, 4), (2, 4, 8), (6, 8, 10)]
+    with pytest.raises(ValueError, match="k2"):
+        windows(10, 4, 3)
+    with pytest.raises(ValueError, match="unidirectional"):
+        TBPTT(fastrnn.GRU(2, 3, bidirectional=True), 5)
+    with pytest.raises(TypeError):
+        TBPTT(Linear(2, 3), 5)
+    with pytest.raises(ValueError, match="3-D"):
+        tb.run(np.zeros((4, 3)), loss_fn(head, y))
+    with pytest.raises(ValueError, match="streams"):
+        split_streams(np.arange(2), 3)
