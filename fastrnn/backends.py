@@ -69,12 +69,13 @@ class Backend:
     def __init__(self, name, module):
         self.name = name
         self.module = module
+        self._kernels = {cell: tuple(getattr(module, f"{cell}_{kind}") for kind in
+                                     ("forward", "backward", "step_forward", "step_backward"))
+                         for cell in CELLS}
 
     def kernels(self, cell):
         """``(forward, backward, step_forward, step_backward)`` for ``cell`` in CELLS."""
-        m = self.module
-        return (getattr(m, f"{cell}_forward"), getattr(m, f"{cell}_backward"),
-                getattr(m, f"{cell}_step_forward"), getattr(m, f"{cell}_step_backward"))
+        return self._kernels[cell]
 
     def __repr__(self):
         return f"Backend({self.name!r})"

@@ -31,6 +31,8 @@ class _CellBase(Module):
         self._names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
         if self._cell == "lstm":
             self._names += (None,)  # no projection in cells
+        # the live parameter arrays, in the kernels' order (load_state_dict writes into them)
+        self._weights = tuple(None if n is None else self._params[n] for n in self._names)
 
     def get_config(self):
         config = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
@@ -48,14 +50,20 @@ class _CellBase(Module):
     def _state_arrays(self, name, values, batch, unbatched):
         expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
         out = []
-        for label, v in zip(self._states, values):
-            full = f"{name} ({label})" if len(self._states) == 1 else f"{name}[{self._states.index(label)}] ({label})"
-            arr = _checks.check_shape(full, _checks.as_float_array(full, v, self._dtype), expected)
-            out.append(np.ascontiguousarray(arr.reshape(batch, self.hidden_size)))
+        for k, v in enumerate(values):
+            if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
+                    and v.flags.c_contiguous):   # the fast path is the common case of a loop
+                label = self._states[k]
+                full = f"{name} ({label})" if len(self._states) == 1 else f"{name}[{k}] ({label})"
+                v = np.ascontiguousarray(_checks.check_shape(
+                    full, _checks.as_float_array(full, v, self._dtype), expected))
+            out.append(v.reshape(batch, self.hidden_size) if unbatched else v)
         return tuple(out)
 
     def _step(self, x, hx):
-        arr = _checks.as_float_array("input", x, self._dtype)
+        arr = x
+        if not (type(x) is np.ndarray and x.dtype == self._dtype and x.flags.c_contiguous):
+            arr = np.ascontiguousarray(_checks.as_float_array("input", x, self._dtype))
         if arr.ndim not in (1, 2):
             raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, "
                              f"got {arr.ndim}D instead (shape {arr.shape})")
@@ -63,17 +71,17 @@ class _CellBase(Module):
             raise ValueError(f"input.size(-1) must be equal to input_size. "
                              f"Expected {self.input_size}, got {arr.shape[-1]}")
         unbatched = arr.ndim == 1
-        x2 = np.ascontiguousarray(arr.reshape(-1, self.input_size))
-        B = x2.shape[0]
+        if unbatched:
+            arr = arr.reshape(1, self.input_size)
+        B = arr.shape[0]
         if hx is None:
             states = tuple(np.zeros((B, self.hidden_size), dtype=self._dtype) for _ in self._states)
         else:
             states = self._state_arrays("hx", hx if len(self._states) > 1 else (hx,), B, unbatched)
         step_forward, step_backward = self._backend.kernels(self._cell)[2:]
-        weights = tuple(None if n is None else self._params[n] for n in self._names)
-        hy, cache = step_forward(x2, states, weights, self.training, **self._opts)
+        hy, cache = step_forward(arr, states, self._weights, self.training, **self._opts)
         self._cache = (step_backward, cache, unbatched, B) if self.training else None
-        return tuple(h[0] if unbatched else h for h in hy)
+        return tuple(h[0] for h in hy) if unbatched else hy
 
     def _backstep(self, dhy):
         step_backward, cache, unbatched, B = self._take_cache()
