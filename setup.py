@@ -1,5 +1,128 @@
-"""Build script: the pure-Python package (metadata lives in pyproject.toml)."""
+"""Build script: the package (metadata lives in pyproject.toml) plus the optional Cython extension.
 
-from setuptools import setup
+The extension ``fastrnn._cython._kernels`` (the ``cython`` backend) is built
+from ``kernels/_kernels.pyx`` when Cython, NumPy, SciPy (for
+``scipy.linalg.cython_blas``) and a C compiler are available.  Otherwise the
+build goes on without it, a pure-Python install with the numpy (and numba)
+backends, and says so in a message.
 
-setup()
+Environment variables:
+
+FASTRNN_REQUIRE_CYTHON=1
+    A missing Cython/NumPy/SciPy or a failed compilation is an error instead
+    of a fallback (wheel builds set it, so a wheel never ships without the
+    extension).
+FASTRNN_NATIVE=1
+    Compile for this machine's CPU (``-march=native``): faster element-wise
+    loops, but the result only runs on CPUs like this one.  Never for wheels.
+"""
+
+import os
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+REQUIRE_CYTHON = os.environ.get("FASTRNN_REQUIRE_CYTHON", "").strip().lower() in ("1", "true", "yes")
+NATIVE = os.environ.get("FASTRNN_NATIVE", "").strip().lower() in ("1", "true", "yes")
+HERE = os.path.dirname(os.path.abspath(__file__))
+KERNELS = "kernels"
+BANNER = "=" * 78
+
+
+def _fallback(reason):
+    """Report why the extension is not built; fatal under FASTRNN_REQUIRE_CYTHON=1."""
+    if REQUIRE_CYTHON:
+        sys.stderr.write(f"\n{BANNER}\nfastrnn: the Cython extension is required "
+                         f"(FASTRNN_REQUIRE_CYTHON=1) but cannot be built:\n  {reason}\n{BANNER}\n")
+        raise SystemExit(f"fastrnn: Cython extension required but not built: {reason}")
+    sys.stderr.write(
+        f"\n{BANNER}\nfastrnn: building WITHOUT the Cython extension (backend 'cython' will be "
+        f"unavailable;\nthe numpy and numba backends work as usual).\n  reason: {reason}\n"
+        f"To build it: install Cython>=3, numpy, scipy and a C compiler, then reinstall.\n"
+        f"Set FASTRNN_REQUIRE_CYTHON=1 to make this an error.\n{BANNER}\n")
+
+
+def _extensions():
+    """The extension modules to build (their .pyx sources), or [] after a message."""
+    try:
+        import Cython  # noqa: F401
+        import numpy
+        import scipy.linalg  # noqa: F401  (its cython_blas.pxd is cimported)
+    except ImportError as exc:
+        _fallback(f"{type(exc).__name__}: {exc}")
+        return []
+    return [Extension(
+        "fastrnn._cython._kernels",
+        sources=[os.path.join(KERNELS, "_kernels.pyx")],
+        depends=[os.path.join(KERNELS, "_common.pxd"), os.path.join(KERNELS, "fastrnn_mm.h")],
+        include_dirs=[numpy.get_include(), KERNELS],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )]
+
+
+class OptionalBuildExt(build_ext):
+    """build_ext that adds optimisation flags and turns a failure into the fallback."""
+
+    def build_extensions(self):
+        if self.compiler.compiler_type == "msvc":
+            flags = ["/O2"]
+        else:
+            # -fno-trapping-math lets the clamps of the activations (compares) be if-converted,
+            # so their loops vectorise; NaN and inf keep their IEEE meaning (no -ffast-math)
+            flags = ["-O3", "-fno-trapping-math"] + (["-march=native"] if NATIVE else [])
+        for ext in self.extensions:
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + flags
+        super().build_extensions()
+
+    def finalize_options(self):
+        # cythonize here, not when setup.py is imported: sdist and egg_info need no generated C
+        if self.distribution.ext_modules:
+            try:
+                from Cython.Build import cythonize
+                self.distribution.ext_modules = cythonize(
+                    self.distribution.ext_modules,
+                    include_path=[KERNELS],
+                    build_dir=os.path.join("build", "cython"),  # generated C stays out of the tree
+                    compiler_directives={"language_level": "3"},
+                    quiet=True,
+                )
+            except Exception as exc:  # a Cython compile error
+                _fallback(f"cythonize failed: {type(exc).__name__}: {exc}")
+                self.distribution.ext_modules = []
+        super().finalize_options()
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # no compiler at all (DistutilsPlatformError) and the like
+            _fallback(f"{type(exc).__name__}: {exc}")
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # CCompilerError, DistutilsExecError, a failed link
+            _fallback(f"compiling {ext.name} failed: {type(exc).__name__}: {exc}")
+            self._failed = getattr(self, "_failed", set()) | {ext.name}
+
+    def _built_only(self, method):
+        """Call ``method`` with the extensions that failed left out (nothing to copy or list)."""
+        failed = getattr(self, "_failed", set())
+        every = self.extensions
+        self.extensions = [e for e in every if e.name not in failed]
+        try:
+            return method()
+        finally:
+            self.extensions = every
+
+    def copy_extensions_to_source(self):
+        return self._built_only(super().copy_extensions_to_source)
+
+    def get_outputs(self):
+        return self._built_only(super().get_outputs)
+
+
+setup(
+    ext_modules=_extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+)

@@ -1,0 +1,1329 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+"""Cython kernels of the ``cython`` backend (``fastrnn._cython``).
+
+The twelve functions of the kernel contract written down in
+:mod:`fastrnn.reference` (``rnn/lstm/gru`` x ``forward/backward/step_forward/
+step_backward``), same names, signatures, shapes and results, for float32 and
+float64 (fused types: every ``*_fwd`` / ``*_bwd`` below is compiled twice).
+
+Kernel structure (the same as the numba backend's):
+
+* the input projection of all time steps is one GEMM over T*B rows, written
+  straight into the buffer of saved gates (in eval mode on one thread, into a
+  bounded chunk of time steps, so memory stays O(B*H) beyond the output);
+* one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): BLAS GEMM
+  (GEMV for 1-4 rows) reading the weights in place, or, for the few rows of one
+  thread's slice (<= 16), the no-packing loop of ``fastrnn_mm.h`` on the weights
+  transposed once per call (BLAS would copy the whole weight matrix at every step);
+* one fused pass per step and sequence: bias, activations, state update,
+  masking; the forward saves the post-activation gates (and tanh(c_t) for the
+  LSTM), so the backward calls no transcendental function;
+* the backward loops t = T-1..0 with one GEMM per step for dh (plus one for
+  the LSTM projection), and computes dx, dW_ih, dW_hh (and dW_hr) as single
+  GEMMs over T*B rows after the loop (each thread computing a block of the
+  output rows);
+* all workspaces are allocated once per call, before the loop;
+* threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
+  splits the batch over a small pool of threads (each runs the whole loop on
+  its slice), the GEMMs before and after it split their output rows.
+
+Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
+output and leave the state of sequence ``b`` untouched; their gradient passes
+through unchanged.  BLAS comes from ``scipy.linalg.cython_blas`` and every
+kernel runs without the GIL.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+
+from _common cimport (
+    gemm, rowmm, MM_MAX_ROWS, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
+    sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add,
+)
+
+cnp.import_array()
+
+__all__ = [
+    "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward",
+    "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
+    "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward",
+]
+
+cdef enum:
+    # eval-mode forwards project the input of at most this many gate elements at a time
+    CHUNK_ELEMENTS = 1 << 20
+
+
+# =======================================================================================
+# Arguments of one kernel call
+# =======================================================================================
+ctypedef struct Args:
+    int T, B, In, H, P, Tc   # In: input size (I is a macro of complex.h)
+    int b0, b1               # the batch rows [b0, b1) a time loop works on
+    int part, nparts         # PRE / BWD_POST: this call does part `part` of `nparts` of each GEMM
+    bint train, relu
+    bint chunked             # eval mode: input projection a chunk of Tc steps at a time, in the loop
+    const int64_t* lens      # (B,) or NULL
+    # inputs
+    void* x                  # (T, B, I)
+    void* w_ih               # (G, I)
+    void* w_hh               # (G, P)
+    void* w_hr               # (P, H) or NULL (LSTM projection)
+    void* w_hh_t             # (P, G) = w_hh^T, or NULL: forward products of few rows use it
+    void* w_hr_t             # (H, P) = w_hr^T, or NULL
+    void* b_ih               # (G,) or NULL
+    void* b_hh               # (G,) or NULL
+    void* bias               # (G,) workspace: the biases the forward adds (GRU: 4H)
+    # kept by the forward for the backward
+    void* gates              # post-activation gates, (T|Tc, B, Gs)
+    void* hs                 # hidden states entering each step, (T+1|2, B, P); slot 0 = h0
+    void* cs                 # LSTM cell states, (T+1|2, B, H); slot 0 = c0
+    void* tc                 # LSTM tanh(c_t), (T, B, H) in training
+    void* mb                 # LSTM projection input m_t, (T|1, B, H)
+    void* y                  # output (T, B, P) or NULL (step kernels)
+    # backward
+    void* dy                 # (T, B, P) or NULL (zero)
+    void* dh                 # (B, P): dh_n in, dh0 out
+    void* dc                 # (B, H): dc_n in, dc0 out
+    void* norms              # (T, B) or NULL
+    void* dA                 # (T, B, G) gradient of the pre-activations (GRU: of U x + b_i)
+    void* dA2                # GRU: (T, B, 3H) gradient of W h + b_h
+    void* dht                # LSTM with projection: (T, B, P) gradient of h_t
+    void* dx                 # (T, B, I)
+    void* dw_ih
+    void* dw_hh
+    void* db_ih              # or NULL
+    void* db_hh              # or NULL
+    void* dw_hr              # or NULL
+
+
+cdef inline bint valid(const int64_t* lens, int t, int b) noexcept nogil:
+    return lens == NULL or t < lens[b]
+
+
+cdef inline int chunk_steps(int T, int B, int G, bint whole) noexcept nogil:
+    """Time steps per input-projection GEMM: all of them when ``whole`` (training, or split batch)."""
+    cdef long long per_step = <long long>B * G
+    cdef long long tc
+    if whole or per_step == 0:
+        return T if T > 0 else 1
+    tc = CHUNK_ELEMENTS // per_step
+    if tc < 1:
+        tc = 1
+    if tc > T:
+        tc = T if T > 0 else 1
+    return <int>tc
+
+
+cdef inline void fill_bias(floating* out, const floating* b1, const floating* b2, Py_ssize_t n) noexcept nogil:
+    """out = b1 + b2, either of which may be missing (NULL)."""
+    if b1 != NULL and b2 != NULL:
+        add_to(out, b1, b2, n)
+    elif b1 != NULL:
+        memcpy(out, b1, n * sizeof(floating))
+    elif b2 != NULL:
+        memcpy(out, b2, n * sizeof(floating))
+    else:
+        memset(out, 0, n * sizeof(floating))
+
+
+cdef inline void input_projection(floating tag, Args* a, int G, int ldc, int t, int steps) noexcept nogil:
+    """gates[slot of t ..] = x[t : t + steps] @ w_ih^T: one GEMM over steps*B rows."""
+    cdef floating* gates = <floating*>a.gates
+    if steps > 0:
+        gemm(c'T', c'N', G, steps * a.B, a.In, <floating>1, <const floating*>a.w_ih, a.In,
+             <const floating*>a.x + <Py_ssize_t>t * a.B * a.In, a.In, <floating>0,
+             gates + (0 if a.chunked else <Py_ssize_t>t * a.B * ldc), ldc)
+
+
+cdef inline void part_range(int n, int part, int nparts, int* lo, int* hi) noexcept nogil:
+    lo[0] = <int>((<long long>n * part) // nparts)
+    hi[0] = <int>((<long long>n * (part + 1)) // nparts)
+
+
+cdef inline void input_projection_part(floating tag, Args* a, int G, int ldc) noexcept nogil:
+    """This part's share of the rows of the input projection of all T*B rows (training, split)."""
+    cdef int r0, r1
+    part_range(a.T * a.B, a.part, a.nparts, &r0, &r1)
+    if r1 > r0:
+        gemm(c'T', c'N', G, r1 - r0, a.In, <floating>1, <const floating*>a.w_ih, a.In,
+             <const floating*>a.x + <Py_ssize_t>r0 * a.In, a.In, <floating>0,
+             <floating*>a.gates + <Py_ssize_t>r0 * ldc, ldc)
+
+
+cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
+                                   floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
+    """This part's share of dx = dA W_ih (rows of T*B), dW_ih = dA^T x and dW_hh = dA^T h (rows of G)."""
+    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1
+    part_range(TB, a.part, a.nparts, &r0, &r1)
+    part_range(G, a.part, a.nparts, &g0, &g1)
+    gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
+         dA + <Py_ssize_t>r0 * G, G, <floating>0, dx + <Py_ssize_t>r0 * I, I)
+    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dA + g0, G,
+         <floating>0, dw_ih + <Py_ssize_t>g0 * I, I)
+    gemm(c'N', c'T', P, g1 - g0, TB, <floating>1, <const floating*>a.hs, P, dA + g0, G,
+         <floating>0, dw_hh + <Py_ssize_t>g0 * P, P)
+
+
+cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const floating* dA, int G) noexcept nogil:
+    """db[g0:g1] = column sums of dA (T*B rows) over this part's columns."""
+    cdef int g0, g1
+    if db == NULL:
+        return
+    part_range(G, a.part, a.nparts, &g0, &g1)
+    if g1 > g0:
+        memset(db + g0, 0, (g1 - g0) * sizeof(floating))
+        colsum_add(db + g0, dA + g0, <Py_ssize_t>a.T * a.B, g1 - g0, G)
+
+
+# =======================================================================================
+# RNN
+# =======================================================================================
+cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
+    if a.part == 0:
+        fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, a.H)
+    if not a.chunked:
+        input_projection_part(tag, a, a.H, a.H)
+    return 0
+
+
+cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, b0 = a.b0, b1 = a.b1
+    cdef bint train = a.train, relu = a.relu
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* gates = <floating*>a.gates
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* y = <floating*>a.y
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H
+    cdef floating* gt
+    cdef floating* row
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* yt
+    cdef int t, t0 = 0, b, j
+    for t in range(T):
+        if a.chunked and t % Tc == 0:
+            t0 = t
+            input_projection(tag, a, H, H, t, min(Tc, T - t))
+        gt = gates + (t - t0) * BH
+        hprev = hs + (t if train else t % 2) * BH
+        hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
+        yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
+        if a.w_hh_t != NULL and b1 - b0 <= MM_MAX_ROWS:
+            rowmm(b1 - b0, H, H, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_t, H, True,
+                  gt + <Py_ssize_t>b0 * H, H)
+        else:
+            gemm(c'T', c'N', H, b1 - b0, H, <floating>1, w_hh, H, hprev + <Py_ssize_t>b0 * H, H,
+                 <floating>1, gt + <Py_ssize_t>b0 * H, H)
+        for b in range(b0, b1):
+            row = gt + <Py_ssize_t>b * H
+            if not valid(lens, t, b):
+                memcpy(hnext + <Py_ssize_t>b * H, hprev + <Py_ssize_t>b * H, H * sizeof(floating))
+                if yt != NULL:
+                    memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
+                continue
+            if relu:
+                for j in range(H):
+                    row[j] = act_relu(row[j] + bias[j])
+            else:
+                tanh_bias(row, bias, H)
+            memcpy(hnext + <Py_ssize_t>b * H, row, H * sizeof(floating))
+            if yt != NULL:
+                memcpy(yt + <Py_ssize_t>b * H, row, H * sizeof(floating))
+    return 0
+
+
+cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, b0 = a.b0, b1 = a.b1
+    cdef bint relu = a.relu
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* gates = <const floating*>a.gates
+    cdef const floating* dy = <const floating*>a.dy
+    cdef floating* dh = <floating*>a.dh
+    cdef floating* norms = <floating*>a.norms
+    cdef floating* dA = <floating*>a.dA
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H
+    cdef floating* dht = <floating*>malloc((H + 1) * sizeof(floating))
+    cdef floating* da
+    cdef floating* dhb
+    cdef const floating* hrow
+    cdef int t, b, j
+    if dht == NULL:
+        return -1
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            da = dA + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
+            if not valid(lens, t, b):
+                memset(da, 0, H * sizeof(floating))
+                if norms != NULL:
+                    norms[<Py_ssize_t>t * B + b] = 0
+                continue
+            dhb = dh + <Py_ssize_t>b * H
+            if dy != NULL:
+                add_to(dht, dhb, dy + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, H)
+            else:
+                memcpy(dht, dhb, H * sizeof(floating))
+            if norms != NULL:
+                norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
+            hrow = gates + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
+            if relu:
+                for j in range(H):
+                    da[j] = dht[j] if hrow[j] > 0 else 0
+            else:
+                for j in range(H):
+                    da[j] = dht[j] * (1 - hrow[j] * hrow[j])
+            memset(dhb, 0, H * sizeof(floating))
+        if b1 - b0 <= MM_MAX_ROWS:
+            rowmm(b1 - b0, H, H, dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H, w_hh, H, True,
+                  dh + <Py_ssize_t>b0 * H, H)
+        else:
+            gemm(c'N', c'N', H, b1 - b0, H, <floating>1, w_hh, H,
+                 dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H, <floating>1, dh + <Py_ssize_t>b0 * H, H)
+    free(dht)
+    return 0
+
+
+cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
+    cdef const floating* dA = <const floating*>a.dA
+    weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
+    bias_grad_part(tag, a, <floating*>a.db_ih, dA, a.H)
+    bias_grad_part(tag, a, <floating*>a.db_hh, dA, a.H)
+    return 0
+
+
+# =======================================================================================
+# LSTM (gate order i, f, g, o; optional projection h = W_hr m)
+# =======================================================================================
+cdef inline void lstm_cell_row(floating* row, const floating* bias, const floating* cprev,
+                               floating* cnext, floating* tcr, floating* m, int H) noexcept nogil:
+    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence."""
+    cdef int j
+    sigmoid_bias(row, bias, 2 * H)                 # i, f
+    tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
+    sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
+    for j in range(H):
+        cnext[j] = row[H + j] * cprev[j] + row[j] * row[2 * H + j]
+    tanh_to(tcr, cnext, H)
+    mul_to(m, row + 3 * H, tcr, H)
+
+
+cdef inline void lstm_grad_row(const floating* row, const floating* tcr, const floating* cprev,
+                               const floating* dm, floating* dc, floating* da, int H) noexcept nogil:
+    cdef int j
+    cdef floating i, f, g, o, tcv, dmv, dct
+    for j in range(H):
+        i = row[j]
+        f = row[H + j]
+        g = row[2 * H + j]
+        o = row[3 * H + j]
+        tcv = tcr[j]
+        dmv = dm[j]
+        dct = dc[j] + dmv * o * (1 - tcv * tcv)
+        da[j] = dct * g * i * (1 - i)
+        da[H + j] = dct * cprev[j] * f * (1 - f)
+        da[2 * H + j] = dct * i * (1 - g * g)
+        da[3 * H + j] = dmv * tcv * o * (1 - o)
+        dc[j] = dct * f
+
+
+cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
+    if a.part == 0:
+        fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
+    if not a.chunked:
+        input_projection_part(tag, a, 4 * a.H, 4 * a.H)
+    return 0
+
+
+cdef inline void project(floating tag, Args* a, int nb, const floating* m, floating* out) noexcept nogil:
+    """out (nb x P) = m (nb x H) @ w_hr^T: the LSTM projection of a slice's rows."""
+    if a.w_hr_t != NULL and nb <= MM_MAX_ROWS:
+        rowmm(nb, a.H, a.P, m, a.H, <const floating*>a.w_hr_t, a.P, False, out, a.P)
+    else:
+        gemm(c'T', c'N', a.P, nb, a.H, <floating>1, <const floating*>a.w_hr, a.H, m, a.H,
+             <floating>0, out, a.P)
+
+
+cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, P = a.P, Tc = a.Tc, G = 4 * a.H
+    cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
+    cdef bint train = a.train
+    cdef bint proj = a.w_hr != NULL
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* w_hr = <const floating*>a.w_hr
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* gates = <floating*>a.gates
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* cs = <floating*>a.cs
+    cdef floating* tc = <floating*>a.tc
+    cdef floating* mb = <floating*>a.mb
+    cdef floating* y = <floating*>a.y
+    cdef Py_ssize_t BG = <Py_ssize_t>B * G, BH = <Py_ssize_t>B * H, BP = <Py_ssize_t>B * P
+    # scratch: tanh(c) row in eval (H), projection output with lengths (nb*P)
+    cdef floating* tcs = <floating*>malloc((H + <Py_ssize_t>nb * P + 1) * sizeof(floating))
+    cdef floating* ptmp = tcs + H
+    cdef floating* gt
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* cprev
+    cdef floating* cnext
+    cdef floating* mt
+    cdef floating* yt
+    cdef floating* pout
+    cdef int t, t0 = 0, b
+    if tcs == NULL:
+        return -1
+    for t in range(T):
+        if a.chunked and t % Tc == 0:
+            t0 = t
+            input_projection(tag, a, G, G, t, min(Tc, T - t))
+        gt = gates + (t - t0) * BG
+        hprev = hs + (t if train else t % 2) * BP
+        hnext = hs + (t + 1 if train else (t + 1) % 2) * BP
+        cprev = cs + (t if train else t % 2) * BH
+        cnext = cs + (t + 1 if train else (t + 1) % 2) * BH
+        mt = mb + (<Py_ssize_t>t * BH if train else 0) if proj else NULL
+        yt = y + <Py_ssize_t>t * BP if y != NULL else NULL
+        if a.w_hh_t != NULL and nb <= MM_MAX_ROWS:
+            rowmm(nb, P, G, hprev + <Py_ssize_t>b0 * P, P, <const floating*>a.w_hh_t, G, True,
+                  gt + <Py_ssize_t>b0 * G, G)
+        else:
+            gemm(c'T', c'N', G, nb, P, <floating>1, w_hh, P, hprev + <Py_ssize_t>b0 * P, P,
+                 <floating>1, gt + <Py_ssize_t>b0 * G, G)
+        for b in range(b0, b1):
+            if not valid(lens, t, b):
+                memcpy(hnext + <Py_ssize_t>b * P, hprev + <Py_ssize_t>b * P, P * sizeof(floating))
+                memcpy(cnext + <Py_ssize_t>b * H, cprev + <Py_ssize_t>b * H, H * sizeof(floating))
+                if yt != NULL:
+                    memset(yt + <Py_ssize_t>b * P, 0, P * sizeof(floating))
+                if proj:
+                    memset(mt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
+                continue
+            lstm_cell_row(gt + <Py_ssize_t>b * G, bias, cprev + <Py_ssize_t>b * H,
+                          cnext + <Py_ssize_t>b * H,
+                          tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
+                          mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H)
+            if not proj and yt != NULL:
+                memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
+        if proj:
+            if lens == NULL:
+                project(tag, a, nb, mt + <Py_ssize_t>b0 * H, hnext + <Py_ssize_t>b0 * P)
+                if yt != NULL:
+                    memcpy(yt + <Py_ssize_t>b0 * P, hnext + <Py_ssize_t>b0 * P,
+                           <Py_ssize_t>nb * P * sizeof(floating))
+            else:
+                pout = yt + <Py_ssize_t>b0 * P if yt != NULL else ptmp
+                project(tag, a, nb, mt + <Py_ssize_t>b0 * H, pout)
+                for b in range(b0, b1):
+                    if valid(lens, t, b):
+                        memcpy(hnext + <Py_ssize_t>b * P, pout + <Py_ssize_t>(b - b0) * P,
+                               P * sizeof(floating))
+                    elif yt != NULL:
+                        memset(yt + <Py_ssize_t>b * P, 0, P * sizeof(floating))
+    free(tcs)
+    return 0
+
+
+cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, P = a.P, G = 4 * a.H
+    cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
+    cdef bint proj = a.w_hr != NULL
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* w_hr = <const floating*>a.w_hr
+    cdef const floating* gates = <const floating*>a.gates
+    cdef const floating* cs = <const floating*>a.cs
+    cdef const floating* tc = <const floating*>a.tc
+    cdef const floating* dy = <const floating*>a.dy
+    cdef floating* dh = <floating*>a.dh
+    cdef floating* dc = <floating*>a.dc
+    cdef floating* norms = <floating*>a.norms
+    cdef floating* dA = <floating*>a.dA
+    cdef floating* dhts = <floating*>a.dht
+    cdef Py_ssize_t BG = <Py_ssize_t>B * G, BH = <Py_ssize_t>B * H, BP = <Py_ssize_t>B * P
+    # scratch: dh_t rows without projection (nb*P), dm with projection (nb*H)
+    cdef floating* scratch = <floating*>malloc((<Py_ssize_t>nb * (P + H) + 1) * sizeof(floating))
+    cdef floating* dm = scratch + <Py_ssize_t>nb * P
+    cdef floating* dht
+    cdef floating* dr
+    cdef floating* dmt
+    cdef Py_ssize_t off
+    cdef int t, b
+    if scratch == NULL:
+        return -1
+    for t in range(T - 1, -1, -1):
+        dht = dhts + <Py_ssize_t>t * BP + <Py_ssize_t>b0 * P if proj else scratch
+        for b in range(b0, b1):
+            dr = dht + <Py_ssize_t>(b - b0) * P
+            if not valid(lens, t, b):
+                memset(dr, 0, P * sizeof(floating))
+                if norms != NULL:
+                    norms[<Py_ssize_t>t * B + b] = 0
+                continue
+            if dy != NULL:
+                add_to(dr, dh + <Py_ssize_t>b * P, dy + <Py_ssize_t>t * BP + <Py_ssize_t>b * P, P)
+            else:
+                memcpy(dr, dh + <Py_ssize_t>b * P, P * sizeof(floating))
+            memset(dh + <Py_ssize_t>b * P, 0, P * sizeof(floating))
+            if norms != NULL:
+                norms[<Py_ssize_t>t * B + b] = norm2(dr, P)
+        if proj:
+            if nb <= MM_MAX_ROWS:
+                rowmm(nb, P, H, dht, P, w_hr, H, False, dm, H)
+            else:
+                gemm(c'N', c'N', H, nb, P, <floating>1, w_hr, H, dht, P, <floating>0, dm, H)
+            dmt = dm
+        else:
+            dmt = dht
+        for b in range(b0, b1):
+            off = <Py_ssize_t>t * BG + <Py_ssize_t>b * G
+            if not valid(lens, t, b):
+                memset(dA + off, 0, G * sizeof(floating))
+                continue
+            lstm_grad_row(gates + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                          cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                          dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, dA + off, H)
+        if nb <= MM_MAX_ROWS:
+            rowmm(nb, G, P, dA + <Py_ssize_t>t * BG + <Py_ssize_t>b0 * G, G, w_hh, P, True,
+                  dh + <Py_ssize_t>b0 * P, P)
+        else:
+            gemm(c'N', c'N', P, nb, G, <floating>1, w_hh, P, dA + <Py_ssize_t>t * BG + <Py_ssize_t>b0 * G,
+                 G, <floating>1, dh + <Py_ssize_t>b0 * P, P)
+    free(scratch)
+    return 0
+
+
+cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
+    cdef int H = a.H, P = a.P, G = 4 * a.H, TB = a.T * a.B, p0, p1
+    cdef const floating* dA = <const floating*>a.dA
+    weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
+    if a.w_hr != NULL:
+        # dW_hr (P, H) = dh^T m over T*B rows; this part's rows of P
+        part_range(P, a.part, a.nparts, &p0, &p1)
+        gemm(c'N', c'T', H, p1 - p0, TB, <floating>1, <const floating*>a.mb, H,
+             <const floating*>a.dht + p0, P, <floating>0, <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
+    bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
+    bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
+    return 0
+
+
+# =======================================================================================
+# GRU (gate order r, z, n; reset applied after the recurrent product)
+# =======================================================================================
+cdef inline void gru_cell_row(floating* row, const floating* gh, const floating* bias,
+                              const floating* hprev, floating* hnext, int H) noexcept nogil:
+    """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit."""
+    cdef int j
+    cdef floating hn, z
+    for j in range(2 * H):
+        row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
+    for j in range(H):
+        hn = gh[2 * H + j] + bias[3 * H + j]
+        row[3 * H + j] = hn
+        row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + row[j] * hn)
+    for j in range(H):
+        z = row[H + j]
+        hnext[j] = (1 - z) * row[2 * H + j] + z * hprev[j]
+
+
+cdef inline void gru_grad_row(const floating* row, const floating* hprev, const floating* dht,
+                              floating* gi, floating* gh, floating* dh, int H) noexcept nogil:
+    cdef int j
+    cdef floating r, z, n, hn, d, dn, dr, dz
+    for j in range(H):
+        r = row[j]
+        z = row[H + j]
+        n = row[2 * H + j]
+        hn = row[3 * H + j]
+        d = dht[j]
+        dn = d * (1 - z) * (1 - n * n)
+        dr = dn * hn * r * (1 - r)
+        dz = d * (hprev[j] - n) * z * (1 - z)
+        gi[j] = dr
+        gi[H + j] = dz
+        gi[2 * H + j] = dn
+        gh[j] = dr
+        gh[H + j] = dz
+        gh[2 * H + j] = dn * r
+        dh[j] = d * z
+
+
+cdef int gru_pre(floating tag, Args* a) noexcept nogil:
+    cdef int H = a.H, j
+    cdef floating* bias = <floating*>a.bias
+    cdef const floating* b_ih = <const floating*>a.b_ih
+    cdef const floating* b_hh = <const floating*>a.b_hh
+    # [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]
+    if a.part == 0:
+        fill_bias(bias, b_ih, b_hh, 2 * H)
+        for j in range(H):
+            bias[2 * H + j] = b_ih[2 * H + j] if b_ih != NULL else 0
+            bias[3 * H + j] = b_hh[2 * H + j] if b_hh != NULL else 0
+    if not a.chunked:
+        input_projection_part(tag, a, 3 * H, 4 * H)
+    return 0
+
+
+cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, G3 = 3 * a.H, G4 = 4 * a.H
+    cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
+    cdef bint train = a.train
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* gates = <floating*>a.gates
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* y = <floating*>a.y
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H, BG = <Py_ssize_t>B * G4
+    # scratch: W h for one step of the slice (nb*3H)
+    cdef floating* ghb = <floating*>malloc((<Py_ssize_t>nb * G3 + 1) * sizeof(floating))
+    cdef floating* gt
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* yt
+    cdef int t, t0 = 0, b
+    if ghb == NULL:
+        return -1
+    for t in range(T):
+        if a.chunked and t % Tc == 0:
+            t0 = t
+            input_projection(tag, a, G3, G4, t, min(Tc, T - t))
+        gt = gates + (t - t0) * BG
+        hprev = hs + (t if train else t % 2) * BH
+        hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
+        yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
+        if a.w_hh_t != NULL and nb <= MM_MAX_ROWS:
+            rowmm(nb, H, G3, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_t, G3, False, ghb, G3)
+        else:
+            gemm(c'T', c'N', G3, nb, H, <floating>1, w_hh, H, hprev + <Py_ssize_t>b0 * H, H,
+                 <floating>0, ghb, G3)
+        for b in range(b0, b1):
+            if not valid(lens, t, b):
+                memcpy(hnext + <Py_ssize_t>b * H, hprev + <Py_ssize_t>b * H, H * sizeof(floating))
+                if yt != NULL:
+                    memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
+                continue
+            gru_cell_row(gt + <Py_ssize_t>b * G4, ghb + <Py_ssize_t>(b - b0) * G3, bias,
+                         hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H)
+            if yt != NULL:
+                memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
+    free(ghb)
+    return 0
+
+
+cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H, G4 = 4 * a.H, b0 = a.b0, b1 = a.b1
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* gates = <const floating*>a.gates
+    cdef const floating* hs = <const floating*>a.hs
+    cdef const floating* dy = <const floating*>a.dy
+    cdef floating* dh = <floating*>a.dh
+    cdef floating* norms = <floating*>a.norms
+    cdef floating* dGI = <floating*>a.dA
+    cdef floating* dGH = <floating*>a.dA2
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H, BG3 = <Py_ssize_t>B * G3, BG4 = <Py_ssize_t>B * G4
+    cdef floating* dht = <floating*>malloc((H + 1) * sizeof(floating))
+    cdef floating* dhb
+    cdef floating* gi
+    cdef floating* gh
+    cdef int t, b
+    if dht == NULL:
+        return -1
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            gi = dGI + <Py_ssize_t>t * BG3 + <Py_ssize_t>b * G3
+            gh = dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b * G3
+            if not valid(lens, t, b):
+                memset(gi, 0, G3 * sizeof(floating))
+                memset(gh, 0, G3 * sizeof(floating))
+                if norms != NULL:
+                    norms[<Py_ssize_t>t * B + b] = 0
+                continue
+            dhb = dh + <Py_ssize_t>b * H
+            if dy != NULL:
+                add_to(dht, dhb, dy + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, H)
+            else:
+                memcpy(dht, dhb, H * sizeof(floating))
+            if norms != NULL:
+                norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
+            gru_grad_row(gates + <Py_ssize_t>t * BG4 + <Py_ssize_t>b * G4,
+                         hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gi, gh, dhb, H)
+        if b1 - b0 <= MM_MAX_ROWS:
+            rowmm(b1 - b0, G3, H, dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b0 * G3, G3, w_hh, H, True,
+                  dh + <Py_ssize_t>b0 * H, H)
+        else:
+            gemm(c'N', c'N', H, b1 - b0, G3, <floating>1, w_hh, H,
+                 dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b0 * G3, G3, <floating>1,
+                 dh + <Py_ssize_t>b0 * H, H)
+    free(dht)
+    return 0
+
+
+cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
+    cdef int I = a.In, H = a.H, G3 = 3 * a.H, TB = a.T * a.B, r0, r1, g0, g1
+    cdef const floating* dGI = <const floating*>a.dA
+    cdef const floating* dGH = <const floating*>a.dA2
+    part_range(TB, a.part, a.nparts, &r0, &r1)
+    part_range(G3, a.part, a.nparts, &g0, &g1)
+    gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
+         dGI + <Py_ssize_t>r0 * G3, G3, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
+    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dGI + g0, G3,
+         <floating>0, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
+    gemm(c'N', c'T', H, g1 - g0, TB, <floating>1, <const floating*>a.hs, H, dGH + g0, G3,
+         <floating>0, <floating*>a.dw_hh + <Py_ssize_t>g0 * H, H)
+    bias_grad_part(tag, a, <floating*>a.db_ih, dGI, G3)
+    bias_grad_part(tag, a, <floating*>a.db_hh, dGH, G3)
+    return 0
+
+
+# =======================================================================================
+# Dispatch by phase, cell and dtype
+# =======================================================================================
+cdef enum Phase:
+    PRE = 0          # forward: biases and the input projection of all steps
+    FWD_LOOP = 1     # forward: the time loop over batch rows [b0, b1)
+    BWD_LOOP = 2     # backward: the time loop over batch rows [b0, b1)
+    BWD_POST = 3     # backward: dx and the weight gradients, one GEMM each
+
+
+cdef int call_phase(int phase, int cell, bint f32, Args* a) noexcept nogil:
+    if f32:
+        if cell == 1:
+            if phase == PRE: return lstm_pre(<float>0, a)
+            if phase == FWD_LOOP: return lstm_fwd_loop(<float>0, a)
+            if phase == BWD_LOOP: return lstm_bwd_loop(<float>0, a)
+            return lstm_bwd_post(<float>0, a)
+        if cell == 2:
+            if phase == PRE: return gru_pre(<float>0, a)
+            if phase == FWD_LOOP: return gru_fwd_loop(<float>0, a)
+            if phase == BWD_LOOP: return gru_bwd_loop(<float>0, a)
+            return gru_bwd_post(<float>0, a)
+        if phase == PRE: return rnn_pre(<float>0, a)
+        if phase == FWD_LOOP: return rnn_fwd_loop(<float>0, a)
+        if phase == BWD_LOOP: return rnn_bwd_loop(<float>0, a)
+        return rnn_bwd_post(<float>0, a)
+    if cell == 1:
+        if phase == PRE: return lstm_pre(<double>0, a)
+        if phase == FWD_LOOP: return lstm_fwd_loop(<double>0, a)
+        if phase == BWD_LOOP: return lstm_bwd_loop(<double>0, a)
+        return lstm_bwd_post(<double>0, a)
+    if cell == 2:
+        if phase == PRE: return gru_pre(<double>0, a)
+        if phase == FWD_LOOP: return gru_fwd_loop(<double>0, a)
+        if phase == BWD_LOOP: return gru_bwd_loop(<double>0, a)
+        return gru_bwd_post(<double>0, a)
+    if phase == PRE: return rnn_pre(<double>0, a)
+    if phase == FWD_LOOP: return rnn_fwd_loop(<double>0, a)
+    if phase == BWD_LOOP: return rnn_bwd_loop(<double>0, a)
+    return rnn_bwd_post(<double>0, a)
+
+
+# =======================================================================================
+# Python side: argument checks, buffers, caches
+# =======================================================================================
+cdef enum Cell:
+    RNN = 0
+    LSTM = 1
+    GRU = 2
+
+cdef int F32 = cnp.NPY_FLOAT32
+cdef int F64 = cnp.NPY_FLOAT64
+cdef int I64 = cnp.NPY_INT64
+cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")
+cdef tuple GATES = (1, 4, 3)
+
+
+cdef inline cnp.ndarray carray(object obj, int typenum):
+    """``obj`` as an aligned, native, C-contiguous array of ``typenum`` (no copy when it is one)."""
+    if cnp.PyArray_Check(obj):
+        if cnp.PyArray_TYPE(<cnp.ndarray>obj) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>obj):
+            return <cnp.ndarray>obj
+    return <cnp.ndarray>cnp.PyArray_FROMANY(obj, typenum, 0, 0,
+                                           cnp.NPY_ARRAY_CARRAY_RO | cnp.NPY_ARRAY_FORCECAST)
+
+
+cdef inline cnp.ndarray empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum):
+    cdef cnp.npy_intp dims[3]
+    dims[0] = d0
+    dims[1] = d1
+    dims[2] = d2
+    return <cnp.ndarray>cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+cdef inline cnp.ndarray copy_of(cnp.ndarray src, int nd, cnp.npy_intp d0, cnp.npy_intp d1, int typenum):
+    cdef cnp.ndarray out = empty(nd, d0, d1, 0, typenum)
+    memcpy(cnp.PyArray_DATA(out), cnp.PyArray_DATA(src), cnp.PyArray_NBYTES(out))
+    return out
+
+
+cdef inline cnp.ndarray copy_slot(cnp.ndarray src, int slot, cnp.npy_intp d0, cnp.npy_intp d1,
+                                   int typenum):
+    """A new (d0, d1) array holding slot ``slot`` of a (slots, d0, d1) buffer."""
+    cdef cnp.ndarray out = empty(2, d0, d1, 0, typenum)
+    cdef size_t nbytes = cnp.PyArray_NBYTES(out)
+    memcpy(cnp.PyArray_DATA(out), <char*>cnp.PyArray_DATA(src) + slot * nbytes, nbytes)
+    return out
+
+
+cdef inline void* data(object arr):
+    return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
+
+
+cdef str shape_str(cnp.ndarray arr):
+    return str(tuple((<object>arr).shape))
+
+
+cdef cnp.ndarray checked(object obj, int typenum, str name, int nd, cnp.npy_intp d0,
+                         cnp.npy_intp d1=-1, cnp.npy_intp d2=-1):
+    """``carray(obj)`` whose shape must be (d0[, d1[, d2]])."""
+    cdef cnp.ndarray arr = carray(obj, typenum)
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
+    cdef bint ok = cnp.PyArray_NDIM(arr) == nd and dims[0] == d0
+    if ok and nd > 1:
+        ok = dims[1] == d1
+    if ok and nd > 2:
+        ok = dims[2] == d2
+    if not ok:
+        want = [d0, d1, d2][:nd]
+        raise ValueError(f"{name} must have shape {tuple(want)}, but got {shape_str(arr)}")
+    return arr
+
+
+cdef int dtype_of(object x) except -1:
+    cdef int typenum
+    if cnp.PyArray_Check(x):
+        typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+    else:
+        typenum = cnp.PyArray_TYPE(<cnp.ndarray>np.asarray(x))
+    if typenum != F32 and typenum != F64:
+        raise TypeError(f"the cython kernels take float32 or float64 arrays, but got "
+                        f"{np.asarray(x).dtype}")
+    return typenum
+
+
+cdef class _Weights:
+    """Checked, C-contiguous weights of one call and the sizes they imply."""
+    cdef public object w_ih, w_hh, b_ih, b_hh, w_hr
+    cdef int G, H, P, In
+
+
+cdef _Weights check_weights(int cell, object weights, int typenum, int I):
+    cdef _Weights w = _Weights.__new__(_Weights)
+    cdef int gates = GATES[cell]
+    cdef int n = 5 if cell == LSTM else 4
+    cdef cnp.ndarray w_ih, w_hh
+    if not isinstance(weights, (tuple, list)) or len(weights) != n:
+        raise ValueError(f"weights must be a tuple of {n} arrays (w_ih, w_hh, b_ih, b_hh"
+                         + (", w_hr)" if cell == LSTM else ")"))
+    w_ih = carray(weights[0], typenum)
+    w_hh = carray(weights[1], typenum)
+    if cnp.PyArray_NDIM(w_ih) != 2 or cnp.PyArray_NDIM(w_hh) != 2:
+        raise ValueError(f"w_ih and w_hh must be 2-D, but got shapes {shape_str(w_ih)} and {shape_str(w_hh)}")
+    w.G = <int>cnp.PyArray_DIMS(w_ih)[0]
+    w.H = w.G // gates
+    if w.G != w.H * gates or w.H < 1:
+        raise ValueError(f"w_ih must have {gates}*H rows, but got shape {shape_str(w_ih)}")
+    if I >= 0 and cnp.PyArray_DIMS(w_ih)[1] != I:
+        raise ValueError(f"w_ih must have shape ({w.G}, {I}) for inputs of size {I}, "
+                         f"but got {shape_str(w_ih)}")
+    w.In = <int>cnp.PyArray_DIMS(w_ih)[1]
+    w.P = <int>cnp.PyArray_DIMS(w_hh)[1]
+    if cnp.PyArray_DIMS(w_hh)[0] != w.G:
+        raise ValueError(f"w_hh must have {w.G} rows like w_ih, but got shape {shape_str(w_hh)}")
+    w.w_ih, w.w_hh = w_ih, w_hh
+    w.b_ih = None if weights[2] is None else checked(weights[2], typenum, "b_ih", 1, w.G)
+    w.b_hh = None if weights[3] is None else checked(weights[3], typenum, "b_hh", 1, w.G)
+    w.w_hr = None
+    if cell == LSTM and weights[4] is not None:
+        w.w_hr = checked(weights[4], typenum, "w_hr", 2, w.P, w.H)
+    elif w.P != w.H:
+        raise ValueError(f"w_hh must have shape ({w.G}, {w.H}), but got {shape_str(w_hh)}")
+    return w
+
+
+cdef object check_lengths(object lengths, int B, int T):
+    if lengths is None:
+        return None
+    lens = checked(lengths, I64, "lengths", 1, B)
+    return lens
+
+
+# ---------------------------------------------------------------------------------------
+# Threads: SciPy's OpenBLAS is held at one thread for the whole kernel call (a pool
+# thread woken for every small per-step product costs more than the product, and its
+# threads keep spinning after a call, against the element-wise work and the other
+# cores' users).  The kernels split the work themselves, over a small thread pool:
+# a time loop splits the batch into contiguous slices, one per thread, each running the
+# whole loop on its slice (as onnxruntime does); the hoisted GEMMs before and after the
+# loop split their output rows.  Every element of a result is computed by the same
+# operations whatever the split, up to the BLAS kernel BLAS picks for the slice's size.
+# ---------------------------------------------------------------------------------------
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+ctypedef int (*get_threads_fn)() noexcept nogil
+
+cdef enum:
+    MAX_BLAS_LIBS = 4
+    MIN_ROWS_PER_THREAD = 4
+cdef double PARALLEL_MIN_FLOPS = 2e6      # a phase below this runs on one thread
+
+cdef set_threads_fn _blas_set[MAX_BLAS_LIBS]
+cdef get_threads_fn _blas_get[MAX_BLAS_LIBS]
+cdef int _blas_saved[MAX_BLAS_LIBS]
+cdef int _blas_n = 0
+cdef int _single_depth = 0
+cdef int _num_threads = 1
+_pool = None
+#: the OpenBLAS libraries whose thread count the kernels control (paths), for diagnostics
+BLAS_LIBRARIES = []
+
+
+def _openblas_paths():
+    """Paths of the loaded OpenBLAS libraries, numpy's own excepted (the kernels use SciPy's)."""
+    import os
+    import sys
+    paths = []
+    if not sys.platform.startswith("linux"):
+        try:  # elsewhere, threadpoolctl knows how to list the loaded libraries, if it is installed
+            import threadpoolctl
+            paths = [i["filepath"] for i in threadpoolctl.threadpool_info()
+                     if i.get("internal_api") == "openblas"]
+        except Exception:
+            pass
+    else:
+        try:
+            with open("/proc/self/maps") as maps:
+                for line in maps:
+                    parts = line.split(None, 5)
+                    if len(parts) == 6 and "openblas" in os.path.basename(parts[5].strip()).lower():
+                        if parts[5].strip() not in paths:
+                            paths.append(parts[5].strip())
+        except OSError:
+            pass
+    sep = os.sep
+    return [p for p in paths if f"{sep}numpy.libs{sep}" not in p and f"{sep}numpy{sep}" not in p]
+
+
+def _bind_blas_threads():
+    """Find openblas_set/get_num_threads of SciPy's BLAS; without them BLAS threads are left alone."""
+    import ctypes
+    global _blas_n
+    for path in _openblas_paths():
+        if _blas_n >= MAX_BLAS_LIBS:
+            break
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            for suffix in ("", "64_"):
+                try:
+                    set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+                    get_ = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                _blas_set[_blas_n] = <set_threads_fn><size_t>ctypes.cast(set_, ctypes.c_void_p).value
+                _blas_get[_blas_n] = <get_threads_fn><size_t>ctypes.cast(get_, ctypes.c_void_p).value
+                _blas_n += 1
+                BLAS_LIBRARIES.append(path)
+                break
+            else:
+                continue
+            break
+
+
+def _default_threads():
+    import os
+    env = os.environ.get("FASTRNN_CYTHON_THREADS", "").strip()
+    if env:
+        return max(1, int(env))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def set_num_threads(int n):
+    """Threads a sequence kernel may split its batch over (default: the usable cores, or
+    the environment variable FASTRNN_CYTHON_THREADS)."""
+    global _num_threads
+    if n < 1:
+        raise ValueError(f"the number of threads must be >= 1, but got {n}")
+    _num_threads = n
+
+
+def get_num_threads():
+    """Threads a sequence kernel may split its batch over."""
+    return _num_threads
+
+
+cdef void blas_single_begin() noexcept:
+    """Hold SciPy's OpenBLAS at one thread (nested and re-entrant; call with the GIL)."""
+    global _single_depth
+    cdef int k
+    if _single_depth == 0:
+        for k in range(_blas_n):
+            _blas_saved[k] = _blas_get[k]()
+            if _blas_saved[k] != 1:
+                _blas_set[k](1)
+    _single_depth += 1
+
+
+cdef void blas_single_end() noexcept:
+    global _single_depth
+    cdef int k
+    _single_depth -= 1
+    if _single_depth == 0:
+        for k in range(_blas_n):
+            if _blas_saved[k] != 1:
+                _blas_set[k](_blas_saved[k])
+
+
+cdef int plan_threads(int B, double loop_flops):
+    cdef int n = _num_threads
+    if n <= 1 or loop_flops < PARALLEL_MIN_FLOPS:
+        return 1
+    if n > B // MIN_ROWS_PER_THREAD:
+        n = B // MIN_ROWS_PER_THREAD
+    return n if n > 1 else 1
+
+
+cdef class _Slice:
+    """One thread's share of a phase: batch rows [a.b0, a.b1) of a loop, or part a.part of a GEMM phase."""
+    cdef Args a
+    cdef int phase, cell
+    cdef bint f32
+
+    def __call__(self):
+        cdef int rc
+        with nogil:
+            rc = call_phase(self.phase, self.cell, self.f32, &self.a)
+        return rc
+
+
+cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except -1:
+    """Run a phase on ``nthreads`` threads (this one included): loops split the batch, the
+    GEMM phases split each product's output."""
+    global _pool
+    cdef int rc = 0, k, B = a.B
+    cdef bint loop = phase == FWD_LOOP or phase == BWD_LOOP
+    cdef _Slice s
+    cdef Args first
+    a.part, a.nparts, a.b0, a.b1 = 0, 1, 0, B
+    if nthreads <= 1:
+        with nogil:
+            rc = call_phase(phase, cell, f32, a)
+        return rc
+    if _pool is None or _pool._max_workers < nthreads - 1:
+        from concurrent.futures import ThreadPoolExecutor
+        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython")
+    futures = []
+    for k in range(nthreads):
+        s = _Slice.__new__(_Slice)
+        s.a = a[0]
+        s.phase, s.cell, s.f32 = phase, cell, f32
+        if loop:
+            part_range(B, k, nthreads, &s.a.b0, &s.a.b1)
+        else:
+            s.a.part, s.a.nparts = k, nthreads
+        if k == 0:
+            first = s.a
+        else:
+            futures.append(_pool.submit(s))
+    with nogil:
+        rc = call_phase(phase, cell, f32, &first)
+    for f in futures:
+        rc |= f.result()
+    return rc
+
+
+cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
+    """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread."""
+    cdef bint f32 = typenum == cnp.NPY_FLOAT32
+    cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
+    cdef int rc = 0
+    blas_single_begin()
+    try:
+        if not backward:
+            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads)
+        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads)
+        if backward:
+            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads)
+    finally:
+        blas_single_end()
+    if rc != 0:
+        raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
+    return 0
+
+
+_bind_blas_threads()
+_num_threads = _default_threads()
+
+
+cdef int check_nonlinearity(str nonlinearity) except -1:
+    if nonlinearity == "tanh":
+        return 0
+    if nonlinearity == "relu":
+        return 1
+    raise ValueError(f"nonlinearity must be 'tanh' or 'relu', but got {nonlinearity!r}")
+
+
+cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
+                   int relu, bint step):
+    """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y."""
+    cdef Args a
+    cdef int typenum = dtype_of(x)
+    cdef cnp.ndarray xa = carray(x, typenum)
+    cdef int nd = cnp.PyArray_NDIM(xa)
+    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads
+    cdef double loop_flops
+    cdef _Weights w
+    cdef cnp.ndarray h0, c0, gates, bias, hs, cs = None, tc = None, mb = None, y = None
+    cdef object lens
+    memset(&a, 0, sizeof(Args))
+    if step:
+        if nd != 2:
+            raise ValueError(f"x must be (B, I) for a step kernel, but got shape {shape_str(xa)}")
+        T, B, I = 1, <int>cnp.PyArray_DIMS(xa)[0], <int>cnp.PyArray_DIMS(xa)[1]
+    else:
+        if nd != 3:
+            raise ValueError(f"x must be (T, B, I), but got shape {shape_str(xa)}")
+        T, B, I = <int>cnp.PyArray_DIMS(xa)[0], <int>cnp.PyArray_DIMS(xa)[1], <int>cnp.PyArray_DIMS(xa)[2]
+    w = check_weights(cell, weights, typenum, I)
+    H, P, G = w.H, w.P, w.G
+    Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
+    if not isinstance(hx, (tuple, list)) or len(hx) != (2 if cell == LSTM else 1):
+        raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
+    h0 = checked(hx[0], typenum, "h0", 2, B, P)
+    lens = None if step else check_lengths(lengths, B, T)
+    loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
+    nthreads = plan_threads(B, loop_flops)
+    Tc = chunk_steps(T, B, Gs, training or nthreads > 1)
+    slots = T + 1 if training else 2
+    gates = empty(3, Tc, B, Gs, typenum)
+    bias = empty(1, Gs, 0, 0, typenum)
+    hs = empty(3, slots, B, P, typenum)
+    memcpy(cnp.PyArray_DATA(hs), cnp.PyArray_DATA(h0), <size_t>B * P * cnp.PyArray_ITEMSIZE(hs))
+    if cell == LSTM:
+        c0 = checked(hx[1], typenum, "c0", 2, B, H)
+        cs = empty(3, slots, B, H, typenum)
+        memcpy(cnp.PyArray_DATA(cs), cnp.PyArray_DATA(c0), <size_t>B * H * cnp.PyArray_ITEMSIZE(cs))
+        if training:
+            tc = empty(3, T, B, H, typenum)
+        if w.w_hr is not None:
+            mb = empty(3, T if training else 1, B, H, typenum)
+        a.cs, a.tc, a.mb = data(cs), data(tc), data(mb)
+    if not step:
+        y = empty(3, T, B, P, typenum)
+    a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
+    a.b0, a.b1 = 0, B
+    a.train, a.relu, a.chunked = training, relu, Tc < T
+    a.bias = data(bias)
+    a.lens = <const int64_t*>data(lens)
+    a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
+    a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
+    a.gates, a.hs, a.y = data(gates), data(hs), data(y)
+    if not step and T > 1 and B > 0 and (B + nthreads - 1) // nthreads <= MM_MAX_ROWS:
+        # few rows per thread: the per-step products read w^T, transposed once here
+        w_hh_t = np.ascontiguousarray(w.w_hh.T)
+        a.w_hh_t = data(w_hh_t)
+        if w.w_hr is not None:
+            w_hr_t = np.ascontiguousarray(w.w_hr.T)
+            a.w_hr_t = data(w_hr_t)
+    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I)
+    last = T if training else T % 2
+    if cell == LSTM:
+        hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))
+    else:
+        hy = (copy_slot(hs, last, B, P, typenum),)
+    cache = None
+    if training:
+        cache = (cell, typenum, step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb)
+    return y, hy, cache
+
+
+cdef tuple backward(object dy, object dhy, object cache, object step_norms, bint step):
+    cdef Args a
+    cdef int cell, typenum, T, B, I, H, P, G, relu
+    cdef double loop_flops
+    cdef bint cache_step
+    cdef _Weights w
+    cdef cnp.ndarray dya = None, dh, dc = None, dA, dA2 = None, dht = None, dx, norms = None
+    cdef cnp.ndarray dw_ih, dw_hh, db_ih = None, db_hh = None, dw_hr = None
+    if not isinstance(cache, tuple) or len(cache) != 17:
+        raise ValueError("cache must be what the matching cython forward kernel returned "
+                         "with training=True")
+    (cell, typenum, cache_step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb) = cache
+    G = GATES[cell] * H
+    memset(&a, 0, sizeof(Args))
+    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == LSTM else 1):
+        raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
+    dh = copy_of(checked(dhy[0], typenum, "dh_n", 2, B, P), 2, B, P, typenum)
+    if cell == LSTM:
+        dc = copy_of(checked(dhy[1], typenum, "dc_n", 2, B, H), 2, B, H, typenum)
+    if dy is not None:
+        dya = checked(dy, typenum, "dy", 3, T, B, P)
+    dA = empty(3, T, B, G, typenum)
+    if cell == GRU:
+        dA2 = empty(3, T, B, G, typenum)
+    if cell == LSTM and w.w_hr is not None:
+        dht = empty(3, T, B, P, typenum)
+    if step_norms is not None:
+        norms = empty(2, T, B, 0, typenum)
+    if step:
+        dx = empty(2, B, I, 0, typenum)
+    else:
+        dx = empty(3, T, B, I, typenum)
+    dw_ih = empty(2, G, I, 0, typenum)
+    dw_hh = empty(2, G, P, 0, typenum)
+    if w.b_ih is not None:
+        db_ih = empty(1, G, 0, 0, typenum)
+    if w.b_hh is not None:
+        db_hh = empty(1, G, 0, 0, typenum)
+    if w.w_hr is not None:
+        dw_hr = empty(2, P, H, 0, typenum)
+    a.T, a.B, a.In, a.H, a.P = T, B, I, H, P
+    a.b0, a.b1 = 0, B
+    a.relu = relu
+    a.lens = <const int64_t*>data(lens)
+    a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
+    a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
+    a.dy, a.dh, a.dc, a.norms = data(dya), data(dh), data(dc), data(norms)
+    a.dA, a.dA2, a.dht = data(dA), data(dA2), data(dht)
+    a.dx, a.dw_ih, a.dw_hh = data(dx), data(dw_ih), data(dw_hh)
+    a.db_ih, a.db_hh, a.dw_hr = data(db_ih), data(db_hh), data(dw_hr)
+    loop_flops = 2.0 * T * B * G * P + (4.0 * T * B * P * H if w.w_hr is not None else 0)
+    run(cell, typenum, &a, True, plan_threads(B, loop_flops), 6.0 * T * B * G * I)
+    if norms is not None:
+        step_norms[...] = norms
+    dhx = (dh, dc) if cell == LSTM else (dh,)
+    grads = [dw_ih, dw_hh, db_ih, db_hh]
+    if cell == LSTM:
+        grads.append(dw_hr)
+    return dx, dhx, grads
+
+
+# =======================================================================================
+# The kernel contract
+# =======================================================================================
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+    """Elman RNN over a whole sequence; see :func:`fastrnn.reference.rnn_forward`."""
+    return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False)
+
+
+def rnn_backward(dy, dhy, cache, step_norms=None):
+    """BPTT for :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`."""
+    return backward(dy, dhy, cache, step_norms, False)
+
+
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
+    """One RNN step: x (B, I) -> ``(hy, cache)``."""
+    _, hy, cache = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity), True)
+    return hy, cache
+
+
+def rnn_step_backward(dhy, cache):
+    """Backward of :func:`rnn_step_forward`: ``(dx (B, I), dhx, dweights)``."""
+    return backward(None, dhy, cache, None, True)
+
+
+def lstm_forward(x, hx, weights, lengths=None, training=True):
+    """LSTM over a whole sequence; see :func:`fastrnn.reference.lstm_forward`."""
+    return forward(LSTM, x, hx, weights, lengths, training, 0, False)
+
+
+def lstm_backward(dy, dhy, cache, step_norms=None):
+    """BPTT for :func:`lstm_forward`; see :func:`fastrnn.reference.lstm_backward`."""
+    return backward(dy, dhy, cache, step_norms, False)
+
+
+def lstm_step_forward(x, hx, weights, training=True):
+    """One LSTM step: x (B, I) -> ``((h, c), cache)``."""
+    _, hy, cache = forward(LSTM, x, hx, weights, None, training, 0, True)
+    return hy, cache
+
+
+def lstm_step_backward(dhy, cache):
+    """Backward of :func:`lstm_step_forward`: ``(dx (B, I), (dh, dc), dweights)``."""
+    return backward(None, dhy, cache, None, True)
+
+
+def gru_forward(x, hx, weights, lengths=None, training=True):
+    """GRU over a whole sequence; see :func:`fastrnn.reference.gru_forward`."""
+    return forward(GRU, x, hx, weights, lengths, training, 0, False)
+
+
+def gru_backward(dy, dhy, cache, step_norms=None):
+    """BPTT for :func:`gru_forward`; see :func:`fastrnn.reference.gru_backward`."""
+    return backward(dy, dhy, cache, step_norms, False)
+
+
+def gru_step_forward(x, hx, weights, training=True):
+    """One GRU step: x (B, I) -> ``((h,), cache)``."""
+    _, hy, cache = forward(GRU, x, hx, weights, None, training, 0, True)
+    return hy, cache
+
+
+def gru_step_backward(dhy, cache):
+    """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,), dweights)``."""
+    return backward(None, dhy, cache, None, True)
+
+
+# =======================================================================================
+# The activations, for the tests
+# =======================================================================================
+def activation(name, x):
+    """Apply the kernels' own ``"tanh"``, ``"sigmoid"`` or ``"relu"`` to an array.
+
+    float32 input gets the float32 approximation the kernels use, float64 the
+    exact function.  Returns a new array of the same dtype and shape.
+    """
+    cdef int typenum = dtype_of(x)
+    cdef cnp.ndarray xa = carray(x, typenum)
+    cdef cnp.ndarray out = <cnp.ndarray>cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa),
+                                                         typenum, 0)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(xa), j
+    cdef float* xf = <float*>cnp.PyArray_DATA(xa)
+    cdef float* of = <float*>cnp.PyArray_DATA(out)
+    cdef double* xd = <double*>cnp.PyArray_DATA(xa)
+    cdef double* od = <double*>cnp.PyArray_DATA(out)
+    cdef int kind
+    if name not in ("tanh", "sigmoid", "relu"):
+        raise ValueError(f"name must be 'tanh', 'sigmoid' or 'relu', but got {name!r}")
+    kind = ("tanh", "sigmoid", "relu").index(name)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT32:
+            if kind == 0:
+                for j in range(n):
+                    of[j] = tanh_f32(xf[j])
+            elif kind == 1:
+                for j in range(n):
+                    of[j] = sigmoid_f32(xf[j])
+            else:
+                for j in range(n):
+                    of[j] = act_relu(xf[j])
+        else:
+            if kind == 0:
+                for j in range(n):
+                    od[j] = c_tanh(xd[j])
+            elif kind == 1:
+                for j in range(n):
+                    od[j] = sigmoid_f64(xd[j])
+            else:
+                for j in range(n):
+                    od[j] = act_relu(xd[j])
+    return out
+
+
+#: Documented bound on |approximation - exact| of the float32 tanh (sigmoid: half of it),
+#: checked by the tests over a dense grid; the measured value is printed by them.
+APPROX_MAX_ABS_ERR = 5e-7
