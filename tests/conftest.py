@@ -11,18 +11,11 @@ FASTRNN_REQUIRE_BACKENDS=numba,cython
 
 import os
 
-import numpy as np
 import pytest
 
 import fastrnn
 
-AVAILABLE = [name for name, status in fastrnn.backends().items() if status["available"]]
-REQUIRED = [b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()]
-BACKENDS = AVAILABLE + [b for b in REQUIRED if b not in AVAILABLE]
-
-#: tolerances of a backend against PyTorch or against the reference, by dtype
-ATOL = {np.float32: 1e-5, np.float64: 1e-9}
-RTOL = {np.float32: 1e-4, np.float64: 1e-7}
+from helpers import BACKENDS
 
 
 def pytest_report_header(config):

@@ -1,8 +1,19 @@
 """Builders shared by the test modules: layers, random inputs, losses, torch twins."""
 
+import os
+
 import numpy as np
 
 import fastrnn
+
+AVAILABLE = [name for name, status in fastrnn.backends().items() if status["available"]]
+REQUIRED = [b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()]
+BACKENDS = AVAILABLE + [b for b in REQUIRED if b not in AVAILABLE]
+
+#: tolerances of a backend against PyTorch or against the reference, by dtype
+ATOL = {np.float32: 1e-5, np.float64: 1e-9}
+RTOL = {np.float32: 1e-4, np.float64: 1e-7}
+
 
 #: mode -> (fastrnn class, extra constructor arguments)
 MODES = {

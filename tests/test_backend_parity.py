@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from conftest import BACKENDS
-from helpers import CELLS, MODES, is_lstm, make_cell, make_layer, random_problem
+from helpers import BACKENDS, CELLS, MODES, is_lstm, make_cell, make_layer, random_problem
 
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 OUT_ATOL = {np.float32: 2e-5, np.float64: 1e-9}

@@ -357,7 +357,7 @@ def test_backend_environment_variable(monkeypatch):
 
 def test_required_backends_are_available():
     """CI names the backends it built in FASTRNN_REQUIRE_BACKENDS: they must import."""
-    from conftest import REQUIRED
+    from helpers import REQUIRED
     status = fastrnn.backends()
     missing = {b: status.get(b, {}).get("reason", "unknown backend")
                for b in REQUIRED if not status.get(b, {}).get("available")}

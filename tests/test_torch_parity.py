@@ -11,8 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
-from conftest import ATOL, RTOL
-from helpers import CELLS, is_lstm, make_cell, make_layer, random_problem, torch_cell_twin, torch_twin
+from helpers import ATOL, RTOL, CELLS, is_lstm, make_cell, make_layer, random_problem, torch_cell_twin, torch_twin
 
 T, B, I, H, P = 5, 3, 4, 6, 3
 
