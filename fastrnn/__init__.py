@@ -5,7 +5,7 @@ on NumPy arrays, with an explicit ``backward``.
 """
 
 from . import onnx, train
-from .backends import backends
+from .backends import backends, warmup
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_torch, to_keras, to_torch
 from .io import load, save
@@ -14,7 +14,7 @@ from .train import Linear, clip_grad_norm, clip_grad_value, optim
 
 __version__ = "0.1.0"
 
-__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "backends",
+__all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "backends", "warmup",
            "save", "load", "from_torch", "to_torch", "from_keras", "to_keras", "onnx",
            "train", "optim", "Linear", "clip_grad_norm", "clip_grad_value",
            "__version__"]

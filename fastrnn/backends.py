@@ -63,6 +63,18 @@ def backends():
     return out
 
 
+def warmup():
+    """Compile (or load from the disk cache) the kernels of every available compiled backend.
+
+    Otherwise the first call of each numba kernel pays its compilation; after
+    this no call compiles.  Backends without a ``warmup`` need none.
+    """
+    for name in MODULES:
+        module = _load(name)
+        if not isinstance(module, Exception) and hasattr(module, "warmup"):
+            module.warmup()
+
+
 class Backend:
     """A resolved backend: its name and its kernels by cell type."""
 

@@ -1,0 +1,214 @@
+"""Compile flags, on-disk cache and threads of the numba backend: the one place they are set.
+
+Every kernel of :mod:`fastrnn.jit` is compiled through :func:`jit` (entry
+points, called from Python) or :func:`helper` (called from kernels only), so
+the flags below apply to all of them.
+
+Compile flags
+-------------
+``nopython``, ``nogil``
+    Kernels never touch Python objects and release the GIL, which is how they
+    run on several threads at once (see *Threads*).
+``error_model="numpy"``
+    Division by zero gives inf/NaN instead of raising; without it numba guards
+    every division with a branch and the element-wise loops do not vectorise.
+``fastmath`` = :data:`FASTMATH`
+    ``contract`` (fused multiply-add), ``nsz`` and ``arcp`` only.  ``nnan`` and
+    ``ninf`` are left out on purpose: the activations must saturate at +-inf
+    and propagate NaN.  ``reassoc`` is left out too, so every sum is evaluated
+    in the order it is written: a result does not depend on how the batch is
+    split over threads.  Only the one-step kernels' dot products, which run on
+    one thread, use :data:`REDUCE_FASTMATH` (with ``reassoc``) to vectorise.
+
+On-disk cache
+-------------
+Compiled kernels are cached in :data:`CACHE_DIR`, which is
+
+* ``$FASTRNN_CACHE_DIR`` when that environment variable is set (an empty
+  value disables the disk cache), else
+* the per-user cache directory: ``$XDG_CACHE_HOME/fastrnn`` (default
+  ``~/.cache/fastrnn``), ``~/Library/Caches/fastrnn`` on macOS,
+  ``%LOCALAPPDATA%\\fastrnn\\cache`` on Windows,
+
+with a sub-directory per numba version and per content of the backend's
+source files (numba itself only notices edits to the file that defines a
+cached function, not to the helpers it calls).  When that directory cannot be
+created or written to, kernels are compiled in memory in every new process,
+quietly.  :func:`fastrnn.jit.warmup` compiles (or loads) everything up front.
+
+Threads
+-------
+A sequence kernel splits the batch into contiguous slices, one per thread,
+and each thread runs the whole time loop on its slice (as onnxruntime does);
+the weight gradients, which sum over the whole batch, are then computed in a
+second round, the threads sharing the output rows.  The threads are the
+calling thread plus a small pool of Python threads (the kernels release the
+GIL); the matrix products are numba loops, not BLAS calls, so no BLAS thread
+pool competes for the cores.  The count is :func:`get_num_threads`:
+``$FASTRNN_NUM_THREADS``, default the number of CPUs this process may use,
+changed at run time with :func:`set_num_threads`.  Calls smaller than
+:data:`PARALLEL_MIN_FLOPS` run on the calling thread alone.  Every element of
+a result is computed by the same sequence of floating-point operations
+whatever the thread count, so results do not depend on it (bit for bit).
+"""
+
+import hashlib
+import os
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+from numba.extending import register_jitable
+
+#: fast-math flags of every kernel (no nnan/ninf: inf and NaN keep their meaning)
+FASTMATH = frozenset({"contract", "nsz", "arcp"})
+#: fast-math flags of loops that reduce a vector to a number, which only
+#: vectorise with reassociation: the dot products of the one-step kernels,
+#: which run on a single thread (so thread counts do not change their order)
+REDUCE_FASTMATH = FASTMATH | {"reassoc"}
+#: below this many floating-point operations a kernel call runs on a single thread
+PARALLEL_MIN_FLOPS = 2_000_000
+#: time steps whose input projection an eval-mode forward computes at once (its workspace)
+EVAL_STEPS = 8
+#: environment variable naming the cache directory ("" disables the cache)
+CACHE_ENV = "FASTRNN_CACHE_DIR"
+#: environment variable setting the number of threads
+THREADS_ENV = "FASTRNN_NUM_THREADS"
+
+
+def _user_cache_root():
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~")
+        return os.path.join(base, "fastrnn", "cache")
+    if sys.platform == "darwin":
+        return os.path.expanduser("~/Library/Caches/fastrnn")
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "fastrnn")
+
+
+def _source_digest():
+    """Hash of this package's source files, so that any edit starts a fresh cache."""
+    digest = hashlib.sha256(numba.__version__.encode())
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in sorted(os.listdir(here)):
+        if name.endswith(".py"):
+            with open(os.path.join(here, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
+
+
+def _writable_dir(path):
+    """``path`` when it exists (or can be created) and accepts files, else None."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError:
+        return None
+    return path
+
+
+def _cache_dir():
+    root = os.environ.get(CACHE_ENV)
+    if root is None:
+        root = _user_cache_root()
+    if not root:
+        return None
+    return _writable_dir(os.path.join(root, f"numba-{numba.__version__}-{_source_digest()}"))
+
+
+#: where compiled kernels are cached, or None when the disk cache is off
+CACHE_DIR = _cache_dir()
+
+
+def jit(fn):
+    """Decorator compiling a kernel entry point with the backend's flags and disk cache."""
+    options = dict(nogil=True, error_model="numpy", fastmath=set(FASTMATH), boundscheck=False)
+    if CACHE_DIR is None:
+        return numba.njit(cache=False, **options)(fn)
+    saved = numba.config.CACHE_DIR
+    numba.config.CACHE_DIR = CACHE_DIR  # read once, when the cache locator is made
+    try:
+        return numba.njit(cache=True, **options)(fn)
+    finally:
+        numba.config.CACHE_DIR = saved
+
+
+def helper(fastmath=FASTMATH):
+    """Decorator for a function called only from kernels, compiled with the same flags.
+
+    A helper is a numba overload (``register_jitable``), not a dispatcher: it
+    is typed with plain ``int64`` for constant arguments instead of being
+    compiled again for every distinct literal value a call site passes, and it
+    is compiled into (and cached with) the kernels that call it.
+    """
+    options = dict(error_model="numpy", fastmath=set(fastmath), boundscheck=False)
+
+    def decorate(fn):
+        return register_jitable(**options)(fn)
+
+    return decorate
+
+
+def _default_threads():
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_threads = _default_threads()
+_pool = (None, 0, None)   # (pid, workers, ThreadPoolExecutor), made on first use in a process
+
+
+def get_num_threads():
+    """Number of threads a kernel call uses."""
+    return _threads
+
+
+def set_num_threads(n):
+    """Set the number of threads kernel calls use (an int >= 1)."""
+    global _threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be an int >= 1, but got {n!r}")
+    _threads = n
+
+
+def threads_for(flops):
+    """Threads for a kernel call of about ``flops`` operations: all of them, or 1 for small work."""
+    return 1 if flops < PARALLEL_MIN_FLOPS else _threads
+
+
+def batch_slices(batch, threads):
+    """Boundaries of contiguous batch slices, one per thread: int64 ``[0, ..., batch]``.
+
+    ``min(threads, batch)`` slices (at least one) whose sizes differ by at most one.
+    """
+    n = max(1, min(threads, batch))
+    return np.array([batch * k // n for k in range(n + 1)], dtype=np.int64)
+
+
+def run_threads(kernel, args, tails):
+    """Run ``kernel(*args, *tail)`` for every tail of ``tails``, one per thread, and wait.
+
+    The first runs on the calling thread, the others on the pool (the
+    kernels release the GIL, so they run at the same time).  An exception in
+    any of them is raised here.
+    """
+    global _pool
+    if len(tails) == 1:
+        kernel(*args, *tails[0])
+        return
+    if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, forked, more threads
+        workers = max(_threads, len(tails)) - 1
+        _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="fastrnn"))
+    futures = [_pool[2].submit(kernel, *args, *tail) for tail in tails[1:]]
+    try:
+        kernel(*args, *tails[0])
+    finally:
+        for f in futures:
+            f.result()

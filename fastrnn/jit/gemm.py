@@ -1,0 +1,395 @@
+"""Matrix products (and reductions) of the numba kernels, written as numba loops, not BLAS calls.
+
+A recurrent layer multiplies small blocks of rows (a thread's slice of the
+batch, one time step) by the same weight matrix again and again.  BLAS copies
+("packs") the weight matrix at every such call and its thread pool fights the
+kernels' own threads for the cores; these loops do neither.  The inner loop
+runs along a contiguous output row, updating 4 rows from 4 columns of the left
+operand at a time (16 fused multiply-adds per 8 loads and 4 stores), which
+LLVM turns into SIMD code; the right operand is walked in blocks (a column
+panel of at most :data:`PANEL` elements by as many rows as fit in
+:data:`BLOCK_BYTES`) that stay in the L2 cache while all rows go by.  Each update is written
+``c[j] = c[j] + a0 * w0[j] + a1 * w1[j] + ...`` so that it compiles to a
+chain of fused multiply-adds only.
+
+Rows are addressed as ``(t, b)`` pairs of time-major ``(T, B, width)``
+arrays, so one call covers any run of time steps of a slice of the batch.
+Every output element gets the same sequence of operations whichever block of
+4 rows it falls in, so results do not depend on how rows are split between
+calls or threads.
+"""
+
+import numpy as np
+
+from .config import REDUCE_FASTMATH, helper, jit
+
+#: bytes of the block of the right-hand operand kept in the L2 cache while all rows go by
+BLOCK_BYTES = 256 * 1024
+#: widest column panel (elements): the inner loop's length
+PANEL = 512
+#: weight gradients with rows shorter than this are summed transposed (see :func:`weight_grad`)
+DIRECT_MIN = 512
+
+
+@helper()
+def _block_rows(width, itemsize, nbytes):
+    """Rows of a (rows, width) block of ``nbytes``: a multiple of 4, so that groups of 4
+    rows start at the same place whatever the blocking (and results do not change)."""
+    rows = nbytes // (max(1, width) * itemsize)
+    return max(4, rows - rows % 4)
+
+
+def panel_shape(K, N):
+    """Shape (panels, K, width) of a (K, N) right-hand operand packed by :func:`pack`."""
+    width = max(1, min(N, PANEL))
+    return (N + width - 1) // width, K, width
+
+
+@jit
+def pack(W, transpose, out):
+    """Pack a right-hand operand into column panels: out[p, k, j] = R[k, p * width + j].
+
+    R is ``W.T`` when ``transpose`` is true, else W; columns past its width are
+    zeros.  Each panel is contiguous, so the rows the inner loop reads
+    together are close in memory rather than a power-of-2 stride apart (which
+    makes them compete for the same cache sets).
+
+    Parameters
+    ----------
+    W : (N, K) array if transpose, else (K, N)
+    transpose : bool
+    out : (panels, K, width) C-contiguous array, see :func:`panel_shape`
+    """
+    width, K = out.shape[2], out.shape[1]
+    N = W.shape[0] if transpose else W.shape[1]
+    for p in range(out.shape[0]):
+        j0 = p * width
+        nj = min(N - j0, width)
+        panel = out[p]
+        for k in range(K):
+            row = panel[k]
+            for j in range(nj, width):
+                row[j] = 0
+        if transpose:   # in 32 x 32 tiles, so that both sides stay in cache
+            for kb in range(0, K, 32):
+                for jb in range(0, nj, 32):
+                    tile = W[j0 + jb:j0 + min(nj, jb + 32), kb:min(K, kb + 32)]
+                    for k in range(tile.shape[1]):
+                        row = panel[kb + k, jb:jb + tile.shape[0]]
+                        for j in range(tile.shape[0]):
+                            row[j] = tile[j, k]
+        else:
+            for k in range(K):
+                row, src = panel[k], W[k, j0:j0 + nj]
+                for j in range(nj):
+                    row[j] = src[j]
+
+
+@helper()
+def mm_rows(A, ta, acol, Bp, N, C, tc, ccol, nt, b0, b1):
+    """Add a product to rows of a time-major array: C[rows, cols] += A[rows, acol:acol+K] @ R.
+
+    R is the (K, N) right-hand operand packed into ``Bp`` by :func:`pack`.
+    Rows are ``(ta + s, b)`` of A and ``(tc + s, b)`` of C for ``0 <= s < nt``
+    and ``b0 <= b < b1``.
+
+    Parameters
+    ----------
+    A : (TA, Bsz, >= acol + K) array
+    ta, acol : int
+        First time step and first column of A used.
+    Bp : (panels, K, width) C-contiguous array
+    N : int
+        Columns of R.
+    C : (TC, Bsz, >= ccol + N) C-contiguous array, updated in place
+    tc, ccol : int
+        First time step and first column of C written.
+    nt, b0, b1 : int
+        Number of time steps, and the slice of the batch.
+    """
+    K, width = Bp.shape[1], Bp.shape[2]
+    bc = b1 - b0
+    n = nt * bc
+    if n <= 0 or N == 0:
+        return
+    kc = _block_rows(width, Bp.itemsize, BLOCK_BYTES)
+    for p in range(Bp.shape[0]):
+        B = Bp[p]
+        j0 = p * width
+        nj = min(N - j0, width)
+        cl = ccol + j0
+        for k0 in range(0, K, kc):
+            k1 = min(K, k0 + kc)
+            q = 0
+            while q + 4 <= n:
+                s0, s1, s2, s3 = q // bc, (q + 1) // bc, (q + 2) // bc, (q + 3) // bc
+                r0, r1 = b0 + q % bc, b0 + (q + 1) % bc
+                r2, r3 = b0 + (q + 2) % bc, b0 + (q + 3) % bc
+                c0 = C[tc + s0, r0, cl:cl + nj]
+                c1 = C[tc + s1, r1, cl:cl + nj]
+                c2 = C[tc + s2, r2, cl:cl + nj]
+                c3 = C[tc + s3, r3, cl:cl + nj]
+                a0, a1, a2, a3 = A[ta + s0, r0], A[ta + s1, r1], A[ta + s2, r2], A[ta + s3, r3]
+                k = k0
+                while k + 4 <= k1:
+                    i = acol + k
+                    x00, x01, x02, x03 = a0[i], a0[i + 1], a0[i + 2], a0[i + 3]
+                    x10, x11, x12, x13 = a1[i], a1[i + 1], a1[i + 2], a1[i + 3]
+                    x20, x21, x22, x23 = a2[i], a2[i + 1], a2[i + 2], a2[i + 3]
+                    x30, x31, x32, x33 = a3[i], a3[i + 1], a3[i + 2], a3[i + 3]
+                    w0, w1, w2, w3 = B[k], B[k + 1], B[k + 2], B[k + 3]
+                    for j in range(nj):
+                        v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                        c0[j] = c0[j] + x00 * v0 + x01 * v1 + x02 * v2 + x03 * v3
+                        c1[j] = c1[j] + x10 * v0 + x11 * v1 + x12 * v2 + x13 * v3
+                        c2[j] = c2[j] + x20 * v0 + x21 * v1 + x22 * v2 + x23 * v3
+                        c3[j] = c3[j] + x30 * v0 + x31 * v1 + x32 * v2 + x33 * v3
+                    k += 4
+                while k < k1:
+                    i = acol + k
+                    x00, x10, x20, x30 = a0[i], a1[i], a2[i], a3[i]
+                    w0 = B[k]
+                    for j in range(nj):
+                        v0 = w0[j]
+                        c0[j] = c0[j] + x00 * v0
+                        c1[j] = c1[j] + x10 * v0
+                        c2[j] = c2[j] + x20 * v0
+                        c3[j] = c3[j] + x30 * v0
+                    k += 1
+                q += 4
+            while q < n:
+                s0, r0 = q // bc, b0 + q % bc
+                c0 = C[tc + s0, r0, cl:cl + nj]
+                a0 = A[ta + s0, r0]
+                k = k0
+                while k + 4 <= k1:
+                    i = acol + k
+                    x00, x01, x02, x03 = a0[i], a0[i + 1], a0[i + 2], a0[i + 3]
+                    w0, w1, w2, w3 = B[k], B[k + 1], B[k + 2], B[k + 3]
+                    for j in range(nj):
+                        c0[j] = c0[j] + x00 * w0[j] + x01 * w1[j] + x02 * w2[j] + x03 * w3[j]
+                    k += 4
+                while k < k1:
+                    x00 = a0[acol + k]
+                    w0 = B[k]
+                    for j in range(nj):
+                        c0[j] = c0[j] + x00 * w0[j]
+                    k += 1
+                q += 1
+
+
+@helper()
+def mm_tn(A, ar, acol, X, xr, xcol, N, n, C, m0, m1):
+    """Add a product summed over rows: C[m, :N] += sum_q A[ar+q, acol+m] * X[xr+q, xcol:xcol+N].
+
+    This is ``A^T @ X`` over the ``n`` rows ``0 <= q < n``, the form of a
+    weight gradient (rows are the flattened (t, b) pairs of time-major arrays).
+    Only the rows ``m0 <= m < m1`` of C are computed, so threads can share the
+    output by rows.
+
+    Parameters
+    ----------
+    A : (>= ar + n, >= acol + m1) array
+    X : (>= xr + n, >= xcol + N) C-contiguous array
+    C : (>= m1, >= N) C-contiguous array, updated in place
+    """
+    if n <= 0 or N == 0:
+        return
+    kc = _block_rows(min(N, PANEL), X.itemsize, BLOCK_BYTES // 2)   # leaves L2 room for C
+    for j0 in range(0, N, PANEL):
+        j1 = min(N, j0 + PANEL)
+        nj = j1 - j0
+        xl = xcol + j0
+        for q0 in range(0, n, kc):
+            q1 = min(n, q0 + kc)
+            m = m0
+            while m + 4 <= m1:
+                c0, c1, c2, c3 = C[m, j0:j1], C[m + 1, j0:j1], C[m + 2, j0:j1], C[m + 3, j0:j1]
+                col = acol + m
+                q = q0
+                while q + 4 <= q1:
+                    a0, a1, a2, a3 = A[ar + q], A[ar + q + 1], A[ar + q + 2], A[ar + q + 3]
+                    x00, x01, x02, x03 = a0[col], a1[col], a2[col], a3[col]
+                    x10, x11, x12, x13 = a0[col + 1], a1[col + 1], a2[col + 1], a3[col + 1]
+                    x20, x21, x22, x23 = a0[col + 2], a1[col + 2], a2[col + 2], a3[col + 2]
+                    x30, x31, x32, x33 = a0[col + 3], a1[col + 3], a2[col + 3], a3[col + 3]
+                    w0 = X[xr + q, xl:xl + nj]
+                    w1 = X[xr + q + 1, xl:xl + nj]
+                    w2 = X[xr + q + 2, xl:xl + nj]
+                    w3 = X[xr + q + 3, xl:xl + nj]
+                    for j in range(nj):
+                        v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
+                        c0[j] = c0[j] + x00 * v0 + x01 * v1 + x02 * v2 + x03 * v3
+                        c1[j] = c1[j] + x10 * v0 + x11 * v1 + x12 * v2 + x13 * v3
+                        c2[j] = c2[j] + x20 * v0 + x21 * v1 + x22 * v2 + x23 * v3
+                        c3[j] = c3[j] + x30 * v0 + x31 * v1 + x32 * v2 + x33 * v3
+                    q += 4
+                while q < q1:
+                    a0 = A[ar + q]
+                    x00, x10, x20, x30 = a0[col], a0[col + 1], a0[col + 2], a0[col + 3]
+                    w0 = X[xr + q, xl:xl + nj]
+                    for j in range(nj):
+                        v0 = w0[j]
+                        c0[j] = c0[j] + x00 * v0
+                        c1[j] = c1[j] + x10 * v0
+                        c2[j] = c2[j] + x20 * v0
+                        c3[j] = c3[j] + x30 * v0
+                    q += 1
+                m += 4
+            while m < m1:
+                c0 = C[m, j0:j1]
+                col = acol + m
+                q = q0
+                while q + 4 <= q1:
+                    x00, x01 = A[ar + q, col], A[ar + q + 1, col]
+                    x02, x03 = A[ar + q + 2, col], A[ar + q + 3, col]
+                    w0 = X[xr + q, xl:xl + nj]
+                    w1 = X[xr + q + 1, xl:xl + nj]
+                    w2 = X[xr + q + 2, xl:xl + nj]
+                    w3 = X[xr + q + 3, xl:xl + nj]
+                    for j in range(nj):
+                        c0[j] = c0[j] + x00 * w0[j] + x01 * w1[j] + x02 * w2[j] + x03 * w3[j]
+                    q += 4
+                while q < q1:
+                    x00 = A[ar + q, col]
+                    w0 = X[xr + q, xl:xl + nj]
+                    for j in range(nj):
+                        c0[j] = c0[j] + x00 * w0[j]
+                    q += 1
+                m += 1
+
+
+@helper()
+def weight_grad(D, td, dcol, ng, X, tx, nt, dW, scratch, part, parts):
+    """Add a weight gradient summed over rows: dW += D[rows, dcol:dcol+ng]^T @ X[rows, :].
+
+    Rows are ``(td + s, b)`` of D paired with ``(tx + s, b)`` of X, ``0 <= s < nt``,
+    for every b.  Computes this thread's ``part`` of ``parts``.  With an empty
+    ``scratch`` the sum goes straight into dW, whose rows (of length K) are the
+    inner loop; with a (K, ng) ``scratch`` the transposed gradient is summed
+    there instead, so that the inner loop runs along the longer gate axis, and
+    :func:`finish_weight_grad` adds it into dW.
+
+    Parameters
+    ----------
+    D : (TD, B, >= dcol + ng) C-contiguous array of gate gradients
+    X : (TX, B, >= K) C-contiguous array of layer inputs
+    dW : (ng, K) C-contiguous array, updated in place
+    scratch : (K, ng) C-contiguous array of zeros, or (0, 0)
+    """
+    nb, K = X.shape[1], dW.shape[1]
+    D2 = D.reshape((D.shape[0] * nb, D.shape[2]))
+    X2 = X.reshape((X.shape[0] * nb, X.shape[2]))
+    n = nt * nb
+    if scratch.shape[0] == 0:
+        mm_tn(D2, td * nb, dcol, X2, tx * nb, 0, K, n, dW,
+              ng * part // parts, ng * (part + 1) // parts)
+    else:
+        mm_tn(X2, tx * nb, 0, D2, td * nb, dcol, ng, n, scratch,
+              K * part // parts, K * (part + 1) // parts)
+
+
+@helper()
+def finish_weight_grad(dW, scratch, part, parts):
+    """dW[:, m] += scratch[m, :] for this thread's share of m (nothing when scratch is empty)."""
+    K = scratch.shape[0]
+    for g0 in range(0, dW.shape[0], 64):
+        g1 = min(dW.shape[0], g0 + 64)
+        for m in range(K * part // parts, K * (part + 1) // parts):
+            for g in range(g0, g1):
+                dW[g, m] += scratch[m, g]
+
+
+@helper(fastmath=REDUCE_FASTMATH)
+def mm_nt(A, B, C, ccol):
+    """Add a product with a transposed right operand: C[:, ccol:ccol+N] += A @ B.T.
+
+    For the one-step kernels, which use the weights as stored ((G*H, K), no
+    packed copy): every output is a dot product of two contiguous rows; 8 of
+    them share each load of A's row.
+
+    Parameters
+    ----------
+    A : (M, K) C-contiguous array
+    B : (N, K) C-contiguous array
+    C : (M, >= ccol + N) C-contiguous array, updated in place
+    """
+    M, K = A.shape
+    N = B.shape[0]
+    zero = C.dtype.type(0)
+    for i in range(M):
+        a, c = A[i], C[i, ccol:ccol + N]
+        j = 0
+        while j + 8 <= N:
+            w0, w1, w2, w3 = B[j], B[j + 1], B[j + 2], B[j + 3]
+            w4, w5, w6, w7 = B[j + 4], B[j + 5], B[j + 6], B[j + 7]
+            s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+            for k in range(K):
+                x = a[k]
+                s0 += x * w0[k]
+                s1 += x * w1[k]
+                s2 += x * w2[k]
+                s3 += x * w3[k]
+                s4 += x * w4[k]
+                s5 += x * w5[k]
+                s6 += x * w6[k]
+                s7 += x * w7[k]
+            c[j] += s0
+            c[j + 1] += s1
+            c[j + 2] += s2
+            c[j + 3] += s3
+            c[j + 4] += s4
+            c[j + 5] += s5
+            c[j + 6] += s6
+            c[j + 7] += s7
+            j += 8
+        while j < N:
+            w0 = B[j]
+            s0 = zero
+            for k in range(K):
+                s0 += a[k] * w0[k]
+            c[j] += s0
+            j += 1
+
+
+@helper()
+def init_rows(C, ccol, N, b1, b2):
+    """C[i, ccol:ccol+N] = b1 + b2 for every row i; an empty bias (shape (0,)) counts as zeros."""
+    for i in range(C.shape[0]):
+        c = C[i, ccol:ccol + N]
+        c[:] = 0
+        if b1.shape[0] > 0:
+            for j in range(N):
+                c[j] += b1[j]
+        if b2.shape[0] > 0:
+            for j in range(N):
+                c[j] += b2[j]
+
+
+@helper()
+def copy(dst, src):
+    """dst[j] = src[j] for every j of dst (a loop: numba's array slice assignment compiles
+    an error-message formatter that costs seconds of compile time)."""
+    for j in range(dst.shape[0]):
+        dst[j] = src[j]
+
+
+@helper()
+def col_sums(A, ta, nt, acol, out, o0, j0, j1):
+    """out[o0 + j] += sum of A[ta + s, b, acol + j] over s < nt and all b, for j0 <= j < j1."""
+    o = out[o0 + j0:o0 + j1]
+    for s in range(nt):
+        for b in range(A.shape[1]):
+            a = A[ta + s, b, acol + j0:acol + j1]
+            for j in range(j1 - j0):
+                o[j] += a[j]
+
+
+@helper()
+def store_norm(norms, t, b, v):
+    """norms[t, b] = ||v|| (2-norm of a vector), unless ``norms`` is empty."""
+    if norms.shape[0] > 0:
+        ss = v.dtype.type(0)
+        for j in range(v.shape[0]):
+            ss += v[j] * v[j]
+        norms[t, b] = np.sqrt(ss)

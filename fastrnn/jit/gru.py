@@ -1,0 +1,343 @@
+"""GRU kernels of the numba backend (equations, gate order r, z, n and the reset-after form of
+:mod:`fastrnn.reference.gru`; x (T, B, I), h (B, H)).
+
+Forward, per thread (a slice of the batch) and for the whole sequence:
+
+1. input projection of all steps, ``b_ih + x_t @ W_ih^T``, into the first
+   3H columns of the gate store (T, B, 4H) (an eval-mode forward projects
+   ``config.EVAL_STEPS`` steps at a time into a small workspace instead);
+2. per step: ``gh = b_hh + h_{t-1} @ W_hh^T`` (one 3H-wide product), then one
+   fused pass for r, z, n and h_t.
+
+A training-mode forward stores ``[r, z, n, W_hn h_{t-1} + b_hn]`` (4H) and
+h_t (H) per step and sequence, T*B*5H values, so the backward needs no
+transcendental function.  The backward overwrites the store with
+``[dr, dz, dn, dn * r]``: its first 3H columns are the gradient of the input
+projection, columns 0:2H and 3H:4H that of the recurrent one.
+"""
+
+import numpy as np
+
+from . import _common
+from .activations import sigmoid, tanh
+from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
+from .gemm import (
+    col_sums, copy, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
+)
+
+
+@helper()
+def _cell_update(g, gh, h, hs, hy):
+    """Fused GRU update of one sequence (one store per loop, so that every loop vectorises).
+
+    Parameters
+    ----------
+    g : (4H,) array: ``b_ih + U x`` in columns 0:3H; [r, z, n, W_hn h + b_hn] out
+    gh : (3H,) array, ``b_hh + W h_{t-1}``
+    h : (H,) array, h_{t-1} in, h_t out
+    hs, hy : (H,) arrays receiving h_t
+    """
+    H = h.shape[0]
+    one = h.dtype.type(1)
+    grz, gr, gz, gn, ghn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    ghrz, ghh = gh[:2 * H], gh[2 * H:3 * H]
+    for j in range(2 * H):
+        grz[j] = sigmoid(grz[j] + ghrz[j])
+    for j in range(H):
+        ghn[j] = ghh[j]
+    for j in range(H):
+        gn[j] = tanh(gn[j] + gr[j] * ghn[j])
+    for j in range(H):
+        h[j] = (one - gz[j]) * gn[j] + gz[j] * h[j]
+    for j in range(H):
+        hs[j] = h[j]
+    for j in range(H):
+        hy[j] = h[j]
+
+
+@helper()
+def _cell_backward(g, d, hp, t1, t2):
+    """Backward of :func:`_cell_update` for one sequence at one step.
+
+    Parameters
+    ----------
+    g : (4H,) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
+    d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
+    hp : (H,) array, h_{t-1}
+    t1, t2 : (H,) scratch arrays
+    """
+    H = d.shape[0]
+    one = d.dtype.type(1)
+    gr, gz, gn, ghn = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    for j in range(H):
+        t1[j] = d[j] * (one - gz[j]) * (one - gn[j] * gn[j])
+    for j in range(H):
+        t2[j] = d[j] * gz[j]
+    for j in range(H):
+        gz[j] = d[j] * (hp[j] - gn[j]) * gz[j] * (one - gz[j])
+    for j in range(H):
+        gn[j] = t1[j]
+    for j in range(H):
+        d[j] = t2[j]
+    for j in range(H):
+        t2[j] = t1[j] * gr[j]
+    for j in range(H):
+        gr[j] = t1[j] * ghn[j] * gr[j] * (one - gr[j])
+    for j in range(H):
+        ghn[j] = t2[j]
+
+
+@jit
+def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, b0, b1):
+    """The forward over the whole sequence for the sequences b0 <= b < b1.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+    h : (B, H) array, h0 in, h_n out
+    w_ih, w_hh : W_ih^T (I, 3H) and W_hh^T (H, 3H), packed (see gemm.pack)
+    b_ih, b_hh : (3H,) arrays, or (0,) when absent
+    lengths : (B,) int64 array
+    y : (T, B, H) array, written
+    G : (TG, B, >= 4H) array: the gate store (TG = T) or the eval workspace (TG = EVAL_STEPS)
+    Hs : (TS, B, H) array receiving h_t at index t % TS (TS = T, or 1 in eval mode)
+    GH : (1, B, >= 3H) workspace
+    b0, b1 : int
+    """
+    T, B, H = x.shape[0], h.shape[0], h.shape[1]
+    h3 = h.reshape((1, B, H))
+    for t in range(T):
+        tg = t % G.shape[0]
+        ts = t % Hs.shape[0]
+        if tg == 0:
+            nt = min(G.shape[0], T - t)
+            for s in range(nt):
+                init_rows(G[s, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
+            mm_rows(x, t, 0, w_ih, 3 * H, G, 0, 0, nt, b0, b1)
+        init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])
+        mm_rows(h3, 0, 0, w_hh, 3 * H, GH, 0, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                y[t, b, :] = 0
+                G[tg, b, :] = 0
+                Hs[ts, b, :] = 0
+                continue
+            _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b])
+
+
+def gru_forward(x, hx, weights, lengths=None, training=True):
+    """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
+
+    Parameters
+    ----------
+    x : (T, B, I) array, float32 or float64
+    hx : tuple (h0 (B, H),)
+    weights : tuple (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None)
+    lengths : (B,) int64 array or None
+        Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
+    training : bool
+        Keep what the backward needs (T*B*5H values); otherwise only O(B*H)
+        workspace beyond the output.
+
+    Returns
+    -------
+    y : (T, B, H) array
+    hy : tuple (h_n (B, H),)
+    cache : list, or None when ``training`` is False
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    x = _common.contiguous(x, dt)
+    T, B, I = x.shape
+    H3, H = w_hh.shape
+    h = np.array(hx[0], dtype=dt, order="C")
+    h0 = h.copy() if training else None
+    lens = _common.lengths_or_full(lengths, T, B)
+    y = np.empty((T, B, H), dtype=dt)
+    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, 4 * H, dt)
+    Hs = np.empty((T if training else 1, B, H), dtype=dt)
+    args = (x, h, _common.packed(w_ih, True), _common.packed(w_hh, True),
+            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt), lens, y, G, Hs,
+            _common.row_buffer(1, B, H3, dt))
+    slices = batch_slices(B, threads_for(2 * T * B * H3 * (I + H)))
+    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    cache = [x, h0, G, Hs, lens, weights] if training else None
+    return y, (h,), cache
+
+
+@jit
+def _backward_slice(dy, dh, h0, G, Hs, w_ih, w_hzr, w_hn, lengths, norms, dx, b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+
+    Parameters
+    ----------
+    dy : (T, B, H) array
+    dh : (B, H) array, dh_n in, dh0 out
+    h0 : (B, H) array
+    G : (T, B, >= 4H) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
+    Hs : (T, B, H) array of h_t
+    w_ih, w_hzr, w_hn : W_ih (3H, I), W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed
+        (see gemm.pack)
+    lengths : (B,) int64 array
+    norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
+    dx : (T, B, I) array of zeros, written
+    b0, b1 : int
+    """
+    T = dy.shape[0]
+    B, H = dh.shape
+    t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(H, dtype=dy.dtype)
+    dh3 = dh.reshape((1, B, H))
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                G[t, b, :] = 0
+                if norms.shape[0] > 0:
+                    norms[t, b] = 0
+                continue
+            d, dyv = dh[b], dy[t, b]
+            for j in range(H):
+                d[j] += dyv[j]
+            store_norm(norms, t, b, d)
+            _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2)
+        mm_rows(G, t, 0, w_hzr, H, dh3, 0, 0, 1, b0, b1)
+        mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
+    mm_rows(G, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
+
+
+@jit
+def _weight_grads_part(x, h0, G, Hs, dw_ih, dw_hh, dsum, s_ih, s_zr, s_n, part, parts):
+    """This thread's share of dW_ih, dW_hh and the gate-gradient column sums.
+
+    ``dsum`` (4H,) receives the sum over all rows of every column of G; the
+    bias gradients are made of it.
+    """
+    T, B = G.shape[0], G.shape[1]
+    H3, H = dw_hh.shape
+    h0_3 = h0.reshape((1, B, H))
+    weight_grad(G, 0, 0, H3, x, 0, T, dw_ih, s_ih, part, parts)
+    dw_zr, dw_n = dw_hh[:2 * H], dw_hh[2 * H:]
+    weight_grad(G, 0, 0, 2 * H, h0_3, 0, 1, dw_zr, s_zr, part, parts)
+    weight_grad(G, 1, 0, 2 * H, Hs, 0, T - 1, dw_zr, s_zr, part, parts)
+    weight_grad(G, 0, 3 * H, H, h0_3, 0, 1, dw_n, s_n, part, parts)
+    weight_grad(G, 1, 3 * H, H, Hs, 0, T - 1, dw_n, s_n, part, parts)
+    col_sums(G, 0, T, 0, dsum, 0, 4 * H * part // parts, 4 * H * (part + 1) // parts)
+    finish_weight_grad(dw_ih, s_ih, part, parts)
+    finish_weight_grad(dw_zr, s_zr, part, parts)
+    finish_weight_grad(dw_n, s_n, part, parts)
+
+
+def gru_backward(dy, dhy, cache, step_norms=None):
+    """Backpropagation through time for :func:`gru_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dy : (T, B, H) array
+    dhy : tuple (dh_n (B, H),)
+    cache : list returned by :func:`gru_forward` with ``training=True``
+        Emptied: the gate store is overwritten with the gradients.
+    step_norms : (T, B) array or None
+        Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple (dh0 (B, H),)
+    dweights : list aligned with the forward's weights (None where a weight is None)
+    """
+    x, h0, G, Hs, lens, weights = _common.take(cache, "gru")
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    T, B, I = x.shape
+    H3, H = w_hh.shape
+    dy = _common.contiguous(dy, dt)
+    dh = np.array(dhy[0], dtype=dt, order="C")
+    norms = _common.norms_buffer(step_norms, T, B, dt)
+    dx = np.zeros((T, B, I), dtype=dt)
+    threads = threads_for(2 * T * B * H3 * (I + H))
+    slices = batch_slices(B, threads)
+    args = (dy, dh, h0, G, Hs, _common.packed(w_ih, False), _common.packed(w_hh[:2 * H], False),
+            _common.packed(w_hh[2 * H:], False), lens, norms, dx)
+    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    _common.store_norms(step_norms, norms)
+    del args   # the packed weights: free them before the gradients are allocated
+
+    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
+    dsum = np.zeros(4 * H, dtype=dt)
+    args = (x, h0, G, Hs, dw_ih, dw_hh, dsum, _common.grad_scratch(I, H3, dt),
+            _common.grad_scratch(H, 2 * H, dt), _common.grad_scratch(H, H, dt))
+    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
+    db_ih = None if b_ih is None else dsum[:H3].copy()
+    db_hh = None if b_hh is None else np.concatenate([dsum[:2 * H], dsum[3 * H:]])
+    return dx, (dh,), [dw_ih, dw_hh, db_ih, db_hh]
+
+
+@jit
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, GH):
+    """One step for a batch, with the weights as stored (no packed copies).
+
+    Parameters
+    ----------
+    x : (B, I) array
+    h : (B, H) array
+    w_ih (3H, I), w_hh (3H, H) arrays; b_ih, b_hh (3H,) arrays or (0,) when absent
+    hy : (B, H) array receiving h'
+    G : (1, B, 4H) array receiving [r, z, n, hn]
+    GH : (1, B, 3H) workspace
+    """
+    B, H = h.shape
+    init_rows(G[0], 0, 3 * H, b_ih, b_ih[:0])
+    init_rows(GH[0], 0, 3 * H, b_hh, b_hh[:0])
+    mm_nt(x, w_ih, G[0], 0)
+    mm_nt(h, w_hh, GH[0], 0)
+    for b in range(B):
+        copy(hy[b], h[b])
+        _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b])
+
+
+def gru_step_forward(x, hx, weights, training=True):
+    """One GRU step (what :class:`fastrnn.GRUCell` runs).
+
+    Parameters
+    ----------
+    x : (B, I) array
+    hx : tuple (h (B, H),)
+    weights : tuple (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None)
+    training : bool
+
+    Returns
+    -------
+    hy : tuple (h' (B, H),)
+    cache : list for :func:`gru_step_backward`, or None when ``training`` is False
+    """
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    (h,) = hx
+    B = x.shape[0]
+    H3, H = w_hh.shape
+    hy = np.empty((B, H), dt)
+    G = np.empty((1, B, 4 * H), dt)
+    _step_forward_kernel(x, h, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
+                         _common.bias_or_empty(b_hh, dt), hy, G, np.empty((1, B, H3), dt))
+    if not training:
+        return (hy,), None
+    cache = [x[None], h.copy(), G, hy.reshape(1, B, H), np.ones(B, dtype=np.int64), weights]
+    return (hy,), cache
+
+
+def gru_step_backward(dhy, cache):
+    """Backward of :func:`gru_step_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dhy : tuple (dh' (B, H),)
+    cache : list returned by :func:`gru_step_forward` with ``training=True``
+
+    Returns
+    -------
+    dx : (B, I) array
+    dhx : tuple (dh (B, H),)
+    dweights : list aligned with the forward's weights
+    """
+    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
+    dx, dhx, dweights = gru_backward(dy, dhy, cache)
+    return dx[0], dhx, dweights

@@ -1,0 +1,436 @@
+"""LSTM kernels of the numba backend (equations, gate order i, f, g, o and shapes of
+:mod:`fastrnn.reference.lstm`; x (T, B, I), h (B, P), c (B, H), P = proj_size or H).
+
+Forward, per thread (a slice of the batch) and for the whole sequence:
+
+1. input projection of all steps, ``G[t] = b_ih + b_hh + x_t @ W_ih^T``, into
+   the gate store (T, B, 4H) (an eval-mode forward projects
+   ``config.EVAL_STEPS`` steps at a time into a small workspace instead);
+2. per step: ``G[t] += h_{t-1} @ W_hh^T`` (one 4H-wide product), then one
+   fused pass computing the four activations, ``c_t``, ``tanh(c_t)`` and
+   ``h_t = o * tanh(c_t)`` (then ``h_t = m_t @ W_hr^T`` with a projection).
+
+A training-mode forward stores ``G`` (post-activation gates), ``c_t`` and
+``tanh(c_t)``: T*B*6H values (plus T*B*P projected outputs with proj_size),
+so the backward needs no transcendental function.  The backward overwrites
+``G[t]`` with the gate gradients and ``tanh(c_t)`` with ``m_t = o * tanh(c_t)``
+(the output before projection, h_t itself without one) as it goes, then
+computes dx per thread and dW_ih, dW_hh, dW_hr and the bias gradients as
+products over all T*B rows, split across threads by output rows.
+"""
+
+import numpy as np
+
+from . import _common
+from .activations import sigmoid, tanh
+from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
+from .gemm import (
+    col_sums, copy, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
+)
+
+
+@helper()
+def _cell_update(g, c, cs, tcs, m, m2):
+    """Fused LSTM update of one sequence: activations, cell state, output.
+
+    Every loop stores to one array only: LLVM vectorises a loop only when it
+    can check cheaply that its stores do not overlap its loads.
+
+    Parameters
+    ----------
+    g : (4H,) array: pre-activations in, post-activation gates (i, f, g, o) out
+    c : (H,) array: c_{t-1} in, c_t out
+    cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
+    m, m2 : (H,) arrays both receiving o * tanh(c_t)
+    """
+    H = c.shape[0]
+    gif, gg, go = g[:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    gi, gf = g[:H], g[H:2 * H]
+    for j in range(2 * H):
+        gif[j] = sigmoid(gif[j])
+    for j in range(H):
+        gg[j] = tanh(gg[j])
+    for j in range(H):
+        go[j] = sigmoid(go[j])
+    for j in range(H):
+        c[j] = gf[j] * c[j] + gi[j] * gg[j]
+    for j in range(H):
+        cs[j] = c[j]
+    for j in range(H):
+        tcs[j] = tanh(c[j])
+    for j in range(H):
+        m[j] = go[j] * tcs[j]
+    for j in range(H):
+        m2[j] = m[j]
+
+
+@jit
+def _forward_slice(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, Hn,
+                   b0, b1):
+    """The forward over the whole sequence for the sequences b0 <= b < b1.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+    h : (B, P) array, h0 in, h_n out
+    c : (B, H) array, c0 in, c_n out
+    w_ih, w_hh : W_ih^T (I, 4H) and W_hh^T (P, 4H), packed (see gemm.pack)
+    b_ih, b_hh : (4H,) arrays, or (0,) when absent
+    w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
+    lengths : (B,) int64 array
+    y : (T, B, P) array, written
+    G : (TG, B, >= 4H) array: the gate store (TG = T) or the eval workspace (TG = EVAL_STEPS)
+    Cs, TCs : (TS, B, H) arrays receiving c_t and tanh(c_t) at index t % TS (TS = T or 1)
+    Hs : (TS, B, P) array receiving the projected h_t, or (0, 0, 0) without projection
+    M : (1, B, H) array, workspace for o * tanh(c_t) with a projection, else (0, 0, 0)
+    Hn : (1, B, >= P) array, workspace for the projected h_t, else (0, 0, 0)
+    b0, b1 : int
+    """
+    T, B = x.shape[0], h.shape[0]
+    H, P = c.shape[1], h.shape[1]
+    proj = w_hr.shape[0] > 0
+    h3 = h.reshape((1, B, P))
+    for t in range(T):
+        tg = t % G.shape[0]
+        ts = t % Cs.shape[0]
+        if tg == 0:
+            nt = min(G.shape[0], T - t)
+            for s in range(nt):
+                init_rows(G[s, b0:b1], 0, 4 * H, b_ih, b_hh)
+            mm_rows(x, t, 0, w_ih, 4 * H, G, 0, 0, nt, b0, b1)
+        mm_rows(h3, 0, 0, w_hh, 4 * H, G, tg, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                y[t, b, :] = 0
+                G[tg, b, :] = 0
+                Cs[ts, b, :] = 0
+                TCs[ts, b, :] = 0
+                if proj:
+                    Hs[ts, b, :] = 0
+                continue
+            if proj:
+                _cell_update(G[tg, b], c[b], Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
+            else:
+                _cell_update(G[tg, b], c[b], Cs[ts, b], TCs[ts, b], h[b], y[t, b])
+        if proj:
+            for b in range(b0, b1):
+                Hn[0, b, :] = 0
+            mm_rows(M, 0, 0, w_hr, P, Hn, 0, 0, 1, b0, b1)
+            for b in range(b0, b1):
+                if t < lengths[b]:
+                    copy(h[b], Hn[0, b])
+                    copy(y[t, b], Hn[0, b])
+                    copy(Hs[ts, b], Hn[0, b])
+
+
+def lstm_forward(x, hx, weights, lengths=None, training=True):
+    """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
+
+    Parameters
+    ----------
+    x : (T, B, I) array, float32 or float64
+    hx : tuple (h0 (B, P), c0 (B, H))
+    weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih (4H,) or None, b_hh (4H,) or None,
+        w_hr (P, H) or None)
+    lengths : (B,) int64 array or None
+        Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
+    training : bool
+        Keep what the backward needs (T*B*6H values, plus T*B*P with a projection);
+        otherwise only O(B*H) workspace beyond the output.
+
+    Returns
+    -------
+    y : (T, B, P) array
+    hy : tuple (h_n (B, P), c_n (B, H))
+    cache : list, or None when ``training`` is False
+    """
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    dt = x.dtype
+    x = _common.contiguous(x, dt)
+    T, B, I = x.shape
+    H4, P = w_hh.shape
+    H = H4 // 4
+    h = np.array(hx[0], dtype=dt, order="C")
+    c = np.array(hx[1], dtype=dt, order="C")
+    h0, c0 = (h.copy(), c.copy()) if training else (None, None)
+    lens = _common.lengths_or_full(lengths, T, B)
+    proj = w_hr is not None
+    y = np.empty((T, B, P), dtype=dt)
+    TS = T if training else 1
+    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, H4, dt)
+    Cs, TCs = np.empty((TS, B, H), dtype=dt), np.empty((TS, B, H), dtype=dt)
+    if proj:
+        Hs, M = np.empty((TS, B, P), dt), np.empty((1, B, H), dt)
+        Hn = _common.row_buffer(1, B, P, dt)
+    else:
+        Hs = M = Hn = _common.empty(3, dt)
+    args = (x, h, c, _common.packed(w_ih, True), _common.packed(w_hh, True),
+            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
+            _common.packed(w_hr, True) if proj else _common.empty(3, dt),
+            lens, y, G, Cs, TCs, Hs, M, Hn)
+    slices = batch_slices(B, threads_for(2 * T * B * H4 * (I + P)))
+    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    cache = [x, h0, c0, G, Cs, TCs, Hs, lens, weights] if training else None
+    return y, (h, c), cache
+
+
+@helper()
+def _cell_backward(g, tcs, cp, dc, dm, tmp):
+    """Backward of :func:`_cell_update` for one sequence at one step.
+
+    Parameters
+    ----------
+    g : (4H,) array: gates (i, f, g, o) in, their pre-activation gradients out
+    tcs : (H,) array: tanh(c_t) in, o * tanh(c_t) out
+    cp : (H,) array, c_{t-1}
+    dc : (H,) array: dJ/dc_t from step t+1 in, dJ/dc_{t-1} out
+    dm : (H,) array: dJ/d(o * tanh(c_t)) in, zeros out
+    tmp : (H,) scratch array
+    """
+    H = dc.shape[0]
+    one = dc.dtype.type(1)
+    gi, gf, gg, go = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    for j in range(H):   # dc becomes dJ/dc_t
+        dc[j] = dc[j] + dm[j] * go[j] * (one - tcs[j] * tcs[j])
+    for j in range(H):
+        tmp[j] = dm[j] * tcs[j] * go[j] * (one - go[j])
+    for j in range(H):
+        tcs[j] = go[j] * tcs[j]
+    for j in range(H):
+        go[j] = tmp[j]
+    for j in range(H):
+        tmp[j] = dc[j] * gi[j] * (one - gg[j] * gg[j])
+    for j in range(H):
+        gi[j] = dc[j] * gg[j] * gi[j] * (one - gi[j])
+    for j in range(H):
+        gg[j] = tmp[j]
+    for j in range(H):
+        tmp[j] = dc[j] * gf[j]
+    for j in range(H):
+        gf[j] = dc[j] * cp[j] * gf[j] * (one - gf[j])
+    for j in range(H):
+        dc[j] = tmp[j]
+    for j in range(H):
+        dm[j] = 0
+
+
+@jit
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_ih, w_hh, w_hr, lengths, norms, dx,
+                    b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+
+    Parameters
+    ----------
+    dy : (T, B, P) array
+    dh, dc : (B, P) and (B, H) arrays: dh_n, dc_n in, dh0, dc0 out
+    c0 : (B, H) array
+    G : (T, B, >= 4H) array: post-activation gates in, gate gradients out
+    Cs : (T, B, H) array of c_t
+    TCs : (T, B, H) array: tanh(c_t) in, o_t * tanh(c_t) out
+    dH : (T, B, P) array receiving dJ/dh_t with a projection, else (0, 0, 0)
+    DM : (1, B, >= H) workspace with a projection, else (0, 0, 0)
+    w_ih, w_hh, w_hr : W_ih (4H, I), W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
+        w_hr (0, 0, 0) without projection
+    lengths : (B,) int64 array
+    norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
+    dx : (T, B, I) array of zeros, written
+    b0, b1 : int
+    """
+    T = dy.shape[0]
+    B, P = dh.shape
+    H = dc.shape[1]
+    proj = w_hr.shape[0] > 0
+    tmp = np.empty(H, dtype=dy.dtype)
+    dh3 = dh.reshape((1, B, P))
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                G[t, b, :] = 0
+                if norms.shape[0] > 0:
+                    norms[t, b] = 0
+                if proj:
+                    dH[t, b, :] = 0
+                continue
+            d, dyv = (dH[t, b] if proj else dh[b]), dy[t, b]
+            if proj:
+                copy(d, dh[b])
+                dh[b, :] = 0
+            for j in range(P):
+                d[j] += dyv[j]
+            store_norm(norms, t, b, d)
+        if proj:
+            for b in range(b0, b1):
+                DM[0, b, :] = 0
+            mm_rows(dH, t, 0, w_hr, H, DM, 0, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
+                               DM[0, b, :H] if proj else dh[b], tmp)
+        mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
+    mm_rows(G, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
+
+
+@jit
+def _weight_grads_part(x, h0, G, Hprev, dH, TCs, dw_ih, dw_hh, db, dw_hr, s_ih, s_hh, s_hr,
+                       part, parts):
+    """This thread's share of dW_ih, dW_hh, the bias and dW_hr (see :func:`gemm.weight_grad`).
+
+    Hprev[t - 1] is h_{t-1} for t >= 1 (the o * tanh(c) left in TCs by the
+    backward, or the stored projected outputs); h0 is h_{-1}.
+    """
+    T, B = G.shape[0], G.shape[1]
+    H4 = dw_ih.shape[0]
+    weight_grad(G, 0, 0, H4, x, 0, T, dw_ih, s_ih, part, parts)
+    weight_grad(G, 0, 0, H4, h0.reshape((1, B, h0.shape[1])), 0, 1, dw_hh, s_hh, part, parts)
+    weight_grad(G, 1, 0, H4, Hprev, 0, T - 1, dw_hh, s_hh, part, parts)
+    col_sums(G, 0, T, 0, db, 0, H4 * part // parts, H4 * (part + 1) // parts)
+    finish_weight_grad(dw_ih, s_ih, part, parts)
+    finish_weight_grad(dw_hh, s_hh, part, parts)
+    if dw_hr.shape[0] > 0:
+        weight_grad(dH, 0, 0, dH.shape[2], TCs, 0, T, dw_hr, s_hr, part, parts)
+        finish_weight_grad(dw_hr, s_hr, part, parts)
+
+
+def lstm_backward(dy, dhy, cache, step_norms=None):
+    """Backpropagation through time for :func:`lstm_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dy : (T, B, P) array
+    dhy : tuple (dh_n (B, P), dc_n (B, H))
+    cache : list returned by :func:`lstm_forward` with ``training=True``
+        Emptied: the gate store is overwritten with the gradients.
+    step_norms : (T, B) array or None
+        Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple (dh0 (B, P), dc0 (B, H))
+    dweights : list aligned with the forward's weights (None where a weight is None)
+    """
+    x, h0, c0, G, Cs, TCs, Hs, lens, weights = _common.take(cache, "lstm")
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    dt = x.dtype
+    T, B, I = x.shape
+    H4, P = w_hh.shape
+    H = H4 // 4
+    proj = w_hr is not None
+    dy = _common.contiguous(dy, dt)
+    dh = np.array(dhy[0], dtype=dt, order="C")
+    dc = np.array(dhy[1], dtype=dt, order="C")
+    norms = _common.norms_buffer(step_norms, T, B, dt)
+    dx = np.zeros((T, B, I), dtype=dt)
+    if proj:
+        dH, DM = np.empty((T, B, P), dt), _common.row_buffer(1, B, H, dt)
+        w_hr_p = _common.packed(w_hr, False)
+    else:
+        dH = DM = _common.empty(3, dt)
+        w_hr_p = _common.empty(3, dt)
+    threads = threads_for(2 * T * B * H4 * (I + P))
+    slices = batch_slices(B, threads)
+    args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_ih, False),
+            _common.packed(w_hh, False), w_hr_p, lens, norms, dx)
+    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    _common.store_norms(step_norms, norms)
+    del args   # the packed weights: free them before the gradients are allocated
+
+    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
+    db = np.zeros(H4, dtype=dt)
+    dw_hr = np.zeros_like(w_hr) if proj else _common.empty(2, dt)
+    s_ih, s_hh = _common.grad_scratch(I, H4, dt), _common.grad_scratch(P, H4, dt)
+    s_hr = _common.grad_scratch(H, P, dt) if proj else _common.empty(2, dt)
+    args = (x, h0, G, Hs if proj else TCs, dH, TCs, dw_ih, dw_hh, db, dw_hr, s_ih, s_hh, s_hr)
+    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
+    dweights = [dw_ih, dw_hh, None if b_ih is None else db, None if b_hh is None else db.copy(),
+                dw_hr if proj else None]
+    return dx, (dh, dc), dweights
+
+
+@jit
+def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, hy, cy, G, TCs, M):
+    """One step for a batch, with the weights as stored (no packed copies).
+
+    Parameters
+    ----------
+    x : (B, I) array
+    h : (B, P) array, c : (B, H) array
+    w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
+    w_hr (P, H) array or (0, 0)
+    hy : (B, P) array receiving h'
+    cy : (B, H) array receiving c'
+    G : (1, B, 4H) array receiving the post-activation gates
+    TCs : (1, B, H) array receiving tanh(c')
+    M : (1, B, H) workspace with a projection, else (0, 0, 0)
+    """
+    B = x.shape[0]
+    proj = w_hr.shape[0] > 0
+    g2 = G[0]
+    init_rows(g2, 0, w_ih.shape[0], b_ih, b_hh)
+    mm_nt(x, w_ih, g2, 0)
+    mm_nt(h, w_hh, g2, 0)
+    for b in range(B):
+        copy(cy[b], c[b])
+        if proj:
+            _cell_update(g2[b], cy[b], cy[b], TCs[0, b], M[0, b], M[0, b])
+        else:
+            _cell_update(g2[b], cy[b], cy[b], TCs[0, b], hy[b], hy[b])
+    if proj:
+        hy[:, :] = 0
+        mm_nt(M[0], w_hr, hy, 0)
+
+
+def lstm_step_forward(x, hx, weights, training=True):
+    """One LSTM step (what :class:`fastrnn.LSTMCell` runs).
+
+    Parameters
+    ----------
+    x : (B, I) C-contiguous array
+    hx : tuple (h (B, P), c (B, H)) of C-contiguous arrays
+    weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih, b_hh (4H,) or None, w_hr (P, H) or None)
+    training : bool
+
+    Returns
+    -------
+    hy : tuple (h' (B, P), c' (B, H))
+    cache : list for :func:`lstm_step_backward`, or None when ``training`` is False
+    """
+    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    dt = x.dtype
+    B = x.shape[0]
+    H4, P = w_hh.shape
+    H = H4 // 4
+    h, c = hx
+    hy, cy = np.empty((B, P), dt), np.empty((B, H), dt)
+    G, TCs = np.empty((1, B, H4), dt), np.empty((1, B, H), dt)
+    proj = w_hr is not None
+    M = np.empty((1, B, H), dt) if proj else _common.empty(3, dt)
+    _step_forward_kernel(x, h, c, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
+                         _common.bias_or_empty(b_hh, dt), w_hr if proj else _common.empty(2, dt),
+                         hy, cy, G, TCs, M)
+    if not training:
+        return (hy, cy), None
+    Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
+    cache = [x[None], h.copy(), c.copy(), G, cy.reshape(1, B, H), TCs, Hs,
+             np.ones(B, dtype=np.int64), weights]
+    return (hy, cy), cache
+
+
+def lstm_step_backward(dhy, cache):
+    """Backward of :func:`lstm_step_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dhy : tuple (dh' (B, P), dc' (B, H))
+    cache : list returned by :func:`lstm_step_forward` with ``training=True``
+
+    Returns
+    -------
+    dx : (B, I) array
+    dhx : tuple (dh (B, P), dc (B, H))
+    dweights : list aligned with the forward's weights
+    """
+    dh = dhy[0]
+    dy = np.zeros((1,) + dh.shape, dtype=cache[0].dtype)
+    dx, dhx, dweights = lstm_backward(dy, dhy, cache)
+    return dx[0], dhx, dweights

@@ -1,0 +1,292 @@
+"""Elman RNN kernels of the numba backend (equations of :mod:`fastrnn.reference.rnn`;
+x (T, B, I), h (B, H); ``nonlinearity`` "tanh" or "relu").
+
+Forward, per thread (a slice of the batch) and for the whole sequence: the
+input projection of all steps, ``b_ih + b_hh + x_t @ W_ih^T``, into the
+store (T, B, H) (an eval-mode forward projects ``config.EVAL_STEPS`` steps at
+a time into a small workspace instead); per step ``h_{t-1} @ W_hh^T`` added
+in place, then the activation.  A training-mode forward stores h_t, T*B*H
+values; the backward needs a (T, B, H) buffer for the pre-activation
+gradients, because the products after the time loop need both them and h_t.
+"""
+
+import numpy as np
+
+from . import _common
+from .activations import tanh
+from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
+from .gemm import (
+    col_sums, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
+)
+
+_NONLINEARITIES = ("tanh", "relu")
+
+
+@helper()
+def _activate(g, h, hy, relu):
+    """h_t = tanh(a) or relu(a) of one sequence: g (>= H,) a in, h_t out; h, hy (H,) receive h_t."""
+    H = h.shape[0]
+    zero = g.dtype.type(0)
+    if relu:
+        for j in range(H):
+            if g[j] < zero:   # NaN stays NaN
+                g[j] = zero
+    else:
+        for j in range(H):
+            g[j] = tanh(g[j])
+    for j in range(H):
+        h[j] = g[j]
+    for j in range(H):
+        hy[j] = g[j]
+
+
+@jit
+def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, relu, lengths, y, G, b0, b1):
+    """The forward over the whole sequence for the sequences b0 <= b < b1.
+
+    Parameters
+    ----------
+    x : (T, B, I) array
+    h : (B, H) array, h0 in, h_n out
+    w_ih, w_hh : W_ih^T (I, H) and W_hh^T (H, H), packed (see gemm.pack)
+    b_ih, b_hh : (H,) arrays, or (0,) when absent
+    relu : bool
+    lengths : (B,) int64 array
+    y : (T, B, H) array, written
+    G : (TG, B, >= H) array: the store of h_t (TG = T) or the eval workspace (TG = EVAL_STEPS)
+    b0, b1 : int
+    """
+    T, B, H = x.shape[0], h.shape[0], h.shape[1]
+    h3 = h.reshape((1, B, H))
+    for t in range(T):
+        tg = t % G.shape[0]
+        if tg == 0:
+            nt = min(G.shape[0], T - t)
+            for s in range(nt):
+                init_rows(G[s, b0:b1], 0, H, b_ih, b_hh)
+            mm_rows(x, t, 0, w_ih, H, G, 0, 0, nt, b0, b1)
+        mm_rows(h3, 0, 0, w_hh, H, G, tg, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                y[t, b, :] = 0
+                G[tg, b, :] = 0
+                continue
+            _activate(G[tg, b], h[b], y[t, b], relu)
+
+
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+    """Elman RNN over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
+
+    Parameters
+    ----------
+    x : (T, B, I) array, float32 or float64
+    hx : tuple (h0 (B, H),)
+    weights : tuple (w_ih (H, I), w_hh (H, H), b_ih (H,) or None, b_hh (H,) or None)
+    lengths : (B,) int64 array or None
+        Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
+    training : bool
+        Keep what the backward needs (T*B*H values); otherwise only O(B*H)
+        workspace beyond the output.
+    nonlinearity : {"tanh", "relu"}
+
+    Returns
+    -------
+    y : (T, B, H) array
+    hy : tuple (h_n (B, H),)
+    cache : list, or None when ``training`` is False
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
+                         f"but got {nonlinearity!r}")
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    x = _common.contiguous(x, dt)
+    T, B, I = x.shape
+    H = w_hh.shape[0]
+    relu = nonlinearity == "relu"
+    h = np.array(hx[0], dtype=dt, order="C")
+    h0 = h.copy() if training else None
+    lens = _common.lengths_or_full(lengths, T, B)
+    y = np.empty((T, B, H), dtype=dt)
+    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, H, dt)
+    args = (x, h, _common.packed(w_ih, True), _common.packed(w_hh, True),
+            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
+    slices = batch_slices(B, threads_for(2 * T * B * H * (I + H)))
+    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    cache = [x, h0, G, relu, lens, weights] if training else None
+    return y, (h,), cache
+
+
+@jit
+def _backward_slice(dy, dh, G, DA, w_ih, w_hh, relu, lengths, norms, dx, b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+
+    Parameters
+    ----------
+    dy : (T, B, H) array
+    dh : (B, H) array, dh_n in, dh0 out
+    G : (T, B, >= H) array of h_t
+    DA : (T, B, H) array receiving the pre-activation gradients
+    w_ih, w_hh : W_ih (H, I) and W_hh (H, H), packed (see gemm.pack)
+    relu : bool
+    lengths : (B,) int64 array
+    norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
+    dx : (T, B, I) array of zeros, written
+    b0, b1 : int
+    """
+    T = dy.shape[0]
+    B, H = dh.shape
+    one, zero = dy.dtype.type(1), dy.dtype.type(0)
+    dh3 = dh.reshape((1, B, H))
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                DA[t, b, :] = 0
+                if norms.shape[0] > 0:
+                    norms[t, b] = 0
+                continue
+            d, da, hv = dh[b], DA[t, b], G[t, b]
+            for j in range(H):
+                d[j] += dy[t, b, j]
+            store_norm(norms, t, b, d)
+            if relu:
+                for j in range(H):
+                    da[j] = d[j] * (one if hv[j] > zero else zero)
+            else:
+                for j in range(H):
+                    da[j] = d[j] * (one - hv[j] * hv[j])
+            for j in range(H):
+                d[j] = zero
+        mm_rows(DA, t, 0, w_hh, H, dh3, 0, 0, 1, b0, b1)
+    mm_rows(DA, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
+
+
+@jit
+def _weight_grads_part(x, h0, G, DA, dw_ih, dw_hh, db, s_ih, s_hh, part, parts):
+    """This thread's share of dW_ih, dW_hh and the bias gradient (sum of DA over rows)."""
+    T, B = DA.shape[0], DA.shape[1]
+    H = DA.shape[2]
+    weight_grad(DA, 0, 0, H, x, 0, T, dw_ih, s_ih, part, parts)
+    weight_grad(DA, 0, 0, H, h0.reshape((1, B, H)), 0, 1, dw_hh, s_hh, part, parts)
+    weight_grad(DA, 1, 0, H, G, 0, T - 1, dw_hh, s_hh, part, parts)
+    col_sums(DA, 0, T, 0, db, 0, H * part // parts, H * (part + 1) // parts)
+    finish_weight_grad(dw_ih, s_ih, part, parts)
+    finish_weight_grad(dw_hh, s_hh, part, parts)
+
+
+def rnn_backward(dy, dhy, cache, step_norms=None):
+    """Backpropagation through time for :func:`rnn_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dy : (T, B, H) array
+    dhy : tuple (dh_n (B, H),)
+    cache : list returned by :func:`rnn_forward` with ``training=True``
+    step_norms : (T, B) array or None
+        Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dhx : tuple (dh0 (B, H),)
+    dweights : list aligned with the forward's weights (None where a weight is None)
+    """
+    x, h0, G, relu, lens, weights = _common.take(cache, "rnn")
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    T, B, I = x.shape
+    H = w_hh.shape[0]
+    dy = _common.contiguous(dy, dt)
+    dh = np.array(dhy[0], dtype=dt, order="C")
+    norms = _common.norms_buffer(step_norms, T, B, dt)
+    dx = np.zeros((T, B, I), dtype=dt)
+    DA = np.empty((T, B, H), dtype=dt)
+    threads = threads_for(2 * T * B * H * (I + H))
+    slices = batch_slices(B, threads)
+    args = (dy, dh, G, DA, _common.packed(w_ih, False), _common.packed(w_hh, False), relu, lens,
+            norms, dx)
+    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    _common.store_norms(step_norms, norms)
+    del args   # the packed weights: free them before the gradients are allocated
+
+    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
+    db = np.zeros(H, dtype=dt)
+    args = (x, h0, G, DA, dw_ih, dw_hh, db, _common.grad_scratch(I, H, dt),
+            _common.grad_scratch(H, H, dt))
+    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
+    return dx, (dh,), [dw_ih, dw_hh, None if b_ih is None else db,
+                       None if b_hh is None else db.copy()]
+
+
+@jit
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, hy, G):
+    """One step for a batch, with the weights as stored (no packed copies).
+
+    Parameters
+    ----------
+    x : (B, I) array
+    h : (B, H) array
+    w_ih (H, I), w_hh (H, H) arrays; b_ih, b_hh (H,) arrays or (0,) when absent
+    relu : bool
+    hy : (B, H) array receiving h'
+    G : (1, B, H) array receiving h' (the store for the backward)
+    """
+    B = x.shape[0]
+    g2 = G[0]
+    init_rows(g2, 0, w_hh.shape[0], b_ih, b_hh)
+    mm_nt(x, w_ih, g2, 0)
+    mm_nt(h, w_hh, g2, 0)
+    for b in range(B):
+        _activate(g2[b], hy[b], hy[b], relu)
+
+
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
+    """One Elman RNN step (what :class:`fastrnn.RNNCell` runs).
+
+    Parameters
+    ----------
+    x : (B, I) array
+    hx : tuple (h (B, H),)
+    weights : tuple (w_ih (H, I), w_hh (H, H), b_ih (H,) or None, b_hh (H,) or None)
+    training : bool
+    nonlinearity : {"tanh", "relu"}
+
+    Returns
+    -------
+    hy : tuple (h' (B, H),)
+    cache : list for :func:`rnn_step_backward`, or None when ``training`` is False
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
+                         f"but got {nonlinearity!r}")
+    w_ih, w_hh, b_ih, b_hh = weights
+    dt = x.dtype
+    (h,) = hx
+    B = x.shape[0]
+    H = w_hh.shape[0]
+    relu = nonlinearity == "relu"
+    hy, G = np.empty((B, H), dt), np.empty((1, B, H), dt)
+    _step_forward_kernel(x, h, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
+                         _common.bias_or_empty(b_hh, dt), relu, hy, G)
+    if not training:
+        return (hy,), None
+    return (hy,), [x[None], h.copy(), G, relu, np.ones(B, dtype=np.int64), weights]
+
+
+def rnn_step_backward(dhy, cache):
+    """Backward of :func:`rnn_step_forward` (consumes ``cache``).
+
+    Parameters
+    ----------
+    dhy : tuple (dh' (B, H),)
+    cache : list returned by :func:`rnn_step_forward` with ``training=True``
+
+    Returns
+    -------
+    dx : (B, I) array
+    dhx : tuple (dh (B, H),)
+    dweights : list aligned with the forward's weights
+    """
+    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
+    dx, dhx, dweights = rnn_backward(dy, dhy, cache)
+    return dx[0], dhx, dweights

@@ -1,0 +1,354 @@
+"""Tests of the numba backend's kernels (fastrnn.jit) against the NumPy reference.
+
+Parity of every kernel with fastrnn.reference (float64: atol 1e-9; float32:
+atol 2e-5 on outputs and states, rtol 1e-4 on gradients) over cell type x
+lengths x bias x projection x batch size (0, 1, several) x step norms x
+thread count; plus the float32 activations (error bound, saturation, NaN),
+thread-count independence, the memory kept by a forward, and the disk cache
+(including its quiet fallback when the cache directory is read-only).
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+numba = pytest.importorskip("numba")
+
+from fastrnn import reference  # noqa: E402
+from fastrnn import jit as nb  # noqa: E402
+from fastrnn.jit import activations, config  # noqa: E402
+
+DTYPES = (np.float64, np.float32)
+
+
+@pytest.fixture
+def threads(request):
+    """Run with the given thread count, and force threading for tiny shapes."""
+    n = request.param
+    saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
+    config.set_num_threads(n)
+    config.PARALLEL_MIN_FLOPS = 0
+    yield n
+    config.set_num_threads(saved[0])
+    config.PARALLEL_MIN_FLOPS = saved[1]
+
+
+# ---------------------------------------------------------------- activations
+@numba.njit(error_model="numpy", fastmath=set(config.FASTMATH))   # kernels' flags, no disk cache
+def _apply_activations(x, th, sg):
+    for i in range(x.shape[0]):
+        th[i] = activations.tanh(x[i])
+        sg[i] = activations.sigmoid(x[i])
+
+
+def _activations(x):
+    th, sg = np.empty_like(x), np.empty_like(x)
+    _apply_activations(x, th, sg)
+    return th, sg
+
+
+def _exact(x):
+    x = x.astype(np.float64)
+    return np.tanh(x), 0.5 + 0.5 * np.tanh(0.5 * x)
+
+
+@pytest.mark.parametrize("dtype, bound", [(np.float32, 5e-7), (np.float64, 1e-15)])
+def test_activation_error_bound(dtype, bound):
+    x = np.linspace(-20, 20, 4_000_001, dtype=np.float64).astype(dtype)
+    x = np.concatenate([x, np.linspace(-1e-3, 1e-3, 100_001).astype(dtype)])
+    th, sg = _activations(x)
+    ref_th, ref_sg = _exact(x)
+    assert np.abs(th - ref_th).max() < bound
+    assert np.abs(sg - ref_sg).max() < bound
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_activation_saturation_and_nan(dtype):
+    x = np.array([1e4, -1e4, np.inf, -np.inf, 40.0, -40.0, np.nan, 0.0], dtype=dtype)
+    th, sg = _activations(x)
+    np.testing.assert_array_equal(th[:6], [1, -1, 1, -1, 1, -1])
+    np.testing.assert_array_equal(sg[[0, 2, 4]], [1, 1, 1])
+    assert np.all(sg[[1, 3]] == 0) and 0 <= sg[5] < 1e-12
+    assert np.isnan(th[6]) and np.isnan(sg[6])
+    assert th[7] == 0 and sg[7] == 0.5
+
+
+def test_activation_range_float32():
+    x = np.linspace(-12, 12, 4_000_001).astype(np.float32)
+    th, sg = _activations(x)
+    assert np.all(np.abs(th) <= 1) and np.all((sg >= 0) & (sg <= 1))
+    np.testing.assert_array_equal(np.sign(th), np.sign(x))
+
+
+# ---------------------------------------------------------------- parity with the reference
+def _weights(cell, I, H, P, bias, dtype, rng):
+    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    w = [rng.uniform(-0.6, 0.6, (G * H, I)), rng.uniform(-0.6, 0.6, (G * H, P or H))]
+    w += [rng.uniform(-0.6, 0.6, G * H), rng.uniform(-0.6, 0.6, G * H)] if bias else [None, None]
+    if cell == "lstm":
+        w.append(rng.uniform(-0.6, 0.6, (P, H)) if P else None)
+    return tuple(None if a is None else a.astype(dtype) for a in w)
+
+
+def _problem(cell, T, B, I, H, P, bias, dtype, with_lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    weights = _weights(cell, I, H, P, bias, dtype, rng)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    hx = (rng.standard_normal((B, P or H)).astype(dtype),)
+    if cell == "lstm":
+        hx += (rng.standard_normal((B, H)).astype(dtype),)
+    lengths = rng.integers(1, T + 1, B).astype(np.int64) if with_lengths else None
+    if with_lengths and B:
+        lengths[0] = T
+    return rng, x, hx, weights, lengths
+
+
+def _check(got, ref, dtype, grad=False):
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9)
+    elif grad:
+        scale = max(1.0, np.abs(ref).max(initial=0))
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4 * scale)
+    else:
+        np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
+
+
+def _kernels(module, cell):
+    return tuple(getattr(module, f"{cell}_{k}") for k in
+                 ("forward", "backward", "step_forward", "step_backward"))
+
+
+CASES = [  # cell, proj_size, options
+    ("rnn", 0, {"nonlinearity": "tanh"}), ("rnn", 0, {"nonlinearity": "relu"}),
+    ("gru", 0, {}), ("lstm", 0, {}), ("lstm", 3, {}),
+]
+CASE_IDS = [cell + str(P) + "".join(opts.values()) for cell, P, opts in CASES]
+FLAGS3 = list(itertools.product([True, False], repeat=3))
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("B", [0, 1, 5])
+@pytest.mark.parametrize("bias, with_lengths, norms", FLAGS3)
+def test_sequence_parity(threads, dtype, cell, P, opts, B, bias, with_lengths, norms):
+    T, I, H = 6, 4, 5
+    rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, bias, dtype, with_lengths)
+    fwd_r, bwd_r = _kernels(reference, cell)[:2]
+    fwd_n, bwd_n = _kernels(nb, cell)[:2]
+    y_r, hy_r, cache_r = fwd_r(x, hx, weights, lengths, True, **opts)
+    y_n, hy_n, cache_n = fwd_n(x, hx, weights, lengths, True, **opts)
+    _check(y_n, y_r, dtype)
+    for a, b in zip(hy_n, hy_r):
+        _check(a, b, dtype)
+    dy = rng.standard_normal(y_r.shape).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy_r)
+    sn_r = np.zeros((T, B), dtype) if norms else None
+    sn_n = np.full((T, B), np.nan, dtype) if norms else None
+    dx_r, dhx_r, dw_r = bwd_r(dy, dhy, cache_r, sn_r)
+    dx_n, dhx_n, dw_n = bwd_n(dy, dhy, cache_n, sn_n)
+    _check(dx_n, dx_r, dtype, grad=True)
+    for a, b in zip(dhx_n, dhx_r):
+        _check(a, b, dtype, grad=True)
+    assert len(dw_n) == len(dw_r) == len(weights)
+    for a, b in zip(dw_n, dw_r):
+        assert (a is None) == (b is None)
+        if a is not None:
+            _check(a, b, dtype, grad=True)
+    if norms:
+        _check(sn_n, sn_r, dtype, grad=True)
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths):
+    # T > config.EVAL_STEPS: the eval forward projects the input in several blocks
+    T, B, I, H = config.EVAL_STEPS * 2 + 3, 4, 3, 6
+    _, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, with_lengths)
+    y_r, hy_r, _ = _kernels(reference, cell)[0](x, hx, weights, lengths, False, **opts)
+    y_n, hy_n, cache = _kernels(nb, cell)[0](x, hx, weights, lengths, False, **opts)
+    assert cache is None
+    _check(y_n, y_r, dtype)
+    for a, b in zip(hy_n, hy_r):
+        _check(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("B", [0, 1, 3])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_step_parity(dtype, cell, P, opts, B, bias, training):
+    I, H = 4, 5
+    rng, x, hx, weights, _ = _problem(cell, 1, B, I, H, P, bias, dtype, False)
+    step_f_r, step_b_r = _kernels(reference, cell)[2:]
+    step_f_n, step_b_n = _kernels(nb, cell)[2:]
+    hy_r, cache_r = step_f_r(x[0], hx, weights, training, **opts)
+    hy_n, cache_n = step_f_n(x[0], hx, weights, training, **opts)
+    for a, b in zip(hy_n, hy_r):
+        _check(a, b, dtype)
+    if not training:
+        assert cache_n is None
+        return
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy_r)
+    dx_r, dhx_r, dw_r = step_b_r(dhy, cache_r)
+    dx_n, dhx_n, dw_n = step_b_n(dhy, cache_n)
+    _check(dx_n, dx_r, dtype, grad=True)
+    for a, b in zip(dhx_n, dhx_r):
+        _check(a, b, dtype, grad=True)
+    for a, b in zip(dw_n, dw_r):
+        assert (a is None) == (b is None)
+        if a is not None:
+            _check(a, b, dtype, grad=True)
+
+
+# ---------------------------------------------------------------- threads
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
+def test_thread_count_independence(dtype, cell, P, opts):
+    """Every result is bit-for-bit the same for 1, 2, 3 and 4 threads."""
+    T, B, I, H = 9, 7, 6, 9
+    results = []
+    saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
+    config.PARALLEL_MIN_FLOPS = 0
+    try:
+        for n in (1, 2, 3, 4):
+            config.set_num_threads(n)
+            rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, True, seed=3)
+            forward, backward = _kernels(nb, cell)[:2]
+            y, hy, cache = forward(x, hx, weights, lengths, True, **opts)
+            dy = rng.standard_normal(y.shape).astype(dtype)
+            norms = np.zeros((T, B), dtype)
+            dx, dhx, dw = backward(dy, hy, cache, norms)
+            results.append([y, *hy, dx, *dhx, *(w for w in dw if w is not None), norms])
+    finally:
+        config.set_num_threads(saved[0])
+        config.PARALLEL_MIN_FLOPS = saved[1]
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_set_num_threads_checks():
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="threads"):
+            config.set_num_threads(bad)
+
+
+def test_batch_slices():
+    np.testing.assert_array_equal(config.batch_slices(10, 3), [0, 3, 6, 10])
+    np.testing.assert_array_equal(config.batch_slices(1, 4), [0, 1])
+    np.testing.assert_array_equal(config.batch_slices(0, 2), [0, 0])
+
+
+# ---------------------------------------------------------------- cache and memory
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_backward_consumes_cache(cell):
+    _, x, hx, weights, _ = _problem(cell, 3, 2, 3, 4, 0, True, np.float64, False)
+    forward, backward = _kernels(nb, cell)[:2]
+    y, hy, cache = forward(x, hx, weights)
+    backward(y, hy, cache)
+    with pytest.raises(RuntimeError, match="already used"):
+        backward(y, hy, cache)
+    with pytest.raises(TypeError, match="cache"):
+        backward(y, hy, None)
+
+
+@pytest.mark.parametrize("cell, P, per_step",
+                         [("rnn", 0, 1), ("gru", 0, 5), ("lstm", 0, 6), ("lstm", 3, 6)])
+def test_memory_kept_by_forward(cell, P, per_step):
+    """A training forward keeps T*B*(per_step*H [+ P]) values; an eval forward keeps nothing."""
+    T, B, I, H = 7, 3, 4, 5
+    _, x, hx, weights, _ = _problem(cell, T, B, I, H, P, True, np.float64, False)
+    forward = _kernels(nb, cell)[0]
+    _, _, cache = forward(x, hx, weights)
+    arrays = [a for a in cache if isinstance(a, np.ndarray) and a is not x and a.ndim == 3]
+    expected = T * B * (per_step * H + P)
+    pad = T * B * 64 // 8   # the rows of the gate store are padded by 64 bytes
+    assert expected <= sum(a.size for a in arrays) <= expected + pad
+    assert forward(x, hx, weights, None, False)[2] is None
+
+
+_CACHE_SCRIPT = textwrap.dedent("""
+    import warnings
+    warnings.simplefilter("error")
+    import numpy as np
+    from fastrnn.jit import config, rnn
+    x = np.ones((2, 1, 3)); w = (np.ones((4, 3)), np.ones((4, 4)), None, None)
+    (h,), _ = rnn.rnn_step_forward(x[0], (np.zeros((1, 4)),), w, False)
+    assert np.allclose(h, np.tanh(3.0))
+    print(config.CACHE_DIR)
+    print(sum(rnn._step_forward_kernel.stats.cache_hits.values()))
+""")
+
+
+def _run_cache_script(cache_dir):
+    env = dict(os.environ, FASTRNN_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    return out.stdout.split()
+
+
+def test_disk_cache(tmp_path):
+    cache_dir, hits = _run_cache_script(str(tmp_path))
+    assert cache_dir.startswith(str(tmp_path)) and hits == "0"
+    assert any(name.endswith(".nbi") for _, _, files in os.walk(tmp_path) for name in files)
+    cache_dir_again, hits = _run_cache_script(str(tmp_path))
+    assert cache_dir_again == cache_dir and hits == "1"
+
+
+def test_read_only_cache_falls_back_quietly(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    cache_dir, hits = _run_cache_script(str(blocker / "cache"))   # cannot be created
+    assert cache_dir == "None" and hits == "0"
+    if os.name == "posix" and os.geteuid() != 0:   # root can write anywhere
+        read_only = tmp_path / "read_only"
+        read_only.mkdir(mode=0o500)
+        cache_dir, _ = _run_cache_script(str(read_only))
+        assert cache_dir == "None" and not any(read_only.iterdir())
+
+
+def test_empty_cache_dir_disables_cache():
+    cache_dir, _ = _run_cache_script("")
+    assert cache_dir == "None"
+
+
+def test_warmup_compiles_everything_once_per_dtype():
+    """After warmup(), no option (bias, projection, lengths, training, relu, batch size,
+    thread count) compiles anything new: every kernel has one signature per dtype."""
+    from numba.core.registry import CPUDispatcher
+    from fastrnn.jit import gemm, gru, lstm, rnn
+
+    nb.warmup()
+    dispatchers = [obj for mod in (gemm, rnn, gru, lstm) for obj in vars(mod).values()
+                   if isinstance(obj, CPUDispatcher)]
+    before = {d: len(d.signatures) for d in dispatchers}
+    assert before and all(n == 2 for n in before.values()), before
+    saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
+    config.PARALLEL_MIN_FLOPS = 0
+    try:
+        for (cell, P, opts), dtype, B, bias, with_lengths, n in itertools.product(
+                CASES, DTYPES, [0, 1, 3], [True, False], [True, False], [1, 2]):
+            config.set_num_threads(n)
+            rng, x, hx, weights, lengths = _problem(cell, 3, B, 2, 4, P, bias, dtype, with_lengths)
+            forward, backward, step_forward, step_backward = _kernels(nb, cell)
+            forward(x, hx, weights, lengths, False, **opts)
+            y, hy, cache = forward(x, hx, weights, lengths, True, **opts)
+            backward(y, hy, cache, np.zeros((3, B), dtype) if with_lengths else None)
+            hy, cache = step_forward(x[0], hx, weights, True, **opts)
+            step_backward(hy, cache)
+    finally:
+        config.set_num_threads(saved[0])
+        config.PARALLEL_MIN_FLOPS = saved[1]
+    assert {d: len(d.signatures) for d in dispatchers} == before
