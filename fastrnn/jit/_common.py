@@ -4,6 +4,13 @@ import numpy as np
 
 from .gemm import DIRECT_MIN, pack, panel_shape
 
+#: fewest rows (T*B) for which a short-rowed weight gradient is summed transposed: the
+#: final transposition costs as much as summing a few rows
+TRANSPOSED_MIN_ROWS = 64
+#: bytes added to every row of the buffers that matrix products write, so that rows
+#: whose width is a multiple of 4 KiB do not map to the same cache sets
+ROW_PAD_BYTES = 64
+
 _EMPTY = {}
 
 
@@ -25,16 +32,17 @@ def bias_or_empty(b, dtype):
 
 
 def packed(w, transpose):
-    """``w.T`` (``transpose``) or ``w`` packed in column panels for the kernels' matrix products."""
+    """``w.T`` (``transpose``) or ``w`` packed in column panels for the kernels' matrix products.
+
+    A C-contiguous ``w`` that fits in one panel is its own packed form: a view, no copy.
+    """
     K, N = (w.shape[1], w.shape[0]) if transpose else w.shape
-    out = np.empty(panel_shape(K, N), dtype=w.dtype)
+    shape = panel_shape(K, N)
+    if not transpose and shape[0] == 1 and w.flags.c_contiguous:
+        return w.reshape(shape)
+    out = np.empty(shape, dtype=w.dtype)
     pack(w, transpose, out)
     return out
-
-
-#: bytes added to every row of the buffers that matrix products write, so that rows
-#: whose width is a multiple of 4 KiB do not map to the same cache sets
-ROW_PAD_BYTES = 64
 
 
 def row_buffer(T, B, width, dtype):
@@ -63,6 +71,7 @@ def norms_buffer(step_norms, T, B, dtype):
 
 
 def store_norms(step_norms, buffer):
+    """Copy the norms back into ``step_norms`` when :func:`norms_buffer` made a new buffer."""
     if step_norms is not None and buffer is not step_norms:
         step_norms[...] = buffer
 
@@ -73,7 +82,7 @@ def take(cache, cell):
     The backward reuses the forward's stored gates as its gradient buffer, so
     a cache supports one backward pass.
     """
-    if cache is None or not isinstance(cache, list):
+    if not isinstance(cache, list):
         raise TypeError(f"{cell}_backward needs the cache returned by {cell}_forward "
                         f"with training=True, but got {type(cache).__name__}")
     if not cache:
@@ -84,9 +93,10 @@ def take(cache, cell):
     return values
 
 
-
-
-def grad_scratch(K, ng, dtype):
-    """Scratch for a (ng, K) weight gradient: (K, ng) zeros when its rows are short enough
-    to be summed transposed, else an empty array (see :func:`fastrnn.jit.gemm.weight_grad`)."""
-    return np.zeros((K, ng), dtype=dtype) if K < DIRECT_MIN else empty(2, dtype)
+def grad_scratch(K, ng, rows, dtype):
+    """Scratch for a (ng, K) weight gradient summed over ``rows`` rows: (K, ng) zeros when
+    summing it transposed pays (short rows, many of them), else an empty array (see
+    :func:`fastrnn.jit.gemm.weight_grad`)."""
+    if K < DIRECT_MIN and rows >= TRANSPOSED_MIN_ROWS:
+        return np.zeros((K, ng), dtype=dtype)
+    return empty(2, dtype)

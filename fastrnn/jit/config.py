@@ -56,6 +56,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -154,7 +155,9 @@ def helper(fastmath=FASTMATH):
 def _default_threads():
     env = os.environ.get(THREADS_ENV, "").strip()
     if env:
-        return max(1, int(env))
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, but got {env!r}")
+        return int(env)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -163,6 +166,7 @@ def _default_threads():
 
 _threads = _default_threads()
 _pool = (None, 0, None)   # (pid, workers, ThreadPoolExecutor), made on first use in a process
+_pool_lock = threading.Lock()
 
 
 def get_num_threads():
@@ -203,10 +207,13 @@ def run_threads(kernel, args, tails):
     if len(tails) == 1:
         kernel(*args, *tails[0])
         return
-    if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, forked, more threads
-        workers = max(_threads, len(tails)) - 1
-        _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="fastrnn"))
-    futures = [_pool[2].submit(kernel, *args, *tail) for tail in tails[1:]]
+    with _pool_lock:
+        if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, fork, more threads
+            workers = max(_threads, len(tails)) - 1
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
+            _pool = (os.getpid(), workers, executor)
+        pool = _pool[2]
+    futures = [pool.submit(kernel, *args, *tail) for tail in tails[1:]]
     try:
         kernel(*args, *tails[0])
     finally:

@@ -1,16 +1,28 @@
-"""Matrix products (and reductions) of the numba kernels, written as numba loops, not BLAS calls.
+"""Matrix products (and reductions) of the numba kernels: numba loops, not BLAS calls.
 
 A recurrent layer multiplies small blocks of rows (a thread's slice of the
-batch, one time step) by the same weight matrix again and again.  BLAS copies
-("packs") the weight matrix at every such call and its thread pool fights the
-kernels' own threads for the cores; these loops do neither.  The inner loop
-runs along a contiguous output row, updating 4 rows from 4 columns of the left
-operand at a time (16 fused multiply-adds per 8 loads and 4 stores), which
-LLVM turns into SIMD code; the right operand is walked in blocks (a column
-panel of at most :data:`PANEL` elements by as many rows as fit in
-:data:`BLOCK_BYTES`) that stay in the L2 cache while all rows go by.  Each update is written
-``c[j] = c[j] + a0 * w0[j] + a1 * w1[j] + ...`` so that it compiles to a
-chain of fused multiply-adds only.
+batch at one time step) by the same weight matrix again and again.  BLAS
+would copy ("pack") the weights at every such call, and its thread pool would
+fight the kernels' own threads for the cores.  Here the right-hand operand is
+packed once per kernel call (:func:`pack`, into column panels of at most
+:data:`PANEL` elements, contiguous, so the rows read together do not share
+cache sets), and the products run on the calling thread:
+
+* :func:`mm_rows` (``C += A @ R``, the forward's and the backward's products)
+  updates 4 rows of C from 4 columns of A at a time: an inner loop along a
+  row segment of C doing 16 fused multiply-adds per 8 loads and 4 stores,
+  which LLVM turns into SIMD code; R is walked in blocks of
+  :data:`BLOCK_BYTES` that stay in the L2 cache while all rows go by.
+* :func:`mm_tn` (``C += A^T @ X``, the weight gradients) has the same inner
+  loop, with C's rows indexed by A's columns.
+* :func:`mm_nt` (``C += A @ R^T``) serves the one-step kernels, which use the
+  weights as stored (packing would cost more than the step).
+
+Two rules keep the inner loops fast: they index only views whose index
+starts at 0 (an offset index such as ``v[j0 + j]`` gets numba's
+negative-index check and loses vectorisation, halving the speed), and every
+update is written ``c[j] = c[j] + a0 * w0[j] + a1 * w1[j] + ...`` so that it
+compiles to a chain of fused multiply-adds only.
 
 Rows are addressed as ``(t, b)`` pairs of time-major ``(T, B, width)``
 arrays, so one call covers any run of time steps of a slice of the batch.

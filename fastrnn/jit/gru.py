@@ -263,8 +263,9 @@ def gru_backward(dy, dhy, cache, step_norms=None):
 
     dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
     dsum = np.zeros(4 * H, dtype=dt)
-    args = (x, h0, G, Hs, dw_ih, dw_hh, dsum, _common.grad_scratch(I, H3, dt),
-            _common.grad_scratch(H, 2 * H, dt), _common.grad_scratch(H, H, dt))
+    rows = T * B
+    args = (x, h0, G, Hs, dw_ih, dw_hh, dsum, _common.grad_scratch(I, H3, rows, dt),
+            _common.grad_scratch(H, 2 * H, rows, dt), _common.grad_scratch(H, H, rows, dt))
     run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
     db_ih = None if b_ih is None else dsum[:H3].copy()
     db_hh = None if b_hh is None else np.concatenate([dsum[:2 * H], dsum[3 * H:]])

@@ -338,8 +338,8 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
     db = np.zeros(H4, dtype=dt)
     dw_hr = np.zeros_like(w_hr) if proj else _common.empty(2, dt)
-    s_ih, s_hh = _common.grad_scratch(I, H4, dt), _common.grad_scratch(P, H4, dt)
-    s_hr = _common.grad_scratch(H, P, dt) if proj else _common.empty(2, dt)
+    s_ih, s_hh = _common.grad_scratch(I, H4, T * B, dt), _common.grad_scratch(P, H4, T * B, dt)
+    s_hr = _common.grad_scratch(H, P, T * B, dt) if proj else _common.empty(2, dt)
     args = (x, h0, G, Hs if proj else TCs, dH, TCs, dw_ih, dw_hh, db, dw_hr, s_ih, s_hh, s_hr)
     run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
     dweights = [dw_ih, dw_hh, None if b_ih is None else db, None if b_hh is None else db.copy(),

@@ -211,8 +211,8 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
 
     dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
     db = np.zeros(H, dtype=dt)
-    args = (x, h0, G, DA, dw_ih, dw_hh, db, _common.grad_scratch(I, H, dt),
-            _common.grad_scratch(H, H, dt))
+    args = (x, h0, G, DA, dw_ih, dw_hh, db, _common.grad_scratch(I, H, T * B, dt),
+            _common.grad_scratch(H, H, T * B, dt))
     run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
     return dx, (dh,), [dw_ih, dw_hh, None if b_ih is None else db,
                        None if b_hh is None else db.copy()]
