@@ -21,7 +21,7 @@ numba = pytest.importorskip("numba")
 
 from fastrnn import reference  # noqa: E402
 from fastrnn import jit as nb  # noqa: E402
-from fastrnn.jit import activations, config  # noqa: E402
+from fastrnn.jit import _common, activations, config  # noqa: E402
 
 DTYPES = (np.float64, np.float32)
 
@@ -169,7 +169,7 @@ def test_sequence_parity(threads, dtype, cell, P, opts, B, bias, with_lengths, n
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
 def test_backward_parity_many_rows(threads, dtype, cell, P, opts):
-    """T*B >= 64 rows: short-rowed weight gradients are summed transposed (gemm.weight_grad)."""
+    """T*B = 80 rows with lengths: the products after the loop (BLAS) see masked zero rows."""
     T, B, I, H = 10, 8, 5, 6
     rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, True)
     fwd_r, bwd_r = _kernels(reference, cell)[:2]
@@ -189,9 +189,12 @@ def test_backward_parity_many_rows(threads, dtype, cell, P, opts):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("with_lengths", [False, True])
-def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths):
-    # T > config.EVAL_STEPS: the eval forward projects the input in several blocks
-    T, B, I, H = config.EVAL_STEPS * 2 + 3, 4, 3, 6
+def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths, monkeypatch):
+    """An eval forward projects the input EVAL_ROWS rows at a time: here in 3 blocks, the last
+    one shorter, and carries the state across them."""
+    T, B, I, H = 19, 4, 3, 6
+    monkeypatch.setattr(config, "EVAL_ROWS", 8 * B)
+    assert _common.store_steps(T, B, False) == 8
     _, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, with_lengths)
     y_r, hy_r, _ = _kernels(reference, cell)[0](x, hx, weights, lengths, False, **opts)
     y_n, hy_n, cache = _kernels(nb, cell)[0](x, hx, weights, lengths, False, **opts)
@@ -233,9 +236,10 @@ def test_step_parity(dtype, cell, P, opts, B, bias, training):
 # ---------------------------------------------------------------- threads
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
-def test_thread_count_independence(dtype, cell, P, opts):
+def test_thread_count_independence(dtype, cell, P, opts, monkeypatch):
     """Every result is bit-for-bit the same for 1, 2, 3 and 4 threads."""
-    T, B, I, H = 9, 8, 6, 9   # 72 rows: weight gradients summed transposed
+    T, B, I, H = 9, 8, 6, 9
+    monkeypatch.setattr(config, "BLAS_MIN_ROWS", 8)   # 72 rows: 8 BLAS blocks, shared unevenly
     results = []
     saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
     config.PARALLEL_MIN_FLOPS = 0
@@ -255,6 +259,38 @@ def test_thread_count_independence(dtype, cell, P, opts):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_blas_held_at_one_thread_while_a_kernel_runs(cell, monkeypatch):
+    """BLAS's own threads would spin after each call and slow the time loops down: a kernel
+    holds them at one thread while it runs and gives the previous count back."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def numpy_blas_threads():   # the BLAS of NumPy's wheel (numpy.libs), which the kernels call
+        return {p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas" and f"{os.sep}numpy" in p["filepath"]}
+
+    if not numpy_blas_threads():
+        pytest.skip("NumPy's BLAS is not a library of its own wheel here")
+    seen = []
+    project = _common.project
+
+    def spy(*args):
+        seen.append(numpy_blas_threads())
+        return project(*args)
+
+    monkeypatch.setattr(_common, "project", spy)
+    P = 0
+    _, x, hx, weights, lengths = _problem(cell, 5, 4, 3, 6, P, True, np.float32, False)
+    forward, backward = _kernels(nb, cell)[:2]
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = numpy_blas_threads()
+        y, hy, cache = forward(x, hx, weights, lengths, True)
+        backward(y, hy, cache)
+        after = numpy_blas_threads()
+    assert before == after == {2}
+    assert seen == [{1}]
 
 
 def test_set_num_threads_checks():

@@ -1,12 +1,18 @@
-"""Python-side helpers shared by the numba kernels' public wrappers."""
+"""Python-side helpers shared by the numba kernels' public wrappers.
+
+The products over all T*B rows of a sequence (the input projection before a
+time loop; dx and the weight gradients after it) are BLAS calls made here,
+through NumPy, between the compiled loops, on blocks of output rows shared among the kernels' threads (BLAS itself on one thread,
+see :func:`fastrnn.jit.config.one_blas_thread`): BLAS packs its operands
+once per call, which pays off over hundreds of rows.
+"""
 
 import numpy as np
 
-from .gemm import DIRECT_MIN, pack, panel_shape
+from . import config
+from .config import run_threads, threads_for
+from .gemm import pack, panel_shape
 
-#: fewest rows (T*B) for which a short-rowed weight gradient is summed transposed: the
-#: final transposition costs as much as summing a few rows
-TRANSPOSED_MIN_ROWS = 64
 #: bytes added to every row of the buffers that matrix products write, so that rows
 #: whose width is a multiple of 4 KiB do not map to the same cache sets
 ROW_PAD_BYTES = 64
@@ -93,10 +99,73 @@ def take(cache, cell):
     return values
 
 
-def grad_scratch(K, ng, rows, dtype):
-    """Scratch for a (ng, K) weight gradient summed over ``rows`` rows: (K, ng) zeros when
-    summing it transposed pays (short rows, many of them), else an empty array (see
-    :func:`fastrnn.jit.gemm.weight_grad`)."""
-    if K < DIRECT_MIN and rows >= TRANSPOSED_MIN_ROWS:
-        return np.zeros((K, ng), dtype=dtype)
-    return empty(2, dtype)
+def flat(a):
+    """A time-major (T, B, W) array (padded rows included) as a (T*B, W) view."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+
+
+def store_steps(T, B, training):
+    """Time steps the gate store holds: all T in training, else enough for
+    :data:`config.EVAL_ROWS` rows (at least one step), so that an eval-mode
+    forward needs O(max(B, EVAL_ROWS) * H) workspace whatever T."""
+    return T if training else max(1, min(T, config.EVAL_ROWS // max(1, B)))
+
+
+def _row_blocks(M):
+    """Boundaries of the row blocks of an M-row product: at most ``config.BLAS_BLOCKS`` blocks
+    of at least ``config.BLAS_MIN_ROWS`` rows (fewer for a short product), a function of M
+    alone, so that results do not depend on the thread count."""
+    n = max(1, min(config.BLAS_BLOCKS, M // config.BLAS_MIN_ROWS))
+    return [M * k // n for k in range(n + 1)]
+
+
+def _matmul_part(A, B, out, add, bounds, part, parts):
+    """This thread's share of :func:`matmul`: its blocks of rows, one BLAS call each."""
+    n = len(bounds) - 1
+    for k in range(n * part // parts, n * (part + 1) // parts):
+        r0, r1 = bounds[k], bounds[k + 1]
+        if add:
+            out[r0:r1] += A[r0:r1] @ B
+        else:
+            np.matmul(A[r0:r1], B, out=out[r0:r1])
+
+
+def matmul(A, B, out, add=False):
+    """``out = A @ B`` (``out += A @ B`` when ``add``): BLAS on blocks of rows, threads sharing them.
+
+    Parameters
+    ----------
+    A : (M, K) array, B : (K, N) array, out : (M, N) array (any strides BLAS takes)
+    """
+    bounds = _row_blocks(out.shape[0])
+    threads = min(len(bounds) - 1, threads_for(2 * A.shape[0] * A.shape[1] * B.shape[1]))
+    run_threads(_matmul_part, (A, B, out, add, bounds), [(k, threads) for k in range(threads)])
+
+
+def project(x, t0, nt, w, G):
+    """``G[:nt, :, :N] = x[t0:t0+nt] @ w.T``: the input projection of ``nt`` steps.
+
+    Parameters
+    ----------
+    x : (T, B, I) C-contiguous array
+    w : (N, I) array
+    G : (>= nt, B, >= N) C-contiguous array
+    """
+    N = w.shape[0]
+    matmul(flat(x[t0:t0 + nt]), w.T, flat(G[:nt])[:, :N])
+
+
+def recurrent_grad(D, h0, Hs, out):
+    """``out = sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
+
+    Parameters
+    ----------
+    D : (T*B, N) array (a view of a gate-gradient store): rows (t, b), time-major
+    h0 : (B, K) array, h_{-1}
+    Hs : (>= T-1, B, >= K) C-contiguous array whose step t holds h_t (in its first K columns)
+    out : (N, K) array, overwritten
+    """
+    B, K = h0.shape
+    matmul(D[:B].T, h0, out)
+    if D.shape[0] > B:
+        matmul(D[B:].T, flat(Hs)[:D.shape[0] - B, :K], out, add=True)

@@ -39,19 +39,24 @@ quietly.  :func:`fastrnn.jit.warmup` compiles (or loads) everything up front.
 Threads
 -------
 A sequence kernel splits the batch into contiguous slices, one per thread,
-and each thread runs the whole time loop on its slice (as onnxruntime does);
-the weight gradients, which sum over the whole batch, are then computed in a
-second round, the threads sharing the output rows.  The threads are the
-calling thread plus a small pool of Python threads (the kernels release the
-GIL); the matrix products are numba loops, not BLAS calls, so no BLAS thread
-pool competes for the cores.  The count is :func:`get_num_threads`:
+and each thread runs the whole time loop on its slice (as onnxruntime does).
+The products over all T*B rows (the input projection before the loop; dx
+and the weight gradients after it) are BLAS calls on up to
+:data:`BLAS_BLOCKS` blocks of output rows, shared among the same threads.  The threads
+are the calling thread plus a small pool of Python threads (the kernels and
+NumPy's BLAS release the GIL).  BLAS's own thread pool is held at one thread
+while a kernel runs (:func:`one_blas_thread`): its idle threads spin for a
+while after each call, and that alone halved the speed of the time loops
+that followed.  The count is :func:`get_num_threads`:
 ``$FASTRNN_NUM_THREADS``, default the number of CPUs this process may use,
 changed at run time with :func:`set_num_threads`.  Calls smaller than
 :data:`PARALLEL_MIN_FLOPS` run on the calling thread alone.  Every element of
 a result is computed by the same sequence of floating-point operations
-whatever the thread count, so results do not depend on it (bit for bit).
+whatever the thread count (the BLAS blocks do not depend on it either), so
+results do not depend on it (bit for bit).
 """
 
+import functools
 import hashlib
 import os
 import sys
@@ -71,8 +76,14 @@ FASTMATH = frozenset({"contract", "nsz", "arcp"})
 REDUCE_FASTMATH = FASTMATH | {"reassoc"}
 #: below this many floating-point operations a kernel call runs on a single thread
 PARALLEL_MIN_FLOPS = 2_000_000
-#: time steps whose input projection an eval-mode forward computes at once (its workspace)
-EVAL_STEPS = 8
+#: a product over all T*B rows is split into at most this many BLAS calls (blocks of its
+#: output rows, shared among the threads) ...
+BLAS_BLOCKS = 8
+#: ... of at least this many rows each
+BLAS_MIN_ROWS = 64
+#: rows (time steps x batch) whose input projection an eval-mode forward computes at once:
+#: its workspace is max(B, EVAL_ROWS) rows of gates, whatever the sequence length
+EVAL_ROWS = 1024
 #: environment variable naming the cache directory ("" disables the cache)
 CACHE_ENV = "FASTRNN_CACHE_DIR"
 #: environment variable setting the number of threads
@@ -194,6 +205,53 @@ def batch_slices(batch, threads):
     """
     n = max(1, min(threads, batch))
     return np.array([batch * k // n for k in range(n + 1)], dtype=np.int64)
+
+
+_blas_lock = threading.Lock()
+_blas = {"libs": None, "depth": 0, "saved": []}
+
+
+def _blas_libraries():
+    """threadpoolctl's controllers of NumPy's BLAS (the one the kernels call), found once:
+    the BLAS library shipped inside NumPy's wheel, else every BLAS library loaded."""
+    if _blas["libs"] is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            libs = [lib for lib in ThreadpoolController().lib_controllers
+                    if lib.user_api == "blas"]
+        except Exception:   # threadpoolctl missing or failing: leave BLAS threads alone
+            libs = []
+        home = os.path.dirname(os.path.realpath(np.__file__))
+        own = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(
+            (home + os.sep, home + ".libs" + os.sep))]
+        _blas["libs"] = own or libs
+    return _blas["libs"]
+
+
+def one_blas_thread(fn):
+    """Decorator: BLAS runs on one thread while ``fn`` runs (re-entrant, thread-safe).
+
+    The previous thread counts are restored when the outermost call returns.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with _blas_lock:
+            if _blas["depth"] == 0:
+                _blas["saved"] = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+                for lib, n in _blas["saved"]:
+                    if n != 1:
+                        lib.set_num_threads(1)
+            _blas["depth"] += 1
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _blas_lock:
+                _blas["depth"] -= 1
+                if _blas["depth"] == 0:
+                    for lib, n in _blas["saved"]:
+                        if n != 1:
+                            lib.set_num_threads(n)
+    return wrapper
 
 
 def run_threads(kernel, args, tails):

@@ -1,9 +1,12 @@
-"""Matrix products (and reductions) of the numba kernels: numba loops, not BLAS calls.
+"""The matrix products inside the numba kernels' time loops: numba loops, not BLAS calls.
 
-A recurrent layer multiplies small blocks of rows (a thread's slice of the
-batch at one time step) by the same weight matrix again and again.  BLAS
-would copy ("pack") the weights at every such call, and its thread pool would
-fight the kernels' own threads for the cores.  Here the right-hand operand is
+(The products over all T*B rows of a sequence, before and after the time
+loop, are BLAS calls made by the wrappers: see :mod:`fastrnn.jit._common`.)
+
+Inside the loop a recurrent layer multiplies small blocks of rows (a thread's
+slice of the batch at one time step) by the same weight matrix again and
+again.  BLAS would copy ("pack") the weights at every such call, and its
+thread pool would fight the kernels' own threads for the cores.  Here the right-hand operand is
 packed once per kernel call (:func:`pack`, into column panels of at most
 :data:`PANEL` elements, contiguous, so the rows read together do not share
 cache sets), and the products run on the calling thread:
@@ -13,8 +16,6 @@ cache sets), and the products run on the calling thread:
   row segment of C doing 16 fused multiply-adds per 8 loads and 4 stores,
   which LLVM turns into SIMD code; R is walked in blocks of
   :data:`BLOCK_BYTES` that stay in the L2 cache while all rows go by.
-* :func:`mm_tn` (``C += A^T @ X``, the weight gradients) has the same inner
-  loop, with C's rows indexed by A's columns.
 * :func:`mm_nt` (``C += A @ R^T``) serves the one-step kernels, which use the
   weights as stored (packing would cost more than the step).
 
@@ -39,8 +40,6 @@ from .config import REDUCE_FASTMATH, helper, jit
 BLOCK_BYTES = 256 * 1024
 #: widest column panel (elements): the inner loop's length
 PANEL = 512
-#: weight gradients with rows shorter than this are summed transposed (see :func:`weight_grad`)
-DIRECT_MIN = 512
 
 
 @helper()
@@ -190,128 +189,6 @@ def mm_rows(A, ta, acol, Bp, N, C, tc, ccol, nt, b0, b1):
                 q += 1
 
 
-@helper()
-def mm_tn(A, ar, acol, X, xr, xcol, N, n, C, m0, m1):
-    """Add a product summed over rows: C[m, :N] += sum_q A[ar+q, acol+m] * X[xr+q, xcol:xcol+N].
-
-    This is ``A^T @ X`` over the ``n`` rows ``0 <= q < n``, the form of a
-    weight gradient (rows are the flattened (t, b) pairs of time-major arrays).
-    Only the rows ``m0 <= m < m1`` of C are computed, so threads can share the
-    output by rows.
-
-    Parameters
-    ----------
-    A : (>= ar + n, >= acol + m1) array
-    X : (>= xr + n, >= xcol + N) C-contiguous array
-    C : (>= m1, >= N) C-contiguous array, updated in place
-    """
-    if n <= 0 or N == 0:
-        return
-    kc = _block_rows(min(N, PANEL), X.itemsize, BLOCK_BYTES // 2)   # leaves L2 room for C
-    for j0 in range(0, N, PANEL):
-        j1 = min(N, j0 + PANEL)
-        nj = j1 - j0
-        xl = xcol + j0
-        for q0 in range(0, n, kc):
-            q1 = min(n, q0 + kc)
-            m = m0
-            while m + 4 <= m1:
-                c0, c1, c2, c3 = C[m, j0:j1], C[m + 1, j0:j1], C[m + 2, j0:j1], C[m + 3, j0:j1]
-                col = acol + m
-                q = q0
-                while q + 4 <= q1:
-                    a0, a1, a2, a3 = A[ar + q], A[ar + q + 1], A[ar + q + 2], A[ar + q + 3]
-                    x00, x01, x02, x03 = a0[col], a1[col], a2[col], a3[col]
-                    x10, x11, x12, x13 = a0[col + 1], a1[col + 1], a2[col + 1], a3[col + 1]
-                    x20, x21, x22, x23 = a0[col + 2], a1[col + 2], a2[col + 2], a3[col + 2]
-                    x30, x31, x32, x33 = a0[col + 3], a1[col + 3], a2[col + 3], a3[col + 3]
-                    w0 = X[xr + q, xl:xl + nj]
-                    w1 = X[xr + q + 1, xl:xl + nj]
-                    w2 = X[xr + q + 2, xl:xl + nj]
-                    w3 = X[xr + q + 3, xl:xl + nj]
-                    for j in range(nj):
-                        v0, v1, v2, v3 = w0[j], w1[j], w2[j], w3[j]
-                        c0[j] = c0[j] + x00 * v0 + x01 * v1 + x02 * v2 + x03 * v3
-                        c1[j] = c1[j] + x10 * v0 + x11 * v1 + x12 * v2 + x13 * v3
-                        c2[j] = c2[j] + x20 * v0 + x21 * v1 + x22 * v2 + x23 * v3
-                        c3[j] = c3[j] + x30 * v0 + x31 * v1 + x32 * v2 + x33 * v3
-                    q += 4
-                while q < q1:
-                    a0 = A[ar + q]
-                    x00, x10, x20, x30 = a0[col], a0[col + 1], a0[col + 2], a0[col + 3]
-                    w0 = X[xr + q, xl:xl + nj]
-                    for j in range(nj):
-                        v0 = w0[j]
-                        c0[j] = c0[j] + x00 * v0
-                        c1[j] = c1[j] + x10 * v0
-                        c2[j] = c2[j] + x20 * v0
-                        c3[j] = c3[j] + x30 * v0
-                    q += 1
-                m += 4
-            while m < m1:
-                c0 = C[m, j0:j1]
-                col = acol + m
-                q = q0
-                while q + 4 <= q1:
-                    x00, x01 = A[ar + q, col], A[ar + q + 1, col]
-                    x02, x03 = A[ar + q + 2, col], A[ar + q + 3, col]
-                    w0 = X[xr + q, xl:xl + nj]
-                    w1 = X[xr + q + 1, xl:xl + nj]
-                    w2 = X[xr + q + 2, xl:xl + nj]
-                    w3 = X[xr + q + 3, xl:xl + nj]
-                    for j in range(nj):
-                        c0[j] = c0[j] + x00 * w0[j] + x01 * w1[j] + x02 * w2[j] + x03 * w3[j]
-                    q += 4
-                while q < q1:
-                    x00 = A[ar + q, col]
-                    w0 = X[xr + q, xl:xl + nj]
-                    for j in range(nj):
-                        c0[j] = c0[j] + x00 * w0[j]
-                    q += 1
-                m += 1
-
-
-@helper()
-def weight_grad(D, td, dcol, ng, X, tx, nt, dW, scratch, part, parts):
-    """Add a weight gradient summed over rows: dW += D[rows, dcol:dcol+ng]^T @ X[rows, :].
-
-    Rows are ``(td + s, b)`` of D paired with ``(tx + s, b)`` of X, ``0 <= s < nt``,
-    for every b.  Computes this thread's ``part`` of ``parts``.  With an empty
-    ``scratch`` the sum goes straight into dW, whose rows (of length K) are the
-    inner loop; with a (K, ng) ``scratch`` the transposed gradient is summed
-    there instead, so that the inner loop runs along the longer gate axis, and
-    :func:`finish_weight_grad` adds it into dW.
-
-    Parameters
-    ----------
-    D : (TD, B, >= dcol + ng) C-contiguous array of gate gradients
-    X : (TX, B, >= K) C-contiguous array of layer inputs
-    dW : (ng, K) C-contiguous array, updated in place
-    scratch : (K, ng) C-contiguous array of zeros, or (0, 0)
-    """
-    nb, K = X.shape[1], dW.shape[1]
-    D2 = D.reshape((D.shape[0] * nb, D.shape[2]))
-    X2 = X.reshape((X.shape[0] * nb, X.shape[2]))
-    n = nt * nb
-    if scratch.shape[0] == 0:
-        mm_tn(D2, td * nb, dcol, X2, tx * nb, 0, K, n, dW,
-              ng * part // parts, ng * (part + 1) // parts)
-    else:
-        mm_tn(X2, tx * nb, 0, D2, td * nb, dcol, ng, n, scratch,
-              K * part // parts, K * (part + 1) // parts)
-
-
-@helper()
-def finish_weight_grad(dW, scratch, part, parts):
-    """dW[:, m] += scratch[m, :] for this thread's share of m (nothing when scratch is empty)."""
-    K = scratch.shape[0]
-    for g0 in range(0, dW.shape[0], 64):
-        g1 = min(dW.shape[0], g0 + 64)
-        for m in range(K * part // parts, K * (part + 1) // parts):
-            for g in range(g0, g1):
-                dW[g, m] += scratch[m, g]
-
-
 @helper(fastmath=REDUCE_FASTMATH)
 def mm_nt(A, B, C, ccol):
     """Add a product with a transposed right operand: C[:, ccol:ccol+N] += A @ B.T.
@@ -379,22 +256,24 @@ def init_rows(C, ccol, N, b1, b2):
 
 
 @helper()
+def add_rows(C, N, b1, b2):
+    """C[i, :N] += b1 + b2 for every row i; an empty bias (shape (0,)) counts as zeros."""
+    for i in range(C.shape[0]):
+        c = C[i, :N]
+        if b1.shape[0] > 0:
+            for j in range(N):
+                c[j] += b1[j]
+        if b2.shape[0] > 0:
+            for j in range(N):
+                c[j] += b2[j]
+
+
+@helper()
 def copy(dst, src):
     """dst[j] = src[j] for every j of dst (a loop: numba's array slice assignment compiles
     an error-message formatter that costs seconds of compile time)."""
     for j in range(dst.shape[0]):
         dst[j] = src[j]
-
-
-@helper()
-def col_sums(A, ta, nt, acol, out, o0, j0, j1):
-    """out[o0 + j] += sum of A[ta + s, b, acol + j] over s < nt and all b, for j0 <= j < j1."""
-    o = out[o0 + j0:o0 + j1]
-    for s in range(nt):
-        for b in range(A.shape[1]):
-            a = A[ta + s, b, acol + j0:acol + j1]
-            for j in range(j1 - j0):
-                o[j] += a[j]
 
 
 @helper()

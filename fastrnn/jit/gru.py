@@ -1,29 +1,31 @@
 """GRU kernels of the numba backend (equations, gate order r, z, n and the reset-after form of
 :mod:`fastrnn.reference.gru`; x (T, B, I), h (B, H)).
 
-Forward, per thread (a slice of the batch) and for the whole sequence:
+Forward:
 
-1. input projection of all steps, ``b_ih + x_t @ W_ih^T``, into the first
-   3H columns of the gate store (T, B, 4H) (an eval-mode forward projects
-   ``config.EVAL_STEPS`` steps at a time into a small workspace instead);
-2. per step: ``gh = b_hh + h_{t-1} @ W_hh^T`` (one 3H-wide product), then one
-   fused pass for r, z, n and h_t.
+1. input projection of all steps, ``x_t @ W_ih^T``, into the first 3H
+   columns of the gate store (T, B, 4H): one BLAS GEMM over all T*B rows (an
+   eval-mode forward projects ``config.EVAL_ROWS`` rows at a time into a
+   smaller workspace);
+2. per thread (a slice of the batch), per step: ``+ b_ih``, ``gh = b_hh +
+   h_{t-1} @ W_hh^T`` (one 3H-wide product), then one fused pass for r, z, n
+   and h_t.
 
 A training-mode forward stores ``[r, z, n, W_hn h_{t-1} + b_hn]`` (4H) and
 h_t (H) per step and sequence, T*B*5H values, so the backward needs no
-transcendental function.  The backward overwrites the store with
-``[dr, dz, dn, dn * r]``: its first 3H columns are the gradient of the input
-projection, columns 0:2H and 3H:4H that of the recurrent one.
+transcendental function.  The backward loop (per thread, t = T-1..0)
+overwrites the store with ``[dr, dz, dn, dn * r]``: its first 3H columns are
+the gradient of the input projection, columns 0:2H and 3H:4H that of the
+recurrent one.  dx, dW_ih and dW_hh are then single BLAS GEMMs over all T*B
+rows.
 """
 
 import numpy as np
 
 from . import _common
 from .activations import sigmoid, tanh
-from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
-from .gemm import (
-    col_sums, copy, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
-)
+from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
 
 
 @helper()
@@ -88,32 +90,28 @@ def _cell_backward(g, d, hp, t1, t2):
 
 
 @jit
-def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, b0, b1):
-    """The forward over the whole sequence for the sequences b0 <= b < b1.
+def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
+    """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
     ----------
-    x : (T, B, I) array
-    h : (B, H) array, h0 in, h_n out
-    w_ih, w_hh : W_ih^T (I, 3H) and W_hh^T (H, 3H), packed (see gemm.pack)
+    h : (B, H) array, h_{t0-1} in, h_{t0+nt-1} out
+    w_hh : W_hh^T (H, 3H) packed (see gemm.pack)
     b_ih, b_hh : (3H,) arrays, or (0,) when absent
     lengths : (B,) int64 array
     y : (T, B, H) array, written
-    G : (TG, B, >= 4H) array: the gate store (TG = T) or the eval workspace (TG = EVAL_STEPS)
+    G : (>= nt, B, >= 4H) array: step t0 + s's x_t @ W_ih^T in columns 0:3H at s in,
+        [r, z, n, W_hn h + b_hn] out
     Hs : (TS, B, H) array receiving h_t at index t % TS (TS = T, or 1 in eval mode)
     GH : (1, B, >= 3H) workspace
-    b0, b1 : int
+    t0, nt, b0, b1 : int
     """
-    T, B, H = x.shape[0], h.shape[0], h.shape[1]
+    B, H = h.shape
     h3 = h.reshape((1, B, H))
-    for t in range(T):
-        tg = t % G.shape[0]
+    for t in range(t0, t0 + nt):
+        tg = t - t0
         ts = t % Hs.shape[0]
-        if tg == 0:
-            nt = min(G.shape[0], T - t)
-            for s in range(nt):
-                init_rows(G[s, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
-            mm_rows(x, t, 0, w_ih, 3 * H, G, 0, 0, nt, b0, b1)
+        add_rows(G[tg, b0:b1], 3 * H, b_ih, b_ih[:0])
         init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])
         mm_rows(h3, 0, 0, w_hh, 3 * H, GH, 0, 0, 1, b0, b1)
         for b in range(b0, b1):
@@ -125,6 +123,7 @@ def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, b0, b1):
             _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b])
 
 
+@one_blas_thread
 def gru_forward(x, hx, weights, lengths=None, training=True):
     """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
@@ -136,8 +135,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     lengths : (B,) int64 array or None
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
-        Keep what the backward needs (T*B*5H values); otherwise only O(B*H)
-        workspace beyond the output.
+        Keep what the backward needs (T*B*5H values); otherwise only
+        O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
 
     Returns
     -------
@@ -154,20 +153,24 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
-    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, 4 * H, dt)
+    TG = _common.store_steps(T, B, training)
+    G = _common.row_buffer(TG, B, 4 * H, dt)
     Hs = np.empty((T if training else 1, B, H), dtype=dt)
-    args = (x, h, _common.packed(w_ih, True), _common.packed(w_hh, True),
-            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt), lens, y, G, Hs,
-            _common.row_buffer(1, B, H3, dt))
-    slices = batch_slices(B, threads_for(2 * T * B * H3 * (I + H)))
-    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
+            _common.bias_or_empty(b_hh, dt), lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
+    slices = batch_slices(B, threads_for(2 * T * B * H3 * H))
+    tails = list(zip(slices[:-1], slices[1:]))
+    for t0 in range(0, T, TG):
+        nt = min(TG, T - t0)
+        _common.project(x, t0, nt, w_ih, G)
+        run_threads(_forward_slice, args + (t0, nt), tails)
     cache = [x, h0, G, Hs, lens, weights] if training else None
     return y, (h,), cache
 
 
 @jit
-def _backward_slice(dy, dh, h0, G, Hs, w_ih, w_hzr, w_hn, lengths, norms, dx, b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
     ----------
@@ -176,11 +179,9 @@ def _backward_slice(dy, dh, h0, G, Hs, w_ih, w_hzr, w_hn, lengths, norms, dx, b0
     h0 : (B, H) array
     G : (T, B, >= 4H) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
     Hs : (T, B, H) array of h_t
-    w_ih, w_hzr, w_hn : W_ih (3H, I), W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed
-        (see gemm.pack)
+    w_hzr, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed (see gemm.pack)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    dx : (T, B, I) array of zeros, written
     b0, b1 : int
     """
     T = dy.shape[0]
@@ -201,31 +202,9 @@ def _backward_slice(dy, dh, h0, G, Hs, w_ih, w_hzr, w_hn, lengths, norms, dx, b0
             _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2)
         mm_rows(G, t, 0, w_hzr, H, dh3, 0, 0, 1, b0, b1)
         mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
-    mm_rows(G, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
 
 
-@jit
-def _weight_grads_part(x, h0, G, Hs, dw_ih, dw_hh, dsum, s_ih, s_zr, s_n, part, parts):
-    """This thread's share of dW_ih, dW_hh and the gate-gradient column sums.
-
-    ``dsum`` (4H,) receives the sum over all rows of every column of G; the
-    bias gradients are made of it.
-    """
-    T, B = G.shape[0], G.shape[1]
-    H3, H = dw_hh.shape
-    h0_3 = h0.reshape((1, B, H))
-    weight_grad(G, 0, 0, H3, x, 0, T, dw_ih, s_ih, part, parts)
-    dw_zr, dw_n = dw_hh[:2 * H], dw_hh[2 * H:]
-    weight_grad(G, 0, 0, 2 * H, h0_3, 0, 1, dw_zr, s_zr, part, parts)
-    weight_grad(G, 1, 0, 2 * H, Hs, 0, T - 1, dw_zr, s_zr, part, parts)
-    weight_grad(G, 0, 3 * H, H, h0_3, 0, 1, dw_n, s_n, part, parts)
-    weight_grad(G, 1, 3 * H, H, Hs, 0, T - 1, dw_n, s_n, part, parts)
-    col_sums(G, 0, T, 0, dsum, 0, 4 * H * part // parts, 4 * H * (part + 1) // parts)
-    finish_weight_grad(dw_ih, s_ih, part, parts)
-    finish_weight_grad(dw_zr, s_zr, part, parts)
-    finish_weight_grad(dw_n, s_n, part, parts)
-
-
+@one_blas_thread
 def gru_backward(dy, dhy, cache, step_norms=None):
     """Backpropagation through time for :func:`gru_forward` (consumes ``cache``).
 
@@ -252,21 +231,22 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     dy = _common.contiguous(dy, dt)
     dh = np.array(dhy[0], dtype=dt, order="C")
     norms = _common.norms_buffer(step_norms, T, B, dt)
-    dx = np.zeros((T, B, I), dtype=dt)
-    threads = threads_for(2 * T * B * H3 * (I + H))
-    slices = batch_slices(B, threads)
-    args = (dy, dh, h0, G, Hs, _common.packed(w_ih, False), _common.packed(w_hh[:2 * H], False),
-            _common.packed(w_hh[2 * H:], False), lens, norms, dx)
+    slices = batch_slices(B, threads_for(2 * T * B * H3 * H))
+    args = (dy, dh, h0, G, Hs, _common.packed(w_hh[:2 * H], False),
+            _common.packed(w_hh[2 * H:], False), lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
 
-    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
-    dsum = np.zeros(4 * H, dtype=dt)
-    rows = T * B
-    args = (x, h0, G, Hs, dw_ih, dw_hh, dsum, _common.grad_scratch(I, H3, rows, dt),
-            _common.grad_scratch(H, 2 * H, rows, dt), _common.grad_scratch(H, H, rows, dt))
-    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
+    D = _common.flat(G)[:, :4 * H]   # [dr, dz, dn, dn * r], one row per (t, b)
+    dx = np.empty((T, B, I), dtype=dt)
+    _common.matmul(D[:, :H3], w_ih, _common.flat(dx))
+    dw_ih = np.empty_like(w_ih)
+    _common.matmul(D[:, :H3].T, _common.flat(x), dw_ih)
+    dw_hh = np.empty_like(w_hh)
+    _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
+    _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])
+    dsum = None if b_ih is None and b_hh is None else D.sum(axis=0)
     db_ih = None if b_ih is None else dsum[:H3].copy()
     db_hh = None if b_hh is None else np.concatenate([dsum[:2 * H], dsum[3 * H:]])
     return dx, (dh,), [dw_ih, dw_hh, db_ih, db_hh]

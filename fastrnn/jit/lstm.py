@@ -1,32 +1,31 @@
 """LSTM kernels of the numba backend (equations, gate order i, f, g, o and shapes of
 :mod:`fastrnn.reference.lstm`; x (T, B, I), h (B, P), c (B, H), P = proj_size or H).
 
-Forward, per thread (a slice of the batch) and for the whole sequence:
+Forward:
 
-1. input projection of all steps, ``G[t] = b_ih + b_hh + x_t @ W_ih^T``, into
-   the gate store (T, B, 4H) (an eval-mode forward projects
-   ``config.EVAL_STEPS`` steps at a time into a small workspace instead);
-2. per step: ``G[t] += h_{t-1} @ W_hh^T`` (one 4H-wide product), then one
-   fused pass computing the four activations, ``c_t``, ``tanh(c_t)`` and
-   ``h_t = o * tanh(c_t)`` (then ``h_t = m_t @ W_hr^T`` with a projection).
+1. input projection of all steps, ``G[t] = x_t @ W_ih^T``, into the gate
+   store (T, B, 4H): one BLAS GEMM over all T*B rows (an eval-mode forward
+   projects ``config.EVAL_ROWS`` rows at a time into a smaller workspace);
+2. per thread (a slice of the batch), per step: ``G[t] += b_ih + b_hh +
+   h_{t-1} @ W_hh^T`` (one 4H-wide product), then one fused pass computing
+   the four activations, ``c_t``, ``tanh(c_t)`` and ``h_t = o * tanh(c_t)``
+   (then ``h_t = m_t @ W_hr^T`` with a projection).
 
 A training-mode forward stores ``G`` (post-activation gates), ``c_t`` and
 ``tanh(c_t)``: T*B*6H values (plus T*B*P projected outputs with proj_size),
-so the backward needs no transcendental function.  The backward overwrites
-``G[t]`` with the gate gradients and ``tanh(c_t)`` with ``m_t = o * tanh(c_t)``
-(the output before projection, h_t itself without one) as it goes, then
-computes dx per thread and dW_ih, dW_hh, dW_hr and the bias gradients as
-products over all T*B rows, split across threads by output rows.
+so the backward needs no transcendental function.  The backward loop (per
+thread, t = T-1..0) overwrites ``G[t]`` with the gate gradients and
+``tanh(c_t)`` with ``m_t = o * tanh(c_t)`` (the output before projection,
+h_t itself without one); then dx, dW_ih, dW_hh and dW_hr are single BLAS
+GEMMs over all T*B rows, and the bias gradients column sums.
 """
 
 import numpy as np
 
 from . import _common
 from .activations import sigmoid, tanh
-from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
-from .gemm import (
-    col_sums, copy, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
-)
+from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
 
 
 @helper()
@@ -65,39 +64,35 @@ def _cell_update(g, c, cs, tcs, m, m2):
 
 
 @jit
-def _forward_slice(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, Hn,
+def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, Hn, t0, nt,
                    b0, b1):
-    """The forward over the whole sequence for the sequences b0 <= b < b1.
+    """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
     ----------
-    x : (T, B, I) array
-    h : (B, P) array, h0 in, h_n out
-    c : (B, H) array, c0 in, c_n out
-    w_ih, w_hh : W_ih^T (I, 4H) and W_hh^T (P, 4H), packed (see gemm.pack)
+    h : (B, P) array, h_{t0-1} in, h_{t0+nt-1} out
+    c : (B, H) array, c_{t0-1} in, c_{t0+nt-1} out
+    w_hh : W_hh^T (P, 4H) packed (see gemm.pack)
     b_ih, b_hh : (4H,) arrays, or (0,) when absent
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
     lengths : (B,) int64 array
     y : (T, B, P) array, written
-    G : (TG, B, >= 4H) array: the gate store (TG = T) or the eval workspace (TG = EVAL_STEPS)
+    G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
+        post-activation gates out
     Cs, TCs : (TS, B, H) arrays receiving c_t and tanh(c_t) at index t % TS (TS = T or 1)
     Hs : (TS, B, P) array receiving the projected h_t, or (0, 0, 0) without projection
     M : (1, B, H) array, workspace for o * tanh(c_t) with a projection, else (0, 0, 0)
     Hn : (1, B, >= P) array, workspace for the projected h_t, else (0, 0, 0)
-    b0, b1 : int
+    t0, nt, b0, b1 : int
     """
-    T, B = x.shape[0], h.shape[0]
+    B = h.shape[0]
     H, P = c.shape[1], h.shape[1]
     proj = w_hr.shape[0] > 0
     h3 = h.reshape((1, B, P))
-    for t in range(T):
-        tg = t % G.shape[0]
+    for t in range(t0, t0 + nt):
+        tg = t - t0
         ts = t % Cs.shape[0]
-        if tg == 0:
-            nt = min(G.shape[0], T - t)
-            for s in range(nt):
-                init_rows(G[s, b0:b1], 0, 4 * H, b_ih, b_hh)
-            mm_rows(x, t, 0, w_ih, 4 * H, G, 0, 0, nt, b0, b1)
+        add_rows(G[tg, b0:b1], 4 * H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, 4 * H, G, tg, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -123,6 +118,7 @@ def _forward_slice(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs
                     copy(Hs[ts, b], Hn[0, b])
 
 
+@one_blas_thread
 def lstm_forward(x, hx, weights, lengths=None, training=True):
     """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
@@ -136,7 +132,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
         Keep what the backward needs (T*B*6H values, plus T*B*P with a projection);
-        otherwise only O(B*H) workspace beyond the output.
+        otherwise only O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
 
     Returns
     -------
@@ -157,19 +153,24 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     proj = w_hr is not None
     y = np.empty((T, B, P), dtype=dt)
     TS = T if training else 1
-    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, H4, dt)
+    TG = _common.store_steps(T, B, training)
+    G = _common.row_buffer(TG, B, H4, dt)
     Cs, TCs = np.empty((TS, B, H), dtype=dt), np.empty((TS, B, H), dtype=dt)
     if proj:
         Hs, M = np.empty((TS, B, P), dt), np.empty((1, B, H), dt)
         Hn = _common.row_buffer(1, B, P, dt)
     else:
         Hs = M = Hn = _common.empty(3, dt)
-    args = (x, h, c, _common.packed(w_ih, True), _common.packed(w_hh, True),
-            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
+    args = (h, c, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
+            _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
             lens, y, G, Cs, TCs, Hs, M, Hn)
-    slices = batch_slices(B, threads_for(2 * T * B * H4 * (I + P)))
-    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
+    tails = list(zip(slices[:-1], slices[1:]))
+    for t0 in range(0, T, TG):
+        nt = min(TG, T - t0)
+        _common.project(x, t0, nt, w_ih, G)
+        run_threads(_forward_slice, args + (t0, nt), tails)
     cache = [x, h0, c0, G, Cs, TCs, Hs, lens, weights] if training else None
     return y, (h, c), cache
 
@@ -215,9 +216,8 @@ def _cell_backward(g, tcs, cp, dc, dm, tmp):
 
 
 @jit
-def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_ih, w_hh, w_hr, lengths, norms, dx,
-                    b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, norms, b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
     ----------
@@ -229,11 +229,10 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_ih, w_hh, w_hr, length
     TCs : (T, B, H) array: tanh(c_t) in, o_t * tanh(c_t) out
     dH : (T, B, P) array receiving dJ/dh_t with a projection, else (0, 0, 0)
     DM : (1, B, >= H) workspace with a projection, else (0, 0, 0)
-    w_ih, w_hh, w_hr : W_ih (4H, I), W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
+    w_hh, w_hr : W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
         w_hr (0, 0, 0) without projection
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    dx : (T, B, I) array of zeros, written
     b0, b1 : int
     """
     T = dy.shape[0]
@@ -267,30 +266,9 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_ih, w_hh, w_hr, length
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
                                DM[0, b, :H] if proj else dh[b], tmp)
         mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
-    mm_rows(G, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
 
 
-@jit
-def _weight_grads_part(x, h0, G, Hprev, dH, TCs, dw_ih, dw_hh, db, dw_hr, s_ih, s_hh, s_hr,
-                       part, parts):
-    """This thread's share of dW_ih, dW_hh, the bias and dW_hr (see :func:`gemm.weight_grad`).
-
-    Hprev[t - 1] is h_{t-1} for t >= 1 (the o * tanh(c) left in TCs by the
-    backward, or the stored projected outputs); h0 is h_{-1}.
-    """
-    T, B = G.shape[0], G.shape[1]
-    H4 = dw_ih.shape[0]
-    weight_grad(G, 0, 0, H4, x, 0, T, dw_ih, s_ih, part, parts)
-    weight_grad(G, 0, 0, H4, h0.reshape((1, B, h0.shape[1])), 0, 1, dw_hh, s_hh, part, parts)
-    weight_grad(G, 1, 0, H4, Hprev, 0, T - 1, dw_hh, s_hh, part, parts)
-    col_sums(G, 0, T, 0, db, 0, H4 * part // parts, H4 * (part + 1) // parts)
-    finish_weight_grad(dw_ih, s_ih, part, parts)
-    finish_weight_grad(dw_hh, s_hh, part, parts)
-    if dw_hr.shape[0] > 0:
-        weight_grad(dH, 0, 0, dH.shape[2], TCs, 0, T, dw_hr, s_hr, part, parts)
-        finish_weight_grad(dw_hr, s_hr, part, parts)
-
-
+@one_blas_thread
 def lstm_backward(dy, dhy, cache, step_norms=None):
     """Backpropagation through time for :func:`lstm_forward` (consumes ``cache``).
 
@@ -320,30 +298,31 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     dh = np.array(dhy[0], dtype=dt, order="C")
     dc = np.array(dhy[1], dtype=dt, order="C")
     norms = _common.norms_buffer(step_norms, T, B, dt)
-    dx = np.zeros((T, B, I), dtype=dt)
     if proj:
         dH, DM = np.empty((T, B, P), dt), _common.row_buffer(1, B, H, dt)
         w_hr_p = _common.packed(w_hr, False)
     else:
         dH = DM = _common.empty(3, dt)
         w_hr_p = _common.empty(3, dt)
-    threads = threads_for(2 * T * B * H4 * (I + P))
-    slices = batch_slices(B, threads)
-    args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_ih, False),
-            _common.packed(w_hh, False), w_hr_p, lens, norms, dx)
+    slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
+    args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
 
-    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
-    db = np.zeros(H4, dtype=dt)
-    dw_hr = np.zeros_like(w_hr) if proj else _common.empty(2, dt)
-    s_ih, s_hh = _common.grad_scratch(I, H4, T * B, dt), _common.grad_scratch(P, H4, T * B, dt)
-    s_hr = _common.grad_scratch(H, P, T * B, dt) if proj else _common.empty(2, dt)
-    args = (x, h0, G, Hs if proj else TCs, dH, TCs, dw_ih, dw_hh, db, dw_hr, s_ih, s_hh, s_hr)
-    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
-    dweights = [dw_ih, dw_hh, None if b_ih is None else db, None if b_hh is None else db.copy(),
-                dw_hr if proj else None]
+    D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
+    dx = np.empty((T, B, I), dtype=dt)
+    _common.matmul(D, w_ih, _common.flat(dx))
+    dw_ih = np.empty_like(w_ih)
+    _common.matmul(D.T, _common.flat(x), dw_ih)
+    dw_hh = np.empty_like(w_hh)
+    _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
+    db = None if b_ih is None and b_hh is None else D.sum(axis=0)
+    dw_hr = np.empty_like(w_hr) if proj else None
+    if proj:
+        _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr)
+    dweights = [dw_ih, dw_hh, None if b_ih is None else db,
+                None if b_hh is None else db.copy(), dw_hr]
     return dx, (dh, dc), dweights
 
 

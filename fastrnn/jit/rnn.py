@@ -1,23 +1,23 @@
 """Elman RNN kernels of the numba backend (equations of :mod:`fastrnn.reference.rnn`;
 x (T, B, I), h (B, H); ``nonlinearity`` "tanh" or "relu").
 
-Forward, per thread (a slice of the batch) and for the whole sequence: the
-input projection of all steps, ``b_ih + b_hh + x_t @ W_ih^T``, into the
-store (T, B, H) (an eval-mode forward projects ``config.EVAL_STEPS`` steps at
-a time into a small workspace instead); per step ``h_{t-1} @ W_hh^T`` added
-in place, then the activation.  A training-mode forward stores h_t, T*B*H
-values; the backward needs a (T, B, H) buffer for the pre-activation
-gradients, because the products after the time loop need both them and h_t.
+Forward: the input projection of all steps, ``x_t @ W_ih^T``, into the
+store (T, B, H) as one BLAS GEMM over all T*B rows (an eval-mode forward
+projects ``config.EVAL_ROWS`` rows at a time into a smaller workspace); then
+per thread (a slice of the batch), per step, ``b_ih + b_hh + h_{t-1} @
+W_hh^T`` added in place and the activation.  A training-mode forward stores
+h_t, T*B*H values; the backward loop (per thread, t = T-1..0) needs a
+(T, B, H) buffer for the pre-activation gradients, because the products
+after the time loop (dx, dW_ih, dW_hh: single BLAS GEMMs over all T*B rows)
+need both them and h_t.
 """
 
 import numpy as np
 
 from . import _common
 from .activations import tanh
-from .config import EVAL_STEPS, batch_slices, helper, jit, run_threads, threads_for
-from .gemm import (
-    col_sums, finish_weight_grad, init_rows, mm_nt, mm_rows, store_norm, weight_grad,
-)
+from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .gemm import add_rows, init_rows, mm_nt, mm_rows, store_norm
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -41,30 +41,25 @@ def _activate(g, h, hy, relu):
 
 
 @jit
-def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, relu, lengths, y, G, b0, b1):
-    """The forward over the whole sequence for the sequences b0 <= b < b1.
+def _forward_slice(h, w_hh, b_ih, b_hh, relu, lengths, y, G, t0, nt, b0, b1):
+    """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
     ----------
-    x : (T, B, I) array
-    h : (B, H) array, h0 in, h_n out
-    w_ih, w_hh : W_ih^T (I, H) and W_hh^T (H, H), packed (see gemm.pack)
+    h : (B, H) array, h_{t0-1} in, h_{t0+nt-1} out
+    w_hh : W_hh^T (H, H) packed (see gemm.pack)
     b_ih, b_hh : (H,) arrays, or (0,) when absent
     relu : bool
     lengths : (B,) int64 array
     y : (T, B, H) array, written
-    G : (TG, B, >= H) array: the store of h_t (TG = T) or the eval workspace (TG = EVAL_STEPS)
-    b0, b1 : int
+    G : (>= nt, B, >= H) array: step t0 + s's x_t @ W_ih^T at s in, h_t out
+    t0, nt, b0, b1 : int
     """
-    T, B, H = x.shape[0], h.shape[0], h.shape[1]
+    B, H = h.shape
     h3 = h.reshape((1, B, H))
-    for t in range(T):
-        tg = t % G.shape[0]
-        if tg == 0:
-            nt = min(G.shape[0], T - t)
-            for s in range(nt):
-                init_rows(G[s, b0:b1], 0, H, b_ih, b_hh)
-            mm_rows(x, t, 0, w_ih, H, G, 0, 0, nt, b0, b1)
+    for t in range(t0, t0 + nt):
+        tg = t - t0
+        add_rows(G[tg, b0:b1], H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, H, G, tg, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -74,6 +69,7 @@ def _forward_slice(x, h, w_ih, w_hh, b_ih, b_hh, relu, lengths, y, G, b0, b1):
             _activate(G[tg, b], h[b], y[t, b], relu)
 
 
+@one_blas_thread
 def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
     """Elman RNN over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
@@ -85,8 +81,8 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     lengths : (B,) int64 array or None
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
-        Keep what the backward needs (T*B*H values); otherwise only O(B*H)
-        workspace beyond the output.
+        Keep what the backward needs (T*B*H values); otherwise only
+        O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
     nonlinearity : {"tanh", "relu"}
 
     Returns
@@ -108,18 +104,23 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
-    G = _common.row_buffer(T if training else min(T, EVAL_STEPS), B, H, dt)
-    args = (x, h, _common.packed(w_ih, True), _common.packed(w_hh, True),
-            _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
-    slices = batch_slices(B, threads_for(2 * T * B * H * (I + H)))
-    run_threads(_forward_slice, args, list(zip(slices[:-1], slices[1:])))
+    TG = _common.store_steps(T, B, training)
+    G = _common.row_buffer(TG, B, H, dt)
+    args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
+            _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
+    slices = batch_slices(B, threads_for(2 * T * B * H * H))
+    tails = list(zip(slices[:-1], slices[1:]))
+    for t0 in range(0, T, TG):
+        nt = min(TG, T - t0)
+        _common.project(x, t0, nt, w_ih, G)
+        run_threads(_forward_slice, args + (t0, nt), tails)
     cache = [x, h0, G, relu, lens, weights] if training else None
     return y, (h,), cache
 
 
 @jit
-def _backward_slice(dy, dh, G, DA, w_ih, w_hh, relu, lengths, norms, dx, b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1, then their dx.
+def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
+    """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
     ----------
@@ -127,11 +128,10 @@ def _backward_slice(dy, dh, G, DA, w_ih, w_hh, relu, lengths, norms, dx, b0, b1)
     dh : (B, H) array, dh_n in, dh0 out
     G : (T, B, >= H) array of h_t
     DA : (T, B, H) array receiving the pre-activation gradients
-    w_ih, w_hh : W_ih (H, I) and W_hh (H, H), packed (see gemm.pack)
+    w_hh : W_hh (H, H) packed (see gemm.pack)
     relu : bool
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    dx : (T, B, I) array of zeros, written
     b0, b1 : int
     """
     T = dy.shape[0]
@@ -158,22 +158,9 @@ def _backward_slice(dy, dh, G, DA, w_ih, w_hh, relu, lengths, norms, dx, b0, b1)
             for j in range(H):
                 d[j] = zero
         mm_rows(DA, t, 0, w_hh, H, dh3, 0, 0, 1, b0, b1)
-    mm_rows(DA, 0, 0, w_ih, dx.shape[2], dx, 0, 0, T, b0, b1)
 
 
-@jit
-def _weight_grads_part(x, h0, G, DA, dw_ih, dw_hh, db, s_ih, s_hh, part, parts):
-    """This thread's share of dW_ih, dW_hh and the bias gradient (sum of DA over rows)."""
-    T, B = DA.shape[0], DA.shape[1]
-    H = DA.shape[2]
-    weight_grad(DA, 0, 0, H, x, 0, T, dw_ih, s_ih, part, parts)
-    weight_grad(DA, 0, 0, H, h0.reshape((1, B, H)), 0, 1, dw_hh, s_hh, part, parts)
-    weight_grad(DA, 1, 0, H, G, 0, T - 1, dw_hh, s_hh, part, parts)
-    col_sums(DA, 0, T, 0, db, 0, H * part // parts, H * (part + 1) // parts)
-    finish_weight_grad(dw_ih, s_ih, part, parts)
-    finish_weight_grad(dw_hh, s_hh, part, parts)
-
-
+@one_blas_thread
 def rnn_backward(dy, dhy, cache, step_norms=None):
     """Backpropagation through time for :func:`rnn_forward` (consumes ``cache``).
 
@@ -199,21 +186,21 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     dy = _common.contiguous(dy, dt)
     dh = np.array(dhy[0], dtype=dt, order="C")
     norms = _common.norms_buffer(step_norms, T, B, dt)
-    dx = np.zeros((T, B, I), dtype=dt)
     DA = np.empty((T, B, H), dtype=dt)
-    threads = threads_for(2 * T * B * H * (I + H))
-    slices = batch_slices(B, threads)
-    args = (dy, dh, G, DA, _common.packed(w_ih, False), _common.packed(w_hh, False), relu, lens,
-            norms, dx)
+    slices = batch_slices(B, threads_for(2 * T * B * H * H))
+    args = (dy, dh, G, DA, _common.packed(w_hh, False), relu, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
 
-    dw_ih, dw_hh = np.zeros_like(w_ih), np.zeros_like(w_hh)
-    db = np.zeros(H, dtype=dt)
-    args = (x, h0, G, DA, dw_ih, dw_hh, db, _common.grad_scratch(I, H, T * B, dt),
-            _common.grad_scratch(H, H, T * B, dt))
-    run_threads(_weight_grads_part, args, [(part, threads) for part in range(threads)])
+    D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
+    dx = np.empty((T, B, I), dtype=dt)
+    _common.matmul(D, w_ih, _common.flat(dx))
+    dw_ih = np.empty_like(w_ih)
+    _common.matmul(D.T, _common.flat(x), dw_ih)
+    dw_hh = np.empty_like(w_hh)
+    _common.recurrent_grad(D, h0, G, dw_hh)
+    db = None if b_ih is None and b_hh is None else D.sum(axis=0)
     return dx, (dh,), [dw_ih, dw_hh, None if b_ih is None else db,
                        None if b_hh is None else db.copy()]
 
