@@ -212,8 +212,9 @@ def single_threaded_blas():
     threads than computing on them, and on a busy 2-core machine a training
     step becomes many times slower (measured: 2.4 s instead of 0.18 s for one
     step of the demo on the numpy backend, 0.25 s instead of 0.09 s on numba).
-    The compiled backends manage their own threads; numba's are not BLAS
-    threads and are not limited.  Without threadpoolctl this does nothing.
+    The compiled backends share their work among threads of their own, which
+    this does not limit (and hold BLAS at one thread inside their kernels
+    anyway).  Without threadpoolctl this does nothing.
     """
     try:
         from threadpoolctl import threadpool_limits
