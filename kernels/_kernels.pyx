@@ -23,6 +23,13 @@ Kernel structure (the same as the numba backend's):
   the LSTM projection), and computes dx, dW_ih, dW_hh (and dW_hr) as single
   GEMMs over T*B rows after the loop (each thread computing a block of the
   output rows);
+* the backward writes the gradients of the gate pre-activations over the
+  forward's gate store, in place (as the numba backend does): no second
+  T*B*G buffer.  For the GRU a store row [r, z, n, W_hn h + b_hn] becomes
+  [dr, dz, dn, dn*r]: its columns 0:3H are the gradient of the input projection,
+  its columns 0:2H and 3H:4H that of the recurrent product.  So a training
+  cache supports one backward pass: the backward empties it, and a second
+  backward on it raises a RuntimeError;
 * all workspaces are allocated once per call, before the loop;
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
@@ -81,7 +88,8 @@ ctypedef struct Args:
     void* b_hh               # (G,) or NULL
     void* bias               # (G,) workspace: the biases the forward adds (GRU: 4H)
     # kept by the forward for the backward
-    void* gates              # post-activation gates, (T|Tc, B, Gs)
+    void* gates              # post-activation gates, (T|Tc, B, Gs); the backward overwrites them
+                             # with the gradients of the pre-activations (GRU: [dr, dz, dn, dn*r])
     void* hs                 # hidden states entering each step, (T+1|2, B, P); slot 0 = h0
     void* cs                 # LSTM cell states, (T+1|2, B, H); slot 0 = c0
     void* tc                 # LSTM tanh(c_t), (T, B, H) in training
@@ -92,8 +100,6 @@ ctypedef struct Args:
     void* dh                 # (B, P): dh_n in, dh0 out
     void* dc                 # (B, H): dc_n in, dc0 out
     void* norms              # (T, B) or NULL
-    void* dA                 # (T, B, G) gradient of the pre-activations (GRU: of U x + b_i)
-    void* dA2                # GRU: (T, B, 3H) gradient of W h + b_h
     void* dht                # LSTM with projection: (T, B, P) gradient of h_t
     void* dx                 # (T, B, I)
     void* dw_ih
@@ -159,7 +165,8 @@ cdef inline void input_projection_part(floating tag, Args* a, int G, int ldc) no
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
-    """This part's share of dx = dA W_ih (rows of T*B), dW_ih = dA^T x and dW_hh = dA^T h (rows of G)."""
+    """This part's share of dx = dA W_ih (rows of T*B), dW_ih = dA^T x and dW_hh = dA^T h (rows of G);
+    dA: (T*B, G), the gate store overwritten by the backward."""
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
@@ -246,16 +253,15 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef bint relu = a.relu
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
-    cdef const floating* gates = <const floating*>a.gates
     cdef const floating* dy = <const floating*>a.dy
     cdef floating* dh = <floating*>a.dh
     cdef floating* norms = <floating*>a.norms
-    cdef floating* dA = <floating*>a.dA
+    cdef floating* dA = <floating*>a.gates   # h_t in, dL/d(pre-activation) out, in place
     cdef Py_ssize_t BH = <Py_ssize_t>B * H
     cdef floating* dht = <floating*>malloc((H + 1) * sizeof(floating))
     cdef floating* da
     cdef floating* dhb
-    cdef const floating* hrow
+    cdef floating hv
     cdef int t, b, j
     if dht == NULL:
         return -1
@@ -274,13 +280,13 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
                 memcpy(dht, dhb, H * sizeof(floating))
             if norms != NULL:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
-            hrow = gates + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
             if relu:
                 for j in range(H):
-                    da[j] = dht[j] if hrow[j] > 0 else 0
+                    da[j] = dht[j] if da[j] > 0 else 0
             else:
                 for j in range(H):
-                    da[j] = dht[j] * (1 - hrow[j] * hrow[j])
+                    hv = da[j]
+                    da[j] = dht[j] * (1 - hv * hv)
             memset(dhb, 0, H * sizeof(floating))
         if b1 - b0 <= MM_MAX_ROWS:
             rowmm(b1 - b0, H, H, dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H, w_hh, H, True,
@@ -293,7 +299,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
 
 
 cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
-    cdef const floating* dA = <const floating*>a.dA
+    cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
     weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, a.H)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, a.H)
@@ -316,8 +322,10 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
     mul_to(m, row + 3 * H, tcr, H)
 
 
-cdef inline void lstm_grad_row(const floating* row, const floating* tcr, const floating* cprev,
-                               const floating* dm, floating* dc, floating* da, int H) noexcept nogil:
+cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,
+                               const floating* dm, floating* dc, int H) noexcept nogil:
+    """The gates [i, f, g, o] of one sequence in ``row`` -> the gradients of their
+    pre-activations, in place; dc: dc_t in, dc_{t-1} out."""
     cdef int j
     cdef floating i, f, g, o, tcv, dmv, dct
     for j in range(H):
@@ -328,10 +336,10 @@ cdef inline void lstm_grad_row(const floating* row, const floating* tcr, const f
         tcv = tcr[j]
         dmv = dm[j]
         dct = dc[j] + dmv * o * (1 - tcv * tcv)
-        da[j] = dct * g * i * (1 - i)
-        da[H + j] = dct * cprev[j] * f * (1 - f)
-        da[2 * H + j] = dct * i * (1 - g * g)
-        da[3 * H + j] = dmv * tcv * o * (1 - o)
+        row[j] = dct * g * i * (1 - i)
+        row[H + j] = dct * cprev[j] * f * (1 - f)
+        row[2 * H + j] = dct * i * (1 - g * g)
+        row[3 * H + j] = dmv * tcv * o * (1 - o)
         dc[j] = dct * f
 
 
@@ -440,14 +448,13 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
     cdef const floating* w_hr = <const floating*>a.w_hr
-    cdef const floating* gates = <const floating*>a.gates
     cdef const floating* cs = <const floating*>a.cs
     cdef const floating* tc = <const floating*>a.tc
     cdef const floating* dy = <const floating*>a.dy
     cdef floating* dh = <floating*>a.dh
     cdef floating* dc = <floating*>a.dc
     cdef floating* norms = <floating*>a.norms
-    cdef floating* dA = <floating*>a.dA
+    cdef floating* dA = <floating*>a.gates   # gates in, their gradients out, in place
     cdef floating* dhts = <floating*>a.dht
     cdef Py_ssize_t BG = <Py_ssize_t>B * G, BH = <Py_ssize_t>B * H, BP = <Py_ssize_t>B * P
     # scratch: dh_t rows without projection (nb*P), dm with projection (nb*H)
@@ -489,9 +496,9 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
             if not valid(lens, t, b):
                 memset(dA + off, 0, G * sizeof(floating))
                 continue
-            lstm_grad_row(gates + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+            lstm_grad_row(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                           cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                          dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, dA + off, H)
+                          dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, H)
         if nb <= MM_MAX_ROWS:
             rowmm(nb, G, P, dA + <Py_ssize_t>t * BG + <Py_ssize_t>b0 * G, G, w_hh, P, True,
                   dh + <Py_ssize_t>b0 * P, P)
@@ -504,7 +511,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef int H = a.H, P = a.P, G = 4 * a.H, TB = a.T * a.B, p0, p1
-    cdef const floating* dA = <const floating*>a.dA
+    cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
     weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
     if a.w_hr != NULL:
         # dW_hr (P, H) = dh^T m over T*B rows; this part's rows of P
@@ -535,8 +542,10 @@ cdef inline void gru_cell_row(floating* row, const floating* gh, const floating*
         hnext[j] = (1 - z) * row[2 * H + j] + z * hprev[j]
 
 
-cdef inline void gru_grad_row(const floating* row, const floating* hprev, const floating* dht,
-                              floating* gi, floating* gh, floating* dh, int H) noexcept nogil:
+cdef inline void gru_grad_row(floating* row, const floating* hprev, const floating* dht,
+                              floating* gh, floating* dh, int H) noexcept nogil:
+    """One sequence's store row [r, z, n, hn] -> [dr, dz, dn, dn*r] in place; gh (3H) =
+    [dr, dz, dn*r], the gradient of W_hh h + b_hh, for this step's product; dh = dh_t * z."""
     cdef int j
     cdef floating r, z, n, hn, d, dn, dr, dz
     for j in range(H):
@@ -548,9 +557,10 @@ cdef inline void gru_grad_row(const floating* row, const floating* hprev, const 
         dn = d * (1 - z) * (1 - n * n)
         dr = dn * hn * r * (1 - r)
         dz = d * (hprev[j] - n) * z * (1 - z)
-        gi[j] = dr
-        gi[H + j] = dz
-        gi[2 * H + j] = dn
+        row[j] = dr
+        row[H + j] = dz
+        row[2 * H + j] = dn
+        row[3 * H + j] = dn * r
         gh[j] = dr
         gh[H + j] = dz
         gh[2 * H + j] = dn * r
@@ -622,29 +632,29 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H, G4 = 4 * a.H, b0 = a.b0, b1 = a.b1
+    cdef int nb = a.b1 - a.b0
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
-    cdef const floating* gates = <const floating*>a.gates
     cdef const floating* hs = <const floating*>a.hs
     cdef const floating* dy = <const floating*>a.dy
     cdef floating* dh = <floating*>a.dh
     cdef floating* norms = <floating*>a.norms
-    cdef floating* dGI = <floating*>a.dA
-    cdef floating* dGH = <floating*>a.dA2
-    cdef Py_ssize_t BH = <Py_ssize_t>B * H, BG3 = <Py_ssize_t>B * G3, BG4 = <Py_ssize_t>B * G4
-    cdef floating* dht = <floating*>malloc((H + 1) * sizeof(floating))
+    cdef floating* D = <floating*>a.gates    # [r, z, n, hn] in, [dr, dz, dn, dn*r] out, in place
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H, BG4 = <Py_ssize_t>B * G4
+    # scratch: dh_t of one sequence (H), [dr, dz, dn*r] of this step's slice (nb*3H), so that
+    # the step's product is one GEMM over 3H contiguous columns
+    cdef floating* dht = <floating*>malloc((H + <Py_ssize_t>nb * G3 + 1) * sizeof(floating))
+    cdef floating* ghb = dht + H
     cdef floating* dhb
-    cdef floating* gi
     cdef floating* gh
     cdef int t, b
     if dht == NULL:
         return -1
     for t in range(T - 1, -1, -1):
         for b in range(b0, b1):
-            gi = dGI + <Py_ssize_t>t * BG3 + <Py_ssize_t>b * G3
-            gh = dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b * G3
+            gh = ghb + <Py_ssize_t>(b - b0) * G3
             if not valid(lens, t, b):
-                memset(gi, 0, G3 * sizeof(floating))
+                memset(D + <Py_ssize_t>t * BG4 + <Py_ssize_t>b * G4, 0, G4 * sizeof(floating))
                 memset(gh, 0, G3 * sizeof(floating))
                 if norms != NULL:
                     norms[<Py_ssize_t>t * B + b] = 0
@@ -656,33 +666,56 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
                 memcpy(dht, dhb, H * sizeof(floating))
             if norms != NULL:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
-            gru_grad_row(gates + <Py_ssize_t>t * BG4 + <Py_ssize_t>b * G4,
-                         hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gi, gh, dhb, H)
-        if b1 - b0 <= MM_MAX_ROWS:
-            rowmm(b1 - b0, G3, H, dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b0 * G3, G3, w_hh, H, True,
-                  dh + <Py_ssize_t>b0 * H, H)
+            gru_grad_row(D + <Py_ssize_t>t * BG4 + <Py_ssize_t>b * G4,
+                         hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H)
+        if nb <= MM_MAX_ROWS:
+            rowmm(nb, G3, H, ghb, G3, w_hh, H, True, dh + <Py_ssize_t>b0 * H, H)
         else:
-            gemm(c'N', c'N', H, b1 - b0, G3, <floating>1, w_hh, H,
-                 dGH + <Py_ssize_t>t * BG3 + <Py_ssize_t>b0 * G3, G3, <floating>1,
+            gemm(c'N', c'N', H, nb, G3, <floating>1, w_hh, H, ghb, G3, <floating>1,
                  dh + <Py_ssize_t>b0 * H, H)
     free(dht)
     return 0
 
 
+cdef inline int gru_hh_col(int g, int H) noexcept nogil:
+    """Column of the GRU's gradient store [dr, dz, dn, dn*r] that row g of W_hh (r, z, n) reads."""
+    return g if g < 2 * H else g + H
+
+
 cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
-    cdef int I = a.In, H = a.H, G3 = 3 * a.H, TB = a.T * a.B, r0, r1, g0, g1
-    cdef const floating* dGI = <const floating*>a.dA
-    cdef const floating* dGH = <const floating*>a.dA2
+    cdef int I = a.In, H = a.H, G3 = 3 * a.H, G4 = 4 * a.H, TB = a.T * a.B, r0, r1, g0, g1, lo, hi
+    cdef const floating* D = <const floating*>a.gates   # [dr, dz, dn, dn*r] after the loop
+    cdef floating* db
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G3, a.part, a.nparts, &g0, &g1)
+    # the input projection's gradient: columns 0:3H
     gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
-         dGI + <Py_ssize_t>r0 * G3, G3, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
-    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dGI + g0, G3,
+         D + <Py_ssize_t>r0 * G4, G4, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
+    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, G4,
          <floating>0, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
-    gemm(c'N', c'T', H, g1 - g0, TB, <floating>1, <const floating*>a.hs, H, dGH + g0, G3,
-         <floating>0, <floating*>a.dw_hh + <Py_ssize_t>g0 * H, H)
-    bias_grad_part(tag, a, <floating*>a.db_ih, dGI, G3)
-    bias_grad_part(tag, a, <floating*>a.db_hh, dGH, G3)
+    # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
+    lo, hi = g0, min(g1, 2 * H)
+    if hi > lo:
+        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + lo, G4,
+             <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+    lo, hi = max(g0, 2 * H), g1
+    if hi > lo:
+        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + gru_hh_col(lo, H), G4,
+             <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+    if g1 > g0:
+        db = <floating*>a.db_ih
+        if db != NULL:
+            memset(db + g0, 0, (g1 - g0) * sizeof(floating))
+            colsum_add(db + g0, D + g0, TB, g1 - g0, G4)
+        db = <floating*>a.db_hh
+        if db != NULL:
+            memset(db + g0, 0, (g1 - g0) * sizeof(floating))
+            lo, hi = g0, min(g1, 2 * H)
+            if hi > lo:
+                colsum_add(db + lo, D + lo, TB, hi - lo, G4)
+            lo, hi = max(g0, 2 * H), g1
+            if hi > lo:
+                colsum_add(db + lo, D + gru_hh_col(lo, H), TB, hi - lo, G4)
     return 0
 
 
@@ -1147,22 +1180,37 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         hy = (copy_slot(hs, last, B, P, typenum),)
     cache = None
     if training:
-        cache = (cell, typenum, step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb)
+        # a list, emptied by the backward (which overwrites the gates with their gradients)
+        cache = [cell, typenum, step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb]
     return y, hy, cache
 
 
-cdef tuple backward(object dy, object dhy, object cache, object step_norms, bint step):
+cdef str kernel_name(int cell, bint step):
+    return f"{CELL_NAMES[cell]}_{'step_' if step else ''}forward"
+
+
+cdef tuple backward(int want_cell, object dy, object dhy, object cache, object step_norms, bint step):
+    """Shared body of every backward kernel.  It overwrites the gates saved in ``cache`` with
+    their gradients, so it empties the cache (a list): a second backward on it raises."""
     cdef Args a
     cdef int cell, typenum, T, B, I, H, P, G, relu
     cdef double loop_flops
     cdef bint cache_step
     cdef _Weights w
-    cdef cnp.ndarray dya = None, dh, dc = None, dA, dA2 = None, dht = None, dx, norms = None
+    cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx, norms = None
     cdef cnp.ndarray dw_ih, dw_hh, db_ih = None, db_hh = None, dw_hr = None
-    if not isinstance(cache, tuple) or len(cache) != 17:
-        raise ValueError("cache must be what the matching cython forward kernel returned "
-                         "with training=True")
+    cdef str name = kernel_name(want_cell, step)
+    if isinstance(cache, list) and len(cache) == 0:
+        raise RuntimeError(f"this cython {name} cache was already used by a backward pass "
+                           f"(the backward overwrites the gates it saved with their gradients): "
+                           f"run the forward again")
+    if not isinstance(cache, list) or len(cache) != 17:
+        raise ValueError(f"cache must be what cython {name} returned with training=True, "
+                         f"but got {type(cache).__name__}")
     (cell, typenum, cache_step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb) = cache
+    if cell != want_cell or cache_step != step:
+        raise ValueError(f"cache must be what cython {name} returned with training=True, but "
+                         f"it comes from {kernel_name(cell, cache_step)}")
     G = GATES[cell] * H
     memset(&a, 0, sizeof(Args))
     if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == LSTM else 1):
@@ -1172,9 +1220,8 @@ cdef tuple backward(object dy, object dhy, object cache, object step_norms, bint
         dc = copy_of(checked(dhy[1], typenum, "dc_n", 2, B, H), 2, B, H, typenum)
     if dy is not None:
         dya = checked(dy, typenum, "dy", 3, T, B, P)
-    dA = empty(3, T, B, G, typenum)
-    if cell == GRU:
-        dA2 = empty(3, T, B, G, typenum)
+    if step_norms is not None and tuple(np.shape(step_norms)) != (T, B):
+        raise ValueError(f"step_norms must have shape {(T, B)}, but got {tuple(np.shape(step_norms))}")
     if cell == LSTM and w.w_hr is not None:
         dht = empty(3, T, B, P, typenum)
     if step_norms is not None:
@@ -1198,10 +1245,15 @@ cdef tuple backward(object dy, object dhy, object cache, object step_norms, bint
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
     a.dy, a.dh, a.dc, a.norms = data(dya), data(dh), data(dc), data(norms)
-    a.dA, a.dA2, a.dht = data(dA), data(dA2), data(dht)
+    a.dht = data(dht)
     a.dx, a.dw_ih, a.dw_hh = data(dx), data(dw_ih), data(dw_hh)
     a.db_ih, a.db_hh, a.dw_hr = data(db_ih), data(db_hh), data(dw_hr)
     loop_flops = 2.0 * T * B * G * P + (4.0 * T * B * P * H if w.w_hr is not None else 0)
+    # the arguments are good: from here on the gates become gradients, and the cache is used up
+    # (no Python code runs between this check and the clear, so two threads cannot both pass)
+    if len(cache) != 17:
+        raise RuntimeError(f"this cython {name} cache was already used by a backward pass")
+    del cache[:]
     run(cell, typenum, &a, True, plan_threads(B, loop_flops), 6.0 * T * B * G * I)
     if norms is not None:
         step_norms[...] = norms
@@ -1221,8 +1273,11 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
 
 
 def rnn_backward(dy, dhy, cache, step_norms=None):
-    """BPTT for :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`."""
-    return backward(dy, dhy, cache, step_norms, False)
+    """BPTT for :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`.
+
+    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    """
+    return backward(RNN, dy, dhy, cache, step_norms, False)
 
 
 def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
@@ -1232,8 +1287,8 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
 
 
 def rnn_step_backward(dhy, cache):
-    """Backward of :func:`rnn_step_forward`: ``(dx (B, I), dhx, dweights)``."""
-    return backward(None, dhy, cache, None, True)
+    """Backward of :func:`rnn_step_forward`: ``(dx (B, I), dhx, dweights)``; consumes ``cache``."""
+    return backward(RNN, None, dhy, cache, None, True)
 
 
 def lstm_forward(x, hx, weights, lengths=None, training=True):
@@ -1242,8 +1297,11 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
 
 
 def lstm_backward(dy, dhy, cache, step_norms=None):
-    """BPTT for :func:`lstm_forward`; see :func:`fastrnn.reference.lstm_backward`."""
-    return backward(dy, dhy, cache, step_norms, False)
+    """BPTT for :func:`lstm_forward`; see :func:`fastrnn.reference.lstm_backward`.
+
+    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    """
+    return backward(LSTM, dy, dhy, cache, step_norms, False)
 
 
 def lstm_step_forward(x, hx, weights, training=True):
@@ -1253,8 +1311,8 @@ def lstm_step_forward(x, hx, weights, training=True):
 
 
 def lstm_step_backward(dhy, cache):
-    """Backward of :func:`lstm_step_forward`: ``(dx (B, I), (dh, dc), dweights)``."""
-    return backward(None, dhy, cache, None, True)
+    """Backward of :func:`lstm_step_forward`: ``(dx (B, I), (dh, dc), dweights)``; consumes ``cache``."""
+    return backward(LSTM, None, dhy, cache, None, True)
 
 
 def gru_forward(x, hx, weights, lengths=None, training=True):
@@ -1263,8 +1321,11 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
 
 
 def gru_backward(dy, dhy, cache, step_norms=None):
-    """BPTT for :func:`gru_forward`; see :func:`fastrnn.reference.gru_backward`."""
-    return backward(dy, dhy, cache, step_norms, False)
+    """BPTT for :func:`gru_forward`; see :func:`fastrnn.reference.gru_backward`.
+
+    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    """
+    return backward(GRU, dy, dhy, cache, step_norms, False)
 
 
 def gru_step_forward(x, hx, weights, training=True):
@@ -1274,8 +1335,8 @@ def gru_step_forward(x, hx, weights, training=True):
 
 
 def gru_step_backward(dhy, cache):
-    """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,), dweights)``."""
-    return backward(None, dhy, cache, None, True)
+    """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,), dweights)``; consumes ``cache``."""
+    return backward(GRU, None, dhy, cache, None, True)
 
 
 # =======================================================================================

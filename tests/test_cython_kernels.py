@@ -156,7 +156,11 @@ def test_sequence_parity(case, dtype, B, lengths, bias):
     close_grad(norms, rnorms, dtype, "step_norms")
     for d, d0 in zip(dhy, dhy_before):
         np.testing.assert_array_equal(d, d0)
-    # without step_norms, and a second backward from the same cache, give the same result
+    # the backward used up its cache (it overwrote the saved gates with their gradients)
+    with pytest.raises(RuntimeError, match="already used"):
+        cb(dy, dhy, cache)
+    # without step_norms, from a new forward: the same result
+    _, _, cache = cf(x, hx, weights, lens, True, **opts)
     again = cb(dy, dhy, cache)
     check_grads(again, got, dtype)
 
@@ -286,6 +290,76 @@ def test_bad_arguments_raise_instead_of_crashing(bad):
         return
     with pytest.raises((ValueError, TypeError)):
         cy.lstm_forward(x, tuple(hx), tuple(weights), lens)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_backward_consumes_its_cache(case):
+    """One backward per training forward: a second one raises instead of reading gradients as gates;
+    a call with bad arguments leaves the cache usable; a cache of another kernel is refused."""
+    rng = np.random.default_rng(2)
+    cell, opts, _, _ = CASES[case]
+    T, B = 4, 3
+    weights, P = make_weights(case, np.float64, "both", rng)
+    x = rng.standard_normal((T, B, I))
+    hx = make_states(case, B, P, np.float64, rng)
+    cf, cb, csf, csb = kernels(cy, cell)
+    y, hy, cache = cf(x, hx, weights, None, True, **opts)
+    with pytest.raises(ValueError, match="dy"):
+        cb(y[:, :1], hy, cache)
+    with pytest.raises(ValueError, match="step_norms"):
+        cb(y, hy, cache, np.zeros((B, T)))
+    with pytest.raises(ValueError, match="step_forward"):
+        csb(hy, cache)                       # a sequence cache in a step backward
+    other = "gru" if cell != "gru" else "rnn"
+    with pytest.raises(ValueError, match=f"{cell}_forward"):
+        getattr(cy, f"{other}_backward")(y, hy, cache)
+    got = cb(y, hy, cache)                   # the refused calls did not use it up
+    want = getattr(ref, f"{cell}_backward")(
+        y, hy, getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)[2])
+    check_grads(got, want, np.float64)
+    with pytest.raises(RuntimeError, match="already used"):
+        cb(y, hy, cache)
+    with pytest.raises(ValueError, match="cache"):
+        cb(y, hy, None)
+    with pytest.raises(ValueError, match="cache"):
+        cb(y, hy, tuple(range(17)))
+    # step kernels alike
+    hy1, scache = csf(x[0], hx, weights, True, **opts)
+    with pytest.raises(ValueError, match=f"{cell}_forward"):
+        cb(y[:1], hy1, scache)               # a step cache in a sequence backward
+    csb(hy1, scache)
+    with pytest.raises(RuntimeError, match="already used"):
+        csb(hy1, scache)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_backward_allocates_no_gate_sized_buffer(case):
+    """The backward writes the gate gradients over the forward's gate store: beyond its
+    results (dx, dhx, the weight gradients; with a projection the dh_t rows for dW_hr) it
+    allocates no T*B*gates buffer."""
+    import tracemalloc
+    rng = np.random.default_rng(4)
+    cell, opts, gates, proj = CASES[case]
+    T, B, hidden = 50, 16, 32
+    weights, P = make_weights(case, np.float64, "both", rng, hidden=hidden)
+    x = rng.standard_normal((T, B, I))
+    hx = make_states(case, B, P, np.float64, rng, hidden=hidden)
+    cf, cb, _, _ = kernels(cy, cell)
+    y, hy, cache = cf(x, hx, weights, None, True, **opts)
+    dhy = tuple(np.ones_like(h) for h in hy)
+    results = 8 * (T * B * I + sum(h.size for h in hy) + sum(w.size for w in weights if w is not None)
+                   + (T * B * P if proj else 0))
+    gate_buffer = 8 * T * B * gates * hidden
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        got = cb(y, dhy, cache)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert got[0].shape == x.shape
+    assert peak < results + gate_buffer // 2, (peak, results, gate_buffer)
 
 
 def test_nan_in_the_input_propagates_to_the_output():
