@@ -123,11 +123,15 @@ def _matmul_part(A, B, out, add, bounds, part, parts):
     """This thread's share of :func:`matmul`: its blocks of rows, one BLAS call each."""
     n = len(bounds) - 1
     for k in range(n * part // parts, n * (part + 1) // parts):
-        r0, r1 = bounds[k], bounds[k + 1]
+        a, o = A[bounds[k]:bounds[k + 1]], out[bounds[k]:bounds[k + 1]]
+        # an inner dimension of 1 (a one-step cell at batch 1) is an outer product, which
+        # NumPy's matmul computes ~5x slower than a broadcast multiplication
         if add:
-            out[r0:r1] += A[r0:r1] @ B
+            o += a * B if a.shape[1] == 1 else a @ B
+        elif a.shape[1] == 1:
+            np.multiply(a, B, out=o)
         else:
-            np.matmul(A[r0:r1], B, out=out[r0:r1])
+            np.matmul(a, B, out=o)
 
 
 def matmul(A, B, out, add=False):
