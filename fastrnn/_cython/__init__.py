@@ -10,6 +10,9 @@ Threads: a kernel call holds SciPy's OpenBLAS at one thread and splits the work
 itself (the batch, in the time loop; output rows, in the GEMMs before and after
 it) over :func:`get_num_threads` threads: the usable cores by default, or the
 environment variable ``FASTRNN_CYTHON_THREADS``, or :func:`set_num_threads`.
+
+A backward consumes its cache (it writes the gradients over the forward's
+stored gates), as in the numba backend: a second backward on it raises.
 """
 
 try:

@@ -35,7 +35,10 @@ The kernel contract shared by every backend (``fastrnn.backends``):
     ``dx (T, B, I)``, ``dhx`` (tuple) and ``dweights`` (tuple aligned with
     ``weights``, ``None`` where the weight is ``None``).  When ``step_norms``
     is a (T, B) array it receives ``||dJ/dh_t||`` for every step (0 past a
-    sequence's length).
+    sequence's length).  The compiled backends write the gradients over the
+    forward's stored gates, so a cache serves one backward: a second one
+    raises (the reference, which keeps its cache, allows it; the layers and
+    cells take a cache once whatever the backend).
 """
 
 from .rnn import rnn_forward, rnn_backward, rnn_step_forward, rnn_step_backward
