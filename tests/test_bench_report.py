@@ -141,6 +141,19 @@ def test_time_interleaved_respects_budget_and_min_samples():
     assert all(t.median > 0 and math.isfinite(t.median) for t in out.values())
 
 
+def test_time_interleaved_settles_between_backends(monkeypatch):
+    """A sleep before each sample of another callable than the last one, never before the
+    first sample nor between samples of the same callable."""
+    sleeps = []
+    monkeypatch.setattr(timing.time, "sleep", sleeps.append)
+    out = timing.time_interleaved({"a": lambda: None, "b": lambda: None}, repeat=3,
+                                  estimates={"a": 1e-6, "b": 1e-6}, min_sample_time=0.0,
+                                  settle=0.125)
+    # order a b | b a | a b: switches before samples 2, 4 and 6
+    assert sleeps == [0.125] * 3
+    assert len(out["a"].samples) == len(out["b"].samples) == 3
+
+
 # -- the whole report ------------------------------------------------------------------
 def test_report_with_numpy_only(tmp_path):
     """numpy alone: every section runs, ratio columns say n/a, probes in fresh processes."""

@@ -61,6 +61,9 @@ class Settings:
         Samples of the GEMM ceiling (at the start and again at the end).
     gemm_sample_time : float
         Each GEMM sample lasts at least this long.
+    settle : float
+        Sleep before a sample of a backend that follows another one's, so that the
+        previous backend's idle threads stop spinning (see :mod:`fastrnn.bench.timing`).
     """
 
     repeat: int = 7
@@ -70,12 +73,13 @@ class Settings:
     gemm_n: int = 2048
     gemm_repeat: int = 5
     gemm_sample_time: float = 0.2
+    settle: float = 0.15
 
     @classmethod
     def quick(cls, repeat=None, gemm_n=2048):
         """Fewer, shorter samples: a run of minutes instead of tens of minutes."""
         return cls(repeat=repeat or 3, min_samples=1, max_seconds=1.0, min_sample_time=0.01,
-                   gemm_n=gemm_n, gemm_repeat=3, gemm_sample_time=0.05)
+                   gemm_n=gemm_n, gemm_repeat=3, gemm_sample_time=0.05, settle=0.05)
 
 
 @dataclass
@@ -163,7 +167,8 @@ class Report:
         s = self.settings
         lines.append(f"- timing: medians of up to {s.repeat} round-robin samples per backend "
                      f"(at least {s.min_samples}, {s.max_seconds:g} s budget per backend and row, "
-                     f"samples of at least {s.min_sample_time * 1e3:g} ms); float32; "
+                     f"samples of at least {s.min_sample_time * 1e3:g} ms, "
+                     f"{s.settle * 1e3:g} ms idle before a sample of another backend); float32; "
                      f"run took {self.seconds:.0f} s")
         missing = [f"{b} ({self.status[b]['reason']})" for b in self.status
                    if not self.status[b]["available"]]
@@ -391,7 +396,8 @@ def _time_case(case, backends, checker, settings, log):
             out[b] = f"error, not timed: {type(exc).__name__}: {exc}"
     out.update(time_interleaved(fns, settings.repeat, estimates=estimates,
                                 min_samples=settings.min_samples, max_seconds=settings.max_seconds,
-                                min_sample_time=settings.min_sample_time))
+                                min_sample_time=settings.min_sample_time,
+                                settle=settings.settle))
     return {b: out[b] for b in backends}
 
 

@@ -7,6 +7,13 @@ times enough back-to-back calls to last at least ``min_sample_time`` so that
 microsecond calls are not dominated by the timer.  A slow backend (the numpy
 reference at the large shape) stops taking samples once it has spent its
 time budget and has ``min_samples`` of them.
+
+Before a sample of one backend that follows a sample of another, the
+process sleeps ``settle`` seconds: thread pools spin for a while after their
+last task (OpenBLAS's idle threads for about 2^28 cycles, ~0.1 s), and a
+backend sampled during the spinning of the previous backend's threads ran up
+to 1.6x slower on this 2-core machine (numba right after the numpy
+reference, whose BLAS runs on 2 threads).
 """
 
 import gc
@@ -138,7 +145,7 @@ def plan_rounds(seconds_per_call, budget, min_rounds, max_rounds, min_round_time
 
 
 def time_interleaved(fns, repeat, *, estimates=None, min_samples=3, max_seconds=5.0,
-                     min_sample_time=0.02, log=None):
+                     min_sample_time=0.02, settle=0.0, log=None):
     """Median seconds per call of several callables, sampled round-robin.
 
     Parameters
@@ -156,6 +163,8 @@ def time_interleaved(fns, repeat, *, estimates=None, min_samples=3, max_seconds=
         Time budget per callable.
     min_sample_time : float
         Each sample lasts at least about this long (calls are batched).
+    settle : float
+        Seconds to sleep before a sample whose callable differs from the last one sampled.
     log : callable, optional
         Receives progress strings.
 
@@ -172,11 +181,15 @@ def time_interleaved(fns, repeat, *, estimates=None, min_samples=3, max_seconds=
     number = {n: calls_per_sample(estimates[n], min_sample_time) for n in names}
     samples = {n: [] for n in names}
     spent = {n: 0.0 for n in names}
+    last = None
     for r in range(repeat):
         order = names[r % len(names):] + names[:r % len(names)] if names else []
         for name in order:
             if len(samples[name]) >= min_samples and spent[name] >= max_seconds:
                 continue
+            if settle > 0 and last is not None and last != name:
+                time.sleep(settle)
+            last = name
             t = time_calls(fns[name], number[name])
             samples[name].append(t)
             spent[name] += t * number[name]
