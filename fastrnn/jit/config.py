@@ -225,6 +225,12 @@ def _blas_libraries():
         own = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(
             (home + os.sep, home + ".libs" + os.sep))]
         _blas["libs"] = own or libs
+        # OpenBLAS, when its first calls in a process run on one thread and are small,
+        # stays on a slow path for small products (measured: 100x64 @ 64x256 in 270 us
+        # instead of 100 us) until some product of at least 128^3 has run; run one now
+        for dtype in (np.float32, np.float64):
+            square = np.ones((128, 128), dtype=dtype)
+            square @ square
     return _blas["libs"]
 
 
