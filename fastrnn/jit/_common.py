@@ -11,7 +11,7 @@ import numpy as np
 
 from . import config
 from .config import run_threads, threads_for
-from .gemm import pack, panel_shape
+from .gemm import mm_small, pack, panel_shape
 
 #: bytes added to every row of the buffers that matrix products write, so that rows
 #: whose width is a multiple of 4 KiB do not map to the same cache sets
@@ -124,25 +124,33 @@ def _matmul_part(A, B, out, add, bounds, part, parts):
     n = len(bounds) - 1
     for k in range(n * part // parts, n * (part + 1) // parts):
         a, o = A[bounds[k]:bounds[k + 1]], out[bounds[k]:bounds[k + 1]]
-        # an inner dimension of 1 (a one-step cell at batch 1) is an outer product, which
-        # NumPy's matmul computes ~5x slower than a broadcast multiplication
         if add:
-            o += a * B if a.shape[1] == 1 else a @ B
-        elif a.shape[1] == 1:
-            np.multiply(a, B, out=o)
+            o += a @ B
         else:
             np.matmul(a, B, out=o)
 
 
 def matmul(A, B, out, add=False):
-    """``out = A @ B`` (``out += A @ B`` when ``add``): BLAS on blocks of rows, threads sharing them.
+    """``out = A @ B`` (``out += A @ B`` when ``add``): BLAS on blocks of rows, threads sharing
+    them, or one numba loop below ``config.BLAS_MIN_FLOPS`` (or for an outer product).
 
     Parameters
     ----------
     A : (M, K) array, B : (K, N) array, out : (M, N) array (any strides BLAS takes)
     """
+    flops = 2 * A.shape[0] * A.shape[1] * B.shape[1]
+    if flops < config.BLAS_MIN_FLOPS or A.shape[1] == 1:
+        # an inner dimension of 1 is an outer product: ~5x slower through NumPy's matmul.
+        # C-contiguous operands only, so that the loop is compiled once per dtype
+        res = out if out.flags.c_contiguous else np.array(out, order="C") if add else \
+            np.empty(out.shape, out.dtype)
+        mm_small(np.ascontiguousarray(A), np.ascontiguousarray(B), res, add)
+        if res is not out:
+            out[...] = res
+        return
     bounds = _row_blocks(out.shape[0])
-    threads = min(len(bounds) - 1, threads_for(2 * A.shape[0] * A.shape[1] * B.shape[1]))
+    threads = min(len(bounds) - 1, threads_for(flops))
+    config.hold_blas_at_one_thread()
     run_threads(_matmul_part, (A, B, out, add, bounds), [(k, threads) for k in range(threads)])
 
 

@@ -45,8 +45,8 @@ and the weight gradients after it) are BLAS calls on up to
 :data:`BLAS_BLOCKS` blocks of output rows, shared among the same threads.  The threads
 are the calling thread plus a small pool of Python threads (the kernels and
 NumPy's BLAS release the GIL).  BLAS's own thread pool is held at one thread
-while a kernel runs (:func:`one_blas_thread`): its idle threads spin for a
-while after each call, and that alone halved the speed of the time loops
+during these calls (:func:`one_blas_thread`): its idle threads would spin for
+a while after each call, and that alone halved the speed of the time loops
 that followed.  The count is :func:`get_num_threads`:
 ``$FASTRNN_NUM_THREADS``, default the number of CPUs this process may use,
 changed at run time with :func:`set_num_threads`.  Calls smaller than
@@ -81,6 +81,9 @@ PARALLEL_MIN_FLOPS = 2_000_000
 BLAS_BLOCKS = 8
 #: ... of at least this many rows each
 BLAS_MIN_ROWS = 64
+#: products over all rows smaller than this (floating-point operations) are a numba loop
+#: instead: a BLAS call from Python costs ~100 us at the least
+BLAS_MIN_FLOPS = 1_000_000
 #: rows (time steps x batch) whose input projection an eval-mode forward computes at once:
 #: its workspace is max(B, EVAL_ROWS) rows of gates, whatever the sequence length
 EVAL_ROWS = 1024
@@ -208,7 +211,7 @@ def batch_slices(batch, threads):
 
 
 _blas_lock = threading.Lock()
-_blas = {"libs": None, "depth": 0, "saved": []}
+_blas = {"libs": None, "depth": 0, "saved": None}
 
 
 def _blas_libraries():
@@ -235,29 +238,38 @@ def _blas_libraries():
 
 
 def one_blas_thread(fn):
-    """Decorator: BLAS runs on one thread while ``fn`` runs (re-entrant, thread-safe).
-
-    The previous thread counts are restored when the outermost call returns.
-    """
+    """Decorator for a kernel wrapper: the BLAS calls made inside it (through
+    :func:`hold_blas_at_one_thread`) run with BLAS on one thread, held from the
+    first of them until the outermost decorated call returns, which restores the
+    previous thread counts.  Re-entrant and thread-safe; costs nothing more than a
+    lock when no BLAS call is made (the one-step kernels)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with _blas_lock:
-            if _blas["depth"] == 0:
-                _blas["saved"] = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
-                for lib, n in _blas["saved"]:
-                    if n != 1:
-                        lib.set_num_threads(1)
             _blas["depth"] += 1
         try:
             return fn(*args, **kwargs)
         finally:
             with _blas_lock:
                 _blas["depth"] -= 1
-                if _blas["depth"] == 0:
+                if _blas["depth"] == 0 and _blas["saved"] is not None:
                     for lib, n in _blas["saved"]:
                         if n != 1:
                             lib.set_num_threads(n)
+                    _blas["saved"] = None
     return wrapper
+
+
+def hold_blas_at_one_thread():
+    """Set BLAS to one thread until the enclosing :func:`one_blas_thread` call returns
+    (nothing outside one).  Setting it back and forth around each call instead woke
+    BLAS's threads every time, which then spun and slowed the kernels down."""
+    with _blas_lock:
+        if _blas["depth"] > 0 and _blas["saved"] is None:
+            _blas["saved"] = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
+            for lib, n in _blas["saved"]:
+                if n != 1:
+                    lib.set_num_threads(1)
 
 
 def run_threads(kernel, args, tails):

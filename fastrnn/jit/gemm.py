@@ -18,6 +18,8 @@ cache sets), and the products run on the calling thread:
   :data:`BLOCK_BYTES` that stay in the L2 cache while all rows go by.
 * :func:`mm_nt` (``C += A @ R^T``) serves the one-step kernels, which use the
   weights as stored (packing would cost more than the step).
+* :func:`mm_small` (``C = A @ B``) takes the products over all rows that are too
+  small for a BLAS call (see :func:`fastrnn.jit._common.matmul`).
 
 Two rules keep the inner loops fast: they index only views whose index
 starts at 0 (an offset index such as ``v[j0 + j]`` gets numba's
@@ -239,6 +241,31 @@ def mm_nt(A, B, C, ccol):
                 s0 += a[k] * w0[k]
             c[j] += s0
             j += 1
+
+
+@jit
+def mm_small(A, B, C, add):
+    """``C = A @ B`` (``C += A @ B`` when ``add``) as a plain loop, for products too small to
+    pay for a BLAS call from Python (a one-step cell's dx and weight gradients).
+
+    Parameters
+    ----------
+    A : (M, K) C-contiguous array
+    B : (K, N) C-contiguous array
+    C : (M, N) C-contiguous array, written
+    """
+    M, K = A.shape
+    N = B.shape[1]
+    for i in range(M):
+        c = C[i]
+        if not add:
+            for j in range(N):
+                c[j] = 0
+        for k in range(K):
+            a = A[i, k]
+            b = B[k]
+            for j in range(N):
+                c[j] = c[j] + a * b[j]
 
 
 @helper()
