@@ -181,3 +181,11 @@ def recurrent_grad(D, h0, Hs, out):
     matmul(D[:B].T, h0, out)
     if D.shape[0] > B:
         matmul(D[B:].T, flat(Hs)[:D.shape[0] - B, :K], out, add=True)
+
+
+def step_backward(backward, dhy, cache):
+    """The backward of a one-step kernel: ``backward`` (a sequence backward) over its T = 1
+    step, with no gradient from an output; returns dx (B, I), dhx and dweights."""
+    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
+    dx, dhx, dweights = backward(dy, dhy, cache)
+    return dx[0], dhx, dweights

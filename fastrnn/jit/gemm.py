@@ -269,11 +269,10 @@ def mm_small(A, B, C, add):
 
 
 @helper()
-def init_rows(C, ccol, N, b1, b2):
-    """C[i, ccol:ccol+N] = b1 + b2 for every row i; an empty bias (shape (0,)) counts as zeros."""
+def add_rows(C, ccol, N, b1, b2):
+    """C[i, ccol:ccol+N] += b1 + b2 for every row i; an empty bias (shape (0,)) counts as zeros."""
     for i in range(C.shape[0]):
         c = C[i, ccol:ccol + N]
-        c[:] = 0
         if b1.shape[0] > 0:
             for j in range(N):
                 c[j] += b1[j]
@@ -283,16 +282,11 @@ def init_rows(C, ccol, N, b1, b2):
 
 
 @helper()
-def add_rows(C, N, b1, b2):
-    """C[i, :N] += b1 + b2 for every row i; an empty bias (shape (0,)) counts as zeros."""
+def init_rows(C, ccol, N, b1, b2):
+    """C[i, ccol:ccol+N] = b1 + b2 for every row i (see :func:`add_rows`)."""
     for i in range(C.shape[0]):
-        c = C[i, :N]
-        if b1.shape[0] > 0:
-            for j in range(N):
-                c[j] += b1[j]
-        if b2.shape[0] > 0:
-            for j in range(N):
-                c[j] += b2[j]
+        C[i, ccol:ccol + N] = 0
+    add_rows(C, ccol, N, b1, b2)
 
 
 @helper()

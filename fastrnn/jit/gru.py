@@ -111,7 +111,7 @@ def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
     for t in range(t0, t0 + nt):
         tg = t - t0
         ts = t % Hs.shape[0]
-        add_rows(G[tg, b0:b1], 3 * H, b_ih, b_ih[:0])
+        add_rows(G[tg, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
         init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])
         mm_rows(h3, 0, 0, w_hh, 3 * H, GH, 0, 0, 1, b0, b1)
         for b in range(b0, b1):
@@ -319,6 +319,4 @@ def gru_step_backward(dhy, cache):
     dhx : tuple (dh (B, H),)
     dweights : list aligned with the forward's weights
     """
-    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
-    dx, dhx, dweights = gru_backward(dy, dhy, cache)
-    return dx[0], dhx, dweights
+    return _common.step_backward(gru_backward, dhy, cache)

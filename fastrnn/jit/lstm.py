@@ -92,7 +92,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, 
     for t in range(t0, t0 + nt):
         tg = t - t0
         ts = t % Cs.shape[0]
-        add_rows(G[tg, b0:b1], 4 * H, b_ih, b_hh)
+        add_rows(G[tg, b0:b1], 0, 4 * H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, 4 * H, G, tg, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -409,7 +409,4 @@ def lstm_step_backward(dhy, cache):
     dhx : tuple (dh (B, P), dc (B, H))
     dweights : list aligned with the forward's weights
     """
-    dh = dhy[0]
-    dy = np.zeros((1,) + dh.shape, dtype=cache[0].dtype)
-    dx, dhx, dweights = lstm_backward(dy, dhy, cache)
-    return dx[0], dhx, dweights
+    return _common.step_backward(lstm_backward, dhy, cache)

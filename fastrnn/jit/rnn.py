@@ -59,7 +59,7 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, lengths, y, G, t0, nt, b0, b1):
     h3 = h.reshape((1, B, H))
     for t in range(t0, t0 + nt):
         tg = t - t0
-        add_rows(G[tg, b0:b1], H, b_ih, b_hh)
+        add_rows(G[tg, b0:b1], 0, H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, H, G, tg, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -274,6 +274,4 @@ def rnn_step_backward(dhy, cache):
     dhx : tuple (dh (B, H),)
     dweights : list aligned with the forward's weights
     """
-    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
-    dx, dhx, dweights = rnn_backward(dy, dhy, cache)
-    return dx[0], dhx, dweights
+    return _common.step_backward(rnn_backward, dhy, cache)
