@@ -142,8 +142,12 @@ def matmul(A, B, out, add=False):
     if flops < config.BLAS_MIN_FLOPS or A.shape[1] == 1:
         # an inner dimension of 1 is an outer product: ~5x slower through NumPy's matmul.
         # C-contiguous operands only, so that the loop is compiled once per dtype
-        res = out if out.flags.c_contiguous else np.array(out, order="C") if add else \
-            np.empty(out.shape, out.dtype)
+        if out.flags.c_contiguous:
+            res = out
+        elif add:
+            res = np.array(out, order="C")
+        else:
+            res = np.empty(out.shape, out.dtype)
         mm_small(np.ascontiguousarray(A), np.ascontiguousarray(B), res, add)
         if res is not out:
             out[...] = res
