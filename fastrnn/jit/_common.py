@@ -171,6 +171,26 @@ def project(x, t0, nt, w, G):
     matmul(flat(x[t0:t0 + nt]), w.T, flat(G[:nt])[:, :N])
 
 
+def forward_loop(kernel, args, x, w_ih, G, threads):
+    """A forward's time loop: for each block of the steps the gate store ``G`` holds, the
+    input projection (BLAS, :func:`project`) and then ``kernel(*args, t0, nt, b0, b1)`` on
+    ``threads`` slices of the batch at once.
+
+    Parameters
+    ----------
+    x : (T, B, I) C-contiguous array
+    w_ih : (N, I) array
+    G : (TG, B, >= N) C-contiguous array (TG = T in training)
+    """
+    T, B = x.shape[0], x.shape[1]
+    slices = config.batch_slices(B, threads)
+    tails = list(zip(slices[:-1], slices[1:]))
+    for t0 in range(0, T, G.shape[0]):
+        nt = min(G.shape[0], T - t0)
+        project(x, t0, nt, w_ih, G)
+        run_threads(kernel, args + (t0, nt), tails)
+
+
 def recurrent_grad(D, h0, Hs, out):
     """``out = sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
 

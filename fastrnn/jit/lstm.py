@@ -153,8 +153,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     proj = w_hr is not None
     y = np.empty((T, B, P), dtype=dt)
     TS = T if training else 1
-    TG = _common.store_steps(T, B, training)
-    G = _common.row_buffer(TG, B, H4, dt)
+    G = _common.row_buffer(_common.store_steps(T, B, training), B, H4, dt)
     Cs, TCs = np.empty((TS, B, H), dtype=dt), np.empty((TS, B, H), dtype=dt)
     if proj:
         Hs, M = np.empty((TS, B, P), dt), np.empty((1, B, H), dt)
@@ -165,12 +164,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
             _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
             lens, y, G, Cs, TCs, Hs, M, Hn)
-    slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
-    tails = list(zip(slices[:-1], slices[1:]))
-    for t0 in range(0, T, TG):
-        nt = min(TG, T - t0)
-        _common.project(x, t0, nt, w_ih, G)
-        run_threads(_forward_slice, args + (t0, nt), tails)
+    _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
     cache = [x, h0, c0, G, Cs, TCs, Hs, lens, weights] if training else None
     return y, (h, c), cache
 

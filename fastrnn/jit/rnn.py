@@ -104,16 +104,10 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
-    TG = _common.store_steps(T, B, training)
-    G = _common.row_buffer(TG, B, H, dt)
+    G = _common.row_buffer(_common.store_steps(T, B, training), B, H, dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
-    slices = batch_slices(B, threads_for(2 * T * B * H * H))
-    tails = list(zip(slices[:-1], slices[1:]))
-    for t0 in range(0, T, TG):
-        nt = min(TG, T - t0)
-        _common.project(x, t0, nt, w_ih, G)
-        run_threads(_forward_slice, args + (t0, nt), tails)
+    _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
     cache = [x, h0, G, relu, lens, weights] if training else None
     return y, (h,), cache
 
