@@ -191,6 +191,27 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
         run_threads(kernel, args + (t0, nt), tails)
 
 
+def input_grads(D, w_ih, x):
+    """``dx = D @ W_ih`` and ``dW_ih = D^T @ x``: the input side of a backward, over all rows.
+
+    Parameters
+    ----------
+    D : (T*B, N) array (a view of a gate-gradient store): rows (t, b), time-major
+    w_ih : (N, I) array
+    x : (T, B, I) C-contiguous array
+
+    Returns
+    -------
+    dx : (T, B, I) array
+    dw_ih : (N, I) array
+    """
+    dx = np.empty(x.shape, dtype=x.dtype)
+    matmul(D, w_ih, flat(dx))
+    dw_ih = np.empty_like(w_ih)
+    matmul(D.T, flat(x), dw_ih)
+    return dx, dw_ih
+
+
 def recurrent_grad(D, h0, Hs, out):
     """``out = sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
 

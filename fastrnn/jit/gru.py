@@ -147,7 +147,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H3, H = w_hh.shape
     h = np.array(hx[0], dtype=dt, order="C")
     h0 = h.copy() if training else None
@@ -220,7 +220,7 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     x, h0, G, Hs, lens, weights = _common.take(cache, "gru")
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H3, H = w_hh.shape
     dy = _common.contiguous(dy, dt)
     dh = np.array(dhy[0], dtype=dt, order="C")
@@ -233,10 +233,7 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :4 * H]   # [dr, dz, dn, dn * r], one row per (t, b)
-    dx = np.empty((T, B, I), dtype=dt)
-    _common.matmul(D[:, :H3], w_ih, _common.flat(dx))
-    dw_ih = np.empty_like(w_ih)
-    _common.matmul(D[:, :H3].T, _common.flat(x), dw_ih)
+    dx, dw_ih = _common.input_grads(D[:, :H3], w_ih, x)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
     _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])

@@ -143,7 +143,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H4, P = w_hh.shape
     H = H4 // 4
     h = np.array(hx[0], dtype=dt, order="C")
@@ -284,7 +284,7 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     x, h0, c0, G, Cs, TCs, Hs, lens, weights = _common.take(cache, "lstm")
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dt = x.dtype
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H4, P = w_hh.shape
     H = H4 // 4
     proj = w_hr is not None
@@ -305,10 +305,7 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
-    dx = np.empty((T, B, I), dtype=dt)
-    _common.matmul(D, w_ih, _common.flat(dx))
-    dw_ih = np.empty_like(w_ih)
-    _common.matmul(D.T, _common.flat(x), dw_ih)
+    dx, dw_ih = _common.input_grads(D, w_ih, x)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
     db = None if b_ih is None and b_hh is None else D.sum(axis=0)

@@ -97,7 +97,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[0]
     relu = nonlinearity == "relu"
     h = np.array(hx[0], dtype=dt, order="C")
@@ -175,7 +175,7 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     x, h0, G, relu, lens, weights = _common.take(cache, "rnn")
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
-    T, B, I = x.shape
+    T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[0]
     dy = _common.contiguous(dy, dt)
     dh = np.array(dhy[0], dtype=dt, order="C")
@@ -188,10 +188,7 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
-    dx = np.empty((T, B, I), dtype=dt)
-    _common.matmul(D, w_ih, _common.flat(dx))
-    dw_ih = np.empty_like(w_ih)
-    _common.matmul(D.T, _common.flat(x), dw_ih)
+    dx, dw_ih = _common.input_grads(D, w_ih, x)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D, h0, G, dw_hh)
     db = None if b_ih is None and b_hh is None else D.sum(axis=0)
