@@ -109,7 +109,9 @@ def check_grads(got, want, dtype):
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("B", [0, 1, 3, 9])   # 3: per-step GEMV path, 9: GEMM path
+# the per-step products: 3 rows, fewer than a block of 4; 9, blocks of 4 and one row left;
+# 70, more rows on one thread than MM_MAX_ROWS (64 in kernels/_common.pxd): BLAS per step
+@pytest.mark.parametrize("B", [0, 1, 3, 9, 70])
 @pytest.mark.parametrize("lengths", [None, "full", "ragged"])
 @pytest.mark.parametrize("bias", ["both", "none", "ih", "hh"])
 def test_sequence_parity(case, dtype, B, lengths, bias):
