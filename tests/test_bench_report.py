@@ -76,6 +76,9 @@ def test_targets():
     assert cases.target(Case("gru", cases.SHAPES["medium"], "infer")) == ("speedup", 1.0)
     assert cases.target(Case("lstm", cases.SHAPES["step"], "infer")) == ("seconds", 5e-6)
     assert cases.target(Case("lstm", TINY, "train")) is None
+    assert cases.cython_target(Case("gru", cases.SHAPES["medium"], "train")) == ("relative", 1.1)
+    assert cases.cython_target(Case("lstm", cases.SHAPES["step"], "infer")) == ("seconds", 2e-6)
+    assert cases.cython_target(Case("gru", cases.SHAPES["step"], "train")) is None
 
 
 # -- checks --------------------------------------------------------------------------
@@ -185,6 +188,27 @@ def test_report_with_torch_has_ratios():
     rows = _table_rows(rep.markdown())
     row = dict(zip(rows[0], rows[1]))
     assert row["torch/numpy"].endswith("x") and row["torch"] != "n/a"
+
+
+def test_cython_is_judged_against_numba():
+    """With both compiled backends the table gets the cython backend's own target column."""
+    status = cases.backend_status()
+    if cases.auto_backend(status) != "numba":
+        pytest.skip("the numba backend is not the default here")
+    near, far = Case("gru", cases.SHAPES["medium"], "train"), Case("lstm", cases.SHAPES["small"], "infer")
+    step = Case("lstm", cases.SHAPES["step"], "infer")
+    t = lambda s: timing.Timing(s, [s], 1)   # noqa: E731
+    rep = Report(backends=["numba", "cython"], status=status, machine=[("CPU", "x")],
+                 settings=FAST, torch_threads=1,
+                 timings=[(near, {"numba": t(10e-3), "cython": t(10.5e-3)}),
+                          (far, {"numba": t(10e-3), "cython": t(12e-3)}),
+                          (step, {"numba": t(30e-6), "cython": t(3e-6)})],
+                 gemm=[{"gflops": 10.0, "samples": [10.0], "n": 64}])
+    rows = _table_rows(rep.markdown())
+    got = [dict(zip(rows[0], r))["target (cython)"] for r in rows[1:]]
+    assert got == ["≤1.1x numba's time: met (1.05x)", "≤1.1x numba's time: missed (1.20x)",
+                   "≤2 µs: missed, 1.5x over"]
+    assert dict(zip(rows[0], rows[1]))["target (numba)"].startswith("≥1.5x vs torch")
 
 
 def test_failed_check_is_reported_not_timed(monkeypatch, capsys):

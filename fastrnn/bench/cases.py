@@ -329,3 +329,25 @@ def target(case):
         return ("speedup", 1.0) if case.shape.name in SEQUENCE_SHAPES else None
     per_cell = _SPEEDUP_TARGETS.get((case.pass_, case.shape.name))
     return None if per_cell is None else ("speedup", per_cell[case.cell])
+
+
+#: the cython backend's bound on its time relative to the numba backend's (issue 4:
+#: "within 10% of the numba backend or faster")
+CYTHON_VS_NUMBA = 1.1
+#: the cython backend's bound on one LSTMCell step at B=1, H=128, in seconds
+_CYTHON_STEP_SECONDS = {("lstm", "infer"): 2e-6}
+
+
+def cython_target(case):
+    """The cython backend's target for a case (issue 4), if it has one.
+
+    Returns
+    -------
+    tuple or None
+        ``("relative", x)``: cython time / numba time must be at most x (every sequence case);
+        ``("seconds", s)``: the cython call must take at most s seconds (the LSTMCell step).
+    """
+    if case.shape.step:
+        bound = _CYTHON_STEP_SECONDS.get((case.cell, case.pass_))
+        return None if bound is None else ("seconds", bound)
+    return ("relative", CYTHON_VS_NUMBA)
