@@ -30,12 +30,12 @@ DTYPES = (np.float64, np.float32)
 def threads(request):
     """Run with the given thread count, and force threading for tiny shapes."""
     n = request.param
-    saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
+    saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS, config.BLAS_PARALLEL_MIN_FLOPS)
     config.set_num_threads(n)
-    config.PARALLEL_MIN_FLOPS = 0
+    config.PARALLEL_MIN_FLOPS = config.BLAS_PARALLEL_MIN_FLOPS = 0
     yield n
     config.set_num_threads(saved[0])
-    config.PARALLEL_MIN_FLOPS = saved[1]
+    config.PARALLEL_MIN_FLOPS, config.BLAS_PARALLEL_MIN_FLOPS = saved[1:]
 
 
 # ---------------------------------------------------------------- activations
@@ -239,7 +239,10 @@ def test_step_parity(dtype, cell, P, opts, B, bias, training):
 def test_thread_count_independence(dtype, cell, P, opts, monkeypatch):
     """Every result is bit-for-bit the same for 1, 2, 3 and 4 threads."""
     T, B, I, H = 9, 8, 6, 9
-    monkeypatch.setattr(config, "BLAS_MIN_ROWS", 8)   # 72 rows: 8 BLAS blocks, shared unevenly
+    # 72 rows: 8 BLAS blocks (also for these tiny products), shared unevenly among the threads
+    monkeypatch.setattr(config, "BLAS_MIN_ROWS", 8)
+    monkeypatch.setattr(config, "BLAS_MIN_FLOPS", 0)
+    monkeypatch.setattr(config, "BLAS_PARALLEL_MIN_FLOPS", 0)
     results = []
     saved = (config.get_num_threads(), config.PARALLEL_MIN_FLOPS)
     config.PARALLEL_MIN_FLOPS = 0

@@ -153,7 +153,7 @@ def matmul(A, B, out, add=False):
             out[...] = res
         return
     bounds = _row_blocks(out.shape[0])
-    threads = min(len(bounds) - 1, threads_for(flops))
+    threads = 1 if flops < config.BLAS_PARALLEL_MIN_FLOPS else min(len(bounds) - 1, threads_for(flops))
     config.hold_blas_at_one_thread()
     run_threads(_matmul_part, (A, B, out, add, bounds), [(k, threads) for k in range(threads)])
 
