@@ -190,11 +190,12 @@ def test_backward_parity_many_rows(threads, dtype, cell, P, opts):
 @pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("with_lengths", [False, True])
 def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths, monkeypatch):
-    """An eval forward projects the input EVAL_ROWS rows at a time: here in 3 blocks, the last
-    one shorter, and carries the state across them."""
+    """An eval forward projects the input EVAL_BYTES of gates at a time: here in 3 blocks, the
+    last one shorter, and carries the state across them."""
     T, B, I, H = 19, 4, 3, 6
-    monkeypatch.setattr(config, "EVAL_ROWS", 8 * B)
-    assert _common.store_steps(T, B, False) == 8
+    width = {"rnn": H, "lstm": 4 * H, "gru": 4 * H}[cell]   # the gate store's row
+    monkeypatch.setattr(config, "EVAL_BYTES", 8 * B * width * np.dtype(dtype).itemsize)
+    assert _common.store_steps(T, B, width, dtype, False) == 8
     _, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, with_lengths)
     y_r, hy_r, _ = _kernels(reference, cell)[0](x, hx, weights, lengths, False, **opts)
     y_n, hy_n, cache = _kernels(nb, cell)[0](x, hx, weights, lengths, False, **opts)

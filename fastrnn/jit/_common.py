@@ -104,11 +104,12 @@ def flat(a):
     return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
 
 
-def store_steps(T, B, training):
-    """Time steps the gate store holds: all T in training, else enough for
-    :data:`config.EVAL_ROWS` rows (at least one step), so that an eval-mode
-    forward needs O(max(B, EVAL_ROWS) * H) workspace whatever T."""
-    return T if training else max(1, min(T, config.EVAL_ROWS // max(1, B)))
+def store_steps(T, B, width, dtype, training):
+    """Time steps a gate store of rows of ``width`` holds: all T in training, else as many
+    as fit in :data:`config.EVAL_BYTES` (at least one), so that an eval-mode forward needs
+    O(max(B * width, EVAL_BYTES)) workspace whatever T."""
+    step_bytes = max(1, B * width * np.dtype(dtype).itemsize)
+    return T if training else max(1, min(T, config.EVAL_BYTES // step_bytes))
 
 
 def _row_blocks(M):

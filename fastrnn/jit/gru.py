@@ -5,7 +5,7 @@ Forward:
 
 1. input projection of all steps, ``x_t @ W_ih^T``, into the first 3H
    columns of the gate store (T, B, 4H): one BLAS GEMM over all T*B rows (an
-   eval-mode forward projects ``config.EVAL_ROWS`` rows at a time into a
+   eval-mode forward projects ``config.EVAL_BYTES`` of gates at a time into a
    smaller workspace);
 2. per thread (a slice of the batch), per step: ``+ b_ih``, ``gh = b_hh +
    h_{t-1} @ W_hh^T`` (one 3H-wide product), then one fused pass for r, z, n
@@ -136,7 +136,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
         Keep what the backward needs (T*B*5H values); otherwise only
-        O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
+        O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
 
     Returns
     -------
@@ -153,7 +153,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
-    G = _common.row_buffer(_common.store_steps(T, B, training), B, 4 * H, dt)
+    G = _common.row_buffer(_common.store_steps(T, B, 4 * H, dt, training), B, 4 * H, dt)
     Hs = np.empty((T if training else 1, B, H), dtype=dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))

@@ -5,7 +5,7 @@ Forward:
 
 1. input projection of all steps, ``G[t] = x_t @ W_ih^T``, into the gate
    store (T, B, 4H): one BLAS GEMM over all T*B rows (an eval-mode forward
-   projects ``config.EVAL_ROWS`` rows at a time into a smaller workspace);
+   projects ``config.EVAL_BYTES`` of gates at a time into a smaller workspace);
 2. per thread (a slice of the batch), per step: ``G[t] += b_ih + b_hh +
    h_{t-1} @ W_hh^T`` (one 4H-wide product), then one fused pass computing
    the four activations, ``c_t``, ``tanh(c_t)`` and ``h_t = o * tanh(c_t)``
@@ -132,7 +132,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
         Keep what the backward needs (T*B*6H values, plus T*B*P with a projection);
-        otherwise only O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
+        otherwise only O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
 
     Returns
     -------
@@ -153,7 +153,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     proj = w_hr is not None
     y = np.empty((T, B, P), dtype=dt)
     TS = T if training else 1
-    G = _common.row_buffer(_common.store_steps(T, B, training), B, H4, dt)
+    G = _common.row_buffer(_common.store_steps(T, B, H4, dt, training), B, H4, dt)
     Cs, TCs = np.empty((TS, B, H), dtype=dt), np.empty((TS, B, H), dtype=dt)
     if proj:
         Hs, M = np.empty((TS, B, P), dt), np.empty((1, B, H), dt)

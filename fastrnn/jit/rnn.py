@@ -3,7 +3,7 @@ x (T, B, I), h (B, H); ``nonlinearity`` "tanh" or "relu").
 
 Forward: the input projection of all steps, ``x_t @ W_ih^T``, into the
 store (T, B, H) as one BLAS GEMM over all T*B rows (an eval-mode forward
-projects ``config.EVAL_ROWS`` rows at a time into a smaller workspace); then
+projects ``config.EVAL_BYTES`` of gates at a time into a smaller workspace); then
 per thread (a slice of the batch), per step, ``b_ih + b_hh + h_{t-1} @
 W_hh^T`` added in place and the activation.  A training-mode forward stores
 h_t, T*B*H values; the backward loop (per thread, t = T-1..0) needs a
@@ -82,7 +82,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
         Keep what the backward needs (T*B*H values); otherwise only
-        O(max(B, config.EVAL_ROWS) * H) workspace beyond the output.
+        O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
     nonlinearity : {"tanh", "relu"}
 
     Returns
@@ -104,7 +104,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
-    G = _common.row_buffer(_common.store_steps(T, B, training), B, H, dt)
+    G = _common.row_buffer(_common.store_steps(T, B, H, dt, training), B, H, dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
