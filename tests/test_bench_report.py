@@ -284,5 +284,25 @@ def test_busy_machine_is_flagged():
     rep = Report(backends=["numpy"], status=cases.backend_status(peer=False), machine=[], settings=FAST,
                  torch_threads=1, load_start=0.1, load_end=0.2, cores=2)
     assert "busy machine" not in rep.markdown()
-    rep.load_end = 5.0
-    assert "⚠ busy machine (load average up to 5.0 on 2 cores)" in rep.markdown()
+    rep.load_end = 5.0    # the end counts the run's own threads: not a sign of others
+    assert "busy machine" not in rep.markdown()
+    rep.load_start = 1.5
+    assert "⚠ busy machine (load average 1.5 at the start, on 2 cores)" in rep.markdown()
+    rep.load_start, rep.others = 0.1, 0.6
+    text = rep.markdown()
+    assert "⚠ busy machine (other processes used 0.60 cores during the run, on 2 cores)" in text
+    assert "other processes (and the hypervisor's steal time) used 0.60 of the 2 cores" in text
+
+
+def test_others_cpu_subtracts_this_process():
+    """What the machine spent beyond this process's own CPU time, per second of the run."""
+    from fastrnn.bench.machine import cpu_counters, others_cpu
+    assert others_cpu((100.0, 10.0), (103.0, 12.0), 2.0) == 0.5
+    assert others_cpu((100.0, 10.0), (101.0, 12.0), 2.0) == 0.0     # clock granularity
+    assert others_cpu((None, 10.0), (None, 12.0), 2.0) is None
+    start = cpu_counters()
+    sum(i * i for i in range(2_000_000))   # busy on this process only
+    end = cpu_counters()
+    assert end[1] > start[1]
+    if start[0] is not None:
+        assert end[0] >= start[0]

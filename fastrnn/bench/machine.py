@@ -53,6 +53,34 @@ def load_average():
         return None
 
 
+def cpu_counters():
+    """CPU seconds so far: ``(machine, own)``; machine is every core's non-idle time (steal
+    included: on a VM that is time the hypervisor gave to others), None where /proc/stat is
+    missing; own is this process's and its waited-for children's user + system time."""
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None, own
+    if not fields or fields[0] != "cpu":
+        return None, own
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    values = [int(v) for v in fields[1:9]]
+    busy = sum(values) - values[3] - values[4]
+    return busy / ticks, own
+
+
+def others_cpu(start, end, seconds):
+    """Cores used on average by other processes (and the hypervisor) between two
+    :func:`cpu_counters` readings ``seconds`` apart, or None when unknown."""
+    if start[0] is None or end[0] is None or seconds <= 0:
+        return None
+    return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / seconds)
+
+
 def _version(dist):
     try:
         return metadata.version(dist)

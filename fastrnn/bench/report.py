@@ -30,7 +30,7 @@ from .cases import (
     auto_backend, backend_status, cython_target, gemm_flops, make_cases, parse_shape, target,
     theoretical_memory,
 )
-from .machine import describe, load_average, usable_cores
+from .machine import cpu_counters, describe, load_average, others_cpu, usable_cores
 from .timing import estimate_call_time, gemm_throughput, time_interleaved
 from .workloads import CheckError, Checker, Workload
 
@@ -39,6 +39,8 @@ from .workloads import CheckError, Checker, Workload
 NOISY_SPREAD = 0.5
 #: a load average above this many per usable core marks the run as made on a busy machine
 BUSY_LOAD = 0.5
+#: ... or when other processes used more than this many cores on average during the run
+BUSY_OTHERS = 0.25
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ class Report:
     seconds: float = 0.0
     load_start: object = None
     load_end: object = None
+    #: cores other processes used on average during the run (None where unknown)
+    others: object = None
     cores: int = 1
 
     # -- derived -----------------------------------------------------------------------
@@ -153,11 +157,20 @@ class Report:
         lines += [f"- {label}: {value}" for label, value in self.machine]
         if self.load_end is not None:
             lines.append(f"- load average (1 min) at end: {self.load_end:.2f}")
-        loads = [v for v in (self.load_start, self.load_end) if v is not None]
-        if loads and max(loads) > BUSY_LOAD * self.cores:
-            lines.append(f"- ⚠ busy machine (load average up to {max(loads):.1f} on {self.cores} "
-                         f"cores): other processes competed for the cores, so times are inflated "
-                         f"and multi-threaded peers (torch's OpenMP barriers) can slow down by "
+        if self.others is not None:
+            lines.append(f"- other processes (and the hypervisor's steal time) used {self.others:.2f} "
+                         f"of the {self.cores} cores on average during the run")
+        # the load average at the end counts this run's own threads: judge the start and,
+        # where it was measured, what the other processes used during the run
+        busy = []
+        if self.load_start is not None and self.load_start > BUSY_LOAD * self.cores:
+            busy.append(f"load average {self.load_start:.1f} at the start")
+        if self.others is not None and self.others > BUSY_OTHERS:
+            busy.append(f"other processes used {self.others:.2f} cores during the run")
+        if busy:
+            lines.append(f"- ⚠ busy machine ({'; '.join(busy)}, on {self.cores} cores): other "
+                         f"processes competed for the cores, so times are inflated and "
+                         f"multi-threaded peers (torch's OpenMP barriers) can slow down by "
                          f"orders of magnitude: do not read targets or ratios off this run")
         if self.gemm:
             samples = ", ".join(f"{g['gflops']:.1f}" for g in self.gemm)
@@ -508,6 +521,7 @@ def run_report(cells=CELLS, shapes=(*SEQUENCE_SHAPES, "step"), passes=PASSES, ba
                         machine=describe(torch_threads if PEER in backends else None),
                         settings=settings, torch_threads=torch_threads,
                         load_start=load_average(), cores=usable_cores())
+        counters, measured_from = cpu_counters(), time.perf_counter()
         shape_objs = [s if not isinstance(s, str) else parse_shape(s) for s in shapes]
         _measure(report, cells, shape_objs, passes, memory_shape if memory else None,
                  first_call_shape, first_call, timeout, say)
@@ -516,6 +530,7 @@ def run_report(cells=CELLS, shapes=(*SEQUENCE_SHAPES, "step"), passes=PASSES, ba
             torch.set_num_threads(previous_threads)  # leave the caller's torch as it was
     report.seconds = time.perf_counter() - begin
     report.load_end = load_average()
+    report.others = others_cpu(counters, cpu_counters(), time.perf_counter() - measured_from)
     return report
 
 
