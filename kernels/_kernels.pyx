@@ -1086,11 +1086,30 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
     return rc
 
 
+cdef bint _blas_warm = False
+
+
+cdef warm_blas():
+    """Run one 384 x 384 float32 product in SciPy's BLAS, once per process.
+
+    OpenBLAS stays on a slow path when the first products a process runs in it are small
+    and on one thread (as these kernels run them): measured, the input projection of
+    3200 x 128 rows by 128 x 256 took 18 ms instead of 6.3 ms at every call, until a first
+    product of at least 384^3 on one thread (or 128^3 on two) had run."""
+    global _blas_warm
+    _blas_warm = True
+    from scipy.linalg import blas
+    square = np.ones((384, 384), dtype=np.float32, order="F")
+    blas.sgemm(1.0, square, square)
+
+
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
     """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread."""
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
+    if not _blas_warm:
+        warm_blas()
     blas_single_begin()
     try:
         if not backward:
