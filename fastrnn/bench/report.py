@@ -37,10 +37,12 @@ from .workloads import CheckError, Checker, Workload
 
 #: a timing whose samples spread more than this fraction of the median is flagged as noisy
 NOISY_SPREAD = 0.5
-#: a load average above this many per usable core marks the run as made on a busy machine
-BUSY_LOAD = 0.5
-#: ... or when other processes used more than this many cores on average during the run
+#: a run is flagged as made on a busy machine when other processes used more than this many
+#: cores on average during it ...
 BUSY_OTHERS = 0.25
+#: ... or, where that cannot be measured (no /proc/stat), when the load average at the start
+#: is above this many per usable core
+BUSY_LOAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,13 +162,14 @@ class Report:
         if self.others is not None:
             lines.append(f"- other processes (and the hypervisor's steal time) used {self.others:.2f} "
                          f"of the {self.cores} cores on average during the run")
-        # the load average at the end counts this run's own threads: judge the start and,
-        # where it was measured, what the other processes used during the run
+        # what other processes used during the run, where it was measured (the load average
+        # lags by a minute and counts this run's own threads); else the load at the start
         busy = []
-        if self.load_start is not None and self.load_start > BUSY_LOAD * self.cores:
+        if self.others is not None:
+            if self.others > BUSY_OTHERS:
+                busy.append(f"other processes used {self.others:.2f} cores during the run")
+        elif self.load_start is not None and self.load_start > BUSY_LOAD * self.cores:
             busy.append(f"load average {self.load_start:.1f} at the start")
-        if self.others is not None and self.others > BUSY_OTHERS:
-            busy.append(f"other processes used {self.others:.2f} cores during the run")
         if busy:
             lines.append(f"- ⚠ busy machine ({'; '.join(busy)}, on {self.cores} cores): other "
                          f"processes competed for the cores, so times are inflated and "
