@@ -1065,7 +1065,8 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         return rc
     if _pool is None or _pool._max_workers < nthreads - 1:
         from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython")
+        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython",
+                                   initializer=_warm_blas_here)
     futures = []
     for k in range(nthreads):
         s = _Slice.__new__(_Slice)
@@ -1089,18 +1090,26 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
 cdef bint _blas_warm = False
 
 
-cdef warm_blas():
-    """Run one 384 x 384 float32 product in SciPy's BLAS, once per process.
+def _warm_blas_here():
+    """Run one 384 x 384 float32 product in SciPy's BLAS on the calling thread.
 
-    OpenBLAS stays on a slow path when the first products a process runs in it are small
-    and on one thread (as these kernels run them): measured, the input projection of
-    3200 x 128 rows by 128 x 256 took 18 ms instead of 6.3 ms at every call, until a first
-    product of at least 384^3 on one thread (or 128^3 on two) had run."""
-    global _blas_warm
-    _blas_warm = True
+    SciPy's OpenBLAS stays on a slow path in a thread whose first products are small
+    and on one BLAS thread (as these kernels run them): measured, the input projection
+    of 3200 x 128 rows by 128 x 256 took 18 ms instead of 6.3 ms at every call, until a
+    first product of at least 384^3 on one thread (or 128^3 on two) had run in that
+    thread; two threads each calling sgemm reached 38 GFLOP/s in all instead of 65 when
+    only one of them had.  So the calling thread runs it before its first kernel, and
+    each thread of the pool when it starts."""
     from scipy.linalg import blas
     square = np.ones((384, 384), dtype=np.float32, order="F")
     blas.sgemm(1.0, square, square)
+
+
+cdef warm_blas():
+    """:func:`_warm_blas_here` on the thread that first runs a kernel (once per process)."""
+    global _blas_warm
+    _blas_warm = True
+    _warm_blas_here()
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
