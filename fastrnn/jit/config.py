@@ -234,13 +234,22 @@ def _blas_libraries():
         own = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(
             (home + os.sep, home + ".libs" + os.sep))]
         _blas["libs"] = own or libs
-        # OpenBLAS, when its first calls in a process run on one thread and are small,
-        # stays on a slow path (measured: 100x64 @ 64x256 in 270 us instead of 100 us;
-        # 3200x128 @ 128x256 in 18 ms instead of 6.3 ms) until some product of at least
-        # 384^3 on one thread (128^3 on two) has run; run one now
-        square = np.ones((384, 384), dtype=np.float32)
-        square @ square
+        _warm_blas_here()
     return _blas["libs"]
+
+
+def _warm_blas_here():
+    """Run one 384 x 384 float32 product in NumPy's BLAS on the calling thread.
+
+    OpenBLAS stays on a slow path in a thread whose first products are small and on one
+    BLAS thread (as the kernels run them) until a product of at least 384^3 (128^3 on
+    two BLAS threads) has run in that thread.  Measured: 100x64 @ 64x256 in 270 us
+    instead of 100 us; an RNN forward's input projection (T=100, B=32, I=512, H=256) took
+    as long on two threads as on one (31 ms) while the pool's thread had not run it.  So
+    the first thread to call BLAS through the kernels runs it, and each pool thread when
+    it starts."""
+    square = np.ones((384, 384), dtype=np.float32)
+    square @ square
 
 
 def one_blas_thread(fn):
@@ -292,7 +301,8 @@ def run_threads(kernel, args, tails):
     with _pool_lock:
         if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, fork, more threads
             workers = max(_threads, len(tails)) - 1
-            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn",
+                                          initializer=_warm_blas_here)
             _pool = (os.getpid(), workers, executor)
         pool = _pool[2]
     futures = [pool.submit(kernel, *args, *tail) for tail in tails[1:]]
