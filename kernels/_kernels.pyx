@@ -591,7 +591,7 @@ cdef int gru_pre(floating tag, Args* a) noexcept nogil:
 
 
 cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, G3 = 3 * a.H, G4 = 4 * a.H
+    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, G3 = 3 * a.H
     cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
     cdef bint train = a.train
     cdef const int64_t* lens = a.lens
@@ -601,8 +601,7 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* hs = <floating*>a.hs
     cdef floating* y = <floating*>a.y
     cdef Py_ssize_t BH = <Py_ssize_t>B * H, ldg = a.ldg, BG = <Py_ssize_t>B * a.ldg
-    # scratch: W h for one step of the slice (nb*3H)
-    # W_hh h + b_hn rows of this slice, padded rows (see padded_width)
+    # scratch: W_hh h for one step of the slice (nb rows of 3H, padded: see padded_width)
     cdef int ldh = padded_width(G3, sizeof(floating))
     cdef floating* ghb = <floating*>malloc((<Py_ssize_t>nb * ldh + 1) * sizeof(floating))
     cdef floating* gt
@@ -695,40 +694,40 @@ cdef inline int gru_hh_col(int g, int H) noexcept nogil:
 
 
 cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
-    cdef int I = a.In, H = a.H, G3 = 3 * a.H, G4 = a.ldg, TB = a.T * a.B, r0, r1, g0, g1, lo, hi
-    # [dr, dz, dn, dn*r] after the loop, rows G4 = a.ldg (>= 4H) apart
+    cdef int I = a.In, H = a.H, G3 = 3 * a.H, ld = a.ldg, TB = a.T * a.B, r0, r1, g0, g1, lo, hi
+    # [dr, dz, dn, dn*r] after the loop, rows ld = a.ldg (>= 4H) apart
     cdef const floating* D = <const floating*>a.gates
     cdef floating* db
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G3, a.part, a.nparts, &g0, &g1)
     # the input projection's gradient: columns 0:3H
     gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
-         D + <Py_ssize_t>r0 * G4, G4, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
-    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, G4,
+         D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
+    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, ld,
          <floating>0, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
     if hi > lo:
-        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + lo, G4,
+        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + lo, ld,
              <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     lo, hi = max(g0, 2 * H), g1
     if hi > lo:
-        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + gru_hh_col(lo, H), G4,
+        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + gru_hh_col(lo, H), ld,
              <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     if g1 > g0:
         db = <floating*>a.db_ih
         if db != NULL:
             memset(db + g0, 0, (g1 - g0) * sizeof(floating))
-            colsum_add(db + g0, D + g0, TB, g1 - g0, G4)
+            colsum_add(db + g0, D + g0, TB, g1 - g0, ld)
         db = <floating*>a.db_hh
         if db != NULL:
             memset(db + g0, 0, (g1 - g0) * sizeof(floating))
             lo, hi = g0, min(g1, 2 * H)
             if hi > lo:
-                colsum_add(db + lo, D + lo, TB, hi - lo, G4)
+                colsum_add(db + lo, D + lo, TB, hi - lo, ld)
             lo, hi = max(g0, 2 * H), g1
             if hi > lo:
-                colsum_add(db + lo, D + gru_hh_col(lo, H), TB, hi - lo, G4)
+                colsum_add(db + lo, D + gru_hh_col(lo, H), TB, hi - lo, ld)
     return 0
 
 
@@ -823,7 +822,6 @@ cdef inline cnp.ndarray copy_slot(cnp.ndarray src, int slot, cnp.npy_intp d0, cn
 
 cdef inline void* data(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
-
 
 
 cdef str shape_str(cnp.ndarray arr):
@@ -1164,18 +1162,21 @@ cdef int padded_width(int width, Py_ssize_t itemsize) noexcept nogil:
 
 
 cdef cnp.ndarray padded_rows(object w, bint transpose):
-    """A copy of ``w.T`` (``transpose``) or ``w`` whose rows are padded by 64 bytes (more if
-    that lands on a multiple of 4 KiB), for the per-step products of fastrnn_mm.h: rows a
-    power-of-2 number of bytes apart compete for the same cache sets (measured 20-40% slower
-    at H = 128..512).  Its leading dimension is ``out.shape[1]``; the padding is not read."""
+    """A copy of ``w.T`` (``transpose``) or ``w`` whose rows are :func:`padded_width` apart, for
+    the per-step products of fastrnn_mm.h: rows a power-of-2 number of bytes apart compete for
+    the same cache sets (measured 20-40% slower at H = 128..512).  Its leading dimension is
+    ``out.shape[1]``; the padding is not read."""
     src = w.T if transpose else w
-    cdef Py_ssize_t K = src.shape[0], N = src.shape[1], item = src.itemsize
-    cdef Py_ssize_t ld = N + 64 // item
-    if (ld * item) % 4096 == 0:
-        ld += 64 // item
-    out = np.empty((K, ld), dtype=src.dtype)
+    cdef Py_ssize_t N = src.shape[1]
+    out = np.empty((src.shape[0], padded_width(N, src.itemsize)), dtype=src.dtype)
     out[:, :N] = src
     return out
+
+
+cdef inline bint few_rows(int B, int nthreads):
+    """Whether a thread's slice of the batch is few enough rows (MM_MAX_ROWS) for the
+    per-step products of fastrnn_mm.h rather than sgemm."""
+    return B > 0 and (B + nthreads - 1) // nthreads <= MM_MAX_ROWS
 
 
 cdef object few_row_operands(Args* a, _Weights w, bint transpose):
@@ -1247,7 +1248,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
-    if not step and T > 1 and B > 0 and (B + nthreads - 1) // nthreads <= MM_MAX_ROWS:
+    if not step and T > 1 and few_rows(B, nthreads):
         # few rows per thread: the per-step products read padded copies of w^T, made here
         operands = few_row_operands(&a, w, True)
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I)
@@ -1334,7 +1335,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         raise RuntimeError(f"this cython {name} cache was already used by a backward pass")
     del cache[:]
     nthreads = plan_threads(B, loop_flops)
-    if B > 0 and (B + nthreads - 1) // nthreads <= MM_MAX_ROWS:
+    if few_rows(B, nthreads):
         # few rows per thread: the per-step products read padded copies of w (over many
         # steps), or w as stored (one step: a copy would cost more than the step)
         if T > 1:
