@@ -197,7 +197,7 @@ class Report:
         head = ["cell", "measure", "shape"] + list(self.backends)
         head += [f"{PEER}/{b}" for b in self.compared]
         head += [f"GFLOP/s {b} (% GEMM)" for b in self.compared + ([PEER] if PEER in self.backends else [])]
-        head += [f"target ({self.auto})" if self.auto else "target"]
+        head += [self._target_name]
         if self._judges_cython:
             head.append("target (cython)")
         return head + ["notes"]
@@ -228,8 +228,13 @@ class Report:
     def _index(self, column):
         return self._columns().index(column)
 
+    @property
+    def _target_name(self):
+        """The column of the targets of the backend ``backend="auto"`` picks."""
+        return f"target ({self.auto})" if self.auto else "target"
+
     def _target_column(self):
-        return self._index(f"target ({self.auto})" if self.auto else "target")
+        return self._index(self._target_name)
 
     def _timing_row(self, case, timings):
         row = self._blank_row(case.cell, case.pass_ + (" step" if case.shape.step else ""),
@@ -270,10 +275,7 @@ class Report:
         kind, value = goal
         t = timings.get("cython")
         if kind == "seconds":
-            want = f"≤{_time(value)}"
-            if not hasattr(t, "median"):
-                return f"{want}: n/a"
-            return f"{want}: met" if t.median <= value else f"{want}: missed, {t.median / value:.1f}x over"
+            return _judge_seconds(t, value)
         want = f"≤{value:g}x numba's time"
         numba = timings.get("numba")
         if not (hasattr(t, "median") and hasattr(numba, "median")):
@@ -286,14 +288,12 @@ class Report:
         if goal is None:
             return ""
         kind, value = goal
-        want = f"≥{value:g}x vs {PEER}" if kind == "speedup" else f"≤{_time(value)}"
         t = timings.get(self.auto) if self.auto else None
+        if kind == "seconds":
+            return _judge_seconds(t, value)
+        want = f"≥{value:g}x vs {PEER}"
         if not hasattr(t, "median"):
             return f"{want}: n/a"
-        if kind == "seconds":
-            if t.median <= value:
-                return f"{want}: met"
-            return f"{want}: missed, {t.median / value:.1f}x over"
         peer = timings.get(PEER)
         if not hasattr(peer, "median"):
             return f"{want}: n/a (no {PEER})"
@@ -392,6 +392,16 @@ class Report:
             "layer and its first forward+backward, with a new empty compile cache (cold) and "
             "then with the cache the cold run filled (warm).",
         ]
+
+
+def _judge_seconds(timing, bound):
+    """A target cell for a time bound: ``≤bound: met``, ``missed, Nx over`` or ``n/a``."""
+    want = f"≤{_time(bound)}"
+    if not hasattr(timing, "median"):
+        return f"{want}: n/a"
+    if timing.median <= bound:
+        return f"{want}: met"
+    return f"{want}: missed, {timing.median / bound:.1f}x over"
 
 
 def _cache_note(backend, cache, result):
