@@ -4,7 +4,10 @@ The extension ``fastrnn._cython._kernels`` (the ``cython`` backend) is built
 from ``kernels/_kernels.pyx`` when Cython, NumPy, SciPy (for
 ``scipy.linalg.cython_blas``) and a C compiler are available.  Otherwise the
 build goes on without it, a pure-Python install with the numpy (and numba)
-backends, and says so in a message.
+backends, and says so in a message.  On x86-64 (Linux, macOS) the same source
+is built a second time with AVX2 and FMA, as ``fastrnn._cython._kernels_avx2``
+(``kernels/_kernels_avx2.pyx``), which ``fastrnn._cython`` picks on CPUs that
+have them; the first build stays the one that runs on any CPU of the platform.
 
 Environment variables:
 
@@ -19,6 +22,7 @@ FASTRNN_NATIVE=1
 
 import os
 import sys
+import sysconfig
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
@@ -27,6 +31,11 @@ REQUIRE_CYTHON = os.environ.get("FASTRNN_REQUIRE_CYTHON", "").strip().lower() in
 NATIVE = os.environ.get("FASTRNN_NATIVE", "").strip().lower() in ("1", "true", "yes")
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = "kernels"
+#: Cython compiler directives of every build of the kernels
+DIRECTIVES = dict(language_level=3, boundscheck=False, wraparound=False, cdivision=True,
+                  initializedcheck=False, nonecheck=False, embedsignature=True)
+#: flags of the second build, for x86-64 CPUs with AVX2 and FMA (what fastrnn._cython checks)
+AVX2_FLAGS = ["-mavx2", "-mfma"]
 BANNER = "=" * 78
 
 
@@ -52,13 +61,20 @@ def _extensions():
     except ImportError as exc:
         _fallback(f"{type(exc).__name__}: {exc}")
         return []
-    return [Extension(
-        "fastrnn._cython._kernels",
-        sources=[os.path.join(KERNELS, "_kernels.pyx")],
-        depends=[os.path.join(KERNELS, "_common.pxd"), os.path.join(KERNELS, "fastrnn_mm.h")],
-        include_dirs=[numpy.get_include(), KERNELS],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-    )]
+    depends = [os.path.join(KERNELS, name) for name in ("_kernels.pyx", "_common.pxd", "fastrnn_mm.h")]
+
+    def build(name):
+        return Extension(
+            f"fastrnn._cython.{name}",
+            sources=[os.path.join(KERNELS, f"{name}.pyx")],
+            depends=depends,
+            include_dirs=[numpy.get_include(), KERNELS],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+
+    # the AVX2 build where the compiler targets x86-64 and takes GCC's flags (not MSVC)
+    avx2 = sysconfig.get_platform().endswith("x86_64")
+    return [build("_kernels")] + ([build("_kernels_avx2")] if avx2 else [])
 
 
 class OptionalBuildExt(build_ext):
@@ -72,10 +88,14 @@ class OptionalBuildExt(build_ext):
             # so their loops vectorise; NaN and inf keep their IEEE meaning (no -ffast-math)
             flags = ["-O3", "-fno-trapping-math"] + (["-march=native"] if NATIVE else [])
         for ext in self.extensions:
-            ext.extra_compile_args = list(ext.extra_compile_args or []) + flags
+            isa = AVX2_FLAGS if ext.name.endswith("_avx2") else []
+            ext.extra_compile_args = list(ext.extra_compile_args or []) + flags + isa
         super().build_extensions()
 
     def finalize_options(self):
+        if self.parallel is None:
+            self.parallel = True   # the builds compile side by side, one per core
+        self._failed = set()
         # cythonize here, not when setup.py is imported: sdist and egg_info need no generated C
         if self.distribution.ext_modules:
             try:
@@ -84,7 +104,7 @@ class OptionalBuildExt(build_ext):
                     self.distribution.ext_modules,
                     include_path=[KERNELS],
                     build_dir=os.path.join("build", "cython"),  # generated C stays out of the tree
-                    compiler_directives={"language_level": "3"},
+                    compiler_directives=DIRECTIVES,
                     quiet=True,
                 )
             except Exception as exc:  # a Cython compile error
@@ -103,13 +123,12 @@ class OptionalBuildExt(build_ext):
             super().build_extension(ext)
         except Exception as exc:  # CCompilerError, DistutilsExecError, a failed link
             _fallback(f"compiling {ext.name} failed: {type(exc).__name__}: {exc}")
-            self._failed = getattr(self, "_failed", set()) | {ext.name}
+            self._failed.add(ext.name)
 
     def _built_only(self, method):
         """Call ``method`` with the extensions that failed left out (nothing to copy or list)."""
-        failed = getattr(self, "_failed", set())
         every = self.extensions
-        self.extensions = [e for e in every if e.name not in failed]
+        self.extensions = [e for e in every if e.name not in self._failed]
         try:
             return method()
         finally:

@@ -1,5 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
-# cython: initializedcheck=False, nonecheck=False, embedsignature=True
+# Compiler directives: setup.py (the same for both builds of this file, see _kernels_avx2.pyx).
 """Cython kernels of the ``cython`` backend (``fastrnn._cython``).
 
 The twelve functions of the kernel contract written down in
@@ -14,8 +13,8 @@ Kernel structure (the same as the numba backend's):
   bounded chunk of time steps, so memory stays O(B*H) beyond the output);
 * one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): BLAS GEMM
   (GEMV for 1-4 rows) reading the weights in place, or, for the few rows of one
-  thread's slice (<= 16), the no-packing loop of ``fastrnn_mm.h`` on the weights
-  transposed once per call (BLAS would copy the whole weight matrix at every step);
+  thread's slice (<= MM_MAX_ROWS), the no-packing loop of ``fastrnn_mm.h`` on a copy of
+  the weights made once per call (BLAS would copy the whole weight matrix at every step);
 * one fused pass per step and sequence: bias, activations, state update,
   masking; the forward saves the post-activation gates (and tanh(c_t) for the
   LSTM), so the backward calls no transcendental function;
@@ -39,6 +38,12 @@ Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
 output and leave the state of sequence ``b`` untouched; their gradient passes
 through unchanged.  BLAS comes from ``scipy.linalg.cython_blas`` and every
 kernel runs without the GIL.
+
+Builds: ``setup.py`` compiles this file for any CPU of the platform (module
+``_kernels``) and, on x86-64, once more with AVX2 and FMA (``_kernels_avx2``,
+from ``_kernels_avx2.pyx``); ``fastrnn._cython`` imports the one this CPU runs
+best.  ``ISA`` says which build a module is; :func:`cpu_has_avx2_fma` (asked of
+the ``_kernels`` build, which runs anywhere) whether this CPU runs the other.
 """
 
 import numpy as np
@@ -55,6 +60,35 @@ from _common cimport (
 )
 
 cnp.import_array()
+
+cdef extern from *:
+    """
+    #if defined(__AVX2__) && defined(__FMA__)
+    #define FR_ISA "avx2"
+    #else
+    #define FR_ISA "baseline"
+    #endif
+    static int fr_cpu_has_avx2_fma(void)
+    {
+    #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_cpu_init();   /* the features of the CPU and of the OS (its AVX state) */
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    #else
+        return 0;
+    #endif
+    }
+    """
+    const char* FR_ISA
+    int fr_cpu_has_avx2_fma() noexcept nogil
+
+#: the instruction set this build of the kernels was compiled for: "baseline" or "avx2"
+ISA = FR_ISA.decode("ascii")
+
+
+def cpu_has_avx2_fma():
+    """Whether this CPU and its operating system run AVX2 and FMA code (the ``avx2`` build)."""
+    return bool(fr_cpu_has_avx2_fma())
+
 
 __all__ = [
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward",

@@ -1,6 +1,7 @@
 /* Small matrix products of the per-step recurrence: C[n x N] += A[n x K] @ W[K x N].
  *
- * Part of the Cython kernels (kernels/_kernels.pyx).  A recurrent layer multiplies a
+ * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them (for
+ * any CPU of the platform, and with AVX2 and FMA: see setup.py).  A recurrent layer multiplies a
  * few rows (one time step of a thread's slice of the batch) by the same weight matrix
  * at every step.  BLAS copies ("packs") the whole weight matrix at each such call,
  * which costs more than the product when the rows are few; this loop reads the weights
@@ -27,32 +28,13 @@
 #define FR_RESTRICT __restrict__
 #endif
 
-/* On x86-64 Linux with GCC (manylinux wheels are built with it), each inner loop is also
- * compiled for AVX2 (+FMA) and the loader picks that clone on CPUs that have them (an ifunc):
- * the wheel still runs on any x86-64 CPU.  Elsewhere the loops are compiled once, for the
- * target the compiler was given. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)     \
-    && !defined(FASTRNN_NO_CLONES)
-#if __GNUC__ >= 12
-/* x86-64-v3: AVX2, FMA (chosen by CPU features, AMD and Intel alike; not "arch=haswell",
- * which GCC's resolver matches by CPU model) */
-#define FR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#elif __GNUC__ >= 6
-#define FR_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define FR_CLONES
-#endif
-#else
-#define FR_CLONES
-#endif
-
 /* widest column panel of W (elements): the inner loop's length */
 #define FR_PANEL 512
 /* bytes of the block of W (rows of a panel) kept in the L2 cache while all rows go by */
 #define FR_BLOCK_BYTES (256 * 1024)
 
 #define FR_DEFINE_MM(SUF, T)                                                                  \
-FR_CLONES static void fr_rows4_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,       \
+static void fr_rows4_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,                 \
                            T* FR_RESTRICT c2, T* FR_RESTRICT c3, const T* FR_RESTRICT w0,     \
                            const T* FR_RESTRICT w1, const T* FR_RESTRICT w2,                  \
                            const T* FR_RESTRICT w3, const T* x)                               \
@@ -71,7 +53,7 @@ FR_CLONES static void fr_rows4_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTR
     }                                                                                         \
 }                                                                                             \
                                                                                               \
-FR_CLONES static void fr_rows4k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,     \
+static void fr_rows4k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,               \
                              T* FR_RESTRICT c2, T* FR_RESTRICT c3, const T* FR_RESTRICT w0,   \
                              T x0, T x1, T x2, T x3)                                          \
 {                                                                                             \
@@ -85,7 +67,7 @@ FR_CLONES static void fr_rows4k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RES
     }                                                                                         \
 }                                                                                             \
                                                                                               \
-FR_CLONES static void fr_row1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0,  \
+static void fr_row1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0,            \
                           const T* FR_RESTRICT w1, const T* FR_RESTRICT w2,                   \
                           const T* FR_RESTRICT w3, T x0, T x1, T x2, T x3)                    \
 {                                                                                             \
@@ -94,7 +76,7 @@ FR_CLONES static void fr_row1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_
         c0[j] = c0[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];                    \
 }                                                                                             \
                                                                                               \
-FR_CLONES static void fr_row1k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0, T x0)     \
+static void fr_row1k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0, T x0)    \
 {                                                                                             \
     ptrdiff_t j;                                                                              \
     for (j = 0; j < m; j++)                                                                   \

@@ -2,13 +2,19 @@
 
 Every kernel of the contract (``fastrnn.reference``) on both dtypes, across
 cell type x lengths x bias x LSTM projection x batch 0/1/several x step_norms,
-plus the float32 activation approximation (error bound, saturation, NaN/inf).
+plus the float32 activation approximation (error bound, saturation, NaN/inf),
+on every build of the kernels this machine can use (baseline and AVX2), and the
+choice between the builds (``FASTRNN_CYTHON_ISA``).
 
 The module skips when the extension is not built, unless
 FASTRNN_REQUIRE_BACKENDS names ``cython``: then it fails.
 """
 
+import json
 import os
+import subprocess
+import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -24,7 +30,22 @@ if not _status["available"]:
                           f"unavailable: {_status['reason']}")
     pytest.skip(f"cython backend not built: {_status['reason']}", allow_module_level=True)
 
-from fastrnn import _cython as cy  # noqa: E402
+from fastrnn import _cython  # noqa: E402
+
+#: the builds of the kernels under test: every one this machine can use, and, when the
+#: backend is required, the AVX2 build wherever setup.py makes it and the CPU runs it
+#: (then a missing one fails, through load(), instead of leaving its tests out)
+ISAS = _cython.available_isas()
+if (_REQUIRED and "avx2" not in ISAS and sysconfig.get_platform().endswith("x86_64")
+        and _cython.kernels.cpu_has_avx2_fma()):
+    ISAS.insert(0, "avx2")
+
+
+@pytest.fixture(scope="module", params=ISAS)
+def cy(request):
+    """The kernel module of one build (the tests below run on each)."""
+    return _cython.load(request.param)
+
 
 DTYPES = [np.float32, np.float64]
 #: outputs: atol; gradients: rtol (with a small atol for values near zero)
@@ -114,7 +135,7 @@ def check_grads(got, want, dtype):
 @pytest.mark.parametrize("B", [0, 1, 3, 9, 70])
 @pytest.mark.parametrize("lengths", [None, "full", "ragged"])
 @pytest.mark.parametrize("bias", ["both", "none", "ih", "hh"])
-def test_sequence_parity(case, dtype, B, lengths, bias):
+def test_sequence_parity(cy, case, dtype, B, lengths, bias):
     rng = np.random.default_rng(hash((case, B, str(lengths), bias)) % 2**32)
     cell, opts, _, _ = CASES[case]
     T = 7
@@ -176,7 +197,7 @@ def test_sequence_parity(case, dtype, B, lengths, bias):
 
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("lengths", [None, "ragged"])
-def test_eval_forward_in_chunks(case, lengths):
+def test_eval_forward_in_chunks(cy, case, lengths):
     """Eval mode projects the input a bounded chunk of steps at a time: same result as training."""
     rng = np.random.default_rng(7)
     cell, opts, gates, _ = CASES[case]
@@ -207,7 +228,7 @@ def test_eval_forward_in_chunks(case, lengths):
 @pytest.mark.parametrize("case", ["rnn_tanh", "rnn_relu", "lstm", "lstm_proj", "gru"])
 @pytest.mark.parametrize("B", [0, 1, 3, 9])
 @pytest.mark.parametrize("bias", ["both", "none"])
-def test_step_parity(case, dtype, B, bias):
+def test_step_parity(cy, case, dtype, B, bias):
     rng = np.random.default_rng(hash((case, B, bias, "step")) % 2**32)
     cell, opts, _, _ = CASES[case]
     weights, P = make_weights(case, dtype, bias, rng)
@@ -231,7 +252,7 @@ def test_step_parity(case, dtype, B, bias):
         np.testing.assert_array_equal(a, b)
 
 
-def test_step_is_one_step_of_the_sequence():
+def test_step_is_one_step_of_the_sequence(cy):
     rng = np.random.default_rng(3)
     weights, P = make_weights("lstm_proj", np.float64, "both", rng)
     x = rng.standard_normal((1, 2, I))
@@ -245,7 +266,7 @@ def test_step_is_one_step_of_the_sequence():
 # ---------------------------------------------------------------------------------------
 # argument handling
 # ---------------------------------------------------------------------------------------
-def test_non_contiguous_and_mixed_layouts():
+def test_non_contiguous_and_mixed_layouts(cy):
     rng = np.random.default_rng(5)
     weights, P = make_weights("gru", np.float64, "both", rng)
     x = rng.standard_normal((4, 3, I))
@@ -264,7 +285,7 @@ def test_non_contiguous_and_mixed_layouts():
 
 @pytest.mark.parametrize("bad", ["x_rank", "w_ih_cols", "h0_shape", "c0_shape", "lengths_shape",
                                  "w_hr_shape", "dy_shape", "dtype"])
-def test_bad_arguments_raise_instead_of_crashing(bad):
+def test_bad_arguments_raise_instead_of_crashing(cy, bad):
     rng = np.random.default_rng(0)
     weights, P = make_weights("lstm_proj", np.float64, "both", rng)
     x = rng.standard_normal((4, 2, I))
@@ -295,7 +316,7 @@ def test_bad_arguments_raise_instead_of_crashing(bad):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_backward_consumes_its_cache(case):
+def test_backward_consumes_its_cache(cy, case):
     """One backward per training forward: a second one raises instead of reading gradients as gates;
     a call with bad arguments leaves the cache usable; a cache of another kernel is refused."""
     rng = np.random.default_rng(2)
@@ -335,7 +356,7 @@ def test_backward_consumes_its_cache(case):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_backward_allocates_no_gate_sized_buffer(case):
+def test_backward_allocates_no_gate_sized_buffer(cy, case):
     """The backward writes the gate gradients over the forward's gate store: beyond its
     results (dx, dhx, the weight gradients; with a projection the dh_t rows for dW_hr) it
     allocates no T*B*gates buffer."""
@@ -364,7 +385,7 @@ def test_backward_allocates_no_gate_sized_buffer(case):
     assert peak < results + gate_buffer // 2, (peak, results, gate_buffer)
 
 
-def test_nan_in_the_input_propagates_to_the_output():
+def test_nan_in_the_input_propagates_to_the_output(cy):
     rng = np.random.default_rng(1)
     for dtype in DTYPES:
         weights, P = make_weights("lstm", dtype, "both", rng)
@@ -378,7 +399,7 @@ def test_nan_in_the_input_propagates_to_the_output():
 # ---------------------------------------------------------------------------------------
 # the float32 activations
 # ---------------------------------------------------------------------------------------
-def test_approx_activations_error_bound():
+def test_approx_activations_error_bound(cy):
     """Max |approx - exact| over a dense grid (every float32 in [-1, 1] at a stride, and beyond)."""
     grid = np.concatenate([
         np.linspace(-12, 12, 2_000_001, dtype=np.float32),
@@ -396,7 +417,7 @@ def test_approx_activations_error_bound():
     assert err_tanh < 2e-5
 
 
-def test_approx_activations_saturate_and_propagate_nan():
+def test_approx_activations_saturate_and_propagate_nan(cy):
     big = np.array([8, 10, 100, 1e4, 3.4e38, np.inf], dtype=np.float32)
     t = cy.activation("tanh", np.concatenate([big, -big]))
     np.testing.assert_allclose(t, np.r_[np.ones(6), -np.ones(6)], rtol=0, atol=cy.APPROX_MAX_ABS_ERR)
@@ -417,7 +438,7 @@ def test_approx_activations_saturate_and_propagate_nan():
     assert np.all(np.diff(t) >= -cy.APPROX_MAX_ABS_ERR)   # monotonic up to the error bound
 
 
-def test_float64_activations_are_exact():
+def test_float64_activations_are_exact(cy):
     x = np.linspace(-30, 30, 10_001)
     np.testing.assert_allclose(cy.activation("tanh", x), np.tanh(x), rtol=1e-15, atol=1e-16)
     sig = ref._common.sigmoid(x)
@@ -429,7 +450,7 @@ def test_float64_activations_are_exact():
 # ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("lengths", [None, "ragged"])
-def test_results_do_not_depend_on_the_thread_count(case, lengths):
+def test_results_do_not_depend_on_the_thread_count(cy, case, lengths):
     """Big enough to split the batch over threads: 1, 2 and 3 threads agree with the reference."""
     rng = np.random.default_rng(11)
     cell, opts, _, _ = CASES[case]
@@ -443,10 +464,10 @@ def test_results_do_not_depend_on_the_thread_count(case, lengths):
     ry, rhy, rcache = getattr(ref, f"{cell}_forward")(x, hx, weights, lens, True, **opts)
     rnorms = np.zeros((T, B))
     want = getattr(ref, f"{cell}_backward")(dy, rhy, rcache, rnorms)
-    before = cy._kernels.get_num_threads()
+    before = cy.get_num_threads()
     try:
         for n in (1, 2, 3):
-            cy._kernels.set_num_threads(n)
+            cy.set_num_threads(n)
             for training in (False, True):   # the training forward's cache is used below
                 y, hy, cache = cf(x, hx, weights, lens, training, **opts)
                 np.testing.assert_allclose(y, ry, rtol=0, atol=1e-9)
@@ -454,18 +475,17 @@ def test_results_do_not_depend_on_the_thread_count(case, lengths):
             check_grads(cb(dy, hy, cache, norms), want, np.float64)
             np.testing.assert_allclose(norms, rnorms, rtol=1e-7, atol=1e-9)
     finally:
-        cy._kernels.set_num_threads(before)
+        cy.set_num_threads(before)
     with pytest.raises(ValueError):
-        cy._kernels.set_num_threads(0)
+        cy.set_num_threads(0)
 
 
-def test_blas_is_left_at_its_thread_count():
+def test_blas_is_left_at_its_thread_count(cy):
     """The kernels hold SciPy's OpenBLAS at one thread while they run, and restore it."""
-    k = cy._kernels
-    if not k.BLAS_LIBRARIES:
+    if not cy.BLAS_LIBRARIES:
         pytest.skip("no OpenBLAS thread control found (another BLAS): nothing to restore")
     import ctypes
-    lib = ctypes.CDLL(k.BLAS_LIBRARIES[0])
+    lib = ctypes.CDLL(cy.BLAS_LIBRARIES[0])
     get = next(getattr(lib, n) for n in ("scipy_openblas_get_num_threads", "openblas_get_num_threads",
                                          "scipy_openblas_get_num_threads64_",
                                          "openblas_get_num_threads64_") if hasattr(lib, n))
@@ -476,3 +496,45 @@ def test_blas_is_left_at_its_thread_count():
                                    make_states("lstm", 32, P, np.float32, rng, hidden=64), weights)
     cy.lstm_backward(y, hy, cache)
     assert get() == before
+
+
+# ---------------------------------------------------------------------------------------
+# the choice of build
+# ---------------------------------------------------------------------------------------
+def _isa_in_subprocess(value):
+    """(ISA in use or None, the backend's reason when unavailable) under FASTRNN_CYTHON_ISA=value."""
+    env = dict(os.environ)
+    env.pop(_cython.ISA_ENV, None)
+    if value is not None:
+        env[_cython.ISA_ENV] = value
+    code = ("import fastrnn, json; s = fastrnn.backends()['cython']\n"
+            "isa = None\n"
+            "if s['available']:\n"
+            "    from fastrnn import _cython as c\n"
+            "    isa = [c.ISA, c.kernels.ISA, c.lstm_forward is c.kernels.lstm_forward]\n"
+            "print(json.dumps([isa, s['reason']]))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_the_best_build_is_chosen_unless_the_environment_says_otherwise():
+    best = _cython.available_isas()[0]
+    assert _isa_in_subprocess(None) == [[best, best, True], ""]
+    assert _isa_in_subprocess(" Auto ") == [[best, best, True], ""]
+    assert _isa_in_subprocess("baseline") == [["baseline", "baseline", True], ""]
+    if "avx2" in _cython.available_isas():
+        assert _isa_in_subprocess("AVX2") == [["avx2", "avx2", True], ""]
+    isa, reason = _isa_in_subprocess("sse9")
+    assert isa is None
+    assert "FASTRNN_CYTHON_ISA='sse9'" in reason and "'avx2', 'baseline'" in reason, reason
+
+
+def test_a_build_this_machine_cannot_use_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="isa must be one of"):
+        _cython.load("avx512")
+    if "avx2" not in _cython.available_isas():
+        with pytest.raises(ImportError, match="avx2 build of the cython kernels cannot be used"):
+            _cython.load("avx2")
+        isa, reason = _isa_in_subprocess("avx2")
+        assert isa is None and "cannot be used" in reason, reason

@@ -29,6 +29,7 @@ import glob
 import os
 import subprocess
 import sys
+import sysconfig
 import tempfile
 
 import numpy as np
@@ -56,6 +57,36 @@ def _cell_run(fastrnn, cls, opts, backend, dtype, rng):
     dx, dhx = cell.backward(dh, np.ones_like(h)) if lstm else cell.backward(dh)
     return [h, dx] + [np.asarray(d) for d in (dhx if lstm else (dhx,))] + \
         [cell.grads[k] for k in sorted(cell.grads)]
+
+
+def _builds_match_the_reference(_cython):
+    """Forward+backward of every cell type on every build of the cython kernels this machine can
+    use (the backend itself runs only the chosen one), against the reference kernels."""
+    from fastrnn import reference
+    T, B, I, H = 5, 3, 4, 6
+    for isa in _cython.available_isas():
+        module = _cython.load(isa)
+        for cell, G in (("rnn", 1), ("lstm", 4), ("gru", 3)):
+            for dtype, atol in ((np.float64, 1e-9), (np.float32, 2e-4)):
+                rng = np.random.default_rng(1)
+                weights = [rng.uniform(-0.5, 0.5, shape).astype(dtype)
+                           for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
+                weights = tuple(weights + ([None] if cell == "lstm" else []))
+                x = rng.standard_normal((T, B, I)).astype(dtype)
+                hx = tuple(np.zeros((B, H), dtype) for _ in range(2 if cell == "lstm" else 1))
+                results = []
+                for kernels in (module, reference):
+                    y, hy, cache = getattr(kernels, f"{cell}_forward")(x, hx, weights)
+                    dx, dhx, dw = getattr(kernels, f"{cell}_backward")(np.ones_like(y), hy, cache)
+                    results.append([y, *hy, dx, *dhx, *dw])
+                for a, b in zip(*results):
+                    if b is None:   # the gradient of an absent weight (LSTM projection)
+                        assert a is None, f"{cell} on the {isa} build: a gradient where none is due"
+                        continue
+                    err = float(np.max(np.abs(a - b)))
+                    assert err <= atol * max(1.0, float(np.max(np.abs(b)))), \
+                        f"{cell} on the {isa} build ({np.dtype(dtype).name}): error {err:.3g}"
+        print(f"  cython {isa} build: forward+backward of every cell type match the reference")
 
 
 def _layer_run(fastrnn, cls, opts, backend, dtype, rng):
@@ -90,8 +121,13 @@ def smoke(require_cython=False, backends=None):
     if status["cython"]["available"]:
         assert any(p.startswith(os.path.join("_cython", "_kernels")) for p in installed), installed
         from fastrnn import _cython
-        print(f"  cython kernels: {_cython._kernels.__file__}, BLAS threads controlled in "
-              f"{_cython._kernels.BLAS_LIBRARIES or 'no library (left alone)'}")
+        print(f"  cython kernels: {_cython.kernels.__file__} ({_cython.ISA} build; this machine can "
+              f"use {_cython.available_isas()}), BLAS threads controlled in "
+              f"{_cython.BLAS_LIBRARIES or 'no library (left alone)'}")
+        if require_cython and sysconfig.get_platform().endswith("x86_64") and \
+                _cython.kernels.cpu_has_avx2_fma() and not os.environ.get(_cython.ISA_ENV):
+            assert _cython.ISA == "avx2", "this x86-64 CPU has AVX2 and FMA but the avx2 build is not in use"
+        _builds_match_the_reference(_cython)
 
     cells = [(fastrnn.RNNCell, {"nonlinearity": "tanh"}), (fastrnn.RNNCell, {"nonlinearity": "relu"}),
              (fastrnn.LSTMCell, {}), (fastrnn.GRUCell, {})]
@@ -179,8 +215,8 @@ def _build(outdir):
     import tarfile
     with tarfile.open(sdists[0]) as tar:
         names = tar.getnames()
-    for needed in ("kernels/_kernels.pyx", "kernels/_common.pxd", "kernels/fastrnn_mm.h", "setup.py",
-                   "pyproject.toml"):
+    for needed in ("kernels/_kernels.pyx", "kernels/_kernels_avx2.pyx", "kernels/_common.pxd",
+                   "kernels/fastrnn_mm.h", "setup.py", "pyproject.toml"):
         assert any(n.endswith(needed) for n in names), f"{needed} missing from the sdist"
     return _find_wheel(outdir)
 
@@ -198,7 +234,9 @@ if pytest is not None:
         import zipfile
         with zipfile.ZipFile(wheel) as zf:
             names = zf.namelist()
-        assert any(n.startswith("fastrnn/_cython/_kernels") for n in names), names
+        assert any(n.startswith("fastrnn/_cython/_kernels.") for n in names), names
+        if sysconfig.get_platform().endswith("x86_64"):
+            assert any(n.startswith("fastrnn/_cython/_kernels_avx2.") for n in names), names
         leaked = [n for n in names if n.endswith((".pyx", ".pxd", ".c")) or n.startswith("kernels/")]
         assert not leaked, f"sources in the wheel: {leaked}"
 

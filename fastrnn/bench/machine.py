@@ -160,6 +160,10 @@ def describe(torch_threads=None):
     backends = fastrnn.backends()
     info.append(("fastrnn backends", ", ".join(
         f"{k}: {'yes' if v['available'] else 'no'}" for k, v in backends.items())))
+    if backends.get("cython", {}).get("available"):
+        from fastrnn import _cython
+        info.append(("cython kernels", f"{_cython.ISA} build (this machine can use: "
+                                       f"{', '.join(_cython.available_isas())})"))
     load = load_average()
     if load is not None:
         info.append(("load average (1 min) at start", f"{load:.2f}"))
