@@ -51,7 +51,7 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy, memset
 
 from _common cimport (
@@ -1104,8 +1104,8 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         return rc
     if _pool is None or _pool._max_workers < nthreads - 1:
         from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython",
-                                   initializer=_warm_blas_here)
+        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython")
+        warm_blas_together(nthreads)
     futures = []
     for k in range(nthreads):
         s = _Slice.__new__(_Slice)
@@ -1127,28 +1127,57 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
 
 
 cdef bint _blas_warm = False
+cdef enum:
+    WARM_N = 384    # the warm-up product: WARM_N^3, float32, BLAS on one thread
 
 
-def _warm_blas_here():
-    """Run one 384 x 384 float32 product in SciPy's BLAS on the calling thread.
+cdef void warm_product() noexcept nogil:
+    """One WARM_N x WARM_N x WARM_N float32 product in SciPy's BLAS on the calling thread."""
+    cdef float* m = <float*>calloc(3 * WARM_N * WARM_N, sizeof(float))
+    if m != NULL:
+        gemm(c'N', c'N', WARM_N, WARM_N, WARM_N, <float>1, m, WARM_N, m + WARM_N * WARM_N, WARM_N,
+             <float>0, m + 2 * WARM_N * WARM_N, WARM_N)
+        free(m)
 
-    SciPy's OpenBLAS stays on a slow path in a thread whose first products are small
-    and on one BLAS thread (as these kernels run them): measured, the input projection
-    of 3200 x 128 rows by 128 x 256 took 18 ms instead of 6.3 ms at every call, until a
-    first product of at least 384^3 on one thread (or 128^3 on two) had run in that
-    thread; two threads each calling sgemm reached 38 GFLOP/s in all instead of 65 when
-    only one of them had.  So the calling thread runs it before its first kernel, and
-    each thread of the pool when it starts."""
-    from scipy.linalg import blas
-    square = np.ones((384, 384), dtype=np.float32, order="F")
-    blas.sgemm(1.0, square, square)
+
+def _warm_at(barrier):
+    """:func:`warm_product` on this thread once all parties of ``barrier`` are there."""
+    import threading
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:   # a party did not come: warm alone (speed only)
+        pass
+    with nogil:
+        warm_product()
+
+
+cdef warm_blas_together(int nthreads):
+    """Run :func:`warm_product` on this thread and on ``nthreads - 1`` threads of the pool at
+    the same time, so that each of the OpenBLAS buffers that concurrent calls use is touched.
+
+    OpenBLAS gives each call in flight a work buffer from a table (the first one free) and
+    maps its pages only when first written.  Its GEMM kernel prefetches some way past the
+    panels it packs, and a prefetch into a page never written costs a page-table walk every
+    time (slow in a virtual machine) instead of a TLB hit.  A buffer that only small
+    products have used stays that way: the thread that got it ran its share of the input
+    projection 3x slower (medium RNN forward on two threads: 19-21 ms instead of 12-14, in
+    about half of the processes), whichever products it had run alone before.  A
+    WARM_N^3 product writes deep enough; one per buffer in use at once, so here
+    on every thread at the same time."""
+    import threading
+    barrier = threading.Barrier(nthreads, timeout=30)
+    futures = [_pool.submit(_warm_at, barrier) for _ in range(nthreads - 1)]
+    _warm_at(barrier)
+    for f in futures:
+        f.result()
 
 
 cdef warm_blas():
-    """:func:`_warm_blas_here` on the thread that first runs a kernel (once per process)."""
+    """:func:`warm_product` on the thread that first runs a kernel (once per process)."""
     global _blas_warm
     _blas_warm = True
-    _warm_blas_here()
+    with nogil:
+        warm_product()
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
@@ -1156,10 +1185,10 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
-    if not _blas_warm:
-        warm_blas()
     blas_single_begin()
     try:
+        if not _blas_warm:
+            warm_blas()
         if not backward:
             rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads)
         rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads)

@@ -238,18 +238,39 @@ def _blas_libraries():
     return _blas["libs"]
 
 
-def _warm_blas_here():
-    """Run one 384 x 384 float32 product in NumPy's BLAS on the calling thread.
+def _warm_blas_here(barrier=None):
+    """Run one 384 x 384 float32 product in NumPy's BLAS on the calling thread (once all
+    parties of ``barrier`` are there, when one is given).
 
-    OpenBLAS stays on a slow path in a thread whose first products are small and on one
-    BLAS thread (as the kernels run them) until a product of at least 384^3 (128^3 on
-    two BLAS threads) has run in that thread.  Measured: 100x64 @ 64x256 in 270 us
-    instead of 100 us; an RNN forward's input projection (T=100, B=32, I=512, H=256) took
-    as long on two threads as on one (31 ms) while the pool's thread had not run it.  So
-    the first thread to call BLAS through the kernels runs it, and each pool thread when
-    it starts."""
+    OpenBLAS gives each call in flight a work buffer from a table (the first one free)
+    and maps its pages only when first written.  Its GEMM kernel prefetches some way past
+    the panels it packs, and a prefetch into a page never written costs a page-table walk
+    every time (slow in a virtual machine) instead of a TLB hit: a buffer that only small
+    products have used stays slow (100x64 @ 64x256 in 270 us instead of 100 us; an RNN
+    forward's input projection at T=100, B=32, I=512, H=256 as slow on two threads as on
+    one).  A 384^3 product writes deep enough.  The first thread to call BLAS through the
+    kernels runs it, and every thread of the pool, all at the same time, when the pool
+    starts (see :func:`_warm_blas_together`)."""
+    if barrier is not None:
+        try:
+            barrier.wait()
+        except threading.BrokenBarrierError:   # a party did not come: warm alone (speed only)
+            pass
     square = np.ones((384, 384), dtype=np.float32)
     square @ square
+
+
+def _warm_blas_together(pool, parties):
+    """:func:`_warm_blas_here` on this thread and ``parties - 1`` threads of ``pool`` at the
+    same time, BLAS on one thread: concurrent calls use as many OpenBLAS buffers, and each
+    gets written.  (Warming each pool thread alone, as it started, left the second buffer
+    cold whenever the calling thread was not in a BLAS call at that moment.)"""
+    hold_blas_at_one_thread()
+    barrier = threading.Barrier(parties, timeout=30)
+    futures = [pool.submit(_warm_blas_here, barrier) for _ in range(parties - 1)]
+    _warm_blas_here(barrier)
+    for f in futures:
+        f.result()
 
 
 def one_blas_thread(fn):
@@ -301,8 +322,8 @@ def run_threads(kernel, args, tails):
     with _pool_lock:
         if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, fork, more threads
             workers = max(_threads, len(tails)) - 1
-            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn",
-                                          initializer=_warm_blas_here)
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
+            _warm_blas_together(executor, workers + 1)
             _pool = (os.getpid(), workers, executor)
         pool = _pool[2]
     futures = [pool.submit(kernel, *args, *tail) for tail in tails[1:]]
