@@ -154,7 +154,7 @@ def matmul(A, B, out, add=False):
             out[...] = res
         return
     bounds = _row_blocks(out.shape[0])
-    threads = 1 if flops < config.BLAS_PARALLEL_MIN_FLOPS else min(len(bounds) - 1, threads_for(flops))
+    threads = min(len(bounds) - 1, threads_for(flops, config.BLAS_PARALLEL_MIN_FLOPS))
     config.hold_blas_at_one_thread()
     run_threads(_matmul_part, (A, B, out, add, bounds), [(k, threads) for k in range(threads)])
 

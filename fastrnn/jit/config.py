@@ -202,9 +202,11 @@ def set_num_threads(n):
     _threads = n
 
 
-def threads_for(flops):
-    """Threads for a kernel call of about ``flops`` operations: all of them, or 1 for small work."""
-    return 1 if flops < PARALLEL_MIN_FLOPS else _threads
+def threads_for(flops, min_flops=None):
+    """Threads for work of about ``flops`` operations: all of them, or 1 below ``min_flops``
+    (default :data:`PARALLEL_MIN_FLOPS`, a kernel call; :data:`BLAS_PARALLEL_MIN_FLOPS` for
+    the BLAS products shared by the threads)."""
+    return 1 if flops < (PARALLEL_MIN_FLOPS if min_flops is None else min_flops) else _threads
 
 
 def batch_slices(batch, threads):
