@@ -7,8 +7,8 @@ not import and ``fastrnn.backends()`` says why.  BLAS comes from SciPy
 (``scipy.linalg.cython_blas``), so SciPy must be installed.
 
 Builds: ``_kernels`` runs on any CPU of the platform; on x86-64 there is also
-``_kernels_avx2``, the same source compiled with AVX2 and FMA (5-15% faster
-whole sequences).  The import picks once, by :data:`ISA_ENV`:
+``_kernels_avx2``, the same source compiled with AVX2 and FMA (whole
+sequences in 0.68-0.93x the time).  The import picks once, by :data:`ISA_ENV`:
 
 ``auto`` (default)
     the first of :data:`ISAS` that this installation has and this CPU runs;
