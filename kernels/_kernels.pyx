@@ -1160,10 +1160,10 @@ cdef warm_blas_together(int nthreads):
     panels it packs, and a prefetch into a page never written costs a page-table walk every
     time (slow in a virtual machine) instead of a TLB hit.  A buffer that only small
     products have used stays that way: the thread that got it ran its share of the input
-    projection 3x slower (medium RNN forward on two threads: 19-21 ms instead of 12-14, in
-    about half of the processes), whichever products it had run alone before.  A
-    WARM_N^3 product writes deep enough; one per buffer in use at once, so here
-    on every thread at the same time."""
+    projection 3x slower (medium RNN forward on two threads: 19-21 ms instead of 12-14 in
+    6 of 21 fresh processes, and in every one whose first split problem was tiny),
+    whichever products it had run alone before.  A WARM_N^3 product writes deep enough;
+    one per buffer in use at once, so here on every thread at the same time."""
     import threading
     barrier = threading.Barrier(nthreads, timeout=30)
     futures = [_pool.submit(_warm_at, barrier) for _ in range(nthreads - 1)]
