@@ -1173,11 +1173,10 @@ cdef warm_blas_together(int nthreads):
 
 
 cdef warm_blas():
-    """:func:`warm_product` on the thread that first runs a kernel (once per process)."""
+    """:func:`warm_blas_together` on the thread that first runs a kernel alone (once per process)."""
     global _blas_warm
     _blas_warm = True
-    with nogil:
-        warm_product()
+    warm_blas_together(1)
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
