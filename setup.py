@@ -72,7 +72,8 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
 
-    # the AVX2 build where the compiler targets x86-64 and takes GCC's flags (not MSVC)
+    # the AVX2 build where the compiler targets x86-64 and takes GCC's flags (not MSVC);
+    # fastrnn._cython.PLATFORM_ISAS states the same rule
     avx2 = sysconfig.get_platform().endswith("x86_64")
     return [build("_kernels")] + ([build("_kernels_avx2")] if avx2 else [])
 

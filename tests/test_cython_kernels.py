@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import sysconfig
 
 import numpy as np
 import pytest
@@ -33,12 +32,10 @@ if not _status["available"]:
 from fastrnn import _cython  # noqa: E402
 
 #: the builds of the kernels under test: every one this machine can use, and, when the
-#: backend is required, the AVX2 build wherever setup.py makes it and the CPU runs it
-#: (then a missing one fails, through load(), instead of leaving its tests out)
-ISAS = _cython.available_isas()
-if (_REQUIRED and "avx2" not in ISAS and sysconfig.get_platform().endswith("x86_64")
-        and _cython.kernels.cpu_has_avx2_fma()):
-    ISAS.insert(0, "avx2")
+#: backend is required, every one setup.py makes here that the CPU runs (then a missing
+#: one fails, through load(), instead of leaving its tests out)
+ISAS = [isa for isa in _cython.ISAS if isa in _cython.available_isas()
+        or (_REQUIRED and isa in _cython.expected_isas())]
 
 
 @pytest.fixture(scope="module", params=ISAS)

@@ -30,6 +30,7 @@ stored gates), as in the numba backend: a second backward on it raises.
 import importlib
 import importlib.util
 import os
+import sysconfig
 
 try:
     from . import _kernels as _baseline   # every build has it; it also tells what the CPU runs
@@ -43,6 +44,9 @@ except ImportError as exc:
 ISA_ENV = "FASTRNN_CYTHON_ISA"
 #: the builds, best first
 ISAS = ("avx2", "baseline")
+#: the builds setup.py makes on this platform (its twin rule: the AVX2 one where the
+#: platform is x86-64), best first
+PLATFORM_ISAS = ISAS if sysconfig.get_platform().endswith("x86_64") else ("baseline",)
 
 __all__ = [
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward",
@@ -67,6 +71,12 @@ def _why_not(isa):
 def available_isas():
     """The builds of the kernels this installation has and this CPU runs, best first."""
     return [isa for isa in ISAS if not _why_not(isa)]
+
+
+def expected_isas():
+    """The builds an installation made by setup.py has here and this CPU runs, best first
+    (what :func:`available_isas` should say)."""
+    return [isa for isa in PLATFORM_ISAS if isa == "baseline" or _baseline.cpu_has_avx2_fma()]
 
 
 def load(isa):
