@@ -2,8 +2,8 @@
 
 Commands: ``demo`` (train a character-level LSTM), ``adding`` (the adding
 problem, RNN vs LSTM vs GRU), ``gradflow`` (vanishing and exploding
-gradients, measured), ``forecast`` (yearly sunspot numbers), ``bench`` (the
-benchmark report).  ``python -m fastrnn COMMAND --help`` describes each.
+gradients, measured), ``forecast`` (yearly sunspot numbers).
+``python -m fastrnn COMMAND --help`` describes each.
 
 Exit status: 0 on success, 1 when the command fails (the message says why),
 2 for bad arguments, 130 when interrupted.
@@ -39,15 +39,6 @@ def main(argv=None):
 
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if argv[:1] == ["bench"]:
-        # everything after "bench" belongs to the report, --help included
-        from .cli import bench
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        try:
-            return bench.run_argv(argv[1:], help_text=sub.choices["bench"].format_help())
-        except CommandError as exc:
-            print(f"fastrnn bench: error: {exc}", file=sys.stderr)
-            return 1
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:         # --help, --version (0) or a usage error (2)

@@ -34,7 +34,7 @@ def test_module_entry_point_help_and_errors():
     done = subprocess.run([sys.executable, "-m", "fastrnn", "--help"], capture_output=True,
                           text=True, env=env, timeout=60)
     assert done.returncode == 0
-    for command in ("demo", "adding", "gradflow", "forecast", "bench"):
+    for command in ("demo", "adding", "gradflow", "forecast"):
         assert command in done.stdout
     done = subprocess.run([sys.executable, "-m", "fastrnn", "forecast", "--data", "/nonexistent.csv"],
                           capture_output=True, text=True, env=env, timeout=60)
@@ -42,13 +42,12 @@ def test_module_entry_point_help_and_errors():
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
-@pytest.mark.parametrize("command", ["demo", "adding", "gradflow", "forecast", "bench"])
+@pytest.mark.parametrize("command", ["demo", "adding", "gradflow", "forecast"])
 def test_every_command_has_help(capsys, command):
     status, out, _ = run(capsys, command, "--help")
     assert status == 0
     assert f"fastrnn {command}" in out
-    if command != "bench":
-        assert "--seed" in out
+    assert "--seed" in out
 
 
 def test_usage_errors_exit_2(capsys):
@@ -215,13 +214,6 @@ def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypat
     assert status == 1
     assert "fastrnn[plot]" in err
     assert out == ""                                            # failed before doing any work
-
-
-def test_bench_without_the_report_module(capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastrnn.bench", None)
-    status, _, err = run(capsys, "bench")
-    assert status == 1
-    assert "not available" in err and "fastrnn.bench" in err
 
 
 def test_shipped_sunspot_data():

@@ -5,9 +5,9 @@ and ``run(args) -> int`` (the exit status); :mod:`fastrnn.__main__` wires them
 into one argparse parser.
 """
 
-from . import adding, bench, demo, forecast, gradflow
+from . import adding, demo, forecast, gradflow
 
 #: the commands in the order ``--help`` lists them
-COMMANDS = (demo, adding, gradflow, forecast, bench)
+COMMANDS = (demo, adding, gradflow, forecast)
 
 __all__ = ["COMMANDS"]

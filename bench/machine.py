@@ -30,7 +30,7 @@ def _cores():
 
 
 def usable_cores():
-    """Cores this process may run on (the torch peer gets this many threads)."""
+    """Cores this process may run on (every engine gets this many threads by default)."""
     return _cores()[0]
 
 
@@ -43,14 +43,6 @@ def _memory_total():
     except (OSError, ValueError, IndexError):
         pass
     return "unknown"
-
-
-def load_average():
-    """The 1-minute load average, or None where the OS does not report it."""
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return None
 
 
 def cpu_counters():
@@ -106,7 +98,7 @@ def _blas():
 
 def _git_commit():
     """``git describe`` of the checkout fastrnn runs from, or None when it is not a checkout."""
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if not os.path.exists(os.path.join(here, ".git")):
         return None
     try:
@@ -117,13 +109,38 @@ def _git_commit():
     return out.stdout.strip() or None
 
 
-def describe(torch_threads=None):
+#: instruction sets the report names, as /proc/cpuinfo spells them
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
+def instruction_sets():
+    """The instruction sets of :data:`ISA_FLAGS` this CPU reports (Linux), as text."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith(("flags", "features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return ", ".join(x for x in ISA_FLAGS if x in have) or "none of " + \
+                        ", ".join(ISA_FLAGS)
+    except OSError:
+        pass
+    return f"unknown ({platform.machine()})"
+
+
+#: the distributions of the engines, for their versions
+ENGINE_DISTS = {"numba": "numba", "torch": "torch", "onnxruntime": "onnxruntime", "jax": "jax"}
+
+
+def describe(threads, engines):
     """The machine and software versions, as (label, value) pairs.
 
     Parameters
     ----------
-    torch_threads : int, optional
-        The thread count the torch peer was given.
+    threads : int
+        The thread count every engine was given.
+    engines : sequence of str
+        The engines that run (their versions are listed).
 
     Returns
     -------
@@ -135,36 +152,21 @@ def describe(torch_threads=None):
     usable, total = _cores()
     info = [
         ("CPU", _cpu_model()),
-        ("cores", f"{usable} usable of {total}"),
+        ("instruction sets", instruction_sets()),
+        ("cores", f"{usable} usable of {total}; every engine runs {threads} threads"),
         ("memory", _memory_total()),
         ("OS", f"{platform.system()} {platform.release()}"),
         ("python", platform.python_version()),
         ("numpy", numpy.__version__),
-        ("BLAS (threadpoolctl)", _blas()),
+        ("BLAS (threadpoolctl, as a user's process starts)", _blas()),
     ]
-    numba_version = _version("numba")
-    if numba_version:
-        try:
-            import numba
-            numba_version += f" ({numba.config.NUMBA_NUM_THREADS} threads, " \
-                             f"layer {numba.config.THREADING_LAYER})"
-        except Exception as exc:  # a broken numba install is worth a line, not a crash
-            numba_version += f" (import failed: {type(exc).__name__})"
-    info.append(("numba", numba_version or "not installed"))
-    torch_version = _version("torch")
-    if torch_version and torch_threads is not None:
-        torch_version += f" (set_num_threads({torch_threads}))"
-    info.append(("torch", torch_version or "not installed"))
     commit = _git_commit()
     info.append(("fastrnn", fastrnn.__version__ + (f" ({commit})" if commit else "")))
-    backends = fastrnn.backends()
-    info.append(("fastrnn backends", ", ".join(
-        f"{k}: {'yes' if v['available'] else 'no'}" for k, v in backends.items())))
-    if backends.get("cython", {}).get("available"):
+    if "cython" in engines:
         from fastrnn import _cython
         info.append(("cython kernels", f"{_cython.ISA} build (this machine can use: "
                                        f"{', '.join(_cython.available_isas())})"))
-    load = load_average()
-    if load is not None:
-        info.append(("load average (1 min) at start", f"{load:.2f}"))
+    for engine, dist in ENGINE_DISTS.items():
+        if engine in engines:
+            info.append((engine, _version(dist) or "unknown version"))
     return info

@@ -1,0 +1,551 @@
+"""The benchmark report: ``python -m bench`` from a checkout (``--help`` for the options).
+
+Every engine (:data:`bench.engines.ENGINES`: fastrnn's backends, PyTorch,
+onnxruntime, JAX) is timed on every row it supports (:mod:`bench.cases`) in
+a fresh process of its own (:mod:`bench.worker`); this process only starts
+them and reads their results.  A row is measured in rounds whose order
+alternates (A B C, then C B A, ...), so a drift of the machine's speed hits
+every engine alike; an engine's time is the median over its processes of
+each process's median sample.  Ratios are ``peer time / fastrnn time`` (above
+1 means fastrnn is faster), with fastrnn's fastest compiled backend on the
+row, against each peer and against the best (fastest) peer.
+
+The report also names the CPU and its instruction sets, the BLAS libraries
+and thread counts, the cython build in use, the measured float32 GEMM ceiling
+(``np.matmul`` in a process of its own, at the start and at the end), the
+peak memory of one call at the large shape per engine, and the cost of a
+fresh process (imports, first call).
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from . import cases
+from .engines import ENGINES, FASTRNN, PEERS, REFERENCE, availability
+from .machine import cpu_counters, describe, others_cpu, usable_cores
+from .worker import MARKER
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: a process's samples, or an engine's process medians, spreading over more than this
+#: fraction of the median are flagged as noisy
+NOISY_SPREAD = 0.25
+#: other processes using more than this many cores on average make the run untrustworthy
+BUSY_OTHERS = 0.25
+#: glibc: a fixed mmap threshold, so freed large arrays go back to the OS and the
+#: resident set tracks the live arrays (memory rows only)
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard the report measures.
+
+    Attributes
+    ----------
+    rounds : int
+        Processes per engine and row (the order alternates every round).
+    samples : int
+        Timed samples per process (its median is the process's figure).
+    budget : float
+        Seconds of timed calls per process, once it has 3 samples.
+    min_sample_time : float
+        A sample repeats the call until it lasts this long.
+    gemm_n, gemm_samples : int
+        Size and samples of the ``np.matmul`` that measures the GEMM ceiling.
+    timeout : float
+        Seconds a process may take before it is reported as timed out.
+    """
+
+    rounds: int = 3
+    samples: int = 5
+    budget: float = 2.0
+    min_sample_time: float = 0.1
+    gemm_n: int = 2048
+    gemm_samples: int = 5
+    timeout: float = 600.0
+
+    @classmethod
+    def quick(cls):
+        """Fewer, shorter samples: minutes instead of the better part of an hour."""
+        return cls(rounds=2, samples=3, budget=0.5, min_sample_time=0.03, gemm_n=1024,
+                   gemm_samples=3)
+
+
+@dataclass
+class Measurement:
+    """An engine's processes on one row.
+
+    Attributes
+    ----------
+    runs : list of dict
+        What each process returned (:func:`bench.worker.main`).
+    """
+
+    runs: list = field(default_factory=list)
+
+    @property
+    def error(self):
+        for r in self.runs:
+            if r.get("error"):
+                return r["error"]
+        return None
+
+    @property
+    def medians(self):
+        """Seconds per call, one per process."""
+        return [statistics.median(r["samples"]) for r in self.runs if r.get("samples")]
+
+    @property
+    def seconds(self):
+        """Median over processes of each process's median seconds per call (None on error)."""
+        m = self.medians
+        return statistics.median(m) if m and not self.error else None
+
+    @property
+    def spread(self):
+        """(max - min) / median of the process medians."""
+        m = self.medians
+        return (max(m) - min(m)) / statistics.median(m) if len(m) > 1 else 0.0
+
+    @property
+    def check_error(self):
+        errs = [r["check_error"] for r in self.runs if "check_error" in r]
+        return max(errs) if errs else None
+
+
+@dataclass
+class Report:
+    """Everything one run measured; :meth:`markdown` formats it."""
+
+    engines: list
+    unavailable: dict
+    machine: list
+    settings: Settings
+    threads: int
+    rows: list = field(default_factory=list)       # (Row, {engine: Measurement})
+    memory: list = field(default_factory=list)     # (Row, {engine: dict})
+    gemm: list = field(default_factory=list)
+    seconds: float = 0.0
+    others: object = None
+    cores: int = 1
+
+    @property
+    def ceiling(self):
+        """GFLOP/s of the GEMM ceiling: the better of the start and end measurements."""
+        return max((g["gflops"] for g in self.gemm if "gflops" in g), default=None)
+
+    # -- per-row figures -------------------------------------------------------------------
+    @staticmethod
+    def best(measured, names):
+        """(name, seconds) of the fastest of ``names`` with a time on the row, or (None, None)."""
+        timed = [(m.seconds, n) for n, m in measured.items() if n in names and m.seconds]
+        if not timed:
+            return None, None
+        seconds, name = min(timed)
+        return name, seconds
+
+    def fastrnn_best(self, measured):
+        """fastrnn's fastest compiled backend on the row (the reference when none ran)."""
+        compiled = [n for n in FASTRNN if n != REFERENCE]
+        name, seconds = self.best(measured, compiled)
+        return (name, seconds) if name else self.best(measured, (REFERENCE,))
+
+    # -- formatting --------------------------------------------------------------------------
+    def markdown(self):
+        lines = ["## fastrnn benchmark", ""]
+        lines += [f"- {label}: {value}" for label, value in self.machine]
+        if self.gemm:
+            got = [g for g in self.gemm if "gflops" in g]
+            if got:
+                lines.append(f"- float32 GEMM ceiling: {self.ceiling:.1f} GFLOP/s (np.matmul "
+                             f"{got[0]['n']}x{got[0]['n']} in a process of its own, at the "
+                             f"start and the end: {', '.join('%.1f' % g['gflops'] for g in got)})")
+            for g in self.gemm:
+                if "error" in g:
+                    lines.append(f"- GEMM ceiling not measured: {g['error']}")
+        if self.others is not None:
+            lines.append(f"- other processes (and the hypervisor's steal time) used "
+                         f"{self.others:.2f} of the {self.cores} cores on average during the run")
+            if self.others > BUSY_OTHERS:
+                lines.append("- ⚠ busy machine: other processes competed for the cores; do not "
+                             "read ratios off this run")
+        s = self.settings
+        lines.append(f"- method: every engine in a fresh process of its own per row and round, "
+                     f"{s.rounds} rounds in alternating order, {self.threads} threads each; a "
+                     f"process's figure is the median of {s.samples} samples (at least 3, "
+                     f"{s.budget:g} s budget, samples of at least {s.min_sample_time * 1e3:g} ms), "
+                     f"an engine's the median over its processes; float32; run took "
+                     f"{self.seconds / 60:.1f} min")
+        for name, reason in self.unavailable.items():
+            lines.append(f"- {name}: not run ({reason})")
+        lines += ["", "Ratios are peer time / fastrnn time: above 1 fastrnn is faster. "
+                      "fastrnn is its fastest compiled backend on the row; the best peer is "
+                      "the fastest of the others.", ""]
+        for kind, title in (("kernel", "Layers on whole sequences (time per call)"),
+                            ("step", "One cell step from Python, B=1 (time per call)"),
+                            ("loop", "The README's training loop (characters/s)"),
+                            ("stream", "Streaming inference, B=1, 10,000 steps (steps/s)"),
+                            ("ragged", "Batch inference of ragged sequences (sequences/s)")):
+            rows = [(r, m) for r, m in self.rows if r.kind == kind]
+            if rows:
+                lines += [f"### {title}", "", *self._table(rows), ""]
+        if self.memory:
+            lines += ["### Peak memory of one call (fresh process)", "", *self._memory_table(), ""]
+        first = self._first_call_table()
+        if first:
+            lines += ["### A fresh process: imports and first call", "", *first, ""]
+        lines += self._legend()
+        return "\n".join(lines) + "\n"
+
+    def _engines_in(self, rows):
+        return [e for e in self.engines if any(e in m for _, m in rows)]
+
+    def _table(self, rows):
+        engines = self._engines_in(rows)
+        peers = [e for e in engines if e in PEERS]
+        kind = rows[0][0].kind
+        head = ["row", "shape"] + engines + ["fastrnn", "best peer", "best peer / fastrnn"]
+        head += [f"{p} / fastrnn" for p in peers]
+        if kind in ("kernel", "step"):
+            head += ["GFLOP/s fastrnn (% GEMM)", "GFLOP/s best peer (% GEMM)"]
+        head += ["notes"]
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row, measured in rows:
+            cells = [row.id, _shape_label(row)]
+            notes = []
+            for e in engines:
+                m = measured.get(e)
+                if m is None:
+                    cells.append("—")
+                elif m.seconds is None:
+                    cells.append("error")
+                    notes.append(f"{e}: {m.error}")
+                else:
+                    cells.append(_figure(row, m.seconds))
+                    if m.spread > NOISY_SPREAD:
+                        notes.append(f"{e} noisy ({m.spread:.0%} over {len(m.medians)} processes)")
+            name, mine = self.fastrnn_best(measured)
+            peer, theirs = self.best(measured, peers)
+            cells += [name or "—", peer or "—",
+                      _ratio(theirs, mine, bold=True)]
+            cells += [_ratio(measured[p].seconds if p in measured else None, mine) for p in peers]
+            if kind in ("kernel", "step"):
+                cells += [self._gflops(row, mine), self._gflops(row, theirs)]
+            cells.append("; ".join(notes))
+            out.append("| " + " | ".join(cells) + " |")
+        return out
+
+    def _gflops(self, row, seconds):
+        if not seconds or not row.flops():
+            return "—"
+        g = row.flops() / seconds / 1e9
+        return f"{g:.1f} ({g / self.ceiling:.0%})" if self.ceiling else f"{g:.1f}"
+
+    def _memory_table(self):
+        engines = [e for e in self.engines if any(e in m for _, m in self.memory)]
+        head = ["row", "shape", "theory"] + engines + ["notes"]
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for row, results in self.memory:
+            theory = cases.theoretical_memory(row)
+            cells = [row.id, _shape_label(row), _mib(theory["total"])]
+            notes = []
+            for e in engines:
+                r = results.get(e)
+                if r is None:
+                    cells.append("—")
+                elif r.get("rss_peak") is None:
+                    cells.append("error")
+                    notes.append(f"{e}: {r.get('error')}")
+                else:
+                    cells.append(f"{_mib(r['rss_peak'])} ({r['rss_peak'] / theory['total']:.2f}x)")
+            parts = [f"{k} {_mib(v)}" for k, v in theory.items() if k != "total"]
+            notes.insert(0, "theory = " + " + ".join(parts))
+            cells.append("; ".join(notes))
+            out.append("| " + " | ".join(cells) + " |")
+        return out
+
+    def _first_call_table(self):
+        """Per engine, from the first round of the smallest kernel rows: import, build, first call."""
+        picks = {}
+        for row, measured in self.rows:
+            if row.kind != "kernel":
+                continue
+            for e, m in measured.items():
+                run = m.runs[0] if m.runs else {}
+                if "first" in run and (e, row.pass_) not in picks:
+                    picks[(e, row.pass_)] = (row, run, m.seconds)
+        if not picks:
+            return []
+        out = ["| engine | row | import | build | first call | later calls (median) |",
+               "|---|---|---|---|---|---|"]
+        for (e, _), (row, run, seconds) in sorted(picks.items(), key=lambda kv: (
+                self.engines.index(kv[0][0]), kv[0][1])):
+            out.append(f"| {e} | {row.id} | {_time(run['import'])} | {_time(run['build'])} | "
+                       f"{_time(run['first'])} | {_time(seconds) if seconds else '—'} |")
+        return out
+
+    def _legend(self):
+        return [
+            "Engines: numpy, numba and cython are fastrnn's backends (numpy is the reference); "
+            "torch runs inference under `torch.inference_mode()` and training with autograd as "
+            "its tutorials write it; onnxruntime runs the model `fastrnn.onnx.export` writes, "
+            "with `intra_op_num_threads` set to the thread count; jax runs `jit` over `lax.scan` "
+            "(input product hoisted) and `grad` of `sum(out * dout)`.",
+            "",
+            "Rows: `infer` is a forward in eval mode; `train` a forward and the backward of a "
+            "given output gradient. The training loop is the README's (LSTM, Linear head, "
+            "cross-entropy, backward, clip_grad_norm, Adam; one-hot characters, V=96, B=32, "
+            "64-step chunks, state carried) against the same loop in PyTorch (nn.LSTM, "
+            "nn.Linear, F.cross_entropy, clip_grad_norm_, torch.optim.Adam, state detached). "
+            "Streaming: LSTM(128, 128) on one sequence, step by step through the cell API or "
+            "through the layer on chunks of 1 or 16 steps. Ragged: LSTM(64, 128) on 2,048 "
+            "sequences of lengths 10-200 in batches of 256 through `lengths` (PyTorch: "
+            "`pack_padded_sequence`; onnxruntime: `sequence_lens`).",
+            "",
+            "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
+            "is the share of the float32 GEMM ceiling above. Every engine's results were checked "
+            "against the numpy reference (at a reduced size) in the same process after timing.",
+        ]
+
+
+def _shape_label(row):
+    s = row.shape
+    if row.kind == "loop":
+        return f"V={s.I}, H={s.H}, B={s.B}, {s.T}-step chunks"
+    if row.kind == "stream":
+        return f"I={s.I}, H={s.H}, {s.T} steps"
+    if row.kind == "ragged":
+        return f"I={s.I}, H={s.H}, {row.units[0]} sequences ≤{s.T}, batches of {s.B}"
+    if row.kind == "step":
+        return f"B={s.B}, I={s.I}, H={s.H}"
+    return s.label
+
+
+def _figure(row, seconds):
+    units, name = row.units
+    if name == "calls":
+        return _time(seconds)
+    return f"{units / seconds:,.0f}"
+
+
+def _ratio(theirs, mine, bold=False):
+    if not theirs or not mine:
+        return "—"
+    text = f"{theirs / mine:.2f}x"
+    return f"**{text}**" if bold else text
+
+
+def _time(seconds):
+    if seconds >= 1:
+        return f"{seconds:.3g} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.3g} ms"
+    return f"{seconds * 1e6:.3g} µs"
+
+
+def _mib(nbytes):
+    return f"{nbytes / 2 ** 20:.1f} MiB"
+
+
+# -- running ---------------------------------------------------------------------------------
+def run_worker(spec, timeout, extra_env=None):
+    """Run :mod:`bench.worker` on ``spec`` in a fresh process; its result, or ``{"error": ...}``."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.pop("FASTRNN_BACKEND", None)
+    env.update(extra_env or {})
+    cmd = [sys.executable, "-m", "bench.worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=ROOT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit status {proc.returncode}: {tail}"}
+
+
+def time_row(row, engines, settings, threads, log=None, check=True):
+    """Time ``row`` on ``engines``, one fresh process per engine and round.
+
+    Returns
+    -------
+    dict
+        engine -> :class:`Measurement`.  An engine whose process failed is
+        not started again for this row.
+    """
+    out = {e: Measurement() for e in engines}
+    spec = {"mode": "time", "row": cases.row_to_json(row), "threads": threads,
+            "budget": settings.budget, "samples": settings.samples,
+            "min_sample_time": settings.min_sample_time}
+    for r in range(settings.rounds):
+        order = engines if r % 2 == 0 else engines[::-1]
+        for e in order:
+            if out[e].error:
+                continue
+            out[e].runs.append(run_worker(dict(spec, engine=e, check=check and r == 0),
+                                          settings.timeout))
+        if log:
+            log(f"{row.id} round {r + 1}/{settings.rounds}: " + ", ".join(
+                f"{e} {_time(out[e].medians[-1]) if out[e].medians and not out[e].error else 'error'}"
+                for e in engines))
+    for e, m in out.items():
+        if m.error and log:
+            log(f"  {e}: {m.error}")
+    return out
+
+
+def measure_memory(row, engines, threads, timeout):
+    """Peak memory of one call of ``row`` per engine, each in a fresh process."""
+    spec = {"mode": "memory", "row": cases.row_to_json(row), "threads": threads}
+    return {e: run_worker(dict(spec, engine=e), timeout, MALLOC_ENV) for e in engines}
+
+
+def measure_gemm(settings, threads):
+    spec = {"mode": "gemm", "threads": threads, "n": settings.gemm_n,
+            "samples": settings.gemm_samples, "min_sample_time": 0.2}
+    return run_worker(spec, settings.timeout)
+
+
+def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), check=True,
+               log=None):
+    """Measure ``rows`` (and the peak memory of ``memory_rows``) on ``engines``.
+
+    Parameters
+    ----------
+    rows : list of bench.cases.Row
+    engines : sequence of str, optional
+        Default: every available engine of :data:`bench.engines.ENGINES`.
+    settings : Settings, optional
+    threads : int, optional
+        Threads of every engine; default: the usable cores.
+    memory_rows : list of Row
+    check : bool
+        Check every engine against the numpy reference (in its first process of a row).
+    log : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    Report
+    """
+    begin = time.perf_counter()
+    settings = settings or Settings()
+    threads = threads or usable_cores()
+    status = availability()
+    unknown = [e for e in engines or () if e not in ENGINES]
+    if unknown:
+        raise ValueError(f"unknown engines {unknown}: choose from {list(ENGINES)}")
+    wanted = list(ENGINES) if engines is None else [e for e in ENGINES if e in engines]
+    unavailable = {e: status[e] for e in wanted if status[e]}
+    engines = [e for e in wanted if not status[e]]
+    report = Report(engines=engines, unavailable=unavailable, settings=settings, threads=threads,
+                    machine=describe(threads, engines), cores=usable_cores())
+    counters, since = cpu_counters(), time.perf_counter()
+    report.gemm.append(measure_gemm(settings, threads))
+    for row in rows:
+        runs_on = [e for e in engines if ENGINES[e].supports(row)]
+        if runs_on:
+            report.rows.append((row, time_row(row, runs_on, settings, threads, log, check)))
+    for row in memory_rows:
+        runs_on = [e for e in engines if ENGINES[e].supports(row)]
+        report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
+    report.gemm.append(measure_gemm(settings, threads))
+    report.others = others_cpu(counters, cpu_counters(), time.perf_counter() - since)
+    report.seconds = time.perf_counter() - begin
+    return report
+
+
+# -- command line ----------------------------------------------------------------------------
+def _csv(value, allowed, what):
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"{what} must be a comma-separated list of "
+                                         f"{list(allowed)}, but got {value!r}")
+    return items
+
+
+def select_rows(kinds, cells, passes, shapes):
+    """The rows of the report for a selection (kernel and step rows filtered by cell and pass)."""
+    rows = []
+    for kind in kinds:
+        if kind == "kernel":
+            rows += cases.kernel_rows(cells, passes, shapes)
+        elif kind == "step":
+            rows += cases.step_rows([c for c in cells if c != "rnn"], passes)
+        elif kind == "loop" and "lstm" in cells and "train" in passes:
+            rows += cases.loop_rows()
+        elif kind == "stream" and "lstm" in cells and "infer" in passes:
+            rows += cases.stream_rows()
+        elif kind == "ragged" and "lstm" in cells and "infer" in passes:
+            rows += cases.ragged_rows()
+    return rows
+
+
+def build_parser(prog="python -m bench"):
+    p = argparse.ArgumentParser(
+        prog=prog, description="Time fastrnn's backends against PyTorch, onnxruntime and JAX, "
+                               "each engine in a fresh process of its own, and print one "
+                               "markdown report.")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer rounds and shorter samples (minutes instead of most of an hour)")
+    p.add_argument("--kinds", default=",".join(cases.KINDS),
+                   type=lambda v: _csv(v, cases.KINDS, "--kinds"),
+                   help="row kinds (default: all): " + ", ".join(cases.KINDS))
+    p.add_argument("--cells", default=",".join(cases.CELLS),
+                   type=lambda v: _csv(v, cases.CELLS, "--cells"))
+    p.add_argument("--passes", default=",".join(cases.PASSES),
+                   type=lambda v: _csv(v, cases.PASSES, "--passes"))
+    p.add_argument("--shapes", default=",".join(cases.SHAPES),
+                   help="kernel shapes: names of " + ", ".join(cases.SHAPES) + " or TxBxIxH")
+    p.add_argument("--engines", default=None,
+                   type=lambda v: _csv(v, tuple(ENGINES), "--engines"),
+                   help="engines to run (default: every available one): " + ", ".join(ENGINES))
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of every engine (default: the usable cores)")
+    p.add_argument("--rounds", type=int, default=None, help="processes per engine and row")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    p.add_argument("--no-check", action="store_true",
+                   help="do not check the engines against the numpy reference")
+    p.add_argument("--markdown", metavar="FILE", help="also write the report to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    return p
+
+
+def main(argv=None, prog="python -m bench"):
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    try:
+        shapes = [cases.parse_shape(s) for s in args.shapes.split(",") if s.strip()]
+    except ValueError as exc:
+        parser.error(f"--shapes: {exc}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be a positive integer, but got {args.threads}")
+    if args.rounds is not None and args.rounds < 1:
+        parser.error(f"--rounds must be a positive integer, but got {args.rounds}")
+    settings = Settings.quick() if args.quick else Settings()
+    if args.rounds:
+        settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
+    rows = select_rows(args.kinds, args.cells, args.passes, shapes)
+    memory_rows = [] if args.no_memory or "kernel" not in args.kinds else [
+        cases.Row("kernel", c, p, cases.SHAPES["large"]) for c in args.cells for p in args.passes]
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    report = run_report(rows, args.engines, settings, args.threads, memory_rows,
+                        check=not args.no_check, log=log)
+    text = report.markdown()
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    failed = [f"{r.id}/{e}" for r, ms in report.rows for e, m in ms.items()
+              if m.error and "CheckError" in m.error]
+    return 1 if failed else 0

@@ -1,0 +1,171 @@
+"""One engine on one row, in a process of its own: the child side of the report.
+
+``python -m bench.worker SPEC`` (SPEC a JSON object, see :func:`main`) sets the
+engine's thread count, imports only that engine's libraries, builds the
+workload, times it and checks it against the numpy reference, then prints
+one line: :data:`MARKER` and the result as JSON.  The parent
+(:mod:`bench.report`) only starts processes and reads that line, so no
+engine's thread pools, allocator state or warm caches reach another's timing.
+
+The check comes after the timing: the process is timed as a user's would be,
+from a clean start, and a result that fails the check is reported as an
+error, never as a number.
+"""
+
+import json
+import os
+import sys
+import time
+
+#: prefix of the line that carries the result
+MARKER = "FASTRNN_BENCH_RESULT "
+
+
+def set_threads(engine, threads):
+    """Give ``engine`` ``threads`` threads, before its libraries are imported.
+
+    fastrnn's backends read ``FASTRNN_NUM_THREADS``/``FASTRNN_CYTHON_THREADS``,
+    torch gets ``torch.set_num_threads`` (see :func:`load`), onnxruntime its
+    session's ``intra_op_num_threads`` (see :mod:`bench.engines`).  XLA's CPU
+    client uses every core the process may run on, so JAX is pinned to
+    ``threads`` cores when that is fewer than the usable ones.  BLAS is left
+    as the user would have it.
+    """
+    os.environ["FASTRNN_NUM_THREADS"] = str(threads)
+    os.environ["FASTRNN_CYTHON_THREADS"] = str(threads)
+    if engine == "jax" and hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        if threads < len(cores):
+            os.sched_setaffinity(0, cores[:threads])
+
+
+def load(engine, threads):
+    """Import what ``engine`` needs (timed by the caller)."""
+    import fastrnn  # noqa: F401 - every engine loads the reference weights through it
+    if engine == "torch":
+        import torch
+        torch.set_num_threads(threads)
+    elif engine == "onnxruntime":
+        import onnxruntime  # noqa: F401
+    elif engine == "jax":
+        import jax
+        jax.config.update("jax_platforms", "cpu")
+    else:
+        from fastrnn.backends import resolve
+        resolve(engine)
+
+
+def _status_bytes():
+    """VmRSS and VmHWM of this process in bytes (Linux), or {} elsewhere."""
+    out = {}
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    key, value = line.split(":", 1)
+                    out[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def _reset_peak():
+    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False where impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        return False
+    return "VmHWM" in _status_bytes()
+
+
+def measure_time(work, budget, samples, min_sample_time):
+    """Seconds per call of a built workload: the first call, then ``samples`` timed samples.
+
+    Each sample times enough back-to-back calls to last ``min_sample_time``;
+    sampling stops early once ``budget`` seconds are spent and 3 samples exist.
+    """
+    from bench.timing import calls_per_sample, estimate_call_time, time_calls
+    start = time.perf_counter()
+    work()
+    first = time.perf_counter() - start
+    number = calls_per_sample(estimate_call_time(work, budget), min_sample_time)
+    times, spent = [], 0.0
+    while len(times) < samples and (len(times) < 3 or spent < budget):
+        t = time_calls(work, number)
+        times.append(t)
+        spent += t * number
+    return {"first": first, "samples": times, "number": number}
+
+
+def measure_memory(row, engine, threads):
+    """Peak resident memory of one call, above what the process held before it.
+
+    The engine is warmed up (compiled, pools started) on the row cut to 2
+    steps; then a fresh workload of the full row is built and its first call
+    measured through the kernel's peak-RSS counter.
+    """
+    import gc
+
+    from bench.engines import build
+    build(row._replace(shape=row.shape._replace(T=min(2, row.shape.T))), engine, threads)()
+    work = build(row, engine, threads)
+    gc.collect()
+    if not _reset_peak():
+        return {"error": "no /proc/self/clear_refs: peak memory cannot be measured here"}
+    before = _status_bytes()["VmRSS"]
+    work()
+    return {"rss_peak": _status_bytes()["VmHWM"] - before}
+
+
+def measure_gemm(n, samples, min_sample_time):
+    """GFLOP/s of ``np.matmul`` of two float32 n x n matrices (the machine's GEMM ceiling)."""
+    from bench.timing import gemm_throughput
+    return gemm_throughput(n, samples, min_sample_time=min_sample_time)
+
+
+def main(spec_json):
+    """Run the measurement ``spec_json`` asks for and print its result after :data:`MARKER`.
+
+    Parameters
+    ----------
+    spec_json : str
+        JSON object: ``mode`` (``"time"``, ``"memory"`` or ``"gemm"``),
+        ``engine``, ``row`` (:func:`bench.cases.row_to_json`), ``threads``,
+        and for ``time`` ``budget``, ``samples``, ``min_sample_time``, ``check``
+        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``.
+    """
+    spec = json.loads(spec_json)
+    mode, engine, threads = spec["mode"], spec.get("engine"), int(spec["threads"])
+    result = {"pid": os.getpid()}
+    try:
+        if mode == "gemm":
+            result.update(measure_gemm(spec["n"], spec["samples"], spec["min_sample_time"]))
+        else:
+            set_threads(engine, threads)
+            start = time.perf_counter()
+            load(engine, threads)
+            result["import"] = time.perf_counter() - start
+            from bench.cases import row_from_json
+            from bench.engines import build, check
+            row = row_from_json(spec["row"])
+            if mode == "memory":
+                result.update(measure_memory(row, engine, threads))
+            else:
+                start = time.perf_counter()
+                work = build(row, engine, threads)
+                result["build"] = time.perf_counter() - start
+                result.update(measure_time(work, spec["budget"], spec["samples"],
+                                           spec["min_sample_time"]))
+                if spec.get("check", True):
+                    del work
+                    result["check_error"] = check(row, engine, threads)
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which names the engine
+        result["error"] = f"{type(exc).__name__}: {exc}"
+    sys.stdout.write(MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

@@ -1,8 +1,0 @@
-"""``python -m fastrnn.bench``: print the benchmark report (``--help`` for the options)."""
-
-import sys
-
-from .report import main
-
-if __name__ == "__main__":
-    sys.exit(main())

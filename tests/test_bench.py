@@ -1,0 +1,275 @@
+"""The benchmark of the checkout (``python -m bench``): its engines, its workers, its report.
+
+Every engine of the one table (``bench.engines.ENGINES``) is checked against
+the numpy reference on every row it supports, at the rows' reduced sizes: a
+peer that computed something else would make every ratio meaningless.  The
+workers and the report run at tiny sizes; the tests assert structure and
+method (fresh processes, alternating order, ratios against the best peer),
+never speed.
+
+An engine that is not installed skips, unless the variable that requires it
+is set (as in CI): ``FASTRNN_REQUIRE_BACKENDS`` (numba, cython),
+``FASTRNN_REQUIRE_TORCH=1`` (torch), ``FASTRNN_REQUIRE_INTEROP=1``
+(onnxruntime) and ``FASTRNN_REQUIRE_BENCH=1`` (jax, the ``bench`` extra).
+"""
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)        # the benchmark lives in the checkout, not in the package
+
+from bench import cases, engines, report  # noqa: E402
+from bench.cases import Row, Shape  # noqa: E402
+from bench.engines import ENGINES  # noqa: E402
+from bench.report import Measurement, Report, Settings  # noqa: E402
+
+AVAILABILITY = engines.availability()
+REQUIRED = {b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()}
+if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1":
+    REQUIRED.add("torch")
+if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+    REQUIRED.add("onnxruntime")
+if os.environ.get("FASTRNN_REQUIRE_BENCH") == "1":
+    REQUIRED.add("jax")
+
+TINY = Settings(rounds=2, samples=3, budget=0.01, min_sample_time=0.001, gemm_n=64,
+                gemm_samples=2, timeout=300)
+
+
+def need(engine):
+    """Skip (or fail, when the environment requires it) a test of an engine that cannot run."""
+    reason = AVAILABILITY[engine]
+    if reason:
+        if engine in REQUIRED:
+            pytest.fail(f"{engine} is required here but cannot run: {reason}")
+        pytest.skip(f"{engine} cannot run: {reason}")
+
+
+PAIRS = [(row, name) for row in cases.all_rows() for name, e in ENGINES.items()
+         if e.supports(row) and name != engines.REFERENCE]
+
+
+# -- the engines -----------------------------------------------------------------------------
+@pytest.mark.parametrize("row,engine", PAIRS, ids=[f"{r.id}-{e}" for r, e in PAIRS])
+def test_engine_matches_the_reference(row, engine):
+    need(engine)
+    assert engines.check(row, engine) <= engines.CHECK_RTOL
+
+
+def test_every_kind_of_row_has_fastrnn_and_a_peer():
+    for row in cases.all_rows():
+        names = [n for n, e in ENGINES.items() if e.supports(row)]
+        assert {"numba", "cython"} <= set(names), row.id
+        assert any(ENGINES[n].peer for n in names), row.id
+    assert [r.id for r in cases.loop_rows()] == ["lstm-train-loop-H128", "lstm-train-loop-H256"]
+    assert ENGINES["onnxruntime"].infer_only and not ENGINES["torch"].infer_only
+
+
+def test_check_catches_a_wrong_engine(monkeypatch):
+    """A check that cannot fail is no check: an engine whose weights are off is caught."""
+    row = cases.kernel_rows(["gru"], ["train"], ["small"])[0]
+    build = engines.build
+
+    def wrong(r, name, threads=1):
+        work = build(r, name, threads)
+        work.module.parameters()["weight_hh_l0"][0, 0] += 0.5
+        return work
+    monkeypatch.setattr(engines, "build", wrong)
+    with pytest.raises(engines.CheckError, match="numba differs from the numpy reference"):
+        engines.check(row, "numba")
+
+
+def test_compare_names_what_is_wrong():
+    ref = {"out": np.ones((2, 3)), "grad.w": np.ones(4)}
+    assert engines.compare({"out": np.ones((2, 3)), "grad.w": np.ones(4)}, ref) == 0.0
+    with pytest.raises(engines.CheckError, match="grad.w: missing"):
+        engines.compare({"out": np.ones((2, 3))}, ref)
+    with pytest.raises(engines.CheckError, match="out: shape"):
+        engines.compare({"out": np.ones((3, 2)), "grad.w": np.ones(4)}, ref)
+    with pytest.raises(engines.CheckError, match="out: not finite"):
+        engines.compare({"out": np.full((2, 3), np.nan), "grad.w": np.ones(4)}, ref)
+    with pytest.raises(engines.CheckError, match="grad.w: max error 0.01"):
+        engines.compare({"out": np.ones((2, 3)), "grad.w": np.array([1, 1, 1, 1.01])}, ref)
+
+
+def test_rows_and_their_reduced_sizes():
+    for row in cases.all_rows():
+        small = row.reduced()
+        assert (small.kind, small.cell, small.pass_, small.variant) == \
+            (row.kind, row.cell, row.pass_, row.variant)
+        assert np.prod(small.shape[1:]) <= np.prod(row.shape[1:])
+        assert cases.row_from_json(cases.row_to_json(row)) == row
+    ragged = cases.ragged_rows()[0]
+    lengths = cases.ragged_lengths(ragged.shape, engines.SEED)
+    assert len(lengths) == 2048 == ragged.units[0]
+    assert lengths.min() >= 10 and lengths.max() <= 200
+    lstm = cases.kernel_rows(["lstm"], ["infer"], ["medium"])[0]
+    assert lstm.flops() == 2 * 100 * 32 * 4 * 256 * (128 + 256)
+    assert lstm._replace(pass_="train").flops() == 3 * lstm.flops()
+    assert cases.loop_rows()[0].units == (64 * 32, "characters")
+    assert cases.parse_shape("8x2x4x5") == Shape("8x2x4x5", 8, 2, 4, 5)
+    with pytest.raises(ValueError, match="unknown shape"):
+        cases.parse_shape("8x2x4")
+
+
+# -- the worker: one engine in a process of its own ------------------------------------------
+def test_worker_times_and_checks_in_a_fresh_process():
+    row = Row("kernel", "lstm", "train", Shape("tiny", 4, 3, 5, 6))
+    spec = {"mode": "time", "row": cases.row_to_json(row), "threads": 1, "budget": 0.01,
+            "samples": 3, "min_sample_time": 0.001, "check": True}
+    got = report.run_worker(dict(spec, engine="numpy"), timeout=120)
+    assert got.get("error") is None, got
+    assert got["pid"] != os.getpid()
+    assert len(got["samples"]) == 3 and min(got["samples"]) > 0
+    assert got["check_error"] == 0.0
+    assert got["import"] > 0 and got["first"] > 0
+
+
+def test_worker_reports_errors_instead_of_numbers():
+    row = Row("kernel", "lstm", "infer", Shape("tiny", 4, 3, 5, 6))
+    spec = {"mode": "time", "row": cases.row_to_json(row), "threads": 1, "budget": 0.01,
+            "samples": 3, "min_sample_time": 0.001, "engine": "no-such-engine"}
+    got = report.run_worker(spec, timeout=120)
+    assert "no-such-engine" in got["error"]
+    assert "samples" not in got
+
+
+def test_worker_gives_each_engine_the_thread_count():
+    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from bench.worker import set_threads;"
+            "set_threads('numba', 3); print(os.environ['FASTRNN_NUM_THREADS'],"
+            " os.environ['FASTRNN_CYTHON_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True,
+                         timeout=60)
+    assert out.stdout.split() == ["3", "3"], out.stderr
+
+
+# -- the report ------------------------------------------------------------------------------
+def test_rounds_alternate_their_order(monkeypatch):
+    started = []
+
+    def fake(spec, timeout, extra_env=None):
+        started.append(spec["engine"])
+        return {"samples": [0.001 * (1 + "abc".index(spec["engine"]))], "check_error": 0.0}
+    monkeypatch.setattr(report, "run_worker", fake)
+    row = cases.kernel_rows(["rnn"], ["infer"], ["stream"])[0]
+    got = report.time_row(row, ["a", "b", "c"], Settings(rounds=3), threads=2)
+    assert started == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]
+    assert got["a"].seconds == 0.001 and got["c"].seconds == 0.003
+
+
+def test_an_engine_that_fails_is_not_started_again(monkeypatch):
+    started = []
+
+    def fake(spec, timeout, extra_env=None):
+        started.append(spec["engine"])
+        return {"error": "CheckError: wrong"} if spec["engine"] == "b" else {"samples": [1.0]}
+    monkeypatch.setattr(report, "run_worker", fake)
+    row = cases.kernel_rows(["rnn"], ["infer"], ["stream"])[0]
+    got = report.time_row(row, ["a", "b"], Settings(rounds=3), threads=2)
+    assert started.count("b") == 1 and started.count("a") == 3
+    assert got["b"].seconds is None and got["b"].error == "CheckError: wrong"
+
+
+def _measured(**seconds):
+    return {e: Measurement(runs=[{"samples": [s]}]) for e, s in seconds.items()}
+
+
+def _table_rows(text, heading):
+    part = text.split(heading, 1)[1].split("###", 1)[0]
+    rows = [line for line in part.splitlines() if line.startswith("|") and not line.startswith("|---")]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows]
+
+
+def test_ratios_are_against_the_best_peer_and_each_peer():
+    rep = Report(engines=["numpy", "numba", "cython", "torch", "onnxruntime", "jax"],
+                 unavailable={}, machine=[("CPU", "test")], settings=Settings(), threads=2,
+                 gemm=[{"gflops": 100.0, "n": 64}])
+    row = cases.kernel_rows(["lstm"], ["infer"], ["medium"])[0]
+    rep.rows.append((row, _measured(numpy=0.1, numba=0.03, cython=0.02, torch=0.012,
+                                    onnxruntime=0.01, jax=0.04)))
+    loop = cases.loop_rows()[0]
+    rep.rows.append((loop, _measured(numba=0.1, cython=0.2, torch=0.05)))
+    text = rep.markdown()
+    head, line = _table_rows(text, "### Layers on whole sequences")
+    cells = dict(zip(head, line))
+    assert cells["fastrnn"] == "cython" and cells["best peer"] == "onnxruntime"
+    assert cells["best peer / fastrnn"] == "**0.50x**"
+    assert cells["torch / fastrnn"] == "0.60x" and cells["jax / fastrnn"] == "2.00x"
+    assert cells["GFLOP/s fastrnn (% GEMM)"].endswith("(%d%%)" % round(row.flops() / 0.02 / 1e9))
+    head, line = _table_rows(text, "### The README's training loop")
+    cells = dict(zip(head, line))
+    assert cells["numba"] == f"{64 * 32 / 0.1:,.0f}"        # characters/s
+    assert cells["fastrnn"] == "numba" and cells["best peer / fastrnn"] == "**0.50x**"
+    assert "float32 GEMM ceiling: 100.0 GFLOP/s" in text
+
+
+def test_busy_machine_is_flagged():
+    rep = Report(engines=["numpy"], unavailable={}, machine=[], settings=Settings(), threads=2,
+                 cores=2)
+    rep.others = 0.1
+    assert "busy machine" not in rep.markdown()
+    rep.others = 0.6
+    text = rep.markdown()
+    assert "⚠ busy machine" in text
+    assert "used 0.60 of the 2 cores" in text
+
+
+def test_others_cpu_subtracts_this_process():
+    from bench.machine import cpu_counters, others_cpu
+    assert others_cpu((100.0, 10.0), (103.0, 12.0), 2.0) == 0.5
+    assert others_cpu((100.0, 10.0), (101.0, 12.0), 2.0) == 0.0     # clock granularity
+    assert others_cpu((None, 10.0), (None, 12.0), 2.0) is None
+    start = cpu_counters()
+    sum(i * i for i in range(2_000_000))
+    assert cpu_counters()[1] > start[1]
+
+
+def test_machine_names_the_cpu_and_its_instruction_sets():
+    from bench.machine import describe, instruction_sets
+    info = dict(describe(2, ["numba", "cython"]))
+    assert info["CPU"] and "every engine runs 2 threads" in info["cores"]
+    assert info["instruction sets"] == instruction_sets()
+    if sys.platform == "linux" and os.uname().machine == "x86_64":
+        assert "sse4_2" in info["instruction sets"]
+    if not AVAILABILITY["cython"]:
+        assert re.match(r"(avx512|avx2|baseline) build", info["cython kernels"])
+
+
+def test_report_end_to_end_in_fresh_processes(tmp_path):
+    """Every kind of row on the reference and one compiled backend, tiny, through the command."""
+    need("numba")
+    out = tmp_path / "report.md"
+    cmd = [sys.executable, "-m", "bench", "--quick", "--rounds", "2", "--engines", "numpy,numba",
+           "--cells", "gru", "--passes", "infer", "--shapes", "6x2x3x4", "--kinds", "kernel",
+           "--threads", "1", "--no-memory", "-q", "--markdown", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = out.read_text()
+    assert text in done.stdout
+    assert "every engine runs 1 threads" in text and "2 rounds in alternating order" in text
+    head, line = _table_rows(text, "### Layers on whole sequences")
+    cells = dict(zip(head, line))
+    assert cells["row"] == "gru-infer-6x2x3x4" and cells["fastrnn"] == "numba"
+    assert re.match(r"[\d.]+ (µs|ms)", cells["numba"])
+    assert "float32 GEMM ceiling" in text and "instruction sets" in text
+
+
+def test_report_memory_rows(monkeypatch):
+    row = Row("kernel", "rnn", "train", Shape("tiny", 4, 3, 5, 6))
+    got = report.measure_memory(row, ["numpy"], threads=1, timeout=120)
+    assert got["numpy"].get("error") is None, got
+    assert got["numpy"]["rss_peak"] >= 0
+
+
+def test_command_line_errors():
+    for args, what in ((["--engines", "nope"], "--engines"), (["--kinds", "x"], "--kinds"),
+                       (["--shapes", "1x2"], "--shapes"), (["--threads", "0"], "--threads")):
+        done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
+                              text=True, cwd=ROOT, timeout=60)
+        assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
