@@ -61,7 +61,8 @@ def _extensions():
     except ImportError as exc:
         _fallback(f"{type(exc).__name__}: {exc}")
         return []
-    depends = [os.path.join(KERNELS, name) for name in ("_kernels.pyx", "_common.pxd", "fastrnn_mm.h")]
+    depends = [os.path.join(KERNELS, name) for name in ("_kernels.pyx", "_common.pxd", "fastrnn_mm.h",
+                                                          "fastrnn_pool.h")]
 
     def build(name):
         return Extension(

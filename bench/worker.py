@@ -24,7 +24,7 @@ MARKER = "FASTRNN_BENCH_RESULT "
 def set_threads(engine, threads):
     """Give ``engine`` ``threads`` threads, before its libraries are imported.
 
-    fastrnn's backends read ``FASTRNN_NUM_THREADS``/``FASTRNN_CYTHON_THREADS``,
+    fastrnn's backends read ``FASTRNN_NUM_THREADS``,
     torch gets ``torch.set_num_threads`` (see :func:`load`), onnxruntime its
     session's ``intra_op_num_threads`` (see :mod:`bench.engines`).  XLA's CPU
     client uses every core the process may run on, so JAX is pinned to
@@ -32,7 +32,6 @@ def set_threads(engine, threads):
     as the user would have it.
     """
     os.environ["FASTRNN_NUM_THREADS"] = str(threads)
-    os.environ["FASTRNN_CYTHON_THREADS"] = str(threads)
     if engine == "jax" and hasattr(os, "sched_setaffinity"):
         cores = sorted(os.sched_getaffinity(0))
         if threads < len(cores):

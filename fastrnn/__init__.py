@@ -5,6 +5,7 @@ on NumPy arrays, with an explicit ``backward``.
 """
 
 from . import onnx, train
+from ._runtime import get_num_threads, set_num_threads
 from .backends import backends, warmup
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_torch, to_keras, to_torch
@@ -15,6 +16,7 @@ from .train import Linear, clip_grad_norm, clip_grad_value, optim
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "backends", "warmup",
+           "get_num_threads", "set_num_threads",
            "save", "load", "from_torch", "to_torch", "from_keras", "to_keras", "onnx",
            "train", "optim", "Linear", "clip_grad_norm", "clip_grad_value",
            "__version__"]

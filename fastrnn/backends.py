@@ -18,8 +18,9 @@ MODULES = {
     "numba": "fastrnn.jit",
     "cython": "fastrnn._cython",
 }
-#: what ``backend="auto"`` picks, first available wins
-AUTO_ORDER = ("numba", "numpy")
+#: what ``backend="auto"`` picks, first available wins: the fastest first (bench/RESULTS.md:
+#: cython is the faster compiled backend on most rows, and starts without compiling)
+AUTO_ORDER = ("cython", "numba", "numpy")
 #: how to get a backend that is missing
 HINTS = {
     "numba": "install numba (pip install numba)",
@@ -38,6 +39,10 @@ def _load(name):
             _loaded[name] = importlib.import_module(MODULES[name])
         except Exception as exc:  # ImportError, or a broken build raising something else
             _loaded[name] = exc
+        else:
+            if name != "numpy":       # a compiled backend: BLAS's parallel jobs on a pool
+                from ._runtime import install_blas_pool     # that does not spin (see there)
+                install_blas_pool()
     return _loaded[name]
 
 

@@ -961,7 +961,6 @@ cdef int _blas_saved[MAX_BLAS_LIBS]
 cdef int _blas_n = 0
 cdef int _single_depth = 0
 cdef int _num_threads = 1
-_pool = None
 #: the OpenBLAS libraries whose thread count the kernels control (paths), for diagnostics
 BLAS_LIBRARIES = []
 
@@ -1020,28 +1019,14 @@ def _bind_blas_threads():
             break
 
 
-def _default_threads():
-    import os
-    env = os.environ.get("FASTRNN_CYTHON_THREADS", "").strip()
-    if env:
-        return max(1, int(env))
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-def set_num_threads(int n):
-    """Threads a sequence kernel may split its batch over (default: the usable cores, or
-    the environment variable FASTRNN_CYTHON_THREADS)."""
+def _follow_num_threads(int n):
+    """Told by :mod:`fastrnn._runtime` of the thread count (``fastrnn.set_num_threads``)."""
     global _num_threads
-    if n < 1:
-        raise ValueError(f"the number of threads must be >= 1, but got {n}")
     _num_threads = n
 
 
-def get_num_threads():
-    """Threads a sequence kernel may split its batch over."""
+def thread_count():
+    """The thread count this build of the kernels splits a call over (the runtime's)."""
     return _num_threads
 
 
@@ -1077,10 +1062,14 @@ cdef int plan_threads(int B, double loop_flops):
 
 
 cdef class _Slice:
-    """One thread's share of a phase: batch rows [a.b0, a.b1) of a loop, or part a.part of a GEMM phase."""
+    """One thread's share of a phase: batch rows [a.b0, a.b1) of a loop, or part a.part of a GEMM phase.
+
+    ``keep`` holds the arrays ``a`` points into, so they outlive the slice whatever the caller
+    does meanwhile (an interrupted caller unwinds its frames)."""
     cdef Args a
     cdef int phase, cell
     cdef bint f32
+    cdef object keep
 
     def __call__(self):
         cdef int rc
@@ -1089,10 +1078,10 @@ cdef class _Slice:
         return rc
 
 
-cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except -1:
+cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object keep) except -1:
     """Run a phase on ``nthreads`` threads (this one included): loops split the batch, the
-    GEMM phases split each product's output."""
-    global _pool
+    GEMM phases split each product's output.  ``keep``: the arrays ``a`` points into.  The
+    call returns (or raises, on Ctrl-C) only once every slice has."""
     cdef int rc = 0, k, B = a.B
     cdef bint loop = phase == FWD_LOOP or phase == BWD_LOOP
     cdef _Slice s
@@ -1102,25 +1091,25 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         with nogil:
             rc = call_phase(phase, cell, f32, a)
         return rc
-    if _pool is None or _pool._max_workers < nthreads - 1:
-        from concurrent.futures import ThreadPoolExecutor
-        _pool = ThreadPoolExecutor(max_workers=nthreads - 1, thread_name_prefix="fastrnn-cython")
-        warm_blas_together(nthreads)
+    pool = _runtime.pool(nthreads - 1)
     futures = []
-    for k in range(nthreads):
-        s = _Slice.__new__(_Slice)
-        s.a = a[0]
-        s.phase, s.cell, s.f32 = phase, cell, f32
-        if loop:
-            part_range(B, k, nthreads, &s.a.b0, &s.a.b1)
-        else:
-            s.a.part, s.a.nparts = k, nthreads
-        if k == 0:
-            first = s.a
-        else:
-            futures.append(_pool.submit(s))
-    with nogil:
-        rc = call_phase(phase, cell, f32, &first)
+    try:
+        for k in range(nthreads):
+            s = _Slice.__new__(_Slice)
+            s.a = a[0]
+            s.phase, s.cell, s.f32, s.keep = phase, cell, f32, keep
+            if loop:
+                part_range(B, k, nthreads, &s.a.b0, &s.a.b1)
+            else:
+                s.a.part, s.a.nparts = k, nthreads
+            if k == 0:
+                first = s.a
+            else:
+                futures.append(pool.submit(s))
+        with nogil:
+            rc = call_phase(phase, cell, f32, &first)
+    finally:
+        _runtime._wait_all(futures)     # no thread may still write when the caller unwinds
     for f in futures:
         rc |= f.result()
     return rc
@@ -1151,9 +1140,10 @@ def _warm_at(barrier):
         warm_product()
 
 
-cdef warm_blas_together(int nthreads):
-    """Run :func:`warm_product` on this thread and on ``nthreads - 1`` threads of the pool at
-    the same time, so that each of the OpenBLAS buffers that concurrent calls use is touched.
+cdef warm_blas_alone():
+    """:func:`warm_product` on this thread, alone; the runtime's pool runs :func:`_warm_at` on
+    the caller and all its threads at the same time when it starts, so that each of the
+    OpenBLAS buffers that concurrent calls use is touched.
 
     OpenBLAS gives each call in flight a work buffer from a table (the first one free) and
     maps its pages only when first written.  Its GEMM kernel prefetches some way past the
@@ -1163,23 +1153,15 @@ cdef warm_blas_together(int nthreads):
     projection 3x slower (medium RNN forward on two threads: 19-21 ms instead of 12-14 in
     6 of 21 fresh processes, and in every one whose first split problem was tiny),
     whichever products it had run alone before.  A WARM_N^3 product writes deep enough;
-    one per buffer in use at once, so here on every thread at the same time."""
-    import threading
-    barrier = threading.Barrier(nthreads, timeout=30)
-    futures = [_pool.submit(_warm_at, barrier) for _ in range(nthreads - 1)]
-    _warm_at(barrier)
-    for f in futures:
-        f.result()
-
-
-cdef warm_blas():
-    """:func:`warm_blas_together` on the thread that first runs a kernel alone (once per process)."""
+    one per buffer in use at once, so on every thread of a new pool at the same time."""
     global _blas_warm
     _blas_warm = True
-    warm_blas_together(1)
+    with nogil:
+        warm_product()
 
 
-cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops) except -1:
+cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
+             object keep) except -1:
     """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread."""
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
@@ -1187,12 +1169,12 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     blas_single_begin()
     try:
         if not _blas_warm:
-            warm_blas()
+            warm_blas_alone()
         if not backward:
-            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads)
-        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads)
+            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep)
+        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep)
         if backward:
-            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads)
+            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads, keep)
     finally:
         blas_single_end()
     if rc != 0:
@@ -1201,7 +1183,26 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
 
 
 _bind_blas_threads()
-_num_threads = _default_threads()
+from fastrnn import _runtime
+_runtime.follow_num_threads(_follow_num_threads)
+_runtime.on_new_pool("scipy-blas", _warm_at)    # the BLAS these kernels call
+
+
+cdef extern from "fastrnn_pool.h":
+    ctypedef void (*fr_dojob_fn)(int, void*, int)
+    void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
+                             void* jobdata, int dojob_data) nogil
+    long fr_calls, fr_started
+
+
+def blas_pool_callback():
+    """Address of the OpenBLAS threads callback of ``fastrnn_pool.h`` (see :mod:`fastrnn._runtime`)."""
+    return <size_t><void*>fr_openblas_threads
+
+
+def blas_pool_stats():
+    """``(calls, workers started)`` of that pool in this process, for the tests."""
+    return fr_calls, fr_started
 
 
 cdef int check_nonlinearity(str nonlinearity) except -1:
@@ -1310,10 +1311,12 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
+    operands = None
     if not step and T > 1 and few_rows(B, nthreads):
         # few rows per thread: the per-step products read padded copies of w^T, made here
         operands = few_row_operands(&a, w, True)
-    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I)
+    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I,
+        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))
@@ -1397,6 +1400,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         raise RuntimeError(f"this cython {name} cache was already used by a backward pass")
     del cache[:]
     nthreads = plan_threads(B, loop_flops)
+    operands = None
     if few_rows(B, nthreads):
         # few rows per thread: the per-step products read padded copies of w (over many
         # steps), or w as stored (one step: a copy would cost more than the step)
@@ -1405,7 +1409,9 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         else:
             a.w_hh_r, a.ld_hh = data(w.w_hh), P
             a.w_hr_r, a.ld_hr = data(w.w_hr), H
-    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I)
+    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I,
+        (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
+         db_hh, dw_hr, operands))
     if norms is not None:
         step_norms[...] = norms
     dhx = (dh, dc) if cell == LSTM else (dh,)

@@ -205,12 +205,12 @@ def test_eval_forward_in_chunks(cy, case, lengths):
     lens = make_lengths(lengths, B, T, rng)
     cf = getattr(cy, f"{cell}_forward")
     y, hy, _ = cf(x, hx, weights, lens, True, **opts)
-    before = cy.get_num_threads()
+    before = fastrnn.get_num_threads()
     try:
-        cy.set_num_threads(1)     # (a batch split over threads projects all steps at once)
+        fastrnn.set_num_threads(1)     # (a batch split over threads projects all steps at once)
         ye, hye, _ = cf(x, hx, weights, lens, False, **opts)
     finally:
-        cy.set_num_threads(before)
+        fastrnn.set_num_threads(before)
     np.testing.assert_allclose(ye, y, rtol=0, atol=1e-12)
     for a, b in zip(hye, hy):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12)
@@ -461,10 +461,10 @@ def test_results_do_not_depend_on_the_thread_count(cy, case, lengths):
     ry, rhy, rcache = getattr(ref, f"{cell}_forward")(x, hx, weights, lens, True, **opts)
     rnorms = np.zeros((T, B))
     want = getattr(ref, f"{cell}_backward")(dy, rhy, rcache, rnorms)
-    before = cy.get_num_threads()
+    before = fastrnn.get_num_threads()
     try:
         for n in (1, 2, 3):
-            cy.set_num_threads(n)
+            fastrnn.set_num_threads(n)
             for training in (False, True):   # the training forward's cache is used below
                 y, hy, cache = cf(x, hx, weights, lens, training, **opts)
                 np.testing.assert_allclose(y, ry, rtol=0, atol=1e-9)
@@ -472,9 +472,9 @@ def test_results_do_not_depend_on_the_thread_count(cy, case, lengths):
             check_grads(cb(dy, hy, cache, norms), want, np.float64)
             np.testing.assert_allclose(norms, rnorms, rtol=1e-7, atol=1e-9)
     finally:
-        cy.set_num_threads(before)
+        fastrnn.set_num_threads(before)
     with pytest.raises(ValueError):
-        cy.set_num_threads(0)
+        fastrnn.set_num_threads(0)
 
 
 def test_blas_is_left_at_its_thread_count(cy):

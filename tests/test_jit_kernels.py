@@ -297,36 +297,6 @@ def test_blas_held_at_one_thread_during_the_products(cell, monkeypatch):
     assert len(seen) >= 4 and all(s == {1} for s in seen)
 
 
-def test_pool_threads_warm_blas_together(monkeypatch):
-    """Each thread of a new pool and the caller run the BLAS warm-up at the same time (so
-    concurrent calls' OpenBLAS buffers all get written), and it returns promptly."""
-    import threading
-    import time
-    from concurrent.futures import ThreadPoolExecutor
-    inside, peak, threads = [0], [0], set()
-    lock = threading.Lock()
-    warm = config._warm_blas_here
-
-    def spy(barrier=None):
-        if barrier is not None:
-            barrier.wait()
-        with lock:
-            inside[0] += 1
-            peak[0] = max(peak[0], inside[0])
-            threads.add(threading.get_ident())
-        time.sleep(0.05)
-        warm()
-        with lock:
-            inside[0] -= 1
-
-    monkeypatch.setattr(config, "_warm_blas_here", spy)
-    start = time.perf_counter()
-    with ThreadPoolExecutor(2) as pool:
-        config._warm_blas_together(pool, 3)
-    assert time.perf_counter() - start < 10
-    assert len(threads) == 3 and peak[0] == 3
-
-
 def test_set_num_threads_checks():
     for bad in (0, -1, 1.5, True, "2"):
         with pytest.raises(ValueError, match="threads"):

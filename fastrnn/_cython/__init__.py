@@ -20,8 +20,9 @@ sequences in 0.68-0.93x the time).  The import picks once, by :data:`ISA_ENV`:
 
 Threads: a kernel call holds SciPy's OpenBLAS at one thread and splits the work
 itself (the batch, in the time loop; output rows, in the GEMMs before and after
-it) over :func:`get_num_threads` threads: the usable cores by default, or the
-environment variable ``FASTRNN_CYTHON_THREADS``, or :func:`set_num_threads`.
+it) over the threads of :mod:`fastrnn._runtime`, shared with the numba backend:
+:func:`get_num_threads` of them (``$FASTRNN_NUM_THREADS``, default the usable
+cores; :func:`set_num_threads` or ``fastrnn.set_num_threads``).
 
 A backward consumes its cache (it writes the gradients over the forward's
 stored gates), as in the numba backend: a second backward on it raises.
@@ -31,6 +32,8 @@ import importlib
 import importlib.util
 import os
 import sysconfig
+
+from .._runtime import get_num_threads, set_num_threads  # noqa: F401 - shared with numba
 
 try:
     from . import _kernels as _baseline   # every build has it; it also tells what the CPU runs
@@ -54,7 +57,7 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward",
 ]
 #: what this package takes from the chosen build, besides the kernels
-_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "get_num_threads", "set_num_threads")
+_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation")
 
 
 def _why_not(isa):

@@ -43,13 +43,11 @@ and each thread runs the whole time loop on its slice (as onnxruntime does).
 The products over all T*B rows (the input projection before the loop; dx
 and the weight gradients after it) are BLAS calls on up to
 :data:`BLAS_BLOCKS` blocks of output rows, shared among the same threads.  The threads
-are the calling thread plus a small pool of Python threads (the kernels and
-NumPy's BLAS release the GIL).  BLAS's own thread pool is held at one thread
-during these calls (:func:`one_blas_thread`): its idle threads would spin for
-a while after each call, and that alone halved the speed of the time loops
-that followed.  The count is :func:`get_num_threads`:
-``$FASTRNN_NUM_THREADS``, default the number of CPUs this process may use,
-changed at run time with :func:`set_num_threads`.  Calls smaller than
+are the calling thread plus the pool of :mod:`fastrnn._runtime`, shared with
+the cython backend (the kernels and NumPy's BLAS release the GIL), and so is
+their count, :func:`get_num_threads` (``$FASTRNN_NUM_THREADS``, default the
+CPUs this process may use; :func:`set_num_threads`).  BLAS's own thread count
+is held at one during these calls (:func:`one_blas_thread`).  Calls smaller than
 :data:`PARALLEL_MIN_FLOPS` run on the calling thread alone.  Every element of
 a result is computed by the same sequence of floating-point operations
 whatever the thread count (the BLAS blocks do not depend on it either), so
@@ -62,11 +60,12 @@ import os
 import sys
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 from numba.extending import register_jitable
+
+from .. import _runtime
 
 #: fast-math flags of every kernel (no nnan/ninf: inf and NaN keep their meaning)
 FASTMATH = frozenset({"contract", "nsz", "arcp"})
@@ -95,8 +94,6 @@ BLAS_PARALLEL_MIN_FLOPS = 10_000_000
 EVAL_BYTES = 8 << 20
 #: environment variable naming the cache directory ("" disables the cache)
 CACHE_ENV = "FASTRNN_CACHE_DIR"
-#: environment variable setting the number of threads
-THREADS_ENV = "FASTRNN_NUM_THREADS"
 
 
 def _user_cache_root():
@@ -172,41 +169,18 @@ def helper(fastmath=FASTMATH):
     return decorate
 
 
-def _default_threads():
-    env = os.environ.get(THREADS_ENV, "").strip()
-    if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"{THREADS_ENV} must be a positive integer, but got {env!r}")
-        return int(env)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-_threads = _default_threads()
-_pool = (None, 0, None)   # (pid, workers, ThreadPoolExecutor), made on first use in a process
-_pool_lock = threading.Lock()
-
-
-def get_num_threads():
-    """Number of threads a kernel call uses."""
-    return _threads
-
-
-def set_num_threads(n):
-    """Set the number of threads kernel calls use (an int >= 1)."""
-    global _threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of threads must be an int >= 1, but got {n!r}")
-    _threads = n
+get_num_threads = _runtime.get_num_threads
+set_num_threads = _runtime.set_num_threads
+run_threads = _runtime.run_threads
 
 
 def threads_for(flops, min_flops=None):
     """Threads for work of about ``flops`` operations: all of them, or 1 below ``min_flops``
     (default :data:`PARALLEL_MIN_FLOPS`, a kernel call; :data:`BLAS_PARALLEL_MIN_FLOPS` for
     the BLAS products shared by the threads)."""
-    return 1 if flops < (PARALLEL_MIN_FLOPS if min_flops is None else min_flops) else _threads
+    if flops < (PARALLEL_MIN_FLOPS if min_flops is None else min_flops):
+        return 1
+    return _runtime.get_num_threads()
 
 
 def batch_slices(batch, threads):
@@ -223,16 +197,12 @@ _blas = {"libs": None, "depth": 0, "saved": None}
 
 
 def _blas_libraries():
-    """threadpoolctl's controllers of NumPy's BLAS (the one the kernels call), found once:
-    the BLAS library shipped inside NumPy's wheel, else every BLAS library loaded."""
+    """Thread controls of NumPy's BLAS (the one the kernels call), found once: the BLAS
+    library shipped inside NumPy's wheel, else every BLAS library loaded
+    (:func:`fastrnn._runtime.blas_thread_controls`)."""
     if _blas["libs"] is None:
-        try:
-            from threadpoolctl import ThreadpoolController
-            libs = [lib for lib in ThreadpoolController().lib_controllers
-                    if lib.user_api == "blas"]
-        except Exception:   # threadpoolctl missing or failing: leave BLAS threads alone
-            libs = []
         home = os.path.dirname(os.path.realpath(np.__file__))
+        libs = _runtime.blas_thread_controls()
         own = [lib for lib in libs if os.path.realpath(lib.filepath).startswith(
             (home + os.sep, home + ".libs" + os.sep))]
         _blas["libs"] = own or libs
@@ -252,7 +222,10 @@ def _warm_blas_here(barrier=None):
     forward's input projection at T=100, B=32, I=512, H=256 as slow on two threads as on
     one).  A 384^3 product writes deep enough.  The first thread to call BLAS through the
     kernels runs it, and every thread of the pool, all at the same time, when the pool
-    starts (see :func:`_warm_blas_together`)."""
+    starts (registered with :func:`fastrnn._runtime.on_new_pool`): concurrent calls use as
+    many OpenBLAS buffers, and each gets written.  (Warming each pool thread alone, as it
+    started, left the second buffer cold whenever the calling thread was not in a BLAS
+    call at that moment.)"""
     if barrier is not None:
         try:
             barrier.wait()
@@ -260,19 +233,6 @@ def _warm_blas_here(barrier=None):
             pass
     square = np.ones((384, 384), dtype=np.float32)
     square @ square
-
-
-def _warm_blas_together(pool, parties):
-    """:func:`_warm_blas_here` on this thread and ``parties - 1`` threads of ``pool`` at the
-    same time, BLAS on one thread: concurrent calls use as many OpenBLAS buffers, and each
-    gets written.  (Warming each pool thread alone, as it started, left the second buffer
-    cold whenever the calling thread was not in a BLAS call at that moment.)"""
-    hold_blas_at_one_thread()
-    barrier = threading.Barrier(parties, timeout=30)
-    futures = [pool.submit(_warm_blas_here, barrier) for _ in range(parties - 1)]
-    _warm_blas_here(barrier)
-    for f in futures:
-        f.result()
 
 
 def one_blas_thread(fn):
@@ -310,27 +270,4 @@ def hold_blas_at_one_thread():
                     lib.set_num_threads(1)
 
 
-def run_threads(kernel, args, tails):
-    """Run ``kernel(*args, *tail)`` for every tail of ``tails``, one per thread, and wait.
-
-    The first runs on the calling thread, the others on the pool (the
-    kernels release the GIL, so they run at the same time).  An exception in
-    any of them is raised here.
-    """
-    global _pool
-    if len(tails) == 1:
-        kernel(*args, *tails[0])
-        return
-    with _pool_lock:
-        if _pool[0] != os.getpid() or _pool[1] < len(tails) - 1:   # first use, fork, more threads
-            workers = max(_threads, len(tails)) - 1
-            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
-            _warm_blas_together(executor, workers + 1)
-            _pool = (os.getpid(), workers, executor)
-        pool = _pool[2]
-    futures = [pool.submit(kernel, *args, *tail) for tail in tails[1:]]
-    try:
-        kernel(*args, *tails[0])
-    finally:
-        for f in futures:
-            f.result()
+_runtime.on_new_pool("numpy-blas", _warm_blas_here)    # the BLAS these kernels call

@@ -1,0 +1,257 @@
+"""Threads and BLAS of the compiled backends, owned in one place.
+
+Both compiled backends (numba, :mod:`fastrnn.jit`; cython, :mod:`fastrnn._cython`)
+split a kernel call over the threads this module gives them:
+
+Thread count
+    :func:`get_num_threads`: ``$FASTRNN_NUM_THREADS``, by default the CPUs this
+    process may run on; :func:`set_num_threads` (``fastrnn.set_num_threads``)
+    changes it at run time for both backends.
+
+The pool
+    :func:`run_threads` runs one task on the calling thread and the others on
+    a pool of Python threads (the kernels release the GIL), and waits for all
+    of them.  The pool belongs to the process that made it: a child made by
+    ``fork`` makes its own at its first call (the parent's threads do not
+    exist there).  An exception or a ``KeyboardInterrupt`` in the caller is
+    raised only once every task of the call has returned, so no thread is
+    still writing into arrays that the unwinding frees.
+
+BLAS's idle threads
+    OpenBLAS runs a multi-threaded call on threads of its own that keep
+    spinning for ~0.1 s after it.  A NumPy product between two kernel calls (a
+    dense head in a training loop) left such a thread competing with the
+    kernel's threads for the cores, which made an LSTM forward at T=100, B=32,
+    H=256 twice as slow (13 -> 25 ms on two cores).  Where the cython
+    extension is built, :func:`install_blas_pool` hands the parallel jobs of
+    every loaded OpenBLAS (NumPy's and SciPy's) to a pool whose threads spin
+    50 µs after a job and then sleep (``kernels/fastrnn_pool.h``), through
+    OpenBLAS's own ``openblas_set_threads_callback_function``: the same
+    products, as many threads, no spinning left behind.
+    ``FASTRNN_BLAS_POOL=0`` leaves OpenBLAS's threads as they are.
+"""
+
+import ctypes
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor, wait
+
+THREADS_ENV = "FASTRNN_NUM_THREADS"
+BLAS_POOL_ENV = "FASTRNN_BLAS_POOL"
+
+
+def _default_threads():
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer, but got {env!r}")
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_threads = _default_threads()
+_listeners = []         # callables told of a new thread count (the cython extension's)
+
+
+def get_num_threads():
+    """Threads a kernel call of the compiled backends may use."""
+    return _threads
+
+
+def set_num_threads(n):
+    """Set the threads kernel calls of the compiled backends use.
+
+    Parameters
+    ----------
+    n : int
+        At least 1.  ``$FASTRNN_NUM_THREADS`` sets the value a process starts with.
+    """
+    global _threads
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"the number of threads must be an int >= 1, but got {n!r}")
+    _threads = n
+    for tell in _listeners:
+        tell(n)
+
+
+def follow_num_threads(tell):
+    """Call ``tell(n)`` now and whenever the thread count changes."""
+    _listeners.append(tell)
+    tell(_threads)
+
+
+# -- the pool ----------------------------------------------------------------------------------
+_pool = {"pid": None, "workers": 0, "executor": None}
+_pool_lock = threading.Lock()
+#: name -> warm(barrier), run on the caller and every worker of a new pool (see pool())
+_warmers = {}
+
+
+def on_new_pool(name, warm):
+    """Register ``warm(barrier)`` under ``name`` (once per name): run on the caller and every
+    worker of each new pool at the same time (the backends warm their BLAS buffers that way)."""
+    _warmers.setdefault(name, warm)
+
+
+def _reset_after_fork():
+    _pool.update(pid=None, workers=0, executor=None)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+def pool(workers):
+    """The process's pool with at least ``workers`` threads (made, or made larger, here)."""
+    with _pool_lock:
+        if _pool["pid"] != os.getpid() or _pool["workers"] < workers:
+            executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
+            if _warmers:
+                from threadpoolctl import threadpool_limits
+                with threadpool_limits(1, user_api="blas"):    # one buffer per thread
+                    for warm in _warmers.values():
+                        barrier = threading.Barrier(workers + 1, timeout=30)
+                        futures = [executor.submit(warm, barrier) for _ in range(workers)]
+                        warm(barrier)
+                        _wait_all(futures)
+            _pool.update(pid=os.getpid(), workers=workers, executor=executor)
+        return _pool["executor"]
+
+
+def run_threads(kernel, args, tails):
+    """Run ``kernel(*args, *tail)`` for every tail of ``tails``, one per thread, and wait.
+
+    The first runs on the calling thread, the others on :func:`pool`.  The
+    first exception of any of them is raised, after all have returned.
+    """
+    if len(tails) == 1:
+        return [kernel(*args, *tails[0])]
+    executor = pool(len(tails) - 1)
+    futures = []
+    try:
+        for tail in tails[1:]:
+            futures.append(executor.submit(kernel, *args, *tail))
+        first = kernel(*args, *tails[0])
+    finally:
+        _wait_all(futures)
+    return [first] + [f.result() for f in futures]
+
+
+def _wait_all(futures):
+    """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards."""
+    interrupted = None
+    pending = futures
+    while pending:
+        try:
+            _, pending = wait(pending)
+        except BaseException as exc:  # noqa: BLE001 - Ctrl-C: finish waiting, then raise it
+            interrupted = interrupted or exc
+    if interrupted is not None:
+        raise interrupted
+
+
+# -- BLAS thread counts ------------------------------------------------------------------------
+class _OpenBLASThreads:
+    """``openblas_get/set_num_threads`` of one OpenBLAS library, called directly.
+
+    threadpoolctl (3.x) lets only the first thread that sets an OpenBLAS limit change it
+    (other threads "silently do nothing"), so a kernel called from a thread pool held
+    nothing: NumPy's products inside it ran on two threads, results depended on the
+    calling thread in the last bits, and concurrent callers oversubscribed the cores.
+    The thread count of a pthreads OpenBLAS is process-wide, and any thread may set it."""
+
+    def __init__(self, filepath, get, set_):
+        self.filepath, self._get, self._set = filepath, get, set_
+
+    def get_num_threads(self):
+        return self._get()
+
+    def set_num_threads(self, n):
+        self._set(int(n))
+
+
+def blas_thread_controls():
+    """Controls of every BLAS loaded now: each with ``filepath``, ``get_num_threads()`` and
+    ``set_num_threads(n)``; OpenBLAS (pthreads) called directly, others through threadpoolctl."""
+    try:
+        from threadpoolctl import ThreadpoolController
+        controllers = [c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"]
+    except Exception:   # threadpoolctl missing or failing: leave BLAS threads alone
+        return []
+    out = []
+    for c in controllers:
+        direct = None
+        if c.internal_api == "openblas" and getattr(c, "threading_layer", "") != "openmp":
+            lib = ctypes.CDLL(c.filepath)
+            for prefix in ("scipy_", ""):
+                for suffix in ("64_", ""):
+                    get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                    set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    if get is not None and set_ is not None and direct is None:
+                        get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                        direct = _OpenBLASThreads(c.filepath, get, set_)
+        out.append(direct or c)
+    return out
+
+
+# -- OpenBLAS's parallel jobs on a pool that does not spin -------------------------------------
+_blas_pool = {"installed": [], "checked": set()}
+_CALLBACK_SETTERS = ("scipy_openblas_set_threads_callback_function64_",
+                     "scipy_openblas_set_threads_callback_function",
+                     "openblas_set_threads_callback_function64_",
+                     "openblas_set_threads_callback_function")
+
+
+def blas_pool_enabled():
+    value = os.environ.get(BLAS_POOL_ENV, "1").strip().lower()
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise ValueError(f"{BLAS_POOL_ENV} must be 0 or 1, but got {value!r}")
+    return value in ("1", "true", "yes", "on")
+
+
+def install_blas_pool():
+    """Hand the parallel jobs of every OpenBLAS loaded now to fastrnn's pool (see above).
+
+    Does nothing without the cython extension (the pool is C code in it), with
+    ``FASTRNN_BLAS_POOL=0``, or for a BLAS other than OpenBLAS.  Each library
+    is set once; a library loaded later is set by a later call.
+
+    Returns
+    -------
+    list of str
+        Paths of the libraries that use the pool.
+    """
+    if not blas_pool_enabled():
+        return []
+    try:
+        from fastrnn._cython import _kernels
+        address = _kernels.blas_pool_callback()
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    with _pool_lock:
+        for info in threadpool_info():
+            path = info.get("filepath")
+            if info.get("internal_api") != "openblas" or not path or path in _blas_pool["checked"]:
+                continue
+            _blas_pool["checked"].add(path)
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for name in _CALLBACK_SETTERS:
+                setter = getattr(lib, name, None)
+                if setter is not None:
+                    setter.argtypes, setter.restype = [ctypes.c_void_p], None
+                    setter(address)
+                    _blas_pool["installed"].append(path)
+                    break
+        return list(_blas_pool["installed"])
+
+
+def blas_pool_libraries():
+    """Paths of the OpenBLAS libraries whose parallel jobs run on fastrnn's pool."""
+    return list(_blas_pool["installed"])

@@ -1,0 +1,227 @@
+"""The runtime shared by the compiled backends (``fastrnn._runtime``): threads, pool, BLAS.
+
+Fork, interrupt and BLAS-pool tests run in subprocesses with a time bound, so a
+hang or a crash fails the test instead of stopping the run.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import _runtime
+
+from helpers import BACKENDS
+
+COMPILED = [b for b in BACKENDS if b != "numpy"]
+
+
+def run_script(code, timeout=120, env=None):
+    """Run ``code`` in a fresh Python; (exit status, stdout, stderr), failing on a time-out."""
+    try:
+        done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                              text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the script did not finish within {timeout} s (a hang)")
+    return done.returncode, done.stdout, done.stderr
+
+
+def test_one_thread_count_for_both_backends():
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(3)
+        assert _runtime.get_num_threads() == 3
+        if "numba" in COMPILED:
+            from fastrnn.jit import config
+            assert config.get_num_threads() == 3
+        if "cython" in COMPILED:
+            from fastrnn import _cython
+            assert _cython.get_num_threads() == 3
+            assert _cython.kernels.thread_count() == 3
+    finally:
+        fastrnn.set_num_threads(before)
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="number of threads"):
+            fastrnn.set_num_threads(bad)
+
+
+def test_a_new_pool_warms_on_every_thread_at_once(monkeypatch):
+    """The caller and every worker of a new pool run the warm-ups at the same time (so the
+    OpenBLAS buffers of concurrent calls all get written), and it returns promptly."""
+    import threading
+    import time
+    inside, peak, threads = [0], [0], set()
+    lock = threading.Lock()
+
+    def spy(barrier):
+        barrier.wait()
+        with lock:
+            inside[0] += 1
+            peak[0] = max(peak[0], inside[0])
+            threads.add(threading.get_ident())
+        time.sleep(0.05)
+        with lock:
+            inside[0] -= 1
+
+    monkeypatch.setattr(_runtime, "_warmers", {"spy": spy})
+    monkeypatch.setattr(_runtime, "_pool", {"pid": None, "workers": 0, "executor": None})
+    start = time.perf_counter()
+    executor = _runtime.pool(2)
+    assert time.perf_counter() - start < 10
+    assert len(threads) == 3 and peak[0] == 3
+    assert _runtime.pool(1) is executor and _runtime.pool(2) is executor     # made once
+    executor.shutdown()
+
+
+def test_bad_thread_environment_variable_is_named():
+    status, _, err = run_script("import fastrnn", env={"FASTRNN_NUM_THREADS": "two"})
+    assert status != 0 and "FASTRNN_NUM_THREADS must be a positive integer" in err
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_results_do_not_depend_on_the_thread_count(backend):
+    lstm = fastrnn.LSTM(16, 24, backend=backend, seed=0)
+    x = np.random.default_rng(0).standard_normal((30, 64, 16)).astype(np.float32)
+    before = fastrnn.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            fastrnn.set_num_threads(n)
+            out, _ = lstm(x)
+            lstm.zero_grad()
+            lstm.backward(np.cos(out))
+            results.append((out, lstm.grads["weight_hh_l0"].copy()))
+    finally:
+        fastrnn.set_num_threads(before)
+    for out, grad in results[1:]:
+        np.testing.assert_array_equal(out, results[0][0])
+        np.testing.assert_array_equal(grad, results[0][1])
+
+
+def test_blas_pool_runs_numpy_products():
+    """NumPy's multi-threaded products run on fastrnn's pool, and give the same results."""
+    if "cython" not in COMPILED:
+        pytest.skip("the BLAS pool is part of the cython extension")
+    code = """
+        import numpy as np, fastrnn
+        from fastrnn import _runtime
+        from fastrnn._cython import _kernels
+        from threadpoolctl import threadpool_limits
+        fastrnn.backends()
+        paths = _runtime.blas_pool_libraries()
+        assert any("numpy" in p for p in paths), paths
+        rng = np.random.default_rng(0)
+        a, b = rng.standard_normal((2, 700, 700)).astype(np.float32)
+        with threadpool_limits(1, user_api="blas"):
+            want = a @ b
+        calls = _kernels.blas_pool_stats()[0]
+        with threadpool_limits(2, user_api="blas"):
+            for _ in range(20):
+                got = a @ b
+        assert _kernels.blas_pool_stats()[0] > calls, "the pool was not used"
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+        print("ok")
+    """
+    status, out, err = run_script(code)
+    assert status == 0 and out.strip() == "ok", err
+    status, out, err = run_script(code.replace("assert any", "assert not any"),
+                                  env={"FASTRNN_BLAS_POOL": "0"})
+    assert status != 0 and "AssertionError" in err      # off: numpy's products stay on OpenBLAS
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+@pytest.mark.parametrize("how", ["os.fork", "fork", "spawn", "forkserver"])
+def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, tmp_path):
+    code = f"""
+        import os, sys, multiprocessing as mp
+        import numpy as np, fastrnn
+
+        def work(_=None):
+            lstm = fastrnn.LSTM(32, 64, backend="{backend}", seed=0).eval()
+            return float(lstm(np.ones((50, 16, 32), "f4"))[0].sum())
+
+        if __name__ == "__main__":
+            want = work()                       # threads and pools started in the parent
+            if "{how}" == "os.fork":
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0 if work() == want else 3)
+                _, status = os.waitpid(pid, 0)
+                sys.exit(os.waitstatus_to_exitcode(status))
+            with mp.get_context("{how}").Pool(2) as pool:
+                got = pool.map(work, range(3))
+            sys.exit(0 if got == [want] * 3 else 4)
+    """
+    path = tmp_path / "child.py"      # spawn and forkserver import the main module again
+    path.write_text(textwrap.dedent(code))
+    try:
+        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                              timeout=240)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{how} child of a {backend} parent hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend):
+    """SIGINT during long multi-threaded forwards: KeyboardInterrupt, never a crash; then
+    the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
+    code = f"""
+        import os, signal, threading, time
+        import numpy as np, fastrnn
+        lstm = fastrnn.LSTM(64, 128, backend="{backend}", seed=0).eval()
+        small = np.ones((20, 8, 64), "f4")
+        want = lstm(small)[0]
+        x = np.ones((4000, 64, 64), "f4")
+        lstm(x[:10])
+        delays = []
+        for i in range(10):
+            sent = []
+            def interrupt():
+                sent.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+            timer = threading.Timer(0.02 + 0.03 * i, interrupt)
+            timer.start()
+            try:
+                lstm(x)
+                timer.join()
+                continue
+            except KeyboardInterrupt:
+                delays.append(time.perf_counter() - sent[0])
+            np.testing.assert_array_equal(lstm(small)[0], want)
+        print(len(delays), max(delays))
+    """
+    status, out, err = run_script(code, timeout=300)
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+    count, delay = out.split()
+    assert int(count) >= 5            # the calls take ~0.5 s: most of them were interrupted
+    assert float(delay) < 1.0, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_calls_from_other_threads_match_the_main_thread_bit_for_bit(backend):
+    """Training on separate layers and inference on one shared layer from 4 threads at once
+    give the main thread's results to the bit (the BLAS hold holds from any thread)."""
+    from concurrent.futures import ThreadPoolExecutor
+    x = np.random.default_rng(0).standard_normal((50, 16, 32)).astype(np.float32)
+
+    def train():
+        lstm = fastrnn.LSTM(32, 64, backend=backend, seed=0)
+        out, _ = lstm(x)
+        lstm.backward(np.cos(out))
+        return out, lstm.grads["weight_hh_l0"]
+
+    shared = fastrnn.LSTM(32, 64, backend=backend, seed=0).eval()
+    want_train, want_eval = train(), shared(x)[0]
+    with ThreadPoolExecutor(4) as pool:
+        trained = list(pool.map(lambda _: train(), range(12)))
+        evaluated = list(pool.map(lambda _: shared(x)[0], range(12)))
+    for out, grad in trained:
+        np.testing.assert_array_equal(out, want_train[0])
+        np.testing.assert_array_equal(grad, want_train[1])
+    for out in evaluated:
+        np.testing.assert_array_equal(out, want_eval)
