@@ -105,9 +105,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def pool(workers):
-    """The process's pool with at least ``workers`` threads (made, or made larger, here)."""
+    """The process's pool with at least ``workers`` threads (made, or made larger, here; at
+    least :func:`get_num_threads` of them, so that a watched call, which keeps its caller
+    waiting, finds as many as a call whose caller computes too)."""
     with _pool_lock:
         if _pool["pid"] != os.getpid() or _pool["workers"] < workers:
+            workers = max(workers, _threads)
             executor = ThreadPoolExecutor(workers, thread_name_prefix="fastrnn")
             if _warmers:
                 from threadpoolctl import threadpool_limits
@@ -140,14 +143,19 @@ def run_threads(kernel, args, tails):
     return [first] + [f.result() for f in futures]
 
 
-def _wait_all(futures):
-    """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards."""
+def _wait_all(futures, on_interrupt=None):
+    """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards;
+    ``on_interrupt()`` is called at the first one (to tell the tasks to stop early)."""
     interrupted = None
     pending = futures
     while pending:
         try:
-            _, pending = wait(pending)
+            # a timeout: a SIGINT that the kernel delivers to another thread does not wake
+            # this one, which sees Python's pending signal only once it wakes
+            _, pending = wait(pending, timeout=0.01)
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C: finish waiting, then raise it
+            if interrupted is None and on_interrupt is not None:
+                on_interrupt()
             interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted

@@ -99,6 +99,8 @@ __all__ = [
 cdef enum:
     # eval-mode forwards project the input of at most this many gate elements at a time
     CHUNK_ELEMENTS = 1 << 20
+    # rows of one GEMM of the input projection of all steps (a few ms at most)
+    PROJECTION_ROWS = 16384
 
 
 # =======================================================================================
@@ -147,6 +149,9 @@ ctypedef struct Args:
     void* db_ih              # or NULL
     void* db_hh              # or NULL
     void* dw_hr              # or NULL
+    # set to 1 (Ctrl-C while the caller waits for a long call) to end the time loops at the
+    # next step: their results are then not used
+    volatile int* stop
 
 
 cdef inline bint valid(const int64_t* lens, int t, int b) noexcept nogil:
@@ -195,13 +200,18 @@ cdef inline void part_range(int n, int part, int nparts, int* lo, int* hi) noexc
 
 
 cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept nogil:
-    """This part's share of the rows of the input projection of all T*B rows (training, split)."""
-    cdef int r0, r1, ldc = a.ldg
+    """This part's share of the rows of the input projection of all T*B rows (training, split),
+    in blocks of PROJECTION_ROWS rows, between which a stop (Ctrl-C) is seen.  (Each row is
+    computed alike whatever block it is in, as in the split among threads.)"""
+    cdef int r0, r1, r, n, ldc = a.ldg
     part_range(a.T * a.B, a.part, a.nparts, &r0, &r1)
-    if r1 > r0:
-        gemm(c'T', c'N', G, r1 - r0, a.In, <floating>1, <const floating*>a.w_ih, a.In,
-             <const floating*>a.x + <Py_ssize_t>r0 * a.In, a.In, <floating>0,
-             <floating*>a.gates + <Py_ssize_t>r0 * ldc, ldc)
+    r = r0
+    while r < r1 and not (a.stop != NULL and a.stop[0]):
+        n = min(r1 - r, PROJECTION_ROWS)
+        gemm(c'T', c'N', G, n, a.In, <floating>1, <const floating*>a.w_ih, a.In,
+             <const floating*>a.x + <Py_ssize_t>r * a.In, a.In, <floating>0,
+             <floating*>a.gates + <Py_ssize_t>r * ldc, ldc)
+        r += n
 
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
@@ -258,6 +268,8 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* yt
     cdef int t, t0 = 0, b, j
     for t in range(T):
+        if a.stop != NULL and a.stop[0]:
+            break
         if a.chunked and t % Tc == 0:
             t0 = t
             input_projection(tag, a, H, t, min(Tc, T - t))
@@ -307,6 +319,8 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
     if dht == NULL:
         return -1
     for t in range(T - 1, -1, -1):
+        if a.stop != NULL and a.stop[0]:
+            break
         for b in range(b0, b1):
             da = dA + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
             if not valid(lens, t, b):
@@ -432,6 +446,8 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
     if tcs == NULL:
         return -1
     for t in range(T):
+        if a.stop != NULL and a.stop[0]:
+            break
         if a.chunked and t % Tc == 0:
             t0 = t
             input_projection(tag, a, G, t, min(Tc, T - t))
@@ -509,6 +525,8 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
     if scratch == NULL:
         return -1
     for t in range(T - 1, -1, -1):
+        if a.stop != NULL and a.stop[0]:
+            break
         dht = dhts + <Py_ssize_t>t * BP + <Py_ssize_t>b0 * P if proj else scratch
         for b in range(b0, b1):
             dr = dht + <Py_ssize_t>(b - b0) * P
@@ -646,6 +664,8 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
     if ghb == NULL:
         return -1
     for t in range(T):
+        if a.stop != NULL and a.stop[0]:
+            break
         if a.chunked and t % Tc == 0:
             t0 = t
             input_projection(tag, a, G3, t, min(Tc, T - t))
@@ -695,6 +715,8 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
     if dht == NULL:
         return -1
     for t in range(T - 1, -1, -1):
+        if a.stop != NULL and a.stop[0]:
+            break
         for b in range(b0, b1):
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
             if not valid(lens, t, b):
@@ -954,6 +976,9 @@ cdef enum:
     MAX_BLAS_LIBS = 4
     MIN_ROWS_PER_THREAD = 4
 cdef double PARALLEL_MIN_FLOPS = 2e6      # a phase below this runs on one thread
+# a time loop above this (~5 ms) runs on the pool while the caller waits, so that Ctrl-C stops
+# it at once; a shorter one keeps the caller busy too (a hand-off costs ~50 us)
+cdef double WATCH_FLOPS = 5e8
 
 cdef set_threads_fn _blas_set[MAX_BLAS_LIBS]
 cdef get_threads_fn _blas_get[MAX_BLAS_LIBS]
@@ -1078,20 +1103,34 @@ cdef class _Slice:
         return rc
 
 
-cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object keep) except -1:
-    """Run a phase on ``nthreads`` threads (this one included): loops split the batch, the
-    GEMM phases split each product's output.  ``keep``: the arrays ``a`` points into.  The
-    call returns (or raises, on Ctrl-C) only once every slice has."""
+cdef class _Stop:
+    """The flag Args.stop points to, set from Python (see run_split)."""
+    cdef int flag
+
+    def set(self):
+        self.flag = 1
+
+
+cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object keep,
+                   _Stop watch=None) except -1:
+    """Run a phase on ``nthreads`` threads: loops split the batch, the GEMM phases split each
+    product's output.  ``keep``: the arrays ``a`` points into.  The call returns (or raises,
+    on Ctrl-C) only once every slice has.
+
+    The caller computes the first slice, unless ``watch`` is given (a long time loop): then
+    every slice runs on the pool while the caller waits, so that a Ctrl-C reaches it at once;
+    it sets ``watch`` (``a.stop``), and the loops end at their next step."""
     cdef int rc = 0, k, B = a.B
     cdef bint loop = phase == FWD_LOOP or phase == BWD_LOOP
     cdef _Slice s
     cdef Args first
     a.part, a.nparts, a.b0, a.b1 = 0, 1, 0, B
-    if nthreads <= 1:
+    if nthreads <= 1 and watch is None:
         with nogil:
             rc = call_phase(phase, cell, f32, a)
         return rc
-    pool = _runtime.pool(nthreads - 1)
+    nthreads = max(nthreads, 1)
+    pool = _runtime.pool(nthreads if watch is not None else nthreads - 1)
     futures = []
     try:
         for k in range(nthreads):
@@ -1102,14 +1141,16 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object 
                 part_range(B, k, nthreads, &s.a.b0, &s.a.b1)
             else:
                 s.a.part, s.a.nparts = k, nthreads
-            if k == 0:
+            if k == 0 and watch is None:
                 first = s.a
             else:
                 futures.append(pool.submit(s))
-        with nogil:
-            rc = call_phase(phase, cell, f32, &first)
+        if watch is None:
+            with nogil:
+                rc = call_phase(phase, cell, f32, &first)
     finally:
-        _runtime._wait_all(futures)     # no thread may still write when the caller unwinds
+        # no thread may still write when the caller unwinds; a Ctrl-C stops the loops
+        _runtime._wait_all(futures, None if watch is None else watch.set)
     for f in futures:
         rc |= f.result()
     return rc
@@ -1161,18 +1202,23 @@ cdef warm_blas_alone():
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
-             object keep) except -1:
-    """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread."""
+             double loop_flops, object keep) except -1:
+    """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.
+    A time loop of more than WATCH_FLOPS runs watched (see run_split): Ctrl-C stops it."""
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
+    cdef _Stop watch = _Stop() if loop_flops > WATCH_FLOPS else None
+    if watch is not None:
+        a.stop = &watch.flag
     blas_single_begin()
     try:
         if not _blas_warm:
             warm_blas_alone()
         if not backward:
-            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep)
-        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep)
+            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
+        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep,
+                        watch)
         if backward:
             rc |= run_split(BWD_POST, cell, f32, a, gemm_threads, keep)
     finally:
@@ -1315,7 +1361,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     if not step and T > 1 and few_rows(B, nthreads):
         # few rows per thread: the per-step products read padded copies of w^T, made here
         operands = few_row_operands(&a, w, True)
-    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I,
+    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
     if cell == LSTM:
@@ -1409,7 +1455,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         else:
             a.w_hh_r, a.ld_hh = data(w.w_hh), P
             a.w_hr_r, a.ld_hr = data(w.w_hr), H
-    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I,
+    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
          db_hh, dw_hr, operands))
     if norms is not None:

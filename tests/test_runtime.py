@@ -70,6 +70,7 @@ def test_a_new_pool_warms_on_every_thread_at_once(monkeypatch):
     monkeypatch.setattr(_runtime, "_warmers", {"spy": spy})
     monkeypatch.setattr(_runtime, "_pool", {"pid": None, "workers": 0, "executor": None})
     start = time.perf_counter()
+    monkeypatch.setattr(_runtime, "_threads", 2)
     executor = _runtime.pool(2)
     assert time.perf_counter() - start < 10
     assert len(threads) == 3 and peak[0] == 3
@@ -168,8 +169,8 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, tmp_pat
 
 @pytest.mark.parametrize("backend", COMPILED)
 def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend):
-    """SIGINT during long multi-threaded forwards: KeyboardInterrupt, never a crash; then
-    the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
+    """SIGINT during long multi-threaded forwards: KeyboardInterrupt promptly, never a crash;
+    then the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
     code = f"""
         import os, signal, threading, time
         import numpy as np, fastrnn
@@ -199,7 +200,9 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend):
     assert status == 0, f"exit status {status}: {err[-2000:]}"
     count, delay = out.split()
     assert int(count) >= 5            # the calls take ~0.5 s: most of them were interrupted
-    assert float(delay) < 1.0, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+    # long calls are watched (cython: WATCH_FLOPS in kernels/_kernels.pyx; numba's loops return
+    # to Python every chunk): measured here at most 2-7 ms (numba), 15-17 ms (cython)
+    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
 
 
 @pytest.mark.parametrize("backend", COMPILED)
