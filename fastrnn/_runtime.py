@@ -162,6 +162,17 @@ def _wait_all(futures, on_interrupt=None):
 
 
 # -- BLAS thread counts ------------------------------------------------------------------------
+def _openblas_symbol(lib, name):
+    """OpenBLAS's function ``openblas_<name>`` in ``lib`` under whichever affixes its build
+    uses (``scipy_`` for the wheels' builds, ``64_`` for 64-bit integers), or None."""
+    for prefix in ("scipy_", ""):
+        for suffix in ("64_", ""):
+            fn = getattr(lib, f"{prefix}openblas_{name}{suffix}", None)
+            if fn is not None:
+                return fn
+    return None
+
+
 class _OpenBLASThreads:
     """``openblas_get/set_num_threads`` of one OpenBLAS library, called directly.
 
@@ -194,23 +205,16 @@ def blas_thread_controls():
         direct = None
         if c.internal_api == "openblas" and getattr(c, "threading_layer", "") != "openmp":
             lib = ctypes.CDLL(c.filepath)
-            for prefix in ("scipy_", ""):
-                for suffix in ("64_", ""):
-                    get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
-                    set_ = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                    if get is not None and set_ is not None and direct is None:
-                        get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
-                        direct = _OpenBLASThreads(c.filepath, get, set_)
+            get, set_ = _openblas_symbol(lib, "get_num_threads"), _openblas_symbol(lib, "set_num_threads")
+            if get is not None and set_ is not None:
+                get.restype, set_.argtypes = ctypes.c_int, [ctypes.c_int]
+                direct = _OpenBLASThreads(c.filepath, get, set_)
         out.append(direct or c)
     return out
 
 
 # -- OpenBLAS's parallel jobs on a pool that does not spin -------------------------------------
 _blas_pool = {"installed": [], "checked": set()}
-_CALLBACK_SETTERS = ("scipy_openblas_set_threads_callback_function64_",
-                     "scipy_openblas_set_threads_callback_function",
-                     "openblas_set_threads_callback_function64_",
-                     "openblas_set_threads_callback_function")
 
 
 def blas_pool_enabled():
@@ -250,13 +254,11 @@ def install_blas_pool():
                 lib = ctypes.CDLL(path)
             except OSError:
                 continue
-            for name in _CALLBACK_SETTERS:
-                setter = getattr(lib, name, None)
-                if setter is not None:
-                    setter.argtypes, setter.restype = [ctypes.c_void_p], None
-                    setter(address)
-                    _blas_pool["installed"].append(path)
-                    break
+            setter = _openblas_symbol(lib, "set_threads_callback_function")
+            if setter is not None:
+                setter.argtypes, setter.restype = [ctypes.c_void_p], None
+                setter(address)
+                _blas_pool["installed"].append(path)
         return list(_blas_pool["installed"])
 
 
