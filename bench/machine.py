@@ -162,6 +162,9 @@ def describe(threads, engines):
     ]
     commit = _git_commit()
     info.append(("fastrnn", fastrnn.__version__ + (f" ({commit})" if commit else "")))
+    from fastrnn import _runtime
+    info.append(("fastrnn BLAS pool (FASTRNN_BLAS_POOL)",
+                 "on" if _runtime.blas_pool_enabled() else "off"))
     if "cython" in engines:
         from fastrnn import _cython
         info.append(("cython kernels", f"{_cython.ISA} build (this machine can use: "
