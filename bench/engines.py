@@ -484,7 +484,7 @@ class TorchWorkload(Workload):
                         h, c = cell(xt, (h, c))
                         if keep is not None:
                             keep.append(h.numpy())
-                    return h, c
+                    return h.numpy(), c.numpy()
         else:
             lstm, k = self._module().eval(), STREAM_VARIANTS[variant]
             chunks = list(torch.split(x, k))
@@ -496,14 +496,10 @@ class TorchWorkload(Workload):
                         out, state = lstm(xt, state)
                         if keep is not None:
                             keep.append(out.numpy())
-                    return state
+                    return tuple(v.numpy() for v in state)
         self._run = self._stream = run
 
-    def _results_stream(self):
-        outs = []
-        h, c = self._stream(outs)
-        return _collect(out=np.concatenate(outs).reshape(-1, self.row.shape.H),
-                        h_n=h.numpy().reshape(-1), c_n=c.numpy().reshape(-1))
+    _results_stream = FastrnnWorkload._results_stream
 
     def _build_ragged(self):
         torch = self.torch
@@ -521,10 +517,7 @@ class TorchWorkload(Workload):
                         keep.append(h[0].numpy())
         self._run = self._ragged = run
 
-    def _results_ragged(self):
-        finals = []
-        self._ragged(finals)
-        return _collect(h_n=np.concatenate(finals))
+    _results_ragged = FastrnnWorkload._results_ragged
 
 
 # -- onnxruntime -----------------------------------------------------------------------------

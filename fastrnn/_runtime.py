@@ -121,7 +121,7 @@ def pool(workers):
                         barrier = threading.Barrier(workers + 1, timeout=30)
                         futures = [executor.submit(warm, barrier) for _ in range(workers)]
                         warm(barrier)
-                        _wait_all(futures)
+                        wait_all(futures)
             _pool.update(pid=os.getpid(), workers=workers, executor=executor)
         return _pool["executor"]
 
@@ -141,11 +141,11 @@ def run_threads(kernel, args, tails):
             futures.append(executor.submit(kernel, *args, *tail))
         first = kernel(*args, *tails[0])
     finally:
-        _wait_all(futures)
+        wait_all(futures)
     return [first] + [f.result() for f in futures]
 
 
-def _wait_all(futures, on_interrupt=None):
+def wait_all(futures, on_interrupt=None):
     """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards;
     ``on_interrupt()`` is called at the first one (to tell the tasks to stop early)."""
     interrupted = None

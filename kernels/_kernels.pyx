@@ -1150,7 +1150,7 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object 
                 rc = call_phase(phase, cell, f32, &first)
     finally:
         # no thread may still write when the caller unwinds; a Ctrl-C stops the loops
-        _runtime._wait_all(futures, None if watch is None else watch.set)
+        _runtime.wait_all(futures, None if watch is None else watch.set)
     for f in futures:
         rc |= f.result()
     return rc
