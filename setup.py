@@ -34,8 +34,13 @@ KERNELS = "kernels"
 #: Cython compiler directives of every build of the kernels
 DIRECTIVES = dict(language_level=3, boundscheck=False, wraparound=False, cdivision=True,
                   initializedcheck=False, nonecheck=False, embedsignature=True)
-#: flags of the second build, for x86-64 CPUs with AVX2 and FMA (what fastrnn._cython checks)
-AVX2_FLAGS = ["-mavx2", "-mfma"]
+#: flags of the builds for x86-64 CPUs with more than the baseline (what fastrnn._cython checks);
+#: the AVX-512 one also vectorises the element-wise loops 512 bits wide (GCC prefers 256)
+ISA_FLAGS = {
+    "_avx2": ["-mavx2", "-mfma"],
+    "_avx512": ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq", "-mavx2", "-mfma",
+                "-mprefer-vector-width=512"],
+}
 BANNER = "=" * 78
 
 
@@ -73,10 +78,10 @@ def _extensions():
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
 
-    # the AVX2 build where the compiler targets x86-64 and takes GCC's flags (not MSVC);
-    # fastrnn._cython.PLATFORM_ISAS states the same rule
-    avx2 = sysconfig.get_platform().endswith("x86_64")
-    return [build("_kernels")] + ([build("_kernels_avx2")] if avx2 else [])
+    # the AVX2 and AVX-512 builds where the compiler targets x86-64 and takes GCC's flags (not
+    # MSVC); fastrnn._cython.PLATFORM_ISAS states the same rule
+    x86 = sysconfig.get_platform().endswith("x86_64")
+    return [build("_kernels")] + ([build(f"_kernels{suffix}") for suffix in ISA_FLAGS] if x86 else [])
 
 
 class OptionalBuildExt(build_ext):
@@ -90,7 +95,7 @@ class OptionalBuildExt(build_ext):
             # so their loops vectorise; NaN and inf keep their IEEE meaning (no -ffast-math)
             flags = ["-O3", "-fno-trapping-math"] + (["-march=native"] if NATIVE else [])
         for ext in self.extensions:
-            isa = AVX2_FLAGS if ext.name.endswith("_avx2") else []
+            isa = next((f for suffix, f in ISA_FLAGS.items() if ext.name.endswith(suffix)), [])
             ext.extra_compile_args = list(ext.extra_compile_args or []) + flags + isa
         super().build_extensions()
 

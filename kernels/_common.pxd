@@ -251,25 +251,22 @@ cdef inline void mul_to(floating* out, const floating* a, const floating* b, Py_
 
 
 # ---------------------------------------------------------------------------------------
-# Per-step products of few rows: fastrnn_mm.h (no packing of the weights, unlike BLAS)
+# Per-step products of few rows: fastrnn_mm.h (the weights packed once per call, unlike BLAS)
 # ---------------------------------------------------------------------------------------
 cdef extern from "fastrnn_mm.h" nogil:
-    void fr_mm_f32(int n, int K, int N, const float* A, Py_ssize_t lda, const float* W,
-                   Py_ssize_t ldw, float* C, Py_ssize_t ldc)
-    void fr_mm_f64(int n, int K, int N, const double* A, Py_ssize_t lda, const double* W,
-                   Py_ssize_t ldw, double* C, Py_ssize_t ldc)
+    Py_ssize_t fr_packed_size_f32(int K, int N)
+    Py_ssize_t fr_packed_size_f64(int K, int N)
+    void fr_pack_f32(int K, int N, const float* w, Py_ssize_t rs, Py_ssize_t cs, float* out)
+    void fr_pack_f64(int K, int N, const double* w, Py_ssize_t rs, Py_ssize_t cs, double* out)
+    void fr_mm_f32(int n, int K, int N, const float* A, Py_ssize_t lda, const float* Wp,
+                   float* C, Py_ssize_t ldc)
+    void fr_mm_f64(int n, int K, int N, const double* A, Py_ssize_t lda, const double* Wp,
+                   double* C, Py_ssize_t ldc)
 
-cdef enum:
-    # a per-step product of at most this many rows (batch rows of one thread) uses
-    # fastrnn_mm.h, which matched or beat one-thread sgemm up to 64 rows at H = 512 and
-    # K = 512..2048 (29 vs 20-23 GFLOP/s at 32-64 rows); from 128 rows on BLAS's packing
-    # of the weights pays off and its kernels are the faster ones (30 vs 28)
-    MM_MAX_ROWS = 64
-
-
-cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* W,
-                       int ldw, bint accumulate, floating* C, int ldc) noexcept nogil:
-    """Row-major C (n x N) = A (n x K) @ W (K x N), plus C when ``accumulate``."""
+cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
+                       bint accumulate, floating* C, int ldc) noexcept nogil:
+    """Row-major C (n x N) = A (n x K) @ W (K x N), plus C when ``accumulate``; ``Wp`` is W
+    packed by fr_pack (see fastrnn_mm.h)."""
     cdef int r
     if n <= 0 or N <= 0:
         return
@@ -277,6 +274,6 @@ cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const fl
         for r in range(n):
             memset(C + <Py_ssize_t>r * ldc, 0, N * sizeof(floating))
     if floating is float:
-        fr_mm_f32(n, K, N, A, lda, W, ldw, C, ldc)
+        fr_mm_f32(n, K, N, A, lda, Wp, C, ldc)
     else:
-        fr_mm_f64(n, K, N, A, lda, W, ldw, C, ldc)
+        fr_mm_f64(n, K, N, A, lda, Wp, C, ldc)

@@ -1,4 +1,4 @@
-# Compiler directives: setup.py (the same for both builds of this file, see _kernels_avx2.pyx).
+# Compiler directives: setup.py (the same for every build of this file, see _kernels_avx2.pyx).
 """Cython kernels of the ``cython`` backend (``fastrnn._cython``).
 
 The twelve functions of the kernel contract written down in
@@ -8,13 +8,15 @@ float64 (fused types: every ``*_fwd`` / ``*_bwd`` below is compiled twice).
 
 Kernel structure (the same as the numba backend's):
 
-* the input projection of all time steps is one GEMM over T*B rows, written
-  straight into the buffer of saved gates (in eval mode on one thread, into a
-  bounded chunk of time steps, so memory stays O(B*H) beyond the output);
-* one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): BLAS GEMM
-  (GEMV for 1-4 rows) reading the weights in place, or, for the few rows of one
-  thread's slice (<= MM_MAX_ROWS), the no-packing loop of ``fastrnn_mm.h`` on a copy of
-  the weights made once per call (BLAS would copy the whole weight matrix at every step);
+* the input projection: for a batch of at least STEP_INPUT_MIN_BATCH sequences,
+  per step and per thread, with the per-step products below (in eval mode the
+  gate store then holds one step); for smaller batches one GEMM over T*B rows,
+  written straight into the buffer of saved gates (in eval mode on one thread,
+  into a bounded chunk of time steps, so memory stays O(B*H) beyond the output);
+* one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): over many
+  steps the register-blocked micro-kernel of ``fastrnn_mm.h`` on the weights
+  packed once per call (BLAS would pack the whole weight matrix at every step);
+  a single step, BLAS (GEMV for 1-4 rows) reading the weights in place;
 * one fused pass per step and sequence: bias, activations, state update,
   masking; the forward saves the post-activation gates (and tanh(c_t) for the
   LSTM), so the backward calls no transcendental function;
@@ -40,10 +42,11 @@ through unchanged.  BLAS comes from ``scipy.linalg.cython_blas`` and every
 kernel runs without the GIL.
 
 Builds: ``setup.py`` compiles this file for any CPU of the platform (module
-``_kernels``) and, on x86-64, once more with AVX2 and FMA (``_kernels_avx2``,
-from ``_kernels_avx2.pyx``); ``fastrnn._cython`` imports the one this CPU runs
-best.  ``ISA`` says which build a module is; :func:`cpu_has_avx2_fma` (asked of
-the ``_kernels`` build, which runs anywhere) whether this CPU runs the other.
+``_kernels``) and, on x86-64, twice more: with AVX2 and FMA (``_kernels_avx2``,
+from ``_kernels_avx2.pyx``) and with AVX-512 (``_kernels_avx512``); ``fastrnn._cython``
+imports the widest this CPU runs.  ``ISA`` says which build a module is;
+:func:`cpu_runs` (asked of the ``_kernels`` build, which runs anywhere) whether
+this CPU runs another.
 """
 
 import numpy as np
@@ -55,7 +58,7 @@ from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcpy, memset
 
 from _common cimport (
-    gemm, rowmm, MM_MAX_ROWS, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
+    gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add,
 )
 
@@ -63,31 +66,44 @@ cnp.import_array()
 
 cdef extern from *:
     """
-    #if defined(__AVX2__) && defined(__FMA__)
+    #if defined(__AVX512F__)
+    #define FR_ISA "avx512"
+    #elif defined(__AVX2__) && defined(__FMA__)
     #define FR_ISA "avx2"
     #else
     #define FR_ISA "baseline"
     #endif
-    static int fr_cpu_has_avx2_fma(void)
+    /* 1 if this CPU and its operating system (its saved vector state) run the build: 2 for
+     * AVX2 and FMA, 3 for AVX-512 F, VL, BW and DQ (and AVX2 and FMA) */
+    static int fr_cpu_runs(int level)
     {
     #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-        __builtin_cpu_init();   /* the features of the CPU and of the OS (its AVX state) */
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+        __builtin_cpu_init();
+        if (level >= 2 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")))
+            return 0;
+        if (level >= 3 && !(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                            && __builtin_cpu_supports("avx512bw")
+                            && __builtin_cpu_supports("avx512dq")))
+            return 0;
+        return 1;
     #else
-        return 0;
+        return level <= 1;
     #endif
     }
     """
     const char* FR_ISA
-    int fr_cpu_has_avx2_fma() noexcept nogil
+    int fr_cpu_runs(int level) noexcept nogil
 
-#: the instruction set this build of the kernels was compiled for: "baseline" or "avx2"
+#: the instruction set this build of the kernels was compiled for: "baseline", "avx2" or "avx512"
 ISA = FR_ISA.decode("ascii")
+#: the builds, narrowest first
+_LEVELS = {"baseline": 1, "avx2": 2, "avx512": 3}
 
 
-def cpu_has_avx2_fma():
-    """Whether this CPU and its operating system run AVX2 and FMA code (the ``avx2`` build)."""
-    return bool(fr_cpu_has_avx2_fma())
+def cpu_runs(isa):
+    """Whether this CPU and its operating system run the code of build ``isa``: ``"avx2"``
+    (AVX2 and FMA), ``"avx512"`` (AVX-512 F, VL, BW, DQ) or ``"baseline"``."""
+    return bool(fr_cpu_runs(_LEVELS[isa]))
 
 
 __all__ = [
@@ -101,6 +117,12 @@ cdef enum:
     CHUNK_ELEMENTS = 1 << 20
     # rows of one GEMM of the input projection of all steps (a few ms at most)
     PROJECTION_ROWS = 16384
+    # a forward of many steps over a batch of at least this many sequences multiplies the
+    # input step by step, in the time loop, with the per-step products of fastrnn_mm.h (which
+    # beat BLAS's GEMM when a thread has 3 or more rows); smaller batches project the input of
+    # all steps at once, as one GEMM (the rule depends on the batch alone, not on the threads,
+    # so that results do not depend on the number of threads)
+    STEP_INPUT_MIN_BATCH = 8
 
 
 # =======================================================================================
@@ -120,12 +142,13 @@ ctypedef struct Args:
     void* w_ih               # (G, I)
     void* w_hh               # (G, P)
     void* w_hr               # (P, H) or NULL (LSTM projection)
-    # the right-hand operands of the per-step products of few rows (fastrnn_mm.h), or NULL:
-    # copies with padded rows (leading dimensions ld_hh, ld_hr), see padded_rows();
-    # forward: w_hh^T (P, G) and w_hr^T (H, P); backward: w_hh (G, P) and w_hr (P, H)
+    # the right-hand operands of the per-step products (fastrnn_mm.h), or NULL (BLAS):
+    # copies packed for fastrnn_mm.h, see packed();
+    # forward: w_hh^T (P, G) and w_hr^T (H, P); backward: w_hh (G, P) and w_hr (P, H);
+    # w_ih^T (I, G, GRU: 3H) when the forward multiplies the input step by step
+    void* w_ih_r
     void* w_hh_r
     void* w_hr_r
-    int ld_hh, ld_hr
     void* b_ih               # (G,) or NULL
     void* b_hh               # (G,) or NULL
     void* bias               # (G,) workspace: the biases the forward adds (GRU: 4H)
@@ -194,6 +217,24 @@ cdef inline void input_projection(floating tag, Args* a, int G, int t, int steps
              gates + (0 if a.chunked else <Py_ssize_t>t * a.B * ldc), ldc)
 
 
+cdef inline floating* step_gates(floating tag, Args* a, int G, int t, int* t0) noexcept nogil:
+    """The gate store of step t, holding x_t @ w_ih^T (G columns): made here for the rows of
+    this slice (a.w_ih_r: the input product per step), or by the projection of all steps (PRE),
+    or of the chunk of Tc steps that begins at t, made here (``t0``: the chunk's first step)."""
+    cdef floating* gates = <floating*>a.gates
+    cdef Py_ssize_t BG = <Py_ssize_t>a.B * a.ldg
+    cdef floating* gt
+    if a.w_ih_r != NULL:
+        gt = gates + (t if a.train else 0) * BG
+        rowmm(a.b1 - a.b0, a.In, G, <const floating*>a.x + (<Py_ssize_t>t * a.B + a.b0) * a.In,
+              a.In, <const floating*>a.w_ih_r, False, gt + <Py_ssize_t>a.b0 * a.ldg, a.ldg)
+        return gt
+    if a.chunked and t % a.Tc == 0:
+        t0[0] = t
+        input_projection(tag, a, G, t, min(a.Tc, a.T - t))
+    return gates + (t - t0[0]) * BG
+
+
 cdef inline void part_range(int n, int part, int nparts, int* lo, int* hi) noexcept nogil:
     lo[0] = <int>((<long long>n * part) // nparts)
     hi[0] = <int>((<long long>n * (part + 1)) // nparts)
@@ -246,13 +287,13 @@ cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const float
 cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, a.H)
-    if not a.chunked:
+    if not a.chunked and a.w_ih_r == NULL:
         input_projection_part(tag, a, a.H)
     return 0
 
 
 cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, b0 = a.b0, b1 = a.b1
+    cdef int T = a.T, B = a.B, H = a.H, b0 = a.b0, b1 = a.b1
     cdef bint train = a.train, relu = a.relu
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
@@ -270,15 +311,12 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        if a.chunked and t % Tc == 0:
-            t0 = t
-            input_projection(tag, a, H, t, min(Tc, T - t))
-        gt = gates + (t - t0) * BH
+        gt = step_gates(tag, a, H, t, &t0)
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
         yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
         if a.w_hh_r != NULL:
-            rowmm(b1 - b0, H, H, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r, a.ld_hh,
+            rowmm(b1 - b0, H, H, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r,
                   True, gt + <Py_ssize_t>b0 * H, H)
         else:
             gemm(c'T', c'N', H, b1 - b0, H, <floating>1, w_hh, H, hprev + <Py_ssize_t>b0 * H, H,
@@ -345,7 +383,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
             memset(dhb, 0, H * sizeof(floating))
         if a.w_hh_r != NULL:
             rowmm(b1 - b0, H, H, dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H,
-                  <const floating*>a.w_hh_r, a.ld_hh, True, dh + <Py_ssize_t>b0 * H, H)
+                  <const floating*>a.w_hh_r, True, dh + <Py_ssize_t>b0 * H, H)
         else:
             gemm(c'N', c'N', H, b1 - b0, H, <floating>1, w_hh, H,
                  dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H, <floating>1, dh + <Py_ssize_t>b0 * H, H)
@@ -401,7 +439,7 @@ cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floatin
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
-    if not a.chunked:
+    if not a.chunked and a.w_ih_r == NULL:
         input_projection_part(tag, a, 4 * a.H)
     return 0
 
@@ -409,14 +447,14 @@ cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
 cdef inline void project(floating tag, Args* a, int nb, const floating* m, floating* out) noexcept nogil:
     """out (nb x P) = m (nb x H) @ w_hr^T: the LSTM projection of a slice's rows."""
     if a.w_hr_r != NULL:
-        rowmm(nb, a.H, a.P, m, a.H, <const floating*>a.w_hr_r, a.ld_hr, False, out, a.P)
+        rowmm(nb, a.H, a.P, m, a.H, <const floating*>a.w_hr_r, False, out, a.P)
     else:
         gemm(c'T', c'N', a.P, nb, a.H, <floating>1, <const floating*>a.w_hr, a.H, m, a.H,
              <floating>0, out, a.P)
 
 
 cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, P = a.P, Tc = a.Tc, G = 4 * a.H
+    cdef int T = a.T, B = a.B, H = a.H, P = a.P, G = 4 * a.H
     cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
     cdef bint train = a.train
     cdef bint proj = a.w_hr != NULL
@@ -448,10 +486,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        if a.chunked and t % Tc == 0:
-            t0 = t
-            input_projection(tag, a, G, t, min(Tc, T - t))
-        gt = gates + (t - t0) * BG
+        gt = step_gates(tag, a, G, t, &t0)
         hprev = hs + (t if train else t % 2) * BP
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BP
         cprev = cs + (t if train else t % 2) * BH
@@ -459,7 +494,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
         mt = mb + (<Py_ssize_t>t * BH if train else 0) if proj else NULL
         yt = y + <Py_ssize_t>t * BP if y != NULL else NULL
         if a.w_hh_r != NULL:
-            rowmm(nb, P, G, hprev + <Py_ssize_t>b0 * P, P, <const floating*>a.w_hh_r, a.ld_hh, True,
+            rowmm(nb, P, G, hprev + <Py_ssize_t>b0 * P, P, <const floating*>a.w_hh_r, True,
                   gt + b0 * ldg, <int>ldg)
         else:
             gemm(c'T', c'N', G, nb, P, <floating>1, w_hh, P, hprev + <Py_ssize_t>b0 * P, P,
@@ -544,7 +579,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
                 norms[<Py_ssize_t>t * B + b] = norm2(dr, P)
         if proj:
             if a.w_hr_r != NULL:
-                rowmm(nb, P, H, dht, P, <const floating*>a.w_hr_r, a.ld_hr, False, dm, H)
+                rowmm(nb, P, H, dht, P, <const floating*>a.w_hr_r, False, dm, H)
             else:
                 gemm(c'N', c'N', H, nb, P, <floating>1, w_hr, H, dht, P, <floating>0, dm, H)
             dmt = dm
@@ -560,7 +595,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
                           dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, H)
         if a.w_hh_r != NULL:
             rowmm(nb, G, P, dA + <Py_ssize_t>t * BG + b0 * ldg, <int>ldg,
-                  <const floating*>a.w_hh_r, a.ld_hh, True, dh + <Py_ssize_t>b0 * P, P)
+                  <const floating*>a.w_hh_r, True, dh + <Py_ssize_t>b0 * P, P)
         else:
             gemm(c'N', c'N', P, nb, G, <floating>1, w_hh, P, dA + <Py_ssize_t>t * BG + b0 * ldg,
                  <int>ldg, <floating>1, dh + <Py_ssize_t>b0 * P, P)
@@ -637,13 +672,13 @@ cdef int gru_pre(floating tag, Args* a) noexcept nogil:
         for j in range(H):
             bias[2 * H + j] = b_ih[2 * H + j] if b_ih != NULL else 0
             bias[3 * H + j] = b_hh[2 * H + j] if b_hh != NULL else 0
-    if not a.chunked:
+    if not a.chunked and a.w_ih_r == NULL:
         input_projection_part(tag, a, 3 * H)
     return 0
 
 
 cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, Tc = a.Tc, G3 = 3 * a.H
+    cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H
     cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
     cdef bint train = a.train
     cdef const int64_t* lens = a.lens
@@ -666,15 +701,12 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        if a.chunked and t % Tc == 0:
-            t0 = t
-            input_projection(tag, a, G3, t, min(Tc, T - t))
-        gt = gates + (t - t0) * BG
+        gt = step_gates(tag, a, G3, t, &t0)
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
         yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
         if a.w_hh_r != NULL:
-            rowmm(nb, H, G3, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r, a.ld_hh, False,
+            rowmm(nb, H, G3, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r, False,
                   ghb, ldh)
         else:
             gemm(c'T', c'N', G3, nb, H, <floating>1, w_hh, H, hprev + <Py_ssize_t>b0 * H, H,
@@ -735,7 +767,7 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
             gru_grad_row(D + <Py_ssize_t>t * BG4 + b * ldg,
                          hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H)
         if a.w_hh_r != NULL:
-            rowmm(nb, G3, H, ghb, ldh, <const floating*>a.w_hh_r, a.ld_hh, True,
+            rowmm(nb, G3, H, ghb, ldh, <const floating*>a.w_hh_r, True,
                   dh + <Py_ssize_t>b0 * H, H)
         else:
             gemm(c'N', c'N', H, nb, G3, <floating>1, w_hh, H, ghb, ldh, <floating>1,
@@ -1270,33 +1302,35 @@ cdef int padded_width(int width, Py_ssize_t itemsize) noexcept nogil:
     return <int>ld
 
 
-cdef cnp.ndarray padded_rows(object w, bint transpose):
-    """A copy of ``w.T`` (``transpose``) or ``w`` whose rows are :func:`padded_width` apart, for
-    the per-step products of fastrnn_mm.h: rows a power-of-2 number of bytes apart compete for
-    the same cache sets (measured 20-40% slower at H = 128..512).  Its leading dimension is
-    ``out.shape[1]``; the padding is not read."""
-    src = w.T if transpose else w
-    cdef Py_ssize_t N = src.shape[1]
-    out = np.empty((src.shape[0], padded_width(N, src.itemsize)), dtype=src.dtype)
-    out[:, :N] = src
+cdef cnp.ndarray packed(object w, bint transpose):
+    """``w.T`` (``transpose``) or ``w`` packed for the per-step products of fastrnn_mm.h
+    (panels of columns), starting at a multiple of 64 bytes (one cache line)."""
+    cdef cnp.ndarray src = w
+    cdef Py_ssize_t item = src.itemsize
+    cdef int K = <int>src.shape[1 if transpose else 0], N = <int>src.shape[0 if transpose else 1]
+    cdef Py_ssize_t rs = src.strides[1 if transpose else 0] // item
+    cdef Py_ssize_t cs = src.strides[0 if transpose else 1] // item
+    cdef Py_ssize_t skip
+    cdef Py_ssize_t size = fr_packed_size_f32(K, N) if item == 4 else fr_packed_size_f64(K, N)
+    buf = np.empty(size + 64 // item, dtype=src.dtype)
+    skip = (-(<Py_ssize_t>cnp.PyArray_DATA(buf)) % 64) // item
+    out = buf[skip:skip + size]
+    if item == 4:
+        fr_pack_f32(K, N, <const float*>cnp.PyArray_DATA(src), rs, cs, <float*>cnp.PyArray_DATA(out))
+    else:
+        fr_pack_f64(K, N, <const double*>cnp.PyArray_DATA(src), rs, cs, <double*>cnp.PyArray_DATA(out))
     return out
 
 
-cdef inline bint few_rows(int B, int nthreads):
-    """Whether a thread's slice of the batch is few enough rows (MM_MAX_ROWS) for the
-    per-step products of fastrnn_mm.h rather than sgemm."""
-    return B > 0 and (B + nthreads - 1) // nthreads <= MM_MAX_ROWS
-
-
-cdef object few_row_operands(Args* a, _Weights w, bint transpose):
-    """Set a.w_hh_r, a.w_hr_r and their leading dimensions to padded copies of the recurrent
-    weights (transposed for a forward); returns the copies, to be kept alive during the call."""
-    w_hh_r = padded_rows(w.w_hh, transpose)
-    a.w_hh_r, a.ld_hh = data(w_hh_r), <int>w_hh_r.shape[1]
+cdef tuple step_operands(Args* a, _Weights w, bint transpose):
+    """Set a.w_hh_r and a.w_hr_r to packed copies of the recurrent weights (transposed for a
+    forward); returns the copies, to be kept alive during the call."""
+    w_hh_r = packed(w.w_hh, transpose)
+    a.w_hh_r = data(w_hh_r)
     if w.w_hr is None:
         return (w_hh_r,)
-    w_hr_r = padded_rows(w.w_hr, transpose)
-    a.w_hr_r, a.ld_hr = data(w_hr_r), <int>w_hr_r.shape[1]
+    w_hr_r = packed(w.w_hr, transpose)
+    a.w_hr_r = data(w_hr_r)
     return (w_hh_r, w_hr_r)
 
 
@@ -1330,7 +1364,8 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     lens = None if step else check_lengths(lengths, B, T)
     loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
     nthreads = plan_threads(B, loop_flops)
-    Tc = chunk_steps(T, B, Gs, training or nthreads > 1)
+    per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH
+    Tc = 1 if per_step_input and not training else chunk_steps(T, B, Gs, training or nthreads > 1)
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
     a.ldg = Gs if cell == RNN else padded_width(Gs, cnp.PyArray_ITEMSIZE(xa))
@@ -1351,16 +1386,20 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         y = empty(3, T, B, P, typenum)
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
     a.b0, a.b1 = 0, B
-    a.train, a.relu, a.chunked = training, relu, Tc < T
+    a.train, a.relu, a.chunked = training, relu, Tc < T and not per_step_input
     a.bias = data(bias)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
     operands = None
-    if not step and T > 1 and few_rows(B, nthreads):
-        # few rows per thread: the per-step products read padded copies of w^T, made here
-        operands = few_row_operands(&a, w, True)
+    if not step and T > 1:
+        # over many steps the per-step products read w^T packed (here), not BLAS
+        operands = step_operands(&a, w, True)
+        if per_step_input:
+            w_ih_r = packed(w.w_ih, True)
+            a.w_ih_r = data(w_ih_r)
+            operands += (w_ih_r,)
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
@@ -1447,14 +1486,10 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
     del cache[:]
     nthreads = plan_threads(B, loop_flops)
     operands = None
-    if few_rows(B, nthreads):
-        # few rows per thread: the per-step products read padded copies of w (over many
-        # steps), or w as stored (one step: a copy would cost more than the step)
-        if T > 1:
-            operands = few_row_operands(&a, w, False)
-        else:
-            a.w_hh_r, a.ld_hh = data(w.w_hh), P
-            a.w_hr_r, a.ld_hr = data(w.w_hr), H
+    if T > 1:
+        # over many steps the per-step products read w packed, here (for one step, BLAS reads
+        # w as stored: packing it would cost as much as the step)
+        operands = step_operands(&a, w, False)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
          db_hh, dw_hr, operands))

@@ -1,133 +1,245 @@
-/* Small matrix products of the per-step recurrence: C[n x N] += A[n x K] @ W[K x N].
+/* The per-step products of the recurrence: C[n x N] += A[n x K] @ W[K x N], W packed once.
  *
- * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them (for
- * any CPU of the platform, and with AVX2 and FMA: see setup.py).  A recurrent layer multiplies a
- * few rows (one time step of a thread's slice of the batch) by the same weight matrix
- * at every step.  BLAS copies ("packs") the whole weight matrix at each such call,
- * which costs more than the product when the rows are few; this loop reads the weights
- * in place (the caller keeps a copy of them whose rows are padded, see ldw below).  All
- * matrices are row-major with leading dimensions (row strides) lda, ldw, ldc; an ldw of
- * a multiple of 2 KiB puts the 4 rows of W read together in the same cache sets, which
- * measured 20-40% slower.  The inner loop runs along a contiguous output row and updates 4 rows from 4
- * rows of W at a time (16 multiply-adds per 8 loads and 4 stores); restrict-qualified
- * pointers let the compiler vectorise it without run-time alias checks.  W is walked
- * in panels of at most FR_PANEL columns, and those in blocks of rows of FR_BLOCK_BYTES
- * that stay in the L2 cache while all rows of A go by (the numba backend's gemm.mm_rows
- * does the same).  Block boundaries are multiples of 4 rows of W.  Every output
- * element gets the same sequence of operations whichever block of 4 rows it falls in,
- * so results do not depend on how rows are split between calls or threads.
+ * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them: for any
+ * CPU of the platform, with AVX2 and FMA, and with AVX-512 (see setup.py); the width of the
+ * vectors below follows the build's instruction set.  A recurrent layer multiplies a few rows
+ * (one time step of a thread's slice of the batch) by the same weight matrix at every step.
+ * BLAS packs the whole weight matrix again at each such call, which costs as much as the
+ * product when the rows are few; here the caller packs W once per call of a whole sequence
+ * (fr_pack_*) and every step reads the packed copy.
+ *
+ * Layout of a packed W: panels of FR_NR(T) columns (two vectors), one after the other; panel
+ * p holds W[k, p*NR + j] at [p*K*NR + k*NR + j], columns past N are zero.
+ *
+ * The micro-kernel (fr_tile_*) keeps a tile of C of R rows by NP panels in vector registers
+ * for the whole K loop (as the kernels of BLIS and OpenBLAS do): per k it loads 2*NP vectors
+ * of W and R values of A, and does 2*R*NP multiply-adds, so it is bound by multiply-adds, not
+ * by loads and stores.  NP is chosen per R (FR_NP_R) so that the tile fills 12 of the 16
+ * vector registers of AVX2 or 24 of the 32 of AVX-512; a tile of 1 row spans many panels,
+ * which is how a batch of 1 still keeps enough independent sums in flight.
+ *
+ * Every element of C gets the same operations in the same order, whichever tile it falls in:
+ * C + A[r,0] W[0,j] + A[r,1] W[1,j] + ... (fused multiply-adds where the build has them), so
+ * the results do not depend on how rows are split between calls or threads.  All matrices
+ * are row-major with leading dimensions (row strides) lda and ldc.
  */
 #ifndef FASTRNN_MM_H
 #define FASTRNN_MM_H
 
 #include <stddef.h>
+#include <string.h>
 
-#if defined(_MSC_VER)
-#define FR_RESTRICT __restrict
+#if defined(__AVX512F__)
+#define FR_VBYTES 64
+/* panels per tile of 1..6 rows: 2*R*NP accumulators, 24 of the 32 vector registers */
+#define FR_NP_1 12
+#define FR_NP_2 6
+#define FR_NP_3 4
+#define FR_NP_4 3
+#define FR_NP_5 2
+#define FR_NP_6 2
 #else
-#define FR_RESTRICT __restrict__
+#if defined(__AVX__)
+#define FR_VBYTES 32
+#else
+#define FR_VBYTES 16
 #endif
-
-/* widest column panel of W (elements): the inner loop's length */
-#define FR_PANEL 512
-/* bytes of the block of W (rows of a panel) kept in the L2 cache while all rows go by */
+/* panels per tile of 1..6 rows: 2*R*NP accumulators, 12 of the 16 vector registers */
+#define FR_NP_1 6
+#define FR_NP_2 3
+#define FR_NP_3 2
+#define FR_NP_4 1
+#define FR_NP_5 1
+#define FR_NP_6 1
+#endif
+/* rows of the tallest tile */
+#define FR_MR 6
+/* columns of a panel of a packed W: two vectors */
+#define FR_NR(T) (2 * FR_VBYTES / (ptrdiff_t)sizeof(T))
+/* bytes of the part of W (panels, or rows k0..k1 of one) that stays in the L2 cache while all
+ * tiles of rows go by */
 #define FR_BLOCK_BYTES (256 * 1024)
 
-#define FR_DEFINE_MM(SUF, T)                                                                  \
-static void fr_rows4_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,                 \
-                           T* FR_RESTRICT c2, T* FR_RESTRICT c3, const T* FR_RESTRICT w0,     \
-                           const T* FR_RESTRICT w1, const T* FR_RESTRICT w2,                  \
-                           const T* FR_RESTRICT w3, const T* x)                               \
-{                                                                                             \
-    const T x00 = x[0], x01 = x[1], x02 = x[2], x03 = x[3];                                   \
-    const T x10 = x[4], x11 = x[5], x12 = x[6], x13 = x[7];                                   \
-    const T x20 = x[8], x21 = x[9], x22 = x[10], x23 = x[11];                                 \
-    const T x30 = x[12], x31 = x[13], x32 = x[14], x33 = x[15];                               \
-    ptrdiff_t j;                                                                              \
-    for (j = 0; j < m; j++) {                                                                 \
-        const T v0 = w0[j], v1 = w1[j], v2 = w2[j], v3 = w3[j];                               \
-        c0[j] = c0[j] + x00 * v0 + x01 * v1 + x02 * v2 + x03 * v3;                            \
-        c1[j] = c1[j] + x10 * v0 + x11 * v1 + x12 * v2 + x13 * v3;                            \
-        c2[j] = c2[j] + x20 * v0 + x21 * v1 + x22 * v2 + x23 * v3;                            \
-        c3[j] = c3[j] + x30 * v0 + x31 * v1 + x32 * v2 + x33 * v3;                            \
-    }                                                                                         \
-}                                                                                             \
-                                                                                              \
-static void fr_rows4k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, T* FR_RESTRICT c1,               \
-                             T* FR_RESTRICT c2, T* FR_RESTRICT c3, const T* FR_RESTRICT w0,   \
-                             T x0, T x1, T x2, T x3)                                          \
-{                                                                                             \
-    ptrdiff_t j;                                                                              \
-    for (j = 0; j < m; j++) {                                                                 \
-        const T v0 = w0[j];                                                                   \
-        c0[j] = c0[j] + x0 * v0;                                                              \
-        c1[j] = c1[j] + x1 * v0;                                                              \
-        c2[j] = c2[j] + x2 * v0;                                                              \
-        c3[j] = c3[j] + x3 * v0;                                                              \
-    }                                                                                         \
-}                                                                                             \
-                                                                                              \
-static void fr_row1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0,            \
-                          const T* FR_RESTRICT w1, const T* FR_RESTRICT w2,                   \
-                          const T* FR_RESTRICT w3, T x0, T x1, T x2, T x3)                    \
-{                                                                                             \
-    ptrdiff_t j;                                                                              \
-    for (j = 0; j < m; j++)                                                                   \
-        c0[j] = c0[j] + x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j];                    \
-}                                                                                             \
-                                                                                              \
-static void fr_row1k1_##SUF(ptrdiff_t m, T* FR_RESTRICT c0, const T* FR_RESTRICT w0, T x0)    \
-{                                                                                             \
-    ptrdiff_t j;                                                                              \
-    for (j = 0; j < m; j++)                                                                   \
-        c0[j] = c0[j] + x0 * w0[j];                                                           \
-}                                                                                             \
-                                                                                              \
-static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* W,           \
-                        ptrdiff_t ldw, T* C, ptrdiff_t ldc)                                   \
-{                                                                                             \
-    ptrdiff_t panel = N < FR_PANEL ? N : FR_PANEL, kc, j0, m;                                 \
-    int q, k, k0, k1, r;                                                                      \
-    T x[16];                                                                                  \
-    if (n <= 0 || K <= 0 || N <= 0) return;                                                   \
-    kc = FR_BLOCK_BYTES / (panel * (ptrdiff_t)sizeof(T));                                     \
-    kc -= kc % 4; if (kc < 4) kc = 4;                                                         \
-    for (j0 = 0; j0 < N; j0 += panel) {                                                       \
-      m = N - j0 < panel ? N - j0 : panel;                                                    \
-      for (k0 = 0; k0 < K; k0 += kc) {                                                        \
-        k1 = K - k0 < kc ? K : k0 + kc;                                                       \
-        for (q = 0; q + 4 <= n; q += 4) {                                                     \
-            const T* a0 = A + (ptrdiff_t)q * lda;                                             \
-            T* c0 = C + (ptrdiff_t)q * ldc + j0;                                              \
-            for (k = k0; k + 4 <= k1; k += 4) {                                               \
-                const T* w = W + (ptrdiff_t)k * ldw + j0;                                     \
-                for (r = 0; r < 4; r++) {                                                     \
-                    x[4 * r] = a0[r * lda + k];                                               \
-                    x[4 * r + 1] = a0[r * lda + k + 1];                                       \
-                    x[4 * r + 2] = a0[r * lda + k + 2];                                       \
-                    x[4 * r + 3] = a0[r * lda + k + 3];                                       \
-                }                                                                             \
-                fr_rows4_##SUF(m, c0, c0 + ldc, c0 + 2 * ldc, c0 + 3 * ldc,                   \
-                               w, w + ldw, w + 2 * ldw, w + 3 * ldw, x);                      \
-            }                                                                                 \
-            for (; k < k1; k++)                                                               \
-                fr_rows4k1_##SUF(m, c0, c0 + ldc, c0 + 2 * ldc, c0 + 3 * ldc,                 \
-                                 W + (ptrdiff_t)k * ldw + j0, a0[k], a0[lda + k],             \
-                                 a0[2 * lda + k], a0[3 * lda + k]);                           \
-        }                                                                                     \
-        for (; q < n; q++) {                                                                  \
-            const T* a0 = A + (ptrdiff_t)q * lda;                                             \
-            T* c0 = C + (ptrdiff_t)q * ldc + j0;                                              \
-            for (k = k0; k + 4 <= k1; k += 4) {                                               \
-                const T* w = W + (ptrdiff_t)k * ldw + j0;                                     \
-                fr_row1_##SUF(m, c0, w, w + ldw, w + 2 * ldw, w + 3 * ldw,                    \
-                              a0[k], a0[k + 1], a0[k + 2], a0[k + 3]);                        \
-            }                                                                                 \
-            for (; k < k1; k++)                                                               \
-                fr_row1k1_##SUF(m, c0, W + (ptrdiff_t)k * ldw + j0, a0[k]);                   \
-        }                                                                                     \
-      }                                                                                       \
-    }                                                                                         \
+#if defined(__GNUC__) || defined(__clang__)
+#define FR_INLINE static inline __attribute__((always_inline))
+#define FR_UNROLL _Pragma("GCC unroll 32")
+#define FR_VECTORS 1
+#else
+#define FR_INLINE static __forceinline
+#define FR_UNROLL
+#define FR_VECTORS 0
+#endif
+
+/* the number of elements of a packed K x N matrix */
+#define FR_PACKED_SIZE(T, K, N) ((ptrdiff_t)(K) * (((ptrdiff_t)(N) + FR_NR(T) - 1) / FR_NR(T)) * FR_NR(T))
+
+#if FR_VECTORS
+/* vectors of the build's width; the "u" types may be at any address of an element */
+#define FR_VTYPES(SUF, T)                                                                    \
+typedef T fr_v_##SUF __attribute__((vector_size(FR_VBYTES)));                                \
+typedef T fr_vu_##SUF __attribute__((vector_size(FR_VBYTES), aligned(sizeof(T))));
+#define FR_VL(T) (FR_VBYTES / (ptrdiff_t)sizeof(T))
+
+/* C (R x NP*NR, row stride ldc) += A (R x [k0, k1), row stride lda) @ panels of Wp (each
+ * pstride elements apart, row k of a panel at k*NR) */
+#define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
+FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
+                                          ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
+                                          T* C, ptrdiff_t ldc)                               \
+{                                                                                            \
+    const ptrdiff_t VL = FR_VL(T), NR = FR_NR(T);                                            \
+    fr_v_##SUF acc[R][2 * (NP)];                                                             \
+    ptrdiff_t k;                                                                             \
+    int r, p;                                                                                \
+    FR_UNROLL for (r = 0; r < R; r++)                                                        \
+        FR_UNROLL for (p = 0; p < 2 * (NP); p++)                                             \
+            acc[r][p] = *(const fr_vu_##SUF*)(C + r * ldc + p * VL);                         \
+    for (k = k0; k < k1; k++) {                                                              \
+        fr_v_##SUF w[2 * (NP)];                                                              \
+        FR_UNROLL for (p = 0; p < NP; p++) {                                                 \
+            w[2 * p] = *(const fr_vu_##SUF*)(Wp + p * pstride + k * NR);                     \
+            w[2 * p + 1] = *(const fr_vu_##SUF*)(Wp + p * pstride + k * NR + VL);            \
+        }                                                                                    \
+        FR_UNROLL for (r = 0; r < R; r++) {                                                  \
+            const T a = A[r * lda + k];                                                      \
+            FR_UNROLL for (p = 0; p < 2 * (NP); p++)                                         \
+                acc[r][p] += a * w[p];                                                       \
+        }                                                                                    \
+    }                                                                                        \
+    FR_UNROLL for (r = 0; r < R; r++)                                                        \
+        FR_UNROLL for (p = 0; p < 2 * (NP); p++)                                             \
+            *(fr_vu_##SUF*)(C + r * ldc + p * VL) = acc[r][p];                               \
+}
+#else
+#define FR_VTYPES(SUF, T)
+#define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
+FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
+                                          ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
+                                          T* C, ptrdiff_t ldc)                               \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T);                                                           \
+    ptrdiff_t k, j;                                                                          \
+    int r, p;                                                                                \
+    for (r = 0; r < R; r++)                                                                  \
+        for (p = 0; p < NP; p++)                                                             \
+            for (k = k0; k < k1; k++) {                                                      \
+                const T a = A[r * lda + k];                                                  \
+                const T* w = Wp + p * pstride + k * NR;                                      \
+                T* c = C + r * ldc + p * NR;                                                 \
+                for (j = 0; j < NR; j++)                                                     \
+                    c[j] += a * w[j];                                                        \
+            }                                                                                \
+}
+#endif
+
+/* tiles of R rows: NP panels at once, and one panel at a time for what is left */
+#define FR_DEFINE_ROWS(SUF, T, R, NP)                                                        \
+FR_DEFINE_TILE(fr_tile_##SUF##_##R, SUF, T, R, NP)                                           \
+FR_DEFINE_TILE(fr_tile1_##SUF##_##R, SUF, T, R, 1)                                           \
+/* C (R rows) += A (R rows) @ Wp over columns [0, N) and rows [k0, k1) of W */               \
+static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,        \
+                                const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc) \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T), pstride = K * NR, full = N / NR;                          \
+    ptrdiff_t p = 0, j;                                                                      \
+    int r;                                                                                   \
+    if (NP > 1)                                                                              \
+        for (; p + NP <= full; p += NP)                                                      \
+            fr_tile_##SUF##_##R(k0, k1, A, lda, Wp + p * pstride, pstride, C + p * NR, ldc); \
+    for (; p < full; p++)                                                                    \
+        fr_tile1_##SUF##_##R(k0, k1, A, lda, Wp + p * pstride, pstride, C + p * NR, ldc); \
+    if (full * NR < N) {                                                                     \
+        /* the last panel is partial: its tile goes through a buffer of whole panels */     \
+        T tile[R * FR_NR(T)];                                                                \
+        const ptrdiff_t m = N - full * NR;                                                   \
+        for (r = 0; r < R; r++) {                                                            \
+            memcpy(tile + r * NR, C + r * ldc + full * NR, m * sizeof(T));                   \
+            for (j = m; j < NR; j++) tile[r * NR + j] = 0;                                   \
+        }                                                                                    \
+        fr_tile1_##SUF##_##R(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR);     \
+        for (r = 0; r < R; r++)                                                              \
+            memcpy(C + r * ldc + full * NR, tile + r * NR, m * sizeof(T));                   \
+    }                                                                                        \
+}
+
+/* (expands NP before FR_DEFINE_ROWS pastes names) */
+#define FR_ROWS(SUF, T, R, NP) FR_DEFINE_ROWS(SUF, T, R, NP)
+
+#define FR_DEFINE_MM(SUF, T)                                                                 \
+FR_VTYPES(SUF, T)                                                                            \
+FR_ROWS(SUF, T, 1, FR_NP_1)                                                                  \
+FR_ROWS(SUF, T, 2, FR_NP_2)                                                                  \
+FR_ROWS(SUF, T, 3, FR_NP_3)                                                                  \
+FR_ROWS(SUF, T, 4, FR_NP_4)                                                                  \
+FR_ROWS(SUF, T, 5, FR_NP_5)                                                                  \
+FR_ROWS(SUF, T, 6, FR_NP_6)                                                                  \
+                                                                                             \
+/* the number of elements of a K x N matrix packed */                                       \
+static ptrdiff_t fr_packed_size_##SUF(int K, int N) { return FR_PACKED_SIZE(T, K, N); }      \
+                                                                                             \
+/* out (FR_PACKED_SIZE) = W packed, where W[k, j] = w[k*rs + j*cs] (K x N) */               \
+static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, T* out)      \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T);                                                           \
+    ptrdiff_t p, k, j, n;                                                                    \
+    for (p = 0; p * NR < N; p++) {                                                           \
+        n = N - p * NR < NR ? N - p * NR : NR;                                               \
+        for (k = 0; k < K; k++) {                                                            \
+            T* o = out + (p * K + k) * NR;                                                   \
+            const T* src = w + k * rs + p * NR * cs;                                         \
+            if (cs == 1) memcpy(o, src, n * sizeof(T));                                      \
+            else for (j = 0; j < n; j++) o[j] = src[j * cs];                                 \
+            for (j = n; j < NR; j++) o[j] = 0;                                               \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* R (1..6) rows of C += the same rows of A @ Wp (columns [0, N) of the panels at Wp) */    \
+static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,       \
+                          const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc)       \
+{                                                                                            \
+    switch (R) {                                                                             \
+    case 1: fr_rows_##SUF##_1(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 2: fr_rows_##SUF##_2(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 3: fr_rows_##SUF##_3(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    default: break;                                                                          \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* C (n x N) += A (n x K) @ W (K x N), Wp = W packed by fr_pack.  The rows go in tiles of    \
+ * equal height (32 rows: 6, 6, 5, 5, 5, 5), so no tile is left with one or two rows, and    \
+ * the panels in chunks of about FR_BLOCK_BYTES, each read from memory once and from the L2  \
+ * cache by every tile (a panel taller than that goes in blocks of rows of W). */            \
+static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* Wp,         \
+                        T* C, ptrdiff_t ldc)                                                 \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T), row_bytes = FR_NR(T) * (ptrdiff_t)sizeof(T);              \
+    const ptrdiff_t panels = (N + NR - 1) / NR, pstride = (ptrdiff_t)K * NR;                 \
+    const int tiles = (n + FR_MR - 1) / FR_MR;                                               \
+    ptrdiff_t kc, chunk, p0, k0, k1, width;                                                  \
+    int t, q, R;                                                                             \
+    if (n <= 0 || K <= 0 || N <= 0) return;                                                  \
+    if ((ptrdiff_t)K * row_bytes <= FR_BLOCK_BYTES) {                                        \
+        kc = K;                                                                              \
+        chunk = tiles > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;            \
+    } else {                                                                                 \
+        kc = FR_BLOCK_BYTES / row_bytes;                                                     \
+        chunk = tiles > 1 ? 1 : panels;                                                      \
+    }                                                                                        \
+    for (p0 = 0; p0 < panels; p0 += chunk) {                                                 \
+        width = N - p0 * NR < chunk * NR ? N - p0 * NR : chunk * NR;                         \
+        for (k0 = 0; k0 < K; k0 += kc) {                                                     \
+            k1 = K - k0 < kc ? K : k0 + kc;                                                  \
+            for (t = 0, q = 0; t < tiles; t++, q += R) {                                     \
+                R = n / tiles + (t < n % tiles);                                             \
+                fr_rows_##SUF(R, k0, k1, K, width, A + (ptrdiff_t)q * lda, lda,              \
+                              Wp + p0 * pstride, C + (ptrdiff_t)q * ldc + p0 * NR, ldc);     \
+            }                                                                                \
+        }                                                                                    \
+    }                                                                                        \
 }
 
 FR_DEFINE_MM(f32, float)

@@ -3,7 +3,7 @@
 Every kernel of the contract (``fastrnn.reference``) on both dtypes, across
 cell type x lengths x bias x LSTM projection x batch 0/1/several x step_norms,
 plus the float32 activation approximation (error bound, saturation, NaN/inf),
-on every build of the kernels this machine can use (baseline and AVX2), and the
+on every build of the kernels this machine can use (baseline, AVX2, AVX-512), and the
 choice between the builds (``FASTRNN_CYTHON_ISA``).
 
 The module skips when the extension is not built, unless
@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ def check_grads(got, want, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("case", list(CASES))
 # the per-step products: 3 rows, fewer than a block of 4; 9, blocks of 4 and one row left;
-# 70, more rows on one thread than MM_MAX_ROWS (64 in kernels/_common.pxd): BLAS per step
+# 70, 35 rows per thread on 2 threads: tiles of 6 and 5 rows (fastrnn_mm.h)
 @pytest.mark.parametrize("B", [0, 1, 3, 9, 70])
 @pytest.mark.parametrize("lengths", [None, "full", "ragged"])
 @pytest.mark.parametrize("bias", ["both", "none", "ih", "hh"])
@@ -515,23 +516,42 @@ def _isa_in_subprocess(value):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_the_best_build_is_chosen_unless_the_environment_says_otherwise():
+def _cpu_flags():
+    """The instruction-set flags of this CPU as Linux reports them (its own reading of CPUID
+    and of the vector state the kernel saves), or None elsewhere."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def test_the_widest_build_the_cpu_runs_is_chosen_unless_the_environment_says_otherwise():
     best = _cython.available_isas()[0]
+    flags = _cpu_flags()
+    if flags is not None and sysconfig.get_platform().endswith("x86_64"):
+        widest = ("avx512" if {"avx512f", "avx512vl", "avx512bw", "avx512dq"} <= flags
+                  else "avx2" if {"avx2", "fma"} <= flags else "baseline")
+        assert _cython.expected_isas()[0] == widest
+        if _REQUIRED:
+            assert best == widest
     assert _isa_in_subprocess(None) == [[best, best, True], ""]
     assert _isa_in_subprocess(" Auto ") == [[best, best, True], ""]
-    assert _isa_in_subprocess("baseline") == [["baseline", "baseline", True], ""]
-    if "avx2" in _cython.available_isas():
-        assert _isa_in_subprocess("AVX2") == [["avx2", "avx2", True], ""]
+    for isa in _cython.available_isas():
+        assert _isa_in_subprocess(isa.upper()) == [[isa, isa, True], ""]
     isa, reason = _isa_in_subprocess("sse9")
     assert isa is None
-    assert "FASTRNN_CYTHON_ISA='sse9'" in reason and "'avx2', 'baseline'" in reason, reason
+    assert "FASTRNN_CYTHON_ISA='sse9'" in reason and "'avx512', 'avx2', 'baseline'" in reason, reason
 
 
 def test_a_build_this_machine_cannot_use_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="isa must be one of"):
-        _cython.load("avx512")
-    if "avx2" not in _cython.available_isas():
-        with pytest.raises(ImportError, match="avx2 build of the cython kernels cannot be used"):
-            _cython.load("avx2")
-        isa, reason = _isa_in_subprocess("avx2")
-        assert isa is None and "cannot be used" in reason, reason
+        _cython.load("sse9")
+    for isa in set(_cython.ISAS) - set(_cython.available_isas()):
+        with pytest.raises(ImportError, match=f"{isa} build of the cython kernels cannot be used"):
+            _cython.load(isa)
+        got, reason = _isa_in_subprocess(isa)
+        assert got is None and "cannot be used" in reason, reason

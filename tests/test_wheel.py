@@ -215,7 +215,8 @@ def _build(outdir):
     import tarfile
     with tarfile.open(sdists[0]) as tar:
         names = tar.getnames()
-    for needed in ("kernels/_kernels.pyx", "kernels/_kernels_avx2.pyx", "kernels/_common.pxd",
+    for needed in ("kernels/_kernels.pyx", "kernels/_kernels_avx2.pyx",
+                   "kernels/_kernels_avx512.pyx", "kernels/_common.pxd",
                    "kernels/fastrnn_mm.h", "setup.py", "pyproject.toml"):
         assert any(n.endswith(needed) for n in names), f"{needed} missing from the sdist"
     return _find_wheel(outdir)
@@ -236,7 +237,8 @@ if pytest is not None:
             names = zf.namelist()
         assert any(n.startswith("fastrnn/_cython/_kernels.") for n in names), names
         if sysconfig.get_platform().endswith("x86_64"):   # as setup.py decides
-            assert any(n.startswith("fastrnn/_cython/_kernels_avx2.") for n in names), names
+            for isa in ("avx2", "avx512"):
+                assert any(n.startswith(f"fastrnn/_cython/_kernels_{isa}.") for n in names), names
         leaked = [n for n in names if n.endswith((".pyx", ".pxd", ".c")) or n.startswith("kernels/")]
         assert not leaked, f"sources in the wheel: {leaked}"
 

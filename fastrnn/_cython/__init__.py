@@ -6,13 +6,15 @@ The kernels live in an extension module built by ``setup.py`` from
 not import and ``fastrnn.backends()`` says why.  BLAS comes from SciPy
 (``scipy.linalg.cython_blas``), so SciPy must be installed.
 
-Builds: ``_kernels`` runs on any CPU of the platform; on x86-64 there is also
-``_kernels_avx2``, the same source compiled with AVX2 and FMA (whole
-sequences in 0.68-0.93x the time).  The import picks once, by :data:`ISA_ENV`:
+Builds: ``_kernels`` runs on any CPU of the platform; on x86-64 there are also
+``_kernels_avx2``, the same source compiled with AVX2 and FMA, and
+``_kernels_avx512``, with AVX-512 (F, VL, BW, DQ).  The import picks once, by
+:data:`ISA_ENV`:
 
 ``auto`` (default)
-    the first of :data:`ISAS` that this installation has and this CPU runs;
-``avx2`` or ``baseline``
+    the first (widest) of :data:`ISAS` that this installation has and this CPU
+    and its operating system run;
+``avx512``, ``avx2`` or ``baseline``
     that build, or an ImportError saying why it cannot be used.
 
 :data:`ISA` names the build in use, :data:`kernels` is its module and
@@ -43,12 +45,14 @@ except ImportError as exc:
                           f"install it with `pip install scipy`") from exc
     raise ImportError(f"fastrnn was installed without its compiled Cython extension ({exc})") from exc
 
-#: environment variable choosing the build of the kernels: auto, avx2 or baseline
+#: environment variable choosing the build of the kernels: auto, avx512, avx2 or baseline
 ISA_ENV = "FASTRNN_CYTHON_ISA"
-#: the builds, best first
-ISAS = ("avx2", "baseline")
-#: the builds setup.py makes on this platform (its twin rule: the AVX2 one where the
-#: platform is x86-64), best first
+#: the builds, widest first
+ISAS = ("avx512", "avx2", "baseline")
+#: what the CPU (and its operating system) must run for each build
+_NEEDS = {"avx512": "AVX-512 (F, VL, BW, DQ)", "avx2": "AVX2 and FMA"}
+#: the builds setup.py makes on this platform (its twin rule: the AVX2 and AVX-512 ones where
+#: the platform is x86-64), widest first
 PLATFORM_ISAS = ISAS if sysconfig.get_platform().endswith("x86_64") else ("baseline",)
 
 __all__ = [
@@ -66,20 +70,20 @@ def _why_not(isa):
         return ""
     if importlib.util.find_spec(f"{__name__}._kernels_{isa}") is None:
         return f"this installation has no {isa} build of the kernels (setup.py makes one on x86-64)"
-    if not _baseline.cpu_has_avx2_fma():
-        return "this CPU (or its operating system) does not run AVX2 and FMA code"
+    if not _baseline.cpu_runs(isa):
+        return f"this CPU (or its operating system) does not run {_NEEDS[isa]} code"
     return ""
 
 
 def available_isas():
-    """The builds of the kernels this installation has and this CPU runs, best first."""
+    """The builds of the kernels this installation has and this CPU runs, widest first."""
     return [isa for isa in ISAS if not _why_not(isa)]
 
 
 def expected_isas():
-    """The builds an installation made by setup.py has here and this CPU runs, best first
+    """The builds an installation made by setup.py has here and this CPU runs, widest first
     (what :func:`available_isas` should say)."""
-    return [isa for isa in PLATFORM_ISAS if isa == "baseline" or _baseline.cpu_has_avx2_fma()]
+    return [isa for isa in PLATFORM_ISAS if _baseline.cpu_runs(isa)]
 
 
 def load(isa):
