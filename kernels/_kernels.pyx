@@ -1007,9 +1007,12 @@ ctypedef int (*get_threads_fn)() noexcept nogil
 cdef enum:
     MAX_BLAS_LIBS = 4
     MIN_ROWS_PER_THREAD = 4
-cdef double PARALLEL_MIN_FLOPS = 2e6      # a phase below this runs on one thread
+# a phase below this (~100 us on one thread) runs on one thread: a hand-off to the pool costs
+# ~50 us (LSTM(64, 64) on a 100-step sequence of batch 1: 223 us with its input projection of
+# 3.3 MFLOP split, 140 us without)
+cdef double PARALLEL_MIN_FLOPS = 1e7
 # a time loop above this (~5 ms) runs on the pool while the caller waits, so that Ctrl-C stops
-# it at once; a shorter one keeps the caller busy too (a hand-off costs ~50 us)
+# it at once; a shorter one keeps the caller busy too
 cdef double WATCH_FLOPS = 5e8
 
 cdef set_threads_fn _blas_set[MAX_BLAS_LIBS]

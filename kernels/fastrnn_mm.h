@@ -61,7 +61,7 @@
 #define FR_BLOCK_BYTES (256 * 1024)
 
 #if defined(__GNUC__) || defined(__clang__)
-#define FR_INLINE static inline __attribute__((always_inline))
+#define FR_INLINE static inline __attribute__((always_inline, unused))
 #define FR_UNROLL _Pragma("GCC unroll 32")
 #define FR_VECTORS 1
 #else
@@ -132,22 +132,41 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 }
 #endif
 
-/* tiles of R rows: NP panels at once, and one panel at a time for what is left */
-#define FR_DEFINE_ROWS(SUF, T, R, NP)                                                        \
-FR_DEFINE_TILE(fr_tile_##SUF##_##R, SUF, T, R, NP)                                           \
-FR_DEFINE_TILE(fr_tile1_##SUF##_##R, SUF, T, R, 1)                                           \
-/* C (R rows) += A (R rows) @ Wp over columns [0, N) and rows [k0, k1) of W */               \
+/* the tiles of R rows: NP panels (as many as fill the registers, FR_NP_R) and fewer */
+#define FR_TILE(SUF, T, R, NP) FR_DEFINE_TILE(fr_tile_##SUF##_##R##_##NP, SUF, T, R, NP)
+#define FR_TILES_1(SUF, T) FR_TILE(SUF, T, 1, 1) FR_TILE(SUF, T, 1, 2) FR_TILE(SUF, T, 1, 3)     \
+    FR_TILE(SUF, T, 1, 4) FR_TILE(SUF, T, 1, 5) FR_TILE(SUF, T, 1, 6) FR_TILE(SUF, T, 1, 7)      \
+    FR_TILE(SUF, T, 1, 8) FR_TILE(SUF, T, 1, 9) FR_TILE(SUF, T, 1, 10) FR_TILE(SUF, T, 1, 11)    \
+    FR_TILE(SUF, T, 1, 12)
+#define FR_TILES_2(SUF, T) FR_TILE(SUF, T, 2, 1) FR_TILE(SUF, T, 2, 2) FR_TILE(SUF, T, 2, 3)     \
+    FR_TILE(SUF, T, 2, 4) FR_TILE(SUF, T, 2, 5) FR_TILE(SUF, T, 2, 6)
+#define FR_TILES_3(SUF, T) FR_TILE(SUF, T, 3, 1) FR_TILE(SUF, T, 3, 2) FR_TILE(SUF, T, 3, 3)     \
+    FR_TILE(SUF, T, 3, 4)
+#define FR_TILES_4(SUF, T) FR_TILE(SUF, T, 4, 1) FR_TILE(SUF, T, 4, 2) FR_TILE(SUF, T, 4, 3)
+#define FR_TILES_5(SUF, T) FR_TILE(SUF, T, 5, 1) FR_TILE(SUF, T, 5, 2)
+#define FR_TILES_6(SUF, T) FR_TILE(SUF, T, 6, 1) FR_TILE(SUF, T, 6, 2)
+/* a call of the tile of R rows and NP panels (NP a literal or a macro that expands to one) */
+#define FR_CALL(SUF, R, NP) FR_CALL_(SUF, R, NP)
+#define FR_CALL_(SUF, R, NP) fr_tile_##SUF##_##R##_##NP(k0, k1, A, lda, Wp + p * pstride,      \
+                                                        pstride, C + p * NR, ldc)
+
+/* C (R rows) += A (R rows) @ Wp over columns [0, N) and rows [k0, k1) of W: tiles of FR_NP_R
+ * panels, then one tile of the panels left, then the partial panel at the end if any */
+#define FR_DEFINE_ROWS(SUF, T, R)                                                            \
+FR_TILES_##R(SUF, T)                                                                         \
 static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,        \
                                 const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc) \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), pstride = K * NR, full = N / NR;                          \
     ptrdiff_t p = 0, j;                                                                      \
     int r;                                                                                   \
-    if (NP > 1)                                                                              \
-        for (; p + NP <= full; p += NP)                                                      \
-            fr_tile_##SUF##_##R(k0, k1, A, lda, Wp + p * pstride, pstride, C + p * NR, ldc); \
-    for (; p < full; p++)                                                                    \
-        fr_tile1_##SUF##_##R(k0, k1, A, lda, Wp + p * pstride, pstride, C + p * NR, ldc); \
+    for (; p + FR_NP_##R <= full; p += FR_NP_##R)                                            \
+        FR_CALL(SUF, R, FR_NP_##R);                                                          \
+    switch (full - p) {   /* fewer than FR_NP_R panels left */                               \
+    case 0: break;                                                                           \
+    case 1: FR_CALL(SUF, R, 1); break;                                                       \
+    FR_REST_##R(SUF)                                                                         \
+    }                                                                                        \
     if (full * NR < N) {                                                                     \
         /* the last panel is partial: its tile goes through a buffer of whole panels */     \
         T tile[R * FR_NR(T)];                                                                \
@@ -156,23 +175,31 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
             memcpy(tile + r * NR, C + r * ldc + full * NR, m * sizeof(T));                   \
             for (j = m; j < NR; j++) tile[r * NR + j] = 0;                                   \
         }                                                                                    \
-        fr_tile1_##SUF##_##R(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR);     \
+        fr_tile_##SUF##_##R##_1(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR);     \
         for (r = 0; r < R; r++)                                                              \
             memcpy(C + r * ldc + full * NR, tile + r * NR, m * sizeof(T));                   \
     }                                                                                        \
 }
-
-/* (expands NP before FR_DEFINE_ROWS pastes names) */
-#define FR_ROWS(SUF, T, R, NP) FR_DEFINE_ROWS(SUF, T, R, NP)
+/* the cases 2.. of the panels left after the tiles of FR_NP_R (a case above FR_NP_R - 1 is
+ * never taken) */
+#define FR_CASE(SUF, R, NP) case NP: FR_CALL(SUF, R, NP); break;
+#define FR_REST_1(SUF) FR_CASE(SUF, 1, 2) FR_CASE(SUF, 1, 3) FR_CASE(SUF, 1, 4) FR_CASE(SUF, 1, 5) \
+    FR_CASE(SUF, 1, 6) FR_CASE(SUF, 1, 7) FR_CASE(SUF, 1, 8) FR_CASE(SUF, 1, 9)                \
+    FR_CASE(SUF, 1, 10) FR_CASE(SUF, 1, 11)
+#define FR_REST_2(SUF) FR_CASE(SUF, 2, 2) FR_CASE(SUF, 2, 3) FR_CASE(SUF, 2, 4) FR_CASE(SUF, 2, 5)
+#define FR_REST_3(SUF) FR_CASE(SUF, 3, 2) FR_CASE(SUF, 3, 3)
+#define FR_REST_4(SUF) FR_CASE(SUF, 4, 2)
+#define FR_REST_5(SUF)
+#define FR_REST_6(SUF)
 
 #define FR_DEFINE_MM(SUF, T)                                                                 \
 FR_VTYPES(SUF, T)                                                                            \
-FR_ROWS(SUF, T, 1, FR_NP_1)                                                                  \
-FR_ROWS(SUF, T, 2, FR_NP_2)                                                                  \
-FR_ROWS(SUF, T, 3, FR_NP_3)                                                                  \
-FR_ROWS(SUF, T, 4, FR_NP_4)                                                                  \
-FR_ROWS(SUF, T, 5, FR_NP_5)                                                                  \
-FR_ROWS(SUF, T, 6, FR_NP_6)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 1)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 2)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 3)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 4)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 5)                                                                  \
+FR_DEFINE_ROWS(SUF, T, 6)                                                                  \
                                                                                              \
 /* the number of elements of a K x N matrix packed */                                       \
 static ptrdiff_t fr_packed_size_##SUF(int K, int N) { return FR_PACKED_SIZE(T, K, N); }      \
