@@ -22,15 +22,17 @@ BLAS's idle threads
     spinning for ~0.1 s after it.  A NumPy product between two kernel calls (a
     dense head in a training loop) left such a thread competing with the
     kernel's threads for the cores, which made an LSTM forward at T=100, B=32,
-    H=256 twice as slow (13 -> 25 ms on two cores).  With
-    ``FASTRNN_BLAS_POOL=1``, where the cython extension is built,
-    :func:`install_blas_pool` hands the parallel jobs of every loaded OpenBLAS
-    (NumPy's and SciPy's) to a pool whose threads spin 50 µs after a job and
-    then sleep (``kernels/fastrnn_pool.h``), through OpenBLAS's own
-    ``openblas_set_threads_callback_function``: the same products, as many
-    threads, no spinning left behind.  It is off by default: one CI run with
-    it saw NumPy report "invalid value encountered in matmul" on products of
-    finite float32 arrays, not reproduced since, not understood yet.
+    H=256 twice as slow (13 -> 25 ms on two cores).  Where the cython
+    extension is built, :func:`install_blas_pool` hands the parallel jobs of
+    every loaded OpenBLAS (NumPy's and SciPy's) to a pool whose threads spin
+    50 µs after a job and then sleep (``kernels/fastrnn_pool.h``), through
+    OpenBLAS's own ``openblas_set_threads_callback_function``: the same
+    products, as many threads, no spinning left behind.  That path of OpenBLAS
+    leaves two things to the callback, which the pool does (see its header):
+    one call at a time (two at once shared OpenBLAS's per-thread buffers and
+    computed garbage), and the caller's floating-point control words in every
+    job (stale ones raised NumPy's "invalid value encountered in matmul").
+    ``FASTRNN_BLAS_POOL=0`` leaves OpenBLAS's threads as they are.
 """
 
 import ctypes
@@ -220,7 +222,7 @@ _blas_pool = {"installed": [], "checked": set()}
 
 
 def blas_pool_enabled():
-    value = os.environ.get(BLAS_POOL_ENV, "0").strip().lower()
+    value = os.environ.get(BLAS_POOL_ENV, "1").strip().lower()
     if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
         raise ValueError(f"{BLAS_POOL_ENV} must be 0 or 1, but got {value!r}")
     return value in ("1", "true", "yes", "on")
@@ -229,7 +231,7 @@ def blas_pool_enabled():
 def install_blas_pool():
     """Hand the parallel jobs of every OpenBLAS loaded now to fastrnn's pool (see above).
 
-    Does nothing unless ``FASTRNN_BLAS_POOL=1`` (off by default, see above), without
+    Does nothing under ``FASTRNN_BLAS_POOL=0`` (it is on by default, see above), without
     the cython extension (the pool is C code in it), or for a BLAS other than OpenBLAS.  Each library
     is set once; a library loaded later is set by a later call.
 

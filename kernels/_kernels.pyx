@@ -1313,7 +1313,7 @@ cdef extern from "fastrnn_pool.h":
     ctypedef void (*fr_dojob_fn)(int, void*, int)
     void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
                              void* jobdata, int dojob_data) nogil
-    long fr_calls, fr_started
+    long fr_calls, fr_started, fr_unknown_layout
 
 
 def blas_pool_callback():
@@ -1322,8 +1322,9 @@ def blas_pool_callback():
 
 
 def blas_pool_stats():
-    """``(calls, workers started)`` of that pool in this process, for the tests."""
-    return fr_calls, fr_started
+    """``(calls, workers started, calls whose job entries had a layout the pool does not
+    know)`` of that pool in this process, for the tests (see fastrnn_pool.h)."""
+    return fr_calls, fr_started, fr_unknown_layout
 
 
 cdef int check_nonlinearity(str nonlinearity) except -1:

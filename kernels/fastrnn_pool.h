@@ -14,9 +14,23 @@
  * Contract of the callback (OpenBLAS's): run dojob(i, jobdata + i * elsize, dojob_data) for
  * i = 0 .. numjobs - 1 and return when all are done.  The jobs of a level-3 call wait for each
  * other's packed panels, so all of them must be running at the same time: the caller runs
- * job 0 and every other job gets a thread of its own, the pool growing when fewer are free
- * (several threads may call BLAS at once).  In a child made by fork() the pool starts empty
- * (fr_pool_after_fork, registered with pthread_atfork).
+ * job 0 and every other job gets a thread of its own, the pool growing when fewer are free.
+ * In a child made by fork() the pool starts empty (fr_pool_after_fork, registered with
+ * pthread_atfork).
+ *
+ * Two things OpenBLAS's pthreads server does for its own threads and not on this path (as of
+ * 0.3.28-0.3.31, driver/others/blas_server.c), done here instead:
+ * - Job i works in the buffer OpenBLAS keeps for "thread i" (blas_thread_buffer[i]): two
+ *   calls running at once from two threads would share those buffers and compute garbage.
+ *   So one call runs at a time (fr_call_lock); each is still spread over all its threads.
+ * - A library built with CONSISTENT_FPCSR (NumPy's and SciPy's are) loads each job's
+ *   floating-point control word (MXCSR and x87 control on x86-64, FPCR on arm64) from its
+ *   blas_queue_t, where its own server stores the caller's first; here those fields would be
+ *   whatever the caller's stack held: stale exception flags showed up as NumPy's "invalid
+ *   value encountered in matmul" on finite products, and a stale rounding mode or mask would
+ *   be worse.  fr_fill_fpcsr stores the caller's control words into every job's entry, at
+ *   the offsets of OpenBLAS's blas_queue_t, recognised by its size (elsize); when the size is
+ *   not one this file knows, each thread saves its own control words around its job.
  */
 #ifndef FASTRNN_POOL_H
 #define FASTRNN_POOL_H
@@ -36,7 +50,7 @@ typedef void (*fr_dojob_fn)(int thread_num, void *jobdata, int dojob_data);
 typedef struct fr_task {
     fr_dojob_fn fn;
     void *data;
-    int index, arg;
+    int index, arg, guard;
     volatile int *remaining;       /* jobs of the call not finished yet (under fr_lock) */
     struct fr_task *next;
 } fr_task;
@@ -50,6 +64,86 @@ static int fr_queued = 0;          /* tasks queued, not yet taken */
 static int fr_sleeping = 0;        /* workers waiting on fr_wake */
 static long fr_started = 0;        /* workers ever started (for tests) */
 static long fr_calls = 0;          /* calls that used the pool (for tests) */
+static long fr_unknown_layout = 0; /* calls whose job entries had a size not known here */
+/* one call at a time: its jobs use OpenBLAS's per-thread buffers of job 0 .. numjobs-1 */
+static pthread_mutex_t fr_call_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* OpenBLAS's blas_queue_t (common_thread.h) on POSIX systems, with CONSISTENT_FPCSR */
+typedef struct {
+    void *routine;
+    long position, assigned;
+    void *args, *range_m, *range_n, *sa, *sb, *next;
+    pthread_mutex_t lock;
+    pthread_cond_t finished;
+    int mode, status;
+    unsigned int sse_mode, x87_mode;
+} fr_blas_queue;
+
+#if defined(__x86_64__) || defined(__i386__)
+typedef struct { unsigned int mxcsr; unsigned short x87; } fr_fpcsr;
+static inline void fr_get_fpcsr(fr_fpcsr *f)
+{
+    __asm__ __volatile__("stmxcsr %0" : "=m"(f->mxcsr));
+    __asm__ __volatile__("fnstcw %0" : "=m"(f->x87));
+}
+static inline void fr_set_fpcsr(const fr_fpcsr *f)
+{
+    __asm__ __volatile__("ldmxcsr %0" : : "m"(f->mxcsr));
+    __asm__ __volatile__("fldcw %0" : : "m"(f->x87));
+}
+#define FR_HAVE_FPCSR 1
+#elif defined(__aarch64__)
+typedef struct { unsigned long fpcr; } fr_fpcsr;
+static inline void fr_get_fpcsr(fr_fpcsr *f) { __asm__ __volatile__("mrs %0, fpcr" : "=r"(f->fpcr)); }
+static inline void fr_set_fpcsr(const fr_fpcsr *f) { __asm__ __volatile__("msr fpcr, %0" : : "r"(f->fpcr)); }
+#define FR_HAVE_FPCSR 1
+#else
+#define FR_HAVE_FPCSR 0
+#endif
+
+/* Store the caller's control words into the job entries as OpenBLAS's own server does;
+ * returns 0 if the entries' layout is not one known here (then the jobs run guarded). */
+static int fr_fill_fpcsr(void *jobdata, size_t elsize, int numjobs)
+{
+#if FR_HAVE_FPCSR
+    int i;
+    fr_fpcsr f;
+    if (elsize == offsetof(fr_blas_queue, sse_mode))
+        return 1;                       /* built without CONSISTENT_FPCSR: nothing to fill */
+    if (elsize != sizeof(fr_blas_queue))
+        return 0;
+    fr_get_fpcsr(&f);
+    for (i = 0; i < numjobs; i++) {
+        fr_blas_queue *q = (fr_blas_queue *)((char *)jobdata + (size_t)i * elsize);
+#if defined(__aarch64__)
+        q->sse_mode = (unsigned int)f.fpcr;
+#else
+        q->sse_mode = f.mxcsr;
+        q->x87_mode = f.x87;
+#endif
+    }
+    return 1;
+#else
+    (void)jobdata; (void)elsize; (void)numjobs;
+    return 0;
+#endif
+}
+
+/* dojob(index, data, arg), restoring this thread's control words after it when `guard` */
+static inline void fr_run_job(fr_dojob_fn fn, int index, void *data, int arg, int guard)
+{
+#if FR_HAVE_FPCSR
+    fr_fpcsr saved;
+    if (guard)
+        fr_get_fpcsr(&saved);
+    fn(index, data, arg);
+    if (guard)
+        fr_set_fpcsr(&saved);
+#else
+    (void)guard;
+    fn(index, data, arg);
+#endif
+}
 static int fr_atfork_done = 0;
 
 static long fr_now_ns(void)
@@ -96,7 +190,7 @@ static void *fr_worker(void *unused)
             fr_sleeping--;
         }
         pthread_mutex_unlock(&fr_lock);
-        t->fn(t->index, t->data, t->arg);
+        fr_run_job(t->fn, t->index, t->data, t->arg, t->guard);
         pthread_mutex_lock(&fr_lock);
         fr_free++;
         if (--*t->remaining == 0)
@@ -110,6 +204,7 @@ static void fr_pool_after_fork(void)
 {
     /* only the forking thread exists in the child: no workers, nothing queued */
     pthread_mutex_init(&fr_lock, NULL);
+    pthread_mutex_init(&fr_call_lock, NULL);
     pthread_cond_init(&fr_wake, NULL);
     pthread_cond_init(&fr_done, NULL);
     fr_head = fr_tail = NULL;
@@ -148,12 +243,18 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
     fr_task local[8];
     fr_task *tasks = local;
     volatile int remaining;
-    int i;
+    int i, guard;
     long until;
     (void)sync;
-    if (numjobs <= 1) {
-        if (numjobs == 1)
-            dojob(0, jobdata, dojob_data);
+    if (numjobs <= 0)
+        return;
+    pthread_mutex_lock(&fr_call_lock);
+    guard = !fr_fill_fpcsr(jobdata, elsize, numjobs);
+    if (guard)
+        __atomic_add_fetch(&fr_unknown_layout, 1, __ATOMIC_RELAXED);
+    if (numjobs == 1) {
+        fr_run_job(dojob, 0, jobdata, dojob_data, guard);
+        pthread_mutex_unlock(&fr_call_lock);
         return;
     }
     if (numjobs - 1 > 8) {
@@ -172,6 +273,7 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
         t->data = (char *)jobdata + (size_t)i * elsize;
         t->index = i;
         t->arg = dojob_data;
+        t->guard = guard;
         t->remaining = &remaining;
         t->next = NULL;
         if (fr_tail != NULL)
@@ -184,7 +286,7 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
     if (fr_sleeping > 0)
         pthread_cond_broadcast(&fr_wake);
     pthread_mutex_unlock(&fr_lock);
-    dojob(0, jobdata, dojob_data);
+    fr_run_job(dojob, 0, jobdata, dojob_data, guard);
     until = fr_now_ns() + FR_SPIN_NS;
     while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) != 0 && fr_now_ns() < until)
         fr_relax();
@@ -192,6 +294,7 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
     while (remaining != 0)
         pthread_cond_wait(&fr_done, &fr_lock);
     pthread_mutex_unlock(&fr_lock);
+    pthread_mutex_unlock(&fr_call_lock);
     if (tasks != local)
         free(tasks);
 }
