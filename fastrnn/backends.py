@@ -39,10 +39,9 @@ def _load(name):
             _loaded[name] = importlib.import_module(MODULES[name])
         except Exception as exc:  # ImportError, or a broken build raising something else
             _loaded[name] = exc
-        else:
-            if name != "numpy":       # a compiled backend: BLAS's parallel jobs on a pool
-                from ._runtime import install_blas_pool     # that does not spin (see there)
-                install_blas_pool()
+        else:   # BLAS's parallel jobs on a pool that does not spin (see fastrnn._runtime)
+            from ._runtime import install_blas_pool
+            install_blas_pool()
     return _loaded[name]
 
 

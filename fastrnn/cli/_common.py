@@ -1,7 +1,6 @@
 """Helpers shared by the commands: argument types, errors, progress bars, plots, models on disk."""
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -200,29 +199,6 @@ def bar_write(bar, text):
         print(text, flush=True)
     else:
         bar.write(text)
-
-
-@contextlib.contextmanager
-def single_threaded_blas():
-    """Limit BLAS to one thread while a command trains (when threadpoolctl is installed).
-
-    Recurrent training makes many small matrix products (per time step in the
-    numpy reference, and in the dense head, loss and optimizer with every
-    backend).  Multi-threaded OpenBLAS spends more time waking and spinning
-    threads than computing on them, and on a busy 2-core machine a training
-    step becomes many times slower (measured: 2.4 s instead of 0.18 s for one
-    step of the demo on the numpy backend, 0.25 s instead of 0.09 s on numba).
-    The compiled backends share their work among threads of their own, which
-    this does not limit (and hold BLAS at one thread inside their kernels
-    anyway).  Without threadpoolctl this does nothing.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
 
 
 class Timer:

@@ -23,7 +23,6 @@ import numpy as np
 from ._common import (
     CommandError, Timer, add_common_arguments, check_backend, choice_list, int_list, plain,
     positive_float, positive_int, prepare_plot, progress, pyplot, save_figure,
-    single_threaded_blas,
 )
 
 NAME = "adding"
@@ -172,12 +171,11 @@ def run(args):
           f"{', '.join(map(str, args.lengths))}, backend {backend}", flush=True)
     bar = progress(total, "training", args.quiet, unit="step")
     try:
-        with single_threaded_blas():
-            for T in args.lengths:
-                for cell in args.cells:
-                    bar.set_postfix_str(f"{cell} T={T}")
-                    curves[T, cell], results[T, cell], solved[T, cell] = train_one(
-                        cell, T, args, backend, bar)
+        for T in args.lengths:
+            for cell in args.cells:
+                bar.set_postfix_str(f"{cell} T={T}")
+                curves[T, cell], results[T, cell], solved[T, cell] = train_one(
+                    cell, T, args, backend, bar)
     finally:
         bar.close()
 

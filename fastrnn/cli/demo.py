@@ -27,7 +27,6 @@ import numpy as np
 from ._common import (
     CommandError, Timer, add_common_arguments, bar_write, check_backend, check_output_path,
     load_modules, nonnegative_int, plain, positive_float, positive_int, progress, save_modules,
-    single_threaded_blas,
 )
 
 NAME = "demo"
@@ -343,60 +342,59 @@ def run(args):
           f"{streams.shape[0]:,}; {n_val:,} held out; uniform guess = "
           f"{math.log2(len(vocab)):.2f} bits per character")
 
-    with single_threaded_blas():
-        start_bpc = evaluate_bpc(lstm, head, val_ids)
-        print(f"held-out bits per character before training: {start_bpc:.3f}", flush=True)
+    start_bpc = evaluate_bpc(lstm, head, val_ids)
+    print(f"held-out bits per character before training: {start_bpc:.3f}", flush=True)
 
-        opt = Adam({"lstm": lstm, "head": head}, lr=args.lr)
-        tb = TBPTT(lstm, args.bptt)
-        state = {"step": 0, "ema": None, "first": None, "chars": 0, "stopped": False}
-        bar = progress(args.steps, "training", args.quiet, unit="step")
-        recent = collections.deque(maxlen=20)      # (seconds, characters) of the last steps
-        clock = Timer()
+    opt = Adam({"lstm": lstm, "head": head}, lr=args.lr)
+    tb = TBPTT(lstm, args.bptt)
+    state = {"step": 0, "ema": None, "first": None, "chars": 0, "stopped": False}
+    bar = progress(args.steps, "training", args.quiet, unit="step")
+    recent = collections.deque(maxlen=20)      # (seconds, characters) of the last steps
+    clock = Timer()
 
-        def loss_and_grad(out, t0, t1):
-            loss, dlogits = cross_entropy(head(out), y[t0:t1])
-            return loss, head.backward(dlogits)
+    def loss_and_grad(out, t0, t1):
+        loss, dlogits = cross_entropy(head(out), y[t0:t1])
+        return loss, head.backward(dlogits)
 
-        def after_backward(chunk):
-            clip_grad_norm(opt.grads, args.clip)
-            opt.step()
-            opt.zero_grad()
-            s = state
-            s["step"] += 1
-            s["chars"] += (chunk.t1 - chunk.t0) * args.batch
-            bpc = chunk.loss / LN2
-            s["first"] = bpc if s["first"] is None else s["first"]
-            s["ema"] = bpc if s["ema"] is None else 0.95 * s["ema"] + 0.05 * bpc
-            elapsed = clock()
-            bar.update(1)
-            bar.set_postfix_str(f"bpc {s['ema']:.3f}, {s['chars'] / max(elapsed, 1e-9):,.0f} chars/s")
-            if args.sample_every and s["step"] % args.sample_every == 0 and s["step"] < args.steps:
-                text_out = generate(lstm, head, vocab, rng, args.sample_chars,
-                                    temperature=args.temperature)
-                bar_write(bar, f"--- sample after {s['step']} steps (training bpc "
-                               f"{s['ema']:.2f}) ---\n{_indent(text_out)}")
-            # time left for the final evaluation (a forward over the held-out text costs
-            # about a third of training on as many characters), a sample and the save; the
-            # speed is that of the last steps (the first ones may include compilation)
-            recent.append((elapsed, s["chars"]))
-            (t_a, c_a), (t_b, c_b) = recent[0], recent[-1]
-            rate = (c_b - c_a) / (t_b - t_a) if len(recent) > 1 and t_b > t_a else math.inf
-            reserve = 1.0 + 0.5 * n_val / rate
-            if run_clock() + reserve > args.time_limit and s["step"] < args.steps:
-                s["stopped"] = True
-                return True
-            return s["step"] >= args.steps
+    def after_backward(chunk):
+        clip_grad_norm(opt.grads, args.clip)
+        opt.step()
+        opt.zero_grad()
+        s = state
+        s["step"] += 1
+        s["chars"] += (chunk.t1 - chunk.t0) * args.batch
+        bpc = chunk.loss / LN2
+        s["first"] = bpc if s["first"] is None else s["first"]
+        s["ema"] = bpc if s["ema"] is None else 0.95 * s["ema"] + 0.05 * bpc
+        elapsed = clock()
+        bar.update(1)
+        bar.set_postfix_str(f"bpc {s['ema']:.3f}, {s['chars'] / max(elapsed, 1e-9):,.0f} chars/s")
+        if args.sample_every and s["step"] % args.sample_every == 0 and s["step"] < args.steps:
+            text_out = generate(lstm, head, vocab, rng, args.sample_chars,
+                                temperature=args.temperature)
+            bar_write(bar, f"--- sample after {s['step']} steps (training bpc "
+                           f"{s['ema']:.2f}) ---\n{_indent(text_out)}")
+        # time left for the final evaluation (a forward over the held-out text costs
+        # about a third of training on as many characters), a sample and the save; the
+        # speed is that of the last steps (the first ones may include compilation)
+        recent.append((elapsed, s["chars"]))
+        (t_a, c_a), (t_b, c_b) = recent[0], recent[-1]
+        rate = (c_b - c_a) / (t_b - t_a) if len(recent) > 1 and t_b > t_a else math.inf
+        reserve = 1.0 + 0.5 * n_val / rate
+        if run_clock() + reserve > args.time_limit and s["step"] < args.steps:
+            s["stopped"] = True
+            return True
+        return s["step"] >= args.steps
 
-        try:
-            while state["step"] < args.steps and not state["stopped"]:
-                tb.reset()                    # each pass over the text starts from zero state
-                tb.run(x, loss_and_grad, after_backward)
-        finally:
-            bar.close()
-        train_time = clock()
-        end_bpc = evaluate_bpc(lstm, head, val_ids)
-        sample = generate(lstm, head, vocab, rng, args.sample_chars, temperature=args.temperature)
+    try:
+        while state["step"] < args.steps and not state["stopped"]:
+            tb.reset()                    # each pass over the text starts from zero state
+            tb.run(x, loss_and_grad, after_backward)
+    finally:
+        bar.close()
+    train_time = clock()
+    end_bpc = evaluate_bpc(lstm, head, val_ids)
+    sample = generate(lstm, head, vocab, rng, args.sample_chars, temperature=args.temperature)
 
     print(f"--- sample after {state['step']} steps ---\n{_indent(sample)}")
     if state["stopped"]:

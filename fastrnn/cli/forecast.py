@@ -23,7 +23,7 @@ import numpy as np
 
 from ._common import (
     CommandError, Timer, add_common_arguments, check_backend, plain, positive_float, positive_int,
-    prepare_plot, progress, pyplot, save_figure, single_threaded_blas,
+    prepare_plot, progress, pyplot, save_figure,
 )
 
 NAME = "forecast"
@@ -160,29 +160,28 @@ def run(args):
     bar = progress(args.epochs, "training", args.quiet, unit="epoch")
     first = last = None
     try:
-        with single_threaded_blas():
-            for epoch in range(args.epochs):
-                order = rng.permutation(n_train)
-                total = 0.0
-                for b in range(batches):
-                    sel = order[b * args.batch:(b + 1) * args.batch]
-                    out, _ = layer(x_train[:, sel])
-                    pred = head(out[-1])[:, 0]
-                    loss, dpred = mse_loss(pred, y_train[sel])
-                    dout = np.zeros_like(out)
-                    dout[-1] = head.backward(dpred[:, None])
-                    layer.backward(dout)
-                    clip_grad_norm(opt.grads, args.clip)
-                    opt.step()
-                    opt.zero_grad()
-                    total += loss * len(sel)
-                last = total / n_train
-                first = last if first is None else first
-                bar.update(1)
-                bar.set_postfix_str(f"train MSE {last:.4f} (standardised)")
-            layer.eval(), head.eval()
-            out, _ = layer(x_test)
-            model_pred = head(out[-1])[:, 0].astype(np.float64) * std + mean
+        for epoch in range(args.epochs):
+            order = rng.permutation(n_train)
+            total = 0.0
+            for b in range(batches):
+                sel = order[b * args.batch:(b + 1) * args.batch]
+                out, _ = layer(x_train[:, sel])
+                pred = head(out[-1])[:, 0]
+                loss, dpred = mse_loss(pred, y_train[sel])
+                dout = np.zeros_like(out)
+                dout[-1] = head.backward(dpred[:, None])
+                layer.backward(dout)
+                clip_grad_norm(opt.grads, args.clip)
+                opt.step()
+                opt.zero_grad()
+                total += loss * len(sel)
+            last = total / n_train
+            first = last if first is None else first
+            bar.update(1)
+            bar.set_postfix_str(f"train MSE {last:.4f} (standardised)")
+        layer.eval(), head.eval()
+        out, _ = layer(x_test)
+        model_pred = head(out[-1])[:, 0].astype(np.float64) * std + mean
     finally:
         bar.close()
 

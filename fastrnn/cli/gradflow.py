@@ -25,7 +25,7 @@ import numpy as np
 
 from ._common import (
     Timer, add_common_arguments, check_backend, plain, positive_float, positive_int, prepare_plot,
-    progress, pyplot, save_figure, single_threaded_blas,
+    progress, pyplot, save_figure,
 )
 
 NAME = "gradflow"
@@ -146,12 +146,11 @@ def run(args):
     clock = Timer()
     bar = progress(len(models), "measuring", args.quiet, unit="model")
     try:
-        with single_threaded_blas():
-            for label, cls_name, change in models:
-                ratios = measure(getattr(fastrnn, cls_name), T, args.input_size, args.hidden,
-                                 args.batch, args.repeats, rng, backend, change)
-                rows.append((label, ratios))
-                bar.update(1)
+        for label, cls_name, change in models:
+            ratios = measure(getattr(fastrnn, cls_name), T, args.input_size, args.hidden,
+                             args.batch, args.repeats, rng, backend, change)
+            rows.append((label, ratios))
+            bar.update(1)
     finally:
         bar.close()
 
