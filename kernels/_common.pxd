@@ -259,21 +259,15 @@ cdef extern from "fastrnn_mm.h" nogil:
     void fr_pack_f32(int K, int N, const float* w, Py_ssize_t rs, Py_ssize_t cs, float* out)
     void fr_pack_f64(int K, int N, const double* w, Py_ssize_t rs, Py_ssize_t cs, double* out)
     void fr_mm_f32(int n, int K, int N, const float* A, Py_ssize_t lda, const float* Wp,
-                   float* C, Py_ssize_t ldc)
+                   float* C, Py_ssize_t ldc, int accumulate)
     void fr_mm_f64(int n, int K, int N, const double* A, Py_ssize_t lda, const double* Wp,
-                   double* C, Py_ssize_t ldc)
+                   double* C, Py_ssize_t ldc, int accumulate)
 
 cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
                        bint accumulate, floating* C, int ldc) noexcept nogil:
     """Row-major C (n x N) = A (n x K) @ W (K x N), plus C when ``accumulate``; ``Wp`` is W
     packed by fr_pack (see fastrnn_mm.h)."""
-    cdef int r
-    if n <= 0 or N <= 0:
-        return
-    if not accumulate:
-        for r in range(n):
-            memset(C + <Py_ssize_t>r * ldc, 0, N * sizeof(floating))
     if floating is float:
-        fr_mm_f32(n, K, N, A, lda, Wp, C, ldc)
+        fr_mm_f32(n, K, N, A, lda, Wp, C, ldc, accumulate)
     else:
-        fr_mm_f64(n, K, N, A, lda, Wp, C, ldc)
+        fr_mm_f64(n, K, N, A, lda, Wp, C, ldc, accumulate)

@@ -85,7 +85,7 @@ typedef T fr_vu_##SUF __attribute__((vector_size(FR_VBYTES), aligned(sizeof(T)))
 #define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
 FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                                           ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
-                                          T* C, ptrdiff_t ldc)                               \
+                                          T* C, ptrdiff_t ldc, int zero)                     \
 {                                                                                            \
     const ptrdiff_t VL = FR_VL(T), NR = FR_NR(T);                                            \
     fr_v_##SUF acc[R][2 * (NP)];                                                             \
@@ -93,7 +93,7 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
     int r, p;                                                                                \
     FR_UNROLL for (r = 0; r < R; r++)                                                        \
         FR_UNROLL for (p = 0; p < 2 * (NP); p++)                                             \
-            acc[r][p] = *(const fr_vu_##SUF*)(C + r * ldc + p * VL);                         \
+            acc[r][p] = zero ? (fr_v_##SUF){0} : *(const fr_vu_##SUF*)(C + r * ldc + p * VL); \
     for (k = k0; k < k1; k++) {                                                              \
         fr_v_##SUF w[2 * (NP)];                                                              \
         FR_UNROLL for (p = 0; p < NP; p++) {                                                 \
@@ -115,13 +115,15 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 #define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
 FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                                           ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
-                                          T* C, ptrdiff_t ldc)                               \
+                                          T* C, ptrdiff_t ldc, int zero)                     \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T);                                                           \
     ptrdiff_t k, j;                                                                          \
     int r, p;                                                                                \
     for (r = 0; r < R; r++)                                                                  \
-        for (p = 0; p < NP; p++)                                                             \
+        for (p = 0; p < NP; p++) {                                                           \
+            if (zero)                                                                        \
+                for (j = 0; j < NR; j++) C[r * ldc + p * NR + j] = 0;                        \
             for (k = k0; k < k1; k++) {                                                      \
                 const T a = A[r * lda + k];                                                  \
                 const T* w = Wp + p * pstride + k * NR;                                      \
@@ -129,6 +131,7 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                 for (j = 0; j < NR; j++)                                                     \
                     c[j] += a * w[j];                                                        \
             }                                                                                \
+        }                                                                                    \
 }
 #endif
 
@@ -148,14 +151,15 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 /* a call of the tile of R rows and NP panels (NP a literal or a macro that expands to one) */
 #define FR_CALL(SUF, R, NP) FR_CALL_(SUF, R, NP)
 #define FR_CALL_(SUF, R, NP) fr_tile_##SUF##_##R##_##NP(k0, k1, A, lda, Wp + p * pstride,      \
-                                                        pstride, C + p * NR, ldc)
+                                                        pstride, C + p * NR, ldc, zero)
 
 /* C (R rows) += A (R rows) @ Wp over columns [0, N) and rows [k0, k1) of W: tiles of FR_NP_R
  * panels, then one tile of the panels left, then the partial panel at the end if any */
 #define FR_DEFINE_ROWS(SUF, T, R)                                                            \
 FR_TILES_##R(SUF, T)                                                                         \
 static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,        \
-                                const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc) \
+                                const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc, \
+                                int zero)                                                    \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), pstride = K * NR, full = N / NR;                          \
     ptrdiff_t p = 0, j;                                                                      \
@@ -172,10 +176,11 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
         T tile[R * FR_NR(T)];                                                                \
         const ptrdiff_t m = N - full * NR;                                                   \
         for (r = 0; r < R; r++) {                                                            \
-            memcpy(tile + r * NR, C + r * ldc + full * NR, m * sizeof(T));                   \
+            if (zero) memset(tile + r * NR, 0, m * sizeof(T));                               \
+            else memcpy(tile + r * NR, C + r * ldc + full * NR, m * sizeof(T));              \
             for (j = m; j < NR; j++) tile[r * NR + j] = 0;                                   \
         }                                                                                    \
-        fr_tile_##SUF##_##R##_1(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR);     \
+        fr_tile_##SUF##_##R##_1(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR, 0);  \
         for (r = 0; r < R; r++)                                                              \
             memcpy(C + r * ldc + full * NR, tile + r * NR, m * sizeof(T));                   \
     }                                                                                        \
@@ -223,32 +228,40 @@ static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, 
                                                                                              \
 /* R (1..6) rows of C += the same rows of A @ Wp (columns [0, N) of the panels at Wp) */    \
 static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,       \
-                          const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc)       \
+                          const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc,       \
+                          int zero)                                                          \
 {                                                                                            \
     switch (R) {                                                                             \
-    case 1: fr_rows_##SUF##_1(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
-    case 2: fr_rows_##SUF##_2(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
-    case 3: fr_rows_##SUF##_3(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
-    case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
-    case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
-    case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc); break;                      \
+    case 1: fr_rows_##SUF##_1(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 2: fr_rows_##SUF##_2(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 3: fr_rows_##SUF##_3(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
     default: break;                                                                          \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* C (n x N) += A (n x K) @ W (K x N), Wp = W packed by fr_pack.  The rows go in tiles of    \
+/* C (n x N) = A (n x K) @ W (K x N), plus C when `accumulate`; Wp = W packed by fr_pack.    \
+ * (Without `accumulate` the tiles start from zero: C is neither read nor cleared first.)   \
+ * The rows go in tiles of                                                                   \
  * equal height (32 rows: 6, 6, 5, 5, 5, 5), so no tile is left with one or two rows, and    \
  * the panels in chunks of about FR_BLOCK_BYTES, each read from memory once and from the L2  \
  * cache by every tile (a panel taller than that goes in blocks of rows of W). */            \
 static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* Wp,         \
-                        T* C, ptrdiff_t ldc)                                                 \
+                        T* C, ptrdiff_t ldc, int accumulate)                                 \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), row_bytes = FR_NR(T) * (ptrdiff_t)sizeof(T);              \
     const ptrdiff_t panels = (N + NR - 1) / NR, pstride = (ptrdiff_t)K * NR;                 \
     const int tiles = (n + FR_MR - 1) / FR_MR;                                               \
     ptrdiff_t kc, chunk, p0, k0, k1, width;                                                  \
     int t, q, R;                                                                             \
-    if (n <= 0 || K <= 0 || N <= 0) return;                                                  \
+    if (n <= 0 || N <= 0) return;                                                            \
+    if (K <= 0) {                                                                            \
+        if (!accumulate)                                                                     \
+            for (q = 0; q < n; q++) memset(C + (ptrdiff_t)q * ldc, 0, N * sizeof(T));        \
+        return;                                                                              \
+    }                                                                                        \
     if ((ptrdiff_t)K * row_bytes <= FR_BLOCK_BYTES) {                                        \
         kc = K;                                                                              \
         chunk = tiles > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;            \
@@ -263,7 +276,8 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
             for (t = 0, q = 0; t < tiles; t++, q += R) {                                     \
                 R = n / tiles + (t < n % tiles);                                             \
                 fr_rows_##SUF(R, k0, k1, K, width, A + (ptrdiff_t)q * lda, lda,              \
-                              Wp + p0 * pstride, C + (ptrdiff_t)q * ldc + p0 * NR, ldc);     \
+                              Wp + p0 * pstride, C + (ptrdiff_t)q * ldc + p0 * NR, ldc,      \
+                              !accumulate && k0 == 0);                                       \
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
