@@ -105,7 +105,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     return layer_in, hy, cache
 
 
-def sequence_backward(cache, dy, dhy, step_norms=False):
+def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
     """Backpropagation through time for :func:`sequence_forward`.
 
     Parameters
@@ -115,10 +115,12 @@ def sequence_backward(cache, dy, dhy, step_norms=False):
     dhy : tuple of (L*D, B, H_state) arrays
     step_norms : bool
         Also return ||dJ/dh_t|| per layer and direction, step and sequence.
+    input_grad : bool
+        False skips the gradient of the input (the first layer's dx), returned as None.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple of (L*D, B, H_state) arrays
     dweights : list of L*D tuples aligned with the forward's ``weights``
     norms : (L*D, T, B) array, or None when ``step_norms`` is False
@@ -140,13 +142,16 @@ def sequence_backward(cache, dy, dhy, step_norms=False):
             dy_d = dout[:, :, d * width:(d + 1) * width]
             dy_d = np.ascontiguousarray(dy_d) if d == 0 else reverse_padded(dy_d, lengths)
             norm_k = np.zeros((T, B), dtype=dy.dtype) if step_norms else None
-            dx, dh0, dweights[k] = backward(dy_d, tuple(g[k] for g in dhy), caches[k], norm_k)
-            if d == 1:
+            need_dx = input_grad or layer > 0
+            dx, dh0, dweights[k] = backward(dy_d, tuple(g[k] for g in dhy), caches[k], norm_k,
+                                            need_dx)
+            if d == 1 and need_dx:
                 dx = reverse_padded(dx, lengths)
             if step_norms:
                 norms[k] = norm_k if d == 0 else reverse_padded(norm_k, lengths)
             for dst, src in zip(dhx, dh0):
                 dst[k] = src
-            dlayer_in = dx if dlayer_in is None else dlayer_in + dx
+            if need_dx:
+                dlayer_in = dx if dlayer_in is None else dlayer_in + dx
         dout = dlayer_in
     return dout, dhx, dweights, norms

@@ -195,7 +195,7 @@ class RNNBase(Module):
             if self.training else None
         return (out, hy) if self.mode == "LSTM" else (out, hy[0])
 
-    def backward(self, dout, dhx=None, return_step_norms=False):
+    def backward(self, dout, dhx=None, return_step_norms=False, input_grad=True):
         """Backpropagation through time for the last training-mode forward.
 
         Parameter gradients are added to :attr:`grads` (call :meth:`zero_grad`
@@ -211,10 +211,14 @@ class RNNBase(Module):
         return_step_norms : bool
             Also return ``||dJ/dh_t||`` for every layer and direction, step and
             sequence: a (L*D, T, B) array ((L*D, T) unbatched), at no cost when False.
+        input_grad : bool
+            False skips the gradient of the input (``dx`` is then None), as PyTorch does
+            for an input that does not require grad: a layer that reads the data needs
+            none, and it is one of the three products after the time loop.
 
         Returns
         -------
-        dx : array shaped like the forward's input
+        dx : array shaped like the forward's input, or None without ``input_grad``
         dh0 : shaped like ``hx`` (or ``h_n``); ``(dh0, dc0)`` for LSTM
         step_norms : only with ``return_step_norms``
         """
@@ -229,10 +233,12 @@ class RNNBase(Module):
         except (TypeError, ValueError):
             self._cache = (cache, out_shape, unbatched, hx_ndim, hy_shapes)  # a bad call does not consume it
             raise
-        dx, dh0, dweights, norms = functional.sequence_backward(cache, dy, dstates, return_step_norms)
+        dx, dh0, dweights, norms = functional.sequence_backward(cache, dy, dstates, return_step_norms,
+                                                                bool(input_grad))
         for names, dw in zip(self._weight_names, dweights):
             self._accumulate(names, dw)
-        dx = self._to_user(dx, unbatched)
+        if dx is not None:
+            dx = self._to_user(dx, unbatched)
         if unbatched:
             dh0 = tuple(d[:, 0, :] for d in dh0)
             if hx_ndim is not None:

@@ -257,13 +257,15 @@ cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept no
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
-    """This part's share of dx = dA W_ih (rows of T*B), dW_ih = dA^T x and dW_hh = dA^T h (rows of G);
-    dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the backward."""
+    """This part's share of dx = dA W_ih (rows of T*B; not when dx is NULL), dW_ih = dA^T x and
+    dW_hh = dA^T h (rows of G); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten
+    by the backward."""
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
-    gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
-         dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
+    if dx != NULL:
+        gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
+             dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
     gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dA + g0, ld,
          <floating>0, dw_ih + <Py_ssize_t>g0 * I, I)
     gemm(c'N', c'T', P, g1 - g0, TB, <floating>1, <const floating*>a.hs, P, dA + g0, ld,
@@ -789,8 +791,9 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G3, a.part, a.nparts, &g0, &g1)
     # the input projection's gradient: columns 0:3H
-    gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
-         D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
+    if a.dx != NULL:
+        gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
+             D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
     gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, ld,
          <floating>0, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
@@ -1462,7 +1465,8 @@ cdef str kernel_name(int cell, bint step):
     return f"{CELL_NAMES[cell]}_{'step_' if step else ''}forward"
 
 
-cdef tuple backward(int want_cell, object dy, object dhy, object cache, object step_norms, bint step):
+cdef tuple backward(int want_cell, object dy, object dhy, object cache, object step_norms, bint step,
+                    bint input_grad=True):
     """Shared body of every backward kernel.  It overwrites the gates saved in ``cache`` with
     their gradients, so it empties the cache (a list): a second backward on it raises."""
     cdef Args a
@@ -1470,7 +1474,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
     cdef double loop_flops
     cdef bint cache_step
     cdef _Weights w
-    cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx, norms = None
+    cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx = None, norms = None
     cdef cnp.ndarray dw_ih, dw_hh, db_ih = None, db_hh = None, dw_hr = None
     cdef str name = kernel_name(want_cell, step)
     if isinstance(cache, list) and len(cache) == 0:
@@ -1501,7 +1505,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         norms = empty(2, T, B, 0, typenum)
     if step:
         dx = empty(2, B, I, 0, typenum)
-    else:
+    elif input_grad:
         dx = empty(3, T, B, I, typenum)
     dw_ih = empty(2, G, I, 0, typenum)
     dw_hh = empty(2, G, P, 0, typenum)
@@ -1555,12 +1559,12 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False)
 
 
-def rnn_backward(dy, dhy, cache, step_norms=None):
+def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """BPTT for :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`.
 
     Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
     """
-    return backward(RNN, dy, dhy, cache, step_norms, False)
+    return backward(RNN, dy, dhy, cache, step_norms, False, input_grad)
 
 
 def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
@@ -1579,12 +1583,12 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     return forward(LSTM, x, hx, weights, lengths, training, 0, False)
 
 
-def lstm_backward(dy, dhy, cache, step_norms=None):
+def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """BPTT for :func:`lstm_forward`; see :func:`fastrnn.reference.lstm_backward`.
 
     Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
     """
-    return backward(LSTM, dy, dhy, cache, step_norms, False)
+    return backward(LSTM, dy, dhy, cache, step_norms, False, input_grad)
 
 
 def lstm_step_forward(x, hx, weights, training=True):
@@ -1603,12 +1607,12 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     return forward(GRU, x, hx, weights, lengths, training, 0, False)
 
 
-def gru_backward(dy, dhy, cache, step_norms=None):
+def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """BPTT for :func:`gru_forward`; see :func:`fastrnn.reference.gru_backward`.
 
     Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
     """
-    return backward(GRU, dy, dhy, cache, step_norms, False)
+    return backward(GRU, dy, dhy, cache, step_norms, False, input_grad)
 
 
 def gru_step_forward(x, hx, weights, training=True):

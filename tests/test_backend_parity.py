@@ -76,3 +76,27 @@ def test_cell_matches_reference(backend, mode, dtype, B):
     n = len(states)
     for k, (a, b) in enumerate(zip(*results)):
         close(a, b, dtype, f"result {k}", grad=k >= n)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("layers_dirs", [(1, False), (2, True)])
+def test_backward_without_the_input_gradient_gives_the_same_weight_and_state_gradients(
+        backend, mode, layers_dirs):
+    """``backward(..., input_grad=False)`` returns dx None and every other gradient exactly as
+    with it (the first layer's dx is not computed; inner layers still need theirs)."""
+    num_layers, bidirectional = layers_dirs
+    kw = dict(dtype=np.float32, input_size=5, hidden_size=7, num_layers=num_layers,
+              bidirectional=bidirectional, seed=3)
+    results = []
+    for input_grad in (True, False):
+        layer = make_layer(mode, backend, **kw)
+        x, hx, lengths, G, GH = random_problem(layer, 6, 9, np.random.default_rng(4),
+                                               with_lengths=True)
+        layer(x, hx, lengths=lengths)
+        dx, dhx, norms = layer.backward(G, GH, return_step_norms=True, input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        dhx = dhx if is_lstm(layer) else (dhx,)
+        results.append([*dhx, norms, *(layer.grads[k] for k in sorted(layer.grads))])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -192,7 +192,7 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
         run_threads(kernel, args + (t0, nt), tails)
 
 
-def input_grads(D, w_ih, x):
+def input_grads(D, w_ih, x, input_grad=True):
     """``dx = D @ W_ih`` and ``dW_ih = D^T @ x``: the input side of a backward, over all rows.
 
     Parameters
@@ -200,14 +200,18 @@ def input_grads(D, w_ih, x):
     D : (T*B, N) array (a view of a gate-gradient store): rows (t, b), time-major
     w_ih : (N, I) array
     x : (T, B, I) C-contiguous array
+    input_grad : bool
+        False skips dx.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dw_ih : (N, I) array
     """
-    dx = np.empty(x.shape, dtype=x.dtype)
-    matmul(D, w_ih, flat(dx))
+    dx = None
+    if input_grad:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        matmul(D, w_ih, flat(dx))
     dw_ih = np.empty_like(w_ih)
     matmul(D.T, flat(x), dw_ih)
     return dx, dw_ih

@@ -199,7 +199,7 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
 
 
 @one_blas_thread
-def gru_backward(dy, dhy, cache, step_norms=None):
+def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`gru_forward` (consumes ``cache``).
 
     Parameters
@@ -210,10 +210,12 @@ def gru_backward(dy, dhy, cache, step_norms=None):
         Emptied: the gate store is overwritten with the gradients.
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     dweights : list aligned with the forward's weights (None where a weight is None)
     """
@@ -233,7 +235,7 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :4 * H]   # [dr, dz, dn, dn * r], one row per (t, b)
-    dx, dw_ih = _common.input_grads(D[:, :H3], w_ih, x)
+    dx, dw_ih = _common.input_grads(D[:, :H3], w_ih, x, input_grad)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
     _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])

@@ -263,7 +263,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, nor
 
 
 @one_blas_thread
-def lstm_backward(dy, dhy, cache, step_norms=None):
+def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward` (consumes ``cache``).
 
     Parameters
@@ -274,10 +274,12 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
         Emptied: the gate store is overwritten with the gradients.
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     dweights : list aligned with the forward's weights (None where a weight is None)
     """
@@ -305,7 +307,7 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
-    dx, dw_ih = _common.input_grads(D, w_ih, x)
+    dx, dw_ih = _common.input_grads(D, w_ih, x, input_grad)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
     db = None if b_ih is None and b_hh is None else D.sum(axis=0)

@@ -155,7 +155,7 @@ def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
 
 
 @one_blas_thread
-def rnn_backward(dy, dhy, cache, step_norms=None):
+def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward` (consumes ``cache``).
 
     Parameters
@@ -165,10 +165,12 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     cache : list returned by :func:`rnn_forward` with ``training=True``
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     dweights : list aligned with the forward's weights (None where a weight is None)
     """
@@ -188,7 +190,7 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
-    dx, dw_ih = _common.input_grads(D, w_ih, x)
+    dx, dw_ih = _common.input_grads(D, w_ih, x, input_grad)
     dw_hh = np.empty_like(w_hh)
     _common.recurrent_grad(D, h0, G, dw_hh)
     db = None if b_ih is None and b_hh is None else D.sum(axis=0)

@@ -30,10 +30,11 @@ The kernel contract shared by every backend (``fastrnn.backends``):
     zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and a
     cache for the backward (``None`` when ``training`` is False).
 
-``<cell>_backward(dy, dhy, cache, step_norms=None)``
+``<cell>_backward(dy, dhy, cache, step_norms=None, input_grad=True)``
     dy: (T, B, Hout); dhy: tuple of gradients of the final states.  Returns
-    ``dx (T, B, I)``, ``dhx`` (tuple) and ``dweights`` (tuple aligned with
-    ``weights``, ``None`` where the weight is ``None``).  When ``step_norms``
+    ``dx (T, B, I)`` (``None``, and not computed, when ``input_grad`` is
+    False), ``dhx`` (tuple) and ``dweights`` (tuple aligned with ``weights``,
+    ``None`` where the weight is ``None``).  When ``step_norms``
     is a (T, B) array it receives ``||dJ/dh_t||`` for every step (0 past a
     sequence's length).  The compiled backends write the gradients over the
     forward's stored gates, so a cache serves one backward: a second one

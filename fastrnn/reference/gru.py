@@ -61,7 +61,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     return y, (h,), cache
 
 
-def gru_backward(dy, dhy, cache, step_norms=None):
+def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`.
 
     Parameters
@@ -70,10 +70,12 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     dhy : tuple (dh_n (B, H),)
     cache : what :func:`gru_forward` returned with ``training=True``
     step_norms : (T, B) array or None
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     dweights : list aligned with the forward's ``weights``
     """
@@ -82,7 +84,7 @@ def gru_backward(dy, dhy, cache, step_norms=None):
     T = x.shape[0]
     H = w_hh.shape[0] // 3
     grads = zero_like_weights(weights)
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if input_grad else None
     dh = dhy[0].copy()
     for t in range(T - 1, -1, -1):
         r, z, n, hn = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
@@ -93,7 +95,8 @@ def gru_backward(dy, dhy, cache, step_norms=None):
         dz = dh_t * (h_prev[t] - n) * z * (1 - z)
         dgi = np.concatenate([dr, dz, dn], axis=1)  # d (U x + b_i)
         dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
-        dx[t] = dgi @ w_ih
+        if input_grad:
+            dx[t] = dgi @ w_ih
         grads[0] += dgi.T @ x[t]
         grads[1] += dgh.T @ h_prev[t]
         add_bias(grads, dgi, 2)

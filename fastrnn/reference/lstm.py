@@ -64,7 +64,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     return y, (h, c), cache
 
 
-def lstm_backward(dy, dhy, cache, step_norms=None):
+def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward`.
 
     Parameters
@@ -74,10 +74,12 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     cache : what :func:`lstm_forward` returned with ``training=True``
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence.
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     dweights : list aligned with the forward's ``weights``
     """
@@ -86,7 +88,7 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
     T = x.shape[0]
     H = w_hh.shape[0] // 4
     grads = zero_like_weights(weights)
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if input_grad else None
     dh, dc = dhy[0].copy(), dhy[1].copy()
     for t in range(T - 1, -1, -1):
         i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
@@ -105,7 +107,8 @@ def lstm_backward(dy, dhy, cache, step_norms=None):
             dc_t * i * (1 - g ** 2),         # d a_g
             dm * tanh_c * o * (1 - o),       # d a_o
         ], axis=1)
-        dx[t] = da @ w_ih
+        if input_grad:
+            dx[t] = da @ w_ih
         grads[0] += da.T @ x[t]
         grads[1] += da.T @ h_prev[t]
         add_bias(grads, da, 2)

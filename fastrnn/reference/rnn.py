@@ -51,7 +51,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     return y, (h,), cache
 
 
-def rnn_backward(dy, dhy, cache, step_norms=None):
+def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward`.
 
     Parameters
@@ -60,10 +60,12 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     dhy : tuple (dh_n (B, H),)
     cache : what :func:`rnn_forward` returned with ``training=True``
     step_norms : (T, B) array or None
+    input_grad : bool
+        False skips dx (returned as None): the input of a first layer needs none.
 
     Returns
     -------
-    dx : (T, B, I) array
+    dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     dweights : list aligned with the forward's ``weights``
     """
@@ -71,7 +73,7 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
     grads = zero_like_weights(weights)
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if input_grad else None
     dh = dhy[0].copy()
     for t in range(T - 1, -1, -1):
         dh_t = masked(valid, t, dh + dy[t])
@@ -80,7 +82,8 @@ def rnn_backward(dy, dhy, cache, step_norms=None):
             da = dh_t * (1 - h_all[t] ** 2)
         else:
             da = dh_t * (h_all[t] > 0)
-        dx[t] = da @ w_ih
+        if input_grad:
+            dx[t] = da @ w_ih
         grads[0] += da.T @ x[t]
         grads[1] += da.T @ h_prev[t]
         add_bias(grads, da, 2)

@@ -22,6 +22,7 @@ from collections import namedtuple
 import numpy as np
 
 from .. import _checks
+from ..layers import RNNBase
 
 __all__ = ["split_streams", "windows", "Chunk", "TBPTT"]
 
@@ -231,7 +232,9 @@ class TBPTT:
                 self._slice(dout, t0 - w0, t1 - w0)[...] = dpart
             else:
                 dout = dpart
-            result = self.rnn.backward(dout, None, return_step_norms=return_step_norms)
+            # the input's gradient is not used here: fastrnn's layers skip it
+            extra = {"input_grad": False} if isinstance(self.rnn, RNNBase) else {}
+            result = self.rnn.backward(dout, None, return_step_norms=return_step_norms, **extra)
             norms = result[2] if return_step_norms else None
             losses.append(loss)
             start_state = next_state
