@@ -59,7 +59,8 @@ from libc.string cimport memcpy, memset
 
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
-    sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add,
+    sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
+    fr_lstm_grad_row_f32, fr_lstm_grad_row_f64,
 )
 
 cnp.import_array()
@@ -411,8 +412,7 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
     sigmoid_bias(row, bias, 2 * H)                 # i, f
     tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
     sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
-    for j in range(H):
-        cnext[j] = row[H + j] * cprev[j] + row[j] * row[2 * H + j]
+    cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
     tanh_to(tcr, cnext, H)
     mul_to(m, row + 3 * H, tcr, H)
 
@@ -420,22 +420,11 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
 cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,
                                const floating* dm, floating* dc, int H) noexcept nogil:
     """The gates [i, f, g, o] of one sequence in ``row`` -> the gradients of their
-    pre-activations, in place; dc: dc_t in, dc_{t-1} out."""
-    cdef int j
-    cdef floating i, f, g, o, tcv, dmv, dct
-    for j in range(H):
-        i = row[j]
-        f = row[H + j]
-        g = row[2 * H + j]
-        o = row[3 * H + j]
-        tcv = tcr[j]
-        dmv = dm[j]
-        dct = dc[j] + dmv * o * (1 - tcv * tcv)
-        row[j] = dct * g * i * (1 - i)
-        row[H + j] = dct * cprev[j] * f * (1 - f)
-        row[2 * H + j] = dct * i * (1 - g * g)
-        row[3 * H + j] = dmv * tcv * o * (1 - o)
-        dc[j] = dct * f
+    pre-activations, in place; dc: dc_t in, dc_{t-1} out (see _common.pxd)."""
+    if floating is float:
+        fr_lstm_grad_row_f32(row, tcr, cprev, dm, dc, H)
+    else:
+        fr_lstm_grad_row_f64(row, tcr, cprev, dm, dc, H)
 
 
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
