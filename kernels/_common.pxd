@@ -289,6 +289,46 @@ cdef extern from *:
     }
     FR_DEFINE_LSTM_GRAD(f32, float)
     FR_DEFINE_LSTM_GRAD(f64, double)
+    /* the GRU store row [r, z, n, hn] of one sequence -> [dr, dz, dn, dn*r] in place; gh (3H)
+     * = [dr, dz, dn*r]; dh = dh_t * z (vectorised, as above) */
+    #define FR_DEFINE_GRU_GRAD(SUF, T)                                                         \
+    static inline void fr_gru_grad_row_##SUF(T* __restrict__ row, const T* __restrict__ hprev, \
+                                             const T* __restrict__ dht, T* __restrict__ gh,    \
+                                             T* __restrict__ dh, Py_ssize_t H)                 \
+    {                                                                                          \
+        const T one = 1;                                                                       \
+        Py_ssize_t j;                                                                          \
+        for (j = 0; j < H; j++) {                                                              \
+            const T r = row[j], z = row[H + j], n = row[2 * H + j], hn = row[3 * H + j];        \
+            const T d = dht[j];                                                                \
+            const T dn = d * (one - z) * (one - n * n);                                        \
+            const T dr = dn * hn * r * (one - r);                                              \
+            const T dz = d * (hprev[j] - n) * z * (one - z);                                   \
+            row[j] = dr;                                                                       \
+            row[H + j] = dz;                                                                   \
+            row[2 * H + j] = dn;                                                               \
+            row[3 * H + j] = dn * r;                                                           \
+            gh[j] = dr;                                                                        \
+            gh[H + j] = dz;                                                                    \
+            gh[2 * H + j] = dn * r;                                                            \
+            dh[j] = d * z;                                                                     \
+        }                                                                                      \
+    }
+    FR_DEFINE_GRU_GRAD(f32, float)
+    FR_DEFINE_GRU_GRAD(f64, double)
+    /* h_t = (1 - z) * n + z * h_{t-1} over one row */
+    #define FR_DEFINE_GRU_STATE(SUF, T)                                                        \
+    static inline void fr_gru_state_##SUF(T* __restrict__ hnext, const T* __restrict__ z,     \
+                                          const T* __restrict__ n,                            \
+                                          const T* __restrict__ hprev, Py_ssize_t H)          \
+    {                                                                                          \
+        const T one = 1;                                                                       \
+        Py_ssize_t j;                                                                          \
+        for (j = 0; j < H; j++)                                                                \
+            hnext[j] = (one - z[j]) * n[j] + z[j] * hprev[j];                                  \
+    }
+    FR_DEFINE_GRU_STATE(f32, float)
+    FR_DEFINE_GRU_STATE(f64, double)
     """
     void fr_cell_state_f32(float* cnext, const float* i, const float* f, const float* g,
                            const float* cprev, Py_ssize_t n) noexcept nogil
@@ -298,6 +338,14 @@ cdef extern from *:
                               float* dc, Py_ssize_t H) noexcept nogil
     void fr_lstm_grad_row_f64(double* row, const double* tcr, const double* cprev,
                               const double* dm, double* dc, Py_ssize_t H) noexcept nogil
+    void fr_gru_grad_row_f32(float* row, const float* hprev, const float* dht, float* gh,
+                             float* dh, Py_ssize_t H) noexcept nogil
+    void fr_gru_grad_row_f64(double* row, const double* hprev, const double* dht, double* gh,
+                             double* dh, Py_ssize_t H) noexcept nogil
+    void fr_gru_state_f32(float* hnext, const float* z, const float* n, const float* hprev,
+                          Py_ssize_t H) noexcept nogil
+    void fr_gru_state_f64(double* hnext, const double* z, const double* n, const double* hprev,
+                          Py_ssize_t H) noexcept nogil
 
 
 cdef inline void cell_state(floating* cnext, const floating* i, const floating* f,

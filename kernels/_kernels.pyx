@@ -60,7 +60,8 @@ from libc.string cimport memcpy, memset
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
-    fr_lstm_grad_row_f32, fr_lstm_grad_row_f64,
+    fr_lstm_grad_row_f32, fr_lstm_grad_row_f64, fr_gru_grad_row_f32, fr_gru_grad_row_f64,
+    fr_gru_state_f32, fr_gru_state_f64,
 )
 
 cnp.import_array()
@@ -615,41 +616,28 @@ cdef inline void gru_cell_row(floating* row, const floating* gh, const floating*
                               const floating* hprev, floating* hnext, int H) noexcept nogil:
     """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit."""
     cdef int j
-    cdef floating hn, z
+    cdef floating hn
     for j in range(2 * H):
         row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
     for j in range(H):
         hn = gh[2 * H + j] + bias[3 * H + j]
         row[3 * H + j] = hn
         row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + row[j] * hn)
-    for j in range(H):
-        z = row[H + j]
-        hnext[j] = (1 - z) * row[2 * H + j] + z * hprev[j]
+    if floating is float:
+        fr_gru_state_f32(hnext, row + H, row + 2 * H, hprev, H)
+    else:
+        fr_gru_state_f64(hnext, row + H, row + 2 * H, hprev, H)
 
 
 cdef inline void gru_grad_row(floating* row, const floating* hprev, const floating* dht,
                               floating* gh, floating* dh, int H) noexcept nogil:
     """One sequence's store row [r, z, n, hn] -> [dr, dz, dn, dn*r] in place; gh (3H) =
-    [dr, dz, dn*r], the gradient of W_hh h + b_hh, for this step's product; dh = dh_t * z."""
-    cdef int j
-    cdef floating r, z, n, hn, d, dn, dr, dz
-    for j in range(H):
-        r = row[j]
-        z = row[H + j]
-        n = row[2 * H + j]
-        hn = row[3 * H + j]
-        d = dht[j]
-        dn = d * (1 - z) * (1 - n * n)
-        dr = dn * hn * r * (1 - r)
-        dz = d * (hprev[j] - n) * z * (1 - z)
-        row[j] = dr
-        row[H + j] = dz
-        row[2 * H + j] = dn
-        row[3 * H + j] = dn * r
-        gh[j] = dr
-        gh[H + j] = dz
-        gh[2 * H + j] = dn * r
-        dh[j] = d * z
+    [dr, dz, dn*r], the gradient of W_hh h + b_hh, for this step's product; dh = dh_t * z
+    (see _common.pxd)."""
+    if floating is float:
+        fr_gru_grad_row_f32(row, hprev, dht, gh, dh, H)
+    else:
+        fr_gru_grad_row_f64(row, hprev, dht, gh, dh, H)
 
 
 cdef int gru_pre(floating tag, Args* a) noexcept nogil:
