@@ -49,6 +49,8 @@ imports the widest this CPU runs.  ``ISA`` says which build a module is;
 this CPU runs another.
 """
 
+import os
+
 import numpy as np
 
 cimport numpy as cnp
@@ -1212,6 +1214,17 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object 
 
 
 cdef bint _blas_warm = False
+cdef int _in_flight = 0     # kernel calls running now, in any thread (counted under the GIL)
+
+
+def _forget_calls_in_flight():
+    """In a child made by fork only the forking thread exists: no call of the parent runs."""
+    global _in_flight
+    _in_flight = 0
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_calls_in_flight)
 cdef enum:
     WARM_N = 384    # the warm-up product: WARM_N^3, float32, BLAS on one thread
 
@@ -1260,12 +1273,19 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
              double loop_flops, object keep) except -1:
     """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.
     A time loop of more than WATCH_FLOPS runs watched (see run_split): Ctrl-C stops it."""
+    global _in_flight
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
     cdef _Stop watch = _Stop() if loop_flops > WATCH_FLOPS else None
     if watch is not None:
         a.stop = &watch.flag
+    _in_flight += 1
+    if _in_flight > 1:
+        # another call is running (a server's threads): this one keeps to its own thread,
+        # rather than handing slices to a pool the other call keeps busy (results are the same
+        # on any number of threads)
+        loop_threads = gemm_threads = 1
     blas_single_begin()
     try:
         if not _blas_warm:
@@ -1278,6 +1298,7 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             rc |= run_split(BWD_POST, cell, f32, a, gemm_threads, keep)
     finally:
         blas_single_end()
+        _in_flight -= 1
     if rc != 0:
         raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
     return 0
