@@ -201,6 +201,23 @@ def bar_write(bar, text):
         bar.write(text)
 
 
+def last_step_regression_step(layer, head, opt, x, y, clip):
+    """One training step of a sequence regressor that reads the last output: the layer on ``x``
+    (T, B, I), ``head`` on its last step, mean squared error against ``y`` (B,), the backward,
+    gradients clipped to ``clip``, one optimizer step.  Returns the loss."""
+    from ..train import clip_grad_norm, mse_loss
+    out, _ = layer(x)
+    pred = head(out[-1])[:, 0]
+    loss, dpred = mse_loss(pred, y)
+    dout = np.zeros_like(out)
+    dout[-1] = head.backward(dpred[:, None])
+    layer.backward(dout)
+    clip_grad_norm(opt.grads, clip)
+    opt.step()
+    opt.zero_grad()
+    return loss
+
+
 class Timer:
     def __init__(self):
         self.start = time.perf_counter()

@@ -21,8 +21,9 @@ T is a few tens of steps.
 import numpy as np
 
 from ._common import (
-    CommandError, Timer, add_common_arguments, check_backend, choice_list, int_list, plain,
-    positive_float, positive_int, prepare_plot, progress, pyplot, save_figure,
+    CommandError, Timer, add_common_arguments, check_backend, choice_list, int_list,
+    last_step_regression_step, plain, positive_float, positive_int, prepare_plot, progress, pyplot,
+    save_figure,
 )
 
 NAME = "adding"
@@ -117,7 +118,7 @@ def train_one(cell, T, args, backend, bar=None):
         The step after which the validation MSE first fell below SOLVED / 2.
     """
     import fastrnn
-    from ..train import Adam, Linear, clip_grad_norm, mse_loss
+    from ..train import Adam, Linear
 
     seeds = np.random.SeedSequence([args.seed, T, CELLS.index(cell)]).generate_state(3)
     rng = np.random.default_rng(seeds[0])
@@ -128,16 +129,7 @@ def train_one(cell, T, args, backend, bar=None):
     curve, solved_at = [], None
     for step in range(1, args.steps + 1):
         x, y = adding_batch(rng, T, args.batch)
-        out, _ = layer(x)
-        pred = head(out[-1])[:, 0]
-        loss, dpred = mse_loss(pred, y)
-        dout = np.zeros_like(out)
-        dout[-1] = head.backward(dpred[:, None])
-        layer.backward(dout)
-        clip_grad_norm(opt.grads, args.clip)
-        opt.step()
-        opt.zero_grad()
-        curve.append(loss)
+        curve.append(last_step_regression_step(layer, head, opt, x, y, args.clip))
         if bar is not None:
             bar.update(1)
         if step % CHECK_EVERY == 0 and evaluate(layer, head, x_val, y_val) < SOLVED / 2:

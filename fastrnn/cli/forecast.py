@@ -22,8 +22,8 @@ import math
 import numpy as np
 
 from ._common import (
-    CommandError, Timer, add_common_arguments, check_backend, plain, positive_float, positive_int,
-    prepare_plot, progress, pyplot, save_figure,
+    CommandError, Timer, add_common_arguments, check_backend, last_step_regression_step, plain,
+    positive_float, positive_int, prepare_plot, progress, pyplot, save_figure,
 )
 
 NAME = "forecast"
@@ -118,7 +118,7 @@ def errors(pred, truth):
 
 def run(args):
     import fastrnn
-    from ..train import Adam, Linear, clip_grad_norm, mse_loss
+    from ..train import Adam, Linear
 
     backend = check_backend(args.backend)
     plot = prepare_plot(args.plot)
@@ -165,15 +165,8 @@ def run(args):
             total = 0.0
             for b in range(batches):
                 sel = order[b * args.batch:(b + 1) * args.batch]
-                out, _ = layer(x_train[:, sel])
-                pred = head(out[-1])[:, 0]
-                loss, dpred = mse_loss(pred, y_train[sel])
-                dout = np.zeros_like(out)
-                dout[-1] = head.backward(dpred[:, None])
-                layer.backward(dout)
-                clip_grad_norm(opt.grads, args.clip)
-                opt.step()
-                opt.zero_grad()
+                loss = last_step_regression_step(layer, head, opt, x_train[:, sel], y_train[sel],
+                                                 args.clip)
                 total += loss * len(sel)
             last = total / n_train
             first = last if first is None else first
