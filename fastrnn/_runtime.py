@@ -100,8 +100,19 @@ def on_new_pool(name, warm):
     _warmers.setdefault(name, warm)
 
 
+#: callables run in a child made by fork (the cython extension's count of calls in flight)
+_after_fork = []
+
+
+def after_fork(forget):
+    """Call ``forget()`` in a child made by fork, where only the forking thread exists."""
+    _after_fork.append(forget)
+
+
 def _reset_after_fork():
     _pool.update(pid=None, workers=0, executor=None)
+    for forget in _after_fork:
+        forget()
 
 
 if hasattr(os, "register_at_fork"):

@@ -357,8 +357,38 @@ cdef inline void cell_state(floating* cnext, const floating* i, const floating* 
         fr_cell_state_f64(cnext, i, f, g, cprev, n)
 
 
+cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,
+                               const floating* dm, floating* dc, Py_ssize_t H) noexcept nogil:
+    """The gates [i, f, g, o] of one sequence in ``row`` -> the gradients of their
+    pre-activations, in place; dc: dc_t in, dc_{t-1} out (no argument may overlap another)."""
+    if floating is float:
+        fr_lstm_grad_row_f32(row, tcr, cprev, dm, dc, H)
+    else:
+        fr_lstm_grad_row_f64(row, tcr, cprev, dm, dc, H)
+
+
+cdef inline void gru_state(floating* hnext, const floating* z, const floating* n,
+                           const floating* hprev, Py_ssize_t H) noexcept nogil:
+    """hnext = (1 - z) * n + z * hprev (no argument may overlap another)."""
+    if floating is float:
+        fr_gru_state_f32(hnext, z, n, hprev, H)
+    else:
+        fr_gru_state_f64(hnext, z, n, hprev, H)
+
+
+cdef inline void gru_grad_row(floating* row, const floating* hprev, const floating* dht,
+                              floating* gh, floating* dh, Py_ssize_t H) noexcept nogil:
+    """One sequence's store row [r, z, n, hn] -> [dr, dz, dn, dn*r] in place; gh (3H) =
+    [dr, dz, dn*r], the gradient of W_hh h + b_hh, for this step's product; dh = dh_t * z
+    (no argument may overlap another)."""
+    if floating is float:
+        fr_gru_grad_row_f32(row, hprev, dht, gh, dh, H)
+    else:
+        fr_gru_grad_row_f64(row, hprev, dht, gh, dh, H)
+
+
 # ---------------------------------------------------------------------------------------
-# Per-step products of few rows: fastrnn_mm.h (the weights packed once per call, unlike BLAS)
+# Per-step products: fastrnn_mm.h (the weights packed once per call, unlike BLAS)
 # ---------------------------------------------------------------------------------------
 cdef extern from "fastrnn_mm.h" nogil:
     Py_ssize_t fr_packed_size_f32(int K, int N)

@@ -49,8 +49,6 @@ imports the widest this CPU runs.  ``ISA`` says which build a module is;
 this CPU runs another.
 """
 
-import os
-
 import numpy as np
 
 cimport numpy as cnp
@@ -62,8 +60,7 @@ from libc.string cimport memcpy, memset
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
-    fr_lstm_grad_row_f32, fr_lstm_grad_row_f64, fr_gru_grad_row_f32, fr_gru_grad_row_f64,
-    fr_gru_state_f32, fr_gru_state_f64,
+    lstm_grad_row, gru_state, gru_grad_row,
 )
 
 cnp.import_array()
@@ -420,16 +417,6 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
     mul_to(m, row + 3 * H, tcr, H)
 
 
-cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,
-                               const floating* dm, floating* dc, int H) noexcept nogil:
-    """The gates [i, f, g, o] of one sequence in ``row`` -> the gradients of their
-    pre-activations, in place; dc: dc_t in, dc_{t-1} out (see _common.pxd)."""
-    if floating is float:
-        fr_lstm_grad_row_f32(row, tcr, cprev, dm, dc, H)
-    else:
-        fr_lstm_grad_row_f64(row, tcr, cprev, dm, dc, H)
-
-
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
@@ -625,21 +612,7 @@ cdef inline void gru_cell_row(floating* row, const floating* gh, const floating*
         hn = gh[2 * H + j] + bias[3 * H + j]
         row[3 * H + j] = hn
         row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + row[j] * hn)
-    if floating is float:
-        fr_gru_state_f32(hnext, row + H, row + 2 * H, hprev, H)
-    else:
-        fr_gru_state_f64(hnext, row + H, row + 2 * H, hprev, H)
-
-
-cdef inline void gru_grad_row(floating* row, const floating* hprev, const floating* dht,
-                              floating* gh, floating* dh, int H) noexcept nogil:
-    """One sequence's store row [r, z, n, hn] -> [dr, dz, dn, dn*r] in place; gh (3H) =
-    [dr, dz, dn*r], the gradient of W_hh h + b_hh, for this step's product; dh = dh_t * z
-    (see _common.pxd)."""
-    if floating is float:
-        fr_gru_grad_row_f32(row, hprev, dht, gh, dh, H)
-    else:
-        fr_gru_grad_row_f64(row, hprev, dht, gh, dh, H)
+    gru_state(hnext, row + H, row + 2 * H, hprev, H)
 
 
 cdef int gru_pre(floating tag, Args* a) noexcept nogil:
@@ -881,36 +854,45 @@ cdef inline cnp.ndarray empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_
 # fault and a zeroed page per 4 KiB: LSTM(64, 128) trained at T=100, B=16 spent 0-3 ms of
 # its 6-9 ms per forward and backward on them, depending on where the C library's allocator
 # had put its threshold for fresh memory.  The list holds at most SPARE_BYTES.
-cdef dict _spare = {}             # (typenum, d0, d1, d2) -> arrays of that shape
+cdef dict _spare = {}             # spare_key(...) -> arrays of that dtype and shape
 cdef Py_ssize_t _spare_bytes = 0
 cdef Py_ssize_t SPARE_BYTES = 256 << 20
 
 
+cdef inline tuple spare_key(int typenum, int nd, cnp.npy_intp d0, cnp.npy_intp d1,
+                            cnp.npy_intp d2):
+    """The key of the spare arrays of this dtype and shape (dimensions past ``nd`` are 0)."""
+    return (typenum, nd, d0, d1 if nd > 1 else 0, d2 if nd > 2 else 0)
+
+
 cdef cnp.ndarray workspace(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum):
-    """:func:`empty`, or a spare array of that shape (contents undefined either way)."""
+    """:func:`empty`, or a spare array of that shape (contents undefined either way).  (The GIL
+    is held throughout: two threads never take the same array.)"""
     global _spare_bytes
-    arrays = _spare.get((typenum, nd, d0, d1, d2))
-    if arrays:
-        try:
-            out = arrays.pop()    # atomic: two threads never get the same array
-        except IndexError:
-            return empty(nd, d0, d1, d2, typenum)
-        _spare_bytes -= cnp.PyArray_NBYTES(out)
-        return out
-    return empty(nd, d0, d1, d2, typenum)
+    cdef cnp.ndarray out
+    arrays = _spare.get(spare_key(typenum, nd, d0, d1, d2))
+    if not arrays:
+        return empty(nd, d0, d1, d2, typenum)
+    out = arrays.pop()
+    _spare_bytes -= cnp.PyArray_NBYTES(out)
+    return out
 
 
 cdef void give_back(tuple arrays):
     """Put ``arrays`` (workspaces nothing else refers to, or None) on the spare list."""
     global _spare_bytes
     cdef cnp.ndarray a
+    cdef cnp.npy_intp* dims
+    cdef int nd
     for item in arrays:
         if item is None:
             continue
         a = <cnp.ndarray>item
         if _spare_bytes + cnp.PyArray_NBYTES(a) > SPARE_BYTES:
             continue
-        key = (cnp.PyArray_TYPE(a), cnp.PyArray_NDIM(a)) + tuple(item.shape) + (0,) * (3 - cnp.PyArray_NDIM(a))
+        nd, dims = cnp.PyArray_NDIM(a), cnp.PyArray_DIMS(a)
+        key = spare_key(cnp.PyArray_TYPE(a), nd, dims[0], dims[1] if nd > 1 else 0,
+                        dims[2] if nd > 2 else 0)
         _spare.setdefault(key, []).append(a)
         _spare_bytes += cnp.PyArray_NBYTES(a)
 
@@ -1222,9 +1204,6 @@ def _forget_calls_in_flight():
     global _in_flight
     _in_flight = 0
 
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_calls_in_flight)
 cdef enum:
     WARM_N = 384    # the warm-up product: WARM_N^3, float32, BLAS on one thread
 
@@ -1308,6 +1287,7 @@ _bind_blas_threads()
 from fastrnn import _runtime
 _runtime.follow_num_threads(_follow_num_threads)
 _runtime.on_new_pool("scipy-blas", _warm_at)    # the BLAS these kernels call
+_runtime.after_fork(_forget_calls_in_flight)
 
 
 cdef extern from "fastrnn_pool.h":
@@ -1367,16 +1347,17 @@ cdef cnp.ndarray packed(object w, bint transpose):
     return out
 
 
-cdef tuple step_operands(Args* a, _Weights w, bint transpose):
+cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=False):
     """Set a.w_hh_r and a.w_hr_r to packed copies of the recurrent weights (transposed for a
-    forward); returns the copies, to be kept alive during the call."""
+    forward), and a.w_ih_r to one of w_ih^T when ``input_too``; returns the copies, to be kept
+    alive during the call."""
     w_hh_r = packed(w.w_hh, transpose)
     a.w_hh_r = data(w_hh_r)
-    if w.w_hr is None:
-        return (w_hh_r,)
-    w_hr_r = packed(w.w_hr, transpose)
+    w_hr_r = packed(w.w_hr, transpose) if w.w_hr is not None else None
     a.w_hr_r = data(w_hr_r)
-    return (w_hh_r, w_hr_r)
+    w_ih_r = packed(w.w_ih, True) if input_too else None
+    a.w_ih_r = data(w_ih_r)
+    return (w_hh_r, w_hr_r, w_ih_r)
 
 
 cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
@@ -1440,11 +1421,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     operands = None
     if not step and T > 1:
         # over many steps the per-step products read w^T packed (here), not BLAS
-        operands = step_operands(&a, w, True)
-        if per_step_input:
-            w_ih_r = packed(w.w_ih, True)
-            a.w_ih_r = data(w_ih_r)
-            operands += (w_ih_r,)
+        operands = step_operands(&a, w, True, per_step_input)
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
