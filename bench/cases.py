@@ -24,9 +24,10 @@ results can be checked against the numpy reference in a fraction of a second.
 import re
 from typing import NamedTuple
 
+from fastrnn.celltypes import CELL_TYPES, CELLS
+
 #: gates stacked in the weights of each cell type
-GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-CELLS = ("rnn", "lstm", "gru")
+GATES = {name: c.gates for name, c in CELL_TYPES.items()}
 PASSES = ("infer", "train")
 
 

@@ -12,6 +12,8 @@ is set, otherwise the first available of :data:`AUTO_ORDER`.
 import importlib
 import os
 
+from .celltypes import CELLS
+
 #: backend name -> module that implements the kernel contract
 MODULES = {
     "numpy": "fastrnn.reference",
@@ -28,7 +30,6 @@ HINTS = {
               "(pip install --no-binary fastrnn fastrnn, or pip install -e . in a checkout)",
 }
 ENV_VAR = "FASTRNN_BACKEND"
-CELLS = ("rnn", "lstm", "gru")
 
 _loaded = {}   # name -> module, or the exception that stopped its import
 

@@ -9,13 +9,12 @@ last step called in training mode.
 import numpy as np
 
 from . import _checks
+from .celltypes import CELL_TYPES
 from .module import Module
 
 
 class _CellBase(Module):
-    _cell = None    # kernel cell type
-    _gates = None   # gates stacked in the weights
-    _states = ("h",)
+    _type = None    # the cell type (fastrnn.celltypes)
 
     def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, **opts):
         self.input_size = _checks.check_int("input_size", input_size)
@@ -23,14 +22,13 @@ class _CellBase(Module):
         self.bias = bool(bias)
         self._opts = opts
         super().__init__(dtype, backend, seed)
-        GH = self._gates * self.hidden_size
+        GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
         if self.bias:
             shapes.update(bias_ih=(GH,), bias_hh=(GH,))
         self._init_parameters(shapes, self.hidden_size)
         self._names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
-        if self._cell == "lstm":
-            self._names += (None,)  # no projection in cells
+        self._names += (None,) * (len(self._type.weights) - 4)  # no projection in cells
         # the live parameter arrays, in the kernels' order (load_state_dict writes into them)
         self._weights = tuple(None if n is None else self._params[n] for n in self._names)
 
@@ -53,8 +51,8 @@ class _CellBase(Module):
         for k, v in enumerate(values):
             if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
                     and v.flags.c_contiguous):   # the fast path is the common case of a loop
-                label = self._states[k]
-                full = f"{name} ({label})" if len(self._states) == 1 else f"{name}[{k}] ({label})"
+                label = self._type.states[k]
+                full = f"{name} ({label})" if len(self._type.states) == 1 else f"{name}[{k}] ({label})"
                 v = np.ascontiguousarray(_checks.check_shape(
                     full, _checks.as_float_array(full, v, self._dtype), expected))
             out.append(v.reshape(batch, self.hidden_size) if unbatched else v)
@@ -75,10 +73,10 @@ class _CellBase(Module):
             arr = arr.reshape(1, self.input_size)
         B = arr.shape[0]
         if hx is None:
-            states = tuple(np.zeros((B, self.hidden_size), dtype=self._dtype) for _ in self._states)
+            states = tuple(np.zeros((B, self.hidden_size), dtype=self._dtype) for _ in self._type.states)
         else:
-            states = self._state_arrays("hx", hx if len(self._states) > 1 else (hx,), B, unbatched)
-        step_forward, step_backward = self._backend.kernels(self._cell)[2:]
+            states = self._state_arrays("hx", hx if len(self._type.states) > 1 else (hx,), B, unbatched)
+        step_forward, step_backward = self._backend.kernels(self._type.name)[2:]
         hy, cache = step_forward(arr, states, self._weights, self.training, **self._opts)
         self._cache = (step_backward, cache, unbatched, B) if self.training else None
         return tuple(h[0] for h in hy) if unbatched else hy
@@ -105,7 +103,7 @@ class RNNCell(_CellBase):
 
     Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
     """
-    _cell, _gates = "rnn", 1
+    _type = CELL_TYPES["rnn"]
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
                  dtype=np.float32, backend="auto", seed=None):
@@ -129,7 +127,7 @@ class GRUCell(_CellBase):
 
     Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
     """
-    _cell, _gates = "gru", 3
+    _type = CELL_TYPES["gru"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
                  seed=None):
@@ -150,7 +148,7 @@ class LSTMCell(_CellBase):
 
     Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,).
     """
-    _cell, _gates, _states = "lstm", 4, ("h", "c")
+    _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
                  seed=None):

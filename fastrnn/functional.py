@@ -8,13 +8,7 @@ kernel call per layer and direction for the whole sequence.
 
 import numpy as np
 
-#: mode (as PyTorch names it) -> (cell type of the kernels, options the kernels take)
-MODES = {
-    "RNN_TANH": ("rnn", {"nonlinearity": "tanh"}),
-    "RNN_RELU": ("rnn", {"nonlinearity": "relu"}),
-    "LSTM": ("lstm", {}),
-    "GRU": ("gru", {}),
-}
+from .celltypes import MODES
 
 
 def reverse_padded(a, lengths):
@@ -56,7 +50,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     ----------
     backend : fastrnn.backends.Backend
     mode : str
-        A key of :data:`MODES`.
+        A key of :data:`fastrnn.celltypes.MODES`.
     x : (T, B, I) array
     hx : tuple of (L*D, B, H_state) arrays
         ``(h0,)``, or ``(h0, c0)`` for LSTM; index ``layer * D + direction``.

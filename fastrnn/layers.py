@@ -8,9 +8,8 @@ arrays are NumPy arrays and the backward pass is explicit.
 import numpy as np
 
 from . import _checks, functional
+from .celltypes import of_mode
 from .module import Module
-
-_GATES = {"RNN_TANH": 1, "RNN_RELU": 1, "LSTM": 4, "GRU": 3}
 
 
 class RNNBase(Module):
@@ -37,7 +36,7 @@ class RNNBase(Module):
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "
                           f"between layers, after all but the last", UserWarning, stacklevel=3)
 
-        H, G, D = self.hidden_size, _GATES[mode], self.num_directions
+        H, G, D = self.hidden_size, of_mode(mode).gates, self.num_directions
         out = self.proj_size or H
         shapes, self._weight_names = {}, []
         for layer in range(self.num_layers):

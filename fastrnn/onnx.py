@@ -37,6 +37,7 @@ import numbers
 
 import numpy as np
 
+from .celltypes import by_kind
 from .interop import _common
 
 #: opset of the exported models (RNN/LSTM/GRU-14 with ``layout``, Squeeze/Unsqueeze-13)
@@ -357,7 +358,7 @@ def _parse_node(node, index, consts, helper):
     P = tensor(7, "P") if kind == "LSTM" else None
     if P is not None and np.any(P):
         raise UnsupportedOnnxError(f"{where}: peephole weights P have no fastrnn counterpart")
-    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+    G = by_kind(kind).gates
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
         raise UnsupportedOnnxError(f"{where}: W {W.shape} and R {R.shape} must be 3-D with "
                                    f"{D} direction(s) first")

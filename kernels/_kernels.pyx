@@ -827,8 +827,10 @@ cdef enum Cell:
 cdef int F32 = cnp.NPY_FLOAT32
 cdef int F64 = cnp.NPY_FLOAT64
 cdef int I64 = cnp.NPY_INT64
-cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")
-cdef tuple GATES = (1, 4, 3)
+cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")     # the Cell enum's names
+from fastrnn.celltypes import CELL_TYPES as _CELL_TYPES
+# gates stacked in the weights, by Cell (from the one table of cell types)
+cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
 
 
 cdef inline cnp.ndarray carray(object obj, int typenum):

@@ -9,18 +9,17 @@ one letter per gate, so a conversion is one call to :func:`reorder_gates`.
 
 import numpy as np
 
-#: gate order of each convention, one letter per gate, fastrnn's (PyTorch's) letters:
-#: i input, f forget, g cell candidate (Keras "c", ONNX "c"), o output;
-#: r reset, z update, n new/candidate (Keras and ONNX "h").
-GATE_ORDERS = {
-    "fastrnn": {"RNN": "h", "LSTM": "ifgo", "GRU": "rzn"},
-    "torch": {"RNN": "h", "LSTM": "ifgo", "GRU": "rzn"},
-    "keras": {"RNN": "h", "LSTM": "ifgo", "GRU": "zrn"},
-    "onnx": {"RNN": "h", "LSTM": "iofg", "GRU": "zrn"},
-}
+from ..celltypes import CELL_TYPES
+
+#: gate order of each convention and cell kind, one letter per gate in fastrnn's (PyTorch's)
+#: letters (i input, f forget, g cell candidate, o output; r reset, z update, n new), from
+#: the table of cell types: {"fastrnn" | "torch" | "keras" | "onnx": {kind: order}}
+GATE_ORDERS = {convention: {c.kind: c.orders[source] for c in CELL_TYPES.values()}
+               for convention, source in (("fastrnn", "torch"), ("torch", "torch"),
+                                          ("keras", "keras"), ("onnx", "onnx"))}
 
 #: ONNX / Keras / fastrnn name of each cell kind
-KINDS = ("RNN", "LSTM", "GRU")
+KINDS = tuple(c.kind for c in CELL_TYPES.values())
 
 
 def reorder_gates(array, source, target, axis=0):
@@ -60,7 +59,7 @@ def kind_of(obj):
     if isinstance(obj, RNNBase):
         return "RNN" if obj.mode.startswith("RNN") else obj.mode
     if isinstance(obj, _CellBase):
-        return obj._cell.upper()
+        return obj._type.kind
     raise TypeError(f"expected a fastrnn layer (RNN, LSTM, GRU) or cell (RNNCell, LSTMCell, "
                     f"GRUCell), but got {type(obj).__name__}")
 

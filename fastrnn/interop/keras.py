@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from ..celltypes import by_kind
 from . import _common
 
 _KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
@@ -115,7 +116,7 @@ def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
     dict
         ``w_ih`` (G*H, I), ``w_hh`` (G*H, H), ``b_ih``, ``b_hh`` (G*H,) or ``None``.
     """
-    G = {"RNN": 1, "LSTM": 4, "GRU": 3}[kind]
+    G = by_kind(kind).gates
     GH = G * units
     expected = 3 if use_bias else 2
     if len(weights) != expected:
