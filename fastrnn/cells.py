@@ -88,8 +88,8 @@ class _CellBase(Module):
         except (TypeError, ValueError):
             self._cache = (step_backward, cache, unbatched, B)
             raise
-        dx, dhx, dweights = step_backward(dstates, cache)
-        self._accumulate(self._names, dweights)
+        dx, dhx = step_backward(dstates, cache,
+                                tuple(None if n is None else self.grads[n] for n in self._names))
         if unbatched:
             return dx[0], tuple(d[0] for d in dhx)
         return dx, dhx

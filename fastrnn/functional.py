@@ -99,7 +99,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     return layer_in, hy, cache
 
 
-def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
+def sequence_backward(cache, dy, dhy, dweights, step_norms=False, input_grad=True):
     """Backpropagation through time for :func:`sequence_forward`.
 
     Parameters
@@ -107,6 +107,8 @@ def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
     cache : what :func:`sequence_forward` returned with ``training=True``
     dy : (T, B, D*Hout) array
     dhy : tuple of (L*D, B, H_state) arrays
+    dweights : list of L*D tuples aligned with the forward's ``weights``, written
+        The gradient buffers: every weight's gradient is added into its buffer.
     step_norms : bool
         Also return ||dJ/dh_t|| per layer and direction, step and sequence.
     input_grad : bool
@@ -116,14 +118,12 @@ def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple of (L*D, B, H_state) arrays
-    dweights : list of L*D tuples aligned with the forward's ``weights``
     norms : (L*D, T, B) array, or None when ``step_norms`` is False
     """
     backend, cell, num_layers, D, lengths, caches, masks = cache
     backward = backend.kernels(cell)[1]
     T, B = dy.shape[:2]
     dhx = tuple(np.empty_like(g) for g in dhy)
-    dweights = [None] * (num_layers * D)
     norms = np.zeros((num_layers * D, T, B), dtype=dy.dtype) if step_norms else None
     dout = dy
     for layer in range(num_layers - 1, -1, -1):
@@ -137,8 +137,8 @@ def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
             dy_d = np.ascontiguousarray(dy_d) if d == 0 else reverse_padded(dy_d, lengths)
             norm_k = np.zeros((T, B), dtype=dy.dtype) if step_norms else None
             need_dx = input_grad or layer > 0
-            dx, dh0, dweights[k] = backward(dy_d, tuple(g[k] for g in dhy), caches[k], norm_k,
-                                            need_dx)
+            dx, dh0 = backward(dy_d, tuple(g[k] for g in dhy), caches[k], dweights[k], norm_k,
+                               need_dx)
             if d == 1 and need_dx:
                 dx = reverse_padded(dx, lengths)
             if step_norms:
@@ -148,4 +148,4 @@ def sequence_backward(cache, dy, dhy, step_norms=False, input_grad=True):
             if need_dx:
                 dlayer_in = dx if dlayer_in is None else dlayer_in + dx
         dout = dlayer_in
-    return dout, dhx, dweights, norms
+    return dout, dhx, norms

@@ -73,6 +73,11 @@ class RNNBase(Module):
         return [tuple(None if n is None else self._params[n] for n in names)
                 for names in self._weight_names]
 
+    def _grad_buffers(self):
+        """The gradient buffers the kernels add into, aligned with :meth:`_weights`."""
+        return [tuple(None if n is None else self.grads[n] for n in names)
+                for names in self._weight_names]
+
     def get_config(self):
         config = dict(input_size=self.input_size, hidden_size=self.hidden_size,
                       num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
@@ -232,10 +237,8 @@ class RNNBase(Module):
         except (TypeError, ValueError):
             self._cache = (cache, out_shape, unbatched, hx_ndim, hy_shapes)  # a bad call does not consume it
             raise
-        dx, dh0, dweights, norms = functional.sequence_backward(cache, dy, dstates, return_step_norms,
-                                                                bool(input_grad))
-        for names, dw in zip(self._weight_names, dweights):
-            self._accumulate(names, dw)
+        dx, dh0, norms = functional.sequence_backward(cache, dy, dstates, self._grad_buffers(),
+                                                      return_step_norms, bool(input_grad))
         if dx is not None:
             dx = self._to_user(dx, unbatched)
         if unbatched:

@@ -106,11 +106,6 @@ class Module:
         for g in self.grads.values():
             g.fill(0)
 
-    def _accumulate(self, names, dweights):
-        for name, g in zip(names, dweights):
-            if name is not None:
-                self.grads[name] += g
-
     # -- modes --------------------------------------------------------------------
     def train(self, mode=True):
         """Training mode (dropout on, forward keeps what backward needs). Returns self."""

@@ -29,8 +29,10 @@ Kernel structure (the same as the numba backend's):
   T*B*G buffer.  For the GRU a store row [r, z, n, W_hn h + b_hn] becomes
   [dr, dz, dn, dn*r]: its columns 0:3H are the gradient of the input projection,
   its columns 0:2H and 3H:4H that of the recurrent product.  So a training
-  cache supports one backward pass: the backward empties it, and a second
-  backward on it raises a RuntimeError;
+  record (``Saved``) supports one backward pass: the backward uses it up, and a
+  second backward on it raises a RuntimeError;
+* the backward adds the weight gradients into the caller's buffers (BLAS
+  beta = 1, as haste and llm.c do): no gradient array is allocated per call;
 * all workspaces are allocated once per call, before the loop;
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
@@ -161,7 +163,7 @@ ctypedef struct Args:
     void* tc                 # LSTM tanh(c_t), (T, B, H) in training
     void* mb                 # LSTM projection input m_t, (T|1, B, H)
     void* y                  # output (T, B, P) or NULL (step kernels)
-    # backward
+    # backward (dw_*, db_*: the caller's gradient buffers, added into)
     void* dy                 # (T, B, P) or NULL (zero)
     void* dh                 # (B, P): dh_n in, dh0 out
     void* dc                 # (B, H): dc_n in, dc0 out
@@ -258,9 +260,9 @@ cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept no
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
-    """This part's share of dx = dA W_ih (rows of T*B; not when dx is NULL), dW_ih = dA^T x and
-    dW_hh = dA^T h (rows of G); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten
-    by the backward."""
+    """This part's share of dx = dA W_ih (rows of T*B; not when dx is NULL), dW_ih += dA^T x and
+    dW_hh += dA^T h (rows of G: the caller's gradient buffers, added into, BLAS beta = 1); dA:
+    (T*B, G) with rows a.ldg apart, the gate store overwritten by the backward."""
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
@@ -268,19 +270,18 @@ cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, in
         gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
              dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
     gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dA + g0, ld,
-         <floating>0, dw_ih + <Py_ssize_t>g0 * I, I)
+         <floating>1, dw_ih + <Py_ssize_t>g0 * I, I)
     gemm(c'N', c'T', P, g1 - g0, TB, <floating>1, <const floating*>a.hs, P, dA + g0, ld,
-         <floating>0, dw_hh + <Py_ssize_t>g0 * P, P)
+         <floating>1, dw_hh + <Py_ssize_t>g0 * P, P)
 
 
 cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const floating* dA, int G) noexcept nogil:
-    """db[g0:g1] = column sums of dA (T*B rows) over this part's columns."""
+    """db[g0:g1] += column sums of dA (T*B rows) over this part's columns."""
     cdef int g0, g1
     if db == NULL:
         return
     part_range(G, a.part, a.nparts, &g0, &g1)
     if g1 > g0:
-        memset(db + g0, 0, (g1 - g0) * sizeof(floating))
         colsum_add(db + g0, dA + g0, <Py_ssize_t>a.T * a.B, g1 - g0, a.ldg)
 
 
@@ -589,10 +590,10 @@ cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
     weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
     if a.w_hr != NULL:
-        # dW_hr (P, H) = dh^T m over T*B rows; this part's rows of P
+        # dW_hr (P, H) += dh^T m over T*B rows; this part's rows of P
         part_range(P, a.part, a.nparts, &p0, &p1)
         gemm(c'N', c'T', H, p1 - p0, TB, <floating>1, <const floating*>a.mb, H,
-             <const floating*>a.dht + p0, P, <floating>0, <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
+             <const floating*>a.dht + p0, P, <floating>1, <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
     return 0
@@ -747,24 +748,22 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
         gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
              D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
     gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, ld,
-         <floating>0, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
+         <floating>1, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
     if hi > lo:
         gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + lo, ld,
-             <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+             <floating>1, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     lo, hi = max(g0, 2 * H), g1
     if hi > lo:
         gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + gru_hh_col(lo, H), ld,
-             <floating>0, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+             <floating>1, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     if g1 > g0:
         db = <floating*>a.db_ih
         if db != NULL:
-            memset(db + g0, 0, (g1 - g0) * sizeof(floating))
             colsum_add(db + g0, D + g0, TB, g1 - g0, ld)
         db = <floating*>a.db_hh
         if db != NULL:
-            memset(db + g0, 0, (g1 - g0) * sizeof(floating))
             lo, hi = g0, min(g1, 2 * H)
             if hi > lo:
                 colsum_add(db + lo, D + lo, TB, hi - lo, ld)
@@ -817,7 +816,7 @@ cdef int call_phase(int phase, int cell, bint f32, Args* a) noexcept nogil:
 
 
 # =======================================================================================
-# Python side: argument checks, buffers, caches
+# Python side: argument checks, buffers, the saved record
 # =======================================================================================
 cdef enum Cell:
     RNN = 0
@@ -988,6 +987,35 @@ cdef _Weights check_weights(int cell, object weights, int typenum, int I):
     elif w.P != w.H:
         raise ValueError(f"w_hh must have shape ({w.G}, {w.H}), but got {shape_str(w_hh)}")
     return w
+
+
+cdef class Saved:
+    """What a training-mode forward keeps for its backward: one record, its arrays by name.
+
+    The kernel contract's saved record (see :mod:`fastrnn.reference`): ``x``, ``lengths``,
+    ``gates`` (the post-activation gates, (T, B, ldg)), ``hs`` (slot 0 = h0, slot t+1 = h_t),
+    and for LSTM ``cs`` (c the same way), ``tc`` (tanh(c_t)) and ``mb`` (m_t, with a
+    projection).  A backward takes it once (it writes the gradients over the gates): then
+    ``used`` is True and the arrays are gone."""
+    cdef int cell_id, typenum, T, B, In, H, P, relu   # In: input size (I is a macro of complex.h)
+    cdef readonly bint step, used
+    cdef readonly object x, lengths, gates, hs, cs, tc, mb
+    cdef _Weights w
+
+    @property
+    def cell(self):
+        """The cell type of the forward that made it."""
+        return CELL_NAMES[self.cell_id]
+
+    @property
+    def fields(self):
+        """The names of the saved arrays this record holds."""
+        return tuple(n for n in ("x", "lengths", "gates", "hs", "cs", "tc", "mb")
+                     if getattr(self, n) is not None)
+
+    def __repr__(self):
+        return (f"Saved({self.cell}{'_step' if self.step else ''}: {', '.join(self.fields)}"
+                f"{', used' if self.used else ''})")
 
 
 cdef object check_lengths(object lengths, int B, int T):
@@ -1431,40 +1459,85 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))
     else:
         hy = (copy_slot(hs, last, B, P, typenum),)
-    cache = None
+    cdef Saved saved = None
     if training:
-        # a list, emptied by the backward (which overwrites the gates with their gradients)
-        cache = [cell, typenum, step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb]
-    return y, hy, cache
+        saved = Saved.__new__(Saved)
+        saved.cell_id, saved.typenum, saved.step = cell, typenum, step
+        saved.T, saved.B, saved.In, saved.H, saved.P, saved.relu = T, B, I, H, P, relu
+        saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
+        saved.cs, saved.tc, saved.mb = cs, tc, mb
+    return y, hy, saved
 
 
-cdef str kernel_name(int cell, bint step):
-    return f"{CELL_NAMES[cell]}_{'step_' if step else ''}forward"
+cdef cnp.ndarray grad_buffer(object g, object w, int typenum, int k, str name):
+    """dweights[k], checked: the caller's buffer for the gradient of weight ``w`` (added into in
+    place, so it must be a writable, aligned, C-contiguous array of ``w``'s shape and dtype)."""
+    cdef cnp.ndarray wa = <cnp.ndarray>w, ga
+    cdef int nd = cnp.PyArray_NDIM(wa), i
+    cdef bint ok = cnp.PyArray_Check(g)
+    if ok:
+        ga = <cnp.ndarray>g
+        ok = (cnp.PyArray_TYPE(ga) == typenum and cnp.PyArray_ISCARRAY(ga)
+              and cnp.PyArray_NDIM(ga) == nd)
+        for i in range(nd if ok else 0):
+            ok = ok and cnp.PyArray_DIMS(ga)[i] == cnp.PyArray_DIMS(wa)[i]
+    if not ok:
+        got = type(g).__name__ if not cnp.PyArray_Check(g) else (
+            f"{(<object>g).dtype} array of shape {(<object>g).shape}"
+            + ("" if (<object>g).flags.c_contiguous else ", not C-contiguous")
+            + ("" if (<object>g).flags.writeable else ", read-only"))
+        raise ValueError(f"{name}: dweights[{k}] must be a writable C-contiguous {(<object>w).dtype} "
+                         f"array of shape {(<object>w).shape} (the gradient is added into it), "
+                         f"but got {got}")
+    return ga
 
 
-cdef tuple backward(int want_cell, object dy, object dhy, object cache, object step_norms, bint step,
-                    bint input_grad=True):
-    """Shared body of every backward kernel.  It overwrites the gates saved in ``cache`` with
-    their gradients, so it empties the cache (a list): a second backward on it raises."""
+cdef tuple grad_buffers(object dweights, _Weights w, int cell, int typenum, str name):
+    """The five gradient buffers (dw_ih, dw_hh, db_ih, db_hh, dw_hr), None where there is no
+    weight, from the caller's ``dweights`` (aligned with the weights)."""
+    cdef int n = 5 if cell == LSTM else 4, k
+    weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
+    if not isinstance(dweights, (tuple, list)) or len(dweights) != n:
+        raise TypeError(f"{name}: dweights must be a tuple of {n} gradient buffers aligned with "
+                        f"the weights, but got {type(dweights).__name__}"
+                        + (f" of length {len(dweights)}" if isinstance(dweights, (tuple, list)) else ""))
+    out = [None] * 5
+    for k in range(n):
+        if weights[k] is None:
+            if dweights[k] is not None:
+                raise ValueError(f"{name}: dweights[{k}] must be None, as its weight is None")
+        else:
+            out[k] = grad_buffer(dweights[k], weights[k], typenum, k, name)
+    return tuple(out)
+
+
+cdef tuple backward(int want_cell, object dy, object dhy, object saved, object dweights,
+                    object step_norms, bint step, bint input_grad=True):
+    """Shared body of every backward kernel: adds the weight gradients into ``dweights`` and
+    returns (dx, dhx).  It overwrites the gates of ``saved`` with their gradients, so a record
+    serves one backward: a second one raises."""
     cdef Args a
     cdef int cell, typenum, T, B, I, H, P, G, relu, nthreads
     cdef double loop_flops
-    cdef bint cache_step
     cdef _Weights w
+    cdef Saved s
     cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx = None, norms = None
-    cdef cnp.ndarray dw_ih, dw_hh, db_ih = None, db_hh = None, dw_hr = None
-    cdef str name = kernel_name(want_cell, step)
-    if isinstance(cache, list) and len(cache) == 0:
-        raise RuntimeError(f"this cython {name} cache was already used by a backward pass "
+    cdef cnp.ndarray dw_ih, dw_hh, db_ih, db_hh, dw_hr
+    cdef str name = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}backward"
+    cdef str made_by = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}forward"
+    if not isinstance(saved, Saved):
+        raise TypeError(f"{name} needs the record returned by cython {made_by} with "
+                        f"training=True, but got {type(saved).__name__}")
+    s = <Saved>saved
+    if s.cell_id != want_cell or (step and not s.step):   # (a step is a sequence of one)
+        raise ValueError(f"{name} needs the record returned by cython {made_by}, but got one "
+                         f"from {CELL_NAMES[s.cell_id]}_{'step_' if s.step else ''}forward")
+    if s.used:
+        raise RuntimeError(f"this cython {made_by} record was already used by a backward pass "
                            f"(the backward overwrites the gates it saved with their gradients): "
                            f"run the forward again")
-    if not isinstance(cache, list) or len(cache) != 17:
-        raise ValueError(f"cache must be what cython {name} returned with training=True, "
-                         f"but got {type(cache).__name__}")
-    (cell, typenum, cache_step, T, B, I, H, P, relu, xa, w, lens, gates, hs, cs, tc, mb) = cache
-    if cell != want_cell or cache_step != step:
-        raise ValueError(f"cache must be what cython {name} returned with training=True, but "
-                         f"it comes from {kernel_name(cell, cache_step)}")
+    cell, typenum, T, B, I, H, P, relu = s.cell_id, s.typenum, s.T, s.B, s.In, s.H, s.P, s.relu
+    xa, w, lens, gates, hs, cs, tc, mb = s.x, s.w, s.lengths, s.gates, s.hs, s.cs, s.tc, s.mb
     G = GATES[cell] * H
     memset(&a, 0, sizeof(Args))
     if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == LSTM else 1):
@@ -1476,6 +1549,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         dya = checked(dy, typenum, "dy", 3, T, B, P)
     if step_norms is not None and tuple(np.shape(step_norms)) != (T, B):
         raise ValueError(f"step_norms must have shape {(T, B)}, but got {tuple(np.shape(step_norms))}")
+    dw_ih, dw_hh, db_ih, db_hh, dw_hr = grad_buffers(dweights, w, cell, typenum, name)
     if cell == LSTM and w.w_hr is not None:
         dht = workspace(3, T, B, P, typenum)
     if step_norms is not None:
@@ -1484,14 +1558,6 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
         dx = empty(2, B, I, 0, typenum)
     elif input_grad:
         dx = empty(3, T, B, I, typenum)
-    dw_ih = empty(2, G, I, 0, typenum)
-    dw_hh = empty(2, G, P, 0, typenum)
-    if w.b_ih is not None:
-        db_ih = empty(1, G, 0, 0, typenum)
-    if w.b_hh is not None:
-        db_hh = empty(1, G, 0, 0, typenum)
-    if w.w_hr is not None:
-        dw_hr = empty(2, P, H, 0, typenum)
     a.T, a.B, a.In, a.H, a.P = T, B, I, H, P
     a.b0, a.b1 = 0, B
     a.relu = relu
@@ -1504,11 +1570,12 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
     a.dx, a.dw_ih, a.dw_hh = data(dx), data(dw_ih), data(dw_hh)
     a.db_ih, a.db_hh, a.dw_hr = data(db_ih), data(db_hh), data(dw_hr)
     loop_flops = 2.0 * T * B * G * P + (4.0 * T * B * P * H if w.w_hr is not None else 0)
-    # the arguments are good: from here on the gates become gradients, and the cache is used up
-    # (no Python code runs between this check and the clear, so two threads cannot both pass)
-    if len(cache) != 17:
-        raise RuntimeError(f"this cython {name} cache was already used by a backward pass")
-    del cache[:]
+    # the arguments are good: from here on the gates become gradients, and the record is used up
+    # (no Python code runs between this check and the mark, so two threads cannot both pass)
+    if s.used:
+        raise RuntimeError(f"this cython {made_by} record was already used by a backward pass")
+    s.used = True
+    s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = None
     nthreads = plan_threads(B, loop_flops)
     operands = None
     if T > 1:
@@ -1521,11 +1588,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object cache, object s
     if norms is not None:
         step_norms[...] = norms
     give_back((gates, hs, cs, tc, mb, dht))
-    dhx = (dh, dc) if cell == LSTM else (dh,)
-    grads = [dw_ih, dw_hh, db_ih, db_hh]
-    if cell == LSTM:
-        grads.append(dw_hr)
-    return dx, dhx, grads
+    return dx, ((dh, dc) if cell == LSTM else (dh,))
 
 
 # =======================================================================================
@@ -1536,23 +1599,24 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False)
 
 
-def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """BPTT for :func:`rnn_forward`; see :func:`fastrnn.reference.rnn_backward`.
 
-    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    Adds the weight gradients into ``dweights``; consumes ``saved`` (its gates are overwritten
+    with their gradients): one backward per forward.
     """
-    return backward(RNN, dy, dhy, cache, step_norms, False, input_grad)
+    return backward(RNN, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
 def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
-    """One RNN step: x (B, I) -> ``(hy, cache)``."""
-    _, hy, cache = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity), True)
-    return hy, cache
+    """One RNN step: x (B, I) -> ``(hy, saved)``."""
+    _, hy, saved = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity), True)
+    return hy, saved
 
 
-def rnn_step_backward(dhy, cache):
-    """Backward of :func:`rnn_step_forward`: ``(dx (B, I), dhx, dweights)``; consumes ``cache``."""
-    return backward(RNN, None, dhy, cache, None, True)
+def rnn_step_backward(dhy, saved, dweights):
+    """Backward of :func:`rnn_step_forward`: ``(dx (B, I), dhx)``, adding into ``dweights``; consumes ``saved``."""
+    return backward(RNN, None, dhy, saved, dweights, None, True)
 
 
 def lstm_forward(x, hx, weights, lengths=None, training=True):
@@ -1560,23 +1624,24 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     return forward(LSTM, x, hx, weights, lengths, training, 0, False)
 
 
-def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """BPTT for :func:`lstm_forward`; see :func:`fastrnn.reference.lstm_backward`.
 
-    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    Adds the weight gradients into ``dweights``; consumes ``saved`` (its gates are overwritten
+    with their gradients): one backward per forward.
     """
-    return backward(LSTM, dy, dhy, cache, step_norms, False, input_grad)
+    return backward(LSTM, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
 def lstm_step_forward(x, hx, weights, training=True):
-    """One LSTM step: x (B, I) -> ``((h, c), cache)``."""
-    _, hy, cache = forward(LSTM, x, hx, weights, None, training, 0, True)
-    return hy, cache
+    """One LSTM step: x (B, I) -> ``((h, c), saved)``."""
+    _, hy, saved = forward(LSTM, x, hx, weights, None, training, 0, True)
+    return hy, saved
 
 
-def lstm_step_backward(dhy, cache):
-    """Backward of :func:`lstm_step_forward`: ``(dx (B, I), (dh, dc), dweights)``; consumes ``cache``."""
-    return backward(LSTM, None, dhy, cache, None, True)
+def lstm_step_backward(dhy, saved, dweights):
+    """Backward of :func:`lstm_step_forward`: ``(dx (B, I), (dh, dc))``, adding into ``dweights``; consumes ``saved``."""
+    return backward(LSTM, None, dhy, saved, dweights, None, True)
 
 
 def gru_forward(x, hx, weights, lengths=None, training=True):
@@ -1584,23 +1649,24 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     return forward(GRU, x, hx, weights, lengths, training, 0, False)
 
 
-def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """BPTT for :func:`gru_forward`; see :func:`fastrnn.reference.gru_backward`.
 
-    Consumes ``cache`` (its gates are overwritten with their gradients): one backward per forward.
+    Adds the weight gradients into ``dweights``; consumes ``saved`` (its gates are overwritten
+    with their gradients): one backward per forward.
     """
-    return backward(GRU, dy, dhy, cache, step_norms, False, input_grad)
+    return backward(GRU, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
 def gru_step_forward(x, hx, weights, training=True):
-    """One GRU step: x (B, I) -> ``((h,), cache)``."""
-    _, hy, cache = forward(GRU, x, hx, weights, None, training, 0, True)
-    return hy, cache
+    """One GRU step: x (B, I) -> ``((h,), saved)``."""
+    _, hy, saved = forward(GRU, x, hx, weights, None, training, 0, True)
+    return hy, saved
 
 
-def gru_step_backward(dhy, cache):
-    """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,), dweights)``; consumes ``cache``."""
-    return backward(GRU, None, dhy, cache, None, True)
+def gru_step_backward(dhy, saved, dweights):
+    """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,))``, adding into ``dweights``; consumes ``saved``."""
+    return backward(GRU, None, dhy, saved, dweights, None, True)
 
 
 # =======================================================================================

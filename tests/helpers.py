@@ -5,10 +5,73 @@ import os
 import numpy as np
 
 import fastrnn
+from fastrnn.celltypes import CELL_TYPES
 
 AVAILABLE = [name for name, status in fastrnn.backends().items() if status["available"]]
 REQUIRED = [b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()]
 BACKENDS = AVAILABLE + [b for b in REQUIRED if b not in AVAILABLE]
+
+#: the implementations of the kernel contract under test: the reference, numba, and each build
+#: of the cython extension this machine runs (and, when cython is required, each build setup.py
+#: makes here for this CPU, so that a missing one fails instead of being left out)
+KERNELS = ["numpy"] + [b for b in BACKENDS if b == "numba"]
+if "cython" in BACKENDS:
+    if fastrnn.backends()["cython"]["available"]:
+        from fastrnn import _cython
+        KERNELS += [f"cython-{isa}" for isa in _cython.ISAS if isa in _cython.available_isas()
+                    or ("cython" in REQUIRED and isa in _cython.expected_isas())]
+    else:
+        KERNELS.append("cython")   # required but missing: its tests fail, saying why
+
+
+def load_kernels(name):
+    """The module implementing the kernel contract for a name of :data:`KERNELS`."""
+    if name.startswith("cython-"):
+        from fastrnn import _cython
+        return _cython.load(name.split("-", 1)[1])
+    from fastrnn.backends import resolve
+    return resolve(name).module
+
+
+#: the cases of the kernel tests: case -> (cell type, forward options, projection size)
+KERNEL_CASES = {
+    "rnn_tanh": ("rnn", {"nonlinearity": "tanh"}, 0),
+    "rnn_relu": ("rnn", {"nonlinearity": "relu"}, 0),
+    "lstm": ("lstm", {}, 0),
+    "lstm_proj": ("lstm", {}, 3),
+    "gru": ("gru", {}, 0),
+}
+I, H = 5, 6
+
+
+
+def make_weights(case, dtype, bias, rng, in_size=I, hidden=H):
+    cell, _, proj = KERNEL_CASES[case]
+    gates, P = CELL_TYPES[cell].gates, proj or hidden
+    u = lambda *shape: rng.uniform(-0.6, 0.6, shape).astype(dtype)  # noqa: E731
+    b_ih = u(gates * hidden) if bias in ("both", "ih") else None
+    b_hh = u(gates * hidden) if bias in ("both", "hh") else None
+    weights = [u(gates * hidden, in_size), u(gates * hidden, P), b_ih, b_hh]
+    weights += [u(P, hidden) if proj else None] * (len(CELL_TYPES[cell].weights) - 4)
+    return tuple(weights), P
+
+
+def make_states(case, B, P, dtype, rng, hidden=H):
+    sizes = {"h": P, "c": hidden}
+    return tuple(rng.standard_normal((B, sizes[s])).astype(dtype) * 0.5
+                 for s in CELL_TYPES[KERNEL_CASES[case][0]].states)
+
+
+def make_lengths(kind, B, T, rng):
+    if kind is None:
+        return None
+    if kind == "full":
+        return np.full(B, T, dtype=np.int64)
+    lens = rng.integers(1, T + 1, size=B).astype(np.int64)
+    if B >= 2:
+        lens[0], lens[1] = T, 1
+    return lens
+
 
 #: tolerances of a backend against PyTorch or against the reference, by dtype
 ATOL = {np.float32: 1e-5, np.float64: 1e-9}

@@ -1,11 +1,10 @@
-"""Tests of the numba backend's kernels (fastrnn.jit) against the NumPy reference.
+"""What is specific to the numba backend's kernels (fastrnn.jit); the contract they share
+with the other backends is tested in test_kernel_contract.py.
 
-Parity of every kernel with fastrnn.reference (float64: atol 1e-9; float32:
-atol 2e-5 on outputs and states, rtol 1e-4 on gradients) over cell type x
-lengths x bias x projection x batch size (0, 1, several) x step norms x
-thread count; plus the float32 activations (error bound, saturation, NaN),
-thread-count independence, the memory kept by a forward, and the disk cache
-(including its quiet fallback when the cache directory is read-only).
+The float32 activations (error bound, saturation, NaN), eval-mode forwards in blocks of
+``config.EVAL_BYTES``, thread-count independence with the products split into many BLAS
+blocks, BLAS held at one thread, the memory kept by a forward, the disk cache (including its
+quiet fallback when the cache directory is read-only) and ``warmup``.
 """
 
 import itertools
@@ -20,6 +19,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 from fastrnn import reference  # noqa: E402
+from fastrnn.celltypes import CELL_TYPES  # noqa: E402
 from fastrnn import jit as nb  # noqa: E402
 from fastrnn.jit import _common, activations, config  # noqa: E402
 
@@ -87,7 +87,7 @@ def test_activation_range_float32():
 
 # ---------------------------------------------------------------- parity with the reference
 def _weights(cell, I, H, P, bias, dtype, rng):
-    G = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    G = CELL_TYPES[cell].gates
     w = [rng.uniform(-0.6, 0.6, (G * H, I)), rng.uniform(-0.6, 0.6, (G * H, P or H))]
     w += [rng.uniform(-0.6, 0.6, G * H), rng.uniform(-0.6, 0.6, G * H)] if bias else [None, None]
     if cell == "lstm":
@@ -119,6 +119,11 @@ def _check(got, ref, dtype, grad=False):
         np.testing.assert_allclose(got, ref, rtol=0, atol=2e-5)
 
 
+def _zeros(weights):
+    """Gradient buffers for ``weights`` (the backward adds into them)."""
+    return tuple(None if w is None else np.zeros_like(w) for w in weights)
+
+
 def _kernels(module, cell):
     return tuple(getattr(module, f"{cell}_{k}") for k in
                  ("forward", "backward", "step_forward", "step_backward"))
@@ -129,60 +134,6 @@ CASES = [  # cell, proj_size, options
     ("gru", 0, {}), ("lstm", 0, {}), ("lstm", 3, {}),
 ]
 CASE_IDS = [cell + str(P) + "".join(opts.values()) for cell, P, opts in CASES]
-FLAGS3 = list(itertools.product([True, False], repeat=3))
-
-
-@pytest.mark.parametrize("threads", [1, 2, 3], indirect=True)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("B", [0, 1, 5])
-@pytest.mark.parametrize("bias, with_lengths, norms", FLAGS3)
-def test_sequence_parity(threads, dtype, cell, P, opts, B, bias, with_lengths, norms):
-    T, I, H = 6, 4, 5
-    rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, bias, dtype, with_lengths)
-    fwd_r, bwd_r = _kernels(reference, cell)[:2]
-    fwd_n, bwd_n = _kernels(nb, cell)[:2]
-    y_r, hy_r, cache_r = fwd_r(x, hx, weights, lengths, True, **opts)
-    y_n, hy_n, cache_n = fwd_n(x, hx, weights, lengths, True, **opts)
-    _check(y_n, y_r, dtype)
-    for a, b in zip(hy_n, hy_r):
-        _check(a, b, dtype)
-    dy = rng.standard_normal(y_r.shape).astype(dtype)
-    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy_r)
-    sn_r = np.zeros((T, B), dtype) if norms else None
-    sn_n = np.full((T, B), np.nan, dtype) if norms else None
-    dx_r, dhx_r, dw_r = bwd_r(dy, dhy, cache_r, sn_r)
-    dx_n, dhx_n, dw_n = bwd_n(dy, dhy, cache_n, sn_n)
-    _check(dx_n, dx_r, dtype, grad=True)
-    for a, b in zip(dhx_n, dhx_r):
-        _check(a, b, dtype, grad=True)
-    assert len(dw_n) == len(dw_r) == len(weights)
-    for a, b in zip(dw_n, dw_r):
-        assert (a is None) == (b is None)
-        if a is not None:
-            _check(a, b, dtype, grad=True)
-    if norms:
-        _check(sn_n, sn_r, dtype, grad=True)
-
-
-@pytest.mark.parametrize("threads", [1, 2], indirect=True)
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
-def test_backward_parity_many_rows(threads, dtype, cell, P, opts):
-    """T*B = 80 rows with lengths: the products after the loop (BLAS) see masked zero rows."""
-    T, B, I, H = 10, 8, 5, 6
-    rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, True)
-    fwd_r, bwd_r = _kernels(reference, cell)[:2]
-    fwd_n, bwd_n = _kernels(nb, cell)[:2]
-    y_r, hy_r, cache_r = fwd_r(x, hx, weights, lengths, True, **opts)
-    y_n, hy_n, cache_n = fwd_n(x, hx, weights, lengths, True, **opts)
-    dy = rng.standard_normal(y_r.shape).astype(dtype)
-    dx_r, dhx_r, dw_r = bwd_r(dy, hy_r, cache_r)
-    dx_n, dhx_n, dw_n = bwd_n(dy, hy_r, cache_n)
-    _check(dx_n, dx_r, dtype, grad=True)
-    for a, b in zip(dw_n, dw_r):
-        if a is not None:
-            _check(a, b, dtype, grad=True)
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)
@@ -205,35 +156,6 @@ def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths, monkey
         _check(a, b, dtype)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("B", [0, 1, 3])
-@pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("training", [True, False])
-def test_step_parity(dtype, cell, P, opts, B, bias, training):
-    I, H = 4, 5
-    rng, x, hx, weights, _ = _problem(cell, 1, B, I, H, P, bias, dtype, False)
-    step_f_r, step_b_r = _kernels(reference, cell)[2:]
-    step_f_n, step_b_n = _kernels(nb, cell)[2:]
-    hy_r, cache_r = step_f_r(x[0], hx, weights, training, **opts)
-    hy_n, cache_n = step_f_n(x[0], hx, weights, training, **opts)
-    for a, b in zip(hy_n, hy_r):
-        _check(a, b, dtype)
-    if not training:
-        assert cache_n is None
-        return
-    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy_r)
-    dx_r, dhx_r, dw_r = step_b_r(dhy, cache_r)
-    dx_n, dhx_n, dw_n = step_b_n(dhy, cache_n)
-    _check(dx_n, dx_r, dtype, grad=True)
-    for a, b in zip(dhx_n, dhx_r):
-        _check(a, b, dtype, grad=True)
-    for a, b in zip(dw_n, dw_r):
-        assert (a is None) == (b is None)
-        if a is not None:
-            _check(a, b, dtype, grad=True)
-
-
 # ---------------------------------------------------------------- threads
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 @pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
@@ -252,10 +174,11 @@ def test_thread_count_independence(dtype, cell, P, opts, monkeypatch):
             config.set_num_threads(n)
             rng, x, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, True, seed=3)
             forward, backward = _kernels(nb, cell)[:2]
-            y, hy, cache = forward(x, hx, weights, lengths, True, **opts)
+            y, hy, record = forward(x, hx, weights, lengths, True, **opts)
             dy = rng.standard_normal(y.shape).astype(dtype)
             norms = np.zeros((T, B), dtype)
-            dx, dhx, dw = backward(dy, hy, cache, norms)
+            dw = _zeros(weights)
+            dx, dhx = backward(dy, hy, record, dw, norms)
             results.append([y, *hy, dx, *dhx, *(w for w in dw if w is not None), norms])
     finally:
         config.set_num_threads(saved[0])
@@ -290,8 +213,8 @@ def test_blas_held_at_one_thread_during_the_products(cell, monkeypatch):
     forward, backward = _kernels(nb, cell)[:2]
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         before = numpy_blas_threads()
-        y, hy, cache = forward(x, hx, weights, lengths, True)
-        backward(y, hy, cache)
+        y, hy, saved = forward(x, hx, weights, lengths, True)
+        backward(y, hy, saved, _zeros(weights))
         after = numpy_blas_threads()
     assert before == after == {2}
     assert len(seen) >= 4 and all(s == {1} for s in seen)
@@ -310,18 +233,6 @@ def test_batch_slices():
 
 
 # ---------------------------------------------------------------- cache and memory
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_backward_consumes_cache(cell):
-    _, x, hx, weights, _ = _problem(cell, 3, 2, 3, 4, 0, True, np.float64, False)
-    forward, backward = _kernels(nb, cell)[:2]
-    y, hy, cache = forward(x, hx, weights)
-    backward(y, hy, cache)
-    with pytest.raises(RuntimeError, match="already used"):
-        backward(y, hy, cache)
-    with pytest.raises(TypeError, match="cache"):
-        backward(y, hy, None)
-
-
 @pytest.mark.parametrize("cell, P, per_step",
                          [("rnn", 0, 1), ("gru", 0, 5), ("lstm", 0, 6), ("lstm", 3, 6)])
 def test_memory_kept_by_forward(cell, P, per_step):
@@ -329,8 +240,9 @@ def test_memory_kept_by_forward(cell, P, per_step):
     T, B, I, H = 7, 3, 4, 5
     _, x, hx, weights, _ = _problem(cell, T, B, I, H, P, True, np.float64, False)
     forward = _kernels(nb, cell)[0]
-    _, _, cache = forward(x, hx, weights)
-    arrays = [a for a in cache if isinstance(a, np.ndarray) and a is not x and a.ndim == 3]
+    _, _, saved = forward(x, hx, weights)
+    arrays = [getattr(saved, k) for k in saved.fields]
+    arrays = [a for a in arrays if isinstance(a, np.ndarray) and a is not x and a.ndim == 3]
     expected = T * B * (per_step * H + P)
     pad = T * B * 64 // 8   # the rows of the gate store are padded by 64 bytes
     assert expected <= sum(a.size for a in arrays) <= expected + pad
@@ -404,10 +316,11 @@ def test_warmup_compiles_everything_once_per_dtype():
             rng, x, hx, weights, lengths = _problem(cell, 3, B, 2, 4, P, bias, dtype, with_lengths)
             forward, backward, step_forward, step_backward = _kernels(nb, cell)
             forward(x, hx, weights, lengths, False, **opts)
-            y, hy, cache = forward(x, hx, weights, lengths, True, **opts)
-            backward(y, hy, cache, np.zeros((3, B), dtype) if with_lengths else None)
-            hy, cache = step_forward(x[0], hx, weights, True, **opts)
-            step_backward(hy, cache)
+            y, hy, record = forward(x, hx, weights, lengths, True, **opts)
+            dw = _zeros(weights)
+            backward(y, hy, record, dw, np.zeros((3, B), dtype) if with_lengths else None)
+            hy, record = step_forward(x[0], hx, weights, True, **opts)
+            step_backward(hy, record, dw)
     finally:
         config.set_num_threads(saved[0])
         config.PARALLEL_MIN_FLOPS = saved[1]

@@ -63,21 +63,24 @@ def _builds_match_the_reference(_cython):
     """Forward+backward of every cell type on every build of the cython kernels this machine can
     use (the backend itself runs only the chosen one), against the reference kernels."""
     from fastrnn import reference
+    from fastrnn.celltypes import CELL_TYPES
     T, B, I, H = 5, 3, 4, 6
     for isa in _cython.available_isas():
         module = _cython.load(isa)
-        for cell, G in (("rnn", 1), ("lstm", 4), ("gru", 3)):
+        for cell, kind in CELL_TYPES.items():
+            G = kind.gates
             for dtype, atol in ((np.float64, 1e-9), (np.float32, 2e-4)):
                 rng = np.random.default_rng(1)
                 weights = [rng.uniform(-0.5, 0.5, shape).astype(dtype)
                            for shape in ((G * H, I), (G * H, H), (G * H,), (G * H,))]
-                weights = tuple(weights + ([None] if cell == "lstm" else []))
+                weights = tuple(weights + [None] * (len(kind.weights) - 4))
                 x = rng.standard_normal((T, B, I)).astype(dtype)
-                hx = tuple(np.zeros((B, H), dtype) for _ in range(2 if cell == "lstm" else 1))
+                hx = tuple(np.zeros((B, H), dtype) for _ in kind.states)
                 results = []
                 for kernels in (module, reference):
-                    y, hy, cache = getattr(kernels, f"{cell}_forward")(x, hx, weights)
-                    dx, dhx, dw = getattr(kernels, f"{cell}_backward")(np.ones_like(y), hy, cache)
+                    y, hy, saved = getattr(kernels, f"{cell}_forward")(x, hx, weights)
+                    dw = tuple(None if w is None else np.zeros_like(w) for w in weights)
+                    dx, dhx = getattr(kernels, f"{cell}_backward")(np.ones_like(y), hy, saved, dw)
                     results.append([y, *hy, dx, *dhx, *dw])
                 for a, b in zip(*results):
                     if b is None:   # the gradient of an absent weight (LSTM projection)

@@ -4,7 +4,7 @@ Implements the kernel contract of :mod:`fastrnn.reference` (same functions,
 arguments and results, float32 and float64), with two differences a caller
 can see: float32 activations are a rational approximation (max abs error
 3e-7, see :mod:`fastrnn.jit.activations`), and a backward pass consumes its
-cache (it reuses the forward's stored gates as its gradient buffer, so each
+record (it reuses the forward's stored gates as its gradient buffer, so each
 forward can be backpropagated once, as in the layers and cells).
 
 Modules: :mod:`~fastrnn.jit.config` (compile flags, disk cache, threads),
@@ -57,7 +57,8 @@ def warmup(dtypes=(np.float32, np.float64)):
              (arr(4 * H, I), arr(4 * H, H), arr(4 * H), arr(4 * H), None), (h, c)),
         ]
         for forward, backward, step_forward, step_backward, weights, hx in cells:
-            y, hy, cache = forward(x, hx, weights)
-            backward(y, hy, cache, np.zeros((T, B), dtype=dtype))
-            hy, cache = step_forward(x[0], hx, weights)
-            step_backward(hy, cache)
+            dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+            y, hy, saved = forward(x, hx, weights)
+            backward(y, hy, saved, dweights, np.zeros((T, B), dtype=dtype))
+            hy, saved = step_forward(x[0], hx, weights)
+            step_backward(hy, saved, dweights)

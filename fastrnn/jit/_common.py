@@ -9,6 +9,7 @@ once per call, which pays off over hundreds of rows.
 
 import numpy as np
 
+from ..reference._common import Saved, take  # noqa: F401 - the contract's record
 from . import config
 from .config import run_threads, threads_for
 from .gemm import mm_small, pack, panel_shape
@@ -80,23 +81,6 @@ def store_norms(step_norms, buffer):
     """Copy the norms back into ``step_norms`` when :func:`norms_buffer` made a new buffer."""
     if step_norms is not None and buffer is not step_norms:
         step_norms[...] = buffer
-
-
-def take(cache, cell):
-    """Open a training-mode cache for the backward, once: it is emptied as it is read.
-
-    The backward reuses the forward's stored gates as its gradient buffer, so
-    a cache supports one backward pass.
-    """
-    if not isinstance(cache, list):
-        raise TypeError(f"{cell}_backward needs the cache returned by {cell}_forward "
-                        f"with training=True, but got {type(cache).__name__}")
-    if not cache:
-        raise RuntimeError(f"this {cell}_forward cache was already used by a backward pass: "
-                           f"the numba backend overwrites it, so run the forward again")
-    values = tuple(cache)
-    cache.clear()
-    return values
 
 
 def flat(a):
@@ -192,50 +176,51 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
         run_threads(kernel, args + (t0, nt), tails)
 
 
-def input_grads(D, w_ih, x, input_grad=True):
-    """``dx = D @ W_ih`` and ``dW_ih = D^T @ x``: the input side of a backward, over all rows.
+def input_grads(D, w_ih, x, dw_ih, input_grad=True):
+    """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows.
 
     Parameters
     ----------
     D : (T*B, N) array (a view of a gate-gradient store): rows (t, b), time-major
     w_ih : (N, I) array
     x : (T, B, I) C-contiguous array
+    dw_ih : (N, I) array, added into
     input_grad : bool
         False skips dx.
 
     Returns
     -------
     dx : (T, B, I) array, or None without ``input_grad``
-    dw_ih : (N, I) array
     """
     dx = None
     if input_grad:
         dx = np.empty(x.shape, dtype=x.dtype)
         matmul(D, w_ih, flat(dx))
-    dw_ih = np.empty_like(w_ih)
-    matmul(D.T, flat(x), dw_ih)
-    return dx, dw_ih
+    matmul(D.T, flat(x), dw_ih, add=True)
+    return dx
 
 
 def recurrent_grad(D, h0, Hs, out):
-    """``out = sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
+    """``out += sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
 
     Parameters
     ----------
     D : (T*B, N) array (a view of a gate-gradient store): rows (t, b), time-major
     h0 : (B, K) array, h_{-1}
     Hs : (>= T-1, B, >= K) C-contiguous array whose step t holds h_t (in its first K columns)
-    out : (N, K) array, overwritten
+    out : (N, K) array, added into
     """
     B, K = h0.shape
-    matmul(D[:B].T, h0, out)
+    matmul(D[:B].T, h0, out, add=True)
     if D.shape[0] > B:
         matmul(D[B:].T, flat(Hs)[:D.shape[0] - B, :K], out, add=True)
 
 
-def step_backward(backward, dhy, cache):
+def step_backward(backward, cell, dhy, saved, dweights):
     """The backward of a one-step kernel: ``backward`` (a sequence backward) over its T = 1
-    step, with no gradient from an output; returns dx (B, I), dhx and dweights."""
-    dy = np.zeros((1,) + dhy[0].shape, dtype=cache[0].dtype)
-    dx, dhx, dweights = backward(dy, dhy, cache)
-    return dx[0], dhx, dweights
+    step, with no gradient from an output, adding into ``dweights``; returns dx (B, I), dhx."""
+    if not (isinstance(saved, Saved) and saved.cell == cell and saved.step) or saved.used:
+        take(saved, cell, dweights, True)   # raises, saying what was expected
+    dy = np.zeros((1,) + dhy[0].shape, dtype=saved.x.dtype)
+    dx, dhx = backward(dy, dhy, saved, dweights)
+    return dx[0], dhx

@@ -158,8 +158,9 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
-    cache = [x, h0, G, Hs, lens, weights] if training else None
-    return y, (h,), cache
+    saved = _common.Saved("gru", False, True, x=x, h0=h0, G=G, Hs=Hs, lens=lens,
+                          weights=weights) if training else None
+    return y, (h,), saved
 
 
 @jit
@@ -199,15 +200,16 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
 
 
 @one_blas_thread
-def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
-    """Backpropagation through time for :func:`gru_forward` (consumes ``cache``).
+def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
+    """Backpropagation through time for :func:`gru_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dy : (T, B, H) array
     dhy : tuple (dh_n (B, H),)
-    cache : list returned by :func:`gru_forward` with ``training=True``
-        Emptied: the gate store is overwritten with the gradients.
+    saved : the record returned by :func:`gru_forward` with ``training=True``
+        Used up: the gate store is overwritten with the gradients.
+    dweights : tuple aligned with the weights, added into (None where a weight is None)
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
     input_grad : bool
@@ -217,10 +219,11 @@ def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
-    dweights : list aligned with the forward's weights (None where a weight is None)
     """
-    x, h0, G, Hs, lens, weights = _common.take(cache, "gru")
+    s = _common.take(saved, "gru", dweights)
+    x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
+    dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
     T, B = x.shape[0], x.shape[1]
     H3, H = w_hh.shape
@@ -235,14 +238,17 @@ def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :4 * H]   # [dr, dz, dn, dn * r], one row per (t, b)
-    dx, dw_ih = _common.input_grads(D[:, :H3], w_ih, x, input_grad)
-    dw_hh = np.empty_like(w_hh)
+    dx = _common.input_grads(D[:, :H3], w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
     _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])
-    dsum = None if b_ih is None and b_hh is None else D.sum(axis=0)
-    db_ih = None if b_ih is None else dsum[:H3].copy()
-    db_hh = None if b_hh is None else np.concatenate([dsum[:2 * H], dsum[3 * H:]])
-    return dx, (dh,), [dw_ih, dw_hh, db_ih, db_hh]
+    if b_ih is not None or b_hh is not None:
+        dsum = D.sum(axis=0)
+        if db_ih is not None:
+            db_ih += dsum[:H3]
+        if db_hh is not None:
+            db_hh[:2 * H] += dsum[:2 * H]
+            db_hh[2 * H:] += dsum[3 * H:]
+    return dx, (dh,)
 
 
 @jit
@@ -281,7 +287,7 @@ def gru_step_forward(x, hx, weights, training=True):
     Returns
     -------
     hy : tuple (h' (B, H),)
-    cache : list for :func:`gru_step_backward`, or None when ``training`` is False
+    saved : the record for :func:`gru_step_backward`, or None when ``training`` is False
     """
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
@@ -294,22 +300,23 @@ def gru_step_forward(x, hx, weights, training=True):
                          _common.bias_or_empty(b_hh, dt), hy, G, np.empty((1, B, H3), dt))
     if not training:
         return (hy,), None
-    cache = [x[None], h.copy(), G, hy.reshape(1, B, H), np.ones(B, dtype=np.int64), weights]
-    return (hy,), cache
+    saved = _common.Saved("gru", True, True, x=x[None], h0=h.copy(), G=G, Hs=hy.reshape(1, B, H),
+                          lens=np.ones(B, dtype=np.int64), weights=weights)
+    return (hy,), saved
 
 
-def gru_step_backward(dhy, cache):
-    """Backward of :func:`gru_step_forward` (consumes ``cache``).
+def gru_step_backward(dhy, saved, dweights):
+    """Backward of :func:`gru_step_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dhy : tuple (dh' (B, H),)
-    cache : list returned by :func:`gru_step_forward` with ``training=True``
+    saved : the record returned by :func:`gru_step_forward` with ``training=True``
+    dweights : tuple aligned with the weights, added into
 
     Returns
     -------
     dx : (B, I) array
     dhx : tuple (dh (B, H),)
-    dweights : list aligned with the forward's weights
     """
-    return _common.step_backward(gru_backward, dhy, cache)
+    return _common.step_backward(gru_backward, "gru", dhy, saved, dweights)

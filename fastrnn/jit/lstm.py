@@ -165,8 +165,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
             lens, y, G, Cs, TCs, Hs, M, Hn)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
-    cache = [x, h0, c0, G, Cs, TCs, Hs, lens, weights] if training else None
-    return y, (h, c), cache
+    saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
+                          lens=lens, weights=weights) if training else None
+    return y, (h, c), saved
 
 
 @helper()
@@ -263,15 +264,16 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, nor
 
 
 @one_blas_thread
-def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
-    """Backpropagation through time for :func:`lstm_forward` (consumes ``cache``).
+def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
+    """Backpropagation through time for :func:`lstm_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dy : (T, B, P) array
     dhy : tuple (dh_n (B, P), dc_n (B, H))
-    cache : list returned by :func:`lstm_forward` with ``training=True``
-        Emptied: the gate store is overwritten with the gradients.
+    saved : the record returned by :func:`lstm_forward` with ``training=True``
+        Used up: the gate store is overwritten with the gradients.
+    dweights : tuple aligned with the weights, added into (None where a weight is None)
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
     input_grad : bool
@@ -281,10 +283,12 @@ def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
-    dweights : list aligned with the forward's weights (None where a weight is None)
     """
-    x, h0, c0, G, Cs, TCs, Hs, lens, weights = _common.take(cache, "lstm")
+    s = _common.take(saved, "lstm", dweights)
+    x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
+    Hs, lens, weights = s["Hs"], s["lens"], s["weights"]
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    dw_ih, dw_hh, db_ih, db_hh, dw_hr = dweights
     dt = x.dtype
     T, B = x.shape[0], x.shape[1]
     H4, P = w_hh.shape
@@ -307,16 +311,16 @@ def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
-    dx, dw_ih = _common.input_grads(D, w_ih, x, input_grad)
-    dw_hh = np.empty_like(w_hh)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
-    db = None if b_ih is None and b_hh is None else D.sum(axis=0)
-    dw_hr = np.empty_like(w_hr) if proj else None
+    if b_ih is not None or b_hh is not None:
+        db = D.sum(axis=0)
+        for g in (db_ih, db_hh):
+            if g is not None:
+                g += db
     if proj:
-        _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr)
-    dweights = [dw_ih, dw_hh, None if b_ih is None else db,
-                None if b_hh is None else db.copy(), dw_hr]
-    return dx, (dh, dc), dweights
+        _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr, add=True)
+    return dx, (dh, dc)
 
 
 @jit
@@ -365,7 +369,7 @@ def lstm_step_forward(x, hx, weights, training=True):
     Returns
     -------
     hy : tuple (h' (B, P), c' (B, H))
-    cache : list for :func:`lstm_step_backward`, or None when ``training`` is False
+    saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     dt = x.dtype
@@ -383,23 +387,24 @@ def lstm_step_forward(x, hx, weights, training=True):
     if not training:
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
-    cache = [x[None], h.copy(), c.copy(), G, cy.reshape(1, B, H), TCs, Hs,
-             np.ones(B, dtype=np.int64), weights]
-    return (hy, cy), cache
+    saved = _common.Saved("lstm", True, True, x=x[None], h0=h.copy(), c0=c.copy(), G=G,
+                          Cs=cy.reshape(1, B, H), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
+                          weights=weights)
+    return (hy, cy), saved
 
 
-def lstm_step_backward(dhy, cache):
-    """Backward of :func:`lstm_step_forward` (consumes ``cache``).
+def lstm_step_backward(dhy, saved, dweights):
+    """Backward of :func:`lstm_step_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dhy : tuple (dh' (B, P), dc' (B, H))
-    cache : list returned by :func:`lstm_step_forward` with ``training=True``
+    saved : the record returned by :func:`lstm_step_forward` with ``training=True``
+    dweights : tuple aligned with the weights, added into
 
     Returns
     -------
     dx : (B, I) array
     dhx : tuple (dh (B, P), dc (B, H))
-    dweights : list aligned with the forward's weights
     """
-    return _common.step_backward(lstm_backward, dhy, cache)
+    return _common.step_backward(lstm_backward, "lstm", dhy, saved, dweights)

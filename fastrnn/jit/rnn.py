@@ -108,8 +108,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
-    cache = [x, h0, G, relu, lens, weights] if training else None
-    return y, (h,), cache
+    saved = _common.Saved("rnn", False, True, x=x, h0=h0, G=G, relu=relu, lens=lens,
+                          weights=weights) if training else None
+    return y, (h,), saved
 
 
 @jit
@@ -155,14 +156,15 @@ def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
 
 
 @one_blas_thread
-def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
-    """Backpropagation through time for :func:`rnn_forward` (consumes ``cache``).
+def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
+    """Backpropagation through time for :func:`rnn_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dy : (T, B, H) array
     dhy : tuple (dh_n (B, H),)
-    cache : list returned by :func:`rnn_forward` with ``training=True``
+    saved : the record returned by :func:`rnn_forward` with ``training=True``
+    dweights : tuple aligned with the weights, added into (None where a weight is None)
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence (0 past a sequence's length).
     input_grad : bool
@@ -172,10 +174,11 @@ def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
-    dweights : list aligned with the forward's weights (None where a weight is None)
     """
-    x, h0, G, relu, lens, weights = _common.take(cache, "rnn")
+    s = _common.take(saved, "rnn", dweights)
+    x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
+    dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[0]
@@ -190,12 +193,14 @@ def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
-    dx, dw_ih = _common.input_grads(D, w_ih, x, input_grad)
-    dw_hh = np.empty_like(w_hh)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D, h0, G, dw_hh)
-    db = None if b_ih is None and b_hh is None else D.sum(axis=0)
-    return dx, (dh,), [dw_ih, dw_hh, None if b_ih is None else db,
-                       None if b_hh is None else db.copy()]
+    if b_ih is not None or b_hh is not None:
+        db = D.sum(axis=0)
+        for g in (db_ih, db_hh):
+            if g is not None:
+                g += db
+    return dx, (dh,)
 
 
 @jit
@@ -234,7 +239,7 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
     Returns
     -------
     hy : tuple (h' (B, H),)
-    cache : list for :func:`rnn_step_backward`, or None when ``training`` is False
+    saved : the record for :func:`rnn_step_backward`, or None when ``training`` is False
     """
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
@@ -250,21 +255,22 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
                          _common.bias_or_empty(b_hh, dt), relu, hy, G)
     if not training:
         return (hy,), None
-    return (hy,), [x[None], h.copy(), G, relu, np.ones(B, dtype=np.int64), weights]
+    return (hy,), _common.Saved("rnn", True, True, x=x[None], h0=h.copy(), G=G, relu=relu,
+                                lens=np.ones(B, dtype=np.int64), weights=weights)
 
 
-def rnn_step_backward(dhy, cache):
-    """Backward of :func:`rnn_step_forward` (consumes ``cache``).
+def rnn_step_backward(dhy, saved, dweights):
+    """Backward of :func:`rnn_step_forward` (consumes ``saved``).
 
     Parameters
     ----------
     dhy : tuple (dh' (B, H),)
-    cache : list returned by :func:`rnn_step_forward` with ``training=True``
+    saved : the record returned by :func:`rnn_step_forward` with ``training=True``
+    dweights : tuple aligned with the weights, added into
 
     Returns
     -------
     dx : (B, I) array
     dhx : tuple (dh (B, H),)
-    dweights : list aligned with the forward's weights
     """
-    return _common.step_backward(rnn_backward, dhy, cache)
+    return _common.step_backward(rnn_backward, "rnn", dhy, saved, dweights)

@@ -27,19 +27,28 @@ The kernel contract shared by every backend (``fastrnn.backends``):
     (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr``), a bias
     or ``w_hr`` may be ``None``; lengths: (B,) int64 or ``None``.  Steps
     ``t >= lengths[b]`` leave the state of sequence ``b`` untouched and give a
-    zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and a
-    cache for the backward (``None`` when ``training`` is False).
+    zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and
+    ``saved``: one record (:class:`~fastrnn.reference._common.Saved` here and in
+    numba, the extension's own ``Saved`` in cython) of what the backward needs,
+    its arrays by name (``None`` when ``training`` is False).
 
-``<cell>_backward(dy, dhy, cache, step_norms=None, input_grad=True)``
-    dy: (T, B, Hout); dhy: tuple of gradients of the final states.  Returns
-    ``dx (T, B, I)`` (``None``, and not computed, when ``input_grad`` is
-    False), ``dhx`` (tuple) and ``dweights`` (tuple aligned with ``weights``,
-    ``None`` where the weight is ``None``).  When ``step_norms``
-    is a (T, B) array it receives ``||dJ/dh_t||`` for every step (0 past a
-    sequence's length).  The compiled backends write the gradients over the
-    forward's stored gates, so a cache serves one backward: a second one
-    raises (the reference, which keeps its cache, allows it; the layers and
-    cells take a cache once whatever the backend).
+``<cell>_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True)``
+    dy: (T, B, Hout); dhy: tuple of gradients of the final states; dweights:
+    the caller's gradient buffers, a tuple aligned with ``weights`` (writable,
+    C-contiguous, the weight's shape and dtype; ``None`` where the weight is
+    ``None``): the backward *adds* each weight's gradient into its buffer
+    (``+=``, BLAS beta = 1), as haste and llm.c do, so a training loop keeps one
+    set of buffers and no gradient is allocated per call.  Returns ``dx (T, B,
+    I)`` (``None``, and not computed, when ``input_grad`` is False) and ``dhx``
+    (tuple).  When ``step_norms`` is a (T, B) array it receives ``||dJ/dh_t||``
+    for every step (0 past a sequence's length).  The compiled backends write
+    the gradients over the forward's saved gates, so a record serves one
+    backward: a second one raises (the reference, which keeps its record,
+    allows it; the layers and cells take a record once whatever the backend).
+
+``<cell>_step_forward(x, hx, weights, training=True, **opts)`` and ``<cell>_step_backward(dhy, saved, dweights)``
+    One step (what the cells run): x (B, I); return ``(hy, saved)`` and
+    ``(dx (B, I), dhx)``, the step backward adding into ``dweights`` likewise.
 """
 
 from .rnn import rnn_forward, rnn_backward, rnn_step_forward, rnn_step_backward

@@ -1,6 +1,101 @@
-"""Helpers shared by the reference kernels."""
+"""Helpers shared by the reference kernels, and the kernel contract's pieces every
+Python-side backend uses: the saved record (:class:`Saved`, :func:`take`) and the check
+of the gradient buffers a backward adds into (:func:`check_dweights`)."""
+
+import threading
 
 import numpy as np
+
+_TAKE = threading.Lock()
+
+
+class Saved:
+    """What a training-mode forward keeps for its backward: one record, its arrays by name.
+
+    Parameters
+    ----------
+    cell : str
+        The cell type of the forward that made it (``"rnn"``, ``"lstm"``, ``"gru"``).
+    step : bool
+        Made by a one-step kernel (``<cell>_step_forward``).
+    once : bool
+        A backward consumes it (the compiled backends write the gradients over the saved
+        gates): a second backward raises, and the arrays are dropped as it is taken.
+    **arrays
+        The saved values, read back as attributes (``saved.gates``); :attr:`fields` names them.
+    """
+
+    def __init__(self, cell, step, once, **arrays):
+        self.cell, self.step, self.once, self.used = cell, step, once, False
+        self._names = tuple(arrays)
+        self.__dict__.update(arrays)
+
+    @property
+    def fields(self):
+        """The names of the saved values this record holds (none once a backward took them)."""
+        return tuple(k for k in self._names if k in self.__dict__)
+
+    def __repr__(self):
+        state = ", used" if self.used else ""
+        return f"Saved({self.cell}{'_step' if self.step else ''}: {', '.join(self.fields)}{state})"
+
+
+def take(saved, cell, dweights, step=False):
+    """Check ``saved`` for a backward of ``cell`` (a step backward, ``step``, needs the record of
+    a step forward; a sequence backward takes either, a step being a sequence of one) and the
+    gradient buffers ``dweights`` against its weights; then, when the record serves one
+    backward only, mark it used (atomically: two threads cannot both take it) and drop its
+    arrays from the record.  Nothing is used up when a check fails.
+
+    Returns
+    -------
+    dict
+        The saved arrays by name.
+    """
+    name = f"{cell}_{'step_' if step else ''}backward"
+    made_by = f"{cell}_{'step_' if step else ''}forward"
+    if not isinstance(saved, Saved):
+        raise TypeError(f"{name} needs the record returned by {made_by} with training=True, "
+                        f"but got {type(saved).__name__}")
+    if saved.cell != cell or (step and not saved.step):
+        raise ValueError(f"{name} needs the record returned by {made_by}, but got one from "
+                         f"{saved.cell}_{'step_' if saved.step else ''}forward")
+    if not saved.used:
+        check_dweights(dweights, saved.weights, name)
+    if not saved.once:
+        return {k: getattr(saved, k) for k in saved._names}
+    with _TAKE:
+        if saved.used:
+            raise RuntimeError(f"this {made_by} record was already used by a backward pass (the "
+                               f"backward writes the gradients over the gates it saved): run the "
+                               f"forward again")
+        saved.used = True
+        arrays = {k: saved.__dict__.pop(k) for k in saved._names}
+    return arrays
+
+
+def check_dweights(dweights, weights, kernel):
+    """Check the gradient buffers a backward adds into: a tuple aligned with ``weights``, None
+    where the weight is None, else a writable C-contiguous array of the weight's shape and
+    dtype (the backward writes into it in place, so nothing may be converted or copied)."""
+    if not isinstance(dweights, (tuple, list)) or len(dweights) != len(weights):
+        raise TypeError(f"{kernel}: dweights must be a tuple of {len(weights)} gradient buffers "
+                        f"aligned with the weights, but got {type(dweights).__name__}"
+                        + (f" of length {len(dweights)}" if isinstance(dweights, (tuple, list)) else ""))
+    for k, (g, w) in enumerate(zip(dweights, weights)):
+        if w is None:
+            if g is not None:
+                raise ValueError(f"{kernel}: dweights[{k}] must be None, as its weight is None")
+            continue
+        if not (isinstance(g, np.ndarray) and g.shape == w.shape and g.dtype == w.dtype
+                and g.flags.c_contiguous and g.flags.writeable):
+            got = (f"{type(g).__name__}" if not isinstance(g, np.ndarray) else
+                   f"{g.dtype} array of shape {g.shape}"
+                   + ("" if g.flags.c_contiguous else ", not C-contiguous")
+                   + ("" if g.flags.writeable else ", read-only"))
+            raise ValueError(f"{kernel}: dweights[{k}] must be a writable C-contiguous {w.dtype} "
+                             f"array of shape {w.shape} (the gradient is added into it), "
+                             f"but got {got}")
 
 
 def sigmoid(a):
@@ -38,26 +133,24 @@ def add_bias(grads, da, i):
         grads[i] += da.sum(axis=0)
 
 
-def zero_like_weights(weights):
-    """Gradient buffers aligned with ``weights`` (None where a weight is None)."""
-    return [None if w is None else np.zeros_like(w) for w in weights]
-
-
-def step_kernels(forward, backward):
-    """One-step kernels built from the sequence kernels (T = 1).
+def step_kernels(cell, forward, backward):
+    """One-step kernels built from the sequence kernels of ``cell`` (T = 1).
 
     ``step_forward(x, hx, weights, training=True, **opts)`` takes x: (B, I) and
-    returns ``(hy, cache)``; ``step_backward(dhy, cache)`` returns
-    ``(dx (B, I), dhx, dweights)``.
+    returns ``(hy, saved)``; ``step_backward(dhy, saved, dweights)`` adds into
+    ``dweights`` and returns ``(dx (B, I), dhx)``.
     """
 
     def step_forward(x, hx, weights, training=True, **opts):
-        _, hy, cache = forward(x[None], hx, weights, None, training, **opts)
-        return hy, cache
+        _, hy, saved = forward(x[None], hx, weights, None, training, **opts)
+        if saved is not None:
+            saved.step = True
+        return hy, saved
 
-    def step_backward(dhy, cache):
+    def step_backward(dhy, saved, dweights):
+        take(saved, cell, dweights, True)   # a check: the reference's records serve any number
         dy = np.zeros((1,) + dhy[0].shape, dtype=dhy[0].dtype)
-        dx, dhx, dweights = backward(dy, dhy, cache)
-        return dx[0], dhx, dweights
+        dx, dhx = backward(dy, dhy, saved, dweights)
+        return dx[0], dhx
 
     return step_forward, step_backward

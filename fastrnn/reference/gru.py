@@ -15,7 +15,7 @@ Shapes: x (T, B, I), h (B, H).
 import numpy as np
 
 from ._common import (
-    add_bias, keep, masked, record_norm, sigmoid, step_kernels, valid_steps, zero_like_weights,
+    Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take, valid_steps, 
 )
 
 
@@ -34,7 +34,9 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     -------
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
-    cache : tuple or None
+    saved : Saved or None
+        x, h_prev (the state entering each step), gates ([r, z, n, W_hn h + b_hn] per step),
+        valid, weights; None when ``training`` is False.
     """
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
@@ -57,18 +59,21 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
         gates[t] = np.concatenate([r, z, n, hn], axis=1)
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
-    cache = (x, h_prev, gates, valid, weights) if training else None
-    return y, (h,), cache
+    saved = Saved("gru", False, False, x=x, h_prev=h_prev, gates=gates, valid=valid,
+                  weights=weights) if training else None
+    return y, (h,), saved
 
 
-def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`gru_forward`.
 
     Parameters
     ----------
     dy : (T, B, H) array
     dhy : tuple (dh_n (B, H),)
-    cache : what :func:`gru_forward` returned with ``training=True``
+    saved : Saved, what :func:`gru_forward` returned with ``training=True``
+    dweights : tuple aligned with the forward's ``weights``, written (added into)
+        The gradient of each weight is added to its buffer (None where the weight is None).
     step_norms : (T, B) array or None
     input_grad : bool
         False skips dx (returned as None): the input of a first layer needs none.
@@ -77,13 +82,13 @@ def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
-    dweights : list aligned with the forward's ``weights``
     """
-    x, h_prev, gates, valid, weights = cache
+    s = take(saved, "gru", dweights)
+    x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 3
-    grads = zero_like_weights(weights)
+    grads = list(dweights)   # the caller's buffers, added into in place
     dx = np.zeros_like(x) if input_grad else None
     dh = dhy[0].copy()
     for t in range(T - 1, -1, -1):
@@ -102,7 +107,7 @@ def gru_backward(dy, dhy, cache, step_norms=None, input_grad=True):
         add_bias(grads, dgi, 2)
         add_bias(grads, dgh, 3)
         dh = keep(valid, t, dh_t * z + dgh @ w_hh, dh)
-    return dx, (dh,), grads
+    return dx, (dh,)
 
 
-gru_step_forward, gru_step_backward = step_kernels(gru_forward, gru_backward)
+gru_step_forward, gru_step_backward = step_kernels("gru", gru_forward, gru_backward)

@@ -14,7 +14,8 @@ Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 import numpy as np
 
 from ._common import (
-    add_bias, keep, masked, record_norm, sigmoid, step_kernels, valid_steps, zero_like_weights,
+    Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take,
+    valid_steps,
 )
 
 
@@ -35,7 +36,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     -------
     y : (T, B, P) array
     hy : tuple (h_n (B, P), c_n (B, H))
-    cache : tuple or None
+    saved : Saved or None
+        x, h_prev and c_prev (the states entering each step), gates (post-activation),
+        c_all (c_t), valid, weights; None when ``training`` is False.
     """
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     T, B, _ = x.shape
@@ -60,18 +63,21 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         c_all[t] = c_new
         y[t] = masked(valid, t, h_new)
         h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
-    cache = (x, h_prev, c_prev, gates, c_all, valid, weights) if training else None
-    return y, (h, c), cache
+    saved = Saved("lstm", False, False, x=x, h_prev=h_prev, c_prev=c_prev, gates=gates,
+                  c_all=c_all, valid=valid, weights=weights) if training else None
+    return y, (h, c), saved
 
 
-def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`lstm_forward`.
 
     Parameters
     ----------
     dy : (T, B, P) array
     dhy : tuple (dh_n (B, P), dc_n (B, H))
-    cache : what :func:`lstm_forward` returned with ``training=True``
+    saved : Saved, what :func:`lstm_forward` returned with ``training=True``
+    dweights : tuple aligned with the forward's ``weights``, written (added into)
+        The gradient of each weight is added to its buffer (None where the weight is None).
     step_norms : (T, B) array or None
         Receives ||dJ/dh_t|| per step and sequence.
     input_grad : bool
@@ -81,13 +87,14 @@ def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
-    dweights : list aligned with the forward's ``weights``
     """
-    x, h_prev, c_prev, gates, c_all, valid, weights = cache
+    s = take(saved, "lstm", dweights)
+    x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
+    c_all, valid, weights = s["c_all"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh, w_hr = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 4
-    grads = zero_like_weights(weights)
+    grads = list(dweights)   # the caller's buffers, added into in place
     dx = np.zeros_like(x) if input_grad else None
     dh, dc = dhy[0].copy(), dhy[1].copy()
     for t in range(T - 1, -1, -1):
@@ -115,7 +122,7 @@ def lstm_backward(dy, dhy, cache, step_norms=None, input_grad=True):
         add_bias(grads, da, 3)
         dh = keep(valid, t, da @ w_hh, dh)
         dc = keep(valid, t, dc_t * f, dc)
-    return dx, (dh, dc), grads
+    return dx, (dh, dc)
 
 
-lstm_step_forward, lstm_step_backward = step_kernels(lstm_forward, lstm_backward)
+lstm_step_forward, lstm_step_backward = step_kernels("lstm", lstm_forward, lstm_backward)

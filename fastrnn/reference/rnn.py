@@ -11,7 +11,7 @@ Shapes: x (T, B, I), h (B, H).
 import numpy as np
 
 from ._common import (
-    add_bias, keep, masked, record_norm, step_kernels, valid_steps, zero_like_weights,
+    Saved, add_bias, keep, masked, record_norm, step_kernels, take, valid_steps,
 )
 
 
@@ -31,7 +31,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     -------
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
-    cache : tuple or None
+    saved : Saved or None
+        x, h_prev (the state entering each step), h_all (after it), valid, weights,
+        nonlinearity; None when ``training`` is False.
     """
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
@@ -47,18 +49,21 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         h_prev[t], h_all[t] = h, h_new
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
-    cache = (x, h_prev, h_all, valid, weights, nonlinearity) if training else None
-    return y, (h,), cache
+    saved = Saved("rnn", False, False, x=x, h_prev=h_prev, h_all=h_all, valid=valid,
+                  weights=weights, nonlinearity=nonlinearity) if training else None
+    return y, (h,), saved
 
 
-def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
+def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`rnn_forward`.
 
     Parameters
     ----------
     dy : (T, B, H) array
     dhy : tuple (dh_n (B, H),)
-    cache : what :func:`rnn_forward` returned with ``training=True``
+    saved : Saved, what :func:`rnn_forward` returned with ``training=True``
+    dweights : tuple aligned with the forward's ``weights``, written (added into)
+        The gradient of each weight is added to its buffer (None where the weight is None).
     step_norms : (T, B) array or None
     input_grad : bool
         False skips dx (returned as None): the input of a first layer needs none.
@@ -67,18 +72,18 @@ def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
     -------
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
-    dweights : list aligned with the forward's ``weights``
     """
-    x, h_prev, h_all, valid, weights, nonlinearity = cache
+    s = take(saved, "rnn", dweights)
+    x, h_prev, h_all, valid, weights = s["x"], s["h_prev"], s["h_all"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
-    grads = zero_like_weights(weights)
+    grads = list(dweights)   # the caller's buffers, added into in place
     dx = np.zeros_like(x) if input_grad else None
     dh = dhy[0].copy()
     for t in range(T - 1, -1, -1):
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
-        if nonlinearity == "tanh":
+        if s["nonlinearity"] == "tanh":
             da = dh_t * (1 - h_all[t] ** 2)
         else:
             da = dh_t * (h_all[t] > 0)
@@ -89,7 +94,7 @@ def rnn_backward(dy, dhy, cache, step_norms=None, input_grad=True):
         add_bias(grads, da, 2)
         add_bias(grads, da, 3)
         dh = keep(valid, t, da @ w_hh, dh)
-    return dx, (dh,), grads
+    return dx, (dh,)
 
 
-rnn_step_forward, rnn_step_backward = step_kernels(rnn_forward, rnn_backward)
+rnn_step_forward, rnn_step_backward = step_kernels("rnn", rnn_forward, rnn_backward)

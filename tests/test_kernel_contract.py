@@ -1,0 +1,355 @@
+"""The kernel contract of :mod:`fastrnn.reference`, on every implementation of it.
+
+One table of implementations (:data:`helpers.KERNELS`: the reference, numba and each build
+of the cython extension this machine runs), one table of cases (:data:`helpers.KERNEL_CASES`: every cell
+type of :mod:`fastrnn.celltypes`, RNN with both nonlinearities, LSTM with a projection) and
+one of tolerances (:data:`OUT_ATOL`, :data:`GRAD_RTOL`, :data:`GRAD_ATOL`, per dtype).
+
+Checked, per implementation: outputs, final states, step norms, dx, dhx and the weight
+gradients against the reference (batch 0, 1, several, and 70 rows, which split into the
+micro-kernel's tiles); the gradients *added* into the caller's buffers; a saved record
+taken once by the compiled backends (and refused when it comes from another kernel);
+the gradient buffers checked (shape, dtype, layout) before anything is written; eval mode
+keeping nothing; the step kernels; NaN propagation; results that do not depend on the
+thread count, bit for bit.  What is specific to one backend (disk cache, instruction-set
+choice, activation error bounds, memory) stays in that backend's test module.
+"""
+
+import zlib
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn import reference as ref
+
+from helpers import (
+    KERNEL_CASES as CASES, KERNELS, I, load_kernels, make_lengths, make_states, make_weights,
+)
+
+DTYPES = [np.float32, np.float64]
+#: outputs: atol; gradients: rtol, with an atol for values near zero
+OUT_ATOL = {np.float32: 2e-5, np.float64: 1e-9}
+GRAD_RTOL = {np.float32: 1e-4, np.float64: 1e-7}
+GRAD_ATOL = {np.float32: 2e-5, np.float64: 1e-9}
+@pytest.fixture(scope="module", params=KERNELS)
+def impl(request):
+    """One implementation of the kernel contract (a module with the twelve kernels)."""
+    return load_kernels(request.param)
+
+
+@pytest.fixture(scope="module", params=[k for k in KERNELS if k != "numpy"])
+def compiled(request):
+    """One compiled implementation (the reference is the oracle of the parity tests)."""
+    return load_kernels(request.param)
+
+
+def kernels(module, case):
+    cell = CASES[case][0]
+    return tuple(getattr(module, f"{cell}_{k}") for k in ("forward", "backward", "step_forward",
+                                                             "step_backward"))
+
+
+def zero_grads(weights):
+    return tuple(None if w is None else np.zeros_like(w) for w in weights)
+
+
+def random_grads(weights, rng):
+    """Gradient buffers that already hold something: the backward must add to it."""
+    return tuple(None if w is None else rng.standard_normal(w.shape).astype(w.dtype)
+                 for w in weights)
+
+
+def close_out(a, b, dtype, what):
+    assert a.dtype == dtype and a.shape == b.shape, what
+    np.testing.assert_allclose(a, b, rtol=0, atol=OUT_ATOL[dtype], err_msg=what)
+
+
+def close_grad(a, b, dtype, what):
+    assert a.dtype == dtype and a.shape == b.shape, what
+    np.testing.assert_allclose(a, b, rtol=GRAD_RTOL[dtype], atol=GRAD_ATOL[dtype], err_msg=what)
+
+
+def check_grads(got, want, dtype, dweights, want_dweights, start=None):
+    """dx, dhx and the gradient buffers against the reference's; ``start``: what the buffers held
+    before the backward added into them (the tolerance then scales with it and the gradient,
+    as the sum rounds at their size)."""
+    (dx, dhx), (rdx, rdhx) = got, want
+    if rdx is None:
+        assert dx is None
+    else:
+        close_grad(dx, rdx, dtype, "dx")
+    assert len(dhx) == len(rdhx)
+    for k, (a, b) in enumerate(zip(dhx, rdhx)):
+        close_grad(a, b, dtype, f"dhx[{k}]")
+    for k, (a, b) in enumerate(zip(dweights, want_dweights)):
+        assert (a is None) == (b is None), k
+        if a is None:
+            continue
+        if start is None:
+            close_grad(a, b, dtype, f"dweights[{k}]")
+        else:
+            assert a.dtype == dtype and a.shape == b.shape
+            excess = np.abs(a - (start[k] + b)) - GRAD_ATOL[dtype] \
+                - GRAD_RTOL[dtype] * (np.abs(start[k]) + np.abs(b))
+            assert excess.max(initial=0) <= 0, (f"dweights[{k}]: the buffer is not what it held "
+                                                f"plus the gradient (worst excess {excess.max()})")
+
+
+def reference_weights(weights):
+    """The reference adds the biases only when b_ih is given: spell a lone bias out as a sum."""
+    w = list(weights)
+    if (w[2] is None) != (w[3] is None):
+        w[2] = w[2] if w[2] is not None else np.zeros_like(w[3])
+        w[3] = w[3] if w[3] is not None else np.zeros_like(w[2])
+    return tuple(w)
+
+
+# ---------------------------------------------------------------------------------------
+# whole sequences
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES))
+# the per-step products: 3 rows, fewer than a tile; 9, tiles and a row left; 70, 35 rows per
+# thread on 2 threads: tiles of 6 and 5 rows
+@pytest.mark.parametrize("B", [0, 1, 3, 9, 70])
+@pytest.mark.parametrize("lengths", [None, "full", "ragged"])
+@pytest.mark.parametrize("bias", ["both", "none", "ih", "hh"])
+def test_sequence_parity(compiled, case, dtype, B, lengths, bias):
+    rng = np.random.default_rng(zlib.crc32(repr((case, B, lengths, bias)).encode()))
+    opts = CASES[case][1]
+    T = 7
+    weights, P = make_weights(case, dtype, bias, rng)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng)
+    lens = make_lengths(lengths, B, T, rng)
+    rf, rb, _, _ = kernels(ref, case)
+    cf, cb, _, _ = kernels(compiled, case)
+    hx_before = [h.copy() for h in hx]
+
+    y, hy, saved = cf(x, hx, weights, lens, True, **opts)
+    ry, rhy, rsaved = rf(x, hx, reference_weights(weights), lens, True, **opts)
+    close_out(y, ry, dtype, "y")
+    assert len(hy) == len(rhy)
+    for a, b in zip(hy, rhy):
+        close_out(a, b, dtype, "hy")
+    for h, h0 in zip(hx, hx_before):
+        np.testing.assert_array_equal(h, h0)   # the kernels do not write their inputs
+
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy)
+    dhy_before = [d.copy() for d in dhy]
+    norms = np.full((T, B), -1.0, dtype=dtype)
+    rnorms = np.zeros((T, B), dtype=dtype)
+    start = random_grads(weights, rng)
+    dweights = tuple(None if g is None else g.copy() for g in start)
+    got = cb(dy, dhy, saved, dweights, norms)
+    rdw = zero_grads(reference_weights(weights))
+    want = rb(dy, dhy, rsaved, rdw, rnorms)
+    rdw = tuple(None if w is None else r for w, r in zip(weights, rdw))   # (a lone bias)
+    # the backward added into the buffers it was given
+    check_grads(got, want, dtype, dweights, rdw, start)
+    close_grad(norms, rnorms, dtype, "step_norms")
+    for d, d0 in zip(dhy, dhy_before):
+        np.testing.assert_array_equal(d, d0)
+
+    # without step_norms and from zero, a new forward: the same gradients
+    _, _, saved = cf(x, hx, weights, lens, True, **opts)
+    dw0 = zero_grads(weights)
+    again = cb(dy, dhy, saved, dw0)
+    check_grads(again, want, dtype, dw0, rdw)
+
+    # eval mode: the same outputs, nothing saved
+    ye, hye, none = cf(x, hx, weights, lens, False, **opts)
+    assert none is None
+    np.testing.assert_allclose(ye, y, rtol=0, atol=OUT_ATOL[dtype] / 10)
+    for a, b in zip(hye, hy):
+        np.testing.assert_allclose(a, b, rtol=0, atol=OUT_ATOL[dtype] / 10)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_backward_without_the_input_gradient(impl, case):
+    """``input_grad=False``: dx is None, and every other gradient is what it is with dx."""
+    rng = np.random.default_rng(9)
+    opts = CASES[case][1]
+    weights, P = make_weights(case, np.float64, "both", rng)
+    x = rng.standard_normal((5, 4, I))
+    hx = make_states(case, 4, P, np.float64, rng)
+    f, b, _, _ = kernels(impl, case)
+    results = []
+    for input_grad in (True, False):
+        y, hy, saved = f(x, hx, weights, None, True, **opts)
+        dw = zero_grads(weights)
+        dx, dhx = b(np.ones_like(y), hy, saved, dw, None, input_grad)
+        assert (dx is None) == (not input_grad)
+        results.append([*dhx, *(g for g in dw if g is not None)])
+    for a, c in zip(*results):
+        np.testing.assert_array_equal(a, c)
+
+
+# ---------------------------------------------------------------------------------------
+# one step
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("B", [0, 1, 3, 9])
+@pytest.mark.parametrize("bias", ["both", "none"])
+def test_step_parity(compiled, case, dtype, B, bias):
+    rng = np.random.default_rng(zlib.crc32(repr((case, B, bias, "step")).encode()))
+    opts = CASES[case][1]
+    weights, P = make_weights(case, dtype, bias, rng)
+    x = rng.standard_normal((B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng)
+    _, _, rsf, rsb = kernels(ref, case)
+    _, _, csf, csb = kernels(compiled, case)
+    hy, saved = csf(x, hx, weights, True, **opts)
+    rhy, rsaved = rsf(x, hx, weights, True, **opts)
+    for a, b in zip(hy, rhy):
+        close_out(a, b, dtype, "hy")
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy)
+    start = random_grads(weights, rng)
+    dweights = tuple(None if g is None else g.copy() for g in start)
+    got = csb(dhy, saved, dweights)
+    rdw = zero_grads(weights)
+    want = rsb(dhy, rsaved, rdw)
+    assert got[0].shape == (B, I)
+    check_grads(got, want, dtype, dweights, rdw, start)
+    hy_eval, none = csf(x, hx, weights, False, **opts)
+    assert none is None
+    for a, b in zip(hy_eval, hy):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_step_is_one_step_of_the_sequence(impl, case):
+    rng = np.random.default_rng(3)
+    opts = CASES[case][1]
+    weights, P = make_weights(case, np.float64, "both", rng)
+    x = rng.standard_normal((1, 2, I))
+    hx = make_states(case, 2, P, np.float64, rng)
+    f, _, sf, _ = kernels(impl, case)
+    _, hy_seq, _ = f(x, hx, weights, None, False, **opts)
+    hy_step, _ = sf(x[0], hx, weights, False, **opts)
+    for a, b in zip(hy_seq, hy_step):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------------------
+# the saved record and the gradient buffers
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_saved_record(impl, case):
+    """One named record; the compiled backends' backward takes it once (it writes the gradients
+    over the saved gates), the reference's serves any number; a record of another kernel, or
+    no record, is refused; calls with bad arguments leave it usable."""
+    rng = np.random.default_rng(2)
+    cell, opts, _ = CASES[case]
+    T, B = 4, 3
+    weights, P = make_weights(case, np.float64, "both", rng)
+    x = rng.standard_normal((T, B, I))
+    hx = make_states(case, B, P, np.float64, rng)
+    f, b, sf, sb = kernels(impl, case)
+    y, hy, saved = f(x, hx, weights, None, True, **opts)
+    assert type(saved).__name__ == "Saved" and saved.cell == cell and not saved.step
+    assert "x" in saved.fields and not saved.used
+    dw = zero_grads(weights)
+    with pytest.raises(ValueError, match="step_forward"):
+        sb(hy, saved, dw)                                    # a sequence record in a step backward
+    other = "gru" if cell != "gru" else "rnn"
+    with pytest.raises(ValueError, match=f"{cell}_forward"):
+        getattr(impl, f"{other}_backward")(y, hy, saved, zero_grads(weights[:4]))
+    with pytest.raises(TypeError, match=f"{cell}_forward"):
+        b(y, hy, None, dw)
+    with pytest.raises(TypeError, match=f"{cell}_forward"):
+        b(y, hy, list(range(17)), dw)
+    bad = list(dw)
+    bad[1] = np.zeros((weights[1].shape[0] + 1, weights[1].shape[1]))
+    with pytest.raises(ValueError, match=r"dweights\[1\].*shape"):
+        b(y, hy, saved, tuple(bad))
+    bad[1] = np.zeros_like(weights[1], dtype=np.float32)
+    with pytest.raises(ValueError, match=r"dweights\[1\].*float64"):
+        b(y, hy, saved, tuple(bad))
+    bad[1] = np.zeros((weights[1].shape[1], weights[1].shape[0])).T   # right shape, F order
+    with pytest.raises(ValueError, match=r"dweights\[1\].*C-contiguous"):
+        b(y, hy, saved, tuple(bad))
+    with pytest.raises(TypeError, match="dweights"):
+        b(y, hy, saved, dw[:2])
+    assert all(np.all(g == 0) for g in dw if g is not None)   # nothing written by refused calls
+    b(y, hy, saved, dw)                                      # the refused calls did not use it up
+    rdw = zero_grads(weights)
+    ref.__dict__[f"{cell}_backward"](y, hy, ref.__dict__[f"{cell}_forward"](
+        x, hx, weights, None, True, **opts)[2], rdw)
+    for g, r in zip(dw, rdw):
+        if r is not None:
+            np.testing.assert_allclose(g, r, rtol=1e-7, atol=1e-9)
+    if impl is ref:
+        b(y, hy, saved, dw)                                  # the reference keeps its record
+    else:
+        assert saved.used and saved.fields == ()
+        with pytest.raises(RuntimeError, match="already used"):
+            b(y, hy, saved, dw)
+    # step kernels alike; a step's record also serves a sequence backward (a sequence of one)
+    for backward in (sb, lambda dhy, saved, dw: b(np.zeros((1,) + hy[0].shape), dhy, saved, dw)):
+        hy1, ssaved = sf(x[0], hx, weights, True, **opts)
+        assert ssaved.step
+        backward(hy1, ssaved, dw)
+        if impl is not ref:
+            with pytest.raises(RuntimeError, match="already used"):
+                backward(hy1, ssaved, dw)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_nan_in_the_input_propagates_to_the_output(impl, case):
+    rng = np.random.default_rng(1)
+    opts = CASES[case][1]
+    for dtype in DTYPES:
+        weights, P = make_weights(case, dtype, "both", rng)
+        x = rng.standard_normal((3, 2, I)).astype(dtype)
+        x[1, 0, 0] = np.nan
+        y, hy, _ = kernels(impl, case)[0](x, make_states(case, 2, P, dtype, rng), weights,
+                                          None, False, **opts)
+        if case == "rnn_relu":    # relu(NaN) is NaN, but a row of relu outputs may be 0 after it
+            assert np.isnan(y[1, 0]).any()
+        else:
+            assert np.isnan(y[1, 0]).all() and np.isnan(y[2, 0]).all()
+        assert np.isfinite(y[:, 1]).all() and np.isfinite(y[0]).all()
+
+
+# ---------------------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("lengths", [None, "ragged"])
+def test_results_do_not_depend_on_the_thread_count(compiled, case, lengths):
+    """Big enough to split the batch and the products over threads: 1, 2 and 3 threads give the
+    same results bit for bit, and agree with the reference."""
+    rng = np.random.default_rng(11)
+    cell, opts, _ = CASES[case]
+    T, B, hidden = 40, 24, 32
+    weights, P = make_weights(case, np.float64, "both", rng, hidden=hidden)
+    x = rng.standard_normal((T, B, I))
+    hx = make_states(case, B, P, np.float64, rng, hidden=hidden)
+    lens = make_lengths(lengths, B, T, rng)
+    f, b, _, _ = kernels(compiled, case)
+    dy = rng.standard_normal((T, B, P))
+    ry, rhy, rsaved = kernels(ref, case)[0](x, hx, weights, lens, True, **opts)
+    rnorms, rdw = np.zeros((T, B)), zero_grads(weights)
+    want = kernels(ref, case)[1](dy, rhy, rsaved, rdw, rnorms)
+    before = fastrnn.get_num_threads()
+    results = []
+    try:
+        for n in (1, 2, 3):
+            fastrnn.set_num_threads(n)
+            ye, _, _ = f(x, hx, weights, lens, False, **opts)
+            y, hy, saved = f(x, hx, weights, lens, True, **opts)
+            np.testing.assert_allclose(y, ry, rtol=0, atol=1e-9)
+            norms, dw = np.zeros((T, B)), zero_grads(weights)
+            got = b(dy, hy, saved, dw, norms)
+            check_grads(got, want, np.float64, dw, rdw)
+            np.testing.assert_allclose(norms, rnorms, rtol=1e-7, atol=1e-9)
+            results.append([ye, y, *hy, got[0], *got[1], norms, *(g for g in dw if g is not None)])
+    finally:
+        fastrnn.set_num_threads(before)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            np.testing.assert_array_equal(a, c)
