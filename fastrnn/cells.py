@@ -46,13 +46,19 @@ class _CellBase(Module):
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
 
     def _state_arrays(self, name, values, batch, unbatched):
+        """Check states (or their gradients); ``name``: the argument, or one name per state."""
         expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
         out = []
         for k, v in enumerate(values):
             if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
                     and v.flags.c_contiguous):   # the fast path is the common case of a loop
                 label = self._type.states[k]
-                full = f"{name} ({label})" if len(self._type.states) == 1 else f"{name}[{k}] ({label})"
+                if not isinstance(name, str):
+                    full = name[k]
+                elif len(self._type.states) == 1:
+                    full = f"{name} ({label})"
+                else:
+                    full = f"{name}[{k}] ({label})"
                 v = np.ascontiguousarray(_checks.check_shape(
                     full, _checks.as_float_array(full, v, self._dtype), expected))
             out.append(v.reshape(batch, self.hidden_size) if unbatched else v)
@@ -76,15 +82,18 @@ class _CellBase(Module):
             states = tuple(np.zeros((B, self.hidden_size), dtype=self._dtype) for _ in self._type.states)
         else:
             states = self._state_arrays("hx", hx if len(self._type.states) > 1 else (hx,), B, unbatched)
+        weights = self._weights
+        if self.training:   # what the backward reads is the forward's own, not the caller's
+            arr, weights = self._private(arr, x), self._snapshot(weights)
         step_forward, step_backward = self._backend.kernels(self._type.name)[2:]
-        hy, cache = step_forward(arr, states, self._weights, self.training, **self._opts)
+        hy, cache = step_forward(arr, states, weights, self.training, **self._opts)
         self._cache = (step_backward, cache, unbatched, B) if self.training else None
         return tuple(h[0] for h in hy) if unbatched else hy
 
-    def _backstep(self, dhy):
+    def _backstep(self, dhy, names):
         step_backward, cache, unbatched, B = self._take_cache()
         try:
-            dstates = self._state_arrays("grad", dhy, B, unbatched)
+            dstates = self._state_arrays(names, dhy, B, unbatched)
         except (TypeError, ValueError):
             self._cache = (step_backward, cache, unbatched, B)
             raise
@@ -94,8 +103,6 @@ class _CellBase(Module):
             return dx[0], tuple(d[0] for d in dhx)
         return dx, dhx
 
-    def _zeros_like_state(self, dh):
-        return np.zeros(np.shape(dh), dtype=self._dtype)
 
 
 class RNNCell(_CellBase):
@@ -118,7 +125,7 @@ class RNNCell(_CellBase):
 
     def backward(self, dh1):
         """Backward of the last step. dh1: like h'. Returns ``dx, dh``."""
-        dx, (dh,) = self._backstep((dh1,))
+        dx, (dh,) = self._backstep((dh1,), ("dh1",))
         return dx, dh
 
 
@@ -139,7 +146,7 @@ class GRUCell(_CellBase):
 
     def backward(self, dh1):
         """Backward of the last step. dh1: like h'. Returns ``dx, dh``."""
-        dx, (dh,) = self._backstep((dh1,))
+        dx, (dh,) = self._backstep((dh1,), ("dh1",))
         return dx, dh
 
 
@@ -167,5 +174,6 @@ class LSTMCell(_CellBase):
         Returns ``dx, (dh, dc)``.
         """
         if dc1 is None:
-            dc1 = self._zeros_like_state(dh1)
-        return self._backstep((dh1, dc1))
+            dh1 = _checks.as_float_array("dh1", dh1, self._dtype)
+            dc1 = np.zeros(dh1.shape, dtype=self._dtype)
+        return self._backstep((dh1, dc1), ("dh1", "dc1"))

@@ -189,8 +189,14 @@ class RNNBase(Module):
             states = self._states("hx", hx, B, unbatched, "hx")
             hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))]
         lens = None if lengths is None else _checks.as_lengths(lengths, B, T, unbatched)
+        if self.training:
+            seq = self._private(seq, x)
+            lens = None if lens is None else self._private(lens, lengths)
+        weights = self._weights()
+        if self.training:   # what the backward reads is the forward's own, not the caller's
+            weights = [self._snapshot(w) for w in weights]
         y, hy, cache = functional.sequence_forward(
-            self._backend, self.mode, seq, states, self._weights(),
+            self._backend, self.mode, seq, states, weights,
             num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
             dropout=self.dropout, training=self.training, rng=self._rng)
         out = self._to_user(y, unbatched)

@@ -121,6 +121,23 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def _private(self, arr, source):
+        """``arr`` itself, or a copy when it may share memory with ``source`` (what the caller
+        passed): a training forward keeps its input for the backward, so an edit of the caller's
+        array in between must not reach it."""
+        if arr.flags.owndata and arr is not source:
+            return arr           # made by the conversion of ``source``: nobody else has it
+        if isinstance(source, np.ndarray) and not np.may_share_memory(arr, source):
+            return arr
+        return arr.copy()        # the caller's array, a view of it, or of its buffer (a tensor)
+
+    @staticmethod
+    def _snapshot(weights):
+        """Copies of ``weights`` (None stays None) for a training forward to keep: the backward
+        then differentiates the weights the forward used, whatever is written to the live
+        parameters in between (a user's edit, an optimizer step)."""
+        return tuple(None if w is None else w.copy() for w in weights)
+
     def _take_cache(self):
         if self._cache is None:
             raise RuntimeError(

@@ -301,7 +301,7 @@ cdef extern from *:
         for (j = 0; j < H; j++) {                                                              \
             const T r = row[j], z = row[H + j], n = row[2 * H + j], hn = row[3 * H + j];        \
             const T d = dht[j];                                                                \
-            const T dn = d * (one - z) * (one - n * n);                                        \
+            const T dn = (d - d * z) * (one - n * n);  /* as PyTorch: inf gives NaN */          \
             const T dr = dn * hn * r * (one - r);                                              \
             const T dz = d * (hprev[j] - n) * z * (one - z);                                   \
             row[j] = dr;                                                                       \

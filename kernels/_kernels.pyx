@@ -379,7 +379,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
             if relu:
                 for j in range(H):
-                    da[j] = dht[j] if da[j] > 0 else 0
+                    da[j] = 0 if da[j] <= 0 else dht[j]   # as PyTorch: NaN units pass, inf stays
             else:
                 for j in range(H):
                     hv = da[j]

@@ -221,8 +221,13 @@ def test_cell_bad_inputs(backend):
     with raises(RuntimeError, "backward", "forward"):
         cell.backward(np.zeros((B, H)))
     cell(np.zeros((B, I)))
-    with raises(ValueError, "grad", "(3, 6)", "(3, 5)"):
+    with raises(ValueError, "dh1", "(3, 6)", "(3, 5)"):
         cell.backward(np.zeros((B, 5)))
+    with raises(ValueError, "dc1", "(3, 6)", "(3, 5)"):
+        cell.backward(np.zeros((B, H)), np.zeros((B, 5)))
+    with raises(TypeError, "dh1", "array"):
+        cell.backward([[1.0], []])   # ragged: named, not NumPy's "inhomogeneous shape"
+    cell.backward(np.zeros((B, H)))   # the refused calls left the forward for this one
     rnn = fastrnn.RNNCell(I, H, backend=backend)
     with raises(ValueError, "hx", "(6,)", "(3, 6)"):
         rnn(np.zeros(I), np.zeros((B, H)))

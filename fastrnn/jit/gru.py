@@ -72,7 +72,7 @@ def _cell_backward(g, d, hp, t1, t2):
     one = d.dtype.type(1)
     gr, gz, gn, ghn = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     for j in range(H):
-        t1[j] = d[j] * (one - gz[j]) * (one - gn[j] * gn[j])
+        t1[j] = (d[j] - d[j] * gz[j]) * (one - gn[j] * gn[j])   # as PyTorch: inf gives NaN
     for j in range(H):
         t2[j] = d[j] * gz[j]
     for j in range(H):

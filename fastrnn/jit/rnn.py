@@ -146,7 +146,7 @@ def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
             store_norm(norms, t, b, d)
             if relu:
                 for j in range(H):
-                    da[j] = d[j] * (one if hv[j] > zero else zero)
+                    da[j] = zero if hv[j] <= zero else d[j]   # as PyTorch: NaN units pass, inf stays
             else:
                 for j in range(H):
                     da[j] = d[j] * (one - hv[j] * hv[j])

@@ -44,8 +44,10 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     (h,) = hx
     valid = valid_steps(lengths, T, B)
     y = np.zeros((T, B, H), dtype=x.dtype)
-    h_prev, gates = np.empty_like(y), np.empty((T, B, 4 * H), dtype=x.dtype)
+    S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
+    h_prev, gates = np.empty((S, B, H), x.dtype), np.empty((S, B, 4 * H), dtype=x.dtype)
     for t in range(T):
+        s = t % S
         gi, gh = x[t] @ w_ih.T, h @ w_hh.T
         if b_ih is not None:
             gi += b_ih
@@ -55,8 +57,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
         hn = gh[:, 2 * H:]                   # W_n h_{t-1} + b_hn
         n = np.tanh(gi[:, 2 * H:] + r * hn)
         h_new = (1 - z) * n + z * h
-        h_prev[t] = h
-        gates[t] = np.concatenate([r, z, n, hn], axis=1)
+        h_prev[s] = h
+        gates[s] = np.concatenate([r, z, n, hn], axis=1)
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("gru", False, False, x=x, h_prev=h_prev, gates=gates, valid=valid,
@@ -95,7 +97,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         r, z, n, hn = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
-        dn = dh_t * (1 - z) * (1 - n ** 2)          # d of n's pre-activation
+        dn = (dh_t - z * dh_t) * (1 - n ** 2)       # d of n's pre-activation (h' = n + z (h - n))
         dr = dn * hn * r * (1 - r)
         dz = dh_t * (h_prev[t] - n) * z * (1 - z)
         dgi = np.concatenate([dr, dz, dn], axis=1)  # d (U x + b_i)

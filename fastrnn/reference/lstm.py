@@ -46,9 +46,11 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     h, c = hx
     valid = valid_steps(lengths, T, B)
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
-    h_prev, c_prev = np.empty_like(y), np.empty((T, B, H), dtype=x.dtype)
-    gates, c_all = np.empty((T, B, 4 * H), dtype=x.dtype), np.empty((T, B, H), dtype=x.dtype)
+    S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
+    h_prev, c_prev = np.empty((S, B, h.shape[1]), x.dtype), np.empty((S, B, H), dtype=x.dtype)
+    gates, c_all = np.empty((S, B, 4 * H), dtype=x.dtype), np.empty((S, B, H), dtype=x.dtype)
     for t in range(T):
+        s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
         if b_ih is not None:
             a += b_ih + b_hh
@@ -58,9 +60,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         h_new = o * np.tanh(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.T
-        h_prev[t], c_prev[t] = h, c
-        gates[t] = np.concatenate([i, f, g, o], axis=1)
-        c_all[t] = c_new
+        h_prev[s], c_prev[s] = h, c
+        gates[s] = np.concatenate([i, f, g, o], axis=1)
+        c_all[s] = c_new
         y[t] = masked(valid, t, h_new)
         h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
     saved = Saved("lstm", False, False, x=x, h_prev=h_prev, c_prev=c_prev, gates=gates,

@@ -40,13 +40,15 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     (h,) = hx
     valid = valid_steps(lengths, T, B)
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
-    h_prev, h_all = np.empty_like(y), np.empty_like(y)
+    S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
+    h_prev, h_all = np.empty((S,) + y.shape[1:], y.dtype), np.empty((S,) + y.shape[1:], y.dtype)
     for t in range(T):
+        s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
         if b_ih is not None:
             a += b_ih + b_hh
         h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
-        h_prev[t], h_all[t] = h, h_new
+        h_prev[s], h_all[s] = h, h_new
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("rnn", False, False, x=x, h_prev=h_prev, h_all=h_all, valid=valid,
@@ -86,7 +88,8 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         if s["nonlinearity"] == "tanh":
             da = dh_t * (1 - h_all[t] ** 2)
         else:
-            da = dh_t * (h_all[t] > 0)
+            # as PyTorch's threshold_backward: 0 where h <= 0, else dh (inf stays inf, NaN units pass)
+            da = np.where(h_all[t] <= 0, 0, dh_t).astype(dh_t.dtype, copy=False)
         if input_grad:
             dx[t] = da @ w_ih
         grads[0] += da.T @ x[t]

@@ -83,10 +83,13 @@ class Linear(Module):
             raise ValueError(f"Linear: the last axis of the input must have size in_features="
                              f"{self.in_features}, but got input of shape {arr.shape}")
         x2 = arr.reshape(-1, self.in_features)
-        y = x2 @ self._params["weight"].T
+        weight = self._params["weight"]
+        y = x2 @ weight.T
         if self.bias:
             y += self._params["bias"]
-        self._cache = (x2, arr.shape) if self.training else None
+        self._cache = None
+        if self.training:   # what the backward reads is the forward's own, not the caller's
+            self._cache = (self._private(x2, x), weight.copy(), arr.shape)
         return y.reshape(arr.shape[:-1] + (self.out_features,))
 
     def backward(self, dy):
@@ -104,15 +107,15 @@ class Linear(Module):
         dx : (..., H) array
             Gradient with respect to the forward's input.
         """
-        x2, in_shape = self._take_cache()
+        x2, weight, in_shape = self._take_cache()
         try:
             d = _checks.as_float_array("dy", dy, self._dtype)
             _checks.check_shape("dy", d, in_shape[:-1] + (self.out_features,))
         except (TypeError, ValueError):
-            self._cache = (x2, in_shape)   # a bad call does not consume the forward
+            self._cache = (x2, weight, in_shape)   # a bad call does not consume the forward
             raise
         d2 = d.reshape(-1, self.out_features)
         self.grads["weight"] += d2.T @ x2
         if self.bias:
             self.grads["bias"] += d2.sum(axis=0)
-        return (d2 @ self._params["weight"]).reshape(in_shape)
+        return (d2 @ weight).reshape(in_shape)
