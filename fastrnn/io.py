@@ -22,14 +22,30 @@ version, class, config, the set of arrays, every shape and dtype, every
 member's CRC) before it returns a new object; it never modifies an existing
 one, so a failure leaves nothing half-loaded.  Each kind of bad file has its
 own exception, all subclasses of :class:`FormatError` (a ``ValueError``).
+
+A file is untrusted input: loading reads the zip entries and the ``.npy``
+headers first (each member stored once, its declared size equal to what its
+header describes, a compressed one at most ``_MAX_INFLATION`` times smaller),
+then checks the parameters the header's config implies against those arrays,
+and only then allocates the model and reads the data, each member with a
+limit of its declared size.  A damaged or hostile file fails fast with its
+error; it cannot make loading allocate more than the arrays it holds.
 """
 
+import collections
 import importlib
+import inspect
 import io
+import itertools
 import json
+import math
+import operator
 import os
 import secrets
+import struct
 import zipfile
+import zlib
+from typing import NamedTuple
 
 import numpy as np
 
@@ -228,6 +244,67 @@ def save(obj, path):
 
 
 # -- loading ------------------------------------------------------------------------------
+#: largest header read, in bytes of JSON (a real one is a few kB: one entry per parameter)
+_MAX_HEADER_BYTES = 16 << 20
+#: largest .npy header read, in characters (numpy's own default; fastrnn's are 128 bytes)
+_MAX_NPY_HEADER = 10000
+#: bytes read at the start of a member to parse its .npy header: magic, version, length, text
+_NPY_PREFIX = 12 + _MAX_NPY_HEADER
+#: largest ratio of a compressed member's declared size to its compressed size: deflate
+#: reaches ~1000 on zeros, float weights ~1.1; fastrnn itself writes its members uncompressed
+_MAX_INFLATION = 100
+#: a compressed member declaring at most this many bytes is never refused for its ratio
+_INFLATION_SLACK = 1 << 20
+#: members are read (and checked) this many bytes at a time
+_CHUNK = 1 << 20
+#: what zipfile and the decompressors raise for a damaged archive or member
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+               OverflowError, NotImplementedError, RuntimeError, struct.error, zlib.error)
+try:
+    import lzma
+    _ZIP_ERRORS += (lzma.LZMAError,)
+except ImportError:  # a Python built without lzma cannot open lzma members at all
+    pass
+
+
+class _Member(NamedTuple):
+    """One ``.npy`` member: its zip entry and its parsed .npy header; the data is not read."""
+    info: zipfile.ZipInfo
+    key: str
+    offset: int          # bytes of .npy header before the data
+    shape: tuple
+    fortran: bool
+    dtype: np.dtype
+
+    @property
+    def nbytes(self):
+        """Bytes of data the .npy header describes."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+
+def _clip(text, limit=80):
+    """``text`` (read from a file, so of any length) cut to ``limit`` characters for a message."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short(value, limit=80):
+    """The repr of a value read from a file, cut to ``limit`` characters for a message."""
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # an int of more digits than str() converts, ...
+        text = f"<{type(value).__name__}>"
+    return _clip(text, limit)
+
+
+def _listed(names, limit=8):
+    """A list of names for a message: the first ``limit``, then how many there are in all."""
+    names = list(names)
+    shown = ", ".join(_short(n, 40) for n in names[:limit])
+    more = f", ... ({len(names)} in all)" if len(names) > limit else ""
+    return f"[{shown}{more}]"
+
+
 def _read_bytes(path):
     if hasattr(path, "read"):
         return path.read(), None
@@ -250,113 +327,243 @@ def _open_zip(data, where):
     if len(data) < len(_ZIP_MAGIC) and _ZIP_MAGIC.startswith(data):
         raise CorruptFileError(f"the file is only {len(data)} byte(s) long: the start of a "
                                f".npz archive, cut off", where)
+    if data[:4] not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC) and _declared_entries(data) is not None:
+        raise CorruptFileError(f"the file ends like a .npz (zip) archive but does not start "
+                               f"like one (it starts with {data[:8]!r}): the file is damaged",
+                               where)
     if data[:4] not in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
         raise ForeignFileError(f"not a fastrnn model file: it is not a .npz (zip) archive "
                                f"(it starts with {data[:8]!r})", where)
     try:
-        return zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, RuntimeError) as exc:
-        raise CorruptFileError(f"the .npz archive is truncated or corrupt ({exc}); the file "
-                               f"was probably cut off while being written or copied", where) from None
-
-
-def _member_bytes(zf, member, where):
-    try:
-        return zf.read(member)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, RuntimeError) as exc:
-        raise CorruptFileError(f"member {member!r} cannot be read ({exc}): the file is damaged",
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except _ZIP_ERRORS as exc:
+        raise CorruptFileError(f"the .npz archive is truncated or corrupt ({_clip(exc, 200)}); "
+                               f"the file was probably cut off while being written or copied",
                                where) from None
+    declared, found = _declared_entries(data), len(zf.infolist())
+    if declared is not None and declared != found:  # zipfile reads the directory by its size
+        zf.close()
+        raise CorruptFileError(f"the .npz archive's end record declares {declared} members, but "
+                               f"its directory holds {found}: the file is damaged", where)
+    return zf
 
 
-def _read_npy(raw, key, where):
-    """The array of one ``.npy`` member; pickled (object) arrays are refused before reading."""
-    f = io.BytesIO(raw)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:  # (3, 0) and later: let read_array parse it, object check below
-            shape, fortran, dtype = None, None, None
-    except (ValueError, EOFError, OSError) as exc:
-        raise CorruptFileError(f"array {key!r} has a damaged .npy header ({exc})", where) from None
-    if dtype is not None and dtype.hasobject:
-        raise PickledArrayError(f"array {key!r} holds Python objects (dtype {dtype}), which could "
-                                f"only be read by unpickling, and loading never unpickles "
-                                f"(allow_pickle=False); a fastrnn model file holds only "
-                                f"float arrays", where)
-    f.seek(0)
-    try:
-        array = np.lib.format.read_array(f, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "pickle" in str(exc).lower():
-            raise PickledArrayError(f"array {key!r} holds Python objects, which could only be "
-                                    f"read by unpickling, and loading never unpickles "
-                                    f"(allow_pickle=False)", where) from None
-        raise CorruptFileError(f"array {key!r} cannot be read ({exc}): the file is damaged",
-                               where) from None
-    except (EOFError, OSError) as exc:
-        raise CorruptFileError(f"array {key!r} is truncated ({exc})", where) from None
-    if f.read(1):
-        raise CorruptFileError(f"array {key!r} has trailing bytes after its data", where)
-    return array
+def _declared_entries(data):
+    """The member count in a zip archive's end record, or None (not found, or in ZIP64's).
+
+    Found where zipfile finds it: the last 22 bytes, else the last end-record signature
+    within the longest possible archive comment.
+    """
+    start = len(data) - 22  # the end record's signature is an empty archive's magic
+    if start < 0 or data[start:start + 4] != _EMPTY_ZIP_MAGIC:
+        start = data.rfind(_EMPTY_ZIP_MAGIC, max(0, len(data) - 22 - 0xFFFF))
+    if start < 0 or start + 22 > len(data):
+        return None
+    entries = struct.unpack_from("<H", data, start + 10)[0]
+    return None if entries == 0xFFFF else entries
 
 
-def _read_members(zf, where):
-    names = zf.namelist()
+def _zip_members(zf, where):
+    """The archive's members by array name (``weight_ih_l0``), each named once.
+
+    Raises
+    ------
+    ForeignFileError
+        A torch checkpoint, an archive without fastrnn's header, or a member that is not a
+        ``.npy`` array.
+    CorruptFileError
+        A member whose local header cannot be read or names it differently (a damaged
+        name), or a name that appears more than once: numpy (and zipfile) would silently
+        read only its last copy.
+    """
+    infos = zf.infolist()
+    for info in infos:  # a name damaged in the directory differs from the member's own copy
+        try:
+            zf.open(info).close()
+        except _ZIP_ERRORS as exc:
+            raise CorruptFileError(f"member {_short(info.filename)} cannot be read "
+                                   f"({_clip(exc, 200)}): the file is damaged", where) from None
+    names = [info.filename for info in infos]
     if any(n.endswith("data.pkl") for n in names):
         raise ForeignFileError("this is a PyTorch checkpoint (torch.save), not a fastrnn model "
                                "file; load it with torch.load and pass the module to "
                                "fastrnn.from_torch (or the state dict to load_state_dict)", where)
-    if HEADER + ".npy" not in names:
+    counts = collections.Counter(names)
+    repeated = [n for n, c in counts.items() if c > 1]
+    if repeated:
+        raise CorruptFileError(f"member {_short(repeated[0])} appears {counts[repeated[0]]} "
+                               f"times in the archive (repeated members: {_listed(repeated)}); "
+                               f"each array must be stored once, and a reader would silently "
+                               f"take one copy: the file is damaged or was tampered with", where)
+    if HEADER + ".npy" not in counts:
         shown = sorted(n[:-4] if n.endswith(".npy") else n for n in names)[:8]
         raise ForeignFileError(f"not a fastrnn model file: no {HEADER!r} header among its "
                                f"members {shown}; a plain .npz of parameters can be loaded "
                                f"with model.load_state_dict(dict(numpy.load(path)))", where)
-    arrays = {}
     for name in names:
         if not name.endswith(".npy"):
-            raise ForeignFileError(f"member {name!r} is not a .npy array: this is not a file "
-                                   f"written by fastrnn", where)
-        key = name[:-4]
-        arrays[key] = _read_npy(_member_bytes(zf, name, where), key, where)
-    return arrays
+            raise ForeignFileError(f"member {_short(name)} is not a .npy array: this is not a "
+                                   f"file written by fastrnn", where)
+    return {info.filename[:-4]: info for info in infos}
 
 
-def _parse_header(array, where):
-    if array.dtype != np.uint8 or array.ndim != 1:
-        raise CorruptFileError(f"the {HEADER!r} header must be a 1-D uint8 array, but it is "
-                               f"{array.dtype} with shape {array.shape}", where)
+def _npy_member(zf, info, key, where):
+    """Check one member's zip entry and parse its .npy header, without reading its data.
+
+    Reads at most ``_NPY_PREFIX`` bytes of the member (an uncompressed member, whose bytes
+    are in memory already, is streamed through once so that its CRC is checked before its
+    header is believed).
+
+    Raises
+    ------
+    CorruptFileError
+        Sizes that disagree (zip entry, compression ratio, .npy header), a failed CRC, a
+        damaged or truncated .npy header.
+    PickledArrayError
+        An array of Python objects.
+    """
+    name = _short(info.filename)
+    if info.compress_type == zipfile.ZIP_STORED:
+        if info.compress_size != info.file_size:
+            raise CorruptFileError(f"member {name} is stored uncompressed, yet its zip entry "
+                                   f"declares {info.file_size} bytes of data in "
+                                   f"{info.compress_size}: the file is damaged", where)
+    elif info.file_size > max(_INFLATION_SLACK, _MAX_INFLATION * info.compress_size):
+        raise CorruptFileError(f"member {name} declares {info.file_size} bytes compressed into "
+                               f"{info.compress_size} (more than {_MAX_INFLATION} times smaller): "
+                               f"refused as a likely zip bomb (fastrnn writes its arrays "
+                               f"uncompressed)", where)
     try:
-        header = json.loads(array.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise CorruptFileError(f"the header is not valid UTF-8 JSON ({exc})", where) from None
+        if info.compress_type == zipfile.ZIP_STORED:
+            with zf.open(info) as f:
+                while f.read(_CHUNK):
+                    pass
+        with zf.open(info) as f:
+            head = f.read(min(info.file_size, _NPY_PREFIX))
+    except _ZIP_ERRORS as exc:
+        raise CorruptFileError(f"member {name} cannot be read ({_clip(exc, 200)}): the file is "
+                               f"damaged", where) from None
+    f = io.BytesIO(head)
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise ValueError(f".npy format version {version[0]}.{version[1]} does not exist")
+        # version 3.0 differs from 2.0 only in allowing UTF-8 field names (structured dtypes)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                       np.lib.format.read_array_header_2_0)
+        shape, fortran, dtype = read_header(f, max_header_size=_MAX_NPY_HEADER)
+    except Exception as exc:  # ValueError mostly; a hostile header's literal_eval can raise others
+        raise CorruptFileError(f"array {key!r} has a damaged .npy header ({_clip(exc, 200)})",
+                               where) from None
+    if dtype.hasobject:
+        raise PickledArrayError(f"array {key!r} holds Python objects (dtype {dtype}), which could "
+                                f"only be read by unpickling, and loading never unpickles "
+                                f"(allow_pickle=False); a fastrnn model file holds only "
+                                f"float arrays", where)
+    if any(n < 0 for n in shape):
+        raise CorruptFileError(f"array {key!r} has a negative size in its shape "
+                               f"{_short(shape)}", where)
+    member = _Member(info, key, f.tell(), tuple(shape), fortran, dtype)
+    if info.file_size != member.offset + member.nbytes:
+        raise CorruptFileError(f"member {name} declares {info.file_size} bytes, but its .npy "
+                               f"header describes {member.offset + member.nbytes} "
+                               f"({member.offset} of header, then shape {_short(member.shape)} "
+                               f"of {dtype}): the file is damaged", where)
+    return member
+
+
+def _read_data(zf, member, where):
+    """The array of a member whose header :func:`_npy_member` checked.
+
+    Reads the declared number of bytes, a chunk at a time, into an array allocated for
+    exactly that size; one byte more, or one byte fewer, is an error, so a member cannot
+    inflate beyond what its entry and header declare.
+    """
+    name = _short(member.info.filename)
+    flat = np.empty(math.prod(member.shape), member.dtype)
+    out = flat.view(np.uint8)
+    need, filled = member.nbytes, 0
+    try:
+        with zf.open(member.info) as f:
+            head = f.read(member.offset)
+            while len(head) == member.offset and filled < need:
+                chunk = f.read(min(_CHUNK, need - filled))
+                if not chunk:
+                    break
+                out[filled:filled + len(chunk)] = np.frombuffer(chunk, np.uint8)
+                filled += len(chunk)
+            extra = f.read(1)
+    except _ZIP_ERRORS as exc:
+        raise CorruptFileError(f"member {name} cannot be read ({_clip(exc, 200)}): the file is "
+                               f"damaged", where) from None
+    if len(head) != member.offset or filled != need:
+        raise CorruptFileError(f"member {name} is truncated: it ends after "
+                               f"{len(head) + filled} of its {member.offset + need} bytes", where)
+    if extra:
+        raise CorruptFileError(f"member {name} holds more than the {member.offset + need} bytes "
+                               f"it declares: the file is damaged", where)
+    return flat.reshape(member.shape, order="F" if member.fortran else "C")
+
+
+def _read_header(zf, member, where):
+    """The header dict, checked for the entries :func:`load` relies on."""
+    if member.dtype != np.uint8 or len(member.shape) != 1:
+        raise CorruptFileError(f"the {HEADER!r} header must be a 1-D uint8 array, but it is "
+                               f"{member.dtype} with shape {_short(member.shape)}", where)
+    if member.nbytes > _MAX_HEADER_BYTES:
+        raise CorruptFileError(f"the {HEADER!r} header declares {member.nbytes} bytes, but a "
+                               f"header is at most {_MAX_HEADER_BYTES}: the file is damaged", where)
+    raw = _read_data(zf, member, where).tobytes()
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptFileError(f"the header is not valid UTF-8 JSON ({_clip(exc, 200)})",
+                               where) from None
     if not isinstance(header, dict):
         raise CorruptFileError(f"the header must be a JSON object, but it is "
                                f"{type(header).__name__}", where)
     if header.get("format") != FORMAT_NAME:
-        raise ForeignFileError(f"the header names format {header.get('format')!r}, not "
+        raise ForeignFileError(f"the header names format {_short(header.get('format'))}, not "
                                f"{FORMAT_NAME!r}", where)
     version = header.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise FormatVersionError(f"the header's format_version must be an integer, but it is "
-                                 f"{version!r}", where)
+                                 f"{_short(version)}", where)
     if version > FORMAT_VERSION:
         raise FormatVersionError(
-            f"the file has format version {version}, written by fastrnn "
-            f"{header.get('fastrnn_version', '?')}; this fastrnn reads format versions up to "
-            f"{FORMAT_VERSION}: upgrade fastrnn (pip install -U fastrnn) to load it", where)
+            f"the file has format version {_clip(version, 40)}, written by fastrnn "
+            f"{_clip(header.get('fastrnn_version', '?'), 40)}; this fastrnn reads format "
+            f"versions up to {FORMAT_VERSION}: upgrade fastrnn (pip install -U fastrnn) to "
+            f"load it", where)
     if version < 1:
-        raise FormatVersionError(f"format version {version} does not exist (versions start "
-                                 f"at 1)", where)
+        raise FormatVersionError(f"format version {_clip(version, 40)} does not exist (versions "
+                                 f"start at 1)", where)
     for key, kind in (("class", str), ("module", str), ("config", dict), ("arrays", dict)):
-        if not isinstance(header.get(key), kind):
-            raise CorruptFileError(f"the header's {key!r} entry is missing or not a "
-                                   f"{kind.__name__}", where)
+        value = header.get(key)
+        if not isinstance(value, kind):
+            found = (f"{type(value).__name__} {_short(value)}" if key in header else "missing")
+            raise CorruptFileError(f"the header's {key!r} entry must be a {kind.__name__}, but "
+                                   f"it is {found}", where)
+    for name, entry in header["arrays"].items():
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        ok = (isinstance(shape, list) and isinstance(entry.get("dtype"), str)
+              and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape))
+        if not ok:
+            raise CorruptFileError(f"the header's entry for array {_short(name)} must be "
+                                   f'{{"shape": [sizes], "dtype": "<f4"}}, but it is '
+                                   f"{_short(entry)}", where)
     return header
+
+
+def _call(label, config, limit=300):
+    """``GRU(input_size=2, ...)``: the class called with the file's config, for messages."""
+    arguments = itertools.islice(config.items(), 20)
+    text = f"{label}({', '.join(f'{_clip(k, 40)}={_short(v, 40)}' for k, v in arguments)}"
+    return _clip(text + (", ...)" if len(config) > 20 else ")"), limit)
+
+
+def _is_public_name(dotted):
+    return all(part.isidentifier() and not part.startswith("_") for part in dotted.split("."))
 
 
 def _resolve_class(header, where):
@@ -364,10 +571,11 @@ def _resolve_class(header, where):
 
     name, module = header["class"], header["module"]
     cls = _registry.get(f"{module}.{name}")
-    if cls is None and (module == "fastrnn" or module.startswith("fastrnn.")):
+    if cls is None and (module == "fastrnn" or module.startswith("fastrnn.")) \
+            and _is_public_name(module) and _is_public_name(name) and "." not in name:
         try:
             cls = getattr(importlib.import_module(module), name, None)
-        except (ImportError, ValueError, TypeError):
+        except Exception:  # ImportError, or a module that fails to import here: unknown class
             cls = None
         if cls is None:
             import fastrnn
@@ -375,10 +583,164 @@ def _resolve_class(header, where):
     if cls is None:
         hint = ("register it with fastrnn.io.register_class before loading" if not
                 module.startswith("fastrnn") else "it may come from a newer fastrnn")
-        raise ConfigError(f"unknown class {module}.{name}: {hint}", where)
+        raise ConfigError(f"unknown class {_clip(module, 100)}.{_clip(name, 100)}: {hint}", where)
     if not (isinstance(cls, type) and issubclass(cls, Module)):
-        raise ConfigError(f"{module}.{name} is not a fastrnn Module class", where)
+        raise ConfigError(f"{_clip(module, 100)}.{_clip(name, 100)} is not a fastrnn Module "
+                          f"class", where)
     return cls
+
+
+def _check_listing(listed, members, where):
+    """The header's list of arrays against the arrays in the file (their .npy headers)."""
+    missing = [n for n in listed if n not in members]
+    if missing:
+        raise MissingArrayError(f"the header lists array(s) {_listed(missing)} that the file "
+                                f"does not hold: the file is incomplete", where)
+    for name, entry in listed.items():
+        member = members[name]
+        if tuple(entry["shape"]) != member.shape:
+            raise ArrayShapeError(f"array {name!r} has shape {member.shape}, but the header "
+                                  f"lists {_short(tuple(entry['shape']))}", where)
+        if entry["dtype"] != member.dtype.str:
+            try:
+                listed_dtype = f"{np.dtype(entry['dtype']).name} ({entry['dtype']!r})"
+            except Exception:  # not a dtype at all
+                listed_dtype = _short(entry["dtype"])
+            raise ArrayDtypeError(f"array {name!r} has dtype {member.dtype}, but the header lists "
+                                  f"{listed_dtype}", where)
+
+
+def _check_config(cls, config, call, where):
+    """Refuse config values whose type the constructor would silently convert (before building).
+
+    The constructors check their arguments (a TypeError or ValueError becomes a
+    :class:`ConfigError`), except flags, which they pass through ``bool()``: there an
+    argument whose default is a bool must be ``true`` or ``false`` in the file.
+    """
+    try:
+        parameters = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    for key, value in config.items():
+        default = parameters[key].default if key in parameters else None
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"config entry {key!r} of {call} must be true or false, but it is "
+                              f"{type(value).__name__} {_short(value)}", where)
+
+
+def _check_layer_count(cls, config, count, call, where):
+    """A recurrent layer's ``num_layers`` against the ``count`` arrays in the file.
+
+    Every layer and direction has ``weight_ih`` and ``weight_hh``, so a file of ``count``
+    arrays holds at most ``count // 2`` of them; checked before the constructor lists the
+    parameters of each layer (``num_layers=100000`` would take seconds).
+    """
+    from .layers import RNNBase
+
+    layers = config.get("num_layers", 1)
+    if not issubclass(cls, RNNBase) or isinstance(layers, bool) or not isinstance(layers, int):
+        return  # not a layer, or a num_layers the constructor refuses
+    directions = 2 if config.get("bidirectional") is True else 1
+    if 2 * layers * directions > count:
+        raise MissingArrayError(f"{call} has at least {2 * layers * directions} parameters "
+                                f"(weight_ih and weight_hh of each of {layers} layer(s) and "
+                                f"{directions} direction(s)), but the file holds {count} "
+                                f"array(s): the header's config does not describe the file's "
+                                f"arrays", where)
+
+
+def _planned_shapes(shapes):
+    """``{name: shape tuple}`` of what ``_init_parameters`` was asked for, or None if unclear."""
+    try:
+        return {name: tuple(operator.index(n) for n in shape) if np.iterable(shape)
+                else (operator.index(shape),) for name, shape in shapes.items()}
+    except (TypeError, AttributeError):
+        return None
+
+
+def _check_parameters(label, call, shapes, dtype, members, where):
+    """The model's parameters (names, shapes, dtype) against the file's arrays.
+
+    Parameters
+    ----------
+    label, call : str
+        The class's name, and its call with the file's config, for messages.
+    shapes : dict
+        Parameter name -> shape tuple.
+    dtype : numpy.dtype or None
+        The model's dtype (None: not checked).
+    members : dict
+        Array name -> :class:`_Member`: the arrays in the file, their data unread.
+    """
+    missing = [n for n in shapes if n not in members]
+    if missing:
+        raise MissingArrayError(f"parameter(s) {_listed(missing)} of {label} are missing from "
+                                f"the file", where)
+    unexpected = [n for n in members if n not in shapes]
+    if unexpected:
+        raise UnexpectedArrayError(f"array(s) {_listed(unexpected)} in the file are not "
+                                   f"parameters of {call}", where)
+    for name, shape in shapes.items():
+        member = members[name]
+        if member.shape != shape:
+            raise ArrayShapeError(f"array {name!r} has shape {member.shape}, but the parameter "
+                                  f"of {call} has shape {_short(shape)}", where)
+        if dtype is not None and (member.dtype.kind != "f"
+                                  or member.dtype.itemsize != dtype.itemsize):
+            raise ArrayDtypeError(f"array {name!r} has dtype {member.dtype}, but the model is "
+                                  f"{dtype.name}", where)
+
+
+def _build(cls, config, members, label, call, where):
+    """``cls(**config)``, its parameters checked against the file's arrays before they exist.
+
+    The constructor runs as it always does, except that its call of ``_init_parameters``
+    first compares the parameters it is about to create (names, shapes, dtype) with the
+    arrays in the file and raises before allocating anything when they differ: a config
+    that does not describe the file's arrays (a huge ``hidden_size``, say) never reaches an
+    allocation.  A class that fills its parameters without ``_init_parameters`` is checked
+    after construction instead.
+
+    Raises
+    ------
+    MissingArrayError, UnexpectedArrayError, ArrayShapeError, ArrayDtypeError
+        The config's parameters are not the file's arrays.
+    ConfigError
+        The constructor refuses the config (whatever it raises, bar MemoryError).
+    """
+    refused = []
+
+    def init_parameters(shapes, *args, **kwargs):
+        planned = _planned_shapes(shapes)
+        if planned is not None:
+            try:
+                _check_parameters(label, call, planned, getattr(obj, "_dtype", None), members,
+                                  where)
+            except FormatError as exc:
+                refused.append(exc)  # in case the constructor catches it (it is a ValueError)
+                raise
+        return type(obj)._init_parameters(obj, shapes, *args, **kwargs)
+
+    try:
+        obj = cls.__new__(cls, **config)  # what cls(**config) does, with a hook in between
+        if isinstance(obj, cls):
+            obj._init_parameters = init_parameters
+            try:
+                obj.__init__(**config)
+            finally:
+                obj.__dict__.pop("_init_parameters", None)
+    except FormatError:
+        raise
+    except MemoryError:  # the file's own arrays (checked) do not fit: not a defect of the file
+        raise
+    except Exception as exc:  # TypeError, ValueError, or whatever else a bad config provokes
+        if refused:
+            raise refused[0] from None
+        raise ConfigError(f"the saved config of {label} does not build one: "
+                          f"{type(exc).__name__}: {_clip(exc, 300)}", where) from None
+    if refused:
+        raise refused[0]
+    return obj
 
 
 def load(path, *, backend=None):
@@ -401,7 +763,9 @@ def load(path, *, backend=None):
     FileNotFoundError
         No such file.
     CorruptFileError
-        Empty, truncated or damaged file (bad checksum, unreadable header or array).
+        Empty, truncated or damaged file (bad checksum, a member stored twice, sizes that
+        disagree, a member that would inflate more than it declares, an unreadable header
+        or array).
     ForeignFileError
         Not a fastrnn model file (another format, a torch checkpoint, a plain .npz).
     FormatVersionError
@@ -411,49 +775,36 @@ def load(path, *, backend=None):
     MissingArrayError, UnexpectedArrayError
         Parameters missing from the file, or arrays that are not parameters.
     ArrayShapeError, ArrayDtypeError
-        An array whose shape or dtype differs from the parameter's.
+        An array whose shape or dtype differs from the parameter's (or the header's list).
     ConfigError
         Unknown class, or a config its constructor rejects.
+
+    Notes
+    -----
+    Everything is checked in order, and nothing is allocated beyond what the file declares
+    until that declaration is consistent: the zip entries (each member once, sizes), the
+    ``.npy`` headers of all arrays (their data unread), the JSON header, its list of arrays,
+    the config's types, and the parameters the config implies (names, shapes, dtype)
+    against the arrays in the file, before the constructor allocates them.  Only then is the
+    data read, each array a chunk at a time into an array of its declared size.
     """
     data, where = _read_bytes(path)
     with _open_zip(data, where) as zf:
-        arrays = _read_members(zf, where)
-    header = _parse_header(arrays.pop(HEADER), where)
-    cls = _resolve_class(header, where)
-    listed = header["arrays"]
-    missing = [n for n in listed if n not in arrays]
-    if missing:
-        raise MissingArrayError(f"the header lists array(s) {missing} that the file does not "
-                                f"hold: the file is incomplete", where)
-    config = dict(header["config"])
-    try:
-        obj = cls(**config)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"the saved config of {header['class']} does not build one: "
-                          f"{type(exc).__name__}: {exc}", where) from None
-    if backend is not None:
-        obj.backend = backend
-    params = obj.parameters()
-    missing = [n for n in params if n not in arrays]
-    if missing:
-        raise MissingArrayError(f"parameter(s) {missing} of {header['class']} are missing from "
-                                f"the file", where)
-    unexpected = [n for n in arrays if n not in params]
-    if unexpected:
-        arguments = ", ".join(f"{k}={v!r}" for k, v in config.items())
-        raise UnexpectedArrayError(f"array(s) {unexpected} in the file are not parameters of "
-                                   f"{header['class']}({arguments})", where)
-    for name, param in params.items():
-        array = arrays[name]
-        if array.shape != param.shape:
-            raise ArrayShapeError(f"array {name!r} has shape {array.shape}, but the parameter "
-                                  f"of {header['class']} has shape {param.shape}", where)
-        want = listed.get(name, {}).get("shape") if isinstance(listed.get(name), dict) else None
-        if want is not None and list(array.shape) != want:
-            raise ArrayShapeError(f"array {name!r} has shape {array.shape}, but the header "
-                                  f"says {tuple(want)}", where)
-        if array.dtype.kind != "f" or array.dtype.itemsize != param.dtype.itemsize:
-            raise ArrayDtypeError(f"array {name!r} has dtype {array.dtype}, but the model is "
-                                  f"{param.dtype.name}", where)
-    obj.load_state_dict({name: arrays[name] for name in params}, strict=True)
+        members = {key: _npy_member(zf, info, key, where)
+                   for key, info in _zip_members(zf, where).items()}
+        header = _read_header(zf, members.pop(HEADER), where)
+        cls = _resolve_class(header, where)
+        _check_listing(header["arrays"], members, where)
+        config, label = dict(header["config"]), header["class"]
+        call = _call(label, config)
+        _check_config(cls, config, call, where)
+        _check_layer_count(cls, config, len(members), call, where)
+        obj = _build(cls, config, members, label, call, where)
+        if backend is not None:
+            obj.backend = backend
+        params = obj.parameters()
+        _check_parameters(label, call, {n: p.shape for n, p in params.items()}, obj.dtype,
+                          members, where)
+        arrays = {name: _read_data(zf, members[name], where) for name in params}
+    obj.load_state_dict(arrays, strict=True)
     return obj
