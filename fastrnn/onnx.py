@@ -24,6 +24,13 @@ each node's ``Y`` (T, D, B, H) is reshaped to (T, B, D*H) for the next.
 ``lengths`` become the ``sequence_lens`` input.  An LSTM with
 ``proj_size > 0`` has no ONNX equivalent and is refused.
 
+:func:`load` reads a model exactly as written or raises: a file that does not
+decode as ONNX raises ValueError naming it, and anything it cannot read
+exactly (a malformed node, tensor or attribute, a node that computes
+something beside the recurrent stack, metadata that is incomplete or
+disagrees with the nodes) raises :class:`UnsupportedOnnxError` naming what
+is wrong; it never loads part of a model or guesses.
+
 Inputs and outputs of an exported layer (names fixed): ``input`` (T, B, I)
 or (B, T, I) with ``batch_first``; optional ``h0`` (and ``c0``), (L*D, B,
 H); optional ``lengths`` (B,) int32; outputs ``output`` (T, B, D*H) (or
@@ -34,6 +41,7 @@ cell takes ``input`` (B, I), ``h`` (and ``c``) (B, H), and returns ``h_1``
 
 import json
 import numbers
+import os
 
 import numpy as np
 
@@ -283,51 +291,365 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
 
 
 # -- load ---------------------------------------------------------------------------------------
-def _constants(graph, numpy_helper):
-    """name -> ndarray for the initializers and Constant nodes (through Identity) of a graph."""
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+#: the default ONNX domain, in both spellings
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+#: ops that only move, reshape, retype or describe data: :func:`load` reads the recurrent nodes
+#: and takes these as the layout plumbing exporters put around them (fastrnn's transposes and
+#: squeezes, torch.onnx's Shape/Gather/Expand for the zero initial state); any other node
+#: computes something a fastrnn object would lack, and is refused
+_LAYOUT_OPS = frozenset({"Cast", "Concat", "Constant", "ConstantOfShape", "Dropout", "Expand",
+                         "Flatten", "Gather", "Identity", "Reshape", "Shape", "Size", "Slice",
+                         "Split", "Squeeze", "Transpose", "Unsqueeze"})
+#: the inputs and outputs of each recurrent operator, by position
+_INPUTS = {"RNN": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+           "GRU": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
+           "LSTM": ("X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P")}
+_OUTPUTS = {"RNN": ("Y", "Y_h"), "GRU": ("Y", "Y_h"), "LSTM": ("Y", "Y_h", "Y_c")}
+#: the attributes :func:`load` reads, all those of the operators' schemas up to opset 22 (one a
+#: later opset adds is refused until it is read); ``output_sequence`` (opset 1) selects outputs
+_ATTRIBUTES = {kind: {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+                      "hidden_size", "layout", "output_sequence"} | extra
+               for kind, extra in (("RNN", set()), ("LSTM", {"input_forget"}),
+                                   ("GRU", {"linear_before_reset"}))}
+#: TensorProto data types read as weights: FLOAT, FLOAT16 (widened exactly to float32), DOUBLE
+_WEIGHT_TYPES = (1, 10, 11)
+#: the types of the keys of the fastrnn.config metadata, and how a message names each type
+_CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
+                 "proj_size": "int", "bias": "bool", "batch_first": "bool",
+                 "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
+                 "nonlinearity": "str"}
+_TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
+               "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
+               "str": "a JSON string"}
+
+
+def _text(value, what):
+    """A protobuf string field as ``str``: protobuf hands invalid UTF-8 back as ``bytes``."""
+    if isinstance(value, bytes):
+        raise UnsupportedOnnxError(f"{what} is not UTF-8 text: {value!r}")
+    return value
+
+
+def _enum_name(enum, value):
+    """``NAME (value)`` of a protobuf enum value, or the bare number when the enum lacks it."""
+    try:
+        return f"{enum.Name(value)} ({value})"
+    except ValueError:
+        return str(value)
+
+
+def _read_model(onnx, source):
+    """The ModelProto of ``source`` and how messages name the source.
+
+    A source that is not protobuf-encoded ONNX raises ValueError; one that
+    cannot be opened raises the OSError of opening it.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model, where, path = source, "model", None
+    else:
+        if hasattr(source, "read"):
+            name = getattr(source, "name", None)
+            path = name if isinstance(name, str) else None
+            where = path or f"<{type(source).__name__}>"
+        else:
+            path = where = str(os.fspath(source))
+        try:
+            model = onnx.load_model(source, load_external_data=False)
+        except OSError:
+            raise  # the source itself cannot be read: missing, a directory, no permission
+        except Exception as exc:  # protobuf DecodeError and friends
+            raise ValueError(f"{where}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    if not model.HasField("graph"):
+        raise ValueError(f"{where}: not an ONNX model (it holds no graph)")
+    tensors = list(model.graph.initializer) + [a.t for n in model.graph.node for a in n.attribute
+                                               if a.HasField("t")]
+    if any(onnx.external_data_helper.uses_external_data(t) for t in tensors):
+        if path is None:
+            raise UnsupportedOnnxError(f"{where}: the model keeps tensors in external files, "
+                                       f"which only a model read from its path can find")
+        try:
+            onnx.external_data_helper.load_external_data_for_model(
+                model, os.path.dirname(os.path.abspath(path)))
+        except Exception as exc:
+            raise UnsupportedOnnxError(f"{where}: the external data of its tensors cannot be "
+                                       f"read ({type(exc).__name__}: {exc})") from exc
+    return model, where
+
+
+def _unknown_fields(message):
+    """Numbers of the fields of ``message`` its schema lacks (a corrupt tag, or a newer ONNX)."""
+    try:
+        from google.protobuf.unknown_fields import UnknownFieldSet
+    except ImportError:  # protobuf < 4.23
+        fields = message.UnknownFields()
+    else:
+        fields = UnknownFieldSet(message)
+    return sorted({f.field_number for f in fields})
+
+
+def _check_known_fields(model, onnx, where):
+    """The parts :func:`load` reads hold no field protobuf could not place (it keeps them aside)."""
+    graph = model.graph
+    parts = [("the model", model), ("the graph", graph)]
+    parts += [(f"opset import {k}", o) for k, o in enumerate(model.opset_import)]
+    parts += [(f"metadata entry {k}", p) for k, p in enumerate(model.metadata_props)]
+    parts += [(f"initializer {t.name!r}", t) for t in graph.initializer]
+    for i, node in enumerate(graph.node):
+        parts.append((f"node {i} ({node.op_type} {node.name!r})", node))
+        for a in node.attribute:
+            parts.append((f"attribute {a.name!r} of node {i}", a))
+            if a.HasField("t"):
+                parts.append((f"the tensor of attribute {a.name!r} of node {i}", a.t))
+    for what, message in parts:
+        numbers = _unknown_fields(message)
+        if numbers:
+            raise UnsupportedOnnxError(f"{where}: {what} has fields the installed onnx "
+                                       f"{onnx.__version__} does not know (numbers {numbers}): "
+                                       f"the file is corrupt, or written for a newer ONNX")
+
+
+def _check_text(model, where):
+    """Every string :func:`load` reads is UTF-8 text (a corrupt byte makes it ``bytes``)."""
+    graph = model.graph
+    for k, p in enumerate(model.metadata_props):
+        _text(p.key, f"{where}: the key of metadata entry {k}")
+        _text(p.value, f"{where}: metadata {p.key!r}")
+    _text(model.producer_name, f"{where}: the producer name")
+    for o in model.opset_import:
+        _text(o.domain, f"{where}: an opset domain")
+    for t in graph.initializer:
+        _text(t.name, f"{where}: the name of an initializer")
+    for v in list(graph.input) + list(graph.output):
+        _text(v.name, f"{where}: the name of a graph input or output")
+    for i, node in enumerate(graph.node):
+        for field in ("op_type", "domain", "name"):
+            _text(getattr(node, field), f"{where}: the {field} of node {i}")
+        for k, name in enumerate(node.input):
+            _text(name, f"{where}: input {k} of node {i}")
+        for k, name in enumerate(node.output):
+            _text(name, f"{where}: output {k} of node {i}")
+        for a in node.attribute:
+            _text(a.name, f"{where}: an attribute name of node {i}")
+
+
+def _default_opset(model, where):
+    """The opset the model imports for the default ONNX domain."""
+    versions = sorted({o.version for o in model.opset_import if o.domain in _DEFAULT_DOMAINS})
+    if not versions:
+        raise UnsupportedOnnxError(f"{where}: the model imports no opset of the default ONNX "
+                                   f"domain ('' or 'ai.onnx'), so its operators have no defined "
+                                   f"meaning")
+    if len(versions) > 1:
+        raise UnsupportedOnnxError(f"{where}: the model imports the default ONNX domain at "
+                                   f"opsets {versions}; expected one")
+    if versions[0] < 1:
+        raise UnsupportedOnnxError(f"{where}: the model imports opset {versions[0]} of the "
+                                   f"default ONNX domain; opsets start at 1")
+    return versions[0]
+
+
+def _node_label(index, node):
+    domain = "" if node.domain in _DEFAULT_DOMAINS else f", domain {node.domain!r}"
+    return f"node {index} ({node.op_type} {node.name!r}{domain})"
+
+
+def _recurrent_nodes(graph, where):
+    """``(index, node)`` of the RNN/LSTM/GRU nodes, once every node is known to be understood.
+
+    Refuses recurrent op types outside the default domain, graphs without a
+    recurrent node, nodes that compute something (anything but
+    :data:`_LAYOUT_OPS`), and names defined twice or used but never defined.
+    """
+    for i, node in enumerate(graph.node):
+        if node.op_type in _RNN_OPS and node.domain not in _DEFAULT_DOMAINS:
+            raise UnsupportedOnnxError(
+                f"{where}: node {i} ({node.op_type} {node.name!r}) is in domain "
+                f"{node.domain!r}, not the default ONNX domain ('' or 'ai.onnx'): it is not the "
+                f"ONNX {node.op_type} operator, and fastrnn cannot read it")
+    recurrent = [(i, n) for i, n in enumerate(graph.node) if n.op_type in _RNN_OPS]
+    if not recurrent:
+        raise UnsupportedOnnxError(f"{where}: the graph has no RNN, LSTM or GRU node")
+    for i, node in enumerate(graph.node):
+        if node.op_type not in _RNN_OPS and (node.domain not in _DEFAULT_DOMAINS
+                                             or node.op_type not in _LAYOUT_OPS):
+            raise UnsupportedOnnxError(
+                f"{where}: {_node_label(i, node)} is neither a recurrent node nor one of the "
+                f"data-movement ops fastrnn reads past ({', '.join(sorted(_LAYOUT_OPS))}); "
+                f"loading the recurrent nodes alone would drop what it computes (extract the "
+                f"recurrent part first, e.g. with onnx.utils.extract_model)")
+    defined = {}
+
+    def define(name, what, again=()):
+        if not name:
+            raise UnsupportedOnnxError(f"{where}: {what} has an empty name")
+        if name in defined and defined[name] not in again:
+            raise UnsupportedOnnxError(f"{where}: {what} defines {name!r}, which {defined[name]} "
+                                       f"already defines; ONNX defines each name once")
+        defined.setdefault(name, what)
+
+    for t in graph.initializer:
+        define(t.name, "an initializer")
+    for t in graph.sparse_initializer:
+        define(t.values.name, "a sparse initializer")
+    for v in graph.input:  # IR < 4 lists the initializers among the inputs too
+        define(v.name, "a graph input", again=("an initializer", "a sparse initializer"))
+    for i, node in enumerate(graph.node):
+        for name in node.output:
+            if name:
+                define(name, _node_label(i, node))
+    for i, node in enumerate(graph.node):
+        for k, name in enumerate(node.input):
+            if name and name not in defined:
+                raise UnsupportedOnnxError(f"{where}: input {k} of {_node_label(i, node)}, "
+                                           f"{name!r}, is defined by no initializer, graph input "
+                                           f"or node")
+    for v in graph.output:
+        if v.name not in defined:
+            raise UnsupportedOnnxError(f"{where}: the graph output {v.name!r} is computed by no "
+                                       f"node")
+    return recurrent
+
+
+def _constants(graph, onnx):
+    """name -> TensorProto of the initializers and Constant nodes (through Identity) of a graph."""
+    values = {t.name: t for t in graph.initializer}
     for node in graph.node:
-        if node.domain not in ("", "ai.onnx"):
+        if node.domain not in _DEFAULT_DOMAINS or not node.output or not node.output[0]:
             continue
         if node.op_type == "Constant":
             for a in node.attribute:
-                if a.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(a.t)
+                if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
+                    values[node.output[0]] = a.t
         elif node.op_type == "Identity" and node.input and node.input[0] in values:
             values[node.output[0]] = values[node.input[0]]
     return values
 
 
-def _attributes(node, helper):
+def _array(tensor, what, onnx):
+    """The ndarray of a weight tensor, its data type, dims and contents checked."""
+    data_type, dims = tensor.data_type, list(tensor.dims)
+    types = onnx.TensorProto.DataType
+    if data_type not in types.values():
+        raise UnsupportedOnnxError(f"{what} has data type {data_type}, which is no ONNX tensor "
+                                   f"data type")
+    if data_type not in _WEIGHT_TYPES:
+        raise UnsupportedOnnxError(f"{what} has data type {_enum_name(types, data_type)}; "
+                                   f"fastrnn reads weights of type FLOAT, DOUBLE or FLOAT16")
+    if any(d < 0 for d in dims):
+        raise UnsupportedOnnxError(f"{what} has dims {dims}; ONNX dims are >= 0")
+    try:
+        array = onnx.numpy_helper.to_array(tensor)
+    except Exception as exc:  # data that does not fill the dims, segments, ...
+        raise UnsupportedOnnxError(f"{what} ({_enum_name(types, data_type)}, dims {dims}) cannot "
+                                   f"be decoded: {type(exc).__name__}: {exc}") from None
+    if array.shape != tuple(dims):
+        raise UnsupportedOnnxError(f"{what} decodes to shape {array.shape}, not its dims {dims}")
+    return array
+
+
+def _attributes(node, kind, schema, opset, where, onnx):
+    """name -> value of the attributes of a recurrent node, checked against the operator's schema.
+
+    Strings come back as ``str``; an attribute the schema of ``kind`` at
+    ``opset`` lacks, one given twice or with another type, and one
+    :func:`load` does not read, are refused.
+    """
+    A = onnx.AttributeProto
+    fields = {A.FLOAT: "f", A.INT: "i", A.STRING: "s", A.FLOATS: "floats", A.INTS: "ints",
+              A.STRINGS: "strings"}
+
+    def decode(value, name):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UnsupportedOnnxError(f"{where}: attribute {name!r} is not UTF-8 text: "
+                                       f"{value!r}") from None
+
     out = {}
     for a in node.attribute:
-        v = helper.get_attribute_value(a)
-        if isinstance(v, bytes):
-            v = v.decode("utf-8")
-        elif isinstance(v, list):
-            v = [x.decode("utf-8") if isinstance(x, bytes) else x for x in v]
-        out[a.name] = v
+        name = a.name
+        if name in out:
+            raise UnsupportedOnnxError(f"{where}: attribute {name!r} is given twice")
+        if a.ref_attr_name:
+            raise UnsupportedOnnxError(f"{where}: attribute {name!r} refers to the attribute "
+                                       f"{a.ref_attr_name!r} of an enclosing function instead of "
+                                       f"giving a value")
+        spec = schema.attributes.get(name)
+        if spec is None:
+            raise UnsupportedOnnxError(f"{where}: {name!r} is not an attribute of {kind} at opset "
+                                       f"{opset} ({kind}-{schema.since_version}, whose attributes "
+                                       f"are {sorted(schema.attributes)})")
+        if name not in _ATTRIBUTES[kind]:
+            raise UnsupportedOnnxError(f"{where}: attribute {name!r} has no fastrnn counterpart")
+        if a.type != spec.type.value or a.type not in fields:
+            raise UnsupportedOnnxError(f"{where}: attribute {name!r} has type "
+                                       f"{_enum_name(A.AttributeType, a.type)}, but {kind} "
+                                       f"defines it as {spec.type.name}")
+        value = getattr(a, fields[a.type])
+        if a.type == A.STRING:
+            value = decode(value, name)
+        elif a.type == A.STRINGS:
+            value = [decode(v, name) for v in value]
+        elif a.type in (A.FLOATS, A.INTS):
+            value = list(value)
+        out[name] = value
     return out
 
 
-def _parse_node(node, index, consts, helper):
-    """The structure and fastrnn-layout weights of one RNN/LSTM/GRU node."""
-    kind, where = node.op_type, f"node {index} ({node.op_type} {node.name!r})"
-    attrs = _attributes(node, helper)
+def _parse_node(node, index, consts, opset, where, onnx):
+    """The structure and fastrnn-layout weights of one RNN/LSTM/GRU node, every field checked."""
+    kind, node_label = node.op_type, _node_label(index, node)
+    where = f"{where}: {node_label}"
+    try:
+        schema = onnx.defs.get_schema(kind, opset, "")
+    except onnx.defs.SchemaError:
+        raise UnsupportedOnnxError(f"{where}: opset {opset} of the default ONNX domain has no "
+                                   f"{kind} operator") from None
+    attrs = _attributes(node, kind, schema, opset, where, onnx)
+
+    def invalid(name, allowed):
+        raise UnsupportedOnnxError(f"{where}: {name}={attrs[name]!r} is not a value ONNX defines "
+                                   f"for {kind}; expected {allowed}")
+
     direction = attrs.get("direction", "forward")
-    if direction not in ("forward", "bidirectional"):
+    if direction not in ("forward", "reverse", "bidirectional"):
+        invalid("direction", "'forward', 'reverse' or 'bidirectional'")
+    if direction == "reverse":
         raise UnsupportedOnnxError(f"{where}: direction={direction!r} (a layer that only runs "
                                    f"backwards) has no fastrnn counterpart")
     D = 2 if direction == "bidirectional" else 1
+    layout = attrs.get("layout", 0)
+    if layout not in (0, 1):
+        invalid("layout", "0 (time-major X) or 1 (batch-major X)")
+    if attrs.get("output_sequence", 0) not in (0, 1):
+        invalid("output_sequence", "0 or 1")
+    if "hidden_size" in attrs and attrs["hidden_size"] < 1:
+        invalid("hidden_size", "a positive integer")
     if "clip" in attrs:
         raise UnsupportedOnnxError(f"{where}: clip={attrs['clip']} (cell clipping) has no "
                                    f"fastrnn counterpart")
-    if kind == "LSTM" and attrs.get("input_forget", 0):
-        raise UnsupportedOnnxError(f"{where}: input_forget=1 (coupled input and forget gates) "
-                                   f"has no fastrnn counterpart")
-    if kind == "GRU" and not attrs.get("linear_before_reset", 0):
-        raise UnsupportedOnnxError(f"{where}: {_NO_GRU_LBR0}")
+    for name in ("activation_alpha", "activation_beta"):
+        if attrs.get(name):
+            raise UnsupportedOnnxError(f"{where}: {name}={attrs[name]} parameterizes activation "
+                                       f"functions fastrnn does not have (its Tanh, Relu and "
+                                       f"Sigmoid take none)")
+    if kind == "LSTM":
+        if attrs.get("input_forget", 0) not in (0, 1):
+            invalid("input_forget", "0 or 1")
+        if attrs.get("input_forget", 0):
+            raise UnsupportedOnnxError(f"{where}: input_forget=1 (coupled input and forget "
+                                       f"gates) has no fastrnn counterpart")
+    if kind == "GRU":
+        if attrs.get("linear_before_reset", 0) not in (0, 1):
+            invalid("linear_before_reset", "0 or 1 (and fastrnn reads 1)")
+        if not attrs.get("linear_before_reset", 0):
+            raise UnsupportedOnnxError(f"{where}: {_NO_GRU_LBR0}")
     acts = [a.lower() for a in attrs.get("activations", [])]
+    per_direction = len(_DEFAULT_ACTIVATIONS.get(kind, ["tanh"]))
+    if acts and len(acts) not in (per_direction, per_direction * D):
+        raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} has "
+                                   f"{len(acts)} entries; a {kind} with direction={direction!r} "
+                                   f"takes {per_direction * D}")
     nonlinearity = None
     if kind == "RNN":
         acts = acts or ["tanh"]
@@ -343,8 +665,19 @@ def _parse_node(node, index, consts, helper):
                                        f"supported; fastrnn's {kind} uses the defaults "
                                        f"{[a.capitalize() for a in default]}")
 
-    def tensor(position, label):
-        name = node.input[position] if len(node.input) > position else ""
+    labels = _INPUTS[kind]
+    if len(node.input) > len(labels) or len(node.output) > len(_OUTPUTS[kind]):
+        raise UnsupportedOnnxError(f"{where}: {len(node.input)} inputs and {len(node.output)} "
+                                   f"outputs; {kind} has at most {len(labels)} inputs "
+                                   f"({', '.join(labels)}) and {len(_OUTPUTS[kind])} outputs")
+    inputs = dict(zip(labels, node.input))
+    for label in ("X", "W", "R"):
+        if not inputs.get(label):
+            raise UnsupportedOnnxError(f"{where}: its required input {label} (input "
+                                       f"{labels.index(label)}) is missing or empty")
+
+    def tensor(label):
+        name = inputs.get(label, "")
         if not name:
             return None
         if name not in consts:
@@ -352,22 +685,39 @@ def _parse_node(node, index, consts, helper):
                                        f"graph rather than stored as a constant (an initializer "
                                        f"or Constant node); fold constants when exporting (e.g. "
                                        f"do_constant_folding=True)")
-        return consts[name]
+        return _array(consts[name], f"{where}: its {label} tensor {name!r}", onnx)
 
-    W, R, B = tensor(1, "W"), tensor(2, "R"), tensor(3, "B")
-    P = tensor(7, "P") if kind == "LSTM" else None
-    if P is not None and np.any(P):
-        raise UnsupportedOnnxError(f"{where}: peephole weights P have no fastrnn counterpart")
+    if inputs.get("sequence_lens") in consts:
+        raise UnsupportedOnnxError(f"{where}: its sequence_lens input {inputs['sequence_lens']!r} "
+                                   f"is a stored constant; a fastrnn layer takes the lengths of "
+                                   f"each call")
+    for label in ("initial_h", "initial_c"):
+        if inputs.get(label) in consts and np.any(tensor(label)):
+            raise UnsupportedOnnxError(f"{where}: its {label} input {inputs[label]!r} is a stored "
+                                       f"nonzero constant; a fastrnn layer starts from zeros or "
+                                       f"from the state passed in")
+    W, R, B = tensor("W"), tensor("R"), tensor("B")
+    P = tensor("P") if kind == "LSTM" else None
     G = by_kind(kind).gates
     if W.ndim != 3 or R.ndim != 3 or W.shape[0] != D or R.shape[0] != D:
         raise UnsupportedOnnxError(f"{where}: W {W.shape} and R {R.shape} must be 3-D with "
                                    f"{D} direction(s) first")
     H = R.shape[2]
-    if attrs.get("hidden_size", H) != H or W.shape[1] != G * H or R.shape[1] != G * H:
+    if (H < 1 or W.shape[2] < 1 or attrs.get("hidden_size", H) != H or W.shape[1] != G * H
+            or R.shape[1] != G * H):
         raise UnsupportedOnnxError(f"{where}: W {W.shape}, R {R.shape} and hidden_size="
-                                   f"{attrs.get('hidden_size')} do not fit a {kind} with {G} gates")
+                                   f"{attrs.get('hidden_size')} do not fit a {kind} with {G} gates "
+                                   f"and at least one input and hidden feature")
     if B is not None and B.shape != (D, 2 * G * H):
         raise UnsupportedOnnxError(f"{where}: B must have shape {(D, 2 * G * H)}, but has {B.shape}")
+    if P is not None and P.shape != (D, 3 * H):
+        raise UnsupportedOnnxError(f"{where}: P must have shape {(D, 3 * H)}, but has {P.shape}")
+    if P is not None and np.any(P):
+        raise UnsupportedOnnxError(f"{where}: peephole weights P have no fastrnn counterpart")
+    for label, array in (("R", R), ("B", B), ("P", P)):
+        if array is not None and array.dtype != W.dtype:
+            raise UnsupportedOnnxError(f"{where}: W is {W.dtype} but {label} is {array.dtype}; "
+                                       f"a fastrnn layer has one dtype")
     src, dst = _common.GATE_ORDERS["onnx"][kind], _common.GATE_ORDERS["fastrnn"][kind]
     directions = []
     for d in range(D):
@@ -378,27 +728,105 @@ def _parse_node(node, index, consts, helper):
             w["b_hh"] = _common.reorder_gates(B[d, G * H:], src, dst)
         directions.append(w)
     return dict(kind=kind, D=D, H=H, input_size=W.shape[2], bias=B is not None,
-                nonlinearity=nonlinearity, layout=int(attrs.get("layout", 0)), dtype=W.dtype,
-                directions=directions, where=where)
+                nonlinearity=nonlinearity, layout=layout, dtype=W.dtype,
+                directions=directions, where=where, label=node_label)
 
 
 def _feeds(graph, upper, lower, limit=8):
     """Whether ``upper``'s input X is ``lower``'s output Y, through a few reshaping ops."""
-    producer = {o: n for n in graph.node for o in n.output}
+    if not lower.output or not lower.output[0]:
+        return False
+    producer = {o: n for n in graph.node for o in n.output if o}
     name = upper.input[0]
     for _ in range(limit):
         if name == lower.output[0]:
             return True
         node = producer.get(name)
-        if node is None or node.op_type not in ("Transpose", "Reshape", "Squeeze", "Unsqueeze",
-                                                "Identity", "Dropout", "Cast", "Flatten"):
+        if node is None or not node.input or node.op_type not in (
+                "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
+                "Flatten"):
             return False
         name = node.input[0]
     return False
 
 
+def _metadata(model, kind, where):
+    """The class name and config :func:`export` wrote, checked; ``(None, None)`` without them.
+
+    The three ``fastrnn.*`` entries come together (a file written by fastrnn
+    without them was truncated or edited); the format must be this one's,
+    the class one of ``kind``, and the config a JSON object whose keys are
+    known and whose values have the type :func:`export` writes.
+    """
+    props = {}
+    for p in model.metadata_props:
+        if p.key in props and p.key.startswith("fastrnn."):
+            raise UnsupportedOnnxError(f"{where}: metadata {p.key!r} is given twice")
+        props[p.key] = p.value
+    keys = (META_CLASS, META_CONFIG, META_VERSION)
+    present = [k for k in keys if k in props]
+    if not present:
+        if model.producer_name == "fastrnn":
+            raise UnsupportedOnnxError(f"{where}: the model was written by fastrnn.onnx.export "
+                                       f"(producer_name 'fastrnn') but lacks the metadata "
+                                       f"{', '.join(keys)} export writes: the file is truncated "
+                                       f"or was edited")
+        return None, None
+    if len(present) < len(keys):
+        raise UnsupportedOnnxError(f"{where}: the model has the metadata {present} but not "
+                                   f"{[k for k in keys if k not in present]}; export writes all "
+                                   f"three (the file is truncated or was edited)")
+    if props[META_VERSION] != str(_META_FORMAT):
+        raise UnsupportedOnnxError(f"{where}: metadata {META_VERSION!r} is "
+                                   f"{props[META_VERSION]!r}; this fastrnn reads format "
+                                   f"{str(_META_FORMAT)!r}")
+    cls = props[META_CLASS]
+    if cls not in (kind, kind + "Cell"):
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CLASS!r} is {cls!r}, but the graph's "
+                                   f"recurrent nodes are {kind}; expected {kind!r} or "
+                                   f"{kind + 'Cell'!r}")
+
+    def unique(pairs):
+        out = {}
+        for key, value in pairs:
+            if key in out:
+                raise ValueError(f"key {key!r} given twice")
+            out[key] = value
+        return out
+
+    try:
+        config = json.loads(props[META_CONFIG], object_pairs_hook=unique)
+    except ValueError as exc:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} is not valid JSON ({exc}): "
+                                   f"{props[META_CONFIG]!r}") from None
+    if not isinstance(config, dict):
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} must be a JSON object, but "
+                                   f"is {props[META_CONFIG]!r}")
+    for key, value in config.items():
+        expected = _CONFIG_TYPES.get(key)
+        if expected is None:
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has the unknown key "
+                                       f"{key!r}; export writes {sorted(_CONFIG_TYPES)}")
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        ok = {"int": integer, "bool": isinstance(value, bool), "str": isinstance(value, str),
+              "number": (integer or isinstance(value, float)) and 0 <= value <= 1,
+              "seed": value is None or (integer and value >= 0)}[expected]
+        if not ok:
+            allowed = _TYPE_NAMES[expected] + (" in [0, 1]" if expected == "number" else "")
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has {key}={value!r}; "
+                                       f"expected {allowed}")
+    return cls, config
+
+
 def load(source, *, backend="auto", batch_first=None):
     """Read the RNN, LSTM or GRU nodes of an ONNX model into a fastrnn layer or cell.
+
+    A model loads exactly as written or raises: every node of the graph must
+    be understood (recurrent nodes of the default ONNX domain, and the
+    data-movement ops exporters put around them), every attribute must be one
+    of the operator's with a value ONNX defines, every weight a float tensor
+    of the operator's shape, and the metadata :func:`export` writes must be
+    complete and agree with the nodes.
 
     Parameters
     ----------
@@ -423,71 +851,80 @@ def load(source, *, backend="auto", batch_first=None):
     Raises
     ------
     ValueError
-        The file is not an ONNX model.
+        The source is not an ONNX model (it does not decode, or holds no
+        graph); the message names the source.
     UnsupportedOnnxError
-        No recurrent node; nodes that do not form one stack; anything without a
-        fastrnn equivalent: ``direction="reverse"``, other activations,
-        ``clip``, ``input_forget``, peepholes, GRU ``linear_before_reset=0``,
-        weights computed in the graph instead of stored.
+        A model fastrnn cannot read exactly: no recurrent node; nodes that do
+        not form one stack; a recurrent node outside the default ONNX domain;
+        any other node but data-movement ops (e.g. a MatMul head); names
+        defined twice or never; text that is not UTF-8; fields protobuf
+        does not know in the model, graph, nodes or tensors; attributes the
+        operator lacks, of the wrong type or with values ONNX does not define
+        (``layout=7``, ``direction="sideways"``); anything without a fastrnn
+        equivalent: ``direction="reverse"``, other activations, ``clip``,
+        ``input_forget``, peepholes, GRU ``linear_before_reset=0``, nonzero
+        constant initial states, constant ``sequence_lens``; a missing W or
+        R; weights computed in the graph instead of stored, of a data type
+        other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
+        shape; fastrnn metadata that is incomplete, not valid JSON, of
+        another type than :func:`export` writes (booleans are JSON ``true``
+        / ``false`` only), or that disagrees with the nodes.
+    OSError
+        The source cannot be opened (e.g. FileNotFoundError).
     """
     onnx = _import_onnx()
-    from onnx import helper, numpy_helper
 
-    if isinstance(source, onnx.ModelProto):
-        model, where = source, "model"
-    else:
-        where = getattr(source, "name", None) if hasattr(source, "read") else str(source)
-        try:
-            model = onnx.load_model(source)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
-            raise
-        except Exception as exc:  # protobuf DecodeError and friends
-            raise ValueError(f"{where}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    model, where = _read_model(onnx, source)
     graph = model.graph
-    nodes = [n for n in graph.node if n.op_type in _RNN_OPS and n.domain in ("", "ai.onnx")]
-    if not nodes:
-        raise UnsupportedOnnxError(f"{where}: the graph has no RNN, LSTM or GRU node")
-    consts = _constants(graph, numpy_helper)
-    layers = [_parse_node(n, i, consts, helper) for i, n in enumerate(nodes)]
+    _check_known_fields(model, onnx, where)
+    _check_text(model, where)
+    opset = _default_opset(model, where)
+    recurrent = _recurrent_nodes(graph, where)
+    consts = _constants(graph, onnx)
+    layers = [_parse_node(n, i, consts, opset, where, onnx) for i, n in recurrent]
+    nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
-        for key in ("kind", "D", "H", "nonlinearity", "layout"):
+        for key in ("kind", "D", "H", "nonlinearity", "layout", "dtype"):
             if spec[key] != first[key]:
-                raise UnsupportedOnnxError(f"{where}: {spec['where']} has {key}={spec[key]!r} but "
-                                           f"{first['where']} has {first[key]!r}; fastrnn reads "
+                raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
+                                           f"{first['label']} has {first[key]!r}; fastrnn reads "
                                            f"a stack of equal recurrent nodes")
         if spec["input_size"] != first["D"] * first["H"] or not _feeds(graph, node, nodes[l - 1]):
-            raise UnsupportedOnnxError(f"{where}: {spec['where']} is not fed by the output of "
-                                       f"{layers[l - 1]['where']}; the graph's {len(nodes)} "
+            raise UnsupportedOnnxError(f"{spec['where']} is not fed by the output of "
+                                       f"{layers[l - 1]['label']}; the graph's {len(nodes)} "
                                        f"recurrent nodes do not form one stack")
-    props = {p.key: p.value for p in model.metadata_props}
-    meta_class, meta = props.get(META_CLASS), {}
-    if META_CONFIG in props:
-        try:
-            meta = json.loads(props[META_CONFIG])
-        except ValueError:
-            meta = {}
+    meta_class, meta = _metadata(model, first["kind"], where)
+    meta = meta or {}
     dtype = first["dtype"]
     if dtype == np.float16:
         dtype = np.dtype(np.float32)
     dtype = _common.float_dtype(dtype, f"{where}: the weights' dtype")
     bias = any(spec["bias"] for spec in layers)
-    cell = (meta_class in ("RNNCell", "LSTMCell", "GRUCell") and len(layers) == 1
-            and first["D"] == 1 and meta_class[:-4] == first["kind"])
-    if batch_first is None:
-        batch_first = bool(meta.get("batch_first", first["layout"] == 1))
-    options = dict(nonlinearity=first["nonlinearity"])
+    cell = meta_class is not None and meta_class.endswith("Cell")
+    if cell and (len(layers) != 1 or first["D"] != 1):
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CLASS!r} is {meta_class!r}, but the "
+                                   f"graph has {len(layers)} recurrent node(s) with {first['D']} "
+                                   f"direction(s); a cell is one forward node")
+    override = batch_first is not None
+    if not override:
+        batch_first = meta.get("batch_first", first["layout"] == 1)
+    options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"))
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
-                       batch_first=bool(batch_first))
-        dropout = meta.get("dropout")
-        if isinstance(dropout, (int, float)) and 0 <= dropout <= 1 and len(layers) > 1:
-            options["dropout"] = float(dropout)
-    seed = meta.get("seed")
-    if isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0:
-        options["seed"] = seed
+                       batch_first=bool(batch_first), dropout=meta.get("dropout"))
     obj = _common.build(first["kind"], cell=cell, input_size=first["input_size"],
                         hidden_size=first["H"], bias=bias, dtype=dtype, backend=backend, **options)
+    config = obj.get_config()
+    for key, value in meta.items():
+        if key == "batch_first" and override:
+            continue
+        if key not in config:
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has {key}={value!r}, "
+                                       f"but a {type(obj).__name__} has no {key}")
+        if config[key] != value:
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has {key}={value!r}, "
+                                       f"but the graph's nodes make {key}={config[key]!r}")
     state = {}
     directions = [w for spec in layers for w in spec["directions"]]
     for names, w in zip(_common.direction_weights(obj), directions):

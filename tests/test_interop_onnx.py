@@ -142,8 +142,12 @@ def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
         for g, w in zip(ReferenceEvaluator(model).run(None, feeds), want):
             assert_close(g, w, "onnx reference float64", 1e-12)
         assert_same_weights(layer, fonnx.load(model))
-        # without fastrnn's metadata the layout attribute alone says batch_first
+        # without fastrnn's metadata (a model another exporter wrote) the layout attribute
+        # alone says batch_first; a model fastrnn wrote must keep its metadata
         del model.metadata_props[:]
+        with pytest.raises(fonnx.UnsupportedOnnxError, match="lacks the metadata.*truncated"):
+            fonnx.load(model)
+        model.producer_name = "another exporter"
         assert fonnx.load(model).batch_first == use_layout
 
 
@@ -212,6 +216,7 @@ def test_nodes_without_a_fastrnn_equivalent_are_refused():
             fonnx.load(model)
     computed = single_node_model("RNN", G=1)
     computed.graph.initializer.pop(1)  # R becomes a graph input, not a constant
+    computed.graph.input.append(helper.make_tensor_value_info("R", TensorProto.FLOAT, None))
     with pytest.raises(fonnx.UnsupportedOnnxError, match="'R' is computed in the graph"):
         fonnx.load(computed)
     relu = helper.make_graph([helper.make_node("Relu", ["X"], ["Y"])], "g",
@@ -227,3 +232,23 @@ def test_not_an_onnx_file(tmp_path):
         fonnx.load(tmp_path / "x.onnx")
     with pytest.raises(FileNotFoundError):
         fonnx.load(tmp_path / "missing.onnx")
+
+
+def test_weights_in_external_data(tmp_path):
+    """A model whose tensors live in an external file loads from its path, where onnx finds them."""
+    layer = fastrnn.LSTM(I, H, num_layers=2, seed=6)
+    model = fonnx.export(layer, io.BytesIO())
+    onnx.save_model(model, tmp_path / "external.onnx", save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="external.data", size_threshold=0)
+    assert (tmp_path / "external.data").exists()
+    assert_same_weights(layer, fonnx.load(tmp_path / "external.onnx"))
+    with open(tmp_path / "external.onnx", "rb") as f:
+        assert_same_weights(layer, fonnx.load(f))
+    buf = io.BytesIO((tmp_path / "external.onnx").read_bytes())
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="external files, which only a model "
+                                                         "read from its path can find"):
+        fonnx.load(buf)
+    (tmp_path / "external.data").unlink()
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="external data of its tensors cannot "
+                                                         "be read"):
+        fonnx.load(tmp_path / "external.onnx")
