@@ -17,8 +17,12 @@ def _type_name(value):
     return type(value).__name__
 
 
-def check_int(name, value, minimum=1):
-    """An integer (not bool) >= minimum, returned as a Python int."""
+#: the largest size any argument may give: the kernels index with 32-bit integers
+MAX_SIZE = 2**31 - 1
+
+
+def check_int(name, value, minimum=1, maximum=MAX_SIZE):
+    """An integer (not bool) in [minimum, maximum], returned as a Python int."""
     if isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be an integer, but got bool ({value!r})")
     try:
@@ -27,6 +31,8 @@ def check_int(name, value, minimum=1):
         raise TypeError(f"{name} must be an integer, but got {_type_name(value)} ({value!r})") from None
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, but got {value}")
+    if value > maximum:
+        raise ValueError(f"{name} must be an integer <= {maximum}, but got {value}")
     return value
 
 
@@ -90,7 +96,11 @@ def as_lengths(lengths, batch, steps, unbatched=False):
     """Per-sequence lengths as a (B,) int64 array with 1 <= lengths <= T."""
     if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):
         lengths = lengths.detach().cpu().numpy()
-    arr = np.asarray(lengths)
+    try:
+        arr = np.asarray(lengths)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(f"lengths must be an array-like of integers, but could not be "
+                        f"converted to an array: {exc}") from None
     if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):  # [] is float
         raise TypeError(f"lengths must be integers, but got dtype {arr.dtype} "
                         f"with values {arr.ravel()[:8].tolist()}")
