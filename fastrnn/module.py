@@ -55,6 +55,33 @@ class Module:
     @backend.setter
     def backend(self, name):
         self._backend = resolve(name)
+        self._backend_request = name   # what the user asked for: resolved again after a pickle
+
+    # -- pickle and copy ------------------------------------------------------------------
+    def __getstate__(self):
+        """Everything but the backend's module (the name asked for instead) and a training
+        forward's record: a pickle (or deep copy) carries configuration, parameters, gradients,
+        mode and random generator; the backward of a forward made before it is not carried."""
+        state = dict(self.__dict__)
+        state["_backend"] = state.pop("_backend_request", self._backend.name)
+        state["_cache"] = None
+        return state
+
+    def __setstate__(self, state):
+        """Resolve the backend again, here: a model pickled where the cython build exists
+        loads where it does not.  A backend asked for by name that is missing here falls back
+        to ``"auto"``, with a warning saying so."""
+        state = dict(state)
+        request = state.pop("_backend")
+        self.__dict__.update(state)
+        try:
+            self.backend = request
+        except RuntimeError as exc:   # known, but not available on this machine
+            import warnings
+            warnings.warn(f"{type(self).__name__} was pickled with backend={request!r}, which is "
+                          f"not available here ({exc}); it runs on backend='auto' instead",
+                          RuntimeWarning, stacklevel=2)
+            self.backend = "auto"
 
     def parameters(self):
         """dict name -> the live parameter array (writes to it change the model)."""
