@@ -5,8 +5,11 @@ wrong value) whose message names the argument, what was expected and what was
 received.
 """
 
+import io
+import math
 import numbers
 import operator
+import os
 
 import numpy as np
 
@@ -15,6 +18,19 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _type_name(value):
     return type(value).__name__
+
+
+def short(value, limit=80):
+    """The repr of ``value`` for a message, cut to ``limit`` characters; never raises (an int of
+    more digits than ``str()`` converts, a broken ``__repr__``)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - ValueError for a huge int, anything from a user's __repr__
+        if isinstance(value, int):
+            text = f"<an int of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+        else:
+            text = f"<{_type_name(value)}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 #: the largest size any argument may give: the kernels index with 32-bit integers
@@ -28,28 +44,83 @@ def check_int(name, value, minimum=1, maximum=MAX_SIZE):
     try:
         value = operator.index(value)
     except TypeError:
-        raise TypeError(f"{name} must be an integer, but got {_type_name(value)} ({value!r})") from None
+        raise TypeError(f"{name} must be an integer, but got {_type_name(value)} "
+                        f"({short(value)})") from None
     if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, but got {value}")
+        raise ValueError(f"{name} must be an integer >= {minimum}, but got {short(value)}")
     if value > maximum:
-        raise ValueError(f"{name} must be an integer <= {maximum}, but got {value}")
+        raise ValueError(f"{name} must be an integer <= {maximum}, but got {short(value)}")
     return value
+
+
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def check_real(name, value, minimum=None, maximum=None, *, above=None, below=None,
+               infinite=False):
+    """A real number (not bool, never NaN, +-inf only with ``infinite``) in the bounds, as a float.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, but got {_type_name(value)} "
+                        f"({short(value)})")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        raise ValueError(f"{name} must be a real number within the range of a float, but got "
+                         f"{short(value)}") from None
+    if math.isnan(number) or (math.isinf(number) and not infinite):
+        raise ValueError(f"{name} must be a {'' if infinite else 'finite '}real number, "
+                         f"but got {number}")
+    bounds = [(op, bound) for op, bound in ((">=", minimum), (">", above), ("<=", maximum),
+                                            ("<", below)) if bound is not None]
+    if not all(_COMPARE[op](number, bound) for op, bound in bounds):
+        wanted = " and ".join(f"{op} {bound}" for op, bound in bounds)
+        raise ValueError(f"{name} must be a real number {wanted}, but got {number}")
+    return number
+
+
+def check_bool(name, value):
+    """A flag: True or False (numpy's bools and the integers 0 and 1 too), as a Python bool.
+
+    Anything else (a string, an array, another number) is refused rather than read by
+    ``bool()``, which takes ``"no"`` for True and fails inside NumPy for an array.
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool (True or False), but got {_type_name(value)} "
+                    f"({short(value)})")
+
+
+def check_axis(name, value, ndim):
+    """An axis of an array of ``ndim`` dimensions (negative counts from the end), as an int >= 0."""
+    axis = check_int(f"{name} (an axis of an array of {ndim} dimensions)", value,
+                     minimum=-max(ndim, 1), maximum=max(ndim, 1) - 1)
+    if ndim == 0:
+        raise ValueError(f"{name}={axis} needs an array with at least one axis, but got a scalar")
+    return axis % ndim
 
 
 def check_dropout(value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"dropout must be a number in [0, 1] representing the probability of "
-                        f"an element being zeroed, but got {_type_name(value)} ({value!r})")
-    value = float(value)
-    if not 0.0 <= value <= 1.0:
+                        f"an element being zeroed, but got {_type_name(value)} ({short(value)})")
+    try:
+        number = float(value)
+    except (OverflowError, ValueError):
+        number = math.inf     # an int beyond a float's range: far outside [0, 1]
+    if not 0.0 <= number <= 1.0:
         raise ValueError(f"dropout must be a number in [0, 1] representing the probability of "
-                         f"an element being zeroed, but got {value}")
-    return value
+                         f"an element being zeroed, but got {short(value)}")
+    return number
 
 
 def check_choice(name, value, choices):
     if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}, but got {value!r}")
+        raise ValueError(f"{name} must be one of {list(choices)}, but got {short(value)}")
     return value
 
 
@@ -59,11 +130,23 @@ def check_dtype(dtype):
         return DTYPES[0]
     try:
         resolved = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: ("f8", -1), a malformed structured dtype
         resolved = None
     if not any(resolved is d or (resolved is not None and resolved == d) for d in DTYPES):
-        raise ValueError(f"dtype must be float32 or float64, but got {dtype!r}")
+        raise ValueError(f"dtype must be float32 or float64, but got {short(dtype)}")
     return resolved
+
+
+def as_array(name, value, what="an array-like"):
+    """``np.asarray(value)`` (a torch tensor detached first), or a TypeError naming ``name``
+    when NumPy cannot make an array of it (a ragged list, ...)."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor, without importing torch
+        value = value.detach().cpu().numpy()
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise TypeError(f"{name} must be {what}, but could not be converted to an array: "
+                        f"{exc}") from None
 
 
 def as_float_array(name, value, dtype):
@@ -73,13 +156,7 @@ def as_float_array(name, value, dtype):
     detached first).  Integer, bool, complex, object and string data raise a
     TypeError: they are not silently reinterpreted.
     """
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"{name} must be a floating-point array-like, but could not be "
-                        f"converted to an array: {exc}") from None
+    arr = as_array(name, value, "a floating-point array-like")
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array (float32 or float64), "
                         f"but got an array of dtype {arr.dtype}")
@@ -103,7 +180,7 @@ def as_lengths(lengths, batch, steps, unbatched=False):
                         f"converted to an array: {exc}") from None
     if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):  # [] is float
         raise TypeError(f"lengths must be integers, but got dtype {arr.dtype} "
-                        f"with values {arr.ravel()[:8].tolist()}")
+                        f"with values {short(arr.ravel()[:8].tolist())}")
     expected = [(), (1,)] if unbatched else [(batch,)]
     if arr.shape not in expected:
         want = "a scalar or shape (1,) for unbatched input" if unbatched else f"shape ({batch},), one per sequence"
@@ -114,3 +191,37 @@ def as_lengths(lengths, batch, steps, unbatched=False):
         raise ValueError(f"lengths must be between 1 and the sequence length {steps}, "
                          f"but got {bad.tolist()}")
     return arr
+
+
+def file_or_path(name, value, mode):
+    """A binary file object open for ``mode`` (``"r"`` or ``"w"``), returned as is, or a path
+    (str, bytes or os.PathLike), returned as a str."""
+    method, doing = ("read", "reading") if mode == "r" else ("write", "writing")
+    if hasattr(value, method):
+        if not callable(getattr(value, method)):
+            raise TypeError(f"{name} must be a path or a binary file object open for {doing}, "
+                            f"but got {_type_name(value)} whose {method} is not callable")
+        if isinstance(value, io.TextIOBase):
+            raise TypeError(f"{name} must be a binary file object (opened with '{mode}b'), "
+                            f"but got a text stream ({_type_name(value)})")
+        able = getattr(value, "readable" if mode == "r" else "writable", None)
+        if callable(able):
+            try:
+                ok = able()
+            except ValueError:   # "I/O operation on closed file"
+                raise ValueError(f"{name} is a closed file object ({_type_name(value)})") from None
+            if not ok:
+                raise ValueError(f"{name} is a file object that is not open for {doing} "
+                                 f"({_type_name(value)}, mode {getattr(value, 'mode', '?')!r})")
+        return value
+    try:
+        path = os.fsdecode(os.fspath(value))
+    except TypeError:
+        raise TypeError(f"{name} must be a path (str, bytes or os.PathLike) or a binary file "
+                        f"object open for {doing}, but got {_type_name(value)} "
+                        f"({short(value)})") from None
+    if not path:
+        raise ValueError(f"{name} must be a path, but got an empty one")
+    if "\0" in path:
+        raise ValueError(f"{name} must be a path without NUL characters, but got {short(path)}")
+    return path

@@ -40,6 +40,8 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
 
+from . import _checks
+
 THREADS_ENV = "FASTRNN_NUM_THREADS"
 BLAS_POOL_ENV = "FASTRNN_BLAS_POOL"
 
@@ -74,8 +76,10 @@ def set_num_threads(n):
         At least 1.  ``$FASTRNN_NUM_THREADS`` sets the value a process starts with.
     """
     global _threads
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"the number of threads must be an int >= 1, but got {n!r}")
+    try:   # at most a C int: the compiled backends take it as one
+        n = _checks.check_int("n (the number of threads)", n, minimum=1)
+    except TypeError as exc:   # a ValueError for every bad n, as before
+        raise ValueError(str(exc)) from None
     _threads = n
     for tell in _listeners:
         tell(n)

@@ -49,6 +49,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _checks
+from .backends import resolve
+
 #: version of the file format this module writes and the newest it reads
 FORMAT_VERSION = 1
 #: name of the header member
@@ -162,9 +165,11 @@ def _plain(value, key):
 def _header(obj):
     from . import __version__
 
-    if not callable(getattr(obj, "get_config", None)) or not callable(getattr(obj, "state_dict", None)):
-        raise TypeError(f"save expects a fastrnn Module (layer, cell or head), but got "
-                        f"{type(obj).__name__}")
+    if isinstance(obj, type) or not callable(getattr(obj, "get_config", None)) \
+            or not callable(getattr(obj, "state_dict", None)):
+        what = f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+        raise TypeError(f"obj must be a fastrnn Module (save expects a layer, cell or head), "
+                        f"but got {what}")
     config = {}
     for key, value in obj.get_config().items():
         if key == "seed" and not (value is None or isinstance(value, (int, np.integer))
@@ -217,13 +222,13 @@ def save(obj, path):
     stored.  A ``seed`` given as a Generator or SeedSequence is stored as
     ``None``.  The same model always gives the same bytes.
     """
+    target = _checks.file_or_path("path", path, "w")
     text, arrays = _header(obj)
     members = {HEADER: np.frombuffer(text.encode("utf-8"), dtype=np.uint8)}
     members.update(arrays)
-    if hasattr(path, "write"):
-        _write_npz(path, members)
+    if not isinstance(target, str):
+        _write_npz(target, members)
         return path
-    target = os.fspath(path)
     directory, base = os.path.split(os.path.abspath(target))
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     # os.open rather than mkstemp: the file gets the umask's permissions, like any saved file
@@ -306,11 +311,15 @@ def _listed(names, limit=8):
 
 
 def _read_bytes(path):
-    if hasattr(path, "read"):
-        return path.read(), None
-    name = os.fspath(path)
-    with open(name, "rb") as f:
-        return f.read(), name
+    source = _checks.file_or_path("path", path, "r")
+    if not isinstance(source, str):
+        data = source.read()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"path must be a binary file object, but its read() returned "
+                            f"{type(data).__name__}, not bytes (open the file with 'rb')")
+        return bytes(data), None
+    with open(source, "rb") as f:
+        return f.read(), source
 
 
 def _open_zip(data, where):
@@ -788,6 +797,8 @@ def load(path, *, backend=None):
     against the arrays in the file, before the constructor allocates them.  Only then is the
     data read, each array a chunk at a time into an array of its declared size.
     """
+    if backend is not None:
+        resolve(backend)     # a bad name is refused before the file is read
     data, where = _read_bytes(path)
     with _open_zip(data, where) as zf:
         members = {key: _npy_member(zf, info, key, where)

@@ -45,6 +45,8 @@ import os
 
 import numpy as np
 
+from . import _checks
+from .backends import resolve
 from .celltypes import by_kind
 from .interop import _common
 
@@ -137,7 +139,8 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
         The default (False) gives models onnxruntime can run: it rejects
         ``layout=1``.
     opset : int
-        Opset of the default domain, at least 14.
+        Opset of the default domain, at least 14 (RNN/LSTM/GRU with ``layout``) and at most
+        the newest the installed onnx knows.
 
     Returns
     -------
@@ -156,6 +159,13 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
 
     kind = _common.kind_of(obj)
     cell = _common.is_cell(obj)
+    target = _checks.file_or_path("path", path, "w")
+    initial_state = None if initial_state is None else _checks.check_bool("initial_state",
+                                                                          initial_state)
+    lengths = _checks.check_bool("lengths", lengths)
+    use_layout_attribute = _checks.check_bool("use_layout_attribute", use_layout_attribute)
+    # at most the newest opset the installed onnx knows (its checker cannot check a later one)
+    opset = _checks.check_int("opset", opset, minimum=14, maximum=onnx.defs.onnx_opset_version())
     if getattr(obj, "proj_size", 0):
         raise UnsupportedOnnxError(
             f"an LSTM with proj_size={obj.proj_size} cannot be exported to ONNX: the ONNX LSTM "
@@ -163,8 +173,6 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
             f"features)")
     if cell and lengths:
         raise UnsupportedOnnxError("lengths apply to sequence layers; a cell runs one step")
-    if opset < 14:
-        raise ValueError(f"opset must be at least 14 (RNN/LSTM/GRU with layout), but got {opset}")
     dtype = _common.float_dtype(obj.dtype if dtype is None else dtype, "dtype")
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     initial_state = cell if initial_state is None else bool(initial_state)
@@ -286,7 +294,7 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
                                    META_CONFIG: json.dumps(config),
                                    META_VERSION: str(_META_FORMAT)})
     onnx.checker.check_model(model, full_check=True)
-    onnx.save_model(model, path)
+    onnx.save_model(model, target)
     return model
 
 
@@ -347,12 +355,13 @@ def _read_model(onnx, source):
     if isinstance(source, onnx.ModelProto):
         model, where, path = source, "model", None
     else:
-        if hasattr(source, "read"):
+        source = _checks.file_or_path("source", source, "r")
+        if not isinstance(source, str):
             name = getattr(source, "name", None)
             path = name if isinstance(name, str) else None
             where = path or f"<{type(source).__name__}>"
         else:
-            path = where = str(os.fspath(source))
+            path = where = source
         try:
             model = onnx.load_model(source, load_external_data=False)
         except OSError:
@@ -873,6 +882,9 @@ def load(source, *, backend="auto", batch_first=None):
         The source cannot be opened (e.g. FileNotFoundError).
     """
     onnx = _import_onnx()
+    if batch_first is not None:
+        batch_first = _checks.check_bool("batch_first", batch_first)
+    resolve(backend)      # a bad name is refused before the file is read
 
     model, where = _read_model(onnx, source)
     graph = model.graph

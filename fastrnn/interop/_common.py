@@ -9,6 +9,7 @@ one letter per gate, so a conversion is one call to :func:`reorder_gates`.
 
 import numpy as np
 
+from .. import _checks
 from ..celltypes import CELL_TYPES
 
 #: gate order of each convention and cell kind, one letter per gate in fastrnn's (PyTorch's)
@@ -27,11 +28,11 @@ def reorder_gates(array, source, target, axis=0):
 
     Parameters
     ----------
-    array : ndarray
+    array : array-like of numbers
         Gates stacked along ``axis`` in ``source`` order, each block of equal size.
     source, target : str
-        One letter per gate (see :data:`GATE_ORDERS`), the same letters in
-        another order.
+        One letter per gate (see :data:`GATE_ORDERS`), each letter once, the
+        same letters in another order.
     axis : int
         The axis the gates are stacked along.
 
@@ -41,12 +42,27 @@ def reorder_gates(array, source, target, axis=0):
         A new C-contiguous array with the blocks in ``target`` order; values
         are moved, never computed, so the conversion is exact.
     """
+    for name, order in (("source", source), ("target", target)):
+        if not isinstance(order, str):
+            raise TypeError(f"{name} must be a gate order, a str of one letter per gate (such as "
+                            f"'ifgo'), but got {type(order).__name__} ({_checks.short(order)})")
+        if not order or len(set(order)) != len(order):
+            raise ValueError(f"{name} must be a gate order naming each gate once (one letter per "
+                             f"gate, such as 'ifgo'), but got {_checks.short(order)}")
     if sorted(source) != sorted(target):
-        raise ValueError(f"gate orders {source!r} and {target!r} do not name the same gates")
-    array = np.asarray(array)
+        raise ValueError(f"source {_checks.short(source)} and target {_checks.short(target)} "
+                         f"must name the same gates in two orders")
+    array = _checks.as_array("array", array, "an array-like of numbers")
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"array must hold numbers, but got an array of dtype {array.dtype}")
+    if array.ndim == 0:
+        raise ValueError(f"array must have an axis of stacked gates, but got a scalar "
+                         f"({_checks.short(array.item())})")
+    axis = _checks.check_axis("axis", axis, array.ndim)
     if array.shape[axis] % len(source):
-        raise ValueError(f"an axis of {array.shape[axis]} rows cannot hold {len(source)} "
-                         f"equal gate blocks ({source!r})")
+        raise ValueError(f"array's axis {axis} of {array.shape[axis]} rows cannot hold "
+                         f"{len(source)} equal gate blocks ({source!r}): array has shape "
+                         f"{array.shape}")
     blocks = dict(zip(source, np.split(array, len(source), axis=axis)))
     return np.ascontiguousarray(np.concatenate([blocks[g] for g in target], axis=axis))
 
@@ -60,8 +76,9 @@ def kind_of(obj):
         return "RNN" if obj.mode.startswith("RNN") else obj.mode
     if isinstance(obj, _CellBase):
         return obj._type.kind
-    raise TypeError(f"expected a fastrnn layer (RNN, LSTM, GRU) or cell (RNNCell, LSTMCell, "
-                    f"GRUCell), but got {type(obj).__name__}")
+    what = f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
+    raise TypeError(f"obj must be a fastrnn layer (RNN, LSTM, GRU) or cell (RNNCell, LSTMCell, "
+                    f"GRUCell), but got {what}")
 
 
 def is_cell(obj):
@@ -111,8 +128,9 @@ def float_dtype(dtype, what):
     """float32 or float64 as a numpy dtype, with a message naming ``what`` otherwise."""
     try:
         resolved = np.dtype(dtype)
-    except TypeError:
+    except (TypeError, ValueError):  # ValueError: ("f8", -1), a malformed structured dtype
         resolved = None
-    if resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"{what} must be float32 or float64, but got {dtype!r}")
+    # (None is not compared: numpy takes ``None == dtype`` as a comparison with float64)
+    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"{what} must be float32 or float64, but got {_checks.short(dtype)}")
     return resolved

@@ -7,44 +7,52 @@ a list of modules, or any iterable of arrays.
 """
 
 import math
-import numbers
 
 import numpy as np
 
+from .. import _checks
 from ..module import Module
 
 
-def _arrays(grads):
-    """The gradient arrays behind any accepted ``grads`` argument, as a list."""
+def _arrays(grads, in_place=None):
+    """The gradient arrays behind any accepted ``grads`` argument, as a list; ``in_place`` names
+    the function that writes into them (each must then be writable)."""
     if isinstance(grads, Module):
         return list(grads.grads.values())
     if isinstance(grads, np.ndarray):
-        return [grads]
-    if hasattr(grads, "values") and callable(grads.values):
-        items = list(grads.values())
+        named = [("grads", grads)]
+    elif hasattr(grads, "values") and callable(grads.values):
+        if callable(getattr(grads, "items", None)):
+            named = [(f"grads[{_checks.short(k)}]", g) for k, g in grads.items()]
+        else:
+            named = [(f"grads[{i}]", g) for i, g in enumerate(grads.values())]
     else:
         try:
             items = list(grads)
         except TypeError:
             raise TypeError(f"grads must be a dict of arrays, a Module, a list of modules or "
                             f"an iterable of arrays, but got {type(grads).__name__}") from None
+        named = [(f"grads[{i}]", g) for i, g in enumerate(items)]
     out = []
-    for g in items:
+    for label, g in named:
         if isinstance(g, Module):
             out.extend(g.grads.values())
-        elif isinstance(g, np.ndarray) and g.dtype.kind == "f":
-            out.append(g)
-        else:
+            continue
+        if not (isinstance(g, np.ndarray) and g.dtype.kind == "f"):
             kind = type(g).__name__ + (f" of dtype {g.dtype}" if hasattr(g, "dtype") else "")
-            raise TypeError(f"every gradient must be a floating-point numpy array (changed in "
-                            f"place), but got {kind}")
+            raise TypeError(f"{label} must be a floating-point numpy array (a gradient, changed "
+                            f"in place) or a Module, but got {kind}")
+        if in_place and not g.flags.writeable:
+            raise ValueError(f"{label} is read-only; {in_place} changes the gradients in place")
+        out.append(g)
     return out
 
 
-def _check_number(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, but got {type(value).__name__} ({value!r})")
-    return float(value)
+def _norm_type(norm_type):
+    p = _checks.check_real("norm_type", norm_type, infinite=True)
+    if not p > 0:
+        raise ValueError(f"norm_type must be positive (or inf), but got {_checks.short(norm_type)}")
+    return p
 
 
 def grad_norm(grads, norm_type=2.0):
@@ -62,9 +70,7 @@ def grad_norm(grads, norm_type=2.0):
         Accumulated in float64 (no overflow of float32 squares); 0.0 when there
         are no gradients.
     """
-    p = _check_number("norm_type", norm_type)
-    if not p > 0:
-        raise ValueError(f"norm_type must be positive (or inf), but got {norm_type!r}")
+    p = _norm_type(norm_type)
     arrays = _arrays(grads)
     if not arrays:
         return 0.0
@@ -95,7 +101,7 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     grads : dict of arrays, Module, list of modules, or iterable of arrays
         Changed in place.
     max_norm : float
-        Largest allowed norm.
+        Largest allowed norm, > 0 (``inf``: no clipping).
     norm_type : float
         p of the p-norm (2 by default), or ``inf``.
     error_if_nonfinite : bool
@@ -113,8 +119,10 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0, error_if_nonfinite=False):
     RuntimeError
         ``error_if_nonfinite`` and a non-finite total norm.
     """
-    max_norm = _check_number("max_norm", max_norm)
-    arrays = _arrays(grads)
+    max_norm = _checks.check_real("max_norm", max_norm, above=0, infinite=True)
+    _norm_type(norm_type)
+    error_if_nonfinite = _checks.check_bool("error_if_nonfinite", error_if_nonfinite)
+    arrays = _arrays(grads, in_place="clip_grad_norm")
     total = grad_norm(arrays, norm_type)
     if not arrays:
         return 0.0
@@ -142,8 +150,6 @@ def clip_grad_value(grads, clip_value):
     clip_value : float
         Non-negative bound.
     """
-    v = _check_number("clip_value", clip_value)
-    if not v >= 0:
-        raise ValueError(f"clip_value must be non-negative, but got {clip_value!r}")
-    for g in _arrays(grads):
+    v = _checks.check_real("clip_value", clip_value, minimum=0, infinite=True)
+    for g in _arrays(grads, in_place="clip_grad_value"):
         np.clip(g, -v, v, out=g)

@@ -44,7 +44,7 @@ class Linear(Module):
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
         self.in_features = _checks.check_int("in_features", in_features)
         self.out_features = _checks.check_int("out_features", out_features)
-        self.bias = bool(bias)
+        self.bias = _checks.check_bool("bias", bias)
         # The head runs plain NumPy matrix products whatever the layers' backend is.
         super().__init__(dtype, "numpy", seed)
         shapes = {"weight": (self.out_features, self.in_features)}

@@ -18,6 +18,20 @@ from .. import _checks
 _REDUCTIONS = ("mean", "sum")
 
 
+def _logits(name, logits, axis):
+    """``logits`` as a float array with a non-empty ``axis`` (normalised), both checked."""
+    z = _checks.as_array(name, logits, "a floating-point array-like")
+    if z.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, but got dtype {z.dtype}")
+    if z.ndim == 0:
+        raise ValueError(f"{name} must have at least one axis (the classes), but got a scalar")
+    axis = _checks.check_axis("axis", axis, z.ndim)
+    if z.shape[axis] == 0:
+        raise ValueError(f"{name} must have at least one class on axis {axis}, but got shape "
+                         f"{z.shape}")
+    return z, axis
+
+
 def log_softmax(logits, axis=-1):
     """``log(softmax(logits))`` computed stably (the maximum is subtracted first).
 
@@ -30,15 +44,20 @@ def log_softmax(logits, axis=-1):
     -------
     array like ``logits``
     """
-    z = np.asarray(logits)
+    z, axis = _logits("logits", logits, axis)
     with np.errstate(invalid="ignore", over="ignore"):   # inf and NaN propagate as in torch
         shifted = z - np.max(z, axis=axis, keepdims=True)
         return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
 
 
 def softmax(logits, axis=-1, temperature=1.0):
-    """Stable softmax of ``logits / temperature`` along ``axis``."""
-    z = np.asarray(logits) / temperature
+    """Stable softmax of ``logits / temperature`` along ``axis``.
+
+    ``temperature`` is a finite real number > 0.
+    """
+    z, axis = _logits("logits", logits, axis)
+    temperature = _checks.check_real("temperature", temperature, above=0)
+    z = z / temperature
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.exp(z - np.max(z, axis=axis, keepdims=True))
         return e / np.sum(e, axis=axis, keepdims=True)
@@ -48,9 +67,7 @@ def _as_weights(name, mask, shape):
     """A mask (bool or float weights) broadcast to ``shape``, as float64; None stays None."""
     if mask is None:
         return None
-    if hasattr(mask, "detach") and hasattr(mask, "numpy"):
-        mask = mask.detach().cpu().numpy()
-    m = np.asarray(mask)
+    m = _checks.as_array(name, mask, "an array-like of bools or non-negative weights")
     if m.dtype.kind not in "biuf":
         raise TypeError(f"{name} must be an array of bool or of non-negative weights, "
                         f"but got dtype {m.dtype}")
@@ -66,8 +83,7 @@ def _as_weights(name, mask, shape):
 
 
 def _check_reduction(reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {list(_REDUCTIONS)}, but got {reduction!r}")
+    _checks.check_choice("reduction", reduction, _REDUCTIONS)
 
 
 def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean"):
@@ -110,13 +126,13 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
         Shapes that do not match, targets out of range, a bad reduction.
     """
     _check_reduction(reduction)
-    z = np.asarray(logits.detach().cpu().numpy() if hasattr(logits, "detach") else logits)
+    z = _checks.as_array("logits", logits, "a floating-point array-like")
     if z.dtype.kind != "f":
         raise TypeError(f"logits must be a floating-point array, but got dtype {z.dtype}")
     if z.ndim < 1 or z.shape[-1] < 1:
         raise ValueError(f"logits must have a class axis last, with at least one class, "
                          f"but got shape {z.shape}")
-    t = np.asarray(targets.detach().cpu().numpy() if hasattr(targets, "detach") else targets)
+    t = _checks.as_array("targets", targets, "an array-like of integer class indices")
     if t.dtype.kind not in "iu":
         raise TypeError(f"targets must be integer class indices, but got dtype {t.dtype}")
     if t.shape != z.shape[:-1]:
@@ -175,8 +191,8 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
         ``2 * w * (pred - target) / total weight``.
     """
     _check_reduction(reduction)
-    p = np.asarray(pred.detach().cpu().numpy() if hasattr(pred, "detach") else pred)
-    y = np.asarray(target.detach().cpu().numpy() if hasattr(target, "detach") else target)
+    p = _checks.as_array("pred", pred, "a floating-point array-like")
+    y = _checks.as_array("target", target, "a floating-point array-like")
     for name, a in (("pred", p), ("target", y)):
         if a.dtype.kind != "f":
             raise TypeError(f"{name} must be a floating-point array, but got dtype {a.dtype}")

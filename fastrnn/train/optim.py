@@ -16,10 +16,11 @@ randomness, so a run is reproducible bit for bit.
 """
 
 import math
-import numbers
+from collections.abc import Mapping
 
 import numpy as np
 
+from .. import _checks
 from ..module import Module
 
 __all__ = ["parameters_and_grads", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad"]
@@ -40,6 +41,11 @@ def parameters_and_grads(modules):
     params : dict name -> live parameter array
     grads : dict name -> live gradient array (same keys)
     """
+    return _gather(modules, "modules")
+
+
+def _gather(modules, what):
+    """:func:`parameters_and_grads`, its messages naming the argument ``what``."""
     if isinstance(modules, Module):
         return modules.parameters(), dict(modules.grads)
     if hasattr(modules, "items") and callable(modules.items):
@@ -47,12 +53,12 @@ def parameters_and_grads(modules):
     elif isinstance(modules, (list, tuple)):
         named = [(str(i), m) for i, m in enumerate(modules)]
     else:
-        raise TypeError(f"modules must be a Module, a list of Modules or a dict of Modules, "
+        raise TypeError(f"{what} must be a Module, a list of Modules or a dict of Modules, "
                         f"but got {type(modules).__name__}")
     params, grads = {}, {}
     for prefix, m in named:
         if not isinstance(m, Module):
-            raise TypeError(f"modules[{prefix!r}] must be a fastrnn Module, "
+            raise TypeError(f"{what}[{_checks.short(prefix)}] must be a fastrnn Module, "
                             f"but got {type(m).__name__}")
         for name, p in m.parameters().items():
             params[f"{prefix}.{name}"] = p
@@ -61,13 +67,17 @@ def parameters_and_grads(modules):
 
 
 def _number(name, value, minimum=0.0, below=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or math.isnan(value):
-        raise TypeError(f"{name} must be a real number, but got {type(value).__name__} ({value!r})")
-    value = float(value)
+    """A finite real hyper-parameter >= ``minimum`` (and < ``below``), as a float; the message
+    of a value out of range is PyTorch's ("Invalid lr: -1.0")."""
+    value = _checks.check_real(name, value)
     if value < minimum or (below is not None and value >= below):
         rng = f">= {minimum}" + (f" and < {below}" if below is not None else "")
         raise ValueError(f"Invalid {name}: {value} (must be {rng})")
     return value
+
+
+#: the largest step count a state may hold
+_MAX_STEPS = 2**63 - 1
 
 
 class Optimizer:
@@ -83,36 +93,51 @@ class Optimizer:
     """
 
     _hyper = ()
+    #: per-parameter state: keys of arrays shaped like the parameter, keys of step counts (None:
+    #: not declared, any keys), the keys a state must have, and whether it may be empty instead
+    #: (before the first step)
+    _state_arrays = None
+    _state_counts = ()
+    _state_required = ()
+    _state_empty_ok = True
 
     def __init__(self, params, grads=None, **hyper):
         if isinstance(params, Module) or (
                 isinstance(params, (list, tuple)) and params and isinstance(params[0], Module)) or (
-                hasattr(params, "values") and any(isinstance(v, Module) for v in params.values())):
+                hasattr(params, "values") and callable(params.values)
+                and any(isinstance(v, Module) for v in params.values())):
             if grads is not None:
                 raise TypeError("grads must not be given when params are modules "
                                 "(their .grads are used)")
-            params, grads = parameters_and_grads(params)
+            params, grads = _gather(params, "params")
         if not hasattr(params, "items"):
             raise TypeError(f"params must be a dict name -> array or Module(s), "
                             f"but got {type(params).__name__}")
-        if grads is None or not hasattr(grads, "items"):
-            raise TypeError("grads must be a dict name -> array with the keys of params")
+        if not hasattr(grads, "items"):
+            raise TypeError(f"grads must be a dict name -> array with the keys of params, "
+                            f"but got {type(grads).__name__}")
         if set(params) != set(grads):
             raise ValueError(f"params and grads must have the same keys; only in params: "
-                             f"{sorted(set(params) - set(grads))}, only in grads: "
-                             f"{sorted(set(grads) - set(params))}")
+                             f"{_checks.short(sorted(map(str, set(params) - set(grads))), 200)}, "
+                             f"only in grads: "
+                             f"{_checks.short(sorted(map(str, set(grads) - set(params))), 200)}")
         if not params:
-            raise ValueError("optimizer got an empty parameter list")
+            raise ValueError("optimizer got an empty parameter list (params is empty)")
         for name, p in params.items():
             g = grads[name]
+            label = _checks.short(name)
             if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
-                raise TypeError(f"params[{name!r}] must be a floating-point numpy array, "
-                                f"but got {type(p).__name__}")
+                kind = type(p).__name__ + (f" of dtype {p.dtype}" if hasattr(p, "dtype") else "")
+                raise TypeError(f"params[{label}] must be a floating-point numpy array, "
+                                f"but got {kind}")
             if not p.flags.writeable:
-                raise ValueError(f"params[{name!r}] is read-only; the optimizer updates it in place")
+                raise ValueError(f"params[{label}] is read-only; the optimizer updates it in place")
             if not isinstance(g, np.ndarray) or g.shape != p.shape:
-                raise ValueError(f"grads[{name!r}] must be an array of shape {p.shape}, "
+                raise ValueError(f"grads[{label}] must be an array of shape {p.shape}, "
                                  f"but got {getattr(g, 'shape', type(g).__name__)}")
+            if g.dtype.kind != "f":
+                raise TypeError(f"grads[{label}] must be a floating-point array, but got dtype "
+                                f"{g.dtype}")
         self.params = dict(params)
         self.grads = {name: grads[name] for name in self.params}
         for key, value in hyper.items():
@@ -120,13 +145,28 @@ class Optimizer:
         self.state = {name: {} for name in self.params}
         self.steps = 0
 
+    @classmethod
+    def _checked(cls, **hyper):
+        """The hyper-parameters checked (TypeError / ValueError naming the bad one) and
+        converted; a subclass checks its own."""
+        return hyper
+
     def zero_grad(self):
         """Set every gradient to zero (in place)."""
+        for name, g in self.grads.items():
+            if not g.flags.writeable:
+                raise ValueError(f"grads[{_checks.short(name)}] is read-only; zero_grad sets the "
+                                 f"gradients to zero in place")
         for g in self.grads.values():
             g.fill(0)
 
     def step(self):
-        """Update every parameter in place from its gradient."""
+        """Update every parameter in place from its gradient.
+
+        The hyper-parameters are checked first, as the constructor checks them: they are
+        attributes, which may have been changed since (``opt.lr = ...``).
+        """
+        self._checked(**self.hyperparameters())
         self.steps += 1
         for name, p in self.params.items():
             self._update(p, self.grads[name].astype(p.dtype, copy=False), self.state[name])
@@ -145,22 +185,68 @@ class Optimizer:
                               for k, v in s.items()} for n, s in self.state.items()}}
 
     def load_state_dict(self, state_dict):
-        """Restore what :meth:`state_dict` returned (same parameter names and shapes)."""
-        if state_dict.get("type") != type(self).__name__:
-            raise ValueError(f"state_dict is for {state_dict.get('type')!r}, not {type(self).__name__}")
-        if set(state_dict["state"]) != set(self.params):
-            raise ValueError("state_dict has different parameter names than this optimizer")
-        for name, s in state_dict["state"].items():
-            for k, v in s.items():
-                if isinstance(v, np.ndarray) and v.shape != self.params[name].shape:
-                    raise ValueError(f"state of {name!r}[{k!r}] has shape {v.shape}, "
-                                     f"expected {self.params[name].shape}")
-        for k, v in state_dict["hyper"].items():
+        """Restore what :meth:`state_dict` returned (same parameter names and shapes).
+
+        Everything is checked before anything changes: a refused ``state_dict``
+        (TypeError / ValueError naming the entry) leaves the optimizer as it was.
+        """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict must be a dict as {type(self).__name__}.state_dict() "
+                            f"returns, but got {type(state_dict).__name__}")
+        missing = [k for k in ("type", "hyper", "steps", "state") if k not in state_dict]
+        if missing:
+            raise ValueError(f"state_dict lacks the entries {missing}")
+        kind = state_dict["type"]
+        if not isinstance(kind, str) or kind != type(self).__name__:
+            raise ValueError(f"state_dict is for {_checks.short(kind)}, not {type(self).__name__}")
+        hyper = state_dict["hyper"]
+        if not isinstance(hyper, Mapping) or set(hyper) != set(self._hyper):
+            got = sorted(map(str, hyper)) if isinstance(hyper, Mapping) else type(hyper).__name__
+            raise ValueError(f"state_dict['hyper'] must be a dict of the hyper-parameters "
+                             f"{list(self._hyper)}, but got {_checks.short(got, 200)}")
+        try:
+            hyper = self._checked(**hyper)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"state_dict['hyper']: {exc}") from None
+        steps = _checks.check_int("state_dict['steps']", state_dict["steps"], minimum=0,
+                                  maximum=_MAX_STEPS)
+        state = state_dict["state"]
+        if not isinstance(state, Mapping) or set(state) != set(self.params):
+            raise ValueError("state_dict['state'] must be a dict with one entry per parameter, "
+                             "the parameter names of this optimizer")
+        new_state = {name: self._checked_state(name, s) for name, s in state.items()}
+        for k, v in hyper.items():
             setattr(self, k, v)
-        self.steps = int(state_dict["steps"])
-        self.state = {n: {k: (np.array(v, dtype=self.params[n].dtype) if isinstance(v, np.ndarray)
-                              else v) for k, v in s.items()}
-                      for n, s in state_dict["state"].items()}
+        self.steps = steps
+        self.state = new_state
+
+    def _checked_state(self, name, s):
+        """A copy of the state ``s`` of parameter ``name`` from a state_dict, checked."""
+        label = f"state_dict['state'][{_checks.short(name)}]"
+        if not isinstance(s, Mapping):
+            raise TypeError(f"{label} must be a dict, but got {type(s).__name__}")
+        p = self.params[name]
+        if self._state_arrays is not None:
+            known = set(self._state_arrays) | set(self._state_counts)
+            unknown = [k for k in s if k not in known]
+            if unknown:
+                raise ValueError(f"{label} has unknown entries {_checks.short(unknown)} (a state "
+                                 f"of {type(self).__name__} has {sorted(known)})")
+            lacking = [k for k in self._state_required if k not in s]
+            if lacking and (s or not self._state_empty_ok):
+                raise ValueError(f"{label} lacks the entries {lacking}")
+        out = {}
+        for k, v in s.items():
+            entry = f"{label}[{_checks.short(k)}]"
+            if k in self._state_counts:
+                out[k] = _checks.check_int(entry, v, minimum=0, maximum=_MAX_STEPS)
+            elif self._state_arrays is not None or isinstance(v, np.ndarray):
+                arr = _checks.as_float_array(entry, v, p.dtype)
+                _checks.check_shape(entry, arr, p.shape)
+                out[k] = np.array(arr, dtype=p.dtype)
+            else:
+                out[k] = v
+        return out
 
     def __repr__(self):
         hyper = ", ".join(f"{k}={v!r}" for k, v in self.hyperparameters().items())
@@ -186,16 +272,26 @@ class SGD(Optimizer):
     """
 
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+    _state_arrays = ("momentum_buffer",)
 
     def __init__(self, params, grads=None, lr=1e-3, momentum=0.0, dampening=0.0,
                  weight_decay=0.0, nesterov=False, maximize=False):
-        lr, momentum = _number("lr", lr), _number("momentum", momentum)
-        dampening, weight_decay = _number("dampening", dampening, -math.inf), \
-            _number("weight_decay", weight_decay)
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        super().__init__(params, grads, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=bool(nesterov), maximize=bool(maximize))
+        super().__init__(params, grads, **self._checked(
+            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+            nesterov=nesterov, maximize=maximize))
+
+    @classmethod
+    def _checked(cls, lr, momentum, dampening, weight_decay, nesterov, maximize):
+        out = dict(lr=_number("lr", lr), momentum=_number("momentum", momentum),
+                   dampening=_number("dampening", dampening, -math.inf),
+                   weight_decay=_number("weight_decay", weight_decay),
+                   nesterov=_checks.check_bool("nesterov", nesterov),
+                   maximize=_checks.check_bool("maximize", maximize))
+        if out["nesterov"] and (out["momentum"] <= 0 or out["dampening"] != 0):
+            raise ValueError(f"Nesterov momentum (nesterov=True) requires a momentum > 0 and zero "
+                             f"dampening, but got momentum={out['momentum']}, "
+                             f"dampening={out['dampening']}")
+        return out
 
     def _update(self, p, g, state):
         d = -g if self.maximize else g
@@ -233,17 +329,26 @@ class Adam(Optimizer):
 
     _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
     _decoupled = False
+    _state_arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+    _state_counts = ("step",)
+    _state_required = ("step", "exp_avg", "exp_avg_sq")
 
     def __init__(self, params, grads=None, lr=1e-3, betas=(0.9, 0.999), eps=1e-8,
                  weight_decay=0.0, amsgrad=False, maximize=False):
-        lr, eps, weight_decay = _number("lr", lr), _number("eps", eps), \
-            _number("weight_decay", weight_decay)
+        super().__init__(params, grads, **self._checked(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+            maximize=maximize))
+
+    @classmethod
+    def _checked(cls, lr, betas, eps, weight_decay, amsgrad, maximize):
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
-            raise TypeError(f"betas must be a pair (beta1, beta2), but got {betas!r}")
-        betas = (_number("beta parameter at index 0", betas[0], 0.0, 1.0),
-                 _number("beta parameter at index 1", betas[1], 0.0, 1.0))
-        super().__init__(params, grads, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=bool(amsgrad), maximize=bool(maximize))
+            raise TypeError(f"betas must be a pair (beta1, beta2), but got {_checks.short(betas)}")
+        return dict(lr=_number("lr", lr),
+                    betas=(_number("betas[0] (beta parameter at index 0)", betas[0], 0.0, 1.0),
+                           _number("betas[1] (beta parameter at index 1)", betas[1], 0.0, 1.0)),
+                    eps=_number("eps", eps), weight_decay=_number("weight_decay", weight_decay),
+                    amsgrad=_checks.check_bool("amsgrad", amsgrad),
+                    maximize=_checks.check_bool("maximize", maximize))
 
     def _update(self, p, g, state):
         beta1, beta2 = self.betas
@@ -265,9 +370,10 @@ class Adam(Optimizer):
         m += (1 - beta1) * (g - m)
         v *= beta2
         v += (1 - beta2) * g * g
-        if self.amsgrad:
-            np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
-            v = state["max_exp_avg_sq"]
+        if self.amsgrad:   # (set since the first step: the running maximum starts now)
+            v_max = state.setdefault("max_exp_avg_sq", np.zeros_like(p))
+            np.maximum(v_max, v, out=v_max)
+            v = v_max
         step_size = self.lr / (1 - beta1 ** t)
         denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + self.eps
         p -= step_size * (m / denom)
@@ -304,16 +410,26 @@ class Adagrad(Optimizer):
     """
 
     _hyper = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "maximize")
+    _state_arrays = ("sum",)
+    _state_counts = ("step",)
+    _state_required = ("step", "sum")
+    _state_empty_ok = False
 
     def __init__(self, params, grads=None, lr=1e-2, lr_decay=0.0, weight_decay=0.0,
                  initial_accumulator_value=0.0, eps=1e-10, maximize=False):
-        super().__init__(params, grads, lr=_number("lr", lr), lr_decay=_number("lr_decay", lr_decay),
-                         weight_decay=_number("weight_decay", weight_decay),
-                         initial_accumulator_value=_number("initial_accumulator_value",
-                                                           initial_accumulator_value),
-                         eps=_number("eps", eps), maximize=bool(maximize))
+        super().__init__(params, grads, **self._checked(
+            lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value, eps=eps, maximize=maximize))
         for name, p in self.params.items():
             self.state[name] = {"step": 0, "sum": np.full_like(p, self.initial_accumulator_value)}
+
+    @classmethod
+    def _checked(cls, lr, lr_decay, weight_decay, initial_accumulator_value, eps, maximize):
+        return dict(lr=_number("lr", lr), lr_decay=_number("lr_decay", lr_decay),
+                    weight_decay=_number("weight_decay", weight_decay),
+                    initial_accumulator_value=_number("initial_accumulator_value",
+                                                      initial_accumulator_value),
+                    eps=_number("eps", eps), maximize=_checks.check_bool("maximize", maximize))
 
     def _update(self, p, g, state):
         state["step"] += 1

@@ -17,6 +17,7 @@ A long 1-D stream is usually cut into ``B`` contiguous streams that are
 trained side by side (:func:`split_streams`), the batch axis of the layer.
 """
 
+import numbers
 from collections import namedtuple
 
 import numpy as np
@@ -44,10 +45,10 @@ def split_streams(data, num_streams):
     (L, B, ...) array, time-major: ``out[t, b] = data[b * L + t]``
     """
     B = _checks.check_int("num_streams", num_streams)
-    data = np.asarray(data)
+    data = _checks.as_array("data", data, "a sequence (an array-like of N items)")
     if data.ndim == 0 or len(data) < B:
-        raise ValueError(f"cannot split a sequence of length {np.shape(data)[:1]} "
-                         f"into {B} streams")
+        raise ValueError(f"data must be a sequence of at least num_streams={B} items to split "
+                         f"into {B} streams, but got shape {data.shape}")
     L = len(data) // B
     out = data[:L * B].reshape((B, L) + data.shape[1:])
     return np.ascontiguousarray(np.swapaxes(out, 0, 1))
@@ -97,6 +98,65 @@ step_norms : (L*D, t1 - w0, B) array of ||dJ/dh_t|| over the window, or None
 """
 
 
+def _loss_and_dout(result, shape):
+    """The ``(loss, dout)`` a ``loss_and_grad`` callback returned, dout as a float array of
+    ``shape``, checked (the message names the callback)."""
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        raise TypeError(f"loss_and_grad must return a pair (loss, dout), but returned "
+                        f"{type(result).__name__} ({_checks.short(result)})")
+    loss, dout = result
+    what = "the dout returned by loss_and_grad"
+    dout = _checks.as_array(what, dout, "a floating-point array-like")
+    if dout.dtype.kind != "f":
+        raise TypeError(f"{what} must be a floating-point array, but got dtype {dout.dtype}")
+    if dout.shape != shape:
+        raise ValueError(f"loss_and_grad must return dout shaped like out {shape}, "
+                         f"but got {dout.shape}")
+    return loss, dout
+
+
+def _streams(name, streams, batch):
+    """``streams`` (an int, a slice, a bool mask or an array of indices over a batch of ``batch``
+    sequences; ``batch`` None when not known yet) checked, as an index of the batch axis."""
+    if isinstance(streams, slice):
+        for part in ("start", "stop", "step"):
+            value = getattr(streams, part)
+            if value is not None:
+                _checks.check_int(f"{name}.{part}", value, minimum=-(2**63 - 1), maximum=2**63 - 1)
+        if streams.step == 0:
+            raise ValueError(f"{name}.step must not be zero")
+        return streams
+    top = _checks.MAX_SIZE if batch is None else batch - 1
+    kinds = "an int, a slice, a bool mask or an array of stream indices"
+    if isinstance(streams, (bool, np.bool_)):
+        raise TypeError(f"{name} must be {kinds}, but got bool ({streams})")
+    if isinstance(streams, numbers.Integral):
+        return _checks.check_int(name, streams, minimum=-(top + 1), maximum=top)
+    index = _checks.as_array(name, streams, kinds)
+    if index.ndim == 0:
+        if index.dtype.kind not in "iu":
+            raise TypeError(f"{name} must be {kinds}, but got {type(streams).__name__} "
+                            f"({_checks.short(streams)})")
+        return _checks.check_int(name, index.item(), minimum=-(top + 1), maximum=top)
+    if index.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (over the batch), but got shape "
+                         f"{index.shape}")
+    if index.size == 0 and not isinstance(streams, np.ndarray):   # [] is float64 to NumPy
+        return index.astype(np.intp)
+    if index.dtype.kind == "b":
+        if batch is not None and index.shape != (batch,):
+            raise ValueError(f"{name} as a bool mask must have one entry per stream ({batch}), "
+                             f"but got shape {index.shape}")
+        return index
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be {kinds}, but got an array of dtype {index.dtype}")
+    bad = index[(index < -(top + 1)) | (index > top)]
+    if bad.size:
+        raise ValueError(f"{name} must index streams in [-{top + 1}, {top + 1}), but got "
+                         f"{_checks.short(bad.tolist())}")
+    return index
+
+
 class TBPTT:
     """Stateful truncated BPTT of one recurrent layer (``fastrnn.RNN/LSTM/GRU``).
 
@@ -129,13 +189,15 @@ class TBPTT:
     """
 
     def __init__(self, rnn, k1, k2=None):
-        if not (hasattr(rnn, "num_layers") and hasattr(rnn, "bidirectional")
+        if isinstance(rnn, type) or not (
+                hasattr(rnn, "num_layers") and hasattr(rnn, "bidirectional")
                 and callable(getattr(rnn, "backward", None))):
             raise TypeError(f"rnn must be a fastrnn.RNN, LSTM or GRU layer, "
                             f"but got {type(rnn).__name__}")
         if rnn.bidirectional:
-            raise ValueError("truncated BPTT needs a unidirectional layer: the reverse "
-                             "direction of a bidirectional one would need the future")
+            raise ValueError("rnn must be a unidirectional layer: truncated BPTT cannot run the "
+                             "reverse direction of a bidirectional one (it would need the "
+                             "future)")
         self.rnn = rnn
         self.k1 = _checks.check_int("k1", k1)
         self.k2 = self.k1 if k2 is None else _checks.check_int("k2", k2)
@@ -154,11 +216,15 @@ class TBPTT:
         streams : int, slice, bool mask or index array over the batch, optional
             Those streams restart from zeros (e.g. where a new document begins).
         """
-        if streams is None or self.state is None:
+        if streams is None:
             self.state = None
             return
-        for s in (self.state if self._is_lstm else (self.state,)):
-            s[:, streams] = 0
+        states = self.state if self._is_lstm else (self.state,)
+        index = _streams("streams", streams, None if self.state is None else states[0].shape[1])
+        if self.state is None:
+            return
+        for s in states:
+            s[:, index] = 0
 
     def _time_axis(self):
         return 1 if self.rnn.batch_first else 0
@@ -195,11 +261,31 @@ class TBPTT:
         list
             The loss of every chunk run, in order.
         """
-        shape = getattr(x, "shape", None)
+        try:
+            shape = tuple(getattr(x, "shape", None))
+        except TypeError:    # no shape, or not a sequence
+            shape = None
+        layout = "(B, T, I) with batch_first" if self.rnn.batch_first else "(T, B, I)"
         if shape is None or len(shape) != 3:
             raise ValueError(f"x must be a 3-D sequence ((T, B, I), or (B, T, I) with "
-                             f"batch_first), but got shape {shape}")
+                             f"batch_first), but got shape {_checks.short(shape)}")
         T = shape[self._time_axis()]
+        if shape[2] != self.rnn.input_size or not T >= 1:
+            raise ValueError(f"x must be shaped {layout} with I = input_size = "
+                             f"{self.rnn.input_size} and at least one step, but got shape {shape}")
+        try:
+            kind = np.dtype(getattr(x, "dtype", np.float32)).kind
+        except TypeError:   # a dtype of another library (torch): the layer converts it
+            kind = "f"
+        if kind != "f":
+            raise TypeError(f"x must hold floating-point values, but got dtype {x.dtype}")
+        if not callable(loss_and_grad):
+            raise TypeError(f"loss_and_grad must be a callable (out, t0, t1) -> (loss, dout), "
+                            f"but got {type(loss_and_grad).__name__}")
+        if after_backward is not None and not callable(after_backward):
+            raise TypeError(f"after_backward must be None or a callable (chunk) -> bool, "
+                            f"but got {type(after_backward).__name__}")
+        return_step_norms = _checks.check_bool("return_step_norms", return_step_norms)
         self.rnn.train()
         plan = windows(T, self.k1, self.k2)
         start_state = self.state      # state at plan[0].w0 == 0
@@ -222,11 +308,7 @@ class TBPTT:
             elif next_w0 == w0:
                 next_state = start_state
             part = self._slice(out, t0 - w0, t1 - w0)
-            loss, dpart = loss_and_grad(part, t0, t1)
-            dpart = np.asarray(dpart)
-            if dpart.shape != part.shape:
-                raise ValueError(f"loss_and_grad must return dout shaped like out "
-                                 f"{part.shape}, but got {dpart.shape}")
+            loss, dpart = _loss_and_dout(loss_and_grad(part, t0, t1), part.shape)
             if w0 < t0:
                 dout = np.zeros_like(out)
                 self._slice(dout, t0 - w0, t1 - w0)[...] = dpart
