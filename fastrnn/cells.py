@@ -19,7 +19,7 @@ class _CellBase(Module):
     def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, **opts):
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
-        self.bias = bool(bias)
+        self.bias = _checks.check_bool("bias", bias)
         self._opts = opts
         super().__init__(dtype, backend, seed)
         GH = self._type.gates * self.hidden_size

@@ -27,9 +27,9 @@ class RNNBase(Module):
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
                              f"but got {self.proj_size}")
         self.dropout = _checks.check_dropout(dropout)
-        self.bias = bool(bias)
-        self.batch_first = bool(batch_first)
-        self.bidirectional = bool(bidirectional)
+        self.bias = _checks.check_bool("bias", bias)
+        self.batch_first = _checks.check_bool("batch_first", batch_first)
+        self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
         super().__init__(dtype, backend, seed)
         if self.dropout > 0 and self.num_layers == 1:
             import warnings
@@ -232,6 +232,8 @@ class RNNBase(Module):
         dh0 : shaped like ``hx`` (or ``h_n``); ``(dh0, dc0)`` for LSTM
         step_norms : only with ``return_step_norms``
         """
+        return_step_norms = _checks.check_bool("return_step_norms", return_step_norms)
+        input_grad = _checks.check_bool("input_grad", input_grad)
         cache, out_shape, unbatched, hx_ndim, hy_shapes = self._take_cache()
         try:
             dy = self._as_sequence("dout", dout, unbatched, out_shape)
@@ -244,7 +246,7 @@ class RNNBase(Module):
             self._cache = (cache, out_shape, unbatched, hx_ndim, hy_shapes)  # a bad call does not consume it
             raise
         dx, dh0, norms = functional.sequence_backward(cache, dy, dstates, self._grad_buffers(),
-                                                      return_step_norms, bool(input_grad))
+                                                      return_step_norms, input_grad)
         if dx is not None:
             dx = self._to_user(dx, unbatched)
         if unbatched:

@@ -30,15 +30,18 @@ BAD = [
 T, B, I, H = 4, 3, 5, 6
 
 #: class -> constructor arguments that must be checked, with the names a message may use
+_LAYER_FLAGS = ["bias", "batch_first", "bidirectional"]
 CONSTRUCTORS = {
     fastrnn.LSTM: ["input_size", "hidden_size", "num_layers", "dropout", "proj_size", "dtype",
-                   "backend", "seed"],
-    fastrnn.GRU: ["input_size", "hidden_size", "num_layers", "dropout", "dtype", "backend", "seed"],
+                   "backend", "seed", *_LAYER_FLAGS],
+    fastrnn.GRU: ["input_size", "hidden_size", "num_layers", "dropout", "dtype", "backend", "seed",
+                  *_LAYER_FLAGS],
     fastrnn.RNN: ["input_size", "hidden_size", "num_layers", "nonlinearity", "dropout", "dtype",
-                  "backend", "seed"],
-    fastrnn.LSTMCell: ["input_size", "hidden_size", "dtype", "backend", "seed"],
-    fastrnn.GRUCell: ["input_size", "hidden_size", "dtype", "backend", "seed"],
-    fastrnn.RNNCell: ["input_size", "hidden_size", "nonlinearity", "dtype", "backend", "seed"],
+                  "backend", "seed", *_LAYER_FLAGS],
+    fastrnn.LSTMCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias"],
+    fastrnn.GRUCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias"],
+    fastrnn.RNNCell: ["input_size", "hidden_size", "nonlinearity", "dtype", "backend", "seed",
+                      "bias"],
 }
 def _seed_ok(value):
     try:
@@ -49,7 +52,11 @@ def _seed_ok(value):
 
 
 #: values that are right for some of those arguments (the constructor must take them)
-VALID_FOR = {"seed": _seed_ok,
+def _flag_ok(value):
+    return isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1))
+
+
+VALID_FOR = {"seed": _seed_ok, "bias": _flag_ok, "batch_first": _flag_ok, "bidirectional": _flag_ok,
              "proj_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < H,
              "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
              and 0 <= v <= 1}
