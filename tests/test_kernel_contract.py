@@ -96,15 +96,6 @@ def check_grads(got, want, dtype, dweights, want_dweights, start=None):
                                                 f"plus the gradient (worst excess {excess.max()})")
 
 
-def reference_weights(weights):
-    """The reference adds the biases only when b_ih is given: spell a lone bias out as a sum."""
-    w = list(weights)
-    if (w[2] is None) != (w[3] is None):
-        w[2] = w[2] if w[2] is not None else np.zeros_like(w[3])
-        w[3] = w[3] if w[3] is not None else np.zeros_like(w[2])
-    return tuple(w)
-
-
 # ---------------------------------------------------------------------------------------
 # whole sequences
 # ---------------------------------------------------------------------------------------
@@ -128,7 +119,7 @@ def test_sequence_parity(compiled, case, dtype, B, lengths, bias):
     hx_before = [h.copy() for h in hx]
 
     y, hy, saved = cf(x, hx, weights, lens, True, **opts)
-    ry, rhy, rsaved = rf(x, hx, reference_weights(weights), lens, True, **opts)
+    ry, rhy, rsaved = rf(x, hx, weights, lens, True, **opts)
     close_out(y, ry, dtype, "y")
     assert len(hy) == len(rhy)
     for a, b in zip(hy, rhy):
@@ -144,9 +135,8 @@ def test_sequence_parity(compiled, case, dtype, B, lengths, bias):
     start = random_grads(weights, rng)
     dweights = tuple(None if g is None else g.copy() for g in start)
     got = cb(dy, dhy, saved, dweights, norms)
-    rdw = zero_grads(reference_weights(weights))
+    rdw = zero_grads(weights)
     want = rb(dy, dhy, rsaved, rdw, rnorms)
-    rdw = tuple(None if w is None else r for w, r in zip(weights, rdw))   # (a lone bias)
     # the backward added into the buffers it was given
     check_grads(got, want, dtype, dweights, rdw, start)
     close_grad(norms, rnorms, dtype, "step_norms")

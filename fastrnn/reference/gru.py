@@ -51,6 +51,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
         gi, gh = x[t] @ w_ih.T, h @ w_hh.T
         if b_ih is not None:
             gi += b_ih
+        if b_hh is not None:
             gh += b_hh
         r = sigmoid(gi[:, :H] + gh[:, :H])
         z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])

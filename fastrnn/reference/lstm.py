@@ -52,8 +52,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     for t in range(T):
         s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
-        if b_ih is not None:
-            a += b_ih + b_hh
+        for b in (b_ih, b_hh):   # either bias may be absent
+            if b is not None:
+                a += b
         i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
         g, o = np.tanh(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
         c_new = f * c + i * g

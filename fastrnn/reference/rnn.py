@@ -45,8 +45,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     for t in range(T):
         s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
-        if b_ih is not None:
-            a += b_ih + b_hh
+        for b in (b_ih, b_hh):   # either bias may be absent
+            if b is not None:
+                a += b
         h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
         h_prev[s], h_all[s] = h, h_new
         y[t] = masked(valid, t, h_new)
