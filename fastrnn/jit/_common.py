@@ -9,7 +9,7 @@ once per call, which pays off over hundreds of rows.
 
 import numpy as np
 
-from ..reference._common import Saved, take  # noqa: F401 - the contract's record
+from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
 from . import config
 from .config import run_threads, threads_for
 from .gemm import mm_small, pack, panel_shape
@@ -216,11 +216,20 @@ def recurrent_grad(D, h0, Hs, out):
         matmul(D[B:].T, flat(Hs)[:D.shape[0] - B, :K], out, add=True)
 
 
+def bias_grads(D, db_ih, db_hh):
+    """Add the column sums of ``D`` (T*B, G) into each bias gradient (G,) that is not None: the
+    two biases of RNN and LSTM enter the pre-activations alike."""
+    if db_ih is not None or db_hh is not None:
+        db = D.sum(axis=0)
+        for g in (db_ih, db_hh):
+            if g is not None:
+                g += db
+
+
 def step_backward(backward, cell, dhy, saved, dweights):
     """The backward of a one-step kernel: ``backward`` (a sequence backward) over its T = 1
     step, with no gradient from an output, adding into ``dweights``; returns dx (B, I), dhx."""
-    if not (isinstance(saved, Saved) and saved.cell == cell and saved.step) or saved.used:
-        take(saved, cell, dweights, True)   # raises, saying what was expected
+    check(saved, cell, dweights, True)
     dy = np.zeros((1,) + dhy[0].shape, dtype=saved.x.dtype)
     dx, dhx = backward(dy, dhy, saved, dweights)
     return dx[0], dhx

@@ -313,11 +313,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
     dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
-    if b_ih is not None or b_hh is not None:
-        db = D.sum(axis=0)
-        for g in (db_ih, db_hh):
-            if g is not None:
-                g += db
+    _common.bias_grads(D, db_ih, db_hh)
     if proj:
         _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr, add=True)
     return dx, (dh, dc)

@@ -195,11 +195,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
     dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D, h0, G, dw_hh)
-    if b_ih is not None or b_hh is not None:
-        db = D.sum(axis=0)
-        for g in (db_ih, db_hh):
-            if g is not None:
-                g += db
+    _common.bias_grads(D, db_ih, db_hh)
     return dx, (dh,)
 
 

@@ -40,18 +40,16 @@ class Saved:
         return f"Saved({self.cell}{'_step' if self.step else ''}: {', '.join(self.fields)}{state})"
 
 
-def take(saved, cell, dweights, step=False):
-    """Check ``saved`` for a backward of ``cell`` (a step backward, ``step``, needs the record of
-    a step forward; a sequence backward takes either, a step being a sequence of one) and the
-    gradient buffers ``dweights`` against its weights; then, when the record serves one
-    backward only, mark it used (atomically: two threads cannot both take it) and drop its
-    arrays from the record.  Nothing is used up when a check fails.
+def _used(made_by):
+    return RuntimeError(f"this {made_by} record was already used by a backward pass (the "
+                        f"backward writes the gradients over the gates it saved): run the "
+                        f"forward again")
 
-    Returns
-    -------
-    dict
-        The saved arrays by name.
-    """
+
+def check(saved, cell, dweights, step=False):
+    """Check ``saved`` for a backward of ``cell`` (a step backward, ``step``, needs the record of
+    a step forward; a sequence backward takes either, a step being a sequence of one), that it
+    is not used up, and the gradient buffers ``dweights`` against its weights."""
     name = f"{cell}_{'step_' if step else ''}backward"
     made_by = f"{cell}_{'step_' if step else ''}forward"
     if not isinstance(saved, Saved):
@@ -60,15 +58,27 @@ def take(saved, cell, dweights, step=False):
     if saved.cell != cell or (step and not saved.step):
         raise ValueError(f"{name} needs the record returned by {made_by}, but got one from "
                          f"{saved.cell}_{'step_' if saved.step else ''}forward")
-    if not saved.used:
-        check_dweights(dweights, saved.weights, name)
+    if saved.used:
+        raise _used(made_by)
+    check_dweights(dweights, saved.weights, name)
+
+
+def take(saved, cell, dweights, step=False):
+    """:func:`check`, then, when the record serves one backward only, mark it used (atomically:
+    two threads cannot both take it) and drop its arrays from the record.  Nothing is used up
+    when a check fails.
+
+    Returns
+    -------
+    dict
+        The saved arrays by name.
+    """
+    check(saved, cell, dweights, step)
     if not saved.once:
         return {k: getattr(saved, k) for k in saved._names}
     with _TAKE:
-        if saved.used:
-            raise RuntimeError(f"this {made_by} record was already used by a backward pass (the "
-                               f"backward writes the gradients over the gates it saved): run the "
-                               f"forward again")
+        if saved.used:   # another thread took it since the check
+            raise _used(f"{cell}_{'step_' if step else ''}forward")
         saved.used = True
         arrays = {k: saved.__dict__.pop(k) for k in saved._names}
     return arrays
@@ -148,7 +158,7 @@ def step_kernels(cell, forward, backward):
         return hy, saved
 
     def step_backward(dhy, saved, dweights):
-        take(saved, cell, dweights, True)   # a check: the reference's records serve any number
+        check(saved, cell, dweights, True)
         dy = np.zeros((1,) + dhy[0].shape, dtype=dhy[0].dtype)
         dx, dhx = backward(dy, dhy, saved, dweights)
         return dx[0], dhx
