@@ -828,6 +828,7 @@ cdef int F64 = cnp.NPY_FLOAT64
 cdef int I64 = cnp.NPY_INT64
 cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")     # the Cell enum's names
 from fastrnn.celltypes import CELL_TYPES as _CELL_TYPES
+from fastrnn.reference._common import check_dweights   # the contract's messages for dweights
 # gates stacked in the weights, by Cell (from the one table of cell types)
 cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
 
@@ -1469,46 +1470,42 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     return y, hy, saved
 
 
-cdef cnp.ndarray grad_buffer(object g, object w, int typenum, int k, str name):
-    """dweights[k], checked: the caller's buffer for the gradient of weight ``w`` (added into in
-    place, so it must be a writable, aligned, C-contiguous array of ``w``'s shape and dtype)."""
+cdef bint grad_buffer_ok(object g, object w, int typenum):
+    """Whether ``g`` can take the gradient of weight ``w`` in place: a writable, aligned,
+    C-contiguous array of ``w``'s shape and dtype."""
     cdef cnp.ndarray wa = <cnp.ndarray>w, ga
-    cdef int nd = cnp.PyArray_NDIM(wa), i
-    cdef bint ok = cnp.PyArray_Check(g)
-    if ok:
-        ga = <cnp.ndarray>g
-        ok = (cnp.PyArray_TYPE(ga) == typenum and cnp.PyArray_ISCARRAY(ga)
-              and cnp.PyArray_NDIM(ga) == nd)
-        for i in range(nd if ok else 0):
-            ok = ok and cnp.PyArray_DIMS(ga)[i] == cnp.PyArray_DIMS(wa)[i]
-    if not ok:
-        got = type(g).__name__ if not cnp.PyArray_Check(g) else (
-            f"{(<object>g).dtype} array of shape {(<object>g).shape}"
-            + ("" if (<object>g).flags.c_contiguous else ", not C-contiguous")
-            + ("" if (<object>g).flags.writeable else ", read-only"))
-        raise ValueError(f"{name}: dweights[{k}] must be a writable C-contiguous {(<object>w).dtype} "
-                         f"array of shape {(<object>w).shape} (the gradient is added into it), "
-                         f"but got {got}")
-    return ga
+    cdef int i
+    if not cnp.PyArray_Check(g):
+        return False
+    ga = <cnp.ndarray>g
+    if not (cnp.PyArray_TYPE(ga) == typenum and cnp.PyArray_ISCARRAY(ga)
+            and cnp.PyArray_NDIM(ga) == cnp.PyArray_NDIM(wa)):
+        return False
+    for i in range(cnp.PyArray_NDIM(wa)):
+        if cnp.PyArray_DIMS(ga)[i] != cnp.PyArray_DIMS(wa)[i]:
+            return False
+    return True
 
 
 cdef tuple grad_buffers(object dweights, _Weights w, int cell, int typenum, str name):
     """The five gradient buffers (dw_ih, dw_hh, db_ih, db_hh, dw_hr), None where there is no
-    weight, from the caller's ``dweights`` (aligned with the weights)."""
+    weight, from the caller's ``dweights`` (aligned with the weights).  A refused one gets the
+    contract's own message (fastrnn.reference's check_dweights)."""
     cdef int n = 5 if cell == LSTM else 4, k
-    weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)
-    if not isinstance(dweights, (tuple, list)) or len(dweights) != n:
-        raise TypeError(f"{name}: dweights must be a tuple of {n} gradient buffers aligned with "
-                        f"the weights, but got {type(dweights).__name__}"
-                        + (f" of length {len(dweights)}" if isinstance(dweights, (tuple, list)) else ""))
-    out = [None] * 5
-    for k in range(n):
+    weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)[:n]
+    cdef bint ok = isinstance(dweights, (tuple, list)) and len(dweights) == n
+    for k in range(n if ok else 0):
         if weights[k] is None:
-            if dweights[k] is not None:
-                raise ValueError(f"{name}: dweights[{k}] must be None, as its weight is None")
+            ok = dweights[k] is None
         else:
-            out[k] = grad_buffer(dweights[k], weights[k], typenum, k, name)
-    return tuple(out)
+            ok = grad_buffer_ok(dweights[k], weights[k], typenum)
+        if not ok:
+            break
+    if not ok:
+        check_dweights(dweights, weights, name)   # raises, saying what was expected and received
+        raise ValueError(f"{name}: dweights must be aligned arrays (the gradients are added "
+                         f"into them in place)")
+    return tuple(dweights) + (None,) * (5 - n)
 
 
 cdef tuple backward(int want_cell, object dy, object dhy, object saved, object dweights,
