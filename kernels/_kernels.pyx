@@ -57,7 +57,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
@@ -1369,8 +1369,13 @@ cdef cnp.ndarray packed(object w, bint transpose):
     cdef Py_ssize_t skip
     cdef Py_ssize_t size = fr_packed_size_f32(K, N) if item == 4 else fr_packed_size_f64(K, N)
     buf = np.empty(size + 64 // item, dtype=src.dtype)
-    skip = (-(<Py_ssize_t>cnp.PyArray_DATA(buf)) % 64) // item
+    # elements to the first 64-byte boundary, in unsigned arithmetic: with C's division (the
+    # cdivision directive) -address % 64 is negative, and a negative start sliced an empty
+    # view near the end of buf, past which the packing then wrote
+    skip = <Py_ssize_t>(((64 - (<size_t>cnp.PyArray_DATA(buf) & 63)) & 63) // <size_t>item)
     out = buf[skip:skip + size]
+    if cnp.PyArray_SIZE(out) != size:
+        raise MemoryError(f"packed weights: a buffer of {size} elements was expected")
     if item == 4:
         fr_pack_f32(K, N, <const float*>cnp.PyArray_DATA(src), rs, cs, <float*>cnp.PyArray_DATA(out))
     else:
@@ -1378,15 +1383,69 @@ cdef cnp.ndarray packed(object w, bint transpose):
     return out
 
 
-cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=False):
+# The packed weights of eval-mode forwards, kept from call to call: inference calls the same
+# weights again and again, and packing them cost more than a short call's steps (LSTM(128, 128)
+# at B=1: 22-40 us, against ~4 us a step).  An entry keeps a copy of the weights it was packed
+# from, and is used only while the weights are byte for byte that copy (memcmp: 3-4x cheaper
+# than packing), so an edit in place, a new array at the same address or anything else is seen.
+# An entry is never changed (a call still reading it may run in another thread): a new one
+# replaces it.  At most PACKS_BYTES in all (copies and packed), the oldest used dropped first.
+cdef dict _packs = {}             # (address, shape, dtype, transpose) -> (copy, packed)
+cdef Py_ssize_t _packs_bytes = 0
+cdef Py_ssize_t PACKS_BYTES = 64 << 20
+
+
+cdef cnp.ndarray cached_packed(object w, bint transpose):
+    """:func:`packed`, from the cache above when ``w`` is unchanged since it was packed."""
+    global _packs_bytes
+    cdef cnp.ndarray src = w, copy, out
+    cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(src)
+    if not cnp.PyArray_ISCARRAY_RO(src):
+        return packed(w, transpose)
+    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), transpose)
+    entry = _packs.pop(key, None)
+    if entry is not None:
+        copy = <cnp.ndarray>entry[0]
+        if memcmp(cnp.PyArray_DATA(copy), cnp.PyArray_DATA(src), nbytes) == 0:
+            _packs[key] = entry           # (now the most recently used)
+            return entry[1]
+        _packs_bytes -= cnp.PyArray_NBYTES(copy) + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1])
+    out = packed(w, transpose)
+    copy = src.copy()
+    _packs[key] = (copy, out)
+    _packs_bytes += nbytes + cnp.PyArray_NBYTES(out)
+    while _packs_bytes > PACKS_BYTES and len(_packs) > 1:
+        old = _packs.pop(next(iter(_packs)))
+        _packs_bytes -= cnp.PyArray_NBYTES(<cnp.ndarray>old[0]) + cnp.PyArray_NBYTES(<cnp.ndarray>old[1])
+    return out
+
+
+def _forget_packs():
+    """Empty the cache of packed weights (for the tests)."""
+    global _packs_bytes
+    _packs.clear()
+    _packs_bytes = 0
+
+
+def _packs_size():
+    """(entries, bytes) of the cache of packed weights (for the tests)."""
+    return len(_packs), _packs_bytes
+
+
+cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=False,
+                         bint cache=False):
     """Set a.w_hh_r and a.w_hr_r to packed copies of the recurrent weights (transposed for a
     forward), and a.w_ih_r to one of w_ih^T when ``input_too``; returns the copies, to be kept
-    alive during the call."""
-    w_hh_r = packed(w.w_hh, transpose)
+    alive during the call.  ``cache``: from the cache of packed weights (eval-mode forwards)."""
+    w_hh_r = cached_packed(w.w_hh, transpose) if cache else packed(w.w_hh, transpose)
     a.w_hh_r = data(w_hh_r)
-    w_hr_r = packed(w.w_hr, transpose) if w.w_hr is not None else None
+    w_hr_r = None
+    if w.w_hr is not None:
+        w_hr_r = cached_packed(w.w_hr, transpose) if cache else packed(w.w_hr, transpose)
     a.w_hr_r = data(w_hr_r)
-    w_ih_r = packed(w.w_ih, True) if input_too else None
+    w_ih_r = None
+    if input_too:
+        w_ih_r = cached_packed(w.w_ih, True) if cache else packed(w.w_ih, True)
     a.w_ih_r = data(w_ih_r)
     return (w_hh_r, w_hr_r, w_ih_r)
 
@@ -1452,7 +1511,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     operands = None
     if not step and T > 1:
         # over many steps the per-step products read w^T packed (here), not BLAS
-        operands = step_operands(&a, w, True, per_step_input)
+        operands = step_operands(&a, w, True, per_step_input, not training)
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
@@ -1467,6 +1526,8 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         saved.T, saved.B, saved.In, saved.H, saved.P, saved.relu = T, B, I, H, P, relu
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
         saved.cs, saved.tc, saved.mb = cs, tc, mb
+    else:   # (hy holds copies: nothing refers to the workspaces any more)
+        give_back((gates, hs, cs, mb))
     return y, hy, saved
 
 

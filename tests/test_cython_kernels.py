@@ -81,6 +81,54 @@ def test_eval_forward_in_chunks(cy, case, lengths):
     np.testing.assert_allclose(y, ry, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("B", [1, 16])     # 16: the input weights are packed (and cached) too
+def test_eval_forward_sees_weights_edited_in_place(cy, case, B):
+    """Eval-mode forwards reuse the packed weights of the last call while the weights are unchanged
+    byte for byte: one element edited in place, in any weight, gives the new result, bit for bit
+    what fresh arrays of the same values give."""
+    rng = np.random.default_rng(11)
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, np.float32, "both", rng)
+    x = rng.standard_normal((12, B, I)).astype(np.float32)
+    hx = make_states(case, B, P, np.float32, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    for w in weights:
+        if w is None:
+            continue
+        y1, _, _ = forward(x, hx, weights, None, False, **opts)
+        y2, _, _ = forward(x, hx, weights, None, False, **opts)
+        np.testing.assert_array_equal(y2, y1)
+        for _ in range(20):   # an element whose edit shows in the output (ReLU may hide one)
+            w[np.unravel_index(rng.integers(w.size), w.shape)] += np.float32(0.25)
+            y3, _, _ = forward(x, hx, weights, None, False, **opts)
+            fresh = tuple(None if v is None else v.copy() for v in weights)
+            y4, _, _ = forward(x, hx, fresh, None, False, **opts)
+            np.testing.assert_array_equal(y3, y4)
+            if not np.array_equal(y4, y1):
+                break
+        assert not np.array_equal(y3, y1)
+
+
+def test_packed_weights_cache_is_bounded(cy):
+    """Every new weight array gets an entry (a copy and the packed form); the oldest go first
+    once they take more than 64 MB."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 1, 8)).astype(np.float32)
+    hx = (np.zeros((1, 512), np.float32), np.zeros((1, 512), np.float32))
+    cy._forget_packs()
+    for k in range(12):     # each: W_hh 4 MB, its copy 4 MB, packed 4 MB
+        w = (rng.standard_normal((2048, 8)).astype(np.float32),
+             rng.standard_normal((2048, 512)).astype(np.float32), None, None, None)
+        cy.lstm_forward(x, hx, w, None, False)
+        if k == 0:   # the packed weights are whole (a misaligned buffer once gave an empty view)
+            assert cy._packs_size() == (1, 2 * w[1].nbytes)
+    entries, size = cy._packs_size()
+    assert 1 < entries < 12 and size <= 64 << 20
+    cy._forget_packs()
+    assert cy._packs_size() == (0, 0)
+
+
 # ---------------------------------------------------------------------------------------
 # argument handling
 # ---------------------------------------------------------------------------------------
