@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from . import cases
+from . import cases, scaleout
 from .engines import ENGINES, FASTRNN, PEERS, REFERENCE, availability
 from .machine import cpu_counters, describe, others_cpu, usable_cores
 from .worker import MARKER
@@ -131,6 +131,8 @@ class Report:
     rows: list = field(default_factory=list)       # (Row, {engine: Measurement})
     memory: list = field(default_factory=list)     # (Row, {engine: dict})
     gemm: list = field(default_factory=list)
+    scaleout: list = field(default_factory=list)   # (Row, scaleout.measure(row)) of dask rows
+    scaleout_missing: str = ""                    # why the dask rows were not run
     seconds: float = 0.0
     others: object = None
     cores: int = 1
@@ -195,6 +197,10 @@ class Report:
             rows = [(r, m) for r, m in self.rows if r.kind == kind]
             if rows:
                 lines += [f"### {title}", "", *self._table(rows), ""]
+        if self.scaleout or self.scaleout_missing:
+            lines += ["### Scale-out on dask (fastrnn against itself in one process)", ""]
+            lines += ([f"Not run: {self.scaleout_missing}", ""] if self.scaleout_missing
+                      else scaleout.markdown(self.scaleout, self.threads))
         if self.memory:
             lines += ["### Peak memory of one call (fresh process)", "", *self._memory_table(), ""]
         first = self._first_call_table()
@@ -453,9 +459,17 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
     counters, since = cpu_counters(), time.perf_counter()
     report.gemm.append(measure_gemm(settings, threads))
     for row in rows:
+        if row.kind == "dask":
+            continue
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         if runs_on:
             report.rows.append((row, time_row(row, runs_on, settings, threads, log, check)))
+    dask_rows = [r for r in rows if r.kind == "dask"]
+    if dask_rows:
+        report.scaleout_missing = scaleout.available()
+        for row in dask_rows if not report.scaleout_missing else ():
+            report.scaleout.append((row, scaleout.measure(
+                row, threads, rounds=settings.rounds, timeout=settings.timeout, log=log)))
     for row in memory_rows:
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
@@ -489,6 +503,8 @@ def select_rows(kinds, cells, passes, shapes):
             rows += cases.stream_rows()
         elif kind == "ragged" and "lstm" in cells and "infer" in passes:
             rows += cases.ragged_rows()
+        elif kind == "dask" and "lstm" in cells:
+            rows += [r for r in scaleout.rows() if r.pass_ in passes]
     return rows
 
 
@@ -499,9 +515,11 @@ def build_parser(prog="python -m bench"):
                                "markdown report.")
     p.add_argument("--quick", action="store_true",
                    help="fewer rounds and shorter samples (minutes instead of most of an hour)")
-    p.add_argument("--kinds", default=",".join(cases.KINDS),
-                   type=lambda v: _csv(v, cases.KINDS, "--kinds"),
-                   help="row kinds (default: all): " + ", ".join(cases.KINDS))
+    p.add_argument("--kinds", default=",".join(cases.KINDS + ("dask",)),
+                   type=lambda v: _csv(v, cases.KINDS + ("dask",), "--kinds"),
+                   help="row kinds (default: all): " + ", ".join(cases.KINDS) + ", dask "
+                        "(fastrnn on a dask LocalCluster against one process, bench/scaleout.py; "
+                        "needs the dask extra)")
     p.add_argument("--cells", default=",".join(cases.CELLS),
                    type=lambda v: _csv(v, cases.CELLS, "--cells"))
     p.add_argument("--passes", default=",".join(cases.PASSES),

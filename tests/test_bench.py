@@ -272,3 +272,60 @@ def test_command_line_errors():
         done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
+
+
+# -- the scale-out rows (dask) --------------------------------------------------------------------
+def need_dask():
+    reason = scaleout_available()
+    if reason:
+        if os.environ.get("FASTRNN_REQUIRE_DASK") == "1":
+            pytest.fail(f"dask is required here (FASTRNN_REQUIRE_DASK=1) but cannot run: {reason}")
+        pytest.skip(f"dask cannot run: {reason}")
+
+
+def scaleout_available():
+    from bench import scaleout
+    return scaleout.available()
+
+
+def test_scaleout_rows_in_fresh_processes(monkeypatch):
+    """Both scale-out rows at a tiny size: one process and 1- and 2-worker LocalClusters, each
+    in a process of its own, every figure there and the report's section built from them."""
+    need_dask()
+    from bench import scaleout
+    monkeypatch.setattr(scaleout, "INFER_CHUNK", 50)
+    infer = Row("dask", "lstm", "infer", Shape("dask", 3, 200, 4, 8))
+    train = Row("dask", "lstm", "train", Shape("dask", 3, 32, 4, 8))
+    got = [(r, scaleout.measure(r, threads=1, rounds=1, repeats=1, timeout=300))
+           for r in (infer, train)]
+    (_, mi), (_, mt) = got
+    assert set(mi) == set(mt) == {"process", "cluster1", "cluster2"}
+    for m in (mi, mt):
+        assert not [v["error"] for v in m.values() if "error" in v], m
+    assert {"seconds", "round_trip", "per_task"} <= set(mi["cluster2"])
+    assert set(mt["cluster2"]) == {"step", "worker", "driver"}
+    assert 0 < mt["cluster2"]["worker"] < mt["cluster2"]["step"]
+    text = "\n".join(scaleout.markdown(got, 1))
+    assert "Batch inference" in text and "Data-parallel training step" in text
+    assert "t(n) = C/n + D + a + b·n" in text
+
+
+def test_scaleout_model_fits_one_and_two_workers():
+    """t(n) = C/n + D + a + b n through the 2-worker step, with b the growth of communication."""
+    from bench import scaleout
+    m = {"process": {"step": 0.050},
+         "cluster1": {"step": 0.100, "worker": 0.060, "driver": 0.010},     # comm 30 ms
+         "cluster2": {"step": 0.080, "worker": 0.030, "driver": 0.010}}     # comm 40 ms
+    fit = scaleout.model(m)
+    assert fit["b"] == pytest.approx(0.010) and fit["a"] == pytest.approx(0.020)
+    assert fit["C"] == pytest.approx(0.060) and fit["D"] == pytest.approx(0.010)
+    assert fit["predicted"][2] == pytest.approx(0.080)
+    assert fit["predicted"][4] == pytest.approx(0.015 + 0.010 + 0.020 + 0.040)
+    assert scaleout.model({"process": {"step": 1.0}, "cluster1": {"error": "x"}}) is None
+
+
+def test_dask_is_a_kind_of_the_command_line():
+    args = report.build_parser().parse_args([])
+    assert "dask" in args.kinds
+    rows = report.select_rows(["dask"], ["lstm"], ["train"], [])
+    assert rows and all(r.kind == "dask" and r.pass_ == "train" for r in rows)

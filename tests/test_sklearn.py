@@ -531,3 +531,21 @@ def test_docstring_examples():
     import fastrnn.sklearn
     result = doctest.testmod(fastrnn.sklearn, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_forecaster_falls_out_of_the_regressor():
+    """A forecaster is RNNRegressor on windows of a series (the README's example): yearly
+    sunspots, 12 years in, the next year out, fitted on 1712-1951 and scored on 1952-2008,
+    well ahead of repeating the last value."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from fastrnn.data import load_sunspots
+    _, s = load_sunspots()
+    w = sliding_window_view(s, 13) / 100.0
+    X, y = w[:, :12], w[:, 12]
+    reg = RNNRegressor(cell="gru", hidden_size=32, lr=1e-2, max_epochs=100, random_state=0)
+    reg.fit(X[:240], y[:240])
+    mae = np.abs(reg.predict(X[240:]) - y[240:]).mean()
+    naive = np.abs(X[240:, -1] - y[240:]).mean()
+    print(f"sunspots, next year: MAE {100 * mae:.1f} against {100 * naive:.1f} for the last value")
+    assert mae < 0.8 * naive
+    assert reg.score(X[240:], y[240:]) > 0.8
