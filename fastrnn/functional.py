@@ -43,7 +43,7 @@ def dropout_mask(rng, shape, p, dtype):
 
 
 def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_directions,
-                     lengths=None, dropout=0.0, training=True, rng=None):
+                     lengths=None, dropout=0.0, training=True, rng=None, reverse=False):
     """Run a stacked, possibly bidirectional recurrent layer over a sequence.
 
     Parameters
@@ -64,6 +64,10 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
         Keep what the backward needs (otherwise the returned cache is None).
     rng : numpy.random.Generator
         Source of the dropout masks.
+    reverse : bool
+        With one direction, run it from each sequence's last valid step to its first (ONNX's
+        ``direction="reverse"``); ``out[t]`` stays aligned with ``x[t]``.  (With two, the
+        second always runs that way.)
 
     Returns
     -------
@@ -74,6 +78,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     cell, opts = MODES[mode]
     forward = backend.kernels(cell)[0]
     D = num_directions
+    backwards = (False, True) if D == 2 else (bool(reverse),)
     hy = tuple(np.empty_like(h) for h in hx)
     layer_in = x
     caches, masks = [], []
@@ -81,12 +86,12 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
         ys = []
         for d in range(D):
             k = layer * D + d
-            x_d = layer_in if d == 0 else reverse_padded(layer_in, lengths)
+            x_d = reverse_padded(layer_in, lengths) if backwards[d] else layer_in
             y, h_n, cache = forward(x_d, tuple(h[k] for h in hx), weights[k], lengths,
                                     training, **opts)
             for dst, src in zip(hy, h_n):
                 dst[k] = src
-            ys.append(y if d == 0 else reverse_padded(y, lengths))
+            ys.append(reverse_padded(y, lengths) if backwards[d] else y)
             caches.append(cache)
         out = ys[0] if D == 1 else np.concatenate(ys, axis=2)
         mask = None
@@ -95,7 +100,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
             out = out * mask
         masks.append(mask)
         layer_in = out
-    cache = (backend, cell, num_layers, D, lengths, caches, masks) if training else None
+    cache = (backend, cell, num_layers, backwards, lengths, caches, masks) if training else None
     return layer_in, hy, cache
 
 
@@ -120,7 +125,8 @@ def sequence_backward(cache, dy, dhy, dweights, step_norms=False, input_grad=Tru
     dhx : tuple of (L*D, B, H_state) arrays
     norms : (L*D, T, B) array, or None when ``step_norms`` is False
     """
-    backend, cell, num_layers, D, lengths, caches, masks = cache
+    backend, cell, num_layers, backwards, lengths, caches, masks = cache
+    D = len(backwards)
     backward = backend.kernels(cell)[1]
     T, B = dy.shape[:2]
     dhx = tuple(np.empty_like(g) for g in dhy)
@@ -134,15 +140,15 @@ def sequence_backward(cache, dy, dhy, dweights, step_norms=False, input_grad=Tru
         for d in range(D):
             k = layer * D + d
             dy_d = dout[:, :, d * width:(d + 1) * width]
-            dy_d = np.ascontiguousarray(dy_d) if d == 0 else reverse_padded(dy_d, lengths)
+            dy_d = reverse_padded(dy_d, lengths) if backwards[d] else np.ascontiguousarray(dy_d)
             norm_k = np.zeros((T, B), dtype=dy.dtype) if step_norms else None
             need_dx = input_grad or layer > 0
             dx, dh0 = backward(dy_d, tuple(g[k] for g in dhy), caches[k], dweights[k], norm_k,
                                need_dx)
-            if d == 1 and need_dx:
+            if backwards[d] and need_dx:
                 dx = reverse_padded(dx, lengths)
             if step_norms:
-                norms[k] = norm_k if d == 0 else reverse_padded(norm_k, lengths)
+                norms[k] = reverse_padded(norm_k, lengths) if backwards[d] else norm_k
             for dst, src in zip(dhx, dh0):
                 dst[k] = src
             if need_dx:

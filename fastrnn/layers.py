@@ -13,11 +13,19 @@ from .module import Module
 
 
 class RNNBase(Module):
-    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`."""
+    """Shared machinery of :class:`RNN`, :class:`LSTM` and :class:`GRU`.
+
+    ``reverse=True`` (not in PyTorch) runs every layer from the last step to the first, and
+    from each sequence's last valid step with ``lengths``: ONNX's ``direction="reverse"``,
+    Keras's ``go_backwards=True``.  ``out[t]`` stays aligned with ``x[t]`` (as ONNX and the
+    reverse half of a bidirectional layer have it; Keras returns that sequence flipped), ``h_n``
+    is the state after step 0, and the parameters keep the names of a forward layer
+    (``weight_ih_l0``, ...).  It excludes ``bidirectional``.
+    """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-                 dtype=np.float32, backend="auto", seed=None):
+                 dtype=np.float32, backend="auto", seed=None, reverse=False):
         self.mode = mode
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
@@ -30,6 +38,11 @@ class RNNBase(Module):
         self.bias = _checks.check_bool("bias", bias)
         self.batch_first = _checks.check_bool("batch_first", batch_first)
         self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
+        self.reverse = _checks.check_bool("reverse", reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse=True runs the layer's one direction from the last step to "
+                             "the first; bidirectional=True already runs one direction each "
+                             "way: set one of them")
         super().__init__(dtype, backend, seed)
         if self.dropout > 0 and self.num_layers == 1:
             import warnings
@@ -63,6 +76,12 @@ class RNNBase(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
+    @property
+    def directions_reversed(self):
+        """Per direction, whether it runs from the last step to the first: ``(False, True)``
+        bidirectional, ``(True,)`` with ``reverse``, else ``(False,)``."""
+        return (False, True) if self.bidirectional else (self.reverse,)
+
     def _state_sizes(self):
         """Sizes of the states: (h,) or, for LSTM, (h, c)."""
         if self.mode == "LSTM":
@@ -87,6 +106,8 @@ class RNNBase(Module):
             config["proj_size"] = self.proj_size
         if self.mode.startswith("RNN"):
             config["nonlinearity"] = self.nonlinearity
+        if self.reverse:
+            config["reverse"] = True
         return config
 
     def extra_repr(self):
@@ -95,6 +116,8 @@ class RNNBase(Module):
                               ("dropout", 0.0), ("bidirectional", False), ("proj_size", 0)]:
             if getattr(self, name) != default:
                 s += f", {name}={getattr(self, name)}"
+        if self.reverse:
+            s += ", reverse=True"
         if self.mode == "RNN_RELU":
             s += ", nonlinearity='relu'"
         if self._dtype != np.float32:
@@ -198,7 +221,7 @@ class RNNBase(Module):
         y, hy, cache = functional.sequence_forward(
             self._backend, self.mode, seq, states, weights,
             num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
-            dropout=self.dropout, training=self.training, rng=self._rng)
+            dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse)
         out = self._to_user(y, unbatched)
         hy = tuple(h[:, 0, :] if unbatched else h for h in hy)
         self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
@@ -262,7 +285,8 @@ class RNNBase(Module):
 class RNN(RNNBase):
     """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
 
-    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend`` and ``seed``.
+    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend``, ``seed`` and
+    ``reverse`` (see :class:`RNNBase`).
     Parameters are named ``weight_ih_l{k}[_reverse]`` (H, I or D*H),
     ``weight_hh_l{k}[_reverse]`` (H, H), ``bias_ih_l{k}[_reverse]`` and
     ``bias_hh_l{k}[_reverse]`` (H,).
@@ -270,17 +294,18 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, reverse=False):
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, dtype, backend, seed)
+                         0, dtype, backend, seed, reverse)
 
 
 class LSTM(RNNBase):
     """Long short-term memory, gate order i, f, g, o, optional projection (LSTMP).
 
-    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend`` and ``seed``.
+    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed`` and
+    ``reverse`` (see :class:`RNNBase`).
     ``weight_ih_l{k}`` is (4H, I), ``weight_hh_l{k}`` (4H, P), biases (4H,) and,
     with ``proj_size=P > 0``, ``weight_hr_l{k}`` (P, H).  Returns
     ``out, (h_n, c_n)``; :meth:`backward` takes ``dhx=(dh_n, dc_n)`` and returns
@@ -289,19 +314,21 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, reverse=False):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, dtype, backend, seed)
+                         dropout, bidirectional, proj_size, dtype, backend, seed, reverse)
 
 
 class GRU(RNNBase):
     """Gated recurrent unit, gate order r, z, n, PyTorch's reset-after variant.
 
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
-    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend`` and ``seed``.
+    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed`` and
+    ``reverse`` (see :class:`RNNBase`).
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None):
+                 dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
+                 reverse=False):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype, backend, seed)
+                         dropout, bidirectional, 0, dtype, backend, seed, reverse)

@@ -216,7 +216,8 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
 
     # one node per layer
     names = _common.direction_weights(obj)
-    attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
+    attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else
+                 "reverse" if getattr(obj, "reverse", False) else "forward")
     if layout:
         attrs["layout"] = 1
     if kind == "GRU":
@@ -325,7 +326,7 @@ _WEIGHT_TYPES = (1, 10, 11)
 _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
-                 "nonlinearity": "str"}
+                 "nonlinearity": "str", "reverse": "bool"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
                "str": "a JSON string"}
@@ -623,9 +624,6 @@ def _parse_node(node, index, consts, opset, where, onnx):
     direction = attrs.get("direction", "forward")
     if direction not in ("forward", "reverse", "bidirectional"):
         invalid("direction", "'forward', 'reverse' or 'bidirectional'")
-    if direction == "reverse":
-        raise UnsupportedOnnxError(f"{where}: direction={direction!r} (a layer that only runs "
-                                   f"backwards) has no fastrnn counterpart")
     D = 2 if direction == "bidirectional" else 1
     layout = attrs.get("layout", 0)
     if layout not in (0, 1):
@@ -736,8 +734,8 @@ def _parse_node(node, index, consts, opset, where, onnx):
             w["b_ih"] = _common.reorder_gates(B[d, :G * H], src, dst)
             w["b_hh"] = _common.reorder_gates(B[d, G * H:], src, dst)
         directions.append(w)
-    return dict(kind=kind, D=D, H=H, input_size=W.shape[2], bias=B is not None,
-                nonlinearity=nonlinearity, layout=layout, dtype=W.dtype,
+    return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
+                bias=B is not None, nonlinearity=nonlinearity, layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
 
 
@@ -870,7 +868,7 @@ def load(source, *, backend="auto", batch_first=None):
         does not know in the model, graph, nodes or tensors; attributes the
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
-        equivalent: ``direction="reverse"``, other activations, ``clip``,
+        equivalent: other activations, ``clip``,
         ``input_forget``, peepholes, GRU ``linear_before_reset=0``, nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
@@ -897,7 +895,7 @@ def load(source, *, backend="auto", batch_first=None):
     nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
-        for key in ("kind", "D", "H", "nonlinearity", "layout", "dtype"):
+        for key in ("kind", "D", "reverse", "H", "nonlinearity", "layout", "dtype"):
             if spec[key] != first[key]:
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
                                            f"{first['label']} has {first[key]!r}; fastrnn reads "
@@ -914,20 +912,26 @@ def load(source, *, backend="auto", batch_first=None):
     dtype = _common.float_dtype(dtype, f"{where}: the weights' dtype")
     bias = any(spec["bias"] for spec in layers)
     cell = meta_class is not None and meta_class.endswith("Cell")
-    if cell and (len(layers) != 1 or first["D"] != 1):
+    if cell and (len(layers) != 1 or first["D"] != 1 or first["reverse"]):
         raise UnsupportedOnnxError(f"{where}: metadata {META_CLASS!r} is {meta_class!r}, but the "
                                    f"graph has {len(layers)} recurrent node(s) with {first['D']} "
-                                   f"direction(s); a cell is one forward node")
+                                   f"direction(s)" + (" run in reverse" if first["reverse"] else "")
+                                   + "; a cell is one forward node")
     override = batch_first is not None
     if not override:
         batch_first = meta.get("batch_first", first["layout"] == 1)
     options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"))
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
-                       batch_first=bool(batch_first), dropout=meta.get("dropout"))
+                       batch_first=bool(batch_first), dropout=meta.get("dropout"),
+                       reverse=True if first["reverse"] else None)
     obj = _common.build(first["kind"], cell=cell, input_size=first["input_size"],
                         hidden_size=first["H"], bias=bias, dtype=dtype, backend=backend, **options)
     config = obj.get_config()
+    if meta and config.get("reverse") and "reverse" not in meta:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer that "
+                                   f"runs forwards, but the graph's nodes have "
+                                   f"direction='reverse'")
     for key, value in meta.items():
         if key == "batch_first" and override:
             continue

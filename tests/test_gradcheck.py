@@ -79,6 +79,30 @@ def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirecti
         assert np.all(dx[pad] == 0)
 
 
+@pytest.mark.parametrize("mode,num_layers,proj", [
+    (mode, L, proj) for mode in ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+    for L, proj in [(1, 0), (2, 0), (2, P)] if not proj or mode == "lstm"])
+@pytest.mark.parametrize("batch_first,with_lengths", [(False, False), (False, True), (True, True)])
+def test_reverse_layer_gradients_match_finite_differences(backend, mode, num_layers, proj,
+                                                          batch_first, with_lengths):
+    """A layer run from each sequence's last valid step to its first (reverse=True)."""
+    rng = np.random.default_rng(8)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=num_layers,
+                       batch_first=batch_first, proj_size=proj, seed=4, reverse=True)
+    x, hx, lengths, G, GH = random_problem(layer, T, B, rng, False, with_lengths)
+    layer.train()
+    layer(x, hx, lengths=lengths)
+    dx, dhx = layer.backward(G, GH)
+    layer.eval()
+    f = lambda: loss(layer, x, hx, lengths, G, GH)  # noqa: E731
+    for name, param in layer.parameters().items():
+        check(numerical_gradient(f, param), layer.grads[name], name)
+    check(numerical_gradient(f, x), dx, "input")
+    states, dstates = (hx, dhx) if is_lstm(layer) else ((hx,), (dhx,))
+    for k, (state, dstate) in enumerate(zip(states, dstates)):
+        check(numerical_gradient(f, state), dstate, f"hx[{k}]")
+
+
 @pytest.mark.parametrize("mode", list(CELLS))
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("unbatched", [False, True])

@@ -198,6 +198,47 @@ def test_keras_weights_is_the_get_weights_layout():
     assert np.array_equal(weights[2][1, 2 * H:], p["bias_hh_l0"][2 * H:])
 
 
+@pytest.mark.parametrize("stacked", ["one", "list", "cells"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_go_backwards_is_a_reverse_layer(kind, stacked):
+    """Keras go_backwards=True reads x from the end and returns its sequence flipped: a
+    reverse=True layer, whose aligned output Keras's is, flipped; and back."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((B, T, I)).astype("float32")
+    if stacked == "one":
+        k = randomize(keras_rnn(kind, go_backwards=True, return_sequences=True), rng)
+        k.build((None, None, I))
+    elif stacked == "list":    # the next layer reads the flipped sequence forwards
+        k = [keras_rnn(kind, go_backwards=True, return_sequences=True),
+             keras_rnn(kind, return_sequences=True)]
+        k[0].build((None, None, I))
+        k[1].build((None, None, H))
+        for layer in k:
+            randomize(layer, rng)
+    else:                      # one RNN over stacked cells, run backwards
+        cell = {"tanh": keras.layers.SimpleRNNCell, "relu": keras.layers.SimpleRNNCell,
+                "LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell}[kind]
+        extra = {"relu": {"activation": "relu"}, "GRU": {"reset_after": True}}.get(kind, {})
+        k = keras.layers.RNN(keras.layers.StackedRNNCells([cell(H, **extra), cell(H, **extra)]),
+                             go_backwards=True, return_sequences=True)
+        k.build((None, None, I))
+        randomize(k, rng)
+    want = x
+    for layer in (k if isinstance(k, list) else [k]):
+        want = layer(want)
+    layer = from_keras(k)
+    assert layer.reverse and layer.num_layers == (1 if stacked == "one" else 2)
+    out, _ = layer(x)
+    assert_close(out[:, ::-1], want, what="fastrnn reverse=True, flipped")
+    back = to_keras(layer)
+    got = x
+    for klayer in (back if isinstance(back, list) else [back]):
+        got = klayer(got)
+    assert_close(out[:, ::-1], got, what="exported back")
+    firsts = back if isinstance(back, list) else [back]
+    assert [bool(kl.go_backwards) for kl in firsts] == [True] + [False] * (len(firsts) - 1)
+
+
 def test_gru_reset_before_is_rejected_with_the_reason():
     layer = keras.layers.GRU(H, reset_after=False)
     layer.build((None, None, I))
@@ -218,8 +259,9 @@ def test_unsupported_keras_objects_are_named():
 
     with pytest.raises(ValueError, match="merge_mode='sum'"):
         from_keras(built(keras.layers.Bidirectional(keras.layers.LSTM(H), merge_mode="sum")))
-    with pytest.raises(ValueError, match="go_backwards"):
-        from_keras(built(keras.layers.LSTM(H, go_backwards=True)))
+    with pytest.raises(ValueError, match="run backwards, forwards in the time of the input"):
+        from_keras([built(keras.layers.LSTM(H, go_backwards=True, return_sequences=True)),
+                    built(keras.layers.LSTM(H, go_backwards=True), (None, None, H))])
     with pytest.raises(ValueError, match="build it first"):
         from_keras(keras.layers.LSTM(H))
     with pytest.raises(ValueError, match="activation='relu'.*not supported"):

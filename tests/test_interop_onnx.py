@@ -74,14 +74,14 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "GRU"])
-def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, bidirectional, bias,
+def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
-    layer = make(kind, num_layers=num_layers, bidirectional=bidirectional, bias=bias,
-                 batch_first=batch_first, seed=1)
+    layer = make(kind, num_layers=num_layers, bidirectional=direction == "bidirectional",
+                 reverse=direction == "reverse", bias=bias, batch_first=batch_first, seed=1)
     path = tmp_path / "model.onnx"
     model = fonnx.export(layer, path, initial_state=True, lengths=True)
     ops = [n.op_type for n in model.graph.node]
@@ -95,7 +95,11 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, bid
         for g, w in zip(got, want):
             assert_close(g, w, "onnxruntime float32", 2e-6)
     assert np.any(want[0] != 0)
-    assert_same_weights(layer, fonnx.load(path))
+    assert [a.s.decode() for n in model.graph.node for a in n.attribute
+            if a.name == "direction"] == [direction] * num_layers
+    back = fonnx.load(path)
+    assert_same_weights(layer, back)
+    assert back.reverse == (direction == "reverse")
 
 
 @pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU"])
@@ -205,7 +209,6 @@ def test_nodes_without_a_fastrnn_equivalent_are_refused():
     assert isinstance(fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})), fastrnn.GRU)
     cases = [
         (single_node_model("GRU"), "linear_before_reset=0.*linear_before_reset=1"),
-        (single_node_model("LSTM", {"direction": "reverse"}, G=4), "direction='reverse'"),
         (single_node_model("RNN", {"clip": 3.0}, G=1), "clip=3.0"),
         (single_node_model("LSTM", {"input_forget": 1}, G=4), "input_forget=1"),
         (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
@@ -252,3 +255,69 @@ def test_weights_in_external_data(tmp_path):
     with pytest.raises(fonnx.UnsupportedOnnxError, match="external data of its tensors cannot "
                                                          "be read"):
         fonnx.load(tmp_path / "external.onnx")
+
+
+# -- the ONNX project's own test cases of its recurrent operators --------------------------------
+def _onnx_node_cases():
+    """The RNN, LSTM and GRU node test cases shipped in the onnx package (its backend tests)."""
+    import contextlib
+    from onnx.backend.test.case import node as node_cases
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")     # other operators' cases divide by zero on purpose
+        cases = node_cases.collect_testcases(None)
+    return {c.name: c for c in cases
+            if c.model.graph.node and c.model.graph.node[0].op_type in ("RNN", "LSTM", "GRU")}
+
+
+ONNX_NODE_CASES = _onnx_node_cases()
+#: cases of options fastrnn does not have yet, each with what it lacks (strict: a pass fails)
+ONNX_NODE_MISSING = {
+    "test_gru_defaults": "GRU linear_before_reset=0 (reset before the recurrent product)",
+    "test_gru_with_initial_bias": "GRU linear_before_reset=0",
+    "test_gru_seq_length": "GRU linear_before_reset=0",
+    "test_gru_batchwise": "GRU linear_before_reset=0",
+    "test_gru_reverse": "GRU linear_before_reset=0",
+    "test_gru_bidirectional": "GRU linear_before_reset=0",
+    "test_lstm_with_peepholes": "LSTM peepholes (P)",
+}
+
+
+def test_the_onnx_package_ships_18_recurrent_node_cases():
+    assert len(ONNX_NODE_CASES) == 18, sorted(ONNX_NODE_CASES)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.xfail(reason=ONNX_NODE_MISSING[n], strict=True,
+                                            raises=fonnx.UnsupportedOnnxError))
+    if n in ONNX_NODE_MISSING else n for n in sorted(ONNX_NODE_CASES)])
+def test_onnx_node_cases_load_and_run(name):
+    """Each case's weights (graph inputs there) folded into initializers, the model read by
+    fastrnn.onnx.load and run on the case's X (and initial states): its expected outputs."""
+    case = ONNX_NODE_CASES[name]
+    graph = case.model.graph
+    (inputs, expected), = case.data_sets[:1]
+    feeds = dict(zip([i.name for i in graph.input], inputs))
+    weights = {k: v for k, v in feeds.items() if k in ("W", "R", "B", "P")}
+    model = helper.make_model(helper.make_graph(
+        list(graph.node), graph.name,
+        [i for i in graph.input if i.name not in weights], list(graph.output),
+        [numpy_helper.from_array(v, k) for k, v in weights.items()]),
+        opset_imports=case.model.opset_import)
+    layer = fonnx.load(model)
+    node = graph.node[0]
+    layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+    D = layer.num_directions
+    hx = tuple(feeds[k] for k in ("initial_h", "initial_c") if k in feeds) or None
+    out, hy = layer(feeds["X"], hx if hx is None or len(hx) > 1 else hx[0])
+    hy = hy if isinstance(hy, tuple) else (hy,)
+    T_, B_ = (out.shape[1], out.shape[0]) if layout else out.shape[:2]
+    Y = out.reshape(out.shape[:2] + (D, -1))
+    got = {"Y": Y.transpose(0, 1, 2, 3) if layout else Y.transpose(0, 2, 1, 3),
+           "Y_h": hy[0].transpose(1, 0, 2) if layout else hy[0]}
+    if len(hy) > 1:
+        got["Y_c"] = hy[1].transpose(1, 0, 2) if layout else hy[1]
+    names = [o for o in node.output]
+    for out_name, want in zip([o.name for o in graph.output], expected):
+        slot = names.index(out_name)
+        key = ("Y", "Y_h", "Y_c")[slot]
+        np.testing.assert_allclose(got[key], want, rtol=1e-5, atol=1e-6, err_msg=f"{name}: {key}")

@@ -271,3 +271,8 @@ def test_rejects_other_modules_by_name():
         from_torch(np.zeros(3))
     with pytest.raises(TypeError, match="fastrnn layer"):
         to_torch(torch.nn.LSTM(3, 4))
+
+
+def test_a_reverse_layer_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match="reverse=True.*no layer that runs only backwards"):
+        to_torch(fastrnn.GRU(3, 4, reverse=True))

@@ -39,6 +39,53 @@ def test_lengths_equal_running_each_sequence_alone(backend, mode, bidirectional)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
+def test_reverse_is_the_forward_layer_on_each_sequence_flipped(backend, mode):
+    """reverse=True: each sequence read from its last valid step to its first, out[t] aligned
+    with x[t]; h_n the state after step 0; the same as the reverse half of a bidirectional
+    layer with the same weights."""
+    rng = np.random.default_rng(5)
+    rev = make_layer(mode, backend, input_size=I, hidden_size=H, reverse=True, seed=2)
+    fwd = make_layer(mode, backend, input_size=I, hidden_size=H, seed=2)
+    fwd.load_state_dict(rev.state_dict())
+    x = rng.standard_normal((T, B, I))
+    lengths = np.array([3, T, 1, 4])
+    out, hy = run(rev, x, lengths=lengths)
+    for b, n in enumerate(lengths):
+        out_b, hy_b = run(fwd, x[:n, b:b + 1][::-1])
+        np.testing.assert_allclose(out[:n, b], out_b[::-1, 0], rtol=0, atol=1e-12)
+        assert np.all(out[n:, b] == 0)
+        for h, h_b in zip(hy, hy_b):
+            np.testing.assert_allclose(h[:, b], h_b[:, 0], rtol=0, atol=1e-12)
+    bi = make_layer(mode, backend, input_size=I, hidden_size=H, bidirectional=True, seed=2)
+    bi.load_state_dict({k + "_reverse": v for k, v in rev.state_dict().items()}, strict=False)
+    out_bi, hy_bi = run(bi, x, lengths=lengths)
+    np.testing.assert_array_equal(out_bi[:, :, -out.shape[2]:], out)
+    for h, h_bi in zip(hy, hy_bi):
+        np.testing.assert_array_equal(h_bi[1], h[0])
+    assert "reverse=True" in repr(rev) and rev.get_config()["reverse"] is True
+    assert "reverse" not in fwd.get_config()
+
+
+def test_reverse_survives_save_load_and_pickle(tmp_path):
+    import pickle
+    layer = fastrnn.GRU(3, 4, num_layers=2, reverse=True, seed=1)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    layer.eval()
+    want, _ = layer(x)
+    layer.save(tmp_path / "m.npz")
+    for back in (fastrnn.load(tmp_path / "m.npz"), pickle.loads(pickle.dumps(layer))):
+        assert back.reverse and back.get_config() == layer.get_config()
+        np.testing.assert_array_equal(back.eval()(x)[0], want)
+
+
+def test_reverse_refuses_bidirectional_and_non_booleans():
+    with pytest.raises(ValueError, match="reverse=True.*bidirectional=True"):
+        fastrnn.LSTM(3, 4, bidirectional=True, reverse=True)
+    with pytest.raises(TypeError, match="reverse"):
+        fastrnn.GRU(3, 4, reverse="yes")
+
+
+@pytest.mark.parametrize("mode", list(MODES))
 def test_lengths_gradients_equal_running_each_sequence_alone(backend, mode):
     rng = np.random.default_rng(1)
     layer = make_layer(mode, backend, input_size=I, hidden_size=H, bidirectional=True)

@@ -444,8 +444,8 @@ CASES = {
                            r"direction='sideways' is not a value ONNX defines for GRU; expected "
                            r"'forward', 'reverse' or 'bidirectional'"),
     "direction_reverse": ("rnn", attribute_edit("direction", "reverse"), U,
-                          r"direction='reverse' \(a layer that only runs backwards\) has no "
-                          r"fastrnn counterpart"),
+                          r"describes a layer that runs forwards, but the graph's nodes have "
+                          r"direction='reverse'"),
     "gru_linear_before_reset_0": ("gru", attribute_edit("linear_before_reset", 0), U,
                                   r"GRU with linear_before_reset=0 cannot be loaded"),
     "gru_linear_before_reset_2": ("gru_layout", attribute_edit("linear_before_reset", 2), U,

@@ -167,6 +167,8 @@ def test_step_norms_reset_and_helpers():
         windows(10, 4, 3)
     with pytest.raises(ValueError, match="unidirectional"):
         TBPTT(fastrnn.GRU(2, 3, bidirectional=True), 5)
+    with pytest.raises(ValueError, match="reverse=True layer starts each sequence at its end"):
+        TBPTT(fastrnn.GRU(2, 3, reverse=True), 5)
     with pytest.raises(TypeError):
         TBPTT(Linear(2, 3), 5)
     with pytest.raises(ValueError, match="3-D"):

@@ -171,11 +171,14 @@ def to_keras_arrays(kind, w_ih, w_hh, b_ih=None, b_hh=None):
     return out
 
 
-def _layer_specs(item, where, backward=False):
+def _layer_specs(item, where, flipped=False):
     """The per-direction cell specs of each stacked layer inside one Keras object.
 
-    ``backward`` is True for the backward half of a Bidirectional, the one
-    place where ``go_backwards=True`` belongs.
+    Every spec of a unidirectional layer also says whether that layer runs backwards in the
+    time of the original input (``"backwards"``).  ``flipped``: whether the sequence ``item``
+    reads is in reversed time (Keras's ``go_backwards=True`` layers return their sequence
+    flipped, and the next layer reads it so).  Returns ``(layers, flipped)``, the second for
+    the sequence ``item`` returns.
     """
     name = _keras_class(item)
     if name == "Bidirectional":
@@ -188,20 +191,24 @@ def _layer_specs(item, where, backward=False):
         if getattr(fwd, "go_backwards", False) or not getattr(bwd, "go_backwards", True):
             raise ValueError(f"{where}: the forward layer of a Bidirectional must run forwards "
                              f"and the backward layer backwards")
-        f = _layer_specs(fwd, f"{where}.forward_layer")
-        b = _layer_specs(bwd, f"{where}.backward_layer", backward=True)
+        if flipped:
+            raise ValueError(f"{where}: a Bidirectional above a go_backwards=True layer reads its "
+                             f"sequence in reversed time: its directions would be swapped")
+        f, _ = _layer_specs(fwd, f"{where}.forward_layer")
+        b, _ = _layer_specs(bwd, f"{where}.backward_layer")
         if len(f) != 1 or len(b) != 1 or len(f[0]) != 1 or len(b[0]) != 1:
             raise ValueError(f"{where}: Bidirectional over stacked or nested layers is not supported")
-        return [[f[0][0], b[0][0]]]
+        return [[f[0][0], b[0][0]]], False
     if name == "RNN":
-        if getattr(item, "go_backwards", False) and not backward:
-            raise ValueError(f"{where}: go_backwards=True (a layer that runs backwards alone) "
-                             f"has no fastrnn counterpart; only the backward half of a "
-                             f"Bidirectional runs backwards")
+        backwards = flipped != bool(getattr(item, "go_backwards", False))
         cell = item.cell
         if _keras_class(cell) == "StackedRNNCells":
-            return [[_cell_spec(c, f"{where}.cell.cells[{i}]")] for i, c in enumerate(cell.cells)]
-        return [[_cell_spec(cell, f"{where}.cell")]]
+            specs = [[_cell_spec(c, f"{where}.cell.cells[{i}]")] for i, c in enumerate(cell.cells)]
+        else:
+            specs = [[_cell_spec(cell, f"{where}.cell")]]
+        for (spec,) in specs:
+            spec["backwards"] = backwards
+        return specs, backwards
     raise TypeError(f"{where}: expected a Keras SimpleRNN, LSTM, GRU, RNN or Bidirectional "
                     f"layer (or a list of them), or a SimpleRNNCell, LSTMCell or GRUCell, but "
                     f"got {type(item).__module__}.{type(item).__qualname__}")
@@ -231,14 +238,20 @@ def from_keras(obj, *, dtype=None, backend="auto"):
         Its output sequence is Keras's output with ``return_sequences=True``;
         Keras's ``return_sequences=False`` output is ``out[:, -1]`` for a
         unidirectional layer and the concatenated final states
-        ``concat(h_n[-2], h_n[-1])`` for a bidirectional one.
+        ``concat(h_n[-2], h_n[-1])`` for a bidirectional one.  Layers that run
+        backwards in the input's time (``go_backwards=True`` on the first
+        layer, or on a single ``RNN`` over ``StackedRNNCells``) give a
+        ``reverse=True`` layer, whose ``out[:, t]`` is aligned with ``x[:, t]``:
+        Keras returns that sequence flipped (``out[:, ::-1]``), and its
+        ``return_sequences=False`` output is ``out[:, 0]`` (``h_n[-1]``).
 
     Raises
     ------
     ValueError
         GRU with ``reset_after=False`` (see :data:`RESET_AFTER_FALSE`),
         activations other than the standard ones, ``merge_mode`` other than
-        ``"concat"``, ``go_backwards=True`` outside a Bidirectional, an
+        ``"concat"``, stacked layers that do not all run the same way in the
+        input's time (``go_backwards=True`` on two stacked layers), an
         unbuilt layer, or stacked layers that do not fit together.
     TypeError
         ``obj`` is not a supported Keras object.
@@ -254,12 +267,20 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
     if not items:
         raise ValueError("from_keras got an empty list of layers")
-    layers = []
+    layers, flipped = [], False
     for i, item in enumerate(items):
         where = type(item).__name__ if len(items) == 1 else f"layers[{i}] ({type(item).__name__})"
-        layers.extend(_layer_specs(item, where))
+        specs, flipped = _layer_specs(item, where, flipped)
+        layers.extend(specs)
     first = layers[0][0]
     D = len(layers[0])
+    reverse = D == 1 and first["backwards"]
+    if D == 1 and any(spec["backwards"] != reverse for (spec,) in layers):
+        runs = ", ".join("backwards" if spec["backwards"] else "forwards" for (spec,) in layers)
+        raise ValueError(f"the stacked layers run {runs} in the time of the input (a "
+                         f"go_backwards=True layer returns its sequence flipped, and the next "
+                         f"layer reads it so); a fastrnn layer runs all its layers one way: "
+                         f"go_backwards=True on the first layer alone runs them all backwards")
     for l, directions in enumerate(layers):
         if len(directions) != D:
             raise ValueError(f"stacked layer {l} has {len(directions)} direction(s) but layer 0 "
@@ -277,7 +298,8 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     layer = _common.build(first["kind"], cell=False, input_size=first["input_size"],
                           hidden_size=first["units"], bias=first["bias"], dtype=target,
                           backend=backend, num_layers=len(layers), batch_first=True,
-                          bidirectional=D == 2, nonlinearity=first["nonlinearity"])
+                          bidirectional=D == 2, nonlinearity=first["nonlinearity"],
+                          reverse=True if reverse else None)
     _load(layer, [spec["weights"] for directions in layers for spec in directions])
     return layer
 
@@ -348,7 +370,9 @@ def to_keras(obj, **layer_kwargs):
         ``SimpleRNN``/``LSTM``/``GRU(reset_after=True)``, wrapped in
         ``Bidirectional(merge_mode="concat")`` when bidirectional, built for
         inputs of ``input_size`` features, with the weights set; one layer
-        per stacked layer (a list when ``num_layers > 1``); a
+        per stacked layer (a list when ``num_layers > 1``; for a
+        ``reverse=True`` layer the first has ``go_backwards=True``, and the
+        output sequence of the last is fastrnn's flipped in time); a
         ``SimpleRNNCell``/``LSTMCell``/``GRUCell`` for a cell.  Keras layers
         are batch-major whatever ``obj.batch_first`` is; ``dropout`` is not
         carried over.
@@ -376,8 +400,14 @@ def to_keras(obj, **layer_kwargs):
     out, D = [], obj.num_directions
     for l in range(obj.num_layers):
         sequences = True if l < obj.num_layers - 1 else last_sequences
+        if l == 0 and getattr(obj, "reverse", False):
+            # the first layer reads x backwards and returns its sequence flipped; the next
+            # ones read that forwards: backwards in the input's time, as fastrnn's do
+            layer_kwargs_l = dict(layer_kwargs, go_backwards=True)
+        else:
+            layer_kwargs_l = layer_kwargs
         layer = getattr(keras.layers, _LAYER_NAMES[kind])(
-            obj.hidden_size, return_sequences=sequences, **options, **layer_kwargs)
+            obj.hidden_size, return_sequences=sequences, **options, **layer_kwargs_l)
         if D == 2:
             layer = keras.layers.Bidirectional(layer, merge_mode="concat")
         in_features = obj.input_size if l == 0 else D * obj.hidden_size

@@ -122,7 +122,17 @@ def to_torch(obj):
     torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or GRUCell
         Same configuration, parameters copied (not shared) in the same dtype
         (torch.float32 or torch.float64), on the CPU, in the same train/eval mode.
+
+    Raises
+    ------
+    ValueError
+        ``reverse=True``: PyTorch has no layer that runs only backwards.
     """
+    if getattr(obj, "reverse", False):
+        raise ValueError(f"{type(obj).__name__}(reverse=True) cannot be converted to torch: "
+                         f"torch.nn.{_common.kind_of(obj)} has no layer that runs only backwards "
+                         f"(run a forward one on the input flipped within each sequence's "
+                         f"length, or export to ONNX, direction='reverse')")
     torch = _import_torch()
     nn = torch.nn
     kind = _common.kind_of(obj)

@@ -198,6 +198,10 @@ class TBPTT:
             raise ValueError("rnn must be a unidirectional layer: truncated BPTT cannot run the "
                              "reverse direction of a bidirectional one (it would need the "
                              "future)")
+        if getattr(rnn, "reverse", False):
+            raise ValueError("rnn must run forwards in time: truncated BPTT carries the state "
+                             "from one chunk to the next, and a reverse=True layer starts each "
+                             "sequence at its end")
         self.rnn = rnn
         self.k1 = _checks.check_int("k1", k1)
         self.k2 = self.k1 if k2 is None else _checks.check_int("k2", k2)
