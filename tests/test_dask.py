@@ -145,6 +145,30 @@ def test_predict_estimator(where, classifier):
                           np.concatenate([clf.predict(X[s:s + 25]) for s in range(0, 60, 25)]))
 
 
+def test_dask_ml_parallel_post_fit_takes_univariate_sequences(where):
+    """dask-ml's ParallelPostFit wraps an estimator for block-wise prediction of a 2-D X: here
+    (N, T) univariate sequences (its map_blocks assumes 2-D X; for (N, T, F), fastrnn.dask.predict
+    is the way).  Bit for bit the estimator's own predictions."""
+    if os.environ.get("FASTRNN_REQUIRE_SKLEARN") != "1":
+        pytest.importorskip("sklearn", minversion="1.4")
+    if os.environ.get("FASTRNN_REQUIRE_DASK") == "1":
+        from dask_ml.wrappers import ParallelPostFit   # (the test extra)
+    else:
+        ParallelPostFit = pytest.importorskip("dask_ml.wrappers").ParallelPostFit
+    from fastrnn.sklearn import RNNClassifier
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((90, 12))
+    y = (X[:, -4:].sum(axis=1) > 0).astype(int)
+    clf = ParallelPostFit(RNNClassifier(cell="lstm", hidden_size=8, max_epochs=3, random_state=0))
+    clf.fit(X, y)
+    Xd = da.from_array(X, chunks=(40, 12))
+    labels, proba = clf.predict(Xd), clf.predict_proba(Xd)
+    assert labels.shape == (90,) and proba.shape == (90, 2)
+    assert np.array_equal(compute(labels, where), clf.estimator.predict(X))
+    expected = np.concatenate([clf.estimator.predict_proba(X[s:s + 40]) for s in range(0, 90, 40)])
+    assert np.array_equal(compute(proba, where), expected)
+
+
 def model_keys(arr):
     graph = dict(arr.__dask_graph__())
     found = []
