@@ -5,9 +5,9 @@ and ``run(args) -> int`` (the exit status); :mod:`fastrnn.__main__` wires them
 into one argparse parser.
 """
 
-from . import adding, demo, forecast, gradflow
+from . import adding, caption, demo, forecast, gradflow, seq2seq
 
 #: the commands in the order ``--help`` lists them
-COMMANDS = (demo, adding, gradflow, forecast)
+COMMANDS = (demo, adding, gradflow, forecast, seq2seq, caption)
 
 __all__ = ["COMMANDS"]

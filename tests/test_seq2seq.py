@@ -1,0 +1,113 @@
+"""Encoder-decoder models with the toolkit (fastrnn.train.Decoder): finite differences through
+the whole model (embeddings, encoder, decoder, head) with lengths on both sides, on every
+backend; and the two commands, ``fastrnn seq2seq`` and ``fastrnn caption``, at tiny sizes."""
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+import fastrnn
+from fastrnn.__main__ import main
+from fastrnn.train import Decoder, Embedding, cross_entropy
+
+V, E, H = 7, 3, 4
+PAD = 0
+
+
+def encoder_decoder(backend, cell):
+    src_emb = Embedding(V, E, padding_idx=PAD, dtype=np.float64, seed=0)
+    encoder = getattr(fastrnn, cell.upper())(E, H, dtype=np.float64, seed=1, backend=backend)
+    decoder = Decoder(V, E, H, cell=cell, padding_idx=PAD, dtype=np.float64, seed=2,
+                      backend=backend)
+    return src_emb, encoder, decoder
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_gradients_through_the_encoder_decoder_match_finite_differences(backend, cell):
+    rng = np.random.default_rng(0)
+    src_emb, encoder, decoder = encoder_decoder(backend, cell)
+    src = rng.integers(1, V, (5, 3))
+    src_len = np.array([5, 2, 4])
+    tgt_in = rng.integers(1, V, (4, 3))
+    tgt_out = rng.integers(1, V, (4, 3))
+    tgt_len = np.array([3, 4, 1])
+    tgt_out[np.arange(4)[:, None] >= tgt_len[None, :]] = PAD
+
+    def loss(backward=False):
+        enc_out, state = encoder(src_emb(src), lengths=src_len)
+        logits, _ = decoder(tgt_in, state, lengths=tgt_len)
+        value, dlogits = cross_entropy(logits, tgt_out, ignore_index=PAD)
+        if backward:
+            dstate = decoder.backward(dlogits)
+            dsrc, _ = encoder.backward(np.zeros_like(enc_out), dstate)
+            src_emb.backward(dsrc)
+        return value
+
+    modules = {"src_emb": src_emb, "encoder": encoder, **decoder.modules}
+    for m in modules.values():
+        m.train()
+    loss(backward=True)
+    for m in modules.values():
+        m.eval()
+    for mname, m in modules.items():
+        for pname, p in m.parameters().items():
+            numeric = np.zeros_like(p)
+            for i in np.ndindex(p.shape):
+                old = p[i]
+                p[i] = old + 1e-6
+                plus = loss()
+                p[i] = old - 1e-6
+                minus = loss()
+                p[i] = old
+                numeric[i] = (plus - minus) / 2e-6
+            np.testing.assert_allclose(m.grads[pname], numeric, rtol=1e-5, atol=1e-8,
+                                       err_msg=f"{mname}.{pname}")
+    assert np.any(encoder.grads["weight_hh_l0"] != 0)   # the decoder's gradient reached it
+
+
+def test_decoder_step_is_the_layer_on_one_step():
+    _, _, decoder = encoder_decoder("numpy", "lstm")
+    decoder.eval()
+    tokens = np.array([[1, 2, 3], [4, 5, 6]])
+    state = (np.zeros((1, 3, H)), np.zeros((1, 3, H)))
+    logits, _ = decoder(tokens, state)
+    logp, state1 = decoder.step(tokens[0], state)
+    logp2, _ = decoder.step(tokens[1], state1)
+    for lp, lg in ((logp, logits[0]), (logp2, logits[1])):
+        np.testing.assert_allclose(lp, lg - np.log(np.exp(lg).sum(axis=1, keepdims=True)),
+                                   rtol=1e-12)
+
+
+def run(capsys, *argv):
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_seq2seq_command_tiny(capsys, tmp_path):
+    status, out, err = run(capsys, "seq2seq", "--steps", "20", "--hidden", "8", "--batch", "16",
+                           "--test-size", "40", "--examples", "3", "--quiet", "--beam", "2")
+    assert status == 0, err
+    m = re.search(r"exact match ([\d.]+), per character ([\d.]+)", out)
+    assert m and 0 <= float(m.group(1)) <= 1 and 0 <= float(m.group(2)) <= 1
+    assert "beam search, width 2" in out
+    assert len(re.findall(r"^\s+\d+\+\d+ = ", out, re.M)) == 3
+
+
+def test_caption_command_tiny(capsys):
+    if os.environ.get("FASTRNN_REQUIRE_SKLEARN") != "1":
+        pytest.importorskip("sklearn", reason="fastrnn caption reads scikit-learn's digits")
+    status, out, err = run(capsys, "caption", "--epochs", "1", "--hidden", "8", "--quiet")
+    assert status == 0, err
+    m = re.search(r"held-out \((\d+) images, greedy decoding\): exact match ([\d.]+)", out)
+    assert m and int(m.group(1)) == 450
+
+
+@pytest.mark.parametrize("command", ["seq2seq", "caption"])
+def test_help_and_bad_arguments(capsys, command):
+    status, out, _ = run(capsys, command, "--help")
+    assert status == 0 and f"fastrnn {command}" in out and "--seed" in out and "--plot" in out
+    status, _, err = run(capsys, command, "--hidden", "0")
+    assert status == 2 and "--hidden" in err
