@@ -156,6 +156,8 @@ def as_float_array(name, value, dtype):
     detached first).  Integer, bool, complex, object and string data raise a
     TypeError: they are not silently reinterpreted.
     """
+    if type(value) is np.ndarray and value.dtype == dtype:
+        return value          # the common case, without the generic conversion (a step's call)
     arr = as_array(name, value, "a floating-point array-like")
     if arr.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array (float32 or float64), "

@@ -131,6 +131,12 @@ class RNNBase(Module):
     def _states(self, name, value, batch, unbatched, what):
         """Check a tuple of states (``hx`` or ``dhx``) and return them as (L*D, B, H) arrays."""
         sizes, LD = self._state_sizes(), self.num_layers * self.num_directions
+        if not unbatched:   # arrays as the kernels take them: no conversion, no message built
+            values = value if self.mode == "LSTM" and isinstance(value, (tuple, list)) else (value,)
+            if len(values) == len(sizes) and all(
+                    type(v) is np.ndarray and v.dtype == self._dtype and v.flags.c_contiguous
+                    and v.shape == (LD, batch, size) for v, size in zip(values, sizes)):
+                return tuple(values)
         labels = ("h_0", "c_0") if what == "hx" else ("dh_n", "dc_n")
         if self.mode == "LSTM":
             if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -210,7 +216,8 @@ class RNNBase(Module):
             hx_ndim = None
         else:
             states = self._states("hx", hx, B, unbatched, "hx")
-            hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))]
+            hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))] \
+                if unbatched else None   # (only an unbatched call's dh0 follows hx's shape)
         lens = None if lengths is None else _checks.as_lengths(lengths, B, T, unbatched)
         if self.training:
             seq = self._private(seq, x)
