@@ -1423,7 +1423,11 @@ cdef cnp.ndarray cached_packed(object w, bint transpose):
             return entry[1]
         _packs_bytes -= cnp.PyArray_NBYTES(copy) + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1])
     out = packed(w, transpose)
-    copy = src.copy()
+    copy = src.copy()       # (NumPy may let another thread run here: it may have added the key)
+    entry = _packs.pop(key, None)
+    if entry is not None:
+        _packs_bytes -= (cnp.PyArray_NBYTES(<cnp.ndarray>entry[0])
+                         + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1]))
     _packs[key] = (copy, out)
     _packs_bytes += nbytes + cnp.PyArray_NBYTES(out)
     while _packs_bytes > PACKS_BYTES and len(_packs) > 1:

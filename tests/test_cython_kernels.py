@@ -110,6 +110,30 @@ def test_eval_forward_sees_weights_edited_in_place(cy, case, B):
         assert not np.array_equal(y3, y1)
 
 
+def test_packed_weights_cache_from_several_threads(cy):
+    """Threads calling eval forwards on weights of the same shape, some edited in between, each
+    get the result of their own weights (entries are replaced, never changed in place)."""
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 1, I)).astype(np.float32)
+    hx = (np.zeros((1, H), np.float32), np.zeros((1, H), np.float32))
+    weights = [make_weights("lstm", np.float32, "both", rng)[0] for _ in range(4)]
+
+    def work(k):
+        w = weights[k]
+        for i in range(40):
+            if k % 2 and i % 10 == 0:              # this thread's weights change now and then
+                w[1][0, 0] += np.float32(0.125)
+            y, _, _ = cy.lstm_forward(x, hx, w, None, False)
+            fresh = tuple(None if v is None else v.copy() for v in w)
+            want, _, _ = cy.lstm_forward(x, hx, fresh, None, False)
+            np.testing.assert_array_equal(y, want)
+        return True
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(work, range(4)))
+
+
 def test_packed_weights_cache_is_bounded(cy):
     """Every new weight array gets an entry (a copy and the packed form); the oldest go first
     once they take more than 64 MB."""
