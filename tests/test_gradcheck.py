@@ -50,20 +50,13 @@ def check(numeric, analytic, what):
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7, err_msg=what)
 
 
-@pytest.mark.parametrize("mode,bias,bidirectional,num_layers,proj,unbatched,batch_first,with_lengths",
-                         list(_grid()))
-def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirectional, num_layers,
-                                                  proj, unbatched, batch_first, with_lengths):
-    rng = np.random.default_rng(7)
-    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=num_layers,
-                       bias=bias, bidirectional=bidirectional, batch_first=batch_first,
-                       proj_size=proj, seed=3)
+def check_layer_gradients(layer, rng, unbatched, with_lengths):
+    """The layer's backward on a random problem against central differences of every
+    parameter element, the input and the initial states; returns (dx, lengths)."""
     x, hx, lengths, G, GH = random_problem(layer, T, B, rng, unbatched, with_lengths)
-
     layer.train()
-    out, _ = layer(x, hx, lengths=lengths)
+    layer(x, hx, lengths=lengths)
     dx, dhx = layer.backward(G, GH)
-
     layer.eval()   # the finite differences need no cache
     f = lambda: loss(layer, x, hx, lengths, G, GH)  # noqa: E731  (reads the arrays perturbed in place)
     for name, param in layer.parameters().items():
@@ -72,6 +65,18 @@ def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirecti
     states, dstates = (hx, dhx) if is_lstm(layer) else ((hx,), (dhx,))
     for k, (state, dstate) in enumerate(zip(states, dstates)):
         check(numerical_gradient(f, state), dstate, f"hx[{k}]")
+    return dx, lengths
+
+
+@pytest.mark.parametrize("mode,bias,bidirectional,num_layers,proj,unbatched,batch_first,with_lengths",
+                         list(_grid()))
+def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirectional, num_layers,
+                                                  proj, unbatched, batch_first, with_lengths):
+    rng = np.random.default_rng(7)
+    layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=num_layers,
+                       bias=bias, bidirectional=bidirectional, batch_first=batch_first,
+                       proj_size=proj, seed=3)
+    dx, lengths = check_layer_gradients(layer, rng, unbatched, with_lengths)
     if with_lengths and not unbatched:
         # padded steps have no influence at all
         steps = np.arange(T)[:, None] >= lengths[None, :]
@@ -89,18 +94,7 @@ def test_reverse_layer_gradients_match_finite_differences(backend, mode, num_lay
     rng = np.random.default_rng(8)
     layer = make_layer(mode, backend, input_size=I, hidden_size=H, num_layers=num_layers,
                        batch_first=batch_first, proj_size=proj, seed=4, reverse=True)
-    x, hx, lengths, G, GH = random_problem(layer, T, B, rng, False, with_lengths)
-    layer.train()
-    layer(x, hx, lengths=lengths)
-    dx, dhx = layer.backward(G, GH)
-    layer.eval()
-    f = lambda: loss(layer, x, hx, lengths, G, GH)  # noqa: E731
-    for name, param in layer.parameters().items():
-        check(numerical_gradient(f, param), layer.grads[name], name)
-    check(numerical_gradient(f, x), dx, "input")
-    states, dstates = (hx, dhx) if is_lstm(layer) else ((hx,), (dhx,))
-    for k, (state, dstate) in enumerate(zip(states, dstates)):
-        check(numerical_gradient(f, state), dstate, f"hx[{k}]")
+    check_layer_gradients(layer, rng, False, with_lengths)
 
 
 @pytest.mark.parametrize("mode", list(CELLS))
