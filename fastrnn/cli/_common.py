@@ -293,3 +293,42 @@ def load_modules(path, classes, backend="auto"):
         return modules, description["meta"]
     except (KeyError, ValueError, TypeError) as exc:
         raise CommandError(f"model file {path!r} is not a usable fastrnn model: {exc}") from None
+
+
+# -- character decoders (the seq2seq and caption commands) ------------------------------
+#: the special tokens, first in each command's vocabulary: padding, start, end
+PAD, START, END = 0, 1, 2
+SPECIAL = ["<pad>", "<start>", "<end>"]
+
+
+def teacher_forcing(texts, code, steps):
+    """The decoder's input (START + text) and target (text + END) as (steps, B) token arrays
+    padded with PAD, and the lengths (B,); ``code`` maps a character to its token."""
+    B = len(texts)
+    tgt_in = np.full((steps, B), PAD, dtype=np.int64)
+    tgt_out = np.full((steps, B), PAD, dtype=np.int64)
+    lengths = np.empty(B, np.int64)
+    for b, text in enumerate(texts):
+        codes = [code[c] for c in text]
+        tgt_in[:len(codes) + 1, b] = [START] + codes
+        tgt_out[:len(codes) + 1, b] = codes + [END]
+        lengths[b] = len(codes) + 1
+    return tgt_in, tgt_out, lengths
+
+
+def decode_texts(decoder, state, steps, vocab, beam=0):
+    """The texts a fastrnn.train.Decoder writes from ``state``: greedy search, or beam search
+    of width ``beam``; the decoder is in evaluation mode."""
+    if beam:
+        tokens, lengths, _ = decoder.beam(state, START, steps, END, beam_width=beam)
+    else:
+        tokens, lengths, _ = decoder.greedy(state, START, steps, END)
+    return ["".join(vocab[t] for t in row[:n] if t > END) for row, n in zip(tokens, lengths)]
+
+
+def match_rates(predicted, wanted):
+    """(exact match, per character) of texts against the wanted ones: a character counts where
+    it stands at its place, out of the longer of the two texts."""
+    exact = float(np.mean([p == w for p, w in zip(predicted, wanted)]))
+    right = sum(sum(x == y for x, y in zip(p, w)) for p, w in zip(predicted, wanted))
+    return exact, right / sum(max(len(p), len(w)) for p, w in zip(predicted, wanted))

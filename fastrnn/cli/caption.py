@@ -14,8 +14,9 @@ on a quarter of the images kept aside: exact match (the whole name right) and pe
 import numpy as np
 
 from ._common import (
-    CommandError, Timer, add_common_arguments, check_backend, nonnegative_int, plain,
-    positive_float, positive_int, prepare_plot, progress, pyplot, save_figure,
+    PAD, SPECIAL, CommandError, Timer, add_common_arguments, check_backend, decode_texts,
+    match_rates, nonnegative_int, plain, positive_float, positive_int, prepare_plot, progress,
+    pyplot, save_figure, teacher_forcing,
 )
 
 NAME = "caption"
@@ -28,9 +29,8 @@ examples:
 """
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-PAD, START, END = 0, 1, 2
 LETTERS = sorted(set("".join(NAMES)))
-VOCAB = ["<pad>", "<start>", "<end>"] + LETTERS
+VOCAB = SPECIAL + LETTERS
 CODE = {c: i + 3 for i, c in enumerate(LETTERS)}
 MAX_LEN = max(map(len, NAMES)) + 1          # the longest name and its end token
 
@@ -68,20 +68,6 @@ def load_digits_split(seed):
     return x_tr, y_tr, x_te, y_te
 
 
-def targets(labels):
-    """The decoder's input (START + name) and target (name + END), (MAX_LEN, B), and lengths."""
-    B = len(labels)
-    tgt_in = np.full((MAX_LEN, B), PAD, dtype=np.int64)
-    tgt_out = np.full((MAX_LEN, B), PAD, dtype=np.int64)
-    lengths = np.empty(B, np.int64)
-    for b, label in enumerate(labels):
-        codes = [CODE[c] for c in NAMES[label]]
-        tgt_in[:len(codes) + 1, b] = [START] + codes
-        tgt_out[:len(codes) + 1, b] = codes + [END]
-        lengths[b] = len(codes) + 1
-    return tgt_in, tgt_out, lengths
-
-
 class Model:
     """A dense layer from the image to the decoder's initial state; a fastrnn.train.Decoder."""
 
@@ -104,7 +90,7 @@ class Model:
     def loss_and_backward(self, images, labels):
         from ..train import cross_entropy
         h0 = self.state(images)
-        tgt_in, tgt_out, lengths = targets(labels)
+        tgt_in, tgt_out, lengths = teacher_forcing([NAMES[k] for k in labels], CODE, MAX_LEN)
         logits, _ = self.decoder(tgt_in, h0, lengths=lengths)
         loss, dlogits = cross_entropy(logits, tgt_out, ignore_index=PAD)
         dh0 = self.decoder.backward(dlogits)
@@ -114,22 +100,9 @@ class Model:
     def names(self, images, beam=0):
         self.train(False)
         try:
-            h0 = self.state(images)
-            if beam:
-                tokens, lengths, _ = self.decoder.beam(h0, START, MAX_LEN, END, beam_width=beam)
-            else:
-                tokens, lengths, _ = self.decoder.greedy(h0, START, MAX_LEN, END)
+            return decode_texts(self.decoder, self.state(images), MAX_LEN, VOCAB, beam)
         finally:
             self.train(True)
-        return ["".join(VOCAB[t] for t in row[:n] if t > END) for row, n in zip(tokens, lengths)]
-
-
-def scores(generated, labels):
-    """(exact match, per character) of generated names against the labels' names."""
-    want = [NAMES[k] for k in labels]
-    exact = float(np.mean([g == w for g, w in zip(generated, want)]))
-    right = sum(sum(x == y for x, y in zip(g, w)) for g, w in zip(generated, want))
-    return exact, right / sum(max(len(g), len(w)) for g, w in zip(generated, want))
 
 
 def run(args):
@@ -162,7 +135,7 @@ def run(args):
         bar.close()
     train_s = clock()
     generated = model.names(x_te, args.beam)
-    exact, per_char = scores(generated, y_te)
+    exact, per_char = match_rates(generated, [NAMES[k] for k in y_te])
     how = f"beam search, width {args.beam}" if args.beam else "greedy decoding"
     print(f"held-out ({len(x_te)} images, {how}): exact match {exact:.4f}, per character "
           f"{per_char:.4f}")

@@ -13,8 +13,9 @@ with another seed: exact match (the whole answer right) and per character.
 import numpy as np
 
 from ._common import (
-    Timer, add_common_arguments, check_backend, nonnegative_int, plain, positive_float,
-    positive_int, prepare_plot, progress, pyplot, save_figure,
+    PAD, SPECIAL, Timer, add_common_arguments, check_backend, decode_texts,
+    match_rates, nonnegative_int, plain, positive_float, positive_int, prepare_plot, progress,
+    pyplot, save_figure, teacher_forcing,
 )
 
 NAME = "seq2seq"
@@ -26,9 +27,8 @@ examples:
   fastrnn seq2seq --steps 500 --plot s2s.png
 """
 
-PAD, START, END = 0, 1, 2
 CHARS = "0123456789+"
-VOCAB = ["<pad>", "<start>", "<end>"] + list(CHARS)
+VOCAB = SPECIAL + list(CHARS)
 CODE = {c: i + 3 for i, c in enumerate(CHARS)}
 DIGITS = 3
 SRC_LEN = 2 * DIGITS + 1
@@ -69,25 +69,11 @@ def questions(rng, n):
 def encode(qs, answers):
     """Token arrays of a batch: the reversed question (T_src, B) with its lengths, the decoder's
     input (START + answer) and target (answer + END), (T_tgt, B), with their lengths."""
-    B = len(qs)
-    src = np.full((SRC_LEN, B), PAD, dtype=np.int64)
-    tgt_in = np.full((TGT_LEN, B), PAD, dtype=np.int64)
-    tgt_out = np.full((TGT_LEN, B), PAD, dtype=np.int64)
-    src_len, tgt_len = np.empty(B, np.int64), np.empty(B, np.int64)
-    for b, (q, ans) in enumerate(zip(qs, answers)):
+    src = np.full((SRC_LEN, len(qs)), PAD, dtype=np.int64)
+    src_len = np.array([len(q) for q in qs], dtype=np.int64)
+    for b, q in enumerate(qs):
         src[:len(q), b] = [CODE[c] for c in reversed(q)]
-        digits = [CODE[c] for c in ans]
-        tgt_in[:len(digits) + 1, b] = [START] + digits
-        tgt_out[:len(digits) + 1, b] = digits + [END]
-        src_len[b], tgt_len[b] = len(q), len(digits) + 1
-    return src, src_len, tgt_in, tgt_out, tgt_len
-
-
-def decode_text(tokens, lengths):
-    out = []
-    for row, n in zip(tokens, lengths):
-        out.append("".join(VOCAB[t] for t in row[:n] if t > END))
-    return out
+    return (src, src_len) + teacher_forcing(answers, CODE, TGT_LEN)
 
 
 class Model:
@@ -124,21 +110,9 @@ class Model:
         self.train(False)
         try:
             _, state = self.encoder(self.src_emb(src), lengths=src_len)
-            if beam:
-                tokens, lengths, _ = self.decoder.beam(state, START, TGT_LEN, END, beam_width=beam)
-            else:
-                tokens, lengths, _ = self.decoder.greedy(state, START, TGT_LEN, END)
+            return decode_texts(self.decoder, state, TGT_LEN, VOCAB, beam)
         finally:
             self.train(True)
-        return decode_text(tokens, lengths)
-
-
-def accuracy(predicted, answers):
-    """(exact match, per character): a character counts where it is at its place."""
-    exact = np.mean([p == a for p, a in zip(predicted, answers)])
-    right = sum(sum(x == y for x, y in zip(p, a)) for p, a in zip(predicted, answers))
-    total = sum(max(len(p), len(a)) for p, a in zip(predicted, answers))
-    return float(exact), right / total
 
 
 def run(args):
@@ -167,7 +141,7 @@ def run(args):
             opt.zero_grad()
             bar.update(1)
             if step % check_every == 0 or step == args.steps:
-                exact, _ = accuracy(model.answer(test_q[:500]), test_a[:500])
+                exact, _ = match_rates(model.answer(test_q[:500]), test_a[:500])
                 checks.append((step, exact))
                 bar.set_postfix_str(f"loss {np.mean(curve[-check_every:]):.3f}, "
                                     f"held-out exact {exact:.3f}")
@@ -175,7 +149,7 @@ def run(args):
         bar.close()
     train_s = clock()
     predicted = model.answer(test_q, args.beam)
-    exact, per_char = accuracy(predicted, test_a)
+    exact, per_char = match_rates(predicted, test_a)
     how = f"beam search, width {args.beam}" if args.beam else "greedy decoding"
     print(f"held-out ({args.test_size} questions, {how}): exact match {exact:.4f}, "
           f"per character {per_char:.4f}")
