@@ -180,3 +180,20 @@ def torch_cell_twin(torch, cell):
     module = cls(cell.input_size, cell.hidden_size, bias=cell.bias, dtype=tdtype, **kw)
     module.load_state_dict({k: torch.from_numpy(v) for k, v in cell.state_dict().items()})
     return module
+
+
+def numerical_gradient(f, array, eps=1e-6):
+    """Central differences of the scalar f() with respect to every element of ``array`` (a
+    C-contiguous array, perturbed in place and restored)."""
+    grad = np.zeros_like(array)
+    flat, gflat = array.reshape(-1), grad.reshape(-1)
+    assert np.shares_memory(flat, array)
+    for k in range(flat.size):
+        old = flat[k]
+        flat[k] = old + eps
+        plus = f()
+        flat[k] = old - eps
+        minus = f()
+        flat[k] = old
+        gflat[k] = (plus - minus) / (2 * eps)
+    return grad

@@ -8,9 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import CELLS, is_lstm, loss, make_cell, make_layer, random_problem
+from helpers import CELLS, is_lstm, loss, make_cell, make_layer, numerical_gradient, random_problem
 
-EPS = 1e-6
 T, B, I, H, P = 3, 2, 2, 3, 2
 
 
@@ -28,22 +27,6 @@ def _grid():
                                id=f"{mode}-bias{int(bias)}-bi{int(bidirectional)}-L{num_layers}"
                                   f"-proj{proj}-{'unbatched' if unbatched else 'batched'}"
                                   f"-bf{int(batch_first)}-len{int(with_lengths)}")
-
-
-def numerical_gradient(f, array):
-    """Central differences of the scalar f() with respect to every element of ``array`` (in place)."""
-    grad = np.zeros_like(array)
-    flat, gflat = array.reshape(-1), grad.reshape(-1)
-    assert np.shares_memory(flat, array)
-    for k in range(flat.size):
-        old = flat[k]
-        flat[k] = old + EPS
-        plus = f()
-        flat[k] = old - EPS
-        minus = f()
-        flat[k] = old
-        gflat[k] = (plus - minus) / (2 * EPS)
-    return grad
 
 
 def check(numeric, analytic, what):

@@ -11,6 +11,7 @@ import pytest
 import fastrnn
 from fastrnn.__main__ import main
 from fastrnn.train import Decoder, Embedding, cross_entropy
+from helpers import numerical_gradient
 
 V, E, H = 7, 3, 4
 PAD = 0
@@ -53,15 +54,7 @@ def test_gradients_through_the_encoder_decoder_match_finite_differences(backend,
         m.eval()
     for mname, m in modules.items():
         for pname, p in m.parameters().items():
-            numeric = np.zeros_like(p)
-            for i in np.ndindex(p.shape):
-                old = p[i]
-                p[i] = old + 1e-6
-                plus = loss()
-                p[i] = old - 1e-6
-                minus = loss()
-                p[i] = old
-                numeric[i] = (plus - minus) / 2e-6
+            numeric = numerical_gradient(loss, p)
             np.testing.assert_allclose(m.grads[pname], numeric, rtol=1e-5, atol=1e-8,
                                        err_msg=f"{mname}.{pname}")
     assert np.any(encoder.grads["weight_hh_l0"] != 0)   # the decoder's gradient reached it

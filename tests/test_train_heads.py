@@ -4,22 +4,7 @@ import numpy as np
 import pytest
 
 from fastrnn.train import Linear
-
-
-def fd_grad(f, x, eps=1e-6):
-    """Central-difference gradient of the scalar function f at x (float64), in place on x."""
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
+from helpers import numerical_gradient
 
 
 def test_shapes_names_init_and_config():
@@ -68,9 +53,9 @@ def test_finite_differences(bias):
     y = head(x)
     dx = head.backward(G * (1 - np.tanh(y) ** 2))
     head.train()
-    np.testing.assert_allclose(dx, fd_grad(loss, x), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dx, numerical_gradient(loss, x), rtol=1e-6, atol=1e-8)
     for name, p in head.parameters().items():
-        np.testing.assert_allclose(head.grads[name], fd_grad(loss, p), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(head.grads[name], numerical_gradient(loss, p), rtol=1e-6, atol=1e-8)
 
 
 def test_backward_accumulates_and_zero_grad():

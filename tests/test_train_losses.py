@@ -7,21 +7,7 @@ import numpy as np
 import pytest
 
 from fastrnn.train import cross_entropy, log_softmax, mse_loss, softmax
-
-
-def fd_grad(f, x, eps=1e-6):
-    g = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
+from helpers import numerical_gradient
 
 
 def ce_case(shape, C, seed=0):
@@ -61,7 +47,7 @@ def test_cross_entropy_finite_differences(shape, reduction, masking):
         mask = rng.random(shape)
     loss, grad = cross_entropy(logits, targets, mask=mask, reduction=reduction)
     assert grad.shape == logits.shape and grad.dtype == logits.dtype
-    num = fd_grad(lambda: cross_entropy(logits, targets, mask=mask, reduction=reduction)[0], logits)
+    num = numerical_gradient(lambda: cross_entropy(logits, targets, mask=mask, reduction=reduction)[0], logits)
     np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
 
 
@@ -138,7 +124,7 @@ def test_mse_finite_differences(reduction, weighted):
     pred, target = rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
     mask = rng.random((4, 1)) if weighted else None
     loss, grad = mse_loss(pred, target, mask=mask, reduction=reduction)
-    num = fd_grad(lambda: mse_loss(pred, target, mask=mask, reduction=reduction)[0], pred)
+    num = numerical_gradient(lambda: mse_loss(pred, target, mask=mask, reduction=reduction)[0], pred)
     np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
     if not weighted:
         expected = np.sum((pred - target) ** 2) / (pred.size if reduction == "mean" else 1)
