@@ -76,12 +76,6 @@ class RNNBase(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
-    @property
-    def directions_reversed(self):
-        """Per direction, whether it runs from the last step to the first: ``(False, True)``
-        bidirectional, ``(True,)`` with ``reverse``, else ``(False,)``."""
-        return (False, True) if self.bidirectional else (self.reverse,)
-
     def _state_sizes(self):
         """Sizes of the states: (h,) or, for LSTM, (h, c)."""
         if self.mode == "LSTM":
