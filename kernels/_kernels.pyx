@@ -213,18 +213,24 @@ cdef inline void fill_bias(floating* out, const floating* b1, const floating* b2
         memset(out, 0, n * sizeof(floating))
 
 
+cdef inline void project_rows(floating tag, Args* a, int G, Py_ssize_t r, int n,
+                              floating* out) noexcept nogil:
+    """out (n rows, a.ldg apart) = rows r .. r+n-1 of x (T*B, I) @ w_ih^T: on the micro-kernel
+    from w_ih^T packed (a.w_ih_p), or one BLAS GEMM."""
+    if n <= 0:
+        return
+    if a.w_ih_p != NULL:
+        rowmm(n, a.In, G, <const floating*>a.x + r * a.In, a.In, <const floating*>a.w_ih_p,
+              False, out, a.ldg)
+    else:
+        gemm(c'T', c'N', G, n, a.In, <floating>1, <const floating*>a.w_ih, a.In,
+             <const floating*>a.x + r * a.In, a.In, <floating>0, out, a.ldg)
+
+
 cdef inline void input_projection(floating tag, Args* a, int G, int t, int steps) noexcept nogil:
-    """gates[slot of t ..] = x[t : t + steps] @ w_ih^T: one GEMM over steps*B rows."""
-    cdef floating* gates = <floating*>a.gates
-    cdef int ldc = a.ldg
-    if steps > 0 and a.w_ih_p != NULL:
-        rowmm(steps * a.B, a.In, G, <const floating*>a.x + <Py_ssize_t>t * a.B * a.In, a.In,
-              <const floating*>a.w_ih_p, False,
-              gates + (0 if a.chunked else <Py_ssize_t>t * a.B * ldc), ldc)
-    elif steps > 0:
-        gemm(c'T', c'N', G, steps * a.B, a.In, <floating>1, <const floating*>a.w_ih, a.In,
-             <const floating*>a.x + <Py_ssize_t>t * a.B * a.In, a.In, <floating>0,
-             gates + (0 if a.chunked else <Py_ssize_t>t * a.B * ldc), ldc)
+    """gates[slot of t ..] = x[t : t + steps] @ w_ih^T: one product over steps*B rows."""
+    project_rows(tag, a, G, <Py_ssize_t>t * a.B, steps * a.B,
+                 <floating*>a.gates + (0 if a.chunked else <Py_ssize_t>t * a.B * a.ldg))
 
 
 cdef inline floating* step_gates(floating tag, Args* a, int G, int t, int* t0) noexcept nogil:
@@ -254,18 +260,12 @@ cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept no
     """This part's share of the rows of the input projection of all T*B rows (training, split),
     in blocks of PROJECTION_ROWS rows, between which a stop (Ctrl-C) is seen.  (Each row is
     computed alike whatever block it is in, as in the split among threads.)"""
-    cdef int r0, r1, r, n, ldc = a.ldg
+    cdef int r0, r1, r, n
     part_range(a.T * a.B, a.part, a.nparts, &r0, &r1)
     r = r0
     while r < r1 and not (a.stop != NULL and a.stop[0]):
         n = min(r1 - r, PROJECTION_ROWS)
-        if a.w_ih_p != NULL:
-            rowmm(n, a.In, G, <const floating*>a.x + <Py_ssize_t>r * a.In, a.In,
-                  <const floating*>a.w_ih_p, False, <floating*>a.gates + <Py_ssize_t>r * ldc, ldc)
-        else:
-            gemm(c'T', c'N', G, n, a.In, <floating>1, <const floating*>a.w_ih, a.In,
-                 <const floating*>a.x + <Py_ssize_t>r * a.In, a.In, <floating>0,
-                 <floating*>a.gates + <Py_ssize_t>r * ldc, ldc)
+        project_rows(tag, a, G, r, n, <floating*>a.gates + <Py_ssize_t>r * a.ldg)
         r += n
 
 
@@ -1407,6 +1407,13 @@ cdef Py_ssize_t _packs_bytes = 0
 cdef Py_ssize_t PACKS_BYTES = 64 << 20
 
 
+cdef void drop_pack(tuple entry):
+    """Take an entry (copy, packed) out of the cache's size (the caller has removed it)."""
+    global _packs_bytes
+    _packs_bytes -= (cnp.PyArray_NBYTES(<cnp.ndarray>entry[0])
+                     + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1]))
+
+
 cdef cnp.ndarray cached_packed(object w, bint transpose):
     """:func:`packed`, from the cache above when ``w`` is unchanged since it was packed."""
     global _packs_bytes
@@ -1417,22 +1424,19 @@ cdef cnp.ndarray cached_packed(object w, bint transpose):
     key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), transpose)
     entry = _packs.pop(key, None)
     if entry is not None:
-        copy = <cnp.ndarray>entry[0]
-        if memcmp(cnp.PyArray_DATA(copy), cnp.PyArray_DATA(src), nbytes) == 0:
+        if memcmp(cnp.PyArray_DATA(<cnp.ndarray>entry[0]), cnp.PyArray_DATA(src), nbytes) == 0:
             _packs[key] = entry           # (now the most recently used)
             return entry[1]
-        _packs_bytes -= cnp.PyArray_NBYTES(copy) + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1])
+        drop_pack(entry)
     out = packed(w, transpose)
     copy = src.copy()       # (NumPy may let another thread run here: it may have added the key)
     entry = _packs.pop(key, None)
     if entry is not None:
-        _packs_bytes -= (cnp.PyArray_NBYTES(<cnp.ndarray>entry[0])
-                         + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1]))
+        drop_pack(entry)
     _packs[key] = (copy, out)
     _packs_bytes += nbytes + cnp.PyArray_NBYTES(out)
     while _packs_bytes > PACKS_BYTES and len(_packs) > 1:
-        old = _packs.pop(next(iter(_packs)))
-        _packs_bytes -= cnp.PyArray_NBYTES(<cnp.ndarray>old[0]) + cnp.PyArray_NBYTES(<cnp.ndarray>old[1])
+        drop_pack(_packs.pop(next(iter(_packs))))
     return out
 
 
