@@ -18,10 +18,7 @@ fresh process (imports, first call).
 """
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,9 +26,8 @@ from dataclasses import dataclass, field
 from . import cases, scaleout
 from .engines import ENGINES, FASTRNN, PEERS, REFERENCE, availability
 from .machine import cpu_counters, describe, others_cpu, usable_cores
-from .worker import MARKER
+from .worker import run_module
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: a process's samples, or an engine's process medians, spreading over more than this
 #: fraction of the median are flagged as noisy
 NOISY_SPREAD = 0.25
@@ -362,22 +358,9 @@ def _mib(nbytes):
 
 # -- running ---------------------------------------------------------------------------------
 def run_worker(spec, timeout, extra_env=None):
-    """Run :mod:`bench.worker` on ``spec`` in a fresh process; its result, or ``{"error": ...}``."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.pop("FASTRNN_BACKEND", None)
-    env.update(extra_env or {})
-    cmd = [sys.executable, "-m", "bench.worker", json.dumps(spec)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=ROOT, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:g} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {"error": f"exit status {proc.returncode}: {tail}"}
+    """Run :mod:`bench.worker` on ``spec`` in a fresh process; its result, or ``{"error": ...}``.
+    (``FASTRNN_BACKEND`` is left out: each worker runs the engine it is given.)"""
+    return run_module("bench.worker", spec, timeout, extra_env, drop_env=("FASTRNN_BACKEND",))
 
 
 def time_row(row, engines, settings, threads, log=None, check=True):

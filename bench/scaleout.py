@@ -24,15 +24,14 @@ each worker has a core of its own and the network is the loopback's.
 
 import importlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 
 import numpy as np
 
 from .cases import Row, Shape
+from .worker import emit, run_module
 
 #: batch inference: T steps of I inputs, N sequences in chunks of INFER_CHUNK, LSTM of H units
 INFER = Shape("dask", 50, 10_000, 64, 128)
@@ -178,22 +177,6 @@ def run(spec):
 
 
 # -- the rows, in fresh processes ---------------------------------------------------------------
-def _in_process(spec, timeout):
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    try:
-        proc = subprocess.run([sys.executable, "-m", "bench.scaleout", json.dumps(spec)],
-                              cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout} s"}
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(lines[-1])
-
-
 def measure(row, threads, rounds=3, repeats=5, timeout=600, log=None):
     """Measure one scale-out row: {label: median over rounds of each figure, or an error}.
 
@@ -215,7 +198,7 @@ def measure(row, threads, rounds=3, repeats=5, timeout=600, log=None):
         for name in (list(configs) if r % 2 == 0 else list(configs)[::-1]):
             if log:
                 log(f"{row.id}: {name}, round {r + 1} of {rounds}")
-            runs[name].append(_in_process(configs[name], timeout))
+            runs[name].append(run_module("bench.scaleout", configs[name], timeout))
     out = {}
     for name, results in runs.items():
         good = [res for res in results if "error" not in res]
@@ -311,4 +294,4 @@ def markdown(results, threads):
 
 
 if __name__ == "__main__":
-    print(json.dumps(run(json.loads(sys.argv[1]))))
+    emit(run(json.loads(sys.argv[1])))

@@ -19,6 +19,35 @@ import time
 
 #: prefix of the line that carries the result
 MARKER = "FASTRNN_BENCH_RESULT "
+#: the checkout's root: the children import the benchmark from there
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def emit(result):
+    """Print ``result`` (a dict) as the child's one line for its parent."""
+    sys.stdout.write(MARKER + json.dumps(result) + "\n")
+    sys.stdout.flush()
+
+
+def run_module(module, spec, timeout, extra_env=None, drop_env=()):
+    """Run ``python -m module SPEC`` (``spec`` as JSON) in a fresh process from the checkout and
+    return the result it emitted, or ``{"error": ...}`` (a timeout, or the last line of its
+    stderr).  ``extra_env`` is added to this process's environment, ``drop_env`` left out."""
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if k not in drop_env}
+    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra_env or {})
+    cmd = [sys.executable, "-m", module, json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                              cwd=ROOT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:g} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(MARKER):
+            return json.loads(line[len(MARKER):])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"exit status {proc.returncode}: {tail}"}
 
 
 def set_threads(engine, threads):
@@ -161,8 +190,7 @@ def main(spec_json):
                     result["check_error"] = check(row, engine, threads)
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which names the engine
         result["error"] = f"{type(exc).__name__}: {exc}"
-    sys.stdout.write(MARKER + json.dumps(result) + "\n")
-    sys.stdout.flush()
+    emit(result)
     return 0
 
 
