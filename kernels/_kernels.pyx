@@ -137,7 +137,9 @@ ctypedef struct Args:
     int part, nparts         # PRE / BWD_POST: this call does part `part` of `nparts` of each GEMM
     int ldg                  # row stride of the gate store (elements): its width, padded for
                              # LSTM and GRU (see padded_width)
-    bint train, relu
+    bint train
+    int variant              # RNN: 1 relu (0 tanh); GRU: 1 the reset gate before the product
+                             # of n (0 after it, PyTorch's)
     bint chunked             # eval mode: input projection a chunk of Tc steps at a time, in the loop
     const int64_t* lens      # (B,) or NULL
     # inputs
@@ -152,6 +154,8 @@ ctypedef struct Args:
     void* w_ih_r
     void* w_hh_r
     void* w_hr_r
+    void* w_hn_r             # GRU with the reset gate before: w_hh[2H:] (forward: transposed), and
+                             # w_hh_r then holds w_hh[:2H]
     # w_ih^T packed for the input projection of all steps (eval-mode forwards of a small batch,
     # from the cache of packed weights), or NULL: BLAS, which packs w_ih again at every call
     void* w_ih_p
@@ -309,7 +313,7 @@ cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
 
 cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, b0 = a.b0, b1 = a.b1
-    cdef bint train = a.train, relu = a.relu
+    cdef bint train = a.train, relu = a.variant
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
     cdef const floating* bias = <const floating*>a.bias
@@ -356,7 +360,7 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, b0 = a.b0, b1 = a.b1
-    cdef bint relu = a.relu
+    cdef bint relu = a.variant
     cdef const int64_t* lens = a.lens
     cdef const floating* w_hh = <const floating*>a.w_hh
     cdef const floating* dy = <const floating*>a.dy
@@ -611,7 +615,8 @@ cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
 
 
 # =======================================================================================
-# GRU (gate order r, z, n; reset applied after the recurrent product)
+# GRU (gate order r, z, n; the reset gate after the recurrent product, or before it with
+# a.variant: then a step makes two products, h @ W_hrz^T and (r * h) @ W_hn^T)
 # =======================================================================================
 cdef inline void gru_cell_row(floating* row, const floating* gh, const floating* bias,
                               const floating* hprev, floating* hnext, int H) noexcept nogil:
@@ -644,6 +649,8 @@ cdef int gru_pre(floating tag, Args* a) noexcept nogil:
 
 
 cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
+    if a.variant:
+        return gru_rb_fwd_loop(tag, a)
     cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H
     cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
     cdef bint train = a.train
@@ -692,6 +699,8 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
 
 
 cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
+    if a.variant:
+        return gru_rb_bwd_loop(tag, a)
     cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H, G4 = 4 * a.H, b0 = a.b0, b1 = a.b1
     cdef int nb = a.b1 - a.b0
     cdef const int64_t* lens = a.lens
@@ -742,14 +751,160 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
     return 0
 
 
-cdef inline int gru_hh_col(int g, int H) noexcept nogil:
-    """Column of the GRU's gradient store [dr, dz, dn, dn*r] that row g of W_hh (r, z, n) reads."""
-    return g if g < 2 * H else g + H
+cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
+    """:func:`gru_fwd_loop` of the reset-before GRU: the store row becomes [r, z, n, r * h]."""
+    cdef int T = a.T, B = a.B, H = a.H, G3 = 3 * a.H
+    cdef int b0 = a.b0, b1 = a.b1, nb = a.b1 - a.b0
+    cdef bint train = a.train
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* bias = <const floating*>a.bias
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* y = <floating*>a.y
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H, ldg = a.ldg
+    # scratch: [W_hrz h, W_hn (r * h)] for one step of the slice (nb rows of 3H, padded)
+    cdef int ldh = padded_width(G3, sizeof(floating))
+    cdef floating* ghb = <floating*>malloc((<Py_ssize_t>nb * ldh + 1) * sizeof(floating))
+    cdef floating* gt
+    cdef floating* row
+    cdef floating* gh
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* yt
+    cdef int t, t0 = 0, b, j
+    if ghb == NULL:
+        return -1
+    for t in range(T):
+        if a.stop != NULL and a.stop[0]:
+            break
+        gt = step_gates(tag, a, G3, t, &t0)
+        hprev = hs + (t if train else t % 2) * BH
+        hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
+        yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
+        if a.w_hh_r != NULL:
+            rowmm(nb, H, 2 * H, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r, False,
+                  ghb, ldh)
+        else:
+            gemm(c'T', c'N', 2 * H, nb, H, <floating>1, w_hh, H, hprev + <Py_ssize_t>b0 * H, H,
+                 <floating>0, ghb, ldh)
+        for b in range(b0, b1):
+            row = gt + b * ldg
+            if not valid(lens, t, b):
+                memset(row + 3 * H, 0, H * sizeof(floating))
+                continue
+            gh = ghb + <Py_ssize_t>(b - b0) * ldh
+            for j in range(2 * H):
+                row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
+            for j in range(H):
+                row[3 * H + j] = row[j] * hprev[<Py_ssize_t>b * H + j]
+        if a.w_hn_r != NULL:
+            rowmm(nb, H, H, gt + b0 * ldg + 3 * H, <int>ldg, <const floating*>a.w_hn_r, False,
+                  ghb + 2 * H, ldh)
+        else:
+            gemm(c'T', c'N', H, nb, H, <floating>1, w_hh + <Py_ssize_t>2 * H * H, H,
+                 gt + b0 * ldg + 3 * H, <int>ldg, <floating>0, ghb + 2 * H, ldh)
+        for b in range(b0, b1):
+            if not valid(lens, t, b):
+                memcpy(hnext + <Py_ssize_t>b * H, hprev + <Py_ssize_t>b * H, H * sizeof(floating))
+                if yt != NULL:
+                    memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
+                continue
+            row = gt + b * ldg
+            gh = ghb + <Py_ssize_t>(b - b0) * ldh
+            for j in range(H):
+                row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + gh[2 * H + j]
+                                          + bias[3 * H + j])
+            gru_state(hnext + <Py_ssize_t>b * H, row + H, row + 2 * H, hprev + <Py_ssize_t>b * H, H)
+            if yt != NULL:
+                memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
+    free(ghb)
+    return 0
+
+
+cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
+    """:func:`gru_bwd_loop` of the reset-before GRU: [r, z, n, r * h] in, [dr, dz, dn, r * h]
+    out; per step d(r h) = dn @ W_hn comes before dr, then dh += [dr, dz] @ W_hrz."""
+    cdef int T = a.T, B = a.B, H = a.H, G4 = 4 * a.H, b0 = a.b0, b1 = a.b1
+    cdef int nb = a.b1 - a.b0
+    cdef const int64_t* lens = a.lens
+    cdef const floating* w_hh = <const floating*>a.w_hh
+    cdef const floating* hs = <const floating*>a.hs
+    cdef const floating* dy = <const floating*>a.dy
+    cdef floating* dh = <floating*>a.dh
+    cdef floating* norms = <floating*>a.norms
+    cdef floating* D = <floating*>a.gates
+    cdef Py_ssize_t BH = <Py_ssize_t>B * H, ldg = a.ldg, BG4 = <Py_ssize_t>B * a.ldg
+    # scratch: dh_t of one sequence (H), d(r * h) of this step's slice (nb rows of H, padded)
+    cdef int ldr = padded_width(H, sizeof(floating))
+    cdef floating* dht = <floating*>malloc((H + <Py_ssize_t>nb * ldr + 1) * sizeof(floating))
+    cdef floating* drh = dht + H
+    cdef floating* row
+    cdef floating* dhb
+    cdef floating* d
+    cdef const floating* hp
+    cdef floating z, n, r
+    cdef int t, b, j
+    if dht == NULL:
+        return -1
+    for t in range(T - 1, -1, -1):
+        if a.stop != NULL and a.stop[0]:
+            break
+        for b in range(b0, b1):
+            row = D + <Py_ssize_t>t * BG4 + b * ldg
+            if not valid(lens, t, b):
+                memset(row, 0, G4 * sizeof(floating))
+                if norms != NULL:
+                    norms[<Py_ssize_t>t * B + b] = 0
+                continue
+            dhb = dh + <Py_ssize_t>b * H
+            if dy != NULL:
+                add_to(dht, dhb, dy + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, H)
+            else:
+                memcpy(dht, dhb, H * sizeof(floating))
+            if norms != NULL:
+                norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
+            hp = hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
+            for j in range(H):
+                z, n = row[H + j], row[2 * H + j]
+                row[2 * H + j] = (dht[j] - dht[j] * z) * (1 - n * n)   # as PyTorch: inf gives NaN
+                row[H + j] = dht[j] * (hp[j] - n) * z * (1 - z)
+                dhb[j] = dht[j] * z
+        if a.w_hn_r != NULL:
+            rowmm(nb, H, H, D + <Py_ssize_t>t * BG4 + b0 * ldg + 2 * H, <int>ldg,
+                  <const floating*>a.w_hn_r, False, drh, ldr)
+        else:
+            gemm(c'N', c'N', H, nb, H, <floating>1, w_hh + <Py_ssize_t>2 * H * H, H,
+                 D + <Py_ssize_t>t * BG4 + b0 * ldg + 2 * H, <int>ldg, <floating>0, drh, ldr)
+        for b in range(b0, b1):
+            if not valid(lens, t, b):
+                continue
+            row = D + <Py_ssize_t>t * BG4 + b * ldg
+            dhb = dh + <Py_ssize_t>b * H
+            d = drh + <Py_ssize_t>(b - b0) * ldr
+            hp = hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
+            for j in range(H):
+                r = row[j]
+                dhb[j] += d[j] * r
+                row[j] = d[j] * hp[j] * r * (1 - r)
+        if a.w_hh_r != NULL:
+            rowmm(nb, 2 * H, H, D + <Py_ssize_t>t * BG4 + b0 * ldg, <int>ldg,
+                  <const floating*>a.w_hh_r, True, dh + <Py_ssize_t>b0 * H, H)
+        else:
+            gemm(c'N', c'N', H, nb, 2 * H, <floating>1, w_hh, H, D + <Py_ssize_t>t * BG4 + b0 * ldg,
+                 <int>ldg, <floating>1, dh + <Py_ssize_t>b0 * H, H)
+    free(dht)
+    return 0
+
+
+cdef inline int gru_hh_col(int g, int H, bint reset_before) noexcept nogil:
+    """Column of the GRU's gradient store that row g of W_hh (r, z, n) reads: [dr, dz, dn, dn*r]
+    (reset after), or [dr, dz, dn, r*h] (reset before)."""
+    return g if g < 2 * H or reset_before else g + H
 
 
 cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef int I = a.In, H = a.H, G3 = 3 * a.H, ld = a.ldg, TB = a.T * a.B, r0, r1, g0, g1, lo, hi
-    # [dr, dz, dn, dn*r] after the loop, rows ld = a.ldg (>= 4H) apart
+    # [dr, dz, dn, dn*r] ([dr, dz, dn, r*h] reset before) after the loop, rows ld = a.ldg apart
     cdef const floating* D = <const floating*>a.gates
     cdef floating* db
     part_range(TB, a.part, a.nparts, &r0, &r1)
@@ -767,8 +922,11 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
              <floating>1, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     lo, hi = max(g0, 2 * H), g1
     if hi > lo:
-        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + gru_hh_col(lo, H), ld,
-             <floating>1, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+        # rows n: against h_{t-1} (reset after), or against r * h_{t-1}, column 3H (reset before)
+        gemm(c'N', c'T', H, hi - lo, TB, <floating>1,
+             D + 3 * H if a.variant else <const floating*>a.hs, ld if a.variant else H,
+             D + gru_hh_col(lo, H, a.variant), ld, <floating>1,
+             <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     if g1 > g0:
         db = <floating*>a.db_ih
         if db != NULL:
@@ -780,7 +938,7 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
                 colsum_add(db + lo, D + lo, TB, hi - lo, ld)
             lo, hi = max(g0, 2 * H), g1
             if hi > lo:
-                colsum_add(db + lo, D + gru_hh_col(lo, H), TB, hi - lo, ld)
+                colsum_add(db + lo, D + gru_hh_col(lo, H, a.variant), TB, hi - lo, ld)
     return 0
 
 
@@ -1010,7 +1168,7 @@ cdef class Saved:
     and for LSTM ``cs`` (c the same way), ``tc`` (tanh(c_t)) and ``mb`` (m_t, with a
     projection).  A backward takes it once (it writes the gradients over the gates): then
     ``used`` is True and the arrays are gone."""
-    cdef int cell_id, typenum, T, B, In, H, P, relu   # In: input size (I is a macro of complex.h)
+    cdef int cell_id, typenum, T, B, In, H, P, variant   # In: input size (I is a macro of complex.h)
     cdef readonly bint step, used
     cdef readonly object x, lengths, gates, hs, cs, tc, mb
     cdef _Weights w
@@ -1453,11 +1611,19 @@ def _packs_size():
 
 
 cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=False,
-                         bint cache=False):
+                         bint cache=False, bint split_n=False):
     """Set a.w_hh_r and a.w_hr_r to packed copies of the recurrent weights (transposed for a
     forward), and a.w_ih_r to one of w_ih^T when ``input_too``; returns the copies, to be kept
-    alive during the call.  ``cache``: from the cache of packed weights (eval-mode forwards)."""
-    w_hh_r = cached_packed(w.w_hh, transpose) if cache else packed(w.w_hh, transpose)
+    alive during the call.  ``cache``: from the cache of packed weights (eval-mode forwards).
+    ``split_n`` (GRU, reset gate before): a.w_hh_r from w_hh[:2H], a.w_hn_r from w_hh[2H:]."""
+    w_hh = w.w_hh
+    w_hn_r = None
+    if split_n:
+        w_hh = w.w_hh[:2 * w.H]
+        w_hn_r = (cached_packed(w.w_hh[2 * w.H:], transpose) if cache
+                  else packed(w.w_hh[2 * w.H:], transpose))
+    a.w_hn_r = data(w_hn_r)
+    w_hh_r = cached_packed(w_hh, transpose) if cache else packed(w_hh, transpose)
     a.w_hh_r = data(w_hh_r)
     w_hr_r = None
     if w.w_hr is not None:
@@ -1467,12 +1633,13 @@ cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=Fal
     if input_too:
         w_ih_r = cached_packed(w.w_ih, True) if cache else packed(w.w_ih, True)
     a.w_ih_r = data(w_ih_r)
-    return (w_hh_r, w_hr_r, w_ih_r)
+    return (w_hh_r, w_hr_r, w_ih_r, w_hn_r)
 
 
 cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
-                   int relu, bint step):
-    """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y."""
+                   int variant, bint step):
+    """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y;
+    ``variant``: see Args."""
     cdef Args a
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
@@ -1522,7 +1689,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         y = empty(3, T, B, P, typenum)
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
     a.b0, a.b1 = 0, B
-    a.train, a.relu, a.chunked = training, relu, Tc < T and not per_step_input
+    a.train, a.variant, a.chunked = training, variant, Tc < T and not per_step_input
     a.bias = data(bias)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
@@ -1531,12 +1698,13 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     operands = None
     if not step and T > 1:
         # over many steps the per-step products read w^T packed (here), not BLAS
-        operands = step_operands(&a, w, True, per_step_input, not training)
+        operands = step_operands(&a, w, True, per_step_input, not training,
+                                 cell == GRU and variant)
         if not training and not per_step_input:
             # the input projection of all steps from w_ih^T packed once (cached), not BLAS:
             # LSTM(128, 128) over 16 steps at B=1 spent 42 of its 101 us in BLAS's product
             operands += (cached_packed(w.w_ih, True),)
-            a.w_ih_p = data(operands[3])
+            a.w_ih_p = data(operands[4])
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
     last = T if training else T % 2
@@ -1548,7 +1716,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     if training:
         saved = Saved.__new__(Saved)
         saved.cell_id, saved.typenum, saved.step = cell, typenum, step
-        saved.T, saved.B, saved.In, saved.H, saved.P, saved.relu = T, B, I, H, P, relu
+        saved.T, saved.B, saved.In, saved.H, saved.P, saved.variant = T, B, I, H, P, variant
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
         saved.cs, saved.tc, saved.mb = cs, tc, mb
     elif cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
@@ -1602,7 +1770,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     returns (dx, dhx).  It overwrites the gates of ``saved`` with their gradients, so a record
     serves one backward: a second one raises."""
     cdef Args a
-    cdef int cell, typenum, T, B, I, H, P, G, relu, nthreads
+    cdef int cell, typenum, T, B, I, H, P, G, variant, nthreads
     cdef double loop_flops
     cdef _Weights w
     cdef Saved s
@@ -1621,7 +1789,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         raise RuntimeError(f"this cython {made_by} record was already used by a backward pass "
                            f"(the backward overwrites the gates it saved with their gradients): "
                            f"run the forward again")
-    cell, typenum, T, B, I, H, P, relu = s.cell_id, s.typenum, s.T, s.B, s.In, s.H, s.P, s.relu
+    cell, typenum, T, B, I, H, P, variant = s.cell_id, s.typenum, s.T, s.B, s.In, s.H, s.P, s.variant
     xa, w, lens, gates, hs, cs, tc, mb = s.x, s.w, s.lengths, s.gates, s.hs, s.cs, s.tc, s.mb
     G = GATES[cell] * H
     memset(&a, 0, sizeof(Args))
@@ -1645,7 +1813,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         dx = empty(3, T, B, I, typenum)
     a.T, a.B, a.In, a.H, a.P = T, B, I, H, P
     a.b0, a.b1 = 0, B
-    a.relu = relu
+    a.variant = variant
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
@@ -1666,7 +1834,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     if T > 1:
         # over many steps the per-step products read w packed, here (for one step, BLAS reads
         # w as stored: packing it would cost as much as the step)
-        operands = step_operands(&a, w, False)
+        operands = step_operands(&a, w, False, False, False, cell == GRU and variant)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
          db_hh, dw_hr, operands))
@@ -1729,9 +1897,16 @@ def lstm_step_backward(dhy, saved, dweights):
     return backward(LSTM, None, dhy, saved, dweights, None, True)
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True):
+cdef int check_reset_after(object reset_after) except -1:
+    """The GRU's variant (see Args) from ``reset_after``."""
+    if not isinstance(reset_after, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, but got {type(reset_after).__name__}")
+    return 0 if reset_after else 1
+
+
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     """GRU over a whole sequence; see :func:`fastrnn.reference.gru_forward`."""
-    return forward(GRU, x, hx, weights, lengths, training, 0, False)
+    return forward(GRU, x, hx, weights, lengths, training, check_reset_after(reset_after), False)
 
 
 def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -1743,9 +1918,10 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(GRU, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def gru_step_forward(x, hx, weights, training=True):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True):
     """One GRU step: x (B, I) -> ``((h,), saved)``."""
-    _, hy, saved = forward(GRU, x, hx, weights, None, training, 0, True)
+    _, hy, saved = forward(GRU, x, hx, weights, None, training, check_reset_after(reset_after),
+                           True)
     return hy, saved
 
 

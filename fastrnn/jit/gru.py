@@ -1,4 +1,4 @@
-"""GRU kernels of the numba backend (equations, gate order r, z, n and the reset-after form of
+"""GRU kernels of the numba backend (equations, gate order r, z, n and both reset forms of
 :mod:`fastrnn.reference.gru`; x (T, B, I), h (B, H)).
 
 Forward:
@@ -18,6 +18,12 @@ overwrites the store with ``[dr, dz, dn, dn * r]``: its first 3H columns are
 the gradient of the input projection, columns 0:2H and 3H:4H that of the
 recurrent one.  dx, dW_ih and dW_hh are then single BLAS GEMMs over all T*B
 rows.
+
+With ``reset_after=False`` (the reset gate before the product of n) a step makes two
+recurrent products, ``h_{t-1} @ W_hrz^T`` (2H wide) and then ``(r * h_{t-1}) @ W_hn^T``; the
+store keeps ``[r, z, n, r * h_{t-1}]`` and becomes ``[dr, dz, dn, r * h_{t-1}]``: the backward's
+step makes ``d(r h) = dn @ W_hn`` before dr, then adds ``[dr, dz] @ W_hrz`` into dh, and dW_hn
+is one GEMM of the dn and r * h columns after the loop.
 """
 
 import numpy as np
@@ -89,6 +95,90 @@ def _cell_backward(g, d, hp, t1, t2):
         ghn[j] = t2[j]
 
 
+@helper()
+def _gates_rz(g, gh, h):
+    """Reset-before forward, first half: r, z and r * h_{t-1} of one sequence.
+
+    Parameters
+    ----------
+    g : (4H,) array: ``b_ih + U x`` in columns 0:3H; r, z in 0:2H and r * h_{t-1} in 3H:4H out
+    gh : (>= 2H,) array, ``b_hrz + W_hrz h_{t-1}`` in its first 2H
+    h : (H,) array, h_{t-1}
+    """
+    H = h.shape[0]
+    grz, gr, grh = g[:2 * H], g[:H], g[3 * H:4 * H]
+    ghrz = gh[:2 * H]
+    for j in range(2 * H):
+        grz[j] = sigmoid(grz[j] + ghrz[j])
+    for j in range(H):
+        grh[j] = gr[j] * h[j]
+
+
+@helper()
+def _gates_n(g, ghn, h, hs, hy):
+    """Reset-before forward, second half: n and h_t of one sequence.
+
+    Parameters
+    ----------
+    g : (4H,) array: [r, z, U_n x + b_in, r * h] in, [r, z, n, r * h] out
+    ghn : (H,) array, ``b_hn + W_hn (r * h_{t-1})``
+    h : (H,) array, h_{t-1} in, h_t out
+    hs, hy : (H,) arrays receiving h_t
+    """
+    H = h.shape[0]
+    one = h.dtype.type(1)
+    gz, gn = g[H:2 * H], g[2 * H:3 * H]
+    for j in range(H):
+        gn[j] = tanh(gn[j] + ghn[j])
+    for j in range(H):
+        h[j] = (one - gz[j]) * gn[j] + gz[j] * h[j]
+    for j in range(H):
+        hs[j] = h[j]
+    for j in range(H):
+        hy[j] = h[j]
+
+
+@helper()
+def _grads_zn(g, d, hp):
+    """Reset-before backward, first half, of one sequence at one step.
+
+    Parameters
+    ----------
+    g : (4H,) array: [r, z, n, r * h] in, [r, dz, dn, r * h] out
+    d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
+    hp : (H,) array, h_{t-1}
+    """
+    H = d.shape[0]
+    one = d.dtype.type(1)
+    gz, gn = g[H:2 * H], g[2 * H:3 * H]
+    for j in range(H):
+        dn = (d[j] - d[j] * gz[j]) * (one - gn[j] * gn[j])   # as PyTorch: inf gives NaN
+        dz = d[j] * (hp[j] - gn[j]) * gz[j] * (one - gz[j])
+        d[j] = d[j] * gz[j]
+        gn[j] = dn
+        gz[j] = dz
+
+
+@helper()
+def _grads_r(g, d, drh, hp):
+    """Reset-before backward, second half: dr, and the part of dJ/dh_{t-1} through r * h.
+
+    Parameters
+    ----------
+    g : (4H,) array: r in columns 0:H, dr out
+    d : (H,) array, added into
+    drh : (H,) array, dJ/d(r * h_{t-1}) = dn @ W_hn
+    hp : (H,) array, h_{t-1}
+    """
+    H = d.shape[0]
+    one = d.dtype.type(1)
+    gr = g[:H]
+    for j in range(H):
+        d[j] += drh[j] * gr[j]
+    for j in range(H):
+        gr[j] = drh[j] * hp[j] * gr[j] * (one - gr[j])
+
+
 @jit
 def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
@@ -123,8 +213,46 @@ def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
             _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b])
 
 
+@jit
+def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
+    """:func:`_forward_slice` of the reset-before GRU.
+
+    Parameters
+    ----------
+    w_hrz, w_hn : W_hh[:2H]^T (H, 2H) and W_hh[2H:]^T (H, H), packed (see gemm.pack)
+    G : (>= nt, B, >= 4H) array: U x in columns 0:3H at s in, [r, z, n, r * h_{t-1}] out
+    (the rest as :func:`_forward_slice`)
+    """
+    B, H = h.shape
+    h3 = h.reshape((1, B, H))
+    for t in range(t0, t0 + nt):
+        tg = t - t0
+        ts = t % Hs.shape[0]
+        add_rows(G[tg, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
+        init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])
+        mm_rows(h3, 0, 0, w_hrz, 2 * H, GH, 0, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                G[tg, b, :] = 0
+                continue
+            _gates_rz(G[tg, b], GH[0, b], h[b])
+        mm_rows(G, tg, 3 * H, w_hn, H, GH, 0, 2 * H, 1, b0, b1)
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                y[t, b, :] = 0
+                Hs[ts, b, :] = 0
+                continue
+            _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b])
+
+
+def _check_reset_after(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, but got {type(value).__name__}")
+    return bool(value)
+
+
 @one_blas_thread
-def gru_forward(x, hx, weights, lengths=None, training=True):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -137,6 +265,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     training : bool
         Keep what the backward needs (T*B*5H values); otherwise only
         O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
+    reset_after : bool
+        The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
 
     Returns
     -------
@@ -144,6 +274,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     hy : tuple (h_n (B, H),)
     cache : list, or None when ``training`` is False
     """
+    reset_after = _check_reset_after(reset_after)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -155,11 +286,16 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     y = np.empty((T, B, H), dtype=dt)
     G = _common.row_buffer(_common.store_steps(T, B, 4 * H, dt, training), B, 4 * H, dt)
     Hs = np.empty((T if training else 1, B, H), dtype=dt)
-    args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
-            _common.bias_or_empty(b_hh, dt), lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
-    _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
+    if reset_after:
+        kernel, w_hh_p = _forward_slice, (_common.packed(w_hh, True),)
+    else:
+        kernel = _forward_slice_rb
+        w_hh_p = (_common.packed(w_hh[:2 * H], True), _common.packed(w_hh[2 * H:], True))
+    args = (h,) + w_hh_p + (_common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
+                            lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
+    _common.forward_loop(kernel, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
     saved = _common.Saved("gru", False, True, x=x, h0=h0, G=G, Hs=Hs, lens=lens,
-                          weights=weights) if training else None
+                          weights=weights, reset_after=reset_after) if training else None
     return y, (h,), saved
 
 
@@ -199,6 +335,41 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
         mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
 
 
+@jit
+def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, lengths, norms, b0, b1):
+    """:func:`_backward_slice` of the reset-before GRU.
+
+    Parameters
+    ----------
+    G : (T, B, >= 4H) array: [r, z, n, r * h_{t-1}] in, [dr, dz, dn, r * h_{t-1}] out
+    DRH : (1, B, H) workspace, d(r * h_{t-1}) of a step
+    w_hrz, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed (see gemm.pack)
+    (the rest as :func:`_backward_slice`)
+    """
+    T = dy.shape[0]
+    B, H = dh.shape
+    dh3 = dh.reshape((1, B, H))
+    empty = dh[0, :0]
+    for t in range(T - 1, -1, -1):
+        for b in range(b0, b1):
+            if t >= lengths[b]:
+                G[t, b, :] = 0
+                if norms.shape[0] > 0:
+                    norms[t, b] = 0
+                continue
+            d, dyv = dh[b], dy[t, b]
+            for j in range(H):
+                d[j] += dyv[j]
+            store_norm(norms, t, b, d)
+            _grads_zn(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b])
+        init_rows(DRH[0, b0:b1], 0, H, empty, empty)
+        mm_rows(G, t, 2 * H, w_hn, H, DRH, 0, 0, 1, b0, b1)
+        for b in range(b0, b1):
+            if t < lengths[b]:
+                _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b])
+        mm_rows(G, t, 0, w_hrz, H, dh3, 0, 0, 1, b0, b1)
+
+
 @one_blas_thread
 def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """Backpropagation through time for :func:`gru_forward` (consumes ``saved``).
@@ -222,6 +393,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "gru", dweights)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
+    reset_after = s["reset_after"]
     w_ih, w_hh, b_ih, b_hh = weights
     dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
@@ -231,24 +403,56 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dh = np.array(dhy[0], dtype=dt, order="C")
     norms = _common.norms_buffer(step_norms, T, B, dt)
     slices = batch_slices(B, threads_for(2 * T * B * H3 * H))
-    args = (dy, dh, h0, G, Hs, _common.packed(w_hh[:2 * H], False),
-            _common.packed(w_hh[2 * H:], False), lens, norms)
-    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    w_hh_p = (_common.packed(w_hh[:2 * H], False), _common.packed(w_hh[2 * H:], False))
+    if reset_after:
+        kernel, args = _backward_slice, (dy, dh, h0, G, Hs) + w_hh_p + (lens, norms)
+    else:
+        DRH = _common.row_buffer(1, B, H, dt)
+        kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (lens, norms)
+    run_threads(kernel, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
-    del args   # the packed weights: free them before the gradients are allocated
+    del args, w_hh_p   # the packed weights: free them before the gradients are allocated
 
-    D = _common.flat(G)[:, :4 * H]   # [dr, dz, dn, dn * r], one row per (t, b)
+    # [dr, dz, dn, dn * r] (reset-before: [dr, dz, dn, r * h_{t-1}]), one row per (t, b)
+    D = _common.flat(G)[:, :4 * H]
     dx = _common.input_grads(D[:, :H3], w_ih, x, dw_ih, input_grad)
     _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
-    _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])
+    if reset_after:
+        _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])
+    else:
+        _common.matmul(D[:, 2 * H:3 * H].T, D[:, 3 * H:], dw_hh[2 * H:], add=True)
     if b_ih is not None or b_hh is not None:
         dsum = D.sum(axis=0)
         if db_ih is not None:
             db_ih += dsum[:H3]
         if db_hh is not None:
             db_hh[:2 * H] += dsum[:2 * H]
-            db_hh[2 * H:] += dsum[3 * H:]
+            db_hh[2 * H:] += dsum[3 * H:] if reset_after else dsum[2 * H:3 * H]
     return dx, (dh,)
+
+
+@jit
+def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, hy, G, GH, RH):
+    """:func:`_step_forward_kernel` of the reset-before GRU (G receives [r, z, n, r * h]).
+
+    Parameters
+    ----------
+    w_hrz, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), C-contiguous
+    RH : (B, H) workspace, r * h in contiguous rows for the second product
+    (the rest as :func:`_step_forward_kernel`)
+    """
+    B, H = h.shape
+    init_rows(G[0], 0, 3 * H, b_ih, b_ih[:0])
+    init_rows(GH[0], 0, 3 * H, b_hh, b_hh[:0])
+    mm_nt(x, w_ih, G[0], 0)
+    mm_nt(h, w_hrz, GH[0], 0)
+    for b in range(B):
+        _gates_rz(G[0, b], GH[0, b], h[b])
+        copy(RH[b], G[0, b, 3 * H:4 * H])
+    mm_nt(RH, w_hn, GH[0], 2 * H)
+    for b in range(B):
+        copy(hy[b], h[b])
+        _gates_n(G[0, b], GH[0, b, 2 * H:3 * H], hy[b], hy[b], hy[b])
 
 
 @jit
@@ -274,7 +478,7 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, GH):
         _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b])
 
 
-def gru_step_forward(x, hx, weights, training=True):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True):
     """One GRU step (what :class:`fastrnn.GRUCell` runs).
 
     Parameters
@@ -283,12 +487,15 @@ def gru_step_forward(x, hx, weights, training=True):
     hx : tuple (h (B, H),)
     weights : tuple (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None)
     training : bool
+    reset_after : bool
+        The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
 
     Returns
     -------
     hy : tuple (h' (B, H),)
     saved : the record for :func:`gru_step_backward`, or None when ``training`` is False
     """
+    reset_after = _check_reset_after(reset_after)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     (h,) = hx
@@ -296,12 +503,17 @@ def gru_step_forward(x, hx, weights, training=True):
     H3, H = w_hh.shape
     hy = np.empty((B, H), dt)
     G = np.empty((1, B, 4 * H), dt)
-    _step_forward_kernel(x, h, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
-                         _common.bias_or_empty(b_hh, dt), hy, G, np.empty((1, B, H3), dt))
+    b_ih, b_hh = _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt)
+    if reset_after:
+        _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, np.empty((1, B, H3), dt))
+    else:
+        _step_forward_kernel_rb(x, h, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, hy, G,
+                                np.empty((1, B, H3), dt), np.empty((B, H), dt))
     if not training:
         return (hy,), None
     saved = _common.Saved("gru", True, True, x=x[None], h0=h.copy(), G=G, Hs=hy.reshape(1, B, H),
-                          lens=np.ones(B, dtype=np.int64), weights=weights)
+                          lens=np.ones(B, dtype=np.int64), weights=weights,
+                          reset_after=reset_after)
     return (hy,), saved
 
 

@@ -25,7 +25,9 @@ The kernel contract shared by every backend (``fastrnn.backends``):
 ``<cell>_forward(x, hx, weights, lengths=None, training=True, **opts)``
     x: (T, B, I) C-contiguous; hx: tuple of initial states, each (B, H) or
     (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr``), a bias
-    or ``w_hr`` may be ``None``; lengths: (B,) int64 or ``None``.  Steps
+    or ``w_hr`` may be ``None``; lengths: (B,) int64 or ``None``; ``opts``: the cell's
+    options, ``nonlinearity`` ("tanh" or "relu") of the RNN and ``reset_after`` (bool) of
+    the GRU, which the saved record carries to the backward.  Steps
     ``t >= lengths[b]`` leave the state of sequence ``b`` untouched and give a
     zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and
     ``saved``: one record (:class:`~fastrnn.reference._common.Saved` here and in

@@ -7,8 +7,13 @@ Textbook notation, per step t (U = weight_ih, W = weight_hh)::
     n_t = tanh(U_n x_t + b_in + r_t * (W_n h_{t-1} + b_hn))
     h_t = (1 - z_t) * n_t + z_t * h_{t-1}
 
-The reset gate multiplies the recurrent term *after* its matrix product (the
-``linear_before_reset=1`` variant of ONNX, ``reset_after=True`` of Keras).
+By default the reset gate multiplies the recurrent term *after* its matrix product
+(PyTorch's GRU, ``linear_before_reset=1`` of ONNX, ``reset_after=True`` of Keras).  With
+``reset_after=False`` it multiplies the state *before* it (the GRU of Cho et al. 2014, ONNX's
+default ``linear_before_reset=0``, Keras 2's default ``reset_after=False``)::
+
+    n_t = tanh(U_n x_t + b_in + W_n (r_t * h_{t-1}) + b_hn)
+
 Shapes: x (T, B, I), h (B, H).
 """
 
@@ -19,7 +24,13 @@ from ._common import (
 )
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True):
+def _reset_after(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"reset_after must be a bool, but got {type(value).__name__}")
+    return bool(value)
+
+
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     """GRU over a whole sequence.
 
     Parameters
@@ -29,15 +40,19 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     weights : tuple (w_ih (3H, I), w_hh (3H, H), b_ih (3H,) or None, b_hh (3H,) or None)
     lengths : (B,) int array or None
     training : bool
+    reset_after : bool
+        Reset gate applied after the recurrent product of n (PyTorch's form), or before it.
 
     Returns
     -------
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
     saved : Saved or None
-        x, h_prev (the state entering each step), gates ([r, z, n, W_hn h + b_hn] per step),
-        valid, weights; None when ``training`` is False.
+        x, h_prev (the state entering each step), gates ([r, z, n, W_hn h + b_hn] per step, or
+        [r, z, n, r * h_{t-1}] with ``reset_after=False``), valid, weights, reset_after; None
+        when ``training`` is False.
     """
+    reset_after = _reset_after(reset_after)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 3
@@ -48,22 +63,30 @@ def gru_forward(x, hx, weights, lengths=None, training=True):
     h_prev, gates = np.empty((S, B, H), x.dtype), np.empty((S, B, 4 * H), dtype=x.dtype)
     for t in range(T):
         s = t % S
-        gi, gh = x[t] @ w_ih.T, h @ w_hh.T
+        gi, gh = x[t] @ w_ih.T, h @ (w_hh if reset_after else w_hh[:2 * H]).T
         if b_ih is not None:
             gi += b_ih
         if b_hh is not None:
-            gh += b_hh
+            gh += b_hh[:gh.shape[1]]
         r = sigmoid(gi[:, :H] + gh[:, :H])
         z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
-        hn = gh[:, 2 * H:]                   # W_n h_{t-1} + b_hn
-        n = np.tanh(gi[:, 2 * H:] + r * hn)
+        if reset_after:
+            hn = gh[:, 2 * H:]                   # W_n h_{t-1} + b_hn
+            n = np.tanh(gi[:, 2 * H:] + r * hn)
+            kept = hn
+        else:
+            kept = r * h                         # r_t * h_{t-1}
+            hn = kept @ w_hh[2 * H:].T           # W_n (r_t * h_{t-1}) + b_hn
+            if b_hh is not None:
+                hn += b_hh[2 * H:]
+            n = np.tanh(gi[:, 2 * H:] + hn)
         h_new = (1 - z) * n + z * h
         h_prev[s] = h
-        gates[s] = np.concatenate([r, z, n, hn], axis=1)
+        gates[s] = np.concatenate([r, z, n, kept], axis=1)
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("gru", False, False, x=x, h_prev=h_prev, gates=gates, valid=valid,
-                  weights=weights) if training else None
+                  weights=weights, reset_after=reset_after) if training else None
     return y, (h,), saved
 
 
@@ -88,6 +111,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = take(saved, "gru", dweights)
     x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
+    reset_after = s["reset_after"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 3
@@ -95,21 +119,30 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx = np.zeros_like(x) if input_grad else None
     dh = dhy[0].copy()
     for t in range(T - 1, -1, -1):
-        r, z, n, hn = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
+        r, z, n, kept = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
         dn = (dh_t - z * dh_t) * (1 - n ** 2)       # d of n's pre-activation (h' = n + z (h - n))
-        dr = dn * hn * r * (1 - r)
         dz = dh_t * (h_prev[t] - n) * z * (1 - z)
+        if reset_after:                             # kept: W_n h + b_hn
+            dr = dn * kept * r * (1 - r)
+            dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
+            grads[1] += dgh.T @ h_prev[t]
+            dh_prev = dgh @ w_hh
+        else:                                       # kept: r * h
+            drh = dn @ w_hh[2 * H:]                 # d (r * h)
+            dr = drh * h_prev[t] * r * (1 - r)
+            dgh = np.concatenate([dr, dz, dn], axis=1)      # d (W_rz h + b_hrz, W_n (r h) + b_hn)
+            grads[1][:2 * H] += dgh[:, :2 * H].T @ h_prev[t]
+            grads[1][2 * H:] += dn.T @ kept
+            dh_prev = dgh[:, :2 * H] @ w_hh[:2 * H] + drh * r
         dgi = np.concatenate([dr, dz, dn], axis=1)  # d (U x + b_i)
-        dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
         if input_grad:
             dx[t] = dgi @ w_ih
         grads[0] += dgi.T @ x[t]
-        grads[1] += dgh.T @ h_prev[t]
         add_bias(grads, dgi, 2)
         add_bias(grads, dgh, 3)
-        dh = keep(valid, t, dh_t * z + dgh @ w_hh, dh)
+        dh = keep(valid, t, dh_t * z + dh_prev, dh)
     return dx, (dh,)
 
 
