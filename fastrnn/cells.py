@@ -41,6 +41,8 @@ class _CellBase(Module):
         extra = "" if self.bias else ", bias=False"
         if self._opts.get("nonlinearity", "tanh") != "tanh":
             extra += f", nonlinearity={self._opts['nonlinearity']!r}"
+        if not self._opts.get("reset_after", True):
+            extra += ", reset_after=False"
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
@@ -133,12 +135,16 @@ class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations).
 
     Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
+    ``reset_after=False`` (not in PyTorch) applies the reset gate before the product of n, as
+    :class:`fastrnn.GRU` does.
     """
     _type = CELL_TYPES["gru"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed)
+                 seed=None, reset_after=True):
+        self.reset_after = _checks.check_bool("reset_after", reset_after)
+        opts = {} if self.reset_after else {"reset_after": False}
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h'."""

@@ -43,7 +43,8 @@ def dropout_mask(rng, shape, p, dtype):
 
 
 def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_directions,
-                     lengths=None, dropout=0.0, training=True, rng=None, reverse=False):
+                     lengths=None, dropout=0.0, training=True, rng=None, reverse=False,
+                     options=None):
     """Run a stacked, possibly bidirectional recurrent layer over a sequence.
 
     Parameters
@@ -68,6 +69,9 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
         With one direction, run it from each sequence's last valid step to its first (ONNX's
         ``direction="reverse"``); ``out[t]`` stays aligned with ``x[t]``.  (With two, the
         second always runs that way.)
+    options : dict or None
+        Keyword arguments of the cell's kernels beyond those of ``mode`` (the GRU's
+        ``reset_after=False``).
 
     Returns
     -------
@@ -76,6 +80,8 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     cache : object or None
     """
     cell, opts = MODES[mode]
+    if options:
+        opts = {**opts, **options}
     forward = backend.kernels(cell)[0]
     if num_layers == 1 and num_directions == 1 and not reverse:
         # one kernel call: its final states (new arrays) are the layer's, without copies

@@ -25,8 +25,9 @@ class RNNBase(Module):
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-                 dtype=np.float32, backend="auto", seed=None, reverse=False):
+                 dtype=np.float32, backend="auto", seed=None, reverse=False, options=None):
         self.mode = mode
+        self._options = options or {}   # the kernels' keyword arguments beyond the mode's
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.num_layers = _checks.check_int("num_layers", num_layers)
@@ -102,6 +103,7 @@ class RNNBase(Module):
             config["nonlinearity"] = self.nonlinearity
         if self.reverse:
             config["reverse"] = True
+        config.update(self._options)
         return config
 
     def extra_repr(self):
@@ -114,6 +116,8 @@ class RNNBase(Module):
             s += ", reverse=True"
         if self.mode == "RNN_RELU":
             s += ", nonlinearity='relu'"
+        for name, value in self._options.items():
+            s += f", {name}={value!r}"
         if self._dtype != np.float32:
             s += f", dtype={self._dtype.name}"
         return s
@@ -222,7 +226,8 @@ class RNNBase(Module):
         y, hy, cache = functional.sequence_forward(
             self._backend, self.mode, seq, states, weights,
             num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
-            dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse)
+            dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse,
+            options=self._options)
         out = self._to_user(y, unbatched)
         hy = tuple(h[:, 0, :] if unbatched else h for h in hy)
         self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
@@ -321,15 +326,22 @@ class LSTM(RNNBase):
 
 
 class GRU(RNNBase):
-    """Gated recurrent unit, gate order r, z, n, PyTorch's reset-after variant.
+    """Gated recurrent unit, gate order r, z, n.
 
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
-    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed`` and
-    ``reverse`` (see :class:`RNNBase`).
+    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed``,
+    ``reverse`` (see :class:`RNNBase`) and ``reset_after``.
+
+    ``reset_after=False`` (not in PyTorch) applies the reset gate to the state before its
+    product, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``: the GRU of Cho et al. (2014),
+    ONNX's ``linear_before_reset=0`` and Keras's ``reset_after=False``.  The parameters keep
+    their names and shapes.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False):
+                 reverse=False, reset_after=True):
+        self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype, backend, seed, reverse)
+                         dropout, bidirectional, 0, dtype, backend, seed, reverse,
+                         options=None if self.reset_after else {"reset_after": False})

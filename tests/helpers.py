@@ -40,6 +40,7 @@ KERNEL_CASES = {
     "lstm": ("lstm", {}, 0),
     "lstm_proj": ("lstm", {}, 3),
     "gru": ("gru", {}, 0),
+    "gru_reset_before": ("gru", {"reset_after": False}, 0),
 }
 I, H = 5, 6
 
@@ -84,13 +85,17 @@ MODES = {
     "rnn_relu": (fastrnn.RNN, {"nonlinearity": "relu"}),
     "lstm": (fastrnn.LSTM, {}),
     "gru": (fastrnn.GRU, {}),
+    "gru_rb": (fastrnn.GRU, {"reset_after": False}),   # the reset gate before the product of n
 }
 CELLS = {
     "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
     "rnn_relu": (fastrnn.RNNCell, {"nonlinearity": "relu"}),
     "lstm": (fastrnn.LSTMCell, {}),
     "gru": (fastrnn.GRUCell, {}),
+    "gru_rb": (fastrnn.GRUCell, {"reset_after": False}),
 }
+#: the modes PyTorch has (the others have no torch twin)
+TORCH_MODES = [m for m in MODES if m != "gru_rb"]
 
 
 def make_layer(mode, backend, dtype=np.float64, proj_size=0, seed=0, **kwargs):

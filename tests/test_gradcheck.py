@@ -15,7 +15,8 @@ T, B, I, H, P = 3, 2, 2, 3, 2
 
 def _grid():
     for mode, bias, bidirectional, num_layers, proj in itertools.product(
-            ["rnn_tanh", "rnn_relu", "lstm", "gru"], [True, False], [False, True], [1, 2], [0, P]):
+            ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_rb"], [True, False], [False, True], [1, 2],
+            [0, P]):
         if proj and mode != "lstm":
             continue
         for unbatched, batch_first, with_lengths in itertools.product([False, True], [False, True],
@@ -68,7 +69,7 @@ def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirecti
 
 
 @pytest.mark.parametrize("mode,num_layers,proj", [
-    (mode, L, proj) for mode in ["rnn_tanh", "rnn_relu", "lstm", "gru"]
+    (mode, L, proj) for mode in ["rnn_tanh", "rnn_relu", "lstm", "gru", "gru_rb"]
     for L, proj in [(1, 0), (2, 0), (2, P)] if not proj or mode == "lstm"])
 @pytest.mark.parametrize("batch_first,with_lengths", [(False, False), (False, True), (True, True)])
 def test_reverse_layer_gradients_match_finite_differences(backend, mode, num_layers, proj,

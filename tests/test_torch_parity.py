@@ -11,7 +11,7 @@ import itertools
 import numpy as np
 import pytest
 
-from helpers import ATOL, RTOL, CELLS, is_lstm, make_cell, make_layer, random_problem, torch_cell_twin, torch_twin
+from helpers import ATOL, RTOL, TORCH_MODES, is_lstm, make_cell, make_layer, random_problem, torch_cell_twin, torch_twin
 
 T, B, I, H, P = 5, 3, 4, 6, 3
 
@@ -94,7 +94,7 @@ def test_layer_matches_torch(torch, backend, dtype, mode, bias, bidirectional, n
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("mode", list(CELLS))
+@pytest.mark.parametrize("mode", TORCH_MODES)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("unbatched", [False, True])
 def test_cell_matches_torch(torch, backend, dtype, mode, bias, unbatched):
