@@ -17,9 +17,9 @@ ONNX        shape                    fastrnn (PyTorch)
 ==========  =======================  ==========================================
 
 with the gates restacked: LSTM i, o, f, c in ONNX for i, f, g, o; GRU
-z, r, h in ONNX for r, z, n, always with ``linear_before_reset=1`` (the
-GRU of PyTorch and fastrnn; ``linear_before_reset=0`` is a different
-function and is refused).  A stack of ``num_layers`` is a chain of nodes:
+z, r, h in ONNX for r, z, n, with ``linear_before_reset=1`` for fastrnn's
+(PyTorch's) default GRU and ``linear_before_reset=0`` for
+``GRU(reset_after=False)``.  A stack of ``num_layers`` is a chain of nodes:
 each node's ``Y`` (T, D, B, H) is reshaped to (T, B, D*H) for the next.
 ``lengths`` become the ``sequence_lens`` input.  An LSTM with
 ``proj_size > 0`` has no ONNX equivalent and is refused.
@@ -59,11 +59,6 @@ META_CLASS, META_CONFIG, META_VERSION = "fastrnn.class", "fastrnn.config", "fast
 _META_FORMAT = 1
 _RNN_OPS = ("RNN", "LSTM", "GRU")
 _DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
-_NO_GRU_LBR0 = (
-    "GRU with linear_before_reset=0 cannot be loaded: it computes "
-    "tanh(W_h x + R_h (r * h) + b), resetting the state before the recurrent matrix product, "
-    "while fastrnn's GRU (like torch.nn.GRU) computes tanh(W_n x + b_in + r * (R_n h + b_hn)), "
-    "which is linear_before_reset=1; no choice of weights makes them agree")
 
 
 class UnsupportedOnnxError(ValueError):
@@ -221,7 +216,7 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
     if layout:
         attrs["layout"] = 1
     if kind == "GRU":
-        attrs["linear_before_reset"] = 1
+        attrs["linear_before_reset"] = 1 if obj.reset_after else 0
     if kind == "RNN":
         attrs["activations"] = [obj.nonlinearity.capitalize()] * D
     finals = {s: [] for s in states}
@@ -326,7 +321,7 @@ _WEIGHT_TYPES = (1, 10, 11)
 _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
-                 "nonlinearity": "str", "reverse": "bool"}
+                 "nonlinearity": "str", "reverse": "bool", "reset_after": "bool"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
                "str": "a JSON string"}
@@ -648,9 +643,7 @@ def _parse_node(node, index, consts, opset, where, onnx):
                                        f"gates) has no fastrnn counterpart")
     if kind == "GRU":
         if attrs.get("linear_before_reset", 0) not in (0, 1):
-            invalid("linear_before_reset", "0 or 1 (and fastrnn reads 1)")
-        if not attrs.get("linear_before_reset", 0):
-            raise UnsupportedOnnxError(f"{where}: {_NO_GRU_LBR0}")
+            invalid("linear_before_reset", "0 or 1")
     acts = [a.lower() for a in attrs.get("activations", [])]
     per_direction = len(_DEFAULT_ACTIVATIONS.get(kind, ["tanh"]))
     if acts and len(acts) not in (per_direction, per_direction * D):
@@ -734,8 +727,11 @@ def _parse_node(node, index, consts, opset, where, onnx):
             w["b_ih"] = _common.reorder_gates(B[d, :G * H], src, dst)
             w["b_hh"] = _common.reorder_gates(B[d, G * H:], src, dst)
         directions.append(w)
+    # GRU: linear_before_reset=0 (ONNX's default) is GRU(reset_after=False); None: not a GRU
+    reset_after = bool(attrs.get("linear_before_reset", 0)) if kind == "GRU" else None
     return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
-                bias=B is not None, nonlinearity=nonlinearity, layout=layout, dtype=W.dtype,
+                bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
+                layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
 
 
@@ -869,7 +865,7 @@ def load(source, *, backend="auto", batch_first=None):
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
         equivalent: other activations, ``clip``,
-        ``input_forget``, peepholes, GRU ``linear_before_reset=0``, nonzero
+        ``input_forget``, peepholes, nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
@@ -895,7 +891,7 @@ def load(source, *, backend="auto", batch_first=None):
     nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
-        for key in ("kind", "D", "reverse", "H", "nonlinearity", "layout", "dtype"):
+        for key in ("kind", "D", "reverse", "H", "nonlinearity", "reset_after", "layout", "dtype"):
             if spec[key] != first[key]:
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
                                            f"{first['label']} has {first[key]!r}; fastrnn reads "
@@ -920,7 +916,8 @@ def load(source, *, backend="auto", batch_first=None):
     override = batch_first is not None
     if not override:
         batch_first = meta.get("batch_first", first["layout"] == 1)
-    options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"))
+    options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"),
+                   reset_after=False if first["reset_after"] is False else None)
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
                        batch_first=bool(batch_first), dropout=meta.get("dropout"),
@@ -932,6 +929,10 @@ def load(source, *, backend="auto", batch_first=None):
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer that "
                                    f"runs forwards, but the graph's nodes have "
                                    f"direction='reverse'")
+    if meta and config.get("reset_after") is False and "reset_after" not in meta:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a GRU that "
+                                   f"resets after the recurrent product, but the graph's nodes "
+                                   f"have linear_before_reset=0")
     for key, value in meta.items():
         if key == "batch_first" and override:
             continue

@@ -24,7 +24,6 @@ if keras.backend.backend() != "torch":
 
 import fastrnn  # noqa: E402
 from fastrnn.interop import from_keras, keras_weights, to_keras  # noqa: E402
-from fastrnn.interop.keras import RESET_AFTER_FALSE  # noqa: E402
 
 # Keras's own variables trip a NumPy 2 deprecation inside get_weights(); not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword")
@@ -63,11 +62,18 @@ def randomize(layer, rng, scale=0.5):
 
 def keras_rnn(kind, units=H, **kw):
     name, extra = {"tanh": ("SimpleRNN", {}), "relu": ("SimpleRNN", {"activation": "relu"}),
-                   "LSTM": ("LSTM", {}), "GRU": ("GRU", {"reset_after": True})}[kind]
+                   "LSTM": ("LSTM", {}), "GRU": ("GRU", {"reset_after": True}),
+                   "GRU_rb": ("GRU", {"reset_after": False})}[kind]
     return getattr(keras.layers, name)(units, **extra, **kw)
 
 
-KINDS = ["tanh", "relu", "LSTM", "GRU"]
+def fastrnn_class(kind):
+    return {"tanh": fastrnn.RNN, "relu": fastrnn.RNN, "GRU_rb": fastrnn.GRU}.get(
+        kind) or getattr(fastrnn, kind)
+
+
+#: "GRU_rb": GRU(reset_after=False), the reset gate before the recurrent product
+KINDS = ["tanh", "relu", "LSTM", "GRU", "GRU_rb"]
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
@@ -84,8 +90,10 @@ def test_import_matches_keras_then_export_back(kind, use_bias, bidirectional):
     want = layer(x)
 
     ours = from_keras(layer)
-    expected_cls = fastrnn.RNN if kind in ("tanh", "relu") else getattr(fastrnn, kind)
+    expected_cls = fastrnn_class(kind)
     assert type(ours) is expected_cls
+    if expected_cls is fastrnn.GRU:
+        assert ours.reset_after == (kind == "GRU")
     assert ours.batch_first and ours.bidirectional == bidirectional and ours.bias == use_bias
     assert ours.dtype == np.float32
     if expected_cls is fastrnn.RNN:
@@ -111,8 +119,10 @@ def test_import_matches_keras_then_export_back(kind, use_bias, bidirectional):
 @pytest.mark.parametrize("kind", KINDS)
 def test_export_of_native_layers_matches(kind, bidirectional):
     rng = np.random.default_rng(1)
-    cls = fastrnn.RNN if kind in ("tanh", "relu") else getattr(fastrnn, kind)
+    cls = fastrnn_class(kind)
     extra = {"nonlinearity": kind} if cls is fastrnn.RNN else {}
+    if kind == "GRU_rb":
+        extra = {"reset_after": False}
     ours = cls(I, H, num_layers=2, bidirectional=bidirectional, batch_first=True, seed=3, **extra)
     # two distinct biases, so the export must add them (LSTM, SimpleRNN) or stack them (GRU)
     ours.parameters()["bias_hh_l0"][...] = rng.standard_normal(ours.parameters()["bias_hh_l0"].shape)
@@ -126,16 +136,18 @@ def test_export_of_native_layers_matches(kind, bidirectional):
     # the list of Keras layers comes back as one two-layer fastrnn layer
     again = from_keras(stack)
     assert again.num_layers == 2 and again.bidirectional == bidirectional
+    assert again.get_config() == ours.get_config() | {"seed": None}
     assert_close(again(x)[0], y, what="re-imported output")
     if kind == "GRU":  # nothing was summed: the round trip is exact
         for name, p in ours.parameters().items():
             assert np.array_equal(again.parameters()[name], p), name
 
 
-@pytest.mark.parametrize("kind", ["SimpleRNNCell", "LSTMCell", "GRUCell"])
-def test_cells(kind):
+@pytest.mark.parametrize("kind,extra", [("SimpleRNNCell", {}), ("LSTMCell", {}), ("GRUCell", {}),
+                                        ("GRUCell", {"reset_after": False})])
+def test_cells(kind, extra):
     rng = np.random.default_rng(2)
-    cell = getattr(keras.layers, kind)(H)
+    cell = getattr(keras.layers, kind)(H, **extra)
     cell.build((None, I))
     randomize(cell, rng)
     x = rng.standard_normal((B, I)).astype(np.float32)
@@ -144,6 +156,7 @@ def test_cells(kind):
     _, new = cell(x, states)
     ours = from_keras(cell)
     assert type(ours) is getattr(fastrnn, kind.replace("SimpleRNN", "RNN"))
+    assert getattr(ours, "reset_after", True) == extra.get("reset_after", True)
     got = ours(x, tuple(states)) if kind == "LSTMCell" else (ours(x, states[0]),)
     for g, w in zip(got, new):
         assert_close(g, w, what=kind)
@@ -217,8 +230,10 @@ def test_go_backwards_is_a_reverse_layer(kind, stacked):
             randomize(layer, rng)
     else:                      # one RNN over stacked cells, run backwards
         cell = {"tanh": keras.layers.SimpleRNNCell, "relu": keras.layers.SimpleRNNCell,
-                "LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell}[kind]
-        extra = {"relu": {"activation": "relu"}, "GRU": {"reset_after": True}}.get(kind, {})
+                "LSTM": keras.layers.LSTMCell, "GRU": keras.layers.GRUCell,
+                "GRU_rb": keras.layers.GRUCell}[kind]
+        extra = {"relu": {"activation": "relu"}, "GRU": {"reset_after": True},
+                 "GRU_rb": {"reset_after": False}}.get(kind, {})
         k = keras.layers.RNN(keras.layers.StackedRNNCells([cell(H, **extra), cell(H, **extra)]),
                              go_backwards=True, return_sequences=True)
         k.build((None, None, I))
@@ -239,17 +254,24 @@ def test_go_backwards_is_a_reverse_layer(kind, stacked):
     assert [bool(kl.go_backwards) for kl in firsts] == [True] + [False] * (len(firsts) - 1)
 
 
-def test_gru_reset_before_is_rejected_with_the_reason():
-    layer = keras.layers.GRU(H, reset_after=False)
-    layer.build((None, None, I))
-    for obj in (layer, keras.layers.Bidirectional(keras.layers.GRU(H, reset_after=False)),
-                keras.layers.GRUCell(H, reset_after=False)):
-        if not obj.built:
-            obj.build((None, None, I) if not isinstance(obj, keras.layers.GRUCell) else (None, I))
-        with pytest.raises(ValueError, match="reset_after=False") as info:
-            from_keras(obj)
-        assert "no choice of weights" in str(info.value) and "reset_after=True" in str(info.value)
-    assert "linear_before_reset=1" in RESET_AFTER_FALSE
+def test_gru_reset_forms_do_not_mix():
+    """Keras GRUs of both reset forms convert, and neither reads the other's bias or stacks
+    with it."""
+    def built(layer, shape=(None, None, I)):
+        layer.build(shape)
+        return layer
+
+    with pytest.raises(ValueError, match="has reset_after=False but layer 0 has reset_after=True"):
+        from_keras([built(keras.layers.GRU(H, return_sequences=True)),
+                    built(keras.layers.GRU(H, reset_after=False), (None, None, H))])
+    from fastrnn.interop.keras import from_keras_arrays
+    after = built(keras.layers.GRU(H)).get_weights()
+    before = built(keras.layers.GRU(H, reset_after=False)).get_weights()
+    assert before[2].shape == (3 * H,) and after[2].shape == (2, 3 * H)
+    with pytest.raises(ValueError, match=r"reset_after=True\) must have shape \(2, 15\)"):
+        from_keras_arrays("GRU", before, H, True)
+    with pytest.raises(ValueError, match=r"bias must have shape \(15,\)"):
+        from_keras_arrays("GRU", after, H, True, reset_after=False)
 
 
 def test_unsupported_keras_objects_are_named():

@@ -49,8 +49,12 @@ def assert_same_weights(a, b):
 
 
 def make(kind, dtype=np.float32, **kw):
+    """A layer or cell of a kind: "tanh", "relu", a class name, or "GRU_rb" / "GRUCell_rb" for
+    a GRU resetting before the product (ONNX's linear_before_reset=0)."""
     if kind in ("tanh", "relu"):
         return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
+    if kind.endswith("_rb"):
+        return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, reset_after=False, **kw)
     return getattr(fastrnn, kind)(I, H, dtype=dtype, **kw)
 
 
@@ -76,7 +80,7 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "GRU", "GRU_rb"])
 def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
@@ -85,7 +89,7 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     path = tmp_path / "model.onnx"
     model = fonnx.export(layer, path, initial_state=True, lengths=True)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count({"tanh": "RNN", "relu": "RNN"}.get(kind, kind)) == num_layers
+    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU"}.get(kind, kind)) == num_layers
     sess = session(model)
     for lengths in ([T, 3, 1, 5], [T] * B):
         feeds, want = feeds_and_reference(layer, rng, np.float32, lengths=lengths)
@@ -102,7 +106,7 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     assert back.reverse == (direction == "reverse")
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU", "GRU_rb"])
 def test_default_inputs_zero_state_no_lengths(kind):
     rng = np.random.default_rng(1)
     layer = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=2)
@@ -116,10 +120,10 @@ def test_default_inputs_zero_state_no_lengths(kind):
     assert_same_weights(layer, fonnx.load(buf))
 
 
-@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell", "GRUCell_rb"])
 def test_cells(kind):
     rng = np.random.default_rng(2)
-    cell = getattr(fastrnn, kind)(I, H, seed=3)
+    cell = make(kind, seed=3)
     model = fonnx.export(cell, io.BytesIO())
     x = rng.standard_normal((B, I)).astype(np.float32)
     nstates = 2 if kind == "LSTMCell" else 1
@@ -131,7 +135,7 @@ def test_cells(kind):
     assert_same_weights(cell, fonnx.load(model))
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU", "GRU_rb"])
 def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
     """onnxruntime runs neither float64 nor layout=1; onnx's reference evaluator runs both."""
     rng = np.random.default_rng(3)
@@ -206,9 +210,9 @@ def single_node_model(op, attrs=(), G=3, D=1, bias=True):
 
 
 def test_nodes_without_a_fastrnn_equivalent_are_refused():
-    assert isinstance(fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})), fastrnn.GRU)
+    assert fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})).reset_after is True
+    assert fonnx.load(single_node_model("GRU")).reset_after is False   # ONNX's default: 0
     cases = [
-        (single_node_model("GRU"), "linear_before_reset=0.*linear_before_reset=1"),
         (single_node_model("RNN", {"clip": 3.0}, G=1), "clip=3.0"),
         (single_node_model("LSTM", {"input_forget": 1}, G=4), "input_forget=1"),
         (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
@@ -272,12 +276,6 @@ def _onnx_node_cases():
 ONNX_NODE_CASES = _onnx_node_cases()
 #: cases of options fastrnn does not have yet, each with what it lacks (strict: a pass fails)
 ONNX_NODE_MISSING = {
-    "test_gru_defaults": "GRU linear_before_reset=0 (reset before the recurrent product)",
-    "test_gru_with_initial_bias": "GRU linear_before_reset=0",
-    "test_gru_seq_length": "GRU linear_before_reset=0",
-    "test_gru_batchwise": "GRU linear_before_reset=0",
-    "test_gru_reverse": "GRU linear_before_reset=0",
-    "test_gru_bidirectional": "GRU linear_before_reset=0",
     "test_lstm_with_peepholes": "LSTM peepholes (P)",
 }
 

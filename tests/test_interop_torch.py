@@ -276,3 +276,9 @@ def test_rejects_other_modules_by_name():
 def test_a_reverse_layer_is_refused_with_the_reason():
     with pytest.raises(ValueError, match="reverse=True.*no layer that runs only backwards"):
         to_torch(fastrnn.GRU(3, 4, reverse=True))
+
+
+def test_a_reset_before_gru_is_refused_with_the_reason():
+    for obj in (fastrnn.GRU(3, 4, reset_after=False), fastrnn.GRUCell(3, 4, reset_after=False)):
+        with pytest.raises(ValueError, match=r"reset_after=False\) cannot be converted to torch"):
+            to_torch(obj)

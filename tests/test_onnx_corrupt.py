@@ -447,7 +447,9 @@ CASES = {
                           r"describes a layer that runs forwards, but the graph's nodes have "
                           r"direction='reverse'"),
     "gru_linear_before_reset_0": ("gru", attribute_edit("linear_before_reset", 0), U,
-                                  r"GRU with linear_before_reset=0 cannot be loaded"),
+                                  r"metadata 'fastrnn.config' describes a GRU that resets after "
+                                  r"the recurrent product, but the graph's nodes have "
+                                  r"linear_before_reset=0"),
     "gru_linear_before_reset_2": ("gru_layout", attribute_edit("linear_before_reset", 2), U,
                                   r"linear_before_reset=2 is not a value ONNX defines for GRU"),
     "lstm_input_forget_1": ("lstm", attribute_edit("input_forget", 1), U,

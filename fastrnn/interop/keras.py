@@ -3,6 +3,8 @@
 Keras keeps, per cell, ``kernel`` (I, G*H), ``recurrent_kernel`` (H, G*H) and
 ``bias`` (G*H,), or (2, G*H) for ``GRU(reset_after=True)`` (row 0 the input
 bias, row 1 the recurrent bias), as ``layer.get_weights()`` returns them.
+A Keras ``GRU(reset_after=False)`` (the reset gate before the recurrent
+product) is fastrnn's ``GRU(reset_after=False)``, and back.
 fastrnn keeps PyTorch's layout: ``weight_ih`` (G*H, I), ``weight_hh``
 (G*H, H), ``bias_ih`` and ``bias_hh`` (G*H,).  A conversion transposes the
 matrices and restacks the gates:
@@ -14,11 +16,9 @@ LSTM   i, f, c, o           i, f, g, o (same)
 GRU    z, r, h              r, z, n
 =====  ===================  ==================
 
-Keras's single LSTM/SimpleRNN bias becomes ``bias_ih`` with ``bias_hh = 0``;
-exporting writes ``bias_ih + bias_hh``.  Keras GRU with ``reset_after=False``
-is rejected: it applies the reset gate before the recurrent matrix product,
-a different function from PyTorch's (and fastrnn's) GRU, which no weights
-can reproduce.
+Keras's single bias (SimpleRNN, LSTM, GRU with ``reset_after=False``)
+becomes ``bias_ih`` with ``bias_hh = 0``; exporting writes ``bias_ih +
+bias_hh`` (which enter those cells' pre-activations alike).
 
 Keras layers are batch-major: a layer imported from Keras has
 ``batch_first=True``.  Keras's ``dropout``/``recurrent_dropout`` (on inputs
@@ -37,16 +37,6 @@ from . import _common
 _KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
 _CELL_KINDS = {"SimpleRNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
 _LAYER_NAMES = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
-
-RESET_AFTER_FALSE = (
-    "Keras GRU with reset_after=False cannot be converted: it computes the candidate as "
-    "tanh(W_h x + U_h (r * h) + b_h), resetting the state before the recurrent matrix "
-    "product, while fastrnn's GRU (like torch.nn.GRU, cuDNN and ONNX GRU with "
-    "linear_before_reset=1) computes tanh(W_n x + b_in + r * (U_n h + b_hn)), resetting after "
-    "it. These are different functions and no choice of weights makes them agree (copying "
-    "the weights anyway gives outputs off by several percent). Use GRU(reset_after=True), "
-    "the Keras default, and retrain or fine-tune the model.")
-
 
 def _keras_class(obj):
     """The first Keras class name in ``obj``'s MRO among the ones we handle, else None."""
@@ -83,8 +73,7 @@ def _cell_spec(cell, where):
             raise ValueError(f"{where}: {type(cell).__name__} with activation={act!r}, "
                              f"recurrent_activation={rec!r} is not supported; fastrnn's "
                              f"{kind} uses activation='tanh', recurrent_activation='sigmoid'")
-    if kind == "GRU" and not getattr(cell, "reset_after", True):
-        raise ValueError(f"{where}: {RESET_AFTER_FALSE}")
+    reset_after = bool(getattr(cell, "reset_after", True)) if kind == "GRU" else None
     if getattr(cell, "dropout", 0) or getattr(cell, "recurrent_dropout", 0):
         warnings.warn(f"{where}: Keras dropout={cell.dropout}, recurrent_dropout="
                       f"{cell.recurrent_dropout} act on inputs and states and have no fastrnn "
@@ -93,11 +82,13 @@ def _cell_spec(cell, where):
     weights = [np.asarray(w) for w in cell.get_weights()]
     units, bias = int(cell.units), bool(cell.use_bias)
     return dict(kind=kind, units=units, bias=bias, nonlinearity=nonlinearity,
-                input_size=int(weights[0].shape[0]), dtype=weights[0].dtype,
-                weights=from_keras_arrays(kind, weights, units, bias, where))
+                reset_after=reset_after, input_size=int(weights[0].shape[0]),
+                dtype=weights[0].dtype,
+                weights=from_keras_arrays(kind, weights, units, bias, where,
+                                          reset_after is not False))
 
 
-def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
+def from_keras_arrays(kind, weights, units, use_bias, where="weights", reset_after=True):
     """Keras ``get_weights()`` arrays of one cell as fastrnn (PyTorch) arrays.
 
     Parameters
@@ -105,11 +96,13 @@ def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
     kind : {"RNN", "LSTM", "GRU"}
     weights : list of ndarray
         ``[kernel, recurrent_kernel]`` plus ``bias`` when ``use_bias``;
-        a GRU bias must be the (2, 3H) one of ``reset_after=True``.
+        a GRU bias is (2, 3H) with ``reset_after=True``, (3H,) without.
     units : int
     use_bias : bool
     where : str
         How to name the source in error messages.
+    reset_after : bool
+        The GRU's ``reset_after`` (the other kinds ignore it).
 
     Returns
     -------
@@ -133,10 +126,8 @@ def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
            "w_hh": _common.reorder_gates(recurrent.T, src, dst), "b_ih": None, "b_hh": None}
     if use_bias:
         bias = weights[2]
-        if kind == "GRU":
+        if kind == "GRU" and reset_after:
             if bias.shape != (2, GH):
-                if bias.shape == (GH,):
-                    raise ValueError(f"{where}: {RESET_AFTER_FALSE}")
                 raise ValueError(f"{where}: a GRU bias (reset_after=True) must have shape "
                                  f"(2, {GH}), but got {bias.shape}")
             out["b_ih"] = _common.reorder_gates(bias[0], src, dst)
@@ -149,21 +140,22 @@ def from_keras_arrays(kind, weights, units, use_bias, where="weights"):
     return out
 
 
-def to_keras_arrays(kind, w_ih, w_hh, b_ih=None, b_hh=None):
+def to_keras_arrays(kind, w_ih, w_hh, b_ih=None, b_hh=None, reset_after=True):
     """fastrnn (PyTorch) arrays of one cell as the list Keras ``set_weights()`` takes.
 
     Returns
     -------
     list of ndarray
         ``[kernel (I, G*H), recurrent_kernel (H, G*H)]`` plus the bias:
-        ``b_ih + b_hh`` (G*H,) for SimpleRNN and LSTM, ``stack([b_ih, b_hh])``
-        (2, 3H) for GRU (reset_after=True); no bias when ``b_ih`` is None.
+        ``b_ih + b_hh`` (G*H,) for SimpleRNN, LSTM and GRU with ``reset_after=False``,
+        ``stack([b_ih, b_hh])`` (2, 3H) for GRU (reset_after=True); no bias when ``b_ih``
+        is None.
     """
     src, dst = _common.GATE_ORDERS["fastrnn"][kind], _common.GATE_ORDERS["keras"][kind]
     out = [np.ascontiguousarray(_common.reorder_gates(w_ih, src, dst).T),
            np.ascontiguousarray(_common.reorder_gates(w_hh, src, dst).T)]
     if b_ih is not None:
-        if kind == "GRU":
+        if kind == "GRU" and reset_after:
             out.append(np.stack([_common.reorder_gates(b_ih, src, dst),
                                  _common.reorder_gates(b_hh, src, dst)]))
         else:
@@ -220,7 +212,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     Parameters
     ----------
     obj : Keras layer, cell, or list of layers
-        ``SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after=True``), ``RNN`` over
+        ``SimpleRNN``, ``LSTM``, ``GRU`` (either ``reset_after``), ``RNN`` over
         one of their cells or a ``StackedRNNCells``, ``Bidirectional``
         (``merge_mode="concat"``) over one of those; a list of such layers
         stacked one on the other (each ``return_sequences=True`` but the
@@ -248,8 +240,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     Raises
     ------
     ValueError
-        GRU with ``reset_after=False`` (see :data:`RESET_AFTER_FALSE`),
-        activations other than the standard ones, ``merge_mode`` other than
+        Activations other than the standard ones, ``merge_mode`` other than
         ``"concat"``, stacked layers that do not all run the same way in the
         input's time (``go_backwards=True`` on two stacked layers), an
         unbuilt layer, or stacked layers that do not fit together.
@@ -261,7 +252,8 @@ def from_keras(obj, *, dtype=None, backend="auto"):
         target = _common.float_dtype(dtype if dtype is not None else spec["dtype"], "dtype")
         cell = _common.build(spec["kind"], cell=True, input_size=spec["input_size"],
                              hidden_size=spec["units"], bias=spec["bias"], dtype=target,
-                             backend=backend, nonlinearity=spec["nonlinearity"])
+                             backend=backend, nonlinearity=spec["nonlinearity"],
+                             reset_after=False if spec["reset_after"] is False else None)
         _load(cell, [spec["weights"]])
         return cell
     items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
@@ -286,7 +278,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
             raise ValueError(f"stacked layer {l} has {len(directions)} direction(s) but layer 0 "
                              f"has {D}: mix of Bidirectional and unidirectional layers")
         for spec in directions:
-            for key in ("kind", "units", "bias", "nonlinearity"):
+            for key in ("kind", "units", "bias", "nonlinearity", "reset_after"):
                 if spec[key] != first[key]:
                     raise ValueError(f"stacked layer {l} has {key}={spec[key]!r} but layer 0 has "
                                      f"{key}={first[key]!r}; a fastrnn layer needs them equal")
@@ -299,7 +291,8 @@ def from_keras(obj, *, dtype=None, backend="auto"):
                           hidden_size=first["units"], bias=first["bias"], dtype=target,
                           backend=backend, num_layers=len(layers), batch_first=True,
                           bidirectional=D == 2, nonlinearity=first["nonlinearity"],
-                          reverse=True if reverse else None)
+                          reverse=True if reverse else None,
+                          reset_after=False if first["reset_after"] is False else None)
     _load(layer, [spec["weights"] for directions in layers for spec in directions])
     return layer
 
@@ -318,9 +311,9 @@ def keras_weights(obj):
     """The Keras ``set_weights()`` lists of a fastrnn layer or cell.
 
     Needs no Keras: this is the conversion alone, for a Keras layer you build
-    yourself (``SimpleRNN``/``LSTM``/``GRU(reset_after=True)`` with the same
-    units, ``use_bias`` and activation, wrapped in ``Bidirectional`` when
-    the layer is bidirectional).
+    yourself (``SimpleRNN``/``LSTM``/``GRU`` with the same units, ``use_bias``,
+    activation and ``reset_after``, wrapped in ``Bidirectional`` when the layer
+    is bidirectional).
 
     Parameters
     ----------
@@ -344,9 +337,11 @@ def keras_weights(obj):
         raise ValueError(f"an LSTM with proj_size={obj.proj_size} cannot be exported to Keras: "
                          f"Keras's LSTM has no projection")
     params = obj.parameters()
+    reset_after = getattr(obj, "reset_after", True)
     per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()
                                              for n in (names["w_ih"], names["w_hh"],
-                                                       names["b_ih"], names["b_hh"])))
+                                                       names["b_ih"], names["b_hh"])),
+                                     reset_after=reset_after)
                      for names in _common.direction_weights(obj)]
     D = 1 if _common.is_cell(obj) else obj.num_directions
     return [sum(per_direction[l * D:(l + 1) * D], []) for l in range(len(per_direction) // D)]
@@ -367,7 +362,7 @@ def to_keras(obj, **layer_kwargs):
     Returns
     -------
     keras layer, list of keras layers, or keras cell
-        ``SimpleRNN``/``LSTM``/``GRU(reset_after=True)``, wrapped in
+        ``SimpleRNN``/``LSTM``/``GRU`` (with the layer's ``reset_after``), wrapped in
         ``Bidirectional(merge_mode="concat")`` when bidirectional, built for
         inputs of ``input_size`` features, with the weights set; one layer
         per stacked layer (a list when ``num_layers > 1``; for a
@@ -389,7 +384,7 @@ def to_keras(obj, **layer_kwargs):
     if kind == "RNN":
         options["activation"] = obj.nonlinearity
     if kind == "GRU":
-        options["reset_after"] = True
+        options["reset_after"] = obj.reset_after
     if _common.is_cell(obj):
         cell = getattr(keras.layers, _LAYER_NAMES[kind] + "Cell")(obj.hidden_size, **options)
         cell.build((None, obj.input_size))

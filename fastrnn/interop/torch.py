@@ -126,8 +126,14 @@ def to_torch(obj):
     Raises
     ------
     ValueError
-        ``reverse=True``: PyTorch has no layer that runs only backwards.
+        ``reverse=True``: PyTorch has no layer that runs only backwards; ``reset_after=False``:
+        PyTorch's GRU applies the reset gate after the product of n only.
     """
+    if not getattr(obj, "reset_after", True):
+        raise ValueError(f"{type(obj).__name__}(reset_after=False) cannot be converted to torch: "
+                         f"torch.nn.GRU applies the reset gate after the recurrent product of n "
+                         f"only (export to ONNX, linear_before_reset=0, or to Keras, "
+                         f"reset_after=False)")
     if getattr(obj, "reverse", False):
         raise ValueError(f"{type(obj).__name__}(reverse=True) cannot be converted to torch: "
                          f"torch.nn.{_common.kind_of(obj)} has no layer that runs only backwards "
