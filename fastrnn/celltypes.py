@@ -38,7 +38,8 @@ class CellType(NamedTuple):
     states : tuple of str
         The recurrent states, in the order of ``hx`` and ``hy``: ``("h",)`` or ``("h", "c")``.
     weights : tuple of str
-        The kernels' weight tuple, in order (an entry may be None: no bias, no projection).
+        The kernels' weight tuple, in order (an entry may be None: no bias, no projection,
+        no peepholes).
     orders : dict
         Gate order of each convention (``"torch"``, ``"keras"``, ``"onnx"``), one letter a gate.
     """
@@ -59,7 +60,8 @@ class CellType(NamedTuple):
 CELL_TYPES = {
     "rnn": CellType("rnn", "RNN", 1, ("h",), ("w_ih", "w_hh", "b_ih", "b_hh"),
                     {"torch": "h", "keras": "h", "onnx": "h"}),
-    "lstm": CellType("lstm", "LSTM", 4, ("h", "c"), ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr"),
+    "lstm": CellType("lstm", "LSTM", 4, ("h", "c"),
+                     ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ph"),
                      {"torch": "ifgo", "keras": "ifgo", "onnx": "iofg"}),
     "gru": CellType("gru", "GRU", 3, ("h",), ("w_ih", "w_hh", "b_ih", "b_hh"),
                     {"torch": "rzn", "keras": "zrn", "onnx": "zrn"}),

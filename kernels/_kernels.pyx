@@ -147,6 +147,7 @@ ctypedef struct Args:
     void* w_ih               # (G, I)
     void* w_hh               # (G, P)
     void* w_hr               # (P, H) or NULL (LSTM projection)
+    void* w_ph               # (3, H) or NULL (LSTM peepholes, rows i, f, o)
     # the right-hand operands of the per-step products (fastrnn_mm.h), or NULL (BLAS):
     # copies packed for fastrnn_mm.h, see packed();
     # forward: w_hh^T (P, G) and w_hr^T (H, P); backward: w_hh (G, P) and w_hr (P, H);
@@ -182,6 +183,7 @@ ctypedef struct Args:
     void* db_ih              # or NULL
     void* db_hh              # or NULL
     void* dw_hr              # or NULL
+    void* dw_ph              # or NULL
     # set to 1 (Ctrl-C while the caller waits for a long call) to end the time loops at the
     # next step: their results are then not used
     volatile int* stop
@@ -422,15 +424,43 @@ cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
 # LSTM (gate order i, f, g, o; optional projection h = W_hr m)
 # =======================================================================================
 cdef inline void lstm_cell_row(floating* row, const floating* bias, const floating* cprev,
-                               floating* cnext, floating* tcr, floating* m, int H) noexcept nogil:
-    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence."""
+                               floating* cnext, floating* tcr, floating* m, int H,
+                               const floating* ph) noexcept nogil:
+    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence;
+    ``ph``: the peepholes (3H: i, f, o) or NULL."""
     cdef int j
+    if ph != NULL:
+        for j in range(H):
+            row[j] += ph[j] * cprev[j]
+            row[H + j] += ph[H + j] * cprev[j]
     sigmoid_bias(row, bias, 2 * H)                 # i, f
     tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
-    sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
     cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
+    if ph != NULL:
+        for j in range(H):
+            row[3 * H + j] += ph[2 * H + j] * cnext[j]
+    sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
     tanh_to(tcr, cnext, H)
     mul_to(m, row + 3 * H, tcr, H)
+
+
+cdef inline void lstm_grad_row_ph(floating* row, const floating* tcr, const floating* cprev,
+                                  const floating* dm, floating* dc, const floating* ph,
+                                  int H) noexcept nogil:
+    """lstm_grad_row with peepholes ``ph`` (3H: i, f, o): o's pre-activation gradient flows into
+    dc_t through p_o, and those of i and f into dc_{t-1} through p_i and p_f."""
+    cdef int j
+    cdef floating i, f, g, o, tcv, dmv, dao, dct
+    for j in range(H):
+        i, f, g, o = row[j], row[H + j], row[2 * H + j], row[3 * H + j]
+        tcv, dmv = tcr[j], dm[j]
+        dao = dmv * tcv * o * (1 - o)
+        dct = dc[j] + dmv * o * (1 - tcv * tcv) + dao * ph[2 * H + j]
+        row[j] = dct * g * i * (1 - i)
+        row[H + j] = dct * cprev[j] * f * (1 - f)
+        row[2 * H + j] = dct * i * (1 - g * g)
+        row[3 * H + j] = dao
+        dc[j] = dct * f + row[j] * ph[j] + row[H + j] * ph[H + j]
 
 
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
@@ -508,7 +538,8 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
             lstm_cell_row(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
                           cnext + <Py_ssize_t>b * H,
                           tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
-                          mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H)
+                          mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
+                          <const floating*>a.w_ph)
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -587,9 +618,15 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
             if not valid(lens, t, b):
                 memset(dA + off, 0, G * sizeof(floating))
                 continue
-            lstm_grad_row(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                          cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                          dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, H)
+            if a.w_ph != NULL:
+                lstm_grad_row_ph(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                 cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                 dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
+                                 <const floating*>a.w_ph, H)
+            else:
+                lstm_grad_row(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                              cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                              dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H, H)
         if a.w_hh_r != NULL:
             rowmm(nb, G, P, dA + <Py_ssize_t>t * BG + b0 * ldg, <int>ldg,
                   <const floating*>a.w_hh_r, True, dh + <Py_ssize_t>b0 * P, P)
@@ -611,7 +648,28 @@ cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
              <const floating*>a.dht + p0, P, <floating>1, <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
+    if a.dw_ph != NULL and a.part == 0:
+        peephole_grads(tag, a, dA)
     return 0
+
+
+cdef void peephole_grads(floating tag, Args* a, const floating* dA) noexcept nogil:
+    """dW_ph (3, H) += sum over the T*B rows of [da_i * c_{t-1}, da_f * c_{t-1}, da_o * c_t]."""
+    cdef int H = a.H, TB = a.T * a.B, r, j
+    cdef Py_ssize_t BH = <Py_ssize_t>a.B * H
+    cdef const floating* cs = <const floating*>a.cs   # slot t: c_{t-1}, slot t + 1: c_t
+    cdef floating* dph = <floating*>a.dw_ph
+    cdef const floating* d
+    cdef const floating* cp
+    cdef const floating* cn
+    for r in range(TB):
+        d = dA + <Py_ssize_t>r * a.ldg
+        cp = cs + <Py_ssize_t>r * H
+        cn = cp + BH
+        for j in range(H):
+            dph[j] += d[j] * cp[j]
+            dph[H + j] += d[H + j] * cp[j]
+            dph[2 * H + j] += d[3 * H + j] * cn[j]
 
 
 # =======================================================================================
@@ -1122,18 +1180,18 @@ cdef int dtype_of(object x) except -1:
 
 cdef class _Weights:
     """Checked, C-contiguous weights of one call and the sizes they imply."""
-    cdef public object w_ih, w_hh, b_ih, b_hh, w_hr
+    cdef public object w_ih, w_hh, b_ih, b_hh, w_hr, w_ph
     cdef int G, H, P, In
 
 
 cdef _Weights check_weights(int cell, object weights, int typenum, int I):
     cdef _Weights w = _Weights.__new__(_Weights)
     cdef int gates = GATES[cell]
-    cdef int n = 5 if cell == LSTM else 4
+    cdef int n = 6 if cell == LSTM else 4
     cdef cnp.ndarray w_ih, w_hh
     if not isinstance(weights, (tuple, list)) or len(weights) != n:
         raise ValueError(f"weights must be a tuple of {n} arrays (w_ih, w_hh, b_ih, b_hh"
-                         + (", w_hr)" if cell == LSTM else ")"))
+                         + (", w_hr, w_ph)" if cell == LSTM else ")"))
     w_ih = carray(weights[0], typenum)
     w_hh = carray(weights[1], typenum)
     if cnp.PyArray_NDIM(w_ih) != 2 or cnp.PyArray_NDIM(w_hh) != 2:
@@ -1157,6 +1215,9 @@ cdef _Weights check_weights(int cell, object weights, int typenum, int I):
         w.w_hr = checked(weights[4], typenum, "w_hr", 2, w.P, w.H)
     elif w.P != w.H:
         raise ValueError(f"w_hh must have shape ({w.G}, {w.H}), but got {shape_str(w_hh)}")
+    w.w_ph = None
+    if cell == LSTM and weights[5] is not None:
+        w.w_ph = checked(weights[5], typenum, "w_ph", 2, 3, w.H)
     return w
 
 
@@ -1693,6 +1754,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.bias = data(bias)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
+    a.w_ph = data(w.w_ph)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
     operands = None
@@ -1747,8 +1809,8 @@ cdef tuple grad_buffers(object dweights, _Weights w, int cell, int typenum, str 
     """The five gradient buffers (dw_ih, dw_hh, db_ih, db_hh, dw_hr), None where there is no
     weight, from the caller's ``dweights`` (aligned with the weights).  A refused one gets the
     contract's own message (fastrnn.reference's check_dweights)."""
-    cdef int n = 5 if cell == LSTM else 4, k
-    weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr)[:n]
+    cdef int n = 6 if cell == LSTM else 4, k
+    weights = (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, w.w_ph)[:n]
     cdef bint ok = isinstance(dweights, (tuple, list)) and len(dweights) == n
     for k in range(n if ok else 0):
         if weights[k] is None:
@@ -1761,7 +1823,7 @@ cdef tuple grad_buffers(object dweights, _Weights w, int cell, int typenum, str 
         check_dweights(dweights, weights, name)   # raises, saying what was expected and received
         raise ValueError(f"{name}: dweights must be aligned arrays (the gradients are added "
                          f"into them in place)")
-    return tuple(dweights) + (None,) * (5 - n)
+    return tuple(dweights) + (None,) * (6 - n)
 
 
 cdef tuple backward(int want_cell, object dy, object dhy, object saved, object dweights,
@@ -1775,7 +1837,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     cdef _Weights w
     cdef Saved s
     cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx = None, norms = None
-    cdef cnp.ndarray dw_ih, dw_hh, db_ih, db_hh, dw_hr
+    cdef cnp.ndarray dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph
     cdef str name = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}backward"
     cdef str made_by = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}forward"
     if not isinstance(saved, Saved):
@@ -1802,7 +1864,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         dya = checked(dy, typenum, "dy", 3, T, B, P)
     if step_norms is not None and tuple(np.shape(step_norms)) != (T, B):
         raise ValueError(f"step_norms must have shape {(T, B)}, but got {tuple(np.shape(step_norms))}")
-    dw_ih, dw_hh, db_ih, db_hh, dw_hr = grad_buffers(dweights, w, cell, typenum, name)
+    dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = grad_buffers(dweights, w, cell, typenum, name)
     if cell == LSTM and w.w_hr is not None:
         dht = workspace(3, T, B, P, typenum)
     if step_norms is not None:
@@ -1816,12 +1878,13 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     a.variant = variant
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
+    a.w_ph = data(w.w_ph)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
     a.ldg = <int>gates.shape[2]
     a.dy, a.dh, a.dc, a.norms = data(dya), data(dh), data(dc), data(norms)
     a.dht = data(dht)
     a.dx, a.dw_ih, a.dw_hh = data(dx), data(dw_ih), data(dw_hh)
-    a.db_ih, a.db_hh, a.dw_hr = data(db_ih), data(db_hh), data(dw_hr)
+    a.db_ih, a.db_hh, a.dw_hr, a.dw_ph = data(db_ih), data(db_hh), data(dw_hr), data(dw_ph)
     loop_flops = 2.0 * T * B * G * P + (4.0 * T * B * P * H if w.w_hr is not None else 0)
     # the arguments are good: from here on the gates become gradients, and the record is used up
     # (no Python code runs between this check and the mark, so two threads cannot both pass)
@@ -1837,7 +1900,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         operands = step_operands(&a, w, False, False, False, cell == GRU and variant)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
-         db_hh, dw_hr, operands))
+         db_hh, dw_hr, dw_ph, operands))
     if norms is not None:
         step_norms[...] = norms
     give_back((gates, hs, cs, tc, mb, dht))

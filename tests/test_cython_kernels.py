@@ -143,7 +143,7 @@ def test_packed_weights_cache_is_bounded(cy):
     cy._forget_packs()
     for k in range(12):     # each: W_hh 4 MB, its copy 4 MB, packed 4 MB
         w = (rng.standard_normal((2048, 8)).astype(np.float32),
-             rng.standard_normal((2048, 512)).astype(np.float32), None, None, None)
+             rng.standard_normal((2048, 512)).astype(np.float32), None, None, None, None)
         cy.lstm_forward(x, hx, w, None, False)
         if k == 0:   # the packed weights are whole (a misaligned buffer once gave an empty view)
             assert cy._packs_size() == (2, 2 * (w[0].nbytes + w[1].nbytes))   # W_ih and W_hh
@@ -199,7 +199,7 @@ def test_bad_arguments_raise_instead_of_crashing(cy, bad):
         x = x.astype(np.int64)
     if bad == "dy_shape":
         y, hy, saved = cy.lstm_forward(x, tuple(hx), tuple(weights))
-        dweights = tuple(np.zeros_like(w) for w in weights)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
         with pytest.raises(ValueError, match="dy"):
             cy.lstm_backward(y[:, :1], hy, saved, dweights)
         with pytest.raises(ValueError, match="step_norms"):

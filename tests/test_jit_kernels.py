@@ -91,7 +91,7 @@ def _weights(cell, I, H, P, bias, dtype, rng):
     w = [rng.uniform(-0.6, 0.6, (G * H, I)), rng.uniform(-0.6, 0.6, (G * H, P or H))]
     w += [rng.uniform(-0.6, 0.6, G * H), rng.uniform(-0.6, 0.6, G * H)] if bias else [None, None]
     if cell == "lstm":
-        w.append(rng.uniform(-0.6, 0.6, (P, H)) if P else None)
+        w += [rng.uniform(-0.6, 0.6, (P, H)) if P else None, None]
     return tuple(None if a is None else a.astype(dtype) for a in w)
 
 
@@ -131,9 +131,9 @@ def _kernels(module, cell):
 
 CASES = [  # cell, proj_size, options
     ("rnn", 0, {"nonlinearity": "tanh"}), ("rnn", 0, {"nonlinearity": "relu"}),
-    ("gru", 0, {}), ("lstm", 0, {}), ("lstm", 3, {}),
+    ("gru", 0, {}), ("gru", 0, {"reset_after": False}), ("lstm", 0, {}), ("lstm", 3, {}),
 ]
-CASE_IDS = [cell + str(P) + "".join(opts.values()) for cell, P, opts in CASES]
+CASE_IDS = [cell + str(P) + "".join(f"-{k}={v}" for k, v in opts.items()) for cell, P, opts in CASES]
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True)

@@ -48,17 +48,19 @@ def warmup(dtypes=(np.float32, np.float64)):
             return rng.standard_normal(shape).astype(dtype)
 
         x, h, c = arr(T, B, I), arr(B, H), arr(B, H)
-        cells = [
+        gru = (gru_forward, gru_backward, gru_step_forward, gru_step_backward,
+               (arr(3 * H, I), arr(3 * H, H), arr(3 * H), arr(3 * H)), (h,))
+        cells = [   # (kernels..., weights, states, options): every variant with kernels of its own
             (rnn_forward, rnn_backward, rnn_step_forward, rnn_step_backward,
-             (arr(H, I), arr(H, H), arr(H), arr(H)), (h,)),
-            (gru_forward, gru_backward, gru_step_forward, gru_step_backward,
-             (arr(3 * H, I), arr(3 * H, H), arr(3 * H), arr(3 * H)), (h,)),
+             (arr(H, I), arr(H, H), arr(H), arr(H)), (h,), {}),
+            gru + ({},),
+            gru + ({"reset_after": False},),
             (lstm_forward, lstm_backward, lstm_step_forward, lstm_step_backward,
-             (arr(4 * H, I), arr(4 * H, H), arr(4 * H), arr(4 * H), None), (h, c)),
+             (arr(4 * H, I), arr(4 * H, H), arr(4 * H), arr(4 * H), None, None), (h, c), {}),
         ]
-        for forward, backward, step_forward, step_backward, weights, hx in cells:
+        for forward, backward, step_forward, step_backward, weights, hx, opts in cells:
             dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
-            y, hy, saved = forward(x, hx, weights)
+            y, hy, saved = forward(x, hx, weights, **opts)
             backward(y, hy, saved, dweights, np.zeros((T, B), dtype=dtype))
-            hy, saved = step_forward(x[0], hx, weights)
+            hy, saved = step_forward(x[0], hx, weights, **opts)
             step_backward(hy, saved, dweights)

@@ -18,6 +18,10 @@ thread, t = T-1..0) overwrites ``G[t]`` with the gate gradients and
 ``tanh(c_t)`` with ``m_t = o * tanh(c_t)`` (the output before projection,
 h_t itself without one); then dx, dW_ih, dW_hh and dW_hr are single BLAS
 GEMMs over all T*B rows, and the bias gradients column sums.
+
+Peepholes (``w_ph`` (3, H), rows i, f, o) enter the fused passes: ``p_i * c_{t-1}`` and
+``p_f * c_{t-1}`` before i and f, ``p_o * c_t`` before o; their gradient is a column sum
+over all T*B rows after the loop.
 """
 
 import numpy as np
@@ -29,7 +33,7 @@ from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, c, cs, tcs, m, m2):
+def _cell_update(g, c, ph, cs, tcs, m, m2):
     """Fused LSTM update of one sequence: activations, cell state, output.
 
     Every loop stores to one array only: LLVM vectorises a loop only when it
@@ -39,20 +43,32 @@ def _cell_update(g, c, cs, tcs, m, m2):
     ----------
     g : (4H,) array: pre-activations in, post-activation gates (i, f, g, o) out
     c : (H,) array: c_{t-1} in, c_t out
+    ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
     cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
     m, m2 : (H,) arrays both receiving o * tanh(c_t)
     """
     H = c.shape[0]
     gif, gg, go = g[:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     gi, gf = g[:H], g[H:2 * H]
+    peep = ph.shape[0] > 0
+    if peep:
+        pi, pf = ph[0], ph[1]
+        for j in range(H):
+            gi[j] += pi[j] * c[j]
+        for j in range(H):
+            gf[j] += pf[j] * c[j]
     for j in range(2 * H):
         gif[j] = sigmoid(gif[j])
     for j in range(H):
         gg[j] = tanh(gg[j])
     for j in range(H):
-        go[j] = sigmoid(go[j])
-    for j in range(H):
         c[j] = gf[j] * c[j] + gi[j] * gg[j]
+    if peep:
+        po = ph[2]
+        for j in range(H):
+            go[j] += po[j] * c[j]
+    for j in range(H):
+        go[j] = sigmoid(go[j])
     for j in range(H):
         cs[j] = c[j]
     for j in range(H):
@@ -64,7 +80,7 @@ def _cell_update(g, c, cs, tcs, m, m2):
 
 
 @jit
-def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, Hn, t0, nt,
+def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, lengths, y, G, Cs, TCs, Hs, M, Hn, t0, nt,
                    b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
@@ -75,6 +91,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, 
     w_hh : W_hh^T (P, 4H) packed (see gemm.pack)
     b_ih, b_hh : (4H,) arrays, or (0,) when absent
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
+    ph : (3, H) array of peepholes, or (0, 0) without
     lengths : (B,) int64 array
     y : (T, B, P) array, written
     G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
@@ -104,9 +121,9 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, lengths, y, G, Cs, TCs, Hs, M, 
                     Hs[ts, b, :] = 0
                 continue
             if proj:
-                _cell_update(G[tg, b], c[b], Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
+                _cell_update(G[tg, b], c[b], ph, Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
             else:
-                _cell_update(G[tg, b], c[b], Cs[ts, b], TCs[ts, b], h[b], y[t, b])
+                _cell_update(G[tg, b], c[b], ph, Cs[ts, b], TCs[ts, b], h[b], y[t, b])
         if proj:
             for b in range(b0, b1):
                 Hn[0, b, :] = 0
@@ -127,7 +144,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     x : (T, B, I) array, float32 or float64
     hx : tuple (h0 (B, P), c0 (B, H))
     weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih (4H,) or None, b_hh (4H,) or None,
-        w_hr (P, H) or None)
+        w_hr (P, H) or None, w_ph (3, H) or None)
     lengths : (B,) int64 array or None
         Steps ``t >= lengths[b]`` give zero output and leave sequence b's state alone.
     training : bool
@@ -140,7 +157,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     hy : tuple (h_n (B, P), c_n (B, H))
     cache : list, or None when ``training`` is False
     """
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
     T, B = x.shape[0], x.shape[1]
@@ -163,15 +180,20 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     args = (h, c, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
-            lens, y, G, Cs, TCs, Hs, M, Hn)
+            _peepholes(w_ph, dt), lens, y, G, Cs, TCs, Hs, M, Hn)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
     saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
                           lens=lens, weights=weights) if training else None
     return y, (h, c), saved
 
 
+def _peepholes(w_ph, dt):
+    """The peepholes as the kernels take them: (3, H) C-contiguous, or (0, 0) without."""
+    return _common.empty(2, dt) if w_ph is None else np.ascontiguousarray(w_ph, dtype=dt)
+
+
 @helper()
-def _cell_backward(g, tcs, cp, dc, dm, tmp):
+def _cell_backward(g, tcs, cp, dc, dm, ph, tmp):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
@@ -181,15 +203,21 @@ def _cell_backward(g, tcs, cp, dc, dm, tmp):
     cp : (H,) array, c_{t-1}
     dc : (H,) array: dJ/dc_t from step t+1 in, dJ/dc_{t-1} out
     dm : (H,) array: dJ/d(o * tanh(c_t)) in, zeros out
+    ph : (3, H) array of peepholes, or (0, 0) without
     tmp : (H,) scratch array
     """
     H = dc.shape[0]
     one = dc.dtype.type(1)
     gi, gf, gg, go = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    peep = ph.shape[0] > 0
     for j in range(H):   # dc becomes dJ/dc_t
         dc[j] = dc[j] + dm[j] * go[j] * (one - tcs[j] * tcs[j])
     for j in range(H):
         tmp[j] = dm[j] * tcs[j] * go[j] * (one - go[j])
+    if peep:             # o read c_t through p_o
+        po = ph[2]
+        for j in range(H):
+            dc[j] += tmp[j] * po[j]
     for j in range(H):
         tcs[j] = go[j] * tcs[j]
     for j in range(H):
@@ -204,6 +232,10 @@ def _cell_backward(g, tcs, cp, dc, dm, tmp):
         tmp[j] = dc[j] * gf[j]
     for j in range(H):
         gf[j] = dc[j] * cp[j] * gf[j] * (one - gf[j])
+    if peep:             # i and f read c_{t-1} through p_i and p_f
+        pi, pf = ph[0], ph[1]
+        for j in range(H):
+            tmp[j] += gi[j] * pi[j] + gf[j] * pf[j]
     for j in range(H):
         dc[j] = tmp[j]
     for j in range(H):
@@ -211,7 +243,7 @@ def _cell_backward(g, tcs, cp, dc, dm, tmp):
 
 
 @jit
-def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -226,6 +258,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, nor
     DM : (1, B, >= H) workspace with a projection, else (0, 0, 0)
     w_hh, w_hr : W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
         w_hr (0, 0, 0) without projection
+    ph : (3, H) array of peepholes, or (0, 0) without
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
     b0, b1 : int
@@ -259,7 +292,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, lengths, nor
         for b in range(b0, b1):
             if t < lengths[b]:
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
-                               DM[0, b, :H] if proj else dh[b], tmp)
+                               DM[0, b, :H] if proj else dh[b], ph, tmp)
         mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
 
 
@@ -287,8 +320,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     s = _common.take(saved, "lstm", dweights)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights = s["Hs"], s["lens"], s["weights"]
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
-    dw_ih, dw_hh, db_ih, db_hh, dw_hr = dweights
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
+    dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = dweights
     dt = x.dtype
     T, B = x.shape[0], x.shape[1]
     H4, P = w_hh.shape
@@ -305,7 +338,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         dH = DM = _common.empty(3, dt)
         w_hr_p = _common.empty(3, dt)
     slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
-    args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p, lens, norms)
+    args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p,
+            _peepholes(w_ph, dt), lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -316,11 +350,17 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     _common.bias_grads(D, db_ih, db_hh)
     if proj:
         _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr, add=True)
+    if w_ph is not None:   # [da_i, da_f] against c_{t-1} (c0, then Cs), da_o against c_t
+        C = _common.flat(Cs)
+        for k, col in ((0, 0), (1, H)):
+            dw_ph[k] += np.einsum("rj,rj->j", D[:B, col:col + H], c0)
+            dw_ph[k] += np.einsum("rj,rj->j", D[B:, col:col + H], C[:C.shape[0] - B])
+        dw_ph[2] += np.einsum("rj,rj->j", D[:, 3 * H:], C)
     return dx, (dh, dc)
 
 
 @jit
-def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, hy, cy, G, TCs, M):
+def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, hy, cy, G, TCs, M):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -328,7 +368,7 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, hy, cy, G, TCs, 
     x : (B, I) array
     h : (B, P) array, c : (B, H) array
     w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
-    w_hr (P, H) array or (0, 0)
+    w_hr (P, H) array or (0, 0); ph (3, H) array of peepholes or (0, 0)
     hy : (B, P) array receiving h'
     cy : (B, H) array receiving c'
     G : (1, B, 4H) array receiving the post-activation gates
@@ -344,9 +384,9 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, hy, cy, G, TCs, 
     for b in range(B):
         copy(cy[b], c[b])
         if proj:
-            _cell_update(g2[b], cy[b], cy[b], TCs[0, b], M[0, b], M[0, b])
+            _cell_update(g2[b], cy[b], ph, cy[b], TCs[0, b], M[0, b], M[0, b])
         else:
-            _cell_update(g2[b], cy[b], cy[b], TCs[0, b], hy[b], hy[b])
+            _cell_update(g2[b], cy[b], ph, cy[b], TCs[0, b], hy[b], hy[b])
     if proj:
         hy[:, :] = 0
         mm_nt(M[0], w_hr, hy, 0)
@@ -359,7 +399,8 @@ def lstm_step_forward(x, hx, weights, training=True):
     ----------
     x : (B, I) C-contiguous array
     hx : tuple (h (B, P), c (B, H)) of C-contiguous arrays
-    weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih, b_hh (4H,) or None, w_hr (P, H) or None)
+    weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih, b_hh (4H,) or None, w_hr (P, H) or None,
+        w_ph (3, H) or None)
     training : bool
 
     Returns
@@ -367,7 +408,7 @@ def lstm_step_forward(x, hx, weights, training=True):
     hy : tuple (h' (B, P), c' (B, H))
     saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     B = x.shape[0]
     H4, P = w_hh.shape
@@ -379,7 +420,7 @@ def lstm_step_forward(x, hx, weights, training=True):
     M = np.empty((1, B, H), dt) if proj else _common.empty(3, dt)
     _step_forward_kernel(x, h, c, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
                          _common.bias_or_empty(b_hh, dt), w_hr if proj else _common.empty(2, dt),
-                         hy, cy, G, TCs, M)
+                         _peepholes(w_ph, dt), hy, cy, G, TCs, M)
     if not training:
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)

@@ -16,6 +16,7 @@ textbook    PyTorch            shape
 ``W``       ``weight_hh``      (G*H, P)   hidden-to-hidden (P = H, or proj_size)
 ``b``       ``bias_ih + bias_hh``  (G*H,) two biases, as PyTorch keeps them
 ``V_r``     ``weight_hr``      (P, H)     LSTM projection (proj_size > 0)
+``p``       ``weight_peephole``  (3, H)   LSTM peepholes i, f, o (peepholes=True)
 ==========  =================  ==============================================
 
 G is 1 for RNN, 4 for LSTM (gates i, f, g, o) and 3 for GRU (gates r, z, n).
@@ -24,8 +25,8 @@ The kernel contract shared by every backend (``fastrnn.backends``):
 
 ``<cell>_forward(x, hx, weights, lengths=None, training=True, **opts)``
     x: (T, B, I) C-contiguous; hx: tuple of initial states, each (B, H) or
-    (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr``), a bias
-    or ``w_hr`` may be ``None``; lengths: (B,) int64 or ``None``; ``opts``: the cell's
+    (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr`` and ``w_ph``), a
+    bias, ``w_hr`` or ``w_ph`` may be ``None``; lengths: (B,) int64 or ``None``; ``opts``: the cell's
     options, ``nonlinearity`` ("tanh" or "relu") of the RNN and ``reset_after`` (bool) of
     the GRU, which the saved record carries to the backward.  Steps
     ``t >= lengths[b]`` leave the state of sequence ``b`` untouched and give a

@@ -8,6 +8,11 @@ Textbook notation, per step t (U = weight_ih, W = weight_hh, b = bias_ih + bias_
     m_t = o_t * tanh(c_t)
     h_t = m_t                 or, with a projection (LSTMP), h_t = V_r m_t
 
+With peepholes (ONNX's ``P``; Gers & Schmidhuber 2000), p = w_ph (3, H) rows i, f, o::
+
+    i_t = sigmoid(a_i + p_i * c_{t-1})   f_t = sigmoid(a_f + p_f * c_{t-1})
+    o_t = sigmoid(a_o + p_o * c_t)
+
 Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 """
 
@@ -27,7 +32,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     x : (T, B, I) array
     hx : tuple (h0 (B, P), c0 (B, H))
     weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih (4H,) or None, b_hh (4H,) or None,
-        w_hr (P, H) or None)
+        w_hr (P, H) or None, w_ph (3, H) or None)
     lengths : (B,) int array or None
     training : bool
         Keep what the backward needs.
@@ -40,7 +45,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         x, h_prev and c_prev (the states entering each step), gates (post-activation),
         c_all (c_t), valid, weights; None when ``training`` is False.
     """
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 4
     h, c = hx
@@ -55,9 +60,15 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         for b in (b_ih, b_hh):   # either bias may be absent
             if b is not None:
                 a += b
+        if w_ph is not None:
+            a[:, :H] += w_ph[0] * c
+            a[:, H:2 * H] += w_ph[1] * c
         i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
-        g, o = np.tanh(a[:, 2 * H:3 * H]), sigmoid(a[:, 3 * H:])
+        g = np.tanh(a[:, 2 * H:3 * H])
         c_new = f * c + i * g
+        if w_ph is not None:
+            a[:, 3 * H:] += w_ph[2] * c_new
+        o = sigmoid(a[:, 3 * H:])
         h_new = o * np.tanh(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.T
@@ -94,7 +105,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     s = take(saved, "lstm", dweights)
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
     c_all, valid, weights = s["c_all"], s["valid"], s["weights"]
-    w_ih, w_hh, b_ih, b_hh, w_hr = weights
+    w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 4
     grads = list(dweights)   # the caller's buffers, added into in place
@@ -110,13 +121,22 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
             dm = dh_t @ w_hr
         else:
             dm = dh_t
+        da_o = dm * tanh_c * o * (1 - o)
         dc_t = masked(valid, t, dc) + dm * o * (1 - tanh_c ** 2)
+        if w_ph is not None:
+            dc_t = dc_t + da_o * w_ph[2]
         da = np.concatenate([
             dc_t * g * i * (1 - i),          # d a_i
             dc_t * c_prev[t] * f * (1 - f),  # d a_f
             dc_t * i * (1 - g ** 2),         # d a_g
-            dm * tanh_c * o * (1 - o),       # d a_o
+            da_o,                            # d a_o
         ], axis=1)
+        dc_prev = dc_t * f
+        if w_ph is not None:
+            dc_prev = dc_prev + da[:, :H] * w_ph[0] + da[:, H:2 * H] * w_ph[1]
+            grads[5][0] += (da[:, :H] * c_prev[t]).sum(axis=0)
+            grads[5][1] += (da[:, H:2 * H] * c_prev[t]).sum(axis=0)
+            grads[5][2] += (da_o * c_all[t]).sum(axis=0)
         if input_grad:
             dx[t] = da @ w_ih
         grads[0] += da.T @ x[t]
@@ -124,7 +144,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         add_bias(grads, da, 2)
         add_bias(grads, da, 3)
         dh = keep(valid, t, da @ w_hh, dh)
-        dc = keep(valid, t, dc_t * f, dc)
+        dc = keep(valid, t, dc_prev, dc)
     return dx, (dh, dc)
 
 
