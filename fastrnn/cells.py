@@ -16,25 +16,32 @@ from .module import Module
 class _CellBase(Module):
     _type = None    # the cell type (fastrnn.celltypes)
 
-    def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, **opts):
+    def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, peepholes=False,
+                 **opts):
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.bias = _checks.check_bool("bias", bias)
+        self.peepholes = _checks.check_bool("peepholes", peepholes)
         self._opts = opts
         super().__init__(dtype, backend, seed)
         GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
         if self.bias:
             shapes.update(bias_ih=(GH,), bias_hh=(GH,))
+        if self.peepholes:
+            shapes["weight_peephole"] = (3, self.hidden_size)
         self._init_parameters(shapes, self.hidden_size)
         self._names = ("weight_ih", "weight_hh") + (("bias_ih", "bias_hh") if self.bias else (None, None))
-        self._names += (None,) * (len(self._type.weights) - 4)  # no projection in cells
+        if len(self._type.weights) > 4:   # LSTM: no projection in cells, optional peepholes
+            self._names += (None, "weight_peephole" if self.peepholes else None)
         # the live parameter arrays, in the kernels' order (load_state_dict writes into them)
         self._weights = tuple(None if n is None else self._params[n] for n in self._names)
 
     def get_config(self):
         config = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
                       dtype=self._dtype.name, seed=self.seed, **self._opts)
+        if self.peepholes:
+            config["peepholes"] = True
         return config
 
     def __repr__(self):
@@ -43,6 +50,8 @@ class _CellBase(Module):
             extra += f", nonlinearity={self._opts['nonlinearity']!r}"
         if not self._opts.get("reset_after", True):
             extra += ", reset_after=False"
+        if self.peepholes:
+            extra += ", peepholes=True"
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
@@ -159,13 +168,15 @@ class GRUCell(_CellBase):
 class LSTMCell(_CellBase):
     """One step of an LSTM (gate order i, f, g, o).
 
-    Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,).
+    Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
+    and with ``peepholes=True`` (not in PyTorch; see :class:`fastrnn.LSTM`)
+    ``weight_peephole`` (3, H), rows i, f, o.
     """
     _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None):
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed)
+                 seed=None, peepholes=False):
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""

@@ -25,7 +25,8 @@ class RNNBase(Module):
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-                 dtype=np.float32, backend="auto", seed=None, reverse=False, options=None):
+                 dtype=np.float32, backend="auto", seed=None, reverse=False, options=None,
+                 peepholes=False):
         self.mode = mode
         self._options = options or {}   # the kernels' keyword arguments beyond the mode's
         self.input_size = _checks.check_int("input_size", input_size)
@@ -40,6 +41,7 @@ class RNNBase(Module):
         self.batch_first = _checks.check_bool("batch_first", batch_first)
         self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
         self.reverse = _checks.check_bool("reverse", reverse)
+        self.peepholes = _checks.check_bool("peepholes", peepholes)
         if self.reverse and self.bidirectional:
             raise ValueError("reverse=True runs the layer's one direction from the last step to "
                              "the first; bidirectional=True already runs one direction each "
@@ -68,6 +70,11 @@ class RNNBase(Module):
                     if self.proj_size:
                         names.append(f"weight_hr{sfx}")
                         shapes[names[4]] = (self.proj_size, H)
+                    else:
+                        names.append(None)
+                    if self.peepholes:
+                        names.append(f"weight_peephole{sfx}")
+                        shapes[names[5]] = (3, H)
                     else:
                         names.append(None)
                 self._weight_names.append(names)
@@ -103,6 +110,8 @@ class RNNBase(Module):
             config["nonlinearity"] = self.nonlinearity
         if self.reverse:
             config["reverse"] = True
+        if self.peepholes:
+            config["peepholes"] = True
         config.update(self._options)
         return config
 
@@ -114,6 +123,8 @@ class RNNBase(Module):
                 s += f", {name}={getattr(self, name)}"
         if self.reverse:
             s += ", reverse=True"
+        if self.peepholes:
+            s += ", peepholes=True"
         if self.mode == "RNN_RELU":
             s += ", nonlinearity='relu'"
         for name, value in self._options.items():
@@ -310,19 +321,24 @@ class RNN(RNNBase):
 class LSTM(RNNBase):
     """Long short-term memory, gate order i, f, g, o, optional projection (LSTMP).
 
-    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed`` and
-    ``reverse`` (see :class:`RNNBase`).
+    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed``,
+    ``reverse`` (see :class:`RNNBase`) and ``peepholes``.
     ``weight_ih_l{k}`` is (4H, I), ``weight_hh_l{k}`` (4H, P), biases (4H,) and,
     with ``proj_size=P > 0``, ``weight_hr_l{k}`` (P, H).  Returns
     ``out, (h_n, c_n)``; :meth:`backward` takes ``dhx=(dh_n, dc_n)`` and returns
     ``dx, (dh0, dc0)``.
+
+    ``peepholes=True`` (not in PyTorch; ONNX's ``P``, Gers & Schmidhuber 2000) adds
+    ``weight_peephole_l{k}`` (3, H), rows i, f, o: ``i = sigmoid(... + p_i * c_{t-1})``,
+    ``f = sigmoid(... + p_f * c_{t-1})``, ``o = sigmoid(... + p_o * c_t)``.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False):
+                 backend="auto", seed=None, reverse=False, peepholes=False):
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, dtype, backend, seed, reverse)
+                         dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
+                         peepholes=peepholes)
 
 
 class GRU(RNNBase):

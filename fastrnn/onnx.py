@@ -16,7 +16,8 @@ ONNX        shape                    fastrnn (PyTorch)
 ``B``       (D, 2*G*H)               ``[bias_ih; bias_hh]``
 ==========  =======================  ==========================================
 
-with the gates restacked: LSTM i, o, f, c in ONNX for i, f, g, o; GRU
+with the gates restacked: LSTM i, o, f, c in ONNX for i, f, g, o (and the
+peepholes ``P`` (D, 3H), i, o, f, for ``weight_peephole_l{k}`` (3, H), i, f, o); GRU
 z, r, h in ONNX for r, z, n, with ``linear_before_reset=1`` for fastrnn's
 (PyTorch's) default GRU and ``linear_before_reset=0`` for
 ``GRU(reset_after=False)``.  A stack of ``num_layers`` is a chain of nodes:
@@ -91,6 +92,14 @@ class _Graph:
         self.nodes.append(self.onnx.helper.make_node(op, list(inputs), list(outputs),
                                                      name=f"{op}_{len(self.nodes)}", **attrs))
         return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _onnx_peepholes(obj, names, dtype):
+    """P (D, 3H), gates i, o, f, of one node, or None without peepholes."""
+    if not getattr(obj, "peepholes", False):
+        return None
+    p = obj.parameters()
+    return np.stack([p[n["w_ph"]][[0, 2, 1]].reshape(-1) for n in names]).astype(dtype)
 
 
 def _onnx_weights(obj, names, kind, dtype):
@@ -238,6 +247,9 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
             if init and layout:
                 init = g.node("Transpose", [init], [f"{s}0_l{l}_batch_major"], perm=[1, 0, 2])
             node_in.append(init)
+        P = _onnx_peepholes(obj, names[l * D:(l + 1) * D], dtype)
+        if P is not None:
+            node_in.append(g.const(f"P_l{l}", P))
         node_out = ["" if cell else f"Y_l{l}"] + [f"Y_{s}_l{l}" for s in states]
         g.node(kind, node_in, node_out, **attrs)
         # Y: (T, D, B, H), or (B, T, D, H) with layout=1  ->  (T, B, D*H) / (B, T, D*H);
@@ -321,7 +333,8 @@ _WEIGHT_TYPES = (1, 10, 11)
 _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
-                 "nonlinearity": "str", "reverse": "bool", "reset_after": "bool"}
+                 "nonlinearity": "str", "reverse": "bool", "reset_after": "bool",
+                 "peepholes": "bool"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
                "str": "a JSON string"}
@@ -712,8 +725,6 @@ def _parse_node(node, index, consts, opset, where, onnx):
         raise UnsupportedOnnxError(f"{where}: B must have shape {(D, 2 * G * H)}, but has {B.shape}")
     if P is not None and P.shape != (D, 3 * H):
         raise UnsupportedOnnxError(f"{where}: P must have shape {(D, 3 * H)}, but has {P.shape}")
-    if P is not None and np.any(P):
-        raise UnsupportedOnnxError(f"{where}: peephole weights P have no fastrnn counterpart")
     for label, array in (("R", R), ("B", B), ("P", P)):
         if array is not None and array.dtype != W.dtype:
             raise UnsupportedOnnxError(f"{where}: W is {W.dtype} but {label} is {array.dtype}; "
@@ -726,11 +737,14 @@ def _parse_node(node, index, consts, opset, where, onnx):
         if B is not None:
             w["b_ih"] = _common.reorder_gates(B[d, :G * H], src, dst)
             w["b_hh"] = _common.reorder_gates(B[d, G * H:], src, dst)
+        # peepholes: i, o, f in ONNX, rows i, f, o in fastrnn; all zeros are no peepholes
+        w["w_ph"] = None if P is None else P[d].reshape(3, H)[[0, 2, 1]]
         directions.append(w)
     # GRU: linear_before_reset=0 (ONNX's default) is GRU(reset_after=False); None: not a GRU
     reset_after = bool(attrs.get("linear_before_reset", 0)) if kind == "GRU" else None
     return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
                 bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
+                peepholes=P is not None and bool(np.any(P)),
                 layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
 
@@ -865,7 +879,7 @@ def load(source, *, backend="auto", batch_first=None):
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
         equivalent: other activations, ``clip``,
-        ``input_forget``, peepholes, nonzero
+        ``input_forget``, nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
@@ -907,6 +921,8 @@ def load(source, *, backend="auto", batch_first=None):
         dtype = np.dtype(np.float32)
     dtype = _common.float_dtype(dtype, f"{where}: the weights' dtype")
     bias = any(spec["bias"] for spec in layers)
+    # peepholes when a node has nonzero ones, or when fastrnn's metadata says so (zeros then)
+    peepholes = any(spec["peepholes"] for spec in layers) or meta.get("peepholes") is True
     cell = meta_class is not None and meta_class.endswith("Cell")
     if cell and (len(layers) != 1 or first["D"] != 1 or first["reverse"]):
         raise UnsupportedOnnxError(f"{where}: metadata {META_CLASS!r} is {meta_class!r}, but the "
@@ -917,7 +933,8 @@ def load(source, *, backend="auto", batch_first=None):
     if not override:
         batch_first = meta.get("batch_first", first["layout"] == 1)
     options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"),
-                   reset_after=False if first["reset_after"] is False else None)
+                   reset_after=False if first["reset_after"] is False else None,
+                   peepholes=True if peepholes else None)
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
                        batch_first=bool(batch_first), dropout=meta.get("dropout"),
@@ -929,6 +946,9 @@ def load(source, *, backend="auto", batch_first=None):
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer that "
                                    f"runs forwards, but the graph's nodes have "
                                    f"direction='reverse'")
+    if meta and config.get("peepholes") and "peepholes" not in meta:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM without "
+                                   f"peepholes, but the graph's nodes have nonzero P")
     if meta and config.get("reset_after") is False and "reset_after" not in meta:
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a GRU that "
                                    f"resets after the recurrent product, but the graph's nodes "
@@ -948,7 +968,10 @@ def load(source, *, backend="auto", batch_first=None):
         for key, name in names.items():
             if name is None:
                 continue
-            value = w[key]
-            state[name] = value if value is not None else np.zeros_like(w["w_ih"][:, 0])
+            value = w.get(key)
+            if value is None:   # a missing bias, or peepholes a node of the stack lacks
+                value = np.zeros((3, first["H"]) if key == "w_ph" else w["w_ih"].shape[:1],
+                                 w["w_ih"].dtype)
+            state[name] = value
     obj.load_state_dict(state, strict=True)
     return obj

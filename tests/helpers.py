@@ -39,6 +39,8 @@ KERNEL_CASES = {
     "rnn_relu": ("rnn", {"nonlinearity": "relu"}, 0),
     "lstm": ("lstm", {}, 0),
     "lstm_proj": ("lstm", {}, 3),
+    "lstm_peepholes": ("lstm", {}, 0),       # peepholes: the case's name says so
+    "lstm_proj_peepholes": ("lstm", {}, 3),
     "gru": ("gru", {}, 0),
     "gru_reset_before": ("gru", {"reset_after": False}, 0),
 }
@@ -53,7 +55,8 @@ def make_weights(case, dtype, bias, rng, in_size=I, hidden=H):
     b_ih = u(gates * hidden) if bias in ("both", "ih") else None
     b_hh = u(gates * hidden) if bias in ("both", "hh") else None
     weights = [u(gates * hidden, in_size), u(gates * hidden, P), b_ih, b_hh]
-    weights += [u(P, hidden) if proj else None] * (len(CELL_TYPES[cell].weights) - 4)
+    if cell == "lstm":
+        weights += [u(P, hidden) if proj else None, u(3, hidden) if "peepholes" in case else None]
     return tuple(weights), P
 
 
@@ -86,6 +89,7 @@ MODES = {
     "lstm": (fastrnn.LSTM, {}),
     "gru": (fastrnn.GRU, {}),
     "gru_rb": (fastrnn.GRU, {"reset_after": False}),   # the reset gate before the product of n
+    "lstm_ph": (fastrnn.LSTM, {"peepholes": True}),
 }
 CELLS = {
     "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
@@ -93,9 +97,10 @@ CELLS = {
     "lstm": (fastrnn.LSTMCell, {}),
     "gru": (fastrnn.GRUCell, {}),
     "gru_rb": (fastrnn.GRUCell, {"reset_after": False}),
+    "lstm_ph": (fastrnn.LSTMCell, {"peepholes": True}),
 }
 #: the modes PyTorch has (the others have no torch twin)
-TORCH_MODES = [m for m in MODES if m != "gru_rb"]
+TORCH_MODES = [m for m in MODES if m not in ("gru_rb", "lstm_ph")]
 
 
 def make_layer(mode, backend, dtype=np.float64, proj_size=0, seed=0, **kwargs):

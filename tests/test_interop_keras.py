@@ -299,5 +299,8 @@ def test_unsupported_keras_objects_are_named():
         from_keras(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="no projection"):
         to_keras(fastrnn.LSTM(I, H, proj_size=2))
+    for obj in (fastrnn.LSTM(I, H, peepholes=True), fastrnn.LSTMCell(I, H, peepholes=True)):
+        with pytest.raises(ValueError, match="peepholes=True.*no peephole connections"):
+            to_keras(obj)
     with pytest.warns(UserWarning, match="recurrent_dropout"):
         from_keras(built(keras.layers.LSTM(H, dropout=0.1, recurrent_dropout=0.2)))

@@ -49,12 +49,15 @@ def assert_same_weights(a, b):
 
 
 def make(kind, dtype=np.float32, **kw):
-    """A layer or cell of a kind: "tanh", "relu", a class name, or "GRU_rb" / "GRUCell_rb" for
-    a GRU resetting before the product (ONNX's linear_before_reset=0)."""
+    """A layer or cell of a kind: "tanh", "relu", a class name, "GRU_rb" / "GRUCell_rb" for
+    a GRU resetting before the product (ONNX's linear_before_reset=0), "LSTM_ph" /
+    "LSTMCell_ph" for an LSTM with peepholes (ONNX's P)."""
     if kind in ("tanh", "relu"):
         return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
     if kind.endswith("_rb"):
         return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, reset_after=False, **kw)
+    if kind.endswith("_ph"):
+        return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, peepholes=True, **kw)
     return getattr(fastrnn, kind)(I, H, dtype=dtype, **kw)
 
 
@@ -80,7 +83,7 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
 def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
@@ -89,13 +92,14 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     path = tmp_path / "model.onnx"
     model = fonnx.export(layer, path, initial_state=True, lengths=True)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU"}.get(kind, kind)) == num_layers
+    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU", "LSTM_ph": "LSTM"}.get(
+        kind, kind)) == num_layers
     sess = session(model)
     for lengths in ([T, 3, 1, 5], [T] * B):
         feeds, want = feeds_and_reference(layer, rng, np.float32, lengths=lengths)
         got = sess.run(None, feeds)
-        assert [o.name for o in sess.get_outputs()] == (["output", "h_n", "c_n"] if kind == "LSTM"
-                                                        else ["output", "h_n"])
+        assert [o.name for o in sess.get_outputs()] == (
+            ["output", "h_n", "c_n"] if kind.startswith("LSTM") else ["output", "h_n"])
         for g, w in zip(got, want):
             assert_close(g, w, "onnxruntime float32", 2e-6)
     assert np.any(want[0] != 0)
@@ -106,7 +110,7 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     assert back.reverse == (direction == "reverse")
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
 def test_default_inputs_zero_state_no_lengths(kind):
     rng = np.random.default_rng(1)
     layer = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=2)
@@ -120,22 +124,22 @@ def test_default_inputs_zero_state_no_lengths(kind):
     assert_same_weights(layer, fonnx.load(buf))
 
 
-@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "GRUCell", "GRUCell_rb"])
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "GRUCell", "GRUCell_rb"])
 def test_cells(kind):
     rng = np.random.default_rng(2)
     cell = make(kind, seed=3)
     model = fonnx.export(cell, io.BytesIO())
     x = rng.standard_normal((B, I)).astype(np.float32)
-    nstates = 2 if kind == "LSTMCell" else 1
+    nstates = 2 if kind.startswith("LSTMCell") else 1
     states = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(nstates)]
-    want = cell(x, tuple(states)) if kind == "LSTMCell" else (cell(x, states[0]),)
+    want = cell(x, tuple(states)) if nstates == 2 else (cell(x, states[0]),)
     got = session(model).run(None, dict(zip(("input", "h", "c"), [x, *states])))
     for g, w in zip(got, want):
         assert_close(g, w, "onnxruntime float32", 2e-6)
     assert_same_weights(cell, fonnx.load(model))
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
 def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
     """onnxruntime runs neither float64 nor layout=1; onnx's reference evaluator runs both."""
     rng = np.random.default_rng(3)
@@ -275,9 +279,7 @@ def _onnx_node_cases():
 
 ONNX_NODE_CASES = _onnx_node_cases()
 #: cases of options fastrnn does not have yet, each with what it lacks (strict: a pass fails)
-ONNX_NODE_MISSING = {
-    "test_lstm_with_peepholes": "LSTM peepholes (P)",
-}
+ONNX_NODE_MISSING = {}
 
 
 def test_the_onnx_package_ships_18_recurrent_node_cases():

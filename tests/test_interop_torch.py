@@ -278,7 +278,10 @@ def test_a_reverse_layer_is_refused_with_the_reason():
         to_torch(fastrnn.GRU(3, 4, reverse=True))
 
 
-def test_a_reset_before_gru_is_refused_with_the_reason():
+def test_variants_torch_lacks_are_refused_with_the_reason():
     for obj in (fastrnn.GRU(3, 4, reset_after=False), fastrnn.GRUCell(3, 4, reset_after=False)):
         with pytest.raises(ValueError, match=r"reset_after=False\) cannot be converted to torch"):
+            to_torch(obj)
+    for obj in (fastrnn.LSTM(3, 4, peepholes=True), fastrnn.LSTMCell(3, 4, peepholes=True)):
+        with pytest.raises(ValueError, match=r"peepholes=True\) cannot be converted to torch"):
             to_torch(obj)

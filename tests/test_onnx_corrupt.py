@@ -501,7 +501,8 @@ CASES = {
     "constant_sequence_lens": ("gru", with_constant("lens", 4, np.ones(2, np.int32)), U,
                                r"its sequence_lens input 'lens' is a stored constant"),
     "peepholes": ("lstm_cell", peephole(np.ones((1, 3 * H))), U,
-                  r"peephole weights P have no fastrnn counterpart"),
+                  r"metadata 'fastrnn.config' describes an LSTM without peepholes, but the "
+                  r"graph's nodes have nonzero P"),
     "peephole_shape": ("lstm_cell", peephole(np.zeros((1, 2 * H))), U,
                        r"P must have shape \(1, 15\), but has \(1, 10\)"),
     # metadata

@@ -100,12 +100,12 @@ def direction_weights(obj):
     -------
     list of dict
         One dict per (layer, direction), index ``layer * D + direction``,
-        with keys ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh`` and ``w_hr`` mapping to
-        a parameter name or ``None`` (no bias, no projection).  A cell gives a
+        with keys ``w_ih``, ``w_hh``, ``b_ih``, ``b_hh``, ``w_hr`` and ``w_ph`` mapping to
+        a parameter name or ``None`` (no bias, no projection, no peepholes).  A cell gives a
         one-element list.
     """
     names = [obj._names] if is_cell(obj) else obj._weight_names
-    keys = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr")
+    keys = ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ph")
     return [{k: (n[i] if i < len(n) else None) for i, k in enumerate(keys)} for n in names]
 
 

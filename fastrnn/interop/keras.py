@@ -330,12 +330,16 @@ def keras_weights(obj):
     Raises
     ------
     ValueError
-        An LSTM with ``proj_size > 0`` (Keras has no projection).
+        An LSTM with ``proj_size > 0`` (Keras has no projection) or ``peepholes=True``
+        (Keras 3's LSTM has no peepholes).
     """
     kind = _common.kind_of(obj)
     if getattr(obj, "proj_size", 0):
         raise ValueError(f"an LSTM with proj_size={obj.proj_size} cannot be exported to Keras: "
                          f"Keras's LSTM has no projection")
+    if getattr(obj, "peepholes", False):
+        raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be exported to Keras: "
+                         f"Keras 3's LSTM has no peephole connections (export to ONNX, input P)")
     params = obj.parameters()
     reset_after = getattr(obj, "reset_after", True)
     per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()
