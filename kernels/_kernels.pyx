@@ -139,7 +139,8 @@ ctypedef struct Args:
                              # LSTM and GRU (see padded_width)
     bint train
     int variant              # RNN: 1 relu (0 tanh); GRU: 1 the reset gate before the product
-                             # of n (0 after it, PyTorch's)
+                             # of n (0 after it, PyTorch's); LSTM: 1 input and forget gates
+                             # coupled, f = 1 - i (ONNX's input_forget)
     bint chunked             # eval mode: input projection a chunk of Tc steps at a time, in the loop
     const int64_t* lens      # (B,) or NULL
     # inputs
@@ -425,15 +426,18 @@ cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
 # =======================================================================================
 cdef inline void lstm_cell_row(floating* row, const floating* bias, const floating* cprev,
                                floating* cnext, floating* tcr, floating* m, int H,
-                               const floating* ph) noexcept nogil:
+                               const floating* ph, bint coupled) noexcept nogil:
     """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence;
-    ``ph``: the peepholes (3H: i, f, o) or NULL."""
+    ``ph``: the peepholes (3H: i, f, o) or NULL; ``coupled``: f = 1 - i."""
     cdef int j
     if ph != NULL:
         for j in range(H):
             row[j] += ph[j] * cprev[j]
             row[H + j] += ph[H + j] * cprev[j]
     sigmoid_bias(row, bias, 2 * H)                 # i, f
+    if coupled:
+        for j in range(H):
+            row[H + j] = 1 - row[j]
     tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
     cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
     if ph != NULL:
@@ -444,23 +448,32 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
     mul_to(m, row + 3 * H, tcr, H)
 
 
-cdef inline void lstm_grad_row_ph(floating* row, const floating* tcr, const floating* cprev,
-                                  const floating* dm, floating* dc, const floating* ph,
-                                  int H) noexcept nogil:
-    """lstm_grad_row with peepholes ``ph`` (3H: i, f, o): o's pre-activation gradient flows into
-    dc_t through p_o, and those of i and f into dc_{t-1} through p_i and p_f."""
+cdef inline void lstm_grad_row_var(floating* row, const floating* tcr, const floating* cprev,
+                                   const floating* dm, floating* dc, const floating* ph,
+                                   bint coupled, int H) noexcept nogil:
+    """lstm_grad_row of the variants: peepholes ``ph`` (3H: i, f, o, or NULL), whose o's
+    pre-activation gradient flows into dc_t through p_o and i's and f's into dc_{t-1} through
+    p_i and p_f; ``coupled`` gates (f = 1 - i), where i reaches c_t through f too."""
     cdef int j
     cdef floating i, f, g, o, tcv, dmv, dao, dct
     for j in range(H):
         i, f, g, o = row[j], row[H + j], row[2 * H + j], row[3 * H + j]
         tcv, dmv = tcr[j], dm[j]
         dao = dmv * tcv * o * (1 - o)
-        dct = dc[j] + dmv * o * (1 - tcv * tcv) + dao * ph[2 * H + j]
-        row[j] = dct * g * i * (1 - i)
-        row[H + j] = dct * cprev[j] * f * (1 - f)
+        dct = dc[j] + dmv * o * (1 - tcv * tcv)
+        if ph != NULL:
+            dct = dct + dao * ph[2 * H + j]
+        if coupled:
+            row[j] = dct * (g - cprev[j]) * i * (1 - i)
+            row[H + j] = 0
+        else:
+            row[j] = dct * g * i * (1 - i)
+            row[H + j] = dct * cprev[j] * f * (1 - f)
         row[2 * H + j] = dct * i * (1 - g * g)
         row[3 * H + j] = dao
-        dc[j] = dct * f + row[j] * ph[j] + row[H + j] * ph[H + j]
+        dc[j] = dct * f
+        if ph != NULL:
+            dc[j] += row[j] * ph[j] + row[H + j] * ph[H + j]
 
 
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
@@ -539,7 +552,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
                           cnext + <Py_ssize_t>b * H,
                           tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
                           mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
-                          <const floating*>a.w_ph)
+                          <const floating*>a.w_ph, a.variant)
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -618,11 +631,11 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
             if not valid(lens, t, b):
                 memset(dA + off, 0, G * sizeof(floating))
                 continue
-            if a.w_ph != NULL:
-                lstm_grad_row_ph(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                                 cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                                 dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
-                                 <const floating*>a.w_ph, H)
+            if a.w_ph != NULL or a.variant:
+                lstm_grad_row_var(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                  cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                  dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
+                                  <const floating*>a.w_ph, a.variant, H)
             else:
                 lstm_grad_row(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                               cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
@@ -1935,9 +1948,17 @@ def rnn_step_backward(dhy, saved, dweights):
     return backward(RNN, None, dhy, saved, dweights, None, True)
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True):
+cdef int check_input_forget(object input_forget) except -1:
+    """The LSTM's variant (see Args) from ``input_forget``."""
+    if not isinstance(input_forget, (bool, np.bool_)):
+        raise TypeError(f"input_forget must be a bool, but got {type(input_forget).__name__}")
+    return 1 if input_forget else 0
+
+
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
     """LSTM over a whole sequence; see :func:`fastrnn.reference.lstm_forward`."""
-    return forward(LSTM, x, hx, weights, lengths, training, 0, False)
+    return forward(LSTM, x, hx, weights, lengths, training, check_input_forget(input_forget),
+                   False)
 
 
 def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -1949,9 +1970,10 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(LSTM, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def lstm_step_forward(x, hx, weights, training=True):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
     """One LSTM step: x (B, I) -> ``((h, c), saved)``."""
-    _, hy, saved = forward(LSTM, x, hx, weights, None, training, 0, True)
+    _, hy, saved = forward(LSTM, x, hx, weights, None, training, check_input_forget(input_forget),
+                           True)
     return hy, saved
 
 

@@ -21,7 +21,8 @@ GEMMs over all T*B rows, and the bias gradients column sums.
 
 Peepholes (``w_ph`` (3, H), rows i, f, o) enter the fused passes: ``p_i * c_{t-1}`` and
 ``p_f * c_{t-1}`` before i and f, ``p_o * c_t`` before o; their gradient is a column sum
-over all T*B rows after the loop.
+over all T*B rows after the loop.  With ``input_forget`` (coupled gates) the pass sets
+``f = 1 - i``, and the backward's gradient of a_i takes the path through f.
 """
 
 import numpy as np
@@ -33,7 +34,7 @@ from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, c, ph, cs, tcs, m, m2):
+def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
     """Fused LSTM update of one sequence: activations, cell state, output.
 
     Every loop stores to one array only: LLVM vectorises a loop only when it
@@ -44,6 +45,7 @@ def _cell_update(g, c, ph, cs, tcs, m, m2):
     g : (4H,) array: pre-activations in, post-activation gates (i, f, g, o) out
     c : (H,) array: c_{t-1} in, c_t out
     ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
+    coupled : bool, f = 1 - i (input_forget)
     cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
     m, m2 : (H,) arrays both receiving o * tanh(c_t)
     """
@@ -59,6 +61,10 @@ def _cell_update(g, c, ph, cs, tcs, m, m2):
             gf[j] += pf[j] * c[j]
     for j in range(2 * H):
         gif[j] = sigmoid(gif[j])
+    if coupled:
+        one = c.dtype.type(1)
+        for j in range(H):
+            gf[j] = one - gi[j]
     for j in range(H):
         gg[j] = tanh(gg[j])
     for j in range(H):
@@ -80,8 +86,8 @@ def _cell_update(g, c, ph, cs, tcs, m, m2):
 
 
 @jit
-def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, lengths, y, G, Cs, TCs, Hs, M, Hn, t0, nt,
-                   b0, b1):
+def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, lengths, y, G, Cs, TCs, Hs, M, Hn,
+                   t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -92,6 +98,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, lengths, y, G, Cs, TCs, Hs,
     b_ih, b_hh : (4H,) arrays, or (0,) when absent
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
+    coupled : bool, input and forget gates coupled (f = 1 - i)
     lengths : (B,) int64 array
     y : (T, B, P) array, written
     G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
@@ -121,9 +128,9 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, lengths, y, G, Cs, TCs, Hs,
                     Hs[ts, b, :] = 0
                 continue
             if proj:
-                _cell_update(G[tg, b], c[b], ph, Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
             else:
-                _cell_update(G[tg, b], c[b], ph, Cs[ts, b], TCs[ts, b], h[b], y[t, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, Cs[ts, b], TCs[ts, b], h[b], y[t, b])
         if proj:
             for b in range(b0, b1):
                 Hn[0, b, :] = 0
@@ -135,8 +142,14 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, lengths, y, G, Cs, TCs, Hs,
                     copy(Hs[ts, b], Hn[0, b])
 
 
+def _check_input_forget(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"input_forget must be a bool, but got {type(value).__name__}")
+    return bool(value)
+
+
 @one_blas_thread
-def lstm_forward(x, hx, weights, lengths=None, training=True):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
     """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -150,6 +163,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     training : bool
         Keep what the backward needs (T*B*6H values, plus T*B*P with a projection);
         otherwise only O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
+    input_forget : bool
+        Couple the input and forget gates (f = 1 - i).
 
     Returns
     -------
@@ -157,6 +172,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     hy : tuple (h_n (B, P), c_n (B, H))
     cache : list, or None when ``training`` is False
     """
+    input_forget = _check_input_forget(input_forget)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -180,10 +196,11 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     args = (h, c, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
-            _peepholes(w_ph, dt), lens, y, G, Cs, TCs, Hs, M, Hn)
+            _peepholes(w_ph, dt), input_forget, lens, y, G, Cs, TCs, Hs, M, Hn)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
     saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
-                          lens=lens, weights=weights) if training else None
+                          lens=lens, weights=weights,
+                          input_forget=input_forget) if training else None
     return y, (h, c), saved
 
 
@@ -193,7 +210,7 @@ def _peepholes(w_ph, dt):
 
 
 @helper()
-def _cell_backward(g, tcs, cp, dc, dm, ph, tmp):
+def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
@@ -204,6 +221,7 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, tmp):
     dc : (H,) array: dJ/dc_t from step t+1 in, dJ/dc_{t-1} out
     dm : (H,) array: dJ/d(o * tanh(c_t)) in, zeros out
     ph : (3, H) array of peepholes, or (0, 0) without
+    coupled : bool, f = 1 - i (input_forget)
     tmp : (H,) scratch array
     """
     H = dc.shape[0]
@@ -224,14 +242,22 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, tmp):
         go[j] = tmp[j]
     for j in range(H):
         tmp[j] = dc[j] * gi[j] * (one - gg[j] * gg[j])
-    for j in range(H):
-        gi[j] = dc[j] * gg[j] * gi[j] * (one - gi[j])
+    if coupled:          # i reaches c_t through f = 1 - i too; a_f is unused
+        for j in range(H):
+            gi[j] = dc[j] * (gg[j] - cp[j]) * gi[j] * (one - gi[j])
+    else:
+        for j in range(H):
+            gi[j] = dc[j] * gg[j] * gi[j] * (one - gi[j])
     for j in range(H):
         gg[j] = tmp[j]
     for j in range(H):
         tmp[j] = dc[j] * gf[j]
-    for j in range(H):
-        gf[j] = dc[j] * cp[j] * gf[j] * (one - gf[j])
+    if coupled:
+        for j in range(H):
+            gf[j] = 0
+    else:
+        for j in range(H):
+            gf[j] = dc[j] * cp[j] * gf[j] * (one - gf[j])
     if peep:             # i and f read c_{t-1} through p_i and p_f
         pi, pf = ph[0], ph[1]
         for j in range(H):
@@ -243,7 +269,8 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, tmp):
 
 
 @jit
-def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, lengths, norms,
+                    b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -259,6 +286,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, lengths,
     w_hh, w_hr : W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
         w_hr (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
+    coupled : bool, input and forget gates coupled
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
     b0, b1 : int
@@ -292,7 +320,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, lengths,
         for b in range(b0, b1):
             if t < lengths[b]:
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
-                               DM[0, b, :H] if proj else dh[b], ph, tmp)
+                               DM[0, b, :H] if proj else dh[b], ph, coupled, tmp)
         mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
 
 
@@ -319,7 +347,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "lstm", dweights)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
-    Hs, lens, weights = s["Hs"], s["lens"], s["weights"]
+    Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = dweights
     dt = x.dtype
@@ -339,7 +367,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         w_hr_p = _common.empty(3, dt)
     slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
     args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p,
-            _peepholes(w_ph, dt), lens, norms)
+            _peepholes(w_ph, dt), input_forget, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -360,7 +388,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, hy, cy, G, TCs, M):
+def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, hy, cy, G, TCs, M):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -369,6 +397,7 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, hy, cy, G, T
     h : (B, P) array, c : (B, H) array
     w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
     w_hr (P, H) array or (0, 0); ph (3, H) array of peepholes or (0, 0)
+    coupled : bool, input and forget gates coupled (f = 1 - i)
     hy : (B, P) array receiving h'
     cy : (B, H) array receiving c'
     G : (1, B, 4H) array receiving the post-activation gates
@@ -384,15 +413,15 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, hy, cy, G, T
     for b in range(B):
         copy(cy[b], c[b])
         if proj:
-            _cell_update(g2[b], cy[b], ph, cy[b], TCs[0, b], M[0, b], M[0, b])
+            _cell_update(g2[b], cy[b], ph, coupled, cy[b], TCs[0, b], M[0, b], M[0, b])
         else:
-            _cell_update(g2[b], cy[b], ph, cy[b], TCs[0, b], hy[b], hy[b])
+            _cell_update(g2[b], cy[b], ph, coupled, cy[b], TCs[0, b], hy[b], hy[b])
     if proj:
         hy[:, :] = 0
         mm_nt(M[0], w_hr, hy, 0)
 
 
-def lstm_step_forward(x, hx, weights, training=True):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
     """One LSTM step (what :class:`fastrnn.LSTMCell` runs).
 
     Parameters
@@ -402,12 +431,15 @@ def lstm_step_forward(x, hx, weights, training=True):
     weights : tuple (w_ih (4H, I), w_hh (4H, P), b_ih, b_hh (4H,) or None, w_hr (P, H) or None,
         w_ph (3, H) or None)
     training : bool
+    input_forget : bool
+        Couple the input and forget gates (f = 1 - i).
 
     Returns
     -------
     hy : tuple (h' (B, P), c' (B, H))
     saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
+    input_forget = _check_input_forget(input_forget)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     B = x.shape[0]
@@ -420,13 +452,13 @@ def lstm_step_forward(x, hx, weights, training=True):
     M = np.empty((1, B, H), dt) if proj else _common.empty(3, dt)
     _step_forward_kernel(x, h, c, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
                          _common.bias_or_empty(b_hh, dt), w_hr if proj else _common.empty(2, dt),
-                         _peepholes(w_ph, dt), hy, cy, G, TCs, M)
+                         _peepholes(w_ph, dt), input_forget, hy, cy, G, TCs, M)
     if not training:
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
     saved = _common.Saved("lstm", True, True, x=x[None], h0=h.copy(), c0=c.copy(), G=G,
                           Cs=cy.reshape(1, B, H), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
-                          weights=weights)
+                          weights=weights, input_forget=input_forget)
     return (hy, cy), saved
 
 

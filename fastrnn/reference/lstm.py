@@ -13,6 +13,9 @@ With peepholes (ONNX's ``P``; Gers & Schmidhuber 2000), p = w_ph (3, H) rows i, 
     i_t = sigmoid(a_i + p_i * c_{t-1})   f_t = sigmoid(a_f + p_f * c_{t-1})
     o_t = sigmoid(a_o + p_o * c_t)
 
+With coupled input and forget gates (ONNX's ``input_forget=1``) the forget gate is
+``f_t = 1 - i_t`` (a_f and the forget gate's weights are unused).
+
 Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 """
 
@@ -24,7 +27,13 @@ from ._common import (
 )
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True):
+def _input_forget(value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"input_forget must be a bool, but got {type(value).__name__}")
+    return bool(value)
+
+
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
     """LSTM over a whole sequence.
 
     Parameters
@@ -36,6 +45,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     lengths : (B,) int array or None
     training : bool
         Keep what the backward needs.
+    input_forget : bool
+        Couple the input and forget gates: ``f = 1 - i``.
 
     Returns
     -------
@@ -43,8 +54,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
     hy : tuple (h_n (B, P), c_n (B, H))
     saved : Saved or None
         x, h_prev and c_prev (the states entering each step), gates (post-activation),
-        c_all (c_t), valid, weights; None when ``training`` is False.
+        c_all (c_t), valid, weights, input_forget; None when ``training`` is False.
     """
+    input_forget = _input_forget(input_forget)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 4
@@ -64,6 +76,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
             a[:, :H] += w_ph[0] * c
             a[:, H:2 * H] += w_ph[1] * c
         i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
+        if input_forget:
+            f = 1 - i
         g = np.tanh(a[:, 2 * H:3 * H])
         c_new = f * c + i * g
         if w_ph is not None:
@@ -78,7 +92,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True):
         y[t] = masked(valid, t, h_new)
         h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
     saved = Saved("lstm", False, False, x=x, h_prev=h_prev, c_prev=c_prev, gates=gates,
-                  c_all=c_all, valid=valid, weights=weights) if training else None
+                  c_all=c_all, valid=valid, weights=weights,
+                  input_forget=input_forget) if training else None
     return y, (h, c), saved
 
 
@@ -104,7 +119,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = take(saved, "lstm", dweights)
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
-    c_all, valid, weights = s["c_all"], s["valid"], s["weights"]
+    c_all, valid, weights, input_forget = s["c_all"], s["valid"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 4
@@ -125,9 +140,13 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         dc_t = masked(valid, t, dc) + dm * o * (1 - tanh_c ** 2)
         if w_ph is not None:
             dc_t = dc_t + da_o * w_ph[2]
+        if input_forget:                     # f = 1 - i: i reaches c_t through f too
+            da_i, da_f = dc_t * (g - c_prev[t]) * i * (1 - i), np.zeros_like(i)
+        else:
+            da_i, da_f = dc_t * g * i * (1 - i), dc_t * c_prev[t] * f * (1 - f)
         da = np.concatenate([
-            dc_t * g * i * (1 - i),          # d a_i
-            dc_t * c_prev[t] * f * (1 - f),  # d a_f
+            da_i,                            # d a_i
+            da_f,                            # d a_f
             dc_t * i * (1 - g ** 2),         # d a_g
             da_o,                            # d a_o
         ], axis=1)
