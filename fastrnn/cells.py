@@ -52,6 +52,8 @@ class _CellBase(Module):
             extra += ", reset_after=False"
         if self.peepholes:
             extra += ", peepholes=True"
+        if self._opts.get("input_forget", False):
+            extra += ", input_forget=True"
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
@@ -170,13 +172,16 @@ class LSTMCell(_CellBase):
 
     Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
     and with ``peepholes=True`` (not in PyTorch; see :class:`fastrnn.LSTM`)
-    ``weight_peephole`` (3, H), rows i, f, o.
+    ``weight_peephole`` (3, H), rows i, f, o.  ``input_forget=True`` couples the input and
+    forget gates, ``f = 1 - i``, as :class:`fastrnn.LSTM` does.
     """
     _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, peepholes=False):
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes)
+                 seed=None, peepholes=False, input_forget=False):
+        self.input_forget = _checks.check_bool("input_forget", input_forget)
+        opts = {"input_forget": True} if self.input_forget else {}
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes, **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""

@@ -331,13 +331,19 @@ class LSTM(RNNBase):
     ``peepholes=True`` (not in PyTorch; ONNX's ``P``, Gers & Schmidhuber 2000) adds
     ``weight_peephole_l{k}`` (3, H), rows i, f, o: ``i = sigmoid(... + p_i * c_{t-1})``,
     ``f = sigmoid(... + p_f * c_{t-1})``, ``o = sigmoid(... + p_o * c_t)``.
+
+    ``input_forget=True`` (not in PyTorch; ONNX's ``input_forget=1``) couples the input and
+    forget gates: ``f = 1 - i``.  The forget gate's rows of the weights and biases are then
+    unused (their gradients are zero); the parameters keep their shapes.
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False, peepholes=False):
+                 backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False):
+        self.input_forget = _checks.check_bool("input_forget", input_forget)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
+                         options={"input_forget": True} if self.input_forget else None,
                          peepholes=peepholes)
 
 

@@ -226,6 +226,8 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
         attrs["layout"] = 1
     if kind == "GRU":
         attrs["linear_before_reset"] = 1 if obj.reset_after else 0
+    if kind == "LSTM" and obj.input_forget:
+        attrs["input_forget"] = 1
     if kind == "RNN":
         attrs["activations"] = [obj.nonlinearity.capitalize()] * D
     finals = {s: [] for s in states}
@@ -334,7 +336,7 @@ _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
                  "nonlinearity": "str", "reverse": "bool", "reset_after": "bool",
-                 "peepholes": "bool"}
+                 "peepholes": "bool", "input_forget": "bool"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
                "str": "a JSON string"}
@@ -651,9 +653,6 @@ def _parse_node(node, index, consts, opset, where, onnx):
     if kind == "LSTM":
         if attrs.get("input_forget", 0) not in (0, 1):
             invalid("input_forget", "0 or 1")
-        if attrs.get("input_forget", 0):
-            raise UnsupportedOnnxError(f"{where}: input_forget=1 (coupled input and forget "
-                                       f"gates) has no fastrnn counterpart")
     if kind == "GRU":
         if attrs.get("linear_before_reset", 0) not in (0, 1):
             invalid("linear_before_reset", "0 or 1")
@@ -745,6 +744,7 @@ def _parse_node(node, index, consts, opset, where, onnx):
     return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
                 bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
                 peepholes=P is not None and bool(np.any(P)),
+                input_forget=bool(attrs.get("input_forget", 0)) if kind == "LSTM" else None,
                 layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
 
@@ -878,8 +878,7 @@ def load(source, *, backend="auto", batch_first=None):
         does not know in the model, graph, nodes or tensors; attributes the
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
-        equivalent: other activations, ``clip``,
-        ``input_forget``, nonzero
+        equivalent: other activations, ``clip``, nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
@@ -905,7 +904,8 @@ def load(source, *, backend="auto", batch_first=None):
     nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
-        for key in ("kind", "D", "reverse", "H", "nonlinearity", "reset_after", "layout", "dtype"):
+        for key in ("kind", "D", "reverse", "H", "nonlinearity", "reset_after", "input_forget",
+                    "layout", "dtype"):
             if spec[key] != first[key]:
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
                                            f"{first['label']} has {first[key]!r}; fastrnn reads "
@@ -934,7 +934,8 @@ def load(source, *, backend="auto", batch_first=None):
         batch_first = meta.get("batch_first", first["layout"] == 1)
     options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"),
                    reset_after=False if first["reset_after"] is False else None,
-                   peepholes=True if peepholes else None)
+                   peepholes=True if peepholes else None,
+                   input_forget=True if first["input_forget"] else None)
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
                        batch_first=bool(batch_first), dropout=meta.get("dropout"),
@@ -949,6 +950,10 @@ def load(source, *, backend="auto", batch_first=None):
     if meta and config.get("peepholes") and "peepholes" not in meta:
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM without "
                                    f"peepholes, but the graph's nodes have nonzero P")
+    if meta and config.get("input_forget") and "input_forget" not in meta:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM with "
+                                   f"separate input and forget gates, but the graph's nodes have "
+                                   f"input_forget=1")
     if meta and config.get("reset_after") is False and "reset_after" not in meta:
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a GRU that "
                                    f"resets after the recurrent product, but the graph's nodes "

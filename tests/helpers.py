@@ -41,6 +41,8 @@ KERNEL_CASES = {
     "lstm_proj": ("lstm", {}, 3),
     "lstm_peepholes": ("lstm", {}, 0),       # peepholes: the case's name says so
     "lstm_proj_peepholes": ("lstm", {}, 3),
+    "lstm_input_forget": ("lstm", {"input_forget": True}, 0),
+    "lstm_input_forget_peepholes": ("lstm", {"input_forget": True}, 0),
     "gru": ("gru", {}, 0),
     "gru_reset_before": ("gru", {"reset_after": False}, 0),
 }
@@ -90,6 +92,7 @@ MODES = {
     "gru": (fastrnn.GRU, {}),
     "gru_rb": (fastrnn.GRU, {"reset_after": False}),   # the reset gate before the product of n
     "lstm_ph": (fastrnn.LSTM, {"peepholes": True}),
+    "lstm_if": (fastrnn.LSTM, {"input_forget": True, "peepholes": True}),   # the two interact
 }
 CELLS = {
     "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
@@ -98,9 +101,10 @@ CELLS = {
     "gru": (fastrnn.GRUCell, {}),
     "gru_rb": (fastrnn.GRUCell, {"reset_after": False}),
     "lstm_ph": (fastrnn.LSTMCell, {"peepholes": True}),
+    "lstm_if": (fastrnn.LSTMCell, {"input_forget": True, "peepholes": True}),
 }
 #: the modes PyTorch has (the others have no torch twin)
-TORCH_MODES = [m for m in MODES if m not in ("gru_rb", "lstm_ph")]
+TORCH_MODES = [m for m in MODES if m not in ("gru_rb", "lstm_ph", "lstm_if")]
 
 
 def make_layer(mode, backend, dtype=np.float64, proj_size=0, seed=0, **kwargs):

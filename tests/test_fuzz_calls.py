@@ -33,13 +33,13 @@ T, B, I, H = 4, 3, 5, 6
 _LAYER_FLAGS = ["bias", "batch_first", "bidirectional", "reverse"]
 CONSTRUCTORS = {
     fastrnn.LSTM: ["input_size", "hidden_size", "num_layers", "dropout", "proj_size", "dtype",
-                   "backend", "seed", "peepholes", *_LAYER_FLAGS],
+                   "backend", "seed", "peepholes", "input_forget", *_LAYER_FLAGS],
     fastrnn.GRU: ["input_size", "hidden_size", "num_layers", "dropout", "dtype", "backend", "seed",
                   "reset_after", *_LAYER_FLAGS],
     fastrnn.RNN: ["input_size", "hidden_size", "num_layers", "nonlinearity", "dropout", "dtype",
                   "backend", "seed", *_LAYER_FLAGS],
     fastrnn.LSTMCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias",
-                       "peepholes"],
+                       "peepholes", "input_forget"],
     fastrnn.GRUCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias",
                       "reset_after"],
     fastrnn.RNNCell: ["input_size", "hidden_size", "nonlinearity", "dtype", "backend", "seed",
@@ -60,6 +60,7 @@ def _flag_ok(value):
 
 VALID_FOR = {"seed": _seed_ok, "bias": _flag_ok, "batch_first": _flag_ok, "bidirectional": _flag_ok,
              "reverse": _flag_ok, "reset_after": _flag_ok, "peepholes": _flag_ok,
+             "input_forget": _flag_ok,
              "proj_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < H,
              "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
              and 0 <= v <= 1}

@@ -302,5 +302,8 @@ def test_unsupported_keras_objects_are_named():
     for obj in (fastrnn.LSTM(I, H, peepholes=True), fastrnn.LSTMCell(I, H, peepholes=True)):
         with pytest.raises(ValueError, match="peepholes=True.*no peephole connections"):
             to_keras(obj)
+    for obj in (fastrnn.LSTM(I, H, input_forget=True), fastrnn.LSTMCell(I, H, input_forget=True)):
+        with pytest.raises(ValueError, match="input_forget=True.*no coupled input and forget"):
+            to_keras(obj)
     with pytest.warns(UserWarning, match="recurrent_dropout"):
         from_keras(built(keras.layers.LSTM(H, dropout=0.1, recurrent_dropout=0.2)))

@@ -51,13 +51,17 @@ def assert_same_weights(a, b):
 def make(kind, dtype=np.float32, **kw):
     """A layer or cell of a kind: "tanh", "relu", a class name, "GRU_rb" / "GRUCell_rb" for
     a GRU resetting before the product (ONNX's linear_before_reset=0), "LSTM_ph" /
-    "LSTMCell_ph" for an LSTM with peepholes (ONNX's P)."""
+    "LSTMCell_ph" for an LSTM with peepholes (ONNX's P), "LSTM_if" / "LSTMCell_if" for one
+    with coupled input and forget gates (ONNX's input_forget=1; the cell with peepholes too)."""
     if kind in ("tanh", "relu"):
         return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
     if kind.endswith("_rb"):
         return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, reset_after=False, **kw)
     if kind.endswith("_ph"):
         return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, peepholes=True, **kw)
+    if kind.endswith("_if"):
+        extra = {"peepholes": True} if kind.startswith("LSTMCell") else {}
+        return getattr(fastrnn, kind[:-3])(I, H, dtype=dtype, input_forget=True, **extra, **kw)
     return getattr(fastrnn, kind)(I, H, dtype=dtype, **kw)
 
 
@@ -83,7 +87,7 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb"])
 def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
@@ -92,8 +96,8 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     path = tmp_path / "model.onnx"
     model = fonnx.export(layer, path, initial_state=True, lengths=True)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU", "LSTM_ph": "LSTM"}.get(
-        kind, kind)) == num_layers
+    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU", "LSTM_ph": "LSTM",
+                      "LSTM_if": "LSTM"}.get(kind, kind)) == num_layers
     sess = session(model)
     for lengths in ([T, 3, 1, 5], [T] * B):
         feeds, want = feeds_and_reference(layer, rng, np.float32, lengths=lengths)
@@ -110,7 +114,7 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     assert back.reverse == (direction == "reverse")
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb"])
 def test_default_inputs_zero_state_no_lengths(kind):
     rng = np.random.default_rng(1)
     layer = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=2)
@@ -124,7 +128,8 @@ def test_default_inputs_zero_state_no_lengths(kind):
     assert_same_weights(layer, fonnx.load(buf))
 
 
-@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "GRUCell", "GRUCell_rb"])
+@pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "LSTMCell_if",
+                                  "GRUCell", "GRUCell_rb"])
 def test_cells(kind):
     rng = np.random.default_rng(2)
     cell = make(kind, seed=3)
@@ -139,6 +144,8 @@ def test_cells(kind):
     assert_same_weights(cell, fonnx.load(model))
 
 
+# (not LSTM_if: onnx's reference implementation of LSTM ignores input_forget; onnxruntime
+# runs it, in the tests above)
 @pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "GRU", "GRU_rb"])
 def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
     """onnxruntime runs neither float64 nor layout=1; onnx's reference evaluator runs both."""
@@ -216,9 +223,9 @@ def single_node_model(op, attrs=(), G=3, D=1, bias=True):
 def test_nodes_without_a_fastrnn_equivalent_are_refused():
     assert fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})).reset_after is True
     assert fonnx.load(single_node_model("GRU")).reset_after is False   # ONNX's default: 0
+    assert fonnx.load(single_node_model("LSTM", {"input_forget": 1}, G=4)).input_forget is True
     cases = [
         (single_node_model("RNN", {"clip": 3.0}, G=1), "clip=3.0"),
-        (single_node_model("LSTM", {"input_forget": 1}, G=4), "input_forget=1"),
         (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
         (single_node_model("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, G=4), "activations"),
     ]

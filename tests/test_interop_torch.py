@@ -285,3 +285,6 @@ def test_variants_torch_lacks_are_refused_with_the_reason():
     for obj in (fastrnn.LSTM(3, 4, peepholes=True), fastrnn.LSTMCell(3, 4, peepholes=True)):
         with pytest.raises(ValueError, match=r"peepholes=True\) cannot be converted to torch"):
             to_torch(obj)
+    for obj in (fastrnn.LSTM(3, 4, input_forget=True), fastrnn.LSTMCell(3, 4, input_forget=True)):
+        with pytest.raises(ValueError, match=r"input_forget=True\) cannot be converted to torch"):
+            to_torch(obj)

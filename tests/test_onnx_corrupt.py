@@ -452,8 +452,13 @@ CASES = {
                                   r"linear_before_reset=0"),
     "gru_linear_before_reset_2": ("gru_layout", attribute_edit("linear_before_reset", 2), U,
                                   r"linear_before_reset=2 is not a value ONNX defines for GRU"),
-    "lstm_input_forget_1": ("lstm", attribute_edit("input_forget", 1), U,
-                            r"input_forget=1 \(coupled input and forget gates\) has no fastrnn"),
+    "lstm_input_forget_1": ("lstm", attribute_edit("input_forget", 1), U,   # one node of two
+                            r"has input_forget=False but node \d+ \(LSTM 'LSTM_\d+'\) has True; "
+                            r"fastrnn reads a stack of equal recurrent nodes"),
+    "lstm_cell_input_forget_1": ("lstm_cell", attribute_edit("input_forget", 1), U,
+                                 r"metadata 'fastrnn.config' describes an LSTM with separate "
+                                 r"input and forget gates, but the graph's nodes have "
+                                 r"input_forget=1"),
     "lstm_input_forget_3": ("lstm_cell", attribute_edit("input_forget", 3), U,
                             r"input_forget=3 is not a value ONNX defines for LSTM"),
     "hidden_size_0": ("rnn", attribute_edit("hidden_size", 0), U,

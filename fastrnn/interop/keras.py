@@ -330,16 +330,18 @@ def keras_weights(obj):
     Raises
     ------
     ValueError
-        An LSTM with ``proj_size > 0`` (Keras has no projection) or ``peepholes=True``
-        (Keras 3's LSTM has no peepholes).
+        An LSTM with ``proj_size > 0`` (Keras has no projection), ``peepholes=True`` or
+        ``input_forget=True`` (Keras 3's LSTM has neither).
     """
     kind = _common.kind_of(obj)
     if getattr(obj, "proj_size", 0):
         raise ValueError(f"an LSTM with proj_size={obj.proj_size} cannot be exported to Keras: "
                          f"Keras's LSTM has no projection")
-    if getattr(obj, "peepholes", False):
-        raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be exported to Keras: "
-                         f"Keras 3's LSTM has no peephole connections (export to ONNX, input P)")
+    for option, what in (("peepholes", "peephole connections"),
+                         ("input_forget", "coupled input and forget gates")):
+        if getattr(obj, option, False):
+            raise ValueError(f"{type(obj).__name__}({option}=True) cannot be exported to Keras: "
+                             f"Keras 3's LSTM has no {what} (export to ONNX)")
     params = obj.parameters()
     reset_after = getattr(obj, "reset_after", True)
     per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()

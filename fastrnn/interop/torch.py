@@ -127,12 +127,16 @@ def to_torch(obj):
     ------
     ValueError
         ``reverse=True``: PyTorch has no layer that runs only backwards; ``reset_after=False``:
-        PyTorch's GRU applies the reset gate after the product of n only; ``peepholes=True``:
-        PyTorch's LSTM has none.
+        PyTorch's GRU applies the reset gate after the product of n only; ``peepholes=True``
+        and ``input_forget=True``: PyTorch's LSTM has neither.
     """
     if getattr(obj, "peepholes", False):
         raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be converted to torch: "
                          f"torch.nn.LSTM has no peephole connections (export to ONNX, input P)")
+    if getattr(obj, "input_forget", False):
+        raise ValueError(f"{type(obj).__name__}(input_forget=True) cannot be converted to torch: "
+                         f"torch.nn.LSTM has no coupled input and forget gates (export to ONNX, "
+                         f"input_forget=1)")
     if not getattr(obj, "reset_after", True):
         raise ValueError(f"{type(obj).__name__}(reset_after=False) cannot be converted to torch: "
                          f"torch.nn.GRU applies the reset gate after the recurrent product of n "
