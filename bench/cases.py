@@ -15,7 +15,11 @@ a pass and a :class:`Shape`.  The kinds are
   16 steps (``chunk1``, ``chunk16``);
 * ``ragged`` -- batch inference of 2,048 sequences of lengths drawn from
   10-200, through ``lengths`` (PyTorch: ``pack_padded_sequence``; onnxruntime:
-  ``sequence_lens``), 256 sequences per call.
+  ``sequence_lens``), 256 sequences per call;
+* ``variant`` -- an ``infer`` kernel row of a cell variant PyTorch lacks (:data:`VARIANTS`:
+  the GRU with the reset gate before the product, the LSTM with peepholes or with coupled
+  input and forget gates), against onnxruntime, the one peer that runs them (forward only,
+  so there is no training row: no library to compare with).
 
 :meth:`Row.reduced` gives the same row at a size where every engine's
 results can be checked against the numpy reference in a fraction of a second.
@@ -66,7 +70,16 @@ STREAM_VARIANTS = {"cell": 1, "chunk1": 1, "chunk16": 16}
 RAGGED = Shape("ragged", 200, 256, 64, 128)
 RAGGED_BATCHES, RAGGED_MIN_LENGTH = 8, 10
 
-KINDS = ("kernel", "step", "loop", "stream", "ragged")
+#: the cell variants of the ``variant`` rows: name -> (cell, the layer's keyword arguments);
+#: onnxruntime runs each (linear_before_reset=0, P, input_forget=1), PyTorch and JAX none
+VARIANTS = {
+    "reset_before": ("gru", {"reset_after": False}),
+    "peepholes": ("lstm", {"peepholes": True}),
+    "input_forget": ("lstm", {"input_forget": True}),
+}
+VARIANT_SHAPE = SHAPES["medium"]
+
+KINDS = ("kernel", "step", "loop", "stream", "ragged", "variant")
 
 
 class Row(NamedTuple):
@@ -82,7 +95,8 @@ class Row(NamedTuple):
         ``"infer"`` or ``"train"``.
     shape : Shape
     variant : str
-        ``stream``: ``"cell"``, ``"chunk1"`` or ``"chunk16"``; empty otherwise.
+        ``stream``: ``"cell"``, ``"chunk1"`` or ``"chunk16"``; ``variant``: a key of
+        :data:`VARIANTS`; empty otherwise.
     """
 
     kind: str
@@ -96,10 +110,17 @@ class Row(NamedTuple):
         """``lstm-infer-medium``, ``lstm-train-loop-H256``, ``lstm-infer-stream-chunk16``, ..."""
         if self.kind == "kernel":
             return f"{self.cell}-{self.pass_}-{self.shape.name}"
+        if self.kind == "variant":
+            return f"{self.cell}-{self.pass_}-{self.shape.name}-{self.variant}"
         if self.kind == "loop":
             return f"{self.cell}-train-loop-H{self.shape.H}"
         tail = f"-{self.variant}" if self.variant else ""
         return f"{self.cell}-{self.pass_}-{self.kind}{tail}"
+
+    @property
+    def options(self):
+        """The layer's keyword arguments beyond the shape (a variant's options; else none)."""
+        return dict(VARIANTS[self.variant][1]) if self.kind == "variant" else {}
 
     @property
     def units(self):
@@ -120,7 +141,7 @@ class Row(NamedTuple):
         backward does one product for the input and one for the weight gradient
         per forward product).
         """
-        if self.kind not in ("kernel", "step"):
+        if self.kind not in ("kernel", "step", "variant"):
             return None
         s = self.shape
         forward = 2 * s.T * s.B * GATES[self.cell] * s.H * (s.I + s.H)
@@ -129,7 +150,7 @@ class Row(NamedTuple):
     def reduced(self):
         """The same row at a size checked against the numpy reference in well under a second."""
         s = self.shape
-        if self.kind == "kernel":
+        if self.kind in ("kernel", "variant"):
             return self._replace(shape=s._replace(T=min(s.T, 8)))
         if self.kind == "loop":
             return self._replace(shape=Shape(s.name, 8, 4, 12, 16))
@@ -162,9 +183,16 @@ def ragged_rows():
     return [Row("ragged", "lstm", "infer", RAGGED)]
 
 
+def variant_rows(cells=CELLS, passes=PASSES):
+    """The variant rows: inference only (their one peer runs no training pass)."""
+    return [Row("variant", cell, "infer", VARIANT_SHAPE, name)
+            for name, (cell, _) in VARIANTS.items() if cell in cells and "infer" in passes]
+
+
 def all_rows():
     """Every row of the full report, in the report's order."""
-    return kernel_rows() + step_rows() + loop_rows() + stream_rows() + ragged_rows()
+    return (kernel_rows() + step_rows() + loop_rows() + stream_rows() + ragged_rows()
+            + variant_rows())
 
 
 def ragged_lengths(shape, seed):

@@ -69,16 +69,17 @@ class Engine(NamedTuple):
         return row.kind in self.kinds and not (self.infer_only and row.pass_ == "train")
 
 
-ALL_KINDS = ("kernel", "step", "loop", "stream", "ragged")
+ALL_KINDS = ("kernel", "step", "loop", "stream", "ragged", "variant")
 
-#: THE table of engines, fastrnn's first
+#: THE table of engines, fastrnn's first (PyTorch and JAX have none of the variant rows' cells)
 ENGINES = {
-    "numpy": Engine("numpy", False, ("kernel", "step"), False, "numpy"),
+    "numpy": Engine("numpy", False, ("kernel", "step", "variant"), False, "numpy"),
     "numba": Engine("numba", False, ALL_KINDS, False, "numba"),
     "cython": Engine("cython", False, ALL_KINDS, False, "fastrnn._cython"),
-    "torch": Engine("torch", True, ALL_KINDS, False, "torch"),
-    "onnxruntime": Engine("onnxruntime", True, ("kernel", "step", "stream", "ragged"), True,
-                          "onnxruntime"),
+    "torch": Engine("torch", True, ("kernel", "step", "loop", "stream", "ragged"), False,
+                    "torch"),
+    "onnxruntime": Engine("onnxruntime", True, ("kernel", "step", "stream", "ragged", "variant"),
+                          True, "onnxruntime"),
     "jax": Engine("jax", True, ("kernel",), False, "jax"),
 }
 FASTRNN = tuple(n for n, e in ENGINES.items() if not e.peer)
@@ -121,7 +122,7 @@ def inputs(row):
             data["c0"] = rng.standard_normal((s.B, s.H))
             data["dc"] = rng.standard_normal((s.B, s.H))
         return {k: _f32(v) for k, v in data.items()}
-    if row.kind == "kernel":
+    if row.kind in ("kernel", "variant"):
         return {"x": _f32(rng.standard_normal((s.T, s.B, s.I))),
                 "dout": _f32(rng.standard_normal((s.T, s.B, s.H)))}
     if row.kind == "stream":
@@ -153,7 +154,7 @@ def _make(row, backend):
     """The fastrnn layer (or cell, for step rows) of a row, seeded, on ``backend``."""
     s = row.shape
     return _layer_class(row.cell, row.kind == "step")(s.I, s.H, dtype=DTYPE, backend=backend,
-                                                      seed=SEED)
+                                                      seed=SEED, **row.options)
 
 
 def reference_weights(row):
@@ -233,6 +234,13 @@ class FastrnnWorkload(Workload):
     def results(self):
         getattr(self, "_reset_" + self.row.kind, lambda: None)()
         return getattr(self, "_results_" + self.row.kind)()
+
+    # a variant row is a kernel row of a layer with options
+    def _build_variant(self):
+        self._build_kernel()
+
+    def _results_variant(self):
+        return self._results_kernel()
 
     def _results_kernel(self):
         d, m, lstm = self.data, self.module, self.row.cell == "lstm"
@@ -548,6 +556,8 @@ class OnnxruntimeWorkload(Workload):
         feed = {"input": self.data["x"]}
         self._run = lambda: sess.run(None, feed)
 
+    _build_variant = _build_kernel
+
     def _build_step(self):
         sess, d = self._session(_make(self.row, REFERENCE)), self.data
         feed = {"input": d["x"], "h": d["h0"]}
@@ -557,8 +567,8 @@ class OnnxruntimeWorkload(Workload):
 
     def results(self):
         got = self._run()
-        if self.row.kind in ("kernel", "step"):
-            names = (("out",) if self.row.kind == "kernel" else ()) + ("h_n", "c_n")
+        if self.row.kind in ("kernel", "step", "variant"):
+            names = (("out",) if self.row.kind != "step" else ()) + ("h_n", "c_n")
             return _collect(**dict(zip(names, got)))
         return getattr(self, "_results_" + self.row.kind)()
 

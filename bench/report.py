@@ -189,7 +189,9 @@ class Report:
                             ("step", "One cell step from Python, B=1 (time per call)"),
                             ("loop", "The README's training loop (characters/s)"),
                             ("stream", "Streaming inference, B=1, 10,000 steps (steps/s)"),
-                            ("ragged", "Batch inference of ragged sequences (sequences/s)")):
+                            ("ragged", "Batch inference of ragged sequences (sequences/s)"),
+                            ("variant", "Cell variants PyTorch lacks, on whole sequences (time "
+                                        "per call; onnxruntime runs them forward only)")):
             rows = [(r, m) for r, m in self.rows if r.kind == kind]
             if rows:
                 lines += [f"### {title}", "", *self._table(rows), ""]
@@ -214,7 +216,7 @@ class Report:
         kind = rows[0][0].kind
         head = ["row", "shape"] + engines + ["fastrnn", "best peer", "best peer / fastrnn"]
         head += [f"{p} / fastrnn" for p in peers]
-        if kind in ("kernel", "step"):
+        if kind in ("kernel", "step", "variant"):
             head += ["GFLOP/s fastrnn (% GEMM)", "GFLOP/s best peer (% GEMM)"]
         head += ["notes"]
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -237,7 +239,7 @@ class Report:
             cells += [name or "—", peer or "—",
                       _ratio(theirs, mine, bold=True)]
             cells += [_ratio(measured[p].seconds if p in measured else None, mine) for p in peers]
-            if kind in ("kernel", "step"):
+            if kind in ("kernel", "step", "variant"):
                 cells += [self._gflops(row, mine), self._gflops(row, theirs)]
             cells.append("; ".join(notes))
             out.append("| " + " | ".join(cells) + " |")
@@ -309,7 +311,10 @@ class Report:
             "Streaming: LSTM(128, 128) on one sequence, step by step through the cell API or "
             "through the layer on chunks of 1 or 16 steps. Ragged: LSTM(64, 128) on 2,048 "
             "sequences of lengths 10-200 in batches of 256 through `lengths` (PyTorch: "
-            "`pack_padded_sequence`; onnxruntime: `sequence_lens`).",
+            "`pack_padded_sequence`; onnxruntime: `sequence_lens`). Variants: `GRU(reset_after="
+            "False)` (onnxruntime: `linear_before_reset=0`), `LSTM(peepholes=True)` (`P`) and "
+            "`LSTM(input_forget=True)` (`input_forget=1`), inference only: PyTorch and JAX have "
+            "none of them and onnxruntime trains none.",
             "",
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
             "is the share of the float32 GEMM ceiling above. Every engine's results were checked "
@@ -486,6 +491,8 @@ def select_rows(kinds, cells, passes, shapes):
             rows += cases.stream_rows()
         elif kind == "ragged" and "lstm" in cells and "infer" in passes:
             rows += cases.ragged_rows()
+        elif kind == "variant":
+            rows += cases.variant_rows(cells, passes)
         elif kind == "dask" and "lstm" in cells:
             rows += [r for r in scaleout.rows() if r.pass_ in passes]
     return rows

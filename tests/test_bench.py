@@ -26,7 +26,7 @@ sys.path.insert(0, ROOT)        # the benchmark lives in the checkout, not in th
 
 from bench import cases, engines, report  # noqa: E402
 from bench.cases import Row, Shape  # noqa: E402
-from bench.engines import ENGINES  # noqa: E402
+from bench.engines import ENGINES, PEERS  # noqa: E402
 from bench.report import Measurement, Report, Settings  # noqa: E402
 
 AVAILABILITY = engines.availability()
@@ -69,6 +69,12 @@ def test_every_kind_of_row_has_fastrnn_and_a_peer():
         assert any(ENGINES[n].peer for n in names), row.id
     assert [r.id for r in cases.loop_rows()] == ["lstm-train-loop-H128", "lstm-train-loop-H256"]
     assert ENGINES["onnxruntime"].infer_only and not ENGINES["torch"].infer_only
+    variants = cases.variant_rows()
+    assert [r.id for r in variants] == ["gru-infer-medium-reset_before",
+                                        "lstm-infer-medium-peepholes",
+                                        "lstm-infer-medium-input_forget"]
+    for row in variants:   # PyTorch and JAX have none of these cells
+        assert [n for n in PEERS if ENGINES[n].supports(row)] == ["onnxruntime"], row.id
 
 
 def test_check_catches_a_wrong_engine(monkeypatch):
