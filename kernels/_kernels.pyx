@@ -142,6 +142,8 @@ ctypedef struct Args:
                              # of n (0 after it, PyTorch's); LSTM: 1 input and forget gates
                              # coupled, f = 1 - i (ONNX's input_forget)
     bint chunked             # eval mode: input projection a chunk of Tc steps at a time, in the loop
+    double clip              # ONNX's cell clip of every gate pre-activation, or 0 (none)
+    void* cmask              # (T, B, G) the clip's gradient mask (training with a clip), or NULL
     const int64_t* lens      # (B,) or NULL
     # inputs
     void* x                  # (T, B, I)
@@ -304,6 +306,46 @@ cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const float
 
 
 # =======================================================================================
+# The cell clip (ONNX's clip: every gate pre-activation bounded to [-clip, clip]); its
+# gradient mask is 1 inside (the bounds included, as PyTorch's clamp) and 0 outside or at NaN
+# =======================================================================================
+cdef inline floating clip_value(floating v, floating c, floating* m, int j) noexcept nogil:
+    """v clamped to [-c, c] (NaN stays NaN); m[j] (unless m is NULL) its gradient mask."""
+    if m != NULL:
+        m[j] = 1 if (v >= -c and v <= c) else 0
+    if v < -c:
+        return -c
+    if v > c:
+        return c
+    return v
+
+
+cdef inline floating* clip_mask_row(Args* a, floating tag, int t, int b, int G) noexcept nogil:
+    """The clip's mask row of step t, sequence b (G wide), or NULL (no clip, or eval mode)."""
+    if a.cmask == NULL:
+        return NULL
+    return <floating*>a.cmask + (<Py_ssize_t>t * a.B + b) * G
+
+
+cdef inline void clip_act_row(floating* row, const floating* bias, int n, floating c, floating* m,
+                              bint sig) noexcept nogil:
+    """row[j] = act(clip(row[j] + bias[j])), act sigmoid (``sig``) or tanh; m: the mask or NULL."""
+    cdef int j
+    cdef floating v
+    for j in range(n):
+        v = clip_value(row[j] + bias[j], c, m, j)
+        row[j] = act_sigmoid(v) if sig else act_tanh(v)
+
+
+cdef inline void mask_grads(floating* d, const floating* m, int n) noexcept nogil:
+    """d[j] *= m[j] (nothing when m is NULL)."""
+    cdef int j
+    if m != NULL:
+        for j in range(n):
+            d[j] *= m[j]
+
+
+# =======================================================================================
 # RNN
 # =======================================================================================
 cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
@@ -329,6 +371,8 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* hprev
     cdef floating* hnext
     cdef floating* yt
+    cdef floating* m
+    cdef floating v
     cdef int t, t0 = 0, b, j
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
@@ -350,7 +394,12 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
                 if yt != NULL:
                     memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
                 continue
-            if relu:
+            if a.clip > 0:
+                m = clip_mask_row(a, tag, t, b, H)
+                for j in range(H):
+                    v = clip_value(row[j] + bias[j], <floating>a.clip, m, j)
+                    row[j] = act_relu(v) if relu else act_tanh(v)
+            elif relu:
                 for j in range(H):
                     row[j] = act_relu(row[j] + bias[j])
             else:
@@ -402,6 +451,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
                 for j in range(H):
                     hv = da[j]
                     da[j] = dht[j] * (1 - hv * hv)
+            mask_grads(da, clip_mask_row(a, tag, t, b, H), H)
             memset(dhb, 0, H * sizeof(floating))
         if a.w_hh_r != NULL:
             rowmm(b1 - b0, H, H, dA + <Py_ssize_t>t * BH + <Py_ssize_t>b0 * H, H,
@@ -426,40 +476,54 @@ cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
 # =======================================================================================
 cdef inline void lstm_cell_row(floating* row, const floating* bias, const floating* cprev,
                                floating* cnext, floating* tcr, floating* m, int H,
-                               const floating* ph, bint coupled) noexcept nogil:
+                               const floating* ph, bint coupled, floating clip,
+                               floating* cm) noexcept nogil:
     """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence;
-    ``ph``: the peepholes (3H: i, f, o) or NULL; ``coupled``: f = 1 - i."""
+    ``ph``: the peepholes (3H: i, f, o) or NULL; ``coupled``: f = 1 - i; ``clip`` (0: none):
+    the cell clip of the pre-activations, ``cm`` its mask row (4H) or NULL."""
     cdef int j
     if ph != NULL:
         for j in range(H):
             row[j] += ph[j] * cprev[j]
             row[H + j] += ph[H + j] * cprev[j]
-    sigmoid_bias(row, bias, 2 * H)                 # i, f
+    if clip > 0:
+        clip_act_row(row, bias, 2 * H, clip, cm, True)                       # i, f
+        clip_act_row(row + 2 * H, bias + 2 * H, H, clip,
+                     cm + 2 * H if cm != NULL else NULL, False)             # g
+    else:
+        sigmoid_bias(row, bias, 2 * H)                 # i, f
+        tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
     if coupled:
         for j in range(H):
             row[H + j] = 1 - row[j]
-    tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
     cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
     if ph != NULL:
         for j in range(H):
             row[3 * H + j] += ph[2 * H + j] * cnext[j]
-    sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
+    if clip > 0:
+        clip_act_row(row + 3 * H, bias + 3 * H, H, clip,
+                     cm + 3 * H if cm != NULL else NULL, True)              # o
+    else:
+        sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
     tanh_to(tcr, cnext, H)
     mul_to(m, row + 3 * H, tcr, H)
 
 
 cdef inline void lstm_grad_row_var(floating* row, const floating* tcr, const floating* cprev,
                                    const floating* dm, floating* dc, const floating* ph,
-                                   bint coupled, int H) noexcept nogil:
+                                   bint coupled, const floating* cm, int H) noexcept nogil:
     """lstm_grad_row of the variants: peepholes ``ph`` (3H: i, f, o, or NULL), whose o's
     pre-activation gradient flows into dc_t through p_o and i's and f's into dc_{t-1} through
-    p_i and p_f; ``coupled`` gates (f = 1 - i), where i reaches c_t through f too."""
+    p_i and p_f; ``coupled`` gates (f = 1 - i), where i reaches c_t through f too; ``cm`` the
+    clip's mask row (4H) or NULL."""
     cdef int j
     cdef floating i, f, g, o, tcv, dmv, dao, dct
     for j in range(H):
         i, f, g, o = row[j], row[H + j], row[2 * H + j], row[3 * H + j]
         tcv, dmv = tcr[j], dm[j]
         dao = dmv * tcv * o * (1 - o)
+        if cm != NULL:
+            dao = dao * cm[3 * H + j]
         dct = dc[j] + dmv * o * (1 - tcv * tcv)
         if ph != NULL:
             dct = dct + dao * ph[2 * H + j]
@@ -471,6 +535,10 @@ cdef inline void lstm_grad_row_var(floating* row, const floating* tcr, const flo
             row[H + j] = dct * cprev[j] * f * (1 - f)
         row[2 * H + j] = dct * i * (1 - g * g)
         row[3 * H + j] = dao
+        if cm != NULL:
+            row[j] *= cm[j]
+            row[H + j] *= cm[H + j]
+            row[2 * H + j] *= cm[2 * H + j]
         dc[j] = dct * f
         if ph != NULL:
             dc[j] += row[j] * ph[j] + row[H + j] * ph[H + j]
@@ -552,7 +620,8 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
                           cnext + <Py_ssize_t>b * H,
                           tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
                           mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
-                          <const floating*>a.w_ph, a.variant)
+                          <const floating*>a.w_ph, a.variant, <floating>a.clip,
+                          clip_mask_row(a, tag, t, b, G))
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -631,11 +700,12 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
             if not valid(lens, t, b):
                 memset(dA + off, 0, G * sizeof(floating))
                 continue
-            if a.w_ph != NULL or a.variant:
+            if a.w_ph != NULL or a.variant or a.cmask != NULL:
                 lstm_grad_row_var(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                                   cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                                   dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
-                                  <const floating*>a.w_ph, a.variant, H)
+                                  <const floating*>a.w_ph, a.variant,
+                                  clip_mask_row(a, tag, t, b, G), H)
             else:
                 lstm_grad_row(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                               cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
@@ -689,6 +759,22 @@ cdef void peephole_grads(floating tag, Args* a, const floating* dA) noexcept nog
 # GRU (gate order r, z, n; the reset gate after the recurrent product, or before it with
 # a.variant: then a step makes two products, h @ W_hrz^T and (r * h) @ W_hn^T)
 # =======================================================================================
+cdef inline void gru_cell_row_clip(floating* row, const floating* gh, const floating* bias,
+                                   const floating* hprev, floating* hnext, int H, floating clip,
+                                   floating* cm) noexcept nogil:
+    """gru_cell_row with the cell clip of the pre-activations; ``cm``: its mask row (3H) or NULL."""
+    cdef int j
+    cdef floating hn
+    for j in range(2 * H):
+        row[j] = act_sigmoid(clip_value(row[j] + gh[j] + bias[j], clip, cm, j))
+    for j in range(H):
+        hn = gh[2 * H + j] + bias[3 * H + j]
+        row[3 * H + j] = hn
+        row[2 * H + j] = act_tanh(clip_value(row[2 * H + j] + bias[2 * H + j] + row[j] * hn,
+                                             clip, cm + 2 * H if cm != NULL else NULL, j))
+    gru_state(hnext, row + H, row + 2 * H, hprev, H)
+
+
 cdef inline void gru_cell_row(floating* row, const floating* gh, const floating* bias,
                               const floating* hprev, floating* hnext, int H) noexcept nogil:
     """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit."""
@@ -761,12 +847,34 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
                 if yt != NULL:
                     memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
                 continue
-            gru_cell_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
-                         hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H)
+            if a.clip > 0:
+                gru_cell_row_clip(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
+                                  hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
+                                  <floating>a.clip, clip_mask_row(a, tag, t, b, G3))
+            else:
+                gru_cell_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
+                             hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H)
             if yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
     free(ghb)
     return 0
+
+
+cdef inline void gru_mask_grads(floating* row, floating* gh, const floating* cm,
+                                int H) noexcept nogil:
+    """The clip's mask row ``cm`` (3H: r, z, n) on what gru_grad_row wrote: dn's mask reaches
+    dr (dr is dn times its factors) and dn*r as well."""
+    cdef int j
+    cdef floating mn
+    for j in range(H):
+        mn = cm[2 * H + j]
+        row[j] *= mn * cm[j]
+        row[H + j] *= cm[H + j]
+        row[2 * H + j] *= mn
+        row[3 * H + j] *= mn
+        gh[j] = row[j]
+        gh[H + j] = row[H + j]
+        gh[2 * H + j] = row[3 * H + j]
 
 
 cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
@@ -789,6 +897,7 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* ghb = dht + H
     cdef floating* dhb
     cdef floating* gh
+    cdef bint clipped = a.cmask != NULL
     cdef int t, b
     if dht == NULL:
         return -1
@@ -812,6 +921,9 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
             gru_grad_row(D + <Py_ssize_t>t * BG4 + b * ldg,
                          hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H)
+            if clipped:
+                gru_mask_grads(D + <Py_ssize_t>t * BG4 + b * ldg, gh,
+                               clip_mask_row(a, tag, t, b, G3), H)
         if a.w_hh_r != NULL:
             rowmm(nb, G3, H, ghb, ldh, <const floating*>a.w_hh_r, True,
                   dh + <Py_ssize_t>b0 * H, H)
@@ -842,6 +954,7 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* hprev
     cdef floating* hnext
     cdef floating* yt
+    cdef floating* cm
     cdef int t, t0 = 0, b, j
     if ghb == NULL:
         return -1
@@ -864,8 +977,14 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
                 memset(row + 3 * H, 0, H * sizeof(floating))
                 continue
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
-            for j in range(2 * H):
-                row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
+            if a.clip > 0:
+                cm = clip_mask_row(a, tag, t, b, G3)
+                for j in range(2 * H):
+                    row[j] = act_sigmoid(clip_value(row[j] + gh[j] + bias[j], <floating>a.clip,
+                                                    cm, j))
+            else:
+                for j in range(2 * H):
+                    row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
             for j in range(H):
                 row[3 * H + j] = row[j] * hprev[<Py_ssize_t>b * H + j]
         if a.w_hn_r != NULL:
@@ -882,9 +1001,16 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
                 continue
             row = gt + b * ldg
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
-            for j in range(H):
-                row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + gh[2 * H + j]
-                                          + bias[3 * H + j])
+            if a.clip > 0:
+                cm = clip_mask_row(a, tag, t, b, G3)
+                for j in range(H):
+                    row[2 * H + j] = act_tanh(clip_value(
+                        row[2 * H + j] + bias[2 * H + j] + gh[2 * H + j] + bias[3 * H + j],
+                        <floating>a.clip, cm + 2 * H if cm != NULL else NULL, j))
+            else:
+                for j in range(H):
+                    row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + gh[2 * H + j]
+                                              + bias[3 * H + j])
             gru_state(hnext + <Py_ssize_t>b * H, row + H, row + 2 * H, hprev + <Py_ssize_t>b * H, H)
             if yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
@@ -940,6 +1066,8 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
                 row[2 * H + j] = (dht[j] - dht[j] * z) * (1 - n * n)   # as PyTorch: inf gives NaN
                 row[H + j] = dht[j] * (hp[j] - n) * z * (1 - z)
                 dhb[j] = dht[j] * z
+            mask_grads(row + H, clip_mask_row(a, tag, t, b, 3 * H) + H
+                       if a.cmask != NULL else NULL, 2 * H)
         if a.w_hn_r != NULL:
             rowmm(nb, H, H, D + <Py_ssize_t>t * BG4 + b0 * ldg + 2 * H, <int>ldg,
                   <const floating*>a.w_hn_r, False, drh, ldr)
@@ -957,6 +1085,7 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
                 r = row[j]
                 dhb[j] += d[j] * r
                 row[j] = d[j] * hp[j] * r * (1 - r)
+            mask_grads(row, clip_mask_row(a, tag, t, b, 3 * H), H)
         if a.w_hh_r != NULL:
             rowmm(nb, 2 * H, H, D + <Py_ssize_t>t * BG4 + b0 * ldg, <int>ldg,
                   <const floating*>a.w_hh_r, True, dh + <Py_ssize_t>b0 * H, H)
@@ -1069,6 +1198,7 @@ cdef int I64 = cnp.NPY_INT64
 cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")     # the Cell enum's names
 from fastrnn.celltypes import CELL_TYPES as _CELL_TYPES
 from fastrnn.reference._common import check_dweights   # the contract's messages for dweights
+from fastrnn.reference._common import check_clip
 # gates stacked in the weights, by Cell (from the one table of cell types)
 cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
 
@@ -1244,7 +1374,7 @@ cdef class Saved:
     ``used`` is True and the arrays are gone."""
     cdef int cell_id, typenum, T, B, In, H, P, variant   # In: input size (I is a macro of complex.h)
     cdef readonly bint step, used
-    cdef readonly object x, lengths, gates, hs, cs, tc, mb
+    cdef readonly object x, lengths, gates, hs, cs, tc, mb, cmask
     cdef _Weights w
 
     @property
@@ -1711,9 +1841,9 @@ cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=Fal
 
 
 cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
-                   int variant, bint step):
+                   int variant, bint step, object clip=None):
     """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y;
-    ``variant``: see Args."""
+    ``variant``: see Args; ``clip``: the cell clip, or None."""
     cdef Args a
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
@@ -1722,6 +1852,8 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     cdef double loop_flops
     cdef _Weights w
     cdef cnp.ndarray h0, c0, gates, bias, hs, cs = None, tc = None, mb = None, y = None
+    cdef cnp.ndarray cmask = None
+    clip = check_clip(clip)
     cdef object lens
     memset(&a, 0, sizeof(Args))
     if step:
@@ -1764,6 +1896,11 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
     a.b0, a.b1 = 0, B
     a.train, a.variant, a.chunked = training, variant, Tc < T and not per_step_input
+    if clip is not None:
+        a.clip = clip
+        if training:
+            cmask = workspace(3, T, B, G, typenum)
+            a.cmask = data(cmask)
     a.bias = data(bias)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
@@ -1781,7 +1918,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             operands += (cached_packed(w.w_ih, True),)
             a.w_ih_p = data(operands[4])
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, operands))
+        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands))
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))
@@ -1793,7 +1930,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         saved.cell_id, saved.typenum, saved.step = cell, typenum, step
         saved.T, saved.B, saved.In, saved.H, saved.P, saved.variant = T, B, I, H, P, variant
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
-        saved.cs, saved.tc, saved.mb = cs, tc, mb
+        saved.cs, saved.tc, saved.mb, saved.cmask = cs, tc, mb, cmask
     elif cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
         # the next call's workspaces (hy holds copies: nothing refers to these any more); a
         # small one costs less to allocate again than to keep (chunks of 1 step: 2 us a call)
@@ -1866,6 +2003,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
                            f"run the forward again")
     cell, typenum, T, B, I, H, P, variant = s.cell_id, s.typenum, s.T, s.B, s.In, s.H, s.P, s.variant
     xa, w, lens, gates, hs, cs, tc, mb = s.x, s.w, s.lengths, s.gates, s.hs, s.cs, s.tc, s.mb
+    cmask = s.cmask
     G = GATES[cell] * H
     memset(&a, 0, sizeof(Args))
     if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == LSTM else 1):
@@ -1893,6 +2031,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.w_ph = data(w.w_ph)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
+    a.cmask = data(cmask)
     a.ldg = <int>gates.shape[2]
     a.dy, a.dh, a.dc, a.norms = data(dya), data(dh), data(dc), data(norms)
     a.dht = data(dht)
@@ -1904,7 +2043,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     if s.used:
         raise RuntimeError(f"this cython {made_by} record was already used by a backward pass")
     s.used = True
-    s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = None
+    s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = s.cmask = None
     nthreads = plan_threads(B, loop_flops)
     operands = None
     if T > 1:
@@ -1912,20 +2051,21 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         # w as stored: packing it would cost as much as the step)
         operands = step_operands(&a, w, False, False, False, cell == GRU and variant)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, gates, hs, cs, tc, mb, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh, db_ih,
-         db_hh, dw_hr, dw_ph, operands))
+        (xa, w, lens, gates, hs, cs, tc, mb, cmask, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh,
+         db_ih, db_hh, dw_hr, dw_ph, operands))
     if norms is not None:
         step_norms[...] = norms
-    give_back((gates, hs, cs, tc, mb, dht))
+    give_back((gates, hs, cs, tc, mb, dht, cmask))
     return dx, ((dh, dc) if cell == LSTM else (dh,))
 
 
 # =======================================================================================
 # The kernel contract
 # =======================================================================================
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
     """Elman RNN over a whole sequence; see :func:`fastrnn.reference.rnn_forward`."""
-    return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False)
+    return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False,
+                   clip)
 
 
 def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -1937,9 +2077,10 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(RNN, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None):
     """One RNN step: x (B, I) -> ``(hy, saved)``."""
-    _, hy, saved = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity), True)
+    _, hy, saved = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity),
+                           True, clip)
     return hy, saved
 
 
@@ -1955,10 +2096,10 @@ cdef int check_input_forget(object input_forget) except -1:
     return 1 if input_forget else 0
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
     """LSTM over a whole sequence; see :func:`fastrnn.reference.lstm_forward`."""
     return forward(LSTM, x, hx, weights, lengths, training, check_input_forget(input_forget),
-                   False)
+                   False, clip)
 
 
 def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -1970,10 +2111,10 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(LSTM, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None):
     """One LSTM step: x (B, I) -> ``((h, c), saved)``."""
     _, hy, saved = forward(LSTM, x, hx, weights, None, training, check_input_forget(input_forget),
-                           True)
+                           True, clip)
     return hy, saved
 
 
@@ -1989,9 +2130,10 @@ cdef int check_reset_after(object reset_after) except -1:
     return 0 if reset_after else 1
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
     """GRU over a whole sequence; see :func:`fastrnn.reference.gru_forward`."""
-    return forward(GRU, x, hx, weights, lengths, training, check_reset_after(reset_after), False)
+    return forward(GRU, x, hx, weights, lengths, training, check_reset_after(reset_after), False,
+                   clip)
 
 
 def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2003,10 +2145,10 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(GRU, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def gru_step_forward(x, hx, weights, training=True, reset_after=True):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None):
     """One GRU step: x (B, I) -> ``((h,), saved)``."""
     _, hy, saved = forward(GRU, x, hx, weights, None, training, check_reset_after(reset_after),
-                           True)
+                           True, clip)
     return hy, saved
 
 

@@ -66,6 +66,14 @@ def empty(ndim, dtype):
     return _EMPTY[key]
 
 
+def clip_mask(clip, training, T, B, width, dtype):
+    """The buffer of the cell clip's gradient mask: (T, B, width) in training with a clip,
+    else empty (eval mode clips without keeping a mask)."""
+    if clip is None or not training:
+        return empty(3, dtype)
+    return np.empty((T, B, width), dtype=dtype)
+
+
 def norms_buffer(step_norms, T, B, dtype):
     """The (T, B) array the kernel writes step norms to: ``step_norms`` itself when it
     is a C-contiguous array of ``dtype``, else a new one (copied back by :func:`store_norms`);

@@ -298,6 +298,33 @@ def copy(dst, src):
 
 
 @helper()
+def clip_row(g, clip, M, t, b, col):
+    """ONNX's cell clip of one row of pre-activations: g[j] clamped to [-clip, clip] (NaN stays
+    NaN); unless ``M`` is empty, M[t, b, col + j] = 1 where -clip <= g[j] <= clip, else 0: the
+    gradient's mask (PyTorch's clamp passes the gradient at the bounds, not at NaN)."""
+    one, zero = g.dtype.type(1), g.dtype.type(0)
+    if M.shape[0] > 0:
+        m = M[t, b]
+        for j in range(g.shape[0]):
+            m[col + j] = one if (g[j] >= -clip and g[j] <= clip) else zero
+    for j in range(g.shape[0]):
+        if g[j] < -clip:
+            g[j] = -clip
+        elif g[j] > clip:
+            g[j] = clip
+
+
+@helper()
+def mask_row(d, M, t, b, col):
+    """d[j] *= M[t, b, col + j]: the clip's mask on a row of pre-activation gradients (nothing
+    when ``M`` is empty)."""
+    if M.shape[0] > 0:
+        m = M[t, b]
+        for j in range(d.shape[0]):
+            d[j] *= m[col + j]
+
+
+@helper()
 def store_norm(norms, t, b, v):
     """norms[t, b] = ||v|| (2-norm of a vector), unless ``norms`` is empty."""
     if norms.shape[0] > 0:

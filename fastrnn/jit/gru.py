@@ -31,11 +31,12 @@ import numpy as np
 from . import _common
 from .activations import sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
+from ..reference._common import check_clip
+from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, gh, h, hs, hy):
+def _cell_update(g, gh, h, hs, hy, clip, M, t, b):
     """Fused GRU update of one sequence (one store per loop, so that every loop vectorises).
 
     Parameters
@@ -44,17 +45,33 @@ def _cell_update(g, gh, h, hs, hy):
     gh : (3H,) array, ``b_hh + W h_{t-1}``
     h : (H,) array, h_{t-1} in, h_t out
     hs, hy : (H,) arrays receiving h_t
+    clip : float, the cell clip of the pre-activations (0: none)
+    M, t, b : (T, B, 3H) array receiving the clip's mask at [t, b], or (0, 0, 0)
     """
     H = h.shape[0]
     one = h.dtype.type(1)
     grz, gr, gz, gn, ghn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     ghrz, ghh = gh[:2 * H], gh[2 * H:3 * H]
-    for j in range(2 * H):
-        grz[j] = sigmoid(grz[j] + ghrz[j])
+    if clip > 0:
+        for j in range(2 * H):
+            grz[j] = grz[j] + ghrz[j]
+        clip_row(grz, clip, M, t, b, 0)
+        for j in range(2 * H):
+            grz[j] = sigmoid(grz[j])
+    else:
+        for j in range(2 * H):
+            grz[j] = sigmoid(grz[j] + ghrz[j])
     for j in range(H):
         ghn[j] = ghh[j]
-    for j in range(H):
-        gn[j] = tanh(gn[j] + gr[j] * ghn[j])
+    if clip > 0:
+        for j in range(H):
+            gn[j] = gn[j] + gr[j] * ghn[j]
+        clip_row(gn, clip, M, t, b, 2 * H)
+        for j in range(H):
+            gn[j] = tanh(gn[j])
+    else:
+        for j in range(H):
+            gn[j] = tanh(gn[j] + gr[j] * ghn[j])
     for j in range(H):
         h[j] = (one - gz[j]) * gn[j] + gz[j] * h[j]
     for j in range(H):
@@ -64,7 +81,7 @@ def _cell_update(g, gh, h, hs, hy):
 
 
 @helper()
-def _cell_backward(g, d, hp, t1, t2):
+def _cell_backward(g, d, hp, t1, t2, M, t, b):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
@@ -73,16 +90,19 @@ def _cell_backward(g, d, hp, t1, t2):
     d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
     hp : (H,) array, h_{t-1}
     t1, t2 : (H,) scratch arrays
+    M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
     H = d.shape[0]
     one = d.dtype.type(1)
     gr, gz, gn, ghn = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     for j in range(H):
         t1[j] = (d[j] - d[j] * gz[j]) * (one - gn[j] * gn[j])   # as PyTorch: inf gives NaN
+    mask_row(t1, M, t, b, 2 * H)
     for j in range(H):
         t2[j] = d[j] * gz[j]
     for j in range(H):
         gz[j] = d[j] * (hp[j] - gn[j]) * gz[j] * (one - gz[j])
+    mask_row(gz, M, t, b, H)
     for j in range(H):
         gn[j] = t1[j]
     for j in range(H):
@@ -91,12 +111,13 @@ def _cell_backward(g, d, hp, t1, t2):
         t2[j] = t1[j] * gr[j]
     for j in range(H):
         gr[j] = t1[j] * ghn[j] * gr[j] * (one - gr[j])
+    mask_row(gr, M, t, b, 0)
     for j in range(H):
         ghn[j] = t2[j]
 
 
 @helper()
-def _gates_rz(g, gh, h):
+def _gates_rz(g, gh, h, clip, M, t, b):
     """Reset-before forward, first half: r, z and r * h_{t-1} of one sequence.
 
     Parameters
@@ -104,18 +125,23 @@ def _gates_rz(g, gh, h):
     g : (4H,) array: ``b_ih + U x`` in columns 0:3H; r, z in 0:2H and r * h_{t-1} in 3H:4H out
     gh : (>= 2H,) array, ``b_hrz + W_hrz h_{t-1}`` in its first 2H
     h : (H,) array, h_{t-1}
+    clip, M, t, b : the cell clip (0: none) and its mask's array and row, as _cell_update
     """
     H = h.shape[0]
     grz, gr, grh = g[:2 * H], g[:H], g[3 * H:4 * H]
     ghrz = gh[:2 * H]
     for j in range(2 * H):
-        grz[j] = sigmoid(grz[j] + ghrz[j])
+        grz[j] = grz[j] + ghrz[j]
+    if clip > 0:
+        clip_row(grz, clip, M, t, b, 0)
+    for j in range(2 * H):
+        grz[j] = sigmoid(grz[j])
     for j in range(H):
         grh[j] = gr[j] * h[j]
 
 
 @helper()
-def _gates_n(g, ghn, h, hs, hy):
+def _gates_n(g, ghn, h, hs, hy, clip, M, t, b):
     """Reset-before forward, second half: n and h_t of one sequence.
 
     Parameters
@@ -124,12 +150,17 @@ def _gates_n(g, ghn, h, hs, hy):
     ghn : (H,) array, ``b_hn + W_hn (r * h_{t-1})``
     h : (H,) array, h_{t-1} in, h_t out
     hs, hy : (H,) arrays receiving h_t
+    clip, M, t, b : the cell clip (0: none) and its mask's array and row, as _cell_update
     """
     H = h.shape[0]
     one = h.dtype.type(1)
     gz, gn = g[H:2 * H], g[2 * H:3 * H]
     for j in range(H):
-        gn[j] = tanh(gn[j] + ghn[j])
+        gn[j] = gn[j] + ghn[j]
+    if clip > 0:
+        clip_row(gn, clip, M, t, b, 2 * H)
+    for j in range(H):
+        gn[j] = tanh(gn[j])
     for j in range(H):
         h[j] = (one - gz[j]) * gn[j] + gz[j] * h[j]
     for j in range(H):
@@ -139,7 +170,7 @@ def _gates_n(g, ghn, h, hs, hy):
 
 
 @helper()
-def _grads_zn(g, d, hp):
+def _grads_zn(g, d, hp, M, t, b):
     """Reset-before backward, first half, of one sequence at one step.
 
     Parameters
@@ -147,6 +178,7 @@ def _grads_zn(g, d, hp):
     g : (4H,) array: [r, z, n, r * h] in, [r, dz, dn, r * h] out
     d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
     hp : (H,) array, h_{t-1}
+    M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
     H = d.shape[0]
     one = d.dtype.type(1)
@@ -157,10 +189,11 @@ def _grads_zn(g, d, hp):
         d[j] = d[j] * gz[j]
         gn[j] = dn
         gz[j] = dz
+    mask_row(g[H:3 * H], M, t, b, H)
 
 
 @helper()
-def _grads_r(g, d, drh, hp):
+def _grads_r(g, d, drh, hp, M, t, b):
     """Reset-before backward, second half: dr, and the part of dJ/dh_{t-1} through r * h.
 
     Parameters
@@ -169,6 +202,7 @@ def _grads_r(g, d, drh, hp):
     d : (H,) array, added into
     drh : (H,) array, dJ/d(r * h_{t-1}) = dn @ W_hn
     hp : (H,) array, h_{t-1}
+    M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
     H = d.shape[0]
     one = d.dtype.type(1)
@@ -177,10 +211,11 @@ def _grads_r(g, d, drh, hp):
         d[j] += drh[j] * gr[j]
     for j in range(H):
         gr[j] = drh[j] * hp[j] * gr[j] * (one - gr[j])
+    mask_row(gr, M, t, b, 0)
 
 
 @jit
-def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
+def _forward_slice(h, w_hh, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -188,6 +223,8 @@ def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
     h : (B, H) array, h_{t0-1} in, h_{t0+nt-1} out
     w_hh : W_hh^T (H, 3H) packed (see gemm.pack)
     b_ih, b_hh : (3H,) arrays, or (0,) when absent
+    clip : float, the cell clip (0: none)
+    M : (T, B, 3H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, H) array, written
     G : (>= nt, B, >= 4H) array: step t0 + s's x_t @ W_ih^T in columns 0:3H at s in,
@@ -210,11 +247,12 @@ def _forward_slice(h, w_hh, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
                 G[tg, b, :] = 0
                 Hs[ts, b, :] = 0
                 continue
-            _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b])
+            _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b], clip, M, t, b)
 
 
 @jit
-def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt, b0, b1):
+def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, b0,
+                      b1):
     """:func:`_forward_slice` of the reset-before GRU.
 
     Parameters
@@ -235,14 +273,14 @@ def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, lengths, y, G, Hs, GH, t0, nt,
             if t >= lengths[b]:
                 G[tg, b, :] = 0
                 continue
-            _gates_rz(G[tg, b], GH[0, b], h[b])
+            _gates_rz(G[tg, b], GH[0, b], h[b], clip, M, t, b)
         mm_rows(G, tg, 3 * H, w_hn, H, GH, 0, 2 * H, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
                 y[t, b, :] = 0
                 Hs[ts, b, :] = 0
                 continue
-            _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b])
+            _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b], clip, M, t, b)
 
 
 def _check_reset_after(value):
@@ -252,7 +290,7 @@ def _check_reset_after(value):
 
 
 @one_blas_thread
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
     """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -267,6 +305,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
         O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
     reset_after : bool
         The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
+    clip : float or None
+        Clip every gate's whole pre-activation to [-clip, clip] (ONNX's cell clip).
 
     Returns
     -------
@@ -275,6 +315,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     cache : list, or None when ``training`` is False
     """
     reset_after = _check_reset_after(reset_after)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -291,16 +332,17 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     else:
         kernel = _forward_slice_rb
         w_hh_p = (_common.packed(w_hh[:2 * H], True), _common.packed(w_hh[2 * H:], True))
+    M = _common.clip_mask(clip, training, T, B, H3, dt)
     args = (h,) + w_hh_p + (_common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
-                            lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
+                            clip or 0.0, M, lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
     _common.forward_loop(kernel, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
     saved = _common.Saved("gru", False, True, x=x, h0=h0, G=G, Hs=Hs, lens=lens,
-                          weights=weights, reset_after=reset_after) if training else None
+                          weights=weights, reset_after=reset_after, M=M) if training else None
     return y, (h,), saved
 
 
 @jit
-def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, M, lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -311,6 +353,7 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
     G : (T, B, >= 4H) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
     Hs : (T, B, H) array of h_t
     w_hzr, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed (see gemm.pack)
+    M : (T, B, 3H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
     b0, b1 : int
@@ -330,13 +373,13 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, lengths, norms, b0, b1):
             for j in range(H):
                 d[j] += dyv[j]
             store_norm(norms, t, b, d)
-            _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2)
+            _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2, M, t, b)
         mm_rows(G, t, 0, w_hzr, H, dh3, 0, 0, 1, b0, b1)
         mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
 
 
 @jit
-def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, lengths, norms, b0, b1):
+def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, M, lengths, norms, b0, b1):
     """:func:`_backward_slice` of the reset-before GRU.
 
     Parameters
@@ -344,6 +387,7 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, lengths, norms, b0, 
     G : (T, B, >= 4H) array: [r, z, n, r * h_{t-1}] in, [dr, dz, dn, r * h_{t-1}] out
     DRH : (1, B, H) workspace, d(r * h_{t-1}) of a step
     w_hrz, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed (see gemm.pack)
+    M : (T, B, 3H) array of the clip's mask, or (0, 0, 0)
     (the rest as :func:`_backward_slice`)
     """
     T = dy.shape[0]
@@ -361,12 +405,12 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, lengths, norms, b0, 
             for j in range(H):
                 d[j] += dyv[j]
             store_norm(norms, t, b, d)
-            _grads_zn(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b])
+            _grads_zn(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], M, t, b)
         init_rows(DRH[0, b0:b1], 0, H, empty, empty)
         mm_rows(G, t, 2 * H, w_hn, H, DRH, 0, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t < lengths[b]:
-                _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b])
+                _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b], M, t, b)
         mm_rows(G, t, 0, w_hrz, H, dh3, 0, 0, 1, b0, b1)
 
 
@@ -393,7 +437,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "gru", dweights)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
-    reset_after = s["reset_after"]
+    reset_after, M = s["reset_after"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
     dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
@@ -405,10 +449,10 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     slices = batch_slices(B, threads_for(2 * T * B * H3 * H))
     w_hh_p = (_common.packed(w_hh[:2 * H], False), _common.packed(w_hh[2 * H:], False))
     if reset_after:
-        kernel, args = _backward_slice, (dy, dh, h0, G, Hs) + w_hh_p + (lens, norms)
+        kernel, args = _backward_slice, (dy, dh, h0, G, Hs) + w_hh_p + (M, lens, norms)
     else:
         DRH = _common.row_buffer(1, B, H, dt)
-        kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (lens, norms)
+        kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (M, lens, norms)
     run_threads(kernel, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args, w_hh_p   # the packed weights: free them before the gradients are allocated
@@ -432,7 +476,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, hy, G, GH, RH):
+def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, clip, M, hy, G, GH, RH):
     """:func:`_step_forward_kernel` of the reset-before GRU (G receives [r, z, n, r * h]).
 
     Parameters
@@ -447,16 +491,16 @@ def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, hy, G, GH, RH):
     mm_nt(x, w_ih, G[0], 0)
     mm_nt(h, w_hrz, GH[0], 0)
     for b in range(B):
-        _gates_rz(G[0, b], GH[0, b], h[b])
+        _gates_rz(G[0, b], GH[0, b], h[b], clip, M, 0, b)
         copy(RH[b], G[0, b, 3 * H:4 * H])
     mm_nt(RH, w_hn, GH[0], 2 * H)
     for b in range(B):
         copy(hy[b], h[b])
-        _gates_n(G[0, b], GH[0, b, 2 * H:3 * H], hy[b], hy[b], hy[b])
+        _gates_n(G[0, b], GH[0, b, 2 * H:3 * H], hy[b], hy[b], hy[b], clip, M, 0, b)
 
 
 @jit
-def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, GH):
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip, M, hy, G, GH):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -475,10 +519,10 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, GH):
     mm_nt(h, w_hh, GH[0], 0)
     for b in range(B):
         copy(hy[b], h[b])
-        _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b])
+        _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b], clip, M, 0, b)
 
 
-def gru_step_forward(x, hx, weights, training=True, reset_after=True):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None):
     """One GRU step (what :class:`fastrnn.GRUCell` runs).
 
     Parameters
@@ -489,6 +533,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True):
     training : bool
     reset_after : bool
         The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
+    clip : float or None
 
     Returns
     -------
@@ -496,6 +541,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True):
     saved : the record for :func:`gru_step_backward`, or None when ``training`` is False
     """
     reset_after = _check_reset_after(reset_after)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     (h,) = hx
@@ -504,16 +550,18 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True):
     hy = np.empty((B, H), dt)
     G = np.empty((1, B, 4 * H), dt)
     b_ih, b_hh = _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt)
+    M = _common.clip_mask(clip, training, 1, B, H3, dt)
     if reset_after:
-        _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, hy, G, np.empty((1, B, H3), dt))
+        _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip or 0.0, M, hy, G,
+                             np.empty((1, B, H3), dt))
     else:
-        _step_forward_kernel_rb(x, h, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, hy, G,
-                                np.empty((1, B, H3), dt), np.empty((B, H), dt))
+        _step_forward_kernel_rb(x, h, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, clip or 0.0,
+                                M, hy, G, np.empty((1, B, H3), dt), np.empty((B, H), dt))
     if not training:
         return (hy,), None
     saved = _common.Saved("gru", True, True, x=x[None], h0=h.copy(), G=G, Hs=hy.reshape(1, B, H),
                           lens=np.ones(B, dtype=np.int64), weights=weights,
-                          reset_after=reset_after)
+                          reset_after=reset_after, M=M)
     return (hy,), saved
 
 

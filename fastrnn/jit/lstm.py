@@ -30,11 +30,12 @@ import numpy as np
 from . import _common
 from .activations import sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from .gemm import add_rows, copy, init_rows, mm_nt, mm_rows, store_norm
+from ..reference._common import check_clip
+from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
+def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
     """Fused LSTM update of one sequence: activations, cell state, output.
 
     Every loop stores to one array only: LLVM vectorises a loop only when it
@@ -46,6 +47,8 @@ def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
     c : (H,) array: c_{t-1} in, c_t out
     ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
+    clip : float, the cell clip of the pre-activations (0: none)
+    M, t, b : (T, B, 4H) array receiving the clip's mask at [t, b], or (0, 0, 0)
     cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
     m, m2 : (H,) arrays both receiving o * tanh(c_t)
     """
@@ -59,6 +62,8 @@ def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
             gi[j] += pi[j] * c[j]
         for j in range(H):
             gf[j] += pf[j] * c[j]
+    if clip > 0:
+        clip_row(g[:3 * H], clip, M, t, b, 0)
     for j in range(2 * H):
         gif[j] = sigmoid(gif[j])
     if coupled:
@@ -73,6 +78,8 @@ def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
         po = ph[2]
         for j in range(H):
             go[j] += po[j] * c[j]
+    if clip > 0:
+        clip_row(go, clip, M, t, b, 3 * H)
     for j in range(H):
         go[j] = sigmoid(go[j])
     for j in range(H):
@@ -86,8 +93,8 @@ def _cell_update(g, c, ph, coupled, cs, tcs, m, m2):
 
 
 @jit
-def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, lengths, y, G, Cs, TCs, Hs, M, Hn,
-                   t0, nt, b0, b1):
+def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths, y, G, Cs, TCs,
+                   Hs, M, Hn, t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -99,6 +106,8 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, lengths, y, G, Cs,
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled (f = 1 - i)
+    clip : float, the cell clip (0: none)
+    CM : (T, B, 4H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, P) array, written
     G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
@@ -128,9 +137,11 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, lengths, y, G, Cs,
                     Hs[ts, b, :] = 0
                 continue
             if proj:
-                _cell_update(G[tg, b], c[b], ph, coupled, Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, clip, CM, t, b, Cs[ts, b], TCs[ts, b],
+                             M[0, b], M[0, b])
             else:
-                _cell_update(G[tg, b], c[b], ph, coupled, Cs[ts, b], TCs[ts, b], h[b], y[t, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, clip, CM, t, b, Cs[ts, b], TCs[ts, b],
+                             h[b], y[t, b])
         if proj:
             for b in range(b0, b1):
                 Hn[0, b, :] = 0
@@ -149,7 +160,7 @@ def _check_input_forget(value):
 
 
 @one_blas_thread
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
     """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -165,6 +176,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         otherwise only O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
     input_forget : bool
         Couple the input and forget gates (f = 1 - i).
+    clip : float or None
+        Clip every gate's pre-activation to [-clip, clip] (ONNX's cell clip).
 
     Returns
     -------
@@ -173,6 +186,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     cache : list, or None when ``training`` is False
     """
     input_forget = _check_input_forget(input_forget)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -188,6 +202,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     TS = T if training else 1
     G = _common.row_buffer(_common.store_steps(T, B, H4, dt, training), B, H4, dt)
     Cs, TCs = np.empty((TS, B, H), dtype=dt), np.empty((TS, B, H), dtype=dt)
+    CM = _common.clip_mask(clip, training, T, B, H4, dt)
     if proj:
         Hs, M = np.empty((TS, B, P), dt), np.empty((1, B, H), dt)
         Hn = _common.row_buffer(1, B, P, dt)
@@ -196,11 +211,11 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     args = (h, c, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
-            _peepholes(w_ph, dt), input_forget, lens, y, G, Cs, TCs, Hs, M, Hn)
+            _peepholes(w_ph, dt), input_forget, clip or 0.0, CM, lens, y, G, Cs, TCs, Hs, M, Hn)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
     saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
-                          lens=lens, weights=weights,
-                          input_forget=input_forget) if training else None
+                          lens=lens, weights=weights, input_forget=input_forget,
+                          CM=CM) if training else None
     return y, (h, c), saved
 
 
@@ -210,7 +225,7 @@ def _peepholes(w_ph, dt):
 
 
 @helper()
-def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
+def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, CM, t, b, tmp):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
@@ -222,6 +237,7 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
     dm : (H,) array: dJ/d(o * tanh(c_t)) in, zeros out
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
+    CM, t, b : (T, B, 4H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     tmp : (H,) scratch array
     """
     H = dc.shape[0]
@@ -232,6 +248,7 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
         dc[j] = dc[j] + dm[j] * go[j] * (one - tcs[j] * tcs[j])
     for j in range(H):
         tmp[j] = dm[j] * tcs[j] * go[j] * (one - go[j])
+    mask_row(tmp, CM, t, b, 3 * H)
     if peep:             # o read c_t through p_o
         po = ph[2]
         for j in range(H):
@@ -258,6 +275,7 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
     else:
         for j in range(H):
             gf[j] = dc[j] * cp[j] * gf[j] * (one - gf[j])
+    mask_row(g[:3 * H], CM, t, b, 0)
     if peep:             # i and f read c_{t-1} through p_i and p_f
         pi, pf = ph[0], ph[1]
         for j in range(H):
@@ -269,8 +287,8 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, tmp):
 
 
 @jit
-def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, lengths, norms,
-                    b0, b1):
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, CM, lengths,
+                    norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -287,6 +305,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
         w_hr (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled
+    CM : (T, B, 4H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
     b0, b1 : int
@@ -320,7 +339,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
         for b in range(b0, b1):
             if t < lengths[b]:
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
-                               DM[0, b, :H] if proj else dh[b], ph, coupled, tmp)
+                               DM[0, b, :H] if proj else dh[b], ph, coupled, CM, t, b, tmp)
         mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
 
 
@@ -348,6 +367,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     s = _common.take(saved, "lstm", dweights)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
+    CM = s["CM"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = dweights
     dt = x.dtype
@@ -367,7 +387,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         w_hr_p = _common.empty(3, dt)
     slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
     args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p,
-            _peepholes(w_ph, dt), input_forget, lens, norms)
+            _peepholes(w_ph, dt), input_forget, CM, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -388,7 +408,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, hy, cy, G, TCs, M):
+def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, hy, cy, G,
+                         TCs, M):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -398,6 +419,7 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, hy,
     w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
     w_hr (P, H) array or (0, 0); ph (3, H) array of peepholes or (0, 0)
     coupled : bool, input and forget gates coupled (f = 1 - i)
+    clip : float, the cell clip (0: none); CM : (1, B, 4H) array receiving its mask, or (0, 0, 0)
     hy : (B, P) array receiving h'
     cy : (B, H) array receiving c'
     G : (1, B, 4H) array receiving the post-activation gates
@@ -413,15 +435,16 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, hy,
     for b in range(B):
         copy(cy[b], c[b])
         if proj:
-            _cell_update(g2[b], cy[b], ph, coupled, cy[b], TCs[0, b], M[0, b], M[0, b])
+            _cell_update(g2[b], cy[b], ph, coupled, clip, CM, 0, b, cy[b], TCs[0, b], M[0, b],
+                         M[0, b])
         else:
-            _cell_update(g2[b], cy[b], ph, coupled, cy[b], TCs[0, b], hy[b], hy[b])
+            _cell_update(g2[b], cy[b], ph, coupled, clip, CM, 0, b, cy[b], TCs[0, b], hy[b], hy[b])
     if proj:
         hy[:, :] = 0
         mm_nt(M[0], w_hr, hy, 0)
 
 
-def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None):
     """One LSTM step (what :class:`fastrnn.LSTMCell` runs).
 
     Parameters
@@ -433,6 +456,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
     training : bool
     input_forget : bool
         Couple the input and forget gates (f = 1 - i).
+    clip : float or None
 
     Returns
     -------
@@ -440,6 +464,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
     saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
     input_forget = _check_input_forget(input_forget)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     B = x.shape[0]
@@ -450,15 +475,16 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False):
     G, TCs = np.empty((1, B, H4), dt), np.empty((1, B, H), dt)
     proj = w_hr is not None
     M = np.empty((1, B, H), dt) if proj else _common.empty(3, dt)
+    CM = _common.clip_mask(clip, training, 1, B, H4, dt)
     _step_forward_kernel(x, h, c, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
                          _common.bias_or_empty(b_hh, dt), w_hr if proj else _common.empty(2, dt),
-                         _peepholes(w_ph, dt), input_forget, hy, cy, G, TCs, M)
+                         _peepholes(w_ph, dt), input_forget, clip or 0.0, CM, hy, cy, G, TCs, M)
     if not training:
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
     saved = _common.Saved("lstm", True, True, x=x[None], h0=h.copy(), c0=c.copy(), G=G,
                           Cs=cy.reshape(1, B, H), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
-                          weights=weights, input_forget=input_forget)
+                          weights=weights, input_forget=input_forget, CM=CM)
     return (hy, cy), saved
 
 

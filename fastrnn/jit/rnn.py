@@ -17,7 +17,8 @@ import numpy as np
 from . import _common
 from .activations import tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from .gemm import add_rows, init_rows, mm_nt, mm_rows, store_norm
+from ..reference._common import check_clip
+from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 _NONLINEARITIES = ("tanh", "relu")
 
@@ -41,7 +42,7 @@ def _activate(g, h, hy, relu):
 
 
 @jit
-def _forward_slice(h, w_hh, b_ih, b_hh, relu, lengths, y, G, t0, nt, b0, b1):
+def _forward_slice(h, w_hh, b_ih, b_hh, relu, clip, M, lengths, y, G, t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -50,6 +51,8 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, lengths, y, G, t0, nt, b0, b1):
     w_hh : W_hh^T (H, H) packed (see gemm.pack)
     b_ih, b_hh : (H,) arrays, or (0,) when absent
     relu : bool
+    clip : float, the cell clip (0: none)
+    M : (T, B, H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, H) array, written
     G : (>= nt, B, >= H) array: step t0 + s's x_t @ W_ih^T at s in, h_t out
@@ -66,11 +69,13 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, lengths, y, G, t0, nt, b0, b1):
                 y[t, b, :] = 0
                 G[tg, b, :] = 0
                 continue
+            if clip > 0:
+                clip_row(G[tg, b, :H], clip, M, t, b, 0)
             _activate(G[tg, b], h[b], y[t, b], relu)
 
 
 @one_blas_thread
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
     """Elman RNN over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -84,6 +89,8 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         Keep what the backward needs (T*B*H values); otherwise only
         O(max(B * H, config.EVAL_BYTES)) workspace beyond the output.
     nonlinearity : {"tanh", "relu"}
+    clip : float or None
+        Clip the pre-activation to [-clip, clip] (ONNX's cell clip).
 
     Returns
     -------
@@ -91,6 +98,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     hy : tuple (h_n (B, H),)
     cache : list, or None when ``training`` is False
     """
+    clip = check_clip(clip)
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
                          f"but got {nonlinearity!r}")
@@ -105,16 +113,17 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     lens = _common.lengths_or_full(lengths, T, B)
     y = np.empty((T, B, H), dtype=dt)
     G = _common.row_buffer(_common.store_steps(T, B, H, dt, training), B, H, dt)
+    M = _common.clip_mask(clip, training, T, B, H, dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
-            _common.bias_or_empty(b_hh, dt), relu, lens, y, G)
+            _common.bias_or_empty(b_hh, dt), relu, clip or 0.0, M, lens, y, G)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
     saved = _common.Saved("rnn", False, True, x=x, h0=h0, G=G, relu=relu, lens=lens,
-                          weights=weights) if training else None
+                          weights=weights, M=M) if training else None
     return y, (h,), saved
 
 
 @jit
-def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, G, DA, M, w_hh, relu, lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -123,6 +132,7 @@ def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
     dh : (B, H) array, dh_n in, dh0 out
     G : (T, B, >= H) array of h_t
     DA : (T, B, H) array receiving the pre-activation gradients
+    M : (T, B, H) array, the clip's mask, or (0, 0, 0) without a clip
     w_hh : W_hh (H, H) packed (see gemm.pack)
     relu : bool
     lengths : (B,) int64 array
@@ -150,6 +160,7 @@ def _backward_slice(dy, dh, G, DA, w_hh, relu, lengths, norms, b0, b1):
             else:
                 for j in range(H):
                     da[j] = d[j] * (one - hv[j] * hv[j])
+            mask_row(da, M, t, b, 0)
             for j in range(H):
                 d[j] = zero
         mm_rows(DA, t, 0, w_hh, H, dh3, 0, 0, 1, b0, b1)
@@ -177,6 +188,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "rnn", dweights)
     x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
+    M = s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
     dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
@@ -187,7 +199,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     norms = _common.norms_buffer(step_norms, T, B, dt)
     DA = np.empty((T, B, H), dtype=dt)
     slices = batch_slices(B, threads_for(2 * T * B * H * H))
-    args = (dy, dh, G, DA, _common.packed(w_hh, False), relu, lens, norms)
+    args = (dy, dh, G, DA, M, _common.packed(w_hh, False), relu, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -200,7 +212,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, hy, G):
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, clip, M, hy, G):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -209,6 +221,7 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, hy, G):
     h : (B, H) array
     w_ih (H, I), w_hh (H, H) arrays; b_ih, b_hh (H,) arrays or (0,) when absent
     relu : bool
+    clip : float, the cell clip (0: none); M : (1, B, H) array receiving its mask, or (0, 0, 0)
     hy : (B, H) array receiving h'
     G : (1, B, H) array receiving h' (the store for the backward)
     """
@@ -218,10 +231,12 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, hy, G):
     mm_nt(x, w_ih, g2, 0)
     mm_nt(h, w_hh, g2, 0)
     for b in range(B):
+        if clip > 0:
+            clip_row(g2[b, :w_hh.shape[0]], clip, M, 0, b, 0)
         _activate(g2[b], hy[b], hy[b], relu)
 
 
-def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None):
     """One Elman RNN step (what :class:`fastrnn.RNNCell` runs).
 
     Parameters
@@ -231,12 +246,14 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
     weights : tuple (w_ih (H, I), w_hh (H, H), b_ih (H,) or None, b_hh (H,) or None)
     training : bool
     nonlinearity : {"tanh", "relu"}
+    clip : float or None
 
     Returns
     -------
     hy : tuple (h' (B, H),)
     saved : the record for :func:`rnn_step_backward`, or None when ``training`` is False
     """
+    clip = check_clip(clip)
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
                          f"but got {nonlinearity!r}")
@@ -247,12 +264,13 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh"):
     H = w_hh.shape[0]
     relu = nonlinearity == "relu"
     hy, G = np.empty((B, H), dt), np.empty((1, B, H), dt)
+    M = _common.clip_mask(clip, training, 1, B, H, dt)
     _step_forward_kernel(x, h, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
-                         _common.bias_or_empty(b_hh, dt), relu, hy, G)
+                         _common.bias_or_empty(b_hh, dt), relu, clip or 0.0, M, hy, G)
     if not training:
         return (hy,), None
     return (hy,), _common.Saved("rnn", True, True, x=x[None], h0=h.copy(), G=G, relu=relu,
-                                lens=np.ones(B, dtype=np.int64), weights=weights)
+                                lens=np.ones(B, dtype=np.int64), weights=weights, M=M)
 
 
 def rnn_step_backward(dhy, saved, dweights):

@@ -108,6 +108,32 @@ def check_dweights(dweights, weights, kernel):
                              f"but got {got}")
 
 
+def check_clip(clip):
+    """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation."""
+    if clip is None:
+        return None
+    if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.integer,
+                                                                     np.floating)):
+        raise TypeError(f"clip must be None or a positive number, but got {type(clip).__name__}")
+    try:
+        value, shown = float(clip), clip
+    except OverflowError:
+        value, shown = float("inf"), "an integer beyond a float's range"
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"clip must be None or a positive finite number, but got {shown}")
+    return value
+
+
+def clamp(a, clip):
+    """``(min(max(a, -clip), clip), mask)``: the pre-activations clipped (NaN stays NaN) and the
+    gradient's mask, 1 where ``-clip <= a <= clip`` (PyTorch's clamp: the bounds pass the
+    gradient, NaN does not); ``(a, None)`` without a clip."""
+    if clip is None:
+        return a, None
+    mask = ((a >= -clip) & (a <= clip)).astype(a.dtype)
+    return np.where(a < -clip, -clip, np.where(a > clip, clip, a)).astype(a.dtype), mask
+
+
 def sigmoid(a):
     """Logistic function, stable for any input: no overflow, NaN propagates."""
     e = np.exp(-np.abs(a))

@@ -20,6 +20,7 @@ Shapes: x (T, B, I), h (B, H).
 import numpy as np
 
 from ._common import (
+    check_clip, clamp,
     Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take, valid_steps, 
 )
 
@@ -30,7 +31,7 @@ def _reset_after(value):
     return bool(value)
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
     """GRU over a whole sequence.
 
     Parameters
@@ -42,6 +43,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     training : bool
     reset_after : bool
         Reset gate applied after the recurrent product of n (PyTorch's form), or before it.
+    clip : float or None
+        Clip every gate's whole pre-activation to [-clip, clip] (ONNX's cell clip).
 
     Returns
     -------
@@ -49,10 +52,12 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     hy : tuple (h_n (B, H),)
     saved : Saved or None
         x, h_prev (the state entering each step), gates ([r, z, n, W_hn h + b_hn] per step, or
-        [r, z, n, r * h_{t-1}] with ``reset_after=False``), valid, weights, reset_after; None
-        when ``training`` is False.
+        [r, z, n, r * h_{t-1}] with ``reset_after=False``), valid, weights, reset_after, mask
+        (1 where a pre-activation was inside the clip, or None); None when ``training`` is
+        False.
     """
     reset_after = _reset_after(reset_after)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 3
@@ -61,6 +66,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
     y = np.zeros((T, B, H), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, gates = np.empty((S, B, H), x.dtype), np.empty((S, B, 4 * H), dtype=x.dtype)
+    mask = None if clip is None else np.empty((S, B, 3 * H), dtype=x.dtype)
     for t in range(T):
         s = t % S
         gi, gh = x[t] @ w_ih.T, h @ (w_hh if reset_after else w_hh[:2 * H]).T
@@ -68,25 +74,28 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True):
             gi += b_ih
         if b_hh is not None:
             gh += b_hh[:gh.shape[1]]
-        r = sigmoid(gi[:, :H] + gh[:, :H])
-        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H])
+        a_rz, m_rz = clamp(gi[:, :2 * H] + gh[:, :2 * H], clip)
+        r, z = sigmoid(a_rz[:, :H]), sigmoid(a_rz[:, H:])
         if reset_after:
             hn = gh[:, 2 * H:]                   # W_n h_{t-1} + b_hn
-            n = np.tanh(gi[:, 2 * H:] + r * hn)
+            a_n, m_n = clamp(gi[:, 2 * H:] + r * hn, clip)
             kept = hn
         else:
             kept = r * h                         # r_t * h_{t-1}
             hn = kept @ w_hh[2 * H:].T           # W_n (r_t * h_{t-1}) + b_hn
             if b_hh is not None:
                 hn += b_hh[2 * H:]
-            n = np.tanh(gi[:, 2 * H:] + hn)
+            a_n, m_n = clamp(gi[:, 2 * H:] + hn, clip)
+        n = np.tanh(a_n)
+        if clip is not None:
+            mask[s, :, :2 * H], mask[s, :, 2 * H:] = m_rz, m_n
         h_new = (1 - z) * n + z * h
         h_prev[s] = h
         gates[s] = np.concatenate([r, z, n, kept], axis=1)
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("gru", False, False, x=x, h_prev=h_prev, gates=gates, valid=valid,
-                  weights=weights, reset_after=reset_after) if training else None
+                  weights=weights, reset_after=reset_after, mask=mask) if training else None
     return y, (h,), saved
 
 
@@ -124,14 +133,21 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         record_norm(step_norms, t, dh_t, valid)
         dn = (dh_t - z * dh_t) * (1 - n ** 2)       # d of n's pre-activation (h' = n + z (h - n))
         dz = dh_t * (h_prev[t] - n) * z * (1 - z)
+        m = None if s["mask"] is None else s["mask"][t]
+        if m is not None:                           # the clip: no gradient outside it
+            dn, dz = dn * m[:, 2 * H:], dz * m[:, H:2 * H]
         if reset_after:                             # kept: W_n h + b_hn
             dr = dn * kept * r * (1 - r)
+            if m is not None:
+                dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
             grads[1] += dgh.T @ h_prev[t]
             dh_prev = dgh @ w_hh
         else:                                       # kept: r * h
             drh = dn @ w_hh[2 * H:]                 # d (r * h)
             dr = drh * h_prev[t] * r * (1 - r)
+            if m is not None:
+                dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn], axis=1)      # d (W_rz h + b_hrz, W_n (r h) + b_hn)
             grads[1][:2 * H] += dgh[:, :2 * H].T @ h_prev[t]
             grads[1][2 * H:] += dn.T @ kept

@@ -22,6 +22,7 @@ Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 import numpy as np
 
 from ._common import (
+    check_clip, clamp,
     Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take,
     valid_steps,
 )
@@ -33,7 +34,7 @@ def _input_forget(value):
     return bool(value)
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
     """LSTM over a whole sequence.
 
     Parameters
@@ -47,6 +48,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         Keep what the backward needs.
     input_forget : bool
         Couple the input and forget gates: ``f = 1 - i``.
+    clip : float or None
+        Clip every gate's pre-activation to [-clip, clip] (ONNX's cell clip; not c_t).
 
     Returns
     -------
@@ -54,9 +57,11 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     hy : tuple (h_n (B, P), c_n (B, H))
     saved : Saved or None
         x, h_prev and c_prev (the states entering each step), gates (post-activation),
-        c_all (c_t), valid, weights, input_forget; None when ``training`` is False.
+        c_all (c_t), valid, weights, input_forget, mask (1 where a pre-activation was inside
+        the clip, or None); None when ``training`` is False.
     """
     input_forget = _input_forget(input_forget)
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 4
@@ -66,6 +71,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, c_prev = np.empty((S, B, h.shape[1]), x.dtype), np.empty((S, B, H), dtype=x.dtype)
     gates, c_all = np.empty((S, B, 4 * H), dtype=x.dtype), np.empty((S, B, H), dtype=x.dtype)
+    mask = None if clip is None else np.ones((S, B, 4 * H), dtype=x.dtype)
     for t in range(T):
         s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
@@ -75,6 +81,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         if w_ph is not None:
             a[:, :H] += w_ph[0] * c
             a[:, H:2 * H] += w_ph[1] * c
+        if clip is not None:
+            a[:, :3 * H], mask[s, :, :3 * H] = clamp(a[:, :3 * H], clip)
         i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
         if input_forget:
             f = 1 - i
@@ -82,6 +90,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         c_new = f * c + i * g
         if w_ph is not None:
             a[:, 3 * H:] += w_ph[2] * c_new
+        if clip is not None:
+            a[:, 3 * H:], mask[s, :, 3 * H:] = clamp(a[:, 3 * H:], clip)
         o = sigmoid(a[:, 3 * H:])
         h_new = o * np.tanh(c_new)
         if w_hr is not None:
@@ -93,7 +103,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
     saved = Saved("lstm", False, False, x=x, h_prev=h_prev, c_prev=c_prev, gates=gates,
                   c_all=c_all, valid=valid, weights=weights,
-                  input_forget=input_forget) if training else None
+                  input_forget=input_forget, mask=mask) if training else None
     return y, (h, c), saved
 
 
@@ -136,7 +146,10 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
             dm = dh_t @ w_hr
         else:
             dm = dh_t
+        m = None if s["mask"] is None else s["mask"][t]
         da_o = dm * tanh_c * o * (1 - o)
+        if m is not None:
+            da_o = da_o * m[:, 3 * H:]
         dc_t = masked(valid, t, dc) + dm * o * (1 - tanh_c ** 2)
         if w_ph is not None:
             dc_t = dc_t + da_o * w_ph[2]
@@ -150,6 +163,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
             dc_t * i * (1 - g ** 2),         # d a_g
             da_o,                            # d a_o
         ], axis=1)
+        if m is not None:
+            da[:, :3 * H] *= m[:, :3 * H]
         dc_prev = dc_t * f
         if w_ph is not None:
             dc_prev = dc_prev + da[:, :H] * w_ph[0] + da[:, H:2 * H] * w_ph[1]

@@ -11,11 +11,12 @@ Shapes: x (T, B, I), h (B, H).
 import numpy as np
 
 from ._common import (
+    check_clip, clamp,
     Saved, add_bias, keep, masked, record_norm, step_kernels, take, valid_steps,
 )
 
 
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
     """Elman RNN over a whole sequence.
 
     Parameters
@@ -26,6 +27,8 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     lengths : (B,) int array or None
     training : bool
     nonlinearity : {"tanh", "relu"}
+    clip : float or None
+        Clip the pre-activation to [-clip, clip] (ONNX's cell clip).
 
     Returns
     -------
@@ -33,8 +36,10 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     hy : tuple (h_n (B, H),)
     saved : Saved or None
         x, h_prev (the state entering each step), h_all (after it), valid, weights,
-        nonlinearity; None when ``training`` is False.
+        nonlinearity, mask (1 where the pre-activation was inside the clip, or None);
+        None when ``training`` is False.
     """
+    clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     (h,) = hx
@@ -42,18 +47,22 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, h_all = np.empty((S,) + y.shape[1:], y.dtype), np.empty((S,) + y.shape[1:], y.dtype)
+    mask = None if clip is None else np.empty((S,) + y.shape[1:], y.dtype)
     for t in range(T):
         s = t % S
         a = x[t] @ w_ih.T + h @ w_hh.T
         for b in (b_ih, b_hh):   # either bias may be absent
             if b is not None:
                 a += b
+        a, m = clamp(a, clip)
         h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
         h_prev[s], h_all[s] = h, h_new
+        if m is not None:
+            mask[s] = m
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("rnn", False, False, x=x, h_prev=h_prev, h_all=h_all, valid=valid,
-                  weights=weights, nonlinearity=nonlinearity) if training else None
+                  weights=weights, nonlinearity=nonlinearity, mask=mask) if training else None
     return y, (h,), saved
 
 
@@ -91,6 +100,8 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         else:
             # as PyTorch's threshold_backward: 0 where h <= 0, else dh (inf stays inf, NaN units pass)
             da = np.where(h_all[t] <= 0, 0, dh_t).astype(dh_t.dtype, copy=False)
+        if s["mask"] is not None:
+            da = da * s["mask"][t]
         if input_grad:
             dx[t] = da @ w_ih
         grads[0] += da.T @ x[t]
