@@ -3,7 +3,9 @@
 Same arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
 ``bias_hh``), shapes and equations as ``torch.nn.RNNCell/LSTMCell/GRUCell``.
 A cell advances one time step; :meth:`backward` backpropagates through the
-last step called in training mode.
+last step called in training mode.  Beyond PyTorch, every cell takes ``clip`` (ONNX's cell
+clip, as :class:`fastrnn.layers.RNNBase` describes it), ``GRUCell`` ``reset_after`` and
+``LSTMCell`` ``peepholes`` and ``input_forget``, as the layers do.
 """
 
 import numpy as np
@@ -11,18 +13,22 @@ import numpy as np
 from . import _checks
 from .celltypes import CELL_TYPES
 from .module import Module
+from .reference._common import check_clip
 
 
 class _CellBase(Module):
     _type = None    # the cell type (fastrnn.celltypes)
 
     def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, peepholes=False,
-                 **opts):
+                 clip=None, **opts):
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.bias = _checks.check_bool("bias", bias)
         self.peepholes = _checks.check_bool("peepholes", peepholes)
+        self.clip = check_clip(clip)
         self._opts = opts
+        if self.clip is not None:
+            self._opts["clip"] = self.clip
         super().__init__(dtype, backend, seed)
         GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
@@ -54,6 +60,8 @@ class _CellBase(Module):
             extra += ", peepholes=True"
         if self._opts.get("input_forget", False):
             extra += ", input_forget=True"
+        if self.clip is not None:
+            extra += f", clip={self.clip!r}"
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
@@ -126,10 +134,10 @@ class RNNCell(_CellBase):
     _type = CELL_TYPES["rnn"]
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype=np.float32, backend="auto", seed=None):
+                 dtype=np.float32, backend="auto", seed=None, clip=None):
         _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed,
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip,
                          nonlinearity=nonlinearity)
 
     def forward(self, x, hx=None):
@@ -152,10 +160,10 @@ class GRUCell(_CellBase):
     _type = CELL_TYPES["gru"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, reset_after=True):
+                 seed=None, reset_after=True, clip=None):
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         opts = {} if self.reset_after else {"reset_after": False}
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, **opts)
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip, **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h'."""
@@ -178,10 +186,11 @@ class LSTMCell(_CellBase):
     _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, peepholes=False, input_forget=False):
+                 seed=None, peepholes=False, input_forget=False, clip=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         opts = {"input_forget": True} if self.input_forget else {}
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes, **opts)
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes, clip,
+                         **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""

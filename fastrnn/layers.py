@@ -10,6 +10,7 @@ import numpy as np
 from . import _checks, functional
 from .celltypes import of_mode
 from .module import Module
+from .reference._common import check_clip
 
 
 class RNNBase(Module):
@@ -21,14 +22,21 @@ class RNNBase(Module):
     reverse half of a bidirectional layer have it; Keras returns that sequence flipped), ``h_n``
     is the state after step 0, and the parameters keep the names of a forward layer
     (``weight_ih_l0``, ...).  It excludes ``bidirectional``.
+
+    ``clip`` (not in PyTorch; ONNX's cell clip), a positive number or None, bounds every gate's
+    pre-activation to ``[-clip, clip]`` before its activation (not the LSTM's cell state).
+    Where it cuts, the gradient is 0; at the bounds themselves it passes (PyTorch's clamp).
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
                  dtype=np.float32, backend="auto", seed=None, reverse=False, options=None,
-                 peepholes=False):
+                 peepholes=False, clip=None):
         self.mode = mode
-        self._options = options or {}   # the kernels' keyword arguments beyond the mode's
+        self.clip = check_clip(clip)
+        self._options = dict(options or {})   # the kernels' keyword arguments beyond the mode's
+        if self.clip is not None:
+            self._options["clip"] = self.clip
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.num_layers = _checks.check_int("num_layers", num_layers)
@@ -311,11 +319,11 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False):
+                 backend="auto", seed=None, reverse=False, clip=None):
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, dtype, backend, seed, reverse)
+                         0, dtype, backend, seed, reverse, clip=clip)
 
 
 class LSTM(RNNBase):
@@ -339,12 +347,13 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False):
+                 backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False,
+                 clip=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
                          options={"input_forget": True} if self.input_forget else None,
-                         peepholes=peepholes)
+                         peepholes=peepholes, clip=clip)
 
 
 class GRU(RNNBase):
@@ -362,8 +371,8 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False, reset_after=True):
+                 reverse=False, reset_after=True, clip=None):
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype, backend, seed, reverse,
-                         options=None if self.reset_after else {"reset_after": False})
+                         options=None if self.reset_after else {"reset_after": False}, clip=clip)

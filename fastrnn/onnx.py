@@ -228,6 +228,8 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
         attrs["linear_before_reset"] = 1 if obj.reset_after else 0
     if kind == "LSTM" and obj.input_forget:
         attrs["input_forget"] = 1
+    if obj.clip is not None:
+        attrs["clip"] = float(obj.clip)
     if kind == "RNN":
         attrs["activations"] = [obj.nonlinearity.capitalize()] * D
     finals = {s: [] for s in states}
@@ -336,9 +338,10 @@ _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
                  "nonlinearity": "str", "reverse": "bool", "reset_after": "bool",
-                 "peepholes": "bool", "input_forget": "bool"}
+                 "peepholes": "bool", "input_forget": "bool", "clip": "positive"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
+               "positive": "a positive JSON number",
                "str": "a JSON string"}
 
 
@@ -642,9 +645,8 @@ def _parse_node(node, index, consts, opset, where, onnx):
         invalid("output_sequence", "0 or 1")
     if "hidden_size" in attrs and attrs["hidden_size"] < 1:
         invalid("hidden_size", "a positive integer")
-    if "clip" in attrs:
-        raise UnsupportedOnnxError(f"{where}: clip={attrs['clip']} (cell clipping) has no "
-                                   f"fastrnn counterpart")
+    if "clip" in attrs and not (np.isfinite(attrs["clip"]) and attrs["clip"] > 0):
+        invalid("clip", "a positive number")
     for name in ("activation_alpha", "activation_beta"):
         if attrs.get(name):
             raise UnsupportedOnnxError(f"{where}: {name}={attrs[name]} parameterizes activation "
@@ -745,8 +747,19 @@ def _parse_node(node, index, consts, opset, where, onnx):
                 bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
                 peepholes=P is not None and bool(np.any(P)),
                 input_forget=bool(attrs.get("input_forget", 0)) if kind == "LSTM" else None,
+                clip=attrs.get("clip"),
                 layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
+
+
+def _clip(node_clip, meta_clip):
+    """The layer's clip from a node's (a float32 attribute) and fastrnn's metadata's (the value
+    exported): the metadata's when the two agree in float32, so that a round trip is exact."""
+    if (node_clip is not None and isinstance(meta_clip, (int, float))
+            and not isinstance(meta_clip, bool)
+            and np.float32(meta_clip) == np.float32(node_clip)):
+        return meta_clip
+    return node_clip
 
 
 def _feeds(graph, upper, lower, limit=8):
@@ -827,6 +840,7 @@ def _metadata(model, kind, where):
         integer = isinstance(value, int) and not isinstance(value, bool)
         ok = {"int": integer, "bool": isinstance(value, bool), "str": isinstance(value, str),
               "number": (integer or isinstance(value, float)) and 0 <= value <= 1,
+              "positive": (integer or isinstance(value, float)) and 0 < value < float("inf"),
               "seed": value is None or (integer and value >= 0)}[expected]
         if not ok:
             allowed = _TYPE_NAMES[expected] + (" in [0, 1]" if expected == "number" else "")
@@ -878,7 +892,7 @@ def load(source, *, backend="auto", batch_first=None):
         does not know in the model, graph, nodes or tensors; attributes the
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
-        equivalent: other activations, ``clip``, nonzero
+        equivalent: other activations, nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
@@ -905,7 +919,7 @@ def load(source, *, backend="auto", batch_first=None):
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
         for key in ("kind", "D", "reverse", "H", "nonlinearity", "reset_after", "input_forget",
-                    "layout", "dtype"):
+                    "clip", "layout", "dtype"):
             if spec[key] != first[key]:
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
                                            f"{first['label']} has {first[key]!r}; fastrnn reads "
@@ -935,7 +949,8 @@ def load(source, *, backend="auto", batch_first=None):
     options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"),
                    reset_after=False if first["reset_after"] is False else None,
                    peepholes=True if peepholes else None,
-                   input_forget=True if first["input_forget"] else None)
+                   input_forget=True if first["input_forget"] else None,
+                   clip=_clip(first["clip"], meta.get("clip")))
     if not cell:
         options.update(num_layers=len(layers), bidirectional=first["D"] == 2,
                        batch_first=bool(batch_first), dropout=meta.get("dropout"),
@@ -950,6 +965,9 @@ def load(source, *, backend="auto", batch_first=None):
     if meta and config.get("peepholes") and "peepholes" not in meta:
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM without "
                                    f"peepholes, but the graph's nodes have nonzero P")
+    if meta and config.get("clip") is not None and "clip" not in meta:
+        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer without a "
+                                   f"cell clip, but the graph's nodes have clip={config['clip']}")
     if meta and config.get("input_forget") and "input_forget" not in meta:
         raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM with "
                                    f"separate input and forget gates, but the graph's nodes have "

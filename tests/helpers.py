@@ -45,6 +45,13 @@ KERNEL_CASES = {
     "lstm_input_forget_peepholes": ("lstm", {"input_forget": True}, 0),
     "gru": ("gru", {}, 0),
     "gru_reset_before": ("gru", {"reset_after": False}, 0),
+    # ONNX's cell clip, at a bound most pre-activations of these weights cross
+    "rnn_tanh_clip": ("rnn", {"nonlinearity": "tanh", "clip": 0.7}, 0),
+    "rnn_relu_clip": ("rnn", {"nonlinearity": "relu", "clip": 0.7}, 0),
+    "lstm_proj_peepholes_clip": ("lstm", {"clip": 0.7}, 3),
+    "lstm_input_forget_clip": ("lstm", {"input_forget": True, "clip": 0.7}, 0),
+    "gru_clip": ("gru", {"clip": 0.7}, 0),
+    "gru_reset_before_clip": ("gru", {"reset_after": False, "clip": 0.7}, 0),
 }
 I, H = 5, 6
 
@@ -93,6 +100,10 @@ MODES = {
     "gru_rb": (fastrnn.GRU, {"reset_after": False}),   # the reset gate before the product of n
     "lstm_ph": (fastrnn.LSTM, {"peepholes": True}),
     "lstm_if": (fastrnn.LSTM, {"input_forget": True, "peepholes": True}),   # the two interact
+    # the cell clip, at a bound these weights' pre-activations cross, with the variants it meets
+    "rnn_clip": (fastrnn.RNN, {"clip": 0.3}),
+    "lstm_clip": (fastrnn.LSTM, {"clip": 0.3, "peepholes": True}),
+    "gru_clip": (fastrnn.GRU, {"clip": 0.3, "reset_after": False}),
 }
 CELLS = {
     "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
@@ -102,9 +113,12 @@ CELLS = {
     "gru_rb": (fastrnn.GRUCell, {"reset_after": False}),
     "lstm_ph": (fastrnn.LSTMCell, {"peepholes": True}),
     "lstm_if": (fastrnn.LSTMCell, {"input_forget": True, "peepholes": True}),
+    "rnn_clip": (fastrnn.RNNCell, {"clip": 0.3}),
+    "lstm_clip": (fastrnn.LSTMCell, {"clip": 0.3, "peepholes": True}),
+    "gru_clip": (fastrnn.GRUCell, {"clip": 0.3, "reset_after": False}),
 }
 #: the modes PyTorch has (the others have no torch twin)
-TORCH_MODES = [m for m in MODES if m not in ("gru_rb", "lstm_ph", "lstm_if")]
+TORCH_MODES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]
 
 
 def make_layer(mode, backend, dtype=np.float64, proj_size=0, seed=0, **kwargs):

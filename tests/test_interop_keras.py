@@ -302,6 +302,9 @@ def test_unsupported_keras_objects_are_named():
     for obj in (fastrnn.LSTM(I, H, peepholes=True), fastrnn.LSTMCell(I, H, peepholes=True)):
         with pytest.raises(ValueError, match="peepholes=True.*no peephole connections"):
             to_keras(obj)
+    for obj in (fastrnn.GRU(I, H, clip=2.0), fastrnn.RNNCell(I, H, clip=2.0)):
+        with pytest.raises(ValueError, match=r"clip=2.0\) cannot be exported to Keras"):
+            to_keras(obj)
     for obj in (fastrnn.LSTM(I, H, input_forget=True), fastrnn.LSTMCell(I, H, input_forget=True)):
         with pytest.raises(ValueError, match="input_forget=True.*no coupled input and forget"):
             to_keras(obj)

@@ -52,7 +52,10 @@ def make(kind, dtype=np.float32, **kw):
     """A layer or cell of a kind: "tanh", "relu", a class name, "GRU_rb" / "GRUCell_rb" for
     a GRU resetting before the product (ONNX's linear_before_reset=0), "LSTM_ph" /
     "LSTMCell_ph" for an LSTM with peepholes (ONNX's P), "LSTM_if" / "LSTMCell_if" for one
-    with coupled input and forget gates (ONNX's input_forget=1; the cell with peepholes too)."""
+    with coupled input and forget gates (ONNX's input_forget=1; the cell with peepholes too);
+    a "_clip" suffix adds ONNX's cell clip (at 0.7: most of these pre-activations cross it)."""
+    if kind.endswith("_clip"):
+        return make(kind[:-5], dtype, clip=0.7, **kw)
     if kind in ("tanh", "relu"):
         return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
     if kind.endswith("_rb"):
@@ -87,7 +90,8 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb",
+                                  "tanh_clip", "LSTM_clip", "GRU_clip", "GRU_rb_clip"])
 def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
@@ -96,8 +100,8 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     path = tmp_path / "model.onnx"
     model = fonnx.export(layer, path, initial_state=True, lengths=True)
     ops = [n.op_type for n in model.graph.node]
-    assert ops.count({"tanh": "RNN", "relu": "RNN", "GRU_rb": "GRU", "LSTM_ph": "LSTM",
-                      "LSTM_if": "LSTM"}.get(kind, kind)) == num_layers
+    assert ops.count({"tanh": "RNN", "relu": "RNN"}.get(kind.split("_")[0],
+                                                         kind.split("_")[0])) == num_layers
     sess = session(model)
     for lengths in ([T, 3, 1, 5], [T] * B):
         feeds, want = feeds_and_reference(layer, rng, np.float32, lengths=lengths)
@@ -114,7 +118,8 @@ def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, dir
     assert back.reverse == (direction == "reverse")
 
 
-@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb"])
+@pytest.mark.parametrize("kind", ["tanh", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb",
+                                  "GRU_clip"])
 def test_default_inputs_zero_state_no_lengths(kind):
     rng = np.random.default_rng(1)
     layer = make(kind, num_layers=2, bidirectional=True, batch_first=True, seed=2)
@@ -129,7 +134,7 @@ def test_default_inputs_zero_state_no_lengths(kind):
 
 
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "LSTMCell_if",
-                                  "GRUCell", "GRUCell_rb"])
+                                  "GRUCell", "GRUCell_rb", "LSTMCell_clip"])
 def test_cells(kind):
     rng = np.random.default_rng(2)
     cell = make(kind, seed=3)
@@ -224,8 +229,9 @@ def test_nodes_without_a_fastrnn_equivalent_are_refused():
     assert fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})).reset_after is True
     assert fonnx.load(single_node_model("GRU")).reset_after is False   # ONNX's default: 0
     assert fonnx.load(single_node_model("LSTM", {"input_forget": 1}, G=4)).input_forget is True
+    assert fonnx.load(single_node_model("RNN", {"clip": 3.0}, G=1)).clip == 3.0
     cases = [
-        (single_node_model("RNN", {"clip": 3.0}, G=1), "clip=3.0"),
+        (single_node_model("RNN", {"clip": -1.0}, G=1), "clip=-1.0 is not a value ONNX defines"),
         (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
         (single_node_model("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, G=4), "activations"),
     ]

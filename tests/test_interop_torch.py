@@ -285,6 +285,9 @@ def test_variants_torch_lacks_are_refused_with_the_reason():
     for obj in (fastrnn.LSTM(3, 4, peepholes=True), fastrnn.LSTMCell(3, 4, peepholes=True)):
         with pytest.raises(ValueError, match=r"peepholes=True\) cannot be converted to torch"):
             to_torch(obj)
+    for obj in (fastrnn.RNN(3, 4, clip=1.5), fastrnn.GRUCell(3, 4, clip=1.5)):
+        with pytest.raises(ValueError, match=r"clip=1.5\) cannot be converted to torch"):
+            to_torch(obj)
     for obj in (fastrnn.LSTM(3, 4, input_forget=True), fastrnn.LSTMCell(3, 4, input_forget=True)):
         with pytest.raises(ValueError, match=r"input_forget=True\) cannot be converted to torch"):
             to_torch(obj)

@@ -465,7 +465,13 @@ CASES = {
                       r"hidden_size=0 is not a value ONNX defines for RNN; expected a positive"),
     "hidden_size_not_R": ("gru", attribute_edit("hidden_size", H + 1), U,
                           r"R \(1, 15, 5\) and hidden_size=6 do not fit a GRU with 3 gates"),
-    "clip": ("lstm", attribute_edit("clip", 3.0), U, r"clip=3.0 \(cell clipping\) has no fastrnn"),
+    "clip": ("lstm", attribute_edit("clip", 3.0), U,   # one node of the stack
+             r"has clip=None but node \d+ \(LSTM 'LSTM_\d+'\) has 3.0; fastrnn reads a stack"),
+    "clip_cell": ("lstm_cell", attribute_edit("clip", 3.0), U,
+                  r"metadata 'fastrnn.config' describes a layer without a cell clip, but the "
+                  r"graph's nodes have clip=3.0"),
+    "clip_negative": ("lstm_cell", attribute_edit("clip", -3.0), U,
+                      r"clip=-3.0 is not a value ONNX defines for LSTM; expected a positive number"),
     "activation_alpha": ("rnn", attribute_edit("activation_alpha", [0.5]), U,
                          r"activation_alpha=\[0.5\] parameterizes activation functions"),
     "activations_count": ("lstm", attribute_edit("activations", ["Sigmoid", "Tanh"]), U,

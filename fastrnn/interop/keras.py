@@ -331,7 +331,7 @@ def keras_weights(obj):
     ------
     ValueError
         An LSTM with ``proj_size > 0`` (Keras has no projection), ``peepholes=True`` or
-        ``input_forget=True`` (Keras 3's LSTM has neither).
+        ``input_forget=True`` (Keras 3's LSTM has neither); a ``clip`` (Keras has none).
     """
     kind = _common.kind_of(obj)
     if getattr(obj, "proj_size", 0):
@@ -342,6 +342,9 @@ def keras_weights(obj):
         if getattr(obj, option, False):
             raise ValueError(f"{type(obj).__name__}({option}=True) cannot be exported to Keras: "
                              f"Keras 3's LSTM has no {what} (export to ONNX)")
+    if getattr(obj, "clip", None) is not None:
+        raise ValueError(f"{type(obj).__name__}(clip={obj.clip}) cannot be exported to Keras: "
+                         f"Keras 3's recurrent layers have no cell clip (export to ONNX)")
     params = obj.parameters()
     reset_after = getattr(obj, "reset_after", True)
     per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()

@@ -128,11 +128,16 @@ def to_torch(obj):
     ValueError
         ``reverse=True``: PyTorch has no layer that runs only backwards; ``reset_after=False``:
         PyTorch's GRU applies the reset gate after the product of n only; ``peepholes=True``
-        and ``input_forget=True``: PyTorch's LSTM has neither.
+        and ``input_forget=True``: PyTorch's LSTM has neither; ``clip``: no PyTorch layer has
+        a cell clip.
     """
     if getattr(obj, "peepholes", False):
         raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be converted to torch: "
                          f"torch.nn.LSTM has no peephole connections (export to ONNX, input P)")
+    if getattr(obj, "clip", None) is not None:
+        raise ValueError(f"{type(obj).__name__}(clip={obj.clip}) cannot be converted to torch: "
+                         f"torch.nn.{_common.kind_of(obj)} has no cell clip (export to ONNX, "
+                         f"attribute clip)")
     if getattr(obj, "input_forget", False):
         raise ValueError(f"{type(obj).__name__}(input_forget=True) cannot be converted to torch: "
                          f"torch.nn.LSTM has no coupled input and forget gates (export to ONNX, "
