@@ -17,8 +17,8 @@ a pass and a :class:`Shape`.  The kinds are
   10-200, through ``lengths`` (PyTorch: ``pack_padded_sequence``; onnxruntime:
   ``sequence_lens``), 256 sequences per call;
 * ``variant`` -- an ``infer`` kernel row of a cell variant PyTorch lacks (:data:`VARIANTS`:
-  the GRU with the reset gate before the product, the LSTM with peepholes or with coupled
-  input and forget gates), against onnxruntime, the one peer that runs them (forward only,
+  the GRU with the reset gate before the product, the LSTM with peepholes, with coupled
+  input and forget gates or with ONNX's cell clip), against onnxruntime, the one peer that runs them (forward only,
   so there is no training row: no library to compare with).
 
 :meth:`Row.reduced` gives the same row at a size where every engine's
@@ -71,11 +71,12 @@ RAGGED = Shape("ragged", 200, 256, 64, 128)
 RAGGED_BATCHES, RAGGED_MIN_LENGTH = 8, 10
 
 #: the cell variants of the ``variant`` rows: name -> (cell, the layer's keyword arguments);
-#: onnxruntime runs each (linear_before_reset=0, P, input_forget=1), PyTorch and JAX none
+#: onnxruntime runs each (linear_before_reset=0, P, input_forget=1, clip), PyTorch and JAX none
 VARIANTS = {
     "reset_before": ("gru", {"reset_after": False}),
     "peepholes": ("lstm", {"peepholes": True}),
     "input_forget": ("lstm", {"input_forget": True}),
+    "clip": ("lstm", {"clip": 1.0}),
 }
 VARIANT_SHAPE = SHAPES["medium"]
 

@@ -313,7 +313,8 @@ class Report:
             "sequences of lengths 10-200 in batches of 256 through `lengths` (PyTorch: "
             "`pack_padded_sequence`; onnxruntime: `sequence_lens`). Variants: `GRU(reset_after="
             "False)` (onnxruntime: `linear_before_reset=0`), `LSTM(peepholes=True)` (`P`) and "
-            "`LSTM(input_forget=True)` (`input_forget=1`), inference only: PyTorch and JAX have "
+            "`LSTM(input_forget=True)` (`input_forget=1`) and `LSTM(clip=1.0)` (`clip`), "
+            "inference only: PyTorch and JAX have "
             "none of them and onnxruntime trains none.",
             "",
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "

@@ -72,7 +72,8 @@ def test_every_kind_of_row_has_fastrnn_and_a_peer():
     variants = cases.variant_rows()
     assert [r.id for r in variants] == ["gru-infer-medium-reset_before",
                                         "lstm-infer-medium-peepholes",
-                                        "lstm-infer-medium-input_forget"]
+                                        "lstm-infer-medium-input_forget",
+                                        "lstm-infer-medium-clip"]
     for row in variants:   # PyTorch and JAX have none of these cells
         assert [n for n in PEERS if ENGINES[n].supports(row)] == ["onnxruntime"], row.id
 
