@@ -303,15 +303,16 @@ def clip_row(g, clip, M, t, b, col):
     NaN); unless ``M`` is empty, M[t, b, col + j] = 1 where -clip <= g[j] <= clip, else 0: the
     gradient's mask (PyTorch's clamp passes the gradient at the bounds, not at NaN)."""
     one, zero = g.dtype.type(1), g.dtype.type(0)
+    c = g.dtype.type(clip)   # the bound in g's precision, as the reference and cython compare
     if M.shape[0] > 0:
         m = M[t, b]
         for j in range(g.shape[0]):
-            m[col + j] = one if (g[j] >= -clip and g[j] <= clip) else zero
+            m[col + j] = one if (g[j] >= -c and g[j] <= c) else zero
     for j in range(g.shape[0]):
-        if g[j] < -clip:
-            g[j] = -clip
-        elif g[j] > clip:
-            g[j] = clip
+        if g[j] < -c:
+            g[j] = -c
+        elif g[j] > c:
+            g[j] = c
 
 
 @helper()
