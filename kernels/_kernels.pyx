@@ -1198,7 +1198,7 @@ cdef int I64 = cnp.NPY_INT64
 cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")     # the Cell enum's names
 from fastrnn.celltypes import CELL_TYPES as _CELL_TYPES
 from fastrnn.reference._common import check_dweights   # the contract's messages for dweights
-from fastrnn.reference._common import check_clip
+from fastrnn.reference._common import check_clip, check_flag
 # gates stacked in the weights, by Cell (from the one table of cell types)
 cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
 
@@ -1385,7 +1385,7 @@ cdef class Saved:
     @property
     def fields(self):
         """The names of the saved arrays this record holds."""
-        return tuple(n for n in ("x", "lengths", "gates", "hs", "cs", "tc", "mb")
+        return tuple(n for n in ("x", "lengths", "gates", "hs", "cs", "tc", "mb", "cmask")
                      if getattr(self, n) is not None)
 
     def __repr__(self):
@@ -2089,17 +2089,10 @@ def rnn_step_backward(dhy, saved, dweights):
     return backward(RNN, None, dhy, saved, dweights, None, True)
 
 
-cdef int check_input_forget(object input_forget) except -1:
-    """The LSTM's variant (see Args) from ``input_forget``."""
-    if not isinstance(input_forget, (bool, np.bool_)):
-        raise TypeError(f"input_forget must be a bool, but got {type(input_forget).__name__}")
-    return 1 if input_forget else 0
-
-
 def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
     """LSTM over a whole sequence; see :func:`fastrnn.reference.lstm_forward`."""
-    return forward(LSTM, x, hx, weights, lengths, training, check_input_forget(input_forget),
-                   False, clip)
+    variant = int(check_flag("input_forget", input_forget))
+    return forward(LSTM, x, hx, weights, lengths, training, variant, False, clip)
 
 
 def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2113,8 +2106,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None):
     """One LSTM step: x (B, I) -> ``((h, c), saved)``."""
-    _, hy, saved = forward(LSTM, x, hx, weights, None, training, check_input_forget(input_forget),
-                           True, clip)
+    variant = int(check_flag("input_forget", input_forget))
+    _, hy, saved = forward(LSTM, x, hx, weights, None, training, variant, True, clip)
     return hy, saved
 
 
@@ -2123,17 +2116,10 @@ def lstm_step_backward(dhy, saved, dweights):
     return backward(LSTM, None, dhy, saved, dweights, None, True)
 
 
-cdef int check_reset_after(object reset_after) except -1:
-    """The GRU's variant (see Args) from ``reset_after``."""
-    if not isinstance(reset_after, (bool, np.bool_)):
-        raise TypeError(f"reset_after must be a bool, but got {type(reset_after).__name__}")
-    return 0 if reset_after else 1
-
-
 def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
     """GRU over a whole sequence; see :func:`fastrnn.reference.gru_forward`."""
-    return forward(GRU, x, hx, weights, lengths, training, check_reset_after(reset_after), False,
-                   clip)
+    variant = int(not check_flag("reset_after", reset_after))
+    return forward(GRU, x, hx, weights, lengths, training, variant, False, clip)
 
 
 def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2147,8 +2133,8 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None):
     """One GRU step: x (B, I) -> ``((h,), saved)``."""
-    _, hy, saved = forward(GRU, x, hx, weights, None, training, check_reset_after(reset_after),
-                           True, clip)
+    variant = int(not check_flag("reset_after", reset_after))
+    _, hy, saved = forward(GRU, x, hx, weights, None, training, variant, True, clip)
     return hy, saved
 
 

@@ -31,7 +31,7 @@ import numpy as np
 from . import _common
 from .activations import sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from ..reference._common import check_clip
+from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
@@ -283,12 +283,6 @@ def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH
             _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b], clip, M, t, b)
 
 
-def _check_reset_after(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"reset_after must be a bool, but got {type(value).__name__}")
-    return bool(value)
-
-
 @one_blas_thread
 def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
     """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
@@ -314,7 +308,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     hy : tuple (h_n (B, H),)
     cache : list, or None when ``training`` is False
     """
-    reset_after = _check_reset_after(reset_after)
+    reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
@@ -540,7 +534,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None)
     hy : tuple (h' (B, H),)
     saved : the record for :func:`gru_step_backward`, or None when ``training`` is False
     """
-    reset_after = _check_reset_after(reset_after)
+    reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype

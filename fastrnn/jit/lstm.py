@@ -30,7 +30,7 @@ import numpy as np
 from . import _common
 from .activations import sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from ..reference._common import check_clip
+from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
@@ -153,12 +153,6 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths,
                     copy(Hs[ts, b], Hn[0, b])
 
 
-def _check_input_forget(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"input_forget must be a bool, but got {type(value).__name__}")
-    return bool(value)
-
-
 @one_blas_thread
 def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
     """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
@@ -185,7 +179,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     hy : tuple (h_n (B, P), c_n (B, H))
     cache : list, or None when ``training`` is False
     """
-    input_forget = _check_input_forget(input_forget)
+    input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
@@ -463,7 +457,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     hy : tuple (h' (B, P), c' (B, H))
     saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
-    input_forget = _check_input_forget(input_forget)
+    input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype

@@ -108,6 +108,13 @@ def check_dweights(dweights, weights, kernel):
                              f"but got {got}")
 
 
+def check_flag(name, value):
+    """A kernel's boolean option (``reset_after``, ``input_forget``): a bool, nothing else."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, but got {type(value).__name__}")
+    return bool(value)
+
+
 def check_clip(clip):
     """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation."""
     if clip is None:

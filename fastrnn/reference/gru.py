@@ -20,15 +20,9 @@ Shapes: x (T, B, I), h (B, H).
 import numpy as np
 
 from ._common import (
-    check_clip, clamp,
+    check_clip, check_flag, clamp,
     Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take, valid_steps, 
 )
-
-
-def _reset_after(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"reset_after must be a bool, but got {type(value).__name__}")
-    return bool(value)
 
 
 def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
@@ -56,7 +50,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         (1 where a pre-activation was inside the clip, or None); None when ``training`` is
         False.
     """
-    reset_after = _reset_after(reset_after)
+    reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape

@@ -22,16 +22,10 @@ Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 import numpy as np
 
 from ._common import (
-    check_clip, clamp,
+    check_clip, check_flag, clamp,
     Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take,
     valid_steps,
 )
-
-
-def _input_forget(value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"input_forget must be a bool, but got {type(value).__name__}")
-    return bool(value)
 
 
 def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
@@ -60,7 +54,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         c_all (c_t), valid, weights, input_forget, mask (1 where a pre-activation was inside
         the clip, or None); None when ``training`` is False.
     """
-    input_forget = _input_forget(input_forget)
+    input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
