@@ -40,7 +40,9 @@ cell takes ``input`` (B, I), ``h`` (and ``c``) (B, H), and returns ``h_1``
 (and ``c_1``).
 """
 
+import inspect
 import json
+import math
 import numbers
 import os
 
@@ -229,6 +231,11 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
     if kind == "LSTM" and obj.input_forget:
         attrs["input_forget"] = 1
     if obj.clip is not None:
+        with np.errstate(over="ignore"):
+            as_float32 = float(np.float32(obj.clip))
+        if not 0 < as_float32 < np.inf:
+            raise UnsupportedOnnxError(f"clip={obj.clip} cannot be exported: ONNX stores the clip "
+                                       f"as a float32 attribute, which would be {as_float32}")
         attrs["clip"] = float(obj.clip)
     if kind == "RNN":
         attrs["activations"] = [obj.nonlinearity.capitalize()] * D
@@ -745,11 +752,32 @@ def _parse_node(node, index, consts, opset, where, onnx):
     reset_after = bool(attrs.get("linear_before_reset", 0)) if kind == "GRU" else None
     return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
                 bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
-                peepholes=P is not None and bool(np.any(P)),
+                peepholes=P is not None and bool(np.any(P)), has_p=P is not None,
                 input_forget=bool(attrs.get("input_forget", 0)) if kind == "LSTM" else None,
                 clip=attrs.get("clip"),
                 layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
+
+
+def _as_float(value):
+    """A JSON number as a float (inf for an integer beyond a float's range)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return float("inf")
+
+
+#: options get_config omits at their default: key -> (default, what the metadata then
+#: describes, what nodes with another value have)
+_OMITTED_AT_DEFAULT = {
+    "reverse": (False, "a layer that runs forwards", lambda v: "direction='reverse'"),
+    "peepholes": (False, "an LSTM without peepholes", lambda v: "nonzero P"),
+    "clip": (None, "a layer without a cell clip", lambda v: f"clip={v}"),
+    "input_forget": (False, "an LSTM with separate input and forget gates",
+                     lambda v: "input_forget=1"),
+    "reset_after": (True, "a GRU that resets after the recurrent product",
+                    lambda v: "linear_before_reset=0"),
+}
 
 
 def _clip(node_clip, meta_clip):
@@ -840,7 +868,8 @@ def _metadata(model, kind, where):
         integer = isinstance(value, int) and not isinstance(value, bool)
         ok = {"int": integer, "bool": isinstance(value, bool), "str": isinstance(value, str),
               "number": (integer or isinstance(value, float)) and 0 <= value <= 1,
-              "positive": (integer or isinstance(value, float)) and 0 < value < float("inf"),
+              "positive": (integer or isinstance(value, float)) and 0 < value < float("inf")
+              and math.isfinite(_as_float(value)),
               "seed": value is None or (integer and value >= 0)}[expected]
         if not ok:
             allowed = _TYPE_NAMES[expected] + (" in [0, 1]" if expected == "number" else "")
@@ -935,8 +964,15 @@ def load(source, *, backend="auto", batch_first=None):
         dtype = np.dtype(np.float32)
     dtype = _common.float_dtype(dtype, f"{where}: the weights' dtype")
     bias = any(spec["bias"] for spec in layers)
-    # peepholes when a node has nonzero ones, or when fastrnn's metadata says so (zeros then)
-    peepholes = any(spec["peepholes"] for spec in layers) or meta.get("peepholes") is True
+    # peepholes when a node has nonzero ones, or when fastrnn's metadata says so (zeros then:
+    # every node must have its P input)
+    peepholes = any(spec["peepholes"] for spec in layers)
+    if first["kind"] == "LSTM" and meta.get("peepholes") is True:
+        lacking = [spec["label"] for spec in layers if not spec["has_p"]]
+        if lacking:
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM with "
+                                       f"peepholes, but {', '.join(lacking)} has no P input")
+        peepholes = True
     cell = meta_class is not None and meta_class.endswith("Cell")
     if cell and (len(layers) != 1 or first["D"] != 1 or first["reverse"]):
         raise UnsupportedOnnxError(f"{where}: metadata {META_CLASS!r} is {meta_class!r}, but the "
@@ -958,28 +994,22 @@ def load(source, *, backend="auto", batch_first=None):
     obj = _common.build(first["kind"], cell=cell, input_size=first["input_size"],
                         hidden_size=first["H"], bias=bias, dtype=dtype, backend=backend, **options)
     config = obj.get_config()
-    if meta and config.get("reverse") and "reverse" not in meta:
-        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer that "
-                                   f"runs forwards, but the graph's nodes have "
-                                   f"direction='reverse'")
-    if meta and config.get("peepholes") and "peepholes" not in meta:
-        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM without "
-                                   f"peepholes, but the graph's nodes have nonzero P")
-    if meta and config.get("clip") is not None and "clip" not in meta:
-        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a layer without a "
-                                   f"cell clip, but the graph's nodes have clip={config['clip']}")
-    if meta and config.get("input_forget") and "input_forget" not in meta:
-        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes an LSTM with "
-                                   f"separate input and forget gates, but the graph's nodes have "
-                                   f"input_forget=1")
-    if meta and config.get("reset_after") is False and "reset_after" not in meta:
-        raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes a GRU that "
-                                   f"resets after the recurrent product, but the graph's nodes "
-                                   f"have linear_before_reset=0")
+    # get_config leaves these options out at their default: metadata without one describes the
+    # default, which nodes with another value contradict
+    for key, (default, what, nodes_have) in _OMITTED_AT_DEFAULT.items():
+        if meta and config.get(key, default) != default and key not in meta:
+            raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} describes {what}, but "
+                                       f"the graph's nodes have {nodes_have(config[key])}")
     for key, value in meta.items():
         if key == "batch_first" and override:
             continue
         if key not in config:
+            if key in _OMITTED_AT_DEFAULT and key in inspect.signature(type(obj)).parameters:
+                if value == _OMITTED_AT_DEFAULT[key][0]:
+                    continue   # the default, written out
+                raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has "
+                                           f"{key}={value!r}, but the graph's nodes make "
+                                           f"{key}={_OMITTED_AT_DEFAULT[key][0]!r}")
             raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has {key}={value!r}, "
                                        f"but a {type(obj).__name__} has no {key}")
         if config[key] != value:

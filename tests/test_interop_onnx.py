@@ -2,6 +2,7 @@
 
 import io
 import os
+import re
 import warnings
 
 import numpy as np
@@ -173,6 +174,16 @@ def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
             fonnx.load(model)
         model.producer_name = "another exporter"
         assert fonnx.load(model).batch_first == use_layout
+
+
+def test_a_clip_float32_cannot_hold_is_refused_on_export():
+    """ONNX keeps the clip as a float32 attribute: a clip that would become 0 or inf there (and
+    that load would then refuse) is refused when exporting, naming it."""
+    for clip, becomes in ((1e-50, "0.0"), (1e300, "inf")):
+        with pytest.raises(fonnx.UnsupportedOnnxError,
+                           match=re.escape(f"clip={clip} cannot be exported") + f".*would be {becomes}"):
+            fonnx.export(fastrnn.GRU(I, H, clip=clip), io.BytesIO())
+    assert fonnx.load(fonnx.export(fastrnn.GRU(I, H, clip=0.1), io.BytesIO())).clip == 0.1
 
 
 def test_float64_layer_exported_as_float32_for_onnxruntime():

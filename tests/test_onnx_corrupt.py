@@ -470,6 +470,15 @@ CASES = {
     "clip_cell": ("lstm_cell", attribute_edit("clip", 3.0), U,
                   r"metadata 'fastrnn.config' describes a layer without a cell clip, but the "
                   r"graph's nodes have clip=3.0"),
+    "peepholes_meta_on_a_gru": ("gru", set_config(peepholes=True), U,
+                                r"has peepholes=True, but a GRU has no peepholes"),
+    "peepholes_meta_without_p": ("lstm", set_config(peepholes=True), U,
+                                 r"describes an LSTM with peepholes, but node \d+ \(LSTM "
+                                 r"'LSTM_\d+'\)(, node \d+ \(LSTM 'LSTM_\d+'\))* has no P input"),
+    "clip_meta_without_nodes": ("gru", set_config(clip=0.5), U,
+                                r"has clip=0.5, but the graph's nodes make clip=None"),
+    "clip_meta_beyond_a_float": ("gru", set_config(clip=10 ** 400), U,
+                                 r"has clip=1000\d+; expected a positive JSON number"),
     "clip_negative": ("lstm_cell", attribute_edit("clip", -3.0), U,
                       r"clip=-3.0 is not a value ONNX defines for LSTM; expected a positive number"),
     "activation_alpha": ("rnn", attribute_edit("activation_alpha", [0.5]), U,
@@ -587,7 +596,8 @@ def test_targeted_corruption_raises_the_documented_error(case, exported, tmp_pat
 def test_the_controls_of_the_edits_load(exported, tmp_path):
     """Edits that keep the model what it was load, so the refusals above are the edits' doing."""
     controls = {
-        "gru": [with_constant("h_const", 5, np.zeros((1, 1, H), np.float32)),
+        "gru": [set_config(reset_after=True, reverse=False),   # defaults written out
+                with_constant("h_const", 5, np.zeros((1, 1, H), np.float32)),
                 attribute_edit("linear_before_reset", 1), attribute_edit("direction", "forward"),
                 set_config(batch_first=False), lambda m: setattr(recurrent(m), "name", "renamed")],
         "lstm": [attribute_edit("layout", 0), attribute_edit("hidden_size", H),
