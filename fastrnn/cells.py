@@ -151,7 +151,7 @@ class RNNCell(_CellBase):
 
 
 class GRUCell(_CellBase):
-    """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations).
+    """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations by default).
 
     Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
     ``reset_after=False`` (not in PyTorch) applies the reset gate before the product of n, as

@@ -70,8 +70,8 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
         ``direction="reverse"``); ``out[t]`` stays aligned with ``x[t]``.  (With two, the
         second always runs that way.)
     options : dict or None
-        Keyword arguments of the cell's kernels beyond those of ``mode`` (the GRU's
-        ``reset_after=False``).
+        Keyword arguments of the cell's kernels beyond those of ``mode``: ``clip`` of every
+        cell, the GRU's ``reset_after=False``, the LSTM's ``input_forget=True``.
 
     Returns
     -------

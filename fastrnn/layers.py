@@ -310,8 +310,8 @@ class RNNBase(Module):
 class RNN(RNNBase):
     """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
 
-    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend``, ``seed`` and
-    ``reverse`` (see :class:`RNNBase`).
+    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend``, ``seed``, ``reverse`` and
+    ``clip`` (see :class:`RNNBase`).
     Parameters are named ``weight_ih_l{k}[_reverse]`` (H, I or D*H),
     ``weight_hh_l{k}[_reverse]`` (H, H), ``bias_ih_l{k}[_reverse]`` and
     ``bias_hh_l{k}[_reverse]`` (H,).
@@ -329,8 +329,8 @@ class RNN(RNNBase):
 class LSTM(RNNBase):
     """Long short-term memory, gate order i, f, g, o, optional projection (LSTMP).
 
-    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed``,
-    ``reverse`` (see :class:`RNNBase`) and ``peepholes``.
+    Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed``, ``reverse``,
+    ``clip`` (see :class:`RNNBase`), ``peepholes`` and ``input_forget``.
     ``weight_ih_l{k}`` is (4H, I), ``weight_hh_l{k}`` (4H, P), biases (4H,) and,
     with ``proj_size=P > 0``, ``weight_hr_l{k}`` (P, H).  Returns
     ``out, (h_n, c_n)``; :meth:`backward` takes ``dhx=(dh_n, dc_n)`` and returns
@@ -360,8 +360,8 @@ class GRU(RNNBase):
     """Gated recurrent unit, gate order r, z, n.
 
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
-    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed``,
-    ``reverse`` (see :class:`RNNBase`) and ``reset_after``.
+    Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed``, ``reverse``,
+    ``clip`` (see :class:`RNNBase`) and ``reset_after``.
 
     ``reset_after=False`` (not in PyTorch) applies the reset gate to the state before its
     product, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``: the GRU of Cho et al. (2014),

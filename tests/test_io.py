@@ -36,11 +36,19 @@ OBJECTS = [
     lambda dt: fastrnn.RNNCell(2, 3, nonlinearity="relu", dtype=dt, seed=4),
     lambda dt: fastrnn.LSTMCell(2, 3, dtype=dt, seed=5),
     lambda dt: fastrnn.GRUCell(2, 3, bias=False, dtype=dt, seed=6),
+    # the variants PyTorch lacks: their options and parameters travel too
+    lambda dt: fastrnn.LSTM(3, 4, num_layers=2, peepholes=True, input_forget=True, clip=0.75,
+                            reverse=True, dtype=dt, seed=7),
+    lambda dt: fastrnn.GRU(3, 4, reset_after=False, clip=2.5, dtype=dt, seed=8),
+    lambda dt: fastrnn.LSTMCell(2, 3, peepholes=True, clip=1.5, dtype=dt, seed=9),
+    lambda dt: fastrnn.GRUCell(2, 3, reset_after=False, dtype=dt, seed=10),
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("make", OBJECTS, ids=["LSTM", "GRU", "RNN", "RNNCell", "LSTMCell", "GRUCell"])
+@pytest.mark.parametrize("make", OBJECTS, ids=["LSTM", "GRU", "RNN", "RNNCell", "LSTMCell", "GRUCell",
+                                               "LSTM-variants", "GRU-variants", "LSTMCell-variants",
+                                               "GRUCell-variants"])
 def test_round_trip_is_bit_for_bit(make, dtype, tmp_path):
     obj = make(dtype)
     first = next(iter(obj.parameters().values()))

@@ -23,6 +23,10 @@ def _models(backend):
         fastrnn.LSTMCell(3, 5, backend=backend, seed=4),
         fastrnn.GRUCell(3, 5, backend=backend, seed=5),
         fastrnn.RNNCell(3, 5, backend=backend, seed=6),
+        # the variants PyTorch lacks
+        fastrnn.LSTM(3, 5, peepholes=True, input_forget=True, clip=0.5, backend=backend, seed=7),
+        fastrnn.GRU(3, 5, reset_after=False, clip=1.0, reverse=True, backend=backend, seed=8),
+        fastrnn.RNNCell(3, 5, clip=0.5, backend=backend, seed=9),
     ]
 
 

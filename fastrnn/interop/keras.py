@@ -31,6 +31,7 @@ import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..celltypes import by_kind
 from . import _common
 
@@ -109,6 +110,7 @@ def from_keras_arrays(kind, weights, units, use_bias, where="weights", reset_aft
     dict
         ``w_ih`` (G*H, I), ``w_hh`` (G*H, H), ``b_ih``, ``b_hh`` (G*H,) or ``None``.
     """
+    reset_after = _checks.check_bool("reset_after", reset_after)
     G = by_kind(kind).gates
     GH = G * units
     expected = 3 if use_bias else 2
@@ -151,6 +153,7 @@ def to_keras_arrays(kind, w_ih, w_hh, b_ih=None, b_hh=None, reset_after=True):
         ``stack([b_ih, b_hh])`` (2, 3H) for GRU (reset_after=True); no bias when ``b_ih``
         is None.
     """
+    reset_after = _checks.check_bool("reset_after", reset_after)
     src, dst = _common.GATE_ORDERS["fastrnn"][kind], _common.GATE_ORDERS["keras"][kind]
     out = [np.ascontiguousarray(_common.reorder_gates(w_ih, src, dst).T),
            np.ascontiguousarray(_common.reorder_gates(w_hh, src, dst).T)]

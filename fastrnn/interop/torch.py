@@ -131,6 +131,7 @@ def to_torch(obj):
         and ``input_forget=True``: PyTorch's LSTM has neither; ``clip``: no PyTorch layer has
         a cell clip.
     """
+    kind = _common.kind_of(obj)   # a TypeError for anything but a fastrnn layer or cell
     if getattr(obj, "peepholes", False):
         raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be converted to torch: "
                          f"torch.nn.LSTM has no peephole connections (export to ONNX, input P)")
@@ -154,7 +155,6 @@ def to_torch(obj):
                          f"length, or export to ONNX, direction='reverse')")
     torch = _import_torch()
     nn = torch.nn
-    kind = _common.kind_of(obj)
     torch_dtype = getattr(torch, obj.dtype.name)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="dropout option adds dropout after all but "
