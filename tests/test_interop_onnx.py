@@ -236,11 +236,14 @@ def single_node_model(op, attrs=(), G=3, D=1, bias=True):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def test_nodes_without_a_fastrnn_equivalent_are_refused():
+def test_node_options_become_layer_options():
     assert fonnx.load(single_node_model("GRU", {"linear_before_reset": 1})).reset_after is True
     assert fonnx.load(single_node_model("GRU")).reset_after is False   # ONNX's default: 0
     assert fonnx.load(single_node_model("LSTM", {"input_forget": 1}, G=4)).input_forget is True
     assert fonnx.load(single_node_model("RNN", {"clip": 3.0}, G=1)).clip == 3.0
+
+
+def test_nodes_without_a_fastrnn_equivalent_are_refused():
     cases = [
         (single_node_model("RNN", {"clip": -1.0}, G=1), "clip=-1.0 is not a value ONNX defines"),
         (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
@@ -303,17 +306,11 @@ def _onnx_node_cases():
 
 ONNX_NODE_CASES = _onnx_node_cases()
 #: cases of options fastrnn does not have yet, each with what it lacks (strict: a pass fails)
-ONNX_NODE_MISSING = {}
-
-
 def test_the_onnx_package_ships_18_recurrent_node_cases():
     assert len(ONNX_NODE_CASES) == 18, sorted(ONNX_NODE_CASES)
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=pytest.mark.xfail(reason=ONNX_NODE_MISSING[n], strict=True,
-                                            raises=fonnx.UnsupportedOnnxError))
-    if n in ONNX_NODE_MISSING else n for n in sorted(ONNX_NODE_CASES)])
+@pytest.mark.parametrize("name", sorted(ONNX_NODE_CASES))
 def test_onnx_node_cases_load_and_run(name):
     """Each case's weights (graph inputs there) folded into initializers, the model read by
     fastrnn.onnx.load and run on the case's X (and initial states): its expected outputs."""
