@@ -38,7 +38,7 @@ BLAS's idle threads
 import ctypes
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 
 from . import _checks
 
@@ -164,14 +164,44 @@ def run_threads(kernel, args, tails):
 
 def wait_all(futures, on_interrupt=None):
     """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards;
-    ``on_interrupt()`` is called at the first one (to tell the tasks to stop early)."""
+    ``on_interrupt()`` is called at the first one (to tell the tasks to stop early).
+
+    The futures' done-callbacks count them and release one plain lock when the last is done;
+    this thread sleeps on that lock only (its timed acquire a Ctrl-C interrupts cleanly) until
+    the count is complete.
+    ``concurrent.futures.wait`` is not used: it takes the futures' locks one by one in a
+    Python loop, and a Ctrl-C between two of them left a lock held by this thread, on which
+    the worker finishing that future then waited forever (a hang seen in a CI run).  A
+    callback registered twice (a Ctrl-C right after one) does no harm: futures are counted
+    by identity, and the gate is released once all are.
+    """
     interrupted = None
-    pending = futures
-    while pending:
+    gate = threading.Lock()
+    gate.acquire()
+    done, done_lock = set(), threading.Lock()
+
+    def one_done(future):
+        # idempotent, so that a call cut short by a Ctrl-C (on this thread, when the future was
+        # done as its callback was added) is made whole by the next: all releases of the gate
+        # happen under done_lock, so a locked gate here is one nobody else will release
+        with done_lock:
+            done.add(id(future))
+            if len(done) == len(futures) and gate.locked():
+                gate.release()
+
+    registered = 0
+    while futures:
         try:
-            # a timeout: a SIGINT that the kernel delivers to another thread does not wake
-            # this one, which sees Python's pending signal only once it wakes
-            _, pending = wait(pending, timeout=0.01)
+            while registered < len(futures):
+                futures[registered].add_done_callback(one_done)
+                registered += 1
+            # done, not the acquire's result, says when to stop: a Ctrl-C just after an acquire
+            # succeeded would lose its True (and a second acquire would wait forever); the
+            # timeout: a SIGINT that the kernel delivers to another thread does not wake this
+            # one, which sees Python's pending signal only once it wakes
+            while len(done) < len(futures):
+                gate.acquire(timeout=0.01)
+            break
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C: finish waiting, then raise it
             if interrupted is None and on_interrupt is not None:
                 on_interrupt()
