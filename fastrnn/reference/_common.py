@@ -115,6 +115,28 @@ def check_flag(name, value):
     return bool(value)
 
 
+def check_nonlinearity(nonlinearity, activations):
+    """The RNN's activation from its two spellings: PyTorch's ``nonlinearity`` ("tanh" or
+    "relu") or ``activations`` (one entry; ``nonlinearity`` then stays "tanh").
+
+    Returns
+    -------
+    tuple of one :class:`~fastrnn.activations.Activation`
+    """
+    from .. import activations as acts
+
+    if nonlinearity not in ("tanh", "relu"):
+        raise ValueError(f"nonlinearity must be 'tanh' or 'relu', but got {nonlinearity!r}")
+    checked = acts.check_activations("rnn", activations)
+    if checked is not None and nonlinearity != "tanh":
+        raise ValueError(f"give the RNN's activation once: nonlinearity={nonlinearity!r} or "
+                         f"activations, not both")
+    if checked is None:
+        checked = (acts.activation(nonlinearity),) if activations is None else \
+            (acts.activation("tanh"),)
+    return checked
+
+
 def check_clip(clip):
     """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation."""
     if clip is None:

@@ -14,18 +14,23 @@ default ``linear_before_reset=0``, Keras 2's default ``reset_after=False``)::
 
     n_t = tanh(U_n x_t + b_in + W_n (r_t * h_{t-1}) + b_hn)
 
+With ``activations=[f, g]`` (ONNX's activations; :mod:`fastrnn.activations`) sigmoid
+becomes f (r, z) and tanh g (n).
+
 Shapes: x (T, B, I), h (B, H).
 """
 
 import numpy as np
 
+from .. import activations as _acts
 from ._common import (
     check_clip, check_flag, clamp,
-    Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take, valid_steps, 
+    Saved, add_bias, keep, masked, record_norm, step_kernels, take, valid_steps,
 )
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None,
+                activations=None):
     """GRU over a whole sequence.
 
     Parameters
@@ -39,6 +44,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         Reset gate applied after the recurrent product of n (PyTorch's form), or before it.
     clip : float or None
         Clip every gate's whole pre-activation to [-clip, clip] (ONNX's cell clip).
+    activations : None or sequence of two activations (f, g)
+        See :mod:`fastrnn.activations`; None: sigmoid, tanh.
 
     Returns
     -------
@@ -46,12 +53,13 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     hy : tuple (h_n (B, H),)
     saved : Saved or None
         x, h_prev (the state entering each step), gates ([r, z, n, W_hn h + b_hn] per step, or
-        [r, z, n, r * h_{t-1}] with ``reset_after=False``), valid, weights, reset_after, mask
-        (1 where a pre-activation was inside the clip, or None); None when ``training`` is
+        [r, z, n, r * h_{t-1}] with ``reset_after=False``), valid, weights, reset_after, activations (f, g),
+        mask (1 where a pre-activation was inside the clip, or None); None when ``training`` is
         False.
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
+    acts = _acts.resolve("gru", activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 3
@@ -69,7 +77,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         if b_hh is not None:
             gh += b_hh[:gh.shape[1]]
         a_rz, m_rz = clamp(gi[:, :2 * H] + gh[:, :2 * H], clip)
-        r, z = sigmoid(a_rz[:, :H]), sigmoid(a_rz[:, H:])
+        r, z = _acts.forward(acts[0], a_rz[:, :H]), _acts.forward(acts[0], a_rz[:, H:])
         if reset_after:
             hn = gh[:, 2 * H:]                   # W_n h_{t-1} + b_hn
             a_n, m_n = clamp(gi[:, 2 * H:] + r * hn, clip)
@@ -80,7 +88,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
             if b_hh is not None:
                 hn += b_hh[2 * H:]
             a_n, m_n = clamp(gi[:, 2 * H:] + hn, clip)
-        n = np.tanh(a_n)
+        n = _acts.forward(acts[1], a_n)
         if clip is not None:
             mask[s, :, :2 * H], mask[s, :, 2 * H:] = m_rz, m_n
         h_new = (1 - z) * n + z * h
@@ -89,7 +97,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("gru", False, False, x=x, h_prev=h_prev, gates=gates, valid=valid,
-                  weights=weights, reset_after=reset_after, mask=mask) if training else None
+                  weights=weights, reset_after=reset_after, activations=acts,
+                  mask=mask) if training else None
     return y, (h,), saved
 
 
@@ -115,6 +124,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     s = take(saved, "gru", dweights)
     x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
     reset_after = s["reset_after"]
+    fa, ga = s["activations"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
     H = w_hh.shape[0] // 3
@@ -125,13 +135,13 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         r, z, n, kept = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
-        dn = (dh_t - z * dh_t) * (1 - n ** 2)       # d of n's pre-activation (h' = n + z (h - n))
-        dz = dh_t * (h_prev[t] - n) * z * (1 - z)
+        dn = (dh_t - z * dh_t) * _acts.derivative(ga, n)   # d of n's pre-activation (h' = n + z (h - n))
+        dz = dh_t * (h_prev[t] - n) * _acts.derivative(fa, z)
         m = None if s["mask"] is None else s["mask"][t]
         if m is not None:                           # the clip: no gradient outside it
             dn, dz = dn * m[:, 2 * H:], dz * m[:, H:2 * H]
         if reset_after:                             # kept: W_n h + b_hn
-            dr = dn * kept * r * (1 - r)
+            dr = dn * kept * _acts.derivative(fa, r)
             if m is not None:
                 dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
@@ -139,7 +149,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
             dh_prev = dgh @ w_hh
         else:                                       # kept: r * h
             drh = dn @ w_hh[2 * H:]                 # d (r * h)
-            dr = drh * h_prev[t] * r * (1 - r)
+            dr = drh * h_prev[t] * _acts.derivative(fa, r)
             if m is not None:
                 dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn], axis=1)      # d (W_rz h + b_hrz, W_n (r h) + b_hn)

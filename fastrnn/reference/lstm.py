@@ -16,19 +16,24 @@ With peepholes (ONNX's ``P``; Gers & Schmidhuber 2000), p = w_ph (3, H) rows i, 
 With coupled input and forget gates (ONNX's ``input_forget=1``) the forget gate is
 ``f_t = 1 - i_t`` (a_f and the forget gate's weights are unused).
 
+With ``activations=[f, g, h]`` (ONNX's activations; :mod:`fastrnn.activations`) sigmoid
+becomes f (i, f, o), the candidate's tanh g and the output's tanh(c_t) h.
+
 Shapes: x (T, B, I), h (B, P), c (B, H), with P = proj_size or H.
 """
 
 import numpy as np
 
+from .. import activations as _acts
 from ._common import (
     check_clip, check_flag, clamp,
-    Saved, add_bias, keep, masked, record_norm, sigmoid, step_kernels, take,
+    Saved, add_bias, keep, masked, record_norm, step_kernels, take,
     valid_steps,
 )
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None,
+                 activations=None):
     """LSTM over a whole sequence.
 
     Parameters
@@ -44,6 +49,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         Couple the input and forget gates: ``f = 1 - i``.
     clip : float or None
         Clip every gate's pre-activation to [-clip, clip] (ONNX's cell clip; not c_t).
+    activations : None or sequence of three activations (f, g, h)
+        See :mod:`fastrnn.activations`; None: sigmoid, tanh, tanh.
 
     Returns
     -------
@@ -51,11 +58,13 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     hy : tuple (h_n (B, P), c_n (B, H))
     saved : Saved or None
         x, h_prev and c_prev (the states entering each step), gates (post-activation),
-        c_all (c_t), valid, weights, input_forget, mask (1 where a pre-activation was inside
-        the clip, or None); None when ``training`` is False.
+        c_all (c_t), hc (h(c_t)), valid, weights, input_forget, activations (f, g, h), mask (1
+        where a pre-activation was inside the clip, or None); None when ``training`` is False.
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
+    acts = _acts.resolve("lstm", activations)
+    fa, ga, ha = (lambda v, a=a: _acts.forward(a, v) for a in acts)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 4
@@ -65,6 +74,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, c_prev = np.empty((S, B, h.shape[1]), x.dtype), np.empty((S, B, H), dtype=x.dtype)
     gates, c_all = np.empty((S, B, 4 * H), dtype=x.dtype), np.empty((S, B, H), dtype=x.dtype)
+    hc = np.empty((S, B, H), dtype=x.dtype)
     mask = None if clip is None else np.ones((S, B, 4 * H), dtype=x.dtype)
     for t in range(T):
         s = t % S
@@ -77,17 +87,18 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
             a[:, H:2 * H] += w_ph[1] * c
         if clip is not None:
             a[:, :3 * H], mask[s, :, :3 * H] = clamp(a[:, :3 * H], clip)
-        i, f = sigmoid(a[:, :H]), sigmoid(a[:, H:2 * H])
+        i, f = fa(a[:, :H]), fa(a[:, H:2 * H])
         if input_forget:
             f = 1 - i
-        g = np.tanh(a[:, 2 * H:3 * H])
+        g = ga(a[:, 2 * H:3 * H])
         c_new = f * c + i * g
         if w_ph is not None:
             a[:, 3 * H:] += w_ph[2] * c_new
         if clip is not None:
             a[:, 3 * H:], mask[s, :, 3 * H:] = clamp(a[:, 3 * H:], clip)
-        o = sigmoid(a[:, 3 * H:])
-        h_new = o * np.tanh(c_new)
+        o = fa(a[:, 3 * H:])
+        hc[s] = ha(c_new)
+        h_new = o * hc[s]
         if w_hr is not None:
             h_new = h_new @ w_hr.T
         h_prev[s], c_prev[s] = h, c
@@ -96,8 +107,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         y[t] = masked(valid, t, h_new)
         h, c = keep(valid, t, h_new, h), keep(valid, t, c_new, c)
     saved = Saved("lstm", False, False, x=x, h_prev=h_prev, c_prev=c_prev, gates=gates,
-                  c_all=c_all, valid=valid, weights=weights,
-                  input_forget=input_forget, mask=mask) if training else None
+                  c_all=c_all, hc=hc, valid=valid, weights=weights,
+                  input_forget=input_forget, activations=acts, mask=mask) if training else None
     return y, (h, c), saved
 
 
@@ -125,6 +136,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
     c_all, valid, weights, input_forget = s["c_all"], s["valid"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
+    fa, ga, ha = s["activations"]
     T = x.shape[0]
     H = w_hh.shape[0] // 4
     grads = list(dweights)   # the caller's buffers, added into in place
@@ -134,27 +146,28 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         i, f, g, o = (gates[t, :, k * H:(k + 1) * H] for k in range(4))
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
-        tanh_c = np.tanh(c_all[t])
+        hc = s["hc"][t]                      # h(c_t)
         if w_hr is not None:
-            grads[4] += dh_t.T @ (o * tanh_c)
+            grads[4] += dh_t.T @ (o * hc)
             dm = dh_t @ w_hr
         else:
             dm = dh_t
         m = None if s["mask"] is None else s["mask"][t]
-        da_o = dm * tanh_c * o * (1 - o)
+        da_o = dm * hc * _acts.derivative(fa, o)
         if m is not None:
             da_o = da_o * m[:, 3 * H:]
-        dc_t = masked(valid, t, dc) + dm * o * (1 - tanh_c ** 2)
+        dc_t = masked(valid, t, dc) + dm * o * _acts.derivative(ha, hc)
         if w_ph is not None:
             dc_t = dc_t + da_o * w_ph[2]
         if input_forget:                     # f = 1 - i: i reaches c_t through f too
-            da_i, da_f = dc_t * (g - c_prev[t]) * i * (1 - i), np.zeros_like(i)
+            da_i, da_f = dc_t * (g - c_prev[t]) * _acts.derivative(fa, i), np.zeros_like(i)
         else:
-            da_i, da_f = dc_t * g * i * (1 - i), dc_t * c_prev[t] * f * (1 - f)
+            da_i = dc_t * g * _acts.derivative(fa, i)
+            da_f = dc_t * c_prev[t] * _acts.derivative(fa, f)
         da = np.concatenate([
             da_i,                            # d a_i
             da_f,                            # d a_f
-            dc_t * i * (1 - g ** 2),         # d a_g
+            dc_t * i * _acts.derivative(ga, g),  # d a_g
             da_o,                            # d a_o
         ], axis=1)
         if m is not None:

@@ -3,20 +3,22 @@
 Textbook notation, per step t (U = weight_ih, W = weight_hh)::
 
     a_t = U x_t + b_ih + W h_{t-1} + b_hh
-    h_t = tanh(a_t)      or relu(a_t) with nonlinearity="relu"
+    h_t = tanh(a_t)      or relu(a_t) with nonlinearity="relu", or f(a_t) with activations=[f]
 
 Shapes: x (T, B, I), h (B, H).
 """
 
 import numpy as np
 
+from .. import activations as _acts
 from ._common import (
-    check_clip, clamp,
+    check_clip, check_nonlinearity, clamp,
     Saved, add_bias, keep, masked, record_norm, step_kernels, take, valid_steps,
 )
 
 
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None,
+                activations=None):
     """Elman RNN over a whole sequence.
 
     Parameters
@@ -29,6 +31,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     nonlinearity : {"tanh", "relu"}
     clip : float or None
         Clip the pre-activation to [-clip, clip] (ONNX's cell clip).
+    activations : None or sequence of one activation (f)
+        In place of ``nonlinearity`` (which must then stay "tanh"): see
+        :mod:`fastrnn.activations`.
 
     Returns
     -------
@@ -36,10 +41,11 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     hy : tuple (h_n (B, H),)
     saved : Saved or None
         x, h_prev (the state entering each step), h_all (after it), valid, weights,
-        nonlinearity, mask (1 where the pre-activation was inside the clip, or None);
+        activations (a tuple of one :class:`~fastrnn.activations.Activation`), mask (1 where the pre-activation was inside the clip, or None);
         None when ``training`` is False.
     """
     clip = check_clip(clip)
+    (f,) = acts = check_nonlinearity(nonlinearity, activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     (h,) = hx
@@ -55,14 +61,14 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
             if b is not None:
                 a += b
         a, m = clamp(a, clip)
-        h_new = np.tanh(a) if nonlinearity == "tanh" else np.maximum(a, 0)
+        h_new = _acts.forward(f, a)
         h_prev[s], h_all[s] = h, h_new
         if m is not None:
             mask[s] = m
         y[t] = masked(valid, t, h_new)
         h = keep(valid, t, h_new, h)
     saved = Saved("rnn", False, False, x=x, h_prev=h_prev, h_all=h_all, valid=valid,
-                  weights=weights, nonlinearity=nonlinearity, mask=mask) if training else None
+                  weights=weights, activations=acts, mask=mask) if training else None
     return y, (h,), saved
 
 
@@ -95,11 +101,11 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     for t in range(T - 1, -1, -1):
         dh_t = masked(valid, t, dh + dy[t])
         record_norm(step_norms, t, dh_t, valid)
-        if s["nonlinearity"] == "tanh":
-            da = dh_t * (1 - h_all[t] ** 2)
-        else:
+        if s["activations"][0].name == "relu":
             # as PyTorch's threshold_backward: 0 where h <= 0, else dh (inf stays inf, NaN units pass)
             da = np.where(h_all[t] <= 0, 0, dh_t).astype(dh_t.dtype, copy=False)
+        else:
+            da = dh_t * _acts.derivative(s["activations"][0], h_all[t])
         if s["mask"] is not None:
             da = da * s["mask"][t]
         if input_grad:
