@@ -44,6 +44,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .celltypes import CELL_TYPES
+
 #: name -> (ONNX name, default alpha, default beta); the index of a name is its kernel code
 TABLE = {
     "sigmoid": ("Sigmoid", None, None),
@@ -64,9 +66,10 @@ CODES = {name: k for k, name in enumerate(NAMES)}
 #: ONNX name -> fastrnn name
 FROM_ONNX = {onnx: name for name, (onnx, _, _) in TABLE.items()}
 
-#: the activation slots of each cell, and PyTorch's choice for each
-SLOTS = {"rnn": ("f",), "gru": ("f", "g"), "lstm": ("f", "g", "h")}
-DEFAULTS = {"rnn": ("tanh",), "gru": ("sigmoid", "tanh"), "lstm": ("sigmoid", "tanh", "tanh")}
+#: PyTorch's choice for each activation slot of each cell (the table of cell types has them),
+#: and the slots' names
+DEFAULTS = {name: cell.activations for name, cell in CELL_TYPES.items()}
+SLOTS = {name: ("f", "g", "h")[:len(acts)] for name, acts in DEFAULTS.items()}
 
 
 class Activation(NamedTuple):
@@ -105,6 +108,8 @@ def _number(value, what):
 def activation(spec, what="activation"):
     """One slot's activation from what a user writes: a name (fastrnn's, case-insensitive, or
     ONNX's), a tuple ``(name, alpha)`` or ``(name, alpha, beta)``, or an :class:`Activation`."""
+    if isinstance(spec, Activation):
+        return spec
     if isinstance(spec, str):
         name, params = spec, ()
     elif isinstance(spec, (tuple, list)) and spec and isinstance(spec[0], str):
@@ -237,3 +242,41 @@ def derivative(act, y):
         else:   # softplus: sigmoid(x) = 1 - exp(-y)
             d = -np.expm1(-y)
     return np.asarray(d, dtype=y.dtype)
+
+
+def check_layer_activations(cell, activations, directions):
+    """A layer's ``activations`` argument: one entry per slot for every direction, or (with two
+    directions) the forward's slots then the reverse's, as ONNX lists them.
+
+    Returns
+    -------
+    public : None or tuple of Activation
+        What the layer reports and saves: None (the defaults), S entries (every direction),
+        or 2 S (one list per direction, when they differ).
+    per_direction : list of None or tuple of Activation
+        One entry per direction, as the kernels take it (None: the defaults).
+    """
+    if activations is None:
+        return None, [None] * directions
+    S = len(SLOTS[cell])
+    pair = directions == 2 and isinstance(activations, (tuple, list))
+    if pair and len(activations) not in (S, 2 * S):
+        raise ValueError(f"activations of a bidirectional {cell.upper()} must have {S} entries "
+                         f"(both directions) or {2 * S} (the forward's, then the reverse's), "
+                         f"but got {len(activations)}")
+    if pair and len(activations) == 2 * S:
+        per = [check_activations(cell, activations[:S]), check_activations(cell, activations[S:])]
+    else:
+        per = [check_activations(cell, activations)] * directions
+    full = [p or resolve(cell, None) for p in per]
+    if all(p is None for p in per):
+        return None, per
+    return (full[0] if full[0] == full[-1] else full[0] + full[1]), per
+
+
+def to_config(acts):
+    """``acts`` (a tuple of :class:`Activation`, or None) as plain values: a name, or a list
+    ``[name, alpha(, beta)]`` per entry, which :func:`activation` reads back."""
+    if acts is None:
+        return None
+    return [a.name if not a.params else [a.name, *a.params] for a in acts]

@@ -5,12 +5,14 @@ Same arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``,
 A cell advances one time step; :meth:`backward` backpropagates through the
 last step called in training mode.  Beyond PyTorch, every cell takes ``clip`` (ONNX's cell
 clip, as :class:`fastrnn.layers.RNNBase` describes it), ``GRUCell`` ``reset_after`` and
-``LSTMCell`` ``peepholes`` and ``input_forget``, as the layers do.
+``LSTMCell`` ``peepholes`` and ``input_forget``, and every cell ``activations``, as the
+layers do.
 """
 
 import numpy as np
 
 from . import _checks
+from .activations import check_activations, to_config
 from .celltypes import CELL_TYPES
 from .module import Module
 from .reference._common import check_clip
@@ -20,15 +22,21 @@ class _CellBase(Module):
     _type = None    # the cell type (fastrnn.celltypes)
 
     def __init__(self, input_size, hidden_size, bias, dtype, backend, seed, peepholes=False,
-                 clip=None, **opts):
+                 clip=None, activations=None, **opts):
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.bias = _checks.check_bool("bias", bias)
         self.peepholes = _checks.check_bool("peepholes", peepholes)
         self.clip = check_clip(clip)
+        self.activations = check_activations(self._type.name, activations)
+        if self.activations is not None and opts.get("nonlinearity", "tanh") != "tanh":
+            raise ValueError("give the RNN's activation once: nonlinearity='relu' or "
+                             "activations, not both")
         self._opts = opts
         if self.clip is not None:
             self._opts["clip"] = self.clip
+        if self.activations is not None:
+            self._opts["activations"] = self.activations
         super().__init__(dtype, backend, seed)
         GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
@@ -48,6 +56,8 @@ class _CellBase(Module):
                       dtype=self._dtype.name, seed=self.seed, **self._opts)
         if self.peepholes:
             config["peepholes"] = True
+        if self.activations is not None:
+            config["activations"] = to_config(self.activations)
         return config
 
     def __repr__(self):
@@ -62,6 +72,8 @@ class _CellBase(Module):
             extra += ", input_forget=True"
         if self.clip is not None:
             extra += f", clip={self.clip!r}"
+        if self.activations is not None:
+            extra += f", activations={self.activations!r}"
         if self._dtype != np.float32:
             extra += f", dtype={self._dtype.name}"
         return f"{type(self).__name__}({self.input_size}, {self.hidden_size}{extra})"
@@ -130,15 +142,16 @@ class RNNCell(_CellBase):
     """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
 
     Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
+    ``activations`` (one entry) replaces the activation, as :class:`fastrnn.RNN` does.
     """
     _type = CELL_TYPES["rnn"]
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype=np.float32, backend="auto", seed=None, clip=None):
+                 dtype=np.float32, backend="auto", seed=None, clip=None, activations=None):
         _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip,
-                         nonlinearity=nonlinearity)
+                         activations=activations, nonlinearity=nonlinearity)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h' like hx."""
@@ -154,16 +167,17 @@ class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations by default).
 
     Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
-    ``reset_after=False`` (not in PyTorch) applies the reset gate before the product of n, as
-    :class:`fastrnn.GRU` does.
+    ``reset_after=False`` (not in PyTorch) applies the reset gate before the product of n, and
+    ``activations`` (two entries) replaces the activations, as :class:`fastrnn.GRU` does.
     """
     _type = CELL_TYPES["gru"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, reset_after=True, clip=None):
+                 seed=None, reset_after=True, clip=None, activations=None):
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         opts = {} if self.reset_after else {"reset_after": False}
-        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip, **opts)
+        super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip,
+                         activations=activations, **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h'."""
@@ -181,16 +195,17 @@ class LSTMCell(_CellBase):
     Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
     and with ``peepholes=True`` (not in PyTorch; see :class:`fastrnn.LSTM`)
     ``weight_peephole`` (3, H), rows i, f, o.  ``input_forget=True`` couples the input and
-    forget gates, ``f = 1 - i``, as :class:`fastrnn.LSTM` does.
+    forget gates, ``f = 1 - i``, and ``activations`` (three entries) replaces the activations,
+    as :class:`fastrnn.LSTM` does.
     """
     _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, peepholes=False, input_forget=False, clip=None):
+                 seed=None, peepholes=False, input_forget=False, clip=None, activations=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         opts = {"input_forget": True} if self.input_forget else {}
         super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes, clip,
-                         **opts)
+                         activations, **opts)
 
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""

@@ -42,6 +42,9 @@ class CellType(NamedTuple):
         no peepholes).
     orders : dict
         Gate order of each convention (``"torch"``, ``"keras"``, ``"onnx"``), one letter a gate.
+    activations : tuple of str
+        PyTorch's activation of each of the cell's activation slots, f, g and h in order (ONNX's
+        ``activations`` of one direction; :mod:`fastrnn.activations`).
     """
     name: str
     kind: str
@@ -49,6 +52,7 @@ class CellType(NamedTuple):
     states: tuple
     weights: tuple
     orders: dict
+    activations: tuple
 
     @property
     def order(self):
@@ -59,12 +63,13 @@ class CellType(NamedTuple):
 #: kernel name -> cell type
 CELL_TYPES = {
     "rnn": CellType("rnn", "RNN", 1, ("h",), ("w_ih", "w_hh", "b_ih", "b_hh"),
-                    {"torch": "h", "keras": "h", "onnx": "h"}),
+                    {"torch": "h", "keras": "h", "onnx": "h"}, ("tanh",)),
     "lstm": CellType("lstm", "LSTM", 4, ("h", "c"),
                      ("w_ih", "w_hh", "b_ih", "b_hh", "w_hr", "w_ph"),
-                     {"torch": "ifgo", "keras": "ifgo", "onnx": "iofg"}),
+                     {"torch": "ifgo", "keras": "ifgo", "onnx": "iofg"},
+                     ("sigmoid", "tanh", "tanh")),
     "gru": CellType("gru", "GRU", 3, ("h",), ("w_ih", "w_hh", "b_ih", "b_hh"),
-                    {"torch": "rzn", "keras": "zrn", "onnx": "zrn"}),
+                    {"torch": "rzn", "keras": "zrn", "onnx": "zrn"}, ("sigmoid", "tanh")),
 }
 
 #: the kernel names, in the table's order

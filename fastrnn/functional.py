@@ -44,7 +44,7 @@ def dropout_mask(rng, shape, p, dtype):
 
 def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_directions,
                      lengths=None, dropout=0.0, training=True, rng=None, reverse=False,
-                     options=None):
+                     options=None, direction_options=None):
     """Run a stacked, possibly bidirectional recurrent layer over a sequence.
 
     Parameters
@@ -72,6 +72,9 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     options : dict or None
         Keyword arguments of the cell's kernels beyond those of ``mode``: ``clip`` of every
         cell, the GRU's ``reset_after=False``, the LSTM's ``input_forget=True``.
+    direction_options : list of D dicts, or None
+        Keyword arguments of one direction's kernels (ONNX's ``activations`` may differ
+        between the directions), added to ``options``.
 
     Returns
     -------
@@ -83,10 +86,12 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     if options:
         opts = {**opts, **options}
     forward = backend.kernels(cell)[0]
+    per_dir = [{**opts, **d} for d in direction_options] if direction_options else \
+        [opts] * num_directions
     if num_layers == 1 and num_directions == 1 and not reverse:
         # one kernel call: its final states (new arrays) are the layer's, without copies
         y, h_n, cache = forward(x, tuple(h[0] for h in hx), weights[0], lengths, training,
-                                **opts)
+                                **per_dir[0])
         cache = (backend, cell, 1, (False,), lengths, [cache], [None]) if training else None
         return y, tuple(h[None] for h in h_n), cache
     D = num_directions
@@ -100,7 +105,7 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
             k = layer * D + d
             x_d = reverse_padded(layer_in, lengths) if backwards[d] else layer_in
             y, h_n, cache = forward(x_d, tuple(h[k] for h in hx), weights[k], lengths,
-                                    training, **opts)
+                                    training, **per_dir[d])
             for dst, src in zip(hy, h_n):
                 dst[k] = src
             ys.append(reverse_padded(y, lengths) if backwards[d] else y)

@@ -8,6 +8,7 @@ arrays are NumPy arrays and the backward pass is explicit.
 import numpy as np
 
 from . import _checks, functional
+from .activations import check_layer_activations, to_config
 from .celltypes import of_mode
 from .module import Module
 from .reference._common import check_clip
@@ -26,14 +27,29 @@ class RNNBase(Module):
     ``clip`` (not in PyTorch; ONNX's cell clip), a positive number or None, bounds every gate's
     pre-activation to ``[-clip, clip]`` before its activation (not the LSTM's cell state).
     Where it cuts, the gradient is 0; at the bounds themselves it passes (PyTorch's clamp).
+
+    ``activations`` (not in PyTorch; ONNX's activations and Keras's ``activation`` and
+    ``recurrent_activation``) replaces the cell's activation functions: one entry per slot,
+    RNN (f), GRU (f: r, z; g: n), LSTM (f: i, f, o; g: the candidate; h: of c_t), each a name
+    of :mod:`fastrnn.activations` (``"hard_sigmoid"``, ``"relu"``, ...; ONNX's names too) or a
+    tuple ``(name, alpha[, beta])``.  A bidirectional layer takes one list for both
+    directions, or the forward's entries followed by the reverse's.  None keeps PyTorch's.
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
                  dtype=np.float32, backend="auto", seed=None, reverse=False, options=None,
-                 peepholes=False, clip=None):
+                 peepholes=False, clip=None, activations=None):
         self.mode = mode
         self.clip = check_clip(clip)
+        self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
+        self.activations, per_direction = check_layer_activations(
+            of_mode(mode).name, activations, 2 if self.bidirectional else 1)
+        if self.activations is not None and mode == "RNN_RELU":
+            raise ValueError("give the RNN's activation once: nonlinearity='relu' or "
+                             "activations, not both")
+        self._direction_options = None if self.activations is None else \
+            [{"activations": a} for a in per_direction]
         self._options = dict(options or {})   # the kernels' keyword arguments beyond the mode's
         if self.clip is not None:
             self._options["clip"] = self.clip
@@ -47,7 +63,6 @@ class RNNBase(Module):
         self.dropout = _checks.check_dropout(dropout)
         self.bias = _checks.check_bool("bias", bias)
         self.batch_first = _checks.check_bool("batch_first", batch_first)
-        self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
         self.reverse = _checks.check_bool("reverse", reverse)
         self.peepholes = _checks.check_bool("peepholes", peepholes)
         if self.reverse and self.bidirectional:
@@ -120,6 +135,8 @@ class RNNBase(Module):
             config["reverse"] = True
         if self.peepholes:
             config["peepholes"] = True
+        if self.activations is not None:
+            config["activations"] = to_config(self.activations)
         config.update(self._options)
         return config
 
@@ -137,6 +154,8 @@ class RNNBase(Module):
             s += ", nonlinearity='relu'"
         for name, value in self._options.items():
             s += f", {name}={value!r}"
+        if self.activations is not None:
+            s += f", activations={self.activations!r}"
         if self._dtype != np.float32:
             s += f", dtype={self._dtype.name}"
         return s
@@ -246,7 +265,7 @@ class RNNBase(Module):
             self._backend, self.mode, seq, states, weights,
             num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
             dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse,
-            options=self._options)
+            options=self._options, direction_options=self._direction_options)
         out = self._to_user(y, unbatched)
         hy = tuple(h[:, 0, :] if unbatched else h for h in hy)
         self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
@@ -310,8 +329,8 @@ class RNNBase(Module):
 class RNN(RNNBase):
     """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
 
-    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend``, ``seed``, ``reverse`` and
-    ``clip`` (see :class:`RNNBase`).
+    Same arguments as ``torch.nn.RNN``, plus ``dtype``, ``backend``, ``seed``, ``reverse``,
+    ``clip`` and ``activations`` (one entry; see :class:`RNNBase`).
     Parameters are named ``weight_ih_l{k}[_reverse]`` (H, I or D*H),
     ``weight_hh_l{k}[_reverse]`` (H, H), ``bias_ih_l{k}[_reverse]`` and
     ``bias_hh_l{k}[_reverse]`` (H,).
@@ -319,18 +338,19 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False, clip=None):
+                 backend="auto", seed=None, reverse=False, clip=None, activations=None):
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, dtype, backend, seed, reverse, clip=clip)
+                         0, dtype, backend, seed, reverse, clip=clip, activations=activations)
 
 
 class LSTM(RNNBase):
     """Long short-term memory, gate order i, f, g, o, optional projection (LSTMP).
 
     Same arguments as ``torch.nn.LSTM``, plus ``dtype``, ``backend``, ``seed``, ``reverse``,
-    ``clip`` (see :class:`RNNBase`), ``peepholes`` and ``input_forget``.
+    ``clip``, ``activations`` (three entries; see :class:`RNNBase`), ``peepholes`` and
+    ``input_forget``.
     ``weight_ih_l{k}`` is (4H, I), ``weight_hh_l{k}`` (4H, P), biases (4H,) and,
     with ``proj_size=P > 0``, ``weight_hr_l{k}`` (P, H).  Returns
     ``out, (h_n, c_n)``; :meth:`backward` takes ``dhx=(dh_n, dc_n)`` and returns
@@ -348,12 +368,12 @@ class LSTM(RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
                  backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False,
-                 clip=None):
+                 clip=None, activations=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
                          options={"input_forget": True} if self.input_forget else None,
-                         peepholes=peepholes, clip=clip)
+                         peepholes=peepholes, clip=clip, activations=activations)
 
 
 class GRU(RNNBase):
@@ -361,7 +381,7 @@ class GRU(RNNBase):
 
     ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h' = (1 - z) * n + z * h``.
     Same arguments as ``torch.nn.GRU``, plus ``dtype``, ``backend``, ``seed``, ``reverse``,
-    ``clip`` (see :class:`RNNBase`) and ``reset_after``.
+    ``clip``, ``activations`` (two entries; see :class:`RNNBase`) and ``reset_after``.
 
     ``reset_after=False`` (not in PyTorch) applies the reset gate to the state before its
     product, ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``: the GRU of Cho et al. (2014),
@@ -371,8 +391,9 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False, reset_after=True, clip=None):
+                 reverse=False, reset_after=True, clip=None, activations=None):
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype, backend, seed, reverse,
-                         options=None if self.reset_after else {"reset_after": False}, clip=clip)
+                         options=None if self.reset_after else {"reset_after": False}, clip=clip,
+                         activations=activations)

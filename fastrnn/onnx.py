@@ -49,6 +49,7 @@ import os
 import numpy as np
 
 from . import _checks
+from . import activations as _acts
 from .backends import resolve
 from .celltypes import by_kind
 from .interop import _common
@@ -61,7 +62,9 @@ IR_VERSION = 8
 META_CLASS, META_CONFIG, META_VERSION = "fastrnn.class", "fastrnn.config", "fastrnn.onnx_version"
 _META_FORMAT = 1
 _RNN_OPS = ("RNN", "LSTM", "GRU")
-_DEFAULT_ACTIVATIONS = {"LSTM": ["sigmoid", "tanh", "tanh"], "GRU": ["sigmoid", "tanh"]}
+#: the activations whose alpha onnxruntime reads as 0 when the node omits it, where the ONNX
+#: standard takes the default of the operator of the same name: a node must give their alpha
+_AMBIGUOUS_ALPHA = ("affine", "scaled_tanh", "thresholded_relu")
 
 
 class UnsupportedOnnxError(ValueError):
@@ -237,8 +240,15 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
             raise UnsupportedOnnxError(f"clip={obj.clip} cannot be exported: ONNX stores the clip "
                                        f"as a float32 attribute, which would be {as_float32}")
         attrs["clip"] = float(obj.clip)
-    if kind == "RNN":
-        attrs["activations"] = [obj.nonlinearity.capitalize()] * D
+    acts = _export_activations(obj, kind, D)
+    if acts is not None:
+        attrs["activations"] = [a.onnx for a in acts]
+        alpha = [a.alpha for a in acts if len(a.params) >= 1]
+        beta = [a.beta for a in acts if len(a.params) >= 2]
+        if alpha:
+            attrs["activation_alpha"] = alpha
+        if beta:
+            attrs["activation_beta"] = beta
     finals = {s: [] for s in states}
     if not cell and D == 1:  # to bring each node's Y to fastrnn's layout
         squeeze = g.const("axes_direction", np.array([2 if layout else 1], np.int64))
@@ -317,6 +327,18 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
     return model
 
 
+def _export_activations(obj, kind, D):
+    """The ``activations`` attribute of ``obj``'s nodes (D lists of its slots), or None for the
+    operator's defaults (an RNN always names its Tanh or Relu)."""
+    acts = getattr(obj, "activations", None)
+    if acts is None:
+        if kind != "RNN":
+            return None
+        acts = (_acts.activation(obj.nonlinearity),)
+    acts = tuple(acts)
+    return acts * D if len(acts) == len(_acts.SLOTS[kind.lower()]) else acts
+
+
 # -- load ---------------------------------------------------------------------------------------
 #: the default ONNX domain, in both spellings
 _DEFAULT_DOMAINS = ("", "ai.onnx")
@@ -345,11 +367,27 @@ _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
                  "bidirectional": "bool", "dropout": "number", "seed": "seed", "dtype": "str",
                  "nonlinearity": "str", "reverse": "bool", "reset_after": "bool",
-                 "peepholes": "bool", "input_forget": "bool", "clip": "positive"}
+                 "peepholes": "bool", "input_forget": "bool", "clip": "positive",
+                 "activations": "activations"}
 _TYPE_NAMES = {"int": "a JSON integer", "bool": "a JSON boolean (true or false)",
                "number": "a JSON number", "seed": "a JSON integer >= 0 or null",
                "positive": "a positive JSON number",
+               "activations": "a JSON array of activations (a name, or [name, alpha(, beta)])",
                "str": "a JSON string"}
+
+
+def _is_activation_list(value):
+    """Whether a metadata value is a list of activations as get_config writes them."""
+    if not isinstance(value, list) or not value:
+        return False
+    try:
+        for entry in value:
+            if not isinstance(entry, (str, list)):
+                return False
+            _acts.activation(entry)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _text(value, what):
@@ -654,37 +692,13 @@ def _parse_node(node, index, consts, opset, where, onnx):
         invalid("hidden_size", "a positive integer")
     if "clip" in attrs and not (np.isfinite(attrs["clip"]) and attrs["clip"] > 0):
         invalid("clip", "a positive number")
-    for name in ("activation_alpha", "activation_beta"):
-        if attrs.get(name):
-            raise UnsupportedOnnxError(f"{where}: {name}={attrs[name]} parameterizes activation "
-                                       f"functions fastrnn does not have (its Tanh, Relu and "
-                                       f"Sigmoid take none)")
     if kind == "LSTM":
         if attrs.get("input_forget", 0) not in (0, 1):
             invalid("input_forget", "0 or 1")
     if kind == "GRU":
         if attrs.get("linear_before_reset", 0) not in (0, 1):
             invalid("linear_before_reset", "0 or 1")
-    acts = [a.lower() for a in attrs.get("activations", [])]
-    per_direction = len(_DEFAULT_ACTIVATIONS.get(kind, ["tanh"]))
-    if acts and len(acts) not in (per_direction, per_direction * D):
-        raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} has "
-                                   f"{len(acts)} entries; a {kind} with direction={direction!r} "
-                                   f"takes {per_direction * D}")
-    nonlinearity = None
-    if kind == "RNN":
-        acts = acts or ["tanh"]
-        if len(set(acts)) != 1 or acts[0] not in ("tanh", "relu"):
-            raise UnsupportedOnnxError(f"{where}: activations {attrs.get('activations')} are not "
-                                       f"supported; fastrnn's RNN uses Tanh or Relu in both "
-                                       f"directions")
-        nonlinearity = acts[0]
-    elif acts:
-        default = _DEFAULT_ACTIVATIONS[kind]
-        if acts not in (default, default * D):
-            raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} are not "
-                                       f"supported; fastrnn's {kind} uses the defaults "
-                                       f"{[a.capitalize() for a in default]}")
+    acts = _node_activations(attrs, kind, D, direction, where)
 
     labels = _INPUTS[kind]
     if len(node.input) > len(labels) or len(node.output) > len(_OUTPUTS[kind]):
@@ -751,12 +765,79 @@ def _parse_node(node, index, consts, opset, where, onnx):
     # GRU: linear_before_reset=0 (ONNX's default) is GRU(reset_after=False); None: not a GRU
     reset_after = bool(attrs.get("linear_before_reset", 0)) if kind == "GRU" else None
     return dict(kind=kind, D=D, reverse=direction == "reverse", H=H, input_size=W.shape[2],
-                bias=B is not None, nonlinearity=nonlinearity, reset_after=reset_after,
+                bias=B is not None, activations=acts, reset_after=reset_after,
                 peepholes=P is not None and bool(np.any(P)), has_p=P is not None,
                 input_forget=bool(attrs.get("input_forget", 0)) if kind == "LSTM" else None,
                 clip=attrs.get("clip"),
                 layout=layout, dtype=W.dtype,
                 directions=directions, where=where, label=node_label)
+
+
+def _node_activations(attrs, kind, D, direction, where):
+    """A node's activations, per direction: a tuple of D tuples of Activation (one per slot),
+    alpha and beta consumed in order by the functions that take them (as onnxruntime does)."""
+    slots = len(_acts.SLOTS[kind.lower()])
+    names = list(attrs.get("activations", []))
+    if not names:
+        names = [_acts.TABLE[d][0] for d in _acts.DEFAULTS[kind.lower()]]
+    if len(names) not in (slots, slots * D):
+        raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} has "
+                                   f"{len(names)} entries; a {kind} with direction={direction!r} "
+                                   f"takes {slots * D}")
+    names = names * (slots * D // len(names))
+    by_lower = {onnx.lower(): name for onnx, name in _acts.FROM_ONNX.items()}
+    alpha, beta = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
+    out = []
+    for k, onnx_name in enumerate(names):
+        name = by_lower.get(str(onnx_name).lower())
+        if name is None:
+            raise UnsupportedOnnxError(f"{where}: activations[{k}]={onnx_name!r} is not one of "
+                                       f"ONNX's {', '.join(_acts.FROM_ONNX)}")
+        _, a0, b0 = _acts.TABLE[name]
+        params = []
+        for default, values, label in ((a0, alpha, "activation_alpha"),
+                                       (b0, beta, "activation_beta")):
+            if default is None:
+                continue
+            if values:
+                params.append(values.pop(0))
+            elif name in _AMBIGUOUS_ALPHA:
+                raise UnsupportedOnnxError(
+                    f"{where}: activations[{k}]={onnx_name!r} has no value in {label}: the ONNX "
+                    f"standard then takes the {onnx_name} operator's default, onnxruntime 0; "
+                    f"give it explicitly")
+            else:
+                params.append(default)
+        try:
+            out.append(_acts.activation((name, *params), f"{where}: activations[{k}]"))
+        except ValueError as exc:
+            raise UnsupportedOnnxError(str(exc)) from None
+    for values, label in ((alpha, "activation_alpha"), (beta, "activation_beta")):
+        if values:
+            raise UnsupportedOnnxError(f"{where}: {label}={attrs[label]} has {len(values)} "
+                                       f"value(s) more than its activations {names} read")
+    return tuple(tuple(out[d * slots:(d + 1) * slots]) for d in range(D))
+
+
+def _layer_activations(kind, per_direction, meta_acts):
+    """The constructor arguments ``nonlinearity`` and ``activations`` of a layer whose nodes
+    have ``per_direction`` activations; exact parameters from fastrnn's metadata
+    (``meta_acts``) where they agree with the nodes' float32 attributes."""
+    flat = tuple(a for d in per_direction for a in d)
+    if isinstance(meta_acts, list) and _is_activation_list(meta_acts):
+        exact = tuple(_acts.activation(a) for a in meta_acts)
+        exact = exact * (len(flat) // len(exact)) if len(flat) % len(exact) == 0 else ()
+        if len(exact) == len(flat) and all(
+                e.name == a.name and np.float32(e.alpha) == np.float32(a.alpha)
+                and np.float32(e.beta) == np.float32(a.beta) for e, a in zip(exact, flat)):
+            flat = exact
+    first = flat[:len(flat) // len(per_direction)]
+    same = flat == first * len(per_direction)
+    if kind == "RNN" and same and first[0].name in ("tanh", "relu"):
+        return first[0].name, None
+    if _acts.check_activations(kind.lower(), first) is None and same:
+        return None, None
+    return None, list(first if same else flat)
 
 
 def _as_float(value):
@@ -777,6 +858,8 @@ _OMITTED_AT_DEFAULT = {
                      lambda v: "input_forget=1"),
     "reset_after": (True, "a GRU that resets after the recurrent product",
                     lambda v: "linear_before_reset=0"),
+    "activations": (None, "a layer with its default activations",
+                    lambda v: f"activations {v}"),
 }
 
 
@@ -870,7 +953,8 @@ def _metadata(model, kind, where):
               "number": (integer or isinstance(value, float)) and 0 <= value <= 1,
               "positive": (integer or isinstance(value, float)) and 0 < value < float("inf")
               and math.isfinite(_as_float(value)),
-              "seed": value is None or (integer and value >= 0)}[expected]
+              "seed": value is None or (integer and value >= 0),
+              "activations": _is_activation_list(value)}[expected]
         if not ok:
             allowed = _TYPE_NAMES[expected] + (" in [0, 1]" if expected == "number" else "")
             raise UnsupportedOnnxError(f"{where}: metadata {META_CONFIG!r} has {key}={value!r}; "
@@ -921,7 +1005,8 @@ def load(source, *, backend="auto", batch_first=None):
         does not know in the model, graph, nodes or tensors; attributes the
         operator lacks, of the wrong type or with values ONNX does not define
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
-        equivalent: other activations, nonzero
+        equivalent: activations outside ONNX's set, an Affine, ScaledTanh or ThresholdedRelu
+        without its alpha (the ONNX standard and onnxruntime read it differently), nonzero
         constant initial states, constant ``sequence_lens``; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
@@ -947,7 +1032,7 @@ def load(source, *, backend="auto", batch_first=None):
     nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):
-        for key in ("kind", "D", "reverse", "H", "nonlinearity", "reset_after", "input_forget",
+        for key in ("kind", "D", "reverse", "H", "activations", "reset_after", "input_forget",
                     "clip", "layout", "dtype"):
             if spec[key] != first[key]:
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
@@ -982,7 +1067,9 @@ def load(source, *, backend="auto", batch_first=None):
     override = batch_first is not None
     if not override:
         batch_first = meta.get("batch_first", first["layout"] == 1)
-    options = dict(nonlinearity=first["nonlinearity"], seed=meta.get("seed"),
+    nonlinearity, activations = _layer_activations(first["kind"], first["activations"],
+                                                   meta.get("activations"))
+    options = dict(nonlinearity=nonlinearity, activations=activations, seed=meta.get("seed"),
                    reset_after=False if first["reset_after"] is False else None,
                    peepholes=True if peepholes else None,
                    input_forget=True if first["input_forget"] else None,

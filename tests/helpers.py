@@ -119,6 +119,12 @@ MODES = {
     "rnn_clip": (fastrnn.RNN, {"clip": 0.3}),
     "lstm_clip": (fastrnn.LSTM, {"clip": 0.3, "peepholes": True}),
     "gru_clip": (fastrnn.GRU, {"clip": 0.3, "reset_after": False}),
+    # ONNX's activations (smooth where the finite differences sample them), with the variants
+    "rnn_act": (fastrnn.RNN, {"activations": [("scaled_tanh", 1.3, 0.7)]}),
+    "lstm_act": (fastrnn.LSTM, {"activations": [("hard_sigmoid", 0.2, 0.5), "softsign",
+                                                ("elu", 0.8)], "peepholes": True}),
+    "gru_act": (fastrnn.GRU, {"activations": [("hard_sigmoid", 1 / 6, 0.5), "softsign"],
+                              "reset_after": False, "clip": 0.3}),
 }
 CELLS = {
     "rnn_tanh": (fastrnn.RNNCell, {"nonlinearity": "tanh"}),
@@ -131,6 +137,9 @@ CELLS = {
     "rnn_clip": (fastrnn.RNNCell, {"clip": 0.3}),
     "lstm_clip": (fastrnn.LSTMCell, {"clip": 0.3, "peepholes": True}),
     "gru_clip": (fastrnn.GRUCell, {"clip": 0.3, "reset_after": False}),
+    "rnn_act": (fastrnn.RNNCell, MODES["rnn_act"][1]),
+    "lstm_act": (fastrnn.LSTMCell, MODES["lstm_act"][1]),
+    "gru_act": (fastrnn.GRUCell, MODES["gru_act"][1]),
 }
 #: the modes PyTorch has (the others have no torch twin)
 TORCH_MODES = ["rnn_tanh", "rnn_relu", "lstm", "gru"]

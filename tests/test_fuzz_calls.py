@@ -30,7 +30,7 @@ BAD = [
 T, B, I, H = 4, 3, 5, 6
 
 #: class -> constructor arguments that must be checked, with the names a message may use
-_LAYER_FLAGS = ["bias", "batch_first", "bidirectional", "reverse", "clip"]
+_LAYER_FLAGS = ["bias", "batch_first", "bidirectional", "reverse", "clip", "activations"]
 CONSTRUCTORS = {
     fastrnn.LSTM: ["input_size", "hidden_size", "num_layers", "dropout", "proj_size", "dtype",
                    "backend", "seed", "peepholes", "input_forget", *_LAYER_FLAGS],
@@ -39,11 +39,11 @@ CONSTRUCTORS = {
     fastrnn.RNN: ["input_size", "hidden_size", "num_layers", "nonlinearity", "dropout", "dtype",
                   "backend", "seed", *_LAYER_FLAGS],
     fastrnn.LSTMCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias",
-                       "peepholes", "input_forget", "clip"],
+                       "peepholes", "input_forget", "clip", "activations"],
     fastrnn.GRUCell: ["input_size", "hidden_size", "dtype", "backend", "seed", "bias",
-                      "reset_after", "clip"],
+                      "reset_after", "clip", "activations"],
     fastrnn.RNNCell: ["input_size", "hidden_size", "nonlinearity", "dtype", "backend", "seed",
-                      "bias", "clip"],
+                      "bias", "clip", "activations"],
 }
 def _seed_ok(value):
     try:
@@ -60,7 +60,7 @@ def _flag_ok(value):
 
 VALID_FOR = {"seed": _seed_ok, "bias": _flag_ok, "batch_first": _flag_ok, "bidirectional": _flag_ok,
              "reverse": _flag_ok, "reset_after": _flag_ok, "peepholes": _flag_ok,
-             "input_forget": _flag_ok,
+             "input_forget": _flag_ok, "activations": lambda v: v is None,
              "clip": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                                              and 0 < v < 1e308),
              "proj_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < H,

@@ -16,7 +16,7 @@ T, B, I, H, P = 3, 2, 2, 3, 2
 def _grid():
     for mode, bias, bidirectional, num_layers, proj in itertools.product(
             ["rnn_tanh", "rnn_relu", "lstm", "lstm_ph", "lstm_if", "gru", "gru_rb", "rnn_clip",
-             "lstm_clip", "gru_clip"], [True, False],
+             "lstm_clip", "gru_clip", "rnn_act", "lstm_act", "gru_act"], [True, False],
             [False, True], [1, 2], [0, P]):
         if proj and not mode.startswith("lstm"):
             continue
@@ -71,7 +71,8 @@ def test_layer_gradients_match_finite_differences(backend, mode, bias, bidirecti
 
 @pytest.mark.parametrize("mode,num_layers,proj", [
     (mode, L, proj) for mode in ["rnn_tanh", "rnn_relu", "lstm", "lstm_ph", "lstm_if", "gru",
-                                 "gru_rb", "rnn_clip", "lstm_clip", "gru_clip"]
+                                 "gru_rb", "rnn_clip", "lstm_clip", "gru_clip", "rnn_act",
+                                 "lstm_act", "gru_act"]
     for L, proj in [(1, 0), (2, 0), (2, P)] if not proj or mode.startswith("lstm")])
 @pytest.mark.parametrize("batch_first,with_lengths", [(False, False), (False, True), (True, True)])
 def test_reverse_layer_gradients_match_finite_differences(backend, mode, num_layers, proj,

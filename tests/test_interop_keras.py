@@ -254,6 +254,41 @@ def test_go_backwards_is_a_reverse_layer(kind, stacked):
     assert [bool(kl.go_backwards) for kl in firsts] == [True] + [False] * (len(firsts) - 1)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("kind,activation,recurrent", [
+    ("SimpleRNN", "elu", None), ("SimpleRNN", "linear", None), ("SimpleRNN", "softplus", None),
+    ("LSTM", "relu", "hard_sigmoid"), ("LSTM", "softsign", "sigmoid"),
+    ("LSTM", "leaky_relu", "linear"),
+    ("GRU", "tanh", "hard_sigmoid"), ("GRU_rb", "tanh", "hard_sigmoid"),
+    ("GRU", "elu", "softplus"), ("GRU_rb", "softsign", "relu")])
+def test_activations_import_and_export(kind, activation, recurrent, bidirectional):
+    """Keras's activation and recurrent_activation, Keras 3's hard_sigmoid (relu6(x + 3) / 6)
+    among them, become fastrnn's activations: outputs match Keras's, and the layer exported
+    back is the same Keras layer."""
+    rng = np.random.default_rng(11)
+    kw = {"activation": activation, "return_sequences": True}
+    if recurrent:
+        kw["recurrent_activation"] = recurrent
+    if kind == "GRU_rb":
+        kind, kw["reset_after"] = "GRU", False
+    layer = getattr(keras.layers, kind)(H, **kw)
+    if bidirectional:
+        layer = keras.layers.Bidirectional(layer)
+    layer.build((None, None, I))
+    randomize(layer, rng)
+    x = rng.standard_normal((B, T, I)).astype("float32")
+    want = layer(x)
+    ours = from_keras(layer)
+    assert ours.activations is not None
+    assert_close(ours(x)[0], want, what=f"{kind} import")
+    back = to_keras(ours)
+    inner = back.forward_layer if bidirectional else back
+    assert inner.activation.__name__ == activation
+    if recurrent:
+        assert inner.recurrent_activation.__name__ == recurrent
+    assert_close(numpy_of(back(x)), want, what=f"{kind} export")
+
+
 def test_gru_reset_forms_do_not_mix():
     """Keras GRUs of both reset forms convert, and neither reads the other's bias or stacks
     with it."""
@@ -286,10 +321,20 @@ def test_unsupported_keras_objects_are_named():
                     built(keras.layers.LSTM(H, go_backwards=True), (None, None, H))])
     with pytest.raises(ValueError, match="build it first"):
         from_keras(keras.layers.LSTM(H))
-    with pytest.raises(ValueError, match="activation='relu'.*not supported"):
-        from_keras(built(keras.layers.LSTM(H, activation="relu")))
-    with pytest.raises(ValueError, match="activation 'sigmoid' is not supported"):
-        from_keras(built(keras.layers.SimpleRNN(H, activation="sigmoid")))
+    with pytest.raises(ValueError, match="LSTM.cell: activation='gelu' is not supported"):
+        from_keras(built(keras.layers.LSTM(H, activation="gelu")))
+    with pytest.raises(ValueError, match="recurrent_activation='selu' is not supported"):
+        from_keras(built(keras.layers.GRU(H, recurrent_activation="selu")))
+    with pytest.raises(ValueError, match="has the activations .* but layer 0 has"):
+        from_keras([built(keras.layers.GRU(H, return_sequences=True)),
+                    built(keras.layers.GRU(H, activation="relu"), (None, None, H))])
+    with pytest.raises(ValueError, match=r"\('hard_sigmoid', 0.2, 0.5\) has no equal among "
+                                         r"Keras 3's activations"):
+        to_keras(fastrnn.GRU(I, H, activations=[("hard_sigmoid", 0.2, 0.5), "tanh"]))
+    with pytest.raises(ValueError, match="uses its one activation for the candidate"):
+        to_keras(fastrnn.LSTMCell(I, H, activations=["sigmoid", "relu", "tanh"]))
+    with pytest.raises(ValueError, match="its two directions differ"):
+        to_keras(fastrnn.RNN(I, H, bidirectional=True, activations=["relu", "elu"]))
     with pytest.raises(ValueError, match="takes 7 input features, but the layer below gives 5"):
         from_keras([built(keras.layers.GRU(H)), built(keras.layers.GRU(H), (None, None, 7))])
     with pytest.raises(ValueError, match="mix of Bidirectional and unidirectional"):

@@ -49,14 +49,29 @@ def assert_same_weights(a, b):
         assert q.dtype == p.dtype and np.array_equal(q, p), name
 
 
+#: the "_act" kinds' activations: every ONNX function once or more
+ACTIVATIONS = {
+    "RNN": [("scaled_tanh", 1.3, 0.7)],
+    "LSTM": [("hard_sigmoid", 0.2, 0.5), ("leaky_relu", 0.1), "softsign"],
+    "GRU": [("hard_sigmoid", 1 / 6, 0.5), ("elu", 0.8)],
+    "GRU_rb": ["softsign", ("affine", 0.5, 0.2)],
+    "RNNCell": ["softplus"],
+    "LSTMCell": ["sigmoid", "relu", ("thresholded_relu", 0.1)],
+    "GRUCell": ["tanh", "relu"],
+}
+
+
 def make(kind, dtype=np.float32, **kw):
     """A layer or cell of a kind: "tanh", "relu", a class name, "GRU_rb" / "GRUCell_rb" for
     a GRU resetting before the product (ONNX's linear_before_reset=0), "LSTM_ph" /
     "LSTMCell_ph" for an LSTM with peepholes (ONNX's P), "LSTM_if" / "LSTMCell_if" for one
     with coupled input and forget gates (ONNX's input_forget=1; the cell with peepholes too);
-    a "_clip" suffix adds ONNX's cell clip (at 0.7: most of these pre-activations cross it)."""
+    a "_clip" suffix adds ONNX's cell clip (at 0.7: most of these pre-activations cross it), an
+    "_act" suffix other activations (:data:`ACTIVATIONS`)."""
     if kind.endswith("_clip"):
         return make(kind[:-5], dtype, clip=0.7, **kw)
+    if kind.endswith("_act"):
+        return make(kind[:-4], dtype, activations=ACTIVATIONS[kind[:-4]], **kw)
     if kind in ("tanh", "relu"):
         return fastrnn.RNN(I, H, nonlinearity=kind, dtype=dtype, **kw)
     if kind.endswith("_rb"):
@@ -92,7 +107,8 @@ def feeds_and_reference(layer, rng, dtype, state=True, lengths=None):
 @pytest.mark.parametrize("direction", ["forward", "bidirectional", "reverse"])
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("kind", ["tanh", "relu", "LSTM", "LSTM_ph", "LSTM_if", "GRU", "GRU_rb",
-                                  "tanh_clip", "LSTM_clip", "GRU_clip", "GRU_rb_clip"])
+                                  "tanh_clip", "LSTM_clip", "GRU_clip", "GRU_rb_clip", "RNN_act",
+                                  "LSTM_act", "GRU_act", "GRU_rb_act"])
 def test_onnxruntime_matches_and_weights_come_back_exactly(kind, num_layers, direction, bias,
                                                            batch_first, tmp_path):
     rng = np.random.default_rng(0)
@@ -135,7 +151,8 @@ def test_default_inputs_zero_state_no_lengths(kind):
 
 
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "LSTMCell_if",
-                                  "GRUCell", "GRUCell_rb", "LSTMCell_clip"])
+                                  "GRUCell", "GRUCell_rb", "LSTMCell_clip", "RNNCell_act",
+                                  "LSTMCell_act", "GRUCell_act"])
 def test_cells(kind):
     rng = np.random.default_rng(2)
     cell = make(kind, seed=3)
@@ -174,6 +191,38 @@ def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
             fonnx.load(model)
         model.producer_name = "another exporter"
         assert fonnx.load(model).batch_first == use_layout
+
+
+@pytest.mark.parametrize("kind,acts", [
+    ("GRU", ["sigmoid", "tanh", ("hard_sigmoid", 0.3, 0.4), "softsign"]),
+    ("LSTM", [("hard_sigmoid", 0.2, 0.5), "tanh", "tanh", "sigmoid", "relu", ("elu", 0.5)]),
+    ("RNN", ["relu", ("scaled_tanh", 0.9, 1.1)])])
+def test_activations_per_direction(kind, acts):
+    """A bidirectional layer's two directions with activations of their own: ONNX's list of
+    both, alpha and beta read in order by the functions that take them."""
+    rng = np.random.default_rng(4)
+    layer = getattr(fastrnn, kind)(I, H, bidirectional=True, activations=acts, seed=5)
+    model = fonnx.export(layer, io.BytesIO(), initial_state=True)
+    feeds, want = feeds_and_reference(layer, rng, np.float32)
+    for g, w in zip(session(model).run(None, feeds), want):
+        assert_close(g, w, "onnxruntime float32", 2e-6)
+    back = fonnx.load(model)
+    assert back.activations == layer.activations and len(back.activations) == len(acts)
+    assert_same_weights(layer, back)
+
+
+def test_activation_parameters_come_back_exactly():
+    """ONNX keeps alpha and beta as float32; fastrnn's metadata keeps them exact, and a node
+    whose float32 values disagree with it wins."""
+    layer = fastrnn.GRU(I, H, activations=[("hard_sigmoid", 1 / 6, 0.5), ("elu", 0.1)])
+    model = fonnx.export(layer, io.BytesIO())
+    assert fonnx.load(model).activations == layer.activations   # 1/6 and 0.1 exactly
+    node = next(n for n in model.graph.node if n.op_type == "GRU")
+    alpha = next(a for a in node.attribute if a.name == "activation_alpha")
+    assert list(alpha.floats) == pytest.approx([1 / 6, 0.1])
+    alpha.floats[1] = 0.25
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="metadata .*activations"):
+        fonnx.load(model)
 
 
 def test_a_clip_float32_cannot_hold_is_refused_on_export():
@@ -241,13 +290,33 @@ def test_node_options_become_layer_options():
     assert fonnx.load(single_node_model("GRU")).reset_after is False   # ONNX's default: 0
     assert fonnx.load(single_node_model("LSTM", {"input_forget": 1}, G=4)).input_forget is True
     assert fonnx.load(single_node_model("RNN", {"clip": 3.0}, G=1)).clip == 3.0
+    # activations: alpha and beta read in order by the functions that take them
+    lstm = fonnx.load(single_node_model("LSTM", {"activations": ["HardSigmoid", "Relu", "Affine"],
+                                                 "activation_alpha": [0.25, 2.0],
+                                                 "activation_beta": [0.5, -1.0]}, G=4))
+    assert lstm.activations == (("hard_sigmoid", 0.25, 0.5), ("relu", 0.0, 0.0),
+                                ("affine", 2.0, -1.0))
+    assert fonnx.load(single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1)).activations \
+        == (("sigmoid", 0.0, 0.0),)
+    rnn = fonnx.load(single_node_model("RNN", {"activations": ["Relu"]}, G=1))
+    assert rnn.nonlinearity == "relu" and rnn.activations is None
+    # omitted alpha: the ONNX operators' defaults where onnxruntime agrees
+    gru = fonnx.load(single_node_model("GRU", {"activations": ["HardSigmoid", "LeakyRelu"]}))
+    assert gru.activations == (("hard_sigmoid", 0.2, 0.5), ("leaky_relu", 0.01, 0.0))
 
 
 def test_nodes_without_a_fastrnn_equivalent_are_refused():
     cases = [
         (single_node_model("RNN", {"clip": -1.0}, G=1), "clip=-1.0 is not a value ONNX defines"),
-        (single_node_model("RNN", {"activations": ["Sigmoid"]}, G=1), "activations.*Tanh or Relu"),
-        (single_node_model("LSTM", {"activations": ["Sigmoid", "Relu", "Tanh"]}, G=4), "activations"),
+        (single_node_model("RNN", {"activations": ["Gelu"]}, G=1),
+         r"activations\[0\]='Gelu' is not one of ONNX's Sigmoid, Tanh, Relu"),
+        (single_node_model("RNN", {"activations": ["Affine"]}, G=1),
+         "'Affine' has no value in activation_alpha: the ONNX standard then takes the Affine "
+         "operator's default, onnxruntime 0"),
+        (single_node_model("RNN", {"activations": ["Tanh"], "activation_alpha": [1.0]}, G=1),
+         r"activation_alpha=\[1.0\] has 1 value\(s\) more than its activations \['Tanh'\] read"),
+        (single_node_model("GRU", {"activations": ["Sigmoid", "Elu"], "activation_alpha": [-1.0]}),
+         "'elu' needs alpha >= 0"),
     ]
     for model, message in cases:
         with pytest.raises(fonnx.UnsupportedOnnxError, match=message):

@@ -482,7 +482,8 @@ CASES = {
     "clip_negative": ("lstm_cell", attribute_edit("clip", -3.0), U,
                       r"clip=-3.0 is not a value ONNX defines for LSTM; expected a positive number"),
     "activation_alpha": ("rnn", attribute_edit("activation_alpha", [0.5]), U,
-                         r"activation_alpha=\[0.5\] parameterizes activation functions"),
+                         r"activation_alpha=\[0.5\] has 1 value\(s\) more than its "
+                         r"activations \['Relu'\] read"),
     "activations_count": ("lstm", attribute_edit("activations", ["Sigmoid", "Tanh"]), U,
                           r"activations \['Sigmoid', 'Tanh'\] has 2 entries; a LSTM with "
                           r"direction='bidirectional' takes 6"),

@@ -20,6 +20,13 @@ Keras's single bias (SimpleRNN, LSTM, GRU with ``reset_after=False``)
 becomes ``bias_ih`` with ``bias_hh = 0``; exporting writes ``bias_ih +
 bias_hh`` (which enter those cells' pre-activations alike).
 
+Keras's ``activation`` and ``recurrent_activation`` become fastrnn's ``activations``
+(``recurrent_activation`` is the slot f of the gates, ``activation`` the slot g and, for the
+LSTM, h): ``tanh``, ``sigmoid``, ``relu``, ``linear``, ``elu``, ``softsign``, ``softplus``,
+``leaky_relu`` (negative slope 0.2) and ``hard_sigmoid``, which is ``relu6(x + 3) / 6`` in
+Keras 3 (``("hard_sigmoid", 1/6, 0.5)``) and ``clip(0.2 x + 0.5, 0, 1)`` in Keras 2
+(``tf_keras``: ``("hard_sigmoid", 0.2, 0.5)``).
+
 Keras layers are batch-major: a layer imported from Keras has
 ``batch_first=True``.  Keras's ``dropout``/``recurrent_dropout`` (on inputs
 and states) have no fastrnn counterpart and are not carried over (inference
@@ -32,6 +39,7 @@ import warnings
 import numpy as np
 
 from .. import _checks
+from .. import activations as _acts
 from ..celltypes import by_kind
 from . import _common
 
@@ -52,6 +60,58 @@ def _activation_name(fn):
     return getattr(fn, "__name__", None) or repr(fn)
 
 
+#: Keras 3's activation functions fastrnn has, by name
+_FROM_KERAS = {"tanh": "tanh", "sigmoid": "sigmoid", "relu": "relu", "linear": ("affine", 1.0, 0.0),
+               "hard_sigmoid": ("hard_sigmoid", 1 / 6, 0.5), "elu": ("elu", 1.0),
+               "softsign": "softsign", "softplus": "softplus", "leaky_relu": ("leaky_relu", 0.2)}
+#: Keras 2 (tf_keras, tensorflow.keras) differs in one: hard_sigmoid is clip(0.2 x + 0.5, 0, 1)
+_FROM_KERAS2 = dict(_FROM_KERAS, hard_sigmoid=("hard_sigmoid", 0.2, 0.5))
+
+
+def _keras_activation(fn, what):
+    """The :class:`~fastrnn.activations.Activation` of a Keras activation function."""
+    name = _activation_name(fn)
+    keras2 = getattr(fn, "__module__", "").split(".")[0] in ("tf_keras", "tensorflow")
+    spec = (_FROM_KERAS2 if keras2 else _FROM_KERAS).get(name)
+    if spec is None:
+        raise ValueError(f"{what}={name!r} is not supported; fastrnn has the Keras activations "
+                         f"{', '.join(sorted(_FROM_KERAS))}")
+    return _acts.activation(spec)
+
+
+def _to_keras_activation(act, what):
+    """The Keras 3 activation name equal to ``act`` (an Activation), or ValueError."""
+    for name, spec in _FROM_KERAS.items():
+        if _acts.activation(spec) == act:
+            return name
+    raise ValueError(f"{what} {act!r} has no equal among Keras 3's activations (its "
+                     f"hard_sigmoid is ('hard_sigmoid', 1/6, 0.5), its leaky_relu "
+                     f"('leaky_relu', 0.2), linear ('affine', 1, 0)); export to ONNX")
+
+
+def _keras_options(obj, kind):
+    """The Keras ``activation`` / ``recurrent_activation`` arguments of ``obj``'s layers, or
+    ValueError when Keras cannot express its activations."""
+    acts = getattr(obj, "activations", None)
+    if acts is None:
+        return {"activation": obj.nonlinearity} if kind == "RNN" else {}
+    S = len(_acts.SLOTS[kind.lower()])
+    name = type(obj).__name__
+    if len(acts) != S:
+        raise ValueError(f"{name}(activations={acts}) cannot be exported to Keras: its two "
+                         f"directions differ, and Keras's Bidirectional takes one layer "
+                         f"configuration (export to ONNX)")
+    if kind == "RNN":
+        return {"activation": _to_keras_activation(acts[0], f"{name}: activation")}
+    if kind == "LSTM" and acts[1] != acts[2]:
+        raise ValueError(f"{name}(activations={acts}) cannot be exported to Keras: Keras's LSTM "
+                         f"uses its one activation for the candidate (g) and the output (h) "
+                         f"(export to ONNX)")
+    return {"activation": _to_keras_activation(acts[1], f"{name}: activation (g)"),
+            "recurrent_activation": _to_keras_activation(acts[0],
+                                                         f"{name}: recurrent_activation (f)")}
+
+
 def _cell_spec(cell, where):
     """Kind, sizes, options and fastrnn-layout weights of one built Keras cell."""
     kind = _CELL_KINDS.get(_keras_class(cell))
@@ -61,19 +121,12 @@ def _cell_spec(cell, where):
     if not getattr(cell, "built", False):
         raise ValueError(f"{where} has no weights yet: build it first (call it on an input, "
                          f"or call .build(input_shape))")
-    act = _activation_name(cell.activation)
-    nonlinearity = None
+    act = _keras_activation(cell.activation, f"{where}: activation")
     if kind == "RNN":
-        if act not in ("tanh", "relu"):
-            raise ValueError(f"{where}: SimpleRNN activation {act!r} is not supported; "
-                             f"fastrnn's RNN has nonlinearity 'tanh' or 'relu'")
-        nonlinearity = act
+        acts = (act,)
     else:
-        rec = _activation_name(cell.recurrent_activation)
-        if act != "tanh" or rec != "sigmoid":
-            raise ValueError(f"{where}: {type(cell).__name__} with activation={act!r}, "
-                             f"recurrent_activation={rec!r} is not supported; fastrnn's "
-                             f"{kind} uses activation='tanh', recurrent_activation='sigmoid'")
+        rec = _keras_activation(cell.recurrent_activation, f"{where}: recurrent_activation")
+        acts = (rec, act, act) if kind == "LSTM" else (rec, act)
     reset_after = bool(getattr(cell, "reset_after", True)) if kind == "GRU" else None
     if getattr(cell, "dropout", 0) or getattr(cell, "recurrent_dropout", 0):
         warnings.warn(f"{where}: Keras dropout={cell.dropout}, recurrent_dropout="
@@ -82,11 +135,23 @@ def _cell_spec(cell, where):
                       UserWarning, stacklevel=4)
     weights = [np.asarray(w) for w in cell.get_weights()]
     units, bias = int(cell.units), bool(cell.use_bias)
-    return dict(kind=kind, units=units, bias=bias, nonlinearity=nonlinearity,
+    return dict(kind=kind, units=units, bias=bias, activations=acts,
                 reset_after=reset_after, input_size=int(weights[0].shape[0]),
                 dtype=weights[0].dtype,
                 weights=from_keras_arrays(kind, weights, units, bias, where,
                                           reset_after is not False))
+
+
+def _activation_options(kind, per_direction):
+    """The constructor arguments ``nonlinearity`` and ``activations`` of a layer whose cells
+    have ``per_direction`` activations (one tuple per direction)."""
+    first = per_direction[0]
+    same = all(p == first for p in per_direction)
+    if kind == "RNN" and same and first[0].name in ("tanh", "relu"):
+        return first[0].name, None
+    if same and _acts.check_activations(kind.lower(), first) is None:
+        return None, None
+    return None, list(first if same else per_direction[0] + per_direction[1])
 
 
 def from_keras_arrays(kind, weights, units, use_bias, where="weights", reset_after=True):
@@ -243,7 +308,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     Raises
     ------
     ValueError
-        Activations other than the standard ones, ``merge_mode`` other than
+        Activations fastrnn lacks (see the module docstring), ``merge_mode`` other than
         ``"concat"``, stacked layers that do not all run the same way in the
         input's time (``go_backwards=True`` on two stacked layers), an
         unbuilt layer, or stacked layers that do not fit together.
@@ -253,9 +318,10 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     if _keras_class(obj) in _CELL_KINDS:
         spec = _cell_spec(obj, type(obj).__name__)
         target = _common.float_dtype(dtype if dtype is not None else spec["dtype"], "dtype")
+        nonlinearity, activations = _activation_options(spec["kind"], [spec["activations"]])
         cell = _common.build(spec["kind"], cell=True, input_size=spec["input_size"],
                              hidden_size=spec["units"], bias=spec["bias"], dtype=target,
-                             backend=backend, nonlinearity=spec["nonlinearity"],
+                             backend=backend, nonlinearity=nonlinearity, activations=activations,
                              reset_after=False if spec["reset_after"] is False else None)
         _load(cell, [spec["weights"]])
         return cell
@@ -280,8 +346,13 @@ def from_keras(obj, *, dtype=None, backend="auto"):
         if len(directions) != D:
             raise ValueError(f"stacked layer {l} has {len(directions)} direction(s) but layer 0 "
                              f"has {D}: mix of Bidirectional and unidirectional layers")
-        for spec in directions:
-            for key in ("kind", "units", "bias", "nonlinearity", "reset_after"):
+        for d, spec in enumerate(directions):
+            if spec["activations"] != layers[0][d]["activations"]:
+                raise ValueError(f"stacked layer {l} has the activations "
+                                 f"{spec['activations']} but layer 0 has "
+                                 f"{layers[0][d]['activations']}; a fastrnn layer needs them "
+                                 f"equal")
+            for key in ("kind", "units", "bias", "reset_after"):
                 if spec[key] != first[key]:
                     raise ValueError(f"stacked layer {l} has {key}={spec[key]!r} but layer 0 has "
                                      f"{key}={first[key]!r}; a fastrnn layer needs them equal")
@@ -290,10 +361,13 @@ def from_keras(obj, *, dtype=None, backend="auto"):
                 raise ValueError(f"stacked layer {l} takes {spec['input_size']} input features, "
                                  f"but the layer below gives {want}")
     target = _common.float_dtype(dtype if dtype is not None else first["dtype"], "dtype")
+    nonlinearity, activations = _activation_options(
+        first["kind"], [spec["activations"] for spec in layers[0]])
     layer = _common.build(first["kind"], cell=False, input_size=first["input_size"],
                           hidden_size=first["units"], bias=first["bias"], dtype=target,
                           backend=backend, num_layers=len(layers), batch_first=True,
-                          bidirectional=D == 2, nonlinearity=first["nonlinearity"],
+                          bidirectional=D == 2, nonlinearity=nonlinearity,
+                          activations=activations,
                           reverse=True if reverse else None,
                           reset_after=False if first["reset_after"] is False else None)
     _load(layer, [spec["weights"] for directions in layers for spec in directions])
@@ -334,7 +408,9 @@ def keras_weights(obj):
     ------
     ValueError
         An LSTM with ``proj_size > 0`` (Keras has no projection), ``peepholes=True`` or
-        ``input_forget=True`` (Keras 3's LSTM has neither); a ``clip`` (Keras has none).
+        ``input_forget=True`` (Keras 3's LSTM has neither); a ``clip`` (Keras has none);
+        activations Keras 3 lacks, an LSTM whose g and h differ, or directions whose
+        activations differ.
     """
     kind = _common.kind_of(obj)
     if getattr(obj, "proj_size", 0):
@@ -348,6 +424,7 @@ def keras_weights(obj):
     if getattr(obj, "clip", None) is not None:
         raise ValueError(f"{type(obj).__name__}(clip={obj.clip}) cannot be exported to Keras: "
                          f"Keras 3's recurrent layers have no cell clip (export to ONNX)")
+    _keras_options(obj, kind)
     params = obj.parameters()
     reset_after = getattr(obj, "reset_after", True)
     per_direction = [to_keras_arrays(kind, *(None if n is None else params[n].copy()
@@ -392,9 +469,7 @@ def to_keras(obj, **layer_kwargs):
                           f"(for example KERAS_BACKEND=torch) before importing it") from None
     kind = _common.kind_of(obj)
     weights = keras_weights(obj)
-    options = dict(dtype=obj.dtype.name, use_bias=obj.bias)
-    if kind == "RNN":
-        options["activation"] = obj.nonlinearity
+    options = dict(dtype=obj.dtype.name, use_bias=obj.bias, **_keras_options(obj, kind))
     if kind == "GRU":
         options["reset_after"] = obj.reset_after
     if _common.is_cell(obj):

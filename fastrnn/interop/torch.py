@@ -129,9 +129,20 @@ def to_torch(obj):
         ``reverse=True``: PyTorch has no layer that runs only backwards; ``reset_after=False``:
         PyTorch's GRU applies the reset gate after the product of n only; ``peepholes=True``
         and ``input_forget=True``: PyTorch's LSTM has neither; ``clip``: no PyTorch layer has
-        a cell clip.
+        a cell clip; ``activations`` other than PyTorch's (an RNN's all-relu ones become
+        ``nonlinearity="relu"``).
     """
     kind = _common.kind_of(obj)   # a TypeError for anything but a fastrnn layer or cell
+    nonlinearity = getattr(obj, "nonlinearity", None)
+    acts = getattr(obj, "activations", None)
+    if acts is not None:
+        if kind == "RNN" and all(a.name == "relu" for a in acts):
+            nonlinearity = "relu"
+        else:
+            raise ValueError(f"{type(obj).__name__}(activations={acts}) cannot be converted to "
+                             f"torch: torch.nn.{kind} uses "
+                             f"{'tanh or relu' if kind == 'RNN' else 'sigmoid and tanh'} only "
+                             f"(export to ONNX, attribute activations)")
     if getattr(obj, "peepholes", False):
         raise ValueError(f"{type(obj).__name__}(peepholes=True) cannot be converted to torch: "
                          f"torch.nn.LSTM has no peephole connections (export to ONNX, input P)")
@@ -160,13 +171,13 @@ def to_torch(obj):
         warnings.filterwarnings("ignore", message="dropout option adds dropout after all but "
                                 "last recurrent layer", category=UserWarning)
         if _common.is_cell(obj):
-            extra = {"nonlinearity": obj.nonlinearity} if kind == "RNN" else {}
+            extra = {"nonlinearity": nonlinearity} if kind == "RNN" else {}
             module = getattr(nn, kind + "Cell")(obj.input_size, obj.hidden_size, bias=obj.bias,
                                                 dtype=torch_dtype, **extra)
         else:
             extra = {}
             if kind == "RNN":
-                extra["nonlinearity"] = obj.nonlinearity
+                extra["nonlinearity"] = nonlinearity
             if kind == "LSTM":
                 extra["proj_size"] = obj.proj_size
             module = getattr(nn, kind)(obj.input_size, obj.hidden_size, num_layers=obj.num_layers,
