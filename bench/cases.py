@@ -71,12 +71,17 @@ RAGGED = Shape("ragged", 200, 256, 64, 128)
 RAGGED_BATCHES, RAGGED_MIN_LENGTH = 8, 10
 
 #: the cell variants of the ``variant`` rows: name -> (cell, the layer's keyword arguments);
-#: onnxruntime runs each (linear_before_reset=0, P, input_forget=1, clip), PyTorch and JAX none
+#: onnxruntime runs each (linear_before_reset=0, P, input_forget=1, clip, activations with
+#: alpha and beta), PyTorch and JAX none
 VARIANTS = {
     "reset_before": ("gru", {"reset_after": False}),
     "peepholes": ("lstm", {"peepholes": True}),
     "input_forget": ("lstm", {"input_forget": True}),
     "clip": ("lstm", {"clip": 1.0}),
+    # Keras 2's GRU: the reset gate before the product, hard_sigmoid gates
+    "hard_sigmoid": ("gru", {"reset_after": False,
+                             "activations": [("hard_sigmoid", 0.2, 0.5), "tanh"]}),
+    "relu": ("lstm", {"activations": ["sigmoid", "relu", "relu"]}),
 }
 VARIANT_SHAPE = SHAPES["medium"]
 

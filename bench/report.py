@@ -312,8 +312,11 @@ class Report:
             "through the layer on chunks of 1 or 16 steps. Ragged: LSTM(64, 128) on 2,048 "
             "sequences of lengths 10-200 in batches of 256 through `lengths` (PyTorch: "
             "`pack_padded_sequence`; onnxruntime: `sequence_lens`). Variants: `GRU(reset_after="
-            "False)` (onnxruntime: `linear_before_reset=0`), `LSTM(peepholes=True)` (`P`) and "
-            "`LSTM(input_forget=True)` (`input_forget=1`) and `LSTM(clip=1.0)` (`clip`), "
+            "False)` (onnxruntime: `linear_before_reset=0`), `LSTM(peepholes=True)` (`P`), "
+            "`LSTM(input_forget=True)` (`input_forget=1`), `LSTM(clip=1.0)` (`clip`), "
+            "Keras 2's GRU `GRU(reset_after=False, activations=[(\"hard_sigmoid\", 0.2, 0.5), "
+            "\"tanh\"])` and `LSTM(activations=[\"sigmoid\", \"relu\", \"relu\"])` "
+            "(`activations`, `activation_alpha`, `activation_beta`), "
             "inference only: PyTorch and JAX have "
             "none of them and onnxruntime trains none.",
             "",

@@ -22,8 +22,13 @@ z, r, h in ONNX for r, z, n, with ``linear_before_reset=1`` for fastrnn's
 (PyTorch's) default GRU and ``linear_before_reset=0`` for
 ``GRU(reset_after=False)``.  A stack of ``num_layers`` is a chain of nodes:
 each node's ``Y`` (T, D, B, H) is reshaped to (T, B, D*H) for the next.
-``lengths`` become the ``sequence_lens`` input.  An LSTM with
-``proj_size > 0`` has no ONNX equivalent and is refused.
+``lengths`` become the ``sequence_lens`` input.  A layer's ``activations`` are
+the nodes' ``activations`` (both directions' in a bidirectional node) with
+``activation_alpha`` and ``activation_beta`` listing the parameters of the
+functions that take them, in order (as onnxruntime reads them); export
+always writes them, and fastrnn's metadata keeps their exact values (ONNX
+stores float32).  An LSTM with ``proj_size > 0`` has no ONNX equivalent and
+is refused.
 
 :func:`load` reads a model exactly as written or raises: a file that does not
 decode as ONNX raises ValueError naming it, and anything it cannot read

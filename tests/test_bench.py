@@ -73,7 +73,9 @@ def test_every_kind_of_row_has_fastrnn_and_a_peer():
     assert [r.id for r in variants] == ["gru-infer-medium-reset_before",
                                         "lstm-infer-medium-peepholes",
                                         "lstm-infer-medium-input_forget",
-                                        "lstm-infer-medium-clip"]
+                                        "lstm-infer-medium-clip",
+                                        "gru-infer-medium-hard_sigmoid",
+                                        "lstm-infer-medium-relu"]
     for row in variants:   # PyTorch and JAX have none of these cells
         assert [n for n in PEERS if ENGINES[n].supports(row)] == ["onnxruntime"], row.id
 

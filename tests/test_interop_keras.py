@@ -289,6 +289,28 @@ def test_activations_import_and_export(kind, activation, recurrent, bidirectiona
     assert_close(numpy_of(back(x)), want, what=f"{kind} export")
 
 
+def test_hard_sigmoid_of_keras_3_and_keras_2():
+    """Keras 3's hard_sigmoid is relu6(x + 3) / 6 (checked here on the real function); Keras 2's
+    (tf_keras), clip(0.2 x + 0.5, 0, 1), is told apart by the function's module (Keras 2 is
+    not installed here: a stand-in with its module name)."""
+    from fastrnn import activations as acts
+    from fastrnn.interop.keras import _keras_activation
+
+    x = np.linspace(-4, 4, 81).astype("float32")
+    k3 = _keras_activation(keras.activations.hard_sigmoid, "activation")
+    assert k3 == ("hard_sigmoid", 1 / 6, 0.5)
+    np.testing.assert_allclose(acts.forward(k3, x),
+                               numpy_of(keras.activations.hard_sigmoid(x)), atol=1e-7)
+
+    def hard_sigmoid(v):
+        return np.clip(0.2 * v + 0.5, 0, 1)
+
+    hard_sigmoid.__module__ = "tf_keras.src.activations"
+    k2 = _keras_activation(hard_sigmoid, "activation")
+    assert k2 == ("hard_sigmoid", 0.2, 0.5)
+    np.testing.assert_allclose(acts.forward(k2, x), hard_sigmoid(x), atol=1e-7)
+
+
 def test_gru_reset_forms_do_not_mix():
     """Keras GRUs of both reset forms convert, and neither reads the other's bias or stacks
     with it."""

@@ -291,3 +291,23 @@ def test_variants_torch_lacks_are_refused_with_the_reason():
     for obj in (fastrnn.LSTM(3, 4, input_forget=True), fastrnn.LSTMCell(3, 4, input_forget=True)):
         with pytest.raises(ValueError, match=r"input_forget=True\) cannot be converted to torch"):
             to_torch(obj)
+    for obj in (fastrnn.LSTM(3, 4, activations=["sigmoid", "relu", "relu"]),
+                fastrnn.GRUCell(3, 4, activations=["hard_sigmoid", "tanh"]),
+                fastrnn.RNN(3, 4, activations=["elu"])):
+        with pytest.raises(ValueError, match=r"activations=.*cannot be converted to torch"):
+            to_torch(obj)
+
+
+def test_an_rnn_with_relu_activations_is_torch_relu():
+    import torch
+
+    for obj in (fastrnn.RNN(3, 4, bidirectional=True, activations=["relu"], dtype=np.float64),
+                fastrnn.RNNCell(3, 4, activations=["relu"], dtype=np.float64)):
+        twin = to_torch(obj)
+        assert twin.nonlinearity == "relu"
+        x = np.random.default_rng(0).standard_normal((5, 2, 3) if obj.__class__ is fastrnn.RNN
+                                                      else (2, 3))
+        got = obj.eval()(x)
+        want = twin.eval()(torch.from_numpy(x))
+        got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
+        np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-12)
