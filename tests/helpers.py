@@ -52,10 +52,12 @@ KERNEL_CASES = {
     "lstm_input_forget_clip": ("lstm", {"input_forget": True, "clip": 0.7}, 0),
     "gru_clip": ("gru", {"clip": 0.7}, 0),
     "gru_reset_before_clip": ("gru", {"reset_after": False, "clip": 0.7}, 0),
-    # ONNX's activations (fastrnn.activations), every function at least once, with the variants
+    # ONNX's activations (fastrnn.activations), every function at least once, with the variants;
+    # each set keeps the states bounded over long sequences (the contract compares at T = 300,
+    # where a state that grows would make the reference's rounding exceed the tolerances)
     "rnn_scaled_tanh": ("rnn", {"activations": [("scaled_tanh", 1.3, 0.7)]}, 0),
     "rnn_affine_clip": ("rnn", {"activations": [("affine", 0.9, 0.1)], "clip": 0.7}, 0),
-    "lstm_relu": ("lstm", {"activations": ["sigmoid", "relu", "relu"]}, 0),
+    "lstm_relu": ("lstm", {"activations": ["sigmoid", "relu", "tanh"]}, 0),
     "lstm_acts": ("lstm", {"activations": [("hard_sigmoid", 0.2, 0.5), ("elu", 0.8),
                                            "softsign"]}, 0),
     "lstm_proj_peepholes_acts_clip": ("lstm", {"activations": ["softsign", ("leaky_relu", 0.1),
@@ -64,9 +66,9 @@ KERNEL_CASES = {
         ("hard_sigmoid", 1 / 6, 0.5), ("thresholded_relu", 0.1), ("scaled_tanh", 1.5, 0.8)]}, 0),
     "gru_acts": ("gru", {"activations": [("hard_sigmoid", 0.2, 0.5), "softsign"]}, 0),
     "gru_reset_before_acts": ("gru", {"reset_after": False,
-                                      "activations": [("affine", 0.3, 0.5), "elu"]}, 0),
+                                      "activations": [("affine", 0.1, 0.5), "softsign"]}, 0),
     "gru_reset_before_acts_clip": ("gru", {"reset_after": False, "clip": 0.7, "activations": [
-        "softplus", ("leaky_relu", 0.2)]}, 0),
+        "softsign", ("leaky_relu", 0.2)]}, 0),
 }
 I, H = 5, 6
 
