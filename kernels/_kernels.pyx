@@ -20,6 +20,12 @@ Kernel structure (the same as the numba backend's):
 * one fused pass per step and sequence: bias, activations, state update,
   masking; the forward saves the post-activation gates (and tanh(c_t) for the
   LSTM), so the backward calls no transcendental function;
+* the ``activations`` option (ONNX's functions per slot, :mod:`fastrnn.activations`):
+  None, or every slot at the cell's default, runs the code paths above; any other choice
+  runs generic rows, in passes over a row (clip, then the slot's function, switched
+  outside each loop), which keep h(c_t) in place of tanh(c_t) and take each derivative
+  from the saved output (only softplus's and elu's forward and softplus's derivative
+  call libm);
 * the backward loops t = T-1..0 with one GEMM per step for dh (plus one for
   the LSTM projection), and computes dx, dW_ih, dW_hh (and dW_hr) as single
   GEMMs over T*B rows after the loop (each thread computing a block of the
@@ -58,6 +64,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy, memset
+from libc.math cimport exp, expf, expm1, expm1f, fabs, fabsf, log1p, log1pf
 
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
@@ -131,6 +138,12 @@ cdef enum:
 # =======================================================================================
 # Arguments of one kernel call
 # =======================================================================================
+ctypedef struct Act:
+    # one slot's activation of the activations option (fastrnn.activations)
+    int kind                 # ACT_*: the index of its name in fastrnn.activations.NAMES
+    double alpha, beta       # its parameters (0 where it has none)
+
+
 ctypedef struct Args:
     int T, B, In, H, P, Tc   # In: input size (I is a macro of complex.h)
     int b0, b1               # the batch rows [b0, b1) a time loop works on
@@ -143,6 +156,10 @@ ctypedef struct Args:
                              # coupled, f = 1 - i (ONNX's input_forget)
     bint chunked             # eval mode: input projection a chunk of Tc steps at a time, in the loop
     double clip              # ONNX's cell clip of every gate pre-activation, or 0 (none)
+    bint acts                # the activations option: 0 the cell's defaults (the default rows
+                             # run), 1 the generic rows with act (RNN relu is variant 1 instead)
+    Act act[3]               # the activation of each slot: RNN f; GRU f (r, z), g (n); LSTM f
+                             # (i, f, o), g (the candidate), h (applied to c_t)
     void* cmask              # (T, B, G) the clip's gradient mask (training with a clip), or NULL
     const int64_t* lens      # (B,) or NULL
     # inputs
@@ -171,7 +188,7 @@ ctypedef struct Args:
                              # with the gradients of the pre-activations (GRU: [dr, dz, dn, dn*r])
     void* hs                 # hidden states entering each step, (T+1|2, B, P); slot 0 = h0
     void* cs                 # LSTM cell states, (T+1|2, B, H); slot 0 = c0
-    void* tc                 # LSTM tanh(c_t), (T, B, H) in training
+    void* tc                 # LSTM tanh(c_t) (h(c_t) with a.acts), (T, B, H) in training
     void* mb                 # LSTM projection input m_t, (T|1, B, H)
     void* y                  # output (T, B, P) or NULL (step kernels)
     # backward (dw_*, db_*: the caller's gradient buffers, added into)
@@ -345,6 +362,173 @@ cdef inline void mask_grads(floating* d, const floating* m, int n) noexcept nogi
             d[j] *= m[j]
 
 
+cdef inline void clip_row(floating* x, int n, floating c, floating* m) noexcept nogil:
+    """x[j] clamped to [-c, c] in place when c > 0 (nothing otherwise); m: the mask row or NULL."""
+    cdef int j
+    if c > 0:
+        for j in range(n):
+            x[j] = clip_value(x[j], c, m, j)
+
+
+# =======================================================================================
+# The activations option (fastrnn.activations: ONNX's functions, one per slot of a cell).
+# Its rows run in passes over a row, the function's switch outside each loop so that the
+# loop vectorises (those of libm's functions excepted); the default rows above and below
+# stay as they are, and the kernels take the generic ones only with a.acts.
+# =======================================================================================
+cdef enum:
+    # the codes of fastrnn.activations.NAMES (checked when the module is imported)
+    ACT_SIGMOID = 0
+    ACT_TANH = 1
+    ACT_RELU = 2
+    ACT_AFFINE = 3
+    ACT_LEAKY_RELU = 4
+    ACT_THRESHOLDED_RELU = 5
+    ACT_SCALED_TANH = 6
+    ACT_HARD_SIGMOID = 7
+    ACT_ELU = 8
+    ACT_SOFTSIGN = 9
+    ACT_SOFTPLUS = 10
+
+
+cdef inline floating m_fabs(floating v) noexcept nogil:
+    if floating is float:
+        return fabsf(v)
+    else:
+        return fabs(v)
+
+
+cdef inline floating m_expm1(floating v) noexcept nogil:
+    if floating is float:
+        return expm1f(v)
+    else:
+        return expm1(v)
+
+
+cdef inline floating m_softplus(floating v) noexcept nogil:
+    """log(1 + exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|)); NaN propagates."""
+    cdef floating zero = 0
+    cdef floating pos = v if v > zero else zero
+    if floating is float:
+        return pos + log1pf(expf(-fabsf(v)))
+    else:
+        return pos + log1p(exp(-fabs(v)))
+
+
+cdef void act_row(const Act* f, floating* x, Py_ssize_t n) noexcept nogil:
+    """x[j] = f(x[j]) in place (x: read and written, n elements), f one slot's activation, as
+    fastrnn.activations.forward computes it (NaN propagates).  float32 tanh and sigmoid (and
+    scaled_tanh's tanh) are the approximations of _common.pxd; elu and softplus call libm."""
+    cdef Py_ssize_t j
+    cdef floating al = <floating>f.alpha, be = <floating>f.beta, v
+    cdef floating zero = 0, one = 1     # (Cython writes literals as doubles: float32 would widen)
+    cdef int kind = f.kind
+    if kind == ACT_SIGMOID:
+        for j in range(n):
+            x[j] = act_sigmoid(x[j])
+    elif kind == ACT_TANH:
+        for j in range(n):
+            x[j] = act_tanh(x[j])
+    elif kind == ACT_RELU:
+        for j in range(n):
+            x[j] = act_relu(x[j])
+    elif kind == ACT_AFFINE:
+        for j in range(n):
+            x[j] = al * x[j] + be
+    elif kind == ACT_LEAKY_RELU:
+        for j in range(n):
+            v = x[j]
+            x[j] = v if v >= zero else al * v
+    elif kind == ACT_THRESHOLDED_RELU:
+        for j in range(n):
+            v = x[j]
+            x[j] = zero if v <= al else v        # NaN is kept
+    elif kind == ACT_SCALED_TANH:
+        for j in range(n):
+            x[j] = al * act_tanh(be * x[j])
+    elif kind == ACT_HARD_SIGMOID:
+        for j in range(n):
+            v = al * x[j] + be
+            if v < zero:                         # (compares with NaN are False: it is kept)
+                v = zero
+            if v > one:
+                v = one
+            x[j] = v
+    elif kind == ACT_ELU:
+        for j in range(n):
+            v = x[j]
+            if not (v >= zero):                  # NaN too: expm1 keeps it
+                x[j] = al * m_expm1(v)
+    elif kind == ACT_SOFTSIGN:
+        for j in range(n):
+            v = x[j]
+            x[j] = v / (one + m_fabs(v))
+    else:
+        for j in range(n):
+            x[j] = m_softplus(x[j])
+
+
+cdef void act_grad_row(const Act* f, const floating* y, const floating* din, floating* out,
+                       Py_ssize_t n) noexcept nogil:
+    """out[j] = din[j] * f'(x_j) from the activation's output y[j] = f(x_j), as
+    fastrnn.activations.derivative computes it (its conventions where f' is not defined).
+
+    Parameters
+    ----------
+    f : the slot's activation
+    y : (n,) read, f's outputs
+    din : (n,) read, the gradient of the loss with respect to y
+    out : (n,) written; it may be y or din (each element is read before it is written)
+    """
+    cdef Py_ssize_t j
+    cdef floating al = <floating>f.alpha, v
+    cdef floating zero = 0, one = 1     # (Cython writes literals as doubles: float32 would widen)
+    cdef floating c1, c2
+    cdef int kind = f.kind
+    if kind == ACT_SIGMOID:
+        for j in range(n):
+            v = y[j]
+            out[j] = din[j] * (v * (one - v))
+    elif kind == ACT_TANH:
+        for j in range(n):
+            v = y[j]
+            out[j] = din[j] * (one - v * v)
+    elif kind == ACT_RELU:
+        for j in range(n):
+            out[j] = din[j] * (zero if y[j] <= zero else one)
+    elif kind == ACT_AFFINE:
+        for j in range(n):
+            out[j] = din[j] * al
+    elif kind == ACT_LEAKY_RELU:
+        for j in range(n):
+            out[j] = din[j] * (al if y[j] <= zero else one)
+    elif kind == ACT_THRESHOLDED_RELU:
+        for j in range(n):
+            out[j] = din[j] * (zero if y[j] == zero else one)
+    elif kind == ACT_SCALED_TANH:
+        # alpha * beta * (1 - tanh^2) = alpha * beta - (beta / alpha) * y^2
+        c1 = <floating>(f.alpha * f.beta)
+        c2 = <floating>(f.beta / f.alpha if f.alpha != 0 else 0)
+        for j in range(n):
+            v = y[j]
+            out[j] = din[j] * (c1 - c2 * v * v)
+    elif kind == ACT_HARD_SIGMOID:
+        for j in range(n):
+            v = y[j]
+            out[j] = din[j] * (al if (v > zero and v < one) else zero)   # 0 at its corners
+    elif kind == ACT_ELU:
+        for j in range(n):
+            v = y[j]
+            out[j] = din[j] * (v + al if v <= zero else one)
+    elif kind == ACT_SOFTSIGN:
+        for j in range(n):
+            v = one - m_fabs(y[j])
+            out[j] = din[j] * (v * v)
+    else:
+        for j in range(n):
+            out[j] = din[j] * (-m_expm1(-y[j]))   # softplus: sigmoid(x) = 1 - exp(-y)
+
+
 # =======================================================================================
 # RNN
 # =======================================================================================
@@ -354,6 +538,16 @@ cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
     if not a.chunked and a.w_ih_r == NULL:
         input_projection_part(tag, a, a.H)
     return 0
+
+
+cdef inline void rnn_row_act(floating* row, const floating* bias, int H, floating clip,
+                             floating* cm, const Act* f) noexcept nogil:
+    """h_t = f(clip(row + bias)) in place: ``row`` (H) read (W h + U x) and written; ``bias``
+    (H) read; ``clip`` the cell clip (0: none), ``cm`` its mask row (H, written) or NULL; ``f``
+    the activation (a.acts)."""
+    add_to(row, row, bias, H)
+    clip_row(row, H, clip, cm)
+    act_row(f, row, H)
 
 
 cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
@@ -394,7 +588,10 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
                 if yt != NULL:
                     memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
                 continue
-            if a.clip > 0:
+            if a.acts:
+                rnn_row_act(row, bias, H, <floating>a.clip, clip_mask_row(a, tag, t, b, H),
+                            &a.act[0])
+            elif a.clip > 0:
                 m = clip_mask_row(a, tag, t, b, H)
                 for j in range(H):
                     v = clip_value(row[j] + bias[j], <floating>a.clip, m, j)
@@ -444,7 +641,9 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
                 memcpy(dht, dhb, H * sizeof(floating))
             if norms != NULL:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
-            if relu:
+            if a.acts:
+                act_grad_row(&a.act[0], da, dht, da, H)
+            elif relu:
                 for j in range(H):
                     da[j] = 0 if da[j] <= 0 else dht[j]   # as PyTorch: NaN units pass, inf stays
             else:
@@ -544,6 +743,108 @@ cdef inline void lstm_grad_row_var(floating* row, const floating* tcr, const flo
             dc[j] += row[j] * ph[j] + row[H + j] * ph[H + j]
 
 
+cdef void lstm_cell_row_act(floating* row, const floating* bias, const floating* cprev,
+                            floating* cnext, floating* tcr, floating* m, int H,
+                            const floating* ph, bint coupled, floating clip, floating* cm,
+                            const Act* act) noexcept nogil:
+    """lstm_cell_row with the activations ``act`` (a.acts; f: i, f, o; g: the candidate; h: c_t).
+
+    Parameters
+    ----------
+    row : (4H) read (the gate pre-activations without bias) and written (the gates [i, f, g, o])
+    bias : (4H) read
+    cprev : (H) read, c_{t-1}
+    cnext : (H) written, c_t
+    tcr : (H) written, h(c_t)
+    m : (H) written, m_t = o * h(c_t)
+    ph : (3H: i, f, o) read, the peepholes, or NULL
+    coupled : f = 1 - i (input_forget)
+    clip : the cell clip of the pre-activations (0: none)
+    cm : (4H) written, the clip's mask row, or NULL
+    act : (3) the activations of the slots f, g, h
+    """
+    cdef int j
+    cdef floating one = 1
+    if ph != NULL:
+        for j in range(H):
+            row[j] += ph[j] * cprev[j]
+            row[H + j] += ph[H + j] * cprev[j]
+    add_to(row, row, bias, 3 * H)
+    clip_row(row, 3 * H, clip, cm)                   # i, f, g
+    if coupled:
+        act_row(&act[0], row, H)                     # i
+        for j in range(H):
+            row[H + j] = one - row[j]
+    else:
+        act_row(&act[0], row, 2 * H)                 # i, f
+    act_row(&act[1], row + 2 * H, H)                 # g
+    cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
+    if ph != NULL:
+        for j in range(H):
+            row[3 * H + j] += ph[2 * H + j] * cnext[j]
+    add_to(row + 3 * H, row + 3 * H, bias + 3 * H, H)
+    clip_row(row + 3 * H, H, clip, cm + 3 * H if cm != NULL else NULL)
+    act_row(&act[0], row + 3 * H, H)                 # o
+    memcpy(tcr, cnext, H * sizeof(floating))
+    act_row(&act[2], tcr, H)                         # h(c_t)
+    mul_to(m, row + 3 * H, tcr, H)
+
+
+cdef void lstm_grad_row_act(floating* row, const floating* tcr, const floating* cprev,
+                            const floating* dm, floating* dc, const floating* ph, bint coupled,
+                            const floating* cm, int H, const Act* act,
+                            floating* s) noexcept nogil:
+    """lstm_grad_row_var with the activations ``act`` (a.acts), in row passes.
+
+    Parameters
+    ----------
+    row : (4H) read (the gates [i, f, g, o]) and written (the gradients of their
+        pre-activations)
+    tcr : (H) read, h(c_t)
+    cprev : (H) read, c_{t-1}
+    dm : (H) read, the gradient of m_t
+    dc : (H) read (dc_t from the later steps) and written (dc_{t-1})
+    ph : (3H: i, f, o) read, the peepholes, or NULL
+    coupled : f = 1 - i (input_forget): i reaches c_t through f too
+    cm : (4H) read, the clip's mask row, or NULL
+    act : (3) the activations of the slots f, g, h
+    s : (3H) scratch
+    """
+    cdef floating* si = s
+    cdef floating* sf = s + H
+    cdef floating* sg = s + 2 * H
+    cdef int j
+    # (one output per loop: with more, the compiler's checks of their overlap stop it vectorising)
+    mul_to(si, dm, row + 3 * H, H)                       # dL/dh(c_t) = dm * o
+    mul_to(sf, dm, tcr, H)                               # dL/do = dm * h(c_t)
+    act_grad_row(&act[2], tcr, si, si, H)                # dm * o * h'(c_t)
+    act_grad_row(&act[0], row + 3 * H, sf, row + 3 * H, H)   # da_o
+    if cm != NULL:
+        mask_grads(row + 3 * H, cm + 3 * H, H)
+    add_to(dc, dc, si, H)                                # dc_t
+    if ph != NULL:
+        for j in range(H):
+            dc[j] += row[3 * H + j] * ph[2 * H + j]
+    if coupled:
+        for j in range(H):
+            si[j] = dc[j] * (row[2 * H + j] - cprev[j])  # dL/di (through f = 1 - i too)
+    else:
+        mul_to(si, dc, row + 2 * H, H)                   # dL/di = dc_t * g
+        mul_to(sf, dc, cprev, H)                         # dL/df = dc_t * c_{t-1}
+    mul_to(sg, dc, row, H)                               # dL/dg = dc_t * i
+    mul_to(dc, dc, row + H, H)                           # dc_t * f
+    act_grad_row(&act[0], row, si, row, H)               # da_i
+    if coupled:
+        memset(row + H, 0, H * sizeof(floating))         # da_f: f is no gate of its own
+    else:
+        act_grad_row(&act[0], row + H, sf, row + H, H)   # da_f
+    act_grad_row(&act[1], row + 2 * H, sg, row + 2 * H, H)   # da_g
+    mask_grads(row, cm, 3 * H)
+    if ph != NULL:
+        for j in range(H):
+            dc[j] += row[j] * ph[j] + row[H + j] * ph[H + j]
+
+
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
@@ -616,12 +917,20 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
                 if proj:
                     memset(mt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
                 continue
-            lstm_cell_row(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
-                          cnext + <Py_ssize_t>b * H,
-                          tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
-                          mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
-                          <const floating*>a.w_ph, a.variant, <floating>a.clip,
-                          clip_mask_row(a, tag, t, b, G))
+            if a.acts:
+                lstm_cell_row_act(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
+                                  cnext + <Py_ssize_t>b * H,
+                                  tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
+                                  mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P,
+                                  H, <const floating*>a.w_ph, a.variant, <floating>a.clip,
+                                  clip_mask_row(a, tag, t, b, G), &a.act[0])
+            else:
+                lstm_cell_row(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
+                              cnext + <Py_ssize_t>b * H,
+                              tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
+                              mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
+                              <const floating*>a.w_ph, a.variant, <floating>a.clip,
+                              clip_mask_row(a, tag, t, b, G))
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -659,9 +968,12 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* dA = <floating*>a.gates   # gates in, their gradients out, in place
     cdef floating* dhts = <floating*>a.dht
     cdef Py_ssize_t ldg = a.ldg, BG = <Py_ssize_t>B * a.ldg, BH = <Py_ssize_t>B * H, BP = <Py_ssize_t>B * P
-    # scratch: dh_t rows without projection (nb*P), dm with projection (nb*H)
-    cdef floating* scratch = <floating*>malloc((<Py_ssize_t>nb * (P + H) + 1) * sizeof(floating))
+    # scratch: dh_t rows without projection (nb*P), dm with projection (nb*H), and the
+    # generic rows' (3H, with a.acts)
+    cdef floating* scratch = <floating*>malloc((<Py_ssize_t>nb * (P + H) + (3 * H if a.acts else 0)
+                                                + 1) * sizeof(floating))
     cdef floating* dm = scratch + <Py_ssize_t>nb * P
+    cdef floating* sact = dm + <Py_ssize_t>nb * H
     cdef floating* dht
     cdef floating* dr
     cdef floating* dmt
@@ -700,7 +1012,13 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
             if not valid(lens, t, b):
                 memset(dA + off, 0, G * sizeof(floating))
                 continue
-            if a.w_ph != NULL or a.variant or a.cmask != NULL:
+            if a.acts:
+                lstm_grad_row_act(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                  cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
+                                  dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
+                                  <const floating*>a.w_ph, a.variant,
+                                  clip_mask_row(a, tag, t, b, G), H, &a.act[0], sact)
+            elif a.w_ph != NULL or a.variant or a.cmask != NULL:
                 lstm_grad_row_var(dA + off, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                                   cs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                                   dmt + <Py_ssize_t>(b - b0) * H, dc + <Py_ssize_t>b * H,
@@ -789,6 +1107,160 @@ cdef inline void gru_cell_row(floating* row, const floating* gh, const floating*
     gru_state(hnext, row + H, row + 2 * H, hprev, H)
 
 
+cdef void gru_cell_row_act(floating* row, const floating* gh, const floating* bias,
+                           const floating* hprev, floating* hnext, int H, floating clip,
+                           floating* cm, const Act* act) noexcept nogil:
+    """gru_cell_row (and gru_cell_row_clip) with the activations ``act`` (a.acts).
+
+    Parameters
+    ----------
+    row : (4H) read (U x in its first 3H) and written ([r, z, n, W_hn h + b_hn])
+    gh : (3H) read, W_hh h_{t-1}
+    bias : (4H) read, [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]
+    hprev : (H) read, h_{t-1}
+    hnext : (H) written, h_t
+    clip : the cell clip of the pre-activations (0: none)
+    cm : (3H) written, the clip's mask row, or NULL
+    act : (2) the activations of the slots f (r, z) and g (n)
+    """
+    cdef int j
+    cdef floating hn
+    for j in range(2 * H):
+        row[j] = row[j] + gh[j] + bias[j]
+    clip_row(row, 2 * H, clip, cm)
+    act_row(&act[0], row, 2 * H)                     # r, z
+    for j in range(H):
+        hn = gh[2 * H + j] + bias[3 * H + j]
+        row[3 * H + j] = hn
+        row[2 * H + j] = row[2 * H + j] + bias[2 * H + j] + row[j] * hn
+    clip_row(row + 2 * H, H, clip, cm + 2 * H if cm != NULL else NULL)
+    act_row(&act[1], row + 2 * H, H)                 # n
+    gru_state(hnext, row + H, row + 2 * H, hprev, H)
+
+
+cdef void gru_grad_row_act(floating* row, const floating* hprev, const floating* dht,
+                           floating* gh, floating* dh, int H, const Act* act) noexcept nogil:
+    """gru_grad_row with the activations ``act`` (a.acts), in row passes.
+
+    Parameters
+    ----------
+    row : (4H) read ([r, z, n, W_hn h + b_hn]) and written ([dr, dz, dn, dn*r])
+    hprev : (H) read, h_{t-1}
+    dht : (H) read, the gradient of h_t
+    gh : (3H) written, [dr, dz, dn*r] (the gradient of W_hh h + b_hh); scratch before
+    dh : (H) written, dh_t * z
+    act : (2) the activations of the slots f (r, z) and g (n)
+    """
+    cdef int j
+    # (one output per loop: with more, the compiler's checks of their overlap stop it vectorising)
+    for j in range(H):
+        gh[2 * H + j] = dht[j] - dht[j] * row[H + j]     # dL/dn
+    for j in range(H):
+        gh[H + j] = dht[j] * (hprev[j] - row[2 * H + j])     # dL/dz
+    mul_to(dh, dht, row + H, H)
+    act_grad_row(&act[1], row + 2 * H, gh + 2 * H, row + 2 * H, H)   # dn
+    act_grad_row(&act[0], row + H, gh + H, row + H, H)               # dz
+    mul_to(gh, row + 2 * H, row + 3 * H, H)              # dL/dr = dn * (W_hn h + b_hn)
+    mul_to(row + 3 * H, row + 2 * H, row, H)             # dn * r
+    act_grad_row(&act[0], row, gh, row, H)               # dr
+    memcpy(gh, row, 2 * H * sizeof(floating))
+    memcpy(gh + 2 * H, row + 3 * H, H * sizeof(floating))
+
+
+cdef void gru_rb_rz_act(floating* row, const floating* gh, const floating* bias,
+                        const floating* hprev, int H, floating clip, floating* cm,
+                        const Act* f) noexcept nogil:
+    """The first pass of a step of the reset-before GRU with the activations (a.acts): r, z and
+    r * h_{t-1}.
+
+    Parameters
+    ----------
+    row : (4H) read (U x in its first 3H) and written (r, z in 0:2H; r * h_{t-1} in 3H:4H)
+    gh : (2H) read, W_hrz h_{t-1}
+    bias : (2H) read, [b_ir + b_hr, b_iz + b_hz]
+    hprev : (H) read, h_{t-1}
+    clip : the cell clip of the pre-activations (0: none)
+    cm : (3H) written (its first 2H), the clip's mask row, or NULL
+    f : the activation of the slot f (r, z)
+    """
+    cdef int j
+    for j in range(2 * H):
+        row[j] = row[j] + gh[j] + bias[j]
+    clip_row(row, 2 * H, clip, cm)
+    act_row(f, row, 2 * H)
+    for j in range(H):
+        row[3 * H + j] = row[j] * hprev[j]
+
+
+cdef void gru_rb_n_act(floating* row, const floating* gh, const floating* bias,
+                       const floating* hprev, floating* hnext, int H, floating clip,
+                       floating* cm, const Act* g) noexcept nogil:
+    """The second pass of a step of the reset-before GRU with the activations (a.acts): n, h_t.
+
+    Parameters
+    ----------
+    row : (4H) read (r, z, U_n x) and written (n in 2H:3H)
+    gh : (3H) read, its last H: W_hn (r * h_{t-1})
+    bias : (4H) read, b_in in 2H:3H, b_hn in 3H:4H
+    hprev : (H) read, h_{t-1}
+    hnext : (H) written, h_t
+    clip : the cell clip of the pre-activations (0: none)
+    cm : (3H) written (its last H), the clip's mask row, or NULL
+    g : the activation of the slot g (n)
+    """
+    cdef int j
+    for j in range(H):
+        row[2 * H + j] = row[2 * H + j] + bias[2 * H + j] + gh[2 * H + j] + bias[3 * H + j]
+    clip_row(row + 2 * H, H, clip, cm + 2 * H if cm != NULL else NULL)
+    act_row(g, row + 2 * H, H)
+    gru_state(hnext, row + H, row + 2 * H, hprev, H)
+
+
+cdef void gru_rb_grad_zn_act(floating* row, const floating* hprev, floating* dht, floating* dh,
+                             floating* s, int H, const Act* act) noexcept nogil:
+    """The first pass of a backward step of the reset-before GRU with the activations
+    (a.acts): dz, dn.
+
+    Parameters
+    ----------
+    row : (4H) read ([r, z, n, r * h]) and written (dz, dn in H:3H)
+    hprev : (H) read, h_{t-1}
+    dht : (H) read (the gradient of h_t), then scratch
+    dh : (H) written, dh_t * z
+    s : (H) scratch
+    act : (2) the activations of the slots f (r, z) and g (n)
+    """
+    cdef int j
+    # (one output per loop: with more, the compiler's checks of their overlap stop it vectorising)
+    for j in range(H):
+        s[j] = dht[j] * (hprev[j] - row[2 * H + j])      # dL/dz
+    mul_to(dh, dht, row + H, H)
+    for j in range(H):
+        dht[j] = dht[j] - dht[j] * row[H + j]            # dL/dn
+    act_grad_row(&act[1], row + 2 * H, dht, row + 2 * H, H)   # dn
+    act_grad_row(&act[0], row + H, s, row + H, H)             # dz
+
+
+cdef void gru_rb_grad_r_act(floating* row, const floating* hprev, floating* drh, floating* dh,
+                            int H, const Act* f) noexcept nogil:
+    """The second pass of a backward step of the reset-before GRU with the activations
+    (a.acts): dr, and d(r * h)'s share of dh_{t-1}.
+
+    Parameters
+    ----------
+    row : (4H) read (r in 0:H) and written (dr in 0:H)
+    hprev : (H) read, h_{t-1}
+    drh : (H) read (d(r * h) = dn @ W_hn), then scratch
+    dh : (H) read and written, += d(r * h) * r
+    f : the activation of the slot f (r, z)
+    """
+    cdef int j
+    for j in range(H):
+        dh[j] += drh[j] * row[j]
+        drh[j] = drh[j] * hprev[j]                       # dL/dr
+    act_grad_row(f, row, drh, row, H)
+
+
 cdef int gru_pre(floating tag, Args* a) noexcept nogil:
     cdef int H = a.H, j
     cdef floating* bias = <floating*>a.bias
@@ -847,7 +1319,11 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
                 if yt != NULL:
                     memset(yt + <Py_ssize_t>b * H, 0, H * sizeof(floating))
                 continue
-            if a.clip > 0:
+            if a.acts:
+                gru_cell_row_act(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
+                                 hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
+                                 <floating>a.clip, clip_mask_row(a, tag, t, b, G3), &a.act[0])
+            elif a.clip > 0:
                 gru_cell_row_clip(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
                                   hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
                                   <floating>a.clip, clip_mask_row(a, tag, t, b, G3))
@@ -919,8 +1395,13 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
                 memcpy(dht, dhb, H * sizeof(floating))
             if norms != NULL:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
-            gru_grad_row(D + <Py_ssize_t>t * BG4 + b * ldg,
-                         hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H)
+            if a.acts:
+                gru_grad_row_act(D + <Py_ssize_t>t * BG4 + b * ldg,
+                                 hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H,
+                                 &a.act[0])
+            else:
+                gru_grad_row(D + <Py_ssize_t>t * BG4 + b * ldg,
+                             hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H, dht, gh, dhb, H)
             if clipped:
                 gru_mask_grads(D + <Py_ssize_t>t * BG4 + b * ldg, gh,
                                clip_mask_row(a, tag, t, b, G3), H)
@@ -977,6 +1458,10 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
                 memset(row + 3 * H, 0, H * sizeof(floating))
                 continue
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
+            if a.acts:
+                gru_rb_rz_act(row, gh, bias, hprev + <Py_ssize_t>b * H, H, <floating>a.clip,
+                              clip_mask_row(a, tag, t, b, G3), &a.act[0])
+                continue
             if a.clip > 0:
                 cm = clip_mask_row(a, tag, t, b, G3)
                 for j in range(2 * H):
@@ -1001,6 +1486,12 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
                 continue
             row = gt + b * ldg
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
+            if a.acts:
+                gru_rb_n_act(row, gh, bias, hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H,
+                             H, <floating>a.clip, clip_mask_row(a, tag, t, b, G3), &a.act[1])
+                if yt != NULL:
+                    memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
+                continue
             if a.clip > 0:
                 cm = clip_mask_row(a, tag, t, b, G3)
                 for j in range(H):
@@ -1061,11 +1552,15 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
             if norms != NULL:
                 norms[<Py_ssize_t>t * B + b] = norm2(dht, H)
             hp = hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
-            for j in range(H):
-                z, n = row[H + j], row[2 * H + j]
-                row[2 * H + j] = (dht[j] - dht[j] * z) * (1 - n * n)   # as PyTorch: inf gives NaN
-                row[H + j] = dht[j] * (hp[j] - n) * z * (1 - z)
-                dhb[j] = dht[j] * z
+            if a.acts:
+                gru_rb_grad_zn_act(row, hp, dht, dhb, drh + <Py_ssize_t>(b - b0) * ldr, H,
+                                   &a.act[0])
+            else:
+                for j in range(H):
+                    z, n = row[H + j], row[2 * H + j]
+                    row[2 * H + j] = (dht[j] - dht[j] * z) * (1 - n * n)   # as PyTorch: inf gives NaN
+                    row[H + j] = dht[j] * (hp[j] - n) * z * (1 - z)
+                    dhb[j] = dht[j] * z
             mask_grads(row + H, clip_mask_row(a, tag, t, b, 3 * H) + H
                        if a.cmask != NULL else NULL, 2 * H)
         if a.w_hn_r != NULL:
@@ -1081,10 +1576,13 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
             dhb = dh + <Py_ssize_t>b * H
             d = drh + <Py_ssize_t>(b - b0) * ldr
             hp = hs + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
-            for j in range(H):
-                r = row[j]
-                dhb[j] += d[j] * r
-                row[j] = d[j] * hp[j] * r * (1 - r)
+            if a.acts:
+                gru_rb_grad_r_act(row, hp, d, dhb, H, &a.act[0])
+            else:
+                for j in range(H):
+                    r = row[j]
+                    dhb[j] += d[j] * r
+                    row[j] = d[j] * hp[j] * r * (1 - r)
             mask_grads(row, clip_mask_row(a, tag, t, b, 3 * H), H)
         if a.w_hh_r != NULL:
             rowmm(nb, 2 * H, H, D + <Py_ssize_t>t * BG4 + b0 * ldg, <int>ldg,
@@ -1198,7 +1696,13 @@ cdef int I64 = cnp.NPY_INT64
 cdef tuple CELL_NAMES = ("rnn", "lstm", "gru")     # the Cell enum's names
 from fastrnn.celltypes import CELL_TYPES as _CELL_TYPES
 from fastrnn.reference._common import check_dweights   # the contract's messages for dweights
-from fastrnn.reference._common import check_clip, check_flag
+from fastrnn.reference._common import check_clip, check_flag, check_nonlinearity
+from fastrnn import activations as _activations
+if _activations.CODES != {name: k for k, name in enumerate((
+        "sigmoid", "tanh", "relu", "affine", "leaky_relu", "thresholded_relu", "scaled_tanh",
+        "hard_sigmoid", "elu", "softsign", "softplus"))}:   # the ACT_* codes of act_row
+    raise ImportError("fastrnn.activations.CODES differs from the ACT_* codes the cython "
+                      "kernels were built with: rebuild the extension")
 # gates stacked in the weights, by Cell (from the one table of cell types)
 cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
 
@@ -1369,12 +1873,15 @@ cdef class Saved:
 
     The kernel contract's saved record (see :mod:`fastrnn.reference`): ``x``, ``lengths``,
     ``gates`` (the post-activation gates, (T, B, ldg)), ``hs`` (slot 0 = h0, slot t+1 = h_t),
-    and for LSTM ``cs`` (c the same way), ``tc`` (tanh(c_t)) and ``mb`` (m_t, with a
-    projection).  A backward takes it once (it writes the gradients over the gates): then
-    ``used`` is True and the arrays are gone."""
+    and for LSTM ``cs`` (c the same way), ``tc`` (tanh(c_t), or h(c_t) with the activations
+    option) and ``mb`` (m_t, with a projection); ``activations``, the forward's (None: the
+    cell's defaults), goes to the backward with the cell's variant.  A backward takes it once
+    (it writes the gradients over the gates): then ``used`` is True and the arrays are gone."""
     cdef int cell_id, typenum, T, B, In, H, P, variant   # In: input size (I is a macro of complex.h)
     cdef readonly bint step, used
     cdef readonly object x, lengths, gates, hs, cs, tc, mb, cmask
+    # None, or a tuple of fastrnn.activations.Activation (one per slot): what set_activations takes
+    cdef readonly object activations
     cdef _Weights w
 
     @property
@@ -1713,12 +2220,28 @@ def blas_pool_stats():
     return fr_calls, fr_started, fr_unknown_layout
 
 
-cdef int check_nonlinearity(str nonlinearity) except -1:
-    if nonlinearity == "tanh":
-        return 0
-    if nonlinearity == "relu":
-        return 1
-    raise ValueError(f"nonlinearity must be 'tanh' or 'relu', but got {nonlinearity!r}")
+cdef tuple rnn_activation(object nonlinearity, object activations):
+    """The RNN's ``(variant, acts)`` from its two spellings (the reference's check): relu is
+    variant 1, tanh the default path (acts None), any other activation the generic rows."""
+    (f,) = check_nonlinearity(nonlinearity, activations)
+    if f.name == "relu":
+        return 1, None
+    if f == _activations.Activation("tanh"):
+        return 0, None
+    return 0, (f,)
+
+
+cdef int set_activations(Args* a, object acts) except -1:
+    """Set a.acts and a.act (written) from ``acts``: None (the cell's defaults) or a tuple of
+    fastrnn.activations.Activation, one per slot."""
+    cdef int k
+    a.acts = acts is not None
+    if acts is not None:
+        kinds, params = _activations.codes(acts)
+        for k in range(3):
+            a.act[k].kind = kinds[k]
+            a.act[k].alpha, a.act[k].beta = params[k, 0], params[k, 1]
+    return 0
 
 
 cdef int padded_width(int width, Py_ssize_t itemsize) noexcept nogil:
@@ -1841,9 +2364,10 @@ cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=Fal
 
 
 cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
-                   int variant, bint step, object clip=None):
+                   int variant, bint step, object clip=None, object acts=None):
     """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y;
-    ``variant``: see Args; ``clip``: the cell clip, or None."""
+    ``variant``: see Args; ``clip``: the cell clip, or None; ``acts``: the activations, checked
+    (None: the cell's defaults, or a tuple of fastrnn.activations.Activation, one per slot)."""
     cdef Args a
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
@@ -1896,6 +2420,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
     a.b0, a.b1 = 0, B
     a.train, a.variant, a.chunked = training, variant, Tc < T and not per_step_input
+    set_activations(&a, acts)
     if clip is not None:
         a.clip = clip
         if training:
@@ -1931,6 +2456,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         saved.T, saved.B, saved.In, saved.H, saved.P, saved.variant = T, B, I, H, P, variant
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
         saved.cs, saved.tc, saved.mb, saved.cmask = cs, tc, mb, cmask
+        saved.activations = acts
     elif cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
         # the next call's workspaces (hy holds copies: nothing refers to these any more); a
         # small one costs less to allocate again than to keep (chunks of 1 step: 2 us a call)
@@ -2027,6 +2553,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     a.T, a.B, a.In, a.H, a.P = T, B, I, H, P
     a.b0, a.b1 = 0, B
     a.variant = variant
+    set_activations(&a, s.activations)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.w_ph = data(w.w_ph)
@@ -2062,10 +2589,11 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
 # =======================================================================================
 # The kernel contract
 # =======================================================================================
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None,
+                activations=None):
     """Elman RNN over a whole sequence; see :func:`fastrnn.reference.rnn_forward`."""
-    return forward(RNN, x, hx, weights, lengths, training, check_nonlinearity(nonlinearity), False,
-                   clip)
+    variant, acts = rnn_activation(nonlinearity, activations)
+    return forward(RNN, x, hx, weights, lengths, training, variant, False, clip, acts)
 
 
 def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2077,10 +2605,11 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(RNN, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None):
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None,
+                     activations=None):
     """One RNN step: x (B, I) -> ``(hy, saved)``."""
-    _, hy, saved = forward(RNN, x, hx, weights, None, training, check_nonlinearity(nonlinearity),
-                           True, clip)
+    variant, acts = rnn_activation(nonlinearity, activations)
+    _, hy, saved = forward(RNN, x, hx, weights, None, training, variant, True, clip, acts)
     return hy, saved
 
 
@@ -2089,10 +2618,12 @@ def rnn_step_backward(dhy, saved, dweights):
     return backward(RNN, None, dhy, saved, dweights, None, True)
 
 
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None,
+                 activations=None):
     """LSTM over a whole sequence; see :func:`fastrnn.reference.lstm_forward`."""
     variant = int(check_flag("input_forget", input_forget))
-    return forward(LSTM, x, hx, weights, lengths, training, variant, False, clip)
+    return forward(LSTM, x, hx, weights, lengths, training, variant, False, clip,
+                   _activations.check_activations("lstm", activations))
 
 
 def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2104,10 +2635,12 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(LSTM, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None,
+                      activations=None):
     """One LSTM step: x (B, I) -> ``((h, c), saved)``."""
     variant = int(check_flag("input_forget", input_forget))
-    _, hy, saved = forward(LSTM, x, hx, weights, None, training, variant, True, clip)
+    _, hy, saved = forward(LSTM, x, hx, weights, None, training, variant, True, clip,
+                           _activations.check_activations("lstm", activations))
     return hy, saved
 
 
@@ -2116,10 +2649,12 @@ def lstm_step_backward(dhy, saved, dweights):
     return backward(LSTM, None, dhy, saved, dweights, None, True)
 
 
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None,
+                activations=None):
     """GRU over a whole sequence; see :func:`fastrnn.reference.gru_forward`."""
     variant = int(not check_flag("reset_after", reset_after))
-    return forward(GRU, x, hx, weights, lengths, training, variant, False, clip)
+    return forward(GRU, x, hx, weights, lengths, training, variant, False, clip,
+                   _activations.check_activations("gru", activations))
 
 
 def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
@@ -2131,10 +2666,12 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     return backward(GRU, dy, dhy, saved, dweights, step_norms, False, input_grad)
 
 
-def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
+                     activations=None):
     """One GRU step: x (B, I) -> ``((h,), saved)``."""
     variant = int(not check_flag("reset_after", reset_after))
-    _, hy, saved = forward(GRU, x, hx, weights, None, training, variant, True, clip)
+    _, hy, saved = forward(GRU, x, hx, weights, None, training, variant, True, clip,
+                           _activations.check_activations("gru", activations))
     return hy, saved
 
 
@@ -2187,6 +2724,36 @@ def activation(name, x):
                 for j in range(n):
                     od[j] = act_relu(xd[j])
     return out
+
+
+def _activation_rows(act, x, dy):
+    """The rows of the activations option on arrays, for the tests: ``(y, dx)`` with
+    ``y = f(x)`` (act_row) and ``dx = dy * f'`` computed from y (act_grad_row).
+
+    Parameters
+    ----------
+    act : one slot's activation, as :func:`fastrnn.activations.activation` takes it
+    x, dy : 1-D arrays of the same length, float32 or float64 (x's dtype)
+    """
+    cdef int typenum = dtype_of(x)
+    cdef cnp.ndarray y = np.array(x, dtype=np.float32 if typenum == F32 else np.float64)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(y)
+    cdef cnp.ndarray dya = checked(dy, typenum, "dy", 1, n)
+    cdef cnp.ndarray dx = empty(1, n, 0, 0, typenum)
+    cdef Args a
+    if cnp.PyArray_NDIM(y) != 1:
+        raise ValueError(f"x must be 1-D, but got shape {shape_str(y)}")
+    set_activations(&a, (_activations.activation(act),))
+    with nogil:
+        if typenum == F32:
+            act_row(&a.act[0], <float*>cnp.PyArray_DATA(y), n)
+            act_grad_row(&a.act[0], <const float*>cnp.PyArray_DATA(y),
+                         <const float*>cnp.PyArray_DATA(dya), <float*>cnp.PyArray_DATA(dx), n)
+        else:
+            act_row(&a.act[0], <double*>cnp.PyArray_DATA(y), n)
+            act_grad_row(&a.act[0], <const double*>cnp.PyArray_DATA(y),
+                         <const double*>cnp.PyArray_DATA(dya), <double*>cnp.PyArray_DATA(dx), n)
+    return y, dx
 
 
 #: Documented bound on |approximation - exact| of the float32 tanh (sigmoid: half of it),

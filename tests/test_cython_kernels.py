@@ -290,6 +290,43 @@ def test_float64_activations_are_exact(cy):
     np.testing.assert_allclose(cy.activation("sigmoid", x), sig, rtol=1e-15, atol=1e-300)
 
 
+@pytest.mark.parametrize("spec", [
+    *(name for name in ("sigmoid", "tanh", "relu", "affine", "leaky_relu", "thresholded_relu",
+                        "scaled_tanh", "hard_sigmoid", "elu", "softsign", "softplus")),
+    ("affine", -0.5, 0.25), ("leaky_relu", 0.0), ("thresholded_relu", -0.5),
+    ("scaled_tanh", 0.0, 2.0), ("scaled_tanh", -1.5, 0.8), ("hard_sigmoid", 1 / 6, 0.5),
+    ("elu", 0.0), ("elu", 2.5)])
+def test_activation_rows_follow_the_table(cy, spec):
+    """The generic rows of the activations option, one function at a time, against
+    fastrnn.activations: the forward (float64 to rounding, float32 within the approximations'
+    bound), NaN and +-inf as the table gives them, and the derivative taken from the row's own
+    output by the table's rule, its conventions at the corners included."""
+    from fastrnn import activations as acts
+    act = acts.activation(spec)
+    a, b = act.alpha, act.beta
+    special = [0.0, -0.0, 1.0, -1.0, a, -a, np.inf, -np.inf, np.nan, 1e4, -1e4, 30.0, -30.0]
+    if act.name == "hard_sigmoid":
+        special += [-b / a, (1 - b) / a]              # its corners, where y is exactly 0 and 1
+    x = np.concatenate([np.linspace(-12, 12, 20_001), special])
+    rng = np.random.default_rng(5)
+    for dtype in DTYPES:
+        xd = x.astype(dtype)
+        dy = rng.standard_normal(x.size).astype(dtype)
+        y, dx = cy._activation_rows(spec, xd, dy)
+        assert y.dtype == dtype and dx.dtype == dtype
+        want = acts.forward(act, xd)
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
+        if dtype == np.float64:
+            np.testing.assert_allclose(y, want, rtol=1e-14, atol=1e-15)
+        else:
+            bound = 2 * cy.APPROX_MAX_ABS_ERR * max(1.0, abs(a))
+            np.testing.assert_allclose(y, want, rtol=1e-6, atol=bound)
+        with np.errstate(invalid="ignore", over="ignore"):
+            want_dx = dy * acts.derivative(act, y)
+        tol = dict(rtol=1e-14, atol=1e-15) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(dx, want_dx, **tol)
+
+
 # ---------------------------------------------------------------------------------------
 # threads
 # ---------------------------------------------------------------------------------------
