@@ -4,7 +4,8 @@ with the other backends is tested in test_kernel_contract.py.
 The float32 activations (error bound, saturation, NaN), eval-mode forwards in blocks of
 ``config.EVAL_BYTES``, thread-count independence with the products split into many BLAS
 blocks, BLAS held at one thread, the memory kept by a forward, the disk cache (including its
-quiet fallback when the cache directory is read-only) and ``warmup``.
+quiet fallback when the cache directory is read-only), ``warmup``, and the ``activations``
+option running on the kernels ``warmup`` compiled.
 """
 
 import itertools
@@ -324,4 +325,35 @@ def test_warmup_compiles_everything_once_per_dtype():
     finally:
         config.set_num_threads(saved[0])
         config.PARALLEL_MIN_FLOPS = saved[1]
+    assert {d: len(d.signatures) for d in dispatchers} == before
+
+
+def test_activations_compile_nothing_new():
+    """The activations reach the kernels as arrays (kinds and parameters), not as compile-time
+    constants: after warmup(), every function of fastrnn.activations, in every slot and
+    variant, runs on the kernels already compiled (one signature per dtype)."""
+    from numba.core.registry import CPUDispatcher
+    from fastrnn.jit import gemm, gru, lstm, rnn
+
+    nb.warmup()
+    dispatchers = [obj for mod in (gemm, rnn, gru, lstm) for obj in vars(mod).values()
+                   if isinstance(obj, CPUDispatcher)]
+    before = {d: len(d.signatures) for d in dispatchers}
+    options = [   # cell, proj_size, options: each name of fastrnn.activations at least once
+        ("rnn", 0, {"activations": [("scaled_tanh", 1.3, 0.7)], "clip": 0.7}),
+        ("rnn", 0, {"activations": ["relu"]}),
+        ("gru", 0, {"activations": [("hard_sigmoid", 0.2, 0.5), "softsign"], "clip": 0.7}),
+        ("gru", 0, {"reset_after": False, "activations": ["softplus", ("elu", 0.5)]}),
+        ("lstm", 0, {"activations": [("affine", 0.3, 0.5), ("leaky_relu", 0.1), "sigmoid"]}),
+        ("lstm", 3, {"input_forget": True, "clip": 0.7,
+                     "activations": ["sigmoid", ("thresholded_relu", 0.1), "tanh"]}),
+    ]
+    for (cell, P, opts), dtype, training in itertools.product(options, DTYPES, [True, False]):
+        rng, x, hx, weights, lengths = _problem(cell, 3, 2, 2, 4, P, True, dtype, True)
+        forward, backward, step_forward, step_backward = _kernels(nb, cell)
+        y, hy, record = forward(x, hx, weights, lengths, training, **opts)
+        hy1, record1 = step_forward(x[0], hx, weights, training, **opts)
+        if training:
+            backward(y, hy, record, _zeros(weights))
+            step_backward(hy1, record1, _zeros(weights))
     assert {d: len(d.signatures) for d in dispatchers} == before

@@ -15,6 +15,7 @@ and one module per cell type, :mod:`~fastrnn.jit.rnn`, :mod:`~fastrnn.jit.lstm`,
 
 import numpy as np
 
+from .activations import act_grad_row, act_row
 from .config import get_num_threads, set_num_threads
 from .gru import gru_backward, gru_forward, gru_step_backward, gru_step_forward
 from .lstm import lstm_backward, lstm_forward, lstm_step_backward, lstm_step_forward
@@ -34,7 +35,11 @@ def warmup(dtypes=(np.float32, np.float64)):
     The first call of each kernel otherwise pays its compilation (seconds);
     after this, no call compiles.  Each kernel is compiled once per dtype:
     the wrappers pass every kernel the same argument types whatever the
-    options (bias or not, projection or not, lengths or not, training or not).
+    options (bias or not, projection or not, lengths or not, training or not,
+    and any ``activations``: they are passed as arrays of codes and parameters,
+    :func:`fastrnn.jit._common.act_arrays`, so the compiled kernels are the
+    same for every choice of them, the defaults included).  The row passes of
+    the activations, which the kernels call, are compiled (or loaded) too.
 
     Parameters
     ----------
@@ -64,3 +69,8 @@ def warmup(dtypes=(np.float32, np.float64)):
             backward(y, hy, saved, dweights, np.zeros((T, B), dtype=dtype))
             hy, saved = step_forward(x[0], hx, weights, **opts)
             step_backward(hy, saved, dweights)
+        # the row passes the kernels call: a kernel loaded from the disk cache carries its own
+        # copy, which leaves these unloaded; with the types of the kernels' calls (int32 code)
+        row = np.zeros(1, dtype=dtype)
+        act_row(np.int32(0), 0.0, 0.0, row)
+        act_grad_row(np.int32(0), 0.0, 0.0, row, row.copy())

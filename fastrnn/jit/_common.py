@@ -9,6 +9,7 @@ once per call, which pays off over hundreds of rows.
 
 import numpy as np
 
+from .. import activations as _acts
 from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
 from . import config
 from .config import run_threads, threads_for
@@ -20,10 +21,35 @@ ROW_PAD_BYTES = 64
 
 _EMPTY = {}
 
+#: the kernels' ``kinds, params`` of a cell's default activations (see :func:`act_arrays`)
+DEFAULT_ACTS = (np.empty(0, dtype=np.int32), np.empty((0, 2)))
+
 
 def contiguous(a, dtype):
     """``a`` as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
     return np.ascontiguousarray(a, dtype=dtype)
+
+
+def act_arrays(cell, activations):
+    """The ``activations`` option of a kernel as the kernels take it
+    (:mod:`fastrnn.jit.activations`).
+
+    Parameters
+    ----------
+    cell : {"rnn", "lstm", "gru"}
+    activations : None or sequence
+        The option, checked by :func:`fastrnn.activations.check_activations` (None, or every
+        slot at the cell's default: the defaults).
+
+    Returns
+    -------
+    kinds : (3,) int32 array of activation codes, one per slot, or (0,) for the defaults
+    params : (3, 2) float64 array of [alpha, beta] per slot, or (0, 2) for the defaults
+    """
+    if activations is None:   # the common case, first: no check to make
+        return DEFAULT_ACTS
+    acts = _acts.check_activations(cell, activations)
+    return DEFAULT_ACTS if acts is None else _acts.codes(acts)
 
 
 def lengths_or_full(lengths, T, B):

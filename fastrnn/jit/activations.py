@@ -1,4 +1,5 @@
-"""Scalar sigmoid and tanh for the numba kernels: a vectorisable approximation in float32.
+"""Activations of the numba kernels: scalar sigmoid and tanh, a vectorisable approximation in
+float32, and row passes of every function of the ``activations`` option.
 
 ``math.tanh`` and ``math.exp`` are calls into libm that LLVM cannot turn
 into SIMD code, and per element they cost more than the matrix products of a
@@ -19,6 +20,22 @@ In float64 the exact functions are used (sigmoid in the overflow-free form
 of the reference kernels).
 
 Both functions are numba overloads: call them from jitted code only.
+
+The other activations a cell may use (the ``activations`` option: ONNX's set, one table
+in :mod:`fastrnn.activations`) are applied to whole rows by :func:`act_row`, and their
+derivatives, computed from the outputs as there, by :func:`act_grad_row`.  The kernels
+take them as arrays, so that one compiled kernel serves every choice: ``kinds``, the int32
+codes of :data:`fastrnn.activations.CODES` per slot, and ``params``, a float64 (slots, 2)
+array of [alpha, beta] (:func:`fastrnn.activations.codes`); a (0,) ``kinds`` stands for the
+cell's defaults, which the kernels run in their own fused loops.  Each function branches on
+the kind once, outside its loop over the row: the loop of a function made of arithmetic and
+comparisons vectorises (sigmoid and tanh are the approximations above in float32); elu and
+softplus call ``math.expm1``, ``math.exp`` and ``math.log1p``, which do not.  The two are
+compiled once per dtype as functions of their own (:func:`~fastrnn.jit.config.jit`, not
+``helper``), which the kernels call: inlined, their loops would be compiled again at each of
+their 28 call sites in the kernels (per dtype), 10 s of the backend's compile time.  For the
+same reason functions of one form share a loop (sigmoid, tanh and scaled_tanh are
+``c0 + c1 * tanh(c2 * x)``).
 """
 
 import math
@@ -27,7 +44,8 @@ import numpy as np
 from numba import types
 from numba.extending import overload
 
-from .config import FASTMATH
+from .. import activations as _acts
+from .config import FASTMATH, jit
 
 _JIT_OPTIONS = dict(fastmath=set(FASTMATH), error_model="numpy")
 
@@ -104,3 +122,124 @@ def _sigmoid_impl(x):
     if x == types.float64:
         return _sigmoid64
     return None
+
+
+# the kernels' codes of the activations (fastrnn.activations.CODES), constants of the row passes
+_SIGMOID, _TANH, _RELU = _acts.CODES["sigmoid"], _acts.CODES["tanh"], _acts.CODES["relu"]
+_AFFINE, _LEAKY_RELU = _acts.CODES["affine"], _acts.CODES["leaky_relu"]
+_THRESHOLDED_RELU, _SCALED_TANH = _acts.CODES["thresholded_relu"], _acts.CODES["scaled_tanh"]
+_HARD_SIGMOID, _ELU, _SOFTSIGN = (_acts.CODES[k] for k in ("hard_sigmoid", "elu", "softsign"))
+
+
+@jit
+def act_row(kind, alpha, beta, x):
+    """x[j] = f(x[j]) for every j: the activation of code ``kind`` over a row, in place
+    (the functions of :func:`fastrnn.activations.forward`; NaN propagates).
+
+    Parameters
+    ----------
+    kind : int, a code of :data:`fastrnn.activations.CODES`
+    alpha, beta : float, the function's parameters (ignored by those that have none)
+    x : (n,) float32 or float64 array: pre-activations in, activations out
+    """
+    n = x.shape[0]
+    zero, one = x.dtype.type(0), x.dtype.type(1)
+    a, b = x.dtype.type(alpha), x.dtype.type(beta)
+    if kind == _SIGMOID or kind == _TANH or kind == _SCALED_TANH:
+        # one loop, c0 + c1 * tanh(c2 * x): tanh; alpha * tanh(beta * x); and sigmoid as
+        # 1/2 + tanh(x / 2) / 2, which in float32 is the approximation sigmoid() itself
+        c0, c1, c2 = zero, one, one
+        if kind == _SIGMOID:
+            half = x.dtype.type(0.5)
+            c0, c1, c2 = half, half, half
+        elif kind == _SCALED_TANH:
+            c1, c2 = a, b
+        for j in range(n):
+            x[j] = c0 + c1 * tanh(c2 * x[j])
+    elif kind == _RELU:
+        for j in range(n):
+            if x[j] < zero:   # NaN stays NaN
+                x[j] = zero
+    elif kind == _AFFINE or kind == _HARD_SIGMOID:
+        # alpha * x + beta, clamped to [0, 1] by hard_sigmoid (NaN stays NaN)
+        lo, hi = (zero, one) if kind == _HARD_SIGMOID else (x.dtype.type(-np.inf),
+                                                             x.dtype.type(np.inf))
+        for j in range(n):
+            v = a * x[j] + b
+            if v < lo:
+                v = lo
+            if v > hi:
+                v = hi
+            x[j] = v
+    elif kind == _LEAKY_RELU:
+        for j in range(n):
+            v = x[j]
+            x[j] = v if v >= zero else a * v
+    elif kind == _THRESHOLDED_RELU:
+        for j in range(n):
+            if x[j] <= a:     # NaN passes
+                x[j] = zero
+    elif kind == _ELU:
+        for j in range(n):
+            v = x[j]
+            x[j] = v if v >= zero else a * math.expm1(v)
+    elif kind == _SOFTSIGN:
+        for j in range(n):
+            x[j] = x[j] / (one + abs(x[j]))
+    else:   # softplus, without overflow: max(x, 0) + log1p(exp(-|x|))
+        for j in range(n):
+            v = x[j]
+            x[j] = (v if v > zero else zero) + math.log1p(math.exp(-abs(v)))
+
+
+@jit
+def act_grad_row(kind, alpha, beta, y, d):
+    """d[j] *= f'(x[j]) for every j, computed from the output y[j] = f(x[j]) of the
+    activation of code ``kind`` (the derivatives of :func:`fastrnn.activations.derivative`,
+    their conventions where f' is not defined included; d[j] is multiplied, so an infinite
+    d[j] times a zero derivative gives NaN, as there).
+
+    Parameters
+    ----------
+    kind : int, a code of :data:`fastrnn.activations.CODES`
+    alpha, beta : float, the function's parameters (ignored by those that have none)
+    y : (n,) array, the activation's outputs
+    d : (n,) array of the same dtype: gradients with respect to y in, to x out
+    """
+    n = d.shape[0]
+    zero, one = d.dtype.type(0), d.dtype.type(1)
+    a = d.dtype.type(alpha)
+    if kind == _SIGMOID or kind == _TANH or kind == _SCALED_TANH:
+        # one loop, c0 * (c1 - y) * (c2 + y): y (1 - y); (1 - y) (1 + y); and alpha * beta *
+        # (1 - tanh^2) = beta / alpha * (alpha - y) * (alpha + y), exactly 0 where y saturates
+        c0, c1, c2 = one, one, one
+        if kind == _SIGMOID:
+            c2 = zero
+        elif kind == _SCALED_TANH:
+            c0 = d.dtype.type(beta / alpha) if alpha != 0 else zero
+            c1, c2 = a, a
+        for j in range(n):
+            d[j] = d[j] * (c0 * ((c1 - y[j]) * (c2 + y[j])))
+    elif kind == _RELU or kind == _LEAKY_RELU:   # relu: the slope 0 below 0; NaN passes
+        slope = zero if kind == _RELU else a
+        for j in range(n):
+            d[j] = d[j] * (slope if y[j] <= zero else one)
+    elif kind == _AFFINE:
+        for j in range(n):
+            d[j] = d[j] * a
+    elif kind == _THRESHOLDED_RELU:
+        for j in range(n):
+            d[j] = d[j] * (zero if y[j] == zero else one)   # y != 0: above the threshold
+    elif kind == _HARD_SIGMOID:   # 0 at the two corners
+        for j in range(n):
+            d[j] = d[j] * (a if (y[j] > zero and y[j] < one) else zero)
+    elif kind == _ELU:
+        for j in range(n):
+            d[j] = d[j] * (y[j] + a if y[j] <= zero else one)
+    elif kind == _SOFTSIGN:   # 1 / (1 + |x|)^2 = (1 - |y|)^2
+        for j in range(n):
+            u = one - abs(y[j])
+            d[j] = d[j] * (u * u)
+    else:   # softplus: sigmoid(x) = 1 - exp(-y)
+        for j in range(n):
+            d[j] = d[j] * -math.expm1(-y[j])

@@ -1,8 +1,9 @@
 """Compile flags, on-disk cache and threads of the numba backend: the one place they are set.
 
 Every kernel of :mod:`fastrnn.jit` is compiled through :func:`jit` (entry
-points, called from Python) or :func:`helper` (called from kernels only), so
-the flags below apply to all of them.
+points, called from Python, and the row passes of the ``activations`` option,
+which kernels call rather than inline) or :func:`helper` (called from kernels
+only), so the flags below apply to all of them.
 
 Compile flags
 -------------

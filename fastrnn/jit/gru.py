@@ -24,19 +24,23 @@ recurrent products, ``h_{t-1} @ W_hrz^T`` (2H wide) and then ``(r * h_{t-1}) @ W
 store keeps ``[r, z, n, r * h_{t-1}]`` and becomes ``[dr, dz, dn, r * h_{t-1}]``: the backward's
 step makes ``d(r h) = dn @ W_hn`` before dr, then adds ``[dr, dz] @ W_hrz`` into dh, and dW_hn
 is one GEMM of the dn and r * h columns after the loop.
+
+With ``activations=[f, g]`` (:mod:`fastrnn.activations`) the fused passes apply f to r and z
+and g to n by the row passes of :mod:`fastrnn.jit.activations`, and the backward takes their
+derivatives from the stored gates; the defaults keep their own fused loops.
 """
 
 import numpy as np
 
 from . import _common
-from .activations import sigmoid, tanh
+from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
 from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, gh, h, hs, hy, clip, M, t, b):
+def _cell_update(g, gh, h, hs, hy, kinds, params, clip, M, t, b):
     """Fused GRU update of one sequence (one store per loop, so that every loop vectorises).
 
     Parameters
@@ -45,6 +49,9 @@ def _cell_update(g, gh, h, hs, hy, clip, M, t, b):
     gh : (3H,) array, ``b_hh + W h_{t-1}``
     h : (H,) array, h_{t-1} in, h_t out
     hs, hy : (H,) arrays receiving h_t
+    kinds, params : (3,) int32 and (3, 2) float64 arrays, the activations f (r, z) and g (n)
+        in their first two slots (see :func:`_common.act_arrays`), or (0,) and (0, 2) for
+        sigmoid, tanh
     clip : float, the cell clip of the pre-activations (0: none)
     M, t, b : (T, B, 3H) array receiving the clip's mask at [t, b], or (0, 0, 0)
     """
@@ -52,23 +59,32 @@ def _cell_update(g, gh, h, hs, hy, clip, M, t, b):
     one = h.dtype.type(1)
     grz, gr, gz, gn, ghn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     ghrz, ghh = gh[:2 * H], gh[2 * H:3 * H]
-    if clip > 0:
+    generic = kinds.shape[0] > 0
+    if clip > 0 or generic:
         for j in range(2 * H):
             grz[j] = grz[j] + ghrz[j]
-        clip_row(grz, clip, M, t, b, 0)
-        for j in range(2 * H):
-            grz[j] = sigmoid(grz[j])
+        if clip > 0:
+            clip_row(grz, clip, M, t, b, 0)
+        if generic:
+            act_row(kinds[0], params[0, 0], params[0, 1], grz)
+        else:
+            for j in range(2 * H):
+                grz[j] = sigmoid(grz[j])
     else:
         for j in range(2 * H):
             grz[j] = sigmoid(grz[j] + ghrz[j])
     for j in range(H):
         ghn[j] = ghh[j]
-    if clip > 0:
+    if clip > 0 or generic:
         for j in range(H):
             gn[j] = gn[j] + gr[j] * ghn[j]
-        clip_row(gn, clip, M, t, b, 2 * H)
-        for j in range(H):
-            gn[j] = tanh(gn[j])
+        if clip > 0:
+            clip_row(gn, clip, M, t, b, 2 * H)
+        if generic:
+            act_row(kinds[1], params[1, 0], params[1, 1], gn)
+        else:
+            for j in range(H):
+                gn[j] = tanh(gn[j])
     else:
         for j in range(H):
             gn[j] = tanh(gn[j] + gr[j] * ghn[j])
@@ -81,7 +97,7 @@ def _cell_update(g, gh, h, hs, hy, clip, M, t, b):
 
 
 @helper()
-def _cell_backward(g, d, hp, t1, t2, M, t, b):
+def _cell_backward(g, d, hp, t1, t2, kinds, params, M, t, b):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
@@ -89,9 +105,13 @@ def _cell_backward(g, d, hp, t1, t2, M, t, b):
     g : (4H,) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
     d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
     hp : (H,) array, h_{t-1}
-    t1, t2 : (H,) scratch arrays
+    t1, t2 : (H,) and (2H,) scratch arrays
+    kinds, params : the activations, as :func:`_cell_update`
     M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
+    if kinds.shape[0] > 0:
+        _cell_backward_acts(g, d, hp, t1, t2, kinds, params, M, t, b)
+        return
     H = d.shape[0]
     one = d.dtype.type(1)
     gr, gz, gn, ghn = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
@@ -117,7 +137,36 @@ def _cell_backward(g, d, hp, t1, t2, M, t, b):
 
 
 @helper()
-def _gates_rz(g, gh, h, clip, M, t, b):
+def _cell_backward_acts(g, d, hp, t1, t2, kinds, params, M, t, b):
+    """:func:`_cell_backward` with the activations of ``kinds, params`` (not (0,)): each
+    derivative is a row pass (:func:`~fastrnn.jit.activations.act_grad_row`) over the
+    product it multiplies, made in a scratch row; r and z, adjacent, take one pass (same
+    arguments, ``t2`` (2H,))."""
+    H = d.shape[0]
+    grz, gr, gz, gn, ghn = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    tr, tz = t2[:H], t2[H:2 * H]
+    for j in range(H):   # dn = (d - z d) g'(a_n), masked by the clip
+        t1[j] = d[j] - d[j] * gz[j]
+    act_grad_row(kinds[1], params[1, 0], params[1, 1], gn, t1)
+    mask_row(t1, M, t, b, 2 * H)
+    for j in range(H):   # dr = dn (W_hn h + b_hn) f'(a_r)
+        tr[j] = t1[j] * ghn[j]
+    for j in range(H):   # dz = d (h_{t-1} - n) f'(a_z)
+        tz[j] = d[j] * (hp[j] - gn[j])
+    act_grad_row(kinds[0], params[0, 0], params[0, 1], grz, t2)
+    mask_row(t2, M, t, b, 0)
+    for j in range(H):
+        d[j] = d[j] * gz[j]
+    for j in range(H):
+        ghn[j] = t1[j] * gr[j]
+    for j in range(H):
+        gn[j] = t1[j]
+    for j in range(2 * H):
+        grz[j] = t2[j]
+
+
+@helper()
+def _gates_rz(g, gh, h, kinds, params, clip, M, t, b):
     """Reset-before forward, first half: r, z and r * h_{t-1} of one sequence.
 
     Parameters
@@ -125,6 +174,7 @@ def _gates_rz(g, gh, h, clip, M, t, b):
     g : (4H,) array: ``b_ih + U x`` in columns 0:3H; r, z in 0:2H and r * h_{t-1} in 3H:4H out
     gh : (>= 2H,) array, ``b_hrz + W_hrz h_{t-1}`` in its first 2H
     h : (H,) array, h_{t-1}
+    kinds, params : the activations, as :func:`_cell_update`
     clip, M, t, b : the cell clip (0: none) and its mask's array and row, as _cell_update
     """
     H = h.shape[0]
@@ -134,14 +184,17 @@ def _gates_rz(g, gh, h, clip, M, t, b):
         grz[j] = grz[j] + ghrz[j]
     if clip > 0:
         clip_row(grz, clip, M, t, b, 0)
-    for j in range(2 * H):
-        grz[j] = sigmoid(grz[j])
+    if kinds.shape[0] > 0:
+        act_row(kinds[0], params[0, 0], params[0, 1], grz)
+    else:
+        for j in range(2 * H):
+            grz[j] = sigmoid(grz[j])
     for j in range(H):
         grh[j] = gr[j] * h[j]
 
 
 @helper()
-def _gates_n(g, ghn, h, hs, hy, clip, M, t, b):
+def _gates_n(g, ghn, h, hs, hy, kinds, params, clip, M, t, b):
     """Reset-before forward, second half: n and h_t of one sequence.
 
     Parameters
@@ -150,6 +203,7 @@ def _gates_n(g, ghn, h, hs, hy, clip, M, t, b):
     ghn : (H,) array, ``b_hn + W_hn (r * h_{t-1})``
     h : (H,) array, h_{t-1} in, h_t out
     hs, hy : (H,) arrays receiving h_t
+    kinds, params : the activations, as :func:`_cell_update`
     clip, M, t, b : the cell clip (0: none) and its mask's array and row, as _cell_update
     """
     H = h.shape[0]
@@ -159,8 +213,11 @@ def _gates_n(g, ghn, h, hs, hy, clip, M, t, b):
         gn[j] = gn[j] + ghn[j]
     if clip > 0:
         clip_row(gn, clip, M, t, b, 2 * H)
-    for j in range(H):
-        gn[j] = tanh(gn[j])
+    if kinds.shape[0] > 0:
+        act_row(kinds[1], params[1, 0], params[1, 1], gn)
+    else:
+        for j in range(H):
+            gn[j] = tanh(gn[j])
     for j in range(H):
         h[j] = (one - gz[j]) * gn[j] + gz[j] * h[j]
     for j in range(H):
@@ -170,7 +227,7 @@ def _gates_n(g, ghn, h, hs, hy, clip, M, t, b):
 
 
 @helper()
-def _grads_zn(g, d, hp, M, t, b):
+def _grads_zn(g, d, hp, t1, t2, kinds, params, M, t, b):
     """Reset-before backward, first half, of one sequence at one step.
 
     Parameters
@@ -178,30 +235,47 @@ def _grads_zn(g, d, hp, M, t, b):
     g : (4H,) array: [r, z, n, r * h] in, [r, dz, dn, r * h] out
     d : (H,) array: dJ/dh_t in, its part through z (dJ/dh_t * z) out
     hp : (H,) array, h_{t-1}
+    t1, t2 : (H,) scratch arrays (used with activations)
+    kinds, params : the activations, as :func:`_cell_update`
     M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
     H = d.shape[0]
     one = d.dtype.type(1)
     gz, gn = g[H:2 * H], g[2 * H:3 * H]
-    for j in range(H):
-        dn = (d[j] - d[j] * gz[j]) * (one - gn[j] * gn[j])   # as PyTorch: inf gives NaN
-        dz = d[j] * (hp[j] - gn[j]) * gz[j] * (one - gz[j])
-        d[j] = d[j] * gz[j]
-        gn[j] = dn
-        gz[j] = dz
+    if kinds.shape[0] > 0:   # each derivative a row pass over the product it multiplies
+        for j in range(H):
+            t1[j] = d[j] - d[j] * gz[j]
+        act_grad_row(kinds[1], params[1, 0], params[1, 1], gn, t1)
+        for j in range(H):
+            t2[j] = d[j] * (hp[j] - gn[j])
+        act_grad_row(kinds[0], params[0, 0], params[0, 1], gz, t2)
+        for j in range(H):
+            d[j] = d[j] * gz[j]
+        for j in range(H):
+            gn[j] = t1[j]
+        for j in range(H):
+            gz[j] = t2[j]
+    else:
+        for j in range(H):
+            dn = (d[j] - d[j] * gz[j]) * (one - gn[j] * gn[j])   # as PyTorch: inf gives NaN
+            dz = d[j] * (hp[j] - gn[j]) * gz[j] * (one - gz[j])
+            d[j] = d[j] * gz[j]
+            gn[j] = dn
+            gz[j] = dz
     mask_row(g[H:3 * H], M, t, b, H)
 
 
 @helper()
-def _grads_r(g, d, drh, hp, M, t, b):
+def _grads_r(g, d, drh, hp, kinds, params, M, t, b):
     """Reset-before backward, second half: dr, and the part of dJ/dh_{t-1} through r * h.
 
     Parameters
     ----------
     g : (4H,) array: r in columns 0:H, dr out
     d : (H,) array, added into
-    drh : (H,) array, dJ/d(r * h_{t-1}) = dn @ W_hn
+    drh : (H,) array, dJ/d(r * h_{t-1}) = dn @ W_hn (with activations, then scratch)
     hp : (H,) array, h_{t-1}
+    kinds, params : the activations, as :func:`_cell_update`
     M, t, b : (T, B, 3H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     """
     H = d.shape[0]
@@ -209,13 +283,21 @@ def _grads_r(g, d, drh, hp, M, t, b):
     gr = g[:H]
     for j in range(H):
         d[j] += drh[j] * gr[j]
-    for j in range(H):
-        gr[j] = drh[j] * hp[j] * gr[j] * (one - gr[j])
+    if kinds.shape[0] > 0:
+        for j in range(H):
+            drh[j] = drh[j] * hp[j]
+        act_grad_row(kinds[0], params[0, 0], params[0, 1], gr, drh)
+        for j in range(H):
+            gr[j] = drh[j]
+    else:
+        for j in range(H):
+            gr[j] = drh[j] * hp[j] * gr[j] * (one - gr[j])
     mask_row(gr, M, t, b, 0)
 
 
 @jit
-def _forward_slice(h, w_hh, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, b0, b1):
+def _forward_slice(h, w_hh, b_ih, b_hh, kinds, params, clip, M, lengths, y, G, Hs, GH, t0, nt, b0,
+                   b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -223,6 +305,7 @@ def _forward_slice(h, w_hh, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, 
     h : (B, H) array, h_{t0-1} in, h_{t0+nt-1} out
     w_hh : W_hh^T (H, 3H) packed (see gemm.pack)
     b_ih, b_hh : (3H,) arrays, or (0,) when absent
+    kinds, params : the activations, as :func:`_cell_update`
     clip : float, the cell clip (0: none)
     M : (T, B, 3H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
@@ -247,12 +330,13 @@ def _forward_slice(h, w_hh, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, 
                 G[tg, b, :] = 0
                 Hs[ts, b, :] = 0
                 continue
-            _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b], clip, M, t, b)
+            _cell_update(G[tg, b], GH[0, b], h[b], Hs[ts, b], y[t, b], kinds, params, clip, M,
+                         t, b)
 
 
 @jit
-def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH, t0, nt, b0,
-                      b1):
+def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, kinds, params, clip, M, lengths, y, G, Hs, GH,
+                      t0, nt, b0, b1):
     """:func:`_forward_slice` of the reset-before GRU.
 
     Parameters
@@ -273,18 +357,20 @@ def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, clip, M, lengths, y, G, Hs, GH
             if t >= lengths[b]:
                 G[tg, b, :] = 0
                 continue
-            _gates_rz(G[tg, b], GH[0, b], h[b], clip, M, t, b)
+            _gates_rz(G[tg, b], GH[0, b], h[b], kinds, params, clip, M, t, b)
         mm_rows(G, tg, 3 * H, w_hn, H, GH, 0, 2 * H, 1, b0, b1)
         for b in range(b0, b1):
             if t >= lengths[b]:
                 y[t, b, :] = 0
                 Hs[ts, b, :] = 0
                 continue
-            _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b], clip, M, t, b)
+            _gates_n(G[tg, b], GH[0, b, 2 * H:3 * H], h[b], Hs[ts, b], y[t, b], kinds, params,
+                     clip, M, t, b)
 
 
 @one_blas_thread
-def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None):
+def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, clip=None,
+                activations=None):
     """GRU over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -301,15 +387,21 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
     clip : float or None
         Clip every gate's whole pre-activation to [-clip, clip] (ONNX's cell clip).
+    activations : None or sequence of two activations (f, g)
+        See :mod:`fastrnn.activations`; None: sigmoid, tanh.
 
     Returns
     -------
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
-    cache : list, or None when ``training`` is False
+    saved : Saved or None
+        The record for :func:`gru_backward` (x, h0, G: the gates, Hs: h_t, lens, weights,
+        reset_after, acts: the activations' kinds and params, M: the clip's mask), None when
+        ``training`` is False.
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
+    kinds, params = _common.act_arrays("gru", activations)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -328,15 +420,17 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         w_hh_p = (_common.packed(w_hh[:2 * H], True), _common.packed(w_hh[2 * H:], True))
     M = _common.clip_mask(clip, training, T, B, H3, dt)
     args = (h,) + w_hh_p + (_common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
-                            clip or 0.0, M, lens, y, G, Hs, _common.row_buffer(1, B, H3, dt))
+                            kinds, params, clip or 0.0, M, lens, y, G, Hs,
+                            _common.row_buffer(1, B, H3, dt))
     _common.forward_loop(kernel, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
     saved = _common.Saved("gru", False, True, x=x, h0=h0, G=G, Hs=Hs, lens=lens,
-                          weights=weights, reset_after=reset_after, M=M) if training else None
+                          weights=weights, reset_after=reset_after, acts=(kinds, params),
+                          M=M) if training else None
     return y, (h,), saved
 
 
 @jit
-def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, M, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -347,6 +441,7 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, M, lengths, norms, b0, b1):
     G : (T, B, >= 4H) array: [r, z, n, hn] in, [dr, dz, dn, dn * r] out
     Hs : (T, B, H) array of h_t
     w_hzr, w_hn : W_hh[:2H] (2H, H) and W_hh[2H:] (H, H), packed (see gemm.pack)
+    kinds, params : the activations, as :func:`_cell_update`
     M : (T, B, 3H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
@@ -354,7 +449,7 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, M, lengths, norms, b0, b1):
     """
     T = dy.shape[0]
     B, H = dh.shape
-    t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(H, dtype=dy.dtype)
+    t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
     for t in range(T - 1, -1, -1):
         for b in range(b0, b1):
@@ -367,13 +462,15 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, M, lengths, norms, b0, b1):
             for j in range(H):
                 d[j] += dyv[j]
             store_norm(norms, t, b, d)
-            _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2, M, t, b)
+            _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2, kinds, params,
+                           M, t, b)
         mm_rows(G, t, 0, w_hzr, H, dh3, 0, 0, 1, b0, b1)
         mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
 
 
 @jit
-def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, M, lengths, norms, b0, b1):
+def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, lengths, norms, b0,
+                       b1):
     """:func:`_backward_slice` of the reset-before GRU.
 
     Parameters
@@ -386,6 +483,7 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, M, lengths, norms, b
     """
     T = dy.shape[0]
     B, H = dh.shape
+    t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
     empty = dh[0, :0]
     for t in range(T - 1, -1, -1):
@@ -399,12 +497,14 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, M, lengths, norms, b
             for j in range(H):
                 d[j] += dyv[j]
             store_norm(norms, t, b, d)
-            _grads_zn(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], M, t, b)
+            _grads_zn(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2, kinds, params, M,
+                      t, b)
         init_rows(DRH[0, b0:b1], 0, H, empty, empty)
         mm_rows(G, t, 2 * H, w_hn, H, DRH, 0, 0, 1, b0, b1)
         for b in range(b0, b1):
             if t < lengths[b]:
-                _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b], M, t, b)
+                _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b], kinds,
+                         params, M, t, b)
         mm_rows(G, t, 0, w_hrz, H, dh3, 0, 0, 1, b0, b1)
 
 
@@ -431,7 +531,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "gru", dweights)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
-    reset_after, M = s["reset_after"], s["M"]
+    reset_after, (kinds, params), M = s["reset_after"], s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
     dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
@@ -443,10 +543,12 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     slices = batch_slices(B, threads_for(2 * T * B * H3 * H))
     w_hh_p = (_common.packed(w_hh[:2 * H], False), _common.packed(w_hh[2 * H:], False))
     if reset_after:
-        kernel, args = _backward_slice, (dy, dh, h0, G, Hs) + w_hh_p + (M, lens, norms)
+        kernel, args = _backward_slice, (dy, dh, h0, G, Hs) + w_hh_p + (kinds, params, M, lens,
+                                                                         norms)
     else:
         DRH = _common.row_buffer(1, B, H, dt)
-        kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (M, lens, norms)
+        kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (kinds, params, M,
+                                                                                lens, norms)
     run_threads(kernel, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args, w_hh_p   # the packed weights: free them before the gradients are allocated
@@ -470,7 +572,8 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, clip, M, hy, G, GH, RH):
+def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, kinds, params, clip, M, hy, G, GH,
+                            RH):
     """:func:`_step_forward_kernel` of the reset-before GRU (G receives [r, z, n, r * h]).
 
     Parameters
@@ -485,16 +588,17 @@ def _step_forward_kernel_rb(x, h, w_ih, w_hrz, w_hn, b_ih, b_hh, clip, M, hy, G,
     mm_nt(x, w_ih, G[0], 0)
     mm_nt(h, w_hrz, GH[0], 0)
     for b in range(B):
-        _gates_rz(G[0, b], GH[0, b], h[b], clip, M, 0, b)
+        _gates_rz(G[0, b], GH[0, b], h[b], kinds, params, clip, M, 0, b)
         copy(RH[b], G[0, b, 3 * H:4 * H])
     mm_nt(RH, w_hn, GH[0], 2 * H)
     for b in range(B):
         copy(hy[b], h[b])
-        _gates_n(G[0, b], GH[0, b, 2 * H:3 * H], hy[b], hy[b], hy[b], clip, M, 0, b)
+        _gates_n(G[0, b], GH[0, b, 2 * H:3 * H], hy[b], hy[b], hy[b], kinds, params, clip, M, 0,
+                 b)
 
 
 @jit
-def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip, M, hy, G, GH):
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, kinds, params, clip, M, hy, G, GH):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -502,6 +606,8 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip, M, hy, G, GH):
     x : (B, I) array
     h : (B, H) array
     w_ih (3H, I), w_hh (3H, H) arrays; b_ih, b_hh (3H,) arrays or (0,) when absent
+    kinds, params : the activations, as :func:`_cell_update`
+    clip : float, the cell clip (0: none); M : (1, B, 3H) array receiving its mask, or (0, 0, 0)
     hy : (B, H) array receiving h'
     G : (1, B, 4H) array receiving [r, z, n, hn]
     GH : (1, B, 3H) workspace
@@ -513,10 +619,11 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip, M, hy, G, GH):
     mm_nt(h, w_hh, GH[0], 0)
     for b in range(B):
         copy(hy[b], h[b])
-        _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b], clip, M, 0, b)
+        _cell_update(G[0, b], GH[0, b], hy[b], hy[b], hy[b], kinds, params, clip, M, 0, b)
 
 
-def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None):
+def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
+                     activations=None):
     """One GRU step (what :class:`fastrnn.GRUCell` runs).
 
     Parameters
@@ -528,6 +635,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None)
     reset_after : bool
         The reset gate after the recurrent product of n (PyTorch's GRU), or before it.
     clip : float or None
+    activations : None or sequence of two activations (f, g)
 
     Returns
     -------
@@ -536,6 +644,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None)
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
+    kinds, params = _common.act_arrays("gru", activations)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     (h,) = hx
@@ -546,16 +655,17 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None)
     b_ih, b_hh = _common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt)
     M = _common.clip_mask(clip, training, 1, B, H3, dt)
     if reset_after:
-        _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, clip or 0.0, M, hy, G,
+        _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, kinds, params, clip or 0.0, M, hy, G,
                              np.empty((1, B, H3), dt))
     else:
-        _step_forward_kernel_rb(x, h, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, clip or 0.0,
-                                M, hy, G, np.empty((1, B, H3), dt), np.empty((B, H), dt))
+        _step_forward_kernel_rb(x, h, w_ih, w_hh[:2 * H], w_hh[2 * H:], b_ih, b_hh, kinds, params,
+                                clip or 0.0, M, hy, G, np.empty((1, B, H3), dt),
+                                np.empty((B, H), dt))
     if not training:
         return (hy,), None
     saved = _common.Saved("gru", True, True, x=x[None], h0=h.copy(), G=G, Hs=hy.reshape(1, B, H),
                           lens=np.ones(B, dtype=np.int64), weights=weights,
-                          reset_after=reset_after, M=M)
+                          reset_after=reset_after, acts=(kinds, params), M=M)
     return (hy,), saved
 
 

@@ -23,19 +23,25 @@ Peepholes (``w_ph`` (3, H), rows i, f, o) enter the fused passes: ``p_i * c_{t-1
 ``p_f * c_{t-1}`` before i and f, ``p_o * c_t`` before o; their gradient is a column sum
 over all T*B rows after the loop.  With ``input_forget`` (coupled gates) the pass sets
 ``f = 1 - i``, and the backward's gradient of a_i takes the path through f.
+
+With ``activations=[f, g, h]`` (:mod:`fastrnn.activations`) the fused passes apply f to the
+gates i, f, o, g to the candidate and h to c_t by the row passes of
+:mod:`fastrnn.jit.activations` (the store then keeps h(c_t) where it keeps tanh(c_t)), and
+the backward takes their derivatives from the stored outputs; the defaults keep their own
+fused loops.
 """
 
 import numpy as np
 
 from . import _common
-from .activations import sigmoid, tanh
+from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
 from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
 
 @helper()
-def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
+def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2):
     """Fused LSTM update of one sequence: activations, cell state, output.
 
     Every loop stores to one array only: LLVM vectorises a loop only when it
@@ -47,15 +53,18 @@ def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
     c : (H,) array: c_{t-1} in, c_t out
     ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
+    kinds, params : (3,) int32 and (3, 2) float64 arrays, the activations f, g, h (see
+        :func:`_common.act_arrays`), or (0,) and (0, 2) for sigmoid, tanh, tanh
     clip : float, the cell clip of the pre-activations (0: none)
     M, t, b : (T, B, 4H) array receiving the clip's mask at [t, b], or (0, 0, 0)
-    cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
-    m, m2 : (H,) arrays both receiving o * tanh(c_t)
+    cs, tcs : (H,) arrays receiving c_t and h(c_t)
+    m, m2 : (H,) arrays both receiving o * h(c_t)
     """
     H = c.shape[0]
     gif, gg, go = g[:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     gi, gf = g[:H], g[H:2 * H]
     peep = ph.shape[0] > 0
+    generic = kinds.shape[0] > 0
     if peep:
         pi, pf = ph[0], ph[1]
         for j in range(H):
@@ -64,14 +73,20 @@ def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
             gf[j] += pf[j] * c[j]
     if clip > 0:
         clip_row(g[:3 * H], clip, M, t, b, 0)
-    for j in range(2 * H):
-        gif[j] = sigmoid(gif[j])
+    if generic:
+        act_row(kinds[0], params[0, 0], params[0, 1], gif)
+    else:
+        for j in range(2 * H):
+            gif[j] = sigmoid(gif[j])
     if coupled:
         one = c.dtype.type(1)
         for j in range(H):
             gf[j] = one - gi[j]
-    for j in range(H):
-        gg[j] = tanh(gg[j])
+    if generic:
+        act_row(kinds[1], params[1, 0], params[1, 1], gg)
+    else:
+        for j in range(H):
+            gg[j] = tanh(gg[j])
     for j in range(H):
         c[j] = gf[j] * c[j] + gi[j] * gg[j]
     if peep:
@@ -80,12 +95,20 @@ def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
             go[j] += po[j] * c[j]
     if clip > 0:
         clip_row(go, clip, M, t, b, 3 * H)
-    for j in range(H):
-        go[j] = sigmoid(go[j])
+    if generic:
+        act_row(kinds[0], params[0, 0], params[0, 1], go)
+    else:
+        for j in range(H):
+            go[j] = sigmoid(go[j])
     for j in range(H):
         cs[j] = c[j]
-    for j in range(H):
-        tcs[j] = tanh(c[j])
+    if generic:
+        for j in range(H):
+            tcs[j] = c[j]
+        act_row(kinds[2], params[2, 0], params[2, 1], tcs)
+    else:
+        for j in range(H):
+            tcs[j] = tanh(c[j])
     for j in range(H):
         m[j] = go[j] * tcs[j]
     for j in range(H):
@@ -93,8 +116,8 @@ def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
 
 
 @jit
-def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths, y, G, Cs, TCs,
-                   Hs, M, Hn, t0, nt, b0, b1):
+def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, clip, CM, lengths, y,
+                   G, Cs, TCs, Hs, M, Hn, t0, nt, b0, b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -106,15 +129,16 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths,
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled (f = 1 - i)
+    kinds, params : the activations, as :func:`_cell_update`
     clip : float, the cell clip (0: none)
     CM : (T, B, 4H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, P) array, written
     G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
         post-activation gates out
-    Cs, TCs : (TS, B, H) arrays receiving c_t and tanh(c_t) at index t % TS (TS = T or 1)
+    Cs, TCs : (TS, B, H) arrays receiving c_t and h(c_t) at index t % TS (TS = T or 1)
     Hs : (TS, B, P) array receiving the projected h_t, or (0, 0, 0) without projection
-    M : (1, B, H) array, workspace for o * tanh(c_t) with a projection, else (0, 0, 0)
+    M : (1, B, H) array, workspace for o * h(c_t) with a projection, else (0, 0, 0)
     Hn : (1, B, >= P) array, workspace for the projected h_t, else (0, 0, 0)
     t0, nt, b0, b1 : int
     """
@@ -137,11 +161,11 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths,
                     Hs[ts, b, :] = 0
                 continue
             if proj:
-                _cell_update(G[tg, b], c[b], ph, coupled, clip, CM, t, b, Cs[ts, b], TCs[ts, b],
-                             M[0, b], M[0, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, kinds, params, clip, CM, t, b,
+                             Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
             else:
-                _cell_update(G[tg, b], c[b], ph, coupled, clip, CM, t, b, Cs[ts, b], TCs[ts, b],
-                             h[b], y[t, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, kinds, params, clip, CM, t, b,
+                             Cs[ts, b], TCs[ts, b], h[b], y[t, b])
         if proj:
             for b in range(b0, b1):
                 Hn[0, b, :] = 0
@@ -154,7 +178,8 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, lengths,
 
 
 @one_blas_thread
-def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None):
+def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False, clip=None,
+                 activations=None):
     """LSTM over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -172,15 +197,21 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         Couple the input and forget gates (f = 1 - i).
     clip : float or None
         Clip every gate's pre-activation to [-clip, clip] (ONNX's cell clip).
+    activations : None or sequence of three activations (f, g, h)
+        See :mod:`fastrnn.activations`; None: sigmoid, tanh, tanh.
 
     Returns
     -------
     y : (T, B, P) array
     hy : tuple (h_n (B, P), c_n (B, H))
-    cache : list, or None when ``training`` is False
+    saved : Saved or None
+        The record for :func:`lstm_backward` (x, h0, c0, G: the gates, Cs: c_t, TCs: h(c_t),
+        Hs: the projected h_t, lens, weights, input_forget, acts: the activations' kinds and
+        params, CM: the clip's mask), None when ``training`` is False.
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
+    kinds, params = _common.act_arrays("lstm", activations)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -205,11 +236,12 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     args = (h, c, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt),
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
-            _peepholes(w_ph, dt), input_forget, clip or 0.0, CM, lens, y, G, Cs, TCs, Hs, M, Hn)
+            _peepholes(w_ph, dt), input_forget, kinds, params, clip or 0.0, CM, lens, y, G, Cs,
+            TCs, Hs, M, Hn)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
     saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
                           lens=lens, weights=weights, input_forget=input_forget,
-                          CM=CM) if training else None
+                          acts=(kinds, params), CM=CM) if training else None
     return y, (h, c), saved
 
 
@@ -219,21 +251,25 @@ def _peepholes(w_ph, dt):
 
 
 @helper()
-def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, CM, t, b, tmp):
+def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, kinds, params, CM, t, b, tmp, tmp2):
     """Backward of :func:`_cell_update` for one sequence at one step.
 
     Parameters
     ----------
     g : (4H,) array: gates (i, f, g, o) in, their pre-activation gradients out
-    tcs : (H,) array: tanh(c_t) in, o * tanh(c_t) out
+    tcs : (H,) array: h(c_t) in, o * h(c_t) out
     cp : (H,) array, c_{t-1}
     dc : (H,) array: dJ/dc_t from step t+1 in, dJ/dc_{t-1} out
-    dm : (H,) array: dJ/d(o * tanh(c_t)) in, zeros out
+    dm : (H,) array: dJ/d(o * h(c_t)) in, zeros out
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
+    kinds, params : the activations, as :func:`_cell_update`
     CM, t, b : (T, B, 4H) array of the clip's mask, read at [t, b], or (0, 0, 0)
-    tmp : (H,) scratch array
+    tmp, tmp2 : (H,) and (2H,) scratch arrays (tmp2: with activations)
     """
+    if kinds.shape[0] > 0:
+        _cell_backward_acts(g, tcs, cp, dc, dm, ph, coupled, kinds, params, CM, t, b, tmp, tmp2)
+        return
     H = dc.shape[0]
     one = dc.dtype.type(1)
     gi, gf, gg, go = g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
@@ -280,9 +316,69 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, CM, t, b, tmp):
         dm[j] = 0
 
 
+@helper()
+def _cell_backward_acts(g, tcs, cp, dc, dm, ph, coupled, kinds, params, CM, t, b, tmp, tmp2):
+    """:func:`_cell_backward` with the activations of ``kinds, params`` (not (0,)): each
+    derivative is a row pass (:func:`~fastrnn.jit.activations.act_grad_row`) over the
+    product it multiplies, made in a scratch row; i and f, adjacent, take one pass (same
+    arguments, ``tmp2`` (2H,))."""
+    H = dc.shape[0]
+    gif, gi, gf, gg, go = g[:2 * H], g[:H], g[H:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    kf, af, bf = kinds[0], params[0, 0], params[0, 1]
+    peep = ph.shape[0] > 0
+    for j in range(H):   # dc becomes dJ/dc_t: + dm * o * h'(c_t)
+        tmp[j] = dm[j] * go[j]
+    act_grad_row(kinds[2], params[2, 0], params[2, 1], tcs, tmp)
+    for j in range(H):
+        dc[j] = dc[j] + tmp[j]
+    for j in range(H):   # da_o = dm * h(c_t) * f'(a_o)
+        tmp[j] = dm[j] * tcs[j]
+    act_grad_row(kf, af, bf, go, tmp)
+    mask_row(tmp, CM, t, b, 3 * H)
+    if peep:             # o read c_t through p_o
+        po = ph[2]
+        for j in range(H):
+            dc[j] += tmp[j] * po[j]
+    for j in range(H):
+        tcs[j] = go[j] * tcs[j]
+    for j in range(H):
+        go[j] = tmp[j]
+    for j in range(H):   # da_g = dc * i * g'(a_g)
+        tmp[j] = dc[j] * gi[j]
+    act_grad_row(kinds[1], params[1, 0], params[1, 1], gg, tmp)
+    ti, tf = tmp2[:H], tmp2[H:2 * H]
+    if coupled:          # i reaches c_t through f = 1 - i too; a_f is unused (zeroed below)
+        for j in range(H):
+            ti[j] = dc[j] * (gg[j] - cp[j])
+    else:
+        for j in range(H):
+            ti[j] = dc[j] * gg[j]
+    for j in range(H):
+        tf[j] = dc[j] * cp[j]
+    act_grad_row(kf, af, bf, gif, tmp2)   # da_i, da_f: * f'(a_i), f'(a_f)
+    for j in range(H):
+        gg[j] = tmp[j]
+    for j in range(H):   # dJ/dc_{t-1} through f, before f is overwritten
+        tmp[j] = dc[j] * gf[j]
+    for j in range(2 * H):
+        gif[j] = tmp2[j]
+    if coupled:
+        for j in range(H):
+            gf[j] = 0
+    mask_row(g[:3 * H], CM, t, b, 0)
+    if peep:             # i and f read c_{t-1} through p_i and p_f
+        pi, pf = ph[0], ph[1]
+        for j in range(H):
+            tmp[j] += gi[j] * pi[j] + gf[j] * pf[j]
+    for j in range(H):
+        dc[j] = tmp[j]
+    for j in range(H):
+        dm[j] = 0
+
+
 @jit
-def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, CM, lengths,
-                    norms, b0, b1):
+def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, kinds, params, CM,
+                    lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -292,13 +388,14 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
     c0 : (B, H) array
     G : (T, B, >= 4H) array: post-activation gates in, gate gradients out
     Cs : (T, B, H) array of c_t
-    TCs : (T, B, H) array: tanh(c_t) in, o_t * tanh(c_t) out
+    TCs : (T, B, H) array: h(c_t) in, o_t * h(c_t) out
     dH : (T, B, P) array receiving dJ/dh_t with a projection, else (0, 0, 0)
     DM : (1, B, >= H) workspace with a projection, else (0, 0, 0)
     w_hh, w_hr : W_hh (4H, P), W_hr (P, H) packed (see gemm.pack);
         w_hr (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled
+    kinds, params : the activations, as :func:`_cell_update`
     CM : (T, B, 4H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
@@ -308,7 +405,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
     B, P = dh.shape
     H = dc.shape[1]
     proj = w_hr.shape[0] > 0
-    tmp = np.empty(H, dtype=dy.dtype)
+    tmp, tmp2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, P))
     for t in range(T - 1, -1, -1):
         for b in range(b0, b1):
@@ -333,7 +430,8 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
         for b in range(b0, b1):
             if t < lengths[b]:
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
-                               DM[0, b, :H] if proj else dh[b], ph, coupled, CM, t, b, tmp)
+                               DM[0, b, :H] if proj else dh[b], ph, coupled, kinds, params, CM,
+                               t, b, tmp, tmp2)
         mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
 
 
@@ -361,7 +459,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     s = _common.take(saved, "lstm", dweights)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
-    CM = s["CM"]
+    (kinds, params), CM = s["acts"], s["CM"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = dweights
     dt = x.dtype
@@ -381,7 +479,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         w_hr_p = _common.empty(3, dt)
     slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
     args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p,
-            _peepholes(w_ph, dt), input_forget, CM, lens, norms)
+            _peepholes(w_ph, dt), input_forget, kinds, params, CM, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -402,8 +500,8 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, clip, CM, hy, cy, G,
-                         TCs, M):
+def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, clip,
+                         CM, hy, cy, G, TCs, M):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -413,11 +511,12 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, cli
     w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
     w_hr (P, H) array or (0, 0); ph (3, H) array of peepholes or (0, 0)
     coupled : bool, input and forget gates coupled (f = 1 - i)
+    kinds, params : the activations, as :func:`_cell_update`
     clip : float, the cell clip (0: none); CM : (1, B, 4H) array receiving its mask, or (0, 0, 0)
     hy : (B, P) array receiving h'
     cy : (B, H) array receiving c'
     G : (1, B, 4H) array receiving the post-activation gates
-    TCs : (1, B, H) array receiving tanh(c')
+    TCs : (1, B, H) array receiving h(c')
     M : (1, B, H) workspace with a projection, else (0, 0, 0)
     """
     B = x.shape[0]
@@ -429,16 +528,18 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, cli
     for b in range(B):
         copy(cy[b], c[b])
         if proj:
-            _cell_update(g2[b], cy[b], ph, coupled, clip, CM, 0, b, cy[b], TCs[0, b], M[0, b],
-                         M[0, b])
+            _cell_update(g2[b], cy[b], ph, coupled, kinds, params, clip, CM, 0, b, cy[b],
+                         TCs[0, b], M[0, b], M[0, b])
         else:
-            _cell_update(g2[b], cy[b], ph, coupled, clip, CM, 0, b, cy[b], TCs[0, b], hy[b], hy[b])
+            _cell_update(g2[b], cy[b], ph, coupled, kinds, params, clip, CM, 0, b, cy[b],
+                         TCs[0, b], hy[b], hy[b])
     if proj:
         hy[:, :] = 0
         mm_nt(M[0], w_hr, hy, 0)
 
 
-def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None):
+def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=None,
+                      activations=None):
     """One LSTM step (what :class:`fastrnn.LSTMCell` runs).
 
     Parameters
@@ -451,6 +552,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     input_forget : bool
         Couple the input and forget gates (f = 1 - i).
     clip : float or None
+    activations : None or sequence of three activations (f, g, h)
 
     Returns
     -------
@@ -459,6 +561,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
+    kinds, params = _common.act_arrays("lstm", activations)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     B = x.shape[0]
@@ -472,13 +575,15 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     CM = _common.clip_mask(clip, training, 1, B, H4, dt)
     _step_forward_kernel(x, h, c, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
                          _common.bias_or_empty(b_hh, dt), w_hr if proj else _common.empty(2, dt),
-                         _peepholes(w_ph, dt), input_forget, clip or 0.0, CM, hy, cy, G, TCs, M)
+                         _peepholes(w_ph, dt), input_forget, kinds, params, clip or 0.0, CM, hy,
+                         cy, G, TCs, M)
     if not training:
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
     saved = _common.Saved("lstm", True, True, x=x[None], h0=h.copy(), c0=c.copy(), G=G,
                           Cs=cy.reshape(1, B, H), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
-                          weights=weights, input_forget=input_forget, CM=CM)
+                          weights=weights, input_forget=input_forget, acts=(kinds, params),
+                          CM=CM)
     return (hy, cy), saved
 
 

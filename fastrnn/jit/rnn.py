@@ -1,5 +1,6 @@
 """Elman RNN kernels of the numba backend (equations of :mod:`fastrnn.reference.rnn`;
-x (T, B, I), h (B, H); ``nonlinearity`` "tanh" or "relu").
+x (T, B, I), h (B, H); ``nonlinearity`` "tanh" or "relu", or any activation f of
+:mod:`fastrnn.activations` through ``activations=[f]``).
 
 Forward: the input projection of all steps, ``x_t @ W_ih^T``, into the
 store (T, B, H) as one BLAS GEMM over all T*B rows (an eval-mode forward
@@ -9,26 +10,50 @@ W_hh^T`` added in place and the activation.  A training-mode forward stores
 h_t, T*B*H values; the backward loop (per thread, t = T-1..0) needs a
 (T, B, H) buffer for the pre-activation gradients, because the products
 after the time loop (dx, dW_ih, dW_hh: single BLAS GEMMs over all T*B rows)
-need both them and h_t.
+need both them and h_t.  tanh and relu run fused loops of their own; any other f is
+applied, and differentiated from h_t, by the row passes of :mod:`fastrnn.jit.activations`.
 """
 
 import numpy as np
 
 from . import _common
-from .activations import tanh
+from .. import activations as _acts
+from .activations import act_grad_row, act_row, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
-from ..reference._common import check_clip
+from ..reference._common import check_clip, check_nonlinearity
 from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
-_NONLINEARITIES = ("tanh", "relu")
+
+def _activation(nonlinearity, activations):
+    """The RNN's activation as its kernels take it, from the options ``nonlinearity`` and
+    ``activations`` (see :func:`fastrnn.reference._common.check_nonlinearity`).
+
+    Returns
+    -------
+    relu : bool, the activation is relu
+    kinds, params : arrays for :func:`_activate`: (0,) and (0, 2) for tanh and relu (the
+        kernels' own loops), else the activation's (see :func:`_common.act_arrays`)
+    """
+    if activations is None and nonlinearity in ("tanh", "relu"):   # the common case, first
+        return (nonlinearity == "relu",) + _common.DEFAULT_ACTS
+    (act,) = acts = check_nonlinearity(nonlinearity, activations)
+    if act.name in ("tanh", "relu"):
+        return (act.name == "relu",) + _common.DEFAULT_ACTS
+    return (False,) + _acts.codes(acts)
 
 
 @helper()
-def _activate(g, h, hy, relu):
-    """h_t = tanh(a) or relu(a) of one sequence: g (>= H,) a in, h_t out; h, hy (H,) receive h_t."""
+def _activate(g, h, hy, relu, kinds, params):
+    """h_t = f(a) of one sequence: g (>= H,) a in, h_t out; h, hy (H,) receive h_t.
+
+    f is the activation of slot 0 of ``kinds, params`` (:mod:`fastrnn.jit.activations`), or,
+    when ``kinds`` is (0,), relu (``relu``) or tanh.
+    """
     H = h.shape[0]
     zero = g.dtype.type(0)
-    if relu:
+    if kinds.shape[0] > 0:
+        act_row(kinds[0], params[0, 0], params[0, 1], g[:H])
+    elif relu:
         for j in range(H):
             if g[j] < zero:   # NaN stays NaN
                 g[j] = zero
@@ -42,7 +67,8 @@ def _activate(g, h, hy, relu):
 
 
 @jit
-def _forward_slice(h, w_hh, b_ih, b_hh, relu, clip, M, lengths, y, G, t0, nt, b0, b1):
+def _forward_slice(h, w_hh, b_ih, b_hh, relu, kinds, params, clip, M, lengths, y, G, t0, nt, b0,
+                   b1):
     """Steps t0 <= t < t0 + nt of the forward for the sequences b0 <= b < b1.
 
     Parameters
@@ -50,7 +76,9 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, clip, M, lengths, y, G, t0, nt, b0
     h : (B, H) array, h_{t0-1} in, h_{t0+nt-1} out
     w_hh : W_hh^T (H, H) packed (see gemm.pack)
     b_ih, b_hh : (H,) arrays, or (0,) when absent
-    relu : bool
+    relu : bool, relu (else tanh) when ``kinds`` is (0,)
+    kinds, params : (3,) int32 and (3, 2) float64 arrays, the activation (slot 0), or (0,) and
+        (0, 2) for relu or tanh (see :func:`_common.act_arrays`)
     clip : float, the cell clip (0: none)
     M : (T, B, H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
@@ -71,11 +99,12 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, clip, M, lengths, y, G, t0, nt, b0
                 continue
             if clip > 0:
                 clip_row(G[tg, b, :H], clip, M, t, b, 0)
-            _activate(G[tg, b], h[b], y[t, b], relu)
+            _activate(G[tg, b], h[b], y[t, b], relu, kinds, params)
 
 
 @one_blas_thread
-def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None):
+def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh", clip=None,
+                activations=None):
     """Elman RNN over a whole sequence (the kernel contract of :mod:`fastrnn.reference`).
 
     Parameters
@@ -91,23 +120,25 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     nonlinearity : {"tanh", "relu"}
     clip : float or None
         Clip the pre-activation to [-clip, clip] (ONNX's cell clip).
+    activations : None or sequence of one activation (f)
+        In place of ``nonlinearity`` (which must then stay "tanh"): see
+        :mod:`fastrnn.activations`.
 
     Returns
     -------
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
-    cache : list, or None when ``training`` is False
+    saved : Saved or None
+        The record for :func:`rnn_backward` (x, h0, G: h_t, relu, acts: the activation's
+        kinds and params, lens, weights, M: the clip's mask), None when ``training`` is False.
     """
     clip = check_clip(clip)
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
-                         f"but got {nonlinearity!r}")
+    relu, kinds, params = _activation(nonlinearity, activations)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
     T, B = x.shape[0], x.shape[1]
     H = w_hh.shape[0]
-    relu = nonlinearity == "relu"
     h = np.array(hx[0], dtype=dt, order="C")
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
@@ -115,15 +146,15 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     G = _common.row_buffer(_common.store_steps(T, B, H, dt, training), B, H, dt)
     M = _common.clip_mask(clip, training, T, B, H, dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
-            _common.bias_or_empty(b_hh, dt), relu, clip or 0.0, M, lens, y, G)
+            _common.bias_or_empty(b_hh, dt), relu, kinds, params, clip or 0.0, M, lens, y, G)
     _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
-    saved = _common.Saved("rnn", False, True, x=x, h0=h0, G=G, relu=relu, lens=lens,
-                          weights=weights, M=M) if training else None
+    saved = _common.Saved("rnn", False, True, x=x, h0=h0, G=G, relu=relu, acts=(kinds, params),
+                          lens=lens, weights=weights, M=M) if training else None
     return y, (h,), saved
 
 
 @jit
-def _backward_slice(dy, dh, G, DA, M, w_hh, relu, lengths, norms, b0, b1):
+def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms, b0, b1):
     """BPTT over the whole sequence for the sequences b0 <= b < b1.
 
     Parameters
@@ -134,7 +165,8 @@ def _backward_slice(dy, dh, G, DA, M, w_hh, relu, lengths, norms, b0, b1):
     DA : (T, B, H) array receiving the pre-activation gradients
     M : (T, B, H) array, the clip's mask, or (0, 0, 0) without a clip
     w_hh : W_hh (H, H) packed (see gemm.pack)
-    relu : bool
+    relu : bool, relu (else tanh) when ``kinds`` is (0,)
+    kinds, params : the activation, as :func:`_forward_slice`
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
     b0, b1 : int
@@ -154,7 +186,11 @@ def _backward_slice(dy, dh, G, DA, M, w_hh, relu, lengths, norms, b0, b1):
             for j in range(H):
                 d[j] += dy[t, b, j]
             store_norm(norms, t, b, d)
-            if relu:
+            if kinds.shape[0] > 0:
+                for j in range(H):
+                    da[j] = d[j]
+                act_grad_row(kinds[0], params[0, 0], params[0, 1], hv[:H], da)
+            elif relu:
                 for j in range(H):
                     da[j] = zero if hv[j] <= zero else d[j]   # as PyTorch: NaN units pass, inf stays
             else:
@@ -188,7 +224,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     """
     s = _common.take(saved, "rnn", dweights)
     x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
-    M = s["M"]
+    (kinds, params), M = s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
     dw_ih, dw_hh, db_ih, db_hh = dweights
     dt = x.dtype
@@ -199,7 +235,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     norms = _common.norms_buffer(step_norms, T, B, dt)
     DA = np.empty((T, B, H), dtype=dt)
     slices = batch_slices(B, threads_for(2 * T * B * H * H))
-    args = (dy, dh, G, DA, M, _common.packed(w_hh, False), relu, lens, norms)
+    args = (dy, dh, G, DA, M, _common.packed(w_hh, False), relu, kinds, params, lens, norms)
     run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
@@ -212,7 +248,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
 
 @jit
-def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, clip, M, hy, G):
+def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, kinds, params, clip, M, hy, G):
     """One step for a batch, with the weights as stored (no packed copies).
 
     Parameters
@@ -220,7 +256,8 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, clip, M, hy, G):
     x : (B, I) array
     h : (B, H) array
     w_ih (H, I), w_hh (H, H) arrays; b_ih, b_hh (H,) arrays or (0,) when absent
-    relu : bool
+    relu : bool, relu (else tanh) when ``kinds`` is (0,)
+    kinds, params : the activation, as :func:`_forward_slice`
     clip : float, the cell clip (0: none); M : (1, B, H) array receiving its mask, or (0, 0, 0)
     hy : (B, H) array receiving h'
     G : (1, B, H) array receiving h' (the store for the backward)
@@ -233,10 +270,11 @@ def _step_forward_kernel(x, h, w_ih, w_hh, b_ih, b_hh, relu, clip, M, hy, G):
     for b in range(B):
         if clip > 0:
             clip_row(g2[b, :w_hh.shape[0]], clip, M, 0, b, 0)
-        _activate(g2[b], hy[b], hy[b], relu)
+        _activate(g2[b], hy[b], hy[b], relu, kinds, params)
 
 
-def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None):
+def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=None,
+                     activations=None):
     """One Elman RNN step (what :class:`fastrnn.RNNCell` runs).
 
     Parameters
@@ -247,6 +285,7 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     training : bool
     nonlinearity : {"tanh", "relu"}
     clip : float or None
+    activations : None or sequence of one activation (f), in place of ``nonlinearity``
 
     Returns
     -------
@@ -254,23 +293,22 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     saved : the record for :func:`rnn_step_backward`, or None when ``training`` is False
     """
     clip = check_clip(clip)
-    if nonlinearity not in _NONLINEARITIES:
-        raise ValueError(f"nonlinearity must be one of {list(_NONLINEARITIES)}, "
-                         f"but got {nonlinearity!r}")
+    relu, kinds, params = _activation(nonlinearity, activations)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     (h,) = hx
     B = x.shape[0]
     H = w_hh.shape[0]
-    relu = nonlinearity == "relu"
     hy, G = np.empty((B, H), dt), np.empty((1, B, H), dt)
     M = _common.clip_mask(clip, training, 1, B, H, dt)
     _step_forward_kernel(x, h, w_ih, w_hh, _common.bias_or_empty(b_ih, dt),
-                         _common.bias_or_empty(b_hh, dt), relu, clip or 0.0, M, hy, G)
+                         _common.bias_or_empty(b_hh, dt), relu, kinds, params, clip or 0.0, M,
+                         hy, G)
     if not training:
         return (hy,), None
     return (hy,), _common.Saved("rnn", True, True, x=x[None], h0=h.copy(), G=G, relu=relu,
-                                lens=np.ones(B, dtype=np.int64), weights=weights, M=M)
+                                acts=(kinds, params), lens=np.ones(B, dtype=np.int64),
+                                weights=weights, M=M)
 
 
 def rnn_step_backward(dhy, saved, dweights):
