@@ -41,7 +41,7 @@ from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows,
 
 
 @helper()
-def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2):
+def _cell_update(g, c, ph, coupled, clip, M, t, b, cs, tcs, m, m2):
     """Fused LSTM update of one sequence: activations, cell state, output.
 
     Every loop stores to one array only: LLVM vectorises a loop only when it
@@ -53,8 +53,67 @@ def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2
     c : (H,) array: c_{t-1} in, c_t out
     ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
+    clip : float, the cell clip of the pre-activations (0: none)
+    M, t, b : (T, B, 4H) array receiving the clip's mask at [t, b], or (0, 0, 0)
+    cs, tcs : (H,) arrays receiving c_t and tanh(c_t)
+    m, m2 : (H,) arrays both receiving o * tanh(c_t)
+    """
+    H = c.shape[0]
+    gif, gg, go = g[:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
+    gi, gf = g[:H], g[H:2 * H]
+    peep = ph.shape[0] > 0
+    if peep:
+        pi, pf = ph[0], ph[1]
+        for j in range(H):
+            gi[j] += pi[j] * c[j]
+        for j in range(H):
+            gf[j] += pf[j] * c[j]
+    if clip > 0:
+        clip_row(g[:3 * H], clip, M, t, b, 0)
+    for j in range(2 * H):
+        gif[j] = sigmoid(gif[j])
+    if coupled:
+        one = c.dtype.type(1)
+        for j in range(H):
+            gf[j] = one - gi[j]
+    for j in range(H):
+        gg[j] = tanh(gg[j])
+    for j in range(H):
+        c[j] = gf[j] * c[j] + gi[j] * gg[j]
+    if peep:
+        po = ph[2]
+        for j in range(H):
+            go[j] += po[j] * c[j]
+    if clip > 0:
+        clip_row(go, clip, M, t, b, 3 * H)
+    for j in range(H):
+        go[j] = sigmoid(go[j])
+    for j in range(H):
+        cs[j] = c[j]
+    for j in range(H):
+        tcs[j] = tanh(c[j])
+    for j in range(H):
+        m[j] = go[j] * tcs[j]
+    for j in range(H):
+        m2[j] = m[j]
+
+
+@helper()
+def _cell_update_acts(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2):
+    """:func:`_cell_update` with the activations ``kinds, params`` (f: i, f, o; g: the candidate;
+    h: c_t), in row passes (:func:`~fastrnn.jit.activations.act_row`).
+
+    Every loop stores to one array only: LLVM vectorises a loop only when it
+    can check cheaply that its stores do not overlap its loads.
+
+    Parameters
+    ----------
+    g : (4H,) array: pre-activations in, post-activation gates (i, f, g, o) out
+    c : (H,) array: c_{t-1} in, c_t out
+    ph : (3, H) array of peepholes (i, f, o), or (0, 0) without
+    coupled : bool, f = 1 - i (input_forget)
     kinds, params : (3,) int32 and (3, 2) float64 arrays, the activations f, g, h (see
-        :func:`_common.act_arrays`), or (0,) and (0, 2) for sigmoid, tanh, tanh
+        :func:`_common.act_arrays`)
     clip : float, the cell clip of the pre-activations (0: none)
     M, t, b : (T, B, 4H) array receiving the clip's mask at [t, b], or (0, 0, 0)
     cs, tcs : (H,) arrays receiving c_t and h(c_t)
@@ -64,7 +123,6 @@ def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2
     gif, gg, go = g[:2 * H], g[2 * H:3 * H], g[3 * H:4 * H]
     gi, gf = g[:H], g[H:2 * H]
     peep = ph.shape[0] > 0
-    generic = kinds.shape[0] > 0
     if peep:
         pi, pf = ph[0], ph[1]
         for j in range(H):
@@ -73,20 +131,12 @@ def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2
             gf[j] += pf[j] * c[j]
     if clip > 0:
         clip_row(g[:3 * H], clip, M, t, b, 0)
-    if generic:
-        act_row(kinds[0], params[0, 0], params[0, 1], gif)
-    else:
-        for j in range(2 * H):
-            gif[j] = sigmoid(gif[j])
+    act_row(kinds[0], params[0, 0], params[0, 1], gif)
     if coupled:
         one = c.dtype.type(1)
         for j in range(H):
             gf[j] = one - gi[j]
-    if generic:
-        act_row(kinds[1], params[1, 0], params[1, 1], gg)
-    else:
-        for j in range(H):
-            gg[j] = tanh(gg[j])
+    act_row(kinds[1], params[1, 0], params[1, 1], gg)
     for j in range(H):
         c[j] = gf[j] * c[j] + gi[j] * gg[j]
     if peep:
@@ -95,20 +145,12 @@ def _cell_update(g, c, ph, coupled, kinds, params, clip, M, t, b, cs, tcs, m, m2
             go[j] += po[j] * c[j]
     if clip > 0:
         clip_row(go, clip, M, t, b, 3 * H)
-    if generic:
-        act_row(kinds[0], params[0, 0], params[0, 1], go)
-    else:
-        for j in range(H):
-            go[j] = sigmoid(go[j])
+    act_row(kinds[0], params[0, 0], params[0, 1], go)
     for j in range(H):
         cs[j] = c[j]
-    if generic:
-        for j in range(H):
-            tcs[j] = c[j]
-        act_row(kinds[2], params[2, 0], params[2, 1], tcs)
-    else:
-        for j in range(H):
-            tcs[j] = tanh(c[j])
+    for j in range(H):
+        tcs[j] = c[j]
+    act_row(kinds[2], params[2, 0], params[2, 1], tcs)
     for j in range(H):
         m[j] = go[j] * tcs[j]
     for j in range(H):
@@ -129,7 +171,8 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, cli
     w_hr : W_hr^T (H, P) packed, or (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled (f = 1 - i)
-    kinds, params : the activations, as :func:`_cell_update`
+    kinds, params : the activations, as :func:`_cell_update_acts`, or (0,) and (0, 2) for
+        sigmoid, tanh, tanh
     clip : float, the cell clip (0: none)
     CM : (T, B, 4H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
@@ -145,6 +188,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, cli
     B = h.shape[0]
     H, P = c.shape[1], h.shape[1]
     proj = w_hr.shape[0] > 0
+    generic = kinds.shape[0] > 0
     h3 = h.reshape((1, B, P))
     for t in range(t0, t0 + nt):
         tg = t - t0
@@ -160,12 +204,13 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, cli
                 if proj:
                     Hs[ts, b, :] = 0
                 continue
-            if proj:
-                _cell_update(G[tg, b], c[b], ph, coupled, kinds, params, clip, CM, t, b,
-                             Cs[ts, b], TCs[ts, b], M[0, b], M[0, b])
+            m, m2 = (M[0, b], M[0, b]) if proj else (h[b], y[t, b])
+            if generic:
+                _cell_update_acts(G[tg, b], c[b], ph, coupled, kinds, params, clip, CM, t, b,
+                                  Cs[ts, b], TCs[ts, b], m, m2)
             else:
-                _cell_update(G[tg, b], c[b], ph, coupled, kinds, params, clip, CM, t, b,
-                             Cs[ts, b], TCs[ts, b], h[b], y[t, b])
+                _cell_update(G[tg, b], c[b], ph, coupled, clip, CM, t, b, Cs[ts, b], TCs[ts, b],
+                             m, m2)
         if proj:
             for b in range(b0, b1):
                 Hn[0, b, :] = 0
@@ -263,7 +308,8 @@ def _cell_backward(g, tcs, cp, dc, dm, ph, coupled, kinds, params, CM, t, b, tmp
     dm : (H,) array: dJ/d(o * h(c_t)) in, zeros out
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, f = 1 - i (input_forget)
-    kinds, params : the activations, as :func:`_cell_update`
+    kinds, params : the activations, as :func:`_cell_update_acts`, or (0,) and (0, 2) for
+        sigmoid, tanh, tanh
     CM, t, b : (T, B, 4H) array of the clip's mask, read at [t, b], or (0, 0, 0)
     tmp, tmp2 : (H,) and (2H,) scratch arrays (tmp2: with activations)
     """
@@ -395,7 +441,8 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
         w_hr (0, 0, 0) without projection
     ph : (3, H) array of peepholes, or (0, 0) without
     coupled : bool, input and forget gates coupled
-    kinds, params : the activations, as :func:`_cell_update`
+    kinds, params : the activations, as :func:`_cell_update_acts`, or (0,) and (0, 2) for
+        sigmoid, tanh, tanh
     CM : (T, B, 4H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
@@ -511,7 +558,8 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, kin
     w_ih (4H, I), w_hh (4H, P) arrays; b_ih, b_hh (4H,) arrays or (0,) when absent;
     w_hr (P, H) array or (0, 0); ph (3, H) array of peepholes or (0, 0)
     coupled : bool, input and forget gates coupled (f = 1 - i)
-    kinds, params : the activations, as :func:`_cell_update`
+    kinds, params : the activations, as :func:`_cell_update_acts`, or (0,) and (0, 2) for
+        sigmoid, tanh, tanh
     clip : float, the cell clip (0: none); CM : (1, B, 4H) array receiving its mask, or (0, 0, 0)
     hy : (B, P) array receiving h'
     cy : (B, H) array receiving c'
@@ -525,14 +573,15 @@ def _step_forward_kernel(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr, ph, coupled, kin
     init_rows(g2, 0, w_ih.shape[0], b_ih, b_hh)
     mm_nt(x, w_ih, g2, 0)
     mm_nt(h, w_hh, g2, 0)
+    generic = kinds.shape[0] > 0
     for b in range(B):
         copy(cy[b], c[b])
-        if proj:
-            _cell_update(g2[b], cy[b], ph, coupled, kinds, params, clip, CM, 0, b, cy[b],
-                         TCs[0, b], M[0, b], M[0, b])
+        m = M[0, b] if proj else hy[b]
+        if generic:
+            _cell_update_acts(g2[b], cy[b], ph, coupled, kinds, params, clip, CM, 0, b, cy[b],
+                              TCs[0, b], m, m)
         else:
-            _cell_update(g2[b], cy[b], ph, coupled, kinds, params, clip, CM, 0, b, cy[b],
-                         TCs[0, b], hy[b], hy[b])
+            _cell_update(g2[b], cy[b], ph, coupled, clip, CM, 0, b, cy[b], TCs[0, b], m, m)
     if proj:
         hy[:, :] = 0
         mm_nt(M[0], w_hr, hy, 0)

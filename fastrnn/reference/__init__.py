@@ -28,8 +28,10 @@ The kernel contract shared by every backend (``fastrnn.backends``):
     (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr`` and ``w_ph``), a
     bias, ``w_hr`` or ``w_ph`` may be ``None``; lengths: (B,) int64 or ``None``; ``opts``: the cell's
     options, ``nonlinearity`` ("tanh" or "relu") of the RNN, ``reset_after`` (bool) of the GRU,
-    ``input_forget`` (bool) of the LSTM and ``clip`` (None or a positive number) of every cell,
-    which the saved record carries to the backward.  Steps
+    ``input_forget`` (bool) of the LSTM, ``clip`` (None or a positive number) and
+    ``activations`` (None, or one activation per slot of the cell:
+    :mod:`fastrnn.activations`) of every cell, which the saved record carries to the
+    backward.  Steps
     ``t >= lengths[b]`` leave the state of sequence ``b`` untouched and give a
     zero output.  Returns ``y (T, B, Hout)``, ``hy`` (tuple like ``hx``) and
     ``saved``: one record (:class:`~fastrnn.reference._common.Saved` here and in
