@@ -24,8 +24,8 @@ Kernel structure (the same as the numba backend's):
   None, or every slot at the cell's default, runs the code paths above; any other choice
   runs generic rows, in passes over a row (clip, then the slot's function, switched
   outside each loop), which keep h(c_t) in place of tanh(c_t) and take each derivative
-  from the saved output (only softplus's and elu's forward and softplus's derivative
-  call libm);
+  from the saved output (in float32 elu and softplus go through the vectorised tanh;
+  in float64 they call libm);
 * the backward loops t = T-1..0 with one GEMM per step for dh (plus one for
   the LSTM projection), and computes dx, dW_ih, dW_hh (and dW_hr) as single
   GEMMs over T*B rows after the loop (each thread computing a block of the
@@ -64,7 +64,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy, memset
-from libc.math cimport exp, expf, expm1, expm1f, fabs, fabsf, log1p, log1pf
+from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
     gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
@@ -399,18 +399,39 @@ cdef inline floating m_fabs(floating v) noexcept nogil:
 
 
 cdef inline floating m_expm1(floating v) noexcept nogil:
+    """exp(v) - 1 for v <= 0 (or NaN), as elu and softplus's derivative need it.  float32:
+    2 t / (1 - t) with t = tanh(v / 2), the vectorised tanh of _common.pxd (1 - t >= 1 here:
+    no cancellation; absolute error below 1e-6), where libm's expm1f would stop the loop
+    vectorising; float64: libm."""
+    cdef float t
     if floating is float:
-        return expm1f(v)
+        t = tanh_f32(<float>0.5 * v)
+        return <float>2 * t / (<float>1 - t)
     else:
         return expm1(v)
 
 
 cdef inline floating m_softplus(floating v) noexcept nogil:
-    """log(1 + exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|)); NaN propagates."""
+    """log(1 + exp(v)) without overflow: max(v, 0) + log1p(exp(-|v|)); NaN propagates.
+
+    float32 (vectorised: no libm): log1p(u) = 2 atanh(s) with u = exp(-|v|) = (1 - t) / (1 + t),
+    t = tanh(|v| / 2), so s = u / (2 + u) = (1 - t) / (3 + t) in [0, 1/3], and atanh's series to
+    s^13 (the next term is below 1e-8); absolute error below 1e-6.  float64: libm."""
     cdef floating zero = 0
     cdef floating pos = v if v > zero else zero
+    cdef float t, s, s2, p
     if floating is float:
-        return pos + log1pf(expf(-fabsf(v)))
+        t = tanh_f32(<float>0.5 * fabsf(v))
+        s = (<float>1 - t) / (<float>3 + t)
+        s2 = s * s
+        p = <float>(1.0 / 13)
+        p = p * s2 + <float>(1.0 / 11)
+        p = p * s2 + <float>(1.0 / 9)
+        p = p * s2 + <float>(1.0 / 7)
+        p = p * s2 + <float>(1.0 / 5)
+        p = p * s2 + <float>(1.0 / 3)
+        p = p * s2 + <float>1
+        return pos + <float>2 * s * p
     else:
         return pos + log1p(exp(-fabs(v)))
 
@@ -418,7 +439,8 @@ cdef inline floating m_softplus(floating v) noexcept nogil:
 cdef void act_row(const Act* f, floating* x, Py_ssize_t n) noexcept nogil:
     """x[j] = f(x[j]) in place (x: read and written, n elements), f one slot's activation, as
     fastrnn.activations.forward computes it (NaN propagates).  float32 tanh and sigmoid (and
-    scaled_tanh's tanh) are the approximations of _common.pxd; elu and softplus call libm."""
+    scaled_tanh's tanh) are the approximations of _common.pxd; elu and softplus go through that
+    tanh in float32 (m_expm1, m_softplus) and call libm in float64."""
     cdef Py_ssize_t j
     cdef floating al = <floating>f.alpha, be = <floating>f.beta, v
     cdef floating zero = 0, one = 1     # (Cython writes literals as doubles: float32 would widen)

@@ -29,8 +29,11 @@ codes of :data:`fastrnn.activations.CODES` per slot, and ``params``, a float64 (
 array of [alpha, beta] (:func:`fastrnn.activations.codes`); a (0,) ``kinds`` stands for the
 cell's defaults, which the kernels run in their own fused loops.  Each function branches on
 the kind once, outside its loop over the row: the loop of a function made of arithmetic and
-comparisons vectorises (sigmoid and tanh are the approximations above in float32); elu and
-softplus call ``math.expm1``, ``math.exp`` and ``math.log1p``, which do not.  The two are
+comparisons vectorises (sigmoid and tanh are the approximations above in float32; so are
+elu's and softplus's, through that tanh: exp(x) - 1 = 2 t / (1 - t) and log1p(exp(-|x|)) =
+2 atanh((1 - t) / (3 + t)) with t = tanh(x / 2) or tanh(|x| / 2), atanh by its series to the
+13th power; absolute error below 1e-6); in float64 those two call ``math.expm1``,
+``math.exp`` and ``math.log1p``, which do not vectorise.  The two row functions are
 compiled once per dtype as functions of their own (:func:`~fastrnn.jit.config.jit`, not
 ``helper``), which the kernels call: inlined, their loops would be compiled again at each of
 their 28 call sites in the kernels (per dtype), 10 s of the backend's compile time.  For the
@@ -104,6 +107,65 @@ def _sigmoid64(x):
     if x >= 0:
         return 1.0 / (1.0 + e)
     return e / (1.0 + e)
+
+
+def expm1_neg(x):
+    """exp(x) - 1 of a float32 or float64 scalar x <= 0 (or NaN) (jitted code only)."""
+    raise NotImplementedError("fastrnn.jit.activations.expm1_neg is for numba-compiled code")
+
+
+def softplus(x):
+    """log(1 + exp(x)) of a float32 or float64 scalar, without overflow (jitted code only)."""
+    raise NotImplementedError("fastrnn.jit.activations.softplus is for numba-compiled code")
+
+
+_TWO, _THREE, _ZERO = np.float32(2.0), np.float32(3.0), np.float32(0.0)
+#: atanh's series, s + s^3/3 + ... + s^13/13, as a polynomial in s^2 (highest power first)
+_ATANH = tuple(np.float32(1.0 / k) for k in (13, 11, 9, 7, 5, 3, 1))
+
+
+def _expm1_neg32(x):
+    # 2 t / (1 - t), t = tanh(x / 2): the vectorised tanh (1 - t >= 1 for x <= 0)
+    t = tanh(_HALF * x)
+    return _TWO * t / (_ONE - t)
+
+
+def _softplus32(x):
+    # max(x, 0) + log1p(u), u = exp(-|x|) = (1 - t) / (1 + t), t = tanh(|x| / 2):
+    # log1p(u) = 2 atanh(s), s = u / (2 + u) = (1 - t) / (3 + t) in [0, 1/3]
+    t = tanh(_HALF * abs(x))
+    s = (_ONE - t) / (_THREE + t)
+    s2 = s * s
+    p = _ATANH[0]
+    p = p * s2 + _ATANH[1]
+    p = p * s2 + _ATANH[2]
+    p = p * s2 + _ATANH[3]
+    p = p * s2 + _ATANH[4]
+    p = p * s2 + _ATANH[5]
+    p = p * s2 + _ATANH[6]
+    return (x if x > _ZERO else _ZERO) + _TWO * s * p
+
+
+def _softplus64(x):
+    return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
+
+
+@overload(expm1_neg, jit_options=_JIT_OPTIONS)
+def _expm1_neg_impl(x):
+    if x == types.float32:
+        return _expm1_neg32
+    if x == types.float64:
+        return lambda x: math.expm1(x)
+    return None
+
+
+@overload(softplus, jit_options=_JIT_OPTIONS)
+def _softplus_impl(x):
+    if x == types.float32:
+        return _softplus32
+    if x == types.float64:
+        return _softplus64
+    return None
 
 
 @overload(tanh, jit_options=_JIT_OPTIONS)
@@ -182,14 +244,13 @@ def act_row(kind, alpha, beta, x):
     elif kind == _ELU:
         for j in range(n):
             v = x[j]
-            x[j] = v if v >= zero else a * math.expm1(v)
+            x[j] = v if v >= zero else a * expm1_neg(v)
     elif kind == _SOFTSIGN:
         for j in range(n):
             x[j] = x[j] / (one + abs(x[j]))
     else:   # softplus, without overflow: max(x, 0) + log1p(exp(-|x|))
         for j in range(n):
-            v = x[j]
-            x[j] = (v if v > zero else zero) + math.log1p(math.exp(-abs(v)))
+            x[j] = softplus(x[j])
 
 
 @jit
@@ -242,4 +303,4 @@ def act_grad_row(kind, alpha, beta, y, d):
             d[j] = d[j] * (u * u)
     else:   # softplus: sigmoid(x) = 1 - exp(-y)
         for j in range(n):
-            d[j] = d[j] * -math.expm1(-y[j])
+            d[j] = d[j] * -expm1_neg(-y[j])
