@@ -827,22 +827,19 @@ def _node_activations(attrs, kind, D, direction, where):
 def _layer_activations(kind, per_direction, meta_acts):
     """The constructor arguments ``nonlinearity`` and ``activations`` of a layer whose nodes
     have ``per_direction`` activations; exact parameters from fastrnn's metadata
-    (``meta_acts``) where they agree with the nodes' float32 attributes."""
-    flat = tuple(a for d in per_direction for a in d)
-    if isinstance(meta_acts, list) and _is_activation_list(meta_acts):
+    (``meta_acts``, checked by :func:`_metadata`, or None) where they agree with the nodes'
+    float32 attributes."""
+    if meta_acts is not None:
+        S = len(per_direction[0])
         exact = tuple(_acts.activation(a) for a in meta_acts)
-        exact = exact * (len(flat) // len(exact)) if len(flat) % len(exact) == 0 else ()
+        if len(exact) == S:
+            exact = exact * len(per_direction)
+        flat = tuple(a for d in per_direction for a in d)
         if len(exact) == len(flat) and all(
                 e.name == a.name and np.float32(e.alpha) == np.float32(a.alpha)
                 and np.float32(e.beta) == np.float32(a.beta) for e, a in zip(exact, flat)):
-            flat = exact
-    first = flat[:len(flat) // len(per_direction)]
-    same = flat == first * len(per_direction)
-    if kind == "RNN" and same and first[0].name in ("tanh", "relu"):
-        return first[0].name, None
-    if _acts.check_activations(kind.lower(), first) is None and same:
-        return None, None
-    return None, list(first if same else flat)
+            per_direction = tuple(exact[d * S:(d + 1) * S] for d in range(len(per_direction)))
+    return _common.activation_options(kind, per_direction)
 
 
 def _as_float(value):

@@ -10,6 +10,7 @@ one letter per gate, so a conversion is one call to :func:`reorder_gates`.
 import numpy as np
 
 from .. import _checks
+from .. import activations as _acts
 from ..celltypes import CELL_TYPES
 
 #: gate order of each convention and cell kind, one letter per gate in fastrnn's (PyTorch's)
@@ -91,6 +92,21 @@ def is_cell(obj):
 def nonlinearity_of(obj):
     """``"tanh"`` or ``"relu"`` for an RNN layer or cell, ``None`` for LSTM and GRU."""
     return getattr(obj, "nonlinearity", None) if kind_of(obj) == "RNN" else None
+
+
+def activation_options(kind, per_direction):
+    """The constructor arguments ``(nonlinearity, activations)`` of a layer or cell of ``kind``
+    whose directions have the activations ``per_direction`` (a tuple of
+    :class:`~fastrnn.activations.Activation` each): an RNN's tanh or relu in both directions is
+    its ``nonlinearity``; PyTorch's defaults are no option at all; else one list for both
+    directions when they agree, the forward's then the reverse's when they do not."""
+    first = per_direction[0]
+    same = all(p == first for p in per_direction)
+    if kind == "RNN" and same and first[0].name in ("tanh", "relu"):
+        return first[0].name, None
+    if same and _acts.check_activations(kind.lower(), first) is None:
+        return None, None
+    return None, list(first if same else sum(per_direction, ()))
 
 
 def direction_weights(obj):

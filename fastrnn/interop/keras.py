@@ -142,18 +142,6 @@ def _cell_spec(cell, where):
                                           reset_after is not False))
 
 
-def _activation_options(kind, per_direction):
-    """The constructor arguments ``nonlinearity`` and ``activations`` of a layer whose cells
-    have ``per_direction`` activations (one tuple per direction)."""
-    first = per_direction[0]
-    same = all(p == first for p in per_direction)
-    if kind == "RNN" and same and first[0].name in ("tanh", "relu"):
-        return first[0].name, None
-    if same and _acts.check_activations(kind.lower(), first) is None:
-        return None, None
-    return None, list(first if same else per_direction[0] + per_direction[1])
-
-
 def from_keras_arrays(kind, weights, units, use_bias, where="weights", reset_after=True):
     """Keras ``get_weights()`` arrays of one cell as fastrnn (PyTorch) arrays.
 
@@ -318,7 +306,8 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     if _keras_class(obj) in _CELL_KINDS:
         spec = _cell_spec(obj, type(obj).__name__)
         target = _common.float_dtype(dtype if dtype is not None else spec["dtype"], "dtype")
-        nonlinearity, activations = _activation_options(spec["kind"], [spec["activations"]])
+        nonlinearity, activations = _common.activation_options(spec["kind"],
+                                                               [spec["activations"]])
         cell = _common.build(spec["kind"], cell=True, input_size=spec["input_size"],
                              hidden_size=spec["units"], bias=spec["bias"], dtype=target,
                              backend=backend, nonlinearity=nonlinearity, activations=activations,
@@ -361,7 +350,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
                 raise ValueError(f"stacked layer {l} takes {spec['input_size']} input features, "
                                  f"but the layer below gives {want}")
     target = _common.float_dtype(dtype if dtype is not None else first["dtype"], "dtype")
-    nonlinearity, activations = _activation_options(
+    nonlinearity, activations = _common.activation_options(
         first["kind"], [spec["activations"] for spec in layers[0]])
     layer = _common.build(first["kind"], cell=False, input_size=first["input_size"],
                           hidden_size=first["units"], bias=first["bias"], dtype=target,
