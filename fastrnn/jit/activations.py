@@ -150,40 +150,32 @@ def _softplus64(x):
     return (x if x > 0.0 else 0.0) + math.log1p(math.exp(-abs(x)))
 
 
-@overload(expm1_neg, jit_options=_JIT_OPTIONS)
-def _expm1_neg_impl(x):
-    if x == types.float32:
-        return _expm1_neg32
-    if x == types.float64:
-        return lambda x: math.expm1(x)
-    return None
+def _per_dtype(stub, f32, f64):
+    """Make ``f32`` and ``f64`` the float32 and float64 implementations of the scalar function
+    ``stub`` in jitted code (a numba overload)."""
+    @overload(stub, jit_options=_JIT_OPTIONS)
+    def implementation(x):
+        if x == types.float32:
+            return f32
+        if x == types.float64:
+            return f64
+        return None
+
+    return implementation
 
 
-@overload(softplus, jit_options=_JIT_OPTIONS)
-def _softplus_impl(x):
-    if x == types.float32:
-        return _softplus32
-    if x == types.float64:
-        return _softplus64
-    return None
+def _tanh64(x):
+    return math.tanh(x)
 
 
-@overload(tanh, jit_options=_JIT_OPTIONS)
-def _tanh_impl(x):
-    if x == types.float32:
-        return _tanh32
-    if x == types.float64:
-        return lambda x: math.tanh(x)
-    return None
+def _expm1_neg64(x):
+    return math.expm1(x)
 
 
-@overload(sigmoid, jit_options=_JIT_OPTIONS)
-def _sigmoid_impl(x):
-    if x == types.float32:
-        return _sigmoid32
-    if x == types.float64:
-        return _sigmoid64
-    return None
+_per_dtype(tanh, _tanh32, _tanh64)
+_per_dtype(sigmoid, _sigmoid32, _sigmoid64)
+_per_dtype(expm1_neg, _expm1_neg32, _expm1_neg64)
+_per_dtype(softplus, _softplus32, _softplus64)
 
 
 # the kernels' codes of the activations (fastrnn.activations.CODES), constants of the row passes
