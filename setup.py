@@ -67,7 +67,7 @@ def _extensions():
         _fallback(f"{type(exc).__name__}: {exc}")
         return []
     depends = [os.path.join(KERNELS, name) for name in ("_kernels.pyx", "_common.pxd", "fastrnn_mm.h",
-                                                          "fastrnn_pool.h")]
+                                                          "fastrnn_pool.h", "fastrnn_optim.h")]
 
     def build(name):
         return Extension(
@@ -92,8 +92,9 @@ class OptionalBuildExt(build_ext):
             flags = ["/O2"]
         else:
             # -fno-trapping-math lets the clamps of the activations (compares) be if-converted,
-            # so their loops vectorise; NaN and inf keep their IEEE meaning (no -ffast-math)
-            flags = ["-O3", "-fno-trapping-math"] + (["-march=native"] if NATIVE else [])
+            # so their loops vectorise; -fno-math-errno lets square roots vectorise (nothing
+            # reads errno); NaN and inf keep their IEEE meaning (no -ffast-math)
+            flags = ["-O3", "-fno-trapping-math", "-fno-math-errno"] + (["-march=native"] if NATIVE else [])
         for ext in self.extensions:
             isa = next((f for suffix, f in ISA_FLAGS.items() if ext.name.endswith(suffix)), [])
             ext.extra_compile_args = list(ext.extra_compile_args or []) + flags + isa

@@ -2781,3 +2781,89 @@ def _activation_rows(act, x, dy):
 #: Documented bound on |approximation - exact| of the float32 tanh (sigmoid: half of it),
 #: checked by the tests over a dense grid; the measured value is printed by them.
 APPROX_MAX_ABS_ERR = 5e-7
+
+
+# =======================================================================================
+# The training toolkit's element-wise passes (fastrnn.train): fastrnn_optim.h
+# =======================================================================================
+cdef extern from "fastrnn_optim.h" nogil:
+    void fr_adam_f32(Py_ssize_t n, float* p, const float* g, float* m, float* v, float* vmax,
+                     int amsgrad, float a1, float b2, float a2, float c2, float step, float eps)
+    void fr_adam_f64(Py_ssize_t n, double* p, const double* g, double* m, double* v,
+                     double* vmax, int amsgrad, double a1, double b2, double a2, double c2,
+                     double step, double eps)
+    double fr_sumsq_f32(Py_ssize_t n, const float* x)
+    double fr_sumsq_f64(Py_ssize_t n, const double* x)
+
+
+cdef inline bint plain(object obj, int typenum, Py_ssize_t n, bint write):
+    """``obj`` is a C-contiguous array of ``typenum`` with n elements (and writable)."""
+    if not cnp.PyArray_Check(obj):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>obj
+    return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_SIZE(arr) == n and (not write or cnp.PyArray_ISWRITEABLE(arr)))
+
+
+def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, double step,
+                double eps):
+    """The moments and parameter update of one Adam step, in place, in one pass.
+
+    Bit-identical to the NumPy twin in ``fastrnn.train.optim`` (see fastrnn_optim.h)::
+
+        m += a1 * (g - m); v *= b2; v += a2 * g * g
+        vmax = maximum(vmax, v)          # amsgrad (vmax not None); v is then vmax
+        p -= step * (m / (sqrt(v) / c2 + eps))
+
+    Parameters
+    ----------
+    p, m, v : arrays, read and written
+        The parameter and its first and second moments: C-contiguous, float32 or float64.
+    g : array of p's dtype, size and layout, read
+        The gradient (negated for maximize, weight decay added: the caller does that).
+    vmax : array like p, read and written, or None
+        AMSGrad's running maximum of v.
+    a1, b2, a2, c2, step, eps : float
+        1 - beta1, beta2, 1 - beta2, sqrt(1 - beta2**t), lr / (1 - beta1**t), eps.
+
+    Returns
+    -------
+    bool
+        True when done; False, having written nothing, when the arrays are not all
+        C-contiguous arrays of p's dtype (float32 or float64) and size, writable where written.
+    """
+    cdef int typenum = cnp.PyArray_TYPE(p) if cnp.PyArray_Check(p) else -1
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p) if typenum != -1 else 0
+    cdef bint ams = vmax is not None
+    if typenum not in (F32, F64) or not (
+            plain(p, typenum, n, True) and plain(g, typenum, n, False)
+            and plain(m, typenum, n, True) and plain(v, typenum, n, True)
+            and (not ams or plain(vmax, typenum, n, True))):
+        return False
+    cdef void* pv = cnp.PyArray_DATA(p)
+    cdef void* gv = cnp.PyArray_DATA(g)
+    cdef void* mv = cnp.PyArray_DATA(m)
+    cdef void* vv = cnp.PyArray_DATA(v)
+    cdef void* xv = cnp.PyArray_DATA(vmax) if ams else NULL
+    with nogil:
+        if typenum == F32:
+            fr_adam_f32(n, <float*>pv, <const float*>gv, <float*>mv, <float*>vv, <float*>xv,
+                        ams, <float>a1, <float>b2, <float>a2, <float>c2, <float>step, <float>eps)
+        else:
+            fr_adam_f64(n, <double*>pv, <const double*>gv, <double*>mv, <double*>vv,
+                        <double*>xv, ams, a1, b2, a2, c2, step, eps)
+    return True
+
+
+def sum_squares(x):
+    """Sum of the squares of a C-contiguous float32 or float64 array, accumulated in double
+    (in 8 partial sums: equal to NumPy's float64 dot within rounding); None for another array."""
+    cdef int typenum = cnp.PyArray_TYPE(x) if cnp.PyArray_Check(x) else -1
+    if typenum not in (F32, F64) or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return None
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef void* data = cnp.PyArray_DATA(x)
+    cdef double s
+    with nogil:
+        s = fr_sumsq_f32(n, <const float*>data) if typenum == F32 else fr_sumsq_f64(n, <const double*>data)
+    return s

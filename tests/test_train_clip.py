@@ -88,3 +88,17 @@ def test_clip_grad_value_matches_torch(torch):
         np.testing.assert_array_equal(g, t.grad.numpy())
     with pytest.raises(ValueError):
         clip_grad_value(grads, -1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_norm_compiled_and_numpy_paths_agree(dtype, monkeypatch):
+    """The 2-norm takes one compiled pass per contiguous array where the extension is built
+    (kernels/fastrnn_optim.h), NumPy's float64 dot otherwise: equal within double rounding."""
+    from fastrnn.train import _compiled
+    rng = np.random.default_rng(5)
+    grads = [(rng.standard_normal(s) * 1e3).astype(dtype) for s in [(300, 200), (200,), (33, 7)]]
+    grads.append(np.asfortranarray(rng.standard_normal((9, 5))).astype(dtype))   # NumPy's turn
+    grads.append(np.full(4, 3e20, dtype))      # squares that overflow float32
+    fused = grad_norm(grads)
+    monkeypatch.setattr(_compiled, "kernels", lambda: None)
+    assert fused == pytest.approx(grad_norm(grads), rel=1e-13, abs=0)

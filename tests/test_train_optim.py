@@ -1,4 +1,7 @@
-"""Optimizers: several steps against torch.optim, bookkeeping, errors."""
+"""Optimizers: several steps against torch.optim, bookkeeping, errors; the compiled update
+against NumPy's."""
+
+import math
 
 import numpy as np
 import pytest
@@ -124,3 +127,119 @@ def test_errors():
     ro.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         Adagrad({"w": ro}, {"w": np.zeros(3)})
+
+
+# ---------------------------------------------------------------------------------------
+# The compiled update (kernels/fastrnn_optim.h) against its NumPy twin, the oracle
+# ---------------------------------------------------------------------------------------
+from helpers import KERNELS, load_kernels  # noqa: E402
+
+from fastrnn.train import _compiled, optim  # noqa: E402
+
+#: the builds of the compiled kernels under test (each one this machine runs; a required but
+#: missing one fails in load_kernels)
+COMPILED = [k for k in KERNELS if k.startswith("cython")]
+
+
+def adam_arrays(dtype, n, amsgrad, seed=0):
+    """p, g, m, v, v_max with the values that test the rounding and the IEEE cases: tiny and
+    huge gradients, NaN, +-inf, zeros, and a NaN in v_max."""
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n).astype(dtype)
+    g = (rng.standard_normal(n) * 10.0 ** rng.integers(-30, 10, n)).astype(dtype)
+    g[:6] = [np.nan, np.inf, -np.inf, 0.0, -0.0, 1e30]
+    m = rng.standard_normal(n).astype(dtype)
+    v = (rng.standard_normal(n) ** 2).astype(dtype)
+    v_max = (rng.standard_normal(n) ** 2).astype(dtype) if amsgrad else None
+    if amsgrad:
+        v_max[6:9] = np.nan
+    return p, g, m, v, v_max
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("amsgrad", [False, True], ids=["adam", "amsgrad"])
+@pytest.mark.parametrize("n", [1, 7, 100_003])
+def test_compiled_adam_update_is_numpys_bit_for_bit(kernels, dtype, amsgrad, n):
+    mod = load_kernels(kernels)
+    scalars = (1 - 0.9, 0.999, 1 - 0.999, math.sqrt(1 - 0.999 ** 3), 2e-3 / (1 - 0.9 ** 3), 1e-8)
+    want = adam_arrays(dtype, max(n, 9), amsgrad)
+    got = [None if a is None else a.copy() for a in want]
+    want = [None if a is None else a[:n] for a in want]
+    got = [None if a is None else a[:n] for a in got]
+    with np.errstate(all="ignore"):
+        optim._adam_update_numpy(*want, *scalars)
+    assert mod.adam_update(*got, *scalars) is True
+    for name, w, x in zip(("p", "g", "m", "v", "v_max"), want, got):
+        if w is not None:
+            np.testing.assert_array_equal(x, w, err_msg=name)   # NaN == NaN here
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+def test_compiled_adam_update_declines_what_it_does_not_take(kernels):
+    mod = load_kernels(kernels)
+    p, g, m, v, _ = adam_arrays(np.float32, 64, False)
+    before = [a.copy() for a in (p, g, m, v)]
+    scalars = (0.1, 0.999, 0.001, 0.5, 1e-3, 1e-8)
+    strided = np.zeros(128, np.float32)[::2]
+    readonly = p.copy()
+    readonly.flags.writeable = False
+    for args in [(p, g.astype(np.float64), m, v, None),           # mixed dtypes
+                 (p, g, strided, v, None),                          # not contiguous
+                 (p, g, m[:32], v, None),                           # another size
+                 (readonly, g, m, v, None),                         # read-only parameter
+                 (p.astype(np.float16), g, m, v, None),             # not float32/64
+                 (p, g, m, v, np.zeros(64, np.float64)),            # v_max of another dtype
+                 (p.tolist(), g, m, v, None)]:                      # not an array
+        assert mod.adam_update(*args, *scalars) is False
+    for a, b in zip((p, g, m, v), before):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+def test_compiled_sum_squares(kernels):
+    mod = load_kernels(kernels)
+    rng = np.random.default_rng(3)
+    for dtype in (np.float32, np.float64):
+        for n in (0, 1, 7, 8, 9, 100_003):
+            x = (rng.standard_normal(n) * 1e3).astype(dtype)
+            want = float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+            assert mod.sum_squares(x) == pytest.approx(want, rel=1e-13, abs=0)
+        assert math.isnan(mod.sum_squares(np.array([1.0, np.nan, 2.0], dtype)))
+        assert mod.sum_squares(np.array([1.0, np.inf], dtype)) == math.inf
+        assert mod.sum_squares(np.ones((4, 3), dtype)) == 12.0          # any shape, C order
+    assert mod.sum_squares(np.ones(10, np.float32)[::2]) is None       # NumPy's turn
+    assert mod.sum_squares(np.ones(3, np.int64)) is None
+
+
+def test_optimizers_take_the_compiled_path_where_it_is_built():
+    assert (_compiled.kernels() is not None) == ("cython" in KERNELS or bool(COMPILED))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[0] in (Adam, AdamW)],
+                         ids=[ids(c) for c in CASES if c[0] in (Adam, AdamW)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_compiled_and_numpy_paths_agree_bit_for_bit(case, dtype, monkeypatch):
+    cls, kw = case
+
+    def run():
+        rng = np.random.default_rng(4)
+        params = {"a": rng.standard_normal((40, 30)).astype(dtype),
+                  "b": rng.standard_normal(30).astype(dtype)}
+        grads = {k: np.zeros_like(v) for k, v in params.items()}
+        opt = cls(params, grads, **kw)
+        opt.lr = np.float64(opt.lr)     # a NumPy scalar set later: still the parameter's dtype
+        for _ in range(5):
+            for k, g in grads.items():
+                g[...] = rng.standard_normal(g.shape)
+            opt.step()
+        return params, opt.state_dict()["state"]
+
+    fused_params, fused_state = run()
+    monkeypatch.setattr(_compiled, "kernels", lambda: None)
+    numpy_params, numpy_state = run()
+    for k in fused_params:
+        assert fused_params[k].dtype == dtype
+        np.testing.assert_array_equal(fused_params[k], numpy_params[k], err_msg=k)
+        for name, value in fused_state[k].items():
+            np.testing.assert_array_equal(value, numpy_state[k][name], err_msg=f"{k} {name}")

@@ -61,7 +61,7 @@ __all__ = [
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward",
 ]
 #: what this package takes from the chosen build, besides the kernels
-_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation")
+_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "adam_update", "sum_squares")
 
 
 def _why_not(isa):

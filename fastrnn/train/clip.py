@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import _checks
 from ..module import Module
+from . import _compiled
 
 
 def _arrays(grads, in_place=None):
@@ -77,8 +78,13 @@ def grad_norm(grads, norm_type=2.0):
     if math.isinf(p):
         return float(np.max([np.max(np.abs(g)) if g.size else 0.0 for g in arrays]))
     total = 0.0
+    fused = _compiled.kernels() if p == 2.0 else None
     with np.errstate(over="ignore", invalid="ignore"):
         for g in arrays:
+            s = fused.sum_squares(g) if fused is not None else None
+            if s is not None:    # one compiled pass, no float64 copy
+                total += s
+                continue
             a = g.astype(np.float64, copy=False).ravel()
             if p == 2.0:
                 total += float(np.dot(a, a))

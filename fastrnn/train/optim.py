@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import _checks
 from ..module import Module
+from . import _compiled
 
 __all__ = ["parameters_and_grads", "Optimizer", "SGD", "Adam", "AdamW", "Adagrad"]
 
@@ -366,17 +367,36 @@ class Adam(Optimizer):
                 p *= 1 - self.lr * self.weight_decay
             else:
                 g = g + self.weight_decay * p
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
+        v_max = None
         if self.amsgrad:   # (set since the first step: the running maximum starts now)
             v_max = state.setdefault("max_exp_avg_sq", np.zeros_like(p))
-            np.maximum(v_max, v, out=v_max)
-            v = v_max
-        step_size = self.lr / (1 - beta1 ** t)
-        denom = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + self.eps
-        p -= step_size * (m / denom)
+        _adam_update(p, g, state["exp_avg"], state["exp_avg_sq"], v_max, 1 - beta1, beta2,
+                     1 - beta2, math.sqrt(1 - beta2 ** t), self.lr / (1 - beta1 ** t), self.eps)
+
+
+def _adam_update(p, g, m, v, v_max, a1, b2, a2, c2, step_size, eps):
+    """The moments and parameter update of an Adam step, in place (see
+    :func:`_adam_update_numpy`): in one compiled pass where the extension is built, with the
+    same result bit for bit."""
+    # Python floats (not NumPy's float64), so that NumPy computes in p's dtype, as the kernel
+    scalars = [float(x) for x in (a1, b2, a2, c2, step_size, eps)]
+    fused = _compiled.kernels()
+    if fused is None or not fused.adam_update(p, g, m, v, v_max, *scalars):
+        _adam_update_numpy(p, g, m, v, v_max, *scalars)
+
+
+def _adam_update_numpy(p, g, m, v, v_max, a1, b2, a2, c2, step_size, eps):
+    """``m``, ``v`` (and AMSGrad's ``v_max``, not None) and ``p`` after a step with gradient
+    ``g``, in place: a1 = 1 - beta1, b2 = beta2, a2 = 1 - beta2, c2 = sqrt(1 - beta2**t),
+    step_size = lr / (1 - beta1**t), as torch.optim.Adam's single-tensor code."""
+    m += a1 * (g - m)
+    v *= b2
+    v += a2 * g * g
+    if v_max is not None:
+        np.maximum(v_max, v, out=v_max)
+        v = v_max
+    denom = np.sqrt(v) / c2 + eps
+    p -= step_size * (m / denom)
 
 
 class AdamW(Adam):
