@@ -89,11 +89,6 @@ def is_cell(obj):
     return isinstance(obj, _CellBase)
 
 
-def nonlinearity_of(obj):
-    """``"tanh"`` or ``"relu"`` for an RNN layer or cell, ``None`` for LSTM and GRU."""
-    return getattr(obj, "nonlinearity", None) if kind_of(obj) == "RNN" else None
-
-
 def activation_options(kind, per_direction):
     """The constructor arguments ``(nonlinearity, activations)`` of a layer or cell of ``kind``
     whose directions have the activations ``per_direction`` (a tuple of
