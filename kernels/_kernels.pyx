@@ -2805,6 +2805,24 @@ cdef inline bint plain(object obj, int typenum, Py_ssize_t n, bint write):
             and cnp.PyArray_SIZE(arr) == n and (not write or cnp.PyArray_ISWRITEABLE(arr)))
 
 
+cdef bint apart(tuple arrays):
+    """No two of these contiguous arrays (None skipped) share a byte: the kernel's pointers are
+    ``restrict``."""
+    cdef size_t lo[5]
+    cdef size_t hi[5]
+    cdef int n = 0, i, j
+    for obj in arrays:
+        if obj is not None:
+            lo[n] = <size_t>cnp.PyArray_DATA(<cnp.ndarray>obj)
+            hi[n] = lo[n] + <size_t>cnp.PyArray_NBYTES(<cnp.ndarray>obj)
+            n += 1
+    for i in range(n):
+        for j in range(i + 1, n):
+            if lo[i] < hi[j] and lo[j] < hi[i]:
+                return False
+    return True
+
+
 def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, double step,
                 double eps):
     """The moments and parameter update of one Adam step, in place, in one pass.
@@ -2830,7 +2848,8 @@ def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, do
     -------
     bool
         True when done; False, having written nothing, when the arrays are not all
-        C-contiguous arrays of p's dtype (float32 or float64) and size, writable where written.
+        C-contiguous arrays of p's dtype (float32 or float64) and size, writable where
+        written, and apart in memory.
     """
     cdef int typenum = cnp.PyArray_TYPE(p) if cnp.PyArray_Check(p) else -1
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p) if typenum != -1 else 0
@@ -2838,7 +2857,7 @@ def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, do
     if typenum not in (F32, F64) or not (
             plain(p, typenum, n, True) and plain(g, typenum, n, False)
             and plain(m, typenum, n, True) and plain(v, typenum, n, True)
-            and (not ams or plain(vmax, typenum, n, True))):
+            and (not ams or plain(vmax, typenum, n, True)) and apart((p, g, m, v, vmax))):
         return False
     cdef void* pv = cnp.PyArray_DATA(p)
     cdef void* gv = cnp.PyArray_DATA(g)
@@ -2865,5 +2884,8 @@ def sum_squares(x):
     cdef void* data = cnp.PyArray_DATA(x)
     cdef double s
     with nogil:
-        s = fr_sumsq_f32(n, <const float*>data) if typenum == F32 else fr_sumsq_f64(n, <const double*>data)
+        if typenum == F32:
+            s = fr_sumsq_f32(n, <const float*>data)
+        else:
+            s = fr_sumsq_f64(n, <const double*>data)
     return s

@@ -182,6 +182,7 @@ def test_compiled_adam_update_declines_what_it_does_not_take(kernels):
     before = [a.copy() for a in (p, g, m, v)]
     scalars = (0.1, 0.999, 0.001, 0.5, 1e-3, 1e-8)
     strided = np.zeros(128, np.float32)[::2]
+    shared = np.zeros(100, np.float32)
     readonly = p.copy()
     readonly.flags.writeable = False
     for args in [(p, g.astype(np.float64), m, v, None),           # mixed dtypes
@@ -190,10 +191,14 @@ def test_compiled_adam_update_declines_what_it_does_not_take(kernels):
                  (readonly, g, m, v, None),                         # read-only parameter
                  (p.astype(np.float16), g, m, v, None),             # not float32/64
                  (p, g, m, v, np.zeros(64, np.float64)),            # v_max of another dtype
-                 (p.tolist(), g, m, v, None)]:                      # not an array
+                 (p.tolist(), g, m, v, None),                       # not an array
+                 (p, p, m, v, None),                                # aliases
+                 (p, g, shared[:64], shared[30:94], None),          # overlapping
+                 (p, g, m, v, m)]:                                  # v_max is m
         assert mod.adam_update(*args, *scalars) is False
     for a, b in zip((p, g, m, v), before):
         np.testing.assert_array_equal(a, b)
+    assert not shared.any()
 
 
 @pytest.mark.parametrize("kernels", COMPILED)
