@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fastrnn.train import Linear, clip_grad_norm, clip_grad_value, grad_norm
+from fastrnn.train import Linear, _compiled, clip_grad_norm, clip_grad_value, grad_norm
 
 
 def grads_case(scale, seed=0, dtype=np.float64):
@@ -94,7 +94,6 @@ def test_clip_grad_value_matches_torch(torch):
 def test_two_norm_compiled_and_numpy_paths_agree(dtype, monkeypatch):
     """The 2-norm takes one compiled pass per contiguous array where the extension is built
     (kernels/fastrnn_optim.h), NumPy's float64 dot otherwise: equal within double rounding."""
-    from fastrnn.train import _compiled
     rng = np.random.default_rng(5)
     grads = [(rng.standard_normal(s) * 1e3).astype(dtype) for s in [(300, 200), (200,), (33, 7)]]
     grads.append(np.asfortranarray(rng.standard_normal((9, 5))).astype(dtype))   # NumPy's turn

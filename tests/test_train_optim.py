@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn.train import SGD, Adagrad, Adam, AdamW, Linear, parameters_and_grads
+from fastrnn.train import SGD, Adagrad, Adam, AdamW, Linear, _compiled, optim, parameters_and_grads
+from helpers import KERNELS, load_kernels
 
 CASES = [
     (SGD, dict(lr=0.1)),
@@ -132,10 +133,6 @@ def test_errors():
 # ---------------------------------------------------------------------------------------
 # The compiled update (kernels/fastrnn_optim.h) against its NumPy twin, the oracle
 # ---------------------------------------------------------------------------------------
-from helpers import KERNELS, load_kernels  # noqa: E402
-
-from fastrnn.train import _compiled, optim  # noqa: E402
-
 #: the builds of the compiled kernels under test (each one this machine runs; a required but
 #: missing one fails in load_kernels)
 COMPILED = [k for k in KERNELS if k.startswith("cython")]
