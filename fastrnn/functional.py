@@ -89,11 +89,12 @@ def sequence_forward(backend, mode, x, hx, weights, *, num_layers, num_direction
     per_dir = [{**opts, **d} for d in direction_options] if direction_options else \
         [opts] * num_directions
     if num_layers == 1 and num_directions == 1 and not reverse:
-        # one kernel call: its final states (new arrays) are the layer's, without copies
-        y, h_n, cache = forward(x, tuple(h[0] for h in hx), weights[0], lengths, training,
+        # one kernel call: its final states (new arrays) are the layer's, without copies (a
+        # stream's call per chunk: lists, not generators, which cost a frame each)
+        y, h_n, cache = forward(x, tuple([h[0] for h in hx]), weights[0], lengths, training,
                                 **per_dir[0])
         cache = (backend, cell, 1, (False,), lengths, [cache], [None]) if training else None
-        return y, tuple(h[None] for h in h_n), cache
+        return y, tuple([h[None] for h in h_n]), cache
     D = num_directions
     backwards = (False, True) if D == 2 else (bool(reverse),)
     hy = tuple(np.empty_like(h) for h in hx)

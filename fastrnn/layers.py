@@ -114,8 +114,14 @@ class RNNBase(Module):
         return (self.hidden_size,)
 
     def _weights(self):
-        return [tuple(None if n is None else self._params[n] for n in names)
+        """The kernels' weight tuples, one per layer and direction: made once, as the parameter
+        arrays are never replaced (load_state_dict and the optimizers write into them)."""
+        weights = self.__dict__.get("_weight_tuples")
+        if weights is None:
+            weights = self._weight_tuples = [
+                tuple(None if n is None else self._params[n] for n in names)
                 for names in self._weight_names]
+        return weights
 
     def _grad_buffers(self):
         """The gradient buffers the kernels add into, aligned with :meth:`_weights`."""
@@ -166,13 +172,19 @@ class RNNBase(Module):
     # -- inputs ---------------------------------------------------------------------
     def _states(self, name, value, batch, unbatched, what):
         """Check a tuple of states (``hx`` or ``dhx``) and return them as (L*D, B, H) arrays."""
-        sizes, LD = self._state_sizes(), self.num_layers * self.num_directions
+        spec = self.__dict__.get("_state_spec")   # (sizes, L*D): fixed by the constructor
+        if spec is None:
+            spec = self._state_spec = (self._state_sizes(), self.num_layers * self.num_directions)
+        sizes, LD = spec
         if not unbatched:   # arrays as the kernels take them: no conversion, no message built
             values = value if self.mode == "LSTM" and isinstance(value, (tuple, list)) else (value,)
-            if len(values) == len(sizes) and all(
-                    type(v) is np.ndarray and v.dtype == self._dtype and v.flags.c_contiguous
-                    and v.shape == (LD, batch, size) for v, size in zip(values, sizes)):
-                return tuple(values)
+            if len(values) == len(sizes):
+                for v, size in zip(values, sizes):
+                    if not (type(v) is np.ndarray and v.dtype == self._dtype
+                            and v.shape == (LD, batch, size) and v.flags.c_contiguous):
+                        break
+                else:
+                    return tuple(values)
         labels = ("h_0", "c_0") if what == "hx" else ("dh_n", "dc_n")
         if self.mode == "LSTM":
             if not isinstance(value, (tuple, list)) or len(value) != 2:
@@ -267,7 +279,8 @@ class RNNBase(Module):
             dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse,
             options=self._options, direction_options=self._direction_options)
         out = self._to_user(y, unbatched)
-        hy = tuple(h[:, 0, :] if unbatched else h for h in hy)
+        if unbatched:
+            hy = tuple([h[:, 0, :] for h in hy])
         self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
             if self.training else None
         return (out, hy) if self.mode == "LSTM" else (out, hy[0])
