@@ -134,3 +134,25 @@ def test_a_model_goes_through_a_process_pool():
     with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
         out = pool.submit(_forward, model, x).result(timeout=120)
     np.testing.assert_array_equal(out, model(x)[0])
+
+
+@pytest.mark.parametrize("how", list(ROUND_TRIPS))
+def test_a_copy_runs_on_its_own_weights_after_the_original_ran(backend, how):
+    """A layer keeps its kernels' weight tuples from its first call: a copy made after it must
+    run on the copy's parameters, and writes into either model's parameters reach its next call."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    for cls in (fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU):
+        model = cls(3, 5, num_layers=2, bidirectional=True, seed=0, backend=backend).eval()
+        before = model(x)[0]
+        twin = ROUND_TRIPS[how](model)
+        for name, p in twin.parameters().items():
+            assert not np.shares_memory(p, model.parameters()[name]), name
+        for p in twin.parameters().values():
+            p *= 0.5
+        np.testing.assert_array_equal(model(x)[0], before)       # the original is untouched
+        fresh = cls(3, 5, num_layers=2, bidirectional=True, seed=0, backend=backend).eval()
+        fresh.load_state_dict({k: v * np.float32(0.5) for k, v in model.state_dict().items()})
+        np.testing.assert_array_equal(twin(x)[0], fresh(x)[0])   # the copy runs its own
+        model.load_state_dict(twin.state_dict())                 # written in place
+        np.testing.assert_array_equal(model(x)[0], fresh(x)[0])
