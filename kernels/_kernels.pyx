@@ -42,7 +42,10 @@ Kernel structure (the same as the numba backend's):
 * all workspaces are allocated once per call, before the loop;
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
-  its slice), the GEMMs before and after it split their output rows.
+  its slice), the GEMMs before and after it split their output rows; an
+  eval-mode forward of a batch too small to split (B < 8) splits the hidden
+  units instead, over a team of threads that meet at a barrier after every
+  step (see run_team), each reading only its share of the weights.
 
 Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
 output and leave the state of sequence ``b`` untouched; their gradient passes
@@ -67,7 +70,9 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64, act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
+    gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64,
+    fr_panel_width_f32, fr_panel_width_f64,
+    act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
     lstm_grad_row, gru_state, gru_grad_row,
 )
@@ -148,6 +153,9 @@ ctypedef struct Args:
     int T, B, In, H, P, Tc   # In: input size (I is a macro of complex.h)
     int b0, b1               # the batch rows [b0, b1) a time loop works on
     int part, nparts         # PRE / BWD_POST: this call does part `part` of `nparts` of each GEMM
+    int members              # FWD_UNITS: the size of the team (see run_team)
+    int member, u0, u1       # a team member's index and hidden units [u0, u1)
+    void* team               # the team's barrier (fr_barrier), or NULL
     int ldg                  # row stride of the gate store (elements): its width, padded for
                              # LSTM and GRU (see padded_width)
     bint train
@@ -1663,6 +1671,270 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
 
 
 # =======================================================================================
+# A batch too small to split: its hidden units split over a team (eval-mode forwards)
+# =======================================================================================
+# A batch below STEP_INPUT_MIN_BATCH sequences runs its time loop on one thread (a thread
+# gets at least MIN_ROWS_PER_THREAD rows).  Its hidden units are split instead: each member of a team owns the units [u0, u1) (whole panels of fastrnn_mm.h),
+# projects the input onto their gates and multiplies h_{t-1} by their columns of W_hh (its
+# columns of both weights packed together, in the order of the split: see packed()), updates
+# their states, and the members meet at a barrier after every step (the next product reads
+# all of h_t).  Each core so reads only its share of the weights, from its own cache, and
+# the element-wise work is split too.  Every element gets the same operations in the same
+# order as on one thread: the results are bit for bit those of one thread.
+#
+# A member works on the columns [Gs*u0, Gs*u1) of each row of the gate store: its units of
+# each gate, gate after gate (Gs: 4 for the GRU, whose store keeps W_hn h + b_hn), so the
+# row functions of the cells above run on them as on a cell of n = u1 - u0 units, with the
+# biases and peepholes gathered in the same order.  Eval mode, no LSTM projection, the GRU
+# with the reset gate after its product (PyTorch's).
+cdef extern from "fastrnn_pool.h" nogil:
+    ctypedef void (*fr_dojob_fn)(int, void*, int)
+    ctypedef struct fr_barrier:
+        pass
+    int fr_barrier_init(fr_barrier* b, int parties)
+    void fr_barrier_free(fr_barrier* b)
+    int fr_barrier_wait(fr_barrier* b, int me, volatile int* stop)
+    int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
+    long fr_team_runs
+
+
+cdef inline void unit_range(int H, int nr, int part, int parts, int* u0, int* u1) noexcept nogil:
+    """The hidden units [u0, u1) of member ``part`` of a team of ``parts``: whole panels of nr."""
+    part_range(H // nr, part, parts, u0, u1)
+    u0[0] *= nr
+    u1[0] *= nr
+
+
+cdef inline void gather(const floating* v, int nvec, int H, int u0, int n,
+                        floating* out) noexcept nogil:
+    """out (nvec*n, written) = [v[g*H + u0 : g*H + u0 + n] for g < nvec] (v: nvec*H, read)."""
+    cdef int g
+    for g in range(nvec):
+        memcpy(out + <Py_ssize_t>g * n, v + <Py_ssize_t>g * H + u0, n * sizeof(floating))
+
+
+cdef inline void units_input(floating tag, Args* a, int t, int cols, const floating* w_ih,
+                             floating* store) noexcept nogil:
+    """A member's input projection of the chunk of a.Tc steps from t: store (rows of a.ldg,
+    the member's first column; written) = x[t : t + Tc] @ its ``cols`` columns of w_ih^T."""
+    rowmm(min(a.Tc, a.T - t) * a.B, a.In, cols, <const floating*>a.x + <Py_ssize_t>t * a.B * a.In,
+          a.In, w_ih, False, store, a.ldg)
+
+
+cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cnext,
+                            const floating* cprev, floating* yt, int n) noexcept nogil:
+    """A member's units of a sequence past its length: the state kept, the output 0."""
+    memcpy(hnext, hprev, n * sizeof(floating))
+    if cnext != NULL:
+        memcpy(cnext, cprev, n * sizeof(floating))
+    memset(yt, 0, n * sizeof(floating))
+
+
+# A member's loop: a (read; u0, u1 its units) and scratch (written: 8n + B * padded_width(3n)
+# elements, see run_team); returns 0.
+cdef int lstm_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
+    cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
+    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>4 * u0 * a.In
+    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>4 * u0 * H
+    cdef floating* store = <floating*>a.gates + 4 * u0
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* cs = <floating*>a.cs
+    cdef floating* bias = scratch                    # 4n: b_i, b_f, b_g, b_o of the units
+    cdef floating* ph = scratch + 4 * n              # 3n: the peepholes of the units, or NULL
+    cdef floating* tcs = scratch + 7 * n             # n: tanh(c_t)
+    cdef floating* gt
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* cprev
+    cdef floating* cnext
+    cdef floating* yt
+    gather(<const floating*>a.bias, 4, H, u0, n, bias)
+    if a.w_ph != NULL:
+        gather(<const floating*>a.w_ph, 3, H, u0, n, ph)
+    else:
+        ph = NULL
+    for t in range(T):
+        if t % a.Tc == 0:
+            t0 = t
+            units_input(tag, a, t, 4 * n, w_ih, store)
+        gt = store + <Py_ssize_t>(t - t0) * B * ldg
+        hprev = hs + (t % 2) * BH
+        hnext = hs + ((t + 1) % 2) * BH
+        cprev = cs + (t % 2) * BH
+        cnext = cs + ((t + 1) % 2) * BH
+        yt = <floating*>a.y + <Py_ssize_t>t * BH
+        rowmm(B, H, 4 * n, hprev, H, w_hh, True, gt, <int>ldg)
+        for b in range(B):
+            o = <Py_ssize_t>b * H + u0
+            if not valid(a.lens, t, b):
+                units_skip(hnext + o, hprev + o, cnext + o, cprev + o, yt + o, n)
+                continue
+            if a.acts:
+                lstm_cell_row_act(gt + b * ldg, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
+                                  a.variant, <floating>a.clip, NULL, &a.act[0])
+            else:
+                lstm_cell_row(gt + b * ldg, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
+                              a.variant, <floating>a.clip, NULL)
+            memcpy(yt + o, hnext + o, n * sizeof(floating))
+        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
+            break
+    return 0
+
+
+cdef int gru_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
+    cdef int ldh = padded_width(3 * n, sizeof(floating))
+    cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
+    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>3 * u0 * a.In
+    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>3 * u0 * H
+    cdef floating* store = <floating*>a.gates + 4 * u0
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* bias = scratch                    # 4n: b_ir + b_hr, b_iz + b_hz, b_in, b_hn
+    cdef floating* ghb = scratch + 8 * n             # B rows of ldh: W_hh h of the units
+    cdef floating* gt
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* yt
+    cdef floating* row
+    cdef floating* gh
+    gather(<const floating*>a.bias, 4, H, u0, n, bias)
+    for t in range(T):
+        if t % a.Tc == 0:
+            t0 = t
+            units_input(tag, a, t, 3 * n, w_ih, store)
+        gt = store + <Py_ssize_t>(t - t0) * B * ldg
+        hprev = hs + (t % 2) * BH
+        hnext = hs + ((t + 1) % 2) * BH
+        yt = <floating*>a.y + <Py_ssize_t>t * BH
+        rowmm(B, H, 3 * n, hprev, H, w_hh, False, ghb, ldh)
+        for b in range(B):
+            o = <Py_ssize_t>b * H + u0
+            if not valid(a.lens, t, b):
+                units_skip(hnext + o, hprev + o, NULL, NULL, yt + o, n)
+                continue
+            row = gt + b * ldg
+            gh = ghb + <Py_ssize_t>b * ldh
+            if a.acts:
+                gru_cell_row_act(row, gh, bias, hprev + o, hnext + o, n, <floating>a.clip, NULL,
+                                 &a.act[0])
+            elif a.clip > 0:
+                gru_cell_row_clip(row, gh, bias, hprev + o, hnext + o, n, <floating>a.clip, NULL)
+            else:
+                gru_cell_row(row, gh, bias, hprev + o, hnext + o, n)
+            memcpy(yt + o, hnext + o, n * sizeof(floating))
+        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
+            break
+    return 0
+
+
+cdef int rnn_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
+    cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b, j
+    cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
+    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>u0 * a.In
+    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>u0 * H
+    cdef floating* store = <floating*>a.gates + u0
+    cdef floating* hs = <floating*>a.hs
+    cdef floating* bias = scratch                    # n
+    cdef floating c = <floating>a.clip
+    cdef floating* gt
+    cdef floating* hprev
+    cdef floating* hnext
+    cdef floating* yt
+    cdef floating* row
+    gather(<const floating*>a.bias, 1, H, u0, n, bias)
+    for t in range(T):
+        if t % a.Tc == 0:
+            t0 = t
+            units_input(tag, a, t, n, w_ih, store)
+        gt = store + <Py_ssize_t>(t - t0) * B * ldg
+        hprev = hs + (t % 2) * BH
+        hnext = hs + ((t + 1) % 2) * BH
+        yt = <floating*>a.y + <Py_ssize_t>t * BH
+        rowmm(B, H, n, hprev, H, w_hh, True, gt, <int>ldg)
+        for b in range(B):
+            o = <Py_ssize_t>b * H + u0
+            if not valid(a.lens, t, b):
+                units_skip(hnext + o, hprev + o, NULL, NULL, yt + o, n)
+                continue
+            row = gt + b * ldg
+            if a.acts:
+                rnn_row_act(row, bias, n, c, NULL, &a.act[0])
+            elif c > 0:
+                for j in range(n):
+                    row[j] = clip_value(row[j] + bias[j], c, <floating*>NULL, j)
+                    row[j] = act_relu(row[j]) if a.variant else act_tanh(row[j])
+            elif a.variant:
+                for j in range(n):
+                    row[j] = act_relu(row[j] + bias[j])
+            else:
+                tanh_bias(row, bias, n)
+            memcpy(hnext + o, row, n * sizeof(floating))
+            memcpy(yt + o, row, n * sizeof(floating))
+        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
+            break
+    return 0
+
+
+ctypedef struct Member:
+    Args a
+    int cell
+    bint f32
+    int rc
+    void* scratch
+
+
+cdef int units_loop(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
+    if cell == 1:
+        return lstm_fwd_units(tag, a, scratch)
+    if cell == 2:
+        return gru_fwd_units(tag, a, scratch)
+    return rnn_fwd_units(tag, a, scratch)
+
+
+cdef void member_job(int index, void* data, int arg) noexcept nogil:
+    cdef Member* m = <Member*>data
+    if m.f32:
+        m.rc = units_loop(<float>0, m.cell, &m.a, <float*>m.scratch)
+    else:
+        m.rc = units_loop(<double>0, m.cell, &m.a, <double*>m.scratch)
+
+
+cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
+    """FWD_UNITS: the biases (PRE, which leaves the input projection to the members here:
+    a.w_ih_r is set), then the time loop on a team of a.members, each on its hidden units."""
+    cdef int parts = a.members, k, n, rc = 0
+    cdef int nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
+    cdef size_t item = 4 if f32 else 8
+    cdef fr_barrier bar
+    cdef Member* ms = <Member*>calloc(parts, sizeof(Member))
+    if ms == NULL:
+        return -1
+    if fr_barrier_init(&bar, parts) != 0:
+        free(ms)
+        return -1
+    rc = call_phase(PRE, cell, f32, a)
+    for k in range(parts):
+        ms[k].a = a[0]
+        ms[k].a.member = k
+        unit_range(a.H, nr, k, parts, &ms[k].a.u0, &ms[k].a.u1)
+        ms[k].a.team = &bar
+        ms[k].cell, ms[k].f32 = cell, f32
+        n = ms[k].a.u1 - ms[k].a.u0
+        ms[k].scratch = malloc((8 * <size_t>n + <size_t>a.B * padded_width(3 * n, item) + 1) * item)
+        if ms[k].scratch == NULL:
+            rc = -1
+    if rc == 0:
+        rc = fr_team_run(member_job, parts, sizeof(Member), ms)
+    for k in range(parts):
+        rc |= ms[k].rc
+        free(ms[k].scratch)
+    free(ms)
+    fr_barrier_free(&bar)
+    return rc
+
+
+# =======================================================================================
 # Dispatch by phase, cell and dtype
 # =======================================================================================
 cdef enum Phase:
@@ -1670,9 +1942,13 @@ cdef enum Phase:
     FWD_LOOP = 1     # forward: the time loop over batch rows [b0, b1)
     BWD_LOOP = 2     # backward: the time loop over batch rows [b0, b1)
     BWD_POST = 3     # backward: dx and the weight gradients, one GEMM each
+    FWD_UNITS = 4    # eval-mode forward of a small batch: biases, then the time loop on a team
+                     # that splits the hidden units (run_team)
 
 
 cdef int call_phase(int phase, int cell, bint f32, Args* a) noexcept nogil:
+    if phase == FWD_UNITS:
+        return run_team(cell, f32, a)
     if f32:
         if cell == 1:
             if phase == PRE: return lstm_pre(<float>0, a)
@@ -1744,6 +2020,21 @@ cdef inline cnp.ndarray empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_
     dims[1] = d1
     dims[2] = d2
     return <cnp.ndarray>cnp.PyArray_EMPTY(nd, dims, typenum, 0)
+
+
+cdef cnp.ndarray aligned(cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum,
+                         bint spare=True):
+    """:func:`workspace` (``spare``) or :func:`empty`, 3-D, starting at a multiple of 64 bytes
+    (else a view of a larger array)."""
+    cdef cnp.ndarray buf
+    if spare:
+        buf = workspace(3, d0, d1, d2, typenum)
+        if (<size_t>cnp.PyArray_DATA(buf) & 63) == 0:
+            return buf
+    buf = empty(1, d0 * d1 * d2 + 64, 0, 0, typenum)
+    cdef size_t item = cnp.PyArray_ITEMSIZE(buf)
+    cdef Py_ssize_t skip = <Py_ssize_t>(((64 - (<size_t>cnp.PyArray_DATA(buf) & 63)) & 63) // item)
+    return buf[skip:skip + d0 * d1 * d2].reshape(d0, d1, d2)
 
 
 # The arrays a training forward keeps for its backward (the gate store, the states, tanh(c))
@@ -2059,6 +2350,34 @@ cdef int plan_threads(int B, double loop_flops):
     return n if n > 1 else 1
 
 
+# a forward runs on a team that splits its hidden units only if its products come to at least
+# TEAM_MIN_FLOPS, and those of one step to TEAM_STEP_FLOPS: below, the hand-off to the team
+# and the barrier after each step cost more than they save (one process, alternating calls:
+# LSTM(64, 64) at T=100, B=1, 65 kFLOP a step, 1.29x as fast on two threads as on one, GRU
+# 1.43x; RNN(64, 64), 16 kFLOP a step, 0.70x; GRU(64, 64) at T=20, 1.0 MFLOP in all, 1.00x)
+cdef double TEAM_MIN_FLOPS = 1e6
+cdef double TEAM_STEP_FLOPS = 4e4
+
+
+cdef int team_size(int H, int typenum, int T, double flops):
+    """The size of a team that splits the hidden units of a small batch (see run_team), or 0:
+    whole panels of units for each member, while no other kernel call is in flight.
+    ``flops``: of the products of all T steps."""
+    cdef int nr = fr_panel_width_f32() if typenum == F32 else fr_panel_width_f64()
+    cdef int n = _num_threads
+    if (n <= 1 or flops < TEAM_MIN_FLOPS or flops < TEAM_STEP_FLOPS * T or _in_flight > 0
+            or H % nr != 0):
+        return 0
+    if n > H // nr:
+        n = H // nr
+    return n if n > 1 else 0
+
+
+def team_stats():
+    """Teams run in this process (hidden units split over threads, see run_team), for the tests."""
+    return fr_team_runs
+
+
 cdef class _Slice:
     """One thread's share of a phase: batch rows [a.b0, a.b1) of a loop, or part a.part of a GEMM phase.
 
@@ -2183,9 +2502,10 @@ cdef warm_blas_alone():
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
-             double loop_flops, object keep) except -1:
-    """Run a forward (PRE + FWD_LOOP) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.
-    A time loop of more than WATCH_FLOPS runs watched (see run_split): Ctrl-C stops it."""
+             double loop_flops, object keep, bint units=False) except -1:
+    """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``) or a backward (BWD_LOOP +
+    BWD_POST), BLAS on one thread.  A time loop of more than WATCH_FLOPS runs watched (see
+    run_split): Ctrl-C stops it."""
     global _in_flight
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
@@ -2203,10 +2523,13 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     try:
         if not _blas_warm:
             warm_blas_alone()
-        if not backward:
-            rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
-        rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep,
-                        watch)
+        if units:
+            rc = run_split(FWD_UNITS, cell, f32, a, 1, keep, watch)
+        else:
+            if not backward:
+                rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
+            rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep,
+                            watch)
         if backward:
             rc |= run_split(BWD_POST, cell, f32, a, gemm_threads, keep)
     finally:
@@ -2225,7 +2548,6 @@ _runtime.after_fork(_forget_calls_in_flight)
 
 
 cdef extern from "fastrnn_pool.h":
-    ctypedef void (*fr_dojob_fn)(int, void*, int)
     void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
                              void* jobdata, int dojob_data) nogil
     long fr_calls, fr_started, fr_unknown_layout
@@ -2277,15 +2599,21 @@ cdef int padded_width(int width, Py_ssize_t itemsize) noexcept nogil:
     return <int>ld
 
 
-cdef cnp.ndarray packed(object w, bint transpose):
+cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1):
     """``w.T`` (``transpose``) or ``w`` packed for the per-step products of fastrnn_mm.h
-    (panels of columns), starting at a multiple of 64 bytes (one cache line)."""
+    (panels of columns), starting at a multiple of 64 bytes (one cache line).
+
+    ``parts`` (forwards split by hidden units over a team of that many, see run_team): the
+    columns of w.T (the gate rows of w, G*H of them, H a multiple of the panel width) in the
+    order of the split: for each member, its units of gate 0, then of gate 1, ... (``gates``
+    of them)."""
     cdef cnp.ndarray src = w
     cdef Py_ssize_t item = src.itemsize
     cdef int K = <int>src.shape[1 if transpose else 0], N = <int>src.shape[0 if transpose else 1]
     cdef Py_ssize_t rs = src.strides[1 if transpose else 0] // item
     cdef Py_ssize_t cs = src.strides[0 if transpose else 1] // item
-    cdef Py_ssize_t skip
+    cdef Py_ssize_t skip, off = 0
+    cdef int k, g, u0, u1, nr, H, G
     cdef Py_ssize_t size = fr_packed_size_f32(K, N) if item == 4 else fr_packed_size_f64(K, N)
     buf = np.empty(size + 64 // item, dtype=src.dtype)
     # elements to the first 64-byte boundary, in unsigned arithmetic: with C's division (the
@@ -2295,11 +2623,29 @@ cdef cnp.ndarray packed(object w, bint transpose):
     out = buf[skip:skip + size]
     if cnp.PyArray_SIZE(out) != size:
         raise MemoryError(f"packed weights: a buffer of {size} elements was expected")
-    if item == 4:
-        fr_pack_f32(K, N, <const float*>cnp.PyArray_DATA(src), rs, cs, <float*>cnp.PyArray_DATA(out))
-    else:
-        fr_pack_f64(K, N, <const double*>cnp.PyArray_DATA(src), rs, cs, <double*>cnp.PyArray_DATA(out))
+    if not parts:
+        pack_block(item, K, N, src, 0, rs, cs, out, 0)
+        return out
+    # each member's blocks of whole panels, one after the other (no padding between them)
+    nr = fr_panel_width_f32() if item == 4 else fr_panel_width_f64()
+    H = N // gates
+    for k in range(parts):
+        unit_range(H, nr, k, parts, &u0, &u1)
+        for g in range(gates):
+            pack_block(item, K, u1 - u0, src, (g * H + u0) * cs, rs, cs, out, off)
+            off += <Py_ssize_t>K * (u1 - u0)
     return out
+
+
+cdef inline void pack_block(Py_ssize_t item, int K, int N, cnp.ndarray src, Py_ssize_t start,
+                            Py_ssize_t rs, Py_ssize_t cs, cnp.ndarray out, Py_ssize_t at):
+    """out[at:] = the K x N matrix of src's elements from ``start`` (rs, cs apart) packed."""
+    if item == 4:
+        fr_pack_f32(K, N, <const float*>cnp.PyArray_DATA(src) + start, rs, cs,
+                    <float*>cnp.PyArray_DATA(out) + at)
+    else:
+        fr_pack_f64(K, N, <const double*>cnp.PyArray_DATA(src) + start, rs, cs,
+                    <double*>cnp.PyArray_DATA(out) + at)
 
 
 # The packed weights of eval-mode forwards, kept from call to call: inference calls the same
@@ -2309,7 +2655,7 @@ cdef cnp.ndarray packed(object w, bint transpose):
 # than packing), so an edit in place, a new array at the same address or anything else is seen.
 # An entry is never changed (a call still reading it may run in another thread): a new one
 # replaces it.  At most PACKS_BYTES in all (copies and packed), the oldest used dropped first.
-cdef dict _packs = {}             # (address, shape, dtype, transpose) -> (copy, packed)
+cdef dict _packs = {}   # (address, shape, dtype, transpose, parts, gates) -> (copy, packed)
 cdef Py_ssize_t _packs_bytes = 0
 cdef Py_ssize_t PACKS_BYTES = 64 << 20
 
@@ -2321,21 +2667,22 @@ cdef void drop_pack(tuple entry):
                      + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1]))
 
 
-cdef cnp.ndarray cached_packed(object w, bint transpose):
+cdef cnp.ndarray cached_packed(object w, bint transpose, int parts=0, int gates=1):
     """:func:`packed`, from the cache above when ``w`` is unchanged since it was packed."""
     global _packs_bytes
     cdef cnp.ndarray src = w, copy, out
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(src)
     if not cnp.PyArray_ISCARRAY_RO(src):
-        return packed(w, transpose)
-    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), transpose)
+        return packed(w, transpose, parts, gates)
+    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), transpose, parts,
+           gates)
     entry = _packs.pop(key, None)
     if entry is not None:
         if memcmp(cnp.PyArray_DATA(<cnp.ndarray>entry[0]), cnp.PyArray_DATA(src), nbytes) == 0:
             _packs[key] = entry           # (now the most recently used)
             return entry[1]
         drop_pack(entry)
-    out = packed(w, transpose)
+    out = packed(w, transpose, parts, gates)
     copy = src.copy()       # (NumPy may let another thread run here: it may have added the key)
     entry = _packs.pop(key, None)
     if entry is not None:
@@ -2394,7 +2741,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads
+    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads, members = 0
     cdef double loop_flops
     cdef _Weights w
     cdef cnp.ndarray h0, c0, gates, bias, hs, cs = None, tc = None, mb = None, y = None
@@ -2420,17 +2767,22 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
     nthreads = plan_threads(B, loop_flops)
     per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH
+    if (not training and not step and T > 1 and nthreads == 1 and not per_step_input
+            and w.w_hr is None and not (cell == GRU and variant)):
+        members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I)
     Tc = 1 if per_step_input and not training else chunk_steps(T, B, Gs, training or nthreads > 1)
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
     a.ldg = Gs if cell == RNN else padded_width(Gs, cnp.PyArray_ITEMSIZE(xa))
-    gates = workspace(3, Tc, B, a.ldg, typenum)
+    # a team's arrays start on a cache line, so that its members' parts of a row (whole
+    # panels of units) never share one
+    gates = aligned(Tc, B, a.ldg, typenum) if members else workspace(3, Tc, B, a.ldg, typenum)
     bias = empty(1, Gs, 0, 0, typenum)
-    hs = workspace(3, slots, B, P, typenum)
+    hs = aligned(slots, B, P, typenum) if members else workspace(3, slots, B, P, typenum)
     memcpy(cnp.PyArray_DATA(hs), cnp.PyArray_DATA(h0), <size_t>B * P * cnp.PyArray_ITEMSIZE(hs))
     if cell == LSTM:
         c0 = checked(hx[1], typenum, "c0", 2, B, H)
-        cs = workspace(3, slots, B, H, typenum)
+        cs = aligned(slots, B, H, typenum) if members else workspace(3, slots, B, H, typenum)
         memcpy(cnp.PyArray_DATA(cs), cnp.PyArray_DATA(c0), <size_t>B * H * cnp.PyArray_ITEMSIZE(cs))
         if training:
             tc = workspace(3, T, B, H, typenum)
@@ -2438,7 +2790,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             mb = workspace(3, T if training else 1, B, H, typenum)
         a.cs, a.tc, a.mb = data(cs), data(tc), data(mb)
     if not step:
-        y = empty(3, T, B, P, typenum)
+        y = aligned(T, B, P, typenum, False) if members else empty(3, T, B, P, typenum)
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
     a.b0, a.b1 = 0, B
     a.train, a.variant, a.chunked = training, variant, Tc < T and not per_step_input
@@ -2455,7 +2807,13 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
     operands = None
-    if not step and T > 1:
+    if members:
+        # a team splits the hidden units (run_team): both weights packed in the split's order
+        a.members = members
+        operands = (cached_packed(w.w_hh, True, members, G // H),
+                    cached_packed(w.w_ih, True, members, G // H))
+        a.w_hh_r, a.w_ih_r = data(operands[0]), data(operands[1])
+    elif not step and T > 1:
         # over many steps the per-step products read w^T packed (here), not BLAS
         operands = step_operands(&a, w, True, per_step_input, not training,
                                  cell == GRU and variant)
@@ -2465,7 +2823,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             operands += (cached_packed(w.w_ih, True),)
             a.w_ih_p = data(operands[4])
     run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands))
+        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0)
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))

@@ -207,6 +207,8 @@ FR_DEFINE_ROWS(SUF, T, 6)                                                       
                                                                                              \
 /* the number of elements of a K x N matrix packed */                                       \
 static ptrdiff_t fr_packed_size_##SUF(int K, int N) { return FR_PACKED_SIZE(T, K, N); }      \
+/* the columns of a panel (FR_NR) */                                                         \
+static int fr_panel_width_##SUF(void) { return (int)FR_NR(T); }                              \
                                                                                              \
 /* out (FR_PACKED_SIZE) = W packed, where W[k, j] = w[k*rs + j*cs] (K x N).  When W is the   \
  * transpose of a row-major matrix (rs == 1), each column of a panel is read in one sweep,   \

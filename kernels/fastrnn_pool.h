@@ -1,4 +1,5 @@
-/* A thread pool for OpenBLAS's parallel jobs, whose idle threads sleep.
+/* A thread pool for OpenBLAS's parallel jobs, whose idle threads sleep, and for the kernels'
+ * teams of threads (fr_team_run and fr_barrier_wait, at the end).
  *
  * Part of the Cython kernels (kernels/_kernels.pyx).  OpenBLAS runs a multi-threaded call
  * on threads of its own that, once the call is done, keep spinning for about 2^28 cycles
@@ -51,6 +52,7 @@ typedef struct fr_task {
     fr_dojob_fn fn;
     void *data;
     int index, arg, guard;
+    const void *fp;                /* the caller's control words to run under (fr_fpcsr), or NULL */
     volatile int *remaining;       /* jobs of the call not finished yet (under fr_lock) */
     struct fr_task *next;
 } fr_task;
@@ -129,18 +131,23 @@ static int fr_fill_fpcsr(void *jobdata, size_t elsize, int numjobs)
 #endif
 }
 
-/* dojob(index, data, arg), restoring this thread's control words after it when `guard` */
-static inline void fr_run_job(fr_dojob_fn fn, int index, void *data, int arg, int guard)
+/* dojob(index, data, arg), under the control words at `fp` (an fr_fpcsr) if not NULL, and
+ * restoring this thread's own after it when `guard` or `fp` */
+static inline void fr_run_job(fr_dojob_fn fn, int index, void *data, int arg, int guard,
+                              const void *fp)
 {
 #if FR_HAVE_FPCSR
     fr_fpcsr saved;
-    if (guard)
+    if (guard || fp != NULL)
         fr_get_fpcsr(&saved);
+    if (fp != NULL)
+        fr_set_fpcsr((const fr_fpcsr *)fp);
     fn(index, data, arg);
-    if (guard)
+    if (guard || fp != NULL)
         fr_set_fpcsr(&saved);
 #else
     (void)guard;
+    (void)fp;
     fn(index, data, arg);
 #endif
 }
@@ -190,7 +197,7 @@ static void *fr_worker(void *unused)
             fr_sleeping--;
         }
         pthread_mutex_unlock(&fr_lock);
-        fr_run_job(t->fn, t->index, t->data, t->arg, t->guard);
+        fr_run_job(t->fn, t->index, t->data, t->arg, t->guard, t->fp);
         pthread_mutex_lock(&fr_lock);
         fr_free++;
         if (--*t->remaining == 0)
@@ -236,37 +243,36 @@ static int fr_ensure_workers_locked(int need)
     return 0;
 }
 
-/* The callback handed to OpenBLAS (see the top of this file). */
-static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
-                                void *jobdata, int dojob_data)
+/* Run dojob(i, jobdata + i * elsize, dojob_data) for i = 0 .. numjobs - 1, job 0 on the
+ * calling thread and every other on a worker of its own, all at the same time, and return
+ * when all are done; 0, or -1 (nothing run) if no memory or thread could be had. */
+static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata,
+                       int dojob_data, int guard, const void *fp)
 {
     fr_task local[8];
     fr_task *tasks = local;
     volatile int remaining;
-    int i, guard;
+    int i;
     long until;
-    (void)sync;
     if (numjobs <= 0)
-        return;
-    pthread_mutex_lock(&fr_call_lock);
-    guard = !fr_fill_fpcsr(jobdata, elsize, numjobs);
-    if (guard)
-        __atomic_add_fetch(&fr_unknown_layout, 1, __ATOMIC_RELAXED);
+        return 0;
     if (numjobs == 1) {
-        fr_run_job(dojob, 0, jobdata, dojob_data, guard);
-        pthread_mutex_unlock(&fr_call_lock);
-        return;
+        fr_run_job(dojob, 0, jobdata, dojob_data, guard, NULL);
+        return 0;
     }
     if (numjobs - 1 > 8) {
         tasks = (fr_task *)malloc((size_t)(numjobs - 1) * sizeof(fr_task));
         if (tasks == NULL)
-            abort();      /* OpenBLAS gives the callback no way to fail */
+            return -1;
     }
     remaining = numjobs - 1;
     pthread_mutex_lock(&fr_lock);
-    if (fr_ensure_workers_locked(fr_queued + numjobs - 1) != 0)
-        abort();
-    fr_calls++;
+    if (fr_ensure_workers_locked(fr_queued + numjobs - 1) != 0) {
+        pthread_mutex_unlock(&fr_lock);
+        if (tasks != local)
+            free(tasks);
+        return -1;
+    }
     for (i = 1; i < numjobs; i++) {
         fr_task *t = &tasks[i - 1];
         t->fn = dojob;
@@ -274,6 +280,7 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
         t->index = i;
         t->arg = dojob_data;
         t->guard = guard;
+        t->fp = fp;
         t->remaining = &remaining;
         t->next = NULL;
         if (fr_tail != NULL)
@@ -286,7 +293,7 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
     if (fr_sleeping > 0)
         pthread_cond_broadcast(&fr_wake);
     pthread_mutex_unlock(&fr_lock);
-    fr_run_job(dojob, 0, jobdata, dojob_data, guard);
+    fr_run_job(dojob, 0, jobdata, dojob_data, guard, NULL);
     until = fr_now_ns() + FR_SPIN_NS;
     while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) != 0 && fr_now_ns() < until)
         fr_relax();
@@ -294,9 +301,126 @@ static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t
     while (remaining != 0)
         pthread_cond_wait(&fr_done, &fr_lock);
     pthread_mutex_unlock(&fr_lock);
-    pthread_mutex_unlock(&fr_call_lock);
     if (tasks != local)
         free(tasks);
+    return 0;
+}
+
+/* The callback handed to OpenBLAS (see the top of this file). */
+static void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
+                                void *jobdata, int dojob_data)
+{
+    int guard;
+    (void)sync;
+    if (numjobs <= 0)
+        return;
+    pthread_mutex_lock(&fr_call_lock);
+    guard = !fr_fill_fpcsr(jobdata, elsize, numjobs);
+    if (guard)
+        __atomic_add_fetch(&fr_unknown_layout, 1, __ATOMIC_RELAXED);
+    if (numjobs > 1)
+        __atomic_add_fetch(&fr_calls, 1, __ATOMIC_RELAXED);
+    if (fr_pool_run(dojob, numjobs, elsize, jobdata, dojob_data, guard, NULL) != 0)
+        abort();      /* OpenBLAS gives the callback no way to fail */
+    pthread_mutex_unlock(&fr_call_lock);
+}
+
+/* The kernels' teams (kernels/_kernels.pyx): a recurrent layer at batch 1 splits its hidden
+ * units over threads that meet at a barrier after every time step.  The team's jobs run on
+ * the workers above (fr_pool_run gives every job a thread of its own, so all members run
+ * at once and a barrier cannot wait on a job that has not started).
+ *
+ * The barrier: each member counts the rounds it has reached in a cache line of its own and
+ * waits until every other member's count is as high, spinning (pause) FR_BARRIER_SPINS turns,
+ * then yielding the core.  A step takes a microsecond or less: sleeping and waking would cost
+ * more than the step, and a count shared by all members (one atomic add each) moved its
+ * cache line between the cores more often than these writes of one's own line do.
+ *
+ * Member 0 also makes one decision for the whole team each round: whether *stop (Ctrl-C) is
+ * set, written with its count (bit 0), so that every member leaves its loop at the same step
+ * (one that left alone would leave the others waiting for it).  A member that finds member
+ * 0 a round ahead knows that member 0 went on, so the decision of its round was "go on". */
+#define FR_BARRIER_SPINS 256
+#define FR_LINE 64
+
+typedef struct {
+    long value;                        /* 2 * rounds reached + the stop decision (member 0) */
+    char pad[FR_LINE - sizeof(long)];
+} fr_count;
+
+typedef struct {
+    int parties;
+    fr_count *counts;                  /* one per member, each in a cache line of its own */
+    void *mem;
+} fr_barrier;
+
+static inline void fr_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* 0, or -1 if out of memory */
+static int fr_barrier_init(fr_barrier *b, int parties)
+{
+    b->parties = parties;
+    b->mem = calloc((size_t)parties + 1, FR_LINE);
+    if (b->mem == NULL)
+        return -1;
+    b->counts = (fr_count *)(((size_t)b->mem + FR_LINE - 1) & ~(size_t)(FR_LINE - 1));
+    return 0;
+}
+
+static void fr_barrier_free(fr_barrier *b)
+{
+    free(b->mem);
+    b->mem = NULL;
+}
+
+/* Member `me` waits until every member has called this as many times; returns the team's
+ * stop decision for this round. */
+static int fr_barrier_wait(fr_barrier *b, int me, volatile int *stop)
+{
+    long round = (__atomic_load_n(&b->counts[me].value, __ATOMIC_RELAXED) >> 1) + 1, first;
+    int j, spins = 0;
+    if (b->parties <= 1)
+        return stop != NULL && *stop;
+    __atomic_store_n(&b->counts[me].value,
+                     (round << 1) | (me == 0 && stop != NULL && *stop ? 1 : 0), __ATOMIC_RELEASE);
+    for (j = 0; j < b->parties; j++) {
+        if (j == me)
+            continue;
+        while ((__atomic_load_n(&b->counts[j].value, __ATOMIC_ACQUIRE) >> 1) < round) {
+            if (spins < FR_BARRIER_SPINS) {
+                spins++;
+                fr_pause();
+            } else {
+                sched_yield();
+            }
+        }
+    }
+    first = __atomic_load_n(&b->counts[0].value, __ATOMIC_ACQUIRE);
+    return (first >> 1) == round ? (int)(first & 1) : 0;
+}
+
+/* Run a team (see above): fr_pool_run with every member under the caller's floating-point
+ * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
+ * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
+static long fr_team_runs = 0;      /* teams run (for tests) */
+
+static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
+{
+    __atomic_add_fetch(&fr_team_runs, 1, __ATOMIC_RELAXED);
+#if FR_HAVE_FPCSR
+    fr_fpcsr f;
+    fr_get_fpcsr(&f);
+    return fr_pool_run(dojob, numjobs, elsize, jobdata, 0, 0, &f);
+#else
+    return fr_pool_run(dojob, numjobs, elsize, jobdata, 0, 0, NULL);
+#endif
 }
 
 #endif

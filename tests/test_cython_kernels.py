@@ -154,6 +154,82 @@ def test_packed_weights_cache_is_bounded(cy):
 
 
 # ---------------------------------------------------------------------------------------
+# small batches: the hidden units split over a team of threads
+# ---------------------------------------------------------------------------------------
+#: whole panels of the micro-kernel on every build and dtype (4 to 32 columns), an odd
+#: number of them where they are 32 wide (5: the members get 2 and 3)
+TEAM_HIDDEN = 160
+
+
+def team_expected(case):
+    """Whether the team runs the case's eval forwards (not with the LSTM projection, nor the
+    GRU with the reset gate before its product, which needs all of r before that product)."""
+    cell, opts, proj = CASES[case]
+    return not proj and opts.get("reset_after", True)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
+                                           (5, 400, None)])   # 5 x 640 x 400 > 2**20: in chunks
+def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T, lengths):
+    """Eval forwards of a batch too small to split by rows run on a team of two threads that
+    split the hidden units: bit for bit the results of one thread, and the reference's."""
+    rng = np.random.default_rng(21)
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, dtype, "both", rng, hidden=TEAM_HIDDEN)
+    weights[1][...] *= dtype(2 / np.sqrt(P))     # W_hh: states that stay bounded for 400 steps
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=TEAM_HIDDEN)
+    lens = make_lengths(lengths, B, T, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        want = forward(x, hx, weights, lens, False, **opts)
+        fastrnn.set_num_threads(2)
+        teams = cy.team_stats()
+        got = forward(x, hx, weights, lens, False, **opts)
+        assert (cy.team_stats() > teams) == team_expected(case)
+    finally:
+        fastrnn.set_num_threads(before)
+    for a, b in zip([want[0], *want[1]], [got[0], *got[1]]):
+        np.testing.assert_array_equal(b, a)
+    ry, rhy, _ = getattr(ref, f"{cell}_forward")(x, hx, weights, lens, False, **opts)
+    tol = dict(rtol=1e-5, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(got[0], ry, **tol)
+    for a, b in zip(got[1], rhy):      # (the LSTM's c grows past 50 with the projection)
+        np.testing.assert_allclose(a, b, **tol)
+
+
+def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
+    """No team for a small product per step (RNN(64, 64)), units that are not whole panels,
+    one thread, or a training forward."""
+    rng = np.random.default_rng(2)
+    before = fastrnn.get_num_threads()
+
+    def teams_for(cell, hidden, threads=2, training=False, T=100):
+        fastrnn.set_num_threads(threads)
+        case = cell if cell != "rnn" else "rnn_tanh"
+        weights, P = make_weights(case, np.float32, "both", rng, in_size=64, hidden=hidden)
+        x = rng.standard_normal((T, 1, 64)).astype(np.float32)
+        hx = make_states(case, 1, P, np.float32, rng, hidden=hidden)
+        start = cy.team_stats()
+        getattr(cy, f"{cell}_forward")(x, hx, weights, None, training)
+        return cy.team_stats() - start
+
+    try:
+        assert teams_for("lstm", 128) == 1
+        assert teams_for("rnn", 64) == 0
+        assert teams_for("lstm", 130) == 0
+        assert teams_for("lstm", 128, threads=1) == 0
+        assert teams_for("lstm", 128, training=True) == 0
+        assert teams_for("lstm", 128, T=2) == 0            # 0.3 MFLOP in all
+    finally:
+        fastrnn.set_num_threads(before)
+
+
+# ---------------------------------------------------------------------------------------
 # argument handling
 # ---------------------------------------------------------------------------------------
 def test_non_contiguous_and_mixed_layouts(cy):

@@ -196,16 +196,19 @@ def test_blas_pool_runs_numpy_products():
         assert done.returncode != 0 and "AssertionError" in done.stderr, done.stderr
 
 
-@pytest.mark.parametrize("backend", COMPILED)
-@pytest.mark.parametrize("how", ["os.fork", "fork", "spawn", "forkserver"])
-def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, tmp_path):
+@pytest.mark.parametrize("backend, how, batch",
+                         [(b, how, 16) for b in COMPILED
+                          for how in ("os.fork", "fork", "spawn", "forkserver")]
+                         # batch 1: the cython kernels' team of threads (hidden units split)
+                         + [("cython", how, 1) for how in ("os.fork", "fork") if "cython" in COMPILED])
+def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, tmp_path):
     code = f"""
         import os, sys, multiprocessing as mp
         import numpy as np, fastrnn
 
         def work(_=None):
             lstm = fastrnn.LSTM(32, 64, backend="{backend}", seed=0).eval()
-            return float(lstm(np.ones((50, 16, 32), "f4"))[0].sum())
+            return float(lstm(np.ones((50, {batch}, 32), "f4"))[0].sum())
 
         if __name__ == "__main__":
             want = work()                       # threads and pools started in the parent
@@ -229,17 +232,20 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("backend", COMPILED)
-def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend):
+@pytest.mark.parametrize("backend, hidden, shape",
+                         [(b, 128, (4000, 64, 64)) for b in COMPILED]
+                         # batch 1: the cython kernels' team of threads (hidden units split)
+                         + [("cython", 512, (12000, 1, 64))] * ("cython" in COMPILED))
+def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidden, shape):
     """SIGINT during long multi-threaded forwards: KeyboardInterrupt promptly, never a crash;
     then the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
     code = f"""
         import os, signal, threading, time
         import numpy as np, fastrnn
-        lstm = fastrnn.LSTM(64, 128, backend="{backend}", seed=0).eval()
-        small = np.ones((20, 8, 64), "f4")
+        lstm = fastrnn.LSTM(64, {hidden}, backend="{backend}", seed=0).eval()
+        small = np.ones((20, {shape[1]}, 64), "f4")
         want = lstm(small)[0]
-        x = np.ones((4000, 64, 64), "f4")
+        x = np.ones({shape}, "f4")
         lstm(x[:10])
         delays = []
         for i in range(10):
@@ -281,12 +287,16 @@ def test_calls_from_other_threads_match_the_main_thread_bit_for_bit(backend):
         return out, lstm.grads["weight_hh_l0"]
 
     shared = fastrnn.LSTM(32, 64, backend=backend, seed=0).eval()
-    want_train, want_eval = train(), shared(x)[0]
+    one = x[:, :1]      # a batch of 1: on the cython backend a team of threads splits its units
+    want_train, want_eval, want_one = train(), shared(x)[0], shared(one)[0]
     with ThreadPoolExecutor(4) as pool:
         trained = list(pool.map(lambda _: train(), range(12)))
         evaluated = list(pool.map(lambda _: shared(x)[0], range(12)))
+        singles = list(pool.map(lambda _: shared(one)[0], range(40)))
     for out, grad in trained:
         np.testing.assert_array_equal(out, want_train[0])
         np.testing.assert_array_equal(grad, want_train[1])
     for out in evaluated:
         np.testing.assert_array_equal(out, want_eval)
+    for out in singles:
+        np.testing.assert_array_equal(out, want_one)
