@@ -149,6 +149,13 @@ ctypedef struct Act:
     double alpha, beta       # its parameters (0 where it has none)
 
 
+ctypedef struct Check:
+    # weights (rows x K, row-major) to compare with the copy they were packed from
+    const void* src          # or NULL: nothing to check
+    const void* copy
+    int K
+
+
 ctypedef struct Args:
     int T, B, In, H, P, Tc   # In: input size (I is a macro of complex.h)
     int b0, b1               # the batch rows [b0, b1) a time loop works on
@@ -156,6 +163,9 @@ ctypedef struct Args:
     int members              # FWD_UNITS: the size of the team (see run_team)
     int member, u0, u1       # a team member's index and hidden units [u0, u1)
     void* team               # the team's barrier (fr_barrier), or NULL
+    Check check[2]           # FWD_UNITS: the weights (w_hh, w_ih) whose packed copies came
+                             # from the cache unchecked: each member compares its rows
+    int* stale               # FWD_UNITS: set to 1 if a member finds them changed
     int ldg                  # row stride of the gate store (elements): its width, padded for
                              # LSTM and GRU (see padded_width)
     bint train
@@ -1884,7 +1894,34 @@ ctypedef struct Member:
     void* scratch
 
 
+cdef bint units_stale(floating tag, Args* a, int gates) noexcept nogil:
+    """Whether this member's rows of the weights in a.check (those of its units, gate after
+    gate) differ from the copies their packed form was made from; the team agrees on the
+    answer (a barrier) before any member uses the packed weights."""
+    cdef int k, g
+    cdef size_t row
+    cdef Py_ssize_t at
+    cdef bint changed = False
+    for k in range(2):
+        if a.check[k].src == NULL:
+            continue
+        row = <size_t>a.check[k].K * sizeof(floating)
+        for g in range(gates):
+            at = (<Py_ssize_t>g * a.H + a.u0) * row
+            if memcmp(<const char*>a.check[k].src + at, <const char*>a.check[k].copy + at,
+                      (a.u1 - a.u0) * row) != 0:
+                changed = True
+    if a.check[0].src == NULL and a.check[1].src == NULL:
+        return False
+    if changed:
+        a.stale[0] = 1     # (any member may write it: all write the same value)
+    fr_barrier_wait(<fr_barrier*>a.team, a.member, NULL)
+    return a.stale[0] != 0
+
+
 cdef int units_loop(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
+    if units_stale(tag, a, 4 if cell == 1 else (3 if cell == 2 else 1)):
+        return STALE
     if cell == 1:
         return lstm_fwd_units(tag, a, scratch)
     if cell == 2:
@@ -1914,6 +1951,7 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
         free(ms)
         return -1
     rc = call_phase(PRE, cell, f32, a)
+    a.stale[0] = 0
     for k in range(parts):
         ms[k].a = a[0]
         ms[k].a.member = k
@@ -2236,6 +2274,7 @@ ctypedef int (*get_threads_fn)() noexcept nogil
 cdef enum:
     MAX_BLAS_LIBS = 4
     MIN_ROWS_PER_THREAD = 4
+    STALE = 2        # a team's phase: the cached packed weights were out of date (see run_team)
 # a phase below this (~100 us on one thread) runs on one thread: a hand-off to the pool costs
 # ~50 us (LSTM(64, 64) on a 100-step sequence of batch 1: 223 us with its input projection of
 # 3.3 MFLOP split, 140 us without)
@@ -2505,7 +2544,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
              double loop_flops, object keep, bint units=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``) or a backward (BWD_LOOP +
     BWD_POST), BLAS on one thread.  A time loop of more than WATCH_FLOPS runs watched (see
-    run_split): Ctrl-C stops it."""
+    run_split): Ctrl-C stops it.  Returns 0, or 1 if a team found the weights in a.check
+    changed (FWD_UNITS: nothing was computed)."""
     global _in_flight
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
@@ -2535,6 +2575,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     finally:
         blas_single_end()
         _in_flight -= 1
+    if rc == STALE:
+        return 1
     if rc != 0:
         raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
     return 0
@@ -2694,6 +2736,39 @@ cdef cnp.ndarray cached_packed(object w, bint transpose, int parts=0, int gates=
     return out
 
 
+cdef tuple cache_entry(object w, int parts, int gates, bint fresh):
+    """(copy, packed) of w.T in the order of a team's split (see packed()): from the cache
+    without comparing w with the copy (the team does, see units_stale), or packed here and
+    put in the cache (``fresh``, or nothing cached), then with no copy to compare with (None)."""
+    global _packs_bytes
+    cdef cnp.ndarray src = w
+    if not cnp.PyArray_ISCARRAY_RO(src):
+        return None, packed(w, True, parts, gates)
+    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), True, parts,
+           gates)
+    entry = _packs.pop(key, None)
+    if entry is not None:
+        if not fresh:
+            _packs[key] = entry          # (now the most recently used)
+            return entry
+        drop_pack(entry)
+    return None, cached_packed(w, True, parts, gates)
+
+
+cdef tuple team_operands(Args* a, _Weights w, int parts, int gates, bint fresh=False):
+    """Set a.w_hh_r and a.w_ih_r to w_hh^T and w_ih^T packed for a team of ``parts`` (see
+    run_team), and a.check to what its members must compare first; returns what the call
+    must keep alive.  ``fresh``: packed again, not taken from the cache."""
+    hh = cache_entry(w.w_hh, parts, gates, fresh)
+    ih = cache_entry(w.w_ih, parts, gates, fresh)
+    a.w_hh_r, a.w_ih_r = data(hh[1]), data(ih[1])
+    for k, (src, entry) in enumerate(((w.w_hh, hh), (w.w_ih, ih))):
+        a.check[k].src = data(src) if entry[0] is not None else NULL
+        a.check[k].copy = data(entry[0])
+        a.check[k].K = <int>src.shape[1]
+    return hh, ih
+
+
 def _forget_packs():
     """Empty the cache of packed weights (for the tests)."""
     global _packs_bytes
@@ -2807,12 +2882,13 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
     operands = None
+    cdef int stale = 0
     if members:
-        # a team splits the hidden units (run_team): both weights packed in the split's order
+        # a team splits the hidden units (run_team): both weights packed in the split's order,
+        # from the cache; the members check them against the copies, in parallel
         a.members = members
-        operands = (cached_packed(w.w_hh, True, members, G // H),
-                    cached_packed(w.w_ih, True, members, G // H))
-        a.w_hh_r, a.w_ih_r = data(operands[0]), data(operands[1])
+        a.stale = &stale
+        operands = team_operands(&a, w, members, G // H)
     elif not step and T > 1:
         # over many steps the per-step products read w^T packed (here), not BLAS
         operands = step_operands(&a, w, True, per_step_input, not training,
@@ -2822,8 +2898,10 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             # LSTM(128, 128) over 16 steps at B=1 spent 42 of its 101 us in BLAS's product
             operands += (cached_packed(w.w_ih, True),)
             a.w_ih_p = data(operands[4])
-    run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0)
+    while run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
+              (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0):
+        # the weights changed since they were packed: packed again (nothing was computed)
+        operands = team_operands(&a, w, members, G // H, True)
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))

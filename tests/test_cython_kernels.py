@@ -202,6 +202,36 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm_peepholes", "gru"])
+def test_a_team_sees_weights_edited_in_place(cy, case):
+    """A team takes its packed weights from the cache and its members compare their rows with
+    the copies they were packed from: an element edited in place, in either weight and in
+    either member's rows, gives the new result, bit for bit what fresh arrays give."""
+    rng = np.random.default_rng(4)
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, np.float32, "both", rng, hidden=TEAM_HIDDEN)
+    weights[1][...] *= np.float32(2 / np.sqrt(P))
+    x = rng.standard_normal((30, 1, I)).astype(np.float32)
+    hx = make_states(case, 1, P, np.float32, rng, hidden=TEAM_HIDDEN)
+    forward = getattr(cy, f"{cell}_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(2)
+        teams = cy.team_stats()
+        y0 = forward(x, hx, weights, None, False, **opts)[0]
+        for w in weights[:2]:
+            for row in (0, w.shape[0] - 1):         # the first member's rows, the last one's
+                w[row, -1] += np.float32(0.5)
+                y = forward(x, hx, weights, None, False, **opts)[0]
+                fresh = tuple(None if v is None else v.copy() for v in weights)
+                np.testing.assert_array_equal(y, forward(x, hx, fresh, None, False, **opts)[0])
+                assert not np.array_equal(y, y0)
+                y0 = y
+        assert cy.team_stats() > teams
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
     """No team for a small product per step (RNN(64, 64)), units that are not whole panels,
     one thread, or a training forward."""
