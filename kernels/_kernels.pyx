@@ -1705,6 +1705,8 @@ cdef extern from "fastrnn_pool.h" nogil:
     void fr_barrier_free(fr_barrier* b)
     int fr_barrier_wait(fr_barrier* b, int me, volatile int* stop)
     int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
+    void fr_flag_raise(int* flag)
+    int fr_flag_read(int* flag)
     long fr_team_runs
 
 
@@ -1914,9 +1916,9 @@ cdef bint units_stale(floating tag, Args* a, int gates) noexcept nogil:
     if a.check[0].src == NULL and a.check[1].src == NULL:
         return False
     if changed:
-        a.stale[0] = 1     # (any member may write it: all write the same value)
+        fr_flag_raise(a.stale)
     fr_barrier_wait(<fr_barrier*>a.team, a.member, NULL)
-    return a.stale[0] != 0
+    return fr_flag_read(a.stale) != 0
 
 
 cdef int units_loop(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
@@ -1962,8 +1964,8 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
         ms[k].scratch = malloc((8 * <size_t>n + <size_t>a.B * padded_width(3 * n, item) + 1) * item)
         if ms[k].scratch == NULL:
             rc = -1
-    if rc == 0:
-        rc = fr_team_run(member_job, parts, sizeof(Member), ms)
+    if rc == 0 and fr_team_run(member_job, parts, sizeof(Member), ms) != 0:
+        rc = TEAMLESS
     for k in range(parts):
         rc |= ms[k].rc
         free(ms[k].scratch)
@@ -2275,6 +2277,7 @@ cdef enum:
     MAX_BLAS_LIBS = 4
     MIN_ROWS_PER_THREAD = 4
     STALE = 2        # a team's phase: the cached packed weights were out of date (see run_team)
+    TEAMLESS = 4     # a team's phase: no thread could be had for a member (nothing was run)
 # a phase below this (~100 us on one thread) runs on one thread: a hand-off to the pool costs
 # ~50 us (LSTM(64, 64) on a 100-step sequence of batch 1: 223 us with its input projection of
 # 3.3 MFLOP split, 140 us without)
@@ -2544,8 +2547,9 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
              double loop_flops, object keep, bint units=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``) or a backward (BWD_LOOP +
     BWD_POST), BLAS on one thread.  A time loop of more than WATCH_FLOPS runs watched (see
-    run_split): Ctrl-C stops it.  Returns 0, or 1 if a team found the weights in a.check
-    changed (FWD_UNITS: nothing was computed)."""
+    run_split): Ctrl-C stops it.  Returns 0; with ``units``, 1 if the team found the weights in
+    a.check changed, 2 if it could not run (another call is in flight, whose threads it would
+    compete with, or no thread could be had): nothing was computed then."""
     global _in_flight
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
@@ -2559,6 +2563,9 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         # rather than handing slices to a pool the other call keeps busy (results are the same
         # on any number of threads)
         loop_threads = gemm_threads = 1
+        if units:   # (it started after this call chose a team)
+            _in_flight -= 1
+            return 2
     blas_single_begin()
     try:
         if not _blas_warm:
@@ -2577,6 +2584,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         _in_flight -= 1
     if rc == STALE:
         return 1
+    if rc == TEAMLESS:
+        return 2
     if rc != 0:
         raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
     return 0
@@ -2850,7 +2859,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
     a.ldg = Gs if cell == RNN else padded_width(Gs, cnp.PyArray_ITEMSIZE(xa))
     # a team's arrays start on a cache line, so that its members' parts of a row (whole
-    # panels of units) never share one
+    # panels of units) share none where a panel is 64 bytes or more (AVX2, AVX-512)
     gates = aligned(Tc, B, a.ldg, typenum) if members else workspace(3, Tc, B, a.ldg, typenum)
     bias = empty(1, Gs, 0, 0, typenum)
     hs = aligned(slots, B, P, typenum) if members else workspace(3, slots, B, P, typenum)
@@ -2881,27 +2890,32 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     a.w_ph = data(w.w_ph)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
     a.gates, a.hs, a.y = data(gates), data(hs), data(y)
-    operands = None
-    cdef int stale = 0
-    if members:
-        # a team splits the hidden units (run_team): both weights packed in the split's order,
-        # from the cache; the members check them against the copies, in parallel
+    cdef int stale = 0, outcome = 2
+    cdef bint fresh = False
+    while outcome:
+        operands = None
         a.members = members
-        a.stale = &stale
-        operands = team_operands(&a, w, members, G // H)
-    elif not step and T > 1:
-        # over many steps the per-step products read w^T packed (here), not BLAS
-        operands = step_operands(&a, w, True, per_step_input, not training,
-                                 cell == GRU and variant)
-        if not training and not per_step_input:
-            # the input projection of all steps from w_ih^T packed once (cached), not BLAS:
-            # LSTM(128, 128) over 16 steps at B=1 spent 42 of its 101 us in BLAS's product
-            operands += (cached_packed(w.w_ih, True),)
-            a.w_ih_p = data(operands[4])
-    while run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-              (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0):
-        # the weights changed since they were packed: packed again (nothing was computed)
-        operands = team_operands(&a, w, members, G // H, True)
+        if members:
+            # a team splits the hidden units (run_team): both weights packed in the split's
+            # order, from the cache; the members check them against the copies, in parallel
+            a.stale = &stale
+            operands = team_operands(&a, w, members, G // H, fresh)
+        elif not step and T > 1:
+            # over many steps the per-step products read w^T packed (here), not BLAS
+            operands = step_operands(&a, w, True, per_step_input, not training,
+                                     cell == GRU and variant)
+            if not training and not per_step_input:
+                # the input projection of all steps from w_ih^T packed once (cached), not BLAS:
+                # LSTM(128, 128) over 16 steps at B=1 spent 42 of its 101 us in BLAS's product
+                operands += (cached_packed(w.w_ih, True),)
+                a.w_ih_p = data(operands[4])
+        outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
+                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0)
+        # nothing was computed: the weights changed since they were packed (packed again), or
+        # the team could not run (the call runs on one thread)
+        fresh = outcome == 1
+        if outcome == 2:
+            members = 0
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))

@@ -406,6 +406,17 @@ static int fr_barrier_wait(fr_barrier *b, int me, volatile int *stop)
     return (first >> 1) == round ? (int)(first & 1) : 0;
 }
 
+/* A flag any member may raise, read after a barrier (the barrier orders the two). */
+static inline void fr_flag_raise(int *flag)
+{
+    __atomic_store_n(flag, 1, __ATOMIC_RELAXED);
+}
+
+static inline int fr_flag_read(int *flag)
+{
+    return __atomic_load_n(flag, __ATOMIC_RELAXED);
+}
+
 /* Run a team (see above): fr_pool_run with every member under the caller's floating-point
  * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
  * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */

@@ -202,6 +202,34 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("case", ["rnn_relu", "lstm_input_forget_peepholes", "gru_acts"])
+@pytest.mark.parametrize("threads", [3, 64])
+def test_teams_of_more_members_and_of_more_threads_than_panels(cy, case, threads):
+    """Three members (uneven shares of panels), and a member per panel when there are more
+    threads than panels (more members than cores: the barrier yields the core): the results of
+    one thread, bit for bit."""
+    rng = np.random.default_rng(8)
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, np.float32, "both", rng, hidden=TEAM_HIDDEN)
+    weights[1][...] *= np.float32(2 / np.sqrt(P))
+    x = rng.standard_normal((30, 3, I)).astype(np.float32)
+    hx = make_states(case, 3, P, np.float32, rng, hidden=TEAM_HIDDEN)
+    lens = make_lengths("ragged", 3, 30, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        want = forward(x, hx, weights, lens, False, **opts)
+        fastrnn.set_num_threads(threads)
+        teams = cy.team_stats()
+        got = forward(x, hx, weights, lens, False, **opts)
+        assert cy.team_stats() > teams
+    finally:
+        fastrnn.set_num_threads(before)
+    for a, b in zip([want[0], *want[1]], [got[0], *got[1]]):
+        np.testing.assert_array_equal(b, a)
+
+
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm_peepholes", "gru"])
 def test_a_team_sees_weights_edited_in_place(cy, case):
     """A team takes its packed weights from the cache and its members compare their rows with

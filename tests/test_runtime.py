@@ -206,12 +206,19 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
         import os, sys, multiprocessing as mp
         import numpy as np, fastrnn
 
+        def teams():      # (batch 1: a team of threads must run, in parent and child)
+            from fastrnn._cython import kernels
+            return kernels.team_stats() if {batch} == 1 else 0
+
         def work(_=None):
             lstm = fastrnn.LSTM(32, 64, backend="{backend}", seed=0).eval()
-            return float(lstm(np.ones((50, {batch}, 32), "f4"))[0].sum())
+            before = teams()
+            out = float(lstm(np.ones((50, {batch}, 32), "f4"))[0].sum())
+            return out, teams() > before or {batch} != 1
 
         if __name__ == "__main__":
             want = work()                       # threads and pools started in the parent
+            assert want[1], "no team ran"
             if "{how}" == "os.fork":
                 pid = os.fork()
                 if pid == 0:
@@ -226,7 +233,7 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
     path.write_text(textwrap.dedent(code))
     try:
         done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                              timeout=240)
+                              timeout=240, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
     except subprocess.TimeoutExpired:
         pytest.fail(f"{how} child of a {backend} parent hung")
     assert done.returncode == 0, done.stderr[-2000:]
@@ -262,9 +269,12 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
             except KeyboardInterrupt:
                 delays.append(time.perf_counter() - sent[0])
             np.testing.assert_array_equal(lstm(small)[0], want)
+        if {shape[1]} == 1:      # batch 1: a team of threads ran the calls
+            from fastrnn._cython import kernels
+            assert kernels.team_stats() > 0
         print(len(delays), max(delays))
     """
-    status, out, err = run_script(code, timeout=300)
+    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
     assert status == 0, f"exit status {status}: {err[-2000:]}"
     count, delay = out.split()
     assert int(count) >= 5            # the calls take ~0.5 s: most of them were interrupted
