@@ -45,7 +45,8 @@ Kernel structure (the same as the numba backend's):
   its slice), the GEMMs before and after it split their output rows; an
   eval-mode forward of a batch too small to split (B < 8) splits the hidden
   units instead, over a team of threads that meet at a barrier after every
-  step (see run_team), each reading only its share of the weights.
+  step (see run_team), each reading only its share of the weights; one step of
+  at most 4 sequences splits the rows of its two products (run_step_team).
 
 Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
 output and leave the state of sequence ``b`` untouched; their gradient passes
@@ -70,7 +71,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64,
+    GEMV_MAX_COLUMNS, gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64,
     fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -163,6 +164,9 @@ ctypedef struct Args:
     int members              # FWD_UNITS: the size of the team (see run_team)
     int member, u0, u1       # a team member's index and hidden units [u0, u1)
     void* team               # the team's barrier (fr_barrier), or NULL
+    bint products_done       # a one-step eval forward whose products a team made (STEP_ROWS):
+                             # PRE and FWD_LOOP skip them; the GRU's W_hh h is then in ghb
+    void* ghb                # (B, padded 3H) GRU: W_hh h of the step (products_done), or NULL
     Check check[2]           # FWD_UNITS: the weights (w_hh, w_ih) whose packed copies came
                              # from the cache unchecked: each member compares its rows
     int* stale               # FWD_UNITS: set to 1 if a member finds them changed
@@ -575,7 +579,7 @@ cdef void act_grad_row(const Act* f, const floating* y, const floating* din, flo
 cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, a.H)
-    if not a.chunked and a.w_ih_r == NULL:
+    if not a.chunked and a.w_ih_r == NULL and not a.products_done:
         input_projection_part(tag, a, a.H)
     return 0
 
@@ -615,7 +619,9 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
         yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
-        if a.w_hh_r != NULL:
+        if a.products_done:
+            pass
+        elif a.w_hh_r != NULL:
             rowmm(b1 - b0, H, H, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r,
                   True, gt + <Py_ssize_t>b0 * H, H)
         else:
@@ -888,7 +894,7 @@ cdef void lstm_grad_row_act(floating* row, const floating* tcr, const floating* 
 cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
-    if not a.chunked and a.w_ih_r == NULL:
+    if not a.chunked and a.w_ih_r == NULL and not a.products_done:
         input_projection_part(tag, a, 4 * a.H)
     return 0
 
@@ -942,7 +948,9 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
         cnext = cs + (t + 1 if train else (t + 1) % 2) * BH
         mt = mb + (<Py_ssize_t>t * BH if train else 0) if proj else NULL
         yt = y + <Py_ssize_t>t * BP if y != NULL else NULL
-        if a.w_hh_r != NULL:
+        if a.products_done:
+            pass
+        elif a.w_hh_r != NULL:
             rowmm(nb, P, G, hprev + <Py_ssize_t>b0 * P, P, <const floating*>a.w_hh_r, True,
                   gt + b0 * ldg, <int>ldg)
         else:
@@ -1312,7 +1320,7 @@ cdef int gru_pre(floating tag, Args* a) noexcept nogil:
         for j in range(H):
             bias[2 * H + j] = b_ih[2 * H + j] if b_ih != NULL else 0
             bias[3 * H + j] = b_hh[2 * H + j] if b_hh != NULL else 0
-    if not a.chunked and a.w_ih_r == NULL:
+    if not a.chunked and a.w_ih_r == NULL and not a.products_done:
         input_projection_part(tag, a, 3 * H)
     return 0
 
@@ -1347,7 +1355,9 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
         yt = y + <Py_ssize_t>t * BH if y != NULL else NULL
-        if a.w_hh_r != NULL:
+        if a.products_done:     # (one step: the team's W_hh h, the same rows and stride)
+            memcpy(ghb, a.ghb, (<Py_ssize_t>nb * ldh) * sizeof(floating))
+        elif a.w_hh_r != NULL:
             rowmm(nb, H, G3, hprev + <Py_ssize_t>b0 * H, H, <const floating*>a.w_hh_r, False,
                   ghb, ldh)
         else:
@@ -1939,6 +1949,59 @@ cdef void member_job(int index, void* data, int arg) noexcept nogil:
         m.rc = units_loop(<double>0, m.cell, &m.a, <double*>m.scratch)
 
 
+# One step (a cell's step, or a sequence of one step) of a small batch has too little work for a
+# barrier per step but two products that read every weight once: a team splits their rows (the
+# gate rows of w_ih and w_hh, whole panels of them per member), each member making its rows with
+# the very BLAS calls one thread makes for all of them (GEMV, one column of the batch at a time:
+# each row's result is the same whichever rows go with it), and the caller then runs the
+# biases and the element-wise step alone (PRE and FWD_LOOP skip the products: products_done).
+cdef int step_rows(floating tag, int cell, Args* a) noexcept nogil:
+    """A member's rows [u0, u1) of the step's products: gates (B rows of a.ldg) = x @ w_ih^T,
+    then + h @ w_hh^T (LSTM, RNN) or a.ghb = h @ w_hh^T (GRU)."""
+    cdef int r0 = a.u0, n = a.u1 - a.u0, B = a.B, H = a.H, P = a.P
+    cdef int ldh = padded_width(3 * H, sizeof(floating))
+    cdef floating* gates = <floating*>a.gates
+    gemm(c'T', c'N', n, B, a.In, <floating>1, <const floating*>a.w_ih + <Py_ssize_t>r0 * a.In,
+         a.In, <const floating*>a.x, a.In, <floating>0, gates + r0, a.ldg)
+    if cell == 2:
+        gemm(c'T', c'N', n, B, H, <floating>1, <const floating*>a.w_hh + <Py_ssize_t>r0 * H, H,
+             <const floating*>a.hs, H, <floating>0, <floating*>a.ghb + r0, ldh)
+    else:
+        gemm(c'T', c'N', n, B, P, <floating>1, <const floating*>a.w_hh + <Py_ssize_t>r0 * P, P,
+             <const floating*>a.hs, P, <floating>1, gates + r0, a.ldg)
+    return 0
+
+
+cdef void step_job(int index, void* data, int arg) noexcept nogil:
+    cdef Member* m = <Member*>data
+    if m.f32:
+        m.rc = step_rows(<float>0, m.cell, &m.a)
+    else:
+        m.rc = step_rows(<double>0, m.cell, &m.a)
+
+
+cdef int run_step_team(int cell, bint f32, Args* a) noexcept nogil:
+    """STEP_ROWS: the step's products on a team of a.members, each on its rows; then the
+    biases and the element-wise step on this thread (PRE, FWD_LOOP)."""
+    cdef int parts = a.members, k, rc = 0, nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
+    cdef int rows = a.H * (4 if cell == 1 else (3 if cell == 2 else 1))
+    cdef Member* ms = <Member*>calloc(parts, sizeof(Member))
+    if ms == NULL:
+        return -1
+    for k in range(parts):
+        ms[k].a = a[0]
+        unit_range(rows, nr, k, parts, &ms[k].a.u0, &ms[k].a.u1)
+        ms[k].cell, ms[k].f32 = cell, f32
+    if fr_team_run(step_job, parts, sizeof(Member), ms) != 0:
+        free(ms)
+        return TEAMLESS
+    free(ms)
+    a.products_done = True
+    rc = call_phase(PRE, cell, f32, a)
+    rc |= call_phase(FWD_LOOP, cell, f32, a)
+    return rc
+
+
 cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
     """FWD_UNITS: the biases (PRE, which leaves the input projection to the members here:
     a.w_ih_r is set), then the time loop on a team of a.members, each on its hidden units."""
@@ -1984,11 +2047,15 @@ cdef enum Phase:
     BWD_POST = 3     # backward: dx and the weight gradients, one GEMM each
     FWD_UNITS = 4    # eval-mode forward of a small batch: biases, then the time loop on a team
                      # that splits the hidden units (run_team)
+    STEP_ROWS = 5    # eval-mode forward of one step of a small batch: its two products on a
+                     # team that splits their rows (run_step_team); then PRE and FWD_LOOP
 
 
 cdef int call_phase(int phase, int cell, bint f32, Args* a) noexcept nogil:
     if phase == FWD_UNITS:
         return run_team(cell, f32, a)
+    if phase == STEP_ROWS:
+        return run_step_team(cell, f32, a)
     if f32:
         if cell == 1:
             if phase == PRE: return lstm_pre(<float>0, a)
@@ -2399,15 +2466,19 @@ cdef int plan_threads(int B, double loop_flops):
 # 1.43x; RNN(64, 64), 16 kFLOP a step, 0.70x; GRU(64, 64) at T=20, 1.0 MFLOP in all, 1.00x)
 cdef double TEAM_MIN_FLOPS = 1e6
 cdef double TEAM_STEP_FLOPS = 4e4
+# one step (STEP_ROWS) goes to a team from this many FLOPs (alternating calls in one process:
+# LSTMCell(256, 256), 1 MFLOP, 37.6 -> 23.1 us on two threads; LSTMCell(128, 128), 0.26 MFLOP,
+# within the noise of +-10%)
+cdef double TEAM_ONE_STEP_FLOPS = 5e5
 
 
-cdef int team_size(int H, int typenum, int T, double flops):
+cdef int team_size(int H, int typenum, int T, double flops, double min_flops):
     """The size of a team that splits the hidden units of a small batch (see run_team), or 0:
     whole panels of units for each member, while no other kernel call is in flight.
-    ``flops``: of the products of all T steps."""
+    ``flops``: of the products of all T steps, at least ``min_flops``."""
     cdef int nr = fr_panel_width_f32() if typenum == F32 else fr_panel_width_f64()
     cdef int n = _num_threads
-    if (n <= 1 or flops < TEAM_MIN_FLOPS or flops < TEAM_STEP_FLOPS * T or _in_flight > 0
+    if (n <= 1 or flops < min_flops or flops < TEAM_STEP_FLOPS * T or _in_flight > 0
             or H % nr != 0):
         return 0
     if n > H // nr:
@@ -2544,12 +2615,13 @@ cdef warm_blas_alone():
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
-             double loop_flops, object keep, bint units=False) except -1:
-    """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``) or a backward (BWD_LOOP +
-    BWD_POST), BLAS on one thread.  A time loop of more than WATCH_FLOPS runs watched (see
-    run_split): Ctrl-C stops it.  Returns 0; with ``units``, 1 if the team found the weights in
-    a.check changed, 2 if it could not run (another call is in flight, whose threads it would
-    compete with, or no thread could be had): nothing was computed then."""
+             double loop_flops, object keep, bint units=False, bint step_team=False) except -1:
+    """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``, or STEP_ROWS when
+    ``step_team``) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.  A time loop of more
+    than WATCH_FLOPS runs watched (see run_split): Ctrl-C stops it.  Returns 0; with ``units``,
+    1 if the team found the weights in a.check changed; with either, 2 if the team could not
+    run (another call is in flight, whose threads it would compete with, or no thread could be
+    had): nothing was computed then."""
     global _in_flight
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
@@ -2563,7 +2635,7 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         # rather than handing slices to a pool the other call keeps busy (results are the same
         # on any number of threads)
         loop_threads = gemm_threads = 1
-        if units:   # (it started after this call chose a team)
+        if units or step_team:   # (it started after this call chose a team)
             _in_flight -= 1
             return 2
     blas_single_begin()
@@ -2572,6 +2644,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             warm_blas_alone()
         if units:
             rc = run_split(FWD_UNITS, cell, f32, a, 1, keep, watch)
+        elif step_team:
+            rc = run_split(STEP_ROWS, cell, f32, a, 1, keep, watch)
         else:
             if not backward:
                 rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
@@ -2825,7 +2899,8 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads, members = 0
+    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads, members = 0, step_members = 0
+    cdef cnp.ndarray ghb = None
     cdef double loop_flops
     cdef _Weights w
     cdef cnp.ndarray h0, c0, gates, bias, hs, cs = None, tc = None, mb = None, y = None
@@ -2853,7 +2928,13 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH
     if (not training and not step and T > 1 and nthreads == 1 and not per_step_input
             and w.w_hr is None and not (cell == GRU and variant)):
-        members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I)
+        members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I, TEAM_MIN_FLOPS)
+    elif (not training and T == 1 and B <= GEMV_MAX_COLUMNS and w.w_hr is None
+            and not (cell == GRU and variant)):
+        step_members = team_size(H, typenum, 1, loop_flops + 2.0 * B * G * I, TEAM_ONE_STEP_FLOPS)
+        if step_members and cell == GRU:
+            ghb = empty(1, B * padded_width(G, cnp.PyArray_ITEMSIZE(xa)), 0, 0, typenum)
+            a.ghb = data(ghb)
     Tc = 1 if per_step_input and not training else chunk_steps(T, B, Gs, training or nthreads > 1)
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
@@ -2894,7 +2975,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     cdef bint fresh = False
     while outcome:
         operands = None
-        a.members = members
+        a.members = members or step_members
         if members:
             # a team splits the hidden units (run_team): both weights packed in the split's
             # order, from the cache; the members check them against the copies, in parallel
@@ -2910,12 +2991,13 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
                 operands += (cached_packed(w.w_ih, True),)
                 a.w_ih_p = data(operands[4])
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands), members > 0)
+                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb),
+                      members > 0, step_members > 0)
         # nothing was computed: the weights changed since they were packed (packed again), or
         # the team could not run (the call runs on one thread)
         fresh = outcome == 1
         if outcome == 2:
-            members = 0
+            members = step_members = 0
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))

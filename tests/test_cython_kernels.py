@@ -260,9 +260,48 @@ def test_a_team_sees_weights_edited_in_place(cy, case):
         fastrnn.set_num_threads(before)
 
 
+#: hidden sizes whose one step is big enough for a team (TEAM_ONE_STEP_FLOPS: 0.5 MFLOP)
+STEP_HIDDEN = {"rnn": 512, "lstm": 320, "gru": 320}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 3])
+def test_one_step_splits_its_products_over_a_team(cy, case, dtype, B):
+    """An eval step of a batch of at most 4 (a cell's step, or a sequence of one step) makes its
+    two products on a team that splits their rows: bit for bit the results of one thread (and
+    of the one-step sequence), and the reference's."""
+    rng = np.random.default_rng(13)
+    cell, opts, _ = CASES[case]
+    hidden = STEP_HIDDEN[cell]
+    weights, P = make_weights(case, dtype, "both", rng, hidden=hidden)
+    weights[1][...] *= dtype(2 / np.sqrt(P))
+    x = rng.standard_normal((B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+    step = getattr(cy, f"{cell}_step_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        want, _ = step(x, hx, weights, False, **opts)
+        fastrnn.set_num_threads(2)
+        teams = cy.team_stats()
+        got, _ = step(x, hx, weights, False, **opts)
+        _, seq, _ = getattr(cy, f"{cell}_forward")(x[None], hx, weights, None, False, **opts)
+        assert (cy.team_stats() >= teams + 2) == team_expected(case)
+    finally:
+        fastrnn.set_num_threads(before)
+    for a, b, c in zip(want, got, seq):
+        np.testing.assert_array_equal(b, a)
+        np.testing.assert_array_equal(c, a)
+    ref_hy, _ = getattr(ref, f"{cell}_step_forward")(x, hx, weights, False, **opts)
+    tol = dict(rtol=1e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+    for a, b in zip(got, ref_hy):
+        np.testing.assert_allclose(a, b, **tol)
+
+
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
-    """No team for a small product per step (RNN(64, 64)), units that are not whole panels,
-    one thread, or a training forward."""
+    """No team for a small product per step (RNN(64, 64)) or a small step alone, units that
+    are not whole panels, one thread, or a training forward."""
     rng = np.random.default_rng(2)
     before = fastrnn.get_num_threads()
 
@@ -283,6 +322,8 @@ def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
         assert teams_for("lstm", 128, threads=1) == 0
         assert teams_for("lstm", 128, training=True) == 0
         assert teams_for("lstm", 128, T=2) == 0            # 0.3 MFLOP in all
+        assert teams_for("lstm", 128, T=1) == 0            # one step of 0.2 MFLOP
+        assert teams_for("lstm", 512, T=1) == 1            # one step of 2.6 MFLOP
     finally:
         fastrnn.set_num_threads(before)
 
