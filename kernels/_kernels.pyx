@@ -1694,12 +1694,13 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
 # A batch too small to split: its hidden units split over a team (eval-mode forwards)
 # =======================================================================================
 # A batch below STEP_INPUT_MIN_BATCH sequences runs its time loop on one thread (a thread
-# gets at least MIN_ROWS_PER_THREAD rows).  Its hidden units are split instead: each member of a team owns the units [u0, u1) (whole panels of fastrnn_mm.h),
-# projects the input onto their gates and multiplies h_{t-1} by their columns of W_hh (its
-# columns of both weights packed together, in the order of the split: see packed()), updates
-# their states, and the members meet at a barrier after every step (the next product reads
-# all of h_t).  Each core so reads only its share of the weights, from its own cache, and
-# the element-wise work is split too.  Every element gets the same operations in the same
+# gets at least MIN_ROWS_PER_THREAD rows).  Its hidden units are split instead: each member
+# of a team owns the units [u0, u1) (whole panels of fastrnn_mm.h), projects the input onto
+# their gates and multiplies h_{t-1} by their columns of W_hh (its columns of both weights
+# packed together, in the order of the split: see packed()), updates their states, and the
+# members meet at a barrier after every step (the next product reads all of h_t).  Each core
+# so reads only its share of the weights, from its own cache, and the element-wise work is
+# split too.  Every element gets the same operations in the same
 # order as on one thread: the results are bit for bit those of one thread.
 #
 # A member works on the columns [Gs*u0, Gs*u1) of each row of the gate store: its units of
@@ -1980,19 +1981,28 @@ cdef void step_job(int index, void* data, int arg) noexcept nogil:
         m.rc = step_rows(<double>0, m.cell, &m.a)
 
 
+cdef Member* new_team(int cell, bint f32, Args* a, int rows) noexcept nogil:
+    """a.members members (calloc'd; NULL if out of memory), each a copy of a with its index and
+    its share [u0, u1) of ``rows`` (hidden units, or gate rows), whole panels each."""
+    cdef int k, nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
+    cdef Member* ms = <Member*>calloc(a.members, sizeof(Member))
+    if ms != NULL:
+        for k in range(a.members):
+            ms[k].a = a[0]
+            ms[k].a.member = k
+            unit_range(rows, nr, k, a.members, &ms[k].a.u0, &ms[k].a.u1)
+            ms[k].cell, ms[k].f32 = cell, f32
+    return ms
+
+
 cdef int run_step_team(int cell, bint f32, Args* a) noexcept nogil:
     """STEP_ROWS: the step's products on a team of a.members, each on its rows; then the
     biases and the element-wise step on this thread (PRE, FWD_LOOP)."""
-    cdef int parts = a.members, k, rc = 0, nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
-    cdef int rows = a.H * (4 if cell == 1 else (3 if cell == 2 else 1))
-    cdef Member* ms = <Member*>calloc(parts, sizeof(Member))
+    cdef int rc = 0
+    cdef Member* ms = new_team(cell, f32, a, a.H * (4 if cell == 1 else (3 if cell == 2 else 1)))
     if ms == NULL:
         return -1
-    for k in range(parts):
-        ms[k].a = a[0]
-        unit_range(rows, nr, k, parts, &ms[k].a.u0, &ms[k].a.u1)
-        ms[k].cell, ms[k].f32 = cell, f32
-    if fr_team_run(step_job, parts, sizeof(Member), ms) != 0:
+    if fr_team_run(step_job, a.members, sizeof(Member), ms) != 0:
         free(ms)
         return TEAMLESS
     free(ms)
@@ -2006,23 +2016,19 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
     """FWD_UNITS: the biases (PRE, which leaves the input projection to the members here:
     a.w_ih_r is set), then the time loop on a team of a.members, each on its hidden units."""
     cdef int parts = a.members, k, n, rc = 0
-    cdef int nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
     cdef size_t item = 4 if f32 else 8
     cdef fr_barrier bar
-    cdef Member* ms = <Member*>calloc(parts, sizeof(Member))
-    if ms == NULL:
-        return -1
+    cdef Member* ms
     if fr_barrier_init(&bar, parts) != 0:
-        free(ms)
+        return -1
+    ms = new_team(cell, f32, a, a.H)
+    if ms == NULL:
+        fr_barrier_free(&bar)
         return -1
     rc = call_phase(PRE, cell, f32, a)
     a.stale[0] = 0
     for k in range(parts):
-        ms[k].a = a[0]
-        ms[k].a.member = k
-        unit_range(a.H, nr, k, parts, &ms[k].a.u0, &ms[k].a.u1)
         ms[k].a.team = &bar
-        ms[k].cell, ms[k].f32 = cell, f32
         n = ms[k].a.u1 - ms[k].a.u0
         ms[k].scratch = malloc((8 * <size_t>n + <size_t>a.B * padded_width(3 * n, item) + 1) * item)
         if ms[k].scratch == NULL:
@@ -2129,6 +2135,21 @@ cdef inline cnp.ndarray empty(int nd, cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_
     return <cnp.ndarray>cnp.PyArray_EMPTY(nd, dims, typenum, 0)
 
 
+cdef cnp.ndarray line_aligned(cnp.npy_intp n, int typenum):
+    """:func:`empty`, 1-D, starting at a multiple of 64 bytes (one cache line): a view of a
+    larger array."""
+    cdef cnp.ndarray buf = empty(1, n + 64, 0, 0, typenum), out
+    # elements to the first 64-byte boundary, in unsigned arithmetic: with C's division (the
+    # cdivision directive) -address % 64 is negative, and a negative start sliced an empty
+    # view near the end of buf, past which the packing then wrote
+    cdef Py_ssize_t skip = <Py_ssize_t>(((64 - (<size_t>cnp.PyArray_DATA(buf) & 63)) & 63)
+                                        // <size_t>cnp.PyArray_ITEMSIZE(buf))
+    out = buf[skip:skip + n]
+    if cnp.PyArray_SIZE(out) != n:
+        raise MemoryError(f"an aligned buffer of {n} elements was expected")
+    return out
+
+
 cdef cnp.ndarray aligned(cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int typenum,
                          bint spare=True):
     """:func:`workspace` (``spare``) or :func:`empty`, 3-D, starting at a multiple of 64 bytes
@@ -2138,10 +2159,7 @@ cdef cnp.ndarray aligned(cnp.npy_intp d0, cnp.npy_intp d1, cnp.npy_intp d2, int 
         buf = workspace(3, d0, d1, d2, typenum)
         if (<size_t>cnp.PyArray_DATA(buf) & 63) == 0:
             return buf
-    buf = empty(1, d0 * d1 * d2 + 64, 0, 0, typenum)
-    cdef size_t item = cnp.PyArray_ITEMSIZE(buf)
-    cdef Py_ssize_t skip = <Py_ssize_t>(((64 - (<size_t>cnp.PyArray_DATA(buf) & 63)) & 63) // item)
-    return buf[skip:skip + d0 * d1 * d2].reshape(d0, d1, d2)
+    return line_aligned(d0 * d1 * d2, typenum).reshape(d0, d1, d2)
 
 
 # The arrays a training forward keeps for its backward (the gate store, the states, tanh(c))
@@ -2737,17 +2755,10 @@ cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1):
     cdef int K = <int>src.shape[1 if transpose else 0], N = <int>src.shape[0 if transpose else 1]
     cdef Py_ssize_t rs = src.strides[1 if transpose else 0] // item
     cdef Py_ssize_t cs = src.strides[0 if transpose else 1] // item
-    cdef Py_ssize_t skip, off = 0
-    cdef int k, g, u0, u1, nr, H, G
+    cdef Py_ssize_t off = 0
+    cdef int k, g, u0, u1, nr, H
     cdef Py_ssize_t size = fr_packed_size_f32(K, N) if item == 4 else fr_packed_size_f64(K, N)
-    buf = np.empty(size + 64 // item, dtype=src.dtype)
-    # elements to the first 64-byte boundary, in unsigned arithmetic: with C's division (the
-    # cdivision directive) -address % 64 is negative, and a negative start sliced an empty
-    # view near the end of buf, past which the packing then wrote
-    skip = <Py_ssize_t>(((64 - (<size_t>cnp.PyArray_DATA(buf) & 63)) & 63) // <size_t>item)
-    out = buf[skip:skip + size]
-    if cnp.PyArray_SIZE(out) != size:
-        raise MemoryError(f"packed weights: a buffer of {size} elements was expected")
+    cdef cnp.ndarray out = line_aligned(size, cnp.PyArray_TYPE(src))
     if not parts:
         pack_block(item, K, N, src, 0, rs, cs, out, 0)
         return out
@@ -2792,6 +2803,12 @@ cdef void drop_pack(tuple entry):
                      + cnp.PyArray_NBYTES(<cnp.ndarray>entry[1]))
 
 
+cdef inline tuple pack_key(cnp.ndarray src, bint transpose, int parts, int gates):
+    """The cache's key of ``src`` packed (see packed())."""
+    return (<size_t>cnp.PyArray_DATA(src), tuple((<object>src).shape), cnp.PyArray_TYPE(src),
+            transpose, parts, gates)
+
+
 cdef cnp.ndarray cached_packed(object w, bint transpose, int parts=0, int gates=1):
     """:func:`packed`, from the cache above when ``w`` is unchanged since it was packed."""
     global _packs_bytes
@@ -2799,8 +2816,7 @@ cdef cnp.ndarray cached_packed(object w, bint transpose, int parts=0, int gates=
     cdef Py_ssize_t nbytes = cnp.PyArray_NBYTES(src)
     if not cnp.PyArray_ISCARRAY_RO(src):
         return packed(w, transpose, parts, gates)
-    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), transpose, parts,
-           gates)
+    key = pack_key(src, transpose, parts, gates)
     entry = _packs.pop(key, None)
     if entry is not None:
         if memcmp(cnp.PyArray_DATA(<cnp.ndarray>entry[0]), cnp.PyArray_DATA(src), nbytes) == 0:
@@ -2827,8 +2843,7 @@ cdef tuple cache_entry(object w, int parts, int gates, bint fresh):
     cdef cnp.ndarray src = w
     if not cnp.PyArray_ISCARRAY_RO(src):
         return None, packed(w, True, parts, gates)
-    key = (<size_t>cnp.PyArray_DATA(src), tuple(w.shape), cnp.PyArray_TYPE(src), True, parts,
-           gates)
+    key = pack_key(src, True, parts, gates)
     entry = _packs.pop(key, None)
     if entry is not None:
         if not fresh:

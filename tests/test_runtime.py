@@ -200,7 +200,8 @@ def test_blas_pool_runs_numpy_products():
                          [(b, how, 16) for b in COMPILED
                           for how in ("os.fork", "fork", "spawn", "forkserver")]
                          # batch 1: the cython kernels' team of threads (hidden units split)
-                         + [("cython", how, 1) for how in ("os.fork", "fork") if "cython" in COMPILED])
+                         + [("cython", how, 1) for how in ("os.fork", "fork")
+                            if "cython" in COMPILED])
 def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, tmp_path):
     code = f"""
         import os, sys, multiprocessing as mp
