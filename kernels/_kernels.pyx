@@ -1753,147 +1753,90 @@ cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cn
     memset(yt, 0, n * sizeof(floating))
 
 
-# A member's loop: a (read; u0, u1 its units) and scratch (written: 8n + B * padded_width(3n)
-# elements, see run_team); returns 0.
-cdef int lstm_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
+# A member's loop, for every cell: a (read; u0, u1 its units; cell 0 RNN, 1 LSTM, 2 GRU) and
+# scratch (written: 8n + B * padded_width(3n) elements, see run_team); returns 0.
+cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
+    cdef int G = 4 if cell == 1 else (3 if cell == 2 else 1)    # gate blocks of the weights
+    cdef int Gs = 1 if cell == 0 else 4                          # of a row of the store
+    cdef int ldh = padded_width(3 * n, sizeof(floating))
     cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
-    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>4 * u0 * a.In
-    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>4 * u0 * H
-    cdef floating* store = <floating*>a.gates + 4 * u0
+    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In
+    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>G * u0 * H
+    cdef floating* store = <floating*>a.gates + Gs * u0
     cdef floating* hs = <floating*>a.hs
     cdef floating* cs = <floating*>a.cs
-    cdef floating* bias = scratch                    # 4n: b_i, b_f, b_g, b_o of the units
-    cdef floating* ph = scratch + 4 * n              # 3n: the peepholes of the units, or NULL
-    cdef floating* tcs = scratch + 7 * n             # n: tanh(c_t)
+    # the units' biases, gate after gate (Gs*n: the GRU's b_ir + b_hr, b_iz + b_hz, b_in, b_hn)
+    cdef floating* bias = scratch
+    cdef floating* ph = scratch + 4 * n              # LSTM: 3n, the units' peepholes, or NULL
+    cdef floating* tcs = scratch + 7 * n             # LSTM: n, tanh(c_t)
+    cdef floating* ghb = scratch + 8 * n             # GRU: B rows of ldh, W_hh h of the units
+    cdef floating c = <floating>a.clip
     cdef floating* gt
     cdef floating* hprev
     cdef floating* hnext
-    cdef floating* cprev
-    cdef floating* cnext
+    cdef floating* cprev = NULL
+    cdef floating* cnext = NULL
     cdef floating* yt
-    gather(<const floating*>a.bias, 4, H, u0, n, bias)
-    if a.w_ph != NULL:
+    cdef floating* row
+    cdef floating* gh
+    cdef int j
+    gather(<const floating*>a.bias, Gs, H, u0, n, bias)
+    if cell == 1 and a.w_ph != NULL:
         gather(<const floating*>a.w_ph, 3, H, u0, n, ph)
     else:
         ph = NULL
     for t in range(T):
         if t % a.Tc == 0:
             t0 = t
-            units_input(tag, a, t, 4 * n, w_ih, store)
+            units_input(tag, a, t, G * n, w_ih, store)
         gt = store + <Py_ssize_t>(t - t0) * B * ldg
         hprev = hs + (t % 2) * BH
         hnext = hs + ((t + 1) % 2) * BH
-        cprev = cs + (t % 2) * BH
-        cnext = cs + ((t + 1) % 2) * BH
+        if cell == 1:
+            cprev = cs + (t % 2) * BH
+            cnext = cs + ((t + 1) % 2) * BH
         yt = <floating*>a.y + <Py_ssize_t>t * BH
-        rowmm(B, H, 4 * n, hprev, H, w_hh, True, gt, <int>ldg)
+        if cell == 2:
+            rowmm(B, H, 3 * n, hprev, H, w_hh, False, ghb, ldh)
+        else:
+            rowmm(B, H, G * n, hprev, H, w_hh, True, gt, <int>ldg)
         for b in range(B):
             o = <Py_ssize_t>b * H + u0
             if not valid(a.lens, t, b):
-                units_skip(hnext + o, hprev + o, cnext + o, cprev + o, yt + o, n)
-                continue
-            if a.acts:
-                lstm_cell_row_act(gt + b * ldg, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
-                                  a.variant, <floating>a.clip, NULL, &a.act[0])
-            else:
-                lstm_cell_row(gt + b * ldg, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
-                              a.variant, <floating>a.clip, NULL)
-            memcpy(yt + o, hnext + o, n * sizeof(floating))
-        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
-            break
-    return 0
-
-
-cdef int gru_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
-    cdef int ldh = padded_width(3 * n, sizeof(floating))
-    cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
-    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>3 * u0 * a.In
-    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>3 * u0 * H
-    cdef floating* store = <floating*>a.gates + 4 * u0
-    cdef floating* hs = <floating*>a.hs
-    cdef floating* bias = scratch                    # 4n: b_ir + b_hr, b_iz + b_hz, b_in, b_hn
-    cdef floating* ghb = scratch + 8 * n             # B rows of ldh: W_hh h of the units
-    cdef floating* gt
-    cdef floating* hprev
-    cdef floating* hnext
-    cdef floating* yt
-    cdef floating* row
-    cdef floating* gh
-    gather(<const floating*>a.bias, 4, H, u0, n, bias)
-    for t in range(T):
-        if t % a.Tc == 0:
-            t0 = t
-            units_input(tag, a, t, 3 * n, w_ih, store)
-        gt = store + <Py_ssize_t>(t - t0) * B * ldg
-        hprev = hs + (t % 2) * BH
-        hnext = hs + ((t + 1) % 2) * BH
-        yt = <floating*>a.y + <Py_ssize_t>t * BH
-        rowmm(B, H, 3 * n, hprev, H, w_hh, False, ghb, ldh)
-        for b in range(B):
-            o = <Py_ssize_t>b * H + u0
-            if not valid(a.lens, t, b):
-                units_skip(hnext + o, hprev + o, NULL, NULL, yt + o, n)
+                units_skip(hnext + o, hprev + o, cnext + o if cell == 1 else NULL,
+                           cprev + o if cell == 1 else NULL, yt + o, n)
                 continue
             row = gt + b * ldg
-            gh = ghb + <Py_ssize_t>b * ldh
-            if a.acts:
-                gru_cell_row_act(row, gh, bias, hprev + o, hnext + o, n, <floating>a.clip, NULL,
-                                 &a.act[0])
-            elif a.clip > 0:
-                gru_cell_row_clip(row, gh, bias, hprev + o, hnext + o, n, <floating>a.clip, NULL)
+            if cell == 1:
+                if a.acts:
+                    lstm_cell_row_act(row, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
+                                      a.variant, c, NULL, &a.act[0])
+                else:
+                    lstm_cell_row(row, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
+                                  a.variant, c, NULL)
+            elif cell == 2:
+                gh = ghb + <Py_ssize_t>b * ldh
+                if a.acts:
+                    gru_cell_row_act(row, gh, bias, hprev + o, hnext + o, n, c, NULL, &a.act[0])
+                elif c > 0:
+                    gru_cell_row_clip(row, gh, bias, hprev + o, hnext + o, n, c, NULL)
+                else:
+                    gru_cell_row(row, gh, bias, hprev + o, hnext + o, n)
             else:
-                gru_cell_row(row, gh, bias, hprev + o, hnext + o, n)
+                if a.acts:
+                    rnn_row_act(row, bias, n, c, NULL, &a.act[0])
+                elif c > 0:
+                    for j in range(n):
+                        row[j] = clip_value(row[j] + bias[j], c, <floating*>NULL, j)
+                        row[j] = act_relu(row[j]) if a.variant else act_tanh(row[j])
+                elif a.variant:
+                    for j in range(n):
+                        row[j] = act_relu(row[j] + bias[j])
+                else:
+                    tanh_bias(row, bias, n)
+                memcpy(hnext + o, row, n * sizeof(floating))
             memcpy(yt + o, hnext + o, n * sizeof(floating))
-        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
-            break
-    return 0
-
-
-cdef int rnn_fwd_units(floating tag, Args* a, floating* scratch) noexcept nogil:
-    cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b, j
-    cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
-    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>u0 * a.In
-    cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>u0 * H
-    cdef floating* store = <floating*>a.gates + u0
-    cdef floating* hs = <floating*>a.hs
-    cdef floating* bias = scratch                    # n
-    cdef floating c = <floating>a.clip
-    cdef floating* gt
-    cdef floating* hprev
-    cdef floating* hnext
-    cdef floating* yt
-    cdef floating* row
-    gather(<const floating*>a.bias, 1, H, u0, n, bias)
-    for t in range(T):
-        if t % a.Tc == 0:
-            t0 = t
-            units_input(tag, a, t, n, w_ih, store)
-        gt = store + <Py_ssize_t>(t - t0) * B * ldg
-        hprev = hs + (t % 2) * BH
-        hnext = hs + ((t + 1) % 2) * BH
-        yt = <floating*>a.y + <Py_ssize_t>t * BH
-        rowmm(B, H, n, hprev, H, w_hh, True, gt, <int>ldg)
-        for b in range(B):
-            o = <Py_ssize_t>b * H + u0
-            if not valid(a.lens, t, b):
-                units_skip(hnext + o, hprev + o, NULL, NULL, yt + o, n)
-                continue
-            row = gt + b * ldg
-            if a.acts:
-                rnn_row_act(row, bias, n, c, NULL, &a.act[0])
-            elif c > 0:
-                for j in range(n):
-                    row[j] = clip_value(row[j] + bias[j], c, <floating*>NULL, j)
-                    row[j] = act_relu(row[j]) if a.variant else act_tanh(row[j])
-            elif a.variant:
-                for j in range(n):
-                    row[j] = act_relu(row[j] + bias[j])
-            else:
-                tanh_bias(row, bias, n)
-            memcpy(hnext + o, row, n * sizeof(floating))
-            memcpy(yt + o, row, n * sizeof(floating))
         if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
             break
     return 0
@@ -1935,11 +1878,7 @@ cdef bint units_stale(floating tag, Args* a, int gates) noexcept nogil:
 cdef int units_loop(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
     if units_stale(tag, a, 4 if cell == 1 else (3 if cell == 2 else 1)):
         return STALE
-    if cell == 1:
-        return lstm_fwd_units(tag, a, scratch)
-    if cell == 2:
-        return gru_fwd_units(tag, a, scratch)
-    return rnn_fwd_units(tag, a, scratch)
+    return fwd_units(tag, cell, a, scratch)
 
 
 cdef void member_job(int index, void* data, int arg) noexcept nogil:

@@ -168,6 +168,17 @@ def team_expected(case):
     return not proj and opts.get("reset_after", True)
 
 
+def team_inputs(case, dtype, T, B, rng):
+    """(cell, opts, weights, P, x, hx) of a case at TEAM_HIDDEN units, W_hh scaled so that the
+    states stay bounded for 400 steps."""
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, dtype, "both", rng, hidden=TEAM_HIDDEN)
+    weights[1][...] *= dtype(2 / np.sqrt(P))
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=TEAM_HIDDEN)
+    return cell, opts, weights, P, x, hx
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
@@ -176,11 +187,7 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
     """Eval forwards of a batch too small to split by rows run on a team of two threads that
     split the hidden units: bit for bit the results of one thread, and the reference's."""
     rng = np.random.default_rng(21)
-    cell, opts, _ = CASES[case]
-    weights, P = make_weights(case, dtype, "both", rng, hidden=TEAM_HIDDEN)
-    weights[1][...] *= dtype(2 / np.sqrt(P))     # W_hh: states that stay bounded for 400 steps
-    x = rng.standard_normal((T, B, I)).astype(dtype)
-    hx = make_states(case, B, P, dtype, rng, hidden=TEAM_HIDDEN)
+    cell, opts, weights, P, x, hx = team_inputs(case, dtype, T, B, rng)
     lens = make_lengths(lengths, B, T, rng)
     forward = getattr(cy, f"{cell}_forward")
     before = fastrnn.get_num_threads()
@@ -209,11 +216,7 @@ def test_teams_of_more_members_and_of_more_threads_than_panels(cy, case, threads
     threads than panels (more members than cores: the barrier yields the core): the results of
     one thread, bit for bit."""
     rng = np.random.default_rng(8)
-    cell, opts, _ = CASES[case]
-    weights, P = make_weights(case, np.float32, "both", rng, hidden=TEAM_HIDDEN)
-    weights[1][...] *= np.float32(2 / np.sqrt(P))
-    x = rng.standard_normal((30, 3, I)).astype(np.float32)
-    hx = make_states(case, 3, P, np.float32, rng, hidden=TEAM_HIDDEN)
+    cell, opts, weights, P, x, hx = team_inputs(case, np.float32, 30, 3, rng)
     lens = make_lengths("ragged", 3, 30, rng)
     forward = getattr(cy, f"{cell}_forward")
     before = fastrnn.get_num_threads()
@@ -236,11 +239,7 @@ def test_a_team_sees_weights_edited_in_place(cy, case):
     the copies they were packed from: an element edited in place, in either weight and in
     either member's rows, gives the new result, bit for bit what fresh arrays give."""
     rng = np.random.default_rng(4)
-    cell, opts, _ = CASES[case]
-    weights, P = make_weights(case, np.float32, "both", rng, hidden=TEAM_HIDDEN)
-    weights[1][...] *= np.float32(2 / np.sqrt(P))
-    x = rng.standard_normal((30, 1, I)).astype(np.float32)
-    hx = make_states(case, 1, P, np.float32, rng, hidden=TEAM_HIDDEN)
+    cell, opts, weights, P, x, hx = team_inputs(case, np.float32, 30, 1, rng)
     forward = getattr(cy, f"{cell}_forward")
     before = fastrnn.get_num_threads()
     try:
