@@ -165,6 +165,9 @@ def describe(threads, engines):
     from fastrnn import _runtime
     info.append(("fastrnn BLAS pool (FASTRNN_BLAS_POOL)",
                  "on" if _runtime.blas_pool_enabled() else "off"))
+    info.append(("glibc malloc thresholds set by fastrnn (FASTRNN_MALLOC)",
+                 f"mmap {_runtime.MMAP_THRESHOLD >> 20} MiB, trim {_runtime.TRIM_THRESHOLD >> 20} MiB"
+                 if _runtime.malloc_tuned() else "no"))
     if "cython" in engines:
         from fastrnn import _cython
         info.append(("cython kernels", f"{_cython.ISA} build (this machine can use: "

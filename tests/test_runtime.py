@@ -83,6 +83,61 @@ def test_bad_thread_environment_variable_is_named():
     assert status != 0 and "FASTRNN_NUM_THREADS must be a positive integer" in err
 
 
+# the README's training loop at its benchmark shape; prints whether fastrnn set the allocator's
+# thresholds, and the page faults of one chunk (after a few to warm up)
+LOOP_FAULTS = """
+    import resource, numpy as np, fastrnn
+    from fastrnn import _runtime
+    from fastrnn.train import TBPTT, Adam, Linear, clip_grad_norm, cross_entropy
+    T, B, V, H = 64, 32, 96, 128
+    rng = np.random.default_rng(0)
+    x = np.eye(V, dtype=np.float32)[rng.integers(0, V, (T, B))]
+    y = rng.integers(0, V, (T, B))
+    lstm, head = fastrnn.LSTM(V, H, seed=0), Linear(H, V, seed=0)
+    opt = Adam({"lstm": lstm, "head": head}, lr=1e-3)
+    tbptt = TBPTT(lstm, k1=T)
+    def loss_and_grad(out, t0, t1):
+        loss, dlogits = cross_entropy(head(out), y[t0:t1])
+        return loss, head.backward(dlogits)
+    def update(chunk):
+        clip_grad_norm(opt.grads, 1.0); opt.step(); opt.zero_grad()
+    for _ in range(5):
+        tbptt.run(x, loss_and_grad, update)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        tbptt.run(x, loss_and_grad, update)
+    print(_runtime.malloc_tuned(), (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "confstr") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
+                    reason="the allocator's thresholds are glibc's")
+def test_a_training_loops_arrays_stay_on_the_heap():
+    """With glibc's thresholds as fastrnn sets them, a training loop's arrays come from the
+    heap again at every chunk: no page faults (glibc's defaults: ~870 a chunk)."""
+    runs = {}
+    for switch in ("1", "0"):
+        status, out, err = run_script(LOOP_FAULTS, env={"FASTRNN_MALLOC": switch})
+        assert status == 0, err
+        tuned, faults = out.split()
+        runs[switch] = (tuned == "True", float(faults))
+    assert runs["1"][0] and runs["1"][1] < 20, runs
+    assert not runs["0"][0] and runs["0"][1] > 100, runs      # what the thresholds save
+
+
+@pytest.mark.parametrize("env", [{"FASTRNN_MALLOC": "0"}, {"MALLOC_TRIM_THRESHOLD_": "1048576"},
+                                 {"MALLOC_MMAP_THRESHOLD_": "1048576"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"}])
+def test_the_allocator_is_left_alone_when_asked(env):
+    status, out, err = run_script("import fastrnn; print(fastrnn._runtime.malloc_tuned())", env=env)
+    assert status == 0 and out.strip() == "False", err
+
+
+def test_bad_allocator_switch_is_named():
+    status, _, err = run_script("import fastrnn", env={"FASTRNN_MALLOC": "sometimes"})
+    assert status != 0 and "FASTRNN_MALLOC must be 0 or 1, but got 'sometimes'" in err
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 def test_results_do_not_depend_on_the_thread_count(backend):
     lstm = fastrnn.LSTM(16, 24, backend=backend, seed=0)
