@@ -36,6 +36,9 @@ BUSY_OTHERS = 0.25
 #: glibc: a fixed mmap threshold, so freed large arrays go back to the OS and the
 #: resident set tracks the live arrays (memory rows only)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
+#: a peer's process: every worker loads the reference weights through fastrnn, whose import
+#: sets glibc's allocator thresholds (fastrnn._runtime); a peer's user has glibc's own
+PEER_ENV = {"FASTRNN_MALLOC": "0"}
 
 
 @dataclass(frozen=True)
@@ -391,7 +394,7 @@ def time_row(row, engines, settings, threads, log=None, check=True):
             if out[e].error:
                 continue
             out[e].runs.append(run_worker(dict(spec, engine=e, check=check and r == 0),
-                                          settings.timeout))
+                                          settings.timeout, PEER_ENV if e in PEERS else None))
         if log:
             log(f"{row.id} round {r + 1}/{settings.rounds}: " + ", ".join(
                 f"{e} {_time(out[e].medians[-1]) if out[e].medians and not out[e].error else 'error'}"

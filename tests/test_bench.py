@@ -171,6 +171,26 @@ def test_rounds_alternate_their_order(monkeypatch):
     assert got["a"].seconds == 0.001 and got["c"].seconds == 0.003
 
 
+def test_peers_run_with_glibcs_allocator_and_fastrnn_with_its_own(monkeypatch):
+    """A peer's worker imports fastrnn only for the reference weights: FASTRNN_MALLOC=0 keeps
+    glibc's allocator as the peer's users have it; fastrnn's engines run as imported."""
+    envs = {}
+
+    def fake(spec, timeout, extra_env=None):
+        envs[spec["engine"]] = extra_env
+        return {"samples": [0.001]}
+    monkeypatch.setattr(report, "run_worker", fake)
+    row = cases.kernel_rows(["lstm"], ["infer"], ["stream"])[0]
+    report.time_row(row, ["cython", "numba", "torch", "onnxruntime", "jax"], Settings(rounds=1),
+                    threads=2)
+    assert all(envs[e] == {"FASTRNN_MALLOC": "0"} for e in ("torch", "onnxruntime", "jax"))
+    assert envs["cython"] is None and envs["numba"] is None
+    code = "import os, fastrnn; print(fastrnn._runtime.malloc_tuned())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env=dict(os.environ, **report.PEER_ENV))
+    assert out.stdout.split() == ["False"], out.stderr
+
+
 def test_an_engine_that_fails_is_not_started_again(monkeypatch):
     started = []
 
