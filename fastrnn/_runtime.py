@@ -343,13 +343,15 @@ def blas_pool_libraries():
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3     # mallopt's parameters (malloc.h)
+#: glibc's environment variables of the same settings (and GLIBC_TUNABLES' glibc.malloc.*)
+GLIBC_MALLOC_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
+                          "MALLOC_MMAP_MAX_")
 _malloc = {"tuned": False}
 
 
 def _glibc_malloc_set_by_user():
     """Whether the environment already sets glibc's allocator (its variables or tunables)."""
-    return (any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_",
-                                               "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_"))
+    return (any(name in os.environ for name in GLIBC_MALLOC_VARIABLES)
             or "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""))
 
 

@@ -87,8 +87,7 @@ def test_bad_thread_environment_variable_is_named():
 
 # glibc's own allocator settings, which a test's environment may carry (dask's nanny leaves
 # MALLOC_TRIM_THRESHOLD_ in the process that starts a cluster)
-GLIBC_MALLOC = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_",
-                "MALLOC_MMAP_MAX_", "GLIBC_TUNABLES", "FASTRNN_MALLOC")
+GLIBC_MALLOC = _runtime.GLIBC_MALLOC_VARIABLES + ("GLIBC_TUNABLES", _runtime.MALLOC_ENV)
 # the README's training loop at its benchmark shape; prints whether fastrnn set the allocator's
 # thresholds, and the page faults of one chunk (after a few to warm up)
 LOOP_FAULTS = """
