@@ -115,8 +115,12 @@ LOOP_FAULTS = """
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "confstr") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
-                    reason="the allocator's thresholds are glibc's")
+GLIBC_ONLY = pytest.mark.skipif(
+    not hasattr(os, "confstr") or "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""),
+    reason="the allocator's thresholds are glibc's")
+
+
+@GLIBC_ONLY
 def test_a_training_loops_arrays_stay_on_the_heap():
     """With glibc's thresholds as fastrnn sets them, a training loop's arrays come from the
     heap again at every chunk: no page faults (glibc's defaults: ~870 a chunk)."""
@@ -130,6 +134,7 @@ def test_a_training_loops_arrays_stay_on_the_heap():
     assert not runs["0"][0] and runs["0"][1] > 100, runs      # what the thresholds save
 
 
+@GLIBC_ONLY
 @pytest.mark.parametrize("env", [{"FASTRNN_MALLOC": "0"}, {"MALLOC_TRIM_THRESHOLD_": "1048576"},
                                  {"MALLOC_MMAP_THRESHOLD_": "1048576"},
                                  {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1048576"}])
