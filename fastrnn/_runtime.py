@@ -38,14 +38,16 @@ The C library's allocator
     glibc gives an array above its mmap threshold (128 KiB at first, raised as
     large blocks are freed) fresh pages from the operating system, and hands the
     top of its heap back beyond its trim threshold; a training loop's arrays of
-    0.1-10 MB (a layer's output, the logits, their gradients) then come back
-    page-faulted and zeroed at every step: the README's loop at H=128 took 870
-    page faults a chunk, 2-3 ms of its 12-13 (a fault costs 2-3 µs in a virtual
-    machine).  :func:`tune_malloc`, when fastrnn is imported, fixes the two
-    thresholds at the ceilings glibc's own adjustment may reach (32 MiB, and
-    64 MiB to trim), so that such arrays stay on the heap: no fault after the
-    first chunk, and the loop 1.2x as fast.  Up to 64 MiB of freed memory then
-    stays with the process.  ``FASTRNN_MALLOC=0`` leaves the allocator as it
+    0.1-10 MB (a layer's output, the logits, their gradients) can then come
+    back page-faulted and zeroed at every step: the README's loop at H=128, in
+    a fresh process, took 870 page faults a chunk for 800 chunks (glibc raises
+    its thresholds only when it frees a larger block, so the count depends on
+    the process's past: the benchmark's worker had ~35).  :func:`tune_malloc`,
+    when fastrnn is imported, fixes the two thresholds at the ceilings glibc's
+    own adjustment may reach (32 MiB, and 64 MiB to trim), so that such arrays
+    stay on the heap whatever came before: no fault after the first chunk, and
+    that loop 1.1-1.3x as fast.  Up to 64 MiB of freed memory then stays with
+    the process.  ``FASTRNN_MALLOC=0`` leaves the allocator as it
     is, and so does a process whose environment sets glibc's own
     ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or malloc tunables.
 """
