@@ -141,6 +141,11 @@ cdef enum:
     STEP_INPUT_MIN_BATCH = 8
 
 
+# gates stacked in the weights, by cell (0 RNN, 1 LSTM, 2 GRU), for code without the GIL:
+# filled from the one table of cell types at import (GATES, below)
+cdef int CELL_GATES[3]
+
+
 # =======================================================================================
 # Arguments of one kernel call
 # =======================================================================================
@@ -1757,7 +1762,7 @@ cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cn
 # scratch (written: 8n + B * padded_width(3n) elements, see run_team); returns 0.
 cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
-    cdef int G = 4 if cell == 1 else (3 if cell == 2 else 1)    # gate blocks of the weights
+    cdef int G = CELL_GATES[cell]                                 # gate blocks of the weights
     cdef int Gs = 1 if cell == 0 else 4                          # of a row of the store
     cdef int ldh = padded_width(3 * n, sizeof(floating))
     cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
@@ -1876,7 +1881,7 @@ cdef bint units_stale(floating tag, Args* a, int gates) noexcept nogil:
 
 
 cdef int units_loop(floating tag, int cell, Args* a, floating* scratch) noexcept nogil:
-    if units_stale(tag, a, 4 if cell == 1 else (3 if cell == 2 else 1)):
+    if units_stale(tag, a, CELL_GATES[cell]):
         return STALE
     return fwd_units(tag, cell, a, scratch)
 
@@ -1938,7 +1943,7 @@ cdef int run_step_team(int cell, bint f32, Args* a) noexcept nogil:
     """STEP_ROWS: the step's products on a team of a.members, each on its rows; then the
     biases and the element-wise step on this thread (PRE, FWD_LOOP)."""
     cdef int rc = 0
-    cdef Member* ms = new_team(cell, f32, a, a.H * (4 if cell == 1 else (3 if cell == 2 else 1)))
+    cdef Member* ms = new_team(cell, f32, a, a.H * CELL_GATES[cell])
     if ms == NULL:
         return -1
     if fr_team_run(step_job, a.members, sizeof(Member), ms) != 0:
@@ -2055,6 +2060,9 @@ if _activations.CODES != {name: k for k, name in enumerate((
                       "kernels were built with: rebuild the extension")
 # gates stacked in the weights, by Cell (from the one table of cell types)
 cdef tuple GATES = tuple(_CELL_TYPES[name].gates for name in CELL_NAMES)
+for _cell in range(len(CELL_NAMES)):
+    CELL_GATES[_cell] = GATES[_cell]
+del _cell
 
 
 cdef inline cnp.ndarray carray(object obj, int typenum):
