@@ -160,12 +160,31 @@ static long fr_now_ns(void)
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-/* One turn of a spin: give the core to any other runnable thread.  (A pause instruction
- * instead made concurrent callers collapse: two Python threads serving small requests, each
- * with pool workers and callers spinning at once on two cores, served 10x fewer.) */
-static inline void fr_relax(void)
+static inline void fr_pause(void)
 {
-    sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* One turn of a spin (`turn` counts them): the first FR_PAUSE_TURNS a pause instruction, a
+ * few microseconds in all, then each gives the core to any other runnable thread.  A step of
+ * a cell hands its work to a worker and waits for it within a few microseconds, where a
+ * yield (a system call) made each hand-off and each wait ~0.5 us longer; a pause for the
+ * whole spin instead made concurrent callers collapse (two Python threads serving small
+ * requests, each with pool workers and callers spinning at once on two cores, served 10x
+ * fewer). */
+#define FR_PAUSE_TURNS 64
+static inline void fr_relax(int *turn)
+{
+    if (*turn < FR_PAUSE_TURNS) {
+        (*turn)++;
+        fr_pause();
+    } else {
+        sched_yield();
+    }
 }
 
 static fr_task *fr_pop_locked(void)
@@ -187,9 +206,10 @@ static void *fr_worker(void *unused)
     for (;;) {
         fr_task *t;
         long until = fr_now_ns() + FR_SPIN_NS;
+        int turn = 0;
         /* spin a little: a product that follows right away finds this thread awake */
         while (__atomic_load_n(&fr_queued, __ATOMIC_ACQUIRE) == 0 && fr_now_ns() < until)
-            fr_relax();
+            fr_relax(&turn);
         pthread_mutex_lock(&fr_lock);
         while ((t = fr_pop_locked()) == NULL) {
             fr_sleeping++;
@@ -252,7 +272,7 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
     fr_task local[8];
     fr_task *tasks = local;
     volatile int remaining;
-    int i;
+    int i, turn;
     long until;
     if (numjobs <= 0)
         return 0;
@@ -295,8 +315,9 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
     pthread_mutex_unlock(&fr_lock);
     fr_run_job(dojob, 0, jobdata, dojob_data, guard, NULL);
     until = fr_now_ns() + FR_SPIN_NS;
+    turn = 0;
     while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) != 0 && fr_now_ns() < until)
-        fr_relax();
+        fr_relax(&turn);
     pthread_mutex_lock(&fr_lock);
     while (remaining != 0)
         pthread_cond_wait(&fr_done, &fr_lock);
@@ -353,15 +374,6 @@ typedef struct {
     fr_count *counts;                  /* one per member, each in a cache line of its own */
     void *mem;
 } fr_barrier;
-
-static inline void fr_pause(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
-}
 
 /* 0, or -1 if out of memory */
 static int fr_barrier_init(fr_barrier *b, int parties)
