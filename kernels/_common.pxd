@@ -101,10 +101,18 @@ cdef inline void ger(int m, int n, floating alpha, const floating* x, int incx,
 
 cdef inline void gemv(char ta, int m, int k, floating alpha, const floating* a, int lda,
                       const floating* x, int incx, floating beta, floating* y) noexcept nogil:
-    """y (m) = alpha op(A) x + beta y, op(A) m x k (A is stored m x k for 'N', k x m for 'T')."""
+    """y (m) = alpha op(A) x + beta y, op(A) m x k (A is stored m x k for 'N', k x m for 'T').
+    With 'T' and x contiguous (a step's products: the m rows of A dotted with x), fastrnn_mm.h's
+    fr_dots rather than BLAS."""
     cdef int rows = m if ta == c'N' else k
     cdef int cols = k if ta == c'N' else m
     cdef int one = 1
+    if ta == c'T' and incx == 1:
+        if floating is float:
+            fr_dots_f32(m, k, alpha, a, lda, x, beta, y)
+        else:
+            fr_dots_f64(m, k, alpha, a, lda, x, beta, y)
+        return
     if floating is float:
         sgemv(&ta, &rows, &cols, &alpha, <float*>a, &lda, <float*>x, &incx, &beta, y, &one)
     else:
@@ -401,6 +409,10 @@ cdef extern from "fastrnn_mm.h" nogil:
                    float* C, Py_ssize_t ldc, int accumulate)
     void fr_mm_f64(int n, int K, int N, const double* A, Py_ssize_t lda, const double* Wp,
                    double* C, Py_ssize_t ldc, int accumulate)
+    void fr_dots_f32(int m, int K, float alpha, const float* A, Py_ssize_t lda, const float* x,
+                     float beta, float* y)
+    void fr_dots_f64(int m, int K, double alpha, const double* A, Py_ssize_t lda,
+                     const double* x, double beta, double* y)
 
 cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
                        bint accumulate, floating* C, int ldc) noexcept nogil:

@@ -2431,10 +2431,11 @@ cdef int plan_threads(int B, double loop_flops):
 # 1.43x; RNN(64, 64), 16 kFLOP a step, 0.70x; GRU(64, 64) at T=20, 1.0 MFLOP in all, 1.00x)
 cdef double TEAM_MIN_FLOPS = 1e6
 cdef double TEAM_STEP_FLOPS = 4e4
-# one step (STEP_ROWS) goes to a team from this many FLOPs (alternating calls in one process:
-# LSTMCell(256, 256), 1 MFLOP, 37.6 -> 23.1 us on two threads; LSTMCell(128, 128), 0.26 MFLOP,
-# within the noise of +-10%)
-cdef double TEAM_ONE_STEP_FLOPS = 5e5
+# one step (STEP_ROWS) goes to a team from this many FLOPs (a cell called from Python, eval,
+# B=1, fresh processes alternating one thread and two, medians of 5 pairs: LSTMCell(128, 128),
+# 0.26 MFLOP, 11.4 -> 8.2 us; GRUCell(128, 128) 9.2 -> 7.5; LSTMCell(96, 96) 8.1 -> 6.8;
+# LSTMCell(64, 64), 65 kFLOP, 5.8 -> 5.5; RNNCell(128, 128), 65 kFLOP, 6.8 -> 6.7)
+cdef double TEAM_ONE_STEP_FLOPS = 6e4
 
 
 cdef int team_size(int H, int typenum, int T, double flops, double min_flops):

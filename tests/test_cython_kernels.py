@@ -298,9 +298,34 @@ def test_one_step_splits_its_products_over_a_team(cy, case, dtype, B):
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [1, 3])
+def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
+    """A step's products at a batch of at most 4 are matrix-vector products of each weight row
+    (fastrnn_mm.h's fr_dots: 4 rows at a time, then one; vectors over the inputs, then the
+    inputs left over): every count of rows (H) and of inputs (I) around those widths matches
+    the reference, in eval and training forwards, on one thread and on two."""
+    rng = np.random.default_rng(11)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    before = fastrnn.get_num_threads()
+    try:
+        for H in (1, 2, 3, 5, 7, 64):
+            for I in (1, 7, 8, 15, 16, 17, 33):
+                weights = [rng.uniform(-0.5, 0.5, s).astype(dtype) for s in ((H, I), (H, H), (H,), (H,))]
+                x = rng.standard_normal((B, I)).astype(dtype)
+                hx = (rng.standard_normal((B, H)).astype(dtype),)
+                want, _ = ref.rnn_step_forward(x, hx, weights, False)
+                for threads, training in ((1, False), (2, False), (2, True)):
+                    fastrnn.set_num_threads(threads)
+                    got, _ = cy.rnn_step_forward(x, hx, weights, training)
+                    np.testing.assert_allclose(got[0], want[0], **tol, err_msg=f"H={H} I={I}")
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
-    """No team for a small product per step (RNN(64, 64)) or a small step alone, units that
-    are not whole panels, one thread, or a training forward."""
+    """No team for a small product per step (RNN(64, 64)) or a small step alone (16 kFLOP),
+    units that are not whole panels, one thread, or a training forward."""
     rng = np.random.default_rng(2)
     before = fastrnn.get_num_threads()
 
@@ -321,7 +346,8 @@ def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
         assert teams_for("lstm", 128, threads=1) == 0
         assert teams_for("lstm", 128, training=True) == 0
         assert teams_for("lstm", 128, T=2) == 0            # 0.3 MFLOP in all
-        assert teams_for("lstm", 128, T=1) == 0            # one step of 0.2 MFLOP
+        assert teams_for("rnn", 64, T=1) == 0              # one step of 16 kFLOP
+        assert teams_for("lstm", 128, T=1) == 1            # one step of 0.2 MFLOP
         assert teams_for("lstm", 512, T=1) == 1            # one step of 2.6 MFLOP
     finally:
         fastrnn.set_num_threads(before)
