@@ -169,17 +169,17 @@ static inline void fr_pause(void)
 #endif
 }
 
-/* One turn of a spin (`turn` counts them): the first FR_PAUSE_TURNS a pause instruction, a
- * few microseconds in all, then each gives the core to any other runnable thread.  A step of
- * a cell hands its work to a worker and waits for it within a few microseconds, where a
- * yield (a system call) made each hand-off and each wait ~0.5 us longer; a pause for the
- * whole spin instead made concurrent callers collapse (two Python threads serving small
- * requests, each with pool workers and callers spinning at once on two cores, served 10x
- * fewer). */
+/* One turn of a spin (`turn` counts them): the first `pauses` a pause instruction, then each
+ * gives the core to any other runnable thread.  The pool's spins pause FR_PAUSE_TURNS turns,
+ * a few microseconds in all: a step of a cell hands its work to a worker and waits for it
+ * within a few microseconds, where a yield (a system call) made each hand-off and each wait
+ * ~0.5 us longer; a pause for the whole spin instead made concurrent callers collapse (two
+ * Python threads serving small requests, each with pool workers and callers spinning at once
+ * on two cores, served 10x fewer). */
 #define FR_PAUSE_TURNS 64
-static inline void fr_relax(int *turn)
+static inline void fr_relax(int *turn, int pauses)
 {
-    if (*turn < FR_PAUSE_TURNS) {
+    if (*turn < pauses) {
         (*turn)++;
         fr_pause();
     } else {
@@ -209,7 +209,7 @@ static void *fr_worker(void *unused)
         int turn = 0;
         /* spin a little: a product that follows right away finds this thread awake */
         while (__atomic_load_n(&fr_queued, __ATOMIC_ACQUIRE) == 0 && fr_now_ns() < until)
-            fr_relax(&turn);
+            fr_relax(&turn, FR_PAUSE_TURNS);
         pthread_mutex_lock(&fr_lock);
         while ((t = fr_pop_locked()) == NULL) {
             fr_sleeping++;
@@ -317,7 +317,7 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
     until = fr_now_ns() + FR_SPIN_NS;
     turn = 0;
     while (__atomic_load_n(&remaining, __ATOMIC_ACQUIRE) != 0 && fr_now_ns() < until)
-        fr_relax(&turn);
+        fr_relax(&turn, FR_PAUSE_TURNS);
     pthread_mutex_lock(&fr_lock);
     while (remaining != 0)
         pthread_cond_wait(&fr_done, &fr_lock);
@@ -405,14 +405,8 @@ static int fr_barrier_wait(fr_barrier *b, int me, volatile int *stop)
     for (j = 0; j < b->parties; j++) {
         if (j == me)
             continue;
-        while ((__atomic_load_n(&b->counts[j].value, __ATOMIC_ACQUIRE) >> 1) < round) {
-            if (spins < FR_BARRIER_SPINS) {
-                spins++;
-                fr_pause();
-            } else {
-                sched_yield();
-            }
-        }
+        while ((__atomic_load_n(&b->counts[j].value, __ATOMIC_ACQUIRE) >> 1) < round)
+            fr_relax(&spins, FR_BARRIER_SPINS);
     }
     first = __atomic_load_n(&b->counts[0].value, __ATOMIC_ACQUIRE);
     return (first >> 1) == round ? (int)(first & 1) : 0;
