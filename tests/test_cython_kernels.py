@@ -259,7 +259,8 @@ def test_a_team_sees_weights_edited_in_place(cy, case):
         fastrnn.set_num_threads(before)
 
 
-#: hidden sizes whose one step is big enough for a team (TEAM_ONE_STEP_FLOPS: 0.5 MFLOP)
+#: hidden sizes whose one step is well over the smallest a team takes (TEAM_ONE_STEP_FLOPS:
+#: 60 kFLOP), with several panels of units for each member
 STEP_HIDDEN = {"rnn": 512, "lstm": 320, "gru": 320}
 
 
@@ -311,7 +312,8 @@ def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
     try:
         for H in (1, 2, 3, 5, 7, 64):
             for I in (1, 7, 8, 15, 16, 17, 33):
-                weights = [rng.uniform(-0.5, 0.5, s).astype(dtype) for s in ((H, I), (H, H), (H,), (H,))]
+                weights = [rng.uniform(-0.5, 0.5, s).astype(dtype)
+                           for s in ((H, I), (H, H), (H,), (H,))]
                 x = rng.standard_normal((B, I)).astype(dtype)
                 hx = (rng.standard_normal((B, H)).astype(dtype),)
                 want, _ = ref.rnn_step_forward(x, hx, weights, False)
