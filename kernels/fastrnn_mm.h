@@ -333,8 +333,7 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
 #define FR_HI_8 4, 5, 6, 7
 #define FR_HSUM_16(v) FR_HSUM_8(FR_HALF(v, 16))
 #define FR_HSUM_8(v) FR_HSUM_4(FR_HALF(v, 8))
-#define FR_HSUM_4(v) FR_HSUM_4_(v)
-#define FR_HSUM_4_(v) ({ __typeof__(v) b_ = (v); (b_[0] + b_[2]) + (b_[1] + b_[3]); })
+#define FR_HSUM_4(v) ({ __typeof__(v) b_ = (v); (b_[0] + b_[2]) + (b_[1] + b_[3]); })
 #define FR_HSUM_2(v) ({ __typeof__(v) b_ = (v); b_[0] + b_[1]; })
 #define FR_HSUM(n, v) FR_HSUM_(n, v)
 #define FR_HSUM_(n, v) FR_HSUM_##n(v)
