@@ -81,17 +81,10 @@ class _CellBase(Module):
     def _state_arrays(self, name, values, batch, unbatched):
         """Check states (or their gradients); ``name``: the argument, or one name per state."""
         expected = (self.hidden_size,) if unbatched else (batch, self.hidden_size)
-        if not unbatched:   # the common case of a loop: every state fine as it is
-            for v in values:
-                if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
-                        and v.flags.c_contiguous):
-                    break
-            else:
-                return tuple(values)
         out = []
         for k, v in enumerate(values):
             if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
-                    and v.flags.c_contiguous):
+                    and v.flags.c_contiguous):   # the fast path is the common case of a loop
                 label = self._type.states[k]
                 if not isinstance(name, str):
                     full = name[k]
