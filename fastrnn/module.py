@@ -6,18 +6,16 @@ from . import _checks
 from .backends import resolve
 
 
-def _line_aligned(values, dtype):
-    """``values`` as a new C-contiguous array of ``dtype`` whose data starts at a multiple of 64
-    bytes (a view of a slightly larger buffer), as PyTorch's CPU allocator aligns tensors.  A
-    cell's step reads each weight row with vectors of up to 64 bytes, which straddled two cache
-    lines where the C library's allocator started the array 16 or 32 bytes past one:
-    LSTMCell(128, 128)'s step 4-6% slower."""
-    nbytes = values.size * np.dtype(dtype).itemsize
+def _line_aligned(shape, dtype):
+    """An uninitialised C-contiguous array of ``shape`` and ``dtype`` whose data starts at a
+    multiple of 64 bytes (a view of a slightly larger buffer), as PyTorch's CPU allocator aligns
+    tensors.  A cell's step reads each weight row with vectors of up to 64 bytes, which
+    straddled two cache lines where the C library's allocator started the array 16 or 32 bytes
+    past one: LSTMCell(128, 128)'s step 4-6% slower."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
     buf = np.empty(nbytes + 64, dtype=np.uint8)
     skip = -buf.ctypes.data % 64
-    out = buf[skip:skip + nbytes].view(dtype).reshape(values.shape)
-    out[...] = values
-    return out
+    return buf[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
 class Module:
@@ -54,8 +52,10 @@ class Module:
         generator, and its gradient (zeros), each starting on a cache line (see _line_aligned)."""
         bound = 1.0 / np.sqrt(hidden_size)
         for name, shape in shapes.items():
-            self._params[name] = _line_aligned(self._rng.uniform(-bound, bound, shape), self._dtype)
-            self.grads[name] = _line_aligned(np.zeros(shape), self._dtype)
+            self._params[name] = _line_aligned(shape, self._dtype)
+            self._params[name][...] = self._rng.uniform(-bound, bound, shape)
+            self.grads[name] = _line_aligned(shape, self._dtype)
+            self.grads[name].fill(0)
 
     @property
     def dtype(self):
