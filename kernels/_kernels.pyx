@@ -71,8 +71,8 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    GEMV_MAX_COLUMNS, gemm, rowmm, fr_pack_f32, fr_pack_f64, fr_packed_size_f32, fr_packed_size_f64,
-    fr_panel_width_f32, fr_panel_width_f64,
+    GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
+    fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
     lstm_grad_row, gru_state, gru_grad_row,
@@ -324,19 +324,17 @@ cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept no
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
-    """This part's share of dx = dA W_ih (rows of T*B; not when dx is NULL), dW_ih += dA^T x and
-    dW_hh += dA^T h (rows of G: the caller's gradient buffers, added into, BLAS beta = 1); dA:
-    (T*B, G) with rows a.ldg apart, the gate store overwritten by the backward."""
+    """This part's share of dx = dA W_ih (rows of T*B, BLAS; not when dx is NULL), dW_ih += dA^T x
+    and dW_hh += dA^T h (rows of G, fastrnn_mm.h's fr_wgrad: the caller's gradient buffers, added
+    into); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the backward."""
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
     if dx != NULL:
         gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
              dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
-    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, dA + g0, ld,
-         <floating>1, dw_ih + <Py_ssize_t>g0 * I, I)
-    gemm(c'N', c'T', P, g1 - g0, TB, <floating>1, <const floating*>a.hs, P, dA + g0, ld,
-         <floating>1, dw_hh + <Py_ssize_t>g0 * P, P)
+    wgrad(g1 - g0, TB, I, dA + g0, ld, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I)
+    wgrad(g1 - g0, TB, P, dA + g0, ld, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P)
 
 
 cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const floating* dA, int G) noexcept nogil:
@@ -1098,8 +1096,8 @@ cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
     if a.w_hr != NULL:
         # dW_hr (P, H) += dh^T m over T*B rows; this part's rows of P
         part_range(P, a.part, a.nparts, &p0, &p1)
-        gemm(c'N', c'T', H, p1 - p0, TB, <floating>1, <const floating*>a.mb, H,
-             <const floating*>a.dht + p0, P, <floating>1, <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
+        wgrad(p1 - p0, TB, H, <const floating*>a.dht + p0, P, <const floating*>a.mb, H,
+              <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
     if a.dw_ph != NULL and a.part == 0:
@@ -1666,20 +1664,19 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     if a.dx != NULL:
         gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
              D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
-    gemm(c'N', c'T', I, g1 - g0, TB, <floating>1, <const floating*>a.x, I, D + g0, ld,
-         <floating>1, <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
+    wgrad(g1 - g0, TB, I, D + g0, ld, <const floating*>a.x, I,
+          <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
     if hi > lo:
-        gemm(c'N', c'T', H, hi - lo, TB, <floating>1, <const floating*>a.hs, H, D + lo, ld,
-             <floating>1, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+        wgrad(hi - lo, TB, H, D + lo, ld, <const floating*>a.hs, H,
+              <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     lo, hi = max(g0, 2 * H), g1
     if hi > lo:
         # rows n: against h_{t-1} (reset after), or against r * h_{t-1}, column 3H (reset before)
-        gemm(c'N', c'T', H, hi - lo, TB, <floating>1,
-             D + 3 * H if a.variant else <const floating*>a.hs, ld if a.variant else H,
-             D + gru_hh_col(lo, H, a.variant), ld, <floating>1,
-             <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+        wgrad(hi - lo, TB, H, D + gru_hh_col(lo, H, a.variant), ld,
+              D + 3 * H if a.variant else <const floating*>a.hs, ld if a.variant else H,
+              <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
     if g1 > g0:
         db = <floating*>a.db_ih
         if db != NULL:

@@ -325,6 +325,51 @@ def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
         fastrnn.set_num_threads(before)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm_proj", "gru_reset_before"])
+def test_weight_gradients_cover_every_remainder_of_rows_columns_and_steps(cy, dtype, case):
+    """The weight gradients after the time loop (fastrnn_mm.h's fr_wgrad: W += D^T B over the
+    T*B rows, tiles of 12 or 6 rows of W, then 4, then 1, over panels of 2 vectors of B's
+    columns, then the partial panel; blocks of 256 rows of D and B): every count of rows (the
+    gates: H), of columns (I, and H for W_hh) and of rows T*B around those sizes matches the
+    reference, and two threads (which split the rows of W) give the bits of one."""
+    rng = np.random.default_rng(17)
+    cell, opts, proj = CASES[case]
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
+    before = fastrnn.get_num_threads()
+    # one thread for these small products; the larger ones (6*T*B*G*I from 1e7 FLOPs, the
+    # kernels' PARALLEL_MIN_FLOPS) go to two, each with its share of the rows of W
+    shapes = [(H_, I_, 1, 2) for H_ in (1, 3, 5, 13) for I_ in (1, 9, 33)]
+    shapes += [(H_, I_, T, B) for H_, I_ in ((29, 257), (45, 161))
+               for T, B in ((255, 1), (257, 1), (43, 12))]
+    try:
+        for hidden, in_size, T, B in shapes:
+            weights, P = make_weights(case, dtype, "both", rng, in_size=in_size, hidden=hidden)
+            weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+            x = rng.standard_normal((T, B, in_size)).astype(dtype)
+            hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+            dy = rng.standard_normal((T, B, P)).astype(dtype)
+            dhy = tuple(np.zeros_like(h) for h in hx)
+            results = []
+            for threads in (1, 2):
+                fastrnn.set_num_threads(threads)
+                _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+                dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+                getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+                results.append(dweights)
+            _, _, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+            want = tuple(None if w is None else np.zeros_like(w) for w in weights)
+            getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
+            for k, (a, b, w) in enumerate(zip(*results, want)):
+                if w is None:
+                    continue
+                where = f"weight {k}, H={hidden} I={in_size} T={T} B={B}"
+                np.testing.assert_array_equal(b, a, err_msg=where)
+                np.testing.assert_allclose(a, w, **tol, err_msg=where)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
     """No team for a small product per step (RNN(64, 64)) or a small step alone (16 kFLOP),
     units that are not whole panels, one thread, or a training forward."""
