@@ -1,4 +1,5 @@
-/* The per-step products of the recurrence: C[n x N] += A[n x K] @ W[K x N], W packed once.
+/* The per-step products of the recurrence: C[n x N] += A[n x K] @ W[K x N], W packed once
+ * (and, further down, the matrix-vector products of a step and the weight gradients).
  *
  * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them: for any
  * CPU of the platform, with AVX2 and FMA, and with AVX-512 (see setup.py); the width of the
@@ -426,7 +427,8 @@ static void fr_dots_##SUF(int m, int K, T alpha, const T* A, ptrdiff_t lda, cons
  * gives vectors, a row of D the values broadcast (D's columns are W's rows).  BLAS (OpenBLAS
  * 0.3, sgemm NT) packed D, 8 MB at the README's loop shape, again for each of x and h_{t-1}:
  * a third of the time of these products, from memory; on Zen 4 (2 cores, T*B = 2048, G = 1024,
- * I = 96, H = 256) they took 11.8-12.1 ms with BLAS and the bias sums, 8.0-8.7 ms here.
+ * I = 96, H = 256), with the bias sums, they took 10.6-11.7 ms with BLAS and 8.1-9.3 ms here
+ * inside a backward (fresh processes), 8.9-9.7 and 8.0-8.7 ms in a C loop of their own.
  *
  * The tile (fr_wtile_*) keeps R rows of W by one panel (two vectors) in registers over a
  * block of FR_WKC rows of D and B (B's block in the L1/L2 cache for every tile of rows): R is
