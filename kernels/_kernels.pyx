@@ -198,7 +198,8 @@ ctypedef struct Args:
     # the right-hand operands of the per-step products (fastrnn_mm.h), or NULL (BLAS):
     # copies packed for fastrnn_mm.h, see packed();
     # forward: w_hh^T (P, G) and w_hr^T (H, P); backward: w_hh (G, P) and w_hr (P, H);
-    # w_ih^T (I, G, GRU: 3H) when the forward multiplies the input step by step
+    # w_ih^T (I, G, GRU: 3H) when the forward multiplies the input step by step; in a
+    # backward with dx over more than one step, w_ih (G, I) for dx = dA w_ih
     void* w_ih_r
     void* w_hh_r
     void* w_hr_r
@@ -322,6 +323,25 @@ cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept no
         r += n
 
 
+cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int G, int r0, int r1,
+                                 floating* dx) noexcept nogil:
+    """dx = dA W_ih over rows [r0, r1) of T*B: fastrnn_mm.h's micro-kernel from w_ih packed
+    (a.w_ih_r, set by the backward over more than one step), else BLAS; dA: (T*B, >= G), rows
+    a.ldg apart.  The micro-kernel gives every row the same bits wherever the rows are split;
+    OpenBLAS did not (rows split 127 + 128 between two threads, or 64 + 191, against 255 on
+    one: the last column of dx at I = 161 differed in the last bit, a tail tile, and a smaller
+    product took another kernel).  Against BLAS, in fresh processes alternating: the
+    benchmark's LSTM training rows 0.98x the time (small), 0.99x (medium), 1.04x (large, where
+    dA, 13 MB a thread, is read once for each panel of 32 inputs), GRU medium 1.01x."""
+    cdef int I = a.In, ld = a.ldg
+    if a.w_ih_r != NULL:
+        rowmm(r1 - r0, G, I, dA + <Py_ssize_t>r0 * ld, ld, <const floating*>a.w_ih_r, False,
+              dx + <Py_ssize_t>r0 * I, I)
+    else:
+        gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
+             dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
+
+
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
     """This part's share of dx = dA W_ih (rows of T*B, BLAS; not when dx is NULL), dW_ih += dA^T x
@@ -331,8 +351,7 @@ cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, in
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
     if dx != NULL:
-        gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
-             dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
+        input_grad_rows(tag, a, dA, G, r0, r1, dx)
     wgrad(g1 - g0, TB, I, dA + g0, ld, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I)
     wgrad(g1 - g0, TB, P, dA + g0, ld, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P)
 
@@ -1662,8 +1681,7 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     part_range(G3, a.part, a.nparts, &g0, &g1)
     # the input projection's gradient: columns 0:3H
     if a.dx != NULL:
-        gemm(c'N', c'N', I, r1 - r0, G3, <floating>1, <const floating*>a.w_ih, I,
-             D + <Py_ssize_t>r0 * ld, ld, <floating>0, <floating*>a.dx + <Py_ssize_t>r0 * I, I)
+        input_grad_rows(tag, a, D, G3, r0, r1, <floating*>a.dx)
     wgrad(g1 - g0, TB, I, D + g0, ld, <const floating*>a.x, I,
           <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
@@ -3026,7 +3044,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     cdef double loop_flops
     cdef _Weights w
     cdef Saved s
-    cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx = None, norms = None
+    cdef cnp.ndarray dya = None, dh, dc = None, dht = None, dx = None, norms = None, w_ih_b
     cdef cnp.ndarray dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph
     cdef str name = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}backward"
     cdef str made_by = f"{CELL_NAMES[want_cell]}_{'step_' if step else ''}forward"
@@ -3091,6 +3109,12 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         # over many steps the per-step products read w packed, here (for one step, BLAS reads
         # w as stored: packing it would cost as much as the step)
         operands = step_operands(&a, w, False, False, False, cell == GRU and variant)
+        if dx is not None:
+            # dx = dA W_ih over all T*B rows on the same micro-kernel, w_ih packed here: the
+            # same bits on any number of threads (see input_grad_rows)
+            w_ih_b = packed(w.w_ih, False)
+            a.w_ih_r = data(w_ih_b)
+            operands += (w_ih_b,)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
         (xa, w, lens, gates, hs, cs, tc, mb, cmask, dya, dh, dc, norms, dht, dx, dw_ih, dw_hh,
          db_ih, db_hh, dw_hr, dw_ph, operands))
