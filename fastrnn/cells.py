@@ -84,7 +84,7 @@ class _CellBase(Module):
         out = []
         for k, v in enumerate(values):
             if not (type(v) is np.ndarray and v.dtype == self._dtype and v.shape == expected
-                    and v.flags.c_contiguous):   # the fast path is the common case of a loop
+                    and v.flags.c_contiguous):
                 label = self._type.states[k]
                 if not isinstance(name, str):
                     full = name[k]

@@ -344,9 +344,10 @@ cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int 
 
 cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                    floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
-    """This part's share of dx = dA W_ih (rows of T*B, BLAS; not when dx is NULL), dW_ih += dA^T x
-    and dW_hh += dA^T h (rows of G, fastrnn_mm.h's fr_wgrad: the caller's gradient buffers, added
-    into); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the backward."""
+    """This part's share of dx = dA W_ih (rows of T*B, see input_grad_rows; not when dx is NULL),
+    dW_ih += dA^T x and dW_hh += dA^T h (rows of G, fastrnn_mm.h's fr_wgrad: the caller's gradient
+    buffers, added into); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the
+    backward."""
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)

@@ -489,11 +489,11 @@ FR_DEFINE_WTILE(SUF, T, 1)                                                      
 FR_DEFINE_WTILE(SUF, T, 4)                                                                   \
 FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                              \
                                                                                              \
-/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel: tiles of FR_WMR rows,   \
+/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel: tiles of FR_WMR rows, \
  * then 4, then 1, each in a loop of its own and the whole not inlined (one loop over the   \
- * three, or this inlined into fr_wgrad, spilled the tile's registers to the stack) */                                                                \
-static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, const T* B, \
-                           ptrdiff_t ldb, T* C, ptrdiff_t ldc)                               \
+ * three, or this inlined into fr_wgrad, spilled the tile's registers to the stack) */      \
+static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, \
+                                       const T* B, ptrdiff_t ldb, T* C, ptrdiff_t ldc)       \
 {                                                                                            \
     ptrdiff_t i = 0;                                                                         \
     for (; i + FR_WMR <= n; i += FR_WMR)                                                     \
