@@ -3,7 +3,10 @@
 Every backend is a module exposing, for each cell type ``rnn``, ``lstm`` and
 ``gru``, the four kernels of the contract written down in
 :mod:`fastrnn.reference`: ``<cell>_forward``, ``<cell>_backward``,
-``<cell>_step_forward`` and ``<cell>_step_backward``.
+``<cell>_step_forward`` and ``<cell>_step_backward``.  A backend may also have
+``<cell>_step_plan(weights, **options)``: a callable ``plan(x, hx)`` that is
+``<cell>_step_forward(x, hx, weights, False, **options)[0]`` for the arguments it takes
+as they are and None for the others (the cells' eval-mode steps call it first).
 
 ``backend="auto"`` means the environment variable ``FASTRNN_BACKEND`` when it
 is set, otherwise the first available of :data:`AUTO_ORDER`.
@@ -89,10 +92,17 @@ class Backend:
         self._kernels = {cell: tuple(getattr(module, f"{cell}_{kind}") for kind in
                                      ("forward", "backward", "step_forward", "step_backward"))
                          for cell in CELLS}
+        self._plans = {cell: getattr(module, f"{cell}_step_plan", None) for cell in CELLS}
 
     def kernels(self, cell):
         """``(forward, backward, step_forward, step_backward)`` for ``cell`` in CELLS."""
         return self._kernels[cell]
+
+    def step_plan(self, cell, weights, **options):
+        """The backend's prepared eval-mode step of ``cell`` (see above) for ``weights`` and
+        ``options``, or None where it has none for them."""
+        make = self._plans[cell]
+        return None if make is None else make(weights, **options)
 
     def __repr__(self):
         return f"Backend({self.name!r})"

@@ -65,6 +65,7 @@ import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy, memset
@@ -2181,13 +2182,45 @@ cdef inline cnp.ndarray copy_of(cnp.ndarray src, int nd, cnp.npy_intp d0, cnp.np
     return out
 
 
-cdef inline cnp.ndarray copy_slot(cnp.ndarray src, int slot, cnp.npy_intp d0, cnp.npy_intp d1,
-                                   int typenum):
-    """A new (d0, d1) array holding slot ``slot`` of a (slots, d0, d1) buffer."""
-    cdef cnp.ndarray out = empty(2, d0, d1, 0, typenum)
+cdef inline cnp.ndarray copy_slot(const void* src, int slot, cnp.npy_intp d0, cnp.npy_intp d1,
+                                   int typenum, int nd=2):
+    """A new (d0, d1) array holding slot ``slot`` of a (slots, d0, d1) buffer at ``src``;
+    ``nd`` 1: a (d1,) array (d0 is 1)."""
+    cdef cnp.ndarray out = empty(2, d0, d1, 0, typenum) if nd == 2 else empty(1, d1, 0, 0, typenum)
     cdef size_t nbytes = cnp.PyArray_NBYTES(out)
-    memcpy(cnp.PyArray_DATA(out), <char*>cnp.PyArray_DATA(src) + slot * nbytes, nbytes)
+    memcpy(cnp.PyArray_DATA(out), <const char*>src + slot * nbytes, nbytes)
     return out
+
+
+cdef enum:
+    BLOCK_PARTS = 6
+
+
+cdef class _Block:
+    """One block of C memory in parts, each starting on a cache line (64 bytes), freed with
+    the object (a call's ``keep`` holds it while threads may write to it).  grow() the sizes
+    of the parts, in order, then allocate(); part(k) is NULL for a part of 0 bytes."""
+    cdef char* raw
+    cdef char* mem
+    cdef size_t at[BLOCK_PARTS + 1]
+    cdef int parts
+
+    cdef void grow(self, size_t nbytes) noexcept:
+        self.at[self.parts + 1] = self.at[self.parts] + (0 if nbytes == 0 else (nbytes + 63) & ~(<size_t>63))
+        self.parts += 1
+
+    cdef int allocate(self) except -1:
+        self.raw = <char*>malloc(self.at[self.parts] + 64)
+        if self.raw == NULL:
+            raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
+        self.mem = self.raw + ((64 - (<size_t>self.raw & 63)) & 63)
+        return 0
+
+    cdef void* part(self, int k) noexcept:
+        return NULL if self.at[k + 1] == self.at[k] else self.mem + self.at[k]
+
+    def __dealloc__(self):
+        free(self.raw)
 
 
 cdef inline void* data(object arr):
@@ -2871,22 +2904,17 @@ cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=Fal
 
 cdef tuple forward(int cell, object x, object hx, object weights, object lengths, bint training,
                    int variant, bint step, object clip=None, object acts=None):
-    """Shared body of every forward kernel; ``step``: x is (B, I), no lengths, no y;
-    ``variant``: see Args; ``clip``: the cell clip, or None; ``acts``: the activations, checked
-    (None: the cell's defaults, or a tuple of fastrnn.activations.Activation, one per slot)."""
-    cdef Args a
+    """Shared body of every forward kernel: checks the arguments, then :func:`run_forward`.
+    ``step``: x is (B, I), no lengths, no y; ``variant``: see Args; ``clip``: the cell clip, or
+    None; ``acts``: the activations, checked (None: the cell's defaults, or a tuple of
+    fastrnn.activations.Activation, one per slot)."""
     cdef int typenum = dtype_of(x)
     cdef cnp.ndarray xa = carray(x, typenum)
     cdef int nd = cnp.PyArray_NDIM(xa)
-    cdef int T, B, I, H, P, G, Gs, Tc, slots, nthreads, members = 0, step_members = 0
-    cdef cnp.ndarray ghb = None
-    cdef double loop_flops
+    cdef int T, B, I
     cdef _Weights w
-    cdef cnp.ndarray h0, c0, gates, bias, hs, cs = None, tc = None, mb = None, y = None
-    cdef cnp.ndarray cmask = None
+    cdef cnp.ndarray h0, c0 = None
     clip = check_clip(clip)
-    cdef object lens
-    memset(&a, 0, sizeof(Args))
     if step:
         if nd != 2:
             raise ValueError(f"x must be (B, I) for a step kernel, but got shape {shape_str(xa)}")
@@ -2896,12 +2924,34 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             raise ValueError(f"x must be (T, B, I), but got shape {shape_str(xa)}")
         T, B, I = <int>cnp.PyArray_DIMS(xa)[0], <int>cnp.PyArray_DIMS(xa)[1], <int>cnp.PyArray_DIMS(xa)[2]
     w = check_weights(cell, weights, typenum, I)
-    H, P, G = w.H, w.P, w.G
-    Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
     if not isinstance(hx, (tuple, list)) or len(hx) != (2 if cell == LSTM else 1):
         raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
-    h0 = checked(hx[0], typenum, "h0", 2, B, P)
+    h0 = checked(hx[0], typenum, "h0", 2, B, w.P)
     lens = None if step else check_lengths(lengths, B, T)
+    if cell == LSTM:
+        c0 = checked(hx[1], typenum, "c0", 2, B, w.H)
+    return run_forward(cell, typenum, xa, T, B, h0, c0, w, lens, training, variant, step, clip,
+                       acts)
+
+
+cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.ndarray h0,
+                       cnp.ndarray c0, _Weights w, object lens, bint training, int variant,
+                       bint step, object clip, object acts, int out_nd=2):
+    """A forward of checked arguments: x (xa: (T, B, I), or (B, I) for a ``step``), states h0
+    (B, P) and c0 (B, H, LSTM), weights ``w``, lengths ``lens`` (int64 (B,), or None), clip
+    (None or a number) and activations as :func:`forward` takes them.  Returns (y, hy, saved);
+    ``out_nd`` 1 (a step of B = 1): the states of hy are (P,) and (H,)."""
+    cdef Args a
+    cdef int I = w.In, H = w.H, P = w.P, G = w.G
+    cdef int Gs, Tc, slots, nthreads, members = 0, step_members = 0
+    cdef cnp.ndarray ghb = None
+    cdef double loop_flops
+    cdef cnp.ndarray gates = None, bias = None, hs = None, cs = None, tc = None, mb = None
+    cdef cnp.ndarray y = None, cmask = None
+    cdef _Block block = None
+    cdef size_t item = cnp.PyArray_ITEMSIZE(xa)
+    memset(&a, 0, sizeof(Args))
+    Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
     loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
     nthreads = plan_threads(B, loop_flops)
     per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH
@@ -2911,28 +2961,44 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     elif (not training and T == 1 and B <= GEMV_MAX_COLUMNS and w.w_hr is None
             and not (cell == GRU and variant)):
         step_members = team_size(H, typenum, 1, loop_flops + 2.0 * B * G * I, TEAM_ONE_STEP_FLOPS)
-        if step_members and cell == GRU:
-            ghb = empty(1, B * padded_width(G, cnp.PyArray_ITEMSIZE(xa)), 0, 0, typenum)
-            a.ghb = data(ghb)
     Tc = 1 if per_step_input and not training else chunk_steps(T, B, Gs, training or nthreads > 1)
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
-    a.ldg = Gs if cell == RNN else padded_width(Gs, cnp.PyArray_ITEMSIZE(xa))
-    # a team's arrays start on a cache line, so that its members' parts of a row (whole
-    # panels of units) share none where a panel is 64 bytes or more (AVX2, AVX-512)
-    gates = aligned(Tc, B, a.ldg, typenum) if members else workspace(3, Tc, B, a.ldg, typenum)
-    bias = empty(1, Gs, 0, 0, typenum)
-    hs = aligned(slots, B, P, typenum) if members else workspace(3, slots, B, P, typenum)
-    memcpy(cnp.PyArray_DATA(hs), cnp.PyArray_DATA(h0), <size_t>B * P * cnp.PyArray_ITEMSIZE(hs))
-    if cell == LSTM:
-        c0 = checked(hx[1], typenum, "c0", 2, B, H)
-        cs = aligned(slots, B, H, typenum) if members else workspace(3, slots, B, H, typenum)
-        memcpy(cnp.PyArray_DATA(cs), cnp.PyArray_DATA(c0), <size_t>B * H * cnp.PyArray_ITEMSIZE(cs))
-        if training:
-            tc = workspace(3, T, B, H, typenum)
-        if w.w_hr is not None:
-            mb = workspace(3, T if training else 1, B, H, typenum)
+    a.ldg = Gs if cell == RNN else padded_width(Gs, item)
+    if step and not training:
+        # an eval step keeps nothing: its workspaces are parts of one block of C memory (a
+        # numpy array each cost ~0.1 us, 0.5 of LSTMCell(128, 128)'s 5.7 us step)
+        block = _Block.__new__(_Block)
+        block.grow(<size_t>B * a.ldg * item)                   # gates
+        block.grow(<size_t>Gs * item)                          # bias
+        block.grow(<size_t>2 * B * P * item)                   # hs
+        block.grow(<size_t>2 * B * H * item if cell == LSTM else 0)           # cs
+        block.grow(<size_t>B * H * item if w.w_hr is not None else 0)         # mb
+        block.grow(<size_t>B * padded_width(G, item) * item if step_members and cell == GRU
+                   else 0)                                                    # ghb
+        block.allocate()
+        a.gates, a.bias, a.hs = block.part(0), block.part(1), block.part(2)
+        a.cs, a.mb, a.ghb = block.part(3), block.part(4), block.part(5)
+    else:
+        if step_members and cell == GRU:
+            ghb = empty(1, B * padded_width(G, item), 0, 0, typenum)
+            a.ghb = data(ghb)
+        # a team's arrays start on a cache line, so that its members' parts of a row (whole
+        # panels of units) share none where a panel is 64 bytes or more (AVX2, AVX-512)
+        gates = aligned(Tc, B, a.ldg, typenum) if members else workspace(3, Tc, B, a.ldg, typenum)
+        bias = empty(1, Gs, 0, 0, typenum)
+        hs = aligned(slots, B, P, typenum) if members else workspace(3, slots, B, P, typenum)
+        if cell == LSTM:
+            cs = aligned(slots, B, H, typenum) if members else workspace(3, slots, B, H, typenum)
+            if training:
+                tc = workspace(3, T, B, H, typenum)
+            if w.w_hr is not None:
+                mb = workspace(3, T if training else 1, B, H, typenum)
+        a.gates, a.bias, a.hs = data(gates), data(bias), data(hs)
         a.cs, a.tc, a.mb = data(cs), data(tc), data(mb)
+    memcpy(a.hs, cnp.PyArray_DATA(h0), <size_t>B * P * item)
+    if cell == LSTM:
+        memcpy(a.cs, cnp.PyArray_DATA(c0), <size_t>B * H * item)
     if not step:
         y = aligned(T, B, P, typenum, False) if members else empty(3, T, B, P, typenum)
     a.T, a.B, a.In, a.H, a.P, a.Tc = T, B, I, H, P, Tc
@@ -2944,12 +3010,11 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         if training:
             cmask = workspace(3, T, B, G, typenum)
             a.cmask = data(cmask)
-    a.bias = data(bias)
     a.lens = <const int64_t*>data(lens)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.w_ph = data(w.w_ph)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
-    a.gates, a.hs, a.y = data(gates), data(hs), data(y)
+    a.y = data(y)
     cdef int stale = 0, outcome = 2
     cdef bint fresh = False
     while outcome:
@@ -2970,7 +3035,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
                 operands += (cached_packed(w.w_ih, True),)
                 a.w_ih_p = data(operands[4])
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb),
+                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb, block),
                       members > 0, step_members > 0)
         # nothing was computed: the weights changed since they were packed (packed again), or
         # the team could not run (the call runs on one thread)
@@ -2979,9 +3044,10 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             members = step_members = 0
     last = T if training else T % 2
     if cell == LSTM:
-        hy = (copy_slot(hs, last, B, P, typenum), copy_slot(cs, last, B, H, typenum))
+        hy = (copy_slot(a.hs, last, B, P, typenum, out_nd),
+              copy_slot(a.cs, last, B, H, typenum, out_nd))
     else:
-        hy = (copy_slot(hs, last, B, P, typenum),)
+        hy = (copy_slot(a.hs, last, B, P, typenum, out_nd),)
     cdef Saved saved = None
     if training:
         saved = Saved.__new__(Saved)
@@ -2990,7 +3056,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
         saved.cs, saved.tc, saved.mb, saved.cmask = cs, tc, mb, cmask
         saved.activations = acts
-    elif cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
+    elif block is None and cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
         # the next call's workspaces (hy holds copies: nothing refers to these any more); a
         # small one costs less to allocate again than to keep (chunks of 1 step: 2 us a call)
         give_back((gates, hs, cs, mb))
@@ -3217,6 +3283,105 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
 def gru_step_backward(dhy, saved, dweights):
     """Backward of :func:`gru_step_forward`: ``(dx (B, I), (dh,))``, adding into ``dweights``; consumes ``saved``."""
     return backward(GRU, None, dhy, saved, dweights, None, True)
+
+
+# ---------------------------------------------------------------------------------------
+# Prepared steps: a cell called step by step in eval mode (a stream, a decoder) pays its
+# arguments' checks at every call, and at LSTMCell(128, 128), B = 1, they cost as much as
+# the step's products (~2 us of 8).  A plan checks the weights and options once; a call
+# checks only what it must to take x and hx as they are, and runs run_forward.
+# ---------------------------------------------------------------------------------------
+cdef class StepPlan:
+    """An eval-mode step of one cell with given weights and options, checked once.
+
+    ``plan(x, hx)`` is ``<cell>_step_forward(x, hx, weights, False, **options)[0]``, bit for
+    bit, for x an ndarray of the weights' dtype, C-contiguous, (B, I) or (I,) (then the states
+    are (P,) and (H,) too, in and out), and hx a tuple of such arrays (h (B, P), and c (B, H)
+    for LSTM).  Anything else, it returns None without looking further: the caller then takes
+    the checked path, which converts what it can and says what is wrong with the rest.  The
+    plan reads the weights at every call (edits in place are seen); it keeps no state between
+    calls, so threads may share it."""
+    cdef int cell, typenum, variant, nstates
+    cdef _Weights w
+    cdef object clip, acts
+
+    def __call__(self, x, hx):
+        cdef cnp.ndarray xa, h0, c0 = None
+        cdef int nd, B
+        cdef _Weights w = self.w
+        if not (cnp.PyArray_CheckExact(x) and type(hx) is tuple
+                and PyTuple_GET_SIZE(hx) == self.nstates):
+            return None
+        xa = <cnp.ndarray>x
+        nd = cnp.PyArray_NDIM(xa)
+        if (cnp.PyArray_TYPE(xa) != self.typenum or not cnp.PyArray_ISCARRAY_RO(xa)
+                or nd < 1 or nd > 2 or cnp.PyArray_DIMS(xa)[nd - 1] != w.In):
+            return None
+        B = 1 if nd == 1 else <int>cnp.PyArray_DIMS(xa)[0]
+        if B < 1:
+            return None
+        h0 = self.state(hx[0], nd, B, w.P)
+        if h0 is None:
+            return None
+        if self.cell == LSTM:
+            c0 = self.state(hx[1], nd, B, w.H)
+            if c0 is None:
+                return None
+        return run_forward(self.cell, self.typenum, xa, 1, B, h0, c0, w, None, False,
+                           self.variant, True, self.clip, self.acts, nd)[1]
+
+    cdef cnp.ndarray state(self, object v, int nd, int B, int width):
+        """``v`` if it is a state this plan takes as it is ((B, width), or (width,) for nd 1),
+        else None."""
+        cdef cnp.ndarray a
+        if not cnp.PyArray_CheckExact(v):
+            return None
+        a = <cnp.ndarray>v
+        if (cnp.PyArray_TYPE(a) != self.typenum or not cnp.PyArray_ISCARRAY_RO(a)
+                or cnp.PyArray_NDIM(a) != nd or cnp.PyArray_DIMS(a)[nd - 1] != width
+                or (nd == 2 and cnp.PyArray_DIMS(a)[0] != B)):
+            return None
+        return a
+
+
+cdef object step_plan(int cell, object weights, int variant, object clip, object acts):
+    """A :class:`StepPlan`, or None where the weights are not all C-contiguous float32 or
+    float64 arrays of one dtype (a plan must read the caller's arrays, not copies)."""
+    cdef StepPlan plan
+    cdef _Weights w
+    if not (isinstance(weights, (tuple, list)) and len(weights) > 0
+            and cnp.PyArray_Check(weights[0])):
+        return None
+    typenum = cnp.PyArray_TYPE(<cnp.ndarray>weights[0])
+    if typenum != F32 and typenum != F64:
+        return None
+    w = check_weights(cell, weights, typenum, -1)
+    for given, used in zip(weights, (w.w_ih, w.w_hh, w.b_ih, w.b_hh, w.w_hr, w.w_ph)):
+        if given is not used:
+            return None
+    plan = StepPlan.__new__(StepPlan)
+    plan.cell, plan.typenum, plan.variant = cell, typenum, variant
+    plan.nstates = 2 if cell == LSTM else 1
+    plan.w, plan.clip, plan.acts = w, check_clip(clip), acts
+    return plan
+
+
+def rnn_step_plan(weights, nonlinearity="tanh", clip=None, activations=None):
+    """A :class:`StepPlan` of :func:`rnn_step_forward` in eval mode, or None (see step_plan)."""
+    variant, acts = rnn_activation(nonlinearity, activations)
+    return step_plan(RNN, weights, variant, clip, acts)
+
+
+def lstm_step_plan(weights, input_forget=False, clip=None, activations=None):
+    """A :class:`StepPlan` of :func:`lstm_step_forward` in eval mode, or None (see step_plan)."""
+    return step_plan(LSTM, weights, int(check_flag("input_forget", input_forget)), clip,
+                     _activations.check_activations("lstm", activations))
+
+
+def gru_step_plan(weights, reset_after=True, clip=None, activations=None):
+    """A :class:`StepPlan` of :func:`gru_step_forward` in eval mode, or None (see step_plan)."""
+    return step_plan(GRU, weights, int(not check_flag("reset_after", reset_after)), clip,
+                     _activations.check_activations("gru", activations))
 
 
 # =======================================================================================

@@ -299,6 +299,122 @@ def test_one_step_splits_its_products_over_a_team(cy, case, dtype, B):
         np.testing.assert_allclose(a, b, **tol)
 
 
+# ---------------------------------------------------------------------------------------
+# prepared eval steps (<cell>_step_plan): the cells' eval-mode steps call them first
+# ---------------------------------------------------------------------------------------
+def plan_inputs(case, dtype, B, rng, hidden=H):
+    """(cell, opts, weights, x (B, I), hx) of a case."""
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, dtype, "both", rng, hidden=hidden)
+    return cell, opts, weights, rng.standard_normal((B, I)).astype(dtype), \
+        make_states(case, B, P, dtype, rng, hidden=hidden)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hidden, B", [(H, 1), (H, 6), (STEP_HIDDEN["lstm"], 1),
+                                       (STEP_HIDDEN["lstm"], 3)])
+def test_a_step_plan_is_the_eval_step_kernel_bit_for_bit(cy, case, dtype, hidden, B):
+    """plan(x, hx) gives what <cell>_step_forward gives in eval mode, bit for bit, on one
+    thread and on two (the larger hidden size runs on a team), batched and unbatched."""
+    rng = np.random.default_rng(31)
+    cell, opts, weights, x, hx = plan_inputs(case, dtype, B, rng, hidden)
+    plan = getattr(cy, f"{cell}_step_plan")(weights, **opts)
+    step = getattr(cy, f"{cell}_step_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastrnn.set_num_threads(threads)
+            want, _ = step(x, hx, weights, False, **opts)
+            got = plan(x, hx)
+            assert type(got) is tuple and len(got) == len(want)
+            for a, b in zip(want, got):
+                assert b.dtype == dtype and b.shape == a.shape and b.flags.c_contiguous
+                np.testing.assert_array_equal(b, a)
+            if B == 1:
+                flat = plan(x[0], tuple(h[0] for h in hx))
+                for a, b in zip(want, flat):
+                    assert b.shape == a.shape[1:]
+                    np.testing.assert_array_equal(b, a[0])
+    finally:
+        fastrnn.set_num_threads(before)
+
+
+def test_a_step_plan_declines_what_it_does_not_take_as_it_is(cy):
+    """Anything but C-contiguous arrays of the weights' dtype and of matching shapes, in a tuple
+    of the cell's states, gets None (the caller's checked path then converts or raises): it
+    never raises, converts, or reads past what it was given."""
+    rng = np.random.default_rng(32)
+    _, _, weights, x, (h, c) = plan_inputs("lstm_peepholes", np.float32, 3, rng)
+    plan = cy.lstm_step_plan(weights)
+    assert plan(x, (h, c)) is not None
+
+    class Sub(np.ndarray):
+        pass
+
+    declined = {
+        "x a list": (x.tolist(), (h, c)),
+        "x float64": (x.astype(np.float64), (h, c)),
+        "x a subclass": (x.view(Sub), (h, c)),
+        "x not contiguous": (np.asfortranarray(x), (h, c)),
+        "x of another input size": (x[:, :-1].copy(), (h, c)),
+        "x 3-D": (x[None], (h, c)),
+        "x 0-D": (np.float32(1.0), (h, c)),
+        "x of no rows": (x[:0], (h[:0], c[:0])),
+        "hx a list": (x, [h, c]),
+        "hx of one state": (x, (h,)),
+        "hx of three states": (x, (h, c, c)),
+        "h None": (x, (None, c)),
+        "c of another batch": (x, (h, c[:2].copy())),
+        "h of another width": (x, (h[:, :-1].copy(), c)),
+        "h float64": (x, (h.astype(np.float64), c)),
+        "h a strided view": (x, (np.repeat(h, 2, axis=1)[:, ::2], c)),
+        "h 1-D with batched x": (x, (h[0], c[0])),
+        "x 1-D with batched states": (x[0], (h[:1], c[:1])),
+        "hx None": (x, None),
+    }
+    for what, (xa, hx) in declined.items():
+        assert plan(xa, hx) is None, what
+
+
+def test_a_step_plan_reads_the_weights_at_every_call(cy):
+    """A plan keeps the caller's arrays, not copies: an edit in place is in the next call."""
+    rng = np.random.default_rng(33)
+    cell, opts, weights, x, hx = plan_inputs("gru", np.float32, 2, rng)
+    plan = cy.gru_step_plan(weights, **opts)
+    y0 = plan(x, hx)[0]
+    for w in weights:
+        w[-1] += np.float32(0.25)
+        y = plan(x, hx)[0]
+        fresh = tuple(v.copy() for v in weights)
+        np.testing.assert_array_equal(y, cy.gru_step_forward(x, hx, fresh, False)[0][0])
+        assert not np.array_equal(y, y0)
+        y0 = y
+
+
+def test_no_step_plan_over_copies_of_the_weights(cy):
+    """Weights that are not all C-contiguous arrays of one float dtype (a copy would be what
+    the plan reads) get no plan; bad options raise as the step kernel's do."""
+    rng = np.random.default_rng(34)
+    _, _, weights, _, _ = plan_inputs("lstm", np.float32, 1, rng)
+    assert cy.lstm_step_plan(weights) is not None
+    assert cy.lstm_step_plan(list(weights)) is not None
+    assert cy.lstm_step_plan((np.asfortranarray(weights[0]),) + weights[1:]) is None
+    assert cy.lstm_step_plan((weights[0].tolist(),) + weights[1:]) is None
+    assert cy.lstm_step_plan((weights[0].astype(np.int32),) + weights[1:]) is None
+    assert cy.lstm_step_plan(weights[:2] + (weights[2].astype(np.float64),) + weights[3:]) is None
+    assert cy.lstm_step_plan(()) is None
+    with pytest.raises(ValueError, match="weights must be a tuple of 6"):
+        cy.lstm_step_plan(weights[:4])
+    with pytest.raises(TypeError, match="input_forget"):
+        cy.lstm_step_plan(weights, input_forget="yes")
+    with pytest.raises(ValueError, match="clip"):
+        cy.lstm_step_plan(weights, clip=-1.0)
+    with pytest.raises(ValueError, match="nonlinearity"):
+        cy.rnn_step_plan(make_weights("rnn_tanh", np.float32, "both", rng)[0],
+                         nonlinearity="sigmoid")
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [1, 3])
 def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):

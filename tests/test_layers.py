@@ -410,6 +410,87 @@ def test_cell_default_state_is_zero_and_eval_keeps_nothing(backend):
         cell.backward(np.ones((B, H)))
 
 
+@pytest.mark.parametrize("mode", list(CELLS))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eval_steps_take_the_backends_prepared_step_with_the_checked_paths_results(
+        backend, mode, dtype):
+    """In eval mode a cell calls its backend's prepared step (the cython backend has one) on
+    arrays it can take as they are: bit for bit the checked path's results, which converts
+    the rest (lists, other dtypes, states in a list, no state); the plan is made again after a
+    pickle, a copy, and a change of backend."""
+    import copy
+    import pickle
+    rng = np.random.default_rng(7)
+    cell = make_cell(mode, backend, dtype=dtype, input_size=I, hidden_size=H).eval()
+    x = rng.standard_normal((B, I)).astype(dtype)
+    states = [rng.standard_normal((B, H)).astype(dtype) for _ in range(2 if is_lstm(cell) else 1)]
+    hx = tuple(states) if is_lstm(cell) else states[0]
+    as_tuple = (lambda hy: hy) if is_lstm(cell) else (lambda hy: (hy,))
+    checked = as_tuple(cell(x.tolist(), [s.tolist() for s in states] if is_lstm(cell)
+                            else states[0].tolist()))
+    for _ in range(2):          # (the first call prepares the plan)
+        for a, b in zip(checked, as_tuple(cell(x, hx))):
+            assert b.dtype == dtype and b.shape == (B, H)
+            np.testing.assert_array_equal(b, a)
+    one = as_tuple(cell(x[:1], tuple(s[:1] for s in states) if is_lstm(cell) else states[0][:1]))
+    for a, b in zip(one, as_tuple(cell(x[0], tuple(s[0] for s in states) if is_lstm(cell)
+                                       else states[0][0]))):
+        assert b.shape == (H,)
+        np.testing.assert_array_equal(b, a[0])
+    zero = as_tuple(cell(x))
+    for a, b in zip(zero, as_tuple(cell(x, tuple(np.zeros_like(s) for s in states)
+                                        if is_lstm(cell) else np.zeros_like(states[0])))):
+        np.testing.assert_array_equal(b, a)
+
+    class CheckedPath(Exception):
+        pass
+
+    def checked_path(*args):
+        raise CheckedPath
+    cell._step = checked_path      # arrays as they are: the plan takes them, where there is one
+    try:
+        cell(x, hx)
+        planned = True
+    except CheckedPath:
+        planned = False
+    finally:
+        del cell._step
+    assert planned == (backend == "cython")
+    for other in (pickle.loads(pickle.dumps(cell)), copy.deepcopy(cell)):
+        for a, b in zip(checked, as_tuple(other(x, hx))):
+            np.testing.assert_array_equal(b, a)
+    cell.backend = "numpy"
+    for a, b in zip(checked, as_tuple(cell(x, hx))):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert cell._plan[0].name == "numpy"
+
+
+def test_eval_steps_of_one_cell_from_several_threads():
+    """Threads sharing one cell in eval mode (the prepared step keeps nothing between calls)
+    get what one thread gets, bit for bit, at a size whose step runs on a team of threads."""
+    import threading
+    cell = fastrnn.LSTMCell(64, 320, seed=3).eval()
+    rng = np.random.default_rng(8)
+    inputs = [(rng.standard_normal((1, 64)).astype(np.float32),
+               tuple(rng.standard_normal((1, 320)).astype(np.float32) for _ in range(2)))
+              for _ in range(6)]
+    want = [cell(x, hx) for x, hx in inputs]
+    failures = []
+
+    def work(k):
+        for r in range(200):
+            x, hx = inputs[(k + r) % len(inputs)]
+            got = cell(x, hx)
+            if not all(np.array_equal(a, b) for a, b in zip(got, want[(k + r) % len(inputs)])):
+                failures.append((k, r))
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
 # -- backends ----------------------------------------------------------------------------------
 def test_backends_lists_every_backend_with_a_reason():
     status = fastrnn.backends()

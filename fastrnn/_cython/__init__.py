@@ -59,6 +59,7 @@ __all__ = [
     "rnn_forward", "rnn_backward", "rnn_step_forward", "rnn_step_backward",
     "lstm_forward", "lstm_backward", "lstm_step_forward", "lstm_step_backward",
     "gru_forward", "gru_backward", "gru_step_forward", "gru_step_backward",
+    "rnn_step_plan", "lstm_step_plan", "gru_step_plan",
 ]
 #: what this package takes from the chosen build, besides the kernels
 _SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "adam_update", "sum_squares")
