@@ -355,6 +355,8 @@ def test_a_step_plan_declines_what_it_does_not_take_as_it_is(cy):
     declined = {
         "x a list": (x.tolist(), (h, c)),
         "x float64": (x.astype(np.float64), (h, c)),
+        "x big-endian": (x.astype(">f4"), (h, c)),
+        "c big-endian": (x, (h, c.astype(">f4"))),
         "x a subclass": (x.view(Sub), (h, c)),
         "x not contiguous": (np.asfortranarray(x), (h, c)),
         "x of another input size": (x[:, :-1].copy(), (h, c)),
@@ -375,6 +377,9 @@ def test_a_step_plan_declines_what_it_does_not_take_as_it_is(cy):
     }
     for what, (xa, hx) in declined.items():
         assert plan(xa, hx) is None, what
+    x.flags.writeable = False                       # read-only arrays are taken as they are
+    np.testing.assert_array_equal(plan(x, (h, c))[0], cy.lstm_step_forward(x, (h, c), weights,
+                                                                           False)[0][0])
 
 
 def test_a_step_plan_reads_the_weights_at_every_call(cy):
