@@ -3312,27 +3312,26 @@ cdef class StepPlan:
         if not (cnp.PyArray_CheckExact(x) and type(hx) is tuple
                 and PyTuple_GET_SIZE(hx) == self.nstates):
             return None
-        xa = <cnp.ndarray>x
-        nd = cnp.PyArray_NDIM(xa)
-        if (cnp.PyArray_TYPE(xa) != self.typenum or not cnp.PyArray_ISCARRAY_RO(xa)
-                or nd < 1 or nd > 2 or cnp.PyArray_DIMS(xa)[nd - 1] != w.In):
+        nd = cnp.PyArray_NDIM(<cnp.ndarray>x)
+        if nd < 1 or nd > 2:
             return None
-        B = 1 if nd == 1 else <int>cnp.PyArray_DIMS(xa)[0]
+        B = 1 if nd == 1 else <int>cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
         if B < 1:
             return None
-        h0 = self.state(hx[0], nd, B, w.P)
-        if h0 is None:
+        xa = self.taken(x, nd, B, w.In)
+        h0 = self.taken(hx[0], nd, B, w.P)
+        if xa is None or h0 is None:
             return None
         if self.cell == LSTM:
-            c0 = self.state(hx[1], nd, B, w.H)
+            c0 = self.taken(hx[1], nd, B, w.H)
             if c0 is None:
                 return None
         return run_forward(self.cell, self.typenum, xa, 1, B, h0, c0, w, None, False,
                            self.variant, True, self.clip, self.acts, nd)[1]
 
-    cdef cnp.ndarray state(self, object v, int nd, int B, int width):
-        """``v`` if it is a state this plan takes as it is ((B, width), or (width,) for nd 1),
-        else None."""
+    cdef cnp.ndarray taken(self, object v, int nd, int B, int width):
+        """``v`` if it is an array this plan takes as it is (x or a state: (B, width), or
+        (width,) for nd 1), else None."""
         cdef cnp.ndarray a
         if not cnp.PyArray_CheckExact(v):
             return None
