@@ -3029,10 +3029,13 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
             # over many steps the per-step products read w^T packed (here), not BLAS
             operands = step_operands(&a, w, True, per_step_input, not training,
                                      cell == GRU and variant)
-            if not training and not per_step_input:
-                # the input projection of all steps from w_ih^T packed once (cached), not BLAS:
-                # LSTM(128, 128) over 16 steps at B=1 spent 42 of its 101 us in BLAS's product
-                operands += (cached_packed(w.w_ih, True),)
+            if not per_step_input:
+                # the input projection of all steps from w_ih^T packed (once, cached, in eval
+                # mode; a training step's weights change), not BLAS: LSTM(128, 128) over 16
+                # steps at B=1 spent 42 of its 101 us in BLAS's product; and BLAS split by rows
+                # between threads gave other last bits than on one thread (OpenBLAS 0.3's
+                # Haswell kernels, I = 257: 127 + 128 rows against 255)
+                operands += (packed(w.w_ih, True) if training else cached_packed(w.w_ih, True),)
                 a.w_ih_p = data(operands[4])
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
                       (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb, block),
