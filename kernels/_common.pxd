@@ -413,9 +413,9 @@ cdef extern from "fastrnn_mm.h" nogil:
                      float beta, float* y)
     void fr_dots_f64(int m, int K, double alpha, const double* A, Py_ssize_t lda,
                      const double* x, double beta, double* y)
-    void fr_wgrad_f32(int n, int K, int N, const float* D, Py_ssize_t ldd, const float* B,
+    int fr_wgrad_f32(int n, int K, int N, const float* D, Py_ssize_t ldd, const float* B,
                       Py_ssize_t ldb, float* W, Py_ssize_t ldw)
-    void fr_wgrad_f64(int n, int K, int N, const double* D, Py_ssize_t ldd, const double* B,
+    int fr_wgrad_f64(int n, int K, int N, const double* D, Py_ssize_t ldd, const double* B,
                       Py_ssize_t ldb, double* W, Py_ssize_t ldw)
 
 cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
@@ -428,12 +428,12 @@ cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const fl
         fr_mm_f64(n, K, N, A, lda, Wp, C, ldc, accumulate)
 
 
-cdef inline void wgrad(int n, int K, int N, const floating* D, Py_ssize_t ldd, const floating* B,
-                       Py_ssize_t ldb, floating* W, Py_ssize_t ldw) noexcept nogil:
+cdef inline int wgrad(int n, int K, int N, const floating* D, Py_ssize_t ldd, const floating* B,
+                      Py_ssize_t ldb, floating* W, Py_ssize_t ldw) noexcept nogil:
     """W (n x N, rows ldw apart) += D^T B over K rows: W[i, j] += sum_k D[k, i] B[k, j] (a weight
     gradient from the gate gradients D, K x n, and what entered the gates B, K x N; see
-    fastrnn_mm.h's fr_wgrad)."""
+    fastrnn_mm.h's fr_wgrad); 0, or -1 when its packed blocks could not be allocated."""
     if floating is float:
-        fr_wgrad_f32(n, K, N, D, ldd, B, ldb, W, ldw)
+        return fr_wgrad_f32(n, K, N, D, ldd, B, ldb, W, ldw)
     else:
-        fr_wgrad_f64(n, K, N, D, ldd, B, ldb, W, ldw)
+        return fr_wgrad_f64(n, K, N, D, ldd, B, ldb, W, ldw)

@@ -343,19 +343,20 @@ cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int 
              dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
 
 
-cdef inline void weight_grads_part(floating tag, Args* a, const floating* dA, int G,
-                                   floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
+cdef inline int weight_grads_part(floating tag, Args* a, const floating* dA, int G,
+                                  floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
     """This part's share of dx = dA W_ih (rows of T*B, see input_grad_rows; not when dx is NULL),
     dW_ih += dA^T x and dW_hh += dA^T h (rows of G, fastrnn_mm.h's fr_wgrad: the caller's gradient
     buffers, added into); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the
-    backward."""
-    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
+    backward.  0, or -1 when fr_wgrad could not allocate its packed blocks."""
+    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg, rc
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
     if dx != NULL:
         input_grad_rows(tag, a, dA, G, r0, r1, dx)
-    wgrad(g1 - g0, TB, I, dA + g0, ld, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I)
-    wgrad(g1 - g0, TB, P, dA + g0, ld, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P)
+    rc = wgrad(g1 - g0, TB, I, dA + g0, ld, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I)
+    return rc | wgrad(g1 - g0, TB, P, dA + g0, ld, <const floating*>a.hs, P,
+                      dw_hh + <Py_ssize_t>g0 * P, P)
 
 
 cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const floating* dA, int G) noexcept nogil:
@@ -734,7 +735,8 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
-    weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
+    if weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh):
+        return -1
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, a.H)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, a.H)
     return 0
@@ -1113,12 +1115,14 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
 cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef int H = a.H, P = a.P, G = 4 * a.H, TB = a.T * a.B, p0, p1
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
-    weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh)
+    if weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh):
+        return -1
     if a.w_hr != NULL:
         # dW_hr (P, H) += dh^T m over T*B rows; this part's rows of P
         part_range(P, a.part, a.nparts, &p0, &p1)
-        wgrad(p1 - p0, TB, H, <const floating*>a.dht + p0, P, <const floating*>a.mb, H,
-              <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H)
+        if wgrad(p1 - p0, TB, H, <const floating*>a.dht + p0, P, <const floating*>a.mb, H,
+                 <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H):
+            return -1
     bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
     bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
     if a.dw_ph != NULL and a.part == 0:
@@ -1684,19 +1688,20 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     # the input projection's gradient: columns 0:3H
     if a.dx != NULL:
         input_grad_rows(tag, a, D, G3, r0, r1, <floating*>a.dx)
-    wgrad(g1 - g0, TB, I, D + g0, ld, <const floating*>a.x, I,
-          <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I)
+    if wgrad(g1 - g0, TB, I, D + g0, ld, <const floating*>a.x, I,
+             <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I):
+        return -1
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
-    if hi > lo:
-        wgrad(hi - lo, TB, H, D + lo, ld, <const floating*>a.hs, H,
-              <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+    if hi > lo and wgrad(hi - lo, TB, H, D + lo, ld, <const floating*>a.hs, H,
+                         <floating*>a.dw_hh + <Py_ssize_t>lo * H, H):
+        return -1
     lo, hi = max(g0, 2 * H), g1
-    if hi > lo:
-        # rows n: against h_{t-1} (reset after), or against r * h_{t-1}, column 3H (reset before)
-        wgrad(hi - lo, TB, H, D + gru_hh_col(lo, H, a.variant), ld,
-              D + 3 * H if a.variant else <const floating*>a.hs, ld if a.variant else H,
-              <floating*>a.dw_hh + <Py_ssize_t>lo * H, H)
+    # rows n: against h_{t-1} (reset after), or against r * h_{t-1}, column 3H (reset before)
+    if hi > lo and wgrad(hi - lo, TB, H, D + gru_hh_col(lo, H, a.variant), ld,
+                         D + 3 * H if a.variant else <const floating*>a.hs,
+                         ld if a.variant else H, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H):
+        return -1
     if g1 > g0:
         db = <floating*>a.db_ih
         if db != NULL:

@@ -29,6 +29,7 @@
 #define FASTRNN_MM_H
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -68,11 +69,13 @@
 #define FR_UNROLL _Pragma("GCC unroll 32")
 #define FR_NOINLINE __attribute__((noinline))
 #define FR_VECTORS 1
+#define FR_PREFETCH(p) __builtin_prefetch(p, 1, 3)
 #else
 #define FR_INLINE static __forceinline
 #define FR_UNROLL
 #define FR_NOINLINE __declspec(noinline)
 #define FR_VECTORS 0
+#define FR_PREFETCH(p) ((void)(p))
 #endif
 
 /* the number of elements of a packed K x N matrix */
@@ -235,14 +238,16 @@ static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, 
         }                                                                                    \
         return;                                                                              \
     }                                                                                        \
-    for (p = 0; p * NR < N; p++) {                                                           \
-        n = N - p * NR < NR ? N - p * NR : NR;                                               \
-        for (k = 0; k < K; k++) {                                                            \
+    for (k = 0; k < K; k++) {                                                                \
+        const T* src = w + k * rs;                                                           \
+        for (p = 0; (p + 1) * NR <= N; p++) {                                                \
             T* o = out + (p * K + k) * NR;                                                   \
-            const T* src = w + k * rs + p * NR * cs;                                         \
-            if (cs == 1) memcpy(o, src, n * sizeof(T));                                      \
-            else for (j = 0; j < n; j++) o[j] = src[j * cs];                                 \
-            for (j = n; j < NR; j++) o[j] = 0;                                               \
+            if (cs == 1) memcpy(o, src + p * NR, NR * sizeof(T));                            \
+            else for (j = 0; j < NR; j++) o[j] = src[(p * NR + j) * cs];                     \
+        }                                                                                    \
+        if (p * NR < N) {                                                                    \
+            T* o = out + (p * K + k) * NR;                                                   \
+            for (j = 0; j < NR; j++) o[j] = p * NR + j < N ? src[(p * NR + j) * cs] : 0;     \
         }                                                                                    \
     }                                                                                        \
 }                                                                                            \
@@ -423,25 +428,31 @@ static void fr_dots_##SUF(int m, int K, T alpha, const T* A, ptrdiff_t lda, cons
 /* The weight gradients after the time loop: W (n x N, rows ldw apart) += D^T B over K rows,
  * W[i, j] += sum_k D[k, i] B[k, j], where D (K x n, rows ldd apart) holds the gradients of the
  * gate pre-activations of all T*B rows (a thread's share of their columns) and B (K x N, rows
- * ldb apart) what entered the gates (x, or h_{t-1}).  Both are read as stored: a row of B
- * gives vectors, a row of D the values broadcast (D's columns are W's rows).  BLAS (OpenBLAS
- * 0.3, sgemm NT) packed D, 8 MB at the README's loop shape, again for each of x and h_{t-1}:
- * a third of the time of these products, from memory; on Zen 4 (2 cores, T*B = 2048, G = 1024,
- * I = 96, H = 256), with the bias sums, they took 10.6-11.7 ms with BLAS and 8.1-9.3 ms here
- * inside a backward (fresh processes), 8.9-9.7 and 8.0-8.7 ms in a C loop of their own.
+ * ldb apart) what entered the gates (x, or h_{t-1}).  As in BLAS, both are packed a block of
+ * FR_WKC rows at a time: B's rows into panels of two vectors (fr_pack), D's columns (W's rows)
+ * into the tiles' order (fr_wpack), so a tile reads both as one stream each.  Read as stored
+ * instead (the rows of D and of B are 4-8 KB and 2 KB apart at the benchmark's large shape,
+ * all in a few sets of the L1 cache), the tiles ran at half of the multiply-add rate: on Zen 3
+ * (AVX2, one thread, n = 1024, K = 3200, N = 512) 30-37 GFLOP/s as stored, 60-69 packed
+ * (BLAS's sgemm 65-72 in the same process); the tile's rows of W are prefetched one tile
+ * ahead (without, 52-58).  Packing takes the ~1 MB of D once per block (BLAS packed the whole
+ * 8 MB at the README's loop shape, for each of x and h_{t-1}).
  *
  * The tile (fr_wtile_*) keeps R rows of W by one panel (two vectors) in registers over a
- * block of FR_WKC rows of D and B (B's block in the L1/L2 cache for every tile of rows): R is
- * FR_WMR (24 of the 32 vector registers of AVX-512, 12 of the 16 of AVX2 and SSE), then 4 and
- * 1 for the rows left.  Every element gets W + D[k0, i] B[k0, j] + ... in the order of k,
- * block after block, whichever tile it falls in: results do not depend on how the rows of W
- * are split between threads. */
+ * block of FR_WKC rows of D and B (B's panel in the L1 cache for every tile of FR_WMC rows of
+ * W, their packed D in the L2 cache for every panel): R is FR_WMR (24 of the 32 vector
+ * registers of AVX-512, 12 of the 16 of AVX2 and SSE), then 4 and 1 for the rows left.  Every
+ * element gets W + D[k0, i] B[k0, j] + ... in the order of k, block after block, whichever
+ * tile it falls in: results do not depend on how the rows of W are split between threads. */
 #if FR_VBYTES == 64
 #define FR_WMR 12
 #else
 #define FR_WMR 6
 #endif
 #define FR_WKC 256
+/* rows of W that go over each panel of B together: their block of packed D is about 128 KB (a
+ * multiple of FR_WMR rows) */
+#define FR_WMC(T) ((128 * 1024 / (FR_WKC * (ptrdiff_t)sizeof(T))) / FR_WMR * FR_WMR)
 
 #if FR_VECTORS
 #define FR_DEFINE_WTILE(SUF, T, R)                                                           \
@@ -489,53 +500,94 @@ FR_DEFINE_WTILE(SUF, T, 1)                                                      
 FR_DEFINE_WTILE(SUF, T, 4)                                                                   \
 FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                              \
                                                                                              \
-/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel: tiles of FR_WMR rows, \
- * then 4, then 1, each in a loop of its own and the whole not inlined (one loop over the   \
- * three, or this inlined into fr_wgrad, spilled the tile's registers to the stack) */      \
-static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, \
-                                       const T* B, ptrdiff_t ldb, T* C, ptrdiff_t ldc)       \
+/* Dp (n * kn) = the kn x n block of D (rows ldd apart) packed for fr_wrows: the tile of rows \
+ * [i, i + R) of W (R = FR_WMR, then 4, then 1, as fr_wrows goes) holds D[k, i + r] at        \
+ * Dp[i * kn + k * R + r] */                                                                 \
+static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, T* Dp)      \
 {                                                                                            \
-    ptrdiff_t i = 0;                                                                         \
-    for (; i + FR_WMR <= n; i += FR_WMR)                                                     \
-        fr_wtile_##SUF##_FR_WMR(kn, D + i, ldd, B, ldb, C + i * ldc, ldc);                   \
-    for (; i + 4 <= n; i += 4)                                                               \
-        fr_wtile_##SUF##_4(kn, D + i, ldd, B, ldb, C + i * ldc, ldc);                        \
-    for (; i < n; i++)                                                                       \
-        fr_wtile_##SUF##_1(kn, D + i, ldd, B, ldb, C + i * ldc, ldc);                        \
+    ptrdiff_t k, i;                                                                          \
+    for (k = 0; k < kn; k++) {                                                               \
+        const T* d = D + k * ldd;                                                            \
+        for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
+            memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));                     \
+        for (; i + 4 <= n; i += 4)                                                           \
+            memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                               \
+        for (; i < n; i++)                                                                   \
+            Dp[i * kn + k] = d[i];                                                           \
+    }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* W (n x N) += D^T B over K rows (see above).  The last panel of B's columns, if partial,   \
- * goes through a block of whole panels (zeros past N), and each tile of W over it through  \
- * a tile of whole panels. */                                                                \
-static void fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,       \
-                           ptrdiff_t ldb, T* W, ptrdiff_t ldw)                               \
+/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel, from Dp (fr_wpack) and \
+ * Bp (the panel, kn x NR): tiles of FR_WMR rows, then 4, then 1, each in a loop of its own   \
+ * and the whole not inlined (one loop over the three, or this inlined into fr_wgrad, spilled \
+ * the tile's registers to the stack) */                                                     \
+/* the R rows of a tile of C (one panel, NR values) into the cache ahead of their tile */   \
+FR_INLINE void fr_prefetch_rows_##SUF(int R, const T* C, ptrdiff_t ldc)                      \
 {                                                                                            \
-    const ptrdiff_t NR = FR_NR(T), full = N / FR_NR(T) * FR_NR(T), m = N - full;             \
-    T bt[FR_WKC * FR_NR(T)], ct[FR_WMR * FR_NR(T)];                                          \
-    ptrdiff_t k0, kn, j, k, c, i, r, R;                                                      \
-    if (n <= 0 || N <= 0 || K <= 0) return;                                                  \
+    int r;                                                                                   \
+    for (r = 0; r < R; r++) {                                                                \
+        FR_PREFETCH(C + r * ldc);                                                            \
+        FR_PREFETCH(C + r * ldc + FR_NR(T) - 1);                                             \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, const T* Bp,  \
+                                       T* C, ptrdiff_t ldc)                                  \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T);                                                           \
+    ptrdiff_t i = 0;                                                                         \
+    for (; i + FR_WMR <= n; i += FR_WMR) {                                                   \
+        if (i + 2 * FR_WMR <= n)                                                             \
+            fr_prefetch_rows_##SUF(FR_WMR, C + (i + FR_WMR) * ldc, ldc);                     \
+        fr_wtile_##SUF##_FR_WMR(kn, Dp + i * kn, FR_WMR, Bp, NR, C + i * ldc, ldc);          \
+    }                                                                                        \
+    for (; i + 4 <= n; i += 4)                                                               \
+        fr_wtile_##SUF##_4(kn, Dp + i * kn, 4, Bp, NR, C + i * ldc, ldc);                    \
+    for (; i < n; i++)                                                                       \
+        fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
+}                                                                                            \
+                                                                                             \
+/* W (n x N) += D^T B over K rows (see above); 0, or -1 when the packed blocks could not be   \
+ * allocated (W untouched).  Per block of FR_WKC rows of D and B: B's rows packed into panels \
+ * (fr_pack), then FR_WMC rows of W at a time, their columns of D packed (fr_wpack) and each  \
+ * panel of W's rows through the tiles.  The last panel of W, if partial, goes through a     \
+ * tile of whole panels (B's packed panel has zeros past N). */                              \
+static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,        \
+                          ptrdiff_t ldb, T* W, ptrdiff_t ldw)                                \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T), full = N / FR_NR(T), m = N - full * FR_NR(T);             \
+    const ptrdiff_t mc = FR_WMC(T), bsize = FR_PACKED_SIZE(T, FR_WKC, N);                    \
+    T ct[FR_WMR * FR_NR(T)];                                                                 \
+    char* raw;                                                                               \
+    T *bp, *dp;                                                                              \
+    ptrdiff_t k0, kn, i0, nc, p, i, r, c, R;                                                 \
+    if (n <= 0 || N <= 0 || K <= 0) return 0;                                                \
+    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n) * sizeof(T) + 64);            \
+    if (raw == NULL) return -1;                                                              \
+    bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
+    dp = bp + bsize;                                                                         \
     for (k0 = 0; k0 < K; k0 += FR_WKC) {                                                     \
-        const T* Dk = D + k0 * ldd;                                                          \
-        const T* Bk = B + k0 * ldb;                                                          \
         kn = K - k0 < FR_WKC ? K - k0 : FR_WKC;                                              \
-        for (j = 0; j < full; j += NR)                                                       \
-            fr_wrows_##SUF(n, kn, Dk, ldd, Bk + j, ldb, W + j, ldw);                         \
-        if (m) {                                                                             \
-            /* the partial panel: B's columns through bt, W's through ct, FR_WMR rows at a  \
-             * time */                                                                       \
-            for (k = 0; k < kn; k++)                                                         \
-                for (c = 0; c < NR; c++) bt[k * NR + c] = c < m ? Bk[k * ldb + full + c] : 0; \
-            for (i = 0; i < n; i += R) {                                                     \
-                R = n - i < FR_WMR ? n - i : FR_WMR;                                         \
+        fr_pack_##SUF((int)kn, N, B + k0 * ldb, ldb, 1, bp);                                 \
+        fr_wpack_##SUF(n, kn, D + k0 * ldd, ldd, dp);                                        \
+        for (i0 = 0; i0 < n; i0 += mc) {                                                     \
+            nc = n - i0 < mc ? n - i0 : mc;                                                  \
+            for (p = 0; p < full; p++)                                                       \
+                fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR, W + i0 * ldw + p * NR, ldw); \
+            if (m == 0) continue;                                                            \
+            for (i = 0; i < nc; i += R) {                                                    \
+                R = nc - i < FR_WMR ? nc - i : FR_WMR;                                       \
                 for (r = 0; r < R; r++)                                                      \
                     for (c = 0; c < NR; c++)                                                 \
-                        ct[r * NR + c] = c < m ? W[(i + r) * ldw + full + c] : 0;            \
-                fr_wrows_##SUF(R, kn, Dk + i, ldd, bt, NR, ct, NR);                          \
+                        ct[r * NR + c] = c < m ? W[(i0 + i + r) * ldw + full * NR + c] : 0;  \
+                fr_wrows_##SUF(R, kn, dp + (i0 + i) * kn, bp + full * kn * NR, ct, NR);      \
                 for (r = 0; r < R; r++)                                                      \
-                    for (c = 0; c < m; c++) W[(i + r) * ldw + full + c] = ct[r * NR + c];    \
+                    for (c = 0; c < m; c++) W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c]; \
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
+    free(raw);                                                                               \
+    return 0;                                                                                \
 }
 
 FR_DEFINE_MM(f32, float)

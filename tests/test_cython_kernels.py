@@ -451,7 +451,8 @@ def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
 def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_steps(cy, dtype, case):
     """The products after the time loop: the weight gradients (fastrnn_mm.h's fr_wgrad: W +=
     D^T B over the T*B rows, tiles of 12 or 6 rows of W, then 4, then 1, over panels of 2
-    vectors of B's columns, then the partial panel; blocks of 256 rows of D and B) and dx = D
+    vectors of B's columns, then the partial panel; blocks of 256 rows of D and B, packed, and
+    of 60-126 rows of W, here crossed by the rows of one thread at H = 29 and 45) and dx = D
     W_ih (fr_mm from w_ih packed, over more than one step): every count of rows (the gates: H),
     of columns (I, and H for W_hh) and of rows T*B around those sizes matches the reference,
     and two threads (which split the rows of W, and of dx) give the bits of one (dx on BLAS,
