@@ -115,7 +115,8 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
         fr_v_##SUF w[2 * (NP)];                                                              \
         FR_UNROLL for (p = 0; p < NP; p++) {                                                 \
             FR_PREFETCH_R(Wp + p * pstride + (k + FR_PREFETCH_K) * NR);                      \
-            if (FR_VBYTES == 64) FR_PREFETCH_R(Wp + p * pstride + (k + FR_PREFETCH_K) * NR + VL); \
+            if (FR_VBYTES == 64)   /* a row of a panel is two cache lines */                 \
+                FR_PREFETCH_R(Wp + p * pstride + (k + FR_PREFETCH_K) * NR + VL);             \
             w[2 * p] = *(const fr_vu_##SUF*)(Wp + p * pstride + k * NR);                     \
             w[2 * p + 1] = *(const fr_vu_##SUF*)(Wp + p * pstride + k * NR + VL);            \
         }                                                                                    \
@@ -527,10 +528,6 @@ static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel, from Dp (fr_wpack) and \
- * Bp (the panel, kn x NR): tiles of FR_WMR rows, then 4, then 1, each in a loop of its own   \
- * and the whole not inlined (one loop over the three, or this inlined into fr_wgrad, spilled \
- * the tile's registers to the stack) */                                                     \
 /* the R rows of a tile of C (one panel, NR values) into the cache ahead of their tile */   \
 FR_INLINE void fr_prefetch_rows_##SUF(int R, const T* C, ptrdiff_t ldc)                      \
 {                                                                                            \
@@ -541,6 +538,10 @@ FR_INLINE void fr_prefetch_rows_##SUF(int R, const T* C, ptrdiff_t ldc)         
     }                                                                                        \
 }                                                                                            \
                                                                                              \
+/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel, from Dp (fr_wpack) and \
+ * Bp (the panel, kn x NR): tiles of FR_WMR rows, then 4, then 1, each in a loop of its own   \
+ * and the whole not inlined (one loop over the three, or this inlined into fr_wgrad, spilled \
+ * the tile's registers to the stack) */                                                     \
 static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, const T* Bp,  \
                                        T* C, ptrdiff_t ldc)                                  \
 {                                                                                            \
@@ -557,11 +558,11 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
         fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
 }                                                                                            \
                                                                                              \
-/* W (n x N) += D^T B over K rows (see above); 0, or -1 when the packed blocks could not be   \
- * allocated (W untouched).  Per block of FR_WKC rows of D and B: B's rows packed into panels \
- * (fr_pack), then FR_WMC rows of W at a time, their columns of D packed (fr_wpack) and each  \
- * panel of W's rows through the tiles.  The last panel of W, if partial, goes through a     \
- * tile of whole panels (B's packed panel has zeros past N). */                              \
+/* W (n x N) += D^T B over K rows (see above); 0, or -1 when its packed blocks could not     \
+ * be allocated (W untouched).  Per block of FR_WKC rows of D and B: B's rows packed into    \
+ * panels (fr_pack) and D's columns into tiles (fr_wpack), then FR_WMC rows of W at a time   \
+ * over each panel.  The last panel of W, if partial, goes through a tile of whole panels    \
+ * (B's packed panel has zeros past N). */                                                   \
 static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,        \
                           ptrdiff_t ldb, T* W, ptrdiff_t ldw)                                \
 {                                                                                            \
@@ -572,7 +573,7 @@ static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const 
     T *bp, *dp;                                                                              \
     ptrdiff_t k0, kn, i0, nc, p, i, r, c, R;                                                 \
     if (n <= 0 || N <= 0 || K <= 0) return 0;                                                \
-    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n) * sizeof(T) + 64);            \
+    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n) * sizeof(T) + 64);           \
     if (raw == NULL) return -1;                                                              \
     bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
     dp = bp + bsize;                                                                         \
@@ -583,7 +584,8 @@ static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const 
         for (i0 = 0; i0 < n; i0 += mc) {                                                     \
             nc = n - i0 < mc ? n - i0 : mc;                                                  \
             for (p = 0; p < full; p++)                                                       \
-                fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR, W + i0 * ldw + p * NR, ldw); \
+                fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR,                       \
+                               W + i0 * ldw + p * NR, ldw);                                  \
             if (m == 0) continue;                                                            \
             for (i = 0; i < nc; i += R) {                                                    \
                 R = nc - i < FR_WMR ? nc - i : FR_WMR;                                       \
@@ -592,7 +594,8 @@ static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const 
                         ct[r * NR + c] = c < m ? W[(i0 + i + r) * ldw + full * NR + c] : 0;  \
                 fr_wrows_##SUF(R, kn, dp + (i0 + i) * kn, bp + full * kn * NR, ct, NR);      \
                 for (r = 0; r < R; r++)                                                      \
-                    for (c = 0; c < m; c++) W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c]; \
+                    for (c = 0; c < m; c++)                                                  \
+                        W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c];              \
             }                                                                                \
         }                                                                                    \
     }                                                                                        \
