@@ -3031,17 +3031,15 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
             a.stale = &stale
             operands = team_operands(&a, w, members, G // H, fresh)
         elif not step and T > 1:
-            # over many steps the per-step products read w^T packed (here), not BLAS
-            operands = step_operands(&a, w, True, per_step_input, not training,
-                                     cell == GRU and variant)
+            # over many steps the per-step products read w^T packed (here), not BLAS; so does
+            # the input, step by step (per_step_input) or projected for all steps at once
+            operands = step_operands(&a, w, True, True, not training, cell == GRU and variant)
             if not per_step_input:
-                # the input projection of all steps from w_ih^T packed (once, cached, in eval
-                # mode; a training step's weights change), not BLAS: LSTM(128, 128) over 16
-                # steps at B=1 spent 42 of its 101 us in BLAS's product; and BLAS split by rows
-                # between threads gave other last bits than on one thread (OpenBLAS 0.3's
+                # the projection of all steps from that w_ih^T, not BLAS: LSTM(128, 128) over
+                # 16 steps at B=1 spent 42 of its 101 us in BLAS's product; and BLAS split by
+                # rows between threads gave other last bits than on one thread (OpenBLAS 0.3's
                 # Haswell kernels, I = 257: 127 + 128 rows against 255)
-                operands += (packed(w.w_ih, True) if training else cached_packed(w.w_ih, True),)
-                a.w_ih_p = data(operands[4])
+                a.w_ih_p, a.w_ih_r = a.w_ih_r, NULL
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
                       (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb, block),
                       members > 0, step_members > 0)
