@@ -10,9 +10,10 @@ Kernel structure (the same as the numba backend's):
 
 * the input projection: for a batch of at least STEP_INPUT_MIN_BATCH sequences,
   per step and per thread, with the per-step products below (in eval mode the
-  gate store then holds one step); for smaller batches one GEMM over T*B rows,
-  written straight into the buffer of saved gates (in eval mode on one thread,
-  into a bounded chunk of time steps, so memory stays O(B*H) beyond the output);
+  gate store then holds one step); for smaller batches, and in eval mode on a
+  team (below), one GEMM over T*B rows, written straight into the buffer of
+  saved gates (in eval mode into a bounded chunk of time steps, so memory stays
+  O(B*H) beyond the output); either way each gate gets the same bits;
 * one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): over many
   steps the register-blocked micro-kernel of ``fastrnn_mm.h`` on the weights
   packed once per call (BLAS would pack the whole weight matrix at every step);
@@ -43,10 +44,11 @@ Kernel structure (the same as the numba backend's):
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
   its slice), the GEMMs before and after it split their output rows; an
-  eval-mode forward of a batch too small to split (B < 8) splits the hidden
-  units instead, over a team of threads that meet at a barrier after every
-  step (see run_team), each reading only its share of the weights; one step of
-  at most 4 sequences splits the rows of its two products (run_step_team).
+  eval-mode forward of at most TEAM_MAX_ROWS sequences a thread (a batch too
+  small to split, or whose slices would be thin) splits the hidden units
+  instead, over a team of threads that meet at a barrier after every step (see
+  run_team), each reading only its share of the weights; one step of at most 4
+  sequences splits the rows of its two products (run_step_team).
 
 Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
 output and leave the state of sequence ``b`` untouched; their gradient passes
@@ -130,8 +132,10 @@ __all__ = [
 ]
 
 cdef enum:
-    # eval-mode forwards project the input of at most this many gate elements at a time
-    CHUNK_ELEMENTS = 1 << 20
+    # eval-mode forwards project the input of at most this many gate elements at a time (1 MB
+    # of floats; against 4 MB, 0.99-1.06x as fast on a team of two for LSTM and GRU at the
+    # benchmark's small, medium and large shapes, Zen 3)
+    CHUNK_ELEMENTS = 1 << 18
     # rows of one GEMM of the input projection of all steps (a few ms at most)
     PROJECTION_ROWS = 16384
     # a forward of many steps over a batch of at least this many sequences multiplies the
@@ -1718,10 +1722,12 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
 
 
 # =======================================================================================
-# A batch too small to split: its hidden units split over a team (eval-mode forwards)
+# A small batch: its hidden units split over a team (eval-mode forwards)
 # =======================================================================================
 # A batch below STEP_INPUT_MIN_BATCH sequences runs its time loop on one thread (a thread
-# gets at least MIN_ROWS_PER_THREAD rows).  Its hidden units are split instead: each member
+# gets at least MIN_ROWS_PER_THREAD rows), and one of up to TEAM_MAX_ROWS a thread would give
+# each thread a thin slice that reads all of both weights at every step.  In eval mode, the
+# hidden units of such a batch are split instead: each member
 # of a team owns the units [u0, u1) (whole panels of fastrnn_mm.h), projects the input onto
 # their gates and multiplies h_{t-1} by their columns of W_hh (its columns of both weights
 # packed together, in the order of the split: see packed()), updates their states, and the
@@ -2484,6 +2490,13 @@ cdef int plan_threads(int B, double loop_flops):
 # LSTM(64, 64) at T=100, B=1, 65 kFLOP a step, 1.29x as fast on two threads as on one, GRU
 # 1.43x; RNN(64, 64), 16 kFLOP a step, 0.70x; GRU(64, 64) at T=20, 1.0 MFLOP in all, 1.00x)
 cdef double TEAM_MIN_FLOPS = 1e6
+# an eval-mode forward of up to this many sequences a thread runs on a team even when its batch
+# could be split (LSTM(64, 128) at T=100, B=16, eval, 2 threads on Zen 3, one process
+# alternating the two: 1.27x as fast on a team, GRU 1.21x; LSTM(512, 512), T=50, B=64: 1.11x;
+# T=20, B=16: 1.38x; LSTM(128, 256), T=100, B=32: 1.04x; B=256 with H=128 and B=128 with
+# H=256: 0.98-0.99x).  Split by batch, each thread reads all of W_ih and W_hh at every step;
+# on a team each reads its share of W_hh, and the input goes in one product per chunk of steps
+cdef int TEAM_MAX_ROWS = 32
 cdef double TEAM_STEP_FLOPS = 4e4
 # one step (STEP_ROWS) goes to a team from this many FLOPs (a cell called from Python, eval,
 # B=1, fresh processes alternating one thread and two, medians of 5 pairs: LSTMCell(128, 128),
@@ -2959,14 +2972,17 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
     loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
     nthreads = plan_threads(B, loop_flops)
-    per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH
-    if (not training and not step and T > 1 and nthreads == 1 and not per_step_input
+    if (not training and not step and T > 1 and B <= TEAM_MAX_ROWS * _num_threads
             and w.w_hr is None and not (cell == GRU and variant)):
         members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I, TEAM_MIN_FLOPS)
     elif (not training and T == 1 and B <= GEMV_MAX_COLUMNS and w.w_hr is None
             and not (cell == GRU and variant)):
         step_members = team_size(H, typenum, 1, loop_flops + 2.0 * B * G * I, TEAM_ONE_STEP_FLOPS)
-    Tc = 1 if per_step_input and not training else chunk_steps(T, B, Gs, training or nthreads > 1)
+    # (a team projects the input of all steps, chunk by chunk, whatever the batch: the results
+    # are the same bits either way, the input's product first, then the recurrent one's)
+    per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH and not members
+    Tc = (1 if per_step_input and not training
+          else chunk_steps(T, B, Gs, training or (nthreads > 1 and not members)))
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
     a.ldg = Gs if cell == RNN else padded_width(Gs, item)
@@ -3047,7 +3063,9 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         # the team could not run (the call runs on one thread)
         fresh = outcome == 1
         if outcome == 2:
+            # (on one thread: a chunked projection of all rows, as the team's, is one thread's)
             members = step_members = 0
+            nthreads = 1
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(a.hs, last, B, P, typenum, out_nd),

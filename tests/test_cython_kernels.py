@@ -182,10 +182,13 @@ def team_inputs(case, dtype, T, B, rng):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
-                                           (5, 400, None)])   # 5 x 640 x 400 > 2**20: in chunks
+                                           (5, 400, None),    # 5 x 640 x 400 > 2**18: in chunks
+                                           (16, 40, "ragged"), (64, 12, None)])
 def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T, lengths):
-    """Eval forwards of a batch too small to split by rows run on a team of two threads that
-    split the hidden units: bit for bit the results of one thread, and the reference's."""
+    """Eval forwards of a batch too small to split by rows, or of up to TEAM_MAX_ROWS (32)
+    sequences a thread, run on a team of two threads that split the hidden units: bit for bit
+    the results of one thread (which multiplies the input step by step from B = 8), and the
+    reference's."""
     rng = np.random.default_rng(21)
     cell, opts, weights, P, x, hx = team_inputs(case, dtype, T, B, rng)
     lens = make_lengths(lengths, B, T, rng)
@@ -497,19 +500,22 @@ def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_step
 
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
     """No team for a small product per step (RNN(64, 64)) or a small step alone (16 kFLOP),
-    units that are not whole panels, one thread, or a training forward."""
+    units that are not whole panels, one thread, a training forward, or a batch of more than
+    TEAM_MAX_ROWS (32) sequences a thread."""
     rng = np.random.default_rng(2)
     before = fastrnn.get_num_threads()
 
-    def teams_for(cell, hidden, threads=2, training=False, T=100):
+    def teams_for(cell, hidden, threads=2, training=False, T=100, B=1):
         fastrnn.set_num_threads(threads)
         case = cell if cell != "rnn" else "rnn_tanh"
         weights, P = make_weights(case, np.float32, "both", rng, in_size=64, hidden=hidden)
-        x = rng.standard_normal((T, 1, 64)).astype(np.float32)
-        hx = make_states(case, 1, P, np.float32, rng, hidden=hidden)
+        x = rng.standard_normal((T, B, 64)).astype(np.float32)
+        hx = make_states(case, B, P, np.float32, rng, hidden=hidden)
         start = cy.team_stats()
         getattr(cy, f"{cell}_forward")(x, hx, weights, None, training)
-        return cy.team_stats() - start
+        # (whether a team ran: one that finds the cache's pack of an earlier, freed array at the
+        # same address stale runs again)
+        return int(cy.team_stats() > start)
 
     try:
         assert teams_for("lstm", 128) == 1
@@ -521,6 +527,10 @@ def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
         assert teams_for("rnn", 64, T=1) == 0              # one step of 16 kFLOP
         assert teams_for("lstm", 128, T=1) == 1            # one step of 0.2 MFLOP
         assert teams_for("lstm", 512, T=1) == 1            # one step of 2.6 MFLOP
+        assert teams_for("lstm", 128, T=10, B=64) == 1     # 32 sequences a thread
+        assert teams_for("lstm", 128, T=10, B=65) == 0     # more: the batch is split
+        assert teams_for("lstm", 128, T=10, B=96, threads=3) == 1
+        assert teams_for("lstm", 128, T=10, B=64, training=True) == 0
     finally:
         fastrnn.set_num_threads(before)
 
