@@ -44,8 +44,8 @@ Kernel structure (the same as the numba backend's):
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
   its slice), the GEMMs before and after it split their output rows; an
-  eval-mode forward of at most TEAM_MAX_ROWS sequences a thread (a batch too
-  small to split, or whose slices would be thin) splits the hidden units
+  eval-mode forward of at most TEAM_MAX_ROWS sequences a team member (a batch
+  too small to split, or whose slices would be thin) splits the hidden units
   instead, over a team of threads that meet at a barrier after every step (see
   run_team), each reading only its share of the weights; one step of at most 4
   sequences splits the rows of its two products (run_step_team).
@@ -2972,9 +2972,11 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
     loop_flops = 2.0 * T * B * G * P + (2.0 * T * B * P * H if w.w_hr is not None else 0)
     nthreads = plan_threads(B, loop_flops)
-    if (not training and not step and T > 1 and B <= TEAM_MAX_ROWS * _num_threads
-            and w.w_hr is None and not (cell == GRU and variant)):
+    if (not training and not step and T > 1 and w.w_hr is None
+            and not (cell == GRU and variant)):
         members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I, TEAM_MIN_FLOPS)
+        if B > TEAM_MAX_ROWS * members:
+            members = 0
     elif (not training and T == 1 and B <= GEMV_MAX_COLUMNS and w.w_hr is None
             and not (cell == GRU and variant)):
         step_members = team_size(H, typenum, 1, loop_flops + 2.0 * B * G * I, TEAM_ONE_STEP_FLOPS)
