@@ -1725,7 +1725,7 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
 # A small batch: its hidden units split over a team (eval-mode forwards)
 # =======================================================================================
 # A batch below STEP_INPUT_MIN_BATCH sequences runs its time loop on one thread (a thread
-# gets at least MIN_ROWS_PER_THREAD rows), and one of up to TEAM_MAX_ROWS a thread would give
+# gets at least MIN_ROWS_PER_THREAD rows), and one of up to TEAM_MAX_ROWS a member would give
 # each thread a thin slice that reads all of both weights at every step.  In eval mode, the
 # hidden units of such a batch are split instead: each member
 # of a team owns the units [u0, u1) (whole panels of fastrnn_mm.h), projects the input onto
@@ -2490,8 +2490,8 @@ cdef int plan_threads(int B, double loop_flops):
 # LSTM(64, 64) at T=100, B=1, 65 kFLOP a step, 1.29x as fast on two threads as on one, GRU
 # 1.43x; RNN(64, 64), 16 kFLOP a step, 0.70x; GRU(64, 64) at T=20, 1.0 MFLOP in all, 1.00x)
 cdef double TEAM_MIN_FLOPS = 1e6
-# an eval-mode forward of up to this many sequences a thread runs on a team even when its batch
-# could be split (LSTM(64, 128) at T=100, B=16, eval, 2 threads on Zen 3, one process
+# an eval-mode forward of up to this many sequences a team member runs on a team even when its
+# batch could be split (LSTM(64, 128) at T=100, B=16, eval, 2 threads on Zen 3, one process
 # alternating the two: 1.27x as fast on a team, GRU 1.21x; LSTM(512, 512), T=50, B=64: 1.11x;
 # T=20, B=16: 1.38x; LSTM(128, 256), T=100, B=32: 1.04x; B=256 with H=128 and B=128 with
 # H=256: 0.98-0.99x).  Split by batch, each thread reads all of W_ih and W_hh at every step;
@@ -2522,6 +2522,16 @@ cdef int team_size(int H, int typenum, int T, double flops, double min_flops):
 def team_stats():
     """Teams run in this process (hidden units split over threads, see run_team), for the tests."""
     return fr_team_runs
+
+
+cdef int _teams_refused = 0
+
+
+def _refuse_teams(int n):
+    """For the tests: the next ``n`` calls that chose a team find it cannot run (as when no
+    thread can be had) and run on one thread instead."""
+    global _teams_refused
+    _teams_refused = n
 
 
 cdef class _Slice:
@@ -2655,13 +2665,16 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     1 if the team found the weights in a.check changed; with either, 2 if the team could not
     run (another call is in flight, whose threads it would compete with, or no thread could be
     had): nothing was computed then."""
-    global _in_flight
+    global _in_flight, _teams_refused
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
     cdef _Stop watch = _Stop() if loop_flops > WATCH_FLOPS else None
     if watch is not None:
         a.stop = &watch.flag
+    if (units or step_team) and _teams_refused > 0:
+        _teams_refused -= 1
+        return 2
     _in_flight += 1
     if _in_flight > 1:
         # another call is running (a server's threads): this one keeps to its own thread,
@@ -3065,7 +3078,8 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         # the team could not run (the call runs on one thread)
         fresh = outcome == 1
         if outcome == 2:
-            # (on one thread: a chunked projection of all rows, as the team's, is one thread's)
+            # (on one thread: the chunked projection of all rows chosen for the team is made by
+            # the thread that runs the loop, so the loop cannot be split)
             members = step_members = 0
             nthreads = 1
     last = T if training else T % 2

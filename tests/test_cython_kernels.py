@@ -9,6 +9,7 @@ The module skips when the extension is not built, unless
 FASTRNN_REQUIRE_BACKENDS names ``cython``: then it fails.
 """
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -210,6 +211,42 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
     np.testing.assert_allclose(got[0], ry, **tol)
     for a, b in zip(got[1], rhy):      # (the LSTM's c grows past 50 with the projection)
         np.testing.assert_allclose(a, b, **tol)
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh"])
+def test_a_team_that_cannot_start_leaves_the_call_on_one_thread(cy, case):
+    """A call of 16 sequences that chose a team but finds it cannot run (no thread could be
+    had, or another call started first) runs on one thread, with the team's chunked input
+    projection (in chunks here: 16 x 4H x 400 steps > 2**18): bit for bit the results of one
+    thread.  So do four Python threads calling at once."""
+    rng = np.random.default_rng(5)
+    cell, opts, weights, P, x, hx = team_inputs(case, np.float32, 400, 16, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        want = forward(x, hx, weights, None, False, **opts)
+        fastrnn.set_num_threads(2)
+        teams = cy.team_stats()
+        cy._refuse_teams(1)
+        refused = forward(x, hx, weights, None, False, **opts)
+        assert cy.team_stats() == teams
+
+        def calls(_):
+            return [forward(x[:40], hx, weights, None, False, **opts) for _ in range(10)]
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            concurrent_calls = [r for rs in pool.map(calls, range(4)) for r in rs]
+        fastrnn.set_num_threads(1)
+        want_40 = forward(x[:40], hx, weights, None, False, **opts)
+    finally:
+        cy._refuse_teams(0)
+        fastrnn.set_num_threads(before)
+    for a, b in zip([want[0], *want[1]], [refused[0], *refused[1]]):
+        np.testing.assert_array_equal(b, a)
+    for got in concurrent_calls:
+        for a, b in zip([want_40[0], *want_40[1]], [got[0], *got[1]]):
+            np.testing.assert_array_equal(b, a)
 
 
 @pytest.mark.parametrize("case", ["rnn_relu", "lstm_input_forget_peepholes", "gru_acts"])
