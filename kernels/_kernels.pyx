@@ -2693,6 +2693,11 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         elif step_team:
             rc = run_split(STEP_ROWS, cell, f32, a, 1, keep, watch)
         else:
+            if a.chunked:
+                # each chunk's projection of all rows is made by the thread that runs the loop
+                # (step_gates), so the loop cannot be split (a team's chunks, when the team
+                # could not start)
+                loop_threads = 1
             if not backward:
                 rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
             rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep,
@@ -3078,10 +3083,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         # the team could not run (the call runs on one thread)
         fresh = outcome == 1
         if outcome == 2:
-            # (on one thread: the chunked projection of all rows chosen for the team is made by
-            # the thread that runs the loop, so the loop cannot be split)
             members = step_members = 0
-            nthreads = 1
     last = T if training else T % 2
     if cell == LSTM:
         hy = (copy_slot(a.hs, last, B, P, typenum, out_nd),
