@@ -180,6 +180,12 @@ def team_inputs(case, dtype, T, B, rng):
     return cell, opts, weights, P, x, hx
 
 
+def assert_same_forward(got, want):
+    """A forward's (y, hy) bit for bit those of another."""
+    for a, b in zip([want[0], *want[1]], [got[0], *got[1]]):
+        np.testing.assert_array_equal(b, a)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
@@ -187,7 +193,7 @@ def team_inputs(case, dtype, T, B, rng):
                                            (16, 40, "ragged"), (64, 12, None)])
 def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T, lengths):
     """Eval forwards of a batch too small to split by rows, or of up to TEAM_MAX_ROWS (32)
-    sequences a thread, run on a team of two threads that split the hidden units: bit for bit
+    sequences a member, run on a team of two threads that split the hidden units: bit for bit
     the results of one thread (which multiplies the input step by step from B = 8), and the
     reference's."""
     rng = np.random.default_rng(21)
@@ -204,8 +210,7 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
         assert (cy.team_stats() > teams) == team_expected(case)
     finally:
         fastrnn.set_num_threads(before)
-    for a, b in zip([want[0], *want[1]], [got[0], *got[1]]):
-        np.testing.assert_array_equal(b, a)
+    assert_same_forward(got, want)
     ry, rhy, _ = getattr(ref, f"{cell}_forward")(x, hx, weights, lens, False, **opts)
     tol = dict(rtol=1e-5, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(got[0], ry, **tol)
@@ -242,11 +247,9 @@ def test_a_team_that_cannot_start_leaves_the_call_on_one_thread(cy, case):
     finally:
         cy._refuse_teams(0)
         fastrnn.set_num_threads(before)
-    for a, b in zip([want[0], *want[1]], [refused[0], *refused[1]]):
-        np.testing.assert_array_equal(b, a)
+    assert_same_forward(refused, want)
     for got in concurrent_calls:
-        for a, b in zip([want_40[0], *want_40[1]], [got[0], *got[1]]):
-            np.testing.assert_array_equal(b, a)
+        assert_same_forward(got, want_40)
 
 
 @pytest.mark.parametrize("case", ["rnn_relu", "lstm_input_forget_peepholes", "gru_acts"])
@@ -269,8 +272,7 @@ def test_teams_of_more_members_and_of_more_threads_than_panels(cy, case, threads
         assert cy.team_stats() > teams
     finally:
         fastrnn.set_num_threads(before)
-    for a, b in zip([want[0], *want[1]], [got[0], *got[1]]):
-        np.testing.assert_array_equal(b, a)
+    assert_same_forward(got, want)
 
 
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm_peepholes", "gru"])
@@ -538,7 +540,7 @@ def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_step
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
     """No team for a small product per step (RNN(64, 64)) or a small step alone (16 kFLOP),
     units that are not whole panels, one thread, a training forward, or a batch of more than
-    TEAM_MAX_ROWS (32) sequences a thread."""
+    TEAM_MAX_ROWS (32) sequences a member."""
     rng = np.random.default_rng(2)
     before = fastrnn.get_num_threads()
 
