@@ -417,6 +417,14 @@ cdef extern from "fastrnn_mm.h" nogil:
                       Py_ssize_t ldb, float* W, Py_ssize_t ldw)
     int fr_wgrad_f64(int n, int K, int N, const double* D, Py_ssize_t ldd, const double* B,
                       Py_ssize_t ldb, double* W, Py_ssize_t ldw)
+    int fr_wgrad2_f32(int n, int K, const float* D, Py_ssize_t ldd,
+                      int N1, const float* B1, Py_ssize_t ldb1, float* W1, Py_ssize_t ldw1,
+                      int N2, const float* B2, Py_ssize_t ldb2, float* W2, Py_ssize_t ldw2,
+                      float* db1, float* db2)
+    int fr_wgrad2_f64(int n, int K, const double* D, Py_ssize_t ldd,
+                      int N1, const double* B1, Py_ssize_t ldb1, double* W1, Py_ssize_t ldw1,
+                      int N2, const double* B2, Py_ssize_t ldb2, double* W2, Py_ssize_t ldw2,
+                      double* db1, double* db2)
 
 cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
                        bint accumulate, floating* C, int ldc) noexcept nogil:
@@ -437,3 +445,19 @@ cdef inline int wgrad(int n, int K, int N, const floating* D, Py_ssize_t ldd, co
         return fr_wgrad_f32(n, K, N, D, ldd, B, ldb, W, ldw)
     else:
         return fr_wgrad_f64(n, K, N, D, ldd, B, ldb, W, ldw)
+
+
+cdef inline int wgrad2(int n, int K, const floating* D, Py_ssize_t ldd,
+                       int N1, const floating* B1, Py_ssize_t ldb1, floating* W1, Py_ssize_t ldw1,
+                       int N2, const floating* B2, Py_ssize_t ldb2, floating* W2, Py_ssize_t ldw2,
+                       floating* db1, floating* db2) noexcept nogil:
+    """W1 (n x N1) += D^T B1 and W2 (n x N2; N2 = 0: none) += D^T B2, as :func:`wgrad` does
+    each, and db1, db2 (n, or NULL) += the column sums of D (the bias gradients, each element
+    summed in the order of the rows): D read and packed once for all of them (fastrnn_mm.h's
+    fr_wgrad2); 0, or -1 when its packed blocks could not be allocated (nothing written)."""
+    if floating is float:
+        return fr_wgrad2_f32(n, K, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+                             db1, db2)
+    else:
+        return fr_wgrad2_f64(n, K, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+                             db1, db2)

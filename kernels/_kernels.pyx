@@ -74,7 +74,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
+    GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -350,27 +350,21 @@ cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int 
 cdef inline int weight_grads_part(floating tag, Args* a, const floating* dA, int G,
                                   floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
     """This part's share of dx = dA W_ih (rows of T*B, see input_grad_rows; not when dx is NULL),
-    dW_ih += dA^T x and dW_hh += dA^T h (rows of G, fastrnn_mm.h's fr_wgrad: the caller's gradient
-    buffers, added into); dA: (T*B, G) with rows a.ldg apart, the gate store overwritten by the
-    backward.  0, or -1 when fr_wgrad could not allocate its packed blocks."""
-    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg, rc
+    dW_ih += dA^T x, dW_hh += dA^T h and the bias gradients db_ih, db_hh += dA's column sums
+    (rows of G, fastrnn_mm.h's fr_wgrad2, which reads dA once for all four: the caller's
+    gradient buffers, added into); dA: (T*B, G) with rows a.ldg apart, the gate store
+    overwritten by the backward.  0, or -1 when fr_wgrad2 could not allocate its packed blocks."""
+    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
+    cdef floating* db_ih = <floating*>a.db_ih
+    cdef floating* db_hh = <floating*>a.db_hh
     part_range(TB, a.part, a.nparts, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
     if dx != NULL:
         input_grad_rows(tag, a, dA, G, r0, r1, dx)
-    rc = wgrad(g1 - g0, TB, I, dA + g0, ld, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I)
-    return rc | wgrad(g1 - g0, TB, P, dA + g0, ld, <const floating*>a.hs, P,
-                      dw_hh + <Py_ssize_t>g0 * P, P)
-
-
-cdef inline void bias_grad_part(floating tag, Args* a, floating* db, const floating* dA, int G) noexcept nogil:
-    """db[g0:g1] += column sums of dA (T*B rows) over this part's columns."""
-    cdef int g0, g1
-    if db == NULL:
-        return
-    part_range(G, a.part, a.nparts, &g0, &g1)
-    if g1 > g0:
-        colsum_add(db + g0, dA + g0, <Py_ssize_t>a.T * a.B, g1 - g0, a.ldg)
+    return wgrad2(g1 - g0, TB, dA + g0, ld,
+                  I, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I,
+                  P, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P,
+                  db_ih + g0 if db_ih != NULL else NULL, db_hh + g0 if db_hh != NULL else NULL)
 
 
 # =======================================================================================
@@ -739,11 +733,8 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
-    if weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh):
-        return -1
-    bias_grad_part(tag, a, <floating*>a.db_ih, dA, a.H)
-    bias_grad_part(tag, a, <floating*>a.db_hh, dA, a.H)
-    return 0
+    return weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih,
+                             <floating*>a.dw_hh)
 
 
 # =======================================================================================
@@ -1127,8 +1118,6 @@ cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
         if wgrad(p1 - p0, TB, H, <const floating*>a.dht + p0, P, <const floating*>a.mb, H,
                  <floating*>a.dw_hr + <Py_ssize_t>p0 * H, H):
             return -1
-    bias_grad_part(tag, a, <floating*>a.db_ih, dA, G)
-    bias_grad_part(tag, a, <floating*>a.db_hh, dA, G)
     if a.dw_ph != NULL and a.part == 0:
         peephole_grads(tag, a, dA)
     return 0
@@ -1692,8 +1681,11 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     # the input projection's gradient: columns 0:3H
     if a.dx != NULL:
         input_grad_rows(tag, a, D, G3, r0, r1, <floating*>a.dx)
-    if wgrad(g1 - g0, TB, I, D + g0, ld, <const floating*>a.x, I,
-             <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I):
+    # dW_ih += D^T x over rows g0:g1 of 3H, and db_ih += D's column sums in the same pass
+    db = <floating*>a.db_ih
+    if wgrad2(g1 - g0, TB, D + g0, ld, I, <const floating*>a.x, I,
+              <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I, 0, NULL, 0, NULL, 0,
+              db + g0 if db != NULL else NULL, NULL):
         return -1
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
@@ -1707,9 +1699,6 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
                          ld if a.variant else H, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H):
         return -1
     if g1 > g0:
-        db = <floating*>a.db_ih
-        if db != NULL:
-            colsum_add(db + g0, D + g0, TB, g1 - g0, ld)
         db = <floating*>a.db_hh
         if db != NULL:
             lo, hi = g0, min(g1, 2 * H)

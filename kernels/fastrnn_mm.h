@@ -513,10 +513,14 @@ FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                 
                                                                                              \
 /* Dp (n * kn) = the kn x n block of D (rows ldd apart) packed for fr_wrows: the tile of rows \
  * [i, i + R) of W (R = FR_WMR, then 4, then 1, as fr_wrows goes) holds D[k, i + r] at        \
- * Dp[i * kn + k * R + r] */                                                                 \
-static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, T* Dp)      \
+ * Dp[i * kn + k * R + r]; and db1, db2 (n, or NULL) += the column sums of the block, each     \
+ * row added while it is in the L1 cache (summed in passes of their own after the packing,    \
+ * the block had left it: 1.2 of the 13 ms of a thread's weight gradients at the README's     \
+ * loop shape), every element's sum in the order of the rows */                              \
+static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, T* Dp,      \
+                           T* db1, T* db2)                                                   \
 {                                                                                            \
-    ptrdiff_t k, i;                                                                          \
+    ptrdiff_t k, i, j;                                                                       \
     for (k = 0; k < kn; k++) {                                                               \
         const T* d = D + k * ldd;                                                            \
         for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
@@ -525,6 +529,12 @@ static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,
             memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                               \
         for (; i < n; i++)                                                                   \
             Dp[i * kn + k] = d[i];                                                           \
+        if (db1 != NULL)                                                                     \
+            for (j = 0; j < n; j++)                                                          \
+                db1[j] += d[j];                                                              \
+        if (db2 != NULL)                                                                     \
+            for (j = 0; j < n; j++)                                                          \
+                db2[j] += d[j];                                                              \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
@@ -558,49 +568,74 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
         fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
 }                                                                                            \
                                                                                              \
-/* W (n x N) += D^T B over K rows (see above); 0, or -1 when its packed blocks could not     \
- * be allocated (W untouched).  Per block of FR_WKC rows of D and B: B's rows packed into    \
- * panels (fr_pack) and D's columns into tiles (fr_wpack), then FR_WMC rows of W at a time   \
- * over each panel.  The last panel of W, if partial, goes through a tile of whole panels    \
- * (B's packed panel has zeros past N). */                                                   \
-static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,        \
-                          ptrdiff_t ldb, T* W, ptrdiff_t ldw)                                \
+/* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows packed   \
+ * into bp (fr_pack), then FR_WMC rows of W at a time over each panel.  The last panel of W,  \
+ * if partial, goes through a tile of whole panels (B's packed panel has zeros past N). */    \
+static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const T* B,       \
+                            ptrdiff_t ldb, T* bp, T* W, ptrdiff_t ldw)                       \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), full = N / FR_NR(T), m = N - full * FR_NR(T);             \
-    const ptrdiff_t mc = FR_WMC(T), bsize = FR_PACKED_SIZE(T, FR_WKC, N);                    \
+    const ptrdiff_t mc = FR_WMC(T);                                                          \
     T ct[FR_WMR * FR_NR(T)];                                                                 \
+    ptrdiff_t i0, nc, p, i, r, c, R;                                                         \
+    fr_pack_##SUF((int)kn, N, B, ldb, 1, bp);                                                \
+    for (i0 = 0; i0 < n; i0 += mc) {                                                         \
+        nc = n - i0 < mc ? n - i0 : mc;                                                      \
+        for (p = 0; p < full; p++)                                                           \
+            fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR,                           \
+                           W + i0 * ldw + p * NR, ldw);                                      \
+        if (m == 0) continue;                                                                \
+        for (i = 0; i < nc; i += R) {                                                        \
+            R = nc - i < FR_WMR ? nc - i : FR_WMR;                                           \
+            for (r = 0; r < R; r++)                                                          \
+                for (c = 0; c < NR; c++)                                                     \
+                    ct[r * NR + c] = c < m ? W[(i0 + i + r) * ldw + full * NR + c] : 0;      \
+            fr_wrows_##SUF(R, kn, dp + (i0 + i) * kn, bp + full * kn * NR, ct, NR);          \
+            for (r = 0; r < R; r++)                                                          \
+                for (c = 0; c < m; c++)                                                      \
+                    W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c];                  \
+        }                                                                                    \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+/* W1 (n x N1) += D^T B1 and W2 (n x N2, N2 = 0: none) += D^T B2 over the same K rows of D   \
+ * (see above), and db1, db2 (n, or NULL) += the column sums of D (the bias gradients): per   \
+ * block of FR_WKC rows, D's columns packed once for both products and summed as they are    \
+ * packed (as two products and two sums, the layer's 8 MB of D at the README's loop shape    \
+ * was read four times and packed twice).  0, or -1 when the packed blocks could   \
+ * not be allocated (nothing written). */                                                     \
+static int fr_wgrad2_##SUF(int n, int K, const T* D, ptrdiff_t ldd,                          \
+                           int N1, const T* B1, ptrdiff_t ldb1, T* W1, ptrdiff_t ldw1,       \
+                           int N2, const T* B2, ptrdiff_t ldb2, T* W2, ptrdiff_t ldw2,       \
+                           T* db1, T* db2)                                                   \
+{                                                                                            \
+    const ptrdiff_t bsize = FR_PACKED_SIZE(T, FR_WKC, N1 > N2 ? N1 : N2);                    \
     char* raw;                                                                               \
     T *bp, *dp;                                                                              \
-    ptrdiff_t k0, kn, i0, nc, p, i, r, c, R;                                                 \
-    if (n <= 0 || N <= 0 || K <= 0) return 0;                                                \
+    ptrdiff_t k0, kn;                                                                        \
+    if (n <= 0 || K <= 0) return 0;                                                          \
     raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n) * sizeof(T) + 64);           \
     if (raw == NULL) return -1;                                                              \
     bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
     dp = bp + bsize;                                                                         \
     for (k0 = 0; k0 < K; k0 += FR_WKC) {                                                     \
         kn = K - k0 < FR_WKC ? K - k0 : FR_WKC;                                              \
-        fr_pack_##SUF((int)kn, N, B + k0 * ldb, ldb, 1, bp);                                 \
-        fr_wpack_##SUF(n, kn, D + k0 * ldd, ldd, dp);                                        \
-        for (i0 = 0; i0 < n; i0 += mc) {                                                     \
-            nc = n - i0 < mc ? n - i0 : mc;                                                  \
-            for (p = 0; p < full; p++)                                                       \
-                fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR,                       \
-                               W + i0 * ldw + p * NR, ldw);                                  \
-            if (m == 0) continue;                                                            \
-            for (i = 0; i < nc; i += R) {                                                    \
-                R = nc - i < FR_WMR ? nc - i : FR_WMR;                                       \
-                for (r = 0; r < R; r++)                                                      \
-                    for (c = 0; c < NR; c++)                                                 \
-                        ct[r * NR + c] = c < m ? W[(i0 + i + r) * ldw + full * NR + c] : 0;  \
-                fr_wrows_##SUF(R, kn, dp + (i0 + i) * kn, bp + full * kn * NR, ct, NR);      \
-                for (r = 0; r < R; r++)                                                      \
-                    for (c = 0; c < m; c++)                                                  \
-                        W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c];              \
-            }                                                                                \
-        }                                                                                    \
+        fr_wpack_##SUF(n, kn, D + k0 * ldd, ldd, dp, db1, db2);                              \
+        if (N1 > 0)                                                                          \
+            fr_wblock_##SUF(n, kn, dp, N1, B1 + k0 * ldb1, ldb1, bp, W1, ldw1);              \
+        if (N2 > 0)                                                                          \
+            fr_wblock_##SUF(n, kn, dp, N2, B2 + k0 * ldb2, ldb2, bp, W2, ldw2);              \
     }                                                                                        \
     free(raw);                                                                               \
     return 0;                                                                                \
+}                                                                                            \
+                                                                                             \
+/* W (n x N) += D^T B over K rows (fr_wgrad2 with one product and no sums) */                \
+static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,        \
+                          ptrdiff_t ldb, T* W, ptrdiff_t ldw)                                \
+{                                                                                            \
+    if (N <= 0) return 0;                                                                    \
+    return fr_wgrad2_##SUF(n, K, D, ldd, N, B, ldb, W, ldw, 0, NULL, 0, NULL, 0, NULL, NULL); \
 }
 
 FR_DEFINE_MM(f32, float)
