@@ -491,14 +491,15 @@ def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm_proj", "gru_reset_before"])
 def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_steps(cy, dtype, case):
-    """The products after the time loop: the weight gradients (fastrnn_mm.h's fr_wgrad: W +=
-    D^T B over the T*B rows, tiles of 12 or 6 rows of W, then 4, then 1, over panels of 2
-    vectors of B's columns, then the partial panel; blocks of 256 rows of D and B, packed, and
-    of 60-126 rows of W, here crossed by the rows of one thread at H = 29 and 45) and dx = D
-    W_ih (fr_mm from w_ih packed, over more than one step): every count of rows (the gates: H),
-    of columns (I, and H for W_hh) and of rows T*B around those sizes matches the reference,
-    and two threads (which split the rows of W, and of dx) give the bits of one (dx on BLAS,
-    split by rows, did not at I = 161 and 257)."""
+    """The products after the time loop: the weight and bias gradients (fastrnn_mm.h's
+    fr_wgrad2: W += D^T B over the T*B rows, and db += D's column sums as D is packed; tiles
+    of 12 or 6 rows of W, then 4, then 1, over panels of 2 vectors of B's columns, then the
+    partial panel; blocks of 256 rows of D and B, packed, and of 60-126 rows of W, here
+    crossed by the rows of one thread at H = 29 and 45) and dx = D W_ih (fr_mm from w_ih
+    packed, over more than one step): every count of rows (the gates: H), of columns (I, and H
+    for W_hh) and of rows T*B around those sizes matches the reference, and two threads (which
+    split the rows of W, and of dx) give the bits of one (dx on BLAS, split by rows, did not at
+    I = 161 and 257)."""
     rng = np.random.default_rng(17)
     cell, opts, proj = CASES[case]
     tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
