@@ -602,8 +602,8 @@ static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const
  * (see above), and db1, db2 (n, or NULL) += the column sums of D (the bias gradients): per   \
  * block of FR_WKC rows, D's columns packed once for both products and summed as they are    \
  * packed (as two products and two sums, the layer's 8 MB of D at the README's loop shape    \
- * was read four times and packed twice).  0, or -1 when the packed blocks could   \
- * not be allocated (nothing written). */                                                     \
+ * was read four times and packed twice).  0, or -1 when the packed blocks could not be      \
+ * allocated (nothing written). */                                                           \
 static int fr_wgrad2_##SUF(int n, int K, const T* D, ptrdiff_t ldd,                          \
                            int N1, const T* B1, ptrdiff_t ldb1, T* W1, ptrdiff_t ldw1,       \
                            int N2, const T* B2, ptrdiff_t ldb2, T* W2, ptrdiff_t ldw2,       \
