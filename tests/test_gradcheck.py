@@ -8,8 +8,8 @@ kernel calls.  Their grid (bidirectional x num_layers x batch_first, reverse, dr
 in full on one backend, the fastest this installation has (:data:`STRUCTURE_BACKEND`), and on
 the others as one stacked, bidirectional case per cell.  What each backend's kernels compute
 beyond that is checked against the reference's elsewhere (tests/test_kernel_contract.py: the
-same kernels, every build, gradients bit for bit in their contract); the reference's own
-gradients are the ones these finite differences prove.
+same kernels, every build, gradients within per-dtype tolerances of the reference's); the
+reference's own gradients are the ones these finite differences prove.
 """
 
 import itertools
