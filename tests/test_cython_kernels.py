@@ -186,6 +186,21 @@ def assert_same_forward(got, want):
         np.testing.assert_array_equal(b, a)
 
 
+def on_one_thread_and_on(cy, threads, call):
+    """``call()`` on one thread, then on ``threads``: (its result on one, its result on
+    ``threads``, whether a team ran the second); the thread count is restored."""
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(1)
+        want = call()
+        fastrnn.set_num_threads(threads)
+        teams = cy.team_stats()
+        got = call()
+        return want, got, cy.team_stats() > teams
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
@@ -200,16 +215,9 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
     cell, opts, weights, P, x, hx = team_inputs(case, dtype, T, B, rng)
     lens = make_lengths(lengths, B, T, rng)
     forward = getattr(cy, f"{cell}_forward")
-    before = fastrnn.get_num_threads()
-    try:
-        fastrnn.set_num_threads(1)
-        want = forward(x, hx, weights, lens, False, **opts)
-        fastrnn.set_num_threads(2)
-        teams = cy.team_stats()
-        got = forward(x, hx, weights, lens, False, **opts)
-        assert (cy.team_stats() > teams) == team_expected(case)
-    finally:
-        fastrnn.set_num_threads(before)
+    want, got, team_ran = on_one_thread_and_on(
+        cy, 2, lambda: forward(x, hx, weights, lens, False, **opts))
+    assert team_ran == team_expected(case)
     assert_same_forward(got, want)
     ry, rhy, _ = getattr(ref, f"{cell}_forward")(x, hx, weights, lens, False, **opts)
     tol = dict(rtol=1e-5, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-9, atol=1e-9)
@@ -229,13 +237,11 @@ def test_a_team_that_cannot_start_leaves_the_call_on_one_thread(cy, case):
     forward = getattr(cy, f"{cell}_forward")
     before = fastrnn.get_num_threads()
     try:
-        fastrnn.set_num_threads(1)
-        want = forward(x, hx, weights, None, False, **opts)
+        cy._refuse_teams(1)         # (a call on one thread chooses no team: the second takes it)
+        want, refused, team_ran = on_one_thread_and_on(
+            cy, 2, lambda: forward(x, hx, weights, None, False, **opts))
+        assert not team_ran
         fastrnn.set_num_threads(2)
-        teams = cy.team_stats()
-        cy._refuse_teams(1)
-        refused = forward(x, hx, weights, None, False, **opts)
-        assert cy.team_stats() == teams
 
         def calls(_):
             return [forward(x[:40], hx, weights, None, False, **opts) for _ in range(10)]
@@ -262,16 +268,9 @@ def test_teams_of_more_members_and_of_more_threads_than_panels(cy, case, threads
     cell, opts, weights, P, x, hx = team_inputs(case, np.float32, 30, 3, rng)
     lens = make_lengths("ragged", 3, 30, rng)
     forward = getattr(cy, f"{cell}_forward")
-    before = fastrnn.get_num_threads()
-    try:
-        fastrnn.set_num_threads(1)
-        want = forward(x, hx, weights, lens, False, **opts)
-        fastrnn.set_num_threads(threads)
-        teams = cy.team_stats()
-        got = forward(x, hx, weights, lens, False, **opts)
-        assert cy.team_stats() > teams
-    finally:
-        fastrnn.set_num_threads(before)
+    want, got, team_ran = on_one_thread_and_on(
+        cy, threads, lambda: forward(x, hx, weights, lens, False, **opts))
+    assert team_ran
     assert_same_forward(got, want)
 
 
