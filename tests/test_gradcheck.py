@@ -65,9 +65,7 @@ def _grid():
 
 
 def _reverse_grid():
-    modes = ["rnn_tanh", "rnn_relu", "lstm", "lstm_ph", "lstm_if", "gru", "gru_rb", "rnn_clip",
-             "lstm_clip", "gru_clip", "rnn_act", "lstm_act", "gru_act"]
-    for backend, mode in itertools.product(BACKENDS, modes):
+    for backend, mode in itertools.product(BACKENDS, BASE_MODES + VARIANT_MODES):
         for num_layers, proj in [(1, 0), (2, 0), (2, P)]:
             if proj and not mode.startswith("lstm"):
                 continue
