@@ -128,58 +128,57 @@ cdef inline void scale(floating* x, floating s, Py_ssize_t n) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Activations
 # ---------------------------------------------------------------------------------------
-cdef inline float tanh_f32(float x) noexcept nogil:
-    """Clamped rational tanh for float32 (see the module docstring)."""
-    cdef float clamp = 7.90531110763549805
-    cdef float a1 = 4.89352455891786e-03
-    cdef float a3 = 6.37261928875436e-04
-    cdef float a5 = 1.48572235717979e-05
-    cdef float a7 = 5.12229709037114e-08
-    cdef float a9 = -8.60467152213735e-11
-    cdef float a11 = 2.00018790482477e-13
-    cdef float a13 = -2.76076847742355e-16
-    cdef float b0 = 4.89352518554385e-03
-    cdef float b2 = 2.26843463243900e-03
-    cdef float b4 = 1.18534705686654e-04
-    cdef float b6 = 1.19825839466702e-06
-    cdef float saturate = 9.02      # |x| above which float32 tanh(x) is exactly +-1
-    cdef float one = 1
-    cdef float y = x
-    cdef float y2, p, q, r
-    if y > clamp:
-        y = clamp
-    if y < -clamp:
-        y = -clamp
-    y2 = y * y
-    p = y2 * a13 + a11
-    p = p * y2 + a9
-    p = p * y2 + a7
-    p = p * y2 + a5
-    p = p * y2 + a3
-    p = p * y2 + a1
-    p = p * y
-    q = y2 * b6 + b4
-    q = q * y2 + b2
-    q = q * y2 + b0
-    r = p / q
-    if x > saturate:
-        r = one
-    if x < -saturate:
-        r = -one
-    return r
-
-
-cdef inline float sigmoid_f32(float x) noexcept nogil:
-    cdef float half = 0.5
-    return half + half * tanh_f32(half * x)
-
-
-cdef inline double sigmoid_f64(double x) noexcept nogil:
-    """Exact logistic function, stable for any input (as the reference's)."""
-    cdef double e = c_exp(-c_fabs(x))
-    if x >= 0:
-        return 1.0 / (1.0 + e)
-    return e / (1.0 + e)
+cdef extern from *:
+    """
+    /* Clamped rational tanh for float32 (see the module docstring); the constants are
+     * written as double literals assigned to floats, each rounded once to float.  In C
+     * rather than Cython so that the fused LSTM row below calls the same function. */
+    static inline float fr_tanh_f32(float x)
+    {
+        const float clamp = 7.90531110763549805;
+        const float a1 = 4.89352455891786e-03, a3 = 6.37261928875436e-04;
+        const float a5 = 1.48572235717979e-05, a7 = 5.12229709037114e-08;
+        const float a9 = -8.60467152213735e-11, a11 = 2.00018790482477e-13;
+        const float a13 = -2.76076847742355e-16;
+        const float b0 = 4.89352518554385e-03, b2 = 2.26843463243900e-03;
+        const float b4 = 1.18534705686654e-04, b6 = 1.19825839466702e-06;
+        const float saturate = 9.02;    /* |x| above which float32 tanh(x) is exactly +-1 */
+        float y = x, y2, p, q, r;
+        if (y > clamp) y = clamp;
+        if (y < -clamp) y = -clamp;
+        y2 = y * y;
+        p = y2 * a13 + a11;
+        p = p * y2 + a9;
+        p = p * y2 + a7;
+        p = p * y2 + a5;
+        p = p * y2 + a3;
+        p = p * y2 + a1;
+        p = p * y;
+        q = y2 * b6 + b4;
+        q = q * y2 + b2;
+        q = q * y2 + b0;
+        r = p / q;
+        if (x > saturate) r = 1;
+        if (x < -saturate) r = -1;
+        return r;
+    }
+    static inline float fr_sigmoid_f32(float x)
+    {
+        const float half = 0.5;
+        return half + half * fr_tanh_f32(half * x);
+    }
+    /* exact logistic function, stable for any input (as the reference's) */
+    static inline double fr_sigmoid_f64(double x)
+    {
+        double e = exp(-fabs(x));
+        if (x >= 0)
+            return 1.0 / (1.0 + e);
+        return e / (1.0 + e);
+    }
+    """
+    float tanh_f32 "fr_tanh_f32"(float x) noexcept nogil
+    float sigmoid_f32 "fr_sigmoid_f32"(float x) noexcept nogil
+    double sigmoid_f64 "fr_sigmoid_f64"(double x) noexcept nogil
 
 
 cdef inline floating act_tanh(floating x) noexcept nogil:
@@ -297,6 +296,81 @@ cdef extern from *:
     }
     FR_DEFINE_LSTM_GRAD(f32, float)
     FR_DEFINE_LSTM_GRAD(f64, double)
+    /* v bounded to [-c, c], NaN kept (as clip_value of _kernels.pyx) */
+    #define FR_CLIP(v, c) ((v) < -(c) ? -(c) : ((v) > (c) ? (c) : (v)))
+    /* a * b + c, rounded once where the build has fused multiply-adds, as the compiler
+     * contracts fr_cell_state's f * c_{t-1} + i * g (the first product fused with the second
+     * as its addend).  Spelt out in the one-pass row below: there the compiler fused the other
+     * product in some of its loops (the remainder of a row, the coupled gates) and changed the
+     * last bit of c_t. */
+    #if defined(__FMA__) || defined(__AVX512F__)
+    #define FR_MULADD_f32(a, b, c) fmaf(a, b, c)
+    #define FR_MULADD_f64(a, b, c) fma(a, b, c)
+    #else
+    #define FR_MULADD_f32(a, b, c) ((a) * (b) + (c))
+    #define FR_MULADD_f64(a, b, c) ((a) * (b) + (c))
+    #endif
+    /* One sequence's LSTM step in eval mode in one pass over its H units (lstm_cell_row's six
+     * to eight passes over the row did the same operations on each element in the same order:
+     * the same bits).  row (4H: i, f, g, o, x W_ih^T + h W_hh^T) read, bias (4H) read, ph (3H:
+     * i, f, o) read when peep, cprev (H) read, cnext (H) written: c_t, m (H) written: o *
+     * tanh(c_t).  The gates are not written back (nothing reads them after an eval step).
+     * peep, coupled (f = 1 - i) and clipped (every pre-activation bounded by clip) are
+     * constants of each instance (fr_lstm_eval_*), so each is a loop of its own that vectorises
+     * with no test inside. */
+    #define FR_DEFINE_LSTM_EVAL(SUF, T, TANH, SIGMOID)                                         \
+    static inline __attribute__((always_inline)) void fr_lstm_eval_##SUF##_(                   \
+            const T* __restrict__ row, const T* __restrict__ bias, const T* __restrict__ ph,   \
+            const T* __restrict__ cprev, T* __restrict__ cnext, T* __restrict__ m,             \
+            Py_ssize_t H, const int peep, const int coupled, const int clipped, const T clip)  \
+    {                                                                                          \
+        const T one = 1;                                                                       \
+        Py_ssize_t j;                                                                          \
+        for (j = 0; j < H; j++) {                                                              \
+            const T cp = cprev[j];                                                             \
+            T vi = row[j], vf = row[H + j], vg = row[2 * H + j], vo = row[3 * H + j];           \
+            T i, f, c;                                                                         \
+            if (peep) {                                                                        \
+                vi = vi + ph[j] * cp;                                                          \
+                vf = vf + ph[H + j] * cp;                                                      \
+            }                                                                                  \
+            vi = vi + bias[j];                                                                 \
+            vf = vf + bias[H + j];                                                             \
+            vg = vg + bias[2 * H + j];                                                         \
+            if (clipped) {                                                                     \
+                vi = FR_CLIP(vi, clip);                                                        \
+                vf = FR_CLIP(vf, clip);                                                        \
+                vg = FR_CLIP(vg, clip);                                                        \
+            }                                                                                  \
+            i = SIGMOID(vi);                                                                   \
+            f = coupled ? one - i : SIGMOID(vf);                                               \
+            c = FR_MULADD_##SUF(f, cp, i * TANH(vg));                                          \
+            if (peep)                                                                          \
+                vo = vo + ph[2 * H + j] * c;                                                   \
+            vo = vo + bias[3 * H + j];                                                         \
+            if (clipped)                                                                       \
+                vo = FR_CLIP(vo, clip);                                                        \
+            cnext[j] = c;                                                                      \
+            m[j] = SIGMOID(vo) * TANH(c);                                                      \
+        }                                                                                      \
+    }                                                                                          \
+    static inline void fr_lstm_eval_##SUF(const T* row, const T* bias, const T* ph,            \
+                                          const T* cprev, T* cnext, T* m, Py_ssize_t H,        \
+                                          int coupled, T clip)                                 \
+    {                                                                                          \
+        switch ((ph != NULL) * 4 + (coupled != 0) * 2 + (clip > 0)) {                          \
+        case 0: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 0, 0, clip); break; \
+        case 1: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 0, 1, clip); break; \
+        case 2: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 1, 0, clip); break; \
+        case 3: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 1, 1, clip); break; \
+        case 4: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 0, 0, clip); break; \
+        case 5: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 0, 1, clip); break; \
+        case 6: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 1, 0, clip); break; \
+        default: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 1, 1, clip);       \
+        }                                                                                      \
+    }
+    FR_DEFINE_LSTM_EVAL(f32, float, fr_tanh_f32, fr_sigmoid_f32)
+    FR_DEFINE_LSTM_EVAL(f64, double, tanh, fr_sigmoid_f64)
     /* the GRU store row [r, z, n, hn] of one sequence -> [dr, dz, dn, dn*r] in place; gh (3H)
      * = [dr, dz, dn*r]; dh = dh_t * z (vectorised, as above) */
     #define FR_DEFINE_GRU_GRAD(SUF, T)                                                         \
@@ -346,6 +420,11 @@ cdef extern from *:
                               float* dc, Py_ssize_t H) noexcept nogil
     void fr_lstm_grad_row_f64(double* row, const double* tcr, const double* cprev,
                               const double* dm, double* dc, Py_ssize_t H) noexcept nogil
+    void fr_lstm_eval_f32(const float* row, const float* bias, const float* ph, const float* cprev,
+                          float* cnext, float* m, Py_ssize_t H, int coupled, float clip) noexcept nogil
+    void fr_lstm_eval_f64(const double* row, const double* bias, const double* ph,
+                          const double* cprev, double* cnext, double* m, Py_ssize_t H,
+                          int coupled, double clip) noexcept nogil
     void fr_gru_grad_row_f32(float* row, const float* hprev, const float* dht, float* gh,
                              float* dh, Py_ssize_t H) noexcept nogil
     void fr_gru_grad_row_f64(double* row, const double* hprev, const double* dht, double* gh,
@@ -363,6 +442,29 @@ cdef inline void cell_state(floating* cnext, const floating* i, const floating* 
         fr_cell_state_f32(cnext, i, f, g, cprev, n)
     else:
         fr_cell_state_f64(cnext, i, f, g, cprev, n)
+
+
+cdef inline void lstm_eval_row(const floating* row, const floating* bias, const floating* ph,
+                               const floating* cprev, floating* cnext, floating* m, Py_ssize_t H,
+                               bint coupled, floating clip) noexcept nogil:
+    """One sequence's LSTM step in eval mode, in one pass (fr_lstm_eval_*: the same bits as
+    lstm_cell_row, the gates not written back).
+
+    Parameters
+    ----------
+    row : (4H) read, the gate pre-activations without bias [i, f, g, o]
+    bias : (4H) read
+    ph : (3H: i, f, o) read, the peepholes, or NULL
+    cprev : (H) read, c_{t-1}
+    cnext : (H) written, c_t
+    m : (H) written, m_t = o * tanh(c_t)
+    coupled : f = 1 - i (input_forget)
+    clip : the cell clip of the pre-activations (0: none)
+    """
+    if floating is float:
+        fr_lstm_eval_f32(row, bias, ph, cprev, cnext, m, H, coupled, clip)
+    else:
+        fr_lstm_eval_f64(row, bias, ph, cprev, cnext, m, H, coupled, clip)
 
 
 cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,

@@ -78,7 +78,7 @@ from _common cimport (
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
-    lstm_grad_row, gru_state, gru_grad_row,
+    lstm_grad_row, lstm_eval_row, gru_state, gru_grad_row,
 )
 
 cnp.import_array()
@@ -744,9 +744,11 @@ cdef inline void lstm_cell_row(floating* row, const floating* bias, const floati
                                floating* cnext, floating* tcr, floating* m, int H,
                                const floating* ph, bint coupled, floating clip,
                                floating* cm) noexcept nogil:
-    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence;
-    ``ph``: the peepholes (3H: i, f, o) or NULL; ``coupled``: f = 1 - i; ``clip`` (0: none):
-    the cell clip of the pre-activations, ``cm`` its mask row (4H) or NULL."""
+    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence,
+    in passes over the row (training: the backward reads the gates and tanh(c_t); an eval step
+    runs _common.pxd's lstm_eval_row, one pass, the same bits); ``ph``: the peepholes (3H: i,
+    f, o) or NULL; ``coupled``: f = 1 - i; ``clip`` (0: none): the cell clip of the
+    pre-activations, ``cm`` its mask row (4H) or NULL."""
     cdef int j
     if ph != NULL:
         for j in range(H):
@@ -945,7 +947,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
     cdef floating* mb = <floating*>a.mb
     cdef floating* y = <floating*>a.y
     cdef Py_ssize_t ldg = a.ldg, BG = <Py_ssize_t>B * a.ldg, BH = <Py_ssize_t>B * H, BP = <Py_ssize_t>B * P
-    # scratch: tanh(c) row in eval (H), projection output with lengths (nb*P)
+    # scratch: h(c_t) of an eval step with activations (H), projection output with lengths (nb*P)
     cdef floating* tcs = <floating*>malloc((H + <Py_ssize_t>nb * P + 1) * sizeof(floating))
     cdef floating* ptmp = tcs + H
     cdef floating* gt
@@ -993,13 +995,17 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
                                   mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P,
                                   H, <const floating*>a.w_ph, a.variant, <floating>a.clip,
                                   clip_mask_row(a, tag, t, b, G), &a.act[0])
-            else:
+            elif train:
                 lstm_cell_row(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
-                              cnext + <Py_ssize_t>b * H,
-                              tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else tcs,
+                              cnext + <Py_ssize_t>b * H, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
                               mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
                               <const floating*>a.w_ph, a.variant, <floating>a.clip,
                               clip_mask_row(a, tag, t, b, G))
+            else:
+                lstm_eval_row(gt + b * ldg, bias, <const floating*>a.w_ph,
+                              cprev + <Py_ssize_t>b * H, cnext + <Py_ssize_t>b * H,
+                              mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
+                              a.variant, <floating>a.clip)
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -1835,8 +1841,7 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch) noexcept 
                     lstm_cell_row_act(row, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
                                       a.variant, c, NULL, &a.act[0])
                 else:
-                    lstm_cell_row(row, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
-                                  a.variant, c, NULL)
+                    lstm_eval_row(row, bias, ph, cprev + o, cnext + o, hnext + o, n, a.variant, c)
             elif cell == 2:
                 gh = ghb + <Py_ssize_t>b * ldh
                 if a.acts:
