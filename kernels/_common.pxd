@@ -371,6 +371,45 @@ cdef extern from *:
     }
     FR_DEFINE_LSTM_EVAL(f32, float, fr_tanh_f32, fr_sigmoid_f32)
     FR_DEFINE_LSTM_EVAL(f64, double, tanh, fr_sigmoid_f64)
+    /* One sequence's GRU step (reset gate after the product) in eval mode in one pass:
+     * gru_cell_row's operations (and gru_cell_row_clip's, when clipped) on each element in the
+     * same order, the same bits, the gates not written back.  row (3H: r, z, n, x W_ih^T) read,
+     * gh (3H, h W_hh^T) read, bias (4H: b_ir + b_hr, b_iz + b_hz, b_in, b_hn) read, hprev (H)
+     * read, hnext (H) written: h_t = (1 - z) * n + z * h_{t-1} (fr_gru_state's multiply-add). */
+    #define FR_DEFINE_GRU_EVAL(SUF, T, TANH, SIGMOID)                                          \
+    static inline __attribute__((always_inline)) void fr_gru_eval_##SUF##_(                    \
+            const T* __restrict__ row, const T* __restrict__ gh, const T* __restrict__ bias,   \
+            const T* __restrict__ hprev, T* __restrict__ hnext, Py_ssize_t H,                  \
+            const int clipped, const T clip)                                                   \
+    {                                                                                          \
+        const T one = 1;                                                                       \
+        Py_ssize_t j;                                                                          \
+        for (j = 0; j < H; j++) {                                                              \
+            T vr = row[j] + gh[j] + bias[j];                                                   \
+            T vz = row[H + j] + gh[H + j] + bias[H + j];                                       \
+            T r, z, vn;                                                                        \
+            if (clipped) {                                                                     \
+                vr = FR_CLIP(vr, clip);                                                        \
+                vz = FR_CLIP(vz, clip);                                                        \
+            }                                                                                  \
+            r = SIGMOID(vr);                                                                   \
+            z = SIGMOID(vz);                                                                   \
+            vn = row[2 * H + j] + bias[2 * H + j] + r * (gh[2 * H + j] + bias[3 * H + j]);     \
+            if (clipped)                                                                       \
+                vn = FR_CLIP(vn, clip);                                                        \
+            hnext[j] = FR_MULADD_##SUF(one - z, TANH(vn), z * hprev[j]);                       \
+        }                                                                                      \
+    }                                                                                          \
+    static inline void fr_gru_eval_##SUF(const T* row, const T* gh, const T* bias,             \
+                                         const T* hprev, T* hnext, Py_ssize_t H, T clip)       \
+    {                                                                                          \
+        if (clip > 0)                                                                          \
+            fr_gru_eval_##SUF##_(row, gh, bias, hprev, hnext, H, 1, clip);                     \
+        else                                                                                   \
+            fr_gru_eval_##SUF##_(row, gh, bias, hprev, hnext, H, 0, clip);                     \
+    }
+    FR_DEFINE_GRU_EVAL(f32, float, fr_tanh_f32, fr_sigmoid_f32)
+    FR_DEFINE_GRU_EVAL(f64, double, tanh, fr_sigmoid_f64)
     /* the GRU store row [r, z, n, hn] of one sequence -> [dr, dz, dn, dn*r] in place; gh (3H)
      * = [dr, dz, dn*r]; dh = dh_t * z (vectorised, as above) */
     #define FR_DEFINE_GRU_GRAD(SUF, T)                                                         \
@@ -425,6 +464,10 @@ cdef extern from *:
     void fr_lstm_eval_f64(const double* row, const double* bias, const double* ph,
                           const double* cprev, double* cnext, double* m, Py_ssize_t H,
                           int coupled, double clip) noexcept nogil
+    void fr_gru_eval_f32(const float* row, const float* gh, const float* bias, const float* hprev,
+                         float* hnext, Py_ssize_t H, float clip) noexcept nogil
+    void fr_gru_eval_f64(const double* row, const double* gh, const double* bias,
+                         const double* hprev, double* hnext, Py_ssize_t H, double clip) noexcept nogil
     void fr_gru_grad_row_f32(float* row, const float* hprev, const float* dht, float* gh,
                              float* dh, Py_ssize_t H) noexcept nogil
     void fr_gru_grad_row_f64(double* row, const double* hprev, const double* dht, double* gh,
@@ -465,6 +508,28 @@ cdef inline void lstm_eval_row(const floating* row, const floating* bias, const 
         fr_lstm_eval_f32(row, bias, ph, cprev, cnext, m, H, coupled, clip)
     else:
         fr_lstm_eval_f64(row, bias, ph, cprev, cnext, m, H, coupled, clip)
+
+
+cdef inline void gru_eval_row(const floating* row, const floating* gh, const floating* bias,
+                              const floating* hprev, floating* hnext, Py_ssize_t H,
+                              floating clip) noexcept nogil:
+    """One sequence's GRU step (reset gate after the product) in eval mode, in one pass
+    (fr_gru_eval_*: the same bits as gru_cell_row and gru_cell_row_clip, the gates not written
+    back).
+
+    Parameters
+    ----------
+    row : (3H) read, x W_ih^T [r, z, n]
+    gh : (3H) read, h_{t-1} W_hh^T
+    bias : (4H) read, [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]
+    hprev : (H) read, h_{t-1}
+    hnext : (H) written, h_t
+    clip : the cell clip of the pre-activations (0: none)
+    """
+    if floating is float:
+        fr_gru_eval_f32(row, gh, bias, hprev, hnext, H, clip)
+    else:
+        fr_gru_eval_f64(row, gh, bias, hprev, hnext, H, clip)
 
 
 cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,

@@ -78,7 +78,7 @@ from _common cimport (
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
-    lstm_grad_row, lstm_eval_row, gru_state, gru_grad_row,
+    lstm_grad_row, lstm_eval_row, gru_eval_row, gru_state, gru_grad_row,
 )
 
 cnp.import_array()
@@ -1170,7 +1170,8 @@ cdef inline void gru_cell_row_clip(floating* row, const floating* gh, const floa
 
 cdef inline void gru_cell_row(floating* row, const floating* gh, const floating* bias,
                               const floating* hprev, floating* hnext, int H) noexcept nogil:
-    """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit."""
+    """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit (training: the backward
+    reads them; an eval step runs _common.pxd's gru_eval_row, one pass, the same bits)."""
     cdef int j
     cdef floating hn
     for j in range(2 * H):
@@ -1400,6 +1401,10 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
                 gru_cell_row_act(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
                                  hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
                                  <floating>a.clip, clip_mask_row(a, tag, t, b, G3), &a.act[0])
+            elif not train:
+                gru_eval_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
+                             hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
+                             <floating>a.clip)
             elif a.clip > 0:
                 gru_cell_row_clip(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
                                   hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
@@ -1846,10 +1851,8 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch) noexcept 
                 gh = ghb + <Py_ssize_t>b * ldh
                 if a.acts:
                     gru_cell_row_act(row, gh, bias, hprev + o, hnext + o, n, c, NULL, &a.act[0])
-                elif c > 0:
-                    gru_cell_row_clip(row, gh, bias, hprev + o, hnext + o, n, c, NULL)
                 else:
-                    gru_cell_row(row, gh, bias, hprev + o, hnext + o, n)
+                    gru_eval_row(row, gh, bias, hprev + o, hnext + o, n, c)
             else:
                 if a.acts:
                     rnn_row_act(row, bias, n, c, NULL, &a.act[0])
