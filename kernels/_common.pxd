@@ -205,24 +205,11 @@ cdef inline floating act_relu(floating x) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Small vector helpers (inner loops over one row; written to vectorise)
 # ---------------------------------------------------------------------------------------
-cdef inline void sigmoid_bias(floating* a, const floating* bias, Py_ssize_t n) noexcept nogil:
-    """a[j] = sigmoid(a[j] + bias[j]) in place."""
-    cdef Py_ssize_t j
-    for j in range(n):
-        a[j] = act_sigmoid(a[j] + bias[j])
-
-
 cdef inline void tanh_bias(floating* a, const floating* bias, Py_ssize_t n) noexcept nogil:
     """a[j] = tanh(a[j] + bias[j]) in place."""
     cdef Py_ssize_t j
     for j in range(n):
         a[j] = act_tanh(a[j] + bias[j])
-
-
-cdef inline void tanh_to(floating* out, const floating* a, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(n):
-        out[j] = act_tanh(a[j])
 
 
 cdef inline void add_to(floating* out, const floating* a, const floating* b, Py_ssize_t n) noexcept nogil:
@@ -310,26 +297,31 @@ cdef extern from *:
     #define FR_MULADD_f32(a, b, c) ((a) * (b) + (c))
     #define FR_MULADD_f64(a, b, c) ((a) * (b) + (c))
     #endif
-    /* One sequence's LSTM step in eval mode in one pass over its H units (lstm_cell_row's six
-     * to eight passes over the row did the same operations on each element in the same order:
-     * the same bits).  row (4H: i, f, g, o, x W_ih^T + h W_hh^T) read, bias (4H) read, ph (3H:
-     * i, f, o) read when peep, cprev (H) read, cnext (H) written: c_t, m (H) written: o *
-     * tanh(c_t).  The gates are not written back (nothing reads them after an eval step).
-     * peep, coupled (f = 1 - i) and clipped (every pre-activation bounded by clip) are
-     * constants of each instance (fr_lstm_eval_*), so each is a loop of its own that vectorises
-     * with no test inside. */
-    #define FR_DEFINE_LSTM_EVAL(SUF, T, TANH, SIGMOID)                                         \
-    static inline __attribute__((always_inline)) void fr_lstm_eval_##SUF##_(                   \
-            const T* __restrict__ row, const T* __restrict__ bias, const T* __restrict__ ph,   \
-            const T* __restrict__ cprev, T* __restrict__ cnext, T* __restrict__ m,             \
-            Py_ssize_t H, const int peep, const int coupled, const int clipped, const T clip)  \
+    /* 1 where v is inside [-c, c] (the bounds included), 0 outside or at NaN: the clip's
+     * gradient mask, as clip_value of _kernels.pyx */
+    #define FR_INSIDE(v, c) ((v) >= -(c) && (v) <= (c) ? 1 : 0)
+    /* One sequence's LSTM step in one pass over its H units.  row (4H: i, f, g, o, x W_ih^T +
+     * h W_hh^T on entry) read, and written with the gates when `store` (training: the backward
+     * reads them); bias (4H) read; ph (3H: i, f, o) read when `peep`; cprev (H) read; cnext
+     * (H) written: c_t; tcr (H) written when `store`: tanh(c_t); m (H) written: o * tanh(c_t);
+     * cm (4H) written when `store` and `clipped`: the clip's gradient mask.  `coupled`: f = 1 -
+     * i.  The flags are constants of each instance (fr_lstm_row_*), so each is a loop of its
+     * own that vectorises with no test inside.  Every element gets the operations the passes
+     * over the row did before (peephole, bias, clip, activation, c_t, o, tanh(c_t)) in their
+     * order: the same bits. */
+    #define FR_DEFINE_LSTM_ROW(SUF, T, TANH, SIGMOID)                                          \
+    static inline __attribute__((always_inline)) void fr_lstm_row_##SUF##_(                    \
+            T* __restrict__ row, const T* __restrict__ bias, const T* __restrict__ ph,         \
+            const T* __restrict__ cprev, T* __restrict__ cnext, T* __restrict__ tcr,           \
+            T* __restrict__ m, T* __restrict__ cm, Py_ssize_t H, const int peep,               \
+            const int coupled, const int clipped, const int store, const T clip)               \
     {                                                                                          \
         const T one = 1;                                                                       \
         Py_ssize_t j;                                                                          \
         for (j = 0; j < H; j++) {                                                              \
             const T cp = cprev[j];                                                             \
             T vi = row[j], vf = row[H + j], vg = row[2 * H + j], vo = row[3 * H + j];           \
-            T i, f, c;                                                                         \
+            T i, f, g, c, o, tc;                                                               \
             if (peep) {                                                                        \
                 vi = vi + ph[j] * cp;                                                          \
                 vf = vf + ph[H + j] * cp;                                                      \
@@ -338,78 +330,118 @@ cdef extern from *:
             vf = vf + bias[H + j];                                                             \
             vg = vg + bias[2 * H + j];                                                         \
             if (clipped) {                                                                     \
+                if (store) {                                                                   \
+                    cm[j] = FR_INSIDE(vi, clip);                                               \
+                    cm[H + j] = FR_INSIDE(vf, clip);                                           \
+                    cm[2 * H + j] = FR_INSIDE(vg, clip);                                       \
+                }                                                                              \
                 vi = FR_CLIP(vi, clip);                                                        \
                 vf = FR_CLIP(vf, clip);                                                        \
                 vg = FR_CLIP(vg, clip);                                                        \
             }                                                                                  \
             i = SIGMOID(vi);                                                                   \
             f = coupled ? one - i : SIGMOID(vf);                                               \
-            c = FR_MULADD_##SUF(f, cp, i * TANH(vg));                                          \
+            g = TANH(vg);                                                                      \
+            c = FR_MULADD_##SUF(f, cp, i * g);                                                 \
             if (peep)                                                                          \
                 vo = vo + ph[2 * H + j] * c;                                                   \
             vo = vo + bias[3 * H + j];                                                         \
-            if (clipped)                                                                       \
+            if (clipped) {                                                                     \
+                if (store)                                                                     \
+                    cm[3 * H + j] = FR_INSIDE(vo, clip);                                       \
                 vo = FR_CLIP(vo, clip);                                                        \
+            }                                                                                  \
+            o = SIGMOID(vo);                                                                   \
+            tc = TANH(c);                                                                      \
             cnext[j] = c;                                                                      \
-            m[j] = SIGMOID(vo) * TANH(c);                                                      \
+            m[j] = o * tc;                                                                     \
+            if (store) {                                                                       \
+                row[j] = i;                                                                    \
+                row[H + j] = f;                                                                \
+                row[2 * H + j] = g;                                                            \
+                row[3 * H + j] = o;                                                            \
+                tcr[j] = tc;                                                                   \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
-    static inline void fr_lstm_eval_##SUF(const T* row, const T* bias, const T* ph,            \
-                                          const T* cprev, T* cnext, T* m, Py_ssize_t H,        \
-                                          int coupled, T clip)                                 \
+    static inline void fr_lstm_row_##SUF(T* row, const T* bias, const T* ph, const T* cprev,   \
+                                         T* cnext, T* tcr, T* m, T* cm, Py_ssize_t H,          \
+                                         int coupled, T clip, int store)                       \
     {                                                                                          \
-        switch ((ph != NULL) * 4 + (coupled != 0) * 2 + (clip > 0)) {                          \
-        case 0: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 0, 0, clip); break; \
-        case 1: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 0, 1, clip); break; \
-        case 2: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 1, 0, clip); break; \
-        case 3: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 0, 1, 1, clip); break; \
-        case 4: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 0, 0, clip); break; \
-        case 5: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 0, 1, clip); break; \
-        case 6: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 1, 0, clip); break; \
-        default: fr_lstm_eval_##SUF##_(row, bias, ph, cprev, cnext, m, H, 1, 1, 1, clip);       \
+        switch ((ph != NULL) * 8 + (coupled != 0) * 4 + (clip > 0) * 2 + (store != 0)) {       \
+        FR_LSTM_ROW_CASES(SUF)                                                                 \
         }                                                                                      \
     }
-    FR_DEFINE_LSTM_EVAL(f32, float, fr_tanh_f32, fr_sigmoid_f32)
-    FR_DEFINE_LSTM_EVAL(f64, double, tanh, fr_sigmoid_f64)
-    /* One sequence's GRU step (reset gate after the product) in eval mode in one pass:
-     * gru_cell_row's operations (and gru_cell_row_clip's, when clipped) on each element in the
-     * same order, the same bits, the gates not written back.  row (3H: r, z, n, x W_ih^T) read,
-     * gh (3H, h W_hh^T) read, bias (4H: b_ir + b_hr, b_iz + b_hz, b_in, b_hn) read, hprev (H)
-     * read, hnext (H) written: h_t = (1 - z) * n + z * h_{t-1} (fr_gru_state's multiply-add). */
-    #define FR_DEFINE_GRU_EVAL(SUF, T, TANH, SIGMOID)                                          \
-    static inline __attribute__((always_inline)) void fr_gru_eval_##SUF##_(                    \
-            const T* __restrict__ row, const T* __restrict__ gh, const T* __restrict__ bias,   \
-            const T* __restrict__ hprev, T* __restrict__ hnext, Py_ssize_t H,                  \
-            const int clipped, const T clip)                                                   \
+    #define FR_LSTM_ROW_CASE(SUF, K)                                                           \
+        case K: fr_lstm_row_##SUF##_(row, bias, ph, cprev, cnext, tcr, m, cm, H, (K >> 3) & 1, \
+                                     (K >> 2) & 1, (K >> 1) & 1, K & 1, clip); break;
+    #define FR_LSTM_ROW_CASES(SUF)                                                             \
+        FR_LSTM_ROW_CASE(SUF, 0) FR_LSTM_ROW_CASE(SUF, 1) FR_LSTM_ROW_CASE(SUF, 2)             \
+        FR_LSTM_ROW_CASE(SUF, 3) FR_LSTM_ROW_CASE(SUF, 4) FR_LSTM_ROW_CASE(SUF, 5)             \
+        FR_LSTM_ROW_CASE(SUF, 6) FR_LSTM_ROW_CASE(SUF, 7) FR_LSTM_ROW_CASE(SUF, 8)             \
+        FR_LSTM_ROW_CASE(SUF, 9) FR_LSTM_ROW_CASE(SUF, 10) FR_LSTM_ROW_CASE(SUF, 11)           \
+        FR_LSTM_ROW_CASE(SUF, 12) FR_LSTM_ROW_CASE(SUF, 13) FR_LSTM_ROW_CASE(SUF, 14)          \
+        FR_LSTM_ROW_CASE(SUF, 15)
+    FR_DEFINE_LSTM_ROW(f32, float, fr_tanh_f32, fr_sigmoid_f32)
+    FR_DEFINE_LSTM_ROW(f64, double, tanh, fr_sigmoid_f64)
+    /* One sequence's GRU step (reset gate after the product) in one pass over its H units.
+     * row (4H: x W_ih^T in its first 3H on entry) read, and written with r, z, n and W_hn h +
+     * b_hn when `store` (training); gh (3H, h W_hh^T) read; bias (4H: b_ir + b_hr, b_iz + b_hz,
+     * b_in, b_hn) read; hprev (H) read; hnext (H) written: h_t = (1 - z) * n + z * h_{t-1}
+     * (fr_gru_state's multiply-add); cm (3H) written when `store` and `clipped`: the clip's
+     * mask.  As the LSTM's row above: the flags constants of each instance, the same bits as
+     * the passes before. */
+    #define FR_DEFINE_GRU_ROW(SUF, T, TANH, SIGMOID)                                           \
+    static inline __attribute__((always_inline)) void fr_gru_row_##SUF##_(                     \
+            T* __restrict__ row, const T* __restrict__ gh, const T* __restrict__ bias,         \
+            const T* __restrict__ hprev, T* __restrict__ hnext, T* __restrict__ cm,            \
+            Py_ssize_t H, const int clipped, const int store, const T clip)                    \
     {                                                                                          \
         const T one = 1;                                                                       \
         Py_ssize_t j;                                                                          \
         for (j = 0; j < H; j++) {                                                              \
             T vr = row[j] + gh[j] + bias[j];                                                   \
             T vz = row[H + j] + gh[H + j] + bias[H + j];                                       \
-            T r, z, vn;                                                                        \
+            const T hn = gh[2 * H + j] + bias[3 * H + j];                                      \
+            T r, z, vn, n;                                                                     \
             if (clipped) {                                                                     \
+                if (store) {                                                                   \
+                    cm[j] = FR_INSIDE(vr, clip);                                               \
+                    cm[H + j] = FR_INSIDE(vz, clip);                                           \
+                }                                                                              \
                 vr = FR_CLIP(vr, clip);                                                        \
                 vz = FR_CLIP(vz, clip);                                                        \
             }                                                                                  \
             r = SIGMOID(vr);                                                                   \
             z = SIGMOID(vz);                                                                   \
-            vn = row[2 * H + j] + bias[2 * H + j] + r * (gh[2 * H + j] + bias[3 * H + j]);     \
-            if (clipped)                                                                       \
+            vn = row[2 * H + j] + bias[2 * H + j] + r * hn;                                    \
+            if (clipped) {                                                                     \
+                if (store)                                                                     \
+                    cm[2 * H + j] = FR_INSIDE(vn, clip);                                       \
                 vn = FR_CLIP(vn, clip);                                                        \
-            hnext[j] = FR_MULADD_##SUF(one - z, TANH(vn), z * hprev[j]);                       \
+            }                                                                                  \
+            n = TANH(vn);                                                                      \
+            hnext[j] = FR_MULADD_##SUF(one - z, n, z * hprev[j]);                              \
+            if (store) {                                                                       \
+                row[j] = r;                                                                    \
+                row[H + j] = z;                                                                \
+                row[2 * H + j] = n;                                                            \
+                row[3 * H + j] = hn;                                                           \
+            }                                                                                  \
         }                                                                                      \
     }                                                                                          \
-    static inline void fr_gru_eval_##SUF(const T* row, const T* gh, const T* bias,             \
-                                         const T* hprev, T* hnext, Py_ssize_t H, T clip)       \
+    static inline void fr_gru_row_##SUF(T* row, const T* gh, const T* bias, const T* hprev,    \
+                                        T* hnext, T* cm, Py_ssize_t H, T clip, int store)      \
     {                                                                                          \
-        if (clip > 0)                                                                          \
-            fr_gru_eval_##SUF##_(row, gh, bias, hprev, hnext, H, 1, clip);                     \
-        else                                                                                   \
-            fr_gru_eval_##SUF##_(row, gh, bias, hprev, hnext, H, 0, clip);                     \
+        switch ((clip > 0) * 2 + (store != 0)) {                                               \
+        case 0: fr_gru_row_##SUF##_(row, gh, bias, hprev, hnext, cm, H, 0, 0, clip); break;    \
+        case 1: fr_gru_row_##SUF##_(row, gh, bias, hprev, hnext, cm, H, 0, 1, clip); break;    \
+        case 2: fr_gru_row_##SUF##_(row, gh, bias, hprev, hnext, cm, H, 1, 0, clip); break;    \
+        default: fr_gru_row_##SUF##_(row, gh, bias, hprev, hnext, cm, H, 1, 1, clip);          \
+        }                                                                                      \
     }
-    FR_DEFINE_GRU_EVAL(f32, float, fr_tanh_f32, fr_sigmoid_f32)
-    FR_DEFINE_GRU_EVAL(f64, double, tanh, fr_sigmoid_f64)
+    FR_DEFINE_GRU_ROW(f32, float, fr_tanh_f32, fr_sigmoid_f32)
+    FR_DEFINE_GRU_ROW(f64, double, tanh, fr_sigmoid_f64)
     /* the GRU store row [r, z, n, hn] of one sequence -> [dr, dz, dn, dn*r] in place; gh (3H)
      * = [dr, dz, dn*r]; dh = dh_t * z (vectorised, as above) */
     #define FR_DEFINE_GRU_GRAD(SUF, T)                                                         \
@@ -459,15 +491,17 @@ cdef extern from *:
                               float* dc, Py_ssize_t H) noexcept nogil
     void fr_lstm_grad_row_f64(double* row, const double* tcr, const double* cprev,
                               const double* dm, double* dc, Py_ssize_t H) noexcept nogil
-    void fr_lstm_eval_f32(const float* row, const float* bias, const float* ph, const float* cprev,
-                          float* cnext, float* m, Py_ssize_t H, int coupled, float clip) noexcept nogil
-    void fr_lstm_eval_f64(const double* row, const double* bias, const double* ph,
-                          const double* cprev, double* cnext, double* m, Py_ssize_t H,
-                          int coupled, double clip) noexcept nogil
-    void fr_gru_eval_f32(const float* row, const float* gh, const float* bias, const float* hprev,
-                         float* hnext, Py_ssize_t H, float clip) noexcept nogil
-    void fr_gru_eval_f64(const double* row, const double* gh, const double* bias,
-                         const double* hprev, double* hnext, Py_ssize_t H, double clip) noexcept nogil
+    void fr_lstm_row_f32(float* row, const float* bias, const float* ph, const float* cprev,
+                         float* cnext, float* tcr, float* m, float* cm, Py_ssize_t H, int coupled,
+                         float clip, int store) noexcept nogil
+    void fr_lstm_row_f64(double* row, const double* bias, const double* ph, const double* cprev,
+                         double* cnext, double* tcr, double* m, double* cm, Py_ssize_t H,
+                         int coupled, double clip, int store) noexcept nogil
+    void fr_gru_row_f32(float* row, const float* gh, const float* bias, const float* hprev,
+                        float* hnext, float* cm, Py_ssize_t H, float clip, int store) noexcept nogil
+    void fr_gru_row_f64(double* row, const double* gh, const double* bias, const double* hprev,
+                        double* hnext, double* cm, Py_ssize_t H, double clip,
+                        int store) noexcept nogil
     void fr_gru_grad_row_f32(float* row, const float* hprev, const float* dht, float* gh,
                              float* dh, Py_ssize_t H) noexcept nogil
     void fr_gru_grad_row_f64(double* row, const double* hprev, const double* dht, double* gh,
@@ -487,49 +521,56 @@ cdef inline void cell_state(floating* cnext, const floating* i, const floating* 
         fr_cell_state_f64(cnext, i, f, g, cprev, n)
 
 
-cdef inline void lstm_eval_row(const floating* row, const floating* bias, const floating* ph,
-                               const floating* cprev, floating* cnext, floating* m, Py_ssize_t H,
-                               bint coupled, floating clip) noexcept nogil:
-    """One sequence's LSTM step in eval mode, in one pass (fr_lstm_eval_*: the same bits as
-    lstm_cell_row, the gates not written back).
+cdef inline void lstm_row(floating* row, const floating* bias, const floating* ph,
+                          const floating* cprev, floating* cnext, floating* tcr, floating* m,
+                          floating* cm, Py_ssize_t H, bint coupled, floating clip,
+                          bint store) noexcept nogil:
+    """One sequence's LSTM step, in one pass over the row (fr_lstm_row_*).
 
     Parameters
     ----------
-    row : (4H) read, the gate pre-activations without bias [i, f, g, o]
+    row : (4H) read, the gate pre-activations without bias [i, f, g, o]; written with the
+        gates when ``store``
     bias : (4H) read
     ph : (3H: i, f, o) read, the peepholes, or NULL
     cprev : (H) read, c_{t-1}
     cnext : (H) written, c_t
+    tcr : (H) written when ``store``, tanh(c_t)
     m : (H) written, m_t = o * tanh(c_t)
+    cm : (4H) written when ``store`` and ``clip``, the clip's gradient mask
     coupled : f = 1 - i (input_forget)
     clip : the cell clip of the pre-activations (0: none)
+    store : training (the backward reads the gates, tanh(c_t) and the mask); eval writes
+        only c_t and m_t
     """
     if floating is float:
-        fr_lstm_eval_f32(row, bias, ph, cprev, cnext, m, H, coupled, clip)
+        fr_lstm_row_f32(row, bias, ph, cprev, cnext, tcr, m, cm, H, coupled, clip, store)
     else:
-        fr_lstm_eval_f64(row, bias, ph, cprev, cnext, m, H, coupled, clip)
+        fr_lstm_row_f64(row, bias, ph, cprev, cnext, tcr, m, cm, H, coupled, clip, store)
 
 
-cdef inline void gru_eval_row(const floating* row, const floating* gh, const floating* bias,
-                              const floating* hprev, floating* hnext, Py_ssize_t H,
-                              floating clip) noexcept nogil:
-    """One sequence's GRU step (reset gate after the product) in eval mode, in one pass
-    (fr_gru_eval_*: the same bits as gru_cell_row and gru_cell_row_clip, the gates not written
-    back).
+cdef inline void gru_row(floating* row, const floating* gh, const floating* bias,
+                         const floating* hprev, floating* hnext, floating* cm, Py_ssize_t H,
+                         floating clip, bint store) noexcept nogil:
+    """One sequence's GRU step (reset gate after the product), in one pass over the row
+    (fr_gru_row_*).
 
     Parameters
     ----------
-    row : (3H) read, x W_ih^T [r, z, n]
+    row : (4H) read, x W_ih^T [r, z, n] in its first 3H; written with [r, z, n, W_hn h + b_hn]
+        when ``store``
     gh : (3H) read, h_{t-1} W_hh^T
     bias : (4H) read, [b_ir + b_hr, b_iz + b_hz, b_in, b_hn]
     hprev : (H) read, h_{t-1}
     hnext : (H) written, h_t
+    cm : (3H) written when ``store`` and ``clip``, the clip's gradient mask
     clip : the cell clip of the pre-activations (0: none)
+    store : training (the backward reads the row and the mask); eval writes only h_t
     """
     if floating is float:
-        fr_gru_eval_f32(row, gh, bias, hprev, hnext, H, clip)
+        fr_gru_row_f32(row, gh, bias, hprev, hnext, cm, H, clip, store)
     else:
-        fr_gru_eval_f64(row, gh, bias, hprev, hnext, H, clip)
+        fr_gru_row_f64(row, gh, bias, hprev, hnext, cm, H, clip, store)
 
 
 cdef inline void lstm_grad_row(floating* row, const floating* tcr, const floating* cprev,

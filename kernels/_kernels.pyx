@@ -77,8 +77,8 @@ from _common cimport (
     GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
-    sigmoid_bias, tanh_bias, tanh_to, add_to, mul_to, norm2, colsum_add, cell_state,
-    lstm_grad_row, lstm_eval_row, gru_eval_row, gru_state, gru_grad_row,
+    tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
+    lstm_grad_row, lstm_row, gru_row, gru_state, gru_grad_row,
 )
 
 cnp.import_array()
@@ -387,16 +387,6 @@ cdef inline floating* clip_mask_row(Args* a, floating tag, int t, int b, int G) 
     if a.cmask == NULL:
         return NULL
     return <floating*>a.cmask + (<Py_ssize_t>t * a.B + b) * G
-
-
-cdef inline void clip_act_row(floating* row, const floating* bias, int n, floating c, floating* m,
-                              bint sig) noexcept nogil:
-    """row[j] = act(clip(row[j] + bias[j])), act sigmoid (``sig``) or tanh; m: the mask or NULL."""
-    cdef int j
-    cdef floating v
-    for j in range(n):
-        v = clip_value(row[j] + bias[j], c, m, j)
-        row[j] = act_sigmoid(v) if sig else act_tanh(v)
 
 
 cdef inline void mask_grads(floating* d, const floating* m, int n) noexcept nogil:
@@ -740,43 +730,6 @@ cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
 # =======================================================================================
 # LSTM (gate order i, f, g, o; optional projection h = W_hr m)
 # =======================================================================================
-cdef inline void lstm_cell_row(floating* row, const floating* bias, const floating* cprev,
-                               floating* cnext, floating* tcr, floating* m, int H,
-                               const floating* ph, bint coupled, floating clip,
-                               floating* cm) noexcept nogil:
-    """Gates in place (post-activation), c_t, tanh(c_t) and m_t = o * tanh(c_t) of one sequence,
-    in passes over the row (training: the backward reads the gates and tanh(c_t); an eval step
-    runs _common.pxd's lstm_eval_row, one pass, the same bits); ``ph``: the peepholes (3H: i,
-    f, o) or NULL; ``coupled``: f = 1 - i; ``clip`` (0: none): the cell clip of the
-    pre-activations, ``cm`` its mask row (4H) or NULL."""
-    cdef int j
-    if ph != NULL:
-        for j in range(H):
-            row[j] += ph[j] * cprev[j]
-            row[H + j] += ph[H + j] * cprev[j]
-    if clip > 0:
-        clip_act_row(row, bias, 2 * H, clip, cm, True)                       # i, f
-        clip_act_row(row + 2 * H, bias + 2 * H, H, clip,
-                     cm + 2 * H if cm != NULL else NULL, False)             # g
-    else:
-        sigmoid_bias(row, bias, 2 * H)                 # i, f
-        tanh_bias(row + 2 * H, bias + 2 * H, H)        # g
-    if coupled:
-        for j in range(H):
-            row[H + j] = 1 - row[j]
-    cell_state(cnext, row, row + H, row + 2 * H, cprev, H)
-    if ph != NULL:
-        for j in range(H):
-            row[3 * H + j] += ph[2 * H + j] * cnext[j]
-    if clip > 0:
-        clip_act_row(row + 3 * H, bias + 3 * H, H, clip,
-                     cm + 3 * H if cm != NULL else NULL, True)              # o
-    else:
-        sigmoid_bias(row + 3 * H, bias + 3 * H, H)     # o
-    tanh_to(tcr, cnext, H)
-    mul_to(m, row + 3 * H, tcr, H)
-
-
 cdef inline void lstm_grad_row_var(floating* row, const floating* tcr, const floating* cprev,
                                    const floating* dm, floating* dc, const floating* ph,
                                    bint coupled, const floating* cm, int H) noexcept nogil:
@@ -816,7 +769,8 @@ cdef void lstm_cell_row_act(floating* row, const floating* bias, const floating*
                             floating* cnext, floating* tcr, floating* m, int H,
                             const floating* ph, bint coupled, floating clip, floating* cm,
                             const Act* act) noexcept nogil:
-    """lstm_cell_row with the activations ``act`` (a.acts; f: i, f, o; g: the candidate; h: c_t).
+    """_common.pxd's lstm_row with the activations ``act`` (a.acts; f: i, f, o; g: the
+    candidate; h: c_t), in passes over the row.
 
     Parameters
     ----------
@@ -995,17 +949,12 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
                                   mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P,
                                   H, <const floating*>a.w_ph, a.variant, <floating>a.clip,
                                   clip_mask_row(a, tag, t, b, G), &a.act[0])
-            elif train:
-                lstm_cell_row(gt + b * ldg, bias, cprev + <Py_ssize_t>b * H,
-                              cnext + <Py_ssize_t>b * H, tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H,
-                              mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
-                              <const floating*>a.w_ph, a.variant, <floating>a.clip,
-                              clip_mask_row(a, tag, t, b, G))
             else:
-                lstm_eval_row(gt + b * ldg, bias, <const floating*>a.w_ph,
-                              cprev + <Py_ssize_t>b * H, cnext + <Py_ssize_t>b * H,
-                              mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P, H,
-                              a.variant, <floating>a.clip)
+                lstm_row(gt + b * ldg, bias, <const floating*>a.w_ph, cprev + <Py_ssize_t>b * H,
+                         cnext + <Py_ssize_t>b * H,
+                         tc + <Py_ssize_t>t * BH + <Py_ssize_t>b * H if train else NULL,
+                         mt + <Py_ssize_t>b * H if proj else hnext + <Py_ssize_t>b * P,
+                         clip_mask_row(a, tag, t, b, G), H, a.variant, <floating>a.clip, train)
             if not proj and yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * P, hnext + <Py_ssize_t>b * P, P * sizeof(floating))
         if proj:
@@ -1152,41 +1101,10 @@ cdef void peephole_grads(floating tag, Args* a, const floating* dA) noexcept nog
 # GRU (gate order r, z, n; the reset gate after the recurrent product, or before it with
 # a.variant: then a step makes two products, h @ W_hrz^T and (r * h) @ W_hn^T)
 # =======================================================================================
-cdef inline void gru_cell_row_clip(floating* row, const floating* gh, const floating* bias,
-                                   const floating* hprev, floating* hnext, int H, floating clip,
-                                   floating* cm) noexcept nogil:
-    """gru_cell_row with the cell clip of the pre-activations; ``cm``: its mask row (3H) or NULL."""
-    cdef int j
-    cdef floating hn
-    for j in range(2 * H):
-        row[j] = act_sigmoid(clip_value(row[j] + gh[j] + bias[j], clip, cm, j))
-    for j in range(H):
-        hn = gh[2 * H + j] + bias[3 * H + j]
-        row[3 * H + j] = hn
-        row[2 * H + j] = act_tanh(clip_value(row[2 * H + j] + bias[2 * H + j] + row[j] * hn,
-                                             clip, cm + 2 * H if cm != NULL else NULL, j))
-    gru_state(hnext, row + H, row + 2 * H, hprev, H)
-
-
-cdef inline void gru_cell_row(floating* row, const floating* gh, const floating* bias,
-                              const floating* hprev, floating* hnext, int H) noexcept nogil:
-    """row: (4H) with U x in its first 3H on entry; r, z, n, hn on exit (training: the backward
-    reads them; an eval step runs _common.pxd's gru_eval_row, one pass, the same bits)."""
-    cdef int j
-    cdef floating hn
-    for j in range(2 * H):
-        row[j] = act_sigmoid(row[j] + gh[j] + bias[j])
-    for j in range(H):
-        hn = gh[2 * H + j] + bias[3 * H + j]
-        row[3 * H + j] = hn
-        row[2 * H + j] = act_tanh(row[2 * H + j] + bias[2 * H + j] + row[j] * hn)
-    gru_state(hnext, row + H, row + 2 * H, hprev, H)
-
-
 cdef void gru_cell_row_act(floating* row, const floating* gh, const floating* bias,
                            const floating* hprev, floating* hnext, int H, floating clip,
                            floating* cm, const Act* act) noexcept nogil:
-    """gru_cell_row (and gru_cell_row_clip) with the activations ``act`` (a.acts).
+    """_common.pxd's gru_row with the activations ``act`` (a.acts), in passes over the row.
 
     Parameters
     ----------
@@ -1401,17 +1319,10 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
                 gru_cell_row_act(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
                                  hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
                                  <floating>a.clip, clip_mask_row(a, tag, t, b, G3), &a.act[0])
-            elif not train:
-                gru_eval_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
-                             hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
-                             <floating>a.clip)
-            elif a.clip > 0:
-                gru_cell_row_clip(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
-                                  hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H,
-                                  <floating>a.clip, clip_mask_row(a, tag, t, b, G3))
             else:
-                gru_cell_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
-                             hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H)
+                gru_row(gt + b * ldg, ghb + <Py_ssize_t>(b - b0) * ldh, bias,
+                        hprev + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H,
+                        clip_mask_row(a, tag, t, b, G3), H, <floating>a.clip, train)
             if yt != NULL:
                 memcpy(yt + <Py_ssize_t>b * H, hnext + <Py_ssize_t>b * H, H * sizeof(floating))
     free(ghb)
@@ -1846,13 +1757,14 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch) noexcept 
                     lstm_cell_row_act(row, bias, cprev + o, cnext + o, tcs, hnext + o, n, ph,
                                       a.variant, c, NULL, &a.act[0])
                 else:
-                    lstm_eval_row(row, bias, ph, cprev + o, cnext + o, hnext + o, n, a.variant, c)
+                    lstm_row(row, bias, ph, cprev + o, cnext + o, NULL, hnext + o, NULL, n,
+                             a.variant, c, False)
             elif cell == 2:
                 gh = ghb + <Py_ssize_t>b * ldh
                 if a.acts:
                     gru_cell_row_act(row, gh, bias, hprev + o, hnext + o, n, c, NULL, &a.act[0])
                 else:
-                    gru_eval_row(row, gh, bias, hprev + o, hnext + o, n, c)
+                    gru_row(row, gh, bias, hprev + o, hnext + o, NULL, n, c, False)
             else:
                 if a.acts:
                     rnn_row_act(row, bias, n, c, NULL, &a.act[0])
