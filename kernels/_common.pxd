@@ -298,17 +298,19 @@ cdef extern from *:
     #define FR_MULADD_f64(a, b, c) ((a) * (b) + (c))
     #endif
     /* 1 where v is inside [-c, c] (the bounds included), 0 outside or at NaN: the clip's
-     * gradient mask, as clip_value of _kernels.pyx */
+     * gradient mask, as clip_value of _kernels.pyx (one, zero: the row's constants) */
     #define FR_INSIDE(v, c) ((v) >= -(c) ? ((v) <= (c) ? one : zero) : zero)
-    /* One sequence's LSTM step in one pass over its H units.  row (4H: i, f, g, o, x W_ih^T +
-     * h W_hh^T on entry) read, and written with the gates when `store` (training: the backward
-     * reads them); bias (4H) read; ph (3H: i, f, o) read when `peep`; cprev (H) read; cnext
-     * (H) written: c_t; tcr (H) written when `store`: tanh(c_t); m (H) written: o * tanh(c_t);
-     * cm (4H) written when `store` and `clipped`: the clip's gradient mask.  `coupled`: f = 1 -
-     * i.  The flags are constants of each instance (fr_lstm_row_*), so each is a loop of its
-     * own that vectorises with no test inside.  Every element gets the operations the passes
-     * over the row did before (peephole, bias, clip, activation, c_t, o, tanh(c_t)) in their
-     * order: the same bits. */
+    /* One sequence's LSTM step in one pass over its H units.  ri, rf, rg, ro (H each: the
+     * parts i, f, g, o of the row, x W_ih^T + h W_hh^T on entry) read, and written with the
+     * gates when `store` (training: the backward reads them); bias (4H) read; ph (3H: i, f, o)
+     * read when `peep`; cprev (H) read; cnext (H) written: c_t; tcr (H) written when `store`:
+     * tanh(c_t); m (H) written: o * tanh(c_t); mi, mf, mg, mo (H each) written when `store`
+     * and `clipped`: the parts of the clip's gradient mask.  `coupled`: f = 1 - i.  The flags
+     * are constants of each instance (fr_lstm_row_f32_0 .. _15, below), so each is a loop of
+     * its own that vectorises with no test inside.  Every element gets the operations the
+     * passes over the row did before (peephole, bias, clip, activation, c_t, o, tanh(c_t)) in
+     * their order: the same bits.  fr_lstm_row_* takes the whole row (4H) and mask (4H, or
+     * NULL) and calls the instance of its flags. */
     #define FR_DEFINE_LSTM_ROW(SUF, T, TANH, SIGMOID)                                          \
     static inline __attribute__((always_inline)) void fr_lstm_row_##SUF##_(                    \
             T* __restrict__ ri, T* __restrict__ rf, T* __restrict__ rg, T* __restrict__ ro,    \
@@ -411,12 +413,13 @@ cdef extern from *:
     FR_DEFINE_LSTM_ROW(f32, float, fr_tanh_f32, fr_sigmoid_f32)
     FR_DEFINE_LSTM_ROW(f64, double, tanh, fr_sigmoid_f64)
     /* One sequence's GRU step (reset gate after the product) in one pass over its H units.
-     * row (4H: x W_ih^T in its first 3H on entry) read, and written with r, z, n and W_hn h +
-     * b_hn when `store` (training); gh (3H, h W_hh^T) read; bias (4H: b_ir + b_hr, b_iz + b_hz,
-     * b_in, b_hn) read; hprev (H) read; hnext (H) written: h_t = (1 - z) * n + z * h_{t-1}
-     * (fr_gru_state's multiply-add); cm (3H) written when `store` and `clipped`: the clip's
-     * mask.  As the LSTM's row above: the flags constants of each instance, the same bits as
-     * the passes before. */
+     * rr, rz, rn, rh (H each: the parts of the row, x W_ih^T in the first three on entry)
+     * read, and written with r, z, n and W_hn h + b_hn when `store` (training); gh (3H, h
+     * W_hh^T) read; bias (4H: b_ir + b_hr, b_iz + b_hz, b_in, b_hn) read; hprev (H) read;
+     * hnext (H) written: h_t = (1 - z) * n + z * h_{t-1} (fr_gru_state's multiply-add); mr,
+     * mz, mn (H each) written when `store` and `clipped`: the parts of the clip's mask.  As
+     * the LSTM's row above: the flags constants of each instance (fr_gru_row_f32_0_0 ..
+     * _1_1), the same bits as the passes before; fr_gru_row_* takes the whole row and mask. */
     #define FR_DEFINE_GRU_ROW(SUF, T, TANH, SIGMOID)                                           \
     static inline __attribute__((always_inline)) void fr_gru_row_##SUF##_(                     \
             T* __restrict__ rr, T* __restrict__ rz, T* __restrict__ rn, T* __restrict__ rh,    \
