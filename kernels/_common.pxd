@@ -300,6 +300,13 @@ cdef extern from *:
     /* 1 where v is inside [-c, c] (the bounds included), 0 outside or at NaN: the clip's
      * gradient mask, as clip_value of _kernels.pyx (one, zero: the row's constants) */
     #define FR_INSIDE(v, c) ((v) >= -(c) ? ((v) <= (c) ? one : zero) : zero)
+    /* in a row below: v clipped when `clipped`, its mask first kept in mask[j] when `store` */
+    #define FR_ROW_CLIP(v, mask)                                                               \
+        if (clipped) {                                                                         \
+            if (store)                                                                         \
+                (mask)[j] = FR_INSIDE(v, clip);                                                \
+            v = FR_CLIP(v, clip);                                                              \
+        }
     /* One sequence's LSTM step in one pass over its H units.  ri, rf, rg, ro (H each: the
      * parts i, f, g, o of the row, x W_ih^T + h W_hh^T on entry) read, and written with the
      * gates when `store` (training: the backward reads them); bias (4H) read; ph (3H: i, f, o)
@@ -333,16 +340,9 @@ cdef extern from *:
             vi = vi + bias[j];                                                                 \
             vf = vf + bias[H + j];                                                             \
             vg = vg + bias[2 * H + j];                                                         \
-            if (clipped) {                                                                     \
-                if (store) {                                                                   \
-                    mi[j] = FR_INSIDE(vi, clip);                                               \
-                    mf[j] = FR_INSIDE(vf, clip);                                               \
-                    mg[j] = FR_INSIDE(vg, clip);                                               \
-                }                                                                              \
-                vi = FR_CLIP(vi, clip);                                                        \
-                vf = FR_CLIP(vf, clip);                                                        \
-                vg = FR_CLIP(vg, clip);                                                        \
-            }                                                                                  \
+            FR_ROW_CLIP(vi, mi)                                                                \
+            FR_ROW_CLIP(vf, mf)                                                                \
+            FR_ROW_CLIP(vg, mg)                                                                \
             i = SIGMOID(vi);                                                                   \
             f = coupled ? one - i : SIGMOID(vf);                                               \
             g = TANH(vg);                                                                      \
@@ -350,11 +350,7 @@ cdef extern from *:
             if (peep)                                                                          \
                 vo = vo + ph[2 * H + j] * c;                                                   \
             vo = vo + bias[3 * H + j];                                                         \
-            if (clipped) {                                                                     \
-                if (store)                                                                     \
-                    mo[j] = FR_INSIDE(vo, clip);                                               \
-                vo = FR_CLIP(vo, clip);                                                        \
-            }                                                                                  \
+            FR_ROW_CLIP(vo, mo)                                                                \
             o = SIGMOID(vo);                                                                   \
             tc = TANH(c);                                                                      \
             cnext[j] = c;                                                                      \
@@ -435,22 +431,12 @@ cdef extern from *:
             T vz = rz[j] + gh[H + j] + bias[H + j];                                            \
             const T hn = gh[2 * H + j] + bias[3 * H + j];                                      \
             T r, z, vn, n;                                                                     \
-            if (clipped) {                                                                     \
-                if (store) {                                                                   \
-                    mr[j] = FR_INSIDE(vr, clip);                                               \
-                    mz[j] = FR_INSIDE(vz, clip);                                               \
-                }                                                                              \
-                vr = FR_CLIP(vr, clip);                                                        \
-                vz = FR_CLIP(vz, clip);                                                        \
-            }                                                                                  \
+            FR_ROW_CLIP(vr, mr)                                                                \
+            FR_ROW_CLIP(vz, mz)                                                                \
             r = SIGMOID(vr);                                                                   \
             z = SIGMOID(vz);                                                                   \
             vn = rn[j] + bias[2 * H + j] + r * hn;                                             \
-            if (clipped) {                                                                     \
-                if (store)                                                                     \
-                    mn[j] = FR_INSIDE(vn, clip);                                               \
-                vn = FR_CLIP(vn, clip);                                                        \
-            }                                                                                  \
+            FR_ROW_CLIP(vn, mn)                                                                \
             n = TANH(vn);                                                                      \
             hnext[j] = FR_MULADD_##SUF(one - z, n, z * hprev[j]);                              \
             if (store) {                                                                       \
