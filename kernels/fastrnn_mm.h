@@ -326,7 +326,14 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
  * loop on one core, BLAS's own (OpenBLAS 0.3, sgemv_t) read LSTMCell(128, 128)'s 512 KB of
  * weights from the L2 cache at 72 GB/s, this at 114 GB/s (Zen 4; 4 rows at a time, one
  * vector of sums each, as fast as 8 rows); inside a cell called from Python the two were
- * within the noise on one thread and this 1.02-1.05x as fast on a team of two.
+ * within the noise on one thread and this 1.02-1.05x as fast on a team of two.  Where the
+ * compiler has vector shuffles, VL rows go at a time (8 floats with AVX2, 16 with AVX-512)
+ * and their sums leave the registers as one vector (FR_TREE): taking each row's sum out of
+ * its vector on its own (fr_hsum) was a quarter of the time at K = 128, and one accumulator
+ * each for 4 rows left the multiply-adds waiting for each other.  Zen 3, one thread, A/B
+ * alternating in one process, 41 rounds: a team member's share of LSTMCell(128, 128)
+ * (8 blocks of 64 rows by K = 128) 1.20x as fast, 64 rows by K = 64 1.31x, 512 by 128
+ * 1.16x; the cell's eval step 1.09x (B = 1, H = 64 to 256).
  *
  * Each row's sum has the same operations in the same order whichever rows go with it: lanes
  * l of its vector sum A[j, k] x[k] over k = l, l + VL, ... (k < K - K % VL), the lanes are
@@ -358,7 +365,79 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
 #define FR_HSUM_(n, v) FR_HSUM_##n(v)
 #define FR_DEFINE_HSUM(SUF, T)                                                               \
 FR_INLINE T fr_hsum_##SUF(fr_v_##SUF v) { return FR_HSUM(FR_LANES_##SUF, v); }
-#elif FR_VECTORS
+/* The same halving tree for the sums of VL rows at once, each row's vector of sums one of
+ * acc[0..VL) (VL = n lanes), without taking a lane out of a vector: a step of half-width w
+ * adds, for a pair of vectors a and b, in every block of 2w lanes, the upper w lanes to the
+ * lower w, of a into the block's lower half and of b into its upper half (FR_TLO/FR_THI pick
+ * the two addends); log2(n) such steps leave one vector whose lane l holds the sum of the row
+ * whose index is l with its bits reversed (FR_REV puts them back in order).  Every sum is the
+ * one FR_HSUM makes, addend for addend (a + b for b + a: the same bits). */
+#define FR_TSTEP(n, w, a, b) (__builtin_shufflevector(a, b, FR_TLO_##n##_##w)                   \
+                              + __builtin_shufflevector(a, b, FR_THI_##n##_##w))
+#define FR_TREE_2(acc) acc[0] = FR_TSTEP(2, 1, acc[0], acc[1]);
+#define FR_TREE_4(acc) FR_TPASS(4, 2, 2, acc) FR_TPASS(4, 1, 1, acc)
+#define FR_TREE_8(acc) FR_TPASS(8, 4, 4, acc) FR_TPASS(8, 2, 2, acc) FR_TPASS(8, 1, 1, acc)
+#define FR_TREE_16(acc) FR_TPASS(16, 8, 8, acc) FR_TPASS(16, 4, 4, acc) FR_TPASS(16, 2, 2, acc) \
+    FR_TPASS(16, 1, 1, acc)
+/* one step over the first 2*cnt vectors: acc[i] = the step of acc[2i] and acc[2i + 1] */
+#define FR_TPASS(n, w, cnt, acc) { int i_; FR_UNROLL for (i_ = 0; i_ < (cnt); i_++)               \
+    acc[i_] = FR_TSTEP(n, w, acc[2 * i_], acc[2 * i_ + 1]); }
+#define FR_TREE(n, acc) FR_TREE_(n, acc)
+#define FR_TREE_(n, acc) FR_TREE_##n(acc)
+#define FR_TORDER(n, v) FR_TORDER_(n, v)
+#define FR_TORDER_(n, v) __builtin_shufflevector(v, v, FR_REV_##n)
+#define FR_TLO_16_8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define FR_THI_16_8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define FR_TLO_16_4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define FR_THI_16_4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define FR_TLO_16_2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define FR_THI_16_2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define FR_TLO_16_1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define FR_THI_16_1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define FR_TLO_8_4 0, 1, 2, 3, 8, 9, 10, 11
+#define FR_THI_8_4 4, 5, 6, 7, 12, 13, 14, 15
+#define FR_TLO_8_2 0, 1, 8, 9, 4, 5, 12, 13
+#define FR_THI_8_2 2, 3, 10, 11, 6, 7, 14, 15
+#define FR_TLO_8_1 0, 8, 2, 10, 4, 12, 6, 14
+#define FR_THI_8_1 1, 9, 3, 11, 5, 13, 7, 15
+#define FR_TLO_4_2 0, 1, 4, 5
+#define FR_THI_4_2 2, 3, 6, 7
+#define FR_TLO_4_1 0, 4, 2, 6
+#define FR_THI_4_1 1, 5, 3, 7
+#define FR_TLO_2_1 0, 2
+#define FR_THI_2_1 1, 3
+#define FR_REV_16 0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15
+#define FR_REV_8 0, 4, 2, 6, 1, 5, 3, 7
+#define FR_REV_4 0, 2, 1, 3
+#define FR_REV_2 0, 1
+/* sums of VL rows (as above) into s[0..VL) */
+#define FR_DOT_LANES 1
+#define FR_DEFINE_DOT_LANES(SUF, T)                                                          \
+FR_INLINE void fr_dot_lanes_##SUF(ptrdiff_t K, const T* A, ptrdiff_t lda, const T* x, T* s)  \
+{                                                                                            \
+    const ptrdiff_t VL = FR_VL(T), Kv = K - K % FR_VL(T);                                    \
+    fr_v_##SUF acc[FR_LANES_##SUF];                                                          \
+    ptrdiff_t k;                                                                             \
+    int r;                                                                                   \
+    FR_UNROLL for (r = 0; r < VL; r++) acc[r] = (fr_v_##SUF){0};                             \
+    for (k = 0; k < Kv; k += VL) {                                                           \
+        const fr_v_##SUF xv = *(const fr_vu_##SUF*)(x + k);                                  \
+        FR_UNROLL for (r = 0; r < VL; r++)                                                   \
+            acc[r] += *(const fr_vu_##SUF*)(A + r * lda + k) * xv;                           \
+    }                                                                                        \
+    FR_TREE(FR_LANES_##SUF, acc)                                                             \
+    *(fr_vu_##SUF*)s = FR_TORDER(FR_LANES_##SUF, acc[0]);                                    \
+    if (Kv < K)                                                                              \
+        for (r = 0; r < VL; r++)                                                             \
+            for (k = Kv; k < K; k++) s[r] += A[r * lda + k] * x[k];                          \
+}
+#define FR_DOT_LANES_CALL(SUF, K, A, lda, x, s) fr_dot_lanes_##SUF(K, A, lda, x, s)
+#else
+#define FR_DOT_LANES 0
+#define FR_DEFINE_DOT_LANES(SUF, T)
+#define FR_DOT_LANES_CALL(SUF, K, A, lda, x, s) ((void)0)
+#endif
+#if FR_VECTORS && !(defined(__clang__) || __GNUC__ >= 12)
 #define FR_DEFINE_HSUM(SUF, T)                                                               \
 FR_INLINE T fr_hsum_##SUF(fr_v_##SUF v)                                                      \
 {                                                                                            \
@@ -419,17 +498,20 @@ FR_INLINE void fr_dot_rows_##SUF##_##R(ptrdiff_t K, const T* A, ptrdiff_t lda, c
 FR_DEFINE_HSUM(SUF, T)                                                                       \
 FR_DEFINE_DOT_ROWS(SUF, T, 1)                                                                \
 FR_DEFINE_DOT_ROWS(SUF, T, 4)                                                                \
+FR_DEFINE_DOT_LANES(SUF, T)                                                                  \
                                                                                              \
 /* y (m) = alpha * A (m x K, rows lda apart) @ x (K) + beta * y; beta 0: y is not read */    \
 static void fr_dots_##SUF(int m, int K, T alpha, const T* A, ptrdiff_t lda, const T* x,     \
                           T beta, T* y)                                                      \
 {                                                                                            \
-    T s[4];                                                                                  \
+    T s[FR_VBYTES / sizeof(T) > 4 ? FR_VBYTES / sizeof(T) : 4];                              \
     ptrdiff_t j = 0;                                                                         \
     int r, R;                                                                                \
+    const int lanes = FR_DOT_LANES ? (int)(FR_VBYTES / sizeof(T)) : 0;                       \
     for (; j < m; j += R) {                                                                  \
-        R = m - j >= 4 ? 4 : 1;                                                              \
-        if (R == 4) fr_dot_rows_##SUF##_4(K, A + j * lda, lda, x, s);                        \
+        R = lanes && m - j >= lanes ? lanes : m - j >= 4 ? 4 : 1;                            \
+        if (R == lanes) FR_DOT_LANES_CALL(SUF, K, A + j * lda, lda, x, s);                   \
+        else if (R == 4) fr_dot_rows_##SUF##_4(K, A + j * lda, lda, x, s);                   \
         else fr_dot_rows_##SUF##_1(K, A + j * lda, lda, x, s);                               \
         for (r = 0; r < R; r++)                                                              \
             y[j + r] = beta == 0 ? alpha * s[r] : alpha * s[r] + beta * y[j + r];            \
