@@ -465,14 +465,15 @@ def test_no_step_plan_over_copies_of_the_weights(cy):
 @pytest.mark.parametrize("B", [1, 3])
 def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
     """A step's products at a batch of at most 4 are matrix-vector products of each weight row
-    (fastrnn_mm.h's fr_dots: 4 rows at a time, then one; vectors over the inputs, then the
-    inputs left over): every count of rows (H) and of inputs (I) around those widths matches
-    the reference, in eval and training forwards, on one thread and on two."""
+    (fastrnn_mm.h's fr_dots: a vector's width of rows at a time where the compiler has
+    shuffles, then 4, then one; vectors over the inputs, then the inputs left over): every
+    count of rows (H) and of inputs (I) around those widths matches the reference, in eval
+    and training forwards, on one thread and on two."""
     rng = np.random.default_rng(11)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
     before = fastrnn.get_num_threads()
     try:
-        for H in (1, 2, 3, 5, 7, 64):
+        for H in (1, 2, 3, 5, 7, 9, 17, 33, 64):
             for I in (1, 7, 8, 15, 16, 17, 33):
                 weights = [rng.uniform(-0.5, 0.5, s).astype(dtype)
                            for s in ((H, I), (H, H), (H,), (H,))]
@@ -485,6 +486,27 @@ def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
                     np.testing.assert_allclose(got[0], want[0], **tol, err_msg=f"H={H} I={I}")
     finally:
         fastrnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_step_product_of_a_row_has_the_same_bits_in_any_group_of_rows(cy, dtype):
+    """fr_dots sums a row's products the same way whether the row goes in a vector's width of
+    rows (their sums reduced together, FR_TREE), in 4 or alone: with a zero state (so W_hh
+    adds exact zeros), unit j of an RNN step over H units has the bits of the same unit
+    computed as a layer of one unit, for every j of every H around those group sizes."""
+    rng = np.random.default_rng(12)
+    for I in (16, 35, 128):
+        x = rng.standard_normal((1, I)).astype(dtype)
+        for H in (4, 8, 13, 16, 24, 37):
+            w_ih = rng.uniform(-0.5, 0.5, (H, I)).astype(dtype)
+            b = rng.uniform(-0.5, 0.5, (H,)).astype(dtype)
+            weights = (w_ih, np.zeros((H, H), dtype), b, np.zeros(H, dtype))
+            got, _ = cy.rnn_step_forward(x, (np.zeros((1, H), dtype),), weights, False)
+            for j in range(H):
+                one = (w_ih[j:j + 1].copy(), np.zeros((1, 1), dtype), b[j:j + 1].copy(),
+                       np.zeros(1, dtype))
+                alone, _ = cy.rnn_step_forward(x, (np.zeros((1, 1), dtype),), one, False)
+                assert got[0][0, j].tobytes() == alone[0][0, 0].tobytes(), (I, H, j)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
