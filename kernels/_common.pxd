@@ -34,10 +34,16 @@ cdef extern from "<math.h>" nogil:
 # BLAS
 # ---------------------------------------------------------------------------------------
 cdef enum:
-    # a product with at most this many columns (the batch, in the per-step products) is
-    # done as that many matrix-vector products: OpenBLAS's GEMM packs the whole weight
-    # matrix on every call, which costs several times the product itself when it is skinny
+    # a product with at most this many columns (the other products of a step: the weight
+    # gradients, dx) is done as that many matrix-vector products, or outer products:
+    # OpenBLAS's GEMM packs the whole weight matrix on every call, which costs several times
+    # the product itself when it is skinny
     GEMV_MAX_COLUMNS = 4
+    # a product of the weights' rows with at most this many vectors (the batch of a step:
+    # gemm 'T', 'N') goes to fastrnn_mm.h's fr_dots_cols, which reads the weights as stored,
+    # once per 3 vectors (at LSTMCell(128, 128), B = 64, on one thread as fast as BLAS's GEMM,
+    # which packs them first, and 1.6x as fast on the step's team of two); above, BLAS's GEMM
+    DOTS_MAX_COLUMNS = 64
 
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,
@@ -75,6 +81,13 @@ cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,
                 a + <Py_ssize_t>j * lda if ta == c'N' else a + j, 1 if ta == c'N' else lda,
                 b + j if tb == c'N' else b + <Py_ssize_t>j * ldb, ldb if tb == c'N' else 1,
                 c, ldc)
+        return
+    if ta == c'T' and tb == c'N' and n <= DOTS_MAX_COLUMNS:
+        # the rows of A dotted with the n columns of B (each k contiguous values)
+        if floating is float:
+            fr_dots_cols_f32(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        else:
+            fr_dots_cols_f64(m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     if n <= GEMV_MAX_COLUMNS:
         for j in range(n):
@@ -650,6 +663,11 @@ cdef extern from "fastrnn_mm.h" nogil:
                      float beta, float* y)
     void fr_dots_f64(int m, int K, double alpha, const double* A, Py_ssize_t lda,
                      const double* x, double beta, double* y)
+    void fr_dots_cols_f32(int m, int n, int K, float alpha, const float* A, Py_ssize_t lda,
+                          const float* X, Py_ssize_t ldx, float beta, float* Y, Py_ssize_t ldy)
+    void fr_dots_cols_f64(int m, int n, int K, double alpha, const double* A, Py_ssize_t lda,
+                          const double* X, Py_ssize_t ldx, double beta, double* Y,
+                          Py_ssize_t ldy)
     int fr_wgrad_f32(int n, int K, int N, const float* D, Py_ssize_t ldd, const float* B,
                       Py_ssize_t ldb, float* W, Py_ssize_t ldw)
     int fr_wgrad_f64(int n, int K, int N, const double* D, Py_ssize_t ldd, const double* B,

@@ -74,7 +74,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
+    DOTS_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -1834,9 +1834,10 @@ cdef void member_job(int index, void* data, int arg) noexcept nogil:
 # One step (a cell's step, or a sequence of one step) of a small batch has too little work for a
 # barrier per step but two products that read every weight once: a team splits their rows (the
 # gate rows of w_ih and w_hh, whole panels of them per member), each member making its rows with
-# the very BLAS calls one thread makes for all of them (GEMV, one column of the batch at a time:
-# each row's result is the same whichever rows go with it), and the caller then runs the
-# biases and the element-wise step alone (PRE and FWD_LOOP skip the products: products_done).
+# the very calls one thread makes for all of them (gemm: fr_dots_cols for a batch of up to
+# DOTS_MAX_COLUMNS, each row's and sequence's result the same whichever rows and sequences go
+# with it), and the caller then runs the biases and the element-wise step alone (PRE and
+# FWD_LOOP skip the products: products_done).
 cdef int step_rows(floating tag, int cell, Args* a) noexcept nogil:
     """A member's rows [u0, u1) of the step's products: gates (B rows of a.ldg) = x @ w_ih^T,
     then + h @ w_hh^T (LSTM, RNN) or a.ghb = h @ w_hh^T (GRU)."""
@@ -2410,7 +2411,9 @@ cdef double TEAM_STEP_FLOPS = 4e4
 # one step (STEP_ROWS) goes to a team from this many FLOPs (a cell called from Python, eval,
 # B=1, fresh processes alternating one thread and two, medians of 5 pairs: LSTMCell(128, 128),
 # 0.26 MFLOP, 11.4 -> 8.2 us; GRUCell(128, 128) 9.2 -> 7.5; LSTMCell(96, 96) 8.1 -> 6.8;
-# LSTMCell(64, 64), 65 kFLOP, 5.8 -> 5.5; RNNCell(128, 128), 65 kFLOP, 6.8 -> 6.7)
+# LSTMCell(64, 64), 65 kFLOP, 5.8 -> 5.5; RNNCell(128, 128), 65 kFLOP, 6.8 -> 6.7); a batch of
+# up to DOTS_MAX_COLUMNS too (LSTMCell(128, 128), B = 8, one process alternating the build
+# before, on one thread through BLAS, and this: 149 -> 35 us; B = 64: 374 -> 234 us)
 cdef double TEAM_ONE_STEP_FLOPS = 6e4
 
 
@@ -2904,7 +2907,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I, TEAM_MIN_FLOPS)
         if B > TEAM_MAX_ROWS * members:
             members = 0
-    elif (not training and T == 1 and B <= GEMV_MAX_COLUMNS and w.w_hr is None
+    elif (not training and T == 1 and B <= DOTS_MAX_COLUMNS and w.w_hr is None
             and not (cell == GRU and variant)):
         step_members = team_size(H, typenum, 1, loop_flops + 2.0 * B * G * I, TEAM_ONE_STEP_FLOPS)
     # (a team projects the input of all steps, chunk by chunk, whatever the batch: the results

@@ -462,13 +462,14 @@ def test_no_step_plan_over_copies_of_the_weights(cy):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B", [1, 3, 5, 64, 65])
 def test_step_products_cover_every_remainder_of_rows_and_inputs(cy, dtype, B):
-    """A step's products at a batch of at most 4 are matrix-vector products of each weight row
-    (fastrnn_mm.h's fr_dots: a vector's width of rows at a time where the compiler has
-    shuffles, then 4, then one; vectors over the inputs, then the inputs left over): every
-    count of rows (H) and of inputs (I) around those widths matches the reference, in eval
-    and training forwards, on one thread and on two."""
+    """A step's products at a batch of at most 64 are dot products of each weight row with
+    each sequence's input and state (fastrnn_mm.h's fr_dots_cols: 4 rows by 3 or 2 sequences
+    at a time, or for one sequence a vector's width of rows where the compiler has shuffles,
+    then 4, then one; vectors over the inputs, then the inputs left over), above 64 BLAS's
+    GEMM: every count of rows (H) and of inputs (I) around those widths matches the
+    reference, in eval and training forwards, on one thread and on two."""
     rng = np.random.default_rng(11)
     tol = dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
     before = fastrnn.get_num_threads()
@@ -507,6 +508,34 @@ def test_step_product_of_a_row_has_the_same_bits_in_any_group_of_rows(cy, dtype)
                        np.zeros(1, dtype))
                 alone, _ = cy.rnn_step_forward(x, (np.zeros((1, 1), dtype),), one, False)
                 assert got[0][0, j].tobytes() == alone[0][0, 0].tobytes(), (I, H, j)
+
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [2, 3, 4, 5, 8])
+def test_step_of_a_sequence_has_the_same_bits_in_any_batch(cy, dtype, B):
+    """fr_dots_cols takes the sequences of a batch 3 or 2 at a time and the last one alone,
+    each sum the same way: sequence b of an LSTM step over a batch of B (up to 64; eval, on
+    a team of two, and training, on one thread) has the bits of the same sequence stepped
+    alone, whichever group it falls in."""
+    rng = np.random.default_rng(13)
+    _, _, weights, _, _ = plan_inputs("lstm", dtype, 1, rng, hidden=STEP_HIDDEN["lstm"])
+    I, H = weights[0].shape[1], weights[1].shape[1]
+    x = rng.standard_normal((B, I)).astype(dtype)
+    hx = tuple(rng.standard_normal((B, H)).astype(dtype) for _ in range(2))
+    before, runs = fastrnn.get_num_threads(), cy.team_stats()
+    try:
+        fastrnn.set_num_threads(2)
+        for training in (False, True):
+            (h, c), _ = cy.lstm_step_forward(x, hx, weights, training)
+            for b in range(B):
+                (h1, c1), _ = cy.lstm_step_forward(x[b:b + 1], tuple(v[b:b + 1] for v in hx),
+                                                   weights, training)
+                assert (h[b].tobytes() == h1[0].tobytes()
+                        and c[b].tobytes() == c1[0].tobytes()), (training, b)
+    finally:
+        fastrnn.set_num_threads(before)
+    assert cy.team_stats() > runs        # the eval steps ran on a team
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
