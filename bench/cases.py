@@ -56,8 +56,9 @@ SHAPES = {
     "medium": Shape("medium", 100, 32, 128, 256),
     "large": Shape("large", 50, 64, 512, 512),
 }
-#: one cell call at B=1
+#: one cell call at B=1 (a stream), and at B=8 (a small batch of streams, a decoder's beams)
 STEP = Shape("step", 1, 1, 128, 128)
+STEPS = {"": STEP, "B8": STEP._replace(B=8)}
 #: the training loop: one chunk of K1 steps of B one-hot characters out of a vocabulary of V
 LOOP_K1, LOOP_B, LOOP_V, LOOP_HIDDEN = 64, 32, 96, (128, 256)
 #: the training loop's optimizer and clipping, as the README writes them
@@ -102,7 +103,7 @@ class Row(NamedTuple):
     shape : Shape
     variant : str
         ``stream``: ``"cell"``, ``"chunk1"`` or ``"chunk16"``; ``variant``: a key of
-        :data:`VARIANTS`; empty otherwise.
+        :data:`VARIANTS`; ``step``: a key of :data:`STEPS` (empty: B=1); empty otherwise.
     """
 
     kind: str
@@ -113,7 +114,8 @@ class Row(NamedTuple):
 
     @property
     def id(self):
-        """``lstm-infer-medium``, ``lstm-train-loop-H256``, ``lstm-infer-stream-chunk16``, ..."""
+        """``lstm-infer-medium``, ``lstm-train-loop-H256``, ``lstm-infer-stream-chunk16``,
+        ``lstm-infer-step-B8``, ..."""
         if self.kind == "kernel":
             return f"{self.cell}-{self.pass_}-{self.shape.name}"
         if self.kind == "variant":
@@ -172,8 +174,8 @@ def kernel_rows(cells=CELLS, passes=PASSES, shapes=tuple(SHAPES)):
             for c in cells for p in passes for s in shapes]
 
 
-def step_rows(cells=("lstm", "gru"), passes=PASSES):
-    return [Row("step", c, p, STEP) for c in cells for p in passes]
+def step_rows(cells=("lstm", "gru"), passes=PASSES, batches=tuple(STEPS)):
+    return [Row("step", c, p, STEPS[b], b) for b in batches for c in cells for p in passes]
 
 
 def loop_rows(hidden=LOOP_HIDDEN):

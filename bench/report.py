@@ -189,7 +189,7 @@ class Report:
                       "fastrnn is its fastest compiled backend on the row; the best peer is "
                       "the fastest of the others.", ""]
         for kind, title in (("kernel", "Layers on whole sequences (time per call)"),
-                            ("step", "One cell step from Python, B=1 (time per call)"),
+                            ("step", "One cell step from Python, B=1 and B=8 (time per call)"),
                             ("loop", "The README's training loop (characters/s)"),
                             ("stream", "Streaming inference, B=1, 10,000 steps (steps/s)"),
                             ("ragged", "Batch inference of ragged sequences (sequences/s)"),
