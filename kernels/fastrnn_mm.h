@@ -345,6 +345,18 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
  * added as a halving tree (lane i + VL/2 into lane i, then i + VL/4, ...), and the last
  * K % VL products one by one after; so results do not depend on how rows are split between
  * threads. */
+/* y = alpha * s + beta * y (beta 0: y is not read), one way in every function: with FMA, the
+ * product alpha * s fused with the addition (the compiler may contract a * b + c * d either
+ * way, and did differently in two loops of the same expression) */
+#if defined(__FMA__) || defined(__AVX512F__)
+#define FR_AXPBY_f32(alpha, s, beta, y) __builtin_fmaf(alpha, s, (beta) * (y))
+#define FR_AXPBY_f64(alpha, s, beta, y) __builtin_fma(alpha, s, (beta) * (y))
+#else
+#define FR_AXPBY_f32(alpha, s, beta, y) ((alpha) * (s) + (beta) * (y))
+#define FR_AXPBY_f64(alpha, s, beta, y) ((alpha) * (s) + (beta) * (y))
+#endif
+#define FR_AXPBY(SUF, alpha, s, beta, y) ((beta) == 0 ? (alpha) * (s) : FR_AXPBY_##SUF(alpha, s, beta, y))
+
 #if FR_VECTORS && (defined(__clang__) || __GNUC__ >= 12)
 /* the halving tree with shuffles, for the lanes of a vector of each type (FR_LANES_SUF) */
 #if FR_VBYTES == 64
@@ -490,8 +502,7 @@ FR_INLINE void fr_dot_group_##SUF##_##C(int m, int K, T alpha, const T* A, ptrdi
         for (c = 0; c < (C); c++) {                                                          \
             T* y = Y + c * ldy + j;                                                          \
             for (r = 0; r < FR_DBR; r++)                                                     \
-                y[r] = beta == 0 ? alpha * s[c * FR_DBR + r]                                 \
-                                 : alpha * s[c * FR_DBR + r] + beta * y[r];                  \
+                y[r] = FR_AXPBY(SUF, alpha, s[c * FR_DBR + r], beta, y[r]);                  \
         }                                                                                    \
     }                                                                                        \
     if (j < m)                                                                               \
@@ -583,7 +594,7 @@ static void fr_dots_##SUF(int m, int K, T alpha, const T* A, ptrdiff_t lda, cons
         else if (R == 4) fr_dot_rows_##SUF##_4(K, A + j * lda, lda, x, s);                   \
         else fr_dot_rows_##SUF##_1(K, A + j * lda, lda, x, s);                               \
         for (r = 0; r < R; r++)                                                              \
-            y[j + r] = beta == 0 ? alpha * s[r] : alpha * s[r] + beta * y[j + r];            \
+            y[j + r] = FR_AXPBY(SUF, alpha, s[r], beta, y[j + r]);                           \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
