@@ -510,7 +510,6 @@ def test_step_product_of_a_row_has_the_same_bits_in_any_group_of_rows(cy, dtype)
                 assert got[0][0, j].tobytes() == alone[0][0, 0].tobytes(), (I, H, j)
 
 
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [2, 3, 4, 5, 8])
 def test_step_of_a_sequence_has_the_same_bits_in_any_batch(cy, dtype, B):
