@@ -427,39 +427,22 @@ FR_INLINE T fr_hsum_##SUF(fr_v_##SUF v) { return FR_HSUM(FR_LANES_##SUF, v); }
 #define FR_REV_8 0, 4, 2, 6, 1, 5, 3, 7
 #define FR_REV_4 0, 2, 1, 3
 #define FR_REV_2 0, 1
-/* sums of VL rows (as above) into s[0..VL) */
 #define FR_DOT_LANES 1
-#define FR_DEFINE_DOT_LANES(SUF, T)                                                          \
-FR_INLINE void fr_dot_lanes_##SUF(ptrdiff_t K, const T* A, ptrdiff_t lda, const T* x, T* s)  \
-{                                                                                            \
-    const ptrdiff_t VL = FR_VL(T), Kv = K - K % FR_VL(T);                                    \
-    fr_v_##SUF acc[FR_LANES_##SUF];                                                          \
-    ptrdiff_t k;                                                                             \
-    int r;                                                                                   \
-    FR_UNROLL for (r = 0; r < VL; r++) acc[r] = (fr_v_##SUF){0};                             \
-    for (k = 0; k < Kv; k += VL) {                                                           \
-        const fr_v_##SUF xv = *(const fr_vu_##SUF*)(x + k);                                  \
-        FR_UNROLL for (r = 0; r < VL; r++)                                                   \
-            acc[r] += *(const fr_vu_##SUF*)(A + r * lda + k) * xv;                           \
-    }                                                                                        \
-    FR_TREE(FR_LANES_##SUF, acc)                                                             \
-    *(fr_vu_##SUF*)s = FR_TORDER(FR_LANES_##SUF, acc[0]);                                    \
-    if (Kv < K)                                                                              \
-        for (r = 0; r < VL; r++)                                                             \
-            for (k = Kv; k < K; k++) s[r] += A[r * lda + k] * x[k];                          \
-}
-#define FR_DOT_LANES_CALL(SUF, K, A, lda, x, s) fr_dot_lanes_##SUF(K, A, lda, x, s)
+/* sums of VL rows (as above) into s[0..VL) */
+#define FR_DEFINE_DOT_LANES(SUF, T) FR_DEFINE_DOT_BLOCK(SUF, T, lanes, FR_LANES_##SUF, 1)
+#define FR_DOT_LANES_CALL(SUF, K, A, lda, x, s) fr_dot_block_##SUF##_lanes(K, A, lda, x, 0, s)
 #define FR_DOT_GROUP(SUF, C, ...) fr_dot_group_##SUF##_##C(__VA_ARGS__)
-/* sums of FR_DBR rows of A with each of C vectors x (C rows of X, ldx apart) into
- * s[c * FR_DBR + r], each one's lanes and tree as above (the bits of fr_dot_lanes and
- * fr_dot_rows), every row of A read once for all C vectors */
+/* sums of R rows of A with each of C vectors x (C rows of X, ldx apart) into s[c * R + r],
+ * each one's lanes and tree as above (the bits of fr_dot_rows), every row of A read once for
+ * all C vectors: fr_dot_block_SUF_lanes (R = VL, C = 1) for one vector, _2 and _3 (R =
+ * FR_DBR) for fr_dots_cols */
 #define FR_DBR 4
-#define FR_DEFINE_DOT_BLOCK(SUF, T, C)                                                       \
-FR_INLINE void fr_dot_block_##SUF##_##C(ptrdiff_t K, const T* A, ptrdiff_t lda, const T* X,  \
-                                        ptrdiff_t ldx, T* s)                                 \
+#define FR_DEFINE_DOT_BLOCK(SUF, T, TAG, R, C)                                               \
+FR_INLINE void fr_dot_block_##SUF##_##TAG(ptrdiff_t K, const T* A, ptrdiff_t lda,            \
+                                          const T* X, ptrdiff_t ldx, T* s)                   \
 {                                                                                            \
     const ptrdiff_t VL = FR_VL(T), Kv = K - K % FR_VL(T);                                    \
-    enum { NA = FR_DBR * (C),                                                                \
+    enum { NA = (R) * (C),                                                                   \
            NT = (NA + FR_LANES_##SUF - 1) / FR_LANES_##SUF * FR_LANES_##SUF };               \
     fr_v_##SUF acc[NT];                                                                      \
     T out[NT];                                                                               \
@@ -468,14 +451,14 @@ FR_INLINE void fr_dot_block_##SUF##_##C(ptrdiff_t K, const T* A, ptrdiff_t lda, 
     FR_UNROLL for (r = 0; r < NT; r++) acc[r] = (fr_v_##SUF){0};                             \
     for (k = 0; k < Kv; k += VL) {                                                           \
         fr_v_##SUF xv[C];                                                                    \
-        FR_UNROLL for (c = 0; c < (C); c++) xv[c] = *(const fr_vu_##SUF*)(X + c * ldx + k);   \
-        FR_UNROLL for (r = 0; r < FR_DBR; r++) {                                             \
+        FR_UNROLL for (c = 0; c < (C); c++) xv[c] = *(const fr_vu_##SUF*)(X + c * ldx + k);  \
+        FR_UNROLL for (r = 0; r < (R); r++) {                                                \
             const fr_v_##SUF av = *(const fr_vu_##SUF*)(A + r * lda + k);                    \
-            FR_UNROLL for (c = 0; c < (C); c++) acc[c * FR_DBR + r] += av * xv[c];            \
+            FR_UNROLL for (c = 0; c < (C); c++) acc[c * (R) + r] += av * xv[c];              \
         }                                                                                    \
     }                                                                                        \
-    /* the trees of FR_LANES vectors at a time (the last group padded with zero vectors,   \
-     * whose sums nobody reads: a tree adds lanes of one vector only) */                    \
+    /* the trees of FR_LANES vectors at a time (the last group padded with zero vectors,     \
+     * whose sums nobody reads: a tree adds lanes of one vector only) */                     \
     FR_UNROLL for (g = 0; g < NT; g += FR_LANES_##SUF) {                                     \
         fr_v_##SUF t[FR_LANES_##SUF];                                                        \
         FR_UNROLL for (r = 0; r < FR_LANES_##SUF; r++) t[r] = acc[g + r];                    \
@@ -485,11 +468,13 @@ FR_INLINE void fr_dot_block_##SUF##_##C(ptrdiff_t K, const T* A, ptrdiff_t lda, 
     FR_UNROLL for (r = 0; r < NA; r++) s[r] = out[r];                                        \
     if (Kv < K)                                                                              \
         for (c = 0; c < (C); c++)                                                            \
-            for (r = 0; r < FR_DBR; r++)                                                     \
-                for (k = Kv; k < K; k++) s[c * FR_DBR + r] += A[r * lda + k] * X[c * ldx + k]; \
-}                                                                                            \
-/* Y[c, :] (c < C) = alpha * A (m x K) @ X[c, :] + beta * Y[c, :]: blocks of FR_DBR rows,    \
- * then the rows left over by fr_dots for each c */                                         \
+            for (r = 0; r < (R); r++)                                                        \
+                for (k = Kv; k < K; k++) s[c * (R) + r] += A[r * lda + k] * X[c * ldx + k];  \
+}
+/* Y[c, :] (c < C) = alpha * A (m x K) @ X[c, :] + beta * Y[c, :]: blocks of FR_DBR rows,
+ * then the rows left over by fr_dots for each c */
+#define FR_DEFINE_DOT_GROUP(SUF, T, C)                                                       \
+FR_DEFINE_DOT_BLOCK(SUF, T, C, FR_DBR, C)                                                    \
 FR_INLINE void fr_dot_group_##SUF##_##C(int m, int K, T alpha, const T* A, ptrdiff_t lda,    \
                                         const T* X, ptrdiff_t ldx, T beta, T* Y,             \
                                         ptrdiff_t ldy)                                       \
@@ -513,7 +498,7 @@ FR_INLINE void fr_dot_group_##SUF##_##C(int m, int K, T alpha, const T* A, ptrdi
 #else
 #define FR_DOT_LANES 0
 #define FR_DEFINE_DOT_LANES(SUF, T)
-#define FR_DEFINE_DOT_BLOCK(SUF, T, C)
+#define FR_DEFINE_DOT_GROUP(SUF, T, C)
 #define FR_DOT_LANES_CALL(SUF, K, A, lda, x, s) ((void)0)
 #define FR_DOT_GROUP(SUF, C, ...) ((void)0)
 #endif
@@ -601,8 +586,8 @@ static void fr_dots_##SUF(int m, int K, T alpha, const T* A, ptrdiff_t lda, cons
 /* Y[c, :] (m, Y's rows ldy apart) = alpha * A (m x K) @ X[c, :] + beta * Y[c, :] for the n   \
  * rows c of X (ldx apart): fr_dots for each, bit for bit, but where the build can, 3 rows of \
  * X at a time (2 for the last two), every row of A read once for all of them */             \
-FR_DEFINE_DOT_BLOCK(SUF, T, 2)                                                               \
-FR_DEFINE_DOT_BLOCK(SUF, T, 3)                                                               \
+FR_DEFINE_DOT_GROUP(SUF, T, 2)                                                               \
+FR_DEFINE_DOT_GROUP(SUF, T, 3)                                                               \
 static void fr_dots_cols_##SUF(int m, int n, int K, T alpha, const T* A, ptrdiff_t lda,      \
                                const T* X, ptrdiff_t ldx, T beta, T* Y, ptrdiff_t ldy)       \
 {                                                                                            \
