@@ -226,6 +226,49 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
         np.testing.assert_allclose(a, b, **tol)
 
 
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "lstm_proj_peepholes_clip", "gru",
+                                  "gru_reset_before", "lstm_acts"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training, B", [(False, 3), (False, 12), (True, 12)])
+def test_a_ragged_batch_gives_each_sequence_the_bits_it_has_alone(cy, case, dtype, training, B):
+    """With lengths, a step multiplies only the rows of the sequences still running (gathered
+    into a block of their own, live_mm): each sequence of a ragged batch gets the outputs, final
+    states and (training) input and initial-state gradients it gets alone in a batch of one, bit
+    for bit, zeros past its length; on two threads (eval: B = 3 on a team that splits the hidden
+    units, 12 split by rows; training split by rows), 1 and 2 in the batch's first steps."""
+    rng = np.random.default_rng(5)
+    cell, opts, weights, P, x, hx = team_inputs(case, dtype, 30, B, rng)
+    lens = make_lengths("ragged", B, 30, rng)
+    lens[2] = 2
+    forward, backward = getattr(cy, f"{cell}_forward"), getattr(cy, f"{cell}_backward")
+    dy = rng.standard_normal(x.shape[:2] + (P,)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+
+    def run(x, hx, lens, dy, dhy):
+        y, hy, saved = forward(x, hx, weights, lens, training, **opts)
+        if not training:
+            return (y,) + tuple(hy)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dh0 = backward(dy, dhy, saved, dweights)
+        return (y,) + tuple(hy) + (dx,) + tuple(dh0)
+
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(2)
+        batch = run(x, hx, lens, dy, dhy)
+        for b in range(B):
+            one = lambda v: v[b:b + 1]                     # noqa: E731
+            alone = run(x[:, b:b + 1], tuple(map(one, hx)), lens[b:b + 1], dy[:, b:b + 1],
+                        tuple(map(one, dhy)))
+            for k, (got, want) in enumerate(zip(batch, alone)):
+                # outputs and input gradients are (T, B, ...), states and their gradients (B, ...)
+                part = got[:, b:b + 1] if got.ndim == 3 else got[b:b + 1]
+                np.testing.assert_array_equal(part, want, err_msg=f"sequence {b}, result {k}")
+        np.testing.assert_array_equal(batch[0][lens[2]:, 2], 0)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh"])
 def test_a_team_that_cannot_start_leaves_the_call_on_one_thread(cy, case):
     """A call of 16 sequences that chose a team but finds it cannot run (no thread could be
