@@ -668,15 +668,15 @@ cdef extern from "fastrnn_mm.h" nogil:
     void fr_dots_cols_f64(int m, int n, int K, double alpha, const double* A, Py_ssize_t lda,
                           const double* X, Py_ssize_t ldx, double beta, double* Y,
                           Py_ssize_t ldy)
-    int fr_wgrad_f32(int n, int K, int N, const float* D, Py_ssize_t ldd, const float* B,
-                      Py_ssize_t ldb, float* W, Py_ssize_t ldw)
-    int fr_wgrad_f64(int n, int K, int N, const double* D, Py_ssize_t ldd, const double* B,
-                      Py_ssize_t ldb, double* W, Py_ssize_t ldw)
-    int fr_wgrad2_f32(int n, int K, const float* D, Py_ssize_t ldd,
+    int fr_wgrad_f32(int n, int K, const int* rows, int N, const float* D, Py_ssize_t ldd,
+                     const float* B, Py_ssize_t ldb, float* W, Py_ssize_t ldw)
+    int fr_wgrad_f64(int n, int K, const int* rows, int N, const double* D, Py_ssize_t ldd,
+                     const double* B, Py_ssize_t ldb, double* W, Py_ssize_t ldw)
+    int fr_wgrad2_f32(int n, int K, const int* rows, const float* D, Py_ssize_t ldd,
                       int N1, const float* B1, Py_ssize_t ldb1, float* W1, Py_ssize_t ldw1,
                       int N2, const float* B2, Py_ssize_t ldb2, float* W2, Py_ssize_t ldw2,
                       float* db1, float* db2)
-    int fr_wgrad2_f64(int n, int K, const double* D, Py_ssize_t ldd,
+    int fr_wgrad2_f64(int n, int K, const int* rows, const double* D, Py_ssize_t ldd,
                       int N1, const double* B1, Py_ssize_t ldb1, double* W1, Py_ssize_t ldw1,
                       int N2, const double* B2, Py_ssize_t ldb2, double* W2, Py_ssize_t ldw2,
                       double* db1, double* db2)
@@ -691,28 +691,32 @@ cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const fl
         fr_mm_f64(n, K, N, A, lda, Wp, C, ldc, accumulate)
 
 
-cdef inline int wgrad(int n, int K, int N, const floating* D, Py_ssize_t ldd, const floating* B,
-                      Py_ssize_t ldb, floating* W, Py_ssize_t ldw) noexcept nogil:
+cdef inline int wgrad(int n, int K, const int* rows, int N, const floating* D, Py_ssize_t ldd,
+                      const floating* B, Py_ssize_t ldb, floating* W,
+                      Py_ssize_t ldw) noexcept nogil:
     """W (n x N, rows ldw apart) += D^T B over K rows: W[i, j] += sum_k D[k, i] B[k, j] (a weight
     gradient from the gate gradients D, K x n, and what entered the gates B, K x N; see
-    fastrnn_mm.h's fr_wgrad); 0, or -1 when its packed blocks could not be allocated."""
+    fastrnn_mm.h's fr_wgrad); the rows 0 .. K-1, or ``rows[:K]`` (the rows whose D is not
+    zero: of the sequences running at their step); 0, or -1 when its packed blocks could not
+    be allocated."""
     if floating is float:
-        return fr_wgrad_f32(n, K, N, D, ldd, B, ldb, W, ldw)
+        return fr_wgrad_f32(n, K, rows, N, D, ldd, B, ldb, W, ldw)
     else:
-        return fr_wgrad_f64(n, K, N, D, ldd, B, ldb, W, ldw)
+        return fr_wgrad_f64(n, K, rows, N, D, ldd, B, ldb, W, ldw)
 
 
-cdef inline int wgrad2(int n, int K, const floating* D, Py_ssize_t ldd,
+cdef inline int wgrad2(int n, int K, const int* rows, const floating* D, Py_ssize_t ldd,
                        int N1, const floating* B1, Py_ssize_t ldb1, floating* W1, Py_ssize_t ldw1,
                        int N2, const floating* B2, Py_ssize_t ldb2, floating* W2, Py_ssize_t ldw2,
                        floating* db1, floating* db2) noexcept nogil:
     """W1 (n x N1) += D^T B1 and W2 (n x N2; N2 = 0: none) += D^T B2, as :func:`wgrad` does
     each, and db1, db2 (n, or NULL) += the column sums of D (the bias gradients, each element
     summed in the order of the rows): D read and packed once for all of them (fastrnn_mm.h's
-    fr_wgrad2); 0, or -1 when its packed blocks could not be allocated (nothing written)."""
+    fr_wgrad2), over the rows 0 .. K-1 or ``rows[:K]`` as :func:`wgrad`; 0, or -1 when its
+    packed blocks could not be allocated (nothing written)."""
     if floating is float:
-        return fr_wgrad2_f32(n, K, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+        return fr_wgrad2_f32(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
                              db1, db2)
     else:
-        return fr_wgrad2_f64(n, K, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+        return fr_wgrad2_f64(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
                              db1, db2)

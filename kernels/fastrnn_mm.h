@@ -231,12 +231,14 @@ static int fr_panel_width_##SUF(void) { return (int)FR_NR(T); }                 
  * transpose of a row-major matrix (rs == 1), each column of a panel is read in one sweep,   \
  * writing the panel (K x NR, in the L1 cache) column by column: reading across rows for    \
  * every k instead took 1.8x as long (40 against 22 us for 512 x 128 floats).                \
- * (Every element is copied as it is: the layout is the same either way.) */                 \
-static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, T* out)      \
+ * (Every element is copied as it is: the layout is the same either way.)  With `rows` (or   \
+ * NULL), row k of W is row rows[k] of w. */                                                 \
+static void fr_pack_rows_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs,        \
+                               const int* rows, T* out)                                      \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T);                                                           \
     ptrdiff_t p, k, j, n;                                                                    \
-    if (rs == 1 && cs != 1) {                                                                \
+    if (rs == 1 && cs != 1 && rows == NULL) {                                                \
         for (p = 0; p * NR < N; p++) {                                                       \
             T* o = out + p * K * NR;                                                         \
             n = N - p * NR < NR ? N - p * NR : NR;                                           \
@@ -250,7 +252,7 @@ static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, 
         return;                                                                              \
     }                                                                                        \
     for (k = 0; k < K; k++) {                                                                \
-        const T* src = w + k * rs;                                                           \
+        const T* src = w + (rows != NULL ? (ptrdiff_t)rows[k] : k) * rs;                     \
         for (p = 0; (p + 1) * NR <= N; p++) {                                                \
             T* o = out + (p * K + k) * NR;                                                   \
             if (cs == 1) memcpy(o, src + p * NR, NR * sizeof(T));                            \
@@ -261,6 +263,10 @@ static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, 
             for (j = 0; j < NR; j++) o[j] = p * NR + j < N ? src[(p * NR + j) * cs] : 0;     \
         }                                                                                    \
     }                                                                                        \
+}                                                                                            \
+static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, T* out)      \
+{                                                                                            \
+    fr_pack_rows_##SUF(K, N, w, rs, cs, NULL, out);                                          \
 }                                                                                            \
                                                                                              \
 /* R (1..6) rows of C += the same rows of A @ Wp (columns [0, N) of the panels at Wp) */    \
@@ -684,13 +690,14 @@ FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                 
  * Dp[i * kn + k * R + r]; and db1, db2 (n, or NULL) += the column sums of the block, each     \
  * row added while it is in the L1 cache (summed in passes of their own after the packing,    \
  * the block had left it: 1.2 of the 13 ms of a thread's weight gradients at the README's     \
- * loop shape), every element's sum in the order of the rows */                              \
-static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd, T* Dp,      \
-                           T* db1, T* db2)                                                   \
+ * loop shape), every element's sum in the order of the rows; with `rows` (or NULL), row k   \
+ * of the block is row rows[k] of D */                                                       \
+static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,            \
+                           const int* rows, T* Dp, T* db1, T* db2)                           \
 {                                                                                            \
     ptrdiff_t k, i, j;                                                                       \
     for (k = 0; k < kn; k++) {                                                               \
-        const T* d = D + k * ldd;                                                            \
+        const T* d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                      \
         for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
             memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));                     \
         for (; i + 4 <= n; i += 4)                                                           \
@@ -736,17 +743,17 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
         fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
 }                                                                                            \
                                                                                              \
-/* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows packed   \
- * into bp (fr_pack), then FR_WMC rows of W at a time over each panel.  The last panel of W,  \
+/* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows (rows[k],  \
+ * or k when rows is NULL) packed into bp, then FR_WMC rows of W at a time over each panel.  The last panel of W,  \
  * if partial, goes through a tile of whole panels (B's packed panel has zeros past N). */    \
 static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const T* B,       \
-                            ptrdiff_t ldb, T* bp, T* W, ptrdiff_t ldw)                       \
+                            ptrdiff_t ldb, const int* rows, T* bp, T* W, ptrdiff_t ldw)      \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), full = N / FR_NR(T), m = N - full * FR_NR(T);             \
     const ptrdiff_t mc = FR_WMC(T);                                                          \
     T ct[FR_WMR * FR_NR(T)];                                                                 \
     ptrdiff_t i0, nc, p, i, r, c, R;                                                         \
-    fr_pack_##SUF((int)kn, N, B, ldb, 1, bp);                                                \
+    fr_pack_rows_##SUF((int)kn, N, B, ldb, 1, rows, bp);                                     \
     for (i0 = 0; i0 < n; i0 += mc) {                                                         \
         nc = n - i0 < mc ? n - i0 : mc;                                                      \
         for (p = 0; p < full; p++)                                                           \
@@ -767,12 +774,13 @@ static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const
 }                                                                                            \
                                                                                              \
 /* W1 (n x N1) += D^T B1 and W2 (n x N2, N2 = 0: none) += D^T B2 over the same K rows of D   \
+ * (rows 0 .. K-1, or with `rows` rows[0 .. K-1] of D, B1 and B2: those whose D is not zero)  \
  * (see above), and db1, db2 (n, or NULL) += the column sums of D (the bias gradients): per   \
  * block of FR_WKC rows, D's columns packed once for both products and summed as they are    \
  * packed (as two products and two sums, the layer's 8 MB of D at the README's loop shape    \
  * was read four times and packed twice).  0, or -1 when the packed blocks could not be      \
  * allocated (nothing written). */                                                           \
-static int fr_wgrad2_##SUF(int n, int K, const T* D, ptrdiff_t ldd,                          \
+static int fr_wgrad2_##SUF(int n, int K, const int* rows, const T* D, ptrdiff_t ldd,         \
                            int N1, const T* B1, ptrdiff_t ldb1, T* W1, ptrdiff_t ldw1,       \
                            int N2, const T* B2, ptrdiff_t ldb2, T* W2, ptrdiff_t ldw2,       \
                            T* db1, T* db2)                                                   \
@@ -787,23 +795,27 @@ static int fr_wgrad2_##SUF(int n, int K, const T* D, ptrdiff_t ldd,             
     bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
     dp = bp + bsize;                                                                         \
     for (k0 = 0; k0 < K; k0 += FR_WKC) {                                                     \
+        /* the block's rows: rows[k0 ..] of D, B1 and B2, or rows k0 .. */                   \
+        const int* rk = rows != NULL ? rows + k0 : NULL;                                     \
+        const ptrdiff_t at = rows != NULL ? 0 : k0;                                          \
         kn = K - k0 < FR_WKC ? K - k0 : FR_WKC;                                              \
-        fr_wpack_##SUF(n, kn, D + k0 * ldd, ldd, dp, db1, db2);                              \
+        fr_wpack_##SUF(n, kn, D + at * ldd, ldd, rk, dp, db1, db2);                          \
         if (N1 > 0)                                                                          \
-            fr_wblock_##SUF(n, kn, dp, N1, B1 + k0 * ldb1, ldb1, bp, W1, ldw1);              \
+            fr_wblock_##SUF(n, kn, dp, N1, B1 + at * ldb1, ldb1, rk, bp, W1, ldw1);          \
         if (N2 > 0)                                                                          \
-            fr_wblock_##SUF(n, kn, dp, N2, B2 + k0 * ldb2, ldb2, bp, W2, ldw2);              \
+            fr_wblock_##SUF(n, kn, dp, N2, B2 + at * ldb2, ldb2, rk, bp, W2, ldw2);          \
     }                                                                                        \
     free(raw);                                                                               \
     return 0;                                                                                \
 }                                                                                            \
                                                                                              \
 /* W (n x N) += D^T B over K rows (fr_wgrad2 with one product and no sums) */                \
-static int fr_wgrad_##SUF(int n, int K, int N, const T* D, ptrdiff_t ldd, const T* B,        \
-                          ptrdiff_t ldb, T* W, ptrdiff_t ldw)                                \
+static int fr_wgrad_##SUF(int n, int K, const int* rows, int N, const T* D, ptrdiff_t ldd,   \
+                          const T* B, ptrdiff_t ldb, T* W, ptrdiff_t ldw)                    \
 {                                                                                            \
     if (N <= 0) return 0;                                                                    \
-    return fr_wgrad2_##SUF(n, K, D, ldd, N, B, ldb, W, ldw, 0, NULL, 0, NULL, 0, NULL, NULL); \
+    return fr_wgrad2_##SUF(n, K, rows, D, ldd, N, B, ldb, W, ldw, 0, NULL, 0, NULL, 0, NULL,  \
+                           NULL);                                                            \
 }
 
 FR_DEFINE_MM(f32, float)
