@@ -55,8 +55,8 @@ output and leave the state of sequence ``b`` untouched; their gradient passes
 through unchanged.  The per-step products skip those rows (live_mm: the
 running rows gathered into a block of their own), and so do the weight
 gradients (grad_rows: their gate gradients are 0), with the same bits; the
-input projection over all steps and dx still take every row.  BLAS comes from ``scipy.linalg.cython_blas`` and every
-kernel runs without the GIL.
+input projection over all steps and dx still take every row.  BLAS comes from
+``scipy.linalg.cython_blas`` and every kernel runs without the GIL.
 
 Builds: ``setup.py`` compiles this file for any CPU of the platform (module
 ``_kernels``) and, on x86-64, twice more: with AVX2 and FMA (``_kernels_avx2``,

@@ -264,6 +264,7 @@ static void fr_pack_rows_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t
         }                                                                                    \
     }                                                                                        \
 }                                                                                            \
+                                                                                             \
 static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, T* out)      \
 {                                                                                            \
     fr_pack_rows_##SUF(K, N, w, rs, cs, NULL, out);                                          \
@@ -743,9 +744,10 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
         fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
 }                                                                                            \
                                                                                              \
-/* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows (rows[k],  \
- * or k when rows is NULL) packed into bp, then FR_WMC rows of W at a time over each panel.  The last panel of W,  \
- * if partial, goes through a tile of whole panels (B's packed panel has zeros past N). */    \
+/* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows         \
+ * (rows[k], or k when rows is NULL) packed into bp, then FR_WMC rows of W at a time over     \
+ * each panel.  The last panel of W, if partial, goes through a tile of whole panels (B's    \
+ * packed panel has zeros past N). */                                                        \
 static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const T* B,       \
                             ptrdiff_t ldb, const int* rows, T* bp, T* W, ptrdiff_t ldw)      \
 {                                                                                            \
