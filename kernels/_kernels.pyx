@@ -52,10 +52,11 @@ Kernel structure (the same as the numba backend's):
 
 Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
 output and leave the state of sequence ``b`` untouched; their gradient passes
-through unchanged.  The per-step products skip those rows (live_mm: the
-running rows gathered into a block of their own), and so do the weight
-gradients (grad_rows: their gate gradients are 0), with the same bits; the
-input projection over all steps and dx still take every row.  BLAS comes from
+through unchanged.  The products skip those rows, with the same bits: those of
+a step (live_mm: the running rows gathered into a block of their own), the
+input projection of all steps and dx (live_rows_mm), and the weight gradients
+(grad_rows: their gate gradients are 0); only an eval forward's projection of
+a chunk of steps (and a team's) still takes every row.  BLAS comes from
 ``scipy.linalg.cython_blas`` and every kernel runs without the GIL.
 
 Builds: ``setup.py`` compiles this file for any CPU of the platform (module
@@ -141,6 +142,7 @@ cdef enum:
     CHUNK_ELEMENTS = 1 << 18
     # rows of one GEMM of the input projection of all steps (a few ms at most)
     PROJECTION_ROWS = 16384
+    LIVE_BLOCK = 256         # rows gathered at a time by live_rows_mm
     # a forward of many steps over a batch of at least this many sequences multiplies the
     # input step by step, in the time loop, with the per-step products of fastrnn_mm.h (which
     # beat BLAS's GEMM when a thread has 3 or more rows); smaller batches project the input of
@@ -259,9 +261,10 @@ cdef inline bint valid(const int64_t* lens, int t, int b) noexcept nogil:
 # whichever rows go with it, so a running row's result is the same bits as in the whole slice.
 # LSTM(64, 128), T = 200, lengths 10-200 (Zen 3, two threads, one process alternating the
 # build before): eval at B = 256 (the benchmark's ragged batches) 83 -> 52 ms, at B = 16 (a
-# team) 6.0 -> 4.4 ms; training (forward and backward) at B = 256 309 -> 243 ms, and with the
-# weight gradients over the running rows alone (grad_rows) 283 -> 185 ms (1.57x; GRU 1.44x,
-# RNN 1.44x); all lengths T: unchanged.
+# team) 6.0 -> 4.4 ms; training (forward and backward) at B = 256 309 -> 243 ms, with the
+# weight gradients over the running rows alone too (grad_rows) 283 -> 185 ms, and with the
+# input projection and dx (live_rows_mm) 287 -> 172 ms (1.67x; GRU 1.53x, RNN 1.50x); all
+# lengths T: unchanged.
 ctypedef struct Live:
     int n                    # the rows of the slice whose sequence runs at this step
     int all                  # 1: all the slice's rows (no lengths, or none ended): no gather
@@ -396,21 +399,103 @@ cdef inline void part_range(int n, int part, int nparts, int* lo, int* hi) noexc
     hi[0] = <int>((<long long>n * (part + 1)) // nparts)
 
 
-cdef inline void input_projection_part(floating tag, Args* a, int G) noexcept nogil:
+cdef inline void part_rows(Args* a, int* r0, int* r1) noexcept nogil:
+    """This part's rows [r0, r1) of T*B (the parts cover them all, one after the other): an
+    equal share of them, or with a.live_rows of the rows listed there (those of the sequences
+    running at their step, the only ones the products after or before the loop compute)."""
+    cdef int i0, i1, TB = a.T * a.B, n = a.nlive
+    if a.live_rows == NULL:
+        part_range(TB, a.part, a.nparts, r0, r1)
+        return
+    part_range(n, a.part, a.nparts, &i0, &i1)
+    r0[0] = 0 if a.part == 0 else (a.live_rows[i0] if i0 < n else TB)
+    r1[0] = TB if a.part == a.nparts - 1 else (a.live_rows[i1] if i1 < n else TB)
+
+
+cdef inline int lower_bound(const int* v, int n, int x) noexcept nogil:
+    """The first i with v[i] >= x (v: n sorted values), or n."""
+    cdef int lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if v[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef int live_rows_mm(Args* a, int r0, int r1, int K, int N, const floating* A, int lda,
+                      const floating* Wp, floating* C, int ldc, bint clear) noexcept nogil:
+    """C (row r - r0, ldc apart) = A (row r - r0, lda apart) @ W for the rows r in [r0, r1)
+    of T*B: all of them, or with a.live_rows only those listed (of the sequences running at
+    their step), gathered LIVE_BLOCK at a time into a block of their own (fr_mm gives each row
+    the same bits in any block); the others' rows of C are zeroed when ``clear``, else left as
+    they are.  0, or -1 when out of memory (nothing computed)."""
+    cdef int i0, i1, i, j, m, r, prev
+    cdef floating* ga
+    cdef floating* gc
+    if r1 <= r0:
+        return 0
+    if a.live_rows == NULL:
+        rowmm(r1 - r0, K, N, A, lda, Wp, False, C, ldc)
+        return 0
+    i0 = lower_bound(a.live_rows, a.nlive, r0)
+    i1 = lower_bound(a.live_rows, a.nlive, r1)
+    if i1 - i0 == r1 - r0:
+        rowmm(r1 - r0, K, N, A, lda, Wp, False, C, ldc)
+        return 0
+    if clear:
+        prev = r0
+        for i in range(i0, i1 + 1):
+            r = a.live_rows[i] if i < i1 else r1
+            for j in range(prev, r):
+                memset(C + <Py_ssize_t>(j - r0) * ldc, 0, N * sizeof(floating))
+            prev = r + 1
+    if i1 == i0:
+        return 0
+    ga = <floating*>malloc(<size_t>min(LIVE_BLOCK, i1 - i0) * (K + N) * sizeof(floating))
+    if ga == NULL:
+        return -1
+    gc = ga + <Py_ssize_t>min(LIVE_BLOCK, i1 - i0) * K
+    i = i0
+    while i < i1:
+        m = min(LIVE_BLOCK, i1 - i)
+        for j in range(m):
+            memcpy(ga + <Py_ssize_t>j * K, A + <Py_ssize_t>(a.live_rows[i + j] - r0) * lda,
+                   K * sizeof(floating))
+        rowmm(m, K, N, ga, K, Wp, False, gc, N)
+        for j in range(m):
+            memcpy(C + <Py_ssize_t>(a.live_rows[i + j] - r0) * ldc, gc + <Py_ssize_t>j * N,
+                   N * sizeof(floating))
+        i += m
+    free(ga)
+    return 0
+
+
+cdef inline int input_projection_part(floating tag, Args* a, int G) noexcept nogil:
     """This part's share of the rows of the input projection of all T*B rows (training, split),
     in blocks of PROJECTION_ROWS rows, between which a stop (Ctrl-C) is seen.  (Each row is
-    computed alike whatever block it is in, as in the split among threads.)"""
+    computed alike whatever block it is in, as in the split among threads.)  With lengths
+    (a.live_rows), only the rows of the sequences running at their step, and the parts share
+    those.  0, or -1 when out of memory."""
     cdef int r0, r1, r, n
-    part_range(a.T * a.B, a.part, a.nparts, &r0, &r1)
+    part_rows(a, &r0, &r1)
     r = r0
     while r < r1 and not (a.stop != NULL and a.stop[0]):
         n = min(r1 - r, PROJECTION_ROWS)
-        project_rows(tag, a, G, r, n, <floating*>a.gates + <Py_ssize_t>r * a.ldg)
+        if a.w_ih_p != NULL:
+            if live_rows_mm(a, r, r + n, a.In, G, <const floating*>a.x + <Py_ssize_t>r * a.In,
+                            a.In, <const floating*>a.w_ih_p,
+                            <floating*>a.gates + <Py_ssize_t>r * a.ldg, a.ldg, False):
+                return -1
+        else:
+            project_rows(tag, a, G, r, n, <floating*>a.gates + <Py_ssize_t>r * a.ldg)
         r += n
+    return 0
 
 
-cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int G, int r0, int r1,
-                                 floating* dx) noexcept nogil:
+cdef inline int input_grad_rows(floating tag, Args* a, const floating* dA, int G, int r0, int r1,
+                                floating* dx) noexcept nogil:
     """dx = dA W_ih over rows [r0, r1) of T*B: fastrnn_mm.h's micro-kernel from w_ih packed
     (a.w_ih_r, set by the backward over more than one step), else BLAS; dA: (T*B, >= G), rows
     a.ldg apart.  The micro-kernel gives every row the same bits wherever the rows are split;
@@ -418,14 +503,17 @@ cdef inline void input_grad_rows(floating tag, Args* a, const floating* dA, int 
     one: the last column of dx at I = 161 differed in the last bit, a tail tile, and a smaller
     product took another kernel).  Against BLAS, in fresh processes alternating: the
     benchmark's LSTM training rows 0.98x the time (small), 0.99x (medium), 1.04x (large, where
-    dA, 13 MB a thread, is read once for each panel of 32 inputs), GRU medium 1.01x."""
+    dA, 13 MB a thread, is read once for each panel of 32 inputs), GRU medium 1.01x.  With
+    lengths (a.live_rows), the rows of the sequences past their length get 0 without a
+    product.  0, or -1 when out of memory."""
     cdef int I = a.In, ld = a.ldg
     if a.w_ih_r != NULL:
-        rowmm(r1 - r0, G, I, dA + <Py_ssize_t>r0 * ld, ld, <const floating*>a.w_ih_r, False,
-              dx + <Py_ssize_t>r0 * I, I)
+        return live_rows_mm(a, r0, r1, G, I, dA + <Py_ssize_t>r0 * ld, ld,
+                            <const floating*>a.w_ih_r, dx + <Py_ssize_t>r0 * I, I, True)
     else:
         gemm(c'N', c'N', I, r1 - r0, G, <floating>1, <const floating*>a.w_ih, I,
              dA + <Py_ssize_t>r0 * ld, ld, <floating>0, dx + <Py_ssize_t>r0 * I, I)
+    return 0
 
 
 cdef inline int grad_rows(Args* a) noexcept nogil:
@@ -445,10 +533,10 @@ cdef inline int weight_grads_part(floating tag, Args* a, const floating* dA, int
     cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
     cdef floating* db_ih = <floating*>a.db_ih
     cdef floating* db_hh = <floating*>a.db_hh
-    part_range(TB, a.part, a.nparts, &r0, &r1)
+    part_rows(a, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
-    if dx != NULL:
-        input_grad_rows(tag, a, dA, G, r0, r1, dx)
+    if dx != NULL and input_grad_rows(tag, a, dA, G, r0, r1, dx):
+        return -1
     return wgrad2(g1 - g0, grad_rows(a), a.live_rows, dA + g0, ld,
                   I, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I,
                   P, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P,
@@ -681,7 +769,7 @@ cdef int rnn_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, a.H)
     if not a.chunked and a.w_ih_r == NULL and not a.products_done:
-        input_projection_part(tag, a, a.H)
+        return input_projection_part(tag, a, a.H)
     return 0
 
 
@@ -971,7 +1059,7 @@ cdef int lstm_pre(floating tag, Args* a) noexcept nogil:
     if a.part == 0:
         fill_bias(<floating*>a.bias, <const floating*>a.b_ih, <const floating*>a.b_hh, 4 * a.H)
     if not a.chunked and a.w_ih_r == NULL and not a.products_done:
-        input_projection_part(tag, a, 4 * a.H)
+        return input_projection_part(tag, a, 4 * a.H)
     return 0
 
 
@@ -1380,7 +1468,7 @@ cdef int gru_pre(floating tag, Args* a) noexcept nogil:
             bias[2 * H + j] = b_ih[2 * H + j] if b_ih != NULL else 0
             bias[3 * H + j] = b_hh[2 * H + j] if b_hh != NULL else 0
     if not a.chunked and a.w_ih_r == NULL and not a.products_done:
-        input_projection_part(tag, a, 3 * H)
+        return input_projection_part(tag, a, 3 * H)
     return 0
 
 
@@ -1735,11 +1823,11 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
     # [dr, dz, dn, dn*r] ([dr, dz, dn, r*h] reset before) after the loop, rows ld = a.ldg apart
     cdef const floating* D = <const floating*>a.gates
     cdef floating* db
-    part_range(TB, a.part, a.nparts, &r0, &r1)
+    part_rows(a, &r0, &r1)
     part_range(G3, a.part, a.nparts, &g0, &g1)
     # the input projection's gradient: columns 0:3H
-    if a.dx != NULL:
-        input_grad_rows(tag, a, D, G3, r0, r1, <floating*>a.dx)
+    if a.dx != NULL and input_grad_rows(tag, a, D, G3, r0, r1, <floating*>a.dx):
+        return -1
     # dW_ih += D^T x over rows g0:g1 of 3H, and db_ih += D's column sums in the same pass
     db = <floating*>a.db_ih
     if wgrad2(g1 - g0, grad_rows(a), a.live_rows, D + g0, ld, I, <const floating*>a.x, I,
@@ -3024,6 +3112,18 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
                        acts)
 
 
+cdef object live_list(Args* a, object lens, int T):
+    """With lengths (an int64 (B,) array, or None), a.live_rows and a.nlive = the rows t*B + b
+    of the sequences running at their step (t < lens[b]), in order: the products over all T*B
+    rows before and after the time loop take these alone (part_rows, live_rows_mm,
+    grad_rows).  Returns the array, which the call must keep alive, or None."""
+    if lens is None:
+        return None
+    live = np.flatnonzero(np.arange(T)[:, None] < lens[None, :]).astype(np.intc)
+    a.live_rows, a.nlive = <const int*>data(live), <int>live.shape[0]
+    return live
+
+
 cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.ndarray h0,
                        cnp.ndarray c0, _Weights w, object lens, bint training, int variant,
                        bint step, object clip, object acts, int out_nd=2):
@@ -3106,6 +3206,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
             cmask = workspace(3, T, B, G, typenum)
             a.cmask = data(cmask)
     a.lens = <const int64_t*>data(lens)
+    live = live_list(&a, lens, T)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.w_ph = data(w.w_ph)
     a.b_ih, a.b_hh = data(w.b_ih), data(w.b_hh)
@@ -3131,7 +3232,8 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
                 # Haswell kernels, I = 257: 127 + 128 rows against 255)
                 a.w_ih_p, a.w_ih_r = a.w_ih_r, NULL
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-                      (xa, w, lens, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb, block),
+                      (xa, w, lens, live, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb,
+                       block),
                       members > 0, step_members > 0)
         # nothing was computed: the weights changed since they were packed (packed again), or
         # the team could not run (the call runs on one thread)
@@ -3250,12 +3352,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     a.variant = variant
     set_activations(&a, s.activations)
     a.lens = <const int64_t*>data(lens)
-    live = None
-    if lens is not None:
-        # the rows t*B + b of the sequences running at their step: the weight gradients sum
-        # over these alone (grad_rows)
-        live = np.flatnonzero(np.arange(T)[:, None] < lens[None, :]).astype(np.intc)
-        a.live_rows, a.nlive = <const int*>data(live), <int>live.shape[0]
+    live = live_list(&a, lens, T)
     a.x, a.w_ih, a.w_hh, a.w_hr = data(xa), data(w.w_ih), data(w.w_hh), data(w.w_hr)
     a.w_ph = data(w.w_ph)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)

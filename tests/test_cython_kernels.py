@@ -232,10 +232,12 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
 @pytest.mark.parametrize("training, B", [(False, 3), (False, 12), (True, 12)])
 def test_a_ragged_batch_gives_each_sequence_the_bits_it_has_alone(cy, case, dtype, training, B):
     """With lengths, a step multiplies only the rows of the sequences still running (gathered
-    into a block of their own, live_mm): each sequence of a ragged batch gets the outputs, final
-    states and (training) input and initial-state gradients it gets alone in a batch of one, bit
-    for bit, zeros past its length; on two threads (eval: B = 3 on a team that splits the hidden
-    units, 12 split by rows; training split by rows), 1 and 2 in the batch's first steps."""
+    into a block of their own, live_mm), and so do the input projection of all steps and dx
+    (live_rows_mm): each sequence of a ragged batch gets the outputs, final states and
+    (training) input and initial-state gradients it gets alone in a batch of one, bit for bit,
+    zeros past its length; on two threads (eval: B = 3 on a team that splits the hidden units,
+    12 split by rows; training split by rows, the parts sharing the running rows), lengths T,
+    1 and 2 in the batch's first rows."""
     rng = np.random.default_rng(5)
     cell, opts, weights, P, x, hx = team_inputs(case, dtype, 30, B, rng)
     lens = make_lengths("ragged", B, 30, rng)
@@ -264,7 +266,10 @@ def test_a_ragged_batch_gives_each_sequence_the_bits_it_has_alone(cy, case, dtyp
                 # outputs and input gradients are (T, B, ...), states and their gradients (B, ...)
                 part = got[:, b:b + 1] if got.ndim == 3 else got[b:b + 1]
                 np.testing.assert_array_equal(part, want, err_msg=f"sequence {b}, result {k}")
-        np.testing.assert_array_equal(batch[0][lens[2]:, 2], 0)
+        for b in range(B):
+            np.testing.assert_array_equal(batch[0][lens[b]:, b], 0)
+            if training:
+                np.testing.assert_array_equal(batch[len(hx) + 1][lens[b]:, b], 0)   # dx
     finally:
         fastrnn.set_num_threads(before)
 
