@@ -78,7 +78,7 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    DOTS_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
+    DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
     fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -3371,9 +3371,11 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = s.cmask = None
     nthreads = plan_threads(B, loop_flops)
     operands = None
-    if T > 1:
-        # over many steps the per-step products read w packed, here (for one step, BLAS reads
-        # w as stored: packing it would cost as much as the step)
+    if T > 1 or B > GEMV_MAX_COLUMNS:
+        # over many steps, or one step of more than GEMV_MAX_COLUMNS sequences, the products
+        # dh = dA W_hh and dx = dA W_ih read w packed, here (for one step of a few sequences,
+        # BLAS's GEMV reads w as stored: packing it would cost as much as the step; for more,
+        # BLAS's GEMM packed w itself, in its slower way, at every call)
         operands = step_operands(&a, w, False, False, False, cell == GRU and variant)
         if dx is not None:
             # dx = dA W_ih over all T*B rows on the same micro-kernel, w_ih packed here: the
