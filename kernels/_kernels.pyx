@@ -78,8 +78,8 @@ from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64, fr_packed_size_f32,
-    fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
+    DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64,
+    fr_packed_size_f32, fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
     lstm_grad_row, lstm_row, gru_row, gru_state, gru_grad_row,
@@ -1842,7 +1842,8 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
         return -1
     lo, hi = max(g0, 2 * H), g1
     # rows n: against h_{t-1} (reset after), or against r * h_{t-1}, column 3H (reset before)
-    if hi > lo and wgrad(hi - lo, grad_rows(a), a.live_rows, H, D + gru_hh_col(lo, H, a.variant), ld,
+    if hi > lo and wgrad(hi - lo, grad_rows(a), a.live_rows, H,
+                         D + gru_hh_col(lo, H, a.variant), ld,
                          D + 3 * H if a.variant else <const floating*>a.hs,
                          ld if a.variant else H, <floating*>a.dw_hh + <Py_ssize_t>lo * H, H):
         return -1
