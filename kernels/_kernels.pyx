@@ -307,25 +307,34 @@ cdef inline void live_at(Live* s, const int64_t* lens, int t, int b0, int nb) no
     s.all = s.n == nb
 
 
+cdef inline void gathered_mm(const int* rows, int n, int base, int K, int N, const floating* A,
+                             int lda, const floating* Wp, bint accumulate, floating* C, int ldc,
+                             floating* buf) noexcept nogil:
+    """rowmm (C = A @ W, + C when ``accumulate``) over rows rows[i] - base (i < n) of A (lda
+    apart) and C (ldc apart) alone: gathered into buf (n * (K + N) elements), multiplied, and
+    put back."""
+    cdef int i
+    cdef floating* gc = buf + <Py_ssize_t>n * K
+    for i in range(n):
+        memcpy(buf + <Py_ssize_t>i * K, A + <Py_ssize_t>(rows[i] - base) * lda,
+               K * sizeof(floating))
+        if accumulate:
+            memcpy(gc + <Py_ssize_t>i * N, C + <Py_ssize_t>(rows[i] - base) * ldc,
+                   N * sizeof(floating))
+    rowmm(n, K, N, buf, K, Wp, accumulate, gc, N)
+    for i in range(n):
+        memcpy(C + <Py_ssize_t>(rows[i] - base) * ldc, gc + <Py_ssize_t>i * N,
+               N * sizeof(floating))
+
+
 cdef inline void live_mm(Live* s, int K, int N, const floating* A, int lda, const floating* Wp,
                          bint accumulate, floating* C, int ldc) noexcept nogil:
     """rowmm (C = A @ W, + C when ``accumulate``) over the running rows of the slice, whose
     first rows are at A (lda apart) and C (ldc apart)."""
-    cdef int i, n = s.n
-    cdef floating* ga = <floating*>s.buf
-    cdef floating* gc = ga + <Py_ssize_t>n * K
     if s.all:
-        rowmm(n, K, N, A, lda, Wp, accumulate, C, ldc)
-        return
-    if n == 0:
-        return
-    for i in range(n):
-        memcpy(ga + <Py_ssize_t>i * K, A + <Py_ssize_t>s.rows[i] * lda, K * sizeof(floating))
-        if accumulate:
-            memcpy(gc + <Py_ssize_t>i * N, C + <Py_ssize_t>s.rows[i] * ldc, N * sizeof(floating))
-    rowmm(n, K, N, ga, K, Wp, accumulate, gc, N)
-    for i in range(n):
-        memcpy(C + <Py_ssize_t>s.rows[i] * ldc, gc + <Py_ssize_t>i * N, N * sizeof(floating))
+        rowmm(s.n, K, N, A, lda, Wp, accumulate, C, ldc)
+    elif s.n > 0:
+        gathered_mm(s.rows, s.n, 0, K, N, A, lda, Wp, accumulate, C, ldc, <floating*>s.buf)
 
 
 cdef inline int chunk_steps(int T, int B, int G, bint whole) noexcept nogil:
@@ -432,8 +441,7 @@ cdef int live_rows_mm(Args* a, int r0, int r1, int K, int N, const floating* A, 
     the same bits in any block); the others' rows of C are zeroed when ``clear``, else left as
     they are.  0, or -1 when out of memory (nothing computed)."""
     cdef int i0, i1, i, j, m, r, prev
-    cdef floating* ga
-    cdef floating* gc
+    cdef floating* buf
     if r1 <= r0:
         return 0
     if a.live_rows == NULL:
@@ -453,22 +461,15 @@ cdef int live_rows_mm(Args* a, int r0, int r1, int K, int N, const floating* A, 
             prev = r + 1
     if i1 == i0:
         return 0
-    ga = <floating*>malloc(<size_t>min(LIVE_BLOCK, i1 - i0) * (K + N) * sizeof(floating))
-    if ga == NULL:
+    buf = <floating*>malloc(<size_t>min(LIVE_BLOCK, i1 - i0) * (K + N) * sizeof(floating))
+    if buf == NULL:
         return -1
-    gc = ga + <Py_ssize_t>min(LIVE_BLOCK, i1 - i0) * K
     i = i0
     while i < i1:
         m = min(LIVE_BLOCK, i1 - i)
-        for j in range(m):
-            memcpy(ga + <Py_ssize_t>j * K, A + <Py_ssize_t>(a.live_rows[i + j] - r0) * lda,
-                   K * sizeof(floating))
-        rowmm(m, K, N, ga, K, Wp, False, gc, N)
-        for j in range(m):
-            memcpy(C + <Py_ssize_t>(a.live_rows[i + j] - r0) * ldc, gc + <Py_ssize_t>j * N,
-                   N * sizeof(floating))
+        gathered_mm(a.live_rows + i, m, r0, K, N, A, lda, Wp, False, C, ldc, buf)
         i += m
-    free(ga)
+    free(buf)
     return 0
 
 
