@@ -649,6 +649,14 @@ cdef inline void gru_grad_row(floating* row, const floating* hprev, const floati
 # Per-step products: fastrnn_mm.h (the weights packed once per call, unlike BLAS)
 # ---------------------------------------------------------------------------------------
 cdef extern from "fastrnn_mm.h" nogil:
+    ctypedef struct fr_sparse_grad:
+        int N
+        const int* ptr
+        const int* idx
+        const void* val
+        void* W
+        Py_ssize_t ldw
+        void* Wt
     Py_ssize_t fr_packed_size_f32(int K, int N)
     Py_ssize_t fr_packed_size_f64(int K, int N)
     int fr_panel_width_f32()
@@ -675,11 +683,17 @@ cdef extern from "fastrnn_mm.h" nogil:
     int fr_wgrad2_f32(int n, int K, const int* rows, const float* D, Py_ssize_t ldd,
                       int N1, const float* B1, Py_ssize_t ldb1, float* W1, Py_ssize_t ldw1,
                       int N2, const float* B2, Py_ssize_t ldb2, float* W2, Py_ssize_t ldw2,
-                      float* db1, float* db2)
+                      float* db1, float* db2, const fr_sparse_grad* S)
     int fr_wgrad2_f64(int n, int K, const int* rows, const double* D, Py_ssize_t ldd,
                       int N1, const double* B1, Py_ssize_t ldb1, double* W1, Py_ssize_t ldw1,
                       int N2, const double* B2, Py_ssize_t ldb2, double* W2, Py_ssize_t ldw2,
-                      double* db1, double* db2)
+                      double* db1, double* db2, const fr_sparse_grad* S)
+    void fr_sparse_mm_f32(int n, const int* rows, Py_ssize_t r0, const int* ptr, const int* idx,
+                          const float* val, int K, int N, const float* Wp, float* C,
+                          Py_ssize_t ldc)
+    void fr_sparse_mm_f64(int n, const int* rows, Py_ssize_t r0, const int* ptr, const int* idx,
+                          const double* val, int K, int N, const double* Wp, double* C,
+                          Py_ssize_t ldc)
 
 cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const floating* Wp,
                        bint accumulate, floating* C, int ldc) noexcept nogil:
@@ -708,15 +722,30 @@ cdef inline int wgrad(int n, int K, const int* rows, int N, const floating* D, P
 cdef inline int wgrad2(int n, int K, const int* rows, const floating* D, Py_ssize_t ldd,
                        int N1, const floating* B1, Py_ssize_t ldb1, floating* W1, Py_ssize_t ldw1,
                        int N2, const floating* B2, Py_ssize_t ldb2, floating* W2, Py_ssize_t ldw2,
-                       floating* db1, floating* db2) noexcept nogil:
+                       floating* db1, floating* db2,
+                       const fr_sparse_grad* S=NULL) noexcept nogil:
     """W1 (n x N1) += D^T B1 and W2 (n x N2; N2 = 0: none) += D^T B2, as :func:`wgrad` does
-    each, and db1, db2 (n, or NULL) += the column sums of D (the bias gradients, each element
-    summed in the order of the rows): D read and packed once for all of them (fastrnn_mm.h's
+    each, db1, db2 (n, or NULL) += the column sums of D (the bias gradients, each element
+    summed in the order of the rows), and S.W += D^T A for a sparse A (S, or NULL: none; its
+    values of the type of D): D read and packed once for all of them (fastrnn_mm.h's
     fr_wgrad2), over the rows 0 .. K-1 or ``rows[:K]`` as :func:`wgrad`; 0, or -1 when its
-    packed blocks could not be allocated (nothing written)."""
+    blocks could not be allocated (nothing written)."""
     if floating is float:
         return fr_wgrad2_f32(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
-                             db1, db2)
+                             db1, db2, S)
     else:
         return fr_wgrad2_f64(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
-                             db1, db2)
+                             db1, db2, S)
+
+
+cdef inline void sparse_mm(int n, const int* rows, Py_ssize_t r0, const int* ptr, const int* idx,
+                           const floating* val, int K, int N, const floating* Wp, floating* C,
+                           Py_ssize_t ldc) noexcept nogil:
+    """C (rows rows[i], or i, of n; ldc apart) = the rows r0 + rows[i] (or r0 + i) of a sparse
+    A (CSR: ptr, idx, val) @ W (K x N, packed by fr_pack): the bits of :func:`rowmm` for finite
+    W (fastrnn_mm.h's fr_sparse_mm)."""
+    if floating is float:
+        fr_sparse_mm_f32(n, rows, r0, ptr, idx, val, K, N, Wp, C, ldc)
+    else:
+        fr_sparse_mm_f64(n, rows, r0, ptr, idx, val, K, N, Wp, C, ldc)
+

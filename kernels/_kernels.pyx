@@ -56,8 +56,11 @@ through unchanged.  The products skip those rows, with the same bits: those of
 a step (live_mm: the running rows gathered into a block of their own), the
 input projection of all steps and dx (live_rows_mm), and the weight gradients
 (grad_rows: their gate gradients are 0); only an eval forward's projection of
-a chunk of steps (and a team's) still takes every row.  BLAS comes from
-``scipy.linalg.cython_blas`` and every kernel runs without the GIL.
+a chunk of steps (and a team's) still takes every row.  A sparse input (at most
+1/SPARSE_DENSITY of it not zero: one-hot characters) is compressed once per call
+(sparse_input), and x @ w_ih^T and dW_ih += dA^T x run over its entries alone,
+with the same bits.  BLAS comes from ``scipy.linalg.cython_blas`` and every
+kernel runs without the GIL.
 
 Builds: ``setup.py`` compiles this file for any CPU of the platform (module
 ``_kernels``) and, on x86-64, twice more: with AVX2 and FMA (``_kernels_avx2``,
@@ -72,13 +75,15 @@ import numpy as np
 cimport numpy as cnp
 from cython cimport floating
 from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memcmp, memcpy, memset
 from libc.math cimport exp, expm1, fabs, fabsf, log1p
 
 from _common cimport (
-    DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, fr_pack_f32, fr_pack_f64,
+    DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, sparse_mm, fr_sparse_grad,
+    fr_pack_f32, fr_pack_f64,
     fr_packed_size_f32, fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -201,6 +206,11 @@ ctypedef struct Args:
     const int64_t* lens      # (B,) or NULL
     const int* live_rows     # backward with lengths: the rows t*B + b of the sequences running
     int nlive                # at their step (t < lens[b]), in order, and how many; else NULL
+    # a sparse input (sparse_input): x's T*B rows compressed (CSR: row r's values xs_val[e] at
+    # columns xs_idx[e], e in [xs_ptr[r], xs_ptr[r + 1])), for its products; NULL: x is dense
+    const int* xs_ptr
+    const int* xs_idx
+    const void* xs_val
     # inputs
     void* x                  # (T, B, I)
     void* w_ih               # (G, I)
@@ -366,10 +376,13 @@ cdef inline void fill_bias(floating* out, const floating* b1, const floating* b2
 cdef inline void project_rows(floating tag, Args* a, int G, Py_ssize_t r, int n,
                               floating* out) noexcept nogil:
     """out (n rows, a.ldg apart) = rows r .. r+n-1 of x (T*B, I) @ w_ih^T: on the micro-kernel
-    from w_ih^T packed (a.w_ih_p), or one BLAS GEMM."""
+    from w_ih^T packed (a.w_ih_p; over its entries alone when x is sparse), or one BLAS GEMM."""
     if n <= 0:
         return
-    if a.w_ih_p != NULL:
+    if a.w_ih_p != NULL and a.xs_ptr != NULL:
+        sparse_mm(n, NULL, r, a.xs_ptr, a.xs_idx, <const floating*>a.xs_val, a.In, G,
+                  <const floating*>a.w_ih_p, out, a.ldg)
+    elif a.w_ih_p != NULL:
         rowmm(n, a.In, G, <const floating*>a.x + r * a.In, a.In, <const floating*>a.w_ih_p,
               False, out, a.ldg)
     else:
@@ -394,8 +407,15 @@ cdef inline floating* step_gates(floating tag, Args* a, int G, int t, int* t0,
     cdef floating* gt
     if a.w_ih_r != NULL:
         gt = gates + (t if a.train else 0) * BG
-        live_mm(live, a.In, G, <const floating*>a.x + (<Py_ssize_t>t * a.B + a.b0) * a.In,
-                a.In, <const floating*>a.w_ih_r, False, gt + <Py_ssize_t>a.b0 * a.ldg, a.ldg)
+        if a.xs_ptr != NULL:
+            if live.n > 0:
+                sparse_mm(live.n, NULL if live.all else live.rows, <Py_ssize_t>t * a.B + a.b0,
+                          a.xs_ptr, a.xs_idx, <const floating*>a.xs_val, a.In, G,
+                          <const floating*>a.w_ih_r, gt + <Py_ssize_t>a.b0 * a.ldg, a.ldg)
+        else:
+            live_mm(live, a.In, G, <const floating*>a.x + (<Py_ssize_t>t * a.B + a.b0) * a.In,
+                    a.In, <const floating*>a.w_ih_r, False, gt + <Py_ssize_t>a.b0 * a.ldg,
+                    a.ldg)
         return gt
     if a.chunked and t % a.Tc == 0:
         t0[0] = t
@@ -484,7 +504,7 @@ cdef inline int input_projection_part(floating tag, Args* a, int G) noexcept nog
     r = r0
     while r < r1 and not (a.stop != NULL and a.stop[0]):
         n = min(r1 - r, PROJECTION_ROWS)
-        if a.w_ih_p != NULL:
+        if a.w_ih_p != NULL and a.xs_ptr == NULL:
             if live_rows_mm(a, r, r + n, a.In, G, <const floating*>a.x + <Py_ssize_t>r * a.In,
                             a.In, <const floating*>a.w_ih_p,
                             <floating*>a.gates + <Py_ssize_t>r * a.ldg, a.ldg, False):
@@ -524,24 +544,42 @@ cdef inline int grad_rows(Args* a) noexcept nogil:
     return a.nlive if a.live_rows != NULL else a.T * a.B
 
 
+cdef inline int input_wgrad(Args* a, int g0, int g1, const floating* D, int ld,
+                            int N2, const floating* B2, Py_ssize_t ldb2, floating* W2,
+                            floating* db1, floating* db2) noexcept nogil:
+    """Rows [g0, g1) of dW_ih += D^T x, and (N2 > 0) rows [0, g1 - g0) of W2 (N2 wide) += D^T B2
+    and db1, db2 (NULL: none) += D's column sums [g0, g1), over the rows of grad_rows: one pass
+    of fr_wgrad2 over D (rows ld apart) for all; with a sparse x (a.xs_ptr), x's product over its
+    entries alone, in the same pass (the same bits for finite D).  0, or -1 when out of
+    memory."""
+    cdef int I = a.In
+    cdef floating* dw_ih = <floating*>a.dw_ih + <Py_ssize_t>g0 * I
+    cdef fr_sparse_grad S
+    if a.xs_ptr == NULL:
+        return wgrad2(g1 - g0, grad_rows(a), a.live_rows, D + g0, ld,
+                      I, <const floating*>a.x, I, dw_ih, I, N2, B2, ldb2, W2, N2, db1, db2)
+    S.N, S.ptr, S.idx, S.val, S.W, S.ldw, S.Wt = I, a.xs_ptr, a.xs_idx, a.xs_val, dw_ih, I, NULL
+    return wgrad2(g1 - g0, grad_rows(a), a.live_rows, D + g0, ld,
+                  N2, B2, ldb2, W2, N2, 0, NULL, 0, NULL, 0, db1, db2, &S)
+
+
 cdef inline int weight_grads_part(floating tag, Args* a, const floating* dA, int G,
-                                  floating* dx, floating* dw_ih, floating* dw_hh) noexcept nogil:
+                                  floating* dx, floating* dw_hh) noexcept nogil:
     """This part's share of dx = dA W_ih (rows of T*B, see input_grad_rows; not when dx is NULL),
     dW_ih += dA^T x, dW_hh += dA^T h and the bias gradients db_ih, db_hh += dA's column sums
     (rows of G, fastrnn_mm.h's fr_wgrad2, which reads dA once for all four: the caller's
     gradient buffers, added into); dA: (T*B, G) with rows a.ldg apart, the gate store
-    overwritten by the backward.  0, or -1 when fr_wgrad2 could not allocate its packed blocks."""
-    cdef int I = a.In, P = a.P, TB = a.T * a.B, r0, r1, g0, g1, ld = a.ldg
+    overwritten by the backward.  0, or -1 when out of memory."""
+    cdef int P = a.P, r0, r1, g0, g1, ld = a.ldg
     cdef floating* db_ih = <floating*>a.db_ih
     cdef floating* db_hh = <floating*>a.db_hh
     part_rows(a, &r0, &r1)
     part_range(G, a.part, a.nparts, &g0, &g1)
     if dx != NULL and input_grad_rows(tag, a, dA, G, r0, r1, dx):
         return -1
-    return wgrad2(g1 - g0, grad_rows(a), a.live_rows, dA + g0, ld,
-                  I, <const floating*>a.x, I, dw_ih + <Py_ssize_t>g0 * I, I,
-                  P, <const floating*>a.hs, P, dw_hh + <Py_ssize_t>g0 * P, P,
-                  db_ih + g0 if db_ih != NULL else NULL, db_hh + g0 if db_hh != NULL else NULL)
+    return input_wgrad(a, g0, g1, dA, ld, P, <const floating*>a.hs, P,
+                       dw_hh + <Py_ssize_t>g0 * P, db_ih + g0 if db_ih != NULL else NULL,
+                       db_hh + g0 if db_hh != NULL else NULL)
 
 
 # =======================================================================================
@@ -911,8 +949,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
 
 cdef int rnn_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
-    return weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_ih,
-                             <floating*>a.dw_hh)
+    return weight_grads_part(tag, a, dA, a.H, <floating*>a.dx, <floating*>a.dw_hh)
 
 
 # =======================================================================================
@@ -1266,7 +1303,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
 cdef int lstm_bwd_post(floating tag, Args* a) noexcept nogil:
     cdef int H = a.H, P = a.P, G = 4 * a.H, TB = a.T * a.B, p0, p1
     cdef const floating* dA = <const floating*>a.gates   # the gradients, after the loop
-    if weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_ih, <floating*>a.dw_hh):
+    if weight_grads_part(tag, a, dA, G, <floating*>a.dx, <floating*>a.dw_hh):
         return -1
     if a.w_hr != NULL:
         # dW_hr (P, H) += dh^T m over T*B rows; this part's rows of P
@@ -1831,9 +1868,7 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
         return -1
     # dW_ih += D^T x over rows g0:g1 of 3H, and db_ih += D's column sums in the same pass
     db = <floating*>a.db_ih
-    if wgrad2(g1 - g0, grad_rows(a), a.live_rows, D + g0, ld, I, <const floating*>a.x, I,
-              <floating*>a.dw_ih + <Py_ssize_t>g0 * I, I, 0, NULL, 0, NULL, 0,
-              db + g0 if db != NULL else NULL, NULL):
+    if input_wgrad(a, g0, g1, D, ld, 0, NULL, 0, NULL, db + g0 if db != NULL else NULL, NULL):
         return -1
     # the recurrent product's gradient: columns 0:2H (rows r, z of W_hh), 3H:4H (rows n)
     lo, hi = g0, min(g1, 2 * H)
@@ -1911,9 +1946,14 @@ cdef inline void gather(const floating* v, int nvec, int H, int u0, int n,
 cdef inline void units_input(floating tag, Args* a, int t, int cols, const floating* w_ih,
                              floating* store) noexcept nogil:
     """A member's input projection of the chunk of a.Tc steps from t: store (rows of a.ldg,
-    the member's first column; written) = x[t : t + Tc] @ its ``cols`` columns of w_ih^T."""
-    rowmm(min(a.Tc, a.T - t) * a.B, a.In, cols, <const floating*>a.x + <Py_ssize_t>t * a.B * a.In,
-          a.In, w_ih, False, store, a.ldg)
+    the member's first column; written) = x[t : t + Tc] @ its ``cols`` columns of w_ih^T (over
+    x's entries alone when it is sparse)."""
+    if a.xs_ptr != NULL:
+        sparse_mm(min(a.Tc, a.T - t) * a.B, NULL, <Py_ssize_t>t * a.B, a.xs_ptr, a.xs_idx,
+                  <const floating*>a.xs_val, a.In, cols, w_ih, store, a.ldg)
+    else:
+        rowmm(min(a.Tc, a.T - t) * a.B, a.In, cols,
+              <const floating*>a.x + <Py_ssize_t>t * a.B * a.In, a.In, w_ih, False, store, a.ldg)
 
 
 cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cnext,
@@ -2467,6 +2507,7 @@ cdef class Saved:
     cdef int cell_id, typenum, T, B, In, H, P, variant   # In: input size (I is a macro of complex.h)
     cdef readonly bint step, used
     cdef readonly object x, lengths, gates, hs, cs, tc, mb, cmask
+    cdef object sparse       # x compressed (sparse_input's arrays), or None: x is dense
     # None, or a tuple of fastrnn.activations.Activation (one per slot): what set_activations takes
     cdef readonly object activations
     cdef _Weights w
@@ -3126,6 +3167,115 @@ cdef object live_list(Args* a, object lens, int T):
     return live
 
 
+# A sparse input, one-hot characters say (the README's training loop: 1 of 96 inputs is 1),
+# makes the input's products mostly multiply-adds of zeros.  When at most 1/SPARSE_DENSITY of
+# x is not zero, the forward's x @ w_ih^T and the backward's dW_ih += dA^T x go over x's
+# entries alone (fastrnn_mm.h's fr_sparse_mm, fr_sparse_wgrad): the same bits, since the
+# terms left out are zeros, as long as w_ih and the gate gradients are finite (sparse_input
+# checks w_ih; a NaN or inf in dA reaches only dW_ih's columns of x's entries).  A dense x
+# costs the check of its first row.
+cdef enum:
+    SPARSE_DENSITY = 8
+cdef bint _sparse_inputs = True
+cdef long _sparse_calls = 0
+
+
+def _use_sparse_inputs(bint on):
+    """For the tests: whether sparse inputs take their own products (the default); returns the
+    setting it replaces."""
+    global _sparse_inputs
+    was, _sparse_inputs = _sparse_inputs, on
+    return was
+
+
+def sparse_stats():
+    """Forwards in this process that took their input as sparse (see sparse_input), for the
+    tests."""
+    return _sparse_calls
+
+
+cdef Py_ssize_t count_nonzero(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, c = 0
+    for i in range(n):
+        c += x[i] != 0
+    return c
+
+
+cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not (x[i] - x[i] == 0):
+            return False
+    return True
+
+
+cdef bint fill_csr(const floating* x, Py_ssize_t rows, int I, int* ptr, int* idx,
+                   floating* val, int nnz) noexcept nogil:
+    """x's rows compressed into ptr (rows + 1), idx and val (nnz each); False if x has more
+    entries than nnz (it changed since they were counted: another thread writing it)."""
+    cdef Py_ssize_t r
+    cdef int j, e = 0
+    for r in range(rows):
+        ptr[r] = e
+        for j in range(I):
+            if x[r * I + j] != 0:
+                if e == nnz:
+                    return False
+                idx[e], val[e] = j, x[r * I + j]
+                e += 1
+    ptr[rows] = e
+    return True
+
+
+cdef object sparse_input(Args* a, cnp.ndarray xa, Py_ssize_t rows, int I, object w_ih,
+                         int typenum):
+    """With a sparse x (xa: C-contiguous, rows x I; at most 1/SPARSE_DENSITY of it not zero,
+    its first row too) and a finite w_ih, a.xs_ptr, a.xs_idx, a.xs_val = x's rows compressed
+    (CSR); returns the arrays, which the call (and its backward) must keep alive, or None (x
+    is dense: the products read it as stored)."""
+    global _sparse_calls
+    cdef Py_ssize_t nnz, n = rows * I
+    cdef bint f32 = typenum == cnp.NPY_FLOAT32
+    cdef const void* x = cnp.PyArray_DATA(xa)
+    cdef cnp.ndarray wa = <cnp.ndarray>w_ih
+    if not _sparse_inputs or n == 0 or I < SPARSE_DENSITY:
+        return None
+    with nogil:
+        if f32:
+            nnz = count_nonzero(<const float*>x, I)
+        else:
+            nnz = count_nonzero(<const double*>x, I)
+    if nnz * SPARSE_DENSITY > I:
+        return None
+    with nogil:
+        if f32:
+            nnz = count_nonzero(<const float*>x, n)
+        else:
+            nnz = count_nonzero(<const double*>x, n)
+    if nnz * SPARSE_DENSITY > n or nnz > INT_MAX:
+        return None
+    if not (all_finite(<const float*>cnp.PyArray_DATA(wa), cnp.PyArray_SIZE(wa)) if f32
+            else all_finite(<const double*>cnp.PyArray_DATA(wa), cnp.PyArray_SIZE(wa))):
+        return None
+    ptr = np.empty(rows + 1, np.intc)
+    idx = np.empty(max(nnz, 1), np.intc)
+    val = np.empty(max(nnz, 1), np.float32 if f32 else np.float64)
+    cdef int* p = <int*>data(ptr)
+    cdef int* ix = <int*>data(idx)
+    cdef void* v = data(val)
+    cdef bint filled
+    with nogil:
+        if f32:
+            filled = fill_csr(<const float*>x, rows, I, p, ix, <float*>v, <int>nnz)
+        else:
+            filled = fill_csr(<const double*>x, rows, I, p, ix, <double*>v, <int>nnz)
+    if not filled:
+        return None
+    a.xs_ptr, a.xs_idx, a.xs_val = p, ix, v
+    _sparse_calls += 1
+    return ptr, idx, val
+
+
 cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.ndarray h0,
                        cnp.ndarray c0, _Weights w, object lens, bint training, int variant,
                        bint step, object clip, object acts, int out_nd=2):
@@ -3157,6 +3307,9 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     # (a team projects the input of all steps, chunk by chunk, whatever the batch: the results
     # are the same bits either way, the input's product first, then the recurrent one's)
     per_step_input = not step and T > 1 and B >= STEP_INPUT_MIN_BATCH and not members
+    # a sparse x's products over its entries alone, wherever they are made
+    sparse = (sparse_input(&a, xa, <Py_ssize_t>T * B, I, w.w_ih, typenum)
+              if not step and T > 1 else None)
     Tc = (1 if per_step_input and not training
           else chunk_steps(T, B, Gs, training or (nthreads > 1 and not members)))
     slots = T + 1 if training else 2
@@ -3234,8 +3387,8 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
                 # Haswell kernels, I = 257: 127 + 128 rows against 255)
                 a.w_ih_p, a.w_ih_r = a.w_ih_r, NULL
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-                      (xa, w, lens, live, gates, bias, hs, cs, tc, mb, y, cmask, operands, ghb,
-                       block),
+                      (xa, w, lens, live, sparse, gates, bias, hs, cs, tc, mb, y, cmask, operands,
+                       ghb, block),
                       members > 0, step_members > 0)
         # nothing was computed: the weights changed since they were packed (packed again), or
         # the team could not run (the call runs on one thread)
@@ -3254,6 +3407,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         saved.cell_id, saved.typenum, saved.step = cell, typenum, step
         saved.T, saved.B, saved.In, saved.H, saved.P, saved.variant = T, B, I, H, P, variant
         saved.x, saved.w, saved.lengths, saved.gates, saved.hs = xa, w, lens, gates, hs
+        saved.sparse = sparse
         saved.cs, saved.tc, saved.mb, saved.cmask = cs, tc, mb, cmask
         saved.activations = acts
     elif block is None and cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
@@ -3328,7 +3482,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
                            f"run the forward again")
     cell, typenum, T, B, I, H, P, variant = s.cell_id, s.typenum, s.T, s.B, s.In, s.H, s.P, s.variant
     xa, w, lens, gates, hs, cs, tc, mb = s.x, s.w, s.lengths, s.gates, s.hs, s.cs, s.tc, s.mb
-    cmask = s.cmask
+    cmask, sparse = s.cmask, s.sparse
     G = GATES[cell] * H
     memset(&a, 0, sizeof(Args))
     if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == LSTM else 1):
@@ -3359,6 +3513,8 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     a.w_ph = data(w.w_ph)
     a.gates, a.hs, a.cs, a.tc, a.mb = data(gates), data(hs), data(cs), data(tc), data(mb)
     a.cmask = data(cmask)
+    if sparse is not None:
+        a.xs_ptr, a.xs_idx, a.xs_val = <const int*>data(sparse[0]), <const int*>data(sparse[1]), data(sparse[2])
     a.ldg = <int>gates.shape[2]
     a.dy, a.dh, a.dc, a.norms = data(dya), data(dh), data(dc), data(norms)
     a.dht = data(dht)
@@ -3370,7 +3526,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
     if s.used:
         raise RuntimeError(f"this cython {made_by} record was already used by a backward pass")
     s.used = True
-    s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = s.cmask = None
+    s.x = s.lengths = s.gates = s.hs = s.cs = s.tc = s.mb = s.cmask = s.sparse = None
     nthreads = plan_threads(B, loop_flops)
     operands = None
     if T > 1 or B > GEMV_MAX_COLUMNS:
@@ -3386,8 +3542,8 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
             a.w_ih_r = data(w_ih_b)
             operands += (w_ih_b,)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, live, gates, hs, cs, tc, mb, cmask, dya, dh, dc, norms, dht, dx, dw_ih,
-         dw_hh, db_ih, db_hh, dw_hr, dw_ph, operands))
+        (xa, w, lens, live, sparse, gates, hs, cs, tc, mb, cmask, dya, dh, dc, norms, dht, dx,
+         dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph, operands))
     if norms is not None:
         step_norms[...] = norms
     give_back((gates, hs, cs, tc, mb, dht, cmask))

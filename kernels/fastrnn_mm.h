@@ -640,6 +640,19 @@ static void fr_dots_cols_##SUF(int m, int n, int K, T alpha, const T* A, ptrdiff
  * multiple of FR_WMR rows) */
 #define FR_WMC(T) ((128 * 1024 / (FR_WKC * (ptrdiff_t)sizeof(T))) / FR_WMR * FR_WMR)
 
+/* A sparse operand of the weight gradients (fr_wgrad2): W (n x N, rows ldw apart) += D^T A,
+ * A's rows compressed as fr_sparse_mm reads them (ptr, idx, val; ptr indexed by D's row);
+ * Wt, the sums' workspace, is fr_wgrad2's.  val, W and Wt are of the call's element type. */
+typedef struct {
+    int N;
+    const int* ptr;
+    const int* idx;
+    const void* val;
+    void* W;
+    ptrdiff_t ldw;
+    void* Wt;
+} fr_sparse_grad;
+
 #if FR_VECTORS
 #define FR_DEFINE_WTILE(SUF, T, R)                                                           \
 FR_INLINE void fr_wtile_##SUF##_##R(ptrdiff_t kn, const T* D, ptrdiff_t ldd, const T* B,     \
@@ -692,11 +705,15 @@ FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                 
  * row added while it is in the L1 cache (summed in passes of their own after the packing,    \
  * the block had left it: 1.2 of the 13 ms of a thread's weight gradients at the README's     \
  * loop shape), every element's sum in the order of the rows; with `rows` (or NULL), row k   \
- * of the block is row rows[k] of D */                                                       \
+ * of the block is row rows[k] of D.  With a sparse operand A (sp, NULL: none; see           \
+ * fr_sparse_grad), its product is summed the same way, row by row: sp->Wt (N x n) +=         \
+ * A[r, j] D[r, :] for each entry of row r of A, where r = rows[k] or r0 + k. */              \
 static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,            \
-                           const int* rows, T* Dp, T* db1, T* db2)                           \
+                           const int* rows, ptrdiff_t r0, T* Dp, T* db1, T* db2,             \
+                           const fr_sparse_grad* sp)                                         \
 {                                                                                            \
-    ptrdiff_t k, i, j;                                                                       \
+    ptrdiff_t k, i, j, r;                                                                    \
+    int e;                                                                                   \
     for (k = 0; k < kn; k++) {                                                               \
         const T* d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                      \
         for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
@@ -711,6 +728,14 @@ static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,
         if (db2 != NULL)                                                                     \
             for (j = 0; j < n; j++)                                                          \
                 db2[j] += d[j];                                                              \
+        if (sp == NULL) continue;                                                            \
+        r = rows != NULL ? (ptrdiff_t)rows[k] : r0 + k;                                      \
+        for (e = sp->ptr[r]; e < sp->ptr[r + 1]; e++) {                                      \
+            const T v = ((const T*)sp->val)[e];                                              \
+            T* o = (T*)sp->Wt + (ptrdiff_t)sp->idx[e] * n;                                   \
+            for (j = 0; j < n; j++)                                                          \
+                o[j] += d[j] * v;                                                            \
+        }                                                                                    \
     }                                                                                        \
 }                                                                                            \
                                                                                              \
@@ -777,36 +802,52 @@ static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const
                                                                                              \
 /* W1 (n x N1) += D^T B1 and W2 (n x N2, N2 = 0: none) += D^T B2 over the same K rows of D   \
  * (rows 0 .. K-1, or with `rows` rows[0 .. K-1] of D, B1 and B2: those whose D is not zero)  \
- * (see above), and db1, db2 (n, or NULL) += the column sums of D (the bias gradients): per   \
- * block of FR_WKC rows, D's columns packed once for both products and summed as they are    \
- * packed (as two products and two sums, the layer's 8 MB of D at the README's loop shape    \
- * was read four times and packed twice).  0, or -1 when the packed blocks could not be      \
- * allocated (nothing written). */                                                           \
+ * (see above), db1, db2 (n, or NULL) += the column sums of D (the bias gradients), and      \
+ * (S: a sparse operand, or NULL) S->W (n x S->N) += D^T A over A's entries alone: per block  \
+ * of FR_WKC rows, D's columns packed once for both products and summed as they are packed   \
+ * (as two products and two sums, the layer's 8 MB of D at the README's loop shape was read  \
+ * four times and packed twice; the sparse product in a pass of its own, reading D again,    \
+ * took 3.8% of that loop's time).  The sparse sums run in W^T (N x n: an entry adds into    \
+ * one contiguous row of it), copied from S->W and back.  0, or -1 when the blocks could     \
+ * not be allocated (nothing written). */                                                    \
 static int fr_wgrad2_##SUF(int n, int K, const int* rows, const T* D, ptrdiff_t ldd,         \
                            int N1, const T* B1, ptrdiff_t ldb1, T* W1, ptrdiff_t ldw1,       \
                            int N2, const T* B2, ptrdiff_t ldb2, T* W2, ptrdiff_t ldw2,       \
-                           T* db1, T* db2)                                                   \
+                           T* db1, T* db2, const fr_sparse_grad* S)                          \
 {                                                                                            \
     const ptrdiff_t bsize = FR_PACKED_SIZE(T, FR_WKC, N1 > N2 ? N1 : N2);                    \
+    const ptrdiff_t tsize = S != NULL ? (ptrdiff_t)n * S->N : 0;                             \
+    fr_sparse_grad sp;                                                                       \
     char* raw;                                                                               \
-    T *bp, *dp;                                                                              \
-    ptrdiff_t k0, kn;                                                                        \
+    T *bp, *dp, *W;                                                                          \
+    ptrdiff_t k0, kn, i, j;                                                                  \
     if (n <= 0 || K <= 0) return 0;                                                          \
-    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n) * sizeof(T) + 64);           \
+    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n + tsize) * sizeof(T) + 64);   \
     if (raw == NULL) return -1;                                                              \
     bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
     dp = bp + bsize;                                                                         \
+    if (S != NULL) {                                                                         \
+        sp = *S;                                                                             \
+        sp.Wt = dp + FR_WKC * (ptrdiff_t)n;                                                  \
+        W = (T*)S->W;                                                                        \
+        for (i = 0; i < n; i++)                                                              \
+            for (j = 0; j < S->N; j++) ((T*)sp.Wt)[j * n + i] = W[i * S->ldw + j];           \
+    }                                                                                        \
     for (k0 = 0; k0 < K; k0 += FR_WKC) {                                                     \
         /* the block's rows: rows[k0 ..] of D, B1 and B2, or rows k0 .. */                   \
         const int* rk = rows != NULL ? rows + k0 : NULL;                                     \
         const ptrdiff_t at = rows != NULL ? 0 : k0;                                          \
         kn = K - k0 < FR_WKC ? K - k0 : FR_WKC;                                              \
-        fr_wpack_##SUF(n, kn, D + at * ldd, ldd, rk, dp, db1, db2);                          \
+        fr_wpack_##SUF(n, kn, D + at * ldd, ldd, rk, k0, dp, db1, db2,                       \
+                       S != NULL ? &sp : NULL);                                              \
         if (N1 > 0)                                                                          \
             fr_wblock_##SUF(n, kn, dp, N1, B1 + at * ldb1, ldb1, rk, bp, W1, ldw1);          \
         if (N2 > 0)                                                                          \
             fr_wblock_##SUF(n, kn, dp, N2, B2 + at * ldb2, ldb2, rk, bp, W2, ldw2);          \
     }                                                                                        \
+    if (S != NULL)                                                                           \
+        for (i = 0; i < n; i++)                                                              \
+            for (j = 0; j < S->N; j++) W[i * S->ldw + j] = ((const T*)sp.Wt)[j * n + i];     \
     free(raw);                                                                               \
     return 0;                                                                                \
 }                                                                                            \
@@ -817,7 +858,44 @@ static int fr_wgrad_##SUF(int n, int K, const int* rows, int N, const T* D, ptrd
 {                                                                                            \
     if (N <= 0) return 0;                                                                    \
     return fr_wgrad2_##SUF(n, K, rows, D, ldd, N, B, ldb, W, ldw, 0, NULL, 0, NULL, 0, NULL,  \
-                           NULL);                                                            \
+                           NULL, NULL);                                                      \
+}
+
+/* The input's products when the input is sparse (most of it zeros: one-hot characters, say),
+ * its rows in compressed form (CSR): row r's values are val[e] at columns idx[e], e in
+ * [ptr[r], ptr[r + 1]), columns in increasing order.  A product then reads only the rows of W
+ * the input's entries pick: for one-hot rows out of a vocabulary of 96, 1/96 of the
+ * multiply-adds of the dense product.  Every element gets the sum fr_mm gives it (and
+ * fr_wgrad2's sparse operand the sum of its dense one), term by term in the same order, less
+ * the terms of A's zeros; those are zeros (+-0) for finite operands, so the results are the
+ * same bits (up to the sign of a zero).
+ *
+ * C (rows rows[i], or i, for i < n; rows ldc apart) = A (row r0 + rows[i], or r0 + i) @ W over
+ * columns [0, N), W (K x N) packed by fr_pack. */
+#define FR_DEFINE_SPARSE(SUF, T)                                                             \
+static void fr_sparse_mm_##SUF(int n, const int* rows, ptrdiff_t r0, const int* ptr,         \
+                               const int* idx, const T* val, int K, int N, const T* Wp,      \
+                               T* C, ptrdiff_t ldc)                                          \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T), pstride = (ptrdiff_t)K * NR;                              \
+    ptrdiff_t i, p, j, r, m;                                                                 \
+    int e;                                                                                   \
+    for (i = 0; i < n; i++) {                                                                \
+        r = rows != NULL ? rows[i] : i;                                                      \
+        T* c = C + r * ldc;                                                                  \
+        const int e0 = ptr[r0 + r], e1 = ptr[r0 + r + 1];                                    \
+        for (p = 0; p * NR < N; p++) {                                                       \
+            T acc[FR_NR(T)];                                                                 \
+            for (j = 0; j < NR; j++) acc[j] = 0;                                             \
+            for (e = e0; e < e1; e++) {                                                      \
+                const T v = val[e];                                                          \
+                const T* w = Wp + p * pstride + (ptrdiff_t)idx[e] * NR;                      \
+                for (j = 0; j < NR; j++) acc[j] += v * w[j];                                 \
+            }                                                                                \
+            m = N - p * NR < NR ? N - p * NR : NR;                                           \
+            memcpy(c + p * NR, acc, m * sizeof(T));                                          \
+        }                                                                                    \
+    }                                                                                        \
 }
 
 FR_DEFINE_MM(f32, float)
@@ -826,5 +904,7 @@ FR_DEFINE_WGRAD(f32, float)
 FR_DEFINE_WGRAD(f64, double)
 FR_DEFINE_DOTS(f32, float)
 FR_DEFINE_DOTS(f64, double)
+FR_DEFINE_SPARSE(f32, float)
+FR_DEFINE_SPARSE(f64, double)
 
 #endif /* FASTRNN_MM_H */

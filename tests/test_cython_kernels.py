@@ -274,6 +274,84 @@ def test_a_ragged_batch_gives_each_sequence_the_bits_it_has_alone(cy, case, dtyp
         fastrnn.set_num_threads(before)
 
 
+def sparse_x(dtype, T, B, in_size, rng):
+    """A one-hot input of ``in_size`` features (1/8 or less of it not zero): values 1 and 2.5,
+    an all-zero row (padding) and a row of two entries."""
+    x = np.zeros((T * B, in_size), dtype)
+    x[np.arange(T * B), rng.integers(0, in_size, T * B)] = rng.choice([1, 2.5], T * B)
+    x[5] = 0
+    x[7, :2] = (-1.5, 0.5)
+    return x.reshape(T, B, in_size)
+
+
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "lstm_proj_peepholes_clip", "gru",
+                                  "gru_reset_before", "lstm_acts"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training, B, threads, lengths", [
+    (False, 3, 1, "ragged"),     # the input projected for all steps at once
+    (False, 12, 2, "ragged"),    # a team: its members project their units' columns
+    (False, 66, 2, "ragged"),    # split by rows, the input multiplied step by step
+    (True, 3, 2, "ragged"),      # all steps at once, in parts (of the running rows)
+    (True, 12, 2, None)])        # step by step; the weight gradients split by gates, in
+                                 # blocks of 256 rows
+def test_a_sparse_input_gives_the_bits_of_the_dense_products(cy, case, dtype, training, B,
+                                                             threads, lengths):
+    """An input with at most 1/8 of it not zero (one-hot characters) is multiplied over its
+    entries alone, forward (x @ W_ih^T) and backward (dW_ih += dA^T x): outputs, states and every
+    gradient bit for bit those of the dense products; with a NaN in W_ih, the dense ones run
+    (the NaN reaches every output, as there)."""
+    rng = np.random.default_rng(8)
+    in_size, T = 24, 30
+    cell, opts, _ = CASES[case]
+    weights, P = make_weights(case, dtype, "both", rng, in_size=in_size, hidden=TEAM_HIDDEN)
+    weights[1][...] *= dtype(2 / np.sqrt(P))
+    x = sparse_x(dtype, T, B, in_size, rng)
+    hx = make_states(case, B, P, dtype, rng, hidden=TEAM_HIDDEN)
+    lens = make_lengths(lengths, B, T, rng)
+    forward, backward = getattr(cy, f"{cell}_forward"), getattr(cy, f"{cell}_backward")
+    dy = rng.standard_normal((T, B, P)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+
+    def run(weights, sparse):
+        was = cy._use_sparse_inputs(sparse)
+        calls = cy.sparse_stats()
+        try:
+            y, hy, saved = forward(x, hx, weights, lens, training, **opts)
+            results = (y,) + tuple(hy)
+            if training:
+                dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+                dx, dh0 = backward(dy, dhy, saved, dweights)
+                results += (dx,) + tuple(dh0) + tuple(d for d in dweights if d is not None)
+            return results, cy.sparse_stats() - calls
+        finally:
+            cy._use_sparse_inputs(was)
+
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(threads)
+        got, sparse_calls = run(weights, True)
+        want, dense_calls = run(weights, False)
+        assert (sparse_calls, dense_calls) == (1, 0)
+        for k, (g, w) in enumerate(zip(got, want)):
+            np.testing.assert_array_equal(g, w, err_msg=f"result {k}")
+        # dense inputs, the products as stored: the first row full, or 1/6 of the rest
+        first_full, crowded = x.copy(), x.copy()
+        first_full[0, 0] = 1
+        crowded.reshape(-1, in_size)[1::2, :6] = 0.5
+        for dense in (first_full, crowded):
+            calls = cy.sparse_stats()
+            forward(dense, hx, weights, lens, training, **opts)
+            assert cy.sparse_stats() == calls
+        nan_weights = tuple(None if w is None else w.copy() for w in weights)
+        nan_weights[0][0, 3] = np.nan
+        got, sparse_calls = run(nan_weights, True)
+        assert sparse_calls == 0
+        running = slice(None) if lens is None else lens > 1
+        assert np.isnan(got[0][1, running]).all()       # (W_ih's NaN, then W_hh's product)
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 @pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh"])
 def test_a_team_that_cannot_start_leaves_the_call_on_one_thread(cy, case):
     """A call of 16 sequences that chose a team but finds it cannot run (no thread could be
