@@ -741,9 +741,9 @@ cdef inline int wgrad2(int n, int K, const int* rows, const floating* D, Py_ssiz
 cdef inline void sparse_mm(int n, const int* rows, Py_ssize_t r0, const int* ptr, const int* idx,
                            const floating* val, int K, int N, const floating* Wp, floating* C,
                            Py_ssize_t ldc) noexcept nogil:
-    """C (rows rows[i], or i, of n; ldc apart) = the rows r0 + rows[i] (or r0 + i) of a sparse
-    A (CSR: ptr, idx, val) @ W (K x N, packed by fr_pack): the bits of :func:`rowmm` for finite
-    W (fastrnn_mm.h's fr_sparse_mm)."""
+    """C (row r - r0, ldc apart) = row r of a sparse A (CSR: ptr, idx, val) @ W (K x N, packed
+    by fr_pack), for the n rows r = rows[i], or r0 + i: the bits of :func:`rowmm` for finite W
+    (fastrnn_mm.h's fr_sparse_mm)."""
     if floating is float:
         fr_sparse_mm_f32(n, rows, r0, ptr, idx, val, K, N, Wp, C, ldc)
     else:

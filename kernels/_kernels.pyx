@@ -265,7 +265,8 @@ cdef inline bint valid(const int64_t* lens, int t, int b) noexcept nogil:
 
 # With lengths, a step's products need only the rows of the sequences still running: those
 # past their length keep their state and output 0, and their gradients pass through.  Live
-# lists a slice's running rows at a step (live_at), and live_mm makes a product over them
+# holds a slice's running rows at a step (live_at: the part of a.live_rows, the list of the
+# running rows of every step, that falls in the slice), and live_mm makes a product over them
 # alone: their operands gathered into a block of their own, the results put back (the other
 # rows of C are left as they are).  fr_mm computes each row on its own, in the order of k,
 # whichever rows go with it, so a running row's result is the same bits as in the whole slice.
@@ -278,14 +279,14 @@ cdef inline bint valid(const int64_t* lens, int t, int b) noexcept nogil:
 ctypedef struct Live:
     int n                    # the rows of the slice whose sequence runs at this step
     int all                  # 1: all the slice's rows (no lengths, or none ended): no gather
-    int* rows                # with lengths: the n rows' indices in the slice, in order
+    const int* rows          # with lengths: the n rows, t*B + b (in a.live_rows), in order
+    int base                 # with lengths: the row t*B + b0 of the slice's first
     void* buf                # with lengths: the gathered operands, room for nb rows of each
 
 
 cdef inline void live_free(Live* s) noexcept nogil:
-    free(s.rows)
     free(s.buf)
-    s.rows, s.buf = NULL, NULL
+    s.buf = NULL
 
 
 cdef int live_init(Live* s, Args* a, int nb, size_t item) noexcept nogil:
@@ -293,27 +294,34 @@ cdef int live_init(Live* s, Args* a, int nb, size_t item) noexcept nogil:
     operands of every product of a time loop (K, N <= max(I, 4H, P)); 0, or -1 when out of
     memory."""
     cdef size_t width = <size_t>max(max(a.In, 4 * a.H), a.P)
-    s.n, s.all, s.rows, s.buf = nb, 1, NULL, NULL
-    if a.lens == NULL:
+    s.n, s.all, s.rows, s.base, s.buf = nb, 1, NULL, 0, NULL
+    if a.live_rows == NULL:
         return 0
-    s.rows = <int*>malloc(<size_t>nb * sizeof(int) + 1)
     s.buf = malloc(2 * <size_t>nb * width * item + 1)
-    if s.rows == NULL or s.buf == NULL:
-        live_free(s)
-        return -1
-    return 0
+    return 0 if s.buf != NULL else -1
 
 
-cdef inline void live_at(Live* s, const int64_t* lens, int t, int b0, int nb) noexcept nogil:
+cdef inline int lower_bound(const int* v, int n, int x) noexcept nogil:
+    """The first i with v[i] >= x (v: n sorted values), or n."""
+    cdef int lo = 0, hi = n, mid
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if v[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline void live_at(Live* s, const Args* a, int t, int b0, int nb) noexcept nogil:
     """s = the rows of the slice [b0, b0 + nb) whose sequence runs at step t."""
-    cdef int b
-    if lens == NULL:
+    cdef int i0
+    if a.live_rows == NULL:
         return
-    s.n = 0
-    for b in range(nb):
-        if t < lens[b0 + b]:
-            s.rows[s.n] = b
-            s.n += 1
+    s.base = t * a.B + b0
+    i0 = lower_bound(a.live_rows, a.nlive, s.base)
+    s.rows = a.live_rows + i0
+    s.n = lower_bound(s.rows, a.nlive - i0, s.base + nb)
     s.all = s.n == nb
 
 
@@ -344,7 +352,7 @@ cdef inline void live_mm(Live* s, int K, int N, const floating* A, int lda, cons
     if s.all:
         rowmm(s.n, K, N, A, lda, Wp, accumulate, C, ldc)
     elif s.n > 0:
-        gathered_mm(s.rows, s.n, 0, K, N, A, lda, Wp, accumulate, C, ldc, <floating*>s.buf)
+        gathered_mm(s.rows, s.n, s.base, K, N, A, lda, Wp, accumulate, C, ldc, <floating*>s.buf)
 
 
 cdef inline int chunk_steps(int T, int B, int G, bint whole) noexcept nogil:
@@ -409,7 +417,7 @@ cdef inline floating* step_gates(floating tag, Args* a, int G, int t, int* t0,
         gt = gates + (t if a.train else 0) * BG
         if a.xs_ptr != NULL:
             if live.n > 0:
-                sparse_mm(live.n, NULL if live.all else live.rows, <Py_ssize_t>t * a.B + a.b0,
+                sparse_mm(live.n, live.rows, <Py_ssize_t>t * a.B + a.b0,   # (NULL: no lengths)
                           a.xs_ptr, a.xs_idx, <const floating*>a.xs_val, a.In, G,
                           <const floating*>a.w_ih_r, gt + <Py_ssize_t>a.b0 * a.ldg, a.ldg)
         else:
@@ -439,18 +447,6 @@ cdef inline void part_rows(Args* a, int* r0, int* r1) noexcept nogil:
     part_range(n, a.part, a.nparts, &i0, &i1)
     r0[0] = 0 if a.part == 0 else (a.live_rows[i0] if i0 < n else TB)
     r1[0] = TB if a.part == a.nparts - 1 else (a.live_rows[i1] if i1 < n else TB)
-
-
-cdef inline int lower_bound(const int* v, int n, int x) noexcept nogil:
-    """The first i with v[i] >= x (v: n sorted values), or n."""
-    cdef int lo = 0, hi = n, mid
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if v[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 cdef int live_rows_mm(Args* a, int r0, int r1, int K, int N, const floating* A, int lda,
@@ -846,7 +842,7 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, b1 - b0)
+        live_at(&live, a, t, b0, b1 - b0)
         gt = step_gates(tag, a, H, t, &t0, &live)
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
@@ -910,7 +906,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T - 1, -1, -1):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, b1 - b0)
+        live_at(&live, a, t, b0, b1 - b0)
         for b in range(b0, b1):
             da = dA + <Py_ssize_t>t * BH + <Py_ssize_t>b * H
             if not valid(lens, t, b):
@@ -1148,7 +1144,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G, t, &t0, &live)
         hprev = hs + (t if train else t % 2) * BP
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BP
@@ -1244,7 +1240,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T - 1, -1, -1):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         dht = dhts + <Py_ssize_t>t * BP + <Py_ssize_t>b0 * P if proj else scratch
         for b in range(b0, b1):
             dr = dht + <Py_ssize_t>(b - b0) * P
@@ -1540,7 +1536,7 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G3, t, &t0, &live)
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
@@ -1622,7 +1618,7 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T - 1, -1, -1):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         for b in range(b0, b1):
             gh = ghb + <Py_ssize_t>(b - b0) * ldh
             if not valid(lens, t, b):
@@ -1690,7 +1686,7 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G3, t, &t0, &live)
         hprev = hs + (t if train else t % 2) * BH
         hnext = hs + (t + 1 if train else (t + 1) % 2) * BH
@@ -1791,7 +1787,7 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
     for t in range(T - 1, -1, -1):
         if a.stop != NULL and a.stop[0]:
             break
-        live_at(&live, lens, t, b0, nb)
+        live_at(&live, a, t, b0, nb)
         for b in range(b0, b1):
             row = D + <Py_ssize_t>t * BG4 + b * ldg
             if not valid(lens, t, b):
@@ -2010,7 +2006,7 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
             cprev = cs + (t % 2) * BH
             cnext = cs + ((t + 1) % 2) * BH
         yt = <floating*>a.y + <Py_ssize_t>t * BH
-        live_at(live, a.lens, t, 0, B)
+        live_at(live, a, t, 0, B)
         if cell == 2:
             live_mm(live, H, 3 * n, hprev, H, w_hh, False, ghb, ldh)
         else:

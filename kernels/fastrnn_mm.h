@@ -870,8 +870,8 @@ static int fr_wgrad_##SUF(int n, int K, const int* rows, int N, const T* D, ptrd
  * the terms of A's zeros; those are zeros (+-0) for finite operands, so the results are the
  * same bits (up to the sign of a zero).
  *
- * C (rows rows[i], or i, for i < n; rows ldc apart) = A (row r0 + rows[i], or r0 + i) @ W over
- * columns [0, N), W (K x N) packed by fr_pack. */
+ * C (row r - r0, rows ldc apart) = A (row r) @ W over columns [0, N) for the n rows r =
+ * rows[i] of A, or r0 + i; W (K x N) packed by fr_pack. */
 #define FR_DEFINE_SPARSE(SUF, T)                                                             \
 static void fr_sparse_mm_##SUF(int n, const int* rows, ptrdiff_t r0, const int* ptr,         \
                                const int* idx, const T* val, int K, int N, const T* Wp,      \
@@ -881,9 +881,9 @@ static void fr_sparse_mm_##SUF(int n, const int* rows, ptrdiff_t r0, const int* 
     ptrdiff_t i, p, j, r, m;                                                                 \
     int e;                                                                                   \
     for (i = 0; i < n; i++) {                                                                \
-        r = rows != NULL ? rows[i] : i;                                                      \
-        T* c = C + r * ldc;                                                                  \
-        const int e0 = ptr[r0 + r], e1 = ptr[r0 + r + 1];                                    \
+        r = rows != NULL ? rows[i] : r0 + i;                                                 \
+        T* c = C + (r - r0) * ldc;                                                           \
+        const int e0 = ptr[r], e1 = ptr[r + 1];                                              \
         for (p = 0; p * NR < N; p++) {                                                       \
             T acc[FR_NR(T)];                                                                 \
             for (j = 0; j < NR; j++) acc[j] = 0;                                             \
