@@ -1,5 +1,6 @@
 /* The per-step products of the recurrence: C[n x N] += A[n x K] @ W[K x N], W packed once
- * (and, further down, the matrix-vector products of a step and the weight gradients).
+ * (and, further down, the matrix-vector products of a step, the weight gradients and the
+ * products of a sparse input).
  *
  * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them: for any
  * CPU of the platform, with AVX2 and FMA, and with AVX-512 (see setup.py); the width of the

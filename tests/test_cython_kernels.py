@@ -298,8 +298,9 @@ def test_a_sparse_input_gives_the_bits_of_the_dense_products(cy, case, dtype, tr
                                                              threads, lengths):
     """An input with at most 1/8 of it not zero (one-hot characters) is multiplied over its
     entries alone, forward (x @ W_ih^T) and backward (dW_ih += dA^T x): outputs, states and every
-    gradient bit for bit those of the dense products; with a NaN in W_ih, the dense ones run
-    (the NaN reaches every output, as there)."""
+    gradient bit for bit those of the dense products.  Inputs with a full first row, or more
+    than 1/8 not zero, take the dense products; so does a W_ih with a NaN (which then reaches
+    every output, as it does there)."""
     rng = np.random.default_rng(8)
     in_size, T = 24, 30
     cell, opts, _ = CASES[case]
