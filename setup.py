@@ -95,9 +95,9 @@ class OptionalBuildExt(build_ext):
             # so their loops vectorise; -fno-math-errno lets square roots vectorise (nothing
             # reads errno); NaN and inf keep their IEEE meaning (no -ffast-math); loops start on
             # a 64-byte line: the micro-kernel's inner loop (126 bytes) then spans two of the
-            # decoder's 64-byte windows, not three.  Where it happened to start at 32 bytes,
-            # an unrelated change moved it there, the LSTM ran 2-4% slower (Zen 3); aligned,
-            # 1.02-1.05x as fast as the build where it started on a line by chance
+            # decoder's 64-byte windows, not three.  When an unrelated change moved it to byte
+            # 32 of a line, the LSTM ran 2-4% slower (Zen 3); aligned, it runs 1.02-1.05x as
+            # fast as in the build where it had started on a line by chance
             flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-falign-loops=64"] + (
                 ["-march=native"] if NATIVE else [])
         for ext in self.extensions:
