@@ -3207,6 +3207,16 @@ cdef bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
     return True
 
 
+cdef inline Py_ssize_t nonzeros(const void* x, Py_ssize_t n, bint f32) noexcept nogil:
+    """count_nonzero of n floats (f32) or doubles at x."""
+    return count_nonzero(<const float*>x, n) if f32 else count_nonzero(<const double*>x, n)
+
+
+cdef inline bint finite(const void* x, Py_ssize_t n, bint f32) noexcept nogil:
+    """all_finite of n floats (f32) or doubles at x."""
+    return all_finite(<const float*>x, n) if f32 else all_finite(<const double*>x, n)
+
+
 cdef bint fill_csr(const floating* x, Py_ssize_t rows, int I, int* ptr, int* idx,
                    floating* val, int nnz) noexcept nogil:
     """x's rows compressed into ptr (rows + 1), idx and val (nnz each); False if x has more
@@ -3239,21 +3249,14 @@ cdef object sparse_input(Args* a, cnp.ndarray xa, Py_ssize_t rows, int I, object
     if not _sparse_inputs or n == 0 or I < SPARSE_DENSITY:
         return None
     with nogil:
-        if f32:
-            nnz = count_nonzero(<const float*>x, I)
-        else:
-            nnz = count_nonzero(<const double*>x, I)
+        nnz = nonzeros(x, I, f32)                       # the first row
     if nnz * SPARSE_DENSITY > I:
         return None
     with nogil:
-        if f32:
-            nnz = count_nonzero(<const float*>x, n)
-        else:
-            nnz = count_nonzero(<const double*>x, n)
+        nnz = nonzeros(x, n, f32)
     if nnz * SPARSE_DENSITY > n or nnz > INT_MAX:
         return None
-    if not (all_finite(<const float*>cnp.PyArray_DATA(wa), cnp.PyArray_SIZE(wa)) if f32
-            else all_finite(<const double*>cnp.PyArray_DATA(wa), cnp.PyArray_SIZE(wa))):
+    if not finite(cnp.PyArray_DATA(wa), cnp.PyArray_SIZE(wa), f32):
         return None
     ptr = np.empty(rows + 1, np.intc)
     idx = np.empty(max(nnz, 1), np.intc)
