@@ -708,7 +708,8 @@ FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                 
  * loop shape), every element's sum in the order of the rows; with `rows` (or NULL), row k   \
  * of the block is row rows[k] of D.  With a sparse operand A (sp, NULL: none; see           \
  * fr_sparse_grad), its product is summed the same way, row by row: sp->Wt (N x n) +=         \
- * A[r, j] D[r, :] for each entry of row r of A, where r = rows[k] or r0 + k. */              \
+ * A[r, j] D[r, :] for each entry of row r of A, where r = rows[k] or r0 + k.  With Dp NULL   \
+ * (no dense product reads it), the sums alone. */                                           \
 static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,            \
                            const int* rows, ptrdiff_t r0, T* Dp, T* db1, T* db2,             \
                            const fr_sparse_grad* sp)                                         \
@@ -717,12 +718,14 @@ static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,
     int e;                                                                                   \
     for (k = 0; k < kn; k++) {                                                               \
         const T* d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                      \
-        for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
-            memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));                     \
-        for (; i + 4 <= n; i += 4)                                                           \
-            memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                               \
-        for (; i < n; i++)                                                                   \
-            Dp[i * kn + k] = d[i];                                                           \
+        if (Dp != NULL) {                                                                    \
+            for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                        \
+                memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));                 \
+            for (; i + 4 <= n; i += 4)                                                       \
+                memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                           \
+            for (; i < n; i++)                                                               \
+                Dp[i * kn + k] = d[i];                                                       \
+        }                                                                                    \
         if (db1 != NULL)                                                                     \
             for (j = 0; j < n; j++)                                                          \
                 db1[j] += d[j];                                                              \
@@ -839,8 +842,8 @@ static int fr_wgrad2_##SUF(int n, int K, const int* rows, const T* D, ptrdiff_t 
         const int* rk = rows != NULL ? rows + k0 : NULL;                                     \
         const ptrdiff_t at = rows != NULL ? 0 : k0;                                          \
         kn = K - k0 < FR_WKC ? K - k0 : FR_WKC;                                              \
-        fr_wpack_##SUF(n, kn, D + at * ldd, ldd, rk, k0, dp, db1, db2,                       \
-                       S != NULL ? &sp : NULL);                                              \
+        fr_wpack_##SUF(n, kn, D + at * ldd, ldd, rk, k0, N1 > 0 || N2 > 0 ? dp : NULL,       \
+                       db1, db2, S != NULL ? &sp : NULL);                                    \
         if (N1 > 0)                                                                          \
             fr_wblock_##SUF(n, kn, dp, N1, B1 + at * ldb1, ldb1, rk, bp, W1, ldw1);          \
         if (N2 > 0)                                                                          \
