@@ -494,19 +494,26 @@ cdef inline int input_projection_part(floating tag, Args* a, int G) noexcept nog
     in blocks of PROJECTION_ROWS rows, between which a stop (Ctrl-C) is seen.  (Each row is
     computed alike whatever block it is in, as in the split among threads.)  With lengths
     (a.live_rows), only the rows of the sequences running at their step, and the parts share
-    those.  0, or -1 when out of memory."""
-    cdef int r0, r1, r, n
+    those (a sparse x: fr_sparse_mm reads the list of rows as it is, without a gather).  0,
+    or -1 when out of memory."""
+    cdef int r0, r1, r, n, i0
+    cdef floating* out
     part_rows(a, &r0, &r1)
     r = r0
     while r < r1 and not (a.stop != NULL and a.stop[0]):
         n = min(r1 - r, PROJECTION_ROWS)
-        if a.w_ih_p != NULL and a.xs_ptr == NULL:
+        out = <floating*>a.gates + <Py_ssize_t>r * a.ldg
+        if a.w_ih_p != NULL and a.xs_ptr != NULL and a.live_rows != NULL:
+            i0 = lower_bound(a.live_rows, a.nlive, r)
+            sparse_mm(lower_bound(a.live_rows, a.nlive, r + n) - i0, a.live_rows + i0, r,
+                      a.xs_ptr, a.xs_idx, <const floating*>a.xs_val, a.In, G,
+                      <const floating*>a.w_ih_p, out, a.ldg)
+        elif a.w_ih_p != NULL and a.xs_ptr == NULL:
             if live_rows_mm(a, r, r + n, a.In, G, <const floating*>a.x + <Py_ssize_t>r * a.In,
-                            a.In, <const floating*>a.w_ih_p,
-                            <floating*>a.gates + <Py_ssize_t>r * a.ldg, a.ldg, False):
+                            a.In, <const floating*>a.w_ih_p, out, a.ldg, False):
                 return -1
         else:
-            project_rows(tag, a, G, r, n, <floating*>a.gates + <Py_ssize_t>r * a.ldg)
+            project_rows(tag, a, G, r, n, out)
         r += n
     return 0
 
