@@ -2,7 +2,7 @@
 with the other backends is tested in test_kernel_contract.py.
 
 The float32 activations (error bound, saturation, NaN), eval-mode forwards in blocks of
-``config.EVAL_BYTES``, thread-count independence with the products split into many BLAS
+``config.EVAL_BYTES``, the input's sparse products, thread-count independence with the products split into many BLAS
 blocks, BLAS held at one thread, the memory kept by a forward, the disk cache (including its
 quiet fallback when the cache directory is read-only), ``warmup``, and the ``activations``
 option running on the kernels ``warmup`` compiled.
@@ -155,6 +155,70 @@ def test_eval_forward_parity(threads, dtype, cell, P, opts, with_lengths, monkey
     _check(y_n, y_r, dtype)
     for a, b in zip(hy_n, hy_r):
         _check(a, b, dtype)
+
+
+# ---------------------------------------------------------------- sparse inputs
+def _one_hot(T, B, I, dtype, rng):
+    """Scaled one-hot rows (an input's sparse products take them: 1/I of x not zero)."""
+    return (np.eye(I)[rng.integers(0, I, (T, B))] * rng.uniform(0.5, 2, (T, B, 1))).astype(dtype)
+
+
+def _run(cell, opts, x, hx, weights, lengths, dy, module=nb):
+    forward, backward = _kernels(module, cell)[:2]
+    y, hy, record = forward(x, hx, weights, lengths, True, **opts)
+    dw = _zeros(weights)
+    dx, dhx = backward(dy, tuple(np.ones_like(h) for h in hy), record, dw)
+    y_eval, hy_eval, _ = forward(x, hx, weights, lengths, False, **opts)
+    return [y, *hy, dx, *dhx, *(w for w in dw if w is not None), y_eval, *hy_eval]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("cell, P, opts", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize("with_lengths", [False, True])
+def test_a_sparse_input_is_multiplied_over_its_entries(dtype, cell, P, opts, with_lengths,
+                                                      monkeypatch):
+    """One-hot rows take the sparse products (forward, in training and eval, and dW_ih), which
+    agree with the reference and with the dense products; a dense first row, a denser x, or a
+    NaN in W_ih takes the dense products (the NaN then reaches every sequence's output)."""
+    T, B, I, H = 7, 5, 24, 6
+    rng, _, hx, weights, lengths = _problem(cell, T, B, I, H, P, True, dtype, with_lengths)
+    x = _one_hot(T, B, I, dtype, rng)
+    dy = rng.standard_normal((T, B, P or H)).astype(dtype)
+    width = {"rnn": H, "lstm": 4 * H, "gru": 4 * H}[cell]   # eval: blocks of 3, 3 and 1 steps
+    monkeypatch.setattr(config, "EVAL_BYTES", 3 * B * width * np.dtype(dtype).itemsize)
+    taken = []
+    sparse_input = _common.sparse_input
+
+    def counting(x, w_ih):
+        out = sparse_input(x, w_ih)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(_common, "sparse_input", counting)
+    got = _run(cell, opts, x, hx, weights, lengths, dy)
+    assert taken == [True] * 3   # the training forward, its backward, the eval forward
+    ref = _run(cell, opts, x, hx, weights, lengths, dy, reference)
+    for k, (a, b) in enumerate(zip(got, ref)):
+        _check(a, b, dtype, grad=k >= 3)
+    monkeypatch.setattr(config, "SPARSE_DENSITY", 0)
+    dense = _run(cell, opts, x, hx, weights, lengths, dy)
+    assert taken == [True] * 3 + [False] * 3
+    for k, (a, b) in enumerate(zip(got, dense)):
+        _check(a, b, dtype, grad=k >= 3)
+    monkeypatch.setattr(config, "SPARSE_DENSITY", 8)
+
+    for dense_x in (x.copy(), x + (np.arange(T * B * I).reshape(T, B, I) % 5 == 0)):
+        dense_x[0, 0, :4] = 1   # a first row with 4 of 24 not zero: above 1/8
+        del taken[:]
+        _run(cell, opts, dense_x.astype(dtype), hx, weights, lengths, dy)
+        assert taken == [False] * 3
+    nan_w = (np.array(weights[0]),) + weights[1:]
+    nan_w[0][0, 0] = np.nan
+    del taken[:]
+    y = _run(cell, opts, x, hx, nan_w, lengths, dy)[0]
+    assert taken == [False] * 3
+    assert np.isnan(y[0, :, 0]).all()   # 0 * NaN: every sequence's first step, not only those
+    assert (x[0, :, 0] == 0).any()      # whose input 0 is not zero
 
 
 # ---------------------------------------------------------------- threads

@@ -13,7 +13,7 @@ from .. import activations as _acts
 from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
 from . import config
 from .config import run_threads, threads_for
-from .gemm import mm_small, pack, panel_shape
+from .gemm import csr, mm_small, pack, panel_shape, sparse_mm, sparse_wgrad
 
 #: bytes added to every row of the buffers that matrix products write, so that rows
 #: whose width is a multiple of 4 KiB do not map to the same cache sets
@@ -190,10 +190,32 @@ def project(x, t0, nt, w, G):
     matmul(flat(x[t0:t0 + nt]), w.T, flat(G[:nt])[:, :N])
 
 
+def sparse_input(x, w_ih):
+    """x's rows compressed (``(ptr, idx, val)``, see :func:`fastrnn.jit.gemm.csr`) when at
+    most 1/:data:`config.SPARSE_DENSITY` of x is not zero, its first row included, and w_ih
+    is finite (a NaN or inf in w_ih reaches every output through the zeros' products, as
+    BLAS's dense product spreads it); else None.
+
+    Parameters
+    ----------
+    x : (T, B, I) C-contiguous array
+    w_ih : (N, I) array
+    """
+    X = flat(x)
+    density = config.SPARSE_DENSITY
+    if not density or X.size == 0 or np.count_nonzero(X[0]) > X.shape[1] // density:
+        return None
+    ptr, idx, val = csr(X, X.size // density)
+    if ptr.shape[0] == 0 or not np.isfinite(w_ih).all():
+        return None
+    return ptr, idx, val
+
+
 def forward_loop(kernel, args, x, w_ih, G, threads):
     """A forward's time loop: for each block of the steps the gate store ``G`` holds, the
-    input projection (BLAS, :func:`project`) and then ``kernel(*args, t0, nt, b0, b1)`` on
-    ``threads`` slices of the batch at once.
+    input projection (BLAS, :func:`project`; over x's entries alone when x is sparse, see
+    :func:`sparse_input`) and then ``kernel(*args, t0, nt, b0, b1)`` on ``threads`` slices of
+    the batch at once.
 
     Parameters
     ----------
@@ -204,14 +226,21 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
     T, B = x.shape[0], x.shape[1]
     slices = config.batch_slices(B, threads)
     tails = list(zip(slices[:-1], slices[1:]))
+    sparse = sparse_input(x, w_ih)
+    if sparse is not None:
+        wt = np.ascontiguousarray(w_ih.T)
     for t0 in range(0, T, G.shape[0]):
         nt = min(G.shape[0], T - t0)
-        project(x, t0, nt, w_ih, G)
+        if sparse is not None:
+            sparse_mm(*sparse, t0 * B, wt, flat(G[:nt])[:, :w_ih.shape[0]])
+        else:
+            project(x, t0, nt, w_ih, G)
         run_threads(kernel, args + (t0, nt), tails)
 
 
 def input_grads(D, w_ih, x, dw_ih, input_grad=True):
-    """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows.
+    """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows
+    (dW_ih over x's entries alone when x is sparse, see :func:`sparse_input`).
 
     Parameters
     ----------
@@ -230,7 +259,18 @@ def input_grads(D, w_ih, x, dw_ih, input_grad=True):
     if input_grad:
         dx = np.empty(x.shape, dtype=x.dtype)
         matmul(D, w_ih, flat(dx))
-    matmul(D.T, flat(x), dw_ih, add=True)
+    sparse = sparse_input(x, w_ih)
+    if sparse is not None:
+        wt = np.zeros((dw_ih.shape[1], dw_ih.shape[0]), dtype=dw_ih.dtype)
+        if D.strides[1] != D.itemsize:
+            D = np.ascontiguousarray(D)
+        ld = D.strides[0] // D.itemsize
+        rows = np.lib.stride_tricks.as_strided(D, ((D.shape[0] - 1) * ld + D.shape[1],),
+                                               (D.itemsize,))
+        sparse_wgrad(*sparse, rows, ld, wt)
+        dw_ih += wt.T
+    else:
+        matmul(D.T, flat(x), dw_ih, add=True)
     return dx
 
 

@@ -93,6 +93,9 @@ BLAS_PARALLEL_MIN_FLOPS = 10_000_000
 #: than a fixed 1024 rows on RNN, GRU and LSTM layers of H = 128..256 (fewer, larger BLAS
 #: calls and thread hand-offs), and is the same 1024 rows for an LSTM of H = 512
 EVAL_BYTES = 8 << 20
+#: an input of which at most 1/SPARSE_DENSITY is not zero (one-hot characters, say) is
+#: multiplied over its entries alone (see :func:`fastrnn.jit._common.sparse_input`); 0: never
+SPARSE_DENSITY = 8
 #: environment variable naming the cache directory ("" disables the cache)
 CACHE_ENV = "FASTRNN_CACHE_DIR"
 

@@ -20,6 +20,8 @@ cache sets), and the products run on the calling thread:
   weights as stored (packing would cost more than the step).
 * :func:`mm_small` (``C = A @ B``) takes the products over all rows that are too
   small for a BLAS call (see :func:`fastrnn.jit._common.matmul`).
+* :func:`sparse_mm` and :func:`sparse_wgrad` take the input's products, x @ W_ih^T and
+  dW_ih += D^T x, over x's entries alone when x is sparse (:func:`csr`).
 
 Two rules keep the inner loops fast: they index only views whose index
 starts at 0 (an offset index such as ``v[j0 + j]`` gets numba's
@@ -333,3 +335,87 @@ def store_norm(norms, t, b, v):
         for j in range(v.shape[0]):
             ss += v[j] * v[j]
         norms[t, b] = np.sqrt(ss)
+
+
+# The input's products when the input is sparse (one-hot characters, say): its rows in
+# compressed form (CSR: row r's values val[e] at columns idx[e], e in [ptr[r], ptr[r + 1])),
+# so that a product reads only the rows of W_ih^T the entries pick.  Each row's sum runs over
+# its entries in the order of the columns, one row at a time: the results do not depend on
+# the threads.
+@jit
+def csr(X, limit):
+    """``(ptr, idx, val)``: the rows of X compressed, or three empty arrays when more than
+    ``limit`` of its entries are not zero (counted up to there: a dense X is not read to the
+    end).
+
+    Parameters
+    ----------
+    X : (M, K) C-contiguous array
+    limit : int
+    """
+    M, K = X.shape
+    n = 0
+    for r in range(M):
+        x = X[r]
+        for k in range(K):
+            if x[k] != 0:
+                n += 1
+        if n > limit:
+            return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, X.dtype))
+    ptr = np.empty(M + 1, np.int64)
+    idx = np.empty(n, np.int64)
+    val = np.empty(n, X.dtype)
+    e = 0
+    for r in range(M):
+        ptr[r] = e
+        x = X[r]
+        for k in range(K):
+            if x[k] != 0:
+                idx[e] = k
+                val[e] = x[k]
+                e += 1
+    ptr[M] = e
+    return ptr, idx, val
+
+
+@jit
+def sparse_mm(ptr, idx, val, r0, Wt, C):
+    """``C[i] = A[r0 + i] @ Wt`` for every row i of C: the rows of a sparse A (CSR) times Wt.
+
+    Parameters
+    ----------
+    ptr, idx, val : A (M, K) compressed (:func:`csr`)
+    Wt : (K, N) C-contiguous array
+    C : (n, N) array (rows of the gate store), written
+    """
+    N = Wt.shape[1]
+    for i in range(C.shape[0]):
+        c = C[i]
+        for j in range(N):
+            c[j] = 0
+        for e in range(ptr[r0 + i], ptr[r0 + i + 1]):
+            v = val[e]
+            w = Wt[idx[e]]
+            for j in range(N):
+                c[j] = c[j] + v * w[j]
+
+
+@jit
+def sparse_wgrad(ptr, idx, val, D, ld, Wt):
+    """``Wt += A^T D``: for each entry A[r, k], row k of Wt += A[r, k] D[r], rows r in order.
+
+    Parameters
+    ----------
+    ptr, idx, val : A (M, K) compressed (:func:`csr`)
+    D : 1-d array: the rows of the (M, N) gate gradients, row r at ``D[r * ld:][:N]`` (one
+        layout whatever the cell's gradient store: one compiled kernel)
+    Wt : (K, N) C-contiguous array, added into
+    """
+    N = Wt.shape[1]
+    for r in range(ptr.shape[0] - 1):
+        d = D[r * ld:r * ld + N]
+        for e in range(ptr[r], ptr[r + 1]):
+            v = val[e]
+            w = Wt[idx[e]]
+            for j in range(N):
+                w[j] = w[j] + v * d[j]
