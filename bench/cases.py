@@ -155,6 +155,22 @@ class Row(NamedTuple):
         forward = 2 * s.T * s.B * GATES[self.cell] * s.H * (s.I + s.H)
         return forward if self.pass_ == "infer" else 3 * forward
 
+    def weight_bytes(self):
+        """Bytes of the float32 weights of a step row's cell (W_ih and W_hh), else None."""
+        if self.kind != "step":
+            return None
+        s = self.shape
+        return 4 * GATES[self.cell] * s.H * (s.I + s.H)
+
+    def weight_traffic(self):
+        """Bytes of weights one call of a step row moves, else None: the forward reads the
+        weights once; a training step also reads them for dx and dh, and reads and writes
+        their gradients (4x)."""
+        w = self.weight_bytes()
+        if w is None:
+            return None
+        return w if self.pass_ == "infer" else 4 * w
+
     def reduced(self):
         """The same row at a size checked against the numpy reference in well under a second."""
         s = self.shape

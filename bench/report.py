@@ -12,7 +12,9 @@ row, against each peer and against the best (fastest) peer.
 
 The report also names the CPU and its instruction sets, the BLAS libraries
 and thread counts, the cython build in use, the measured float32 GEMM ceiling
-(``np.matmul`` in a process of its own, at the start and at the end), the
+(``np.matmul`` in a process of its own, at the start and at the end) and,
+for the step rows, one thread's read bandwidth at the size of its share of
+the weights (the step rows' floor: weights over bandwidth), the
 peak memory of one call at the large shape per engine, and the cost of a
 fresh process (imports, first call).
 """
@@ -130,6 +132,7 @@ class Report:
     rows: list = field(default_factory=list)       # (Row, {engine: Measurement})
     memory: list = field(default_factory=list)     # (Row, {engine: dict})
     gemm: list = field(default_factory=list)
+    bandwidth: list = field(default_factory=list)   # read_bandwidth at the start and the end
     scaleout: list = field(default_factory=list)   # (Row, scaleout.measure(row)) of dask rows
     scaleout_missing: str = ""                    # why the dask rows were not run
     seconds: float = 0.0
@@ -140,6 +143,26 @@ class Report:
     def ceiling(self):
         """GFLOP/s of the GEMM ceiling: the better of the start and end measurements."""
         return max((g["gflops"] for g in self.gemm if "gflops" in g), default=None)
+
+    def read_rate(self, nbytes):
+        """GB/s at which one thread read weights of ``nbytes`` (the better of the start and
+        end measurements), or None."""
+        return max((b["gbps"][str(nbytes)] for b in self.bandwidth
+                    if str(nbytes) in b.get("gbps", {})), default=None)
+
+    def core_bytes(self, row):
+        """Bytes of a step row's weights each of the run's threads holds (its share)."""
+        return -(-row.weight_bytes() // max(1, self.threads))
+
+    def weights_floor(self, row):
+        """Seconds a step row's weight traffic takes at the measured read bandwidth, each
+        thread reading its share from its own caches, or None."""
+        if row.weight_traffic() is None:
+            return None
+        rate = self.read_rate(self.core_bytes(row))
+        if not rate:
+            return None
+        return row.weight_traffic() / max(1, self.threads) / (rate * 1e9)
 
     # -- per-row figures -------------------------------------------------------------------
     @staticmethod
@@ -170,6 +193,18 @@ class Report:
             for g in self.gemm:
                 if "error" in g:
                     lines.append(f"- GEMM ceiling not measured: {g['error']}")
+        got = [b["gbps"] for b in self.bandwidth if "gbps" in b]
+        if got:
+            sizes = sorted({int(n) for b in got for n in b})
+            rates = ["%g KiB: %s GB/s" % (n / 1024, ", ".join("%.1f" % b[str(n)] for b in got
+                                                               if str(n) in b)) for n in sizes]
+            lines.append("- read bandwidth of one thread (the best of BLAS's dot and "
+                         "matrix-vector products and NumPy's maximum over float32 data, BLAS on "
+                         "one thread, less a call's fixed cost; in a process of its own, at the "
+                         "start and the end): " + "; ".join(rates))
+        for b in self.bandwidth:
+            if "error" in b:
+                lines.append(f"- read bandwidth not measured: {b['error']}")
         if self.others is not None:
             lines.append(f"- other processes (and the hypervisor's steal time) used "
                          f"{self.others:.2f} of the {self.cores} cores on average during the run")
@@ -221,6 +256,8 @@ class Report:
         head += [f"{p} / fastrnn" for p in peers]
         if kind in ("kernel", "step", "variant"):
             head += ["GFLOP/s fastrnn (% GEMM)", "GFLOP/s best peer (% GEMM)"]
+        if kind == "step":
+            head += ["weights floor (fastrnn, best peer at it)"]
         head += ["notes"]
         out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row, measured in rows:
@@ -244,9 +281,18 @@ class Report:
             cells += [_ratio(measured[p].seconds if p in measured else None, mine) for p in peers]
             if kind in ("kernel", "step", "variant"):
                 cells += [self._gflops(row, mine), self._gflops(row, theirs)]
+            if kind == "step":
+                cells.append(self._floor(row, mine, theirs))
             cells.append("; ".join(notes))
             out.append("| " + " | ".join(cells) + " |")
         return out
+
+    def _floor(self, row, mine, theirs):
+        floor = self.weights_floor(row)
+        if floor is None:
+            return "—"
+        shares = ", ".join(f"{floor / t:.0%}" if t else "—" for t in (mine, theirs))
+        return f"{_time(floor)} ({shares})"
 
     def _gflops(self, row, seconds):
         if not seconds or not row.flops():
@@ -324,7 +370,12 @@ class Report:
             "none of them and onnxruntime trains none.",
             "",
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
-            "is the share of the float32 GEMM ceiling above. Every engine's results were checked "
+            "is the share of the float32 GEMM ceiling above. A step's weights floor is the time "
+            "its weight traffic takes at the read bandwidth above, each thread reading its share "
+            "(G·H·(I+H) floats / threads) from its own caches: an inference step reads the "
+            "weights once, a training step 4x (the forward, dx and dh, and the gradients read "
+            "and written); in brackets, the floor as a share of fastrnn's and the best peer's "
+            "time. Every engine's results were checked "
             "against the numpy reference (at a reduced size) in the same process after timing.",
         ]
 
@@ -417,6 +468,13 @@ def measure_gemm(settings, threads):
     return run_worker(spec, settings.timeout)
 
 
+def measure_bandwidth(settings, threads, sizes):
+    """One thread's read bandwidth at each of ``sizes`` bytes, in a process of its own."""
+    spec = {"mode": "bandwidth", "threads": threads, "sizes": sorted(sizes),
+            "samples": 7, "min_sample_time": min(0.05, settings.min_sample_time * 5)}
+    return run_worker(spec, settings.timeout)
+
+
 def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), check=True,
                log=None):
     """Measure ``rows`` (and the peak memory of ``memory_rows``) on ``engines``.
@@ -453,6 +511,9 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
                     machine=describe(threads, engines), cores=usable_cores())
     counters, since = cpu_counters(), time.perf_counter()
     report.gemm.append(measure_gemm(settings, threads))
+    sizes = {report.core_bytes(r) for r in rows if r.weight_bytes() is not None}
+    if sizes:
+        report.bandwidth.append(measure_bandwidth(settings, threads, sizes))
     for row in rows:
         if row.kind == "dask":
             continue
@@ -469,6 +530,8 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
     report.gemm.append(measure_gemm(settings, threads))
+    if sizes:
+        report.bandwidth.append(measure_bandwidth(settings, threads, sizes))
     report.others = others_cpu(counters, cpu_counters(), time.perf_counter() - since)
     report.seconds = time.perf_counter() - begin
     return report

@@ -152,16 +152,23 @@ def measure_gemm(n, samples, min_sample_time):
     return gemm_throughput(n, samples, min_sample_time=min_sample_time)
 
 
+def measure_bandwidth(sizes, samples, min_sample_time):
+    """GB/s at which one thread reads weights of each of ``sizes`` bytes from its caches."""
+    from bench.timing import read_bandwidth
+    return {"gbps": {str(n): read_bandwidth(n, samples, min_sample_time) for n in sizes}}
+
+
 def main(spec_json):
     """Run the measurement ``spec_json`` asks for and print its result after :data:`MARKER`.
 
     Parameters
     ----------
     spec_json : str
-        JSON object: ``mode`` (``"time"``, ``"memory"`` or ``"gemm"``),
+        JSON object: ``mode`` (``"time"``, ``"memory"``, ``"gemm"`` or ``"bandwidth"``),
         ``engine``, ``row`` (:func:`bench.cases.row_to_json`), ``threads``,
         and for ``time`` ``budget``, ``samples``, ``min_sample_time``, ``check``
-        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``.
+        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``; for ``bandwidth``
+        ``sizes`` (bytes), ``samples``, ``min_sample_time``.
     """
     spec = json.loads(spec_json)
     mode, engine, threads = spec["mode"], spec.get("engine"), int(spec["threads"])
@@ -169,6 +176,9 @@ def main(spec_json):
     try:
         if mode == "gemm":
             result.update(measure_gemm(spec["n"], spec["samples"], spec["min_sample_time"]))
+        elif mode == "bandwidth":
+            result.update(measure_bandwidth(spec["sizes"], spec["samples"],
+                                            spec["min_sample_time"]))
         else:
             set_threads(engine, threads)
             start = time.perf_counter()

@@ -242,6 +242,44 @@ def test_ratios_are_against_the_best_peer_and_each_peer():
     assert "float32 GEMM ceiling: 100.0 GFLOP/s" in text
 
 
+def test_step_rows_state_their_weights_floor():
+    """A step row's floor is its weight traffic over the read bandwidth measured at the size
+    of each thread's share of the weights: an inference step reads the weights once, a
+    training step 4x."""
+    infer, train = (r for r in cases.step_rows(["lstm"], batches=[""]))
+    assert (infer.pass_, train.pass_) == ("infer", "train")
+    weights = 4 * 4 * 128 * (128 + 128)                     # float32 W_ih and W_hh
+    assert infer.weight_bytes() == train.weight_bytes() == weights
+    assert (infer.weight_traffic(), train.weight_traffic()) == (weights, 4 * weights)
+    kernel = cases.kernel_rows(["lstm"], ["infer"], ["medium"])[0]
+    assert kernel.weight_bytes() is None and kernel.weight_traffic() is None
+    rep = Report(engines=["cython", "torch"], unavailable={}, machine=[], settings=Settings(),
+                 threads=2, gemm=[{"gflops": 100.0, "n": 64}])
+    assert rep.core_bytes(infer) == weights // 2 and rep.weights_floor(infer) is None
+    rep.bandwidth = [{"gbps": {str(weights // 2): 40.0}}, {"gbps": {str(weights // 2): 50.0}}]
+    floor = weights / 2 / 50e9                              # the better of the two readings
+    assert rep.weights_floor(infer) == pytest.approx(floor)
+    assert rep.weights_floor(train) == pytest.approx(4 * floor)
+    rep.rows.append((infer, _measured(cython=2 * floor, torch=10 * floor)))
+    rep.rows.append((train, _measured(cython=8 * floor, torch=16 * floor)))
+    text = rep.markdown()
+    assert "%g KiB: 40.0, 50.0 GB/s" % (weights / 2 / 1024) in text
+    (head, *lines) = _table_rows(text, "### One cell step")
+    cells = [dict(zip(head, line)) for line in lines]
+    column = "weights floor (fastrnn, best peer at it)"
+    assert cells[0][column] == "%.3g µs (50%%, 10%%)" % (floor * 1e6)
+    assert cells[1][column] == "%.3g µs (50%%, 25%%)" % (4 * floor * 1e6)
+
+
+def test_read_bandwidth_in_a_process_of_its_own():
+    got = report.measure_bandwidth(TINY, 1, {4096, 262144})
+    assert got.get("error") is None, got
+    assert set(got["gbps"]) == {"4096", "262144"}
+    # GB/s; at 4 KiB the call's fixed cost outweighs the read, and is taken off no further
+    # than 4x the rate of the whole call (no division by a difference of noise)
+    assert all(0 < v < 1e4 for v in got["gbps"].values())
+
+
 def test_busy_machine_is_flagged():
     rep = Report(engines=["numpy"], unavailable={}, machine=[], settings=Settings(), threads=2,
                  cores=2)
