@@ -2,7 +2,8 @@
 with the other backends is tested in test_kernel_contract.py.
 
 The float32 activations (error bound, saturation, NaN), eval-mode forwards in blocks of
-``config.EVAL_BYTES``, the input's sparse products, thread-count independence with the products split into many BLAS
+``config.EVAL_BYTES``, the input's sparse products, thread-count
+independence with the products split into many BLAS
 blocks, BLAS held at one thread, the memory kept by a forward, the disk cache (including its
 quiet fallback when the cache directory is read-only), ``warmup``, and the ``activations``
 option running on the kernels ``warmup`` compiled.
@@ -164,12 +165,13 @@ def _one_hot(T, B, I, dtype, rng):
 
 
 def _run(cell, opts, x, hx, weights, lengths, dy, module=nb):
+    """(outputs: training and eval forwards, gradients: dx, dhx and the weights')."""
     forward, backward = _kernels(module, cell)[:2]
     y, hy, record = forward(x, hx, weights, lengths, True, **opts)
     dw = _zeros(weights)
     dx, dhx = backward(dy, tuple(np.ones_like(h) for h in hy), record, dw)
     y_eval, hy_eval, _ = forward(x, hx, weights, lengths, False, **opts)
-    return [y, *hy, dx, *dhx, *(w for w in dw if w is not None), y_eval, *hy_eval]
+    return [y, *hy, y_eval, *hy_eval], [dx, *dhx, *(w for w in dw if w is not None)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -197,15 +199,16 @@ def test_a_sparse_input_is_multiplied_over_its_entries(dtype, cell, P, opts, wit
     monkeypatch.setattr(_common, "sparse_input", counting)
     got = _run(cell, opts, x, hx, weights, lengths, dy)
     assert taken == [True] * 3   # the training forward, its backward, the eval forward
-    ref = _run(cell, opts, x, hx, weights, lengths, dy, reference)
-    for k, (a, b) in enumerate(zip(got, ref)):
-        _check(a, b, dtype, grad=k >= 3)
+    density = config.SPARSE_DENSITY
     monkeypatch.setattr(config, "SPARSE_DENSITY", 0)
     dense = _run(cell, opts, x, hx, weights, lengths, dy)
     assert taken == [True] * 3 + [False] * 3
-    for k, (a, b) in enumerate(zip(got, dense)):
-        _check(a, b, dtype, grad=k >= 3)
-    monkeypatch.setattr(config, "SPARSE_DENSITY", 8)
+    monkeypatch.setattr(config, "SPARSE_DENSITY", density)
+    for other in (_run(cell, opts, x, hx, weights, lengths, dy, reference), dense):
+        for a, b in zip(got[0], other[0]):
+            _check(a, b, dtype)
+        for a, b in zip(got[1], other[1]):
+            _check(a, b, dtype, grad=True)
 
     for dense_x in (x.copy(), x + (np.arange(T * B * I).reshape(T, B, I) % 5 == 0)):
         dense_x[0, 0, :4] = 1   # a first row with 4 of 24 not zero: above 1/8
@@ -215,7 +218,7 @@ def test_a_sparse_input_is_multiplied_over_its_entries(dtype, cell, P, opts, wit
     nan_w = (np.array(weights[0]),) + weights[1:]
     nan_w[0][0, 0] = np.nan
     del taken[:]
-    y = _run(cell, opts, x, hx, nan_w, lengths, dy)[0]
+    y = _run(cell, opts, x, hx, nan_w, lengths, dy)[0][0]
     assert taken == [False] * 3
     assert np.isnan(y[0, :, 0]).all()   # 0 * NaN: every sequence's first step, not only those
     assert (x[0, :, 0] == 0).any()      # whose input 0 is not zero
@@ -363,7 +366,8 @@ def test_empty_cache_dir_disables_cache():
 
 def test_warmup_compiles_everything_once_per_dtype():
     """After warmup(), no option (bias, projection, lengths, training, relu, batch size,
-    thread count) compiles anything new: every kernel has one signature per dtype."""
+    thread count, a sparse input) compiles anything new: every kernel has one signature per
+    dtype."""
     from numba.core.registry import CPUDispatcher
     from fastrnn.jit import gemm, gru, lstm, rnn
 
@@ -386,6 +390,16 @@ def test_warmup_compiles_everything_once_per_dtype():
             backward(y, hy, record, dw, np.zeros((3, B), dtype) if with_lengths else None)
             hy, record = step_forward(x[0], hx, weights, True, **opts)
             step_backward(hy, record, dw)
+        # one-hot inputs (the sparse products), down to one row (T = B = 1)
+        for (cell, P, opts), dtype, T, B, with_lengths in itertools.product(
+                CASES, DTYPES, [1, 3], [0, 1, 3], [True, False]):
+            rng, _, hx, weights, lengths = _problem(cell, T, B, 8, 4, P, True, dtype,
+                                                    with_lengths)
+            x = np.eye(8, dtype=dtype)[rng.integers(0, 8, (T, B))]
+            forward, backward = _kernels(nb, cell)[:2]
+            forward(x, hx, weights, lengths, False, **opts)
+            y, hy, record = forward(x, hx, weights, lengths, True, **opts)
+            backward(y, hy, record, _zeros(weights))
     finally:
         config.set_num_threads(saved[0])
         config.PARALLEL_MIN_FLOPS = saved[1]

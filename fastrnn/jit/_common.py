@@ -2,9 +2,12 @@
 
 The products over all T*B rows of a sequence (the input projection before a
 time loop; dx and the weight gradients after it) are BLAS calls made here,
-through NumPy, between the compiled loops, on blocks of output rows shared among the kernels' threads (BLAS itself on one thread,
-see :func:`fastrnn.jit.config.one_blas_thread`): BLAS packs its operands
-once per call, which pays off over hundreds of rows.
+through NumPy, between the compiled loops, on blocks of output rows shared
+among the kernels' threads (BLAS itself on one thread, see
+:func:`fastrnn.jit.config.one_blas_thread`): BLAS packs its operands once per
+call, which pays off over hundreds of rows.  A sparse input's products (the
+projection and dW_ih, :func:`sparse_input`) are numba loops over its entries
+instead, on one thread.
 """
 
 import numpy as np
@@ -125,7 +128,8 @@ def flat(a):
 def store_steps(T, B, width, dtype, training):
     """Time steps a gate store of rows of ``width`` holds: all T in training, else as many
     as fit in :data:`config.EVAL_BYTES` (at least one), so that an eval-mode forward needs
-    O(max(B * width, EVAL_BYTES)) workspace whatever T."""
+    O(max(B * width, EVAL_BYTES)) workspace whatever T (beyond a sparse input's compressed
+    form, :func:`sparse_input`: T*B + 1 row offsets and 3 words an entry)."""
     step_bytes = max(1, B * width * np.dtype(dtype).itemsize)
     return T if training else max(1, min(T, config.EVAL_BYTES // step_bytes))
 
@@ -192,9 +196,12 @@ def project(x, t0, nt, w, G):
 
 def sparse_input(x, w_ih):
     """x's rows compressed (``(ptr, idx, val)``, see :func:`fastrnn.jit.gemm.csr`) when at
-    most 1/:data:`config.SPARSE_DENSITY` of x is not zero, its first row included, and w_ih
-    is finite (a NaN or inf in w_ih reaches every output through the zeros' products, as
-    BLAS's dense product spreads it); else None.
+    most 1/:data:`config.SPARSE_DENSITY` of x is not zero, its first row included, x has at
+    least that many columns, and w_ih is finite (a NaN or inf in w_ih reaches every output
+    through the zeros' products, as BLAS's dense product spreads it); else None.  The
+    products over the entries alone then sum in another order than BLAS's (equal up to
+    rounding, not bit for bit), and a NaN or inf in the gate gradients reaches only the
+    columns of dW_ih of the inputs that are not zero.
 
     Parameters
     ----------
@@ -203,12 +210,11 @@ def sparse_input(x, w_ih):
     """
     X = flat(x)
     density = config.SPARSE_DENSITY
-    if not density or X.size == 0 or np.count_nonzero(X[0]) > X.shape[1] // density:
+    if (not density or X.size == 0 or X.shape[1] < density
+            or np.count_nonzero(X[0]) > X.shape[1] // density or not np.isfinite(w_ih).all()):
         return None
     ptr, idx, val = csr(X, X.size // density)
-    if ptr.shape[0] == 0 or not np.isfinite(w_ih).all():
-        return None
-    return ptr, idx, val
+    return (ptr, idx, val) if ptr.shape[0] else None
 
 
 def forward_loop(kernel, args, x, w_ih, G, threads):
@@ -231,8 +237,8 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
         wt = np.ascontiguousarray(w_ih.T)
     for t0 in range(0, T, G.shape[0]):
         nt = min(G.shape[0], T - t0)
-        if sparse is not None:
-            sparse_mm(*sparse, t0 * B, wt, flat(G[:nt])[:, :w_ih.shape[0]])
+        if sparse is not None:   # (the whole padded rows: a C-contiguous view, one signature)
+            sparse_mm(*sparse, t0 * B, wt, flat(G[:nt]))
         else:
             project(x, t0, nt, w_ih, G)
         run_threads(kernel, args + (t0, nt), tails)
@@ -262,8 +268,8 @@ def input_grads(D, w_ih, x, dw_ih, input_grad=True):
     sparse = sparse_input(x, w_ih)
     if sparse is not None:
         wt = np.zeros((dw_ih.shape[1], dw_ih.shape[0]), dtype=dw_ih.dtype)
-        if D.strides[1] != D.itemsize:
-            D = np.ascontiguousarray(D)
+        # D's rows as one 1-d view (D: a column slice of a C-contiguous gate store, at least
+        # one row since x is not empty), whatever the cell's store: one compiled kernel
         ld = D.strides[0] // D.itemsize
         rows = np.lib.stride_tricks.as_strided(D, ((D.shape[0] - 1) * ld + D.shape[1],),
                                                (D.itemsize,))

@@ -1,7 +1,8 @@
 """The matrix products inside the numba kernels' time loops: numba loops, not BLAS calls.
 
 (The products over all T*B rows of a sequence, before and after the time
-loop, are BLAS calls made by the wrappers: see :mod:`fastrnn.jit._common`.)
+loop, are BLAS calls made by the wrappers, see :mod:`fastrnn.jit._common`;
+but for a sparse input's, below.)
 
 Inside the loop a recurrent layer multiplies small blocks of rows (a thread's
 slice of the batch at one time step) by the same weight matrix again and
@@ -361,9 +362,9 @@ def csr(X, limit):
             if x[k] != 0:
                 n += 1
         if n > limit:
-            return (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, X.dtype))
+            return (np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0, X.dtype))
     ptr = np.empty(M + 1, np.int64)
-    idx = np.empty(n, np.int64)
+    idx = np.empty(n, np.int32)
     val = np.empty(n, X.dtype)
     e = 0
     for r in range(M):
@@ -386,7 +387,7 @@ def sparse_mm(ptr, idx, val, r0, Wt, C):
     ----------
     ptr, idx, val : A (M, K) compressed (:func:`csr`)
     Wt : (K, N) C-contiguous array
-    C : (n, N) array (rows of the gate store), written
+    C : (n, >= N) C-contiguous array (rows of the gate store): columns [0, N) written
     """
     N = Wt.shape[1]
     for i in range(C.shape[0]):
