@@ -163,13 +163,14 @@ class Row(NamedTuple):
         return 4 * GATES[self.cell] * s.H * (s.I + s.H)
 
     def weight_traffic(self):
-        """Bytes of weights one call of a step row moves, else None: the forward reads the
-        weights once; a training step also reads them for dx and dh, and reads and writes
-        their gradients (4x)."""
+        """Bytes of weights one call of a step row must move at the least, else None: the
+        forward reads the weights once; a training step also reads them for dx and dh and
+        writes their gradients (3x; fastrnn, which adds into the caller's gradients, also
+        reads those: 4x)."""
         w = self.weight_bytes()
         if w is None:
             return None
-        return w if self.pass_ == "infer" else 4 * w
+        return w if self.pass_ == "infer" else 3 * w
 
     def reduced(self):
         """The same row at a size checked against the numpy reference in well under a second."""

@@ -151,12 +151,14 @@ class Report:
                     if str(nbytes) in b.get("gbps", {})), default=None)
 
     def core_bytes(self, row):
-        """Bytes of a step row's weights each of the run's threads holds (its share)."""
-        return -(-row.weight_bytes() // max(1, self.threads))
+        """Bytes of a step row's weights each of the run's threads holds (its share), or
+        None for another row."""
+        w = row.weight_bytes()
+        return None if w is None else -(-w // max(1, self.threads))
 
     def weights_floor(self, row):
         """Seconds a step row's weight traffic takes at the measured read bandwidth, each
-        thread reading its share from its own caches, or None."""
+        thread reading its share at the rate one thread read it alone, or None."""
         if row.weight_traffic() is None:
             return None
         rate = self.read_rate(self.core_bytes(row))
@@ -372,10 +374,12 @@ class Report:
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
             "is the share of the float32 GEMM ceiling above. A step's weights floor is the time "
             "its weight traffic takes at the read bandwidth above, each thread reading its share "
-            "(G·H·(I+H) floats / threads) from its own caches: an inference step reads the "
-            "weights once, a training step 4x (the forward, dx and dh, and the gradients read "
-            "and written); in brackets, the floor as a share of fastrnn's and the best peer's "
-            "time. Every engine's results were checked "
+            "(G·H·(I+H) floats / threads) as fast as one thread read that much alone: an "
+            "inference step reads the weights once, a training step moves 3x that at the least "
+            "(the forward, dx and dh, and the gradients written); in brackets, the floor as a "
+            "share of fastrnn's and the best peer's time. At B=1 it is the binding floor; at "
+            "B=8 the multiply-adds (the GFLOP/s column) may bind instead. Every engine's "
+            "results were checked "
             "against the numpy reference (at a reduced size) in the same process after timing.",
         ]
 
