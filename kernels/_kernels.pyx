@@ -183,6 +183,8 @@ ctypedef struct Args:
     int part, nparts         # PRE / BWD_POST: this call does part `part` of `nparts` of each GEMM
     int members              # FWD_UNITS: the size of the team (see run_team)
     int member, u0, u1       # a team member's index and hidden units [u0, u1)
+    int* pieces              # FWD_UNITS: the counters of the input projection's pieces (fwd_units)
+    int steals               # FWD_UNITS: the pieces this member made of another's units
     void* team               # the team's barrier (fr_barrier), or NULL
     bint products_done       # a one-step eval forward whose products a team made (STEP_ROWS):
                              # PRE and FWD_LOOP skip them; the GRU's W_hh h is then in ghb
@@ -1925,10 +1927,23 @@ cdef extern from "fastrnn_pool.h" nogil:
     int fr_barrier_init(fr_barrier* b, int parties)
     void fr_barrier_free(fr_barrier* b)
     int fr_barrier_wait(fr_barrier* b, int me, volatile int* stop)
+    long fr_barrier_arrive(fr_barrier* b, int me, volatile int* stop)
+    int fr_barrier_ready(fr_barrier* b, int me, long round)
+    int fr_barrier_decision(fr_barrier* b, long round)
+    void fr_relax(int* turn, int pauses)
+    int FR_BARRIER_SPINS
     int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
     void fr_flag_raise(int* flag)
     int fr_flag_read(int* flag)
+    int fr_ticket_take(int* counter)
+    void fr_done_add(int* counter, int n)
+    int fr_tickets_take_rest(int* counter, int spent)
+    int fr_done_read(int* counter)
+    void fr_tickets_reset(int* tickets, int* done)
     long fr_team_runs
+    long fr_team_steals
+    void fr_stat_add(long* stat, long n)
+    void fr_spin_ns(long ns)
 
 
 cdef inline void unit_range(int H, int nr, int part, int parts, int* u0, int* u1) noexcept nogil:
@@ -1946,17 +1961,73 @@ cdef inline void gather(const floating* v, int nvec, int H, int u0, int n,
         memcpy(out + <Py_ssize_t>g * n, v + <Py_ssize_t>g * H + u0, n * sizeof(floating))
 
 
-cdef inline void units_input(floating tag, Args* a, int t, int cols, const floating* w_ih,
-                             floating* store) noexcept nogil:
-    """A member's input projection of the chunk of a.Tc steps from t: store (rows of a.ldg,
-    the member's first column; written) = x[t : t + Tc] @ its ``cols`` columns of w_ih^T (over
+cdef inline void units_input(floating tag, Args* a, int t, int steps, int cols,
+                             const floating* w_ih, floating* store) noexcept nogil:
+    """A member's input projection of ``steps`` steps from t: store (rows of a.ldg, the
+    member's first column; written) = x[t : t + steps] @ its ``cols`` columns of w_ih^T (over
     x's entries alone when it is sparse)."""
     if a.xs_ptr != NULL:
-        sparse_mm(min(a.Tc, a.T - t) * a.B, NULL, <Py_ssize_t>t * a.B, a.xs_ptr, a.xs_idx,
+        sparse_mm(steps * a.B, NULL, <Py_ssize_t>t * a.B, a.xs_ptr, a.xs_idx,
                   <const floating*>a.xs_val, a.In, cols, w_ih, store, a.ldg)
     else:
-        rowmm(min(a.Tc, a.T - t) * a.B, a.In, cols,
+        rowmm(steps * a.B, a.In, cols,
               <const floating*>a.x + <Py_ssize_t>t * a.B * a.In, a.In, w_ih, False, store, a.ldg)
+
+
+# for the tests: the last member of a team spins this long at each step (see _lag_teams)
+cdef int _team_lag_us = 0
+
+
+# The counters of a team's pieces of input projection (see fwd_units): for chunk parity p and
+# member r, the next piece to take of the chunk's projection of r's units, and how many of
+# them are made, each in a cache line of its own
+cdef enum:
+    PIECE_STRIDE = 16          # ints: 64 bytes
+    PIECE_ROWS = 64            # rows of a piece of input projection (piece_steps): one call of
+                               # the micro-kernel on a few rows costs more than its products
+    PIECES_SPENT = 1 << 29     # a ticket counter with no ticket left (take_piece)
+
+
+cdef inline int* piece_tickets(Args* a, int p, int r) noexcept nogil:
+    return a.pieces + (2 * (p * a.members + r)) * PIECE_STRIDE
+
+
+cdef inline int* piece_done(Args* a, int p, int r) noexcept nogil:
+    return a.pieces + (2 * (p * a.members + r) + 1) * PIECE_STRIDE
+
+
+cdef inline int piece_steps(int B) noexcept nogil:
+    """The steps of a piece of a team's input projection (see fwd_units): PIECE_ROWS rows of
+    them, or one step of more."""
+    return max(1, PIECE_ROWS // B)
+
+
+cdef inline int chunk_pieces(Args* a, int c) noexcept nogil:
+    """The pieces of chunk c's input projection of one member's units (0: no chunk c)."""
+    cdef int steps = min(a.Tc, a.T - c * a.Tc), per = piece_steps(a.B)
+    return (steps + per - 1) // per if steps > 0 else 0
+
+
+cdef bint take_piece(floating tag, int cell, Args* a, int c, int r) noexcept nogil:
+    """Take a piece (piece_steps) of chunk c's input projection of member r's units, if one is
+    left, and make it: True, or False when none is left (or there is no chunk c)."""
+    cdef int t1 = c * a.Tc, steps, s, G = CELL_GATES[cell], u0, u1, per = piece_steps(a.B)
+    cdef int nr = fr_panel_width_f32() if sizeof(floating) == 4 else fr_panel_width_f64()
+    cdef int Gs = 1 if cell == 0 else 4
+    if t1 >= a.T:
+        return False
+    steps = min(a.Tc, a.T - t1)
+    s = fr_ticket_take(piece_tickets(a, c % 2, r))
+    if s >= (steps + per - 1) // per:
+        return False
+    s *= per                   # the piece's first step
+    unit_range(a.H, nr, r, a.members, &u0, &u1)
+    units_input(tag, a, t1 + s, min(per, steps - s), G * (u1 - u0),
+                <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
+                <floating*>a.gates + ((c % 2) * a.Tc + s) * <Py_ssize_t>a.B * a.ldg + Gs * u0)
+    fr_done_add(piece_done(a, c % 2, r), 1)
+    a.steals += r != a.member
+    return True
 
 
 cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cnext,
@@ -1971,13 +2042,23 @@ cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cn
 # A member's loop, for every cell: a (read; u0, u1 its units; cell 0 RNN, 1 LSTM, 2 GRU),
 # scratch (written: 8n + B * padded_width(3n) elements, see run_team) and live (written: the
 # running rows of each step, see live_mm); returns 0.
+#
+# The input projection of the member's units goes chunk by chunk (a.Tc steps; the gate store
+# holds two chunks, one for even chunks and one for odd ones), in pieces of PIECE_ROWS rows.
+# A member that reaches the barrier after a step before the others makes pieces of the next
+# chunk while it waits, the others' first (their own work, which they then need not do), then
+# its own; at the start of a chunk each member makes the pieces of its units nobody took yet
+# (in one product), and waits for those others took (a.pieces: take_piece).  The host's vCPUs
+# do not run at one speed, nor alone: a member that runs faster so takes work off the slower
+# rather than wait for it.  Over one chunk there is nothing to take: the plain barrier.
 cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* live) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
+    cdef int M = a.members, ck = 0, npieces, r, s, spins
+    cdef long round
     cdef int G = CELL_GATES[cell]                                 # gate blocks of the weights
     cdef int Gs = 1 if cell == 0 else 4                          # of a row of the store
     cdef int ldh = padded_width(3 * n, sizeof(floating))
     cdef Py_ssize_t ldg = a.ldg, BH = <Py_ssize_t>B * H, o
-    cdef const floating* w_ih = <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In
     cdef const floating* w_hh = <const floating*>a.w_hh_r + <Py_ssize_t>G * u0 * H
     cdef floating* store = <floating*>a.gates + Gs * u0
     cdef floating* hs = <floating*>a.hs
@@ -2004,9 +2085,26 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
         ph = NULL
     for t in range(T):
         if t % a.Tc == 0:
-            t0 = t
-            units_input(tag, a, t, G * n, w_ih, store)
-        gt = store + <Py_ssize_t>(t - t0) * B * ldg
+            t0, ck = t, t // a.Tc
+            npieces = chunk_pieces(a, ck)
+            # the next chunk's counters (the one before this one's: all of its pieces made)
+            fr_tickets_reset(piece_tickets(a, (ck + 1) % 2, a.member),
+                             piece_done(a, (ck + 1) % 2, a.member))
+            # this chunk's pieces of this member's units that nobody took, in one product (the
+            # others now take pieces of the next chunk alone)
+            r = fr_tickets_take_rest(piece_tickets(a, ck % 2, a.member), PIECES_SPENT)
+            if r < npieces:
+                s = r * piece_steps(B)
+                units_input(tag, a, t + s, min(a.Tc, T - t) - s, G * n,
+                            <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
+                            store + <Py_ssize_t>((ck % 2) * a.Tc + s) * B * ldg)
+                fr_done_add(piece_done(a, ck % 2, a.member), npieces - r)
+            spins = 0
+            while fr_done_read(piece_done(a, ck % 2, a.member)) < npieces:
+                fr_relax(&spins, FR_BARRIER_SPINS)
+        gt = store + <Py_ssize_t>((ck % 2) * a.Tc + t - t0) * B * ldg
+        if _team_lag_us > 0 and a.member == M - 1:
+            fr_spin_ns(1000 * <long>_team_lag_us)
         hprev = hs + (t % 2) * BH
         hnext = hs + ((t + 1) % 2) * BH
         if cell == 1:
@@ -2052,7 +2150,19 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
                     tanh_bias(row, bias, n)
                 memcpy(hnext + o, row, n * sizeof(floating))
             memcpy(yt + o, hnext + o, n * sizeof(floating))
-        if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
+        if T <= a.Tc:      # one chunk: no pieces to make while waiting
+            if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
+                break
+            continue
+        round = fr_barrier_arrive(<fr_barrier*>a.team, a.member, a.stop)
+        spins, r = 0, 1
+        while not fr_barrier_ready(<fr_barrier*>a.team, a.member, round):
+            # the others' pieces of the next chunk first, then this member's own
+            while r <= M and not take_piece(tag, cell, a, ck + 1, (a.member + r) % M):
+                r += 1
+            if r > M:
+                fr_relax(&spins, FR_BARRIER_SPINS)
+        if fr_barrier_decision(<fr_barrier*>a.team, round):
             break
     return 0
 
@@ -2175,11 +2285,21 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
     cdef size_t item = 4 if f32 else 8
     cdef fr_barrier bar
     cdef Member* ms
+    # the counters of the pieces of input projection (see fwd_units), on cache lines of their
+    # own; those of the odd chunks start taken, until each member sets its own to 0
+    cdef int* pieces = <int*>calloc((4 * parts + 1) * PIECE_STRIDE, sizeof(int))
+    if pieces == NULL:
+        return -1
+    a.pieces = <int*>((<size_t>pieces + 63) & ~(<size_t>63))
+    for k in range(parts):
+        piece_tickets(a, 1, k)[0] = PIECES_SPENT
     if fr_barrier_init(&bar, parts) != 0:
+        free(pieces)
         return -1
     ms = new_team(cell, f32, a, a.H)
     if ms == NULL:
         fr_barrier_free(&bar)
+        free(pieces)
         return -1
     rc = call_phase(PRE, cell, f32, a)
     a.stale[0] = 0
@@ -2193,10 +2313,12 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
         rc = TEAMLESS
     for k in range(parts):
         rc |= ms[k].rc
+        fr_stat_add(&fr_team_steals, ms[k].a.steals)
         free(ms[k].scratch)
         live_free(&ms[k].live)
     free(ms)
     fr_barrier_free(&bar)
+    free(pieces)
     return rc
 
 
@@ -2710,6 +2832,19 @@ cdef int team_size(int H, int typenum, int T, double flops, double min_flops):
 def team_stats():
     """Teams run in this process (hidden units split over threads, see run_team), for the tests."""
     return fr_team_runs
+
+
+def team_steals():
+    """Pieces of input projection a team member made of another's units (see fwd_units), in
+    this process, for the tests."""
+    return fr_team_steals
+
+
+def _lag_teams(int us):
+    """For the tests: the last member of every team spins ``us`` microseconds at each step (0:
+    never), as a member on a slower or busier core lags."""
+    global _team_lag_us
+    _team_lag_us = us
 
 
 cdef int _teams_refused = 0
@@ -3343,7 +3478,9 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
             a.ghb = data(ghb)
         # a team's arrays start on a cache line, so that its members' parts of a row (whole
         # panels of units) share none where a panel is 64 bytes or more (AVX2, AVX-512)
-        gates = aligned(Tc, B, a.ldg, typenum) if members else workspace(3, Tc, B, a.ldg, typenum)
+        # (a team's store holds two chunks of steps: see fwd_units)
+        gates = (aligned(Tc if T <= Tc else 2 * Tc, B, a.ldg, typenum) if members
+                 else workspace(3, Tc, B, a.ldg, typenum))
         bias = empty(1, Gs, 0, 0, typenum)
         hs = aligned(slots, B, P, typenum) if members else workspace(3, slots, B, P, typenum)
         if cell == LSTM:

@@ -392,24 +392,45 @@ static void fr_barrier_free(fr_barrier *b)
     b->mem = NULL;
 }
 
+/* A barrier in two halves, so that a member may work while it waits: fr_barrier_arrive
+ * (member `me` has arrived at its next round, which it returns), then fr_barrier_ready until
+ * every member has arrived at that round, then fr_barrier_decision (the team's stop decision
+ * of that round). */
+static long fr_barrier_arrive(fr_barrier *b, int me, volatile int *stop)
+{
+    long round = (__atomic_load_n(&b->counts[me].value, __ATOMIC_RELAXED) >> 1) + 1;
+    __atomic_store_n(&b->counts[me].value,
+                     (round << 1) | (me == 0 && stop != NULL && *stop ? 1 : 0), __ATOMIC_RELEASE);
+    return round;
+}
+
+static int fr_barrier_ready(fr_barrier *b, int me, long round)
+{
+    int j;
+    for (j = 0; j < b->parties; j++)
+        if (j != me && (__atomic_load_n(&b->counts[j].value, __ATOMIC_ACQUIRE) >> 1) < round)
+            return 0;
+    return 1;
+}
+
+static int fr_barrier_decision(fr_barrier *b, long round)
+{
+    long first = __atomic_load_n(&b->counts[0].value, __ATOMIC_ACQUIRE);
+    return (first >> 1) == round ? (int)(first & 1) : 0;
+}
+
 /* Member `me` waits until every member has called this as many times; returns the team's
  * stop decision for this round. */
 static int fr_barrier_wait(fr_barrier *b, int me, volatile int *stop)
 {
-    long round = (__atomic_load_n(&b->counts[me].value, __ATOMIC_RELAXED) >> 1) + 1, first;
-    int j, spins = 0;
+    long round;
+    int spins = 0;
     if (b->parties <= 1)
         return stop != NULL && *stop;
-    __atomic_store_n(&b->counts[me].value,
-                     (round << 1) | (me == 0 && stop != NULL && *stop ? 1 : 0), __ATOMIC_RELEASE);
-    for (j = 0; j < b->parties; j++) {
-        if (j == me)
-            continue;
-        while ((__atomic_load_n(&b->counts[j].value, __ATOMIC_ACQUIRE) >> 1) < round)
-            fr_relax(&spins, FR_BARRIER_SPINS);
-    }
-    first = __atomic_load_n(&b->counts[0].value, __ATOMIC_ACQUIRE);
-    return (first >> 1) == round ? (int)(first & 1) : 0;
+    round = fr_barrier_arrive(b, me, stop);
+    while (!fr_barrier_ready(b, me, round))
+        fr_relax(&spins, FR_BARRIER_SPINS);
+    return fr_barrier_decision(b, round);
 }
 
 /* A flag any member may raise, read after a barrier (the barrier orders the two). */
@@ -423,10 +444,56 @@ static inline int fr_flag_read(int *flag)
     return __atomic_load_n(flag, __ATOMIC_RELAXED);
 }
 
+/* Counters of a team's shared work (see fwd_units in _kernels.pyx): fr_ticket_take returns a
+ * counter's value and adds 1 (each value goes to one taker); fr_done_add counts work done
+ * (release: what it wrote is seen by whoever reads the count, fr_done_read, acquire). */
+static inline int fr_ticket_take(int *counter)
+{
+    return __atomic_fetch_add(counter, 1, __ATOMIC_ACQ_REL);
+}
+
+/* Take every ticket left: the counter's value, which it leaves at `spent` (no ticket) */
+static inline int fr_tickets_take_rest(int *counter, int spent)
+{
+    return __atomic_exchange_n(counter, spent, __ATOMIC_ACQ_REL);
+}
+
+static inline void fr_done_add(int *counter, int n)
+{
+    __atomic_fetch_add(counter, n, __ATOMIC_RELEASE);
+}
+
+static inline int fr_done_read(int *counter)
+{
+    return __atomic_load_n(counter, __ATOMIC_ACQUIRE);
+}
+
+/* Set a ticket counter and its count of work done back to 0 (the count first: a taker that
+ * sees the new tickets sees the new count) */
+static inline void fr_tickets_reset(int *tickets, int *done)
+{
+    __atomic_store_n(done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(tickets, 0, __ATOMIC_RELEASE);
+}
+
 /* Run a team (see above): fr_pool_run with every member under the caller's floating-point
  * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
  * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
 static long fr_team_runs = 0;      /* teams run (for tests) */
+static long fr_team_steals = 0;    /* pieces of work a member made for another (for tests) */
+
+static inline void fr_stat_add(long *stat, long n)
+{
+    __atomic_add_fetch(stat, n, __ATOMIC_RELAXED);
+}
+
+/* Spin for `ns` nanoseconds (for the tests: a member that lags) */
+static void fr_spin_ns(long ns)
+{
+    long end = fr_now_ns() + ns;
+    while (fr_now_ns() < end)
+        fr_pause();
+}
 
 static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
 {

@@ -401,6 +401,40 @@ def test_teams_of_more_members_and_of_more_threads_than_panels(cy, case, threads
     assert_same_forward(got, want)
 
 
+@pytest.mark.parametrize("case", [c for c in CASES if team_expected(c)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_member_that_lags_has_its_input_projected_by_the_other(cy, case, dtype, sparse):
+    """While a member waits at the barrier after a step, it projects the next chunk's input
+    onto the other's units: with the last member lagging at every step, the other makes some
+    of its pieces, and the results stay bit for bit those of one thread (ragged lengths; 16 x
+    160 x 600 > 5 * 2**18: 5 chunks or more for every cell; a one-hot x too, over its
+    entries alone)."""
+    rng = np.random.default_rng(5)
+    cell, opts, weights, P, x, hx = team_inputs(case, dtype, 600, 16, rng)
+    if sparse:   # 16 one-hot columns (a sparse x has at least SPARSE_DENSITY)
+        w_ih = make_weights(case, dtype, "both", rng, in_size=16, hidden=TEAM_HIDDEN)[0][0]
+        weights = (w_ih,) + tuple(weights[1:])
+        x = np.eye(16, dtype=dtype)[rng.integers(0, 16, x.shape[:2])]
+    lens = make_lengths("ragged", 16, 600, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    sparse_calls = cy.sparse_stats()
+    cy._lag_teams(100)
+    try:
+        for _ in range(3):   # (the threads' timing is the host's: up to 3 calls to see a steal)
+            steals = cy.team_steals()
+            want, got, team_ran = on_one_thread_and_on(
+                cy, 2, lambda: forward(x, hx, weights, lens, False, **opts))
+            assert team_ran
+            assert_same_forward(got, want)
+            if cy.team_steals() > steals:
+                break
+    finally:
+        cy._lag_teams(0)
+    assert cy.team_steals() > steals
+    assert (cy.sparse_stats() > sparse_calls) == sparse
+
+
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm_peepholes", "gru"])
 def test_a_team_sees_weights_edited_in_place(cy, case):
     """A team takes its packed weights from the cache and its members compare their rows with
