@@ -2008,24 +2008,30 @@ cdef inline int chunk_pieces(Args* a, int c) noexcept nogil:
     return (steps + per - 1) // per if steps > 0 else 0
 
 
+cdef inline void project_pieces(floating tag, int cell, Args* a, int c, int r, int p0,
+                                int p1) noexcept nogil:
+    """Pieces [p0, p1) of chunk c's input projection of member r's units (its half of the gate
+    store), in one product; then counted made."""
+    cdef int per = piece_steps(a.B), s = p0 * per, G = CELL_GATES[cell], u0, u1
+    cdef int nr = fr_panel_width_f32() if sizeof(floating) == 4 else fr_panel_width_f64()
+    cdef int Gs = 1 if cell == 0 else 4
+    unit_range(a.H, nr, r, a.members, &u0, &u1)
+    units_input(tag, a, c * a.Tc + s, min(p1 * per, min(a.Tc, a.T - c * a.Tc)) - s,
+                G * (u1 - u0), <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
+                <floating*>a.gates + ((c % 2) * a.Tc + s) * <Py_ssize_t>a.B * a.ldg + Gs * u0)
+    fr_done_add(piece_done(a, c % 2, r), p1 - p0)
+
+
 cdef bint take_piece(floating tag, int cell, Args* a, int c, int r) noexcept nogil:
     """Take a piece (piece_steps) of chunk c's input projection of member r's units, if one is
     left, and make it: True, or False when none is left (or there is no chunk c)."""
-    cdef int t1 = c * a.Tc, steps, s, G = CELL_GATES[cell], u0, u1, per = piece_steps(a.B)
-    cdef int nr = fr_panel_width_f32() if sizeof(floating) == 4 else fr_panel_width_f64()
-    cdef int Gs = 1 if cell == 0 else 4
-    if t1 >= a.T:
+    cdef int npieces = chunk_pieces(a, c), k
+    if npieces == 0:
         return False
-    steps = min(a.Tc, a.T - t1)
-    s = fr_ticket_take(piece_tickets(a, c % 2, r))
-    if s >= (steps + per - 1) // per:
+    k = fr_ticket_take(piece_tickets(a, c % 2, r))
+    if k >= npieces:
         return False
-    s *= per                   # the piece's first step
-    unit_range(a.H, nr, r, a.members, &u0, &u1)
-    units_input(tag, a, t1 + s, min(per, steps - s), G * (u1 - u0),
-                <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
-                <floating*>a.gates + ((c % 2) * a.Tc + s) * <Py_ssize_t>a.B * a.ldg + Gs * u0)
-    fr_done_add(piece_done(a, c % 2, r), 1)
+    project_pieces(tag, cell, a, c, r, k, k + 1)
     a.steals += r != a.member
     return True
 
@@ -2053,7 +2059,7 @@ cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cn
 # rather than wait for it.  Over one chunk there is nothing to take: the plain barrier.
 cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* live) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
-    cdef int M = a.members, ck = 0, npieces, r, s, spins
+    cdef int M = a.members, ck = 0, npieces, r, spins
     cdef long round
     cdef int G = CELL_GATES[cell]                                 # gate blocks of the weights
     cdef int Gs = 1 if cell == 0 else 4                          # of a row of the store
@@ -2094,11 +2100,7 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
             # others now take pieces of the next chunk alone)
             r = fr_tickets_take_rest(piece_tickets(a, ck % 2, a.member), PIECES_SPENT)
             if r < npieces:
-                s = r * piece_steps(B)
-                units_input(tag, a, t + s, min(a.Tc, T - t) - s, G * n,
-                            <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
-                            store + <Py_ssize_t>((ck % 2) * a.Tc + s) * B * ldg)
-                fr_done_add(piece_done(a, ck % 2, a.member), npieces - r)
+                project_pieces(tag, cell, a, ck, a.member, r, npieces)
             spins = 0
             while fr_done_read(piece_done(a, ck % 2, a.member)) < npieces:
                 fr_relax(&spins, FR_BARRIER_SPINS)
