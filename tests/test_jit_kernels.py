@@ -406,6 +406,42 @@ def test_warmup_compiles_everything_once_per_dtype():
     assert {d: len(d.signatures) for d in dispatchers} == before
 
 
+def _read_only(a):
+    if a is None:
+        return None
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def test_read_only_arrays_compile_nothing_new():
+    """Read-only inputs (a memory-mapped file's, a broadcast's) run on the kernels compiled for
+    writeable ones (numba types them apart: a second compile took 2 s for LSTMCell's step) and
+    give the same results: x, the states, the weights and the lengths, forward and step."""
+    from numba.core.registry import CPUDispatcher
+    from fastrnn.jit import gemm, gru, lstm, rnn
+
+    nb.warmup()
+    dispatchers = [obj for mod in (gemm, rnn, gru, lstm) for obj in vars(mod).values()
+                   if isinstance(obj, CPUDispatcher)]
+    before = {d: len(d.signatures) for d in dispatchers}
+    for (cell, P, opts), dtype, training in itertools.product(CASES, DTYPES, [True, False]):
+        rng, x, hx, weights, lengths = _problem(cell, 3, 2, 2, 4, P, True, dtype, True)
+        ro_x, ro_hx, ro_lengths = _read_only(x), tuple(map(_read_only, hx)), _read_only(lengths)
+        ro_weights = tuple(map(_read_only, weights))
+        forward, backward, step_forward, step_backward = _kernels(nb, cell)
+        y, hy, record = forward(ro_x, ro_hx, ro_weights, ro_lengths, training, **opts)
+        y_w, hy_w, _ = forward(x, hx, weights, lengths, training, **opts)
+        np.testing.assert_array_equal(y, y_w)
+        hy1, record1 = step_forward(ro_x[0], ro_hx, ro_weights, training, **opts)
+        for a, b in zip(hy1, step_forward(x[0], hx, weights, training, **opts)[0]):
+            np.testing.assert_array_equal(a, b)
+        if training:
+            backward(_read_only(y), tuple(map(_read_only, hy)), record, _zeros(weights))
+            step_backward(tuple(map(_read_only, hy1)), record1, _zeros(weights))
+    assert {d: len(d.signatures) for d in dispatchers} == before
+
+
 def test_activations_compile_nothing_new():
     """The activations reach the kernels as arrays (kinds and parameters), not as compile-time
     constants: after warmup(), every function of fastrnn.activations, in every slot and

@@ -28,9 +28,22 @@ _EMPTY = {}
 DEFAULT_ACTS = (np.empty(0, dtype=np.int32), np.empty((0, 2)))
 
 
+def writeable(a):
+    """``a`` (an array or None), or a copy of it when it is read-only.  numba types a read-only
+    array apart from a writeable one, so a kernel called with one is compiled again (2 s for
+    LSTMCell's step); a copy of an input costs one pass over it."""
+    return a if a is None or a.flags.writeable else a.copy()
+
+
+def writeable_all(arrays):
+    """:func:`writeable` of each of ``arrays`` (a tuple, the weights), as a tuple."""
+    return tuple(writeable(a) for a in arrays)
+
+
 def contiguous(a, dtype):
-    """``a`` as a C-contiguous array of ``dtype`` (no copy when it already is one)."""
-    return np.ascontiguousarray(a, dtype=dtype)
+    """``a`` as a C-contiguous, writeable array of ``dtype`` (no copy when it already is one;
+    see :func:`writeable`)."""
+    return writeable(np.ascontiguousarray(a, dtype=dtype))
 
 
 def act_arrays(cell, activations):
@@ -59,7 +72,7 @@ def lengths_or_full(lengths, T, B):
     """(B,) int64 lengths, all T when ``lengths`` is None (the kernels always mask)."""
     if lengths is None:
         return np.full(B, T, dtype=np.int64)
-    return np.ascontiguousarray(lengths, dtype=np.int64)
+    return contiguous(lengths, np.int64)
 
 
 def bias_or_empty(b, dtype):

@@ -402,6 +402,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
     kinds, params = _common.act_arrays("gru", activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -645,9 +646,10 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
     kinds, params = _common.act_arrays("gru", activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
-    (h,) = hx
+    x, (h,) = _common.writeable(x), _common.writeable_all(hx)
     B = x.shape[0]
     H3, H = w_hh.shape
     hy = np.empty((B, H), dt)

@@ -257,6 +257,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
     kinds, params = _common.act_arrays("lstm", activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -611,12 +612,13 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
     kinds, params = _common.act_arrays("lstm", activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
     B = x.shape[0]
     H4, P = w_hh.shape
     H = H4 // 4
-    h, c = hx
+    x, (h, c) = _common.writeable(x), _common.writeable_all(hx)
     hy, cy = np.empty((B, P), dt), np.empty((B, H), dt)
     G, TCs = np.empty((1, B, H4), dt), np.empty((1, B, H), dt)
     proj = w_hr is not None

@@ -134,6 +134,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     """
     clip = check_clip(clip)
     relu, kinds, params = _activation(nonlinearity, activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
     x = _common.contiguous(x, dt)
@@ -294,9 +295,10 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     """
     clip = check_clip(clip)
     relu, kinds, params = _activation(nonlinearity, activations)
+    weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
-    (h,) = hx
+    x, (h,) = _common.writeable(x), _common.writeable_all(hx)
     B = x.shape[0]
     H = w_hh.shape[0]
     hy, G = np.empty((B, H), dt), np.empty((1, B, H), dt)
