@@ -2056,7 +2056,8 @@ cdef inline void units_skip(floating* hnext, const floating* hprev, floating* cn
 # its own; at the start of a chunk each member makes the pieces of its units nobody took yet
 # (in one product), and waits for those others took (a.pieces: take_piece).  The host's vCPUs
 # do not run at one speed, nor alone: a member that runs faster so takes work off the slower
-# rather than wait for it.  Over one chunk there is nothing to take: the plain barrier.
+# rather than wait for it.  Over one chunk (T <= Tc) there is no next chunk: the wait is the
+# plain barrier's.
 cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* live) noexcept nogil:
     cdef int T = a.T, B = a.B, H = a.H, u0 = a.u0, n = a.u1 - a.u0, t, t0 = 0, b
     cdef int M = a.members, ck = 0, npieces, r, spins
@@ -2152,10 +2153,6 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
                     tanh_bias(row, bias, n)
                 memcpy(hnext + o, row, n * sizeof(floating))
             memcpy(yt + o, hnext + o, n * sizeof(floating))
-        if T <= a.Tc:      # one chunk: no pieces to make while waiting
-            if fr_barrier_wait(<fr_barrier*>a.team, a.member, a.stop):
-                break
-            continue
         round = fr_barrier_arrive(<fr_barrier*>a.team, a.member, a.stop)
         spins, r = 0, 1
         while not fr_barrier_ready(<fr_barrier*>a.team, a.member, round):
