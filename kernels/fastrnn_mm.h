@@ -820,19 +820,20 @@ static int fr_wgrad2_##SUF(int n, int K, const int* rows, const T* D, ptrdiff_t 
                            T* db1, T* db2, const fr_sparse_grad* S)                          \
 {                                                                                            \
     const ptrdiff_t bsize = FR_PACKED_SIZE(T, FR_WKC, N1 > N2 ? N1 : N2);                    \
+    const ptrdiff_t dsize = N1 > 0 || N2 > 0 ? FR_WKC * (ptrdiff_t)n : 0;                    \
     const ptrdiff_t tsize = S != NULL ? (ptrdiff_t)n * S->N : 0;                             \
     fr_sparse_grad sp;                                                                       \
     char* raw;                                                                               \
     T *bp, *dp, *W;                                                                          \
     ptrdiff_t k0, kn, i, j;                                                                  \
     if (n <= 0 || K <= 0) return 0;                                                          \
-    raw = (char*)malloc((size_t)(bsize + FR_WKC * (ptrdiff_t)n + tsize) * sizeof(T) + 64);   \
+    raw = (char*)malloc((size_t)(bsize + dsize + tsize) * sizeof(T) + 64);                   \
     if (raw == NULL) return -1;                                                              \
     bp = (T*)(raw + (64 - (size_t)raw % 64));                                                \
     dp = bp + bsize;                                                                         \
     if (S != NULL) {                                                                         \
         sp = *S;                                                                             \
-        sp.Wt = dp + FR_WKC * (ptrdiff_t)n;                                                  \
+        sp.Wt = dp + dsize;                                                                  \
         W = (T*)S->W;                                                                        \
         for (i = 0; i < n; i++)                                                              \
             for (j = 0; j < S->N; j++) ((T*)sp.Wt)[j * n + i] = W[i * S->ldw + j];           \
