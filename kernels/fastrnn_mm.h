@@ -897,8 +897,12 @@ static void fr_sparse_mm_##SUF(int n, const int* rows, ptrdiff_t r0, const int* 
                 const T* w = Wp + p * pstride + (ptrdiff_t)idx[e] * NR;                      \
                 for (j = 0; j < NR; j++) acc[j] += v * w[j];                                 \
             }                                                                                \
-            m = N - p * NR < NR ? N - p * NR : NR;                                           \
-            memcpy(c + p * NR, acc, m * sizeof(T));                                          \
+            /* (a whole panel as a copy of constant size: stores, not a call of memcpy) */   \
+            m = N - p * NR;                                                                  \
+            if (m >= NR)                                                                     \
+                memcpy(c + p * NR, acc, sizeof(acc));                                        \
+            else                                                                             \
+                memcpy(c + p * NR, acc, m * sizeof(T));                                      \
         }                                                                                    \
     }                                                                                        \
 }
