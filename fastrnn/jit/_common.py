@@ -241,6 +241,11 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
     x : (T, B, I) C-contiguous array
     w_ih : (N, I) array
     G : (TG, B, >= N) C-contiguous array (TG = T in training)
+
+    Returns
+    -------
+    sparse : x compressed, or None (:func:`sparse_input`); a training record keeps it for
+        :func:`input_grads`
     """
     T, B = x.shape[0], x.shape[1]
     slices = config.batch_slices(B, threads)
@@ -255,9 +260,10 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
         else:
             project(x, t0, nt, w_ih, G)
         run_threads(kernel, args + (t0, nt), tails)
+    return sparse
 
 
-def input_grads(D, w_ih, x, dw_ih, input_grad=True):
+def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True):
     """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows
     (dW_ih over x's entries alone when x is sparse, see :func:`sparse_input`).
 
@@ -267,6 +273,7 @@ def input_grads(D, w_ih, x, dw_ih, input_grad=True):
     w_ih : (N, I) array
     x : (T, B, I) C-contiguous array
     dw_ih : (N, I) array, added into
+    sparse : x compressed, or None: what :func:`saved_sparse` gives for the forward's record
     input_grad : bool
         False skips dx.
 
@@ -278,7 +285,6 @@ def input_grads(D, w_ih, x, dw_ih, input_grad=True):
     if input_grad:
         dx = np.empty(x.shape, dtype=x.dtype)
         matmul(D, w_ih, flat(dx))
-    sparse = sparse_input(x, w_ih)
     if sparse is not None:
         wt = np.zeros((dw_ih.shape[1], dw_ih.shape[0]), dtype=dw_ih.dtype)
         # D's rows as one 1-d view (D: a column slice of a C-contiguous gate store, at least
@@ -291,6 +297,12 @@ def input_grads(D, w_ih, x, dw_ih, input_grad=True):
     else:
         matmul(D.T, flat(x), dw_ih, add=True)
     return dx
+
+
+def saved_sparse(s, x, w_ih):
+    """The compressed x of a forward's record ``s`` (taken, a dict): the sequence forwards
+    keep the one they projected with; a step's record has none, x is compressed here."""
+    return s["sparse"] if "sparse" in s else sparse_input(x, w_ih)
 
 
 def recurrent_grad(D, h0, Hs, out):

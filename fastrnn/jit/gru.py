@@ -395,9 +395,9 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
     saved : Saved or None
-        The record for :func:`gru_backward` (x, h0, G: the gates, Hs: h_t, lens, weights,
-        reset_after, acts: the activations' kinds and params, M: the clip's mask), None when
-        ``training`` is False.
+        The record for :func:`gru_backward` (x, sparse: x compressed or None, h0, G: the
+        gates, Hs: h_t, lens, weights, reset_after, acts: the activations' kinds and params, M:
+        the clip's mask), None when ``training`` is False.
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip)
@@ -423,8 +423,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     args = (h,) + w_hh_p + (_common.bias_or_empty(b_ih, dt), _common.bias_or_empty(b_hh, dt),
                             kinds, params, clip or 0.0, M, lens, y, G, Hs,
                             _common.row_buffer(1, B, H3, dt))
-    _common.forward_loop(kernel, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
-    saved = _common.Saved("gru", False, True, x=x, h0=h0, G=G, Hs=Hs, lens=lens,
+    sparse = _common.forward_loop(kernel, args, x, w_ih, G, threads_for(2 * T * B * H3 * H))
+    saved = _common.Saved("gru", False, True, x=x, sparse=sparse, h0=h0, G=G, Hs=Hs, lens=lens,
                           weights=weights, reset_after=reset_after, acts=(kinds, params),
                           M=M) if training else None
     return y, (h,), saved
@@ -556,7 +556,8 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
 
     # [dr, dz, dn, dn * r] (reset-before: [dr, dz, dn, r * h_{t-1}]), one row per (t, b)
     D = _common.flat(G)[:, :4 * H]
-    dx = _common.input_grads(D[:, :H3], w_ih, x, dw_ih, input_grad)
+    dx = _common.input_grads(D[:, :H3], w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih),
+                             input_grad)
     _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
     if reset_after:
         _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])

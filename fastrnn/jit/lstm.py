@@ -250,9 +250,10 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     y : (T, B, P) array
     hy : tuple (h_n (B, P), c_n (B, H))
     saved : Saved or None
-        The record for :func:`lstm_backward` (x, h0, c0, G: the gates, Cs: c_t, TCs: h(c_t),
-        Hs: the projected h_t, lens, weights, input_forget, acts: the activations' kinds and
-        params, CM: the clip's mask), None when ``training`` is False.
+        The record for :func:`lstm_backward` (x, sparse: x compressed or None, h0, c0, G: the
+        gates, Cs: c_t, TCs: h(c_t), Hs: the projected h_t, lens, weights, input_forget, acts:
+        the activations' kinds and params, CM: the clip's mask), None when ``training`` is
+        False.
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip)
@@ -284,9 +285,9 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
             _common.packed(w_hr, True) if proj else _common.empty(3, dt),
             _peepholes(w_ph, dt), input_forget, kinds, params, clip or 0.0, CM, lens, y, G, Cs,
             TCs, Hs, M, Hn)
-    _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
-    saved = _common.Saved("lstm", False, True, x=x, h0=h0, c0=c0, G=G, Cs=Cs, TCs=TCs, Hs=Hs,
-                          lens=lens, weights=weights, input_forget=input_forget,
+    sparse = _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H4 * P))
+    saved = _common.Saved("lstm", False, True, x=x, sparse=sparse, h0=h0, c0=c0, G=G, Cs=Cs,
+                          TCs=TCs, Hs=Hs, lens=lens, weights=weights, input_forget=input_forget,
                           acts=(kinds, params), CM=CM) if training else None
     return y, (h, c), saved
 
@@ -533,7 +534,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
-    dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad)
     _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
     _common.bias_grads(D, db_ih, db_hh)
     if proj:

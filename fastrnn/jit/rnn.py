@@ -129,8 +129,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     y : (T, B, H) array
     hy : tuple (h_n (B, H),)
     saved : Saved or None
-        The record for :func:`rnn_backward` (x, h0, G: h_t, relu, acts: the activation's
-        kinds and params, lens, weights, M: the clip's mask), None when ``training`` is False.
+        The record for :func:`rnn_backward` (x, sparse: x compressed or None, h0, G: h_t,
+        relu, acts: the activation's kinds and params, lens, weights, M: the clip's mask), None
+        when ``training`` is False.
     """
     clip = check_clip(clip)
     relu, kinds, params = _activation(nonlinearity, activations)
@@ -148,9 +149,10 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     M = _common.clip_mask(clip, training, T, B, H, dt)
     args = (h, _common.packed(w_hh, True), _common.bias_or_empty(b_ih, dt),
             _common.bias_or_empty(b_hh, dt), relu, kinds, params, clip or 0.0, M, lens, y, G)
-    _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
-    saved = _common.Saved("rnn", False, True, x=x, h0=h0, G=G, relu=relu, acts=(kinds, params),
-                          lens=lens, weights=weights, M=M) if training else None
+    sparse = _common.forward_loop(_forward_slice, args, x, w_ih, G, threads_for(2 * T * B * H * H))
+    saved = _common.Saved("rnn", False, True, x=x, sparse=sparse, h0=h0, G=G, relu=relu,
+                          acts=(kinds, params), lens=lens, weights=weights,
+                          M=M) if training else None
     return y, (h,), saved
 
 
@@ -242,7 +244,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
-    dx = _common.input_grads(D, w_ih, x, dw_ih, input_grad)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad)
     _common.recurrent_grad(D, h0, G, dw_hh)
     _common.bias_grads(D, db_ih, db_hh)
     return dx, (dh,)
