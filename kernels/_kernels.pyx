@@ -1946,6 +1946,12 @@ cdef extern from "fastrnn_pool.h" nogil:
     void fr_spin_ns(long ns)
 
 
+cdef inline int panel_width(bint f32) noexcept nogil:
+    """The columns of a panel of packed weights in this build (fr_panel_width_*), float32 or
+    float64: the unit of a team member's share of the hidden units."""
+    return fr_panel_width_f32() if f32 else fr_panel_width_f64()
+
+
 cdef inline void unit_range(int H, int nr, int part, int parts, int* u0, int* u1) noexcept nogil:
     """The hidden units [u0, u1) of member ``part`` of a team of ``parts``: whole panels of nr."""
     part_range(H // nr, part, parts, u0, u1)
@@ -2002,9 +2008,14 @@ cdef inline int piece_steps(int B) noexcept nogil:
     return max(1, PIECE_ROWS // B)
 
 
+cdef inline int chunk_len(Args* a, int c) noexcept nogil:
+    """The steps of chunk c (a.Tc, fewer for the last; 0 or less: no chunk c)."""
+    return min(a.Tc, a.T - c * a.Tc)
+
+
 cdef inline int chunk_pieces(Args* a, int c) noexcept nogil:
     """The pieces of chunk c's input projection of one member's units (0: no chunk c)."""
-    cdef int steps = min(a.Tc, a.T - c * a.Tc), per = piece_steps(a.B)
+    cdef int steps = chunk_len(a, c), per = piece_steps(a.B)
     return (steps + per - 1) // per if steps > 0 else 0
 
 
@@ -2013,10 +2024,10 @@ cdef inline void project_pieces(floating tag, int cell, Args* a, int c, int r, i
     """Pieces [p0, p1) of chunk c's input projection of member r's units (its half of the gate
     store), in one product; then counted made."""
     cdef int per = piece_steps(a.B), s = p0 * per, G = CELL_GATES[cell], u0, u1
-    cdef int nr = fr_panel_width_f32() if sizeof(floating) == 4 else fr_panel_width_f64()
+    cdef int nr = panel_width(sizeof(floating) == 4)
     cdef int Gs = 1 if cell == 0 else 4
     unit_range(a.H, nr, r, a.members, &u0, &u1)
-    units_input(tag, a, c * a.Tc + s, min(p1 * per, min(a.Tc, a.T - c * a.Tc)) - s,
+    units_input(tag, a, c * a.Tc + s, min(p1 * per, chunk_len(a, c)) - s,
                 G * (u1 - u0), <const floating*>a.w_ih_r + <Py_ssize_t>G * u0 * a.In,
                 <floating*>a.gates + ((c % 2) * a.Tc + s) * <Py_ssize_t>a.B * a.ldg + Gs * u0)
     fr_done_add(piece_done(a, c % 2, r), p1 - p0)
@@ -2249,7 +2260,7 @@ cdef void step_job(int index, void* data, int arg) noexcept nogil:
 cdef Member* new_team(int cell, bint f32, Args* a, int rows) noexcept nogil:
     """a.members members (calloc'd; NULL if out of memory), each a copy of a with its index and
     its share [u0, u1) of ``rows`` (hidden units, or gate rows), whole panels each."""
-    cdef int k, nr = fr_panel_width_f32() if f32 else fr_panel_width_f64()
+    cdef int k, nr = panel_width(f32)
     cdef Member* ms = <Member*>calloc(a.members, sizeof(Member))
     if ms != NULL:
         for k in range(a.members):
@@ -2818,7 +2829,7 @@ cdef int team_size(int H, int typenum, int T, double flops, double min_flops):
     """The size of a team that splits the hidden units of a small batch (see run_team), or 0:
     whole panels of units for each member, while no other kernel call is in flight.
     ``flops``: of the products of all T steps, at least ``min_flops``."""
-    cdef int nr = fr_panel_width_f32() if typenum == F32 else fr_panel_width_f64()
+    cdef int nr = panel_width(typenum == F32)
     cdef int n = _num_threads
     if (n <= 1 or flops < min_flops or flops < TEAM_STEP_FLOPS * T or _in_flight > 0
             or H % nr != 0):
@@ -3118,7 +3129,7 @@ cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1):
         pack_block(item, K, N, src, 0, rs, cs, out, 0)
         return out
     # each member's blocks of whole panels, one after the other (no padding between them)
-    nr = fr_panel_width_f32() if item == 4 else fr_panel_width_f64()
+    nr = panel_width(item == 4)
     H = N // gates
     for k in range(parts):
         unit_range(H, nr, k, parts, &u0, &u1)
