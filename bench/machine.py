@@ -172,6 +172,10 @@ def describe(threads, engines):
         from fastrnn import _cython
         info.append(("cython kernels", f"{_cython.ISA} build (this machine can use: "
                                        f"{', '.join(_cython.available_isas())})"))
+        l2 = _cython.kernels.l2_cache_bytes()
+        info.append(("L2 cache of a core, as the cython kernels see it (a small batch whose "
+                     "weights fit is split by rows, not over a team)",
+                     f"{l2 >> 10} KiB" if l2 else "unknown (teams)"))
     for engine, dist in ENGINE_DISTS.items():
         if engine in engines:
             info.append((engine, _version(dist) or "unknown version"))

@@ -45,9 +45,10 @@ Kernel structure (the same as the numba backend's):
   splits the batch over a small pool of threads (each runs the whole loop on
   its slice), the GEMMs before and after it split their output rows; an
   eval-mode forward of at most TEAM_MAX_ROWS sequences a team member (a batch
-  too small to split, or whose slices would be thin) splits the hidden units
-  instead, over a team of threads that meet at a barrier after every step (see
-  run_team), each reading only its share of the weights; one step of at most 4
+  too small to split, or whose slices would be thin, with weights too large for
+  one core's L2 cache) splits the hidden units instead, over a team of threads
+  that meet at a barrier after every step (see run_team), each reading only its
+  share of the weights; one step of at most 4
   sequences splits the rows of its two products (run_step_team).
 
 Lengths masking is the reference's: steps ``t >= lengths[b]`` give a zero
@@ -1944,6 +1945,7 @@ cdef extern from "fastrnn_pool.h" nogil:
     long fr_team_steals
     void fr_stat_add(long* stat, long n)
     void fr_spin_ns(long ns)
+    Py_ssize_t fr_l2_cache_bytes()
 
 
 cdef inline int panel_width(bint f32) noexcept nogil:
@@ -2815,6 +2817,19 @@ cdef double TEAM_MIN_FLOPS = 1e6
 # H=256: 0.98-0.99x).  Split by batch, each thread reads all of W_ih and W_hh at every step;
 # on a team each reads its share of W_hh, and the input goes in one product per chunk of steps
 cdef int TEAM_MAX_ROWS = 32
+# ... unless the batch splits over as many threads and all the weights stay in each core's L2
+# cache beside L2_RESERVE bytes of other data (weights_fit_l2): then each thread reads them from
+# its own cache at every step anyway, and the team would only add a barrier per step and the
+# exchange of h_t between the cores.  Intel Xeon (Sapphire Rapids class, 2 MB of L2 a core),
+# 2 threads, eval, T=100, one process alternating the two (team / split by batch):
+# LSTM(64, 128) B=16 1.16, B=8 1.09; LSTM(128, 256) B=32 1.06, B=16 1.02, B=8 1.01 (1.5 MB of
+# weights); GRU(64, 128) B=16 1.10, GRU(128, 256) B=32 1.11, GRU(256, 256) B=32 1.03 (1.5 MB);
+# RNN(64, 128) B=16 1.42, RNN(256, 256) B=32 1.21; but LSTM(256, 256) B=32 0.91 (2 MB),
+# LSTM(128, 384) B=32 0.85 (3 MB), LSTM(512, 512) B=64 0.91 (8 MB).  On Zen 3 (512 KB of L2)
+# the team was 1.27x as fast at LSTM(64, 128), B=16 (384 KB of weights: see above), so the
+# reserve is larger than a quarter of that L2.
+cdef Py_ssize_t L2_RESERVE = 384 * 1024
+cdef Py_ssize_t _l2_bytes = fr_l2_cache_bytes()
 cdef double TEAM_STEP_FLOPS = 4e4
 # one step (STEP_ROWS) goes to a team from this many FLOPs (a cell called from Python, eval,
 # B=1, fresh processes alternating one thread and two, medians of 5 pairs: LSTMCell(128, 128),
@@ -2837,6 +2852,26 @@ cdef int team_size(int H, int typenum, int T, double flops, double min_flops):
     if n > H // nr:
         n = H // nr
     return n if n > 1 else 0
+
+
+cdef bint weights_fit_l2(_Weights w, Py_ssize_t item) noexcept:
+    """Whether all the weights (w_ih and w_hh) fit in one core's L2 cache beside L2_RESERVE
+    bytes (False where the size of that cache is unknown)."""
+    return (_l2_bytes > 0
+            and <Py_ssize_t>w.G * (w.In + w.P) * item + L2_RESERVE <= _l2_bytes)
+
+
+def l2_cache_bytes(n=None):
+    """The size of one core's L2 cache that the choice between a team and a split of the batch
+    uses (weights_fit_l2): the C library's figure at import, 0 where it gives none.  With ``n``
+    (for the tests), use ``n`` from now on; returns the figure used before."""
+    global _l2_bytes
+    cdef Py_ssize_t before = _l2_bytes
+    if n is not None:
+        if int(n) < 0:
+            raise ValueError(f"n must be at least 0, but got {n!r}")
+        _l2_bytes = int(n)
+    return before
 
 
 def team_stats():
@@ -3452,7 +3487,8 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     if (not training and not step and T > 1 and w.w_hr is None
             and not (cell == GRU and variant)):
         members = team_size(H, typenum, T, loop_flops + 2.0 * T * B * G * I, TEAM_MIN_FLOPS)
-        if B > TEAM_MAX_ROWS * members:
+        if B > TEAM_MAX_ROWS * members or (members and nthreads >= members
+                                            and weights_fit_l2(w, item)):
             members = 0
     elif (not training and T == 1 and B <= DOTS_MAX_COLUMNS and w.w_hr is None
             and not (cell == GRU and variant)):

@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 /* nanoseconds an idle worker (and a caller waiting for its jobs) spins before sleeping */
 #define FR_SPIN_NS 50000L
@@ -479,6 +480,18 @@ static inline void fr_tickets_reset(int *tickets, int *done)
 /* Run a team (see above): fr_pool_run with every member under the caller's floating-point
  * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
  * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
+/* Bytes of one core's L2 cache, as the C library tells (glibc: from cpuid on x86), or 0 where
+ * it does not. */
+static ptrdiff_t fr_l2_cache_bytes(void)
+{
+#if defined(_SC_LEVEL2_CACHE_SIZE)
+    long v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return v > 0 ? (ptrdiff_t)v : 0;
+#else
+    return 0;
+#endif
+}
+
 static long fr_team_runs = 0;      /* teams run (for tests) */
 static long fr_team_steals = 0;    /* pieces of work a member made for another (for tests) */
 

@@ -311,6 +311,8 @@ def test_machine_names_the_cpu_and_its_instruction_sets():
         assert "sse4_2" in info["instruction sets"]
     if not AVAILABILITY["cython"]:
         assert re.match(r"(avx512|avx2|baseline) build", info["cython kernels"])
+        l2 = [v for k, v in info.items() if k.startswith("L2 cache of a core")]
+        assert len(l2) == 1 and re.fullmatch(r"\d+ KiB|unknown \(teams\)", l2[0])
 
 
 def test_report_end_to_end_in_fresh_processes(tmp_path):

@@ -12,6 +12,7 @@ FASTRNN_REQUIRE_BACKENDS names ``cython``: then it fails.
 import concurrent.futures
 import json
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -44,8 +45,13 @@ ISAS = [isa for isa in _cython.ISAS if isa in _cython.available_isas()
 
 @pytest.fixture(scope="module", params=ISAS)
 def cy(request):
-    """The kernel module of one build (the tests below run on each)."""
-    return _cython.load(request.param)
+    """The kernel module of one build (the tests below run on each), with the size of the L2
+    cache unknown to it, so that the small batches of the team tests run on a team whatever
+    the machine's cache (test_weights_in_l2_split_the_batch_instead_of_the_units)."""
+    module = _cython.load(request.param)
+    before = module.l2_cache_bytes(0)
+    yield module
+    module.l2_cache_bytes(before)
 
 
 DTYPES = [np.float32, np.float64]
@@ -224,6 +230,70 @@ def test_small_batches_split_the_hidden_units_over_a_team(cy, case, dtype, B, T,
     np.testing.assert_allclose(got[0], ry, **tol)
     for a, b in zip(got[1], rhy):      # (the LSTM's c grows past 50 with the projection)
         np.testing.assert_allclose(a, b, **tol)
+
+
+def _l2_from_sysfs():
+    """One core's L2 cache in bytes as Linux's sysfs gives it, or None."""
+    import glob
+    for d in sorted(glob.glob("/sys/devices/system/cpu/cpu0/cache/index*")):
+        try:
+            with open(f"{d}/level") as f:
+                level = f.read().strip()
+            with open(f"{d}/type") as f:
+                kind = f.read().strip()
+            with open(f"{d}/size") as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and kind in ("Unified", "Data"):
+            units = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
+            return int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+    return None
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh"])
+def test_weights_in_l2_split_the_batch_instead_of_the_units(cy, case):
+    """An eval forward of a batch that splits over the threads runs split by batch, not on a
+    team, when all its weights fit in one core's L2 cache with room to spare (each thread then
+    reads them from its own cache anyway): bit for bit the team's results and one thread's.  A
+    batch of 1 (it cannot be split), weights too large, or an unknown cache keep the team."""
+    rng = np.random.default_rng(8)
+    cell, opts, weights, P, x, hx = team_inputs(case, np.float32, 20, 16, rng)
+    forward = getattr(cy, f"{cell}_forward")
+    size = sum(w.nbytes for w in weights[:2])         # 150 to 260 KB at TEAM_HIDDEN units
+    before = cy.l2_cache_bytes()
+
+    def run(l2, batch):
+        cy.l2_cache_bytes(l2)
+        return on_one_thread_and_on(cy, 2, lambda: forward(
+            x[:, :batch], tuple(h[:batch] for h in hx), weights, None, False, **opts))
+
+    try:
+        for l2, batch, team in [(0, 16, True), (size + (384 << 10), 16, False),
+                                (size + (384 << 10) - 1, 16, True),
+                                (size + (384 << 10), 1, True), (64 << 20, 16, False)]:
+            want, got, team_ran = run(l2, batch)
+            assert team_ran == team, (l2, batch)
+            assert_same_forward(got, want)
+            if l2 == 0 and batch == 16:
+                first = got
+            elif batch == 16:
+                assert_same_forward(got, first)
+    finally:
+        cy.l2_cache_bytes(before)
+    with pytest.raises(ValueError, match="n must be at least 0, but got -1"):
+        cy.l2_cache_bytes(-1)
+
+
+def test_the_l2_cache_is_the_one_the_system_names():
+    """The kernels know the machine's L2 cache from the C library, which agrees with Linux's
+    sysfs where both give it (0 only where the library gives nothing)."""
+    kernels = _cython.load(ISAS[0])
+    got, sysfs = kernels.l2_cache_bytes(), _l2_from_sysfs()
+    if sys.platform.startswith("linux") and sysfs is not None:
+        assert got in (0, sysfs)
+        assert got == sysfs or platform.machine() not in ("x86_64", "AMD64")
+    assert got >= 0
 
 
 @pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "lstm_proj_peepholes_clip", "gru",
