@@ -292,7 +292,11 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
  * The rows go in tiles of                                                                   \
  * equal height (32 rows: 6, 6, 5, 5, 5, 5), so no tile is left with one or two rows, and    \
  * the panels in chunks of about FR_BLOCK_BYTES, each read from memory once and from the L2  \
- * cache by every tile (a panel taller than that goes in blocks of rows of W). */            \
+ * cache by every tile; a chunk has at least FR_NP_6 panels, the width of the tallest tile   \
+ * (panels taller than that go in blocks of rows of W).  With AVX-512 a chunk of one panel   \
+ * (K from 1025 to 2048: the backward's dh at H = 512, K = 3H or 4H) made tiles of one panel \
+ * instead of two, 12 sums in registers instead of 24, and the GRU's and the LSTM's training \
+ * at the benchmark's large shape spent most of their time in them. */                      \
 static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* Wp,         \
                         T* C, ptrdiff_t ldc, int accumulate)                                 \
 {                                                                                            \
@@ -307,12 +311,12 @@ static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T*
             for (q = 0; q < n; q++) memset(C + (ptrdiff_t)q * ldc, 0, N * sizeof(T));        \
         return;                                                                              \
     }                                                                                        \
-    if ((ptrdiff_t)K * row_bytes <= FR_BLOCK_BYTES) {                                        \
+    if ((ptrdiff_t)K * row_bytes * FR_NP_6 <= FR_BLOCK_BYTES) {                              \
         kc = K;                                                                              \
         chunk = tiles > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;            \
     } else {                                                                                 \
-        kc = FR_BLOCK_BYTES / row_bytes;                                                     \
-        chunk = tiles > 1 ? 1 : panels;                                                      \
+        kc = FR_BLOCK_BYTES / (row_bytes * FR_NP_6);                                         \
+        chunk = tiles > 1 ? FR_NP_6 : panels;                                                \
     }                                                                                        \
     for (p0 = 0; p0 < panels; p0 += chunk) {                                                 \
         width = N - p0 * NR < chunk * NR ? N - p0 * NR : chunk * NR;                         \

@@ -818,6 +818,44 @@ def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_step
         fastrnn.set_num_threads(before)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 700)])
+def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype, case, hidden):
+    """The backward's dh = D W_hh and dx = D W_ih multiply over the G = 3H or 4H gate columns
+    of D: past FR_BLOCK_BYTES / (bytes of two panel rows) (1024 with AVX-512, 2048 with AVX2:
+    here 1200, and 2100 for the GRU at H = 700) fastrnn_mm.h's fr_mm takes the rows of the
+    packed weights in blocks, each tile adding block after block: the reference's gradients,
+    and one thread's bits on two."""
+    rng = np.random.default_rng(23)
+    cell, opts, _ = CASES[case]
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
+    T, B = 3, 13                                 # tiles of 5, 4 and 4 rows
+    weights, P = make_weights(case, dtype, "both", rng, hidden=hidden)
+    weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+    x = rng.standard_normal((T, B, I)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+    dy = rng.standard_normal((T, B, P)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+    results = []
+    before = fastrnn.get_num_threads()
+    try:
+        for threads in (1, 2):
+            fastrnn.set_num_threads(threads)
+            _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+            dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+            dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+            results.append((dx, *dhx) + dweights)
+    finally:
+        fastrnn.set_num_threads(before)
+    _, _, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+    want = tuple(None if w is None else np.zeros_like(w) for w in weights)
+    dx, dhx = getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
+    for k, (a, b, w) in enumerate(zip(*results, (dx, *dhx) + want)):
+        if w is not None:
+            np.testing.assert_array_equal(b, a, err_msg=f"result {k}")
+            np.testing.assert_allclose(a, w, **tol, err_msg=f"result {k}")
+
+
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
     """No team for a small product per step (RNN(64, 64)) or a small step alone (16 kFLOP),
     units that are not whole panels, one thread, a training forward, or a batch of more than
