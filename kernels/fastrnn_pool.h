@@ -477,9 +477,6 @@ static inline void fr_tickets_reset(int *tickets, int *done)
     __atomic_store_n(tickets, 0, __ATOMIC_RELEASE);
 }
 
-/* Run a team (see above): fr_pool_run with every member under the caller's floating-point
- * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
- * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
 /* Bytes of one core's L2 cache, as the C library tells (glibc: from cpuid on x86), or 0 where
  * it does not. */
 static ptrdiff_t fr_l2_cache_bytes(void)
@@ -508,6 +505,9 @@ static void fr_spin_ns(long ns)
         fr_pause();
 }
 
+/* Run a team (see above): fr_pool_run with every member under the caller's floating-point
+ * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
+ * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
 static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
 {
     __atomic_add_fetch(&fr_team_runs, 1, __ATOMIC_RELAXED);
