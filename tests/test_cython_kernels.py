@@ -819,13 +819,13 @@ def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_step
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 700)])
+@pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 1400)])
 def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype, case, hidden):
     """The backward's dh = D W_hh and dx = D W_ih multiply over the G = 3H or 4H gate columns
-    of D: past FR_BLOCK_BYTES / (bytes of two panel rows) (1024 with AVX-512, 2048 with AVX2:
-    here 1200, and 2100 for the GRU at H = 700) fastrnn_mm.h's fr_mm takes the rows of the
-    packed weights in blocks, each tile adding block after block: the reference's gradients,
-    and one thread's bits on two."""
+    of D: past FR_BLOCK_BYTES / (bytes of a panel row of the widest tile's panels: 1024 with
+    AVX-512, 4096 with AVX2, 8192 with the baseline's SSE; here 1200, and 4200 for the GRU at
+    H = 1400) fastrnn_mm.h's fr_mm takes the rows of the packed weights in blocks, each tile
+    adding block after block: the reference's gradients, and one thread's bits on two."""
     rng = np.random.default_rng(23)
     cell, opts, _ = CASES[case]
     tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
