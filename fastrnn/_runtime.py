@@ -8,14 +8,21 @@ Thread count
     process may run on; :func:`set_num_threads` (``fastrnn.set_num_threads``)
     changes it at run time for both backends.
 
-The pool
-    :func:`run_threads` runs one task on the calling thread and the others on
-    a pool of Python threads (the kernels release the GIL), and waits for all
-    of them.  The pool belongs to the process that made it: a child made by
-    ``fork`` makes its own at its first call (the parent's threads do not
-    exist there).  An exception or a ``KeyboardInterrupt`` in the caller is
-    raised only once every task of the call has returned, so no thread is
-    still writing into arrays that the unwinding frees.
+The pools
+    The numba backend: :func:`run_threads` runs one task on the calling thread
+    and the others on a pool of Python threads (the kernels release the GIL),
+    and waits for all of them.  The pool belongs to the process that made it:
+    a child made by ``fork`` makes its own at its first call (the parent's
+    threads do not exist there).  An exception or a ``KeyboardInterrupt`` in
+    the caller is raised only once every task of the call has returned, so no
+    thread is still writing into arrays that the unwinding frees.
+    The cython backend computes a share of every call on the calling thread
+    and hands the others to the C pool of ``kernels/fastrnn_pool.h``, which
+    also runs its teams and OpenBLAS's parallel jobs (below): one set of
+    threads, awake from one phase or product to the next, where Python
+    threads woken for each phase of a training loop's calls made the README's
+    loop at H=256 1.15x slower (a thread woken on an idle core of a virtual
+    machine starts 75-110 µs late, and two woken at once can share one core).
 
 BLAS's idle threads
     OpenBLAS runs a multi-threaded call on threads of its own that keep
@@ -143,8 +150,7 @@ if hasattr(os, "register_at_fork"):
 
 def pool(workers):
     """The process's pool with at least ``workers`` threads (made, or made larger, here; at
-    least :func:`get_num_threads` of them, so that a watched call, which keeps its caller
-    waiting, finds as many as a call whose caller computes too)."""
+    least :func:`get_num_threads` of them)."""
     with _pool_lock:
         if _pool["pid"] != os.getpid() or _pool["workers"] < workers:
             workers = max(workers, _threads)
@@ -180,9 +186,8 @@ def run_threads(kernel, args, tails):
     return [first] + [f.result() for f in futures]
 
 
-def wait_all(futures, on_interrupt=None):
-    """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards;
-    ``on_interrupt()`` is called at the first one (to tell the tasks to stop early).
+def wait_all(futures):
+    """Wait for every future, even through a KeyboardInterrupt, which is raised afterwards.
 
     The futures' done-callbacks count them and release one plain lock when the last is done;
     this thread sleeps on that lock only (its timed acquire a Ctrl-C interrupts cleanly) until
@@ -221,8 +226,6 @@ def wait_all(futures, on_interrupt=None):
                 gate.acquire(timeout=0.01)
             break
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C: finish waiting, then raise it
-            if interrupted is None and on_interrupt is not None:
-                on_interrupt()
             interrupted = interrupted or exc
     if interrupted is not None:
         raise interrupted

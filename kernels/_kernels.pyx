@@ -71,10 +71,13 @@ imports the widest this CPU runs.  ``ISA`` says which build a module is;
 this CPU runs another.
 """
 
+import threading as _threading
+
 import numpy as np
 
 cimport numpy as cnp
 from cython cimport floating
+from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.limits cimport INT_MAX
 from libc.stdint cimport int64_t
@@ -257,8 +260,8 @@ ctypedef struct Args:
     void* db_hh              # or NULL
     void* dw_hr              # or NULL
     void* dw_ph              # or NULL
-    # set to 1 (Ctrl-C while the caller waits for a long call) to end the time loops at the
-    # next step: their results are then not used
+    # set to 1 (a Ctrl-C during a long call, see stopped()) to end the time loops at the next
+    # step: their results are then not used; NULL: the call is not watched
     volatile int* stop
 
 
@@ -503,7 +506,7 @@ cdef inline int input_projection_part(floating tag, Args* a, int G) noexcept nog
     cdef floating* out
     part_rows(a, &r0, &r1)
     r = r0
-    while r < r1 and not (a.stop != NULL and a.stop[0]):
+    while r < r1 and not stopped(a):
         n = min(r1 - r, PROJECTION_ROWS)
         out = <floating*>a.gates + <Py_ssize_t>r * a.ldg
         if a.w_ih_p != NULL and a.xs_ptr != NULL and a.live_rows != NULL:
@@ -850,7 +853,7 @@ cdef int rnn_fwd_loop(floating tag, Args* a) noexcept nogil:
     if live_init(&live, a, b1 - b0, sizeof(floating)) != 0:
         return -1
     for t in range(T):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, b1 - b0)
         gt = step_gates(tag, a, H, t, &t0, &live)
@@ -914,7 +917,7 @@ cdef int rnn_bwd_loop(floating tag, Args* a) noexcept nogil:
         free(dht)
         return -1
     for t in range(T - 1, -1, -1):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, b1 - b0)
         for b in range(b0, b1):
@@ -1152,7 +1155,7 @@ cdef int lstm_fwd_loop(floating tag, Args* a) noexcept nogil:
         free(tcs)
         return -1
     for t in range(T):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G, t, &t0, &live)
@@ -1248,7 +1251,7 @@ cdef int lstm_bwd_loop(floating tag, Args* a) noexcept nogil:
         free(scratch)
         return -1
     for t in range(T - 1, -1, -1):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         dht = dhts + <Py_ssize_t>t * BP + <Py_ssize_t>b0 * P if proj else scratch
@@ -1544,7 +1547,7 @@ cdef int gru_fwd_loop(floating tag, Args* a) noexcept nogil:
         free(ghb)
         return -1
     for t in range(T):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G3, t, &t0, &live)
@@ -1626,7 +1629,7 @@ cdef int gru_bwd_loop(floating tag, Args* a) noexcept nogil:
         free(dht)
         return -1
     for t in range(T - 1, -1, -1):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         for b in range(b0, b1):
@@ -1694,7 +1697,7 @@ cdef int gru_rb_fwd_loop(floating tag, Args* a) noexcept nogil:
         free(ghb)
         return -1
     for t in range(T):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         gt = step_gates(tag, a, G3, t, &t0, &live)
@@ -1795,7 +1798,7 @@ cdef int gru_rb_bwd_loop(floating tag, Args* a) noexcept nogil:
         free(dht)
         return -1
     for t in range(T - 1, -1, -1):
-        if a.stop != NULL and a.stop[0]:
+        if stopped(a):
             break
         live_at(&live, a, t, b0, nb)
         for b in range(b0, b1):
@@ -1934,6 +1937,12 @@ cdef extern from "fastrnn_pool.h" nogil:
     void fr_relax(int* turn, int pauses)
     int FR_BARRIER_SPINS
     int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
+    int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
+    int fr_watch_begin()
+    void fr_watch_end()
+    bint fr_watch_seen()
+    void fr_watch_clear()
+    long fr_now_ns()
     void fr_flag_raise(int* flag)
     int fr_flag_read(int* flag)
     int fr_ticket_take(int* counter)
@@ -2166,6 +2175,8 @@ cdef int fwd_units(floating tag, int cell, Args* a, floating* scratch, Live* liv
                     tanh_bias(row, bias, n)
                 memcpy(hnext + o, row, n * sizeof(floating))
             memcpy(yt + o, hnext + o, n * sizeof(floating))
+        if a.member == 0:
+            stopped(a)       # (member 0's flag is the team's decision)
         round = fr_barrier_arrive(<fr_barrier*>a.team, a.member, a.stop)
         spins, r = 0, 1
         while not fr_barrier_ready(<fr_barrier*>a.team, a.member, round):
@@ -2528,7 +2539,7 @@ cdef enum:
 
 cdef class _Block:
     """One block of C memory in parts, each starting on a cache line (64 bytes), freed with
-    the object (a call's ``keep`` holds it while threads may write to it).  grow() the sizes
+    the object.  grow() the sizes
     of the parts, in order, then allocate(); part(k) is NULL for a part of 0 bytes."""
     cdef char* raw
     cdef char* mem
@@ -2690,12 +2701,12 @@ cdef enum:
     MIN_ROWS_PER_THREAD = 4
     STALE = 2        # a team's phase: the cached packed weights were out of date (see run_team)
     TEAMLESS = 4     # a team's phase: no thread could be had for a member (nothing was run)
-# a phase below this (~100 us on one thread) runs on one thread: a hand-off to the pool costs
-# ~50 us (LSTM(64, 64) on a 100-step sequence of batch 1: 223 us with its input projection of
-# 3.3 MFLOP split, 140 us without)
+# a phase below this (~100 us on one thread) runs on one thread: a hand-off to a pool of Python
+# threads cost ~50 us (LSTM(64, 64) on a 100-step sequence of batch 1: 223 us with its input
+# projection of 3.3 MFLOP split, 140 us without; not measured again on the C pool)
 cdef double PARALLEL_MIN_FLOPS = 1e7
-# a time loop above this (~5 ms) runs on the pool while the caller waits, so that Ctrl-C stops
-# it at once; a shorter one keeps the caller busy too
+# a time loop above this (~5 ms) made on the main thread is watched: a Ctrl-C stops it at its
+# next step (see stopped); a shorter one raises KeyboardInterrupt once it is done
 cdef double WATCH_FLOPS = 5e8
 
 cdef set_threads_fn _blas_set[MAX_BLAS_LIBS]
@@ -2902,77 +2913,103 @@ def _refuse_teams(int n):
     _teams_refused = n
 
 
-cdef class _Slice:
-    """One thread's share of a phase: batch rows [a.b0, a.b1) of a loop, or part a.part of a GEMM phase.
-
-    ``keep`` holds the arrays ``a`` points into, so they outlive the slice whatever the caller
-    does meanwhile (an interrupted caller unwinds its frames)."""
-    cdef Args a
-    cdef int phase, cell
-    cdef bint f32
-    cdef object keep
-
-    def __call__(self):
-        cdef int rc
-        with nogil:
-            rc = call_phase(self.phase, self.cell, self.f32, &self.a)
-        return rc
+ctypedef struct Slice:
+    Args a
+    int phase, cell
+    bint f32
+    int rc
 
 
-cdef class _Stop:
-    """The flag Args.stop points to, set from Python (see run_split)."""
-    cdef int flag
-
-    def set(self):
-        self.flag = 1
+cdef void slice_job(int i, void* data, int unused) noexcept nogil:
+    cdef Slice* s = <Slice*>data
+    s.rc = call_phase(s.phase, s.cell, s.f32, &s.a)
 
 
-cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads, object keep,
-                   _Stop watch=None) except -1:
+cdef extern from "Python.h":
+    # (declared here without Cython's check of the error: interrupted takes it as it is)
+    int PyErr_CheckSignals()
+    void PyErr_Fetch(PyObject** ptype, PyObject** pvalue, PyObject** ptraceback)
+    void PyErr_Restore(PyObject* ptype, PyObject* pvalue, PyObject* ptraceback)
+    void PyErr_Clear()
+
+
+# the exception Python's signal handlers raised in a watched call (see interrupted), until the
+# call raises it
+cdef PyObject* _raised_type = NULL
+cdef PyObject* _raised_value = NULL
+cdef PyObject* _raised_tb = NULL
+
+
+cdef bint interrupted(Args* a) noexcept nogil:
+    """A SIGINT came during this watched call (fr_watch_seen): run Python's signal handlers now,
+    on this thread (the caller's: the main thread).  When they raise, keep the exception for
+    run_split to raise, set ``a.stop`` so that every thread's loop ends at its next step, and
+    return True; otherwise (a handler that does not raise) the call goes on."""
+    global _raised_type, _raised_value, _raised_tb
+    with gil:
+        fr_watch_clear()
+        if PyErr_CheckSignals() == 0:
+            return False
+        if _raised_type == NULL:
+            PyErr_Fetch(&_raised_type, &_raised_value, &_raised_tb)
+        else:
+            PyErr_Clear()    # (a second interrupt in the same call: the first is raised)
+    a.stop[0] = 1
+    return True
+
+
+cdef inline bint stopped(Args* a) noexcept nogil:
+    """The time loops' test at every step: has the call been stopped?  In a watched call (one
+    whose ``a.stop`` is set, see run), the caller's thread also acts on a SIGINT here."""
+    if a.stop == NULL:
+        return False
+    if a.stop[0]:
+        return True
+    return fr_watch_seen() and interrupted(a)
+
+
+cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except -1:
     """Run a phase on ``nthreads`` threads: loops split the batch, the GEMM phases split each
-    product's output.  ``keep``: the arrays ``a`` points into.  The call returns (or raises,
-    on Ctrl-C) only once every slice has.
-
-    The caller computes the first slice, unless ``watch`` is given (a long time loop): then
-    every slice runs on the pool while the caller waits, so that a Ctrl-C reaches it at once;
-    it sets ``watch`` (``a.stop``), and the loops end at their next step."""
+    product's output.  The caller computes the first slice and the pool of fastrnn_pool.h the
+    others (the pool that also runs OpenBLAS's parallel jobs and the teams: its threads are
+    awake when phases and products follow each other closely, and no other pool's threads
+    compete with them for the cores).  Returns once every slice has; raises what Python's
+    signal handlers raised during the call (see stopped)."""
+    global _raised_type, _raised_value, _raised_tb
     cdef int rc = 0, k, B = a.B
     cdef bint loop = phase == FWD_LOOP or phase == BWD_LOOP
-    cdef _Slice s
-    cdef Args first
+    cdef Slice one
+    cdef Slice* slices = &one
     a.part, a.nparts, a.b0, a.b1 = 0, 1, 0, B
-    if nthreads <= 1 and watch is None:
-        with nogil:
-            rc = call_phase(phase, cell, f32, a)
-        return rc
     nthreads = max(nthreads, 1)
-    pool = _runtime.pool(nthreads if watch is not None else nthreads - 1)
-    futures = []
-    try:
-        for k in range(nthreads):
-            s = _Slice.__new__(_Slice)
-            s.a = a[0]
-            s.phase, s.cell, s.f32, s.keep = phase, cell, f32, keep
-            if loop:
-                part_range(B, k, nthreads, &s.a.b0, &s.a.b1)
-            else:
-                s.a.part, s.a.nparts = k, nthreads
-            if k == 0 and watch is None:
-                first = s.a
-            else:
-                futures.append(pool.submit(s))
-        if watch is None:
-            with nogil:
-                rc = call_phase(phase, cell, f32, &first)
-    finally:
-        # no thread may still write when the caller unwinds; a Ctrl-C stops the loops
-        _runtime.wait_all(futures, None if watch is None else watch.set)
-    for f in futures:
-        rc |= f.result()
+    if nthreads > 1:
+        slices = <Slice*>calloc(nthreads, sizeof(Slice))
+        if slices == NULL:
+            raise MemoryError("fastrnn cython kernel: out of memory for its threads")
+    for k in range(nthreads):
+        slices[k].a = a[0]
+        slices[k].phase, slices[k].cell, slices[k].f32, slices[k].rc = phase, cell, f32, 0
+        if loop:
+            part_range(B, k, nthreads, &slices[k].a.b0, &slices[k].a.b1)
+        else:
+            slices[k].a.part, slices[k].a.nparts = k, nthreads
+    with nogil:
+        if nthreads == 1:
+            slice_job(0, slices, 0)
+        elif fr_split_run(slice_job, nthreads, sizeof(Slice), slices) != 0:
+            for k in range(nthreads):   # no thread could be had: all of it on this one
+                slice_job(k, slices + k, 0)
+    for k in range(nthreads):
+        rc |= slices[k].rc
+    if slices != &one:
+        free(slices)
+    if _raised_type != NULL:
+        PyErr_Restore(_raised_type, _raised_value, _raised_tb)
+        _raised_type = _raised_value = _raised_tb = NULL
+        return -1
     return rc
 
 
-cdef bint _blas_warm = False
 cdef int _in_flight = 0     # kernel calls running now, in any thread (counted under the GIL)
 
 
@@ -2994,21 +3031,24 @@ cdef void warm_product() noexcept nogil:
         free(m)
 
 
-def _warm_at(barrier):
-    """:func:`warm_product` on this thread once all parties of ``barrier`` are there."""
-    import threading
-    try:
-        barrier.wait()
-    except threading.BrokenBarrierError:   # a party did not come: warm alone (speed only)
-        pass
-    with nogil:
-        warm_product()
+cdef void warm_job(int i, void* data, int unused) noexcept nogil:
+    """warm_product on this thread once every job of the call has come here (or after 1 s)."""
+    cdef int* count = <int*>data      # [arrived, jobs]: every job gets the same two ints
+    cdef int spins = 0
+    cdef long until = fr_now_ns() + 1000000000
+    fr_done_add(count, 1)
+    while fr_done_read(count) < count[1] and fr_now_ns() < until:
+        fr_relax(&spins, FR_BARRIER_SPINS)
+    warm_product()
 
 
-cdef warm_blas_alone():
-    """:func:`warm_product` on this thread, alone; the runtime's pool runs :func:`_warm_at` on
-    the caller and all its threads at the same time when it starts, so that each of the
-    OpenBLAS buffers that concurrent calls use is touched.
+cdef int _blas_warm_threads = 0     # threads warm_blas last ran on
+
+
+cdef warm_blas(int nthreads):
+    """:func:`warm_product` on ``nthreads`` threads at the same time: the caller and the
+    pool's, as a split call runs, so that each of the OpenBLAS buffers that its threads use
+    at once is touched.
 
     OpenBLAS gives each call in flight a work buffer from a table (the first one free) and
     maps its pages only when first written.  Its GEMM kernel prefetches some way past the
@@ -3018,18 +3058,22 @@ cdef warm_blas_alone():
     projection 3x slower (medium RNN forward on two threads: 19-21 ms instead of 12-14 in
     6 of 21 fresh processes, and in every one whose first split problem was tiny),
     whichever products it had run alone before.  A WARM_N^3 product writes deep enough;
-    one per buffer in use at once, so on every thread of a new pool at the same time."""
-    global _blas_warm
-    _blas_warm = True
+    one per buffer in use at once, so on every thread at the same time."""
+    global _blas_warm_threads
+    cdef int count[2]
+    count[0], count[1] = 0, max(nthreads, 1)
+    _blas_warm_threads = count[1]
     with nogil:
-        warm_product()
+        if count[1] == 1 or fr_split_run(warm_job, count[1], 0, count) != 0:
+            warm_product()
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
-             double loop_flops, object keep, bint units=False, bint step_team=False) except -1:
+             double loop_flops, bint units=False, bint step_team=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``, or STEP_ROWS when
     ``step_team``) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.  A time loop of more
-    than WATCH_FLOPS runs watched (see run_split): Ctrl-C stops it.  Returns 0; with ``units``,
+    than WATCH_FLOPS made on the main thread is watched (see stopped): a Ctrl-C stops it at its
+    next step and raises KeyboardInterrupt here.  Returns 0; with ``units``,
     1 if the team found the weights in a.check changed; with either, 2 if the team could not
     run (another call is in flight, whose threads it would compete with, or no thread could be
     had): nothing was computed then."""
@@ -3037,9 +3081,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
     cdef int rc = 0
-    cdef _Stop watch = _Stop() if loop_flops > WATCH_FLOPS else None
-    if watch is not None:
-        a.stop = &watch.flag
+    cdef int stop = 0
+    cdef bint watched = False
     if (units or step_team) and _teams_refused > 0:
         _teams_refused -= 1
         return 2
@@ -3054,12 +3097,16 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             return 2
     blas_single_begin()
     try:
-        if not _blas_warm:
-            warm_blas_alone()
+        if _blas_warm_threads < max(loop_threads, gemm_threads):
+            warm_blas(_num_threads)
+        if loop_flops > WATCH_FLOPS and _threading.current_thread() is _threading.main_thread():
+            watched = fr_watch_begin()
+            if watched:
+                a.stop = &stop
         if units:
-            rc = run_split(FWD_UNITS, cell, f32, a, 1, keep, watch)
+            rc = run_split(FWD_UNITS, cell, f32, a, 1)
         elif step_team:
-            rc = run_split(STEP_ROWS, cell, f32, a, 1, keep, watch)
+            rc = run_split(STEP_ROWS, cell, f32, a, 1)
         else:
             if a.chunked:
                 # each chunk's projection of all rows is made by the thread that runs the loop
@@ -3067,12 +3114,14 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
                 # could not start)
                 loop_threads = 1
             if not backward:
-                rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads, keep, watch)
-            rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads, keep,
-                            watch)
+                rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads)
+            rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads)
         if backward:
-            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads, keep)
+            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads)
     finally:
+        if watched:
+            fr_watch_end()
+            a.stop = NULL
         blas_single_end()
         _in_flight -= 1
     if rc == STALE:
@@ -3087,7 +3136,6 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
 _bind_blas_threads()
 from fastrnn import _runtime
 _runtime.follow_num_threads(_follow_num_threads)
-_runtime.on_new_pool("scipy-blas", _warm_at)    # the BLAS these kernels call
 _runtime.after_fork(_forget_calls_in_flight)
 
 
@@ -3578,8 +3626,6 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
                 # Haswell kernels, I = 257: 127 + 128 rows against 255)
                 a.w_ih_p, a.w_ih_r = a.w_ih_r, NULL
         outcome = run(cell, typenum, &a, False, nthreads, 2.0 * T * B * G * I, loop_flops,
-                      (xa, w, lens, live, sparse, gates, bias, hs, cs, tc, mb, y, cmask, operands,
-                       ghb, block),
                       members > 0, step_members > 0)
         # nothing was computed: the weights changed since they were packed (packed again), or
         # the team could not run (the call runs on one thread)
@@ -3733,9 +3779,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
             w_ih_b = packed(w.w_ih, False)
             a.w_ih_r = data(w_ih_b)
             operands += (w_ih_b,)
-    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops,
-        (xa, w, lens, live, sparse, gates, hs, cs, tc, mb, cmask, dya, dh, dc, norms, dht, dx,
-         dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph, operands))
+    run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops)
     if norms is not None:
         step_norms[...] = norms
     give_back((gates, hs, cs, tc, mb, dht, cmask))

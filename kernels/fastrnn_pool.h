@@ -39,6 +39,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <time.h>
@@ -505,12 +506,13 @@ static void fr_spin_ns(long ns)
         fr_pause();
 }
 
-/* Run a team (see above): fr_pool_run with every member under the caller's floating-point
- * control words, without the call lock (the members do not use OpenBLAS's per-thread buffers
- * of its parallel jobs).  0, or -1 (nothing run) if no memory or thread could be had. */
-static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
+/* Run dojob(i, jobdata + i * elsize, 0) for i = 0 .. numjobs - 1 at the same time (fr_pool_run),
+ * every one under the caller's floating-point control words (so that a result does not depend
+ * on the thread that computed it), without the call lock (no job uses OpenBLAS's buffers of its
+ * parallel jobs): the kernels' split phases and teams.  0, or -1 (nothing run) if no memory or
+ * thread could be had. */
+static int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
 {
-    __atomic_add_fetch(&fr_team_runs, 1, __ATOMIC_RELAXED);
 #if FR_HAVE_FPCSR
     fr_fpcsr f;
     fr_get_fpcsr(&f);
@@ -518,6 +520,75 @@ static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
 #else
     return fr_pool_run(dojob, numjobs, elsize, jobdata, 0, 0, NULL);
 #endif
+}
+
+/* Run a team (see above) with fr_split_run. */
+static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
+{
+    __atomic_add_fetch(&fr_team_runs, 1, __ATOMIC_RELAXED);
+    return fr_split_run(dojob, numjobs, elsize, jobdata);
+}
+
+/* Ctrl-C during a long kernel call.  The caller computes a share of every call, inside C, so
+ * Python's handler of SIGINT (which only marks the signal, for the main thread to act on when
+ * it next runs Python) would be acted on only once the whole call is done.  For a long call
+ * made on the main thread, fr_watch_begin puts fr_on_sigint in front of the handler in place
+ * (Python's): it notes the signal for the caller's thread and calls that handler as before.
+ * The caller's share of a time loop looks at fr_watch_seen() at every step (stopped() in
+ * _kernels.pyx) and, when it is set, runs Python's handlers at once: when they raise (a
+ * KeyboardInterrupt), every share stops at its next step and the call raises that.
+ * fr_watch_end puts the handler back.  Nothing is installed where SIGINT is ignored or kills
+ * the process (SIG_IGN, SIG_DFL). */
+static volatile sig_atomic_t fr_sigint_seen = 0;
+static struct sigaction fr_sigint_prev;
+static pthread_t fr_sigint_owner;
+
+static void fr_on_sigint(int sig, siginfo_t *info, void *context)
+{
+    fr_sigint_seen = 1;
+    if (fr_sigint_prev.sa_flags & SA_SIGINFO)
+        fr_sigint_prev.sa_sigaction(sig, info, context);
+    else if (fr_sigint_prev.sa_handler != SIG_DFL && fr_sigint_prev.sa_handler != SIG_IGN)
+        fr_sigint_prev.sa_handler(sig);
+}
+
+/* 1 if fr_on_sigint now fronts the handler of SIGINT for the calling thread (then call
+ * fr_watch_end after the call), 0 if nothing was installed. */
+static int fr_watch_begin(void)
+{
+    struct sigaction now, ours;
+    if (sigaction(SIGINT, NULL, &now) != 0)
+        return 0;
+    if (!(now.sa_flags & SA_SIGINFO) && (now.sa_handler == SIG_DFL || now.sa_handler == SIG_IGN))
+        return 0;
+    if ((now.sa_flags & SA_SIGINFO) && now.sa_sigaction == fr_on_sigint)
+        return 0;                  /* already watched (not expected: one watched call at a time) */
+    fr_sigint_prev = now;
+    fr_sigint_owner = pthread_self();
+    fr_sigint_seen = 0;
+    ours = now;
+    ours.sa_sigaction = fr_on_sigint;
+    ours.sa_flags = (now.sa_flags | SA_SIGINFO) & ~SA_RESETHAND;
+    return sigaction(SIGINT, &ours, NULL) == 0;
+}
+
+static void fr_watch_end(void)
+{
+    struct sigaction now;
+    if (sigaction(SIGINT, NULL, &now) == 0 && (now.sa_flags & SA_SIGINFO)
+            && now.sa_sigaction == fr_on_sigint)
+        sigaction(SIGINT, &fr_sigint_prev, NULL);
+}
+
+/* A SIGINT came since fr_watch_begin, and this is the thread that called it. */
+static inline int fr_watch_seen(void)
+{
+    return fr_sigint_seen && pthread_equal(pthread_self(), fr_sigint_owner);
+}
+
+static inline void fr_watch_clear(void)
+{
+    fr_sigint_seen = 0;
 }
 
 #endif

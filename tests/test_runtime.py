@@ -348,8 +348,86 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
     count, delay = out.split()
     assert int(count) >= 5            # the calls take ~0.5 s: most of them were interrupted
     # long calls are watched (cython: WATCH_FLOPS in kernels/_kernels.pyx; numba's loops return
-    # to Python every chunk): measured here at most 2-7 ms (numba), 15-17 ms (cython)
+    # to Python every chunk): measured here at most 2-7 ms (numba), 1-5 ms (cython)
     assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
+def test_cython_calls_split_on_the_pool_of_openblas_jobs_and_teams():
+    """The cython kernels' split phases run on the C pool of kernels/fastrnn_pool.h, which also
+    runs OpenBLAS's jobs and the teams (its threads are awake when a phase follows a product),
+    not on Python threads; and on two threads give one thread's bits."""
+    code = """
+        import threading
+        import numpy as np, fastrnn
+        from fastrnn._cython import kernels
+        x = np.random.default_rng(0).standard_normal((100, 32, 64)).astype("f4")
+        def train():
+            lstm = fastrnn.LSTM(64, 128, backend="cython", seed=0)
+            out, _ = lstm(x)
+            lstm.backward(np.cos(out))
+            return out, lstm.grads["weight_hh_l0"]
+        fastrnn.set_num_threads(1)
+        want = train()
+        fastrnn.set_num_threads(2)
+        started = kernels.blas_pool_stats()[1]
+        got = train()
+        assert kernels.blas_pool_stats()[1] > started, "no worker of the C pool ran a slice"
+        assert threading.enumerate() == [threading.main_thread()], threading.enumerate()
+        for a, b in zip(want, got):
+            np.testing.assert_array_equal(a, b)
+    """
+    status, out, err = run_script(code, env={"FASTRNN_BLAS_POOL": "0"})
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+
+
+@pytest.mark.parametrize("backend", COMPILED)
+def test_signal_handlers_run_during_a_kernel_and_one_that_does_not_raise_changes_nothing(backend):
+    """A long call (watched: see ``stopped`` in kernels/_kernels.pyx) runs the program's own
+    SIGINT handler promptly, on the main thread; a handler that does not raise leaves the
+    call's results exact, and one that raises another exception gets that exception out."""
+    code = f"""
+        import os, signal, threading, time
+        import numpy as np, fastrnn
+        lstm = fastrnn.LSTM(64, 128, backend="{backend}", seed=0).eval()
+        x = np.random.default_rng(0).standard_normal((3000, 64, 64)).astype("f4")
+        want = lstm(x)[0]
+        seen = []
+        def note(signum, frame):
+            seen.append((time.perf_counter(), threading.current_thread() is threading.main_thread()))
+        signal.signal(signal.SIGINT, note)
+        sent = []
+        def interrupt():
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        timer = threading.Timer(0.05, interrupt)
+        timer.start()
+        got = lstm(x)[0]
+        end = time.perf_counter()
+        timer.join()
+        assert len(seen) == 1 and seen[0][1], seen
+        np.testing.assert_array_equal(got, want)
+        class Stop(Exception):
+            pass
+        def stop(signum, frame):
+            raise Stop
+        signal.signal(signal.SIGINT, stop)
+        timer = threading.Timer(0.05, interrupt)
+        timer.start()
+        try:
+            lstm(x)
+            raise AssertionError("the handler's exception did not come out of the call")
+        except Stop:
+            pass
+        timer.join()
+        np.testing.assert_array_equal(lstm(x[:50])[0], want[:50])
+        print(seen[0][0] - sent[0], end - sent[0])
+    """
+    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+    handled, done = map(float, out.split())
+    assert done > 0.1         # the call went on after the signal (it takes ~0.5 s)...
+    assert handled < 0.1      # ...and the handler had run within 0.1 s of it
 
 
 @pytest.mark.parametrize("backend", COMPILED)
