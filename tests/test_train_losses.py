@@ -60,6 +60,47 @@ def test_cross_entropy_stable_for_huge_logits():
     assert grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_rows_far_from_their_mean_match_float64(dtype):
+    """Rows are shifted by their mean, and by their maximum where that would overflow
+    (fastrnn.train.losses._SUM_LIMIT): rows on both sides of the limit, -inf logits and a
+    NaN row, in one call, against a float64 log-softmax shifted by the maximum."""
+    rng = np.random.default_rng(3)
+    C = 96
+    logits = rng.standard_normal((12, C)) * 3
+    for row, spread in enumerate([20, 40, 43, 45, 50, 88, 200, 1e4]):
+        logits[row, row] = logits[row].mean() + spread * C / (C - 1)   # max - mean = spread
+    logits[8, :40] = -np.inf
+    logits[9, :] = -1e30
+    logits[9, 3] = 0.0
+    logits = logits.astype(dtype)
+    logits[10] = -logits[10]
+    targets = rng.integers(0, C, size=12)
+    targets[:8] = np.arange(8) + 1       # not the largest logit: the gradient's two terms
+    targets[8] = 50
+    nan_row = logits.copy()
+    nan_row[11, 7] = np.nan
+    z = logits.astype(np.float64)
+    logp = z - z.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    # a small weight on the row of spread 88: float32's 1 / sum(exp(z - mean)) * weight would
+    # be subnormal there (so the limit); errors are bounded relative to each row's scale
+    mask = np.ones(12)
+    mask[5] = 1e-4
+    scale = (mask / mask.sum())[:, None]
+    want_grad = scale * (np.exp(logp) - np.eye(C)[targets])
+    loss, grad = cross_entropy(logits, targets, mask=mask)
+    assert grad.dtype == dtype
+    eps = float(np.finfo(dtype).eps)
+    assert loss == pytest.approx(-(scale[:, 0] * logp[np.arange(12), targets]).sum(), rel=16 * eps)
+    err = np.abs(grad - want_grad) / (64 * eps * np.abs(want_grad) + 8 * eps * scale)
+    assert err.max() <= 1, f"row {np.unravel_index(err.argmax(), err.shape)[0]}: {err.max():.3g}x the bound"
+    loss, grad = cross_entropy(nan_row, targets, mask=mask)
+    assert np.isnan(loss) and np.isnan(grad[11]).all()
+    err = np.abs(grad - want_grad)[:11] / (64 * eps * np.abs(want_grad) + 8 * eps * scale)[:11]
+    assert err.max() <= 1, f"{err.max():.3g}x the bound"
+
+
 def test_cross_entropy_all_ignored_is_zero():
     logits, targets = ce_case((3,), 4)
     loss, grad = cross_entropy(logits, np.full(3, -100))
