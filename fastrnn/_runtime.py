@@ -1,7 +1,7 @@
 """Threads and BLAS of the compiled backends, owned in one place.
 
 Both compiled backends (numba, :mod:`fastrnn.jit`; cython, :mod:`fastrnn._cython`)
-split a kernel call over the threads this module gives them:
+split a kernel call over as many threads as this module says:
 
 Thread count
     :func:`get_num_threads`: ``$FASTRNN_NUM_THREADS``, by default the CPUs this
@@ -19,10 +19,11 @@ The pools
     The cython backend computes a share of every call on the calling thread
     and hands the others to the C pool of ``kernels/fastrnn_pool.h``, which
     also runs its teams and OpenBLAS's parallel jobs (below): one set of
-    threads, awake from one phase or product to the next, where Python
-    threads woken for each phase of a training loop's calls made the README's
-    loop at H=256 1.15x slower (a thread woken on an idle core of a virtual
-    machine starts 75-110 µs late, and two woken at once can share one core).
+    threads, awake from one phase or product to the next.  A Python thread
+    woken on a core that had been idle for 1-5 ms started 75-110 µs late on a
+    2-core virtual machine, and the README's loop at H=256 took 21-24 ms a
+    chunk with the cython kernels on Python threads (its long calls on two of
+    them while the caller waited for a Ctrl-C), 18-20 ms on this pool.
 
 BLAS's idle threads
     OpenBLAS runs a multi-threaded call on threads of its own that keep

@@ -2978,32 +2978,30 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
     global _raised_type, _raised_value, _raised_tb
     cdef int rc = 0, k, B = a.B
     cdef bint loop = phase == FWD_LOOP or phase == BWD_LOOP
-    cdef Slice one
-    cdef Slice* slices = &one
+    cdef Slice* slices
     a.part, a.nparts, a.b0, a.b1 = 0, 1, 0, B
-    nthreads = max(nthreads, 1)
-    if nthreads > 1:
+    if nthreads <= 1:
+        with nogil:
+            rc = call_phase(phase, cell, f32, a)
+    else:
         slices = <Slice*>calloc(nthreads, sizeof(Slice))
         if slices == NULL:
             raise MemoryError("fastrnn cython kernel: out of memory for its threads")
-    for k in range(nthreads):
-        slices[k].a = a[0]
-        slices[k].phase, slices[k].cell, slices[k].f32, slices[k].rc = phase, cell, f32, 0
-        if loop:
-            part_range(B, k, nthreads, &slices[k].a.b0, &slices[k].a.b1)
-        else:
-            slices[k].a.part, slices[k].a.nparts = k, nthreads
-    with nogil:
-        if nthreads == 1:
-            slice_job(0, slices, 0)
-        elif fr_split_run(slice_job, nthreads, sizeof(Slice), slices) != 0:
-            for k in range(nthreads):   # no thread could be had: all of it on this one
-                slice_job(k, slices + k, 0)
-    for k in range(nthreads):
-        rc |= slices[k].rc
-    if slices != &one:
+        for k in range(nthreads):
+            slices[k].a = a[0]
+            slices[k].phase, slices[k].cell, slices[k].f32 = phase, cell, f32
+            if loop:
+                part_range(B, k, nthreads, &slices[k].a.b0, &slices[k].a.b1)
+            else:
+                slices[k].a.part, slices[k].a.nparts = k, nthreads
+        with nogil:
+            if fr_split_run(slice_job, nthreads, sizeof(Slice), slices) != 0:
+                for k in range(nthreads):   # no thread could be had: all of it on this one
+                    slice_job(k, slices + k, 0)
+        for k in range(nthreads):
+            rc |= slices[k].rc
         free(slices)
-    if _raised_type != NULL:
+    if a.stop != NULL and _raised_type != NULL:    # (only a watched call, the main thread's)
         PyErr_Restore(_raised_type, _raised_value, _raised_tb)
         _raised_type = _raised_value = _raised_tb = NULL
         return -1
