@@ -1,5 +1,6 @@
 /* A thread pool for OpenBLAS's parallel jobs, whose idle threads sleep, and for the kernels'
- * teams of threads (fr_team_run and fr_barrier_wait, at the end).
+ * split phases and teams of threads (fr_split_run, fr_team_run and fr_barrier_wait, at the
+ * end), with the watch of SIGINT during a long kernel call (fr_watch_begin, at the very end).
  *
  * Part of the Cython kernels (kernels/_kernels.pyx).  OpenBLAS runs a multi-threaded call
  * on threads of its own that, once the call is done, keep spinning for about 2^28 cycles
