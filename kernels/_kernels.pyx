@@ -1942,7 +1942,6 @@ cdef extern from "fastrnn_pool.h" nogil:
     void fr_watch_end()
     bint fr_watch_seen()
     void fr_watch_clear()
-    long fr_now_ns()
     void fr_flag_raise(int* flag)
     int fr_flag_read(int* flag)
     int fr_ticket_take(int* counter)
@@ -3030,13 +3029,9 @@ cdef void warm_product() noexcept nogil:
 
 
 cdef void warm_job(int i, void* data, int unused) noexcept nogil:
-    """warm_product on this thread once every job of the call has come here (or after 1 s)."""
-    cdef int* count = <int*>data      # [arrived, jobs]: every job gets the same two ints
-    cdef int spins = 0
-    cdef long until = fr_now_ns() + 1000000000
-    fr_done_add(count, 1)
-    while fr_done_read(count) < count[1] and fr_now_ns() < until:
-        fr_relax(&spins, FR_BARRIER_SPINS)
+    """warm_product on this thread once every job of the call has come here (``data``: the
+    fr_barrier that every job gets)."""
+    fr_barrier_wait(<fr_barrier*>data, i, NULL)
     warm_product()
 
 
@@ -3058,12 +3053,16 @@ cdef warm_blas(int nthreads):
     whichever products it had run alone before.  A WARM_N^3 product writes deep enough;
     one per buffer in use at once, so on every thread at the same time."""
     global _blas_warm_threads
-    cdef int count[2]
-    count[0], count[1] = 0, max(nthreads, 1)
-    _blas_warm_threads = count[1]
+    cdef fr_barrier bar
+    nthreads = max(nthreads, 1)
+    _blas_warm_threads = nthreads
     with nogil:
-        if count[1] == 1 or fr_split_run(warm_job, count[1], 0, count) != 0:
+        if nthreads == 1 or fr_barrier_init(&bar, nthreads) != 0:
             warm_product()
+        else:
+            if fr_split_run(warm_job, nthreads, 0, &bar) != 0:
+                warm_product()
+            fr_barrier_free(&bar)
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
