@@ -12,7 +12,9 @@ row, against each peer and against the best (fastest) peer.
 
 The report also names the CPU and its instruction sets, the BLAS libraries
 and thread counts, the cython build in use, the measured float32 GEMM ceiling
-(``np.matmul`` in a process of its own, at the start and at the end) and,
+(``np.matmul`` in a process of its own, at the start and at the end), the
+float32 multiply-add peak of all the threads at once (the physical floor: no
+product runs faster; the cython build's ``multiply_add_peak``, likewise) and,
 for the step rows, one thread's read bandwidth at the size of its share of
 the weights (the step rows' floor: weights over bandwidth), the
 peak memory of one call at the large shape per engine, and the cost of a
@@ -132,6 +134,7 @@ class Report:
     rows: list = field(default_factory=list)       # (Row, {engine: Measurement})
     memory: list = field(default_factory=list)     # (Row, {engine: dict})
     gemm: list = field(default_factory=list)
+    peak: list = field(default_factory=list)        # multiply_add_peak at the start and the end
     bandwidth: list = field(default_factory=list)   # read_bandwidth at the start and the end
     scaleout: list = field(default_factory=list)   # (Row, scaleout.measure(row)) of dask rows
     scaleout_missing: str = ""                    # why the dask rows were not run
@@ -143,6 +146,11 @@ class Report:
     def ceiling(self):
         """GFLOP/s of the GEMM ceiling: the better of the start and end measurements."""
         return max((g["gflops"] for g in self.gemm if "gflops" in g), default=None)
+
+    @property
+    def peak_rate(self):
+        """GFLOP/s of the multiply-add peak: the better of the start and end measurements."""
+        return max((p["gflops"] for p in self.peak if "gflops" in p), default=None)
 
     def read_rate(self, nbytes):
         """GB/s at which one thread read weights of ``nbytes`` (the better of the start and
@@ -195,6 +203,15 @@ class Report:
             for g in self.gemm:
                 if "error" in g:
                     lines.append(f"- GEMM ceiling not measured: {g['error']}")
+        got = [p for p in self.peak if "gflops" in p]
+        if got:
+            lines.append(f"- float32 multiply-add peak: {self.peak_rate:.1f} GFLOP/s "
+                         f"({got[0]['isa']} vectors on {self.threads} threads at once, sums in "
+                         f"registers: the rate no product can beat; in a process of its own, at "
+                         f"the start and the end: {', '.join('%.1f' % p['gflops'] for p in got)})")
+        for p in self.peak:
+            if "error" in p:
+                lines.append(f"- multiply-add peak not measured: {p['error']}")
         got = [b["gbps"] for b in self.bandwidth if "gbps" in b]
         if got:
             sizes = sorted({int(n) for b in got for n in b})
@@ -257,7 +274,7 @@ class Report:
         head = ["row", "shape"] + engines + ["fastrnn", "best peer", "best peer / fastrnn"]
         head += [f"{p} / fastrnn" for p in peers]
         if kind in ("kernel", "step", "variant"):
-            head += ["GFLOP/s fastrnn (% GEMM)", "GFLOP/s best peer (% GEMM)"]
+            head += ["GFLOP/s fastrnn (% GEMM, % peak)", "GFLOP/s best peer (% GEMM, % peak)"]
         if kind == "step":
             head += ["weights floor (fastrnn, best peer at it)"]
         head += ["notes"]
@@ -300,7 +317,8 @@ class Report:
         if not seconds or not row.flops():
             return "—"
         g = row.flops() / seconds / 1e9
-        return f"{g:.1f} ({g / self.ceiling:.0%})" if self.ceiling else f"{g:.1f}"
+        shares = [f"{g / r:.0%}" if r else "—" for r in (self.ceiling, self.peak_rate)]
+        return f"{g:.1f} ({', '.join(shares)})"
 
     def _memory_table(self):
         engines = [e for e in self.engines if any(e in m for _, m in self.memory)]
@@ -372,7 +390,8 @@ class Report:
             "none of them and onnxruntime trains none.",
             "",
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
-            "is the share of the float32 GEMM ceiling above. A step's weights floor is the time "
+            "is the share of the float32 GEMM ceiling above, % peak that of the multiply-add "
+            "peak (the physical floor of the products: their FLOPs at that rate). A step's weights floor is the time "
             "its weight traffic takes at the read bandwidth above, each thread reading its share "
             "(G·H·(I+H) floats / threads) as fast as one thread read that much alone: an "
             "inference step reads the weights once, a training step moves 3x that at the least "
@@ -472,6 +491,13 @@ def measure_gemm(settings, threads):
     return run_worker(spec, settings.timeout)
 
 
+def measure_peak(settings, threads):
+    """The float32 multiply-add peak of ``threads`` threads at once, in a process of its own."""
+    spec = {"mode": "peak", "threads": threads, "samples": settings.gemm_samples,
+            "seconds": 0.2}
+    return run_worker(spec, settings.timeout)
+
+
 def measure_bandwidth(settings, threads, sizes):
     """One thread's read bandwidth at each of ``sizes`` bytes, in a process of its own."""
     spec = {"mode": "bandwidth", "threads": threads, "sizes": sorted(sizes),
@@ -515,6 +541,7 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
                     machine=describe(threads, engines), cores=usable_cores())
     counters, since = cpu_counters(), time.perf_counter()
     report.gemm.append(measure_gemm(settings, threads))
+    report.peak.append(measure_peak(settings, threads))
     sizes = {report.core_bytes(r) for r in rows if r.weight_bytes() is not None}
     if sizes:
         report.bandwidth.append(measure_bandwidth(settings, threads, sizes))
@@ -534,6 +561,7 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
     report.gemm.append(measure_gemm(settings, threads))
+    report.peak.append(measure_peak(settings, threads))
     if sizes:
         report.bandwidth.append(measure_bandwidth(settings, threads, sizes))
     report.others = others_cpu(counters, cpu_counters(), time.perf_counter() - since)

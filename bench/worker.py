@@ -152,6 +152,13 @@ def measure_gemm(n, samples, min_sample_time):
     return gemm_throughput(n, samples, min_sample_time=min_sample_time)
 
 
+def measure_peak(threads, samples, seconds):
+    """GFLOP/s of float32 multiply-adds on ``threads`` threads at once (the machine's floor: the
+    cython build's ``multiply_add_peak``, at the widest vectors this CPU runs)."""
+    from fastrnn._cython import kernels
+    return {"gflops": kernels.multiply_add_peak(threads, seconds, samples), "isa": kernels.ISA}
+
+
 def measure_bandwidth(sizes, samples, min_sample_time):
     """GB/s at which one thread reads weights of each of ``sizes`` bytes from its caches."""
     from bench.timing import read_bandwidth
@@ -164,10 +171,12 @@ def main(spec_json):
     Parameters
     ----------
     spec_json : str
-        JSON object: ``mode`` (``"time"``, ``"memory"``, ``"gemm"`` or ``"bandwidth"``),
+        JSON object: ``mode`` (``"time"``, ``"memory"``, ``"gemm"``, ``"peak"`` or
+        ``"bandwidth"``),
         ``engine``, ``row`` (:func:`bench.cases.row_to_json`), ``threads``,
         and for ``time`` ``budget``, ``samples``, ``min_sample_time``, ``check``
-        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``; for ``bandwidth``
+        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``; for ``peak``
+        ``samples``, ``seconds``; for ``bandwidth``
         ``sizes`` (bytes), ``samples``, ``min_sample_time``.
     """
     spec = json.loads(spec_json)
@@ -176,6 +185,8 @@ def main(spec_json):
     try:
         if mode == "gemm":
             result.update(measure_gemm(spec["n"], spec["samples"], spec["min_sample_time"]))
+        elif mode == "peak":
+            result.update(measure_peak(threads, spec["samples"], spec["seconds"]))
         elif mode == "bandwidth":
             result.update(measure_bandwidth(spec["sizes"], spec["samples"],
                                             spec["min_sample_time"]))

@@ -661,6 +661,9 @@ cdef extern from "fastrnn_mm.h" nogil:
     Py_ssize_t fr_packed_size_f64(int K, int N)
     int fr_panel_width_f32()
     int fr_panel_width_f64()
+    void fr_peak_f32(long rounds)
+    int fr_peak_lanes()
+    int FR_PEAK_SUMS
     void fr_pack_f32(int K, int N, const float* w, Py_ssize_t rs, Py_ssize_t cs, float* out)
     void fr_pack_f64(int K, int N, const double* w, Py_ssize_t rs, Py_ssize_t cs, double* out)
     void fr_mm_f32(int n, int K, int N, const float* A, Py_ssize_t lda, const float* Wp,

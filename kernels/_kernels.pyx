@@ -89,6 +89,7 @@ from _common cimport (
     DOTS_MAX_COLUMNS, GEMV_MAX_COLUMNS, gemm, rowmm, wgrad, wgrad2, sparse_mm, fr_sparse_grad,
     fr_pack_f32, fr_pack_f64,
     fr_packed_size_f32, fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
+    fr_peak_f32, fr_peak_lanes, FR_PEAK_SUMS,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
     lstm_grad_row, lstm_row, gru_row, gru_state, gru_grad_row,
@@ -1953,6 +1954,7 @@ cdef extern from "fastrnn_pool.h" nogil:
     long fr_team_steals
     void fr_stat_add(long* stat, long n)
     void fr_spin_ns(long ns)
+    long fr_now_ns()
     Py_ssize_t fr_l2_cache_bytes()
 
 
@@ -3063,6 +3065,74 @@ cdef warm_blas(int nthreads):
             if fr_split_run(warm_job, nthreads, 0, &bar) != 0:
                 warm_product()
             fr_barrier_free(&bar)
+
+
+ctypedef struct Peak:
+    # one thread's part of multiply_add_peak
+    fr_barrier* bar          # where every thread meets before it starts
+    long rounds              # of fr_peak_f32
+    long ns                  # written: the time they took
+
+
+cdef void peak_job(int i, void* data, int unused) noexcept nogil:
+    cdef Peak* p = <Peak*>data
+    cdef long t0
+    fr_barrier_wait(p.bar, i, NULL)
+    t0 = fr_now_ns()
+    fr_peak_f32(p.rounds)
+    p.ns = fr_now_ns() - t0
+
+
+cdef double peak_sample(int threads, long rounds) except -1:
+    """Seconds of the slowest of ``threads`` threads running fr_peak_f32(rounds) at once (the
+    caller and the pool's, started together at a barrier)."""
+    cdef fr_barrier bar
+    cdef Peak* ps = <Peak*>calloc(threads, sizeof(Peak))
+    cdef int k, rc
+    cdef long worst = 0
+    if ps == NULL or fr_barrier_init(&bar, threads) != 0:
+        free(ps)
+        raise MemoryError("multiply_add_peak: no memory for its threads")
+    for k in range(threads):
+        ps[k].bar, ps[k].rounds = &bar, rounds
+    with nogil:
+        if threads == 1:
+            peak_job(0, ps, 0)
+            rc = 0
+        else:
+            rc = fr_split_run(peak_job, threads, sizeof(Peak), ps)
+    for k in range(threads):
+        worst = max(worst, ps[k].ns)
+    fr_barrier_free(&bar)
+    free(ps)
+    if rc != 0:
+        raise RuntimeError(f"multiply_add_peak: {threads} threads could not be had at once")
+    return max(worst, 1) * 1e-9
+
+
+def multiply_add_peak(threads=None, double seconds=0.2, int repeat=3):
+    """The float32 multiply-add throughput of this CPU at this build's vector width (GFLOP/s):
+    independent sums kept in registers, on ``threads`` threads at once (default: fastrnn's
+    thread count), the caller and the pool's.  No product runs faster (its multiply-adds also
+    wait for its loads): it is the floor of the benchmark's rows, beside BLAS's GEMM.  The
+    median of ``repeat`` samples of about ``seconds`` each."""
+    cdef int n = _num_threads if threads is None else int(threads)
+    cdef long rounds = 1 << 16
+    cdef double flops_per_round = 2.0 * FR_PEAK_SUMS * fr_peak_lanes(), t
+    if n < 1:
+        raise ValueError(f"threads must be at least 1, but got {threads!r}")
+    if not seconds > 0 or repeat < 1:
+        raise ValueError(f"seconds must be above 0 and repeat at least 1, but got "
+                         f"{seconds!r} and {repeat!r}")
+    while True:                  # rounds that take about ``seconds`` on one thread
+        t = peak_sample(1, rounds)
+        if t >= seconds / 4 or rounds > (<long>1 << 40):
+            break
+        rounds *= 4
+    rounds = max(1, <long>(rounds * seconds / t))
+    samples = sorted(n * rounds * flops_per_round / peak_sample(n, rounds) / 1e9
+                     for _ in range(repeat))
+    return samples[len(samples) // 2]
 
 
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,

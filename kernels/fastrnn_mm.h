@@ -1,6 +1,6 @@
 /* The per-step products of the recurrence: C[n x N] += A[n x K] @ W[K x N], W packed once
- * (and, further down, the matrix-vector products of a step, the weight gradients and the
- * products of a sparse input).
+ * (and, further down, the matrix-vector products of a step, the weight gradients, the
+ * products of a sparse input, and the multiply-add peak that is their floor).
  *
  * Part of the Cython kernels (kernels/_kernels.pyx), compiled into each build of them: for any
  * CPU of the platform, with AVX2 and FMA, and with AVX-512 (see setup.py); the width of the
@@ -919,5 +919,51 @@ FR_DEFINE_DOTS(f32, float)
 FR_DEFINE_DOTS(f64, double)
 FR_DEFINE_SPARSE(f32, float)
 FR_DEFINE_SPARSE(f64, double)
+
+/* The machine's floor (the benchmark report's multiply-add peak): `rounds` rounds of
+ * FR_PEAK_SUMS independent float32 multiply-adds of this build's vectors, the sums kept in
+ * registers, which no product can outrun: a product's multiply-adds also wait for its loads.
+ * FR_PEAK_SUMS covers the multiply-add units' latency times their number (4 cycles x 2 units
+ * on the x86-64 CPUs seen here: 8 in flight) and leaves registers for nothing else: 24 of the
+ * 32 of AVX-512, 12 of the 16 of AVX2 and SSE.  2 * FR_PEAK_SUMS * FR_VL(float) FLOP a round.
+ * The sum of the results goes to a volatile: without that side effect the compiler may move
+ * the loop past the caller's clock, or drop it. */
+#if FR_VBYTES == 64
+#define FR_PEAK_SUMS 24
+#else
+#define FR_PEAK_SUMS 12
+#endif
+static volatile float fr_peak_sink;
+static FR_NOINLINE void fr_peak_f32(long rounds)
+{
+    long k;
+    int i;
+#if FR_VECTORS
+    fr_v_f32 acc[FR_PEAK_SUMS], total = {0};
+    const fr_v_f32 b = (fr_v_f32){0} + 0.999999f, c = (fr_v_f32){0} + 1e-6f;
+    float sum = 0;
+    FR_UNROLL for (i = 0; i < FR_PEAK_SUMS; i++) acc[i] = (fr_v_f32){0} + (float)i;
+    for (k = 0; k < rounds; k++)
+        FR_UNROLL for (i = 0; i < FR_PEAK_SUMS; i++) acc[i] = acc[i] * b + c;
+    FR_UNROLL for (i = 0; i < FR_PEAK_SUMS; i++) total += acc[i];
+    for (i = 0; i < FR_VL(float); i++) sum += total[i];
+#else
+    float acc[FR_PEAK_SUMS], sum = 0;
+    for (i = 0; i < FR_PEAK_SUMS; i++) acc[i] = (float)i;
+    for (k = 0; k < rounds; k++)
+        for (i = 0; i < FR_PEAK_SUMS; i++) acc[i] = acc[i] * 0.999999f + 1e-6f;
+    for (i = 0; i < FR_PEAK_SUMS; i++) sum += acc[i];
+#endif
+    fr_peak_sink = sum;
+}
+/* the elements of a vector of floats in this build (1 where it has no vectors) */
+static int fr_peak_lanes(void)
+{
+#if FR_VECTORS
+    return (int)FR_VL(float);
+#else
+    return 1;
+#endif
+}
 
 #endif /* FASTRNN_MM_H */

@@ -222,7 +222,8 @@ def _table_rows(text, heading):
 def test_ratios_are_against_the_best_peer_and_each_peer():
     rep = Report(engines=["numpy", "numba", "cython", "torch", "onnxruntime", "jax"],
                  unavailable={}, machine=[("CPU", "test")], settings=Settings(), threads=2,
-                 gemm=[{"gflops": 100.0, "n": 64}])
+                 gemm=[{"gflops": 100.0, "n": 64}],
+                 peak=[{"gflops": 200.0, "isa": "avx2"}, {"gflops": 250.0, "isa": "avx2"}])
     row = cases.kernel_rows(["lstm"], ["infer"], ["medium"])[0]
     rep.rows.append((row, _measured(numpy=0.1, numba=0.03, cython=0.02, torch=0.012,
                                     onnxruntime=0.01, jax=0.04)))
@@ -234,12 +235,16 @@ def test_ratios_are_against_the_best_peer_and_each_peer():
     assert cells["fastrnn"] == "cython" and cells["best peer"] == "onnxruntime"
     assert cells["best peer / fastrnn"] == "**0.50x**"
     assert cells["torch / fastrnn"] == "0.60x" and cells["jax / fastrnn"] == "2.00x"
-    assert cells["GFLOP/s fastrnn (% GEMM)"].endswith("(%d%%)" % round(row.flops() / 0.02 / 1e9))
+    gflops = row.flops() / 0.02 / 1e9            # its shares of the GEMM ceiling and the peak
+    assert cells["GFLOP/s fastrnn (% GEMM, % peak)"] == (
+        f"{gflops:.1f} ({gflops / 100:.0%}, {gflops / 250:.0%})")
     head, line = _table_rows(text, "### The README's training loop")
     cells = dict(zip(head, line))
     assert cells["numba"] == f"{64 * 32 / 0.1:,.0f}"        # characters/s
     assert cells["fastrnn"] == "numba" and cells["best peer / fastrnn"] == "**0.50x**"
     assert "float32 GEMM ceiling: 100.0 GFLOP/s" in text
+    assert ("float32 multiply-add peak: 250.0 GFLOP/s (avx2 vectors on 2 threads at once"
+            in text)                             # the better of the start and the end
 
 
 def test_step_rows_state_their_weights_floor():
@@ -332,6 +337,10 @@ def test_report_end_to_end_in_fresh_processes(tmp_path):
     assert cells["row"] == "gru-infer-6x2x3x4" and cells["fastrnn"] == "numba"
     assert re.match(r"[\d.]+ (µs|ms)", cells["numba"])
     assert "float32 GEMM ceiling" in text and "instruction sets" in text
+    need("cython")
+    peak = re.search(r"float32 multiply-add peak: ([\d.]+) GFLOP/s \((\w+) vectors on 1 threads",
+                     text)
+    assert peak and float(peak.group(1)) > 1 and peak.group(2) in ("baseline", "avx2", "avx512")
 
 
 def test_report_memory_rows(monkeypatch):
