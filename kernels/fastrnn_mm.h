@@ -19,7 +19,13 @@
  * by loads and stores.  NP is chosen per R (FR_NP_R) so that the tile fills 12 of the 16
  * vector registers of AVX2 or 24 of the 32 of AVX-512; a tile of 1 row spans 6 panels, which
  * is how a batch of 1 still keeps 12 independent sums in flight (12 panels, 24 sums, read
- * 12 streams of W at once and measured 41 against 56 GFLOP/s at K = 128, N = 512).
+ * 12 streams of W at once and measured 41 against 56 GFLOP/s at K = 128, N = 512).  With
+ * AVX-512 the tiles go up to 12 rows of one panel (FR_MR): per k, 2 vectors of W for 24
+ * multiply-adds instead of 4, so each tile reads half as much of W from the L2 cache, where a
+ * large layer's weights (4 MB and more) pass on their way from L3 at every step.  One core,
+ * the per-step products of a 50-step forward (x_t W_ih^T, then + h W_hh^T, fresh C rows each
+ * step; Intel Xeon, AVX-512): 32 rows by K = 512 by N = 2048, 133 -> 147 GFLOP/s against tiles
+ * of at most 6 rows; 64 rows 149 -> 168; 8 rows 74 -> 82; K = 256, N = 512: 176 -> 195.
  *
  * Every element of C gets the same operations in the same order, whichever tile it falls in:
  * C + A[r,0] W[0,j] + A[r,1] W[1,j] + ... (fused multiply-adds where the build has them), so
@@ -43,6 +49,15 @@
 #define FR_NP_4 3
 #define FR_NP_5 2
 #define FR_NP_6 2
+/* ... and of 7..12 rows: one panel (up to 24 accumulators) */
+#define FR_NP_7 1
+#define FR_NP_8 1
+#define FR_NP_9 1
+#define FR_NP_10 1
+#define FR_NP_11 1
+#define FR_NP_12 1
+/* rows of the tallest tile */
+#define FR_MR 12
 #else
 #if defined(__AVX__)
 #define FR_VBYTES 32
@@ -56,9 +71,9 @@
 #define FR_NP_4 1
 #define FR_NP_5 1
 #define FR_NP_6 1
-#endif
 /* rows of the tallest tile */
 #define FR_MR 6
+#endif
 /* columns of a panel of a packed W: two vectors */
 #define FR_NR(T) (2 * FR_VBYTES / (ptrdiff_t)sizeof(T))
 /* bytes of the part of W (panels, or rows k0..k1 of one) that stays in the L2 cache while all
@@ -167,6 +182,12 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 #define FR_TILES_4(SUF, T) FR_TILE(SUF, T, 4, 1) FR_TILE(SUF, T, 4, 2) FR_TILE(SUF, T, 4, 3)
 #define FR_TILES_5(SUF, T) FR_TILE(SUF, T, 5, 1) FR_TILE(SUF, T, 5, 2)
 #define FR_TILES_6(SUF, T) FR_TILE(SUF, T, 6, 1) FR_TILE(SUF, T, 6, 2)
+#define FR_TILES_7(SUF, T) FR_TILE(SUF, T, 7, 1)
+#define FR_TILES_8(SUF, T) FR_TILE(SUF, T, 8, 1)
+#define FR_TILES_9(SUF, T) FR_TILE(SUF, T, 9, 1)
+#define FR_TILES_10(SUF, T) FR_TILE(SUF, T, 10, 1)
+#define FR_TILES_11(SUF, T) FR_TILE(SUF, T, 11, 1)
+#define FR_TILES_12(SUF, T) FR_TILE(SUF, T, 12, 1)
 /* a call of the tile of R rows and NP panels (NP a literal or a macro that expands to one) */
 #define FR_CALL(SUF, R, NP) FR_CALL_(SUF, R, NP)
 #define FR_CALL_(SUF, R, NP) fr_tile_##SUF##_##R##_##NP(k0, k1, A, lda, Wp + p * pstride,      \
@@ -213,6 +234,24 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
 #define FR_REST_4(SUF) FR_CASE(SUF, 4, 2)
 #define FR_REST_5(SUF)
 #define FR_REST_6(SUF)
+#define FR_REST_7(SUF)
+#define FR_REST_8(SUF)
+#define FR_REST_9(SUF)
+#define FR_REST_10(SUF)
+#define FR_REST_11(SUF)
+#define FR_REST_12(SUF)
+/* the tiles taller than 6 rows (AVX-512: FR_MR 12), and the cases of fr_rows that call them */
+#if FR_MR > 6
+#define FR_DEFINE_TALL_ROWS(SUF, T) FR_DEFINE_ROWS(SUF, T, 7) FR_DEFINE_ROWS(SUF, T, 8)           \
+    FR_DEFINE_ROWS(SUF, T, 9) FR_DEFINE_ROWS(SUF, T, 10) FR_DEFINE_ROWS(SUF, T, 11)            \
+    FR_DEFINE_ROWS(SUF, T, 12)
+#define FR_TALL_CASE(SUF, R) case R: fr_rows_##SUF##_##R(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;
+#define FR_TALL_CASES(SUF) FR_TALL_CASE(SUF, 7) FR_TALL_CASE(SUF, 8) FR_TALL_CASE(SUF, 9)         \
+    FR_TALL_CASE(SUF, 10) FR_TALL_CASE(SUF, 11) FR_TALL_CASE(SUF, 12)
+#else
+#define FR_DEFINE_TALL_ROWS(SUF, T)
+#define FR_TALL_CASES(SUF)
+#endif
 
 #define FR_DEFINE_MM(SUF, T)                                                                 \
 FR_VTYPES(SUF, T)                                                                            \
@@ -222,6 +261,7 @@ FR_DEFINE_ROWS(SUF, T, 3)                                                       
 FR_DEFINE_ROWS(SUF, T, 4)                                                                  \
 FR_DEFINE_ROWS(SUF, T, 5)                                                                  \
 FR_DEFINE_ROWS(SUF, T, 6)                                                                  \
+FR_DEFINE_TALL_ROWS(SUF, T)                                                                  \
                                                                                              \
 /* the number of elements of a K x N matrix packed */                                       \
 static ptrdiff_t fr_packed_size_##SUF(int K, int N) { return FR_PACKED_SIZE(T, K, N); }      \
@@ -283,6 +323,7 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
     case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
     case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
     case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    FR_TALL_CASES(SUF)                                                                       \
     default: break;                                                                          \
     }                                                                                        \
 }                                                                                            \
@@ -290,10 +331,11 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
 /* C (n x N) = A (n x K) @ W (K x N), plus C when `accumulate`; Wp = W packed by fr_pack.    \
  * (Without `accumulate` the tiles start from zero: C is neither read nor cleared first.)   \
  * The rows go in tiles of                                                                   \
- * equal height (32 rows: 6, 6, 5, 5, 5, 5), so no tile is left with one or two rows, and    \
- * the panels in chunks of about FR_BLOCK_BYTES, each read from memory once and from the L2  \
- * cache by every tile; a chunk has at least FR_NP_6 panels, the width of the tallest tile   \
- * (panels taller than that go in blocks of rows of W).  With AVX-512 a chunk of one panel   \
+ * equal height (32 rows: 6, 6, 5, 5, 5, 5; with AVX-512 11, 11, 10), so no tile is left   \
+ * with one or two rows, and the panels in chunks of about FR_BLOCK_BYTES, each read from    \
+ * memory once and from the L2 cache by every tile; a chunk has at least FR_NP_6 panels, the \
+ * width of a tile of 6 rows (panels taller than that go in blocks of rows of W).  With      \
+ * AVX-512 a chunk of one panel                                                              \
  * (K from 1025 to 2048: the backward's dh at H = 512, K = 3H or 4H) made tiles of one panel \
  * instead of two, 12 sums in registers instead of 24, and the GRU's and the LSTM's training \
  * at the benchmark's large shape spent most of their time in them. */                      \
