@@ -3119,8 +3119,8 @@ def multiply_add_peak(threads=None, double seconds=0.2, int repeat=3):
     cdef int n = _num_threads if threads is None else int(threads)
     cdef long rounds = 1 << 16
     cdef double flops_per_round = 2.0 * FR_PEAK_SUMS * fr_peak_lanes(), t
-    if n < 1:
-        raise ValueError(f"threads must be at least 1, but got {threads!r}")
+    if not 1 <= n <= 1024:
+        raise ValueError(f"threads must be from 1 to 1024, but got {threads!r}")
     if not seconds > 0 or repeat < 1:
         raise ValueError(f"seconds must be above 0 and repeat at least 1, but got "
                          f"{seconds!r} and {repeat!r}")
