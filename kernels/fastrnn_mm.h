@@ -245,7 +245,8 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
 #define FR_DEFINE_TALL_ROWS(SUF, T) FR_DEFINE_ROWS(SUF, T, 7) FR_DEFINE_ROWS(SUF, T, 8)           \
     FR_DEFINE_ROWS(SUF, T, 9) FR_DEFINE_ROWS(SUF, T, 10) FR_DEFINE_ROWS(SUF, T, 11)            \
     FR_DEFINE_ROWS(SUF, T, 12)
-#define FR_TALL_CASE(SUF, R) case R: fr_rows_##SUF##_##R(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;
+#define FR_TALL_CASE(SUF, R)                                                                 \
+    case R: fr_rows_##SUF##_##R(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;
 #define FR_TALL_CASES(SUF) FR_TALL_CASE(SUF, 7) FR_TALL_CASE(SUF, 8) FR_TALL_CASE(SUF, 9)         \
     FR_TALL_CASE(SUF, 10) FR_TALL_CASE(SUF, 11) FR_TALL_CASE(SUF, 12)
 #else
