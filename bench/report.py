@@ -391,7 +391,8 @@ class Report:
             "",
             "GFLOP/s count the products only (forward 2·T·B·G·H·(I+H), training 3x that); % GEMM "
             "is the share of the float32 GEMM ceiling above, % peak that of the multiply-add "
-            "peak (the physical floor of the products: their FLOPs at that rate). A step's weights floor is the time "
+            "peak (the physical floor of the products: their FLOPs at that rate). A step's "
+            "weights floor is the time "
             "its weight traffic takes at the read bandwidth above, each thread reading its share "
             "(G·H·(I+H) floats / threads) as fast as one thread read that much alone: an "
             "inference step reads the weights once, a training step moves 3x that at the least "

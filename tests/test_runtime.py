@@ -318,6 +318,9 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
     code = f"""
         import os, signal, threading, time
         import numpy as np, fastrnn
+        # Python's own handler, whatever the parent left (a shell's background job starts with
+        # SIGINT ignored, and Python then keeps it ignored)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         lstm = fastrnn.LSTM(64, {hidden}, backend="{backend}", seed=0).eval()
         small = np.ones((20, {shape[1]}, 64), "f4")
         want = lstm(small)[0]
