@@ -1152,15 +1152,15 @@ def test_a_build_this_machine_cannot_use_is_refused_with_the_reason():
 def test_the_multiply_add_peak_grows_with_the_width_of_each_build():
     """multiply_add_peak (the benchmark's physical floor) runs at each build's vector width:
     4 floats without FMA (two instructions per multiply-add), 8 with AVX2 and FMA, 16 with
-    AVX-512 (which x86-64 CPUs run at up to 2x AVX2's rate a core); bad arguments are refused
-    by name."""
+    AVX-512 (up to 2x AVX2's rate a core: the Xeons seen here; as fast as AVX2 where a core
+    splits a 512-bit multiply-add in two, as Zen 4 does); bad arguments are refused by name."""
     rates = {isa: _cython.load(isa).multiply_add_peak(1, seconds=0.05, repeat=3)
              for isa in _cython.available_isas()}
     assert all(r > 0.5 for r in rates.values()), rates          # GFLOP/s of one core
     if "avx2" in rates and "baseline" in rates:
         assert rates["avx2"] > 2 * rates["baseline"], rates     # 2x the lanes, and fused
     if "avx512" in rates and "avx2" in rates:
-        assert rates["avx512"] > 1.2 * rates["avx2"], rates
+        assert rates["avx512"] > 0.8 * rates["avx2"], rates     # (225 against 125 on the Xeon)
     module = _cython.load(_cython.available_isas()[0])
     with pytest.raises(ValueError, match="threads must be from 1 to 1024, but got 0"):
         module.multiply_add_peak(0)
