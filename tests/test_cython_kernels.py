@@ -1154,13 +1154,17 @@ def test_the_multiply_add_peak_grows_with_the_width_of_each_build():
     4 floats without FMA (two instructions per multiply-add), 8 with AVX2 and FMA, 16 with
     AVX-512 (up to 2x AVX2's rate a core: the Xeons seen here; as fast as AVX2 where a core
     splits a 512-bit multiply-add in two, as Zen 4 does); bad arguments are refused by name."""
-    rates = {isa: _cython.load(isa).multiply_add_peak(1, seconds=0.05, repeat=3)
-             for isa in _cython.available_isas()}
+    rates = dict.fromkeys(_cython.available_isas(), 0.0)
+    for _ in range(5):      # the best of 5 rounds, alternating: a peak, on a shared machine
+        for isa in rates:
+            rates[isa] = max(rates[isa], _cython.load(isa).multiply_add_peak(1, 0.03, repeat=1))
     assert all(r > 0.5 for r in rates.values()), rates          # GFLOP/s of one core
+    # (the margins are wide: another process on the core slows a sample, and a build that lost
+    # its vectors would run at a quarter or less of these rates)
     if "avx2" in rates and "baseline" in rates:
-        assert rates["avx2"] > 2 * rates["baseline"], rates     # 2x the lanes, and fused
+        assert rates["avx2"] > 1.5 * rates["baseline"], rates   # 4x: twice the lanes, fused
     if "avx512" in rates and "avx2" in rates:
-        assert rates["avx512"] > 0.8 * rates["avx2"], rates     # (225 against 125 on the Xeon)
+        assert rates["avx512"] > 0.7 * rates["avx2"], rates     # 225 against 125 on the Xeon
     module = _cython.load(_cython.available_isas()[0])
     with pytest.raises(ValueError, match="threads must be from 1 to 1024, but got 0"):
         module.multiply_add_peak(0)
