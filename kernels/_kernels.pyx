@@ -182,6 +182,19 @@ ctypedef struct Check:
     int K
 
 
+ctypedef struct Pack:
+    # a weight matrix that packed() left to the PACK phase: W[k, j] = src[k*rs + j*cs] (K x N)
+    # packed into out (see fastrnn_mm.h's fr_pack), floats (item 4) or doubles
+    const char* src
+    char* out
+    Py_ssize_t rs, cs
+    int K, N, item
+
+
+cdef enum:
+    MAX_PACKS = 4            # a call's packs left to its PACK phase: w_hh, w_hr, w_ih, w_hn
+
+
 ctypedef struct Args:
     int T, B, In, H, P, Tc   # In: input size (I is a macro of complex.h)
     int b0, b1               # the batch rows [b0, b1) a time loop works on
@@ -237,6 +250,8 @@ ctypedef struct Args:
     # w_ih^T packed for the input projection of all steps (eval-mode forwards of a small batch,
     # from the cache of packed weights), or NULL: BLAS, which packs w_ih again at every call
     void* w_ih_p
+    Pack packs[MAX_PACKS]    # the right-hand operands above that the PACK phase packs, before
+    int npacks               # the other phases (see packed()), and how many
     void* b_ih               # (G,) or NULL
     void* b_hh               # (G,) or NULL
     void* bias               # (G,) workspace: the biases the forward adds (GRU: 4H)
@@ -2358,9 +2373,34 @@ cdef enum Phase:
                      # that splits the hidden units (run_team)
     STEP_ROWS = 5    # eval-mode forward of one step of a small batch: its two products on a
                      # team that splits their rows (run_step_team); then PRE and FWD_LOOP
+    PACK = 6         # the weights of a.packs packed: part `part` of `nparts` of each one's
+                     # panels (pack_part)
+
+
+cdef int pack_part(Args* a) noexcept nogil:
+    """PACK: this part's share of the panels of each weight matrix in a.packs (the panels'
+    layout does not depend on the split: panel p of a K x N matrix starts at p*K*NR)."""
+    cdef int k, nr, p0, p1, n0, n1
+    cdef Pack* pk
+    for k in range(a.npacks):
+        pk = &a.packs[k]
+        nr = panel_width(pk.item == 4)
+        part_range((pk.N + nr - 1) // nr, a.part, a.nparts, &p0, &p1)
+        n0, n1 = p0 * nr, min(p1 * nr, pk.N)
+        if n1 <= n0:
+            continue
+        if pk.item == 4:
+            fr_pack_f32(pk.K, n1 - n0, <const float*>pk.src + n0 * pk.cs, pk.rs, pk.cs,
+                        <float*>pk.out + <Py_ssize_t>n0 * pk.K)
+        else:
+            fr_pack_f64(pk.K, n1 - n0, <const double*>pk.src + n0 * pk.cs, pk.rs, pk.cs,
+                        <double*>pk.out + <Py_ssize_t>n0 * pk.K)
+    return 0
 
 
 cdef int call_phase(int phase, int cell, bint f32, Args* a) noexcept nogil:
+    if phase == PACK:
+        return pack_part(a)
     if phase == FWD_UNITS:
         return run_team(cell, f32, a)
     if phase == STEP_ROWS:
@@ -3138,7 +3178,8 @@ def multiply_add_peak(threads=None, double seconds=0.2, int repeat=3):
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
              double loop_flops, bint units=False, bint step_team=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``, or STEP_ROWS when
-    ``step_team``) or a backward (BWD_LOOP + BWD_POST), BLAS on one thread.  A time loop of more
+    ``step_team``) or a backward (BWD_LOOP + BWD_POST), after the PACK phase when packed() left
+    copies of the weights to it (a.packs), BLAS on one thread.  A time loop of more
     than WATCH_FLOPS made on the main thread is watched (see stopped): a Ctrl-C stops it at its
     next step and raises KeyboardInterrupt here.  Returns 0; with ``units``,
     1 if the team found the weights in a.check changed; with either, 2 if the team could not
@@ -3170,6 +3211,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             watched = fr_watch_begin()
             if watched:
                 a.stop = &stop
+        if a.npacks:
+            run_split(PACK, cell, f32, a, gemm_threads)
         if units:
             rc = run_split(FWD_UNITS, cell, f32, a, 1)
         elif step_team:
@@ -3258,14 +3301,19 @@ cdef int padded_width(int width, Py_ssize_t itemsize) noexcept nogil:
     return <int>ld
 
 
-cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1):
+cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1,
+                        Args* later=NULL):
     """``w.T`` (``transpose``) or ``w`` packed for the per-step products of fastrnn_mm.h
     (panels of columns), starting at a multiple of 64 bytes (one cache line).
 
     ``parts`` (forwards split by hidden units over a team of that many, see run_team): the
     columns of w.T (the gate rows of w, G*H of them, H a multiple of the panel width) in the
     order of the split: for each member, its units of gate 0, then of gate 1, ... (``gates``
-    of them)."""
+    of them).
+
+    ``later``: the arguments of the call the packed copy is for; the copy is then only made
+    here, and filled by the call's PACK phase (see run), on its threads (LSTM(512, 512)'s
+    training packed its four weight copies, 16 MB, on one thread while the other waited)."""
     cdef cnp.ndarray src = w
     cdef Py_ssize_t item = src.itemsize
     cdef int K = <int>src.shape[1 if transpose else 0], N = <int>src.shape[0 if transpose else 1]
@@ -3275,6 +3323,11 @@ cdef cnp.ndarray packed(object w, bint transpose, int parts=0, int gates=1):
     cdef int k, g, u0, u1, nr, H
     cdef Py_ssize_t size = fr_packed_size_f32(K, N) if item == 4 else fr_packed_size_f64(K, N)
     cdef cnp.ndarray out = line_aligned(size, cnp.PyArray_TYPE(src))
+    if not parts and later != NULL and later.npacks < MAX_PACKS:
+        later.packs[later.npacks] = Pack(<const char*>cnp.PyArray_DATA(src),
+                                         <char*>cnp.PyArray_DATA(out), rs, cs, K, N, <int>item)
+        later.npacks += 1
+        return out
     if not parts:
         pack_block(item, K, N, src, 0, rs, cs, out, 0)
         return out
@@ -3399,24 +3452,26 @@ cdef tuple step_operands(Args* a, _Weights w, bint transpose, bint input_too=Fal
                          bint cache=False, bint split_n=False):
     """Set a.w_hh_r and a.w_hr_r to packed copies of the recurrent weights (transposed for a
     forward), and a.w_ih_r to one of w_ih^T when ``input_too``; returns the copies, to be kept
-    alive during the call.  ``cache``: from the cache of packed weights (eval-mode forwards).
+    alive during the call.  ``cache``: from the cache of packed weights (eval-mode forwards);
+    otherwise the call's PACK phase fills the copies (packed's ``later``).
     ``split_n`` (GRU, reset gate before): a.w_hh_r from w_hh[:2H], a.w_hn_r from w_hh[2H:]."""
     w_hh = w.w_hh
     w_hn_r = None
     if split_n:
         w_hh = w.w_hh[:2 * w.H]
         w_hn_r = (cached_packed(w.w_hh[2 * w.H:], transpose) if cache
-                  else packed(w.w_hh[2 * w.H:], transpose))
+                  else packed(w.w_hh[2 * w.H:], transpose, 0, 1, a))
     a.w_hn_r = data(w_hn_r)
-    w_hh_r = cached_packed(w_hh, transpose) if cache else packed(w_hh, transpose)
+    w_hh_r = cached_packed(w_hh, transpose) if cache else packed(w_hh, transpose, 0, 1, a)
     a.w_hh_r = data(w_hh_r)
     w_hr_r = None
     if w.w_hr is not None:
-        w_hr_r = cached_packed(w.w_hr, transpose) if cache else packed(w.w_hr, transpose)
+        w_hr_r = (cached_packed(w.w_hr, transpose) if cache
+                  else packed(w.w_hr, transpose, 0, 1, a))
     a.w_hr_r = data(w_hr_r)
     w_ih_r = None
     if input_too:
-        w_ih_r = cached_packed(w.w_ih, True) if cache else packed(w.w_ih, True)
+        w_ih_r = cached_packed(w.w_ih, True) if cache else packed(w.w_ih, True, 0, 1, a)
     a.w_ih_r = data(w_ih_r)
     return (w_hh_r, w_hr_r, w_ih_r, w_hn_r)
 
@@ -3676,6 +3731,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     cdef bint fresh = False
     while outcome:
         operands = None
+        a.npacks = 0
         a.members = members or step_members
         if members:
             # a team splits the hidden units (run_team): both weights packed in the split's
@@ -3843,7 +3899,7 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         if dx is not None:
             # dx = dA W_ih over all T*B rows on the same micro-kernel, w_ih packed here: the
             # same bits on any number of threads (see input_grad_rows)
-            w_ih_b = packed(w.w_ih, False)
+            w_ih_b = packed(w.w_ih, False, 0, 1, &a)
             a.w_ih_r = data(w_ih_b)
             operands += (w_ih_b,)
     run(cell, typenum, &a, True, nthreads, 6.0 * T * B * G * I, loop_flops)

@@ -819,6 +819,43 @@ def test_gradients_after_the_loop_cover_every_remainder_of_rows_columns_and_step
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_training_call_packs_its_weights_on_its_threads(cy, dtype, case):
+    """A training forward and backward pack their copies of the weights (w_hh, w_ih, w_hr, the
+    GRU's w_hn; transposed for the forward) in a phase of their own, each matrix's panels split
+    between the threads: here over more than PARALLEL_MIN_FLOPS (10 MFLOP), so on both, with
+    panels that do not divide evenly and a last panel that is partial (37 hidden units, 45
+    inputs).  Two threads give one thread's bits, and in float64 the reference's results (in
+    float32 a pre-activation at a kink of hard_sigmoid, one bit apart, moves a gradient by
+    0.01 over these 100 steps)."""
+    rng = np.random.default_rng(29)
+    cell, opts, _ = CASES[case]
+    T, B, in_size, hidden = 100, 32, 45, 37    # the RNN: 2*T*B*H*I = 10.7 MFLOP
+    weights, P = make_weights(case, dtype, "both", rng, in_size=in_size, hidden=hidden)
+    weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+    x = rng.standard_normal((T, B, in_size)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+    dy = rng.standard_normal((T, B, P)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+
+    def train():
+        y, hy, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+        return (y, *hy, dx, *dhx) + dweights
+
+    one, two, _ = on_one_thread_and_on(cy, 2, train)
+    y, hy, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+    want = tuple(None if w is None else np.zeros_like(w) for w in weights)
+    dx, dhx = getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
+    for k, (a, b, w) in enumerate(zip(one, two, (y, *hy, dx, *dhx) + want)):
+        if w is not None:
+            np.testing.assert_array_equal(b, a, err_msg=f"result {k}")
+            if dtype == np.float64:
+                np.testing.assert_allclose(a, w, rtol=1e-9, atol=1e-10, err_msg=f"result {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 1400)])
 def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype, case, hidden):
     """The backward's dh = D W_hh and dx = D W_ih multiply over the G = 3H or 4H gate columns
