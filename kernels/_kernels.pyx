@@ -43,7 +43,8 @@ Kernel structure (the same as the numba backend's):
 * all workspaces are allocated once per call, before the loop;
 * threads: SciPy's OpenBLAS is held at one thread during a call; a time loop
   splits the batch over a small pool of threads (each runs the whole loop on
-  its slice), the GEMMs before and after it split their output rows; an
+  its slice, as many rows as its measured pace makes in the same time: see
+  loop_split), the GEMMs before and after it split their output rows; an
   eval-mode forward of at most TEAM_MAX_ROWS sequences a team member (a batch
   too small to split, or whose slices would be thin, with weights too large for
   one core's L2 cache) splits the hidden units instead, over a team of threads
@@ -2959,11 +2960,140 @@ ctypedef struct Slice:
     int phase, cell
     bint f32
     int rc
+    long ns                  # how long the slice took (a time loop's, for loop_split)
+
+
+# for the tests: slice 1 of a time loop spins this many nanoseconds per row of its batch, as a
+# thread on a slower or busier core lags (see _lag_loops)
+cdef long _loop_lag_ns = 0
 
 
 cdef void slice_job(int i, void* data, int unused) noexcept nogil:
     cdef Slice* s = <Slice*>data
+    cdef long t0 = fr_now_ns()
     s.rc = call_phase(s.phase, s.cell, s.f32, &s.a)
+    if _loop_lag_ns > 0 and i == 1 and s.phase in (FWD_LOOP, BWD_LOOP):
+        fr_spin_ns(_loop_lag_ns * (s.a.b1 - s.a.b0))
+    s.ns = fr_now_ns() - t0
+
+
+# The batch of a time loop split between its threads by their pace.  The slices of a loop run
+# the whole loop side by side, with no barrier between steps, and the call waits for the last;
+# and the threads of a call do not run at one pace: on the 2-core Intel Xeon (AVX-512) of the
+# benchmark, with both cores reading the same packed weights from L3 at every step, one thread
+# took 7% longer than the other over LSTM(512, 512)'s training loops at T=50, B=64 (forward
+# 39.1 against 36.4 ms, backward 18.5 against 17.2) in 5 processes of 6, the same thread for
+# every call of a process but not the same in every process (a C loop of the same products
+# showed it as well, the slower thread always the one on the same vCPU).  So each slice's time
+# per row of the last loop of the phase (kept as a running mean, over calls without lengths:
+# with lengths the rows' work differs) sets the next split: each thread as many rows as it
+# makes in the same time, in whole rows, when that is predicted to end the loop sooner than
+# equal shares by PACE_MARGIN; equal shares while a pace is unknown.  Which rows a thread makes
+# does not change any bit of the results.  That training call, 3 processes of each alternating,
+# while one thread was slower (splits of 31-30 rows against 33-34): 109.8, 110.7 and 112.3 ms
+# against 111.7, 112.7 and 113.6 with equal shares (medians of 22 calls); an hour later, the
+# threads at one pace in most processes, whole processes alternating with the build before:
+# 0.995x the time (medians of 12 pairs).
+cdef enum:
+    PACE_SLOTS = 16          # a loop of more threads takes equal shares
+cdef double PACE_MARGIN = 0.005
+cdef double PACE_CLAMP = 1.25    # a call's pace of a slice counts as at most this over the mean
+cdef double PACE_NEW = 0.25      # the weight of a call's pace in the running mean
+cdef int PACE_SHIFT = 8          # a slice's rows stay within 1/PACE_SHIFT of its equal share
+cdef bint _pace_on = True
+cdef double _pace[2][PACE_SLOTS]     # FWD_LOOP, BWD_LOOP: each slice's time per row over their mean
+                                     # (0: unknown)
+cdef int _pace_threads[2]            # the threads of those slices
+cdef int _pace_rows[2][PACE_SLOTS]   # the rows of each slice of the last such loop (for the
+cdef int _pace_slices[2]             # tests), and their number
+
+
+cdef void loop_split(int phase, int B, int nthreads, bint lens, Slice* slices) noexcept:
+    """The batch rows [b0, b1) of each of the ``nthreads`` slices of a time loop (``phase``
+    FWD_LOOP or BWD_LOOP): equal shares, or by the threads' pace (see above)."""
+    cdef int k, p = phase - FWD_LOOP
+    cdef int ends[PACE_SLOTS]
+    cdef double speed = 0, acc = 0, even_end = 0, paced_end = 0
+    cdef bint paced = (_pace_on and not lens and nthreads <= PACE_SLOTS
+                       and _pace_threads[p] == nthreads)
+    for k in range(nthreads):
+        part_range(B, k, nthreads, &slices[k].a.b0, &slices[k].a.b1)
+        if paced and _pace[p][k] > 0:
+            speed += 1 / _pace[p][k]
+            even_end = max(even_end, (slices[k].a.b1 - slices[k].a.b0) * _pace[p][k])
+        else:
+            paced = False
+    if not paced:
+        return
+    for k in range(nthreads):
+        acc += 1 / _pace[p][k]
+        ends[k] = paced_bound(B, nthreads, k, acc / speed, ends[k - 1] if k else 0)
+        paced_end = max(paced_end, (ends[k] - (ends[k - 1] if k else 0)) * _pace[p][k])
+    if paced_end <= even_end * (1 - PACE_MARGIN):
+        for k in range(nthreads):
+            slices[k].a.b0, slices[k].a.b1 = ends[k - 1] if k else 0, ends[k]
+
+
+cdef inline int paced_bound(int B, int n, int k, double share, int lo) noexcept:
+    """The end of slice k's rows of a batch of B split between n slices by pace: ``share`` of
+    the batch up to it, in whole rows, at least one row, and within 1/PACE_SHIFT of an equal
+    share from ``lo`` (its start)."""
+    cdef int hi, even = B // n, slack = max(B // n // PACE_SHIFT, 0)
+    if k == n - 1:
+        return B
+    hi = <int>(B * share + 0.5)
+    hi = min(max(hi, lo + even - slack), lo + even + slack)
+    return min(max(hi, lo + 1), B - (n - 1 - k))
+
+
+cdef void learn_pace(int phase, int nthreads, bint lens, Slice* slices) noexcept:
+    """Each slice's time per row of a finished time loop into the running means of its phase
+    (loop_split)."""
+    cdef int k, p = phase - FWD_LOOP, rows
+    cdef double pace, mean = 0
+    if nthreads > PACE_SLOTS:
+        return
+    _pace_slices[p] = nthreads
+    for k in range(nthreads):
+        _pace_rows[p][k] = slices[k].a.b1 - slices[k].a.b0
+    if lens:
+        return
+    if _pace_threads[p] != nthreads:
+        _pace_threads[p] = nthreads
+        for k in range(PACE_SLOTS):
+            _pace[p][k] = 0
+    for k in range(nthreads):
+        rows = slices[k].a.b1 - slices[k].a.b0
+        if rows <= 0 or slices[k].rc != 0 or slices[k].ns <= 0:
+            return
+    for k in range(nthreads):
+        mean += <double>slices[k].ns / (slices[k].a.b1 - slices[k].a.b0) / nthreads
+    for k in range(nthreads):
+        pace = <double>slices[k].ns / (slices[k].a.b1 - slices[k].a.b0) / mean
+        pace = min(max(pace, 1 / PACE_CLAMP), PACE_CLAMP)      # (one call's hiccup)
+        _pace[p][k] = pace if _pace[p][k] == 0 else (1 - PACE_NEW) * _pace[p][k] + PACE_NEW * pace
+
+
+def _lag_loops(long ns_per_row):
+    """For the tests: slice 1 of every time loop on two or more threads spins ``ns_per_row``
+    nanoseconds per row of its batch (0: never), as a thread on a slower core lags."""
+    global _loop_lag_ns
+    _loop_lag_ns = ns_per_row
+
+
+def loop_pace(bint on=True, bint forget=False):
+    """The rows of each slice of the last time loop on threads, forward and backward:
+    ([rows, ...], [rows, ...]) (see loop_split).  ``on`` False splits every batch in equal
+    shares from now on (for the tests and benchmarks); ``forget`` drops the paces measured."""
+    global _pace_on
+    cdef int p, k
+    _pace_on = on
+    if forget:
+        for p in range(2):
+            _pace_threads[p] = _pace_slices[p] = 0
+            for k in range(PACE_SLOTS):
+                _pace[p][k] = 0
+    return tuple([_pace_rows[p][k] for k in range(_pace_slices[p])] for p in range(2))
 
 
 cdef extern from "Python.h":
@@ -3031,16 +3161,18 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         for k in range(nthreads):
             slices[k].a = a[0]
             slices[k].phase, slices[k].cell, slices[k].f32 = phase, cell, f32
-            if loop:
-                part_range(B, k, nthreads, &slices[k].a.b0, &slices[k].a.b1)
-            else:
+            if not loop:
                 slices[k].a.part, slices[k].a.nparts = k, nthreads
+        if loop:
+            loop_split(phase, B, nthreads, a.lens != NULL, slices)
         with nogil:
             if fr_split_run(slice_job, nthreads, sizeof(Slice), slices) != 0:
                 for k in range(nthreads):   # no thread could be had: all of it on this one
                     slice_job(k, slices + k, 0)
         for k in range(nthreads):
             rc |= slices[k].rc
+        if loop and not (a.stop != NULL and a.stop[0]):
+            learn_pace(phase, nthreads, a.lens != NULL, slices)
         free(slices)
     if a.stop != NULL and _raised_type != NULL:    # (only a watched call, the main thread's)
         PyErr_Restore(_raised_type, _raised_value, _raised_tb)
@@ -4288,3 +4420,4 @@ def sum_squares(x):
         else:
             s = fr_sumsq_f64(n, <const double*>data)
     return s
+

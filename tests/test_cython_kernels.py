@@ -856,6 +856,55 @@ def test_a_training_call_packs_its_weights_on_its_threads(cy, dtype, case):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
+def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, case):
+    """The two slices of a training call's time loops split the batch by their measured pace
+    (loop_split): with slice 1 made to lag, the next calls give it fewer rows, forward and
+    backward, at most 1/8 of an equal share fewer, and the results are bit for bit those of
+    equal shares; with lengths the shares stay equal.  While no pace is known (here, forgotten)
+    the shares are equal."""
+    rng = np.random.default_rng(31)
+    cell, opts, _ = CASES[case]
+    B, in_size, hidden = 40, 24, 64
+    weights, P = make_weights(case, dtype, "both", rng, in_size=in_size, hidden=hidden)
+    T = 40 if P == hidden else 150      # loops of over 10 MFLOP: the RNN's 2*T*B*H*H = 13
+    weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+    x = rng.standard_normal((T, B, in_size)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+    dy = rng.standard_normal((T, B, P)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+    lens = make_lengths("ragged", B, T, rng)
+
+    def train(lengths=None):
+        y, hy, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, lengths, True, **opts)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+        return [v for v in (y, *hy, dx, *dhx) + dweights if v is not None]
+
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(2)
+        cy.loop_pace(True, forget=True)
+        even, even_lens = train(), train(lens)
+        assert cy.loop_pace() == ([20, 20], [20, 20])
+        cy.loop_pace(True, forget=True)
+        cy._lag_loops(200000)               # 200 us a row: 4 ms a loop on slice 1
+        for _ in range(2):
+            got = train()
+            for k, (a, b) in enumerate(zip(even, got)):
+                np.testing.assert_array_equal(b, a, err_msg=f"result {k}, {cy.loop_pace()}")
+        assert cy.loop_pace() == ([22, 18], [22, 18])
+        got = train(lens)
+        assert cy.loop_pace() == ([20, 20], [20, 20])
+        for k, (a, b) in enumerate(zip(even_lens, got)):
+            np.testing.assert_array_equal(b, a, err_msg=f"result {k} with lengths")
+    finally:
+        cy._lag_loops(0)
+        cy.loop_pace(True, forget=True)
+        fastrnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 1400)])
 def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype, case, hidden):
     """The backward's dh = D W_hh and dx = D W_ih multiply over the G = 3H or 4H gate columns
