@@ -670,6 +670,12 @@ cdef extern from "fastrnn_mm.h" nogil:
                    float* C, Py_ssize_t ldc, int accumulate)
     void fr_mm_f64(int n, int K, int N, const double* A, Py_ssize_t lda, const double* Wp,
                    double* C, Py_ssize_t ldc, int accumulate)
+    void fr_mm_groups_f32(int groups, int n, int K, int N, const float* A, Py_ssize_t lda,
+                          Py_ssize_t ga, const float* Wp, float* C, Py_ssize_t ldc,
+                          Py_ssize_t gc, int accumulate)
+    void fr_mm_groups_f64(int groups, int n, int K, int N, const double* A, Py_ssize_t lda,
+                          Py_ssize_t ga, const double* Wp, double* C, Py_ssize_t ldc,
+                          Py_ssize_t gc, int accumulate)
     void fr_dots_f32(int m, int K, float alpha, const float* A, Py_ssize_t lda, const float* x,
                      float beta, float* y)
     void fr_dots_f64(int m, int K, double alpha, const double* A, Py_ssize_t lda,
@@ -706,6 +712,18 @@ cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const fl
         fr_mm_f32(n, K, N, A, lda, Wp, C, ldc, accumulate)
     else:
         fr_mm_f64(n, K, N, A, lda, Wp, C, ldc, accumulate)
+
+
+cdef inline void rowmm_groups(int groups, int n, int K, int N, const floating* A, int lda,
+                              Py_ssize_t ga, const floating* Wp, bint accumulate, floating* C,
+                              int ldc, Py_ssize_t gc) noexcept nogil:
+    """:func:`rowmm` for ``groups`` blocks of n rows, block g's rows of A and C starting
+    g*ga and g*gc elements after the first's, each chunk of W read once for all blocks (the
+    bits of a call per block)."""
+    if floating is float:
+        fr_mm_groups_f32(groups, n, K, N, A, lda, ga, Wp, C, ldc, gc, accumulate)
+    else:
+        fr_mm_groups_f64(groups, n, K, N, A, lda, ga, Wp, C, ldc, gc, accumulate)
 
 
 cdef inline int wgrad(int n, int K, const int* rows, int N, const floating* D, Py_ssize_t ldd,

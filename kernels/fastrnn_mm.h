@@ -351,40 +351,55 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
  * AVX-512 a chunk of one panel                                                              \
  * (K from 1025 to 2048: the backward's dh at H = 512, K = 3H or 4H) made tiles of one panel \
  * instead of two, 12 sums in registers instead of 24, and the GRU's and the LSTM's training \
- * at the benchmark's large shape spent most of their time in them. */                      \
-static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* Wp,         \
-                        T* C, ptrdiff_t ldc, int accumulate)                                 \
+ * at the benchmark's large shape spent most of their time in them.                         \
+ *                                                                                           \
+ * fr_mm_groups: the same for `groups` blocks of n rows each, block g's rows of A and C      \
+ * starting ga and gc elements after block g-1's (a slice's rows of several time steps),     \
+ * each chunk of W going over the tiles of every block: read from memory once for all. */   \
+static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrdiff_t lda,   \
+                               ptrdiff_t ga, const T* Wp, T* C, ptrdiff_t ldc, ptrdiff_t gc, \
+                               int accumulate)                                               \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), row_bytes = FR_NR(T) * (ptrdiff_t)sizeof(T);              \
     const ptrdiff_t panels = (N + NR - 1) / NR, pstride = (ptrdiff_t)K * NR;                 \
     const int tiles = (n + FR_MR - 1) / FR_MR;                                               \
     ptrdiff_t kc, chunk, p0, k0, k1, width;                                                  \
-    int t, q, R;                                                                             \
-    if (n <= 0 || N <= 0) return;                                                            \
+    int t, q, R, g;                                                                          \
+    if (n <= 0 || N <= 0 || groups <= 0) return;                                             \
     if (K <= 0) {                                                                            \
         if (!accumulate)                                                                     \
-            for (q = 0; q < n; q++) memset(C + (ptrdiff_t)q * ldc, 0, N * sizeof(T));        \
+            for (g = 0; g < groups; g++)                                                     \
+                for (q = 0; q < n; q++)                                                      \
+                    memset(C + g * gc + (ptrdiff_t)q * ldc, 0, N * sizeof(T));               \
         return;                                                                              \
     }                                                                                        \
     if ((ptrdiff_t)K * row_bytes * FR_NP_6 <= FR_BLOCK_BYTES) {                              \
         kc = K;                                                                              \
-        chunk = tiles > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;            \
+        chunk = tiles * groups > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;   \
     } else {                                                                                 \
         kc = FR_BLOCK_BYTES / (row_bytes * FR_NP_6);                                         \
-        chunk = tiles > 1 ? FR_NP_6 : panels;                                                \
+        chunk = tiles * groups > 1 ? FR_NP_6 : panels;                                       \
     }                                                                                        \
     for (p0 = 0; p0 < panels; p0 += chunk) {                                                 \
         width = N - p0 * NR < chunk * NR ? N - p0 * NR : chunk * NR;                         \
         for (k0 = 0; k0 < K; k0 += kc) {                                                     \
             k1 = K - k0 < kc ? K : k0 + kc;                                                  \
-            for (t = 0, q = 0; t < tiles; t++, q += R) {                                     \
-                R = n / tiles + (t < n % tiles);                                             \
-                fr_rows_##SUF(R, k0, k1, K, width, A + (ptrdiff_t)q * lda, lda,              \
-                              Wp + p0 * pstride, C + (ptrdiff_t)q * ldc + p0 * NR, ldc,      \
-                              !accumulate && k0 == 0);                                       \
-            }                                                                                \
+            for (g = 0; g < groups; g++)                                                     \
+                for (t = 0, q = 0; t < tiles; t++, q += R) {                                 \
+                    R = n / tiles + (t < n % tiles);                                         \
+                    fr_rows_##SUF(R, k0, k1, K, width, A + g * ga + (ptrdiff_t)q * lda, lda, \
+                                  Wp + p0 * pstride,                                         \
+                                  C + g * gc + (ptrdiff_t)q * ldc + p0 * NR, ldc,            \
+                                  !accumulate && k0 == 0);                                   \
+                }                                                                            \
         }                                                                                    \
     }                                                                                        \
+}                                                                                            \
+                                                                                             \
+static void fr_mm_##SUF(int n, int K, int N, const T* A, ptrdiff_t lda, const T* Wp,         \
+                        T* C, ptrdiff_t ldc, int accumulate)                                 \
+{                                                                                            \
+    fr_mm_groups_##SUF(1, n, K, N, A, lda, 0, Wp, C, ldc, 0, accumulate);                    \
 }
 
 /* The products of a step (a batch of up to 64 sequences; see gemm in _common.pxd), as dot

@@ -857,6 +857,40 @@ def test_a_training_call_packs_its_weights_on_its_threads(cy, dtype, case):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", list(CASES))
+def test_a_training_forward_projects_the_input_of_a_few_steps_at_once(cy, dtype, case):
+    """A training forward of a batch of 8 or more without lengths multiplies its rows of the
+    input of INPUT_GROUP (4) steps at a time (rowmm_groups), the last group shorter when T is
+    not a multiple of 4: the outputs and states are bit for bit those of an eval forward (one
+    step at a time), and the reference's; the gradients are the reference's."""
+    rng = np.random.default_rng(37)
+    cell, opts, _ = CASES[case]
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    B = 9
+    weights, P = make_weights(case, dtype, "both", rng)
+    weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+    forward = getattr(cy, f"{cell}_forward")
+    for T in (1, 3, 4, 6, 9):
+        x = rng.standard_normal((T, B, I)).astype(dtype)
+        hx = make_states(case, B, P, dtype, rng)
+        dy = rng.standard_normal((T, B, P)).astype(dtype)
+        dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+        y, hy, saved = forward(x, hx, weights, None, True, **opts)
+        ye, hye, _ = forward(x, hx, weights, None, False, **opts)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+        ry, rhy, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+        want = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        rdx, rdhx = getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
+        for k, (a, b) in enumerate(zip((y, *hy), (ye, *hye))):
+            np.testing.assert_array_equal(a, b, err_msg=f"T={T}, result {k}")
+        for k, (a, w) in enumerate(zip((y, *hy, dx, *dhx) + dweights,
+                                       (ry, *rhy, rdx, *rdhx) + want)):
+            if w is not None:
+                np.testing.assert_allclose(a, w, **tol, err_msg=f"T={T}, result {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", list(CASES))
 def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, case):
     """The two slices of a training call's time loops split the batch by their measured pace
     (loop_split): with slice 1 made to lag, the next calls give it fewer rows, forward and
