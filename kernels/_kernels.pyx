@@ -9,9 +9,9 @@ float64 (fused types: every ``*_fwd`` / ``*_bwd`` below is compiled twice).
 Kernel structure (the same as the numba backend's):
 
 * the input projection: for a batch of at least STEP_INPUT_MIN_BATCH sequences,
-  per step and per thread, with the per-step products below (in eval mode the
-  gate store then holds one step; a training forward without lengths takes a
-  thread's rows of INPUT_GROUP steps at once); for smaller batches, and in eval mode on a
+  per thread in the time loop, with the per-step products below, a thread's
+  rows of INPUT_GROUP steps at once without lengths, of one step with them (in
+  eval mode the gate store then holds those steps); for smaller batches, and in eval mode on a
   team (below), one GEMM over T*B rows, written straight into the buffer of
   saved gates (in eval mode into a bounded chunk of time steps, so memory stays
   O(B*H) beyond the output); either way each gate gets the same bits;
@@ -162,13 +162,15 @@ cdef enum:
     # all steps at once, as one GEMM (the rule depends on the batch alone, not on the threads,
     # so that results do not depend on the number of threads)
     STEP_INPUT_MIN_BATCH = 8
-    # ... and a training forward without lengths multiplies a thread's rows of this many steps
-    # at once (rowmm_groups; their gates stay in the store until their step), so that each
+    # ... and without lengths a thread's rows of this many steps at once (rowmm_groups; their
+    # gates stay in the store until their step, which in eval mode holds as many), so that each
     # chunk of w_ih^T comes from memory once for them all rather than once a step: per step,
     # a thread's 32 rows read all 4 MB of LSTM(512, 512)'s packed w_ih^T, and two threads read
     # from L3 at 29-48 GB/s (Intel Xeon, AVX-512).  The products of that forward (T=48, B=64,
     # both threads, in C): 35.9 ms a step at a time, 35.5 and 33.4 two at a time, 32.9 three,
-    # 32.8 and 32.7 four, 33.7 and 32.4 six.  The same bits.
+    # 32.8 and 32.7 four, 33.7 and 32.4 six.  An eval forward at B = 128 (each thread 64 rows,
+    # no team): 0.98x the time (medians of 6 pairs of processes); at the medium shape (weights
+    # in L2) 1.00x.  The same bits.
     INPUT_GROUP = 4
 
 
@@ -447,14 +449,15 @@ cdef inline floating* step_gates(floating tag, Args* a, int G, int t, int* t0,
     cdef Py_ssize_t BG = <Py_ssize_t>a.B * a.ldg
     cdef floating* gt
     if a.w_ih_r != NULL:
-        gt = gates + (t if a.train else 0) * BG
+        gt = gates + (t if a.train else t % a.Tc) * BG
         if a.xs_ptr != NULL:
             if live.n > 0:
                 sparse_mm(live.n, live.rows, <Py_ssize_t>t * a.B + a.b0,   # (NULL: no lengths)
                           a.xs_ptr, a.xs_idx, <const floating*>a.xs_val, a.In, G,
                           <const floating*>a.w_ih_r, gt + <Py_ssize_t>a.b0 * a.ldg, a.ldg)
-        elif a.train and a.lens == NULL:
-            # the gate store keeps every step: the slice's rows of INPUT_GROUP steps at a time
+        elif a.lens == NULL:
+            # the gate store keeps every step (or a.Tc = INPUT_GROUP): the slice's rows of
+            # INPUT_GROUP steps at a time
             if t % INPUT_GROUP == 0:
                 rowmm_groups(min(INPUT_GROUP, a.T - t), a.b1 - a.b0, a.In, G,
                              <const floating*>a.x + (<Py_ssize_t>t * a.B + a.b0) * a.In, a.In,
@@ -3818,7 +3821,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     # a sparse x's products over its entries alone, wherever they are made
     sparse = (sparse_input(&a, xa, <Py_ssize_t>T * B, I, w.w_ih, typenum)
               if not step and T > 1 else None)
-    Tc = (1 if per_step_input and not training
+    Tc = ((min(INPUT_GROUP, T) if lens is None else 1) if per_step_input and not training
           else chunk_steps(T, B, Gs, training or (nthreads > 1 and not members)))
     slots = T + 1 if training else 2
     # rows padded for LSTM and GRU (4H wide); the RNN loops index their store with stride H
