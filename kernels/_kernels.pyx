@@ -11,10 +11,11 @@ Kernel structure (the same as the numba backend's):
 * the input projection: for a batch of at least STEP_INPUT_MIN_BATCH sequences,
   per thread in the time loop, with the per-step products below, a thread's
   rows of INPUT_GROUP steps at once without lengths, of one step with them (in
-  eval mode the gate store then holds those steps); for smaller batches, and in eval mode on a
-  team (below), one GEMM over T*B rows, written straight into the buffer of
-  saved gates (in eval mode into a bounded chunk of time steps, so memory stays
-  O(B*H) beyond the output); either way each gate gets the same bits;
+  eval mode the gate store then holds those steps); for smaller batches, and
+  in eval mode on a team (below), one GEMM over T*B rows, written straight
+  into the buffer of saved gates (in eval mode into a bounded chunk of time
+  steps, so memory stays O(B*H) beyond the output); either way each gate gets
+  the same bits;
 * one recurrent product per step, G*H wide (4H LSTM, 3H GRU, H RNN): over many
   steps the register-blocked micro-kernel of ``fastrnn_mm.h`` on the weights
   packed once per call (BLAS would pack the whole weight matrix at every step);
@@ -3031,7 +3032,7 @@ cdef int _pace_slices[2]             # tests), and their number
 cdef void loop_split(int phase, int B, int nthreads, bint lens, Slice* slices) noexcept:
     """The batch rows [b0, b1) of each of the ``nthreads`` slices of a time loop (``phase``
     FWD_LOOP or BWD_LOOP): equal shares, or by the threads' pace (see above)."""
-    cdef int k, p = phase - FWD_LOOP
+    cdef int k, p = phase - FWD_LOOP, lo = 0
     cdef int ends[PACE_SLOTS]
     cdef double speed = 0, acc = 0, even_end = 0, paced_end = 0
     cdef bint paced = (_pace_on and not lens and nthreads <= PACE_SLOTS
@@ -3047,18 +3048,21 @@ cdef void loop_split(int phase, int B, int nthreads, bint lens, Slice* slices) n
         return
     for k in range(nthreads):
         acc += 1 / _pace[p][k]
-        ends[k] = paced_bound(B, nthreads, k, acc / speed, ends[k - 1] if k else 0)
-        paced_end = max(paced_end, (ends[k] - (ends[k - 1] if k else 0)) * _pace[p][k])
+        ends[k] = paced_bound(B, nthreads, k, acc / speed, lo)
+        paced_end = max(paced_end, (ends[k] - lo) * _pace[p][k])
+        lo = ends[k]
     if paced_end <= even_end * (1 - PACE_MARGIN):
+        lo = 0
         for k in range(nthreads):
-            slices[k].a.b0, slices[k].a.b1 = ends[k - 1] if k else 0, ends[k]
+            slices[k].a.b0, slices[k].a.b1 = lo, ends[k]
+            lo = ends[k]
 
 
 cdef inline int paced_bound(int B, int n, int k, double share, int lo) noexcept:
     """The end of slice k's rows of a batch of B split between n slices by pace: ``share`` of
     the batch up to it, in whole rows, at least one row, and within 1/PACE_SHIFT of an equal
     share from ``lo`` (its start)."""
-    cdef int hi, even = B // n, slack = max(B // n // PACE_SHIFT, 0)
+    cdef int hi, even = B // n, slack = B // n // PACE_SHIFT
     if k == n - 1:
         return B
     hi = <int>(B * share + 0.5)
@@ -3069,8 +3073,9 @@ cdef inline int paced_bound(int B, int n, int k, double share, int lo) noexcept:
 cdef void learn_pace(int phase, int nthreads, bint lens, Slice* slices) noexcept:
     """Each slice's time per row of a finished time loop into the running means of its phase
     (loop_split)."""
-    cdef int k, p = phase - FWD_LOOP, rows
+    cdef int k, p = phase - FWD_LOOP
     cdef double pace, mean = 0
+    cdef double per_row[PACE_SLOTS]
     if nthreads > PACE_SLOTS:
         return
     _pace_slices[p] = nthreads
@@ -3083,13 +3088,12 @@ cdef void learn_pace(int phase, int nthreads, bint lens, Slice* slices) noexcept
         for k in range(PACE_SLOTS):
             _pace[p][k] = 0
     for k in range(nthreads):
-        rows = slices[k].a.b1 - slices[k].a.b0
-        if rows <= 0 or slices[k].rc != 0 or slices[k].ns <= 0:
+        if _pace_rows[p][k] <= 0 or slices[k].rc != 0 or slices[k].ns <= 0:
             return
+        per_row[k] = <double>slices[k].ns / _pace_rows[p][k]
+        mean += per_row[k] / nthreads
     for k in range(nthreads):
-        mean += <double>slices[k].ns / (slices[k].a.b1 - slices[k].a.b0) / nthreads
-    for k in range(nthreads):
-        pace = <double>slices[k].ns / (slices[k].a.b1 - slices[k].a.b0) / mean
+        pace = per_row[k] / mean
         pace = min(max(pace, 1 / PACE_CLAMP), PACE_CLAMP)      # (one call's hiccup)
         _pace[p][k] = pace if _pace[p][k] == 0 else (1 - PACE_NEW) * _pace[p][k] + PACE_NEW * pace
 
