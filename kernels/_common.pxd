@@ -659,6 +659,10 @@ cdef extern from "fastrnn_mm.h" nogil:
         void* Wt
     Py_ssize_t fr_packed_size_f32(int K, int N)
     Py_ssize_t fr_packed_size_f64(int K, int N)
+    Py_ssize_t fr_block_bytes
+    Py_ssize_t FR_BLOCK_BYTES
+    Py_ssize_t FR_BLOCK_MAX
+    Py_ssize_t fr_set_block_bytes(Py_ssize_t nbytes)
     int fr_panel_width_f32()
     int fr_panel_width_f64()
     void fr_peak_f32(long rounds)

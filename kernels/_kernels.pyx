@@ -93,6 +93,7 @@ from _common cimport (
     fr_sparse_grad,
     fr_pack_f32, fr_pack_f64,
     fr_packed_size_f32, fr_packed_size_f64, fr_panel_width_f32, fr_panel_width_f64,
+    fr_block_bytes, fr_set_block_bytes, FR_BLOCK_BYTES, FR_BLOCK_MAX,
     fr_peak_f32, fr_peak_lanes, FR_PEAK_SUMS,
     act_tanh, act_sigmoid, act_relu, tanh_f32, sigmoid_f32, sigmoid_f64, c_tanh,
     tanh_bias, add_to, mul_to, norm2, colsum_add, cell_state,
@@ -2904,6 +2905,7 @@ cdef int TEAM_MAX_ROWS = 32
 # reserve is larger than a quarter of that L2.
 cdef Py_ssize_t L2_RESERVE = 384 * 1024
 cdef Py_ssize_t _l2_bytes = fr_l2_cache_bytes()
+fr_set_block_bytes(_l2_bytes // 2)     # the products' chunks of W (see block_bytes)
 cdef double TEAM_STEP_FLOPS = 4e4
 # one step (STEP_ROWS) goes to a team from this many FLOPs (a cell called from Python, eval,
 # B=1, fresh processes alternating one thread and two, medians of 5 pairs: LSTMCell(128, 128),
@@ -2945,6 +2947,20 @@ def l2_cache_bytes(n=None):
         if int(n) < 0:
             raise ValueError(f"n must be at least 0, but got {n!r}")
         _l2_bytes = int(n)
+    return before
+
+
+def block_bytes(n=None):
+    """The bytes of a packed weight matrix that a product keeps in the L2 cache while its rows
+    go by (fastrnn_mm.h's fr_block_bytes): half of a core's L2 cache at import, from 256 KB
+    (also where the cache is unknown) to 1 MB.  With ``n`` (for the tests), use ``n`` bytes,
+    in that range, from now on.  Returns the figure used before; results do not depend on it."""
+    cdef Py_ssize_t before = fr_block_bytes
+    if n is not None:
+        if not FR_BLOCK_BYTES <= int(n) <= FR_BLOCK_MAX:
+            raise ValueError(f"n must be from {FR_BLOCK_BYTES} to {FR_BLOCK_MAX} bytes, "
+                             f"but got {n!r}")
+        fr_set_block_bytes(int(n))
     return before
 
 

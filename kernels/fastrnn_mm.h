@@ -77,8 +77,24 @@
 /* columns of a panel of a packed W: two vectors */
 #define FR_NR(T) (2 * FR_VBYTES / (ptrdiff_t)sizeof(T))
 /* bytes of the part of W (panels, or rows k0..k1 of one) that stays in the L2 cache while all
- * tiles of rows go by */
+ * tiles of rows go by (fr_block_bytes): half of a core's L2 cache (set at import), at
+ * least FR_BLOCK_BYTES (chosen on Zen 3, 512 KB of L2, and used where the size is unknown) and
+ * at most FR_BLOCK_MAX.  A product of many rows reads A's rows again for every chunk: Intel
+ * Xeon (2 MB of L2), 2 threads of 1600 rows each, K = 2048 by N = 512 (the dx of LSTM(512,
+ * 512)'s training at T = 50, B = 64): chunks of 256 KB 211 GFLOP/s a core, 512 KB 223, 1 MB
+ * 226-228, 2 MB 214; K = 512 by N = 2048 (an input's product) 207 -> 225 with 1 MB.  32 rows
+ * (a step of a thread's slice) within 2% either way. */
 #define FR_BLOCK_BYTES (256 * 1024)
+#define FR_BLOCK_MAX (1024 * 1024)
+static ptrdiff_t fr_block_bytes = FR_BLOCK_BYTES;
+/* sets fr_block_bytes to `bytes` within [FR_BLOCK_BYTES, FR_BLOCK_MAX]; returns the old value */
+static ptrdiff_t fr_set_block_bytes(ptrdiff_t bytes)
+{
+    const ptrdiff_t before = fr_block_bytes;
+    fr_block_bytes = bytes < FR_BLOCK_BYTES ? FR_BLOCK_BYTES
+                     : bytes > FR_BLOCK_MAX ? FR_BLOCK_MAX : bytes;
+    return before;
+}
 /* rows of a panel ahead of the tile's k that it asks the cache for (2 KB of an AVX2 panel of
  * floats, 4 KB of an AVX-512 one): the first tile over a chunk of W reads it from L3 (the
  * weights of a large layer, 4 MB each, do not fit in L2), and without the prefetch it waited
@@ -345,7 +361,7 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
  * (Without `accumulate` the tiles start from zero: C is neither read nor cleared first.)   \
  * The rows go in tiles of                                                                   \
  * equal height (32 rows: 6, 6, 5, 5, 5, 5; with AVX-512 11, 11, 10), so no tile is left   \
- * with one or two rows, and the panels in chunks of about FR_BLOCK_BYTES, each read from    \
+ * with one or two rows, and the panels in chunks of about fr_block_bytes, each read from    \
  * memory once and from the L2 cache by every tile; a chunk has at least FR_NP_6 panels, the \
  * width of a tile of 6 rows (panels taller than that go in blocks of rows of W).  With      \
  * AVX-512 a chunk of one panel                                                              \
@@ -363,6 +379,7 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
     const ptrdiff_t NR = FR_NR(T), row_bytes = FR_NR(T) * (ptrdiff_t)sizeof(T);              \
     const ptrdiff_t panels = (N + NR - 1) / NR, pstride = (ptrdiff_t)K * NR;                 \
     const int tiles = (n + FR_MR - 1) / FR_MR;                                               \
+    const ptrdiff_t block = fr_block_bytes;                                                  \
     ptrdiff_t kc, chunk, p0, k0, k1, width;                                                  \
     int t, q, R, g;                                                                          \
     if (n <= 0 || N <= 0 || groups <= 0) return;                                             \
@@ -373,11 +390,11 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
                     memset(C + g * gc + (ptrdiff_t)q * ldc, 0, N * sizeof(T));               \
         return;                                                                              \
     }                                                                                        \
-    if ((ptrdiff_t)K * row_bytes * FR_NP_6 <= FR_BLOCK_BYTES) {                              \
+    if ((ptrdiff_t)K * row_bytes * FR_NP_6 <= block) {                                       \
         kc = K;                                                                              \
-        chunk = tiles * groups > 1 ? FR_BLOCK_BYTES / ((ptrdiff_t)K * row_bytes) : panels;   \
+        chunk = tiles * groups > 1 ? block / ((ptrdiff_t)K * row_bytes) : panels;            \
     } else {                                                                                 \
-        kc = FR_BLOCK_BYTES / (row_bytes * FR_NP_6);                                         \
+        kc = block / (row_bytes * FR_NP_6);                                                  \
         chunk = tiles * groups > 1 ? FR_NP_6 : panels;                                       \
     }                                                                                        \
     for (p0 = 0; p0 < panels; p0 += chunk) {                                                 \

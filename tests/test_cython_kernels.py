@@ -946,10 +946,12 @@ def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, cas
 @pytest.mark.parametrize("case, hidden", [("lstm", 300), ("gru", 400), ("gru", 1400)])
 def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype, case, hidden):
     """The backward's dh = D W_hh and dx = D W_ih multiply over the G = 3H or 4H gate columns
-    of D: past FR_BLOCK_BYTES / (bytes of a panel row of the widest tile's panels: 1024 with
-    AVX-512, 4096 with AVX2, 8192 with the baseline's SSE; here 1200, and 4200 for the GRU at
-    H = 1400) fastrnn_mm.h's fr_mm takes the rows of the packed weights in blocks, each tile
-    adding block after block: the reference's gradients, and one thread's bits on two."""
+    of D: past fr_block_bytes / (bytes of a panel row of the widest tile's panels) gates, with
+    the 256 KB of a small L2 cache 1024 with AVX-512, 4096 with AVX2, 8192 with the baseline's
+    SSE (here 1200, and 4200 for the GRU at H = 1400), fastrnn_mm.h's fr_mm takes the rows of
+    the packed weights in blocks, each tile adding block after block; with the 1 MB of a 2 MB
+    cache, 4 times as many rows and as many columns in a chunk: the reference's gradients, and
+    the same bits on one thread and two, with either."""
     rng = np.random.default_rng(23)
     cell, opts, _ = CASES[case]
     tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-11)
@@ -961,23 +963,90 @@ def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype,
     dy = rng.standard_normal((T, B, P)).astype(dtype)
     dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
     results = []
-    before = fastrnn.get_num_threads()
+    before, block = fastrnn.get_num_threads(), cy.block_bytes()
     try:
-        for threads in (1, 2):
-            fastrnn.set_num_threads(threads)
-            _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
-            dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
-            dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
-            results.append((dx, *dhx) + dweights)
+        for nbytes in (256 << 10, 1 << 20):
+            cy.block_bytes(nbytes)
+            for threads in (1, 2):
+                fastrnn.set_num_threads(threads)
+                _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+                dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+                dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+                results.append((dx, *dhx) + dweights)
     finally:
         fastrnn.set_num_threads(before)
+        cy.block_bytes(block)
     _, _, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
     want = tuple(None if w is None else np.zeros_like(w) for w in weights)
     dx, dhx = getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
-    for k, (a, b, w) in enumerate(zip(*results, (dx, *dhx) + want)):
+    for k, (*got, w) in enumerate(zip(*results, (dx, *dhx) + want)):
         if w is not None:
-            np.testing.assert_array_equal(b, a, err_msg=f"result {k}")
-            np.testing.assert_allclose(a, w, **tol, err_msg=f"result {k}")
+            for n, b in enumerate(got[1:]):
+                np.testing.assert_array_equal(b, got[0], err_msg=f"result {k}, run {n + 1}")
+            np.testing.assert_allclose(got[0], w, **tol, err_msg=f"result {k}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", ["lstm", "gru", "rnn_tanh"])
+@pytest.mark.parametrize("training", [False, True])
+def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchanged(
+        cy, dtype, case, training):
+    """fastrnn_mm.h's products take the packed weights in chunks of fr_block_bytes (half of a
+    core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows: a forward
+    (the input's products over all T*B rows, and each step's) and a backward give the same bits
+    with the chunks of the smallest and of the largest size, on one thread and on two."""
+    rng = np.random.default_rng(41)
+    cell, opts, _ = CASES[case]
+    T, B, hidden = 6, 40, 256          # W_ih^T and W_hh^T of 128 to 256 panels of AVX-512
+    weights, P = make_weights(case, dtype, "both", rng, in_size=300, hidden=hidden)
+    weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
+    x = rng.standard_normal((T, B, 300)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=hidden)
+    dy = rng.standard_normal((T, B, P)).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
+    runs = []
+    before, block = fastrnn.get_num_threads(), cy.block_bytes()
+    try:
+        for nbytes in (256 << 10, 1 << 20):
+            cy.block_bytes(nbytes)
+            assert cy.block_bytes() == nbytes
+            for threads in (1, 2):
+                fastrnn.set_num_threads(threads)
+                y, hy, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, training,
+                                                              **opts)
+                got = [y, *hy]
+                if training:
+                    dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+                    dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+                    got += [dx, *dhx] + [w for w in dweights if w is not None]
+                runs.append(got)
+    finally:
+        fastrnn.set_num_threads(before)
+        cy.block_bytes(block)
+    for n, got in enumerate(runs[1:]):
+        for k, (a, b) in enumerate(zip(runs[0], got)):
+            np.testing.assert_array_equal(a, b, err_msg=f"result {k}, run {n + 1}")
+    ry, rhy, _ = getattr(ref, f"{cell}_forward")(x, hx, weights, None, False, **opts)
+    tol = dict(rtol=2e-4, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    for k, (a, w) in enumerate(zip(runs[0], (ry, *rhy))):
+        np.testing.assert_allclose(a, w, **tol, err_msg=f"result {k}")
+    for bad in (0, (256 << 10) - 1, (1 << 20) + 1):
+        with pytest.raises(ValueError, match=f"n must be from 262144 to 1048576 bytes, but "
+                                             f"got {bad}"):
+            cy.block_bytes(bad)
+    assert cy.block_bytes() == block
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_the_chunks_of_the_weights_are_half_the_l2_cache(isa):
+    """As a process starts, each build keeps chunks of half of the L2 cache it knows, from
+    256 KB (also where it knows none) to 1 MB."""
+    code = ("from fastrnn import _cython; k = _cython.load(%r); "
+            "print(k.l2_cache_bytes(), k.block_bytes())" % isa)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    l2, block = int(out[0]), int(out[1])
+    assert block == min(max(l2 // 2, 256 << 10), 1 << 20)
 
 
 def test_a_team_is_left_out_where_it_would_cost_more_than_it_saves(cy):
