@@ -77,15 +77,26 @@
 /* columns of a panel of a packed W: two vectors */
 #define FR_NR(T) (2 * FR_VBYTES / (ptrdiff_t)sizeof(T))
 /* bytes of the part of W (panels, or rows k0..k1 of one) that stays in the L2 cache while all
- * tiles of rows go by (fr_block_bytes): half of a core's L2 cache (set at import), at
- * least FR_BLOCK_BYTES (chosen on Zen 3, 512 KB of L2, and used where the size is unknown) and
- * at most FR_BLOCK_MAX.  A product of many rows reads A's rows again for every chunk: Intel
- * Xeon (2 MB of L2), 2 threads of 1600 rows each, K = 2048 by N = 512 (the dx of LSTM(512,
- * 512)'s training at T = 50, B = 64): chunks of 256 KB 211 GFLOP/s a core, 512 KB 223, 1 MB
- * 226-228, 2 MB 214; K = 512 by N = 2048 (an input's product) 207 -> 225 with 1 MB.  32 rows
- * (a step of a thread's slice) within 2% either way. */
+ * tiles of rows go by.  A product of many rows reads A's rows again for every chunk: its
+ * chunks are of fr_block_bytes, half of a core's L2 cache (set at import), at least
+ * FR_BLOCK_BYTES (chosen on Zen 3, 512 KB of L2, and used where the size is unknown) and at
+ * most FR_BLOCK_MAX.  Intel Xeon (2 MB of L2), 2 threads of 1600 rows each, K = 2048 by
+ * N = 512 (the dx of LSTM(512, 512)'s training at T = 50, B = 64): chunks of 256 KB 211
+ * GFLOP/s a core, 512 KB 223, 1 MB 226-228, 2 MB 214; K = 512 by N = 2048 (an input's
+ * product) 207 -> 225 with 1 MB.  A product of up to FR_FEW_ROWS rows (a step of a slice of
+ * the batch, a few steps of one) by a W larger than twice fr_block_bytes reads little of A
+ * and all of W from L3 at every step: its chunks are of FR_BLOCK_BYTES (or FR_NP_6 whole
+ * panels, if larger), and where the L2 cache holds two such beside the rest (fr_block_bytes
+ * at least twice that), the tiles over each chunk ask for the next one (fr_ahead), so that
+ * the first tile over it does not wait for L3.  The same Xeon, 2 threads, each 32 rows of a
+ * step by K = 512 by N = 2048 (W shared): 1 MB chunks 200 GFLOP/s a core, 256 KB 203, 256 KB
+ * with the next asked for 210; 128 rows 215, 212, 218; 256 rows 216, 211, 212; the forward's
+ * products of 48 steps (4 steps of the input at a time, then each step's h_{t-1}), 32 rows a
+ * thread: 32.5 -> 30.5 ms.  Where W stays in L2 (LSTM(128, 256)'s 1 MB of W_hh^T), asking
+ * for lines already there cost 5-9% (16 rows by K = 256 by N = 1024). */
 #define FR_BLOCK_BYTES (256 * 1024)
 #define FR_BLOCK_MAX (1024 * 1024)
+#define FR_FEW_ROWS 128
 static ptrdiff_t fr_block_bytes = FR_BLOCK_BYTES;
 /* sets fr_block_bytes to `bytes` within [FR_BLOCK_BYTES, FR_BLOCK_MAX]; returns the old value */
 static ptrdiff_t fr_set_block_bytes(ptrdiff_t bytes)
@@ -111,6 +122,7 @@ static ptrdiff_t fr_set_block_bytes(ptrdiff_t bytes)
 #define FR_VECTORS 1
 #define FR_PREFETCH(p) __builtin_prefetch(p, 1, 3)
 #define FR_PREFETCH_R(p) __builtin_prefetch(p, 0, 3)
+#define FR_PREFETCH_L2(p) __builtin_prefetch(p, 0, 2)
 #else
 #define FR_INLINE static __forceinline
 #define FR_UNROLL
@@ -118,7 +130,19 @@ static ptrdiff_t fr_set_block_bytes(ptrdiff_t bytes)
 #define FR_VECTORS 0
 #define FR_PREFETCH(p) ((void)(p))
 #define FR_PREFETCH_R(p) ((void)(p))
+#define FR_PREFETCH_L2(p) ((void)(p))
 #endif
+
+/* The part of a packed W, [next, end), that the tiles ask the L2 cache for while they go over
+ * the chunk before it (see fr_block_bytes and fr_mm_groups): a tile of the _ahead kind asks for
+ * a cache line at each of its k from `next` on and moves `next` past them; the tiles after
+ * `next` reaches `end` are of the plain kind.  (One kind with the test for `end` inside its
+ * loop took two more registers than the tile of 11 rows had, which then kept row pointers on
+ * the stack: every product 2-3% slower, those that asked for nothing too.) */
+typedef struct {
+    const char* next;
+    const char* end;
+} fr_ahead;
 
 /* the number of elements of a packed K x N matrix */
 #define FR_PACKED_SIZE(T, K, N) ((ptrdiff_t)(K) * (((ptrdiff_t)(N) + FR_NR(T) - 1) / FR_NR(T)) * FR_NR(T))
@@ -133,12 +157,13 @@ typedef T fr_vu_##SUF __attribute__((vector_size(FR_VBYTES), aligned(sizeof(T)))
 /* C (R x NP*NR, row stride ldc) += A (R x [k0, k1), row stride lda) @ panels of Wp (each
  * pstride elements apart, row k of a panel at k*NR); with `zero`, = instead of += (C is not
  * read) */
-#define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
+#define FR_DEFINE_TILE(NAME, SUF, T, R, NP, LOOK)                                             \
 FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                                           ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
-                                          T* C, ptrdiff_t ldc, int zero)                     \
+                                          T* C, ptrdiff_t ldc, int zero, fr_ahead* ahead)    \
 {                                                                                            \
     const ptrdiff_t VL = FR_VL(T), NR = FR_NR(T);                                            \
+    const char* next = LOOK ? ahead->next : NULL;                                            \
     fr_v_##SUF acc[R][2 * (NP)];                                                             \
     ptrdiff_t k;                                                                             \
     int r, p;                                                                                \
@@ -147,6 +172,10 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
             acc[r][p] = zero ? (fr_v_##SUF){0} : *(const fr_vu_##SUF*)(C + r * ldc + p * VL); \
     for (k = k0; k < k1; k++) {                                                              \
         fr_v_##SUF w[2 * (NP)];                                                              \
+        if (LOOK) {                                                                          \
+            FR_PREFETCH_L2(next);                                                            \
+            next += 64;                                                                      \
+        }                                                                                    \
         FR_UNROLL for (p = 0; p < NP; p++) {                                                 \
             FR_PREFETCH_R(Wp + p * pstride + (k + FR_PREFETCH_K) * NR);                      \
             if (FR_VBYTES == 64)   /* a row of a panel is two cache lines */                 \
@@ -160,20 +189,23 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                 acc[r][p] += a * w[p];                                                       \
         }                                                                                    \
     }                                                                                        \
+    if (LOOK)                                                                                \
+        ahead->next = next;                                                                  \
     FR_UNROLL for (r = 0; r < R; r++)                                                        \
         FR_UNROLL for (p = 0; p < 2 * (NP); p++)                                             \
             *(fr_vu_##SUF*)(C + r * ldc + p * VL) = acc[r][p];                               \
 }
 #else
 #define FR_VTYPES(SUF, T)
-#define FR_DEFINE_TILE(NAME, SUF, T, R, NP)                                                   \
+#define FR_DEFINE_TILE(NAME, SUF, T, R, NP, LOOK)                                             \
 FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
                                           ptrdiff_t lda, const T* Wp, ptrdiff_t pstride,     \
-                                          T* C, ptrdiff_t ldc, int zero)                     \
+                                          T* C, ptrdiff_t ldc, int zero, fr_ahead* ahead)    \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T);                                                           \
     ptrdiff_t k, j;                                                                          \
     int r, p;                                                                                \
+    (void)ahead;                                                                             \
     for (r = 0; r < R; r++)                                                                  \
         for (p = 0; p < NP; p++) {                                                           \
             if (zero)                                                                        \
@@ -190,7 +222,8 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 #endif
 
 /* the tiles of R rows: NP panels (as many as fill the registers, FR_NP_R) and fewer */
-#define FR_TILE(SUF, T, R, NP) FR_DEFINE_TILE(fr_tile_##SUF##_##R##_##NP, SUF, T, R, NP)
+#define FR_TILE(SUF, T, R, NP) FR_DEFINE_TILE(fr_tile_##SUF##_##R##_##NP, SUF, T, R, NP, 0)    \
+    FR_DEFINE_TILE(fr_tile_##SUF##_##R##_##NP##_ahead, SUF, T, R, NP, 1)
 #define FR_TILES_1(SUF, T) FR_TILE(SUF, T, 1, 1) FR_TILE(SUF, T, 1, 2) FR_TILE(SUF, T, 1, 3)     \
     FR_TILE(SUF, T, 1, 4) FR_TILE(SUF, T, 1, 5) FR_TILE(SUF, T, 1, 6)
 #define FR_TILES_2(SUF, T) FR_TILE(SUF, T, 2, 1) FR_TILE(SUF, T, 2, 2) FR_TILE(SUF, T, 2, 3)     \
@@ -208,8 +241,11 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 #define FR_TILES_12(SUF, T) FR_TILE(SUF, T, 12, 1)
 /* a call of the tile of R rows and NP panels (NP a literal or a macro that expands to one) */
 #define FR_CALL(SUF, R, NP) FR_CALL_(SUF, R, NP)
-#define FR_CALL_(SUF, R, NP) fr_tile_##SUF##_##R##_##NP(k0, k1, A, lda, Wp + p * pstride,      \
-                                                        pstride, C + p * NR, ldc, zero)
+#define FR_CALL_(SUF, R, NP) (ahead != NULL && ahead->next < ahead->end                        \
+    ? fr_tile_##SUF##_##R##_##NP##_ahead(k0, k1, A, lda, Wp + p * pstride, pstride,              \
+                                         C + p * NR, ldc, zero, ahead)                           \
+    : fr_tile_##SUF##_##R##_##NP(k0, k1, A, lda, Wp + p * pstride, pstride, C + p * NR, ldc,     \
+                                 zero, NULL))
 
 /* C (R rows) += (= with `zero`) A (R rows) @ Wp over columns [0, N) and rows [k0, k1) of W: tiles of FR_NP_R
  * panels, then one tile of the panels left, then the partial panel at the end if any */
@@ -217,7 +253,7 @@ FR_INLINE void NAME(ptrdiff_t k0, ptrdiff_t k1, const T* A,            \
 FR_TILES_##R(SUF, T)                                                                         \
 static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,        \
                                 const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc, \
-                                int zero)                                                    \
+                                int zero, fr_ahead* ahead)                                   \
 {                                                                                            \
     const ptrdiff_t NR = FR_NR(T), pstride = K * NR, full = N / NR;                          \
     ptrdiff_t p = 0, j;                                                                      \
@@ -238,7 +274,8 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
             else memcpy(tile + r * NR, C + r * ldc + full * NR, m * sizeof(T));              \
             for (j = m; j < NR; j++) tile[r * NR + j] = 0;                                   \
         }                                                                                    \
-        fr_tile_##SUF##_##R##_1(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR, 0);  \
+        fr_tile_##SUF##_##R##_1(k0, k1, A, lda, Wp + full * pstride, pstride, tile, NR, 0,   \
+                                NULL);                                                       \
         for (r = 0; r < R; r++)                                                              \
             memcpy(C + r * ldc + full * NR, tile + r * NR, m * sizeof(T));                   \
     }                                                                                        \
@@ -264,7 +301,7 @@ static void fr_rows_##SUF##_##R(ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff
     FR_DEFINE_ROWS(SUF, T, 9) FR_DEFINE_ROWS(SUF, T, 10) FR_DEFINE_ROWS(SUF, T, 11)            \
     FR_DEFINE_ROWS(SUF, T, 12)
 #define FR_TALL_CASE(SUF, R)                                                                 \
-    case R: fr_rows_##SUF##_##R(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;
+    case R: fr_rows_##SUF##_##R(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;
 #define FR_TALL_CASES(SUF) FR_TALL_CASE(SUF, 7) FR_TALL_CASE(SUF, 8) FR_TALL_CASE(SUF, 9)         \
     FR_TALL_CASE(SUF, 10) FR_TALL_CASE(SUF, 11) FR_TALL_CASE(SUF, 12)
 #else
@@ -340,18 +377,18 @@ static void fr_pack_##SUF(int K, int N, const T* w, ptrdiff_t rs, ptrdiff_t cs, 
     fr_pack_rows_##SUF(K, N, w, rs, cs, NULL, out);                                          \
 }                                                                                            \
                                                                                              \
-/* R (1..6) rows of C += the same rows of A @ Wp (columns [0, N) of the panels at Wp) */    \
+/* R (1..FR_MR) rows of C += the same rows of A @ Wp (columns [0, N) of the panels at Wp) */\
 static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdiff_t N,       \
                           const T* A, ptrdiff_t lda, const T* Wp, T* C, ptrdiff_t ldc,       \
-                          int zero)                                                          \
+                          int zero, fr_ahead* ahead)                                         \
 {                                                                                            \
     switch (R) {                                                                             \
-    case 1: fr_rows_##SUF##_1(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
-    case 2: fr_rows_##SUF##_2(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
-    case 3: fr_rows_##SUF##_3(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
-    case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
-    case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
-    case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc, zero); break;                \
+    case 1: fr_rows_##SUF##_1(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
+    case 2: fr_rows_##SUF##_2(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
+    case 3: fr_rows_##SUF##_3(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
+    case 4: fr_rows_##SUF##_4(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
+    case 5: fr_rows_##SUF##_5(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
+    case 6: fr_rows_##SUF##_6(k0, k1, K, N, A, lda, Wp, C, ldc, zero, ahead); break;         \
     FR_TALL_CASES(SUF)                                                                       \
     default: break;                                                                          \
     }                                                                                        \
@@ -379,8 +416,15 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
     const ptrdiff_t NR = FR_NR(T), row_bytes = FR_NR(T) * (ptrdiff_t)sizeof(T);              \
     const ptrdiff_t panels = (N + NR - 1) / NR, pstride = (ptrdiff_t)K * NR;                 \
     const int tiles = (n + FR_MR - 1) / FR_MR;                                               \
-    const ptrdiff_t block = fr_block_bytes;                                                  \
-    ptrdiff_t kc, chunk, p0, k0, k1, width;                                                  \
+    /* a few rows by a W that does not fit in L2: chunks of FR_BLOCK_BYTES, or of FR_NP_6     \
+     * whole panels, each tile asking for the next chunk (see fr_ahead) */                   \
+    const ptrdiff_t small = (ptrdiff_t)K * row_bytes * FR_NP_6 > FR_BLOCK_BYTES              \
+                            ? (ptrdiff_t)K * row_bytes * FR_NP_6 : FR_BLOCK_BYTES;           \
+    const int look = (ptrdiff_t)n * groups <= FR_FEW_ROWS && 2 * small <= fr_block_bytes     \
+                     && panels * pstride * (ptrdiff_t)sizeof(T) > 2 * fr_block_bytes;        \
+    const ptrdiff_t block = look ? small : fr_block_bytes;                                   \
+    fr_ahead ahead = {NULL, NULL};                                                           \
+    ptrdiff_t kc, chunk, p0, k0, k1, width, next;                                            \
     int t, q, R, g;                                                                          \
     if (n <= 0 || N <= 0 || groups <= 0) return;                                             \
     if (K <= 0) {                                                                            \
@@ -399,6 +443,12 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
     }                                                                                        \
     for (p0 = 0; p0 < panels; p0 += chunk) {                                                 \
         width = N - p0 * NR < chunk * NR ? N - p0 * NR : chunk * NR;                         \
+        if (look && chunk < panels) {   /* the next chunk, or after the last the first */   \
+            next = p0 + chunk < panels ? p0 + chunk : 0;                                     \
+            ahead.next = (const char*)(Wp + next * pstride);                                 \
+            ahead.end = (const char*)(Wp + (panels - next < chunk ? panels : next + chunk)   \
+                                           * pstride);                                       \
+        }                                                                                    \
         for (k0 = 0; k0 < K; k0 += kc) {                                                     \
             k1 = K - k0 < kc ? K : k0 + kc;                                                  \
             for (g = 0; g < groups; g++)                                                     \
@@ -407,7 +457,7 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
                     fr_rows_##SUF(R, k0, k1, K, width, A + g * ga + (ptrdiff_t)q * lda, lda, \
                                   Wp + p0 * pstride,                                         \
                                   C + g * gc + (ptrdiff_t)q * ldc + p0 * NR, ldc,            \
-                                  !accumulate && k0 == 0);                                   \
+                                  !accumulate && k0 == 0, look ? &ahead : NULL);             \
                 }                                                                            \
         }                                                                                    \
     }                                                                                        \

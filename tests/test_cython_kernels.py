@@ -992,12 +992,14 @@ def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype,
 def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchanged(
         cy, dtype, case, training):
     """fastrnn_mm.h's products take the packed weights in chunks of fr_block_bytes (half of a
-    core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows: a forward
-    (the input's products over all T*B rows, and each step's) and a backward give the same bits
-    with the chunks of the smallest and of the largest size, on one thread and on two."""
+    core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows, and a
+    product of a few rows by weights larger than twice that, in smaller chunks, each tile
+    asking for the next chunk (fr_ahead: here with 512 KB, W_ih^T and W_hh^T 1.1 to 1.5 MB):
+    a forward (the input's products over all T*B rows, or 4 steps at a time, and each step's)
+    and a backward give the same bits with chunks of each size, on one thread and on two."""
     rng = np.random.default_rng(41)
     cell, opts, _ = CASES[case]
-    T, B, hidden = 6, 40, 256          # W_ih^T and W_hh^T of 128 to 256 panels of AVX-512
+    T, B, hidden = 6, 40, 300          # W_ih^T and W_hh^T of 300 rows by 300 to 1200 columns
     weights, P = make_weights(case, dtype, "both", rng, in_size=300, hidden=hidden)
     weights = tuple(None if w is None else w * dtype(0.5) for w in weights)
     x = rng.standard_normal((T, B, 300)).astype(dtype)
@@ -1007,7 +1009,7 @@ def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchange
     runs = []
     before, block = fastrnn.get_num_threads(), cy.block_bytes()
     try:
-        for nbytes in (256 << 10, 1 << 20):
+        for nbytes in (256 << 10, 512 << 10, 1 << 20):
             cy.block_bytes(nbytes)
             assert cy.block_bytes() == nbytes
             for threads in (1, 2):
