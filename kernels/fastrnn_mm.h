@@ -84,15 +84,16 @@
  * N = 512 (the dx of LSTM(512, 512)'s training at T = 50, B = 64): chunks of 256 KB 211
  * GFLOP/s a core, 512 KB 223, 1 MB 226-228, 2 MB 214; K = 512 by N = 2048 (an input's
  * product) 207 -> 225 with 1 MB.  A product of up to FR_FEW_ROWS rows (a step of a slice of
- * the batch, a few steps of one) by a W larger than twice fr_block_bytes reads little of A
- * and all of W from L3 at every step: its chunks are of FR_BLOCK_BYTES (or FR_NP_6 whole
+ * the batch, a few steps of one) by a W larger than fr_block_bytes (half of L2) reads little
+ * of A and most of W from L3 at every step: its chunks are of FR_BLOCK_BYTES (or FR_NP_6 whole
  * panels, if larger), and where the L2 cache holds two such beside the rest (fr_block_bytes
  * at least twice that), the tiles over each chunk ask for the next one (fr_ahead), so that
  * the first tile over it does not wait for L3.  The same Xeon, 2 threads, each 32 rows of a
  * step by K = 512 by N = 2048 (W shared): 1 MB chunks 200 GFLOP/s a core, 256 KB 203, 256 KB
  * with the next asked for 210; 128 rows 215, 212, 218; 256 rows 216, 211, 212; the forward's
  * products of 48 steps (4 steps of the input at a time, then each step's h_{t-1}), 32 rows a
- * thread: 32.5 -> 30.5 ms.  Where W stays in L2 (LSTM(128, 256)'s 1 MB of W_hh^T), asking
+ * thread: 32.5 -> 30.5 ms.  A team member's 2 MB share of the same W_hh^T (64 rows, eval):
+ * whole calls 0.97x the time.  Where W stays in L2 (LSTM(128, 256)'s 1 MB of W_hh^T), asking
  * for lines already there cost 5-9% (16 rows by K = 256 by N = 1024). */
 #define FR_BLOCK_BYTES (256 * 1024)
 #define FR_BLOCK_MAX (1024 * 1024)
@@ -421,7 +422,7 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
     const ptrdiff_t small = (ptrdiff_t)K * row_bytes * FR_NP_6 > FR_BLOCK_BYTES              \
                             ? (ptrdiff_t)K * row_bytes * FR_NP_6 : FR_BLOCK_BYTES;           \
     const int look = (ptrdiff_t)n * groups <= FR_FEW_ROWS && 2 * small <= fr_block_bytes     \
-                     && panels * pstride * (ptrdiff_t)sizeof(T) > 2 * fr_block_bytes;        \
+                     && panels * pstride * (ptrdiff_t)sizeof(T) > fr_block_bytes;            \
     const ptrdiff_t block = look ? small : fr_block_bytes;                                   \
     fr_ahead ahead = {NULL, NULL};                                                           \
     ptrdiff_t kc, chunk, p0, k0, k1, width, next;                                            \

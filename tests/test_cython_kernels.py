@@ -993,8 +993,8 @@ def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchange
         cy, dtype, case, training):
     """fastrnn_mm.h's products take the packed weights in chunks of fr_block_bytes (half of a
     core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows, and a
-    product of a few rows by weights larger than twice that, in smaller chunks, each tile
-    asking for the next chunk (fr_ahead: here with 512 KB, W_ih^T and W_hh^T 1.1 to 1.5 MB):
+    product of a few rows by weights larger than that, in smaller chunks, each tile asking for
+    the next chunk (fr_ahead: here with 512 KB and 1 MB, W_ih^T and W_hh^T 1.1 to 1.5 MB):
     a forward (the input's products over all T*B rows, or 4 steps at a time, and each step's)
     and a backward give the same bits with chunks of each size, on one thread and on two."""
     rng = np.random.default_rng(41)
