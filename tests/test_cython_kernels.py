@@ -893,7 +893,7 @@ def test_a_training_forward_projects_the_input_of_a_few_steps_at_once(cy, dtype,
 @pytest.mark.parametrize("case", list(CASES))
 def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, case):
     """The two slices of a training call's time loops split the batch by their measured pace
-    (loop_split): with slice 1 made to lag, the next calls (within 8) give it fewer rows,
+    (loop_split): with slice 1 made to lag, the next calls (within 16) give it fewer rows,
     forward and backward, at most 1/8 of an equal share fewer, and the results are bit for bit
     those of equal shares; with lengths the shares stay equal.  While no pace is known (here,
     forgotten) the shares are equal."""
@@ -924,7 +924,7 @@ def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, cas
         cy.loop_pace(True, forget=True)
         cy._lag_loops(200000)               # 200 us a row: 4 ms a loop on slice 1
         seen = []
-        for _ in range(8):        # (a call whose other slice also lags, as on a busy machine,
+        for _ in range(16):       # (a call whose other slice also lags, as on a busy machine,
             got = train()         # moves the running means less: the next calls catch up)
             seen.append(cy.loop_pace())
             for k, (a, b) in enumerate(zip(even, got)):
