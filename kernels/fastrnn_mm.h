@@ -399,8 +399,9 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
  * (Without `accumulate` the tiles start from zero: C is neither read nor cleared first.)   \
  * The rows go in tiles of                                                                   \
  * equal height (32 rows: 6, 6, 5, 5, 5, 5; with AVX-512 11, 11, 10), so no tile is left   \
- * with one or two rows, and the panels in chunks of about fr_block_bytes, each read from    \
- * memory once and from the L2 cache by every tile; a chunk has at least FR_NP_6 panels, the \
+ * with one or two rows, and the panels in chunks of about fr_block_bytes (a few rows by a   \
+ * large W: FR_BLOCK_BYTES, the next chunk asked for; see there), each read from memory      \
+ * once and from the L2 cache by every tile; a chunk has at least FR_NP_6 panels, the        \
  * width of a tile of 6 rows (panels taller than that go in blocks of rows of W).  With      \
  * AVX-512 a chunk of one panel                                                              \
  * (K from 1025 to 2048: the backward's dh at H = 512, K = 3H or 4H) made tiles of one panel \
