@@ -207,6 +207,24 @@ def on_one_thread_and_on(cy, threads, call):
         fastrnn.set_num_threads(before)
 
 
+def on_each_chunk_size_and_thread_count(cy, sizes, call):
+    """``call()`` with the products' chunks of each of ``sizes`` bytes (block_bytes), on one
+    thread and on two: the list of its results; the chunk size and thread count are restored."""
+    results = []
+    before, block = fastrnn.get_num_threads(), cy.block_bytes()
+    try:
+        for nbytes in sizes:
+            cy.block_bytes(nbytes)
+            assert cy.block_bytes() == nbytes
+            for threads in (1, 2):
+                fastrnn.set_num_threads(threads)
+                results.append(call())
+    finally:
+        fastrnn.set_num_threads(before)
+        cy.block_bytes(block)
+    return results
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, T, lengths", [(1, 30, None), (3, 30, "ragged"),
@@ -962,20 +980,14 @@ def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype,
     hx = make_states(case, B, P, dtype, rng, hidden=hidden)
     dy = rng.standard_normal((T, B, P)).astype(dtype)
     dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
-    results = []
-    before, block = fastrnn.get_num_threads(), cy.block_bytes()
-    try:
-        for nbytes in (256 << 10, 1 << 20):
-            cy.block_bytes(nbytes)
-            for threads in (1, 2):
-                fastrnn.set_num_threads(threads)
-                _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
-                dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
-                dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
-                results.append((dx, *dhx) + dweights)
-    finally:
-        fastrnn.set_num_threads(before)
-        cy.block_bytes(block)
+
+    def gradients():
+        _, _, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, True, **opts)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+        return (dx, *dhx) + dweights
+
+    results = on_each_chunk_size_and_thread_count(cy, (256 << 10, 1 << 20), gradients)
     _, _, rsaved = getattr(ref, f"{cell}_forward")(x, hx, weights, None, True, **opts)
     want = tuple(None if w is None else np.zeros_like(w) for w in weights)
     dx, dhx = getattr(ref, f"{cell}_backward")(dy, dhy, rsaved, want)
@@ -1006,25 +1018,18 @@ def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchange
     hx = make_states(case, B, P, dtype, rng, hidden=hidden)
     dy = rng.standard_normal((T, B, P)).astype(dtype)
     dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hx)
-    runs = []
-    before, block = fastrnn.get_num_threads(), cy.block_bytes()
-    try:
-        for nbytes in (256 << 10, 512 << 10, 1 << 20):
-            cy.block_bytes(nbytes)
-            assert cy.block_bytes() == nbytes
-            for threads in (1, 2):
-                fastrnn.set_num_threads(threads)
-                y, hy, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, training,
-                                                              **opts)
-                got = [y, *hy]
-                if training:
-                    dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
-                    dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
-                    got += [dx, *dhx] + [w for w in dweights if w is not None]
-                runs.append(got)
-    finally:
-        fastrnn.set_num_threads(before)
-        cy.block_bytes(block)
+
+    def call():
+        y, hy, saved = getattr(cy, f"{cell}_forward")(x, hx, weights, None, training, **opts)
+        got = [y, *hy]
+        if training:
+            dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+            dx, dhx = getattr(cy, f"{cell}_backward")(dy, dhy, saved, dweights)
+            got += [dx, *dhx] + [w for w in dweights if w is not None]
+        return got
+
+    block = cy.block_bytes()
+    runs = on_each_chunk_size_and_thread_count(cy, (256 << 10, 512 << 10, 1 << 20), call)
     for n, got in enumerate(runs[1:]):
         for k, (a, b) in enumerate(zip(runs[0], got)):
             np.testing.assert_array_equal(a, b, err_msg=f"result {k}, run {n + 1}")
