@@ -3424,7 +3424,7 @@ _runtime.after_fork(_forget_calls_in_flight)
 cdef extern from "fastrnn_pool.h":
     void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
                              void* jobdata, int dojob_data) nogil
-    long fr_calls, fr_started, fr_unknown_layout
+    long fr_calls, fr_started, fr_unknown_layout, fr_handed
 
 
 def blas_pool_callback():
@@ -3436,6 +3436,13 @@ def blas_pool_stats():
     """``(calls, workers started, calls whose job entries had a layout the pool does not
     know)`` of that pool in this process, for the tests (see fastrnn_pool.h)."""
     return fr_calls, fr_started, fr_unknown_layout
+
+
+def pool_handed():
+    """Jobs of the pool's calls (the split phases, the teams, OpenBLAS's jobs) handed straight
+    to a spinning worker through its slot rather than queued, in this process (for the tests;
+    see fastrnn_pool.h)."""
+    return fr_handed
 
 
 cdef tuple rnn_activation(object nonlinearity, object activations):

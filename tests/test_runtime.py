@@ -387,6 +387,70 @@ def test_cython_calls_split_on_the_pool_of_openblas_jobs_and_teams():
     assert status == 0, f"exit status {status}: {err[-2000:]}"
 
 
+@pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
+def test_the_pool_hands_jobs_to_spinning_workers_and_serves_callers_from_threads_at_once():
+    """Back-to-back calls hand their jobs to the pool's spinning worker through its slot (not
+    the queue); and 4 Python threads at once, each mixing a cell's steps (a team), NumPy's
+    products (OpenBLAS's jobs on the pool) and a layer's forward and backward (split phases),
+    get the bits of one thread, with no hang and no more workers than the callers need."""
+    code = """
+        import threading
+        import numpy as np, fastrnn
+        from fastrnn._cython import kernels
+        from threadpoolctl import threadpool_limits
+        rng = np.random.default_rng(0)
+        cell = fastrnn.LSTMCell(128, 128, backend="cython", seed=0).eval()
+        xc = rng.standard_normal((1, 128)).astype("f4")
+        hc = (rng.standard_normal((1, 128)).astype("f4"), rng.standard_normal((1, 128)).astype("f4"))
+        a, b = rng.standard_normal((2, 400, 400)).astype("f4")
+        x = rng.standard_normal((20, 16, 32)).astype("f4")
+        def steps():
+            h = hc
+            for _ in range(20):
+                h = cell(xc, h)
+            return h
+        def train():
+            lstm = fastrnn.LSTM(32, 64, backend="cython", seed=0)
+            out, _ = lstm(x)
+            lstm.backward(np.cos(out))
+            return out, lstm.grads["weight_hh_l0"]
+        fastrnn.set_num_threads(2)
+        with threadpool_limits(1, user_api="blas"):
+            want = (steps(), a @ b, train())
+        handed, runs = kernels.pool_handed(), kernels.team_stats()
+        for _ in range(5):
+            steps()
+        assert kernels.team_stats() - runs == 100, "the steps did not run on a team"
+        assert kernels.pool_handed() - handed >= 50, kernels.pool_handed() - handed
+        errors, got = [], []
+        def work(k):
+            try:
+                with threadpool_limits(2, user_api="blas"):
+                    for i in range(15):
+                        got.append((steps(), a @ b, train()))
+            except Exception as exc:
+                errors.append(repr(exc))
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len(got) == 60
+        for (h, p, (out, g)) in got:
+            for u, v in zip(h, want[0]):
+                np.testing.assert_array_equal(u, v)
+            np.testing.assert_allclose(p, want[1], rtol=1e-5, atol=1e-3)
+            np.testing.assert_array_equal(out, want[2][0])
+            np.testing.assert_array_equal(g, want[2][1])
+        started = kernels.blas_pool_stats()[1]
+        assert 1 <= started <= 8, f"{started} workers for 4 callers of 2 jobs each"
+        print("ok")
+    """
+    status, out, err = run_script(code, timeout=240)
+    assert status == 0 and out.strip() == "ok", f"exit status {status}: {err[-2000:]}"
+
+
 @pytest.mark.parametrize("backend", COMPILED)
 def test_signal_handlers_run_during_a_kernel_and_one_that_does_not_raise_changes_nothing(backend):
     """A long call (watched: see ``stopped`` in kernels/_kernels.pyx) runs the program's own
