@@ -315,8 +315,10 @@ def install_blas_pool():
     if not blas_pool_enabled():
         return []
     try:
-        from fastrnn._cython import _kernels
-        address = _kernels.blas_pool_callback()
+        # the chosen build's pool, the one its kernels' split phases and teams run on: one set
+        # of workers in the process (each build has a pool of its own)
+        from fastrnn._cython import kernels
+        address = kernels.blas_pool_callback()
         from threadpoolctl import threadpool_info
     except ImportError:
         return []

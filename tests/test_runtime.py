@@ -183,7 +183,7 @@ def test_blas_pool_keeps_concurrent_products_apart_and_the_fp_state_clean():
         import platform, threading
         import numpy as np, fastrnn
         from fastrnn import _runtime
-        from fastrnn._cython import _kernels
+        from fastrnn._cython import kernels
         from threadpoolctl import threadpool_limits
         fastrnn.backends()
         assert _runtime.blas_pool_libraries()
@@ -212,7 +212,7 @@ def test_blas_pool_keeps_concurrent_products_apart_and_the_fp_state_clean():
         for k in range(4):
             for g, w in zip(got[k], want):
                 np.testing.assert_array_equal(g, w)
-        calls, started, unknown = _kernels.blas_pool_stats()
+        calls, started, unknown = kernels.blas_pool_stats()
         assert calls > 0
         if platform.system() == "Linux" and platform.machine() in ("x86_64", "aarch64"):
             assert unknown == 0, f"{unknown} calls with an unknown layout of OpenBLAS's jobs"
@@ -224,14 +224,14 @@ def test_blas_pool_keeps_concurrent_products_apart_and_the_fp_state_clean():
 
 def test_blas_pool_runs_numpy_products():
     """By default (and with FASTRNN_BLAS_POOL=1), NumPy's multi-threaded products run on
-    fastrnn's pool and give the same results; with FASTRNN_BLAS_POOL=0 they stay on OpenBLAS's
-    threads."""
+    fastrnn's pool, the chosen build's (whose kernels run on it too: one set of workers), and
+    give the same results; with FASTRNN_BLAS_POOL=0 they stay on OpenBLAS's threads."""
     if "cython" not in COMPILED:
         pytest.skip("the BLAS pool is part of the cython extension")
     code = """
         import numpy as np, fastrnn
         from fastrnn import _runtime
-        from fastrnn._cython import _kernels
+        from fastrnn._cython import kernels
         from threadpoolctl import threadpool_limits
         fastrnn.backends()
         paths = _runtime.blas_pool_libraries()
@@ -240,11 +240,11 @@ def test_blas_pool_runs_numpy_products():
         a, b = rng.standard_normal((2, 700, 700)).astype(np.float32)
         with threadpool_limits(1, user_api="blas"):
             want = a @ b
-        calls = _kernels.blas_pool_stats()[0]
+        calls = kernels.blas_pool_stats()[0]
         with threadpool_limits(2, user_api="blas"):
             for _ in range(20):
                 got = a @ b
-        assert _kernels.blas_pool_stats()[0] > calls, "the pool was not used"
+        assert kernels.blas_pool_stats()[0] > calls, "the pool was not used"
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
         print("ok")
     """
