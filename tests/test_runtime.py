@@ -394,7 +394,7 @@ def test_the_pool_hands_jobs_to_spinning_workers_and_serves_callers_from_threads
     products (OpenBLAS's jobs on the pool) and a layer's forward and backward (split phases),
     get the bits of one thread, with no hang and no more workers than the callers need."""
     code = """
-        import threading
+        from concurrent.futures import ThreadPoolExecutor
         import numpy as np, fastrnn
         from fastrnn._cython import kernels
         from threadpoolctl import threadpool_limits
@@ -422,20 +422,11 @@ def test_the_pool_hands_jobs_to_spinning_workers_and_serves_callers_from_threads
             steps()
         assert kernels.team_stats() - runs == 100, "the steps did not run on a team"
         assert kernels.pool_handed() - handed >= 50, kernels.pool_handed() - handed
-        errors, got = [], []
         def work(k):
-            try:
-                with threadpool_limits(2, user_api="blas"):
-                    for i in range(15):
-                        got.append((steps(), a @ b, train()))
-            except Exception as exc:
-                errors.append(repr(exc))
-        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert not errors, errors
+            with threadpool_limits(2, user_api="blas"):
+                return [(steps(), a @ b, train()) for _ in range(15)]
+        with ThreadPoolExecutor(4) as pool:     # (an exception in a thread raises here)
+            got = [r for rs in pool.map(work, range(4)) for r in rs]
         assert len(got) == 60
         assert kernels.blas_pool_stats()[0] > products, "NumPy's products did not run on the pool"
         for (h, p, (out, g)) in got:
