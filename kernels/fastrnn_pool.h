@@ -97,7 +97,8 @@ static pthread_mutex_t fr_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t fr_wake = PTHREAD_COND_INITIALIZER;   /* a task was queued */
 static pthread_cond_t fr_done = PTHREAD_COND_INITIALIZER;   /* a call's last job finished */
 static fr_task *fr_head = NULL, *fr_tail = NULL;
-static int fr_free = 0;            /* workers not running a task (spinning or asleep; atomic) */
+static int fr_free = 0;            /* workers not running a task of the queue (atomic; one running
+                                    * a task handed to its slot counts too: fr_free_locked) */
 static int fr_queued = 0;          /* tasks queued, not yet taken */
 static int fr_sleeping = 0;        /* workers waiting on fr_wake */
 static int fr_waiting = 0;         /* callers waiting on fr_done (atomic) */
