@@ -247,6 +247,25 @@ def test_ratios_are_against_the_best_peer_and_each_peer():
             in text)                             # the better of the start and the end
 
 
+def test_the_report_states_what_numba_costs_against_cython():
+    """numba's time over cython's, per table, on the rows both ran (median, lowest and highest,
+    each named); no such section when they share no row."""
+    rep = Report(engines=["numba", "cython", "torch"], unavailable={}, machine=[],
+                 settings=Settings(), threads=2)
+    k1, k2, k3 = cases.kernel_rows(["lstm"], ["infer"], ["small", "medium", "large"])
+    loop = cases.loop_rows()[0]
+    rep.rows.append((k1, _measured(numba=0.03, cython=0.02, torch=0.05)))
+    rep.rows.append((k2, _measured(numba=0.08, cython=0.02, torch=0.05)))
+    rep.rows.append((k3, _measured(numba=0.02, cython=0.02, torch=0.05)))
+    rep.rows.append((loop, _measured(cython=0.2, torch=0.05)))      # no numba: not counted
+    head, *lines = _table_rows(rep.markdown(), "### numba against cython")
+    assert head == ["rows", "count", "numba / cython (median)", "lowest", "highest"]
+    assert lines == [["Layers on whole sequences", "3", "1.50x", f"1.00x ({k3.id})",
+                      f"4.00x ({k2.id})"]]
+    rep.rows = [(loop, _measured(cython=0.2, torch=0.05))]
+    assert "numba against cython" not in rep.markdown()
+
+
 def test_step_rows_state_their_weights_floor():
     """A step row's floor is its weight traffic over the read bandwidth measured at the size
     of each thread's share of the weights: an inference step reads the weights once, a

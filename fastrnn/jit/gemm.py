@@ -30,6 +30,18 @@ negative-index check and loses vectorisation, halving the speed), and every
 update is written ``c[j] = c[j] + a0 * w0[j] + a1 * w1[j] + ...`` so that it
 compiles to a chain of fused multiply-adds only.
 
+These are not the cython backend's register-blocked tiles (``kernels/fastrnn_mm.h``),
+which keep a tile of C (6 rows by 16 columns with AVX2, up to 12 by 32 with AVX-512) in
+vector registers for the whole loop over k.  Numba cannot express them: it has no vector
+types; the tile written as 96 scalar sums stays scalar, since Numba turns LLVM's SLP
+vectorizer off (10 GFLOP/s; with ``NUMBA_SLP_VECTORIZE=1`` 80, and :func:`mm_rows` itself
+then drops from 99 to 80); and sums kept in a local array, or in a stack buffer made by an
+intrinsic, stay loads and stores (4-10 GFLOP/s).  What that costs, one thread of an Intel
+Xeon (AVX-512), 32 rows by K = 512 by N = 2048 (a thread's share of a step of
+LSTM(512, 512) at B = 64): :func:`mm_rows` 90 GFLOP/s (80 compiled for Haswell's AVX2), the
+cython tiles 188-209 (its avx512 build) and 110 (avx2).  The benchmark's report states the
+cost on whole rows ("numba against cython").
+
 Rows are addressed as ``(t, b)`` pairs of time-major ``(T, B, width)``
 arrays, so one call covers any run of time steps of a slice of the batch.
 Every output element gets the same sequence of operations whichever block of
