@@ -61,6 +61,10 @@ class Settings:
     ----------
     rounds : int
         Processes per engine and row (the order alternates every round).
+    extra_rounds : int
+        Rounds more for a row where an engine's processes spread over
+        :data:`NOISY_SPREAD` (all of the row's engines, the order still alternating):
+        a shared host's bursts of slowness then weigh less in the medians.
     samples : int
         Timed samples per process (its median is the process's figure).
     budget : float
@@ -74,6 +78,7 @@ class Settings:
     """
 
     rounds: int = 3
+    extra_rounds: int = 2
     samples: int = 5
     budget: float = 2.0
     min_sample_time: float = 0.1
@@ -84,8 +89,8 @@ class Settings:
     @classmethod
     def quick(cls):
         """Fewer, shorter samples: minutes instead of the better part of an hour."""
-        return cls(rounds=2, samples=3, budget=0.5, min_sample_time=0.03, gemm_n=1024,
-                   gemm_samples=3)
+        return cls(rounds=2, extra_rounds=0, samples=3, budget=0.5, min_sample_time=0.03,
+                   gemm_n=1024, gemm_samples=3)
 
 
 @dataclass
@@ -240,7 +245,9 @@ class Report:
                              "read ratios off this run")
         s = self.settings
         lines.append(f"- method: every engine in a fresh process of its own per row and round, "
-                     f"{s.rounds} rounds in alternating order, {self.threads} threads each; a "
+                     f"{s.rounds} rounds in alternating order ({s.rounds + s.extra_rounds} "
+                     f"for a row where an engine's processes spread over "
+                     f"{NOISY_SPREAD:.0%}), {self.threads} threads each; a "
                      f"process's figure is the median of {s.samples} samples (at least 3, "
                      f"{s.budget:g} s budget, samples of at least {s.min_sample_time * 1e3:g} ms), "
                      f"an engine's the median over its processes; float32; run took "
@@ -502,7 +509,9 @@ def time_row(row, engines, settings, threads, log=None, check=True):
     spec = {"mode": "time", "row": cases.row_to_json(row), "threads": threads,
             "budget": settings.budget, "samples": settings.samples,
             "min_sample_time": settings.min_sample_time}
-    for r in range(settings.rounds):
+    rounds = settings.rounds
+    r = 0
+    while r < rounds:
         order = engines if r % 2 == 0 else engines[::-1]
         for e in order:
             if out[e].error:
@@ -510,9 +519,13 @@ def time_row(row, engines, settings, threads, log=None, check=True):
             out[e].runs.append(run_worker(dict(spec, engine=e, check=check and r == 0),
                                           settings.timeout, PEER_ENV if e in PEERS else None))
         if log:
-            log(f"{row.id} round {r + 1}/{settings.rounds}: " + ", ".join(
+            log(f"{row.id} round {r + 1}/{rounds}: " + ", ".join(
                 f"{e} {_time(out[e].medians[-1]) if out[e].medians and not out[e].error else 'error'}"
                 for e in engines))
+        r += 1
+        if r == settings.rounds and any(m.spread > NOISY_SPREAD for m in out.values()
+                                        if not m.error):
+            rounds += settings.extra_rounds     # a noisy row: more processes for its medians
     for e, m in out.items():
         if m.error and log:
             log(f"  {e}: {m.error}")
@@ -664,6 +677,10 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--threads", type=int, default=None,
                    help="threads of every engine (default: the usable cores)")
     p.add_argument("--rounds", type=int, default=None, help="processes per engine and row")
+    p.add_argument("--extra-rounds", type=int, default=None,
+                   help="rounds more for a row whose processes of an engine spread over "
+                        f"{NOISY_SPREAD:.0%} of their median (default: {Settings.extra_rounds}, "
+                        f"0 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
     p.add_argument("--no-check", action="store_true",
                    help="do not check the engines against the numpy reference")
@@ -683,9 +700,13 @@ def main(argv=None, prog="python -m bench"):
         parser.error(f"--threads must be a positive integer, but got {args.threads}")
     if args.rounds is not None and args.rounds < 1:
         parser.error(f"--rounds must be a positive integer, but got {args.rounds}")
+    if args.extra_rounds is not None and args.extra_rounds < 0:
+        parser.error(f"--extra-rounds must be 0 or more, but got {args.extra_rounds}")
     settings = Settings.quick() if args.quick else Settings()
     if args.rounds:
         settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
+    if args.extra_rounds is not None:
+        settings = Settings(**dict(settings.__dict__, extra_rounds=args.extra_rounds))
     rows = select_rows(args.kinds, args.cells, args.passes, shapes)
     memory_rows = [] if args.no_memory or "kernel" not in args.kinds else [
         cases.Row("kernel", c, p, cases.SHAPES["large"]) for c in args.cells for p in args.passes]

@@ -171,6 +171,40 @@ def test_rounds_alternate_their_order(monkeypatch):
     assert got["a"].seconds == 0.001 and got["c"].seconds == 0.003
 
 
+def test_a_noisy_row_gets_extra_rounds_and_a_quiet_one_does_not(monkeypatch):
+    """When an engine's processes spread over NOISY_SPREAD after the rounds, every engine of
+    the row runs extra_rounds more, the order still alternating; the report's method line
+    says so."""
+    times = {}
+
+    def fake(spec, timeout, extra_env=None):
+        e = spec["engine"]
+        times.setdefault(e, []).append(e)
+        noisy = e == "b" and len(times[e]) == 2          # b's second process: twice as slow
+        return {"samples": [0.002 if noisy else 0.001]}
+    monkeypatch.setattr(report, "run_worker", fake)
+    row = cases.kernel_rows(["rnn"], ["infer"], ["stream"])[0]
+    got = report.time_row(row, ["a", "b"], Settings(rounds=3, extra_rounds=2), threads=2)
+    assert [len(m.runs) for m in got.values()] == [5, 5]
+    assert got["b"].spread > report.NOISY_SPREAD and got["b"].seconds == 0.001
+    started = []
+
+    def quiet(spec, timeout, extra_env=None):
+        started.append(spec["engine"])
+        return {"samples": [0.001]}
+    monkeypatch.setattr(report, "run_worker", quiet)
+    got = report.time_row(row, ["a", "b"], Settings(rounds=3, extra_rounds=2), threads=2)
+    assert started == ["a", "b", "b", "a", "a", "b"]
+    times.clear()
+    monkeypatch.setattr(report, "run_worker", fake)
+    got = report.time_row(row, ["a", "b"], Settings(rounds=3, extra_rounds=0), threads=2)
+    assert [len(m.runs) for m in got.values()] == [3, 3]
+    rep = Report(engines=["a"], unavailable={}, machine=[], settings=Settings(rounds=3,
+                 extra_rounds=2), threads=2)
+    assert "3 rounds in alternating order (5 for a row where an engine's processes spread " \
+           "over 25%)" in rep.markdown()
+
+
 def test_peers_run_with_glibcs_allocator_and_fastrnn_with_its_own(monkeypatch):
     """A peer's worker imports fastrnn only for the reference weights: FASTRNN_MALLOC=0 keeps
     glibc's allocator as the peer's users have it; fastrnn's engines run as imported."""
@@ -371,7 +405,8 @@ def test_report_memory_rows(monkeypatch):
 
 def test_command_line_errors():
     for args, what in ((["--engines", "nope"], "--engines"), (["--kinds", "x"], "--kinds"),
-                       (["--shapes", "1x2"], "--shapes"), (["--threads", "0"], "--threads")):
+                       (["--shapes", "1x2"], "--shapes"), (["--threads", "0"], "--threads"),
+                       (["--extra-rounds", "-1"], "--extra-rounds")):
         done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
