@@ -29,6 +29,12 @@ cdef extern from "<math.h>" nogil:
     double c_fabs "fabs"(double x)
     double c_sqrt "sqrt"(double x)
 
+cdef extern from "fastrnn_pool.h" nogil:
+    # the phase clock (see fastrnn_pool.h): every product below adds its time on its thread
+    long fr_clock_start()
+    void fr_clock_stop(int which, long t0, long times)
+    int FR_CLK_PRODUCTS
+
 
 # ---------------------------------------------------------------------------------------
 # BLAS
@@ -49,6 +55,16 @@ cdef enum:
 cdef inline void gemm(char ta, char tb, int m, int n, int k, floating alpha,
                       const floating* a, int lda, const floating* b, int ldb,
                       floating beta, floating* c, int ldc) noexcept nogil:
+    """Column-major ``C = alpha op(A) op(B) + beta C`` (C is m x n), any size >= 0 (see
+    :func:`gemm_`), on the phase clock's products."""
+    cdef long t0 = fr_clock_start()
+    gemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
+
+
+cdef inline void gemm_(char ta, char tb, int m, int n, int k, floating alpha,
+                       const floating* a, int lda, const floating* b, int ldb,
+                       floating beta, floating* c, int ldc) noexcept nogil:
     """Column-major ``C = alpha op(A) op(B) + beta C`` (C is m x n), any size >= 0.
 
     Empty products are handled here (BLAS is never called with a zero
@@ -712,10 +728,12 @@ cdef inline void rowmm(int n, int K, int N, const floating* A, int lda, const fl
                        bint accumulate, floating* C, int ldc) noexcept nogil:
     """Row-major C (n x N) = A (n x K) @ W (K x N), plus C when ``accumulate``; ``Wp`` is W
     packed by fr_pack (see fastrnn_mm.h)."""
+    cdef long t0 = fr_clock_start()
     if floating is float:
         fr_mm_f32(n, K, N, A, lda, Wp, C, ldc, accumulate)
     else:
         fr_mm_f64(n, K, N, A, lda, Wp, C, ldc, accumulate)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
 
 
 cdef inline void rowmm_groups(int groups, int n, int K, int N, const floating* A, int lda,
@@ -724,10 +742,12 @@ cdef inline void rowmm_groups(int groups, int n, int K, int N, const floating* A
     """:func:`rowmm` for ``groups`` blocks of n rows, block g's rows of A and C starting
     g*ga and g*gc elements after the first's, each chunk of W read once for all blocks (the
     bits of a call per block)."""
+    cdef long t0 = fr_clock_start()
     if floating is float:
         fr_mm_groups_f32(groups, n, K, N, A, lda, ga, Wp, C, ldc, gc, accumulate)
     else:
         fr_mm_groups_f64(groups, n, K, N, A, lda, ga, Wp, C, ldc, gc, accumulate)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
 
 
 cdef inline int wgrad(int n, int K, const int* rows, int N, const floating* D, Py_ssize_t ldd,
@@ -738,10 +758,14 @@ cdef inline int wgrad(int n, int K, const int* rows, int N, const floating* D, P
     fastrnn_mm.h's fr_wgrad); the rows 0 .. K-1, or ``rows[:K]`` (the rows whose D is not
     zero: of the sequences running at their step); 0, or -1 when its packed blocks could not
     be allocated."""
+    cdef long t0 = fr_clock_start()
+    cdef int rc
     if floating is float:
-        return fr_wgrad_f32(n, K, rows, N, D, ldd, B, ldb, W, ldw)
+        rc = fr_wgrad_f32(n, K, rows, N, D, ldd, B, ldb, W, ldw)
     else:
-        return fr_wgrad_f64(n, K, rows, N, D, ldd, B, ldb, W, ldw)
+        rc = fr_wgrad_f64(n, K, rows, N, D, ldd, B, ldb, W, ldw)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
+    return rc
 
 
 cdef inline int wgrad2(int n, int K, const int* rows, const floating* D, Py_ssize_t ldd,
@@ -755,12 +779,16 @@ cdef inline int wgrad2(int n, int K, const int* rows, const floating* D, Py_ssiz
     values of the type of D): D read and packed once for all of them (fastrnn_mm.h's
     fr_wgrad2), over the rows 0 .. K-1 or ``rows[:K]`` as :func:`wgrad`; 0, or -1 when its
     blocks could not be allocated (nothing written)."""
+    cdef long t0 = fr_clock_start()
+    cdef int rc
     if floating is float:
-        return fr_wgrad2_f32(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
-                             db1, db2, S)
+        rc = fr_wgrad2_f32(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+                           db1, db2, S)
     else:
-        return fr_wgrad2_f64(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
-                             db1, db2, S)
+        rc = fr_wgrad2_f64(n, K, rows, D, ldd, N1, B1, ldb1, W1, ldw1, N2, B2, ldb2, W2, ldw2,
+                           db1, db2, S)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
+    return rc
 
 
 cdef inline void sparse_mm(int n, const int* rows, Py_ssize_t r0, const int* ptr, const int* idx,
@@ -769,8 +797,10 @@ cdef inline void sparse_mm(int n, const int* rows, Py_ssize_t r0, const int* ptr
     """C (row r - r0, ldc apart) = row r of a sparse A (CSR: ptr, idx, val) @ W (K x N, packed
     by fr_pack), for the n rows r = rows[i], or r0 + i: the bits of :func:`rowmm` for finite W
     (fastrnn_mm.h's fr_sparse_mm)."""
+    cdef long t0 = fr_clock_start()
     if floating is float:
         fr_sparse_mm_f32(n, rows, r0, ptr, idx, val, K, N, Wp, C, ldc)
     else:
         fr_sparse_mm_f64(n, rows, r0, ptr, idx, val, K, N, Wp, C, ldc)
+    fr_clock_stop(FR_CLK_PRODUCTS, t0, 1)
 

@@ -1965,6 +1965,11 @@ cdef int gru_bwd_post(floating tag, Args* a) noexcept nogil:
 # with the reset gate after its product (PyTorch's).
 cdef extern from "fastrnn_pool.h" nogil:
     ctypedef void (*fr_dojob_fn)(int, void*, int)
+    long fr_clock_start()
+    void fr_clock_stop(int which, long t0, long times)
+    void fr_clock_set(int on)
+    long fr_clock_read(int which)
+    int FR_CLK_RUN, FR_CLK_THREADS, FR_CLK_PRODUCTS, FR_CLK_PHASE
     ctypedef struct fr_barrier:
         pass
     int fr_barrier_init(fr_barrier* b, int parties)
@@ -3347,6 +3352,48 @@ def multiply_add_peak(threads=None, double seconds=0.2, int repeat=3):
     return samples[len(samples) // 2]
 
 
+cdef int clocked_split(int phase, int cell, bint f32, Args* a, int nthreads,
+                       int threads) except -1:
+    """:func:`run_split` on the phase clock (see phase_clock): its time on this thread, and
+    that by the ``threads`` it keeps busy (``nthreads``, or the size of a team it starts)."""
+    cdef long t0 = fr_clock_start()
+    cdef int rc = run_split(phase, cell, f32, a, nthreads)
+    fr_clock_stop(FR_CLK_PHASE + phase, t0, 1)
+    fr_clock_stop(FR_CLK_THREADS + phase, t0, threads)
+    return rc
+
+
+#: the phases' names, in the order of the enum Phase (phase_clock's keys)
+PHASE_NAMES = ("input projection", "forward loop", "backward loop", "dx and weight gradients",
+               "forward loop of a team", "step of a team", "weights packed")
+
+
+def phase_clock(on=True):
+    """Start the phase clock from zero (``on``), or stop it, and return what it had read.
+
+    While it is on, each kernel call of this build adds its time, each of its phases its
+    time (on the caller's thread, and times the threads the phase keeps busy), and each thread
+    the time of its products; results do not change.  The reading is a dict: ``calls``
+    (seconds in the kernels' driver), ``phases`` (``{name: seconds}``, see ``PHASE_NAMES``),
+    ``thread_time`` (``{name: seconds}``: each phase's time by its threads), ``products``
+    (seconds summed over the threads: the micro-kernels, the weight gradients and BLAS) and
+    ``threads`` (the thread count calls use now)."""
+    reading = phase_clock_read()
+    fr_clock_set(1 if on else 0)
+    return reading
+
+
+def phase_clock_read():
+    """What the phase clock has read since it started (see phase_clock), in seconds."""
+    return {"calls": fr_clock_read(FR_CLK_RUN) * 1e-9,
+            "phases": {name: fr_clock_read(FR_CLK_PHASE + k) * 1e-9
+                       for k, name in enumerate(PHASE_NAMES)},
+            "thread_time": {name: fr_clock_read(FR_CLK_THREADS + k) * 1e-9
+                            for k, name in enumerate(PHASE_NAMES)},
+            "products": fr_clock_read(FR_CLK_PRODUCTS) * 1e-9,
+            "threads": _num_threads}
+
+
 cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, double hoisted_flops,
              double loop_flops, bint units=False, bint step_team=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``, or STEP_ROWS when
@@ -3360,9 +3407,10 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
     global _in_flight, _teams_refused
     cdef bint f32 = typenum == cnp.NPY_FLOAT32
     cdef int gemm_threads = 1 if hoisted_flops < PARALLEL_MIN_FLOPS else _num_threads
-    cdef int rc = 0
+    cdef int rc = 0, k
     cdef int stop = 0
     cdef bint watched = False
+    cdef long t0
     if (units or step_team) and _teams_refused > 0:
         _teams_refused -= 1
         return 2
@@ -3375,6 +3423,7 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         if units or step_team:   # (it started after this call chose a team)
             _in_flight -= 1
             return 2
+    t0 = fr_clock_start()
     blas_single_begin()
     try:
         if _blas_warm_threads < max(loop_threads, gemm_threads):
@@ -3384,11 +3433,11 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             if watched:
                 a.stop = &stop
         if a.npacks:
-            run_split(PACK, cell, f32, a, gemm_threads)
+            clocked_split(PACK, cell, f32, a, gemm_threads, gemm_threads)
         if units:
-            rc = run_split(FWD_UNITS, cell, f32, a, 1)
+            rc = clocked_split(FWD_UNITS, cell, f32, a, 1, a.members)
         elif step_team:
-            rc = run_split(STEP_ROWS, cell, f32, a, 1)
+            rc = clocked_split(STEP_ROWS, cell, f32, a, 1, a.members)
         else:
             if a.chunked:
                 # each chunk's projection of all rows is made by the thread that runs the loop
@@ -3396,16 +3445,19 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
                 # could not start)
                 loop_threads = 1
             if not backward:
-                rc = run_split(PRE, cell, f32, a, 1 if a.chunked else gemm_threads)
-            rc |= run_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads)
+                k = 1 if a.chunked else gemm_threads
+                rc = clocked_split(PRE, cell, f32, a, k, k)
+            rc |= clocked_split(BWD_LOOP if backward else FWD_LOOP, cell, f32, a, loop_threads,
+                                loop_threads)
         if backward:
-            rc |= run_split(BWD_POST, cell, f32, a, gemm_threads)
+            rc |= clocked_split(BWD_POST, cell, f32, a, gemm_threads, gemm_threads)
     finally:
         if watched:
             fr_watch_end()
             a.stop = NULL
         blas_single_end()
         _in_flight -= 1
+        fr_clock_stop(FR_CLK_RUN, t0, 1)
     if rc == STALE:
         return 1
     if rc == TEAMLESS:

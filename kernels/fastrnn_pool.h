@@ -188,6 +188,46 @@ static long fr_now_ns(void)
     return (long)ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
+/* The phase clock: where a kernel call's time goes (kernels.phase_clock; the benchmark's
+ * profile of a row).  While it is on, the driver adds the time of every call (FR_CLK_RUN), of
+ * every phase on the caller's thread (FR_CLK_PHASE + phase) and that time by the threads the
+ * phase keeps busy (FR_CLK_THREADS + phase), and each thread the time of its products
+ * (FR_CLK_PRODUCTS: the micro-kernels, the weight gradients, BLAS).  Off, a clock costs a
+ * load and a branch. */
+#define FR_CLK_PHASES 8
+enum { FR_CLK_RUN = 0, FR_CLK_PRODUCTS = 1, FR_CLK_PHASE = 2,
+       FR_CLK_THREADS = FR_CLK_PHASE + FR_CLK_PHASES, FR_CLK_N = FR_CLK_THREADS + FR_CLK_PHASES };
+static int fr_clock_on = 0;
+static long fr_clock_ns[FR_CLK_N];
+
+/* the time now when the clock is on, else 0 */
+static inline long fr_clock_start(void)
+{
+    return __atomic_load_n(&fr_clock_on, __ATOMIC_RELAXED) ? fr_now_ns() : 0;
+}
+
+/* the clocks on from zero (1), or off (0: they keep what they read) */
+static void fr_clock_set(int on)
+{
+    if (on)
+        for (int k = 0; k < FR_CLK_N; k++)
+            __atomic_store_n(&fr_clock_ns[k], 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&fr_clock_on, on, __ATOMIC_RELAXED);
+}
+
+/* nanoseconds on clock `which` */
+static long fr_clock_read(int which)
+{
+    return __atomic_load_n(&fr_clock_ns[which], __ATOMIC_RELAXED);
+}
+
+/* add (now - t0) * times to clock `which`, if t0 came from a clock that was on */
+static inline void fr_clock_stop(int which, long t0, long times)
+{
+    if (t0 != 0)
+        __atomic_add_fetch(&fr_clock_ns[which], (fr_now_ns() - t0) * times, __ATOMIC_RELAXED);
+}
+
 static inline void fr_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

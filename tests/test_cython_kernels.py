@@ -1370,3 +1370,62 @@ def test_the_multiply_add_peak_grows_with_the_width_of_each_build():
         module.multiply_add_peak(0)
     with pytest.raises(ValueError, match="seconds must be above 0"):
         module.multiply_add_peak(1, seconds=0)
+
+
+@pytest.mark.parametrize("case", ["lstm", "gru"])
+def test_the_phase_clock_says_where_a_calls_time_goes_and_changes_no_bit(cy, case):
+    """phase_clock: while on, a training call (forward and backward on two threads: the
+    weights' packing, the input projection, both loops, dx and the weight gradients) and an
+    eval call of a small batch (a team) add their time in the driver, in each phase they ran
+    (on the caller, and by their threads) and in the products; the results are the bits of a
+    call without it.  Off, nothing is added; starting it again starts from zero."""
+    rng = np.random.default_rng(31)
+    cell, opts, _ = CASES[case]
+    T, B = 40, 32
+    weights, P = make_weights(case, np.float32, "both", rng)
+    x = rng.standard_normal((T, B, I)).astype(np.float32)
+    hx = make_states(case, B, P, np.float32, rng)
+    dy = rng.standard_normal((T, B, P)).astype(np.float32)
+    forward, backward = getattr(cy, f"{cell}_forward"), getattr(cy, f"{cell}_backward")
+
+    def train():
+        y, hy, saved = forward(x, hx, weights, None, True, **opts)
+        dweights = tuple(None if w is None else np.zeros_like(w) for w in weights)
+        dx, dhx = backward(dy, tuple(np.ones_like(h) for h in hy), saved, dweights)
+        return (y, *hy, dx, *dhx) + dweights
+
+    def infer():
+        y, hy, _ = forward(x[:, :1], tuple(h[:1] for h in hx), weights, None, False, **opts)
+        return (y, *hy)
+
+    before = fastrnn.get_num_threads()
+    try:
+        fastrnn.set_num_threads(2)
+        want = train(), infer()
+        cy.phase_clock(True)
+        teams = cy.team_stats()
+        got = train(), infer()
+        teamed = cy.team_stats() > teams
+        reading = cy.phase_clock(False)
+        again = train(), infer()
+        after = cy.phase_clock_read()
+    finally:
+        fastrnn.set_num_threads(before)
+    for a, b, c in zip(sum(want, ()), sum(got, ()), sum(again, ())):
+        if a is not None:
+            np.testing.assert_array_equal(b, a)
+            np.testing.assert_array_equal(c, a)
+    assert after == reading                    # nothing added while it was off
+    assert set(reading["phases"]) == set(reading["thread_time"]) == set(cy.PHASE_NAMES)
+    phases, threads = reading["phases"], reading["thread_time"]
+    ran = {"weights packed", "input projection", "forward loop", "backward loop",
+           "dx and weight gradients"}
+    ran.add("forward loop of a team" if teamed else "forward loop")
+    assert {name for name, t in phases.items() if t > 0} == ran
+    assert reading["threads"] == 2
+    for name in ran:                           # the time of a phase by the threads it kept busy
+        assert phases[name] <= threads[name] <= 2 * phases[name] * (1 + 1e-9)
+    assert 0 < sum(phases.values()) <= reading["calls"]
+    assert 0 < reading["products"] <= sum(threads.values())
+    assert cy.phase_clock(True) == reading     # (what it read since it was last started)
+    assert cy.phase_clock(False)["calls"] == 0
