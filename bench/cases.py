@@ -162,6 +162,12 @@ class Row(NamedTuple):
         s = self.shape
         return 4 * GATES[self.cell] * s.H * (s.I + s.H)
 
+    def bias_bytes(self):
+        """Bytes of the float32 biases of a step row's cell (b_ih and b_hh), else None."""
+        if self.kind != "step":
+            return None
+        return 4 * 2 * GATES[self.cell] * self.shape.H
+
     def weight_traffic(self):
         """Bytes of weights one call of a step row must move at the least, else None: the
         forward reads the weights once; a training step also reads them for dx and dh and

@@ -19,6 +19,11 @@ for the step rows, one thread's read bandwidth at the size of its share of
 the weights (the step rows' floor: weights over bandwidth), the
 peak memory of one call at the large shape per engine, the cost of a
 fresh process (imports, first call), and numba's time over cython's.
+
+It checks the kernel issue's targets on the rows it ran (:meth:`Report.targets`) and
+profiles each row that misses one: the cython engine's calls on its kernels' phase
+clock, in a process of its own, their time split into products, packing, element-wise
+work and waits, idle threads, the driver and what lies outside the kernels.
 """
 
 import argparse
@@ -40,6 +45,12 @@ SECTIONS = (("kernel", "Layers on whole sequences (time per call)"),
             ("ragged", "Batch inference of ragged sequences (sequences/s)"),
             ("variant", "Cell variants PyTorch lacks, on whole sequences (time per call; "
                         "onnxruntime runs them forward only)"))
+#: the kernel issue's targets, each checked on the rows it names (see Report.targets)
+TARGET_BEST_PEER = 1.0      # every layer row: best peer / fastrnn
+TARGET_TRAIN_TORCH = 1.2    # every layer row's training: torch / fastrnn
+TARGET_CEILING = 0.75       # the large layer rows: fastrnn's share of the GEMM ceiling
+TARGET_LOOP_TORCH = 1.3     # the README's loop: torch / fastrnn (characters/s)
+TARGET_STEP = 5e-6          # LSTMCell(128, 128) at B=1, where a core's L2 holds its weights
 #: a process's samples, or an engine's process medians, spreading over more than this
 #: fraction of the median are flagged as noisy
 NOISY_SPREAD = 0.25
@@ -61,6 +72,9 @@ class Settings:
     ----------
     rounds : int
         Processes per engine and row (the order alternates every round).
+    profile_budget : float
+        Seconds of calls on the cython kernels' phase clock, in a process of its own, for
+        each row that misses a target (0: no profiles).
     extra_rounds : int
         Rounds more for a row where an engine's processes spread over
         :data:`NOISY_SPREAD` (all of the row's engines, the order still alternating):
@@ -85,12 +99,13 @@ class Settings:
     gemm_n: int = 2048
     gemm_samples: int = 5
     timeout: float = 600.0
+    profile_budget: float = 2.0
 
     @classmethod
     def quick(cls):
         """Fewer, shorter samples: minutes instead of the better part of an hour."""
         return cls(rounds=2, extra_rounds=0, samples=3, budget=0.5, min_sample_time=0.03,
-                   gemm_n=1024, gemm_samples=3)
+                   gemm_n=1024, gemm_samples=3, profile_budget=0.5)
 
 
 @dataclass
@@ -154,6 +169,8 @@ class Report:
     seconds: float = 0.0
     others: object = None
     cores: int = 1
+    l2: int = 0                                   # bytes of a core's L2 cache (0: unknown)
+    profiles: dict = field(default_factory=dict)  # row id -> the cython engine's profile
 
     @property
     def ceiling(self):
@@ -202,6 +219,81 @@ class Report:
         compiled = [n for n in FASTRNN if n != REFERENCE]
         name, seconds = self.best(measured, compiled)
         return (name, seconds) if name else self.best(measured, (REFERENCE,))
+
+    # -- the targets -------------------------------------------------------------------------
+    def targets(self):
+        """The kernel issue's targets, checked on this run's rows.
+
+        Returns
+        -------
+        list of (str, list)
+            Per target, what it asks and its rows as ``(row, figure, met)``: ``figure`` the
+            text of what was measured, ``met`` True, False, or None where the target does not
+            apply on this machine (the step target on a CPU whose L2 cannot hold the
+            weights) or the row has no figure.
+        """
+        out = []
+        layers = [(r, m) for r, m in self.rows if r.kind == "kernel"]
+
+        def ratio_target(text, rows, peers, goal):
+            checked = []
+            for row, measured in rows:
+                _, mine = self.fastrnn_best(measured)
+                _, theirs = self.best(measured, peers)
+                if mine and theirs:
+                    checked.append((row, f"{theirs / mine:.2f}x", theirs / mine >= goal))
+                else:
+                    checked.append((row, "—", None))
+            if checked:
+                out.append((text, checked))
+
+        ratio_target(f"every layer (LSTM, GRU, RNN; stream to large; inference and training): "
+                     f"at least {TARGET_BEST_PEER:.1f}x the best peer",
+                     layers, PEERS, TARGET_BEST_PEER)
+        ratio_target(f"training: at least {TARGET_TRAIN_TORCH:.1f}x PyTorch",
+                     [(r, m) for r, m in layers if r.pass_ == "train"], ("torch",),
+                     TARGET_TRAIN_TORCH)
+        checked = []
+        for row, measured in layers:
+            if row.shape.name != "large":
+                continue
+            _, mine = self.fastrnn_best(measured)
+            if mine and self.ceiling:
+                share = row.flops() / mine / 1e9 / self.ceiling
+                checked.append((row, f"{share:.0%}", share >= TARGET_CEILING))
+            else:
+                checked.append((row, "—", None))
+        if checked:
+            out.append((f"the large layers, inference and training: at least "
+                        f"{TARGET_CEILING:.0%} of the GEMM ceiling", checked))
+        ratio_target(f"the README's training loop: at least {TARGET_LOOP_TORCH:.1f}x PyTorch's "
+                     f"characters/s", [(r, m) for r, m in self.rows if r.kind == "loop"],
+                     ("torch",), TARGET_LOOP_TORCH)
+        checked = []
+        for row, measured in self.rows:
+            if row.kind != "step" or row.cell != "lstm" or row.pass_ != "infer" or row.variant:
+                continue
+            _, mine = self.fastrnn_best(measured)
+            held = row.weight_bytes() + row.bias_bytes()
+            figure = _time(mine) if mine else "—"
+            if not self.l2:
+                checked.append((row, figure + " (a core's L2 unknown)", None))
+            elif held > self.l2:
+                checked.append((row, f"{figure} (does not apply: {held / 1024:g} KiB of weights "
+                                     f"and biases, a core's L2 {self.l2 >> 10} KiB)", None))
+            else:
+                checked.append((row, figure, mine <= TARGET_STEP if mine else None))
+        if checked:
+            out.append((f"LSTMCell(128, 128) step at B=1, from Python: at most "
+                        f"{TARGET_STEP * 1e6:g} µs where a core's L2 holds its weights",
+                        checked))
+        return out
+
+    def missed_rows(self):
+        """The rows of this run that miss a target, in the report's order."""
+        missed = {row.id for _, checked in self.targets() for row, _, met in checked
+                  if met is False}
+        return [row for row, _ in self.rows if row.id in missed]
 
     # -- formatting --------------------------------------------------------------------------
     def markdown(self):
@@ -261,6 +353,9 @@ class Report:
             rows = [(r, m) for r, m in self.rows if r.kind == kind]
             if rows:
                 lines += [f"### {title}", "", *self._table(rows), ""]
+        targets = self._targets_section()
+        if targets:
+            lines += ["### Targets on this CPU", "", *targets, ""]
         gap = self._numba_gap()
         if gap:
             lines += ["### numba against cython", "", *gap, ""]
@@ -275,6 +370,80 @@ class Report:
             lines += ["### A fresh process: imports and first call", "", *first, ""]
         lines += self._legend()
         return "\n".join(lines) + "\n"
+
+    def _targets_section(self):
+        """Which targets this run met, and where a missed row's time goes."""
+        targets = self.targets()
+        if not targets:
+            return []
+        out = ["The kernel issue's targets on this machine's CPU (met: rows at the target; "
+               "a target that does not apply here is not counted).", "",
+               "| target | rows | met | missed |", "|---|---|---|---|"]
+        for text, checked in targets:
+            judged = [c for c in checked if c[2] is not None]
+            missed = [f"{row.id} {figure}" for row, figure, met in checked if met is False]
+            unjudged = [f"{row.id} {figure}" for row, figure, met in checked if met is None]
+            cell = ", ".join(missed) or "—"
+            if unjudged:
+                cell += "; not judged: " + ", ".join(unjudged)
+            out.append(f"| {text} | {len(judged)} | {sum(1 for c in judged if c[2])} | "
+                       f"{cell} |")
+        profiled = [(row, self.profiles[row.id]) for row in self.missed_rows()
+                    if row.id in self.profiles]
+        if profiled:
+            out += ["", *self._profile_table(profiled)]
+        return out
+
+    def _profile_table(self, profiled):
+        """Where the time of each missed row's calls goes, in the cython engine (its kernels'
+        phase clock, in a process of its own): shares of the threads' time (time per call by
+        threads)."""
+        out = [
+            "Where a missed row's time goes: the cython engine's calls on its kernels' phase "
+            "clock, in a process of its own (a clock read around each phase and each product; "
+            "time per call as profiled, and in brackets without the clock, whose reads add to "
+            "rows of short steps). Shares of the threads' time (time per call by "
+            "threads): products (the micro-kernels, weight gradients and BLAS, with their rate "
+            "as a share of one thread's multiply-add peak), the weights' packing, the rest of "
+            "the kernels' phases (element-wise passes, loop control, waits between threads), "
+            "threads idle while a phase ran on fewer, the driver around its phases, and "
+            "everything outside the kernels (Python, checks, arrays; in the loop, the head, "
+            "loss and optimizer). The floor: the products' FLOPs at the multiply-add peak (a "
+            "step row: its weights at the read bandwidth), as a share of the time.",
+            "",
+            "| row | time per call | products (rate, % peak) | packing | element-wise and "
+            "waits | idle threads | driver | outside the kernels | floor |",
+            "|---|---|---|---|---|---|---|---|---|"]
+        for row, prof in profiled:
+            if "error" in prof:
+                out.append(f"| {row.id} | error: {prof['error']} |" + " |" * 7)
+                continue
+            wall, n = prof["wall"], prof["threads"]
+            capacity = wall * n
+            phases = sum(prof["phases"].values())
+            busy = sum(prof["thread_time"].values())
+            packing = prof["thread_time"]["weights packed"]
+            parts = [prof["products"], packing, busy - packing - prof["products"],
+                     phases * n - busy, (prof["driver"] - phases) * n,
+                     (wall - prof["driver"]) * n]
+            shares = [f"{max(p, 0.0) / capacity:.0%}" for p in parts]
+            rate = ""
+            if row.flops() and prof["products"] > 0:
+                per_thread = row.flops() / prof["products"] / 1e9
+                rate = (f" ({per_thread:.0f} GFLOP/s a thread, "
+                        f"{per_thread / (self.peak_rate / self.threads):.0%})"
+                        if self.peak_rate else f" ({per_thread:.0f} GFLOP/s a thread)")
+            floor = None
+            if row.kind == "step":
+                floor = self.weights_floor(row)
+            elif row.flops() and self.peak_rate:
+                floor = row.flops() / (self.peak_rate * 1e9)
+            floor_text = f"{_time(floor)} ({floor / wall:.0%})" if floor else "—"
+            unclocked = prof.get("wall_unclocked")
+            timing = _time(wall) + (f" ({_time(unclocked)})" if unclocked else "")
+            out.append(f"| {row.id} | {timing} | {shares[0]}{rate} | "
+                       + " | ".join(shares[1:]) + f" | {floor_text} |")
+        return out
 
     def _numba_gap(self):
         """What the numba backend's products cost against the cython backend's tiles: numba's
@@ -538,6 +707,15 @@ def measure_memory(row, engines, threads, timeout):
     return {e: run_worker(dict(spec, engine=e), timeout, MALLOC_ENV) for e in engines}
 
 
+def measure_profile(row, settings, threads):
+    """The cython engine's calls of ``row`` on its kernels' phase clock, in a fresh process:
+    the worker's ``profile`` (per call), or ``{"error": ...}``."""
+    spec = {"mode": "profile", "engine": "cython", "row": cases.row_to_json(row),
+            "threads": threads, "budget": settings.profile_budget}
+    result = run_worker(spec, settings.timeout)
+    return result.get("profile") or {"error": result.get("error", "no profile")}
+
+
 def measure_gemm(settings, threads):
     spec = {"mode": "gemm", "threads": threads, "n": settings.gemm_n,
             "samples": settings.gemm_samples, "min_sample_time": 0.2}
@@ -592,6 +770,9 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
     engines = [e for e in wanted if not status[e]]
     report = Report(engines=engines, unavailable=unavailable, settings=settings, threads=threads,
                     machine=describe(threads, engines), cores=usable_cores())
+    if "cython" in engines:
+        from fastrnn._cython import kernels
+        report.l2 = kernels.l2_cache_bytes()
     counters, since = cpu_counters(), time.perf_counter()
     report.gemm.append(measure_gemm(settings, threads))
     report.peak.append(measure_peak(settings, threads))
@@ -613,6 +794,13 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
     for row in memory_rows:
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
+    if settings.profile_budget > 0 and "cython" in engines:
+        missed = {row.id for row in report.missed_rows()}
+        for row, measured in report.rows:
+            if row.id in missed and "cython" in measured:
+                if log:
+                    log(f"{row.id}: missed a target; the cython engine's profile")
+                report.profiles[row.id] = measure_profile(row, settings, threads)
     report.gemm.append(measure_gemm(settings, threads))
     report.peak.append(measure_peak(settings, threads))
     if sizes:
@@ -682,11 +870,26 @@ def build_parser(prog="python -m bench"):
                         f"{NOISY_SPREAD:.0%} of their median (default: {Settings.extra_rounds}, "
                         f"0 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    p.add_argument("--no-profile", action="store_true",
+                   help="do not profile the rows that miss a target (the cython engine on its "
+                        "kernels' phase clock)")
     p.add_argument("--no-check", action="store_true",
                    help="do not check the engines against the numpy reference")
     p.add_argument("--markdown", metavar="FILE", help="also write the report to FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return p
+
+
+def settings_from(args):
+    """The :class:`Settings` of parsed command-line arguments."""
+    settings = Settings.quick() if args.quick else Settings()
+    if args.rounds:
+        settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
+    if args.extra_rounds is not None:
+        settings = Settings(**dict(settings.__dict__, extra_rounds=args.extra_rounds))
+    if args.no_profile:
+        settings = Settings(**dict(settings.__dict__, profile_budget=0.0))
+    return settings
 
 
 def main(argv=None, prog="python -m bench"):
@@ -702,11 +905,7 @@ def main(argv=None, prog="python -m bench"):
         parser.error(f"--rounds must be a positive integer, but got {args.rounds}")
     if args.extra_rounds is not None and args.extra_rounds < 0:
         parser.error(f"--extra-rounds must be 0 or more, but got {args.extra_rounds}")
-    settings = Settings.quick() if args.quick else Settings()
-    if args.rounds:
-        settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
-    if args.extra_rounds is not None:
-        settings = Settings(**dict(settings.__dict__, extra_rounds=args.extra_rounds))
+    settings = settings_from(args)
     rows = select_rows(args.kinds, args.cells, args.passes, shapes)
     memory_rows = [] if args.no_memory or "kernel" not in args.kinds else [
         cases.Row("kernel", c, p, cases.SHAPES["large"]) for c in args.cells for p in args.passes]

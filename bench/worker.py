@@ -146,6 +146,39 @@ def measure_memory(row, engine, threads):
     return {"rss_peak": _status_bytes()["VmHWM"] - before}
 
 
+def measure_profile(work, budget):
+    """Where the calls of a built cython workload spend their time: its calls for ``budget``
+    seconds (at least 3) on the cython kernels' phase clock, after 3 untimed calls, and as
+    long without the clock (what reading it costs).
+
+    Returns ``{"profile": {"wall": seconds per call, "wall_unclocked": the same without the
+    clock, "calls": calls timed, ...}}``, the rest being the clock's reading per call
+    (``fastrnn._cython.kernels.phase_clock``)."""
+    from fastrnn._cython import kernels
+
+    def timed():
+        calls, start = 0, time.perf_counter()
+        while calls < 3 or time.perf_counter() - start < budget:
+            work()
+            calls += 1
+        return calls, (time.perf_counter() - start) / calls
+
+    for _ in range(3):
+        work()
+    _, unclocked = timed()
+    kernels.phase_clock(True)
+    try:
+        calls, wall = timed()
+    finally:
+        reading = kernels.phase_clock(False)
+    per_call = {"wall": wall, "wall_unclocked": unclocked, "calls": calls,
+                "threads": reading["threads"], "driver": reading["calls"] / calls,
+                "products": reading["products"] / calls}
+    for key in ("phases", "thread_time"):
+        per_call[key] = {name: t / calls for name, t in reading[key].items()}
+    return {"profile": per_call}
+
+
 def measure_gemm(n, samples, min_sample_time):
     """GFLOP/s of ``np.matmul`` of two float32 n x n matrices (the machine's GEMM ceiling)."""
     from bench.timing import gemm_throughput
@@ -171,11 +204,12 @@ def main(spec_json):
     Parameters
     ----------
     spec_json : str
-        JSON object: ``mode`` (``"time"``, ``"memory"``, ``"gemm"``, ``"peak"`` or
-        ``"bandwidth"``),
+        JSON object: ``mode`` (``"time"``, ``"memory"``, ``"profile"`` (the cython engine
+        only), ``"gemm"``, ``"peak"`` or ``"bandwidth"``),
         ``engine``, ``row`` (:func:`bench.cases.row_to_json`), ``threads``,
         and for ``time`` ``budget``, ``samples``, ``min_sample_time``, ``check``
-        (bool); for ``gemm`` ``n``, ``samples``, ``min_sample_time``; for ``peak``
+        (bool); for ``profile`` ``budget``; for ``gemm`` ``n``, ``samples``,
+        ``min_sample_time``; for ``peak``
         ``samples``, ``seconds``; for ``bandwidth``
         ``sizes`` (bytes), ``samples``, ``min_sample_time``.
     """
@@ -200,6 +234,10 @@ def main(spec_json):
             row = row_from_json(spec["row"])
             if mode == "memory":
                 result.update(measure_memory(row, engine, threads))
+            elif mode == "profile":
+                if engine != "cython":
+                    raise ValueError(f"a profile needs the cython engine, not {engine!r}")
+                result.update(measure_profile(build(row, engine, threads), spec["budget"]))
             else:
                 start = time.perf_counter()
                 work = build(row, engine, threads)

@@ -149,6 +149,27 @@ def test_worker_reports_errors_instead_of_numbers():
     assert "samples" not in got
 
 
+def test_worker_profiles_the_cython_engine_in_a_fresh_process():
+    """``profile``: the cython engine's calls on its kernels' phase clock, per call: the time
+    with and without the clock, in the driver, in each phase (and by its threads), in the
+    products; another engine gets an error."""
+    need("cython")
+    row = Row("kernel", "lstm", "train", Shape("tiny", 20, 8, 16, 32))
+    spec = {"mode": "profile", "row": cases.row_to_json(row), "threads": 2, "budget": 0.05}
+    got = report.run_worker(dict(spec, engine="cython"), timeout=120)
+    assert got.get("error") is None, got
+    prof = got["profile"]
+    assert prof["calls"] >= 3 and prof["threads"] == 2
+    assert prof["wall"] > 0 and prof["wall_unclocked"] > 0
+    phases, busy = prof["phases"], prof["thread_time"]
+    assert phases["forward loop"] > 0 and phases["backward loop"] > 0
+    assert phases["dx and weight gradients"] > 0
+    assert 0 < sum(phases.values()) <= prof["driver"] <= prof["wall"]
+    assert 0 < prof["products"] <= sum(busy.values()) <= 2 * sum(phases.values()) * (1 + 1e-9)
+    got = report.run_worker(dict(spec, engine="numpy"), timeout=120)
+    assert "needs the cython engine" in got["error"]
+
+
 def test_worker_gives_each_engine_the_thread_count():
     code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from bench.worker import set_threads;"
             "set_threads('numba', 3); print(os.environ['FASTRNN_NUM_THREADS'])")
@@ -300,6 +321,81 @@ def test_the_report_states_what_numba_costs_against_cython():
     assert "numba against cython" not in rep.markdown()
 
 
+def _tables(text, heading):
+    """The markdown tables under ``heading``, each a list of rows of cells (header first)."""
+    part = text.split(heading, 1)[1].split("###", 1)[0]
+    tables, table = [], []
+    for line in part.splitlines() + [""]:
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                table.append([c.strip() for c in line.strip("|").split("|")])
+        elif table:
+            tables.append(table)
+            table = []
+    return tables
+
+
+def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
+    """The kernel issue's targets, each on its rows: best peer, PyTorch in training, the share
+    of the GEMM ceiling at the large shape, the README loop, the LSTMCell step where a core's
+    L2 holds its weights (not judged where it does not); the rows that miss one are profiled,
+    their time split in shares of the threads' time that add up to the whole."""
+    rep = Report(engines=["cython", "torch", "onnxruntime"], unavailable={}, machine=[],
+                 settings=Settings(), threads=2, gemm=[{"gflops": 400.0, "n": 64}],
+                 peak=[{"gflops": 1000.0, "isa": "avx512"}], l2=2 << 20)
+    infer_large, train_large = (cases.kernel_rows(["lstm"], [p], ["large"])[0]
+                                for p in ("infer", "train"))
+    train_small = cases.kernel_rows(["lstm"], ["train"], ["small"])[0]
+    loop128, loop256 = cases.loop_rows()
+    step = cases.step_rows(["lstm"], ["infer"], [""])[0]
+    rep.rows += [(infer_large, _measured(cython=0.05, torch=0.06, onnxruntime=0.045)),
+                 (train_large, _measured(cython=0.1, torch=0.115)),
+                 (train_small, _measured(cython=0.01, torch=0.02)),
+                 (loop128, _measured(cython=0.1, torch=0.14)),
+                 (loop256, _measured(cython=0.1, torch=0.12)),
+                 (step, _measured(cython=4e-6, torch=6e-5))]
+    flops = train_large.flops()
+    rep.profiles[train_large.id] = {
+        "wall": 0.1, "wall_unclocked": 0.099, "threads": 2, "driver": 0.098, "products": 0.16,
+        "phases": {"forward loop": 0.03, "backward loop": 0.02, "dx and weight gradients": 0.04,
+                   "weights packed": 0.002},
+        "thread_time": {"forward loop": 0.06, "backward loop": 0.04,
+                        "dx and weight gradients": 0.08, "weights packed": 0.004}}
+    rep.profiles[loop256.id] = {"error": "ValueError: no"}
+    share = infer_large.flops() / 0.05 / 1e9 / 400
+    targets, profiles = _tables(rep.markdown(), "### Targets on this CPU")
+    assert targets[0] == ["target", "rows", "met", "missed"]
+    assert [line[1:] for line in targets[1:]] == [
+        ["3", "2", f"{infer_large.id} 0.90x"],
+        ["2", "1", f"{train_large.id} 1.15x"],
+        ["2", "1", f"{infer_large.id} {share:.0%}"],
+        ["2", "1", f"{loop256.id} 1.20x"],
+        ["1", "1", "—"]]
+    assert "at least 1.2x PyTorch" in targets[2][0] and "5 µs" in targets[5][0]
+    assert rep.missed_rows() == [infer_large, train_large, loop256]
+    head, *lines = profiles
+    assert head[:3] == ["row", "time per call", "products (rate, % peak)"]
+    assert len(lines) == 2                          # infer_large was not profiled
+    cells = dict(zip(head, lines[0]))
+    assert cells["row"] == train_large.id and cells["time per call"] == "100 ms (99 ms)"
+    rate = flops / 0.16 / 1e9
+    assert cells["products (rate, % peak)"] == f"80% ({rate:.0f} GFLOP/s a thread, {rate / 500:.0%})"
+    assert [cells[k] for k in ("packing", "element-wise and waits", "idle threads", "driver",
+                               "outside the kernels")] == ["2%", "10%", "0%", "6%", "2%"]
+    assert cells["floor"] == f"{flops / 1e12 * 1e3:.3g} ms ({flops / 1e12 / 0.1:.0%})"
+    assert lines[1][:2] == [loop256.id, "error: ValueError: no"]
+    # the step target where a core's L2 cannot hold LSTMCell(128, 128)'s 516 KiB
+    rep.l2 = 512 << 10
+    targets, _ = _tables(rep.markdown(), "### Targets on this CPU")
+    assert targets[5][1:3] == ["0", "0"]
+    assert "does not apply: 516 KiB of weights and biases, a core's L2 512 KiB" in targets[5][3]
+    rep.rows[-1] = (step, _measured(cython=6e-6, torch=6e-5))
+    rep.l2 = 1 << 20
+    targets, _ = _tables(rep.markdown(), "### Targets on this CPU")
+    assert targets[5][1:] == ["1", "0", f"{step.id} 6 µs"]
+    assert step in rep.missed_rows()
+
+
 def test_step_rows_state_their_weights_floor():
     """A step row's floor is its weight traffic over the read bandwidth measured at the size
     of each thread's share of the weights: an inference step reads the weights once, a
@@ -394,6 +490,25 @@ def test_report_end_to_end_in_fresh_processes(tmp_path):
     peak = re.search(r"float32 multiply-add peak: ([\d.]+) GFLOP/s \((\w+) vectors on 1 threads",
                      text)
     assert peak and float(peak.group(1)) > 1 and peak.group(2) in ("baseline", "avx2", "avx512")
+
+
+def test_a_run_profiles_the_rows_that_miss_a_target(monkeypatch):
+    """run_report profiles each missed row the cython engine ran, in a process of its own (none
+    with profile_budget 0, as ``--no-profile`` sets), and the report shows the profile."""
+    need("cython")
+    row = Row("kernel", "gru", "train", Shape("tiny", 6, 4, 3, 8))
+    monkeypatch.setattr(Report, "missed_rows", lambda self: [row])
+    rep = report.run_report([row], ["cython"], TINY, threads=2)
+    assert set(rep.profiles) == {row.id}
+    assert rep.profiles[row.id]["products"] > 0, rep.profiles
+    _, profiles = _tables(rep.markdown(), "### Targets on this CPU")
+    assert profiles[1][0] == row.id and re.match(r"\d+% \(", profiles[1][2])
+    parse = report.build_parser().parse_args
+    assert report.settings_from(parse(["--no-profile"])).profile_budget == 0
+    assert report.settings_from(parse(["--quick"])).profile_budget > 0
+    rep = report.run_report([row], ["cython"], Settings(**dict(TINY.__dict__, profile_budget=0.0)),
+                            threads=2)
+    assert rep.profiles == {}
 
 
 def test_report_memory_rows(monkeypatch):
