@@ -21,9 +21,10 @@ peak memory of one call at the large shape per engine, the cost of a
 fresh process (imports, first call), and numba's time over cython's.
 
 It checks the kernel issue's targets on the rows it ran (:meth:`Report.targets`) and
-profiles each row that misses one: the cython engine's calls on its kernels' phase
-clock, in a process of its own, their time split into products, packing, element-wise
-work and waits, idle threads, the driver and what lies outside the kernels.
+profiles each row that misses one (or every row, ``--profile all``): the cython engine's
+calls on its kernels' phase clock, in a process of its own, their time split into
+products, packing, element-wise work and waits, idle threads, the driver and what lies
+outside the kernels.
 """
 
 import argparse
@@ -51,6 +52,8 @@ TARGET_TRAIN_TORCH = 1.2    # every layer row's training: torch / fastrnn
 TARGET_CEILING = 0.75       # the large layer rows: fastrnn's share of the GEMM ceiling
 TARGET_LOOP_TORCH = 1.3     # the README's loop: torch / fastrnn (characters/s)
 TARGET_STEP = 5e-6          # LSTMCell(128, 128) at B=1, where a core's L2 holds its weights
+#: which rows a run profiles (Settings.profile)
+PROFILES = ("missed", "all", "none")
 #: a process's samples, or an engine's process medians, spreading over more than this
 #: fraction of the median are flagged as noisy
 NOISY_SPREAD = 0.25
@@ -72,9 +75,11 @@ class Settings:
     ----------
     rounds : int
         Processes per engine and row (the order alternates every round).
+    profile : str
+        The rows whose cython calls are profiled on the kernels' phase clock, each in a
+        process of its own: ``"missed"`` (those that miss a target), ``"all"`` or ``"none"``.
     profile_budget : float
-        Seconds of calls on the cython kernels' phase clock, in a process of its own, for
-        each row that misses a target (0: no profiles).
+        Seconds of calls a profile times (and as many without the clock).
     extra_rounds : int
         Rounds more for a row where an engine's processes spread over
         :data:`NOISY_SPREAD` (all of the row's engines, the order still alternating):
@@ -99,7 +104,12 @@ class Settings:
     gemm_n: int = 2048
     gemm_samples: int = 5
     timeout: float = 600.0
+    profile: str = "missed"
     profile_budget: float = 2.0
+
+    def __post_init__(self):
+        if self.profile not in PROFILES:
+            raise ValueError(f"profile must be one of {list(PROFILES)}, but got {self.profile!r}")
 
     @classmethod
     def quick(cls):
@@ -356,6 +366,11 @@ class Report:
         targets = self._targets_section()
         if targets:
             lines += ["### Targets on this CPU", "", *targets, ""]
+        profiled = [(row, self.profiles[row.id]) for row, _ in self.rows
+                    if row.id in self.profiles]
+        if profiled:
+            lines += ["### Where the time goes (the cython kernels' phase clock)", "",
+                      *self._profile_table(profiled), ""]
         gap = self._numba_gap()
         if gap:
             lines += ["### numba against cython", "", *gap, ""]
@@ -388,19 +403,16 @@ class Report:
                 cell += "; not judged: " + ", ".join(unjudged)
             out.append(f"| {text} | {len(judged)} | {sum(1 for c in judged if c[2])} | "
                        f"{cell} |")
-        profiled = [(row, self.profiles[row.id]) for row in self.missed_rows()
-                    if row.id in self.profiles]
-        if profiled:
-            out += ["", *self._profile_table(profiled)]
         return out
 
     def _profile_table(self, profiled):
-        """Where the time of each missed row's calls goes, in the cython engine (its kernels'
+        """Where the time of each profiled row's calls goes, in the cython engine (its kernels'
         phase clock, in a process of its own): shares of the threads' time (time per call by
-        threads)."""
+        threads); a row that missed a target is marked."""
+        missed = {row.id for row in self.missed_rows()}
         out = [
-            "Where a missed row's time goes: the cython engine's calls on its kernels' phase "
-            "clock, in a process of its own (a clock read around each phase and each product; "
+            "The cython engine's calls on its kernels' phase clock, each row in a process of "
+            "its own, rows that missed a target marked (a clock read around each phase and each product; "
             "time per call as profiled, and in brackets without the clock, whose reads add to "
             "rows of short steps). Shares of the threads' time (time per call by "
             "threads): products (the micro-kernels, weight gradients and BLAS, with their rate "
@@ -415,8 +427,9 @@ class Report:
             "waits | idle threads | driver | outside the kernels | floor |",
             "|---|---|---|---|---|---|---|---|---|"]
         for row, prof in profiled:
+            name = row.id + (" (missed)" if row.id in missed else "")
             if "error" in prof:
-                out.append(f"| {row.id} | error: {prof['error']} |" + " |" * 7)
+                out.append(f"| {name} | error: {prof['error']} |" + " |" * 7)
                 continue
             wall, n = prof["wall"], prof["threads"]
             capacity = wall * n
@@ -441,7 +454,7 @@ class Report:
             floor_text = f"{_time(floor)} ({floor / wall:.0%})" if floor else "—"
             unclocked = prof.get("wall_unclocked")
             timing = _time(wall) + (f" ({_time(unclocked)})" if unclocked else "")
-            out.append(f"| {row.id} | {timing} | {shares[0]}{rate} | "
+            out.append(f"| {name} | {timing} | {shares[0]}{rate} | "
                        + " | ".join(shares[1:]) + f" | {floor_text} |")
         return out
 
@@ -794,12 +807,13 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
     for row in memory_rows:
         runs_on = [e for e in engines if ENGINES[e].supports(row)]
         report.memory.append((row, measure_memory(row, runs_on, threads, settings.timeout)))
-    if settings.profile_budget > 0 and "cython" in engines:
+    if settings.profile != "none" and "cython" in engines:
         missed = {row.id for row in report.missed_rows()}
         for row, measured in report.rows:
-            if row.id in missed and "cython" in measured:
+            if "cython" in measured and (settings.profile == "all" or row.id in missed):
                 if log:
-                    log(f"{row.id}: missed a target; the cython engine's profile")
+                    log(f"{row.id}: the cython engine's profile"
+                        + (" (missed a target)" if row.id in missed else ""))
                 report.profiles[row.id] = measure_profile(row, settings, threads)
     report.gemm.append(measure_gemm(settings, threads))
     report.peak.append(measure_peak(settings, threads))
@@ -870,9 +884,10 @@ def build_parser(prog="python -m bench"):
                         f"{NOISY_SPREAD:.0%} of their median (default: {Settings.extra_rounds}, "
                         f"0 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
-    p.add_argument("--no-profile", action="store_true",
-                   help="do not profile the rows that miss a target (the cython engine on its "
-                        "kernels' phase clock)")
+    p.add_argument("--profile", choices=PROFILES, default=Settings.profile,
+                   help="the rows whose cython calls are profiled on the kernels' phase clock, "
+                        "each in a process of its own: those that miss a target (default), all "
+                        "or none")
     p.add_argument("--no-check", action="store_true",
                    help="do not check the engines against the numpy reference")
     p.add_argument("--markdown", metavar="FILE", help="also write the report to FILE")
@@ -887,8 +902,7 @@ def settings_from(args):
         settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
     if args.extra_rounds is not None:
         settings = Settings(**dict(settings.__dict__, extra_rounds=args.extra_rounds))
-    if args.no_profile:
-        settings = Settings(**dict(settings.__dict__, profile_budget=0.0))
+    settings = Settings(**dict(settings.__dict__, profile=args.profile))
     return settings
 
 

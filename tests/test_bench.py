@@ -39,7 +39,7 @@ if os.environ.get("FASTRNN_REQUIRE_BENCH") == "1":
     REQUIRED.add("jax")
 
 TINY = Settings(rounds=2, samples=3, budget=0.01, min_sample_time=0.001, gemm_n=64,
-                gemm_samples=2, timeout=300)
+                gemm_samples=2, timeout=300, profile_budget=0.01)
 
 
 def need(engine):
@@ -363,7 +363,8 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
                         "dx and weight gradients": 0.08, "weights packed": 0.004}}
     rep.profiles[loop256.id] = {"error": "ValueError: no"}
     share = infer_large.flops() / 0.05 / 1e9 / 400
-    targets, profiles = _tables(rep.markdown(), "### Targets on this CPU")
+    (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
+    (profiles,) = _tables(rep.markdown(), "### Where the time goes")
     assert targets[0] == ["target", "rows", "met", "missed"]
     assert [line[1:] for line in targets[1:]] == [
         ["3", "2", f"{infer_large.id} 0.90x"],
@@ -377,21 +378,22 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
     assert head[:3] == ["row", "time per call", "products (rate, % peak)"]
     assert len(lines) == 2                          # infer_large was not profiled
     cells = dict(zip(head, lines[0]))
-    assert cells["row"] == train_large.id and cells["time per call"] == "100 ms (99 ms)"
+    assert cells["row"] == f"{train_large.id} (missed)"
+    assert cells["time per call"] == "100 ms (99 ms)"
     rate = flops / 0.16 / 1e9
     assert cells["products (rate, % peak)"] == f"80% ({rate:.0f} GFLOP/s a thread, {rate / 500:.0%})"
     assert [cells[k] for k in ("packing", "element-wise and waits", "idle threads", "driver",
                                "outside the kernels")] == ["2%", "10%", "0%", "6%", "2%"]
     assert cells["floor"] == f"{flops / 1e12 * 1e3:.3g} ms ({flops / 1e12 / 0.1:.0%})"
-    assert lines[1][:2] == [loop256.id, "error: ValueError: no"]
+    assert lines[1][:2] == [f"{loop256.id} (missed)", "error: ValueError: no"]
     # the step target where a core's L2 cannot hold LSTMCell(128, 128)'s 516 KiB
     rep.l2 = 512 << 10
-    targets, _ = _tables(rep.markdown(), "### Targets on this CPU")
+    (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
     assert targets[5][1:3] == ["0", "0"]
     assert "does not apply: 516 KiB of weights and biases, a core's L2 512 KiB" in targets[5][3]
     rep.rows[-1] = (step, _measured(cython=6e-6, torch=6e-5))
     rep.l2 = 1 << 20
-    targets, _ = _tables(rep.markdown(), "### Targets on this CPU")
+    (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
     assert targets[5][1:] == ["1", "0", f"{step.id} 6 µs"]
     assert step in rep.missed_rows()
 
@@ -493,22 +495,25 @@ def test_report_end_to_end_in_fresh_processes(tmp_path):
 
 
 def test_a_run_profiles_the_rows_that_miss_a_target(monkeypatch):
-    """run_report profiles each missed row the cython engine ran, in a process of its own (none
-    with profile_budget 0, as ``--no-profile`` sets), and the report shows the profile."""
+    """run_report profiles each missed row the cython engine ran, in a process of its own, or
+    every row (``--profile all``), or none (``--profile none``); the report shows each profile,
+    a missed row marked."""
     need("cython")
-    row = Row("kernel", "gru", "train", Shape("tiny", 6, 4, 3, 8))
+    row, other = (Row("kernel", "gru", "train", Shape(name, 6, 4, 3, 8)) for name in ("a", "b"))
     monkeypatch.setattr(Report, "missed_rows", lambda self: [row])
-    rep = report.run_report([row], ["cython"], TINY, threads=2)
-    assert set(rep.profiles) == {row.id}
-    assert rep.profiles[row.id]["products"] > 0, rep.profiles
-    _, profiles = _tables(rep.markdown(), "### Targets on this CPU")
-    assert profiles[1][0] == row.id and re.match(r"\d+% \(", profiles[1][2])
     parse = report.build_parser().parse_args
-    assert report.settings_from(parse(["--no-profile"])).profile_budget == 0
-    assert report.settings_from(parse(["--quick"])).profile_budget > 0
-    rep = report.run_report([row], ["cython"], Settings(**dict(TINY.__dict__, profile_budget=0.0)),
-                            threads=2)
-    assert rep.profiles == {}
+    assert report.settings_from(parse([])).profile == "missed"
+    for choice, want in (("missed", {row.id}), ("none", set()), ("all", {row.id, other.id})):
+        assert report.settings_from(parse(["--quick", "--profile", choice])).profile == choice
+        rep = report.run_report([row, other], ["cython"],
+                                Settings(**dict(TINY.__dict__, profile=choice)), threads=2)
+        assert set(rep.profiles) == want
+        assert all(p["products"] > 0 for p in rep.profiles.values()), rep.profiles
+    (head, *lines), = _tables(rep.markdown(), "### Where the time goes")
+    assert head[0] == "row" and [line[0] for line in lines] == [f"{row.id} (missed)", other.id]
+    assert all(re.match(r"\d+% \(", line[2]) for line in lines)
+    with pytest.raises(ValueError, match="profile must be one of"):
+        Settings(profile="some")
 
 
 def test_report_memory_rows(monkeypatch):
@@ -521,7 +526,8 @@ def test_report_memory_rows(monkeypatch):
 def test_command_line_errors():
     for args, what in ((["--engines", "nope"], "--engines"), (["--kinds", "x"], "--kinds"),
                        (["--shapes", "1x2"], "--shapes"), (["--threads", "0"], "--threads"),
-                       (["--extra-rounds", "-1"], "--extra-rounds")):
+                       (["--extra-rounds", "-1"], "--extra-rounds"),
+                       (["--profile", "some"], "--profile")):
         done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
