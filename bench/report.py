@@ -387,7 +387,7 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def _targets_section(self):
-        """Which targets this run met, and where a missed row's time goes."""
+        """Which targets this run met: per target its rows, those met and those missed."""
         targets = self.targets()
         if not targets:
             return []
@@ -412,8 +412,9 @@ class Report:
         missed = {row.id for row in self.missed_rows()}
         out = [
             "The cython engine's calls on its kernels' phase clock, each row in a process of "
-            "its own, rows that missed a target marked (a clock read around each phase and each product; "
-            "time per call as profiled, and in brackets without the clock, whose reads add to "
+            "its own, rows that missed a target marked (a clock read around each phase and "
+            "each product; time per call as profiled, and in brackets without the clock, "
+            "whose reads add to "
             "rows of short steps). Shares of the threads' time (time per call by "
             "threads): products (the micro-kernels, weight gradients and BLAS, with their rate "
             "as a share of one thread's multiply-add peak), the weights' packing, the rest of "
