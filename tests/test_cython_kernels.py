@@ -16,6 +16,7 @@ import platform
 import subprocess
 import sys
 import sysconfig
+import time
 
 import numpy as np
 import pytest
@@ -937,10 +938,16 @@ def test_the_batch_of_a_time_loop_follows_the_pace_of_its_threads(cy, dtype, cas
     try:
         fastrnn.set_num_threads(2)
         cy.loop_pace(True, forget=True)
-        even, even_lens = train(), train(lens)
+        start = time.perf_counter()
+        even = train()
+        spent = time.perf_counter() - start
+        even_lens = train(lens)
         assert cy.loop_pace() == ([20, 20], [20, 20])
         cy.loop_pace(True, forget=True)
-        cy._lag_loops(200000)               # 200 us a row: 4 ms a loop on slice 1
+        # slice 1 lags at least 200 us a row (4 ms a loop), and at least as long as a row of
+        # both loops took (a slow build's loops: it is then twice as slow, well past the cap;
+        # a fixed lag left the float64 baseline build's slowest case at 21 rows on a busy host)
+        cy._lag_loops(max(200000, int(spent / 20 * 1e9)))
         seen = []
         for _ in range(16):       # (a call whose other slice also lags, as on a busy machine,
             got = train()         # moves the running means less: the next calls catch up)
