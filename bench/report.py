@@ -31,7 +31,7 @@ import argparse
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import cases, scaleout
 from .engines import ENGINES, FASTRNN, PEERS, REFERENCE, availability
@@ -900,11 +900,10 @@ def settings_from(args):
     """The :class:`Settings` of parsed command-line arguments."""
     settings = Settings.quick() if args.quick else Settings()
     if args.rounds:
-        settings = Settings(**dict(settings.__dict__, rounds=args.rounds))
+        settings = replace(settings, rounds=args.rounds)
     if args.extra_rounds is not None:
-        settings = Settings(**dict(settings.__dict__, extra_rounds=args.extra_rounds))
-    settings = Settings(**dict(settings.__dict__, profile=args.profile))
-    return settings
+        settings = replace(settings, extra_rounds=args.extra_rounds)
+    return replace(settings, profile=args.profile)
 
 
 def main(argv=None, prog="python -m bench"):

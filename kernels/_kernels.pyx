@@ -2404,6 +2404,10 @@ cdef enum Phase:
     PACK = 6         # the weights of a.packs packed: part `part` of `nparts` of each one's
                      # panels (pack_part)
 
+#: the phases' names, in the order of the enum Phase just above (phase_clock's keys)
+PHASE_NAMES = ("input projection", "forward loop", "backward loop", "dx and weight gradients",
+               "forward loop of a team", "step of a team", "weights packed")
+
 
 cdef int pack_part(Args* a) noexcept nogil:
     """PACK: this part's share of the panels of each weight matrix in a.packs (the panels'
@@ -3361,11 +3365,6 @@ cdef int clocked_split(int phase, int cell, bint f32, Args* a, int nthreads,
     fr_clock_stop(FR_CLK_PHASE + phase, t0, 1)
     fr_clock_stop(FR_CLK_THREADS + phase, t0, threads)
     return rc
-
-
-#: the phases' names, in the order of the enum Phase (phase_clock's keys)
-PHASE_NAMES = ("input projection", "forward loop", "backward loop", "dx and weight gradients",
-               "forward loop of a team", "step of a team", "weights packed")
 
 
 def phase_clock(on=True):

@@ -13,6 +13,7 @@ is set (as in CI): ``FASTRNN_REQUIRE_BACKENDS`` (numba, cython),
 (onnxruntime) and ``FASTRNN_REQUIRE_BENCH=1`` (jax, the ``bench`` extra).
 """
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -506,7 +507,7 @@ def test_a_run_profiles_the_rows_that_miss_a_target(monkeypatch):
     for choice, want in (("missed", {row.id}), ("none", set()), ("all", {row.id, other.id})):
         assert report.settings_from(parse(["--quick", "--profile", choice])).profile == choice
         rep = report.run_report([row, other], ["cython"],
-                                Settings(**dict(TINY.__dict__, profile=choice)), threads=2)
+                                dataclasses.replace(TINY, profile=choice), threads=2)
         assert set(rep.profiles) == want
         assert all(p["products"] > 0 for p in rep.profiles.values()), rep.profiles
     (head, *lines), = _tables(rep.markdown(), "### Where the time goes")
