@@ -534,6 +534,16 @@ def test_command_line_errors():
         assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
 
 
+def test_help_names_every_option():
+    """``--help`` prints every option with its help text (argparse %-formats help strings, so a
+    stray percent sign in one breaks ``--help`` alone)."""
+    parser = report.build_parser()
+    text = parser.format_help()
+    for action in parser._actions:
+        assert any(opt in text for opt in action.option_strings), action
+    assert f"{report.NOISY_SPREAD * 100:.0f}% of their median" in text
+
+
 # -- the scale-out rows (dask) --------------------------------------------------------------------
 def need_dask():
     reason = scaleout_available()
