@@ -245,13 +245,20 @@ class Report:
         out = []
         layers = [(r, m) for r, m in self.rows if r.kind == "kernel"]
 
+        def noise(measured, *names):
+            """The figure's engines whose processes spread over NOISY_SPREAD, as a suffix."""
+            noisy = [f"{n} {measured[n].spread:.0%}" for n in names
+                     if n in measured and measured[n].spread > NOISY_SPREAD]
+            return f" (noisy: {', '.join(noisy)})" if noisy else ""
+
         def ratio_target(text, rows, peers, goal):
             checked = []
             for row, measured in rows:
-                _, mine = self.fastrnn_best(measured)
-                _, theirs = self.best(measured, peers)
+                name, mine = self.fastrnn_best(measured)
+                peer, theirs = self.best(measured, peers)
                 if mine and theirs:
-                    checked.append((row, f"{theirs / mine:.2f}x", theirs / mine >= goal))
+                    checked.append((row, f"{theirs / mine:.2f}x" + noise(measured, name, peer),
+                                    theirs / mine >= goal))
                 else:
                     checked.append((row, "—", None))
             if checked:
@@ -267,10 +274,11 @@ class Report:
         for row, measured in layers:
             if row.shape.name != "large":
                 continue
-            _, mine = self.fastrnn_best(measured)
+            name, mine = self.fastrnn_best(measured)
             if mine and self.ceiling:
                 share = row.flops() / mine / 1e9 / self.ceiling
-                checked.append((row, f"{share:.0%}", share >= TARGET_CEILING))
+                checked.append((row, f"{share:.0%}" + noise(measured, name),
+                                share >= TARGET_CEILING))
             else:
                 checked.append((row, "—", None))
         if checked:
@@ -283,9 +291,9 @@ class Report:
         for row, measured in self.rows:
             if row.kind != "step" or row.cell != "lstm" or row.pass_ != "infer" or row.variant:
                 continue
-            _, mine = self.fastrnn_best(measured)
+            name, mine = self.fastrnn_best(measured)
             held = row.weight_bytes() + row.bias_bytes()
-            figure = _time(mine) if mine else "—"
+            figure = _time(mine) + noise(measured, name) if mine else "—"
             if not self.l2:
                 checked.append((row, figure + " (a core's L2 unknown)", None))
             elif held > self.l2:
@@ -392,7 +400,9 @@ class Report:
         if not targets:
             return []
         out = ["The kernel issue's targets on this machine's CPU (met: rows at the target; "
-               "a target that does not apply here is not counted).", "",
+               "a target that does not apply here is not counted; a figure marked noisy names "
+               f"the engines whose processes spread over {NOISY_SPREAD:.0%} of their median "
+               "on that row: rerun it before trusting a miss).", "",
                "| target | rows | met | missed |", "|---|---|---|---|"]
         for text, checked in targets:
             judged = [c for c in checked if c[2] is not None]

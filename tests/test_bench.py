@@ -397,6 +397,16 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
     (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
     assert targets[5][1:] == ["1", "0", f"{step.id} 6 µs"]
     assert step in rep.missed_rows()
+    # a figure whose engines' processes spread over NOISY_SPREAD says so (still a miss)
+    rep.rows[0] = (infer_large, {
+        "cython": Measurement(runs=[{"samples": [s]} for s in (0.05, 0.07, 0.05)]),
+        "torch": Measurement(runs=[{"samples": [0.06]}]),
+        "onnxruntime": Measurement(runs=[{"samples": [s]} for s in (0.045, 0.03, 0.045)])})
+    (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
+    assert targets[1][1:] == ["3", "2", f"{infer_large.id} 0.90x (noisy: cython 40%, "
+                                        f"onnxruntime 33%)"]
+    assert targets[3][3] == f"{infer_large.id} {share:.0%} (noisy: cython 40%)"
+    assert infer_large in rep.missed_rows()
 
 
 def test_step_rows_state_their_weights_floor():
