@@ -892,8 +892,8 @@ def build_parser(prog="python -m bench"):
     p.add_argument("--rounds", type=int, default=None, help="processes per engine and row")
     p.add_argument("--extra-rounds", type=int, default=None,
                    help="rounds more for a row whose processes of an engine spread over "
-                        f"{NOISY_SPREAD * 100:.0f}%% of their median (default: {Settings.extra_rounds}, "
-                        f"0 with --quick)")
+                        f"{NOISY_SPREAD * 100:.0f}%% of their median "   # %%: argparse %-formats
+                        f"(default: {Settings.extra_rounds}, 0 with --quick)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
     p.add_argument("--profile", choices=PROFILES, default=Settings.profile,
                    help="the rows whose cython calls are profiled on the kernels' phase clock, "
