@@ -155,6 +155,11 @@ class Measurement:
         return (max(m) - min(m)) / statistics.median(m) if len(m) > 1 else 0.0
 
     @property
+    def noisy(self):
+        """Whether the process medians spread over :data:`NOISY_SPREAD`."""
+        return self.spread > NOISY_SPREAD
+
+    @property
     def check_error(self):
         errs = [r["check_error"] for r in self.runs if "check_error" in r]
         return max(errs) if errs else None
@@ -248,7 +253,7 @@ class Report:
         def noise(measured, *names):
             """The figure's engines whose processes spread over NOISY_SPREAD, as a suffix."""
             noisy = [f"{n} {measured[n].spread:.0%}" for n in names
-                     if n in measured and measured[n].spread > NOISY_SPREAD]
+                     if n in measured and measured[n].noisy]
             return f" (noisy: {', '.join(noisy)})" if noisy else ""
 
         def ratio_target(text, rows, peers, goal):
@@ -276,7 +281,7 @@ class Report:
                 continue
             name, mine = self.fastrnn_best(measured)
             if mine and self.ceiling:
-                share = row.flops() / mine / 1e9 / self.ceiling
+                share = self.gflops(row, mine) / self.ceiling
                 checked.append((row, f"{share:.0%}" + noise(measured, name),
                                 share >= TARGET_CEILING))
             else:
@@ -421,18 +426,17 @@ class Report:
         threads); a row that missed a target is marked."""
         missed = {row.id for row in self.missed_rows()}
         out = [
-            "The cython engine's calls on its kernels' phase clock, each row in a process of "
-            "its own, rows that missed a target marked (a clock read around each phase and "
-            "each product; time per call as profiled, and in brackets without the clock, "
-            "whose reads add to "
-            "rows of short steps). Shares of the threads' time (time per call by "
-            "threads): products (the micro-kernels, weight gradients and BLAS, with their rate "
-            "as a share of one thread's multiply-add peak), the weights' packing, the rest of "
-            "the kernels' phases (element-wise passes, loop control, waits between threads), "
-            "threads idle while a phase ran on fewer, the driver around its phases, and "
-            "everything outside the kernels (Python, checks, arrays; in the loop, the head, "
-            "loss and optimizer). The floor: the products' FLOPs at the multiply-add peak (a "
-            "step row: its weights at the read bandwidth), as a share of the time.",
+            "The cython engine's calls on its kernels' phase clock, each row in a process of its "
+            "own, rows that missed a target marked (a clock read around each phase and each "
+            "product; time per call as profiled, and in brackets without the clock, whose reads "
+            "add to rows of short steps). Shares of the threads' time (time per call by threads): "
+            "products (the micro-kernels, weight gradients and BLAS, with their rate as a share "
+            "of one thread's multiply-add peak), the weights' packing, the rest of the kernels' "
+            "phases (element-wise passes, loop control, waits between threads), threads idle "
+            "while a phase ran on fewer, the driver around its phases, and everything outside the "
+            "kernels (Python, checks, arrays; in the loop, the head, loss and optimizer). The "
+            "floor: the products' FLOPs at the multiply-add peak (a step row: its weights at the "
+            "read bandwidth), as a share of the time.",
             "",
             "| row | time per call | products (rate, % peak) | packing | element-wise and "
             "waits | idle threads | driver | outside the kernels | floor |",
@@ -530,7 +534,7 @@ class Report:
                     notes.append(f"{e}: {m.error}")
                 else:
                     cells.append(_figure(row, m.seconds))
-                    if m.spread > NOISY_SPREAD:
+                    if m.noisy:
                         notes.append(f"{e} noisy ({m.spread:.0%} over {len(m.medians)} processes)")
             name, mine = self.fastrnn_best(measured)
             peer, theirs = self.best(measured, peers)
@@ -552,10 +556,15 @@ class Report:
         shares = ", ".join(f"{floor / t:.0%}" if t else "—" for t in (mine, theirs))
         return f"{_time(floor)} ({shares})"
 
+    @staticmethod
+    def gflops(row, seconds):
+        """GFLOP/s of the row's products at ``seconds`` a call (None without either)."""
+        return row.flops() / seconds / 1e9 if seconds and row.flops() else None
+
     def _gflops(self, row, seconds):
-        if not seconds or not row.flops():
+        g = self.gflops(row, seconds)
+        if g is None:
             return "—"
-        g = row.flops() / seconds / 1e9
         shares = [f"{g / r:.0%}" if r else "—" for r in (self.ceiling, self.peak_rate)]
         return f"{g:.1f} ({', '.join(shares)})"
 
@@ -716,8 +725,7 @@ def time_row(row, engines, settings, threads, log=None, check=True):
                 f"{e} {_time(out[e].medians[-1]) if out[e].medians and not out[e].error else 'error'}"
                 for e in engines))
         r += 1
-        if r == settings.rounds and any(m.spread > NOISY_SPREAD for m in out.values()
-                                        if not m.error):
+        if r == settings.rounds and any(m.noisy for m in out.values() if not m.error):
             rounds += settings.extra_rounds     # a noisy row: more processes for its medians
     for e, m in out.items():
         if m.error and log:
