@@ -412,18 +412,20 @@ static void fr_rows_##SUF(int R, ptrdiff_t k0, ptrdiff_t k1, ptrdiff_t K, ptrdif
  * starting ga and gc elements after block g-1's (a slice's rows of several time steps),     \
  * each chunk of W going over the tiles of every block: read from memory once for all.       \
  *                                                                                           \
- * More rows than fill half of L2 (mc, from fr_block_bytes) by a W larger than that go in    \
- * blocks of mc rows (of whole groups, where a group has fewer), each a product of its own:  \
- * the block's rows stay in L2 while W's chunks go by, and W comes from L3 once a block.     \
- * Without, every chunk of W read all the rows from memory again: the backward's dx of       \
- * LSTM(512, 512) at T = 50, B = 64 (dA W_ih, 1600 rows by K = 2048 a thread, 13 MB each)    \
+ * More rows than fill half of L2 (mc, from fr_block_bytes) by a W of more than two chunks   \
+ * go in blocks of mc rows (of whole groups, where a group has fewer), each a product of its \
+ * own: the block's rows stay in L2 while W's chunks go by, and W comes from L3 once a       \
+ * block.  Without, every chunk of W read all the rows from memory again: the backward's dx  \
+ * of LSTM(512, 512) at T = 50, B = 64 (dA W_ih, 1600 rows by K = 2048 a thread, 13 MB each) \
  * read dA 16 times, where the threads share W_ih's 4 MB.  AMD Zen 5, AVX2 build, 2 threads, \
  * A/B alternating in one process (15 rounds): dx 37.1 -> 33.9 ms (181 -> 198 GFLOP/s), the  \
- * whole training call 0.987-0.995x the time, GRU(512, 512) 0.97-0.98x, RNN unchanged        \
- * (0.98-1.02x: K = 512, blocks of 256 rows); on their own, both threads (C, 15 rounds, mc   \
- * for 256 KB and 512 KB of fr_block_bytes): K = 2048 by N = 512 165-185 -> 193-202          \
- * GFLOP/s, K = 1536 by 512 173-194 -> 188-207, K = 512 by 2048 177-195 -> 185-205; the      \
- * AVX-512 build 278-293 -> 296-328 at K = 2048. */                                          \
+ * whole training call 0.987-0.995x the time, GRU(512, 512) 0.97-0.98x; RNN(512, 512)'s      \
+ * 1 MB, two chunks (0.98-1.02x), and the benchmark's medium LSTM and GRU with chunks of     \
+ * 256 KB (as on Zen 3: 512 KB of W, 1.01-1.02x) gained nothing and are left as they were.   \
+ * The products alone, on both threads (C, medians of 15 rounds, chunks of 256 KB and        \
+ * 512 KB): K = 2048 by N = 512 165-185 -> 193-202 GFLOP/s, K = 1536 by 512                  \
+ * 173-194 -> 188-207, K = 512 by 2048 177-195 -> 185-205; the AVX-512 build                 \
+ * 278-293 -> 296-328 at K = 2048. */                                                        \
 static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrdiff_t lda,   \
                                ptrdiff_t ga, const T* Wp, T* C, ptrdiff_t ldc, ptrdiff_t gc, \
                                int accumulate)                                               \
@@ -452,9 +454,9 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
                     memset(C + g * gc + (ptrdiff_t)q * ldc, 0, N * sizeof(T));               \
         return;                                                                              \
     }                                                                                        \
-    if (panels * pstride * (ptrdiff_t)sizeof(T) > fr_block_bytes                             \
+    if (panels * pstride * (ptrdiff_t)sizeof(T) > 2 * fr_block_bytes                         \
         && (ptrdiff_t)n * groups > mc) {                                                     \
-        /* many rows by a W larger than half of L2: blocks of mc rows (of whole groups where  \
+        /* many rows by a W of more than two chunks: blocks of mc rows (of whole groups where \
          * a group is shorter), each a product of its own */                                 \
         if (n <= mc)                                                                         \
             for (g = 0; g < groups; g += (int)(mc / n))                                      \
