@@ -1014,9 +1014,9 @@ def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchange
     core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows, and a
     product of a few rows by weights larger than that, in smaller chunks, each tile asking for
     the next chunk (fr_ahead: here with 512 KB and 1 MB, W_ih^T and W_hh^T 1.1 to 1.5 MB),
-    and more rows than fill half of L2 by such weights in blocks of rows (the input's
-    products and dx over 240 or 120 rows at K = 300 to 1200: blocks of 27 to 218 rows, or of
-    whole steps of a slice): a forward (the input's products over all T*B rows, or 4 steps at
+    and more rows than fill half of L2 by weights of more than two chunks in blocks of rows
+    (with 256 KB and 512 KB, and 1 MB in float64: the input's products and dx over 240 or 120
+    rows at K = 300 to 1200, blocks of 27 to 218 rows, or of whole steps of a slice): a forward (the input's products over all T*B rows, or 4 steps at
     a time, and each step's) and a backward give the same bits with chunks of each size, on
     one thread and on two."""
     rng = np.random.default_rng(41)
