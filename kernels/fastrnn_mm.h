@@ -437,11 +437,12 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
      * whole panels, each tile asking for the next chunk (see fr_ahead) */                   \
     const ptrdiff_t small = (ptrdiff_t)K * row_bytes * FR_NP_6 > FR_BLOCK_BYTES              \
                             ? (ptrdiff_t)K * row_bytes * FR_NP_6 : FR_BLOCK_BYTES;           \
+    const ptrdiff_t wbytes = panels * pstride * (ptrdiff_t)sizeof(T);   /* packed W */       \
     const int look = (ptrdiff_t)n * groups <= FR_FEW_ROWS && 2 * small <= fr_block_bytes     \
-                     && panels * pstride * (ptrdiff_t)sizeof(T) > fr_block_bytes;            \
+                     && wbytes > fr_block_bytes;                                             \
     const ptrdiff_t block = look ? small : fr_block_bytes;                                   \
     /* the rows of A that fill half of L2 (fr_block_bytes), at least a tile */              \
-    const ptrdiff_t arow = (ptrdiff_t)(K > 0 ? K : 1) * (ptrdiff_t)sizeof(T);                 \
+    const ptrdiff_t arow = (ptrdiff_t)(K > 0 ? K : 1) * (ptrdiff_t)sizeof(T);                \
     const ptrdiff_t mc = fr_block_bytes / arow > FR_MR ? fr_block_bytes / arow : FR_MR;      \
     fr_ahead ahead = {NULL, NULL};                                                           \
     ptrdiff_t kc, chunk, p0, k0, k1, width, next;                                            \
@@ -454,14 +455,14 @@ static void fr_mm_groups_##SUF(int groups, int n, int K, int N, const T* A, ptrd
                     memset(C + g * gc + (ptrdiff_t)q * ldc, 0, N * sizeof(T));               \
         return;                                                                              \
     }                                                                                        \
-    if (panels * pstride * (ptrdiff_t)sizeof(T) > 2 * fr_block_bytes                         \
-        && (ptrdiff_t)n * groups > mc) {                                                     \
-        /* many rows by a W of more than two chunks: blocks of mc rows (of whole groups where \
-         * a group is shorter), each a product of its own */                                 \
-        if (n <= mc)                                                                         \
-            for (g = 0; g < groups; g += (int)(mc / n))                                      \
-                fr_mm_groups_##SUF(groups - g < mc / n ? groups - g : (int)(mc / n), n, K, N,  \
-                                   A + g * ga, lda, ga, Wp, C + g * gc, ldc, gc, accumulate); \
+    if (wbytes > 2 * fr_block_bytes && (ptrdiff_t)n * groups > mc) {                         \
+        /* many rows by a W of more than two chunks: blocks of mc rows (of whole groups      \
+         * where a group is shorter), each a product of its own */                           \
+        const int per = n <= mc ? (int)(mc / n) : 0;   /* whole groups in a block */         \
+        if (per > 0)                                                                         \
+            for (g = 0; g < groups; g += per)                                                \
+                fr_mm_groups_##SUF(groups - g < per ? groups - g : per, n, K, N, A + g * ga, \
+                                   lda, ga, Wp, C + g * gc, ldc, gc, accumulate);            \
         else                                                                                 \
             for (g = 0; g < groups; g++)                                                     \
                 for (q = 0; q < n; q += (int)mc)                                             \
