@@ -1011,14 +1011,14 @@ def test_products_over_many_gates_go_in_blocks_of_rows_of_the_weights(cy, dtype,
 def test_the_chunks_of_the_weights_a_product_keeps_in_l2_leave_the_bits_unchanged(
         cy, dtype, case, training):
     """fastrnn_mm.h's products take the packed weights in chunks of fr_block_bytes (half of a
-    core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows, and a
-    product of a few rows by weights larger than that, in smaller chunks, each tile asking for
-    the next chunk (fr_ahead: here with 512 KB and 1 MB, W_ih^T and W_hh^T 1.1 to 1.5 MB),
-    and more rows than fill half of L2 by weights of more than two chunks in blocks of rows
-    (with 256 KB and 512 KB, and 1 MB in float64: the input's products and dx over 240 or 120
-    rows at K = 300 to 1200, blocks of 27 to 218 rows, or of whole steps of a slice): a forward (the input's products over all T*B rows, or 4 steps at
-    a time, and each step's) and a backward give the same bits with chunks of each size, on
-    one thread and on two."""
+    core's L2 cache, 256 KB to 1 MB), each chunk going over all the tiles of rows, and a product
+    of a few rows by weights larger than that, in smaller chunks, each tile asking for the next
+    chunk (fr_ahead: here with 512 KB and 1 MB, W_ih^T and W_hh^T 1.1 to 1.5 MB), and more rows
+    than fill half of L2 by weights of more than two chunks in blocks of rows (with 256 KB and
+    512 KB, and 1 MB in float64: the input's products and dx over 240 or 120 rows at K = 300 to
+    1200, blocks of 27 to 218 rows, or of whole steps of a slice): a forward (the input's
+    products over all T*B rows, or 4 steps at a time, and each step's) and a backward give the
+    same bits with chunks of each size, on one thread and on two."""
     rng = np.random.default_rng(41)
     cell, opts, _ = CASES[case]
     T, B, hidden = 6, 40, 300          # W_ih^T and W_hh^T of 300 rows by 300 to 1200 columns
