@@ -1980,8 +1980,8 @@ cdef extern from "fastrnn_pool.h" nogil:
     int fr_barrier_decision(fr_barrier* b, long round)
     void fr_relax(int* turn, int pauses)
     int FR_BARRIER_SPINS
-    int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
-    int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
+    int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata, int short_)
+    int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata, int short_)
     int fr_watch_begin()
     void fr_watch_end()
     bint fr_watch_seen()
@@ -2335,7 +2335,7 @@ cdef int run_step_team(int cell, bint f32, Args* a) noexcept nogil:
     cdef Member* ms = new_team(cell, f32, a, a.H * CELL_GATES[cell])
     if ms == NULL:
         return -1
-    if fr_team_run(step_job, a.members, sizeof(Member), ms) != 0:
+    if fr_team_run(step_job, a.members, sizeof(Member), ms, 1) != 0:
         free(ms)
         return TEAMLESS
     free(ms)
@@ -2376,7 +2376,7 @@ cdef int run_team(int cell, bint f32, Args* a) noexcept nogil:
         ms[k].scratch = malloc((8 * <size_t>n + <size_t>a.B * padded_width(3 * n, item) + 1) * item)
         if ms[k].scratch == NULL or live_init(&ms[k].live, a, a.B, item) != 0:
             rc = -1
-    if rc == 0 and fr_team_run(member_job, parts, sizeof(Member), ms) != 0:
+    if rc == 0 and fr_team_run(member_job, parts, sizeof(Member), ms, 0) != 0:
         rc = TEAMLESS
     for k in range(parts):
         rc |= ms[k].rc
@@ -3215,7 +3215,7 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         if loop:
             loop_split(phase, B, nthreads, a.lens != NULL, slices)
         with nogil:
-            if fr_split_run(slice_job, nthreads, sizeof(Slice), slices) != 0:
+            if fr_split_run(slice_job, nthreads, sizeof(Slice), slices, 0) != 0:
                 for k in range(nthreads):   # no thread could be had: all of it on this one
                     slice_job(k, slices + k, 0)
         for k in range(nthreads):
@@ -3283,7 +3283,7 @@ cdef warm_blas(int nthreads):
         if nthreads == 1 or fr_barrier_init(&bar, nthreads) != 0:
             warm_product()
         else:
-            if fr_split_run(warm_job, nthreads, 0, &bar) != 0:
+            if fr_split_run(warm_job, nthreads, 0, &bar, 0) != 0:
                 warm_product()
             fr_barrier_free(&bar)
 
@@ -3321,7 +3321,7 @@ cdef double peak_sample(int threads, long rounds) except -1:
             peak_job(0, ps, 0)
             rc = 0
         else:
-            rc = fr_split_run(peak_job, threads, sizeof(Peak), ps)
+            rc = fr_split_run(peak_job, threads, sizeof(Peak), ps, 0)
     for k in range(threads):
         worst = max(worst, ps[k].ns)
     fr_barrier_free(&bar)
@@ -3475,7 +3475,7 @@ _runtime.after_fork(_forget_calls_in_flight)
 cdef extern from "fastrnn_pool.h":
     void fr_openblas_threads(int sync, fr_dojob_fn dojob, int numjobs, size_t elsize,
                              void* jobdata, int dojob_data) nogil
-    long fr_calls, fr_started, fr_unknown_layout, fr_handed
+    long fr_calls, fr_started, fr_unknown_layout, fr_handed, fr_taken_back, fr_pickup_lag_ns
 
 
 def blas_pool_callback():
@@ -3494,6 +3494,20 @@ def pool_handed():
     to a spinning worker through its slot rather than queued, in this process (for the tests;
     see fastrnn_pool.h)."""
     return fr_handed
+
+
+def pool_taken_back():
+    """Of the jobs :func:`pool_handed` counts, those of a short call (a cell's step on a team)
+    that its caller ran itself because no worker had taken them when it was done with its own,
+    in this process (for the tests; see fr_pool_run)."""
+    return fr_taken_back
+
+
+def _lag_pickups(long us):
+    """For the tests: the pool's workers wait ``us`` microseconds before they take a job
+    handed to them (0: never), as a worker whose core was taken does."""
+    global fr_pickup_lag_ns
+    fr_pickup_lag_ns = 1000 * us
 
 
 cdef tuple rnn_activation(object nonlinearity, object activations):

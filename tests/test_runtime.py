@@ -427,13 +427,14 @@ def test_the_pool_hands_jobs_to_spinning_workers_and_serves_callers_from_threads
         # handed 0-100 and second ones 71-100.
         deadline, rounds = time.monotonic() + 30, []
         while not rounds or (rounds[-1] < 50 and time.monotonic() < deadline):
-            handed, runs = kernels.pool_handed(), kernels.team_stats()
+            handed, back = kernels.pool_handed(), kernels.pool_taken_back()
+            runs = kernels.team_stats()
             for _ in range(5):
                 steps()
             assert kernels.team_stats() - runs == 100, "the steps did not run on a team"
-            rounds.append(kernels.pool_handed() - handed)
-        assert rounds[-1] >= 50, (f"jobs handed through the slot in {len(rounds)} rounds of 100"
-                                  f" steps; the last ten: {rounds[-10:]}")
+            rounds.append(kernels.pool_handed() - handed - (kernels.pool_taken_back() - back))
+        assert rounds[-1] >= 50, (f"jobs run by a worker they were handed to in {len(rounds)}"
+                                  f" rounds of 100 steps; the last ten: {rounds[-10:]}")
         def work(k):
             with threadpool_limits(2, user_api="blas"):
                 return [(steps(), a @ b, train()) for _ in range(15)]
@@ -452,6 +453,56 @@ def test_the_pool_hands_jobs_to_spinning_workers_and_serves_callers_from_threads
         print("ok", started)
     """
     status, out, err = run_script(code, timeout=240)
+    assert status == 0 and out.startswith("ok"), f"exit status {status}: {err[-2000:]}"
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
+def test_a_step_waits_for_no_worker_that_has_not_started():
+    """A cell's step on a team takes back the job it handed to a worker that has not taken it
+    by twice the time of its own (a worker whose core was taken), and runs the job a sleeping
+    worker would have run, waking that worker for the next steps: the same bits either way,
+    and no step waits the worker's lag."""
+    code = """
+        import time
+        import numpy as np, fastrnn
+        from fastrnn._cython import kernels
+        rng = np.random.default_rng(0)
+        cell = fastrnn.LSTMCell(128, 128, backend="cython", seed=0).eval()
+        x = rng.standard_normal((3, 128)).astype("f4")
+        hx = tuple(rng.standard_normal((3, 128)).astype("f4") for _ in range(2))
+        fastrnn.set_num_threads(1)
+        want = cell(x, hx)
+        fastrnn.set_num_threads(2)
+        def same(got):
+            for u, v in zip(got, want):
+                np.testing.assert_array_equal(u, v)
+        for _ in range(20):                    # the worker started, and spinning
+            same(cell(x, hx))
+        kernels._lag_pickups(100000)          # it now takes a job 0.1 s after it is handed
+        try:
+            back, runs, took = kernels.pool_taken_back(), kernels.team_stats(), []
+            deadline = time.monotonic() + 20
+            while kernels.pool_taken_back() == back:
+                assert time.monotonic() < deadline, "no job was taken back"
+                start = time.perf_counter()
+                same(cell(x, hx))
+                took.append(time.perf_counter() - start)
+        finally:
+            kernels._lag_pickups(0)
+        assert kernels.team_stats() - runs == len(took), "the steps did not run on a team"
+        # (a step that waited for the lagging worker took 0.1 s)
+        assert max(took) < 0.05, f"the slowest of {len(took)} steps took {max(took):.3f} s"
+        # a worker past its spin (and its lag) sleeps; the step that finds none spinning runs
+        # alone and wakes it: the steps after it are handed to it again
+        time.sleep(0.3)
+        handed, back = kernels.pool_handed(), kernels.pool_taken_back()
+        deadline = time.monotonic() + 20
+        while (kernels.pool_handed() - handed) - (kernels.pool_taken_back() - back) < 1:
+            assert time.monotonic() < deadline, "the sleeping worker was not woken"
+            same(cell(x, hx))
+        print("ok")
+    """
+    status, out, err = run_script(code, timeout=120)
     assert status == 0 and out.startswith("ok"), f"exit status {status}: {err[-2000:]}"
 
 
