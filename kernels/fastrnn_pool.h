@@ -94,13 +94,16 @@ typedef struct fr_task {
 } fr_task;
 
 static pthread_mutex_t fr_lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t fr_wake = PTHREAD_COND_INITIALIZER;   /* a task was queued */
+static pthread_cond_t fr_wake = PTHREAD_COND_INITIALIZER;   /* a task was queued, or a
+                                                             * worker nudged (fr_nudged) */
 static pthread_cond_t fr_done = PTHREAD_COND_INITIALIZER;   /* a call's last job finished */
 static fr_task *fr_head = NULL, *fr_tail = NULL;
 static int fr_free = 0;            /* workers not running a task of the queue (atomic; one running
                                     * a task handed to its slot counts too: fr_free_locked) */
 static int fr_queued = 0;          /* tasks queued, not yet taken */
 static int fr_sleeping = 0;        /* workers waiting on fr_wake */
+static int fr_nudged = 0;          /* sleeping workers asked to spin again, not yet up (a short
+                                    * call found too few spinning: see fr_pool_run) */
 static int fr_waiting = 0;         /* callers waiting on fr_done (atomic) */
 static long fr_started = 0;        /* workers ever started (for tests) */
 static long fr_calls = 0;          /* calls that used the pool (for tests) */
@@ -120,7 +123,7 @@ static pthread_mutex_t fr_call_lock = PTHREAD_MUTEX_INITIALIZER;
  * step of an LSTMCell(128, 128) takes 4.5 us (the slots: see fr_pool_run).  A worker past
  * its spin shuts its slot and takes the queue's path (or sleeps).
  *
- * A slot handed over holds FR_SLOT_HANDED plus 4 times the count of its hand-offs (mod 2^24):
+ * A slot handed over holds FR_SLOT_HANDED plus 4 times the count of its hand-offs (mod 2^28):
  * a caller that takes its job back (fr_pool_run) expects the very value it stored, never that
  * of a later hand-off of the same slot by another caller (after the worker ran its job). */
 enum { FR_SLOT_SHUT = 0, FR_SLOT_OPEN = 1, FR_SLOT_CLAIMED = 2, FR_SLOT_RUNNING = 3,
@@ -336,24 +339,24 @@ static void *fr_worker(void *slot)
              * hand it a task before this thread came round and opened it over that task. */
             while ((state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE)) == FR_SLOT_CLAIMED)
                 fr_pause();
-            if (state >= FR_SLOT_HANDED && fr_pickup_lag_ns > 0)
-                fr_spin_ns(fr_pickup_lag_ns);
+            if (state >= FR_SLOT_HANDED && __atomic_load_n(&fr_pickup_lag_ns, __ATOMIC_RELAXED))
+                fr_spin_ns(__atomic_load_n(&fr_pickup_lag_ns, __ATOMIC_RELAXED));
             if (state >= FR_SLOT_HANDED
                     && __atomic_compare_exchange_n(&s->state, &state, FR_SLOT_RUNNING, 0,
                                                    __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
                 fr_run_slot(s);
             continue;
         }
-        /* sleep until a task is queued, or a short call that found no worker spinning wakes
-         * this one to spin again (t NULL) */
+        /* sleep until a task is queued, or until nudged to spin again (t NULL: a short call
+         * found fewer workers spinning than it had jobs) */
         pthread_mutex_lock(&fr_lock);
-        t = fr_pop_locked();
-        if (t == NULL) {
+        while ((t = fr_pop_locked()) == NULL && fr_nudged == 0) {
             fr_sleeping++;
             pthread_cond_wait(&fr_wake, &fr_lock);
             fr_sleeping--;
-            t = fr_pop_locked();
         }
+        if (t == NULL)
+            fr_nudged--;
         pthread_mutex_unlock(&fr_lock);
         if (t == NULL)
             continue;
@@ -373,15 +376,15 @@ static void fr_pool_after_fork(void)
     pthread_cond_init(&fr_wake, NULL);
     pthread_cond_init(&fr_done, NULL);
     fr_head = fr_tail = NULL;
-    fr_free = fr_queued = fr_sleeping = fr_waiting = 0;
+    fr_free = fr_queued = fr_sleeping = fr_nudged = fr_waiting = 0;
     for (k = 0; k < fr_nslots; k++)
         fr_slots[k].state = FR_SLOT_SHUT;
     fr_nslots = 0;
 }
 
 /* Workers free for the queue's tasks (call with fr_lock held): not running a task of the
- * queue (fr_free) nor one handed to their slot (claimed or handed; a worker shuts its slot
- * when its task is done, and leaves fr_free as it was). */
+ * queue (fr_free) nor one handed to their slot (claimed, handed or running; a worker shuts its
+ * slot when its task is done, and leaves fr_free as it was). */
 static int fr_free_locked(void)
 {
     int k, n = __atomic_load_n(&fr_free, __ATOMIC_SEQ_CST);
@@ -438,7 +441,7 @@ static int fr_hand_locked(fr_slot *s, fr_dojob_fn dojob, int i, void *data, int 
     if (fp != NULL)
         s->fp = *(const fr_fpcsr *)fp;
 #endif
-    state = FR_SLOT_HANDED + 4 * (int)(++s->hands & 0xffffff);
+    state = FR_SLOT_HANDED + 4 * (int)(++s->hands & 0xfffffff);
     __atomic_store_n(&s->state, state, __ATOMIC_RELEASE);
     return state;
 }
@@ -462,22 +465,24 @@ static void fr_take_back(fr_dojob_fn dojob, void *jobdata, size_t elsize, int do
 }
 
 /* Run dojob(i, jobdata + i * elsize, dojob_data) for i = 0 .. numjobs - 1, job 0 on the
- * calling thread and every other on a worker of its own, all at the same time, and return
- * when all are done; 0, or -1 (nothing run) if no memory or thread could be had.  Jobs go
- * to open slots (spinning workers) first, the rest to the queue, with as many workers as it
- * needs (started when fewer are free).  While tasks are queued, no slot is claimed: the
- * workers counted free for them (fr_ensure_workers_locked) are theirs.
+ * calling thread and (but for a short call: below) every other on a worker of its own, all
+ * at the same time, and return when all are done; 0, or -1 (nothing run) if no memory or
+ * thread could be had.  Jobs go to open slots (spinning workers) first, the rest to the
+ * queue, with as many workers as it needs (started when fewer are free).  While tasks are
+ * queued, no slot is claimed: the workers counted free for them (fr_ensure_workers_locked)
+ * are theirs.
  *
  * A `short` call (independent jobs of a few microseconds each: a cell's step) waits for no
  * worker that has not started: the jobs no open slot took run on this thread after job 0
- * (and the sleeping workers are woken to spin, for the next call), and so do those handed
- * that no worker has taken by twice the time of job 0 (fr_take_back).  A worker on time
- * takes its job well within the time of job 0; one whose core was taken (by another thread,
- * or by the host of a virtual machine) took tens of microseconds, and one asleep more, the
- * caller waiting all of it.  LSTMCell(128, 128)'s steps at B = 1 from Python, 200,000 timed
- * one by one, medians of 8 processes each way alternating (AMD EPYC Zen 5, a VM): mean 5.17
- * -> 4.81 us, 99th percentile 14.0 -> 9.4 us, 99.9th 84 -> 46 us, the time in steps over
- * 10 us 12% -> 6%; a step after 1 ms idle 55 -> 41 us (one thread alone: 13-27 us). */
+ * (and as many sleeping workers are nudged to spin, for the next call), and so do those
+ * handed that no worker has taken by twice the time this thread took for its jobs, or by the
+ * end of its spin (fr_take_back).  A worker on time takes its job well within the time of
+ * job 0; one whose core was taken (by another thread, or by the host of a virtual machine)
+ * took tens of microseconds, and one asleep more, the caller waiting all of it.
+ * LSTMCell(128, 128)'s steps at B = 1 from Python, 200,000 timed one by one, medians of 8
+ * processes each way alternating (AMD EPYC Zen 5, a VM): mean 5.17 -> 4.81 us, 99th
+ * percentile 14.0 -> 9.4 us, 99.9th 84 -> 46 us, the time in steps over 10 us 12% -> 6%; a
+ * step after 1 ms idle 55 -> 41 us (one thread alone: 13-27 us). */
 static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata,
                        int dojob_data, int guard, const void *fp, int short_)
 {
@@ -493,7 +498,7 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
         fr_run_job(dojob, 0, jobdata, dojob_data, guard, NULL);
         return 0;
     }
-    if (numjobs - 1 > 8) {
+    if (numjobs - 1 > 8 && !short_) {     /* (a short call queues nothing) */
         tasks = (fr_task *)malloc((size_t)(numjobs - 1) * sizeof(fr_task));
         if (tasks == NULL)
             return -1;
@@ -509,10 +514,13 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
     }
     first = 1 + nclaimed;
     if (first < numjobs && short_) {
-        /* run here below; enough workers for the next call, awake (none: all run here) */
+        /* run here below; enough workers for the next call, spinning (none: all run here) */
         remaining = nclaimed;
-        if (fr_ensure_workers_locked(fr_queued + numjobs - first) == 0 && fr_sleeping > 0)
-            pthread_cond_broadcast(&fr_wake);
+        if (fr_ensure_workers_locked(fr_queued + numjobs - first) == 0)
+            for (k = first; k < numjobs && fr_nudged < fr_sleeping; k++) {
+                fr_nudged++;
+                pthread_cond_signal(&fr_wake);
+            }
     } else if (first < numjobs) {
         if (fr_ensure_workers_locked(fr_queued + numjobs - first) != 0) {
             for (k = 0; k < nclaimed; k++)     /* nothing handed: its worker opens it again */
@@ -554,8 +562,8 @@ static int fr_pool_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobd
     if (short_) {
         for (i = first; i < numjobs; i++)
             fr_run_job(dojob, i, (char *)jobdata + (size_t)i * elsize, dojob_data, guard, NULL);
-        /* the handed jobs not taken by twice the time of job 0 come back (until then this
-         * thread leaves their slots to their workers) */
+        /* the handed jobs not taken by twice the time of this thread's jobs come back (until
+         * then this thread leaves their slots to their workers) */
         now = fr_now_ns();
         take_back = now + (now - start);
     }
