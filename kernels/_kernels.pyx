@@ -2314,11 +2314,16 @@ cdef void step_job(int index, void* data, int arg) noexcept nogil:
         m.rc = step_rows(<double>0, m.cell, &m.a)
 
 
-cdef Member* new_team(int cell, bint f32, Args* a, int rows) noexcept nogil:
-    """a.members members (calloc'd; NULL if out of memory), each a copy of a with its index and
-    its share [u0, u1) of ``rows`` (hidden units, or gate rows), whole panels each."""
+cdef Member* new_team(int cell, bint f32, Args* a, int rows, Member* into=NULL) noexcept nogil:
+    """a.members members, in ``into`` (room for as many) or calloc'd (NULL if out of memory),
+    each a copy of a with its index and its share [u0, u1) of ``rows`` (hidden units, or gate
+    rows), whole panels each; the rest of each member zero."""
     cdef int k, nr = panel_width(f32)
-    cdef Member* ms = <Member*>calloc(a.members, sizeof(Member))
+    cdef Member* ms = into
+    if ms == NULL:
+        ms = <Member*>calloc(a.members, sizeof(Member))
+    else:
+        memset(ms, 0, a.members * sizeof(Member))
     if ms != NULL:
         for k in range(a.members):
             ms[k].a = a[0]
@@ -2328,17 +2333,24 @@ cdef Member* new_team(int cell, bint f32, Args* a, int rows) noexcept nogil:
     return ms
 
 
+cdef enum:
+    STEP_TEAM_LOCAL = 4
+
+
 cdef int run_step_team(int cell, bint f32, Args* a) noexcept nogil:
     """STEP_ROWS: the step's products on a team of a.members, each on its rows; then the
     biases and the element-wise step on this thread (PRE, FWD_LOOP)."""
     cdef int rc = 0
-    cdef Member* ms = new_team(cell, f32, a, a.H * CELL_GATES[cell])
+    cdef Member local[STEP_TEAM_LOCAL]      # a small team's members, without an allocation
+    cdef Member* ms = new_team(cell, f32, a, a.H * CELL_GATES[cell],
+                               local if a.members <= STEP_TEAM_LOCAL else NULL)
     if ms == NULL:
         return -1
-    if fr_team_run(step_job, a.members, sizeof(Member), ms, 1) != 0:
+    rc = fr_team_run(step_job, a.members, sizeof(Member), ms, 1)
+    if ms != local:
         free(ms)
+    if rc != 0:
         return TEAMLESS
-    free(ms)
     a.products_done = True
     rc = call_phase(PRE, cell, f32, a)
     rc |= call_phase(FWD_LOOP, cell, f32, a)
@@ -2608,30 +2620,49 @@ cdef inline cnp.ndarray copy_slot(const void* src, int slot, cnp.npy_intp d0, cn
 
 cdef enum:
     BLOCK_PARTS = 6
+    # an eval step's workspace up to this size lives on the C stack of its call (run_forward):
+    # LSTMCell(128, 128) at B = 1 needs 6 KB
+    STACK_BLOCK_BYTES = 16384
 
 
-cdef class _Block:
-    """One block of C memory in parts, each starting on a cache line (64 bytes), freed with
-    the object.  grow() the sizes
-    of the parts, in order, then allocate(); part(k) is NULL for a part of 0 bytes."""
+# One block of memory in parts, each starting on a cache line (64 bytes): block_grow() the
+# sizes of the parts, in order, then block_part(k) of the memory (block_size() of it, less
+# the 64 of the alignment) is NULL for a part of 0 bytes.
+ctypedef struct Block:
+    size_t at[BLOCK_PARTS + 1]
+    int parts
+    char* mem
+
+
+cdef inline void block_grow(Block* b, size_t nbytes) noexcept:
+    b.at[b.parts + 1] = b.at[b.parts] + (0 if nbytes == 0 else (nbytes + 63) & ~(<size_t>63))
+    b.parts += 1
+
+
+cdef inline size_t block_size(Block* b) noexcept:
+    return b.at[b.parts] + 64
+
+
+cdef inline void* block_part(Block* b, int k) noexcept:
+    return NULL if b.at[k + 1] == b.at[k] else b.mem + b.at[k]
+
+
+cdef inline void block_place(Block* b, char* raw) noexcept:
+    """The block in ``raw`` (block_size() bytes)."""
+    b.mem = raw + ((64 - (<size_t>raw & 63)) & 63)
+
+
+cdef class _Memory:
+    """C memory of ``nbytes`` (.raw), freed with the object."""
     cdef char* raw
-    cdef char* mem
-    cdef size_t at[BLOCK_PARTS + 1]
-    cdef int parts
 
-    cdef void grow(self, size_t nbytes) noexcept:
-        self.at[self.parts + 1] = self.at[self.parts] + (0 if nbytes == 0 else (nbytes + 63) & ~(<size_t>63))
-        self.parts += 1
-
-    cdef int allocate(self) except -1:
-        self.raw = <char*>malloc(self.at[self.parts] + 64)
-        if self.raw == NULL:
+    @staticmethod
+    cdef _Memory of(size_t nbytes):
+        cdef _Memory m = _Memory.__new__(_Memory)
+        m.raw = <char*>malloc(nbytes)
+        if m.raw == NULL:
             raise MemoryError("fastrnn cython kernel: out of memory for its workspace")
-        self.mem = self.raw + ((64 - (<size_t>self.raw & 63)) & 63)
-        return 0
-
-    cdef void* part(self, int k) noexcept:
-        return NULL if self.at[k + 1] == self.at[k] else self.mem + self.at[k]
+        return m
 
     def __dealloc__(self):
         free(self.raw)
@@ -3397,9 +3428,9 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
              double loop_flops, bint units=False, bint step_team=False) except -1:
     """Run a forward (PRE + FWD_LOOP, or FWD_UNITS when ``units``, or STEP_ROWS when
     ``step_team``) or a backward (BWD_LOOP + BWD_POST), after the PACK phase when packed() left
-    copies of the weights to it (a.packs), BLAS on one thread.  A time loop of more
-    than WATCH_FLOPS made on the main thread is watched (see stopped): a Ctrl-C stops it at its
-    next step and raises KeyboardInterrupt here.  Returns 0; with ``units``,
+    copies of the weights to it (a.packs), BLAS on one thread (a step's team calls none).  A
+    time loop of more than WATCH_FLOPS made on the main thread is watched (see stopped): a
+    Ctrl-C stops it at its next step and raises KeyboardInterrupt here.  Returns 0; with ``units``,
     1 if the team found the weights in a.check changed; with either, 2 if the team could not
     run (another call is in flight, whose threads it would compete with, or no thread could be
     had): nothing was computed then."""
@@ -3423,7 +3454,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
             _in_flight -= 1
             return 2
     t0 = fr_clock_start()
-    blas_single_begin()
+    if not step_team:      # (a step's team makes its products with fr_dots: no BLAS call)
+        blas_single_begin()
     try:
         if _blas_warm_threads < max(loop_threads, gemm_threads):
             warm_blas(_num_threads)
@@ -3454,7 +3486,8 @@ cdef int run(int cell, int typenum, Args* a, bint backward, int loop_threads, do
         if watched:
             fr_watch_end()
             a.stop = NULL
-        blas_single_end()
+        if not step_team:
+            blas_single_end()
         _in_flight -= 1
         fr_clock_stop(FR_CLK_RUN, t0, 1)
     if rc == STALE:
@@ -3892,7 +3925,9 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     cdef double loop_flops
     cdef cnp.ndarray gates = None, bias = None, hs = None, cs = None, tc = None, mb = None
     cdef cnp.ndarray y = None, cmask = None
-    cdef _Block block = None
+    cdef Block block
+    cdef char stack_block[STACK_BLOCK_BYTES]
+    cdef _Memory heap_block = None
     cdef size_t item = cnp.PyArray_ITEMSIZE(xa)
     memset(&a, 0, sizeof(Args))
     Gs = 4 * H if cell == GRU else G                 # the GRU also keeps W_hn h + b_hn
@@ -3920,18 +3955,23 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
     a.ldg = Gs if cell == RNN else padded_width(Gs, item)
     if step and not training:
         # an eval step keeps nothing: its workspaces are parts of one block of C memory (a
-        # numpy array each cost ~0.1 us, 0.5 of LSTMCell(128, 128)'s 5.7 us step)
-        block = _Block.__new__(_Block)
-        block.grow(<size_t>B * a.ldg * item)                   # gates
-        block.grow(<size_t>Gs * item)                          # bias
-        block.grow(<size_t>2 * B * P * item)                   # hs
-        block.grow(<size_t>2 * B * H * item if cell == LSTM else 0)           # cs
-        block.grow(<size_t>B * H * item if w.w_hr is not None else 0)         # mb
-        block.grow(<size_t>B * padded_width(G, item) * item if step_members and cell == GRU
-                   else 0)                                                    # ghb
-        block.allocate()
-        a.gates, a.bias, a.hs = block.part(0), block.part(1), block.part(2)
-        a.cs, a.mb, a.ghb = block.part(3), block.part(4), block.part(5)
+        # numpy array each cost ~0.1 us, 0.5 of LSTMCell(128, 128)'s 5.7 us step), on this
+        # call's stack when it fits
+        memset(&block, 0, sizeof(Block))
+        block_grow(&block, <size_t>B * a.ldg * item)                   # gates
+        block_grow(&block, <size_t>Gs * item)                          # bias
+        block_grow(&block, <size_t>2 * B * P * item)                   # hs
+        block_grow(&block, <size_t>2 * B * H * item if cell == LSTM else 0)           # cs
+        block_grow(&block, <size_t>B * H * item if w.w_hr is not None else 0)         # mb
+        block_grow(&block, <size_t>B * padded_width(G, item) * item if step_members and cell == GRU
+                   else 0)                                                            # ghb
+        if block_size(&block) <= STACK_BLOCK_BYTES:
+            block_place(&block, stack_block)
+        else:
+            heap_block = _Memory.of(block_size(&block))
+            block_place(&block, heap_block.raw)
+        a.gates, a.bias, a.hs = block_part(&block, 0), block_part(&block, 1), block_part(&block, 2)
+        a.cs, a.mb, a.ghb = block_part(&block, 3), block_part(&block, 4), block_part(&block, 5)
     else:
         if step_members and cell == GRU:
             ghb = empty(1, B * padded_width(G, item), 0, 0, typenum)
@@ -4014,7 +4054,7 @@ cdef tuple run_forward(int cell, int typenum, cnp.ndarray xa, int T, int B, cnp.
         saved.sparse = sparse
         saved.cs, saved.tc, saved.mb, saved.cmask = cs, tc, mb, cmask
         saved.activations = acts
-    elif block is None and cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
+    elif gates is not None and cnp.PyArray_NBYTES(gates) >= SPARE_MIN_BYTES:
         # the next call's workspaces (hy holds copies: nothing refers to these any more); a
         # small one costs less to allocate again than to keep (chunks of 1 step: 2 us a call)
         give_back((gates, hs, cs, mb))
