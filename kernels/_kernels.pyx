@@ -4573,3 +4573,232 @@ def sum_squares(x):
             s = fr_sumsq_f64(n, <const double*>data)
     return s
 
+
+
+# =======================================================================================
+# The training toolkit's dense layer (fastrnn.train.Linear): its products on the tiles of
+# fastrnn_mm.h, split over the pool's threads
+# =======================================================================================
+cdef enum:
+    # multiply-adds of a dense layer's call below which it runs on the calling thread alone
+    # (a hand-off to the pool costs a few microseconds)
+    DENSE_SPLIT_MACS = 1 << 18
+
+
+ctypedef struct Dense:
+    # One thread's share of a dense layer's products (dense_job); the parts cover them all.
+    int part, nparts
+    bint f32
+    # rows [r0, r1) (this part's) of C (n x N) = A (n x K) @ W, plus bias (N, or NULL) on
+    # every row; W packed by fr_pack (Wp); C NULL: no product
+    int n, K, N
+    const void* A            # read
+    const void* Wp           # read
+    const void* bias         # read
+    void* C                  # written
+    # rows [g0, g1) (this part's) of gW (m x P) += D^T X, and gb (m, or NULL) += D's column
+    # sums, over the n rows of D (n x m) and X (n x P); gW NULL: none
+    int m, P
+    const void* D            # read
+    const void* X            # read
+    void* gW                 # read and written (added into)
+    void* gb                 # read and written (added into)
+    int rc                   # written: 0, or -1 when out of memory (nothing of gW written)
+
+
+cdef void dense_job(int i, void* data, int unused) noexcept nogil:
+    cdef Dense* d = <Dense*>data
+    cdef int r0, r1, g0, g1, r
+    cdef size_t item = sizeof(float) if d.f32 else sizeof(double)
+    d.rc = 0
+    if d.C != NULL:
+        part_range(d.n, d.part, d.nparts, &r0, &r1)
+        if r1 > r0 and d.bias != NULL:
+            for r in range(r0, r1):
+                memcpy(<char*>d.C + <Py_ssize_t>r * d.N * item, d.bias, d.N * item)
+        if r1 > r0 and d.f32:
+            rowmm(r1 - r0, d.K, d.N, <const float*>d.A + <Py_ssize_t>r0 * d.K, d.K,
+                  <const float*>d.Wp, d.bias != NULL, <float*>d.C + <Py_ssize_t>r0 * d.N, d.N)
+        elif r1 > r0:
+            rowmm(r1 - r0, d.K, d.N, <const double*>d.A + <Py_ssize_t>r0 * d.K, d.K,
+                  <const double*>d.Wp, d.bias != NULL, <double*>d.C + <Py_ssize_t>r0 * d.N, d.N)
+    if d.gW != NULL:
+        part_range(d.m, d.part, d.nparts, &g0, &g1)
+        if g1 > g0 and d.f32:
+            d.rc = wgrad2(g1 - g0, d.n, NULL, <const float*>d.D + g0, d.m,
+                          d.P, <const float*>d.X, d.P, <float*>d.gW + <Py_ssize_t>g0 * d.P, d.P,
+                          0, <const float*>NULL, 0, <float*>NULL, 0,
+                          <float*>d.gb + g0 if d.gb != NULL else <float*>NULL, <float*>NULL)
+        elif g1 > g0:
+            d.rc = wgrad2(g1 - g0, d.n, NULL, <const double*>d.D + g0, d.m,
+                          d.P, <const double*>d.X, d.P, <double*>d.gW + <Py_ssize_t>g0 * d.P,
+                          d.P, 0, <const double*>NULL, 0, <double*>NULL, 0,
+                          <double*>d.gb + g0 if d.gb != NULL else <double*>NULL, <double*>NULL)
+
+
+cdef int run_dense(Dense* job, double macs) except -1:
+    """Run ``job``'s products on ``_num_threads`` threads (one below DENSE_SPLIT_MACS
+    multiply-adds): the caller computes the first part and the pool of fastrnn_pool.h the
+    others, as :func:`run_split` does.  Packs W (``job.Wp`` points at the caller's copy)."""
+    cdef int k, nparts = _num_threads if macs >= DENSE_SPLIT_MACS else 1, rc = 0
+    cdef Dense* parts
+    nparts = max(1, min(nparts, job.n if job.gW == NULL else max(job.n, job.m)))
+    if nparts == 1:
+        job.part, job.nparts = 0, 1
+        with nogil:
+            dense_job(0, job, 0)
+        rc = job.rc
+    else:
+        parts = <Dense*>calloc(nparts, sizeof(Dense))
+        if parts == NULL:
+            raise MemoryError("fastrnn cython kernel: out of memory for its threads")
+        for k in range(nparts):
+            parts[k] = job[0]
+            parts[k].part, parts[k].nparts = k, nparts
+        with nogil:
+            if fr_split_run(dense_job, nparts, sizeof(Dense), parts, 0) != 0:
+                for k in range(nparts):   # no thread could be had: all of it on this one
+                    dense_job(k, parts + k, 0)
+        for k in range(nparts):
+            rc |= parts[k].rc
+        free(parts)
+    if rc != 0:
+        raise MemoryError("fastrnn cython kernel: out of memory for a weight gradient's blocks")
+    return 0
+
+
+cdef bint dense_array(object obj, int typenum, int nd, cnp.npy_intp d0, cnp.npy_intp d1,
+                      bint write):
+    """``obj`` is a C-contiguous array of ``typenum`` shaped (d0[, d1]) (a size < 0: any), whose
+    sizes are at least 1 and fit a C int (and writable)."""
+    if not cnp.PyArray_Check(obj):
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>obj
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != nd
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or (write and not cnp.PyArray_ISWRITEABLE(arr))):
+        return False
+    if (dims[0] != d0 and d0 >= 0) or dims[0] < 1 or dims[0] >= INT_MAX:
+        return False
+    return nd == 1 or ((dims[1] == d1 or d1 < 0) and 1 <= dims[1] < INT_MAX)
+
+
+cdef char* pack_weight(object w, int K, int N, Py_ssize_t rs, Py_ssize_t cs, int typenum,
+                       char** raw) except NULL:
+    """W (K x N, W[k, j] = w[k*rs + j*cs]) packed by fr_pack into malloc'd memory (``raw``, for
+    the caller to free), its start on a cache line."""
+    cdef Py_ssize_t size = fr_packed_size_f32(K, N) if typenum == F32 else fr_packed_size_f64(K, N)
+    cdef size_t item = 4 if typenum == F32 else 8
+    cdef char* out
+    cdef void* src = cnp.PyArray_DATA(<cnp.ndarray>w)
+    raw[0] = <char*>malloc(<size_t>size * item + 64)
+    if raw[0] == NULL:
+        raise MemoryError("fastrnn cython kernel: out of memory for a packed weight")
+    out = raw[0] + (64 - <size_t>raw[0] % 64)
+    with nogil:
+        if typenum == F32:
+            fr_pack_f32(K, N, <const float*>src, rs, cs, <float*>out)
+        else:
+            fr_pack_f64(K, N, <const double*>src, rs, cs, <double*>out)
+    return out
+
+
+def dense_forward(x, weight, bias, y):
+    """``y = x @ weight.T + bias``: the forward of :class:`fastrnn.train.Linear`, on the tiles
+    of fastrnn_mm.h (``weight`` packed at each call), the rows split over the threads.
+
+    Every element gets ``bias[j] + x[i, 0] w[j, 0] + x[i, 1] w[j, 1] + ...`` in that order
+    (fused multiply-adds where the build has them), whatever the thread count.
+
+    Parameters
+    ----------
+    x : (n, H) array, read
+    weight : (C, H) array, read
+    bias : (C,) array, or None, read
+    y : (n, C) array, written
+
+    Returns
+    -------
+    bool
+        True when done; False, having written nothing, when the arrays are not all
+        C-contiguous arrays of x's dtype (float32 or float64) with those shapes (each size
+        at least 1 and below 2**31), ``y`` writable and apart from the others in memory.
+    """
+    cdef int typenum = cnp.PyArray_TYPE(x) if cnp.PyArray_Check(x) else -1
+    if typenum != F32 and typenum != F64 or not dense_array(x, typenum, 2, -1, -1, False):
+        return False
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(<cnp.ndarray>x)[0]
+    cdef cnp.npy_intp H = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+    if not dense_array(weight, typenum, 2, -1, H, False):
+        return False
+    cdef cnp.npy_intp C = cnp.PyArray_DIMS(<cnp.ndarray>weight)[0]
+    if (not dense_array(y, typenum, 2, n, C, True)
+            or bias is not None and not dense_array(bias, typenum, 1, C, -1, False)
+            or not apart((y, x, weight, bias))):
+        return False
+    cdef Dense job
+    cdef char* raw = NULL
+    memset(&job, 0, sizeof(Dense))
+    job.f32, job.n, job.K, job.N = typenum == F32, <int>n, <int>H, <int>C
+    job.A, job.bias, job.C = data(x), data(bias), data(y)
+    try:
+        job.Wp = pack_weight(weight, <int>H, <int>C, 1, H, typenum, &raw)   # W = weight^T
+        run_dense(&job, <double>n * H * C)
+    finally:
+        free(raw)
+    return True
+
+
+def dense_backward(dy, x, weight, dx, gweight, gbias):
+    """The backward of :class:`fastrnn.train.Linear`'s forward ``y = x @ weight.T + bias``:
+    ``dx = dy @ weight`` (its rows split over the threads), ``gweight += dy.T @ x`` and
+    ``gbias += dy.sum(axis=0)`` (their rows split), on the tiles of fastrnn_mm.h, in one
+    call of the threads.
+
+    Each element's sum runs over the rows in their order (fused multiply-adds where the build
+    has them), whatever the thread count.
+
+    Parameters
+    ----------
+    dy : (n, C) array, read
+    x : (n, H) array, read
+    weight : (C, H) array, read
+    dx : (n, H) array, written, or None (no input gradient)
+    gweight : (C, H) array, read and written (added into)
+    gbias : (C,) array, read and written (added into), or None
+
+    Returns
+    -------
+    bool
+        True when done; False, having written nothing, when the arrays are not all
+        C-contiguous arrays of dy's dtype (float32 or float64) with those shapes (each size at
+        least 1 and below 2**31), the written ones writable and apart from the others.
+    """
+    cdef int typenum = cnp.PyArray_TYPE(dy) if cnp.PyArray_Check(dy) else -1
+    if typenum != F32 and typenum != F64 or not dense_array(dy, typenum, 2, -1, -1, False):
+        return False
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(<cnp.ndarray>dy)[0]
+    cdef cnp.npy_intp C = cnp.PyArray_DIMS(<cnp.ndarray>dy)[1]
+    if not dense_array(x, typenum, 2, n, -1, False):
+        return False
+    cdef cnp.npy_intp H = cnp.PyArray_DIMS(<cnp.ndarray>x)[1]
+    if (not dense_array(weight, typenum, 2, C, H, False)
+            or not dense_array(gweight, typenum, 2, C, H, True)
+            or dx is not None and not dense_array(dx, typenum, 2, n, H, True)
+            or gbias is not None and not dense_array(gbias, typenum, 1, C, -1, True)
+            or not apart((dx, gweight, gbias, dy, x)) or not apart((dx, gweight, gbias, weight))):
+        return False
+    cdef Dense job
+    cdef char* raw = NULL
+    memset(&job, 0, sizeof(Dense))
+    job.f32, job.n, job.K, job.N = typenum == F32, <int>n, <int>C, <int>H
+    job.m, job.P = <int>C, <int>H
+    job.A, job.C = data(dy), data(dx)
+    job.D, job.X, job.gW, job.gb = data(dy), data(x), data(gweight), data(gbias)
+    try:
+        if dx is not None:
+            job.Wp = pack_weight(weight, <int>C, <int>H, H, 1, typenum, &raw)   # W = weight
+        run_dense(&job, <double>n * H * C * (2 if dx is not None else 1))
+    finally:
+        free(raw)
+    return True

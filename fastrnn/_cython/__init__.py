@@ -62,7 +62,8 @@ __all__ = [
     "rnn_step_plan", "lstm_step_plan", "gru_step_plan",
 ]
 #: what this package takes from the chosen build, besides the kernels
-_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "adam_update", "sum_squares")
+_SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "adam_update", "sum_squares",
+           "dense_forward", "dense_backward")
 
 
 def _why_not(isa):
