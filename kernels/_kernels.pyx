@@ -4477,6 +4477,13 @@ cdef extern from "fastrnn_optim.h" nogil:
                      double step, double eps)
     double fr_sumsq_f32(Py_ssize_t n, const float* x)
     double fr_sumsq_f64(Py_ssize_t n, const double* x)
+    void fr_xent_shift_f32(Py_ssize_t n, Py_ssize_t C, const float* z, float* e, float* shift)
+    void fr_xent_shift_f64(Py_ssize_t n, Py_ssize_t C, const double* z, double* e,
+                           double* shift)
+    void fr_xent_grad_f32(Py_ssize_t n, Py_ssize_t C, const float* z, const Py_ssize_t* t,
+                          const double* scale, const float* shift, float* e, double* nll)
+    void fr_xent_grad_f64(Py_ssize_t n, Py_ssize_t C, const double* z, const Py_ssize_t* t,
+                          const double* scale, const double* shift, double* e, double* nll)
 
 
 cdef inline bint plain(object obj, int typenum, Py_ssize_t n, bint write):
@@ -4574,6 +4581,63 @@ def sum_squares(x):
     return s
 
 
+
+
+def cross_entropy_rows(z, t, scale, grad, nll):
+    """The numbers of a softmax cross-entropy over the rows of ``z``: each row shifted by its
+    maximum, NumPy's exp in place, then per row ``nll = logsumexp(z) - z[t]`` and the
+    gradient ``scale * (softmax(z) - onehot(t))`` (fastrnn_optim.h's fr_xent_*).
+
+    Parameters
+    ----------
+    z : (n, C) array, read
+        Logits, float32 or float64.
+    t : (n,) intp array, read
+        Target class of each row, each in [0, C) (the caller checks).
+    scale : (n,) float64 array, read
+        Each row's weight in the loss over the reduction's denominator; 0: the row's
+        gradient is exactly 0.
+    grad : (n, C) array of z's dtype, written
+    nll : (n,) float64 array, written
+
+    Returns
+    -------
+    bool
+        True when done; False, having written nothing, when the arrays are not all
+        C-contiguous, of those dtypes and shapes (n and C at least 1), the written ones
+        writable and apart from the others.
+    """
+    cdef int typenum = cnp.PyArray_TYPE(z) if cnp.PyArray_Check(z) else -1
+    if typenum != F32 and typenum != F64 or not dense_array(z, typenum, 2, -1, -1, False):
+        return False
+    cdef cnp.npy_intp n = cnp.PyArray_DIMS(<cnp.ndarray>z)[0]
+    cdef cnp.npy_intp C = cnp.PyArray_DIMS(<cnp.ndarray>z)[1]
+    if (not dense_array(t, cnp.NPY_INTP, 1, n, -1, False)
+            or not dense_array(scale, F64, 1, n, -1, False)
+            or not dense_array(grad, typenum, 2, n, C, True)
+            or not dense_array(nll, F64, 1, n, -1, True)
+            or not apart((grad, nll, z, t, scale))):
+        return False
+    cdef cnp.ndarray shift = empty(1, n, 0, 0, typenum)
+    cdef void* zp = cnp.PyArray_DATA(<cnp.ndarray>z)
+    cdef void* gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    cdef void* sp = cnp.PyArray_DATA(shift)
+    cdef const Py_ssize_t* tp = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>t)
+    cdef const double* cp = <const double*>cnp.PyArray_DATA(<cnp.ndarray>scale)
+    cdef double* lp = <double*>cnp.PyArray_DATA(<cnp.ndarray>nll)
+    with nogil:
+        if typenum == F32:
+            fr_xent_shift_f32(n, C, <const float*>zp, <float*>gp, <float*>sp)
+        else:
+            fr_xent_shift_f64(n, C, <const double*>zp, <double*>gp, <double*>sp)
+    np.exp(grad, out=grad)
+    with nogil:
+        if typenum == F32:
+            fr_xent_grad_f32(n, C, <const float*>zp, tp, cp, <const float*>sp, <float*>gp, lp)
+        else:
+            fr_xent_grad_f64(n, C, <const double*>zp, tp, cp, <const double*>sp, <double*>gp,
+                             lp)
+    return True
 
 # =======================================================================================
 # The training toolkit's dense layer (fastrnn.train.Linear): its products on the tiles of

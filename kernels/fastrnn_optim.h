@@ -1,5 +1,6 @@
 /* The element-wise passes of the training toolkit (fastrnn.train): the moments and update of
- * an Adam step, and the sum of squares of a gradient norm, each one pass over the arrays.
+ * an Adam step, and the sum of squares of a gradient norm, each one pass over the arrays; the
+ * softmax cross-entropy's two passes around its exponentials (at the end).
  *
  * Their NumPy twins in fastrnn/train are the oracle.  NumPy's Adam makes about ten passes over
  * each parameter-sized array (a ufunc per operation, with temporaries): 0.4-0.9 ms per step of
@@ -13,7 +14,9 @@
 #ifndef FASTRNN_OPTIM_H
 #define FASTRNN_OPTIM_H
 
+#include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #if defined(__clang__)
 #define FR_NO_CONTRACT
@@ -82,9 +85,125 @@ static double fr_sumsq_##SUF(ptrdiff_t n, const T* restrict x)                  
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                \
 }
 
+/* Softmax cross-entropy (fastrnn.train.cross_entropy) over n rows of C classes (z, n x C,
+ * contiguous), in two passes around the exponentials, which the caller takes in between
+ * (NumPy's exp: vectorised, and as exact as NumPy's code of the same loss):
+ * - fr_xent_shift: shift[r] = the maximum of row r (its NaNs left out: they reach the sum
+ *   below, and so the loss and the whole row's gradient), and e = z - shift[r];
+ * - fr_xent_grad, e = exp(z - shift) in place: s = the row's sum of e, nll[r] = log(s) +
+ *   shift[r] - z[r, t[r]] (in double), and the gradient over e: e * (scale[r] / s), less
+ *   scale[r] at t[r]; a row whose scale is 0 gets zeros.
+ * Maxima and sums run in vectors of the build's width (GCC's vector types; a plain loop
+ * elsewhere): written as scalar loops in lanes, GCC left them scalar, and the two passes
+ * took 0.17 ms at the README loop's 2,048 rows by 96 classes, more than NumPy's exp.  In
+ * NumPy the whole loss took ten passes over the logits and their temporaries: 0.23-0.31 ms
+ * there, warm, 0.55-0.65 ms inside the loop. */
+#if defined(__GNUC__) || defined(__clang__)
+#define FR_XVECTORS 1
+#if defined(__AVX512F__)
+#define FR_XBYTES 64
+#elif defined(__AVX__)
+#define FR_XBYTES 32
+#else
+#define FR_XBYTES 16
+#endif
+#define FR_XTYPES(SUF, T, I)                                                                   \
+typedef T fr_xv_##SUF __attribute__((vector_size(FR_XBYTES), aligned(sizeof(T))));           \
+typedef I fr_xi_##SUF __attribute__((vector_size(FR_XBYTES), aligned(sizeof(T))));
+#else
+#define FR_XVECTORS 0
+#define FR_XTYPES(SUF, T, I)
+#endif
+
+#define FR_DEFINE_XENT(SUF, T, I)                                                              \
+FR_XTYPES(SUF, T, I)                                                                         \
+/* the largest of C values that are not NaN (-inf if none) */                                \
+static T fr_row_max_##SUF(ptrdiff_t C, const T* restrict z)                                  \
+{                                                                                            \
+    T m = -INFINITY;                                                                         \
+    ptrdiff_t j = 0;                                                                         \
+    if (FR_XVECTORS && C >= FR_XBYTES / (ptrdiff_t)sizeof(T)) {                              \
+        FR_ROW_MAX_VECTORS(SUF, T)                                                           \
+    }                                                                                        \
+    for (; j < C; j++)                                                                       \
+        m = m < z[j] ? z[j] : m;                                                             \
+    return m;                                                                                \
+}                                                                                            \
+                                                                                             \
+/* the sum of C values (lanes of a vector, then those summed in order, then the rest) */      \
+static T fr_row_sum_##SUF(ptrdiff_t C, const T* restrict e)                                  \
+{                                                                                            \
+    T s = 0;                                                                                 \
+    ptrdiff_t j = 0;                                                                         \
+    if (FR_XVECTORS && C >= FR_XBYTES / (ptrdiff_t)sizeof(T)) {                              \
+        FR_ROW_SUM_VECTORS(SUF, T)                                                           \
+    }                                                                                        \
+    for (; j < C; j++)                                                                       \
+        s += e[j];                                                                           \
+    return s;                                                                                \
+}                                                                                            \
+                                                                                             \
+static void fr_xent_shift_##SUF(ptrdiff_t n, ptrdiff_t C, const T* restrict z, T* restrict e, \
+                                T* restrict shift)                                           \
+{                                                                                            \
+    for (ptrdiff_t r = 0; r < n; r++) {                                                      \
+        const T* zr = z + r * C;                                                             \
+        T* er = e + r * C;                                                                   \
+        const T m = fr_row_max_##SUF(C, zr);                                                 \
+        shift[r] = m;                                                                        \
+        for (ptrdiff_t j = 0; j < C; j++) er[j] = zr[j] - m;                                 \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
+static void fr_xent_grad_##SUF(ptrdiff_t n, ptrdiff_t C, const T* restrict z,                \
+                               const ptrdiff_t* restrict t, const double* restrict scale,    \
+                               const T* restrict shift, T* restrict e, double* restrict nll) \
+{                                                                                            \
+    for (ptrdiff_t r = 0; r < n; r++) {                                                      \
+        T* er = e + r * C;                                                                   \
+        const T s = fr_row_sum_##SUF(C, er);                                                 \
+        T f;                                                                                 \
+        nll[r] = log((double)s) + (double)shift[r] - (double)z[r * C + t[r]];                \
+        if (scale[r] == 0) {                                                                 \
+            memset(er, 0, (size_t)C * sizeof(T));                                            \
+            continue;                                                                        \
+        }                                                                                    \
+        f = (T)(scale[r] / (double)s);                                                       \
+        for (ptrdiff_t j = 0; j < C; j++) er[j] *= f;                                        \
+        er[t[r]] -= (T)scale[r];                                                             \
+    }                                                                                        \
+}
+
+#if FR_XVECTORS
+/* a vector of maxima over the row (a lane keeps its value where the next is not larger, a
+ * NaN included), then its lanes' maximum; j left at the first element not read */
+#define FR_ROW_MAX_VECTORS(SUF, T)                                                             \
+    const ptrdiff_t L = FR_XBYTES / (ptrdiff_t)sizeof(T);                                    \
+    fr_xv_##SUF mx = *(const fr_xv_##SUF*)z;                                                 \
+    for (j = L; j + L <= C; j += L) {                                                        \
+        const fr_xv_##SUF v = *(const fr_xv_##SUF*)(z + j);                                  \
+        const fr_xi_##SUF k = mx < v;                                                        \
+        mx = (fr_xv_##SUF)(((fr_xi_##SUF)v & k) | ((fr_xi_##SUF)mx & ~k));                   \
+    }                                                                                        \
+    for (ptrdiff_t l = 0; l < L; l++)                                                        \
+        m = m < mx[l] ? mx[l] : m;
+#define FR_ROW_SUM_VECTORS(SUF, T)                                                             \
+    const ptrdiff_t L = FR_XBYTES / (ptrdiff_t)sizeof(T);                                    \
+    fr_xv_##SUF acc = *(const fr_xv_##SUF*)e;                                                \
+    for (j = L; j + L <= C; j += L)                                                          \
+        acc += *(const fr_xv_##SUF*)(e + j);                                                 \
+    for (ptrdiff_t l = 0; l < L; l++)                                                        \
+        s += acc[l];
+#else
+#define FR_ROW_MAX_VECTORS(SUF, T)
+#define FR_ROW_SUM_VECTORS(SUF, T)
+#endif
+
 FR_DEFINE_ADAM(f32, float)
 FR_DEFINE_ADAM(f64, double)
 FR_DEFINE_SUMSQ(f32, float)
 FR_DEFINE_SUMSQ(f64, double)
+FR_DEFINE_XENT(f32, float, int)
+FR_DEFINE_XENT(f64, double, long long)
 
 #endif

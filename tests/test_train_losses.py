@@ -1,4 +1,5 @@
-"""Losses: values and fused gradients against finite differences and torch.
+"""Losses: values and fused gradients against finite differences and torch; cross_entropy
+through its NumPy code and through its compiled passes.
 
 The `torch` fixture (tests/conftest.py) skips without torch, or fails under FASTRNN_REQUIRE_TORCH=1.
 """
@@ -6,8 +7,23 @@ The `torch` fixture (tests/conftest.py) skips without torch, or fails under FAST
 import numpy as np
 import pytest
 
-from fastrnn.train import cross_entropy, log_softmax, mse_loss, softmax
-from helpers import numerical_gradient
+from fastrnn.train import _compiled, cross_entropy, log_softmax, losses, mse_loss, softmax
+from helpers import KERNELS, load_kernels, numerical_gradient
+
+#: the builds of the compiled kernels this machine runs (a required one that is missing fails)
+COMPILED = [k for k in KERNELS if k.startswith("cython")]
+
+
+@pytest.fixture(params=["numpy", "compiled"])
+def path(request, monkeypatch):
+    """cross_entropy through its NumPy code, or through the compiled passes at every size (the
+    extension is then required: without it this fails)."""
+    if request.param == "compiled":
+        assert _compiled.kernels() is not None, "the cython extension is not built"
+        monkeypatch.setattr(losses, "COMPILED_MIN_SIZE", 1)
+    else:
+        monkeypatch.setattr(losses, "COMPILED_MIN_SIZE", 2 ** 62)
+    return request.param
 
 
 def ce_case(shape, C, seed=0):
@@ -17,7 +33,7 @@ def ce_case(shape, C, seed=0):
     return logits, targets
 
 
-def test_cross_entropy_hand_computed():
+def test_cross_entropy_hand_computed(path):
     logits = np.array([[0.0, 0.0], [2.0, 0.0]])
     targets = np.array([0, 1])
     loss, grad = cross_entropy(logits, targets, reduction="sum")
@@ -33,7 +49,7 @@ def test_cross_entropy_hand_computed():
 @pytest.mark.parametrize("shape", [(5,), (4, 3)])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("masking", ["none", "ignore", "mask", "weights"])
-def test_cross_entropy_finite_differences(shape, reduction, masking):
+def test_cross_entropy_finite_differences(shape, reduction, masking, path):
     logits, targets = ce_case(shape, 6, seed=1)
     rng = np.random.default_rng(2)
     mask = None
@@ -51,7 +67,7 @@ def test_cross_entropy_finite_differences(shape, reduction, masking):
     np.testing.assert_allclose(grad, num, rtol=1e-6, atol=1e-8)
 
 
-def test_cross_entropy_stable_for_huge_logits():
+def test_cross_entropy_stable_for_huge_logits(path):
     logits = np.array([[1000.0, -1000.0, 0.0], [-1e30, 1e30, 5.0]], dtype=np.float32)
     loss, grad = cross_entropy(logits, np.array([0, 0]))
     assert np.isfinite(loss) and np.all(np.isfinite(grad))
@@ -61,10 +77,11 @@ def test_cross_entropy_stable_for_huge_logits():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_cross_entropy_rows_far_from_their_mean_match_float64(dtype):
-    """Rows are shifted by their mean, and by their maximum where that would overflow
-    (fastrnn.train.losses._SUM_LIMIT): rows on both sides of the limit, -inf logits and a
-    NaN row, in one call, against a float64 log-softmax shifted by the maximum."""
+def test_cross_entropy_rows_far_from_their_mean_match_float64(dtype, path):
+    """NumPy's code shifts rows by their mean, and by their maximum where that would overflow
+    (fastrnn.train.losses._SUM_LIMIT); the compiled passes by their maximum: rows on both sides
+    of the limit, -inf logits and a NaN row, in one call, against a float64 log-softmax
+    shifted by the maximum."""
     rng = np.random.default_rng(3)
     C = 96
     logits = rng.standard_normal((12, C)) * 3
@@ -101,7 +118,7 @@ def test_cross_entropy_rows_far_from_their_mean_match_float64(dtype):
     assert err.max() <= 1, f"{err.max():.3g}x the bound"
 
 
-def test_cross_entropy_all_ignored_is_zero():
+def test_cross_entropy_all_ignored_is_zero(path):
     logits, targets = ce_case((3,), 4)
     loss, grad = cross_entropy(logits, np.full(3, -100))
     assert loss == 0.0 and not grad.any()
@@ -129,7 +146,7 @@ def test_cross_entropy_errors():
 
 @pytest.mark.parametrize("shape", [(7,), (5, 3)])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_cross_entropy_matches_torch(shape, reduction, torch):
+def test_cross_entropy_matches_torch(shape, reduction, torch, path):
     F = torch.nn.functional
     logits, targets = ce_case(shape, 5, seed=3)
     targets = np.where(np.random.default_rng(4).random(shape) < 0.25, 2, targets)
@@ -185,3 +202,83 @@ def test_mse_matches_torch_and_errors(torch):
         mse_loss(pred, target[:4])
     with pytest.raises(TypeError):
         mse_loss(pred, target.astype(int))
+
+
+def test_large_calls_take_the_compiled_passes():
+    """From COMPILED_MIN_SIZE logits on, cross_entropy's results are the compiled passes' bits
+    (the extension built); below, NumPy's code (not the same bits: it shifts by the mean)."""
+    fused = _compiled.kernels()
+    rng = np.random.default_rng(6)
+    C = 96
+    for n in (losses.COMPILED_MIN_SIZE // C, -(-losses.COMPILED_MIN_SIZE // C), 500):
+        logits = (rng.standard_normal((n, C)) * 4).astype(np.float32)
+        targets = rng.integers(0, C, n)
+        loss, grad = cross_entropy(logits, targets)
+        if fused is None or logits.size < losses.COMPILED_MIN_SIZE:
+            continue
+        want, nll = np.empty_like(logits), np.empty(n)
+        assert fused.cross_entropy_rows(logits, targets.astype(np.intp), np.full(n, 1.0 / n), want,
+                                        nll)
+        np.testing.assert_array_equal(grad, want)
+        assert loss == float(np.dot(nll, np.full(n, 1.0))) / n
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("C", [1, 5, 16, 96, 1000])
+def test_compiled_cross_entropy_rows_against_float64(kernels, dtype, C):
+    """Every build's passes (vectors of its width, and the rows' remainders) against a float64
+    log-softmax: the loss per row, the gradient, rows of scale 0."""
+    mod = load_kernels(kernels)
+    rng = np.random.default_rng(C)
+    n = 37
+    z = (rng.standard_normal((n, C)) * 5).astype(dtype)
+    t = rng.integers(0, C, n).astype(np.intp)
+    scale = rng.random(n)
+    scale[[3, 9]] = 0.0
+    grad, nll = np.full((n, C), np.nan, dtype), np.full(n, np.nan)
+    assert mod.cross_entropy_rows(z, t, scale, grad, nll) is True
+    z64 = z.astype(np.float64)
+    logp = z64 - z64.max(axis=1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    eps = float(np.finfo(dtype).eps)
+    np.testing.assert_allclose(nll, -logp[np.arange(n), t], rtol=16 * eps, atol=16 * eps)
+    want = scale[:, None] * (np.exp(logp) - np.eye(C)[t])
+    assert np.all(np.abs(grad - want) <= 64 * eps * np.abs(want) + 8 * eps * scale[:, None])
+    assert not grad[[3, 9]].any()
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+def test_compiled_cross_entropy_rows_nan_and_inf(kernels):
+    """A NaN anywhere in a row makes its loss and its whole gradient NaN; +inf and a row of
+    -inf too (as torch's log-softmax); the other rows are untouched."""
+    mod = load_kernels(kernels)
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((6, 40)).astype(np.float32)
+    z[0, 0], z[1, 39], z[2, 17], z[3, :] = np.nan, np.nan, np.inf, -np.inf
+    t = np.full(6, 5, np.intp)
+    grad, nll = np.empty_like(z), np.empty(6)
+    with np.errstate(invalid="ignore"):
+        assert mod.cross_entropy_rows(z, t, np.full(6, 0.5), grad, nll)
+    assert np.isnan(nll[:4]).all() and np.isnan(grad[:4]).all()
+    assert np.isfinite(nll[4:]).all() and np.isfinite(grad[4:]).all()
+
+
+@pytest.mark.parametrize("kernels", COMPILED)
+def test_compiled_cross_entropy_rows_declines_what_it_does_not_take(kernels):
+    mod = load_kernels(kernels)
+    z = np.zeros((8, 5), np.float32)
+    t, scale = np.zeros(8, np.intp), np.ones(8)
+    grad, nll = np.zeros((8, 5), np.float32), np.zeros(8)
+    for args in [(z.astype(np.float16), t, scale, grad.astype(np.float16), nll),
+                 (z, t.astype(np.int32), scale, grad, nll),           # targets not intp
+                 (z, t, scale.astype(np.float32), grad, nll),         # scale not float64
+                 (z, t, scale, grad.astype(np.float64), nll),         # grad of another dtype
+                 (z, t, scale, grad, nll.astype(np.float32)),
+                 (z[:, ::2], t, scale, grad[:, :3], nll),             # strided
+                 (z, t[:7], scale, grad, nll),                        # sizes that disagree
+                 (z, t, scale, grad[:7], nll),
+                 (z[:0], t[:0], scale[:0], grad[:0], nll[:0]),        # no rows
+                 (z, t, scale, z, nll)]:                              # grad over the logits
+        assert mod.cross_entropy_rows(*args) is False
+    assert not grad.any() and not nll.any()

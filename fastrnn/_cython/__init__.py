@@ -63,7 +63,7 @@ __all__ = [
 ]
 #: what this package takes from the chosen build, besides the kernels
 _SHARED = ("APPROX_MAX_ABS_ERR", "BLAS_LIBRARIES", "activation", "adam_update", "sum_squares",
-           "dense_forward", "dense_backward")
+           "dense_forward", "dense_backward", "cross_entropy_rows")
 
 
 def _why_not(isa):

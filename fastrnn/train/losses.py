@@ -14,8 +14,12 @@ which wants them on axis 1): a (T, B, C) array of logits is scored against a
 import numpy as np
 
 from .. import _checks
+from . import _compiled
 
 _REDUCTIONS = ("mean", "sum")
+#: logits (elements) from which cross_entropy runs its compiled passes, where the extension is
+#: built (fastrnn_optim.h's fr_xent_*: two passes around NumPy's exp, instead of ten)
+COMPILED_MIN_SIZE = 1024
 #: cross_entropy shifts a row by its maximum when exp(logits - row mean) sums to this or more
 _SUM_LIMIT = 2.0 ** 64
 
@@ -155,11 +159,24 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
     z2 = z.reshape(-1, C)
     t2 = np.where(counted, t, 0).reshape(-1).astype(np.intp)
     w2 = w.reshape(-1)
+    total = float(np.sum(w2))
+    denom = total if reduction == "mean" else 1.0
+    if total == 0.0:
+        return 0.0, np.zeros_like(z)
+    # where the extension is built: each row shifted by its maximum in one compiled pass,
+    # NumPy's exp, and one more pass for the sums, the loss per row and the gradient
+    fused = _compiled.kernels() if z2.size >= COMPILED_MIN_SIZE else None
+    if fused is not None:
+        grad, nll = np.empty(z2.shape, z2.dtype), np.empty(z2.shape[0])
+        with np.errstate(invalid="ignore", over="ignore"):
+            if fused.cross_entropy_rows(np.ascontiguousarray(z2), t2, w2 / denom, grad, nll):
+                loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
+                return loss, grad.reshape(z.shape)
     rows = np.arange(z2.shape[0])
     with np.errstate(invalid="ignore", over="ignore"):   # NaN / inf in, NaN / inf out, like torch
-        # each row is shifted by its mean, a matrix-vector product, rather than by its maximum:
-        # NumPy's max over a short last axis (96 classes) costs 20x the product, and more than
-        # the rest of the loss.  Rows whose exponentials then sum to _SUM_LIMIT or more (a
+        # In NumPy, each row is shifted by its mean, a matrix-vector product, rather than by
+        # its maximum: NumPy's max over a short last axis (96 classes) costs 20x the product,
+        # and more than the rest of the loss.  Rows whose exponentials then sum to _SUM_LIMIT or more (a
         # maximum ~44 above the mean) or to no finite number (inf or NaN logits) are shifted
         # by their maximum instead.  One array, in place: shifted logits, their
         # exponentials, then the gradient (NumPy's temporaries of the (N, C) array cost as
@@ -178,10 +195,6 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             grad[redo] = gr
             s[redo] = gr @ ones
         nll = (np.log(s).astype(np.float64) + shift) - z2[rows, t2]    # float64
-        total = float(np.sum(w2))
-        denom = total if reduction == "mean" else 1.0
-        if total == 0.0:
-            return 0.0, np.zeros_like(z)
         loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
         scale = w2 / denom     # float64
         grad *= (scale / s).astype(z.dtype)[:, None]     # the softmax, weighted
