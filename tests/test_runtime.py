@@ -171,6 +171,28 @@ def test_results_do_not_depend_on_the_thread_count(backend):
         np.testing.assert_array_equal(grad, results[0][1])
 
 
+def test_the_training_toolkit_alone_puts_blas_on_the_pool():
+    """A process whose first compiled call is the training toolkit's, with no module made (a
+    loss on NumPy's own products), loads the kernels as a layer would: NumPy's OpenBLAS then
+    runs its parallel jobs on fastrnn's pool.  Without, OpenBLAS's own threads spun ~0.1 s
+    after each NumPy product, and a compiled product right after one took twice its time."""
+    if "cython" not in COMPILED:
+        pytest.skip("the BLAS pool is part of the cython extension")
+    code = """
+        import numpy as np
+        from fastrnn import _runtime
+        from fastrnn.train import cross_entropy
+        assert not _runtime.blas_pool_libraries()
+        cross_entropy(np.ones((64, 32, 10), np.float32), np.zeros((64, 32), int))
+        print(len(_runtime.blas_pool_libraries()))
+    """
+    status, out, err = run_script(code)
+    assert status == 0, err
+    assert int(out) >= 1
+    status, out, err = run_script(code, env={"FASTRNN_BLAS_POOL": "0"})
+    assert status == 0 and int(out) == 0, err
+
+
 def test_blas_pool_keeps_concurrent_products_apart_and_the_fp_state_clean():
     """With FASTRNN_BLAS_POOL=1: products from four threads at once give the results they give
     one at a time, bit for bit (OpenBLAS's per-thread buffers are not shared between two calls),

@@ -18,11 +18,11 @@ RTOL = {np.float32: 2e-5, np.float64: 1e-12}
 def products(request, monkeypatch):
     """Linear's products through NumPy's BLAS, or through the compiled tiles at every size (the
     extension is then required: without it this fails)."""
-    if request.param == "compiled":
+    compiled = request.param == "compiled"
+    if compiled:
         assert _compiled.kernels() is not None, "the cython extension is not built"
-        monkeypatch.setattr(heads, "COMPILED_MIN_ROWS", 1)
-    else:
-        monkeypatch.setattr(heads, "COMPILED_MIN_ROWS", 2 ** 62)
+    for name in ("COMPILED_MIN_ROWS", "LARGE_WEIGHT_ROWS", "COMPILED_MIN_ROWS_BACKWARD"):
+        monkeypatch.setattr(heads, name, 1 if compiled else 2 ** 62)
     return request.param
 
 
@@ -132,23 +132,30 @@ def test_matches_torch_linear(torch, products, shape):
     np.testing.assert_allclose(head.grads["bias"], ref.bias.grad.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def test_large_calls_take_the_compiled_products():
-    """At COMPILED_MIN_ROWS rows and more, Linear's results are the compiled products' bits;
-    below, NumPy's (the extension built or not: without it, NumPy's at every size)."""
+@pytest.mark.parametrize("C", [30, 3000], ids=["small-weight", "large-weight"])
+def test_calls_with_the_rows_take_the_compiled_products(C):
+    """A forward of COMPILED_MIN_ROWS rows or more (LARGE_WEIGHT_ROWS for a weight of more than
+    SMALL_WEIGHT_BYTES), and every backward, gives the compiled products' bits; a forward of
+    fewer, NumPy's (the extension built or not: without it, NumPy's always)."""
     fused = _compiled.kernels()
     rng = np.random.default_rng(0)
-    head = Linear(50, 30, seed=0)
+    head = Linear(50, C, seed=0)
     W, b = head.parameters()["weight"], head.parameters()["bias"]
-    for n in (heads.COMPILED_MIN_ROWS - 1, heads.COMPILED_MIN_ROWS, 300):
+    small = W.nbytes <= heads.SMALL_WEIGHT_BYTES
+    assert small == (C == 30)
+    rows = heads.COMPILED_MIN_ROWS if small else heads.LARGE_WEIGHT_ROWS
+    for n in (1, rows - 1, rows, 300):
         x = rng.standard_normal((n, 50)).astype(np.float32)
-        dy = rng.standard_normal((n, 30)).astype(np.float32)
-        if fused is not None and n >= heads.COMPILED_MIN_ROWS:
-            want = np.empty((n, 30), np.float32)
+        dy = rng.standard_normal((n, C)).astype(np.float32)
+        if fused is not None and n >= rows:
+            want = np.empty((n, C), np.float32)
             assert fused.dense_forward(x, W, b, want)
+        else:
+            want = x @ W.T + b
+        if fused is not None:
             gw, gb, dx = np.zeros_like(W), np.zeros_like(b), np.empty_like(x)
             assert fused.dense_backward(dy, x, W, dx, gw, gb)
         else:
-            want = x @ W.T + b
             gw, gb, dx = dy.T @ x, dy.sum(axis=0), dy @ W
         head.zero_grad()
         np.testing.assert_array_equal(head(x), want)

@@ -15,10 +15,13 @@ import functools
 @functools.cache
 def kernels():
     """The chosen build of the compiled kernels (:mod:`fastrnn._cython`), with its
-    ``adam_update``, ``sum_squares``, ``dense_forward`` and ``dense_backward``; None when the extension is not built or its build
-    cannot be used here."""
-    try:
-        from .. import _cython
-    except ImportError:
-        return None
-    return _cython
+    ``adam_update``, ``sum_squares``, ``dense_forward``, ``dense_backward`` and
+    ``cross_entropy_rows``; None when the extension is not built or its build cannot be used
+    here.  Loaded as the layers load a backend (:mod:`fastrnn.backends`), so that NumPy's
+    BLAS runs its parallel jobs on fastrnn's pool from then on (see :mod:`fastrnn._runtime`):
+    a training loop of NumPy code around these kernels and no layer (or before its first)
+    otherwise left OpenBLAS's threads spinning ~0.1 s after each NumPy product, and a
+    dense_forward of 2,048 rows by 128 by 96 right after one took 0.28 ms instead of 0.14."""
+    from ..backends import _load
+    module = _load("cython")
+    return None if isinstance(module, Exception) else module

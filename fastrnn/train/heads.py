@@ -5,16 +5,18 @@ arguments, parameter names (``weight`` (C, H), ``bias`` (C,)), initialisation
 and equation ``y = x W^T + b``, with an explicit :meth:`Linear.backward`.
 
 Its products (``x W^T``; ``dy W`` and ``dy^T x`` in the backward) are NumPy's,
-or, where the cython extension is built and a call has COMPILED_MIN_ROWS rows
-or more, the kernels' own (``dense_forward`` and ``dense_backward`` of
+or, where the cython extension is built and a call has the rows that repay the
+weight's packing (see COMPILED_MIN_ROWS), the kernels' own (``dense_forward`` and ``dense_backward`` of
 ``kernels/_kernels.pyx``: the register tiles of the recurrent layers, the weight
 packed at each call, the rows split over fastrnn's threads, the backward's
 three results in one call of them).  NumPy's OpenBLAS does not know every CPU
 it meets: on an AMD EPYC with AVX-512 (Zen 5) it runs its Haswell (AVX2)
 kernels, and the README loop's head (2,048 rows by H = 256 by 96 classes) took
 0.66 ms forward and 1.7 ms forward and backward there, 0.36 and 0.96 ms
-compiled (H = 128: 0.34 and 0.89 -> 0.17 and 0.49 ms).  Results equal NumPy's
-within rounding (another order of sums), and do not depend on the thread count.
+compiled (H = 128: 0.34 and 0.89 -> 0.17 and 0.49 ms); from 128 rows on, at
+H = 128 or 512 by 96, 2,000 or 10,000 classes, the forward was 1.1-2.3x and
+the backward 1.5-2.1x as fast as NumPy's.  Results equal NumPy's within
+rounding (another order of sums), and do not depend on the thread count.
 """
 
 import numpy as np
@@ -23,17 +25,29 @@ from .. import _checks
 from ..module import Module
 from . import _compiled
 
-#: rows of a call below which the head's products stay with NumPy's BLAS: the compiled
-#: products pack the weight at every call, which a few rows (a decoder's step) do not repay
+#: rows of a forward from which its product runs compiled: the weight is packed (transposed)
+#: at every call, which a few rows (a decoder's step) do not repay.  A weight of more than
+#: SMALL_WEIGHT_BYTES (packed from beyond the L2 cache) takes LARGE_WEIGHT_ROWS rows: at
+#: 512 x 10,000 floats the pack alone took 3.7 ms, NumPy's product of 64 rows 3.9 ms.
 COMPILED_MIN_ROWS = 32
+SMALL_WEIGHT_BYTES = 512 * 1024
+LARGE_WEIGHT_ROWS = 128
+#: rows of a backward from which it runs compiled: its pack is a copy of the weight's rows,
+#: and its three results come from one call of the threads (faster than NumPy's three
+#: products from 1 row on, at 256 x 96 and at 512 x 10,000 floats alike)
+COMPILED_MIN_ROWS_BACKWARD = 1
 
 
 def _forward(x2, weight, bias):
     """``x2 @ weight.T + bias`` (bias None: none), x2 (n, H): on the compiled tiles where the
-    extension is built and the call has COMPILED_MIN_ROWS rows or more, else NumPy's."""
-    fused = _compiled.kernels() if x2.shape[0] >= COMPILED_MIN_ROWS else None
+    extension is built and the call has the rows that repay it (see COMPILED_MIN_ROWS),
+    else NumPy's."""
+    n = x2.shape[0]
+    enough = n >= COMPILED_MIN_ROWS and (n >= LARGE_WEIGHT_ROWS
+                                         or weight.nbytes <= SMALL_WEIGHT_BYTES)
+    fused = _compiled.kernels() if enough else None
     if fused is not None:
-        y = np.empty((x2.shape[0], weight.shape[0]), x2.dtype)
+        y = np.empty((n, weight.shape[0]), x2.dtype)
         if fused.dense_forward(x2, weight, bias, y):
             return y
     y = x2 @ weight.T
@@ -44,8 +58,8 @@ def _forward(x2, weight, bias):
 
 def _backward(d2, x2, weight, gweight, gbias):
     """``gweight += d2.T @ x2``, ``gbias += d2.sum(0)`` (gbias None: none); returns
-    ``d2 @ weight``: compiled or NumPy's, as :func:`_forward`."""
-    fused = _compiled.kernels() if d2.shape[0] >= COMPILED_MIN_ROWS else None
+    ``d2 @ weight``: compiled (from COMPILED_MIN_ROWS_BACKWARD rows) or NumPy's."""
+    fused = _compiled.kernels() if d2.shape[0] >= COMPILED_MIN_ROWS_BACKWARD else None
     if fused is not None:
         dx = np.empty(x2.shape, d2.dtype)
         if fused.dense_backward(d2, x2, weight, dx, gweight, gbias):
