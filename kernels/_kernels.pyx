@@ -4486,13 +4486,21 @@ cdef extern from "fastrnn_optim.h" nogil:
                           const double* scale, const double* shift, double* e, double* nll)
 
 
+cdef inline bint native(cnp.ndarray arr):
+    """``arr``'s elements are in the machine's byte order and at addresses of their size, as
+    the C code reads them (an array of '>f4' has the type number of float32 all the same)."""
+    return cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_ISALIGNED(arr)
+
+
 cdef inline bint plain(object obj, int typenum, Py_ssize_t n, bint write):
-    """``obj`` is a C-contiguous array of ``typenum`` with n elements (and writable)."""
+    """``obj`` is a C-contiguous array of ``typenum`` with n elements (and writable), native
+    (see :func:`native`)."""
     if not cnp.PyArray_Check(obj):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>obj
     return (cnp.PyArray_TYPE(arr) == typenum and cnp.PyArray_IS_C_CONTIGUOUS(arr)
-            and cnp.PyArray_SIZE(arr) == n and (not write or cnp.PyArray_ISWRITEABLE(arr)))
+            and cnp.PyArray_SIZE(arr) == n and (not write or cnp.PyArray_ISWRITEABLE(arr))
+            and native(arr))
 
 
 cdef bint apart(tuple arrays):
@@ -4538,8 +4546,8 @@ def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, do
     -------
     bool
         True when done; False, having written nothing, when the arrays are not all
-        C-contiguous arrays of p's dtype (float32 or float64) and size, writable where
-        written, and apart in memory.
+        C-contiguous arrays of p's dtype (float32 or float64) and size, in the machine's byte
+        order and aligned, writable where written, and apart in memory.
     """
     cdef int typenum = cnp.PyArray_TYPE(p) if cnp.PyArray_Check(p) else -1
     cdef Py_ssize_t n = cnp.PyArray_SIZE(p) if typenum != -1 else 0
@@ -4565,10 +4573,11 @@ def adam_update(p, g, m, v, vmax, double a1, double b2, double a2, double c2, do
 
 
 def sum_squares(x):
-    """Sum of the squares of a C-contiguous float32 or float64 array, accumulated in double
-    (in 8 partial sums: equal to NumPy's float64 dot within rounding); None for another array."""
+    """Sum of the squares of a C-contiguous float32 or float64 array (native: see
+    :func:`native`), accumulated in double (in 8 partial sums: equal to NumPy's float64 dot
+    within rounding); None for another array."""
     cdef int typenum = cnp.PyArray_TYPE(x) if cnp.PyArray_Check(x) else -1
-    if typenum not in (F32, F64) or not cnp.PyArray_IS_C_CONTIGUOUS(x):
+    if typenum not in (F32, F64) or not cnp.PyArray_IS_C_CONTIGUOUS(x) or not native(x):
         return None
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef void* data = cnp.PyArray_DATA(x)
@@ -4593,7 +4602,7 @@ def cross_entropy_rows(z, t, scale, grad, nll):
     z : (n, C) array, read
         Logits, float32 or float64.
     t : (n,) intp array, read
-        Target class of each row, each in [0, C) (the caller checks).
+        Target class of each row, each in [0, C) (ValueError otherwise).
     scale : (n,) float64 array, read
         Each row's weight in the loss over the reduction's denominator; 0: the row's
         gradient is exactly 0.
@@ -4604,8 +4613,8 @@ def cross_entropy_rows(z, t, scale, grad, nll):
     -------
     bool
         True when done; False, having written nothing, when the arrays are not all
-        C-contiguous, of those dtypes and shapes (n and C at least 1), the written ones
-        writable and apart from the others.
+        C-contiguous, of those dtypes and shapes (n and C at least 1), native (byte order,
+        alignment), the written ones writable and apart from the others.
     """
     cdef int typenum = cnp.PyArray_TYPE(z) if cnp.PyArray_Check(z) else -1
     if typenum != F32 and typenum != F64 or not dense_array(z, typenum, 2, -1, -1, False):
@@ -4618,6 +4627,11 @@ def cross_entropy_rows(z, t, scale, grad, nll):
             or not dense_array(nll, F64, 1, n, -1, True)
             or not apart((grad, nll, z, t, scale))):
         return False
+    cdef const Py_ssize_t* tv = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>t)
+    cdef cnp.npy_intp r
+    for r in range(n):
+        if tv[r] < 0 or tv[r] >= C:
+            raise ValueError(f"t must hold class indices in [0, {C}), but t[{r}] is {tv[r]}")
     cdef cnp.ndarray shift = empty(1, n, 0, 0, typenum)
     cdef void* zp = cnp.PyArray_DATA(<cnp.ndarray>z)
     cdef void* gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
@@ -4667,7 +4681,8 @@ ctypedef struct Dense:
     const void* X            # read
     void* gW                 # read and written (added into)
     void* gb                 # read and written (added into)
-    int rc                   # written: 0, or -1 when out of memory (nothing of gW written)
+    int rc                   # written: 0, or -1 when out of memory (nothing of this part's
+                             # rows of gW and gb written; other parts' may be)
 
 
 cdef void dense_job(int i, void* data, int unused) noexcept nogil:
@@ -4701,9 +4716,10 @@ cdef void dense_job(int i, void* data, int unused) noexcept nogil:
 
 
 cdef int run_dense(Dense* job, double macs) except -1:
-    """Run ``job``'s products on ``_num_threads`` threads (one below DENSE_SPLIT_MACS
-    multiply-adds): the caller computes the first part and the pool of fastrnn_pool.h the
-    others, as :func:`run_split` does.  Packs W (``job.Wp`` points at the caller's copy)."""
+    """Run ``job``'s products (its W already packed, at ``job.Wp``) on ``_num_threads`` threads,
+    one below DENSE_SPLIT_MACS multiply-adds: the caller computes the first part and the pool
+    of fastrnn_pool.h the others, as :func:`run_split` does.  MemoryError when a part ran out
+    of memory (see Dense.rc)."""
     cdef int k, nparts = _num_threads if macs >= DENSE_SPLIT_MACS else 1, rc = 0
     cdef Dense* parts
     nparts = max(1, min(nparts, job.n if job.gW == NULL else max(job.n, job.m)))
@@ -4734,13 +4750,14 @@ cdef int run_dense(Dense* job, double macs) except -1:
 cdef bint dense_array(object obj, int typenum, int nd, cnp.npy_intp d0, cnp.npy_intp d1,
                       bint write):
     """``obj`` is a C-contiguous array of ``typenum`` shaped (d0[, d1]) (a size < 0: any), whose
-    sizes are at least 1 and fit a C int (and writable)."""
+    sizes are at least 1 and fit a C int, native (see :func:`native`) (and writable)."""
     if not cnp.PyArray_Check(obj):
         return False
     cdef cnp.ndarray arr = <cnp.ndarray>obj
     cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(arr)
     if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_NDIM(arr) != nd
-            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or (write and not cnp.PyArray_ISWRITEABLE(arr))):
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or (write and not cnp.PyArray_ISWRITEABLE(arr))
+            or not native(arr)):
         return False
     if (dims[0] != d0 and d0 >= 0) or dims[0] < 1 or dims[0] >= INT_MAX:
         return False
@@ -4785,8 +4802,9 @@ def dense_forward(x, weight, bias, y):
     -------
     bool
         True when done; False, having written nothing, when the arrays are not all
-        C-contiguous arrays of x's dtype (float32 or float64) with those shapes (each size
-        at least 1 and below 2**31), ``y`` writable and apart from the others in memory.
+        C-contiguous arrays of x's dtype (float32 or float64, native byte order, aligned) with
+        those shapes (each size at least 1 and below 2**31), ``y`` writable and apart from the
+        others in memory.
     """
     cdef int typenum = cnp.PyArray_TYPE(x) if cnp.PyArray_Check(x) else -1
     if typenum != F32 and typenum != F64 or not dense_array(x, typenum, 2, -1, -1, False):
@@ -4835,8 +4853,15 @@ def dense_backward(dy, x, weight, dx, gweight, gbias):
     -------
     bool
         True when done; False, having written nothing, when the arrays are not all
-        C-contiguous arrays of dy's dtype (float32 or float64) with those shapes (each size at
-        least 1 and below 2**31), the written ones writable and apart from the others.
+        C-contiguous arrays of dy's dtype (float32 or float64, native byte order, aligned) with
+        those shapes (each size at least 1 and below 2**31), the written ones writable and
+        apart from the others.
+
+    Raises
+    ------
+    MemoryError
+        When a part's blocks of the weight gradient could not be allocated: ``dx`` and the
+        other parts' rows of ``gweight`` and ``gbias`` may then be written already.
     """
     cdef int typenum = cnp.PyArray_TYPE(dy) if cnp.PyArray_Check(dy) else -1
     if typenum != F32 and typenum != F64 or not dense_array(dy, typenum, 2, -1, -1, False):

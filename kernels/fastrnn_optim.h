@@ -88,8 +88,10 @@ static double fr_sumsq_##SUF(ptrdiff_t n, const T* restrict x)                  
 /* Softmax cross-entropy (fastrnn.train.cross_entropy) over n rows of C classes (z, n x C,
  * contiguous), in two passes around the exponentials, which the caller takes in between
  * (NumPy's exp: vectorised, and as exact as NumPy's code of the same loss):
- * - fr_xent_shift: shift[r] = the maximum of row r (its NaNs left out: they reach the sum
- *   below, and so the loss and the whole row's gradient), and e = z - shift[r];
+ * - fr_xent_shift: shift[r] = the maximum of row r, and e = z - shift[r].  NaNs are not
+ *   looked for: a vector lane that meets one keeps it and skips what follows, so a row with a
+ *   NaN gets some shift, and the NaN reaches the row's sum below, and so its loss and its
+ *   whole gradient (rows of scale 0 still get zeros);
  * - fr_xent_grad, e = exp(z - shift) in place: s = the row's sum of e, nll[r] = log(s) +
  *   shift[r] - z[r, t[r]] (in double), and the gradient over e: e * (scale[r] / s), less
  *   scale[r] at t[r]; a row whose scale is 0 gets zeros.
@@ -117,7 +119,7 @@ typedef I fr_xi_##SUF __attribute__((vector_size(FR_XBYTES), aligned(sizeof(T)))
 
 #define FR_DEFINE_XENT(SUF, T, I)                                                              \
 FR_XTYPES(SUF, T, I)                                                                         \
-/* the largest of C values that are not NaN (-inf if none) */                                \
+/* the largest of C values (without NaNs; see fr_xent_shift for a row with some) */                                \
 static T fr_row_max_##SUF(ptrdiff_t C, const T* restrict z)                                  \
 {                                                                                            \
     T m = -INFINITY;                                                                         \
@@ -175,8 +177,8 @@ static void fr_xent_grad_##SUF(ptrdiff_t n, ptrdiff_t C, const T* restrict z,   
 }
 
 #if FR_XVECTORS
-/* a vector of maxima over the row (a lane keeps its value where the next is not larger, a
- * NaN included), then its lanes' maximum; j left at the first element not read */
+/* a vector of maxima over the row (a lane keeps its value where the next is not larger: a
+ * NaN, once in a lane, stays), then its lanes' maximum; j left at the first element not read */
 #define FR_ROW_MAX_VECTORS(SUF, T)                                                             \
     const ptrdiff_t L = FR_XBYTES / (ptrdiff_t)sizeof(T);                                    \
     fr_xv_##SUF mx = *(const fr_xv_##SUF*)z;                                                 \

@@ -251,3 +251,12 @@ def numerical_gradient(f, array, eps=1e-6):
         flat[k] = old
         gflat[k] = (plus - minus) / (2 * eps)
     return grad
+
+
+def unaligned(a):
+    """A copy of array ``a`` whose data starts one byte past its elements' alignment."""
+    buf = np.zeros(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buf.data, dtype=a.dtype, count=a.size, offset=1).reshape(a.shape)
+    out[...] = a
+    assert not out.flags.aligned
+    return out

@@ -6,7 +6,7 @@ import pytest
 
 import fastrnn
 from fastrnn.train import Linear, _compiled, heads
-from helpers import KERNELS, load_kernels, numerical_gradient
+from helpers import KERNELS, load_kernels, numerical_gradient, unaligned
 
 #: the builds of the compiled kernels this machine runs (a required one that is missing fails)
 COMPILED = [k for k in KERNELS if k.startswith("cython")]
@@ -262,7 +262,10 @@ def test_compiled_dense_declines_what_it_does_not_take(kernels):
                  (x, w, b, readonly),                              # read-only output
                  (x.tolist(), w, b, y),                            # not an array
                  (x[:0], w, b, y[:0]),                             # no rows
-                 (shared[:240].reshape(40, 6), w, b, shared[200:360].reshape(40, 4))]:
+                 (shared[:240].reshape(40, 6), w, b, shared[200:360].reshape(40, 4)),
+                 (x.astype(">f4"), w.astype(">f4"), b.astype(">f4"), y),    # big-endian
+                 (x, w, b, np.zeros((40, 4), ">f4")),
+                 (unaligned(x), w, b, y)]:                         # not aligned
         assert mod.dense_forward(*args) is False
     assert not y.any() and not shared.any()
     for args in [(dy.astype(np.float64), x, w, dx, gw, gb),        # mixed dtypes
@@ -272,8 +275,17 @@ def test_compiled_dense_declines_what_it_does_not_take(kernels):
                  (dy, x, w, dx, gw, gb[:3]),
                  (dy, x, w, dx, gw, readonly.reshape(-1)[:4]),     # read-only gradient
                  (dy, x, w, x, gw, gb),                            # dx over the input
-                 (dy, x, gw, dx, gw, gb)]:                         # the weight is the gradient
+                 (dy, x, gw, dx, gw, gb),                          # the weight is the gradient
+                 (dy.astype(">f4"), x, w, dx, gw, gb),             # big-endian
+                 (dy, x, w, dx, gw, unaligned(gb))]:               # not aligned
         assert mod.dense_backward(*args) is False
     assert not dx.any()
     np.testing.assert_array_equal(gw, gw_before)
     np.testing.assert_array_equal(gb, gb_before)
+
+
+@pytest.mark.parametrize("order", [">", "<"], ids=["big-endian", "little-endian"])
+def test_linear_takes_input_in_either_byte_order(order, products):
+    head = Linear(20, 7, seed=3)
+    x = np.random.default_rng(4).standard_normal((50, 20))
+    np.testing.assert_array_equal(head(x.astype(order + "f4")), head(x.astype(np.float32)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastrnn.train import _compiled, cross_entropy, log_softmax, losses, mse_loss, softmax
-from helpers import KERNELS, load_kernels, numerical_gradient
+from helpers import KERNELS, load_kernels, numerical_gradient, unaligned
 
 #: the builds of the compiled kernels this machine runs (a required one that is missing fails)
 COMPILED = [k for k in KERNELS if k.startswith("cython")]
@@ -204,9 +204,9 @@ def test_mse_matches_torch_and_errors(torch):
         mse_loss(pred, target.astype(int))
 
 
-def test_large_calls_take_the_compiled_passes():
+def test_large_calls_take_the_compiled_passes(monkeypatch):
     """From COMPILED_MIN_SIZE logits on, cross_entropy's results are the compiled passes' bits
-    (the extension built); below, NumPy's code (not the same bits: it shifts by the mean)."""
+    (the extension built); below, NumPy's code's (not the same bits: it shifts by the mean)."""
     fused = _compiled.kernels()
     rng = np.random.default_rng(6)
     C = 96
@@ -214,13 +214,29 @@ def test_large_calls_take_the_compiled_passes():
         logits = (rng.standard_normal((n, C)) * 4).astype(np.float32)
         targets = rng.integers(0, C, n)
         loss, grad = cross_entropy(logits, targets)
+        with monkeypatch.context() as m:
+            m.setattr(losses, "COMPILED_MIN_SIZE", 2 ** 62)
+            numpy_loss, numpy_grad = cross_entropy(logits, targets)
         if fused is None or logits.size < losses.COMPILED_MIN_SIZE:
+            np.testing.assert_array_equal(grad, numpy_grad)
+            assert loss == numpy_loss
             continue
         want, nll = np.empty_like(logits), np.empty(n)
         assert fused.cross_entropy_rows(logits, targets.astype(np.intp), np.full(n, 1.0 / n), want,
                                         nll)
         np.testing.assert_array_equal(grad, want)
         assert loss == float(np.dot(nll, np.full(n, 1.0))) / n
+        assert not np.array_equal(grad, numpy_grad)     # the two paths are told apart here
+
+
+@pytest.mark.parametrize("order", [">", "<"], ids=["big-endian", "little-endian"])
+def test_cross_entropy_of_logits_in_either_byte_order(order, path):
+    """Logits stored big-endian (as np.load or HDF5 may give them) score as native ones do."""
+    logits, targets = ce_case((40, 30), 7, seed=8)       # 8,400 logits: compiled when it can
+    got = cross_entropy(logits.astype(order + "f8"), targets)
+    want = cross_entropy(logits, targets)
+    assert got[0] == pytest.approx(want[0], rel=1e-15)
+    np.testing.assert_array_equal(got[1], want[1])
 
 
 @pytest.mark.parametrize("kernels", COMPILED)
@@ -279,6 +295,14 @@ def test_compiled_cross_entropy_rows_declines_what_it_does_not_take(kernels):
                  (z, t[:7], scale, grad, nll),                        # sizes that disagree
                  (z, t, scale, grad[:7], nll),
                  (z[:0], t[:0], scale[:0], grad[:0], nll[:0]),        # no rows
-                 (z, t, scale, z, nll)]:                              # grad over the logits
+                 (z, t, scale, z, nll),                               # grad over the logits
+                 (z.astype(">f4"), t, scale, grad, nll),              # big-endian
+                 (z, t, scale.astype(">f8"), grad, nll),
+                 (unaligned(z), t, scale, grad, nll)]:                # not aligned
         assert mod.cross_entropy_rows(*args) is False
+    assert not grad.any() and not nll.any()
+    for bad in (-1, 5):
+        t[3] = bad
+        with pytest.raises(ValueError, match=r"t must hold class indices in \[0, 5\)"):
+            mod.cross_entropy_rows(z, t, scale, grad, nll)
     assert not grad.any() and not nll.any()

@@ -8,7 +8,7 @@ import pytest
 
 import fastrnn
 from fastrnn.train import SGD, Adagrad, Adam, AdamW, Linear, _compiled, optim, parameters_and_grads
-from helpers import KERNELS, load_kernels
+from helpers import KERNELS, load_kernels, unaligned
 
 CASES = [
     (SGD, dict(lr=0.1)),
@@ -191,7 +191,9 @@ def test_compiled_adam_update_declines_what_it_does_not_take(kernels):
                  (p.tolist(), g, m, v, None),                       # not an array
                  (p, p, m, v, None),                                # aliases
                  (p, g, shared[:64], shared[30:94], None),          # overlapping
-                 (p, g, m, v, m)]:                                  # v_max is m
+                 (p, g, m, v, m),                                   # v_max is m
+                 (p, g.astype(">f4"), m, v, None),                  # big-endian
+                 (p, g, m, unaligned(v), None)]:                    # not aligned
         assert mod.adam_update(*args, *scalars) is False
     for a, b in zip((p, g, m, v), before):
         np.testing.assert_array_equal(a, b)
@@ -211,6 +213,8 @@ def test_compiled_sum_squares(kernels):
         assert mod.sum_squares(np.array([1.0, np.inf], dtype)) == math.inf
         assert mod.sum_squares(np.ones((4, 3), dtype)) == 12.0          # any shape, C order
     assert mod.sum_squares(np.ones(10, np.float32)[::2]) is None       # NumPy's turn
+    assert mod.sum_squares(np.ones(10, ">f4")) is None                 # big-endian: NumPy's turn
+    assert mod.sum_squares(unaligned(np.ones(10, np.float32))) is None
     assert mod.sum_squares(np.ones(3, np.int64)) is None
 
 

@@ -2,11 +2,12 @@
 
 The compiled kernels (``kernels/fastrnn_optim.h``, in every build of the extension) do in one
 pass what the NumPy code of :mod:`fastrnn.train.optim` (Adam's update) and
-:mod:`fastrnn.train.clip` (the sum of squares of a 2-norm) does in several, and run the
-products of :class:`fastrnn.train.Linear` on the recurrent kernels' tiles
-(``kernels/fastrnn_mm.h``).  That NumPy code stays the oracle and the path taken where the
-extension is not built: Adam's update is bit-identical either way, the 2-norm equal within
-double rounding, the head's products within float rounding.
+:mod:`fastrnn.train.clip` (the sum of squares of a 2-norm) does in several, and in two what
+:func:`fastrnn.train.cross_entropy` does in ten; they run the products of
+:class:`fastrnn.train.Linear` on the recurrent kernels' tiles (``kernels/fastrnn_mm.h``).
+That NumPy code stays the oracle and the path taken where the extension is not built: Adam's
+update is bit-identical either way, the 2-norm equal within double rounding, the loss and
+the head's products within float rounding.
 """
 
 import functools

@@ -167,9 +167,11 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
     # NumPy's exp, and one more pass for the sums, the loss per row and the gradient
     fused = _compiled.kernels() if z2.size >= COMPILED_MIN_SIZE else None
     if fused is not None:
-        grad, nll = np.empty(z2.shape, z2.dtype), np.empty(z2.shape[0])
+        native = z2.dtype.newbyteorder("=")     # (logits stored big-endian: a native copy)
+        grad, nll = np.empty(z2.shape, native), np.empty(z2.shape[0])
         with np.errstate(invalid="ignore", over="ignore"):
-            if fused.cross_entropy_rows(np.ascontiguousarray(z2), t2, w2 / denom, grad, nll):
+            if fused.cross_entropy_rows(np.ascontiguousarray(z2, native), t2, w2 / denom, grad,
+                                        nll):
                 loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
                 return loss, grad.reshape(z.shape)
     rows = np.arange(z2.shape[0])
