@@ -4627,16 +4627,15 @@ def cross_entropy_rows(z, t, scale, grad, nll):
             or not dense_array(nll, F64, 1, n, -1, True)
             or not apart((grad, nll, z, t, scale))):
         return False
-    cdef const Py_ssize_t* tv = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>t)
+    cdef const Py_ssize_t* tp = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>t)
     cdef cnp.npy_intp r
     for r in range(n):
-        if tv[r] < 0 or tv[r] >= C:
-            raise ValueError(f"t must hold class indices in [0, {C}), but t[{r}] is {tv[r]}")
+        if tp[r] < 0 or tp[r] >= C:
+            raise ValueError(f"t must hold class indices in [0, {C}), but t[{r}] is {tp[r]}")
     cdef cnp.ndarray shift = empty(1, n, 0, 0, typenum)
     cdef void* zp = cnp.PyArray_DATA(<cnp.ndarray>z)
     cdef void* gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
     cdef void* sp = cnp.PyArray_DATA(shift)
-    cdef const Py_ssize_t* tp = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>t)
     cdef const double* cp = <const double*>cnp.PyArray_DATA(<cnp.ndarray>scale)
     cdef double* lp = <double*>cnp.PyArray_DATA(<cnp.ndarray>nll)
     with nogil:
