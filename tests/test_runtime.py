@@ -296,6 +296,7 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
     code = f"""
         import os, sys, multiprocessing as mp
         import numpy as np, fastrnn
+        from fastrnn.train import Linear
 
         def teams():      # (batch 1: a team of threads must run, in parent and child)
             from fastrnn._cython import kernels
@@ -305,6 +306,9 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
             lstm = fastrnn.LSTM(32, 64, backend="{backend}", seed=0).eval()
             before = teams()
             out = float(lstm(np.ones((50, {batch}, 32), "f4"))[0].sum())
+            head = Linear(64, 40, seed=1)       # the training toolkit's products, split too
+            y = head(np.full((300, 64), 0.5, "f4"))
+            out += float(y.sum()) + float(head.backward(np.cos(y)).sum())
             return out, teams() > before or {batch} != 1
 
         if __name__ == "__main__":
@@ -612,3 +616,26 @@ def test_calls_from_other_threads_match_the_main_thread_bit_for_bit(backend):
         np.testing.assert_array_equal(out, want_eval)
     for out in singles:
         np.testing.assert_array_equal(out, want_one)
+
+
+def test_the_training_toolkit_from_threads_matches_the_main_thread_bit_for_bit():
+    """Linear heads and the loss (their compiled products and passes where the extension is
+    built, split over the same pool) from 4 threads at once give the main thread's results."""
+    from concurrent.futures import ThreadPoolExecutor
+    from fastrnn.train import Linear, cross_entropy
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((600, 64)).astype(np.float32)
+    targets = rng.integers(0, 40, 600)
+
+    def step():
+        head = Linear(64, 40, seed=2)
+        loss, dlogits = cross_entropy(head(x), targets)
+        return loss, head.backward(dlogits), head.grads["weight"]
+
+    want = step()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: step(), range(16)))
+    for loss, dx, grad in got:
+        assert loss == want[0]
+        np.testing.assert_array_equal(dx, want[1])
+        np.testing.assert_array_equal(grad, want[2])
