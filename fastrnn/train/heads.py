@@ -6,17 +6,17 @@ and equation ``y = x W^T + b``, with an explicit :meth:`Linear.backward`.
 
 Its products (``x W^T``; ``dy W`` and ``dy^T x`` in the backward) are NumPy's,
 or, where the cython extension is built and a call has the rows that repay the
-weight's packing (see COMPILED_MIN_ROWS), the kernels' own (``dense_forward`` and ``dense_backward`` of
-``kernels/_kernels.pyx``: the register tiles of the recurrent layers, the weight
-packed at each call, the rows split over fastrnn's threads, the backward's
-three results in one call of them).  NumPy's OpenBLAS does not know every CPU
-it meets: on an AMD EPYC with AVX-512 (Zen 5) it runs its Haswell (AVX2)
-kernels, and the README loop's head (2,048 rows by H = 256 by 96 classes) took
-0.66 ms forward and 1.7 ms forward and backward there, 0.36 and 0.96 ms
-compiled (H = 128: 0.34 and 0.89 -> 0.17 and 0.49 ms); from 128 rows on, at
-H = 128 or 512 by 96, 2,000 or 10,000 classes, the forward was 1.1-2.3x and
-the backward 1.5-2.1x as fast as NumPy's.  Results equal NumPy's within
-rounding (another order of sums), and do not depend on the thread count.
+weight's packing (see COMPILED_MIN_ROWS), the kernels' own (``dense_forward``
+and ``dense_backward`` of ``kernels/_kernels.pyx``: the register tiles of the
+recurrent layers, the weight packed at each call, the rows split over fastrnn's
+threads, the backward's three results in one call of them).  NumPy's OpenBLAS
+does not know every CPU it meets: on an AMD EPYC with AVX-512 (Zen 5) it runs
+its Haswell (AVX2) kernels, and the README loop's head (2,048 rows by H = 256 by
+96 classes) took 0.66 ms forward and 1.7 ms forward and backward there, 0.36 and
+0.96 ms compiled (H = 128: 0.34 and 0.89 -> 0.17 and 0.49 ms); from 128 rows on,
+at H = 128 or 512 by 96, 2,000 or 10,000 classes, the forward was 1.1-2.3x and
+the backward 1.5-2.1x as fast as NumPy's.  Results equal NumPy's within rounding
+(another order of sums), and do not depend on the thread count.
 """
 
 import numpy as np

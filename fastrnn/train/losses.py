@@ -176,13 +176,13 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
                 return loss, grad.reshape(z.shape)
     rows = np.arange(z2.shape[0])
     with np.errstate(invalid="ignore", over="ignore"):   # NaN / inf in, NaN / inf out, like torch
-        # In NumPy, each row is shifted by its mean, a matrix-vector product, rather than by
-        # its maximum: NumPy's max over a short last axis (96 classes) costs 20x the product,
-        # and more than the rest of the loss.  Rows whose exponentials then sum to _SUM_LIMIT or more (a
-        # maximum ~44 above the mean) or to no finite number (inf or NaN logits) are shifted
-        # by their maximum instead.  One array, in place: shifted logits, their
-        # exponentials, then the gradient (NumPy's temporaries of the (N, C) array cost as
-        # much as the arithmetic).
+        # In NumPy, each row is shifted by its mean, a matrix-vector product, rather than by its
+        # maximum: NumPy's max over a short last axis (96 classes) costs 20x the product, and
+        # more than the rest of the loss.  Rows whose exponentials then sum to _SUM_LIMIT or
+        # more (a maximum ~44 above the mean) or to no finite number (inf or NaN logits) are
+        # shifted by their maximum instead.  One array, in place: shifted logits, their
+        # exponentials, then the gradient (NumPy's temporaries of the (N, C) array cost as much
+        # as the arithmetic).
         ones = np.ones(C, z2.dtype)
         shift = z2 @ np.full(C, 1.0 / C, z2.dtype)
         grad = z2 - shift[:, None]
