@@ -1982,6 +1982,7 @@ cdef extern from "fastrnn_pool.h" nogil:
     int FR_BARRIER_SPINS
     int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata, int short_)
     int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata, int short_)
+    void fr_split_run_all(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
     int fr_watch_begin()
     void fr_watch_end()
     bint fr_watch_seen()
@@ -3246,9 +3247,7 @@ cdef int run_split(int phase, int cell, bint f32, Args* a, int nthreads) except 
         if loop:
             loop_split(phase, B, nthreads, a.lens != NULL, slices)
         with nogil:
-            if fr_split_run(slice_job, nthreads, sizeof(Slice), slices, 0) != 0:
-                for k in range(nthreads):   # no thread could be had: all of it on this one
-                    slice_job(k, slices + k, 0)
+            fr_split_run_all(slice_job, nthreads, sizeof(Slice), slices)
         for k in range(nthreads):
             rc |= slices[k].rc
         if loop and not (a.stop != NULL and a.stop[0]):
@@ -4735,9 +4734,7 @@ cdef int run_dense(Dense* job, double macs) except -1:
             parts[k] = job[0]
             parts[k].part, parts[k].nparts = k, nparts
         with nogil:
-            if fr_split_run(dense_job, nparts, sizeof(Dense), parts, 0) != 0:
-                for k in range(nparts):   # no thread could be had: all of it on this one
-                    dense_job(k, parts + k, 0)
+            fr_split_run_all(dense_job, nparts, sizeof(Dense), parts)
         for k in range(nparts):
             rc |= parts[k].rc
         free(parts)

@@ -780,6 +780,17 @@ static int fr_split_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *job
 #endif
 }
 
+/* Run dojob's numjobs jobs with fr_split_run, or, where no thread could be had, every one on
+ * the caller, one after another: for jobs that do not wait for each other (the split
+ * phases and products). */
+static void fr_split_run_all(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata)
+{
+    int i;
+    if (fr_split_run(dojob, numjobs, elsize, jobdata, 0) != 0)
+        for (i = 0; i < numjobs; i++)
+            dojob(i, (char *)jobdata + (size_t)i * elsize, 0);
+}
+
 /* Run a team (see above) with fr_split_run. */
 static int fr_team_run(fr_dojob_fn dojob, int numjobs, size_t elsize, void *jobdata,
                        int short_)
