@@ -135,6 +135,36 @@ def test_non_finite_values_propagate_as_in_pytorch(backend, torch, mode, where):
         np.testing.assert_allclose(a[finite], b[finite], rtol=1e-7, atol=1e-9, err_msg=name)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fill", [np.nan, np.inf])
+def test_the_padding_past_each_length_is_never_read(backend, mode, dtype, fill):
+    """With ``lengths``, whatever lies in x past a sequence's end (NaN or inf, a common way to
+    pad) changes nothing: the outputs, states, dx and every gradient are those of zero padding,
+    bit for bit, and dx is 0 there, as with PyTorch's packed sequences (two layers, both
+    directions)."""
+    layer = make_layer(mode, backend, dtype=dtype, input_size=3, hidden_size=4, seed=5,
+                       num_layers=2, bidirectional=True)
+    rng = np.random.default_rng(7)
+    lengths = np.array([5, 2, 3, 1])
+    x = rng.standard_normal((5, 4, 3)).astype(dtype)
+    G = rng.standard_normal((5, 4, 8)).astype(dtype)
+    padding = np.arange(5)[:, None] >= lengths[None, :]
+    x[padding] = 0
+    runs = []
+    for pad in (0, fill):
+        xp = x.copy()
+        xp[padding] = pad
+        layer.zero_grad()
+        out, hy = layer(xp, lengths=lengths)
+        dx, dhx = layer.backward(G)
+        hy, dhx = (hy, dhx) if is_lstm(layer) else ((hy,), (dhx,))
+        runs.append([out, *hy, dx, *dhx, *(layer.grads[k].copy() for k in sorted(layer.grads))])
+    assert not np.any(runs[0][len(hy) + 1][padding])
+    for zero, filled in zip(*runs):
+        np.testing.assert_array_equal(filled, zero)
+
+
 # ---------------------------------------------------------------------------------------
 # eval-mode memory
 # ---------------------------------------------------------------------------------------

@@ -75,6 +75,19 @@ def lengths_or_full(lengths, T, B):
     return contiguous(lengths, np.int64)
 
 
+def unpadded(x, lens, training):
+    """``x``, or in training a copy with the steps past each sequence's end zeroed.  No output
+    or state reads them, but the backward's ``dW_ih += D^T x`` runs over every row, and a NaN
+    or inf of the padding times D's zeros there would be NaN (PyTorch's packed sequences never
+    hold the padding)."""
+    T = x.shape[0]
+    if not training or lens.min(initial=T) >= T:
+        return x
+    x = x.copy()
+    x[np.arange(T)[:, None] >= lens[None, :]] = 0
+    return x
+
+
 def bias_or_empty(b, dtype):
     """A bias as it is, or a (0,) array standing for "no bias"."""
     return empty(1, dtype) if b is None else b

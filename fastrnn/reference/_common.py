@@ -176,6 +176,13 @@ def valid_steps(lengths, T, B):
     return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
 
 
+def unpadded(x, valid):
+    """``x`` with the steps past each sequence's end zeroed.  No output or state reads them;
+    zeros keep a NaN or inf there (padding) out of the backward's products, as PyTorch's
+    packed sequences, which never hold the padding."""
+    return x if valid is None else np.where(valid, x, 0).astype(x.dtype, copy=False)
+
+
 def keep(valid, t, new, old):
     """The new state where step t is valid, else the old one."""
     return new if valid is None else np.where(valid[t], new, old)

@@ -13,7 +13,7 @@ import numpy as np
 from .. import activations as _acts
 from ._common import (
     check_clip, check_nonlinearity, clamp,
-    Saved, add_bias, keep, masked, record_norm, step_kernels, take, valid_steps,
+    Saved, add_bias, keep, masked, record_norm, step_kernels, take, unpadded, valid_steps,
 )
 
 
@@ -50,6 +50,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     T, B, _ = x.shape
     (h,) = hx
     valid = valid_steps(lengths, T, B)
+    x = unpadded(x, valid)
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, h_all = np.empty((S,) + y.shape[1:], y.dtype), np.empty((S,) + y.shape[1:], y.dtype)
