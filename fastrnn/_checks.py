@@ -137,12 +137,24 @@ def check_dtype(dtype):
     return resolved
 
 
+def _tensor_values(tensor):
+    """A torch tensor's values as a NumPy array (detached, on the CPU); floating types NumPy
+    lacks (bfloat16, the float8 types) as float32, which holds each of their values exactly."""
+    tensor = tensor.detach().cpu()
+    try:
+        return tensor.numpy()
+    except TypeError:
+        if tensor.is_floating_point():
+            return tensor.float().numpy()
+        raise
+
+
 def as_array(name, value, what="an array-like"):
     """``np.asarray(value)`` (a torch tensor detached first), or a TypeError naming ``name``
-    when NumPy cannot make an array of it (a ragged list, ...)."""
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor, without importing torch
-        value = value.detach().cpu().numpy()
+    when NumPy cannot make an array of it (a ragged list, a complex32 tensor, ...)."""
     try:
+        if hasattr(value, "detach") and hasattr(value, "numpy"):  # torch.Tensor, without importing torch
+            value = _tensor_values(value)
         return np.asarray(value)
     except (ValueError, TypeError, OverflowError) as exc:
         raise TypeError(f"{name} must be {what}, but could not be converted to an array: "
@@ -173,13 +185,7 @@ def check_shape(name, arr, expected):
 
 def as_lengths(lengths, batch, steps, unbatched=False):
     """Per-sequence lengths as a (B,) int64 array with 1 <= lengths <= T."""
-    if hasattr(lengths, "detach") and hasattr(lengths, "numpy"):
-        lengths = lengths.detach().cpu().numpy()
-    try:
-        arr = np.asarray(lengths)
-    except (ValueError, TypeError) as exc:
-        raise TypeError(f"lengths must be an array-like of integers, but could not be "
-                        f"converted to an array: {exc}") from None
+    arr = as_array("lengths", lengths, "an array-like of integers")
     if arr.dtype.kind not in "iu" and not (arr.size == 0 and arr.dtype.kind == "f"):  # [] is float
         raise TypeError(f"lengths must be integers, but got dtype {arr.dtype} "
                         f"with values {short(arr.ravel()[:8].tolist())}")

@@ -34,7 +34,7 @@ class _CellBase(Module):
         self.peepholes = _checks.check_bool("peepholes", peepholes)
         self.clip = check_clip(clip)
         self.activations = check_activations(self._type.name, activations)
-        if self.activations is not None and opts.get("nonlinearity", "tanh") != "tanh":
+        if activations is not None and opts.get("nonlinearity", "tanh") != "tanh":
             raise ValueError("give the RNN's activation once: nonlinearity='relu' or "
                              "activations, not both")
         self._opts = opts
@@ -122,10 +122,11 @@ class _CellBase(Module):
     def _step(self, x, hx):
         arr = x
         if not (type(x) is np.ndarray and x.dtype == self._dtype and x.flags.c_contiguous):
-            arr = np.ascontiguousarray(_checks.as_float_array("input", x, self._dtype))
+            arr = _checks.as_float_array("input", x, self._dtype)
         if arr.ndim not in (1, 2):
             raise ValueError(f"{type(self).__name__}: Expected input to be 1D or 2D, "
                              f"got {arr.ndim}D instead (shape {arr.shape})")
+        arr = np.ascontiguousarray(arr)
         if arr.shape[-1] != self.input_size:
             raise ValueError(f"input.size(-1) must be equal to input_size. "
                              f"Expected {self.input_size}, got {arr.shape[-1]}")

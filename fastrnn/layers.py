@@ -45,7 +45,7 @@ class RNNBase(Module):
         self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
         self.activations, per_direction = check_layer_activations(
             of_mode(mode).name, activations, 2 if self.bidirectional else 1)
-        if self.activations is not None and mode == "RNN_RELU":
+        if activations is not None and mode == "RNN_RELU":
             raise ValueError("give the RNN's activation once: nonlinearity='relu' or "
                              "activations, not both")
         self._direction_options = None if self.activations is None else \

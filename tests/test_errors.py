@@ -79,6 +79,15 @@ def test_unknown_nonlinearity(cls):
         cls(3, 4, nonlinearity="sigmoid")
 
 
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.RNNCell])
+@pytest.mark.parametrize("activations", [["tanh"], ["sigmoid"], ["relu"]])
+def test_relu_and_activations_are_not_both_given(cls, activations):
+    """nonlinearity='relu' and activations at once are refused, even when the activations
+    are the defaults' (["tanh"] was dropped without a word and the RNN ran relu)."""
+    with raises(ValueError, "nonlinearity='relu'", "activations", "not both"):
+        cls(3, 4, nonlinearity="relu", activations=activations)
+
+
 @pytest.mark.parametrize("bad", [np.int32, "float16", np.complex64, "double-ish", object, "int8"])
 def test_unknown_dtype(bad):
     with raises(ValueError, "dtype", "float32", "float64"):
@@ -231,6 +240,8 @@ def test_cell_bad_inputs(backend):
     rnn = fastrnn.RNNCell(I, H, backend=backend)
     with raises(ValueError, "hx", "(6,)", "(3, 6)"):
         rnn(np.zeros(I), np.zeros((B, H)))
+    with raises(ValueError, "RNNCell", "1D or 2D", "0D"):   # (not taken as a step of 1 input)
+        fastrnn.RNNCell(1, H, backend=backend)(np.float64(0.5))
 
 
 # -- state dicts ------------------------------------------------------------------------

@@ -147,6 +147,26 @@ def test_load_state_dict_takes_torch_tensors(torch, backend):
     layer.load_state_dict(dict(module.named_parameters()))   # tensors that require grad work too
 
 
+def test_bfloat16_tensors_are_taken_as_float32(torch, backend):
+    """A bfloat16 tensor (a float tensor NumPy has no type for) is read as float32, which holds
+    each of its values exactly: as input, states, parameters, a cell's input; bfloat16 lengths
+    are refused as non-integers, naming lengths."""
+    module = torch.nn.LSTM(3, 4).to(torch.bfloat16)
+    layer = make_layer("lstm", backend, dtype=np.float32, input_size=3, hidden_size=4)
+    layer.load_state_dict(module.state_dict())
+    for name, value in module.state_dict().items():
+        np.testing.assert_array_equal(layer.parameters()[name], value.float().numpy())
+    x = torch.randn(5, 2, 3).to(torch.bfloat16)
+    hx = tuple(torch.randn(1, 2, 4).to(torch.bfloat16) for _ in range(2))
+    got, want = layer(x, hx), layer(x.float().numpy(), tuple(h.float().numpy() for h in hx))
+    for a, b in zip((got[0], *got[1]), (want[0], *want[1])):
+        np.testing.assert_array_equal(a, b)
+    cell = make_cell("gru", backend, dtype=np.float32, input_size=3, hidden_size=4)
+    np.testing.assert_array_equal(cell(x[0]), cell(x[0].float().numpy()))
+    with pytest.raises(TypeError, match="lengths must be integers"):
+        layer(x, lengths=torch.tensor([5, 3]).to(torch.bfloat16))
+
+
 @pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_step_norms_are_the_gradients_of_every_hidden_state(torch, backend, mode, bidirectional):
