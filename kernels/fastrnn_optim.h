@@ -165,7 +165,7 @@ static void fr_xent_grad_##SUF(ptrdiff_t n, ptrdiff_t C, const T* restrict z,   
         T* er = e + r * C;                                                                   \
         const T s = fr_row_sum_##SUF(C, er);                                                 \
         T f;                                                                                 \
-        nll[r] = log((double)s) + (double)shift[r] - (double)z[r * C + t[r]];                \
+        nll[r] = ((double)shift[r] - (double)z[r * C + t[r]]) + log((double)s);              \
         if (scale[r] == 0) {                                                                 \
             memset(er, 0, (size_t)C * sizeof(T));                                            \
             continue;                                                                        \

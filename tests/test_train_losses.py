@@ -76,6 +76,26 @@ def test_cross_entropy_stable_for_huge_logits(path):
     assert grad.dtype == np.float32
 
 
+@pytest.mark.parametrize("dtype, offsets", [(np.float32, [2.0 ** 64, 1e30, 3e38]),
+                                            (np.float64, [2.0 ** 40, 1e12, 1e16, 1e300])])
+def test_cross_entropy_does_not_change_with_a_common_offset(dtype, offsets, path):
+    """Logits sharing a large offset give the loss and gradient of the same logits without it
+    (a row's log-sum-exp of ~log C was lost next to an offset of 1e16: (log s + shift) - z_t);
+    rows of equal logits, and rows of steps of 0.5 where the offset leaves them exact."""
+    C = 8
+    equal = np.zeros((3, C))
+    steps = np.tile(np.arange(C) * 0.5, (3, 1))
+    targets = np.array([0, 3, 7])
+    for base in (equal, steps) if dtype == np.float64 else (equal,):
+        want_loss, want_grad = cross_entropy(base.astype(dtype), targets)
+        for offset in offsets:
+            if base is steps and offset > 2.0 ** 40:
+                continue
+            loss, grad = cross_entropy((base + offset).astype(dtype), targets)
+            assert loss == pytest.approx(want_loss, rel=1e-6), offset
+            np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7, err_msg=str(offset))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_rows_far_from_their_mean_match_float64(dtype, path):
     """NumPy's code shifts rows by their mean, and by their maximum where that would overflow
@@ -142,6 +162,19 @@ def test_cross_entropy_errors():
         cross_entropy(logits, targets, mask=np.ones(3, bool))
     with pytest.raises(ValueError, match="non-negative"):
         cross_entropy(logits, targets, mask=-np.ones(4))
+
+
+def test_cross_entropy_ignore_index_takes_any_int64(path):
+    """As torch: an ignore_index past int32's range (targets are int64) marks its positions;
+    past int64's it is refused by name."""
+    logits, targets = ce_case((6,), 5)
+    kept = np.arange(6) % 2 == 1
+    loss, grad = cross_entropy(logits, np.where(kept, targets, 2 ** 40), ignore_index=2 ** 40)
+    want_loss, want_grad = cross_entropy(logits, targets, mask=kept)
+    assert loss == pytest.approx(want_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="ignore_index"):
+        cross_entropy(logits, targets, ignore_index=2 ** 63)
 
 
 @pytest.mark.parametrize("shape", [(7,), (5, 3)])

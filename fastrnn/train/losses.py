@@ -145,7 +145,8 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
         raise ValueError(f"targets must have shape {z.shape[:-1]} (logits shape {z.shape} "
                          f"without its class axis), but got {t.shape}")
     C = z.shape[-1]
-    ignore_index = _checks.check_int("ignore_index", ignore_index, minimum=-(2 ** 63))
+    ignore_index = _checks.check_int("ignore_index", ignore_index, minimum=-(2 ** 63),
+                                     maximum=2 ** 63 - 1)
     counted = t != ignore_index
     bad = t[counted & ((t < 0) | (t >= C))]
     if bad.size:
@@ -196,7 +197,9 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             np.exp(gr, out=gr)
             grad[redo] = gr
             s[redo] = gr @ ones
-        nll = (np.log(s).astype(np.float64) + shift) - z2[rows, t2]    # float64
+        # float64; the logits' offset first, then the log-sum: log(s) + shift loses log(s) when
+        # every logit of a row is far from 0 (a common offset changes no loss)
+        nll = (shift.astype(np.float64) - z2[rows, t2]) + np.log(s)
         loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
         scale = w2 / denom     # float64
         grad *= (scale / s).astype(z.dtype)[:, None]     # the softmax, weighted
