@@ -22,6 +22,7 @@ import pytest
 
 import fastrnn
 from fastrnn import io as fio
+from fastrnn.train import Embedding, Linear
 
 #: seconds any one test may take before it fails instead of hanging
 TIME_LIMIT = 10
@@ -333,6 +334,18 @@ def test_huge_sizes_in_the_config_fail_before_allocating(files, tmp_path):
     for changes, error, match in cases:
         expect(error, with_header(data, edit_config(**changes)), tmp_path, match=match,
                limit=1 << 20, seconds=0.5)
+
+
+@pytest.mark.parametrize("model, changes", [
+    (lambda: Linear(3, 5, seed=0), dict(in_features=2000, out_features=20000)),
+    (lambda: Embedding(5, 3, seed=0), dict(num_embeddings=20000, embedding_dim=2000)),
+    (lambda: Embedding(5, 3, seed=0), dict(num_embeddings=10**6, embedding_dim=10**6)),
+])
+def test_the_training_modules_huge_sizes_fail_before_allocating(model, changes, tmp_path):
+    """The toolkit's modules too: a config whose table the file does not hold is refused
+    before the table is drawn (an Embedding drew its 480 MB, or raised MemoryError, first)."""
+    expect(fio.ArrayShapeError, with_header(saved(model()), edit_config(**changes)), tmp_path,
+           match="weight", limit=1 << 20, seconds=0.5)
 
 
 def test_huge_shapes_in_the_array_list_and_npy_headers(files, tmp_path):

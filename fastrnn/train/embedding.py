@@ -57,12 +57,18 @@ class Embedding(Module):
             padding_idx = int(padding_idx) % V
         self.padding_idx = padding_idx
         super().__init__(dtype, "numpy", seed)
-        shape = (self.num_embeddings, self.embedding_dim)
+        self._init_parameters({"weight": (self.num_embeddings, self.embedding_dim)})
+
+    def _init_parameters(self, shapes):
+        """The table from N(0, 1) as ``torch.nn.Embedding``, ``padding_idx``'s row zero, and its
+        gradient (zeros).  (:func:`fastrnn.load` checks ``shapes`` against a file's arrays
+        before this runs, as for every module.)"""
+        ((name, shape),) = shapes.items()
         weight = self._rng.standard_normal(shape).astype(self._dtype)
-        if padding_idx is not None:
-            weight[padding_idx] = 0
-        self._params["weight"] = weight
-        self.grads["weight"] = np.zeros(shape, dtype=self._dtype)
+        if self.padding_idx is not None:
+            weight[self.padding_idx] = 0
+        self._params[name] = weight
+        self.grads[name] = np.zeros(shape, dtype=self._dtype)
 
     @property
     def weight(self):
