@@ -198,6 +198,16 @@ def test_float64_layers_stay_float64():
     assert_close(numpy_of(back(x)), layer(x), "float64", what="float64 export")
 
 
+def test_float64_bidirectional_layers_stay_float64():
+    """The Bidirectional wrapper too (it took Keras's float32 policy: outputs off by 3e-8)."""
+    ours = fastrnn.LSTM(I, H, dtype=np.float64, batch_first=True, bidirectional=True, seed=0)
+    back = to_keras(ours)
+    x = np.random.default_rng(5).standard_normal((B, T, I))
+    got = numpy_of(back(x))
+    assert got.dtype == np.float64
+    assert_close(got, ours(x)[0], "float64", what="float64 bidirectional export")
+
+
 def test_keras_weights_is_the_get_weights_layout():
     ours = fastrnn.LSTM(I, H, bidirectional=True, seed=0)
     (weights,) = keras_weights(ours)

@@ -480,7 +480,7 @@ def to_keras(obj, **layer_kwargs):
         layer = getattr(keras.layers, _LAYER_NAMES[kind])(
             obj.hidden_size, return_sequences=sequences, **options, **layer_kwargs_l)
         if D == 2:
-            layer = keras.layers.Bidirectional(layer, merge_mode="concat")
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=obj.dtype.name)
         in_features = obj.input_size if l == 0 else D * obj.hidden_size
         layer.build((None, None, in_features))
         layer.set_weights(weights[l])
