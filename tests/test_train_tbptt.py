@@ -149,6 +149,77 @@ def test_training_with_updates_lowers_the_loss_and_can_stop():
     assert len(tb.run(x, lg, lambda chunk: chunk.index == 2)) == 3
 
 
+@pytest.mark.parametrize("k1, k2, how", [(5, 5, "all"), (5, 5, "streams"), (5, 5, "state"),
+                                         (5, 8, "all"), (5, 8, "state")])
+def test_a_reset_from_after_backward_restarts_the_streams_at_the_chunks_end(k1, k2, how):
+    """A reset of every stream (reset(), reset(streams=all), or state set to None) from the
+    callback after the chunk ending at t = 10 gives what a run over x[:10], then reset(), then
+    a run over x[10:] gives: the same outputs, losses, gradients and final state (with k2 > k1
+    no window reaches back before t = 10)."""
+    x, y = data()
+    runs = []
+    for split in (False, True):
+        rnn, head = make("LSTM", "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+        tb, seen = TBPTT(rnn, k1, k2), []
+        lg = loss_fn(head, y)
+
+        def record(out, t0, t1, lg=lg, seen=seen, shift=0):
+            seen.append(out.copy())
+            return lg(out, t0 + shift, t1 + shift)
+
+        def callback(chunk, tb=tb):
+            if chunk.t1 == 10:
+                if how == "all":
+                    tb.reset()
+                elif how == "streams":
+                    tb.reset(streams=slice(None))
+                else:
+                    tb.state = None
+        if split:
+            losses = tb.run(x[:10], record)
+            tb.reset()
+            losses += tb.run(x[10:], lambda out, t0, t1: record(out, t0, t1, shift=10))
+        else:
+            losses = tb.run(x, record, callback)
+        runs.append((seen, losses, [rnn.grads[k] for k in sorted(rnn.grads)],
+                     state_list(tb.state)))
+    (seen, losses, grads, state), (want_seen, want_losses, want_grads, want_state) = runs
+    assert losses == pytest.approx(want_losses, rel=1e-12)
+    for a, b in zip(seen + grads + state, want_seen + want_grads + want_state):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_a_reset_of_some_streams_from_after_backward():
+    """With k2 == k1, the streams reset restart from zeros at the chunk's end and the others
+    go on; with k2 > k1 it is refused by name (the next window starts inside the chunk)."""
+    x, y = data()
+    rnn, head = make("GRU", "numpy"), Linear(H, C, dtype=np.float64, seed=1)
+    tb, seen = TBPTT(rnn, 5), {}
+
+    def record(out, t0, t1):
+        seen[t0] = out.copy()
+        return loss_fn(head, y)(out, t0, t1)
+    tb.run(x, record, lambda chunk: chunk.t1 == 10 and tb.reset(streams=[1]))
+    rnn.eval()
+    fresh, _ = rnn(x[10:15, 1:2])
+    np.testing.assert_allclose(seen[10][:, 1:2], fresh, rtol=1e-12, atol=1e-14)
+    carried, _ = rnn(x[:15, ::2])
+    np.testing.assert_allclose(seen[10][:, ::2], carried[10:], rtol=1e-12, atol=1e-14)
+    tb = TBPTT(make("GRU", "numpy"), 5, 8)
+    with pytest.raises(ValueError, match=r"reset\(streams=\.\.\.\) from after_backward needs "
+                                         r"k2 == k1 \(here k1 = 5, k2 = 8\)"):
+        tb.run(x, loss_fn(head, y), lambda chunk: tb.reset(streams=[1]))
+
+
+def test_a_state_of_another_batch_is_named():
+    x, y = data()
+    tb = TBPTT(make("GRU", "numpy"), 5)
+    tb.run(x[:, :2], loss_fn(Linear(H, C, dtype=np.float64, seed=1), y[:, :2]))
+    with pytest.raises(ValueError, match="batch of 3 sequences, but the state carried from "
+                                         "the last run has 2: call reset"):
+        tb.run(x, loss_fn(Linear(H, C, dtype=np.float64, seed=1), y))
+
+
 def test_step_norms_reset_and_helpers():
     x, y = data()
     rnn, head = make("LSTM", "numpy"), Linear(H, C, dtype=np.float64, seed=1)

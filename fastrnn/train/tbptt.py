@@ -207,6 +207,7 @@ class TBPTT:
         self.k2 = self.k1 if k2 is None else _checks.check_int("k2", k2)
         windows(1, self.k1, self.k2)     # checks k2 >= k1
         self.state = None
+        self._streams_reset = False   # reset(streams) was called (read by run after each chunk)
 
     @property
     def _is_lstm(self):
@@ -215,10 +216,16 @@ class TBPTT:
     def reset(self, streams=None):
         """Forget the carried state: all of it (``streams=None``), or that of some streams.
 
+        Between runs, or from :meth:`run`'s ``after_backward``, where the streams restart
+        from zeros at the end of the chunk just done (e.g. where a new document begins).
+        With ``k2 > k1`` the next window would start inside that chunk, so after a reset of
+        every stream it starts at the chunk's end instead; a reset of some streams only is
+        refused there (one forward cannot restart some streams midway).
+
         Parameters
         ----------
         streams : int, slice, bool mask or index array over the batch, optional
-            Those streams restart from zeros (e.g. where a new document begins).
+            Those streams restart from zeros.
         """
         if streams is None:
             self.state = None
@@ -229,6 +236,7 @@ class TBPTT:
             return
         for s in states:
             s[:, index] = 0
+        self._streams_reset = True
 
     def _time_axis(self):
         return 1 if self.rnn.batch_first else 0
@@ -245,6 +253,9 @@ class TBPTT:
         state, then ``after_backward`` (where the caller clips gradients and
         steps the optimizer).  The layer's gradients accumulate in its
         ``grads`` and are not zeroed here.  Puts the layer in training mode.
+
+        The callback may :meth:`reset` streams, or set :attr:`state`: the next chunk starts
+        from that state.
 
         Parameters
         ----------
@@ -290,6 +301,13 @@ class TBPTT:
             raise TypeError(f"after_backward must be None or a callable (chunk) -> bool, "
                             f"but got {type(after_backward).__name__}")
         return_step_norms = _checks.check_bool("return_step_norms", return_step_norms)
+        if self.state is not None:
+            carried = (self.state[0] if self._is_lstm else self.state).shape[1]
+            batch = shape[1 - self._time_axis()]
+            if carried != batch:
+                raise ValueError(f"x has a batch of {batch} sequences, but the state carried "
+                                 f"from the last run has {carried}: call reset() to start "
+                                 f"from zeros")
         self.rnn.train()
         plan = windows(T, self.k1, self.k2)
         start_state = self.state      # state at plan[0].w0 == 0
@@ -325,7 +343,23 @@ class TBPTT:
             losses.append(loss)
             start_state = next_state
             self.state = hy
-            if after_backward is not None and after_backward(
-                    Chunk(i, w0, t0, t1, loss, norms)):
+            self._streams_reset = False
+            stop = after_backward is not None and after_backward(
+                Chunk(i, w0, t0, t1, loss, norms))
+            if self.state is not hy or self._streams_reset:   # the callback reset the state
+                if next_w0 == t1:
+                    start_state = self.state
+                elif self.state is not hy:
+                    # every stream restarts at t1: no window reaches back before it
+                    plan[i + 1:] = [(max(w, t1), a, b) for w, a, b in plan[i + 1:]]
+                    start_state = self.state
+                else:
+                    raise ValueError(
+                        f"reset(streams=...) from after_backward needs k2 == k1 (here k1 = "
+                        f"{self.k1}, k2 = {self.k2}): the next window starts inside the chunk "
+                        f"just done, and one forward cannot restart some streams at its end; "
+                        f"reset every stream (reset()), or end the run there and reset "
+                        f"between runs")
+            if stop:
                 break
         return losses
