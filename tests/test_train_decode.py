@@ -142,3 +142,10 @@ def test_bad_arguments_are_named():
         greedy_search(step, (np.zeros(2), np.zeros(3)), V, 3, END)
     with pytest.raises(ValueError, match="log-probabilities of shape"):
         greedy_search(lambda t, s: (np.zeros(3), s), state, V, 3, END)
+    for search in (greedy_search, beam_search):
+        with pytest.raises(ValueError, match=r"batch_axis must be an axis of every state array, "
+                                             r"but got batch_axis=1 for states of shapes \[\(2,\)\]"):
+            search(step, state, V, 3, END, batch_axis=1)
+        with pytest.raises(ValueError, match=rf"end must be a token of the step's vocabulary, "
+                                             rf"in \[0, {V}\), but got {V}"):
+            search(step, state, V, 3, V)   # (greedy search never ended; beam's IndexError)

@@ -34,18 +34,25 @@ def _take(state, index, batch_axis):
 
 
 def _batch_size(state, batch_axis):
-    sizes = {np.shape(s)[batch_axis] for s in _states(state)}
+    shapes = [np.shape(s) for s in _states(state)]
+    if any(len(shape) <= batch_axis for shape in shapes):
+        raise ValueError(f"batch_axis must be an axis of every state array, but got "
+                         f"batch_axis={batch_axis} for states of shapes {shapes}")
+    sizes = {shape[batch_axis] for shape in shapes}
     if len(sizes) != 1:
         raise ValueError(f"state: every array must have the same size along batch_axis="
                          f"{batch_axis}, but got sizes {sorted(sizes)}")
     return sizes.pop()
 
 
-def _check_log_probs(logp, n, where):
+def _check_log_probs(logp, n, end, where):
     logp = np.asarray(logp)
     if logp.ndim != 2 or logp.shape[0] != n:
         raise ValueError(f"{where}: step must return log-probabilities of shape (N, V) with "
                          f"N={n}, but returned shape {logp.shape}")
+    if end is not None and end >= logp.shape[1]:
+        raise ValueError(f"{where}: end must be a token of the step's vocabulary, in [0, "
+                         f"{logp.shape[1]}), but got {end}")
     return logp
 
 
@@ -93,7 +100,7 @@ def greedy_search(step, state, start, max_len, end=None, *, batch_axis=0):
     out = []
     for t in range(max_len):
         logp, state = step(tokens, state)
-        logp = _check_log_probs(logp, n, "greedy_search")
+        logp = _check_log_probs(logp, n, end, "greedy_search")
         tokens = np.argmax(logp, axis=1).astype(np.int64)
         if end is not None:
             tokens[done] = end
@@ -146,7 +153,7 @@ def beam_search(step, state, start, max_len, end=None, *, beam_width=4, length_p
     history = np.zeros((n, k, 0), dtype=np.int64)
     for t in range(max_len):
         logp, state = step(tokens, state)
-        logp = _check_log_probs(logp, n * k, "beam_search").astype(np.float64, copy=False)
+        logp = _check_log_probs(logp, n * k, end, "beam_search").astype(np.float64, copy=False)
         V = logp.shape[1]
         logp = logp.reshape(n, k, V).copy()
         if end is not None:         # a finished beam extends only by end, at no cost
