@@ -208,6 +208,17 @@ def test_log_softmax_and_softmax(torch):
                                torch.softmax(torch.tensor(x) / 2, -1).numpy(), rtol=1e-12)
 
 
+@pytest.mark.parametrize("logits, temperature, want", [
+    ([2.0, 1.0, 0.0], 1e-310, [1.0, 0.0, 0.0]),   # (logits / temperature was inf - inf)
+    ([1e308, 0.0], 0.5, [1.0, 0.0]),
+    (np.array([3e38, -3e38, 1.0], np.float32), 1e-3, [1.0, 0.0, 0.0]),
+    ([1.0, 1.0, -np.inf], 1e-300, [0.5, 0.5, 0.0]),
+])
+def test_softmax_at_extreme_temperatures_is_the_limit(logits, temperature, want):
+    """A tiny temperature (or huge logits) gives the argmax's one-hot, not NaN."""
+    np.testing.assert_array_equal(softmax(logits, temperature=temperature), want)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_mse_finite_differences(reduction, weighted):

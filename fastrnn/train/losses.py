@@ -63,9 +63,10 @@ def softmax(logits, axis=-1, temperature=1.0):
     """
     z, axis = _logits("logits", logits, axis)
     temperature = _checks.check_real("temperature", temperature, above=0)
-    z = z / temperature
     with np.errstate(invalid="ignore", over="ignore"):
-        e = np.exp(z - np.max(z, axis=axis, keepdims=True))
+        # shifted before the division: logits / temperature could overflow (to NaN after
+        # the shift) where (logits - max) / temperature only goes to -inf
+        e = np.exp((z - np.max(z, axis=axis, keepdims=True)) / temperature)
         return e / np.sum(e, axis=axis, keepdims=True)
 
 
