@@ -204,6 +204,16 @@ def test_forecast_bad_files(capsys, tmp_path):
     assert status == 1 and "needs at least" in err
 
 
+def test_forecast_flat_tail_has_a_verdict_without_ratio(capsys, tmp_path):
+    series = tmp_path / "flat.csv"               # varies, then stuck: the naive error is 0
+    values = [np.sin(i / 3) for i in range(60)] + [5.0] * 20
+    series.write_text("".join(f"{i},{v:.4f}\n" for i, v in enumerate(values)))
+    status, out, err = run(capsys, "forecast", "--data", series, "--window", "5", "--test", "10",
+                           "--epochs", "2", "--hidden", "4", *FAST)
+    assert status == 0, err
+    assert "naive forecast is exact" in out and "RMSE 0" in out
+
+
 # -- optional pieces -----------------------------------------------------------------------------
 def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatch):
     for name in list(sys.modules):

@@ -191,9 +191,14 @@ def run(args):
         rmse, mae = errors(pred, truth)
         print(f"  {name:<36}{rmse:>9.2f}{mae:>9.2f}")
     model_rmse, naive_rmse = errors(model_pred, truth)[0], errors(naive_pred, truth)[0]
-    verdict = "beats" if model_rmse < naive_rmse else "does NOT beat"
-    print(f"the {args.cell.upper()} {verdict} the naive forecast: RMSE {model_rmse:.2f} vs "
-          f"{naive_rmse:.2f} ({100 * (1 - model_rmse / naive_rmse):+.0f}%)")
+    if naive_rmse == 0:     # a flat tail: every held-out value equals the one before it
+        print(f"the naive forecast is exact on the held-out tail (RMSE 0: every value equals "
+              f"the one before it), so there is nothing to beat; the {args.cell.upper()} has "
+              f"RMSE {model_rmse:.2f}")
+    else:
+        verdict = "beats" if model_rmse < naive_rmse else "does NOT beat"
+        print(f"the {args.cell.upper()} {verdict} the naive forecast: RMSE {model_rmse:.2f} vs "
+              f"{naive_rmse:.2f} ({100 * (1 - model_rmse / naive_rmse):+.0f}%)")
 
     if plot:
         plt = pyplot()
