@@ -214,6 +214,15 @@ def test_forecast_flat_tail_has_a_verdict_without_ratio(capsys, tmp_path):
     assert "naive forecast is exact" in out and "RMSE 0" in out
 
 
+def test_forecast_csv_with_bom_keeps_its_first_value(capsys, tmp_path):
+    series = tmp_path / "bom.csv"                # Excel's "CSV UTF-8": a BOM, no header
+    series.write_bytes(b"\xef\xbb\xbf" + "".join(f"{i % 7}\n" for i in range(40)).encode())
+    status, out, err = run(capsys, "forecast", "--data", series, "--window", "4", "--test", "5",
+                           "--epochs", "1", "--hidden", "4", *FAST)
+    assert status == 0, err
+    assert "40 values" in out
+
+
 # -- optional pieces -----------------------------------------------------------------------------
 def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatch):
     for name in list(sys.modules):

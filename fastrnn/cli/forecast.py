@@ -69,7 +69,7 @@ def read_series(path):
     values : (N,) float64 array
     """
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
+        with open(path, newline="", encoding="utf-8-sig") as fh:   # Excel writes a BOM
             rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
     except FileNotFoundError:
         raise CommandError(f"data file {path!r} does not exist") from None
