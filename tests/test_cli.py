@@ -223,6 +223,15 @@ def test_forecast_csv_with_bom_keeps_its_first_value(capsys, tmp_path):
     assert "40 values" in out
 
 
+# -- caption ----------------------------------------------------------------------------------
+def test_caption_takes_a_seed_beyond_32_bits(capsys):
+    pytest.importorskip("sklearn")
+    status, out, err = run(capsys, "caption", "--epochs", "1", "--hidden", "4", "--embedding", "2",
+                           "--batch", "512", "--seed", 2 ** 32 + 5, *FAST)
+    assert status == 0, err
+    assert "held-out (450 images" in out
+
+
 # -- optional pieces -----------------------------------------------------------------------------
 def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypatch):
     for name in list(sys.modules):

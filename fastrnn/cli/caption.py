@@ -64,7 +64,10 @@ def load_digits_split(seed):
                            f"scikit-learn ({exc}): pip install 'fastrnn[sklearn]'") from None
     X, y = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
-    x_tr, x_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=seed, stratify=y)
+    # scikit-learn takes seeds below 2**32; --seed takes any integer >= 0
+    split_seed = seed if seed < 2 ** 32 else int(np.random.SeedSequence(seed).generate_state(1)[0])
+    x_tr, x_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=split_seed,
+                                              stratify=y)
     return x_tr, y_tr, x_te, y_te
 
 
