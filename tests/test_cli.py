@@ -129,6 +129,54 @@ def test_demo_file_errors(capsys, tmp_path):
     assert status == 1 and "does not exist" in err
 
 
+def _cli_model(path, edit=None):
+    """A model file as 'fastrnn demo --save' writes it, its JSON description passed through edit."""
+    import json
+
+    import fastrnn
+    from fastrnn.cli._common import save_modules
+    from fastrnn.train import Linear
+    save_modules(path, {"lstm": fastrnn.LSTM(3, 4), "head": Linear(4, 3)},
+                 {"vocabulary": "abc", "steps": 0})
+    if edit:
+        arrays = dict(np.load(path))
+        arrays["__description__"] = np.array(json.dumps(edit(json.loads(str(
+            arrays["__description__"])))))
+        np.savez(path, **arrays)
+    return path
+
+
+def _huge(description):
+    description["modules"]["lstm"]["config"]["hidden_size"] = 2 ** 31 - 1
+    return description
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("huge", "shape"),                              # refused before allocating 100 GB
+    ("modules_list", "'modules'"),
+    ("layer_save", "fastrnn.load"),
+    ("plain_npz", "command line"),
+    ("vocabulary", "do not fit"),                   # 4 characters for a 3-input LSTM
+])
+def test_demo_load_refuses_untrustworthy_model_files(capsys, tmp_path, kind, says):
+    import fastrnn
+    path = tmp_path / f"{kind}.npz"
+    if kind == "huge":
+        _cli_model(path, _huge)
+    elif kind == "modules_list":
+        _cli_model(path, lambda d: dict(d, modules=[]))
+    elif kind == "vocabulary":
+        _cli_model(path, lambda d: dict(d, meta={"vocabulary": "abcd", "steps": 0}))
+    elif kind == "layer_save":
+        fastrnn.LSTM(3, 4).save(path)
+    else:
+        np.savez(path, weight=np.zeros(3))
+    status, out, err = run(capsys, "demo", "--load", path, "--steps", "0", "--no-save", *FAST)
+    assert status == 1 and out == ""
+    assert err.startswith(f"fastrnn demo: error: model file {str(path)!r}") and err.count("\n") == 1
+    assert says in err
+
+
 # -- adding, gradflow, forecast ----------------------------------------------------------------
 def test_adding_tiny(capsys, tmp_path):
     plot = tmp_path / "adding.png"

@@ -251,8 +251,17 @@ def save_modules(path, modules, meta):
         raise CommandError(f"cannot save the model to {path!r}: {exc}") from None
 
 
+#: largest JSON description :func:`load_modules` reads, in bytes (a real one is a few kB)
+_MAX_DESCRIPTION_BYTES = 4 << 20
+
+
 def load_modules(path, classes, backend="auto"):
-    """Read what :func:`save_modules` wrote.
+    """Read what :func:`save_modules` wrote, with the checks of :func:`fastrnn.load`.
+
+    Nothing in the file is trusted: its members and their ``.npy`` headers are checked
+    first, then the JSON description, then each module's config against its stored arrays
+    (names, shapes, dtype) before the module is built, so that an edited or hostile file
+    cannot make loading allocate more than the arrays it holds.
 
     Parameters
     ----------
@@ -265,34 +274,104 @@ def load_modules(path, classes, backend="auto"):
     -------
     modules : dict name -> module with the stored parameters
     meta : dict
+
+    Raises
+    ------
+    CommandError
+        The file is missing, unreadable or not a usable model; the message names the file
+        and says what is wrong.
     """
+    from .. import io as fio
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
+        data, _ = fio._read_bytes(path)
     except FileNotFoundError:
         raise CommandError(f"model file {path!r} does not exist") from None
-    except (OSError, ValueError, EOFError) as exc:
-        raise CommandError(f"cannot read model file {path!r} (not a fastrnn .npz?): {exc}") from None
+    except IsADirectoryError:
+        raise CommandError(f"model file {path!r} is a directory, not a file") from None
+    except OSError as exc:
+        raise CommandError(f"cannot read model file {path!r}: {exc}") from None
     try:
-        description = json.loads(str(arrays.pop("__description__")))
-        if description.get("format") != "fastrnn-cli-model":
-            raise ValueError("not written by the fastrnn command line")
+        return _read_modules(fio, data, classes, backend)
+    except (fio.FormatError, KeyError, ValueError, TypeError) as exc:
+        why = str(exc) if isinstance(exc, fio.FormatError) else f"{type(exc).__name__}: {exc}"
+        raise CommandError(f"model file {path!r} is not a usable fastrnn model: {why}") from None
+
+
+def _read_modules(fio, data, classes, backend):
+    """:func:`load_modules` on the bytes of a file; a bad file raises a fastrnn.io.FormatError."""
+    with fio._open_zip(data, None) as zf:
+        infos = zf.infolist()
+        names = [info.filename for info in infos]
+        for name in names:
+            if not name.endswith(".npy"):
+                raise fio.ForeignFileError(f"member {fio._short(name)} is not a .npy array: the "
+                                           f"file was not written by fastrnn")
+        if len(set(names)) != len(names):
+            raise fio.CorruptFileError("a member appears more than once in the archive: the "
+                                       "file is damaged")
+        members = {info.filename[:-4]: fio._npy_member(zf, info, info.filename[:-4], None)
+                   for info in infos}
+        if fio.HEADER in members:
+            raise fio.ForeignFileError("it holds a single module written by save() or "
+                                       "fastrnn.save, not a model saved by the fastrnn command "
+                                       "line (--save); load it in Python with fastrnn.load")
+        entry = members.pop("__description__", None)
+        if entry is None:
+            raise fio.ForeignFileError("it has no '__description__' entry, so it was not saved "
+                                       "by the fastrnn command line (--save)")
+        if entry.dtype.kind != "U" or entry.shape != () or \
+                entry.nbytes > _MAX_DESCRIPTION_BYTES:
+            raise fio.CorruptFileError(f"its '__description__' entry must be one JSON text of "
+                                       f"at most {_MAX_DESCRIPTION_BYTES >> 20} MB, but it is "
+                                       f"{entry.dtype} with shape {fio._short(entry.shape)}")
+        try:
+            description = json.loads(str(fio._read_data(zf, entry, None)[()]))
+        except (ValueError, RecursionError) as exc:
+            raise fio.CorruptFileError(f"its description is not valid JSON "
+                                       f"({fio._clip(exc, 200)})") from None
+        if not isinstance(description, dict) or \
+                description.get("format") != "fastrnn-cli-model":
+            raise fio.ForeignFileError("its description does not name the format "
+                                       "'fastrnn-cli-model': not written by the fastrnn command "
+                                       "line")
+        entries, meta = description.get("modules"), description.get("meta")
+        if not isinstance(entries, dict) or not isinstance(meta, dict):
+            raise fio.CorruptFileError(f"its description must hold 'modules' and 'meta' objects, "
+                                       f"but they are {type(entries).__name__} and "
+                                       f"{type(meta).__name__}")
+        for key, entry in entries.items():
+            if "/" in key or not isinstance(entry, dict) \
+                    or not isinstance(entry.get("class"), str) \
+                    or not isinstance(entry.get("config"), dict):
+                raise fio.CorruptFileError(f"its description of module {fio._short(key)} must be "
+                                           f'{{"class": name, "config": {{...}}}}, but it is '
+                                           f"{fio._short(entry)}")
+        stray = [n for n in members if n.split("/", 1)[0] not in entries or "/" not in n]
+        if stray:
+            raise fio.UnexpectedArrayError(f"array(s) {fio._listed(stray)} belong to no module "
+                                           f"of its description")
         modules = {}
-        for key, entry in description["modules"].items():
-            cls = classes.get(entry["class"])
+        for key, entry in entries.items():
+            label = entry["class"]
+            cls = classes.get(label)
             if cls is None:
-                raise ValueError(f"unexpected module class {entry['class']!r}")
+                raise fio.ConfigError(f"module {key!r} has class {fio._short(label)}; expected "
+                                      f"one of {sorted(classes)}")
             config = dict(entry["config"])
             if "hidden_size" in config:       # a recurrent layer: run it on the chosen backend
                 config["backend"] = backend
-            module = cls(**config)
             prefix = key + "/"
-            module.load_state_dict({k[len(prefix):]: v for k, v in arrays.items()
-                                    if k.startswith(prefix)})
+            mine = {n[len(prefix):]: m for n, m in members.items() if n.startswith(prefix)}
+            call = fio._call(label, config)
+            fio._check_config(cls, config, call, None)
+            fio._check_layer_count(cls, config, len(mine), call, None)
+            module = fio._build(cls, config, mine, label, call, None)  # checked before allocating
+            params = module.parameters()
+            fio._check_parameters(label, call, {n: p.shape for n, p in params.items()},
+                                  module.dtype, mine, None)
+            module.load_state_dict({n: fio._read_data(zf, mine[n], None) for n in params})
             modules[key] = module
-        return modules, description["meta"]
-    except (KeyError, ValueError, TypeError) as exc:
-        raise CommandError(f"model file {path!r} is not a usable fastrnn model: {exc}") from None
+    return modules, meta
 
 
 # -- character decoders (the seq2seq and caption commands) ------------------------------

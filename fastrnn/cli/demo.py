@@ -274,6 +274,22 @@ def generate(lstm, head, vocab, rng, length, prime="\n", temperature=0.7):
     return vocab.decode(prime_ids) + vocab.decode(chars)
 
 
+def demo_model(path, modules, meta):
+    """(lstm, head, vocabulary, steps trained) of a model file saved by this command, checked."""
+    if set(modules) != {"lstm", "head"} or "vocabulary" not in meta:
+        raise CommandError(f"{path!r} is not a model saved by 'fastrnn demo'")
+    lstm, head, chars = modules["lstm"], modules["head"], meta["vocabulary"]
+    steps = meta.get("steps", 0)
+    width = (lstm.proj_size or lstm.hidden_size) * (2 if lstm.bidirectional else 1)
+    if not (isinstance(chars, str) and len(set(chars)) == len(chars) >= 2
+            and lstm.input_size == len(chars) == head.out_features
+            and head.in_features == width and not lstm.batch_first
+            and isinstance(steps, int) and not isinstance(steps, bool)):
+        raise CommandError(f"model file {path!r} is not a usable 'fastrnn demo' model: its "
+                           f"vocabulary, step count, LSTM and head do not fit together")
+    return lstm, head, Vocabulary(chars), steps
+
+
 def _indent(text):
     return "\n".join("  | " + line for line in text.splitlines())
 
@@ -293,7 +309,8 @@ def run(args):
     # a saved model first (a bad file fails before the corpus is read), then the corpus
     loaded = None
     if args.load:
-        loaded = load_modules(args.load, {"LSTM": fastrnn.LSTM, "Linear": Linear}, backend)
+        loaded = demo_model(args.load, *load_modules(
+            args.load, {"LSTM": fastrnn.LSTM, "Linear": Linear}, backend))
     clock = Timer()
     if args.text:
         text = read_text(args.text, args.max_chars)
@@ -304,11 +321,7 @@ def run(args):
 
     # model
     if loaded:
-        modules, meta = loaded
-        if set(modules) != {"lstm", "head"} or "vocabulary" not in meta:
-            raise CommandError(f"{args.load!r} is not a model saved by 'fastrnn demo'")
-        lstm, head, vocab = modules["lstm"], modules["head"], Vocabulary(meta["vocabulary"])
-        steps_before = int(meta.get("steps", 0))
+        lstm, head, vocab, steps_before = loaded
     else:
         vocab = Vocabulary.from_text(text)
         if len(vocab) < 2:
