@@ -292,6 +292,18 @@ def test_plot_without_matplotlib_says_how_to_install(capsys, tmp_path, monkeypat
     assert out == ""                                            # failed before doing any work
 
 
+@pytest.mark.skipif(not has_matplotlib(), reason="needs matplotlib")
+def test_plot_format_checked_up_front_and_real_file_named(capsys, tmp_path):
+    tiny = ["gradflow", "--length", "5", "--hidden", "4", "--batch", "2", "--repeats", "1", *FAST]
+    status, out, err = run(capsys, *tiny, "--plot", tmp_path / "g.jpgg")
+    assert status == 1 and out == ""                            # failed before doing any work
+    assert "'jpgg'" in err and ".png" in err
+    status, out, err = run(capsys, *tiny, "--plot", tmp_path / "noext")
+    assert status == 0, err
+    assert (tmp_path / "noext.png").exists() and not (tmp_path / "noext").exists()
+    assert f"plot saved to {tmp_path / 'noext.png'}\n" in out
+
+
 def test_shipped_sunspot_data():
     from fastrnn.data import load_sunspots
     years, values = load_sunspots()

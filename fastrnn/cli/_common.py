@@ -146,11 +146,26 @@ def pyplot():
 
 
 def prepare_plot(path):
-    """Check both matplotlib and the output path up front (before minutes of training)."""
+    """Check matplotlib, the output path and its format up front (before minutes of training).
+
+    Returns the name of the file the plot will be written to: ``path``, with matplotlib's
+    default extension (``savefig.format``, .png) added when it has none, as matplotlib does.
+    """
     if path is None:
         return None
-    check_output_path(path, "plot file")
+    path = check_output_path(path, "plot file")
     pyplot()
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    fmt = os.path.splitext(path)[1][1:]
+    if not fmt:
+        fmt = str(matplotlib.rcParams["savefig.format"])
+        path = check_output_path(path.rstrip(".") + "." + fmt, "plot file")
+    supported = FigureCanvasAgg.get_supported_filetypes()
+    if fmt.lower() not in supported:
+        raise CommandError(f"cannot write plot file {path!r}: matplotlib does not write "
+                           f"{fmt!r} files; use one of the extensions "
+                           f"{', '.join('.' + t for t in sorted(supported))}")
     return path
 
 
