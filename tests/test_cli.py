@@ -98,6 +98,16 @@ def test_demo_loss_drops_saves_and_reloads(capsys, tmp_path):
     assert "loaded from" in out2
 
 
+def test_demo_small_max_chars_reads_the_library_sources(capsys):
+    status, out, err = run(capsys, "demo", "--max-chars", "15000", "--steps", "1", "--hidden", "4",
+                           "--bptt", "8", "--batch", "4", "--sample-every", "0",
+                           "--sample-chars", "5", "--no-save", *FAST)
+    assert status == 0, err
+    corpus = next(line for line in out.splitlines() if line.startswith("corpus:"))
+    assert "standard library (" in corpus and "loaded" not in corpus
+    assert "15,000 characters" in corpus
+
+
 def test_demo_is_deterministic_given_a_seed(capsys, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. " * 400, encoding="utf-8")

@@ -148,7 +148,7 @@ def stdlib_docstrings(max_chars=1_000_000):
             total += len(doc) + 2
         if total >= max_chars:
             break
-    if total < 20_000:     # no sources installed (e.g. a .pyc-only Python): use loaded modules
+    if total < min(20_000, max_chars):   # no sources (a .pyc-only Python): use loaded modules
         import inspect
         names = sorted(set(sys.modules) & set(getattr(sys, "stdlib_module_names", ())))
         for name in names:
