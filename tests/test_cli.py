@@ -108,6 +108,23 @@ def test_demo_small_max_chars_reads_the_library_sources(capsys):
     assert "15,000 characters" in corpus
 
 
+def test_demo_saves_by_default_but_not_when_it_only_generates(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.txt").write_text("the cat sat on the mat. " * 100, encoding="utf-8")
+    tiny = ["demo", "--text", "t.txt", "--hidden", "4", "--bptt", "8", "--batch", "2",
+            "--sample-every", "0", "--sample-chars", "5", *FAST]
+    status, out, err = run(capsys, *tiny, "--steps", "2")
+    assert status == 0, err
+    assert "model saved to fastrnn-demo.npz" in out
+    (tmp_path / "fastrnn-demo.npz").rename(tmp_path / "m.npz")
+    status, out, err = run(capsys, *tiny, "--steps", "0", "--load", "m.npz")   # only generate
+    assert status == 0, err
+    assert "model saved" not in out and not (tmp_path / "fastrnn-demo.npz").exists()
+    status, out, err = run(capsys, *tiny, "--steps", "0", "--load", "m.npz", "--save", "c.npz")
+    assert status == 0, err
+    assert "model saved to c.npz" in out and (tmp_path / "c.npz").exists()
+
+
 def test_demo_is_deterministic_given_a_seed(capsys, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("the cat sat on the mat. " * 400, encoding="utf-8")

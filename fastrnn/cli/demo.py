@@ -40,6 +40,8 @@ examples:
 """
 
 LN2 = math.log(2.0)
+#: where the trained model goes without --save
+DEFAULT_SAVE = "fastrnn-demo.npz"
 #: folders of the standard library whose docstrings are not prose worth learning
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
               "turtledemo", "_bundled", "lib2to3"}
@@ -85,8 +87,10 @@ def add_arguments(p):
                      help="length of each sample (default: %(default)s)")
     out.add_argument("--temperature", type=positive_float, default=0.7,
                      help="sampling temperature: lower is more conservative (default: %(default)s)")
-    out.add_argument("--save", metavar="MODEL.npz", default="fastrnn-demo.npz",
-                     help="where to save the trained model (default: %(default)s)")
+    out.add_argument("--save", metavar="MODEL.npz", default=None,
+                     help=f"where to save the trained model (default: {DEFAULT_SAVE}; with "
+                          f"--steps 0 nothing is trained, and nothing saved unless --save "
+                          f"is given)")
     out.add_argument("--no-save", action="store_true", help="do not save the model")
     add_common_arguments(p)
 
@@ -299,7 +303,11 @@ def run(args):
     from ..train import TBPTT, Adam, Linear, clip_grad_norm, cross_entropy, split_streams
 
     backend = check_backend(args.backend)
-    save_path = None if args.no_save else check_output_path(args.save, "--save model file")
+    if args.no_save or (args.save is None and args.steps == 0):   # --steps 0 trains nothing
+        save_path = None
+    else:
+        save_path = check_output_path(DEFAULT_SAVE if args.save is None else args.save,
+                                      "--save model file")
     if not 0 < args.val_fraction < 0.5:
         raise CommandError(f"--val-fraction must be between 0 and 0.5, got {args.val_fraction}")
     rng = np.random.default_rng(args.seed)
