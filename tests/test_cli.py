@@ -63,6 +63,13 @@ def test_usage_errors_exit_2(capsys):
     assert status == 2
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "x"])
+def test_gradflow_gate_bias_must_be_finite(capsys, value):
+    status, out, err = run(capsys, "gradflow", "--gate-bias", value, *FAST)
+    assert status == 2 and out == ""
+    assert "--gate-bias" in err
+
+
 def test_bad_backend_is_a_clear_error(capsys):
     status, _, err = run(capsys, "gradflow", "--backend", "fortran", "--quiet")
     assert status == 1

@@ -68,6 +68,17 @@ def nonnegative_float(text):
     return value
 
 
+def finite_float(text):
+    """argparse type: a finite float (of any sign)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not np.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+    return value
+
+
 def int_list(text):
     """argparse type: comma-separated positive integers, e.g. ``50,100,200``."""
     try:

@@ -24,8 +24,8 @@ import math
 import numpy as np
 
 from ._common import (
-    Timer, add_common_arguments, check_backend, plain, positive_float, positive_int, prepare_plot,
-    progress, pyplot, save_figure,
+    Timer, add_common_arguments, check_backend, finite_float, plain, positive_float, positive_int,
+    prepare_plot, progress, pyplot, save_figure,
 )
 
 NAME = "gradflow"
@@ -52,7 +52,7 @@ def add_arguments(p):
     p.add_argument("--gain", type=positive_float, default=3.0,
                    help="scale of the orthogonal recurrent matrix of the exploding tanh RNN "
                         "(default: %(default)s)")
-    p.add_argument("--gate-bias", type=float, default=3.0,
+    p.add_argument("--gate-bias", type=finite_float, default=3.0,
                    help="added to the LSTM forget-gate and GRU update-gate biases in the "
                         "open-gate variants (default: %(default)s)")
     add_common_arguments(p, plot_help="draw the norms against steps back, log scale")
