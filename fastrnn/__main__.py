@@ -5,11 +5,12 @@ problem, RNN vs LSTM vs GRU), ``gradflow`` (vanishing and exploding
 gradients, measured), ``forecast`` (yearly sunspot numbers).
 ``python -m fastrnn COMMAND --help`` describes each.
 
-Exit status: 0 on success, 1 when the command fails (the message says why),
-2 for bad arguments, 130 when interrupted.
+Exit status: 0 on success, 1 when the command fails (the message says why) or
+its output pipe is closed early, 2 for bad arguments, 130 when interrupted.
 """
 
 import argparse
+import os
 import sys
 
 
@@ -34,28 +35,55 @@ def build_parser():
 
 
 def main(argv=None):
-    """Run the command line with ``argv`` (``sys.argv[1:]`` by default); returns the exit status."""
-    from .cli._common import CommandError
+    """Run the command line with ``argv`` (``sys.argv[1:]`` by default); returns the exit status.
 
-    parser = build_parser()
-    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    Ctrl-C at any point (imports, argument parsing, the command) prints one line and gives
+    130; output cut off by a closed pipe (``fastrnn forecast | head -2``) ends quietly with 1.
+    """
+    prog = "fastrnn"
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:         # --help, --version (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
-    if args.command is None:
-        parser.print_help()
-        return 2
-    try:
-        status = args._run(args)
-    except CommandError as exc:
-        print(f"{args._prog}: error: {exc}", file=sys.stderr)
-        return 1
+        from .cli._common import CommandError
+
+        parser = build_parser()
+        argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:         # --help, --version (0) or a usage error (2)
+            return exc.code if isinstance(exc.code, int) else 2
+        if args.command is None:
+            parser.print_help()
+            return 2
+        prog = args._prog
+        try:
+            status = args._run(args)
+        except CommandError as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 1
+        sys.stdout.flush()                # a closed pipe shows here, not at interpreter exit
+        return 0 if status is None else int(status)
     except KeyboardInterrupt:
-        print(f"\n{args._prog}: interrupted", file=sys.stderr)
+        print(f"\n{prog}: interrupted", file=sys.stderr)
         return 130
-    return 0 if status is None else int(status)
+    except BrokenPipeError:
+        # the reader of our output has gone: point stdout at devnull so that Python's own
+        # flush at exit does not raise again (the recipe of the docs of the signal module)
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _status = main()
+    if _status == 130:
+        # interrupted: a KeyboardInterrupt that went through code run by exec (SciPy's imports
+        # do that) leaves CPython's "unhandled interrupt" mark, and 'python -m' then ends the
+        # process by SIGINT whatever status is returned; end it with the documented 130
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(130)
+    sys.exit(_status)

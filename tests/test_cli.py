@@ -42,6 +42,38 @@ def test_module_entry_point_help_and_errors():
     assert "does not exist" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    with open(tmp_path / "err.txt", "w+") as err:          # like 'fastrnn gradflow | head -0'
+        proc = subprocess.Popen([sys.executable, "-m", "fastrnn", "gradflow", "--length", "5",
+                                 "--hidden", "4", "--batch", "2", "--repeats", "1", *FAST],
+                                stdout=subprocess.PIPE, stderr=err, env=env)
+        proc.stdout.close()
+        assert proc.wait(timeout=60) == 1
+        err.seek(0)
+        assert err.read() == ""
+
+
+@pytest.mark.parametrize("where", ["build_parser", "parse_args"])
+def test_interrupt_before_the_command_runs_is_one_line(capsys, monkeypatch, where):
+    import argparse
+
+    import fastrnn.__main__ as entry
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    if where == "build_parser":
+        monkeypatch.setattr(entry, "build_parser", interrupted)
+    else:
+        monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    try:
+        status, out, err = run(capsys, "gradflow", *FAST)
+    except KeyboardInterrupt:                    # not let through to pytest, which would stop
+        pytest.fail("the interrupt escaped main()")
+    assert status == 130 and out == ""
+    assert err == "\nfastrnn: interrupted\n"
+
+
 @pytest.mark.parametrize("command", ["demo", "adding", "gradflow", "forecast"])
 def test_every_command_has_help(capsys, command):
     status, out, _ = run(capsys, command, "--help")
