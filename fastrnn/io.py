@@ -372,8 +372,9 @@ def _declared_entries(data):
     return None if entries == 0xFFFF else entries
 
 
-def _zip_members(zf, where):
-    """The archive's members by array name (``weight_ih_l0``), each named once.
+def _zip_members(zf, where, header=HEADER):
+    """The archive's members by array name (``weight_ih_l0``), each named once, ``header``
+    (fastrnn's, or the command line's description of its several modules) among them.
 
     Raises
     ------
@@ -404,9 +405,9 @@ def _zip_members(zf, where):
                                f"times in the archive (repeated members: {_listed(repeated)}); "
                                f"each array must be stored once, and a reader would silently "
                                f"take one copy: the file is damaged or was tampered with", where)
-    if HEADER + ".npy" not in counts:
+    if header + ".npy" not in counts:
         shown = sorted(n[:-4] if n.endswith(".npy") else n for n in names)[:8]
-        raise ForeignFileError(f"not a fastrnn model file: no {HEADER!r} header among its "
+        raise ForeignFileError(f"not a fastrnn model file: no {header!r} header among its "
                                f"members {shown}; a plain .npz of parameters can be loaded "
                                f"with model.load_state_dict(dict(numpy.load(path)))", where)
     for name in names:
@@ -806,16 +807,23 @@ def load(path, *, backend=None):
         header = _read_header(zf, members.pop(HEADER), where)
         cls = _resolve_class(header, where)
         _check_listing(header["arrays"], members, where)
-        config, label = dict(header["config"]), header["class"]
-        call = _call(label, config)
-        _check_config(cls, config, call, where)
-        _check_layer_count(cls, config, len(members), call, where)
-        obj = _build(cls, config, members, label, call, where)
-        if backend is not None:
-            obj.backend = backend
-        params = obj.parameters()
-        _check_parameters(label, call, {n: p.shape for n, p in params.items()}, obj.dtype,
-                          members, where)
-        arrays = {name: _read_data(zf, members[name], where) for name in params}
-    obj.load_state_dict(arrays, strict=True)
+        obj = _load_module(zf, cls, header["class"], dict(header["config"]), members, where)
+    if backend is not None:
+        obj.backend = backend
+    return obj
+
+
+def _load_module(zf, cls, label, config, members, where):
+    """``cls(**config)`` with the parameters stored in ``members`` (name -> checked .npy
+    member of ``zf``, see :func:`_npy_member`): the config's types, then the parameters it
+    implies against the members (before the constructor allocates them), then the data."""
+    call = _call(label, config)
+    _check_config(cls, config, call, where)
+    _check_layer_count(cls, config, len(members), call, where)
+    obj = _build(cls, config, members, label, call, where)
+    params = obj.parameters()
+    _check_parameters(label, call, {n: p.shape for n, p in params.items()}, obj.dtype,
+                      members, where)
+    obj.load_state_dict({name: _read_data(zf, members[name], where) for name in params},
+                        strict=True)
     return obj

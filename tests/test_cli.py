@@ -221,7 +221,7 @@ def _huge(description):
     ("huge", "shape"),                              # refused before allocating 100 GB
     ("modules_list", "'modules'"),
     ("layer_save", "fastrnn.load"),
-    ("plain_npz", "command line"),
+    ("plain_npz", "no '__description__' header"),
     ("vocabulary", "do not fit"),                   # 4 characters for a 3-input LSTM
 ])
 def test_demo_load_refuses_untrustworthy_model_files(capsys, tmp_path, kind, says):

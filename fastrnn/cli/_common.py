@@ -326,25 +326,13 @@ def load_modules(path, classes, backend="auto"):
 def _read_modules(fio, data, classes, backend):
     """:func:`load_modules` on the bytes of a file; a bad file raises a fastrnn.io.FormatError."""
     with fio._open_zip(data, None) as zf:
-        infos = zf.infolist()
-        names = [info.filename for info in infos]
-        for name in names:
-            if not name.endswith(".npy"):
-                raise fio.ForeignFileError(f"member {fio._short(name)} is not a .npy array: the "
-                                           f"file was not written by fastrnn")
-        if len(set(names)) != len(names):
-            raise fio.CorruptFileError("a member appears more than once in the archive: the "
-                                       "file is damaged")
-        members = {info.filename[:-4]: fio._npy_member(zf, info, info.filename[:-4], None)
-                   for info in infos}
-        if fio.HEADER in members:
+        if fio.HEADER + ".npy" in zf.namelist():
             raise fio.ForeignFileError("it holds a single module written by save() or "
                                        "fastrnn.save, not a model saved by the fastrnn command "
                                        "line (--save); load it in Python with fastrnn.load")
-        entry = members.pop("__description__", None)
-        if entry is None:
-            raise fio.ForeignFileError("it has no '__description__' entry, so it was not saved "
-                                       "by the fastrnn command line (--save)")
+        members = {key: fio._npy_member(zf, info, key, None)
+                   for key, info in fio._zip_members(zf, None, "__description__").items()}
+        entry = members.pop("__description__")
         if entry.dtype.kind != "U" or entry.shape != () or \
                 entry.nbytes > _MAX_DESCRIPTION_BYTES:
             raise fio.CorruptFileError(f"its '__description__' entry must be one JSON text of "
@@ -388,15 +376,7 @@ def _read_modules(fio, data, classes, backend):
                 config["backend"] = backend
             prefix = key + "/"
             mine = {n[len(prefix):]: m for n, m in members.items() if n.startswith(prefix)}
-            call = fio._call(label, config)
-            fio._check_config(cls, config, call, None)
-            fio._check_layer_count(cls, config, len(mine), call, None)
-            module = fio._build(cls, config, mine, label, call, None)  # checked before allocating
-            params = module.parameters()
-            fio._check_parameters(label, call, {n: p.shape for n, p in params.items()},
-                                  module.dtype, mine, None)
-            module.load_state_dict({n: fio._read_data(zf, mine[n], None) for n in params})
-            modules[key] = module
+            modules[key] = fio._load_module(zf, cls, label, config, mine, None)
     return modules, meta
 
 
