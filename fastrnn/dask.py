@@ -22,10 +22,12 @@ On a ``distributed`` worker, every task of this module first sets fastrnn's thre
 (``fastrnn.set_num_threads``) to the worker's ``nthreads``.
 """
 
+import contextlib
 import copy
 import math
 import numbers
 import sys
+import threading
 import time
 import uuid
 
@@ -44,19 +46,45 @@ _ESTIMATOR_METHODS = ("predict", "predict_proba", "predict_log_proba")
 
 
 # -- workers ----------------------------------------------------------------------------------------
-def _use_worker_threads():
-    """On a distributed worker: fastrnn's thread count set to the worker's ``nthreads`` (never
-    more).  Elsewhere (the local threaded scheduler, the driver) nothing changes."""
+_held = {"tasks": 0, "saved": None}    # tasks of workers without a process of their own
+_held_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _worker_threads():
+    """On a distributed worker, fastrnn's thread count at most the worker's ``nthreads``
+    during the task.  A worker started by a nanny has a process of its own and keeps the
+    setting; one without (``LocalCluster(processes=False)``, whose workers are threads of the
+    driver's process) gets the driver's count back when its last running task ends.
+    Elsewhere (the local threaded scheduler, the driver) nothing changes."""
     distributed = sys.modules.get("distributed")
-    if distributed is None:
-        return
-    try:
-        worker = distributed.get_worker()
-    except ValueError:   # not inside a worker's task
+    worker = None
+    if distributed is not None:
+        try:
+            worker = distributed.get_worker()
+        except ValueError:   # not inside a worker's task
+            pass
+    if worker is None:
+        yield
         return
     n = max(1, int(getattr(worker, "nthreads", None) or worker.state.nthreads))
-    if _runtime.get_num_threads() != n:
-        _runtime.set_num_threads(n)
+    if getattr(worker, "nanny", None):
+        if _runtime.get_num_threads() != n:
+            _runtime.set_num_threads(n)
+        yield
+        return
+    with _held_lock:
+        if _held["tasks"] == 0:
+            _held["saved"] = _runtime.get_num_threads()
+            _runtime.set_num_threads(min(n, _held["saved"]))
+        _held["tasks"] += 1
+    try:
+        yield
+    finally:
+        with _held_lock:
+            _held["tasks"] -= 1
+            if _held["tasks"] == 0:
+                _runtime.set_num_threads(_held["saved"])
 
 
 def _client(client):
@@ -84,9 +112,9 @@ def _is_estimator(model):
     return type(model).__module__ == "fastrnn.sklearn" and hasattr(model, "get_params")
 
 
+@_worker_threads()
 def _predict_block(model, method, batch_size, batch_axis, x, lengths):
     """One chunk's prediction (run on a worker), in slices of ``batch_size`` sequences."""
-    _use_worker_threads()
     n = x.shape[batch_axis]
     step = n if batch_size is None else batch_size
     outs = []
@@ -198,8 +226,10 @@ def predict(model, X, lengths=None, *, batch_size=None, method=None):
     if not isinstance(X, da.Array):
         raise TypeError(f"X must be a dask array (dask.array.from_array(x, chunks=...)), but "
                         f"got {type(X).__name__}")
-    if X.dtype.kind not in "fiu":
-        raise TypeError(f"X must hold real numbers, but got dtype {X.dtype}")
+    layer = isinstance(model, RNNBase)     # (a layer refuses integers too)
+    if X.dtype.kind not in ("f" if layer else "fiu"):
+        kind = " of a floating-point dtype for a layer" if layer else ""
+        raise TypeError(f"X must hold real numbers{kind}, but got dtype {X.dtype}")
     if any(math.isnan(s) for s in X.shape):
         raise ValueError(f"X must have known chunk sizes (X.compute_chunk_sizes()), but got "
                          f"shape {X.shape}")
@@ -264,13 +294,13 @@ def _named(modules):
                     f"{type(modules).__name__}")
 
 
+@_worker_threads()
 def _shard_task(template, weights, loss_and_grad, combine, n, arrays):
     """One shard's share (run on a worker): the gradients of ``loss_and_grad`` on a copy of the
     modules holding ``weights``, as (grads, loss, weight, seconds); with ``combine == "mean"``
     the gradients and the loss are multiplied by the weight (the shard's ``n`` samples, or the
     weight ``loss_and_grad`` returned)."""
     t0 = time.perf_counter()
-    _use_worker_threads()
     modules = copy.deepcopy(template)   # the tasks of one worker may share the template
     for name, m in modules.items():
         m.load_state_dict(weights[name])

@@ -207,6 +207,33 @@ def test_workers_use_their_nthreads(client):
     assert client.run(fastrnn.get_num_threads) == nthreads
 
 
+def test_workers_in_the_drivers_process_leave_its_thread_count():
+    """A cluster whose workers are threads of this process (processes=False) runs each task at
+    most at the worker's nthreads, and gives the driver its thread count back (it stayed 1)."""
+    before = fastrnn.get_num_threads()
+
+    def threads_in_task(m, x):     # the "loss": the thread count the task ran with
+        out, _ = m(x)
+        m.backward(np.ones_like(out))
+        return float(fastrnn.get_num_threads()), 1.0
+    try:
+        fastrnn.set_num_threads(3)
+        with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                      dashboard_address=None) as cluster:   # (inproc://)
+            with distributed.Client(cluster, set_as_default=False) as c:
+                lstm = fastrnn.LSTM(4, 6, seed=0)
+                X = da.from_array(np.ones((3, 8, 4), np.float32), chunks=(3, 2, 4))
+                compute(predict(lstm, X), c)
+                assert fastrnn.get_num_threads() == 3
+                gru = fastrnn.GRU(4, 5, dtype=np.float64, seed=1)
+                dp = DataParallel(gru, SGD(gru, lr=0.1), threads_in_task, batch_axes=(1,),
+                                  n_shards=4, client=c)
+                assert dp.step(np.ones((3, 8, 4))) == 1.0
+        assert fastrnn.get_num_threads() == 3
+    finally:
+        fastrnn.set_num_threads(before)
+
+
 # -- data-parallel training ----------------------------------------------------------------------------
 def classify(m, x, y):
     """Mean cross-entropy of the head on the last step; gradients into the copies."""
@@ -313,6 +340,8 @@ def test_predict_errors():
         (dict(model=lstm, X=X[0]), ValueError, "X must be a 3-D"),
         (dict(model=lstm, X=da.zeros((3, 10, 5), chunks=5)), ValueError, "input_size=4"),
         (dict(model=lstm, X=X.astype(bool)), TypeError, "X must hold real numbers"),
+        (dict(model=lstm, X=X.astype(int)), TypeError,
+         "X must hold real numbers of a floating-point dtype for a layer, but got dtype int"),
         (dict(model=lstm, X=X, lengths=np.ones(9, int)), ValueError, r"lengths must have shape \(10,\)"),
         (dict(model=lstm, X=X, lengths=np.ones(10)), TypeError, "lengths must be ints"),
         (dict(model=lstm, X=X, batch_size=0), ValueError, "batch_size must be a positive int"),
