@@ -75,8 +75,9 @@ MALLOC_ENV = "FASTRNN_MALLOC"
 def _default_threads():
     env = os.environ.get(THREADS_ENV, "").strip()
     if env:
-        if not env.isdigit() or int(env) < 1:
-            raise ValueError(f"{THREADS_ENV} must be a positive integer, but got {env!r}")
+        if not (env.isascii() and env.isdigit()) or not 1 <= int(env) <= _checks.MAX_SIZE:
+            raise ValueError(f"{THREADS_ENV} must be a positive integer of at most "
+                             f"{_checks.MAX_SIZE}, but got {env!r}")
         return int(env)
     try:
         return len(os.sched_getaffinity(0))

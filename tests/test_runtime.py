@@ -81,8 +81,9 @@ def test_a_new_pool_warms_on_every_thread_at_once(monkeypatch):
 
 
 def test_bad_thread_environment_variable_is_named():
-    status, _, err = run_script("import fastrnn", env={"FASTRNN_NUM_THREADS": "two"})
-    assert status != 0 and "FASTRNN_NUM_THREADS must be a positive integer" in err
+    for bad in ("two", "0", "\u00b2", "2147483648"):   # (a superscript 2 is a digit to isdigit)
+        status, _, err = run_script("import fastrnn", env={"FASTRNN_NUM_THREADS": bad})
+        assert status != 0 and "FASTRNN_NUM_THREADS must be a positive integer" in err, bad
 
 
 # glibc's own allocator settings, which a test's environment may carry (dask's nanny leaves
