@@ -385,6 +385,55 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
     assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
 
 
+@pytest.mark.skipif("numba" not in COMPILED, reason="needs the numba backend")
+def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
+    """A numba backward's time loop runs in blocks of steps with Python in between, so SIGINT
+    10-40% into a long backward (its time loop) raises KeyboardInterrupt promptly (it waited
+    for the whole loop: 0.35-0.55 s at T=4000); the next forward and backward are right."""
+    code = """
+        import os, signal, threading, time
+        import numpy as np, fastrnn
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        lstm = fastrnn.LSTM(64, 256, backend="numba", seed=0)
+        small = np.ones((20, 4, 64), "f4")
+        def grads():
+            lstm.zero_grad()
+            out, _ = lstm(small)
+            lstm.backward(np.ones_like(out))
+            return [g.copy() for g in lstm.grads.values()]
+        want = grads()
+        x = np.ones((3000, 32, 64), "f4")
+        out, _ = lstm(x)
+        dout = np.ones_like(out)
+        start = time.perf_counter()
+        lstm.backward(dout)
+        took = time.perf_counter() - start
+        delays = []
+        for i in range(6):
+            lstm(x)
+            sent = []
+            def interrupt():
+                sent.append(time.perf_counter())
+                os.kill(os.getpid(), signal.SIGINT)
+            timer = threading.Timer(took * (0.1 + 0.06 * i), interrupt)
+            timer.start()
+            try:
+                lstm.backward(dout)
+                timer.join()
+                continue
+            except KeyboardInterrupt:
+                delays.append(time.perf_counter() - sent[0])
+            for a, b in zip(grads(), want):
+                np.testing.assert_array_equal(a, b)
+        print(len(delays), max(delays))
+    """
+    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+    count, delay = out.split()
+    assert int(count) >= 5
+    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+
+
 @pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
 def test_cython_calls_split_on_the_pool_of_openblas_jobs_and_teams():
     """The cython kernels' split phases run on the C pool of kernels/fastrnn_pool.h, which also

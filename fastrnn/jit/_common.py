@@ -276,6 +276,23 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
     return sparse
 
 
+def backward_loop(kernel, args, G, tails):
+    """A backward's time loop: ``kernel(*args, s0, s1, b0, b1)`` over blocks of the steps an
+    eval-mode store of ``G``'s rows holds (:func:`store_steps`), the last block first, on the
+    batch slices ``tails`` at once.  The kernel carries the states' gradients in its arrays
+    from one block to the next; between two blocks Python runs, so that a Ctrl-C is acted on
+    within one block.
+
+    Parameters
+    ----------
+    G : (T, B, W) array, the gate store of the forward's record
+    """
+    T, B = G.shape[0], G.shape[1]
+    block = store_steps(T, B, G.shape[2], G.dtype, False)
+    for s1 in range(T, 0, -block):
+        run_threads(kernel, args + (max(0, s1 - block), s1), tails)
+
+
 def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True):
     """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows
     (dW_ih over x's entries alone when x is sparse, see :func:`sparse_input`).

@@ -34,7 +34,7 @@ import numpy as np
 
 from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
-from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
@@ -432,8 +432,10 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
 
 
 @jit
-def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, norms, b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1.
+def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, norms, s0, s1,
+                    b0, b1):
+    """BPTT over the steps s0 <= t < s1, the last first, for the sequences b0 <= b < b1
+    (dh, and dc for LSTM, carry the gradient of the state from one call to the next).
 
     Parameters
     ----------
@@ -447,13 +449,12 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, n
     M : (T, B, 3H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    b0, b1 : int
+    s0, s1, b0, b1 : int
     """
-    T = dy.shape[0]
     B, H = dh.shape
     t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
-    for t in range(T - 1, -1, -1):
+    for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
                 G[t, b, :] = 0
@@ -471,8 +472,8 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, n
 
 
 @jit
-def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, lengths, norms, b0,
-                       b1):
+def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, lengths, norms, s0,
+                       s1, b0, b1):
     """:func:`_backward_slice` of the reset-before GRU.
 
     Parameters
@@ -483,12 +484,11 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, le
     M : (T, B, 3H) array of the clip's mask, or (0, 0, 0)
     (the rest as :func:`_backward_slice`)
     """
-    T = dy.shape[0]
     B, H = dh.shape
     t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
     empty = dh[0, :0]
-    for t in range(T - 1, -1, -1):
+    for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
                 G[t, b, :] = 0
@@ -551,7 +551,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         DRH = _common.row_buffer(1, B, H, dt)
         kernel, args = _backward_slice_rb, (dy, dh, h0, G, Hs, DRH) + w_hh_p + (kinds, params, M,
                                                                                 lens, norms)
-    run_threads(kernel, args, list(zip(slices[:-1], slices[1:])))
+    _common.backward_loop(kernel, args, G, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args, w_hh_p   # the packed weights: free them before the gradients are allocated
 

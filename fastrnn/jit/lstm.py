@@ -35,7 +35,7 @@ import numpy as np
 
 from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
-from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_flag
 from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
@@ -427,8 +427,9 @@ def _cell_backward_acts(g, tcs, cp, dc, dm, ph, coupled, kinds, params, CM, t, b
 
 @jit
 def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled, kinds, params, CM,
-                    lengths, norms, b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1.
+                    lengths, norms, s0, s1, b0, b1):
+    """BPTT over the steps s0 <= t < s1, the last first, for the sequences b0 <= b < b1
+    (dh, and dc for LSTM, carry the gradient of the state from one call to the next).
 
     Parameters
     ----------
@@ -449,15 +450,14 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
     CM : (T, B, 4H) array of the clip's mask, or (0, 0, 0)
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    b0, b1 : int
+    s0, s1, b0, b1 : int
     """
-    T = dy.shape[0]
     B, P = dh.shape
     H = dc.shape[1]
     proj = w_hr.shape[0] > 0
     tmp, tmp2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, P))
-    for t in range(T - 1, -1, -1):
+    for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
                 G[t, b, :] = 0
@@ -530,7 +530,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     slices = batch_slices(B, threads_for(2 * T * B * H4 * P))
     args = (dy, dh, dc, c0, G, Cs, TCs, dH, DM, _common.packed(w_hh, False), w_hr_p,
             _peepholes(w_ph, dt), input_forget, kinds, params, CM, lens, norms)
-    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    _common.backward_loop(_backward_slice, args, G, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import _common
 from .. import activations as _acts
 from .activations import act_grad_row, act_row, tanh
-from .config import batch_slices, helper, jit, one_blas_thread, run_threads, threads_for
+from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_nonlinearity
 from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, store_norm
 
@@ -158,8 +158,9 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
 
 
 @jit
-def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms, b0, b1):
-    """BPTT over the whole sequence for the sequences b0 <= b < b1.
+def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms, s0, s1, b0, b1):
+    """BPTT over the steps s0 <= t < s1, the last first, for the sequences b0 <= b < b1
+    (dh, and dc for LSTM, carry the gradient of the state from one call to the next).
 
     Parameters
     ----------
@@ -173,13 +174,12 @@ def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms,
     kinds, params : the activation, as :func:`_forward_slice`
     lengths : (B,) int64 array
     norms : (T, B) array receiving ||dJ/dh_t||, or (0, 0)
-    b0, b1 : int
+    s0, s1, b0, b1 : int
     """
-    T = dy.shape[0]
     B, H = dh.shape
     one, zero = dy.dtype.type(1), dy.dtype.type(0)
     dh3 = dh.reshape((1, B, H))
-    for t in range(T - 1, -1, -1):
+    for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
                 DA[t, b, :] = 0
@@ -240,7 +240,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     DA = np.empty((T, B, H), dtype=dt)
     slices = batch_slices(B, threads_for(2 * T * B * H * H))
     args = (dy, dh, G, DA, M, _common.packed(w_hh, False), relu, kinds, params, lens, norms)
-    run_threads(_backward_slice, args, list(zip(slices[:-1], slices[1:])))
+    _common.backward_loop(_backward_slice, args, G, list(zip(slices[:-1], slices[1:])))
     _common.store_norms(step_norms, norms)
     del args   # the packed weights: free them before the gradients are allocated
 
