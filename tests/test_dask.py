@@ -219,7 +219,7 @@ def test_workers_in_the_drivers_process_leave_its_thread_count():
     try:
         fastrnn.set_num_threads(3)
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                      dashboard_address=None) as cluster:   # (inproc://)
+                                      dashboard_address=":0") as cluster:   # (inproc://)
             with distributed.Client(cluster, set_as_default=False) as c:
                 lstm = fastrnn.LSTM(4, 6, seed=0)
                 X = da.from_array(np.ones((3, 8, 4), np.float32), chunks=(3, 2, 4))

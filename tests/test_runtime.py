@@ -335,6 +335,31 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+#: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
+#: starts with SIGINT ignored, and Python then keeps it ignored), and ``interrupt_delay(call,
+#: at)``: SIGINT ``at`` seconds into ``call()``, the seconds until its KeyboardInterrupt, or
+#: None when the call ended first
+INTERRUPT = """
+    import os, signal, threading, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def interrupt_delay(call, at):
+        sent = []
+
+        def interrupt():
+            sent.append(time.perf_counter())
+            os.kill(os.getpid(), signal.SIGINT)
+        timer = threading.Timer(at, interrupt)
+        timer.start()
+        try:
+            call()
+            timer.join()
+            return None
+        except KeyboardInterrupt:
+            return time.perf_counter() - sent[0]
+"""
+
+
 @pytest.mark.parametrize("backend, hidden, shape",
                          [(b, 128, (4000, 64, 64)) for b in COMPILED]
                          # batch 1: the cython kernels' team of threads (hidden units split)
@@ -342,12 +367,8 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
 def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidden, shape):
     """SIGINT during long multi-threaded forwards: KeyboardInterrupt promptly, never a crash;
     then the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
-    code = f"""
-        import os, signal, threading, time
+    code = textwrap.dedent(INTERRUPT) + textwrap.dedent(f"""
         import numpy as np, fastrnn
-        # Python's own handler, whatever the parent left (a shell's background job starts with
-        # SIGINT ignored, and Python then keeps it ignored)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         lstm = fastrnn.LSTM(64, {hidden}, backend="{backend}", seed=0).eval()
         small = np.ones((20, {shape[1]}, 64), "f4")
         want = lstm(small)[0]
@@ -358,24 +379,16 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
         took = time.perf_counter() - start
         delays = []
         for i in range(10):
-            sent = []
-            def interrupt():
-                sent.append(time.perf_counter())
-                os.kill(os.getpid(), signal.SIGINT)
-            timer = threading.Timer(took * (0.1 + 0.06 * i), interrupt)
-            timer.start()
-            try:
-                lstm(x)
-                timer.join()
+            delay = interrupt_delay(lambda: lstm(x), took * (0.1 + 0.06 * i))
+            if delay is None:
                 continue
-            except KeyboardInterrupt:
-                delays.append(time.perf_counter() - sent[0])
+            delays.append(delay)
             np.testing.assert_array_equal(lstm(small)[0], want)
         if {shape[1]} == 1:      # batch 1: a team of threads ran the calls
             from fastrnn._cython import kernels
             assert kernels.team_stats() > 0
         print(len(delays), max(delays))
-    """
+    """)
     status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
     assert status == 0, f"exit status {status}: {err[-2000:]}"
     count, delay = out.split()
@@ -390,10 +403,8 @@ def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
     """A numba backward's time loop runs in blocks of steps with Python in between, so SIGINT
     10-40% into a long backward (its time loop) raises KeyboardInterrupt promptly (it waited
     for the whole loop: 0.35-0.55 s at T=4000); the next forward and backward are right."""
-    code = """
-        import os, signal, threading, time
+    code = textwrap.dedent(INTERRUPT) + textwrap.dedent("""
         import numpy as np, fastrnn
-        signal.signal(signal.SIGINT, signal.default_int_handler)
         lstm = fastrnn.LSTM(64, 256, backend="numba", seed=0)
         small = np.ones((20, 4, 64), "f4")
         def grads():
@@ -411,22 +422,14 @@ def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
         delays = []
         for i in range(6):
             lstm(x)
-            sent = []
-            def interrupt():
-                sent.append(time.perf_counter())
-                os.kill(os.getpid(), signal.SIGINT)
-            timer = threading.Timer(took * (0.1 + 0.06 * i), interrupt)
-            timer.start()
-            try:
-                lstm.backward(dout)
-                timer.join()
+            delay = interrupt_delay(lambda: lstm.backward(dout), took * (0.1 + 0.06 * i))
+            if delay is None:
                 continue
-            except KeyboardInterrupt:
-                delays.append(time.perf_counter() - sent[0])
+            delays.append(delay)
             for a, b in zip(grads(), want):
                 np.testing.assert_array_equal(a, b)
         print(len(delays), max(delays))
-    """
+    """)
     status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
     assert status == 0, f"exit status {status}: {err[-2000:]}"
     count, delay = out.split()
