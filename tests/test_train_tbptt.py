@@ -211,6 +211,13 @@ def test_a_reset_of_some_streams_from_after_backward():
         tb.run(x, loss_fn(head, y), lambda chunk: tb.reset(streams=[1]))
 
 
+    def reset_and_stop(chunk):       # ending the run there is what the message asks for
+        tb.reset(streams=[1])
+        return True
+    assert len(tb.run(x, loss_fn(head, y), reset_and_stop)) == 1
+    assert not tb.state[:, 1].any() and tb.state[:, 0].any()
+
+
 def test_a_state_of_another_batch_is_named():
     x, y = data()
     tb = TBPTT(make("GRU", "numpy"), 5)

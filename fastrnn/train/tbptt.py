@@ -344,8 +344,8 @@ class TBPTT:
             start_state = next_state
             self.state = hy
             self._streams_reset = False
-            stop = after_backward is not None and after_backward(
-                Chunk(i, w0, t0, t1, loss, norms))
+            if after_backward is not None and after_backward(Chunk(i, w0, t0, t1, loss, norms)):
+                break                   # (a reset with it is the next run's start)
             if self.state is not hy or self._streams_reset:   # the callback reset the state
                 if next_w0 == t1:
                     start_state = self.state
@@ -358,8 +358,6 @@ class TBPTT:
                         f"reset(streams=...) from after_backward needs k2 == k1 (here k1 = "
                         f"{self.k1}, k2 = {self.k2}): the next window starts inside the chunk "
                         f"just done, and one forward cannot restart some streams at its end; "
-                        f"reset every stream (reset()), or end the run there and reset "
-                        f"between runs")
-            if stop:
-                break
+                        f"reset every stream (reset()), or end the run there (return True) "
+                        f"and reset between runs")
         return losses
