@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import activations as _acts
 from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
+from ..reference._common import unpadded  # noqa: F401 - the kernels' (training) input
 from . import config
 from .config import run_threads, threads_for
 from .gemm import csr, mm_small, pack, panel_shape, sparse_mm, sparse_wgrad
@@ -73,19 +74,6 @@ def lengths_or_full(lengths, T, B):
     if lengths is None:
         return np.full(B, T, dtype=np.int64)
     return contiguous(lengths, np.int64)
-
-
-def unpadded(x, lens, training):
-    """``x``, or in training a copy with the steps past each sequence's end zeroed.  No output
-    or state reads them, but the backward's ``dW_ih += D^T x`` runs over every row, and a NaN
-    or inf of the padding times D's zeros there would be NaN (PyTorch's packed sequences never
-    hold the padding)."""
-    T = x.shape[0]
-    if not training or lens.min(initial=T) >= T:
-        return x
-    x = x.copy()
-    x[np.arange(T)[:, None] >= lens[None, :]] = 0
-    return x
 
 
 def bias_or_empty(b, dtype):

@@ -411,7 +411,8 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     h = np.array(hx[0], dtype=dt, order="C")
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
-    x = _common.unpadded(x, lens, training)
+    if training:   # the backward's dW_ih = D^T x runs over every row, padding included
+        x = _common.unpadded(x, lens)
     y = np.empty((T, B, H), dtype=dt)
     G = _common.row_buffer(_common.store_steps(T, B, 4 * H, dt, training), B, 4 * H, dt)
     Hs = np.empty((T if training else 1, B, H), dtype=dt)

@@ -269,7 +269,8 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     c = np.array(hx[1], dtype=dt, order="C")
     h0, c0 = (h.copy(), c.copy()) if training else (None, None)
     lens = _common.lengths_or_full(lengths, T, B)
-    x = _common.unpadded(x, lens, training)
+    if training:   # the backward's dW_ih = D^T x runs over every row, padding included
+        x = _common.unpadded(x, lens)
     proj = w_hr is not None
     y = np.empty((T, B, P), dtype=dt)
     TS = T if training else 1

@@ -144,7 +144,8 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     h = np.array(hx[0], dtype=dt, order="C")
     h0 = h.copy() if training else None
     lens = _common.lengths_or_full(lengths, T, B)
-    x = _common.unpadded(x, lens, training)
+    if training:   # the backward's dW_ih = D^T x runs over every row, padding included
+        x = _common.unpadded(x, lens)
     y = np.empty((T, B, H), dtype=dt)
     G = _common.row_buffer(_common.store_steps(T, B, H, dt, training), B, H, dt)
     M = _common.clip_mask(clip, training, T, B, H, dt)

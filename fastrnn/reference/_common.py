@@ -176,11 +176,17 @@ def valid_steps(lengths, T, B):
     return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
 
 
-def unpadded(x, valid):
-    """``x`` with the steps past each sequence's end zeroed.  No output or state reads them;
-    zeros keep a NaN or inf there (padding) out of the backward's products, as PyTorch's
-    packed sequences, which never hold the padding."""
-    return x if valid is None else np.where(valid, x, 0).astype(x.dtype, copy=False)
+def unpadded(x, lengths):
+    """``x`` (T, B, ...), or where a sequence ends before T a copy with the steps past each
+    sequence's end zeroed.  No output or state reads them; zeros keep a NaN or inf there
+    (padding) out of the backward's products, as PyTorch's packed sequences, which never hold
+    the padding.  (The numba backend takes it too, in training.)"""
+    T = x.shape[0]
+    if lengths is None or np.min(lengths, initial=T) >= T:
+        return x
+    x = x.copy()
+    x[np.arange(T)[:, None] >= np.asarray(lengths)[None, :]] = 0
+    return x
 
 
 def keep(valid, t, new, old):

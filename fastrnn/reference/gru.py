@@ -65,7 +65,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     H = w_hh.shape[0] // 3
     (h,) = hx
     valid = valid_steps(lengths, T, B)
-    x = unpadded(x, valid)
+    x = unpadded(x, lengths)
     y = np.zeros((T, B, H), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, gates = np.empty((S, B, H), x.dtype), np.empty((S, B, 4 * H), dtype=x.dtype)

@@ -70,7 +70,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     H = w_hh.shape[0] // 4
     h, c = hx
     valid = valid_steps(lengths, T, B)
-    x = unpadded(x, valid)
+    x = unpadded(x, lengths)
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, c_prev = np.empty((S, B, h.shape[1]), x.dtype), np.empty((S, B, H), dtype=x.dtype)

@@ -50,7 +50,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     T, B, _ = x.shape
     (h,) = hx
     valid = valid_steps(lengths, T, B)
-    x = unpadded(x, valid)
+    x = unpadded(x, lengths)
     y = np.zeros((T, B, h.shape[1]), dtype=x.dtype)
     S = T if training else 1      # steps kept: all for the backward, else one (O(B*H) memory)
     h_prev, h_all = np.empty((S,) + y.shape[1:], y.dtype), np.empty((S,) + y.shape[1:], y.dtype)
