@@ -74,10 +74,11 @@ MALLOC_ENV = "FASTRNN_MALLOC"
 
 def _default_threads():
     env = os.environ.get(THREADS_ENV, "").strip()
-    if env:
-        if not (env.isascii() and env.isdigit()) or not 1 <= int(env) <= _checks.MAX_SIZE:
+    if env:   # (the bounds of set_num_threads; the length first: int() refuses 4,300 digits)
+        if (not (env.isascii() and env.isdigit()) or len(env.lstrip("0")) > 10
+                or not 1 <= int(env) <= _checks.MAX_SIZE):
             raise ValueError(f"{THREADS_ENV} must be a positive integer of at most "
-                             f"{_checks.MAX_SIZE}, but got {env!r}")
+                             f"{_checks.MAX_SIZE}, but got {_checks.short(env)}")
         return int(env)
     try:
         return len(os.sched_getaffinity(0))

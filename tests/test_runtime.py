@@ -81,7 +81,7 @@ def test_a_new_pool_warms_on_every_thread_at_once(monkeypatch):
 
 
 def test_bad_thread_environment_variable_is_named():
-    for bad in ("two", "0", "\u00b2", "2147483648"):   # (a superscript 2 is a digit to isdigit)
+    for bad in ("two", "0", "\u00b2", "2147483648", "9" * 5000):   # (\u00b2 is a digit to isdigit)
         status, _, err = run_script("import fastrnn", env={"FASTRNN_NUM_THREADS": bad})
         assert status != 0 and "FASTRNN_NUM_THREADS must be a positive integer" in err, bad
 
