@@ -523,15 +523,7 @@ def _read_header(zf, member, where):
     if member.nbytes > _MAX_HEADER_BYTES:
         raise CorruptFileError(f"the {HEADER!r} header declares {member.nbytes} bytes, but a "
                                f"header is at most {_MAX_HEADER_BYTES}: the file is damaged", where)
-    raw = _read_data(zf, member, where).tobytes()
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
-        raise CorruptFileError(f"the header is not valid UTF-8 JSON ({_clip(exc, 200)})",
-                               where) from None
-    if not isinstance(header, dict):
-        raise CorruptFileError(f"the header must be a JSON object, but it is "
-                               f"{type(header).__name__}", where)
+    header = _json_object(_read_data(zf, member, where).tobytes(), "the header", where)
     if header.get("format") != FORMAT_NAME:
         raise ForeignFileError(f"the header names format {_short(header.get('format'))}, not "
                                f"{FORMAT_NAME!r}", where)
@@ -563,6 +555,20 @@ def _read_header(zf, member, where):
                                    f'{{"shape": [sizes], "dtype": "<f4"}}, but it is '
                                    f"{_short(entry)}", where)
     return header
+
+
+def _json_object(text, what, where):
+    """``text`` (a str, or UTF-8 bytes) parsed as a JSON object, or a CorruptFileError that
+    names ``what`` (the header of a file; the command line's description of its modules)."""
+    try:
+        value = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise CorruptFileError(f"{what} is not valid UTF-8 JSON ({_clip(exc, 200)})",
+                               where) from None
+    if not isinstance(value, dict):
+        raise CorruptFileError(f"{what} must be a JSON object, but it is "
+                               f"{type(value).__name__}", where)
+    return value
 
 
 def _call(label, config, limit=300):

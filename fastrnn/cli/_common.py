@@ -338,13 +338,9 @@ def _read_modules(fio, data, classes, backend):
             raise fio.CorruptFileError(f"its '__description__' entry must be one JSON text of "
                                        f"at most {_MAX_DESCRIPTION_BYTES >> 20} MB, but it is "
                                        f"{entry.dtype} with shape {fio._short(entry.shape)}")
-        try:
-            description = json.loads(str(fio._read_data(zf, entry, None)[()]))
-        except (ValueError, RecursionError) as exc:
-            raise fio.CorruptFileError(f"its description is not valid JSON "
-                                       f"({fio._clip(exc, 200)})") from None
-        if not isinstance(description, dict) or \
-                description.get("format") != "fastrnn-cli-model":
+        description = fio._json_object(str(fio._read_data(zf, entry, None)[()]),
+                                       "its description", None)
+        if description.get("format") != "fastrnn-cli-model":
             raise fio.ForeignFileError("its description does not name the format "
                                        "'fastrnn-cli-model': not written by the fastrnn command "
                                        "line")
