@@ -46,37 +46,27 @@ def nonnegative_int(text):
     return value
 
 
-def positive_float(text):
-    """argparse type: a finite float > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+def _float_type(ok, wanted, doc):
+    """An argparse type: a float that ``ok`` accepts (every one is finite), else "expected
+    ``wanted``"."""
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not (np.isfinite(value) and ok(value)):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text}")
+        return value
+    parse.__doc__ = doc
+    return parse
 
 
-def nonnegative_float(text):
-    """argparse type: a finite float >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (np.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def finite_float(text):
-    """argparse type: a finite float (of any sign)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
-    return value
+positive_float = _float_type(lambda v: v > 0, "a positive number",
+                             "argparse type: a finite float > 0.")
+nonnegative_float = _float_type(lambda v: v >= 0, "a number >= 0",
+                                "argparse type: a finite float >= 0.")
+finite_float = _float_type(lambda v: True, "a finite number",
+                           "argparse type: a finite float (of any sign).")
 
 
 def int_list(text):
