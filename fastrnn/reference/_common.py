@@ -185,7 +185,7 @@ def unpadded(x, lengths):
     if lengths is None or np.min(lengths, initial=T) >= T:
         return x
     x = x.copy()
-    x[np.arange(T)[:, None] >= np.asarray(lengths)[None, :]] = 0
+    x[~valid_steps(np.asarray(lengths), T, x.shape[1])[:, :, 0]] = 0
     return x
 
 
