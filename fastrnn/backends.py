@@ -14,6 +14,8 @@ is set, otherwise the first available of :data:`AUTO_ORDER`.
 
 import importlib
 import os
+import sys
+import warnings
 
 from .celltypes import CELLS
 
@@ -63,7 +65,8 @@ def backends():
     for name in MODULES:
         mod = _load(name)
         if isinstance(mod, Exception):
-            hint = HINTS.get(name, "")
+            # (an error of a setting carries its own hint: a rebuild would not help)
+            hint = getattr(mod, "hint", None) or HINTS.get(name, "")
             reason = f"{type(mod).__name__}: {mod}" + (f"; to get it, {hint}" if hint else "")
             out[name] = {"available": False, "reason": reason}
         else:
@@ -108,6 +111,24 @@ class Backend:
         return f"Backend({self.name!r})"
 
 
+_warned = set()   # backends whose setting's error "auto" has warned of
+
+
+def _passed_over(name):
+    """Warn (once a process) that "auto" passes over backend ``name`` because an environment
+    variable set for it is wrong (its error has ``setting``): a typo there should not quietly
+    make every layer slower."""
+    exc = _loaded.get(name)
+    if getattr(exc, "setting", None) and name not in _warned:
+        _warned.add(name)
+        # the warning points at the first frame outside this package: the user's line
+        frame, level, package = sys._getframe(0), 1, os.path.dirname(__file__)
+        while frame is not None and frame.f_code.co_filename.startswith(package):
+            frame, level = frame.f_back, level + 1
+        warnings.warn(f"backend='auto' is not using {name!r}: {exc}; to use it, {exc.hint}",
+                      RuntimeWarning, stacklevel=level)
+
+
 def resolve(name="auto"):
     """Turn a backend name into a :class:`Backend`.
 
@@ -137,6 +158,7 @@ def resolve(name="auto"):
             for candidate in AUTO_ORDER:
                 if not isinstance(_load(candidate), Exception):
                     return Backend(candidate, _load(candidate))
+                _passed_over(candidate)
             raise RuntimeError(f"no backend is available: {backends()}")  # numpy always imports
     if name not in MODULES:
         raise ValueError(f"{source} must be one of {['auto', *MODULES]}, but got {name!r}")

@@ -1347,6 +1347,23 @@ def test_the_widest_build_the_cpu_runs_is_chosen_unless_the_environment_says_oth
     isa, reason = _isa_in_subprocess("sse9")
     assert isa is None
     assert "FASTRNN_CYTHON_ISA='sse9'" in reason and "'avx512', 'avx2', 'baseline'" in reason, reason
+    # the remedy is the setting's, not a rebuild of the extension, which would not help
+    assert "unset FASTRNN_CYTHON_ISA" in reason and "from source" not in reason, reason
+
+
+def test_auto_warns_when_a_wrong_setting_of_the_build_passes_the_cython_backend_over():
+    env = dict(os.environ, **{_cython.ISA_ENV: "avx-2"})
+    env.pop("FASTRNN_BACKEND", None)
+    code = ("import warnings, fastrnn\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    names = [fastrnn.LSTM(2, 3)._backend.name, fastrnn.GRUCell(2, 3)._backend.name]\n"
+            "print(names, len(w), w[0].category.__name__, w[0].filename == '<string>')\n"
+            "print(w[0].message)")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout.splitlines()
+    assert out[0] == "['numba', 'numba'] 1 RuntimeWarning True", out     # once, at the user's line
+    assert "not using 'cython'" in out[1] and "FASTRNN_CYTHON_ISA='avx-2'" in out[1], out
 
 
 def test_a_build_this_machine_cannot_use_is_refused_with_the_reason():

@@ -98,13 +98,25 @@ def load(isa):
     return _baseline if isa == "baseline" else importlib.import_module(f"{__name__}._kernels_{isa}")
 
 
+def _setting_error(message):
+    """The ImportError of a build :data:`ISA_ENV` asks for that cannot be had: its ``hint``
+    (read by :func:`fastrnn.backends`) is the setting's, not a rebuild, which would not help."""
+    exc = ImportError(message)
+    exc.hint = f"unset {ISA_ENV}, or set it to 'auto' or to one of {available_isas()}"
+    exc.setting = ISA_ENV
+    return exc
+
+
 def _chosen():
     want = os.environ.get(ISA_ENV, "").strip().lower() or "auto"
     if want == "auto":
         return available_isas()[0]
     if want not in ISAS:
-        raise ImportError(f"{ISA_ENV}={want!r}: expected 'auto' or one of {ISAS}")
-    load(want)   # raises with the reason if it cannot be used
+        raise _setting_error(f"{ISA_ENV}={want!r}: expected 'auto' or one of {ISAS}")
+    try:
+        load(want)
+    except ImportError as exc:
+        raise _setting_error(f"{ISA_ENV}={want!r}: {exc}") from None
     return want
 
 
