@@ -42,6 +42,7 @@ import math
 import operator
 import os
 import secrets
+import stat
 import struct
 import zipfile
 import zlib
@@ -209,6 +210,9 @@ def save(obj, path):
         Written exactly as given (no suffix is added; ``.npz`` is customary).
         A path is written atomically: a temporary file in the same directory
         is renamed over it once complete, so a crash never leaves a torn file.
+        A symbolic link is written through (the file it points to is
+        replaced), and an existing file keeps its permissions, as with
+        ``numpy.save``.
 
     Returns
     -------
@@ -229,16 +233,29 @@ def save(obj, path):
     if not isinstance(target, str):
         _write_npz(target, members)
         return path
-    directory, base = os.path.split(os.path.abspath(target))
+    # through a symbolic link to the file it names (a rename over the link would replace the
+    # link, and leave its file as it was)
+    final = os.path.realpath(target)
+    directory, base = os.path.split(final)
     tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open rather than mkstemp: the file gets the umask's permissions, like any saved file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        mode = stat.S_IMODE(os.stat(final).st_mode)    # an existing file keeps its permissions
+    except OSError:
+        mode = None
+    # os.open rather than mkstemp: a new file gets the umask's permissions, like any saved file
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except OSError as exc:    # (a missing directory, say: name the path given, not ours)
+        raise type(exc)(exc.errno, exc.strerror, target) from None
     try:
         with os.fdopen(fd, "wb") as f:
             _write_npz(f, members)
             f.flush()
+            if mode is not None:
+                os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
             os.fsync(f.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, final)
     except BaseException:
         try:
             os.unlink(tmp)

@@ -91,6 +91,32 @@ def test_file_objects_backend_and_reproducible_bytes(tmp_path):
     assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes() == buf.getvalue()
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links and modes as POSIX has them")
+def test_saving_over_a_link_or_a_private_file_keeps_what_the_path_is(tmp_path):
+    """As numpy.save: the link's file is written (the link stays a link) and an existing
+    file keeps its permissions (a private model does not become world-readable)."""
+    old, new = fastrnn.GRU(2, 3, seed=0), fastrnn.GRU(2, 3, seed=1)
+    old.save(tmp_path / "v1.npz")
+    os.symlink("v1.npz", tmp_path / "latest.npz")
+    new.save(tmp_path / "latest.npz")
+    assert os.path.islink(tmp_path / "latest.npz")
+    assert_same_model(new, fio.load(tmp_path / "v1.npz"))
+    private = tmp_path / "private.npz"
+    old.save(private)
+    os.chmod(private, 0o600)
+    new.save(private)
+    assert os.stat(private).st_mode & 0o777 == 0o600
+    assert_same_model(new, fio.load(private))
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz", "private.npz", "v1.npz"]   # no leftovers
+
+
+def test_saving_into_a_missing_directory_names_the_path_given(tmp_path):
+    target = tmp_path / "missing" / "m.npz"
+    with pytest.raises(FileNotFoundError) as info:
+        fastrnn.GRU(2, 3).save(target)
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+
+
 def test_generator_seed_is_stored_as_none(tmp_path):
     cell = fastrnn.GRUCell(2, 3, seed=np.random.default_rng(7))
     cell.save(tmp_path / "c.npz")
