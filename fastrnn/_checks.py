@@ -172,8 +172,11 @@ def as_float_array(name, value, dtype):
         return value          # the common case, without the generic conversion (a step's call)
     arr = as_array(name, value, "a floating-point array-like")
     if arr.dtype.kind != "f":
+        got = f"an array of dtype {arr.dtype}"
+        if arr.ndim == 0 and arr.dtype.kind == "O":       # None, say: name it, not its array
+            got = "None" if value is None else f"a {type(value).__name__}: {short(value)}"
         raise TypeError(f"{name} must be a floating-point array (float32 or float64), "
-                        f"but got an array of dtype {arr.dtype}")
+                        f"but got {got}")
     return arr.astype(dtype, copy=False)
 
 

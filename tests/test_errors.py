@@ -166,6 +166,24 @@ def test_hx_must_be_floating_point(gru):
         gru(np.zeros((T, B, I)), np.zeros((1, B, H), dtype=np.int64))
 
 
+def test_a_none_where_an_array_belongs_is_named_as_none(lstm, backend):
+    """(not "an array of dtype object", which hides what was passed)"""
+    x = np.zeros((T, B, I))
+    with raises(TypeError, "hx[1] (c_0)", "floating-point", "got None"):
+        lstm(x, (np.zeros((2, B, H)), None))
+    lstm(x)
+    with raises(TypeError, "dhx[1] (dc_n)", "got None"):
+        lstm.backward(np.zeros((T, B, H)), (np.zeros((2, B, H)), None))
+    with raises(TypeError, "dout", "got None"):
+        lstm.backward(None)
+    with raises(TypeError, "hx[1] (c_0)", "got a dict: {'c': 1}"):
+        lstm(x, (np.zeros((2, B, H)), {"c": 1}))
+    cell = fastrnn.GRUCell(I, H, backend=backend)
+    cell(np.zeros((B, I)))
+    with raises(TypeError, "dh1", "got None"):
+        cell.backward(None)
+
+
 @pytest.mark.parametrize("bad,words", [(np.array([2, 3]), ["shape (3,)", "(2,)"]),
                                        (np.array([[1, 2, 3]]), ["shape (3,)", "(1, 3)"]),
                                        (np.array([0, 1, 2]), ["between 1 and", "[0]"]),
