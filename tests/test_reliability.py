@@ -165,6 +165,52 @@ def test_the_padding_past_each_length_is_never_read(backend, mode, dtype, fill):
         np.testing.assert_array_equal(filled, zero)
 
 
+@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("where", ["weight_ih", "weight_hh", "bias_hh", "state"])
+def test_a_non_finite_weight_or_state_reaches_no_step_past_a_length(backend, mode, where):
+    """With ``lengths``, a NaN or inf in a weight, or in the initial state of a short sequence,
+    gives what running each sequence alone over its own steps gives (PyTorch's packed
+    sequences, which never compute a step past a length): dx 0 past each end, and NaN and inf
+    in the gradients only where some sequence's own steps put them, not from 0 * inf at the
+    steps past its end."""
+    layer = make_layer(mode, backend, dtype=np.float64, input_size=3, hidden_size=4, seed=5)
+    rng = np.random.default_rng(8)
+    lengths = np.array([4, 1, 2])
+    x = rng.standard_normal((4, 3, 3))
+    G = rng.standard_normal((4, 3, 4))
+    hx = [rng.standard_normal((1, 3, 4)) for _ in range(2 if is_lstm(layer) else 1)]
+    if where == "state":
+        hx[-1][0, 1, 2] = np.inf      # (LSTM: the cell state) of a sequence of one step
+    else:
+        weight = layer.parameters()[f"{where}_l0"]
+        weight[(1, 2)[:weight.ndim]] = np.nan
+
+    def run(x, hx, G, lengths):
+        layer.zero_grad()
+        with np.errstate(invalid="ignore", over="ignore"):
+            layer(x, tuple(hx) if is_lstm(layer) else hx[0], lengths=lengths)
+            dx, _ = layer.backward(G)
+        return dx, {k: layer.grads[k].copy() for k in layer.grads}
+
+    def same(a, b, name):    # NaN and inf at the same places, the finite values close
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{name}: NaN where")
+        np.testing.assert_array_equal(np.isinf(a), np.isinf(b), err_msg=f"{name}: inf where")
+        finite = np.isfinite(b)
+        np.testing.assert_allclose(a[finite], b[finite], rtol=1e-10, atol=1e-12, err_msg=name)
+
+    dx, grads = run(x, hx, G, lengths)
+    alone = {k: np.zeros_like(v) for k, v in grads.items()}
+    for b, n in enumerate(lengths):
+        dxb, gb = run(x[:n, b:b + 1], [h[:, b:b + 1] for h in hx], G[:n, b:b + 1], None)
+        with np.errstate(invalid="ignore"):
+            for k in alone:
+                alone[k] += gb[k]
+        same(dx[:n, b], dxb[:, 0], f"dx of sequence {b}")
+        assert not np.any(dx[n:, b]), f"dx past the end of sequence {b}: {dx[n:, b]}"
+    for k, a in grads.items():
+        same(a, alone[k], k)
+
+
 # ---------------------------------------------------------------------------------------
 # eval-mode memory
 # ---------------------------------------------------------------------------------------

@@ -281,9 +281,10 @@ def backward_loop(kernel, args, G, tails):
         run_threads(kernel, args + (max(0, s1 - block), s1), tails)
 
 
-def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True):
+def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True, lens=None):
     """``dx = D @ W_ih`` and ``dW_ih += D^T @ x``: the input side of a backward, over all rows
-    (dW_ih over x's entries alone when x is sparse, see :func:`sparse_input`).
+    (dW_ih over x's entries alone when x is sparse, see :func:`sparse_input`).  D's rows past
+    each sequence's end are 0, and so are x's there (:func:`unpadded`); dx's are made 0.
 
     Parameters
     ----------
@@ -294,6 +295,7 @@ def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True):
     sparse : x compressed, or None: what :func:`saved_sparse` gives for the forward's record
     input_grad : bool
         False skips dx.
+    lens : (B,) int64 array, or None (every sequence T steps)
 
     Returns
     -------
@@ -303,6 +305,9 @@ def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True):
     if input_grad:
         dx = np.empty(x.shape, dtype=x.dtype)
         matmul(D, w_ih, flat(dx))
+        if lens is not None and np.min(lens, initial=x.shape[0]) < x.shape[0]:
+            # past a sequence's end dx is 0, whatever W_ih holds (0 * inf is NaN)
+            dx[np.arange(x.shape[0])[:, None] >= lens[None, :]] = 0
     if sparse is not None:
         wt = np.zeros((dw_ih.shape[1], dw_ih.shape[0]), dtype=dw_ih.dtype)
         # D's rows as one 1-d view (D: a column slice of a C-contiguous gate store, at least
@@ -323,8 +328,30 @@ def saved_sparse(s, x, w_ih):
     return s["sparse"] if "sparse" in s else sparse_input(x, w_ih)
 
 
-def recurrent_grad(D, h0, Hs, out):
-    """``out += sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient.
+def previous_rows(h0, Hs, K, lens, n):
+    """The n rows (t, b), time-major, of each step's previous state: h0's, then Hs's steps
+    0, 1, ... (their first K columns); where step t is past sequence b's end, a row of zeros.
+    A sequence that has ended keeps its last state, which may be inf or NaN, and its gradient
+    rows there are 0: 0 * inf would put a NaN into a weight's gradient, where PyTorch's packed
+    sequences never pair the two.  Without such steps (``lens`` None or all T), views.
+
+    Returns
+    -------
+    (first, rest) : (B, K) and (n - B, K) arrays
+    """
+    B = h0.shape[0]
+    T = n // B if B else 0
+    first, rest = h0, flat(Hs)[:n - B, :K]
+    if lens is not None and np.min(lens, initial=T) < T:
+        ended = np.arange(T)[:, None] >= lens[None, :]          # (T, B): step t past b's end
+        first = np.where(ended[0][:, None], 0, first).astype(h0.dtype, copy=False)
+        rest = np.where(ended[1:].reshape(-1, 1), 0, rest).astype(rest.dtype, copy=False)
+    return first, rest
+
+
+def recurrent_grad(D, h0, Hs, out, lens=None):
+    """``out += sum_t D_t^T @ h_{t-1}``: a recurrent weight's gradient (over the steps inside
+    each sequence: see :func:`previous_rows`).
 
     Parameters
     ----------
@@ -332,11 +359,13 @@ def recurrent_grad(D, h0, Hs, out):
     h0 : (B, K) array, h_{-1}
     Hs : (>= T-1, B, >= K) C-contiguous array whose step t holds h_t (in its first K columns)
     out : (N, K) array, added into
+    lens : (B,) int64 array, or None (every sequence T steps)
     """
     B, K = h0.shape
-    matmul(D[:B].T, h0, out, add=True)
+    first, rest = previous_rows(h0, Hs, K, lens, D.shape[0])
+    matmul(D[:B].T, np.ascontiguousarray(first), out, add=True)
     if D.shape[0] > B:
-        matmul(D[B:].T, flat(Hs)[:D.shape[0] - B, :K], out, add=True)
+        matmul(D[B:].T, rest, out, add=True)
 
 
 def bias_grads(D, db_ih, db_hh):

@@ -206,6 +206,21 @@ def mm_rows(A, ta, acol, Bp, N, C, tc, ccol, nt, b0, b1):
                 q += 1
 
 
+@helper()
+def mm_rows_live(A, ta, acol, Bp, N, C, held, lengths, b0, b1):
+    """:func:`mm_rows` of step ``ta`` of A into C[0] (one step), leaving alone the rows of the
+    sequences that ended before step ``ta`` (``ta >= lengths[b]``): their rows of A are 0, but
+    0 * inf is NaN, and a non-finite weight must not reach a state that PyTorch's packed
+    sequences hold apart.  ``held``: (>= b1, >= N) workspace."""
+    for b in range(b0, b1):
+        if ta >= lengths[b]:
+            copy(held[b, :N], C[0, b, :N])
+    mm_rows(A, ta, acol, Bp, N, C, 0, 0, 1, b0, b1)
+    for b in range(b0, b1):
+        if ta >= lengths[b]:
+            copy(C[0, b, :N], held[b, :N])
+
+
 @helper(fastmath=REDUCE_FASTMATH)
 def mm_nt(A, B, C, ccol):
     """Add a product with a transposed right operand: C[:, ccol:ccol+N] += A @ B.T.

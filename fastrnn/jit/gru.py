@@ -36,7 +36,8 @@ from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_flag
-from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
+from .gemm import (add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live,
+                   store_norm)
 
 
 @helper()
@@ -455,6 +456,7 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, n
     B, H = dh.shape
     t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
+    held = np.empty((B, H), dtype=dh.dtype)   # (see mm_rows_live)
     for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -468,8 +470,8 @@ def _backward_slice(dy, dh, h0, G, Hs, w_hzr, w_hn, kinds, params, M, lengths, n
             store_norm(norms, t, b, d)
             _cell_backward(G[t, b], d, Hs[t - 1, b] if t > 0 else h0[b], t1, t2, kinds, params,
                            M, t, b)
-        mm_rows(G, t, 0, w_hzr, H, dh3, 0, 0, 1, b0, b1)
-        mm_rows(G, t, 3 * H, w_hn, H, dh3, 0, 0, 1, b0, b1)
+        mm_rows_live(G, t, 0, w_hzr, H, dh3, held, lengths, b0, b1)
+        mm_rows_live(G, t, 3 * H, w_hn, H, dh3, held, lengths, b0, b1)
 
 
 @jit
@@ -488,6 +490,7 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, le
     B, H = dh.shape
     t1, t2 = np.empty(H, dtype=dy.dtype), np.empty(H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, H))
+    held = np.empty((B, H), dtype=dh.dtype)   # (see mm_rows_live)
     empty = dh[0, :0]
     for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
@@ -508,7 +511,7 @@ def _backward_slice_rb(dy, dh, h0, G, Hs, DRH, w_hrz, w_hn, kinds, params, M, le
             if t < lengths[b]:
                 _grads_r(G[t, b], dh[b], DRH[0, b], Hs[t - 1, b] if t > 0 else h0[b], kinds,
                          params, M, t, b)
-        mm_rows(G, t, 0, w_hrz, H, dh3, 0, 0, 1, b0, b1)
+        mm_rows_live(G, t, 0, w_hrz, H, dh3, held, lengths, b0, b1)
 
 
 @one_blas_thread
@@ -559,10 +562,10 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     # [dr, dz, dn, dn * r] (reset-before: [dr, dz, dn, r * h_{t-1}]), one row per (t, b)
     D = _common.flat(G)[:, :4 * H]
     dx = _common.input_grads(D[:, :H3], w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih),
-                             input_grad)
-    _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H])
+                             input_grad, lens)
+    _common.recurrent_grad(D[:, :2 * H], h0, Hs, dw_hh[:2 * H], lens)
     if reset_after:
-        _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:])
+        _common.recurrent_grad(D[:, 3 * H:], h0, Hs, dw_hh[2 * H:], lens)
     else:
         _common.matmul(D[:, 2 * H:3 * H].T, D[:, 3 * H:], dw_hh[2 * H:], add=True)
     if b_ih is not None or b_hh is not None:

@@ -37,7 +37,8 @@ from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_flag
-from .gemm import add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, store_norm
+from .gemm import (add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live,
+                   store_norm)
 
 
 @helper()
@@ -458,6 +459,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
     proj = w_hr.shape[0] > 0
     tmp, tmp2 = np.empty(H, dtype=dy.dtype), np.empty(2 * H, dtype=dy.dtype)
     dh3 = dh.reshape((1, B, P))
+    held = np.empty((B, P), dtype=dh.dtype)   # (see mm_rows_live)
     for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -483,7 +485,7 @@ def _backward_slice(dy, dh, dc, c0, G, Cs, TCs, dH, DM, w_hh, w_hr, ph, coupled,
                 _cell_backward(G[t, b], TCs[t, b], Cs[t - 1, b] if t > 0 else c0[b], dc[b],
                                DM[0, b, :H] if proj else dh[b], ph, coupled, kinds, params, CM,
                                t, b, tmp, tmp2)
-        mm_rows(G, t, 0, w_hh, P, dh3, 0, 0, 1, b0, b1)
+        mm_rows_live(G, t, 0, w_hh, P, dh3, held, lengths, b0, b1)
 
 
 @one_blas_thread
@@ -536,16 +538,18 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(G)[:, :H4]   # gate gradients, one row per (t, b)
-    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad)
-    _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad,
+                             lens)
+    _common.recurrent_grad(D, h0, Hs if proj else TCs, dw_hh, lens)
     _common.bias_grads(D, db_ih, db_hh)
     if proj:
         _common.matmul(_common.flat(dH).T, _common.flat(TCs), dw_hr, add=True)
     if w_ph is not None:   # [da_i, da_f] against c_{t-1} (c0, then Cs), da_o against c_t
         C = _common.flat(Cs)
+        first, rest = _common.previous_rows(c0, Cs, H, lens, D.shape[0])
         for k, col in ((0, 0), (1, H)):
-            dw_ph[k] += np.einsum("rj,rj->j", D[:B, col:col + H], c0)
-            dw_ph[k] += np.einsum("rj,rj->j", D[B:, col:col + H], C[:C.shape[0] - B])
+            dw_ph[k] += np.einsum("rj,rj->j", D[:B, col:col + H], first)
+            dw_ph[k] += np.einsum("rj,rj->j", D[B:, col:col + H], rest)
         dw_ph[2] += np.einsum("rj,rj->j", D[:, 3 * H:], C)
     return dx, (dh, dc)
 

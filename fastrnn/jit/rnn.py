@@ -21,7 +21,7 @@ from .. import activations as _acts
 from .activations import act_grad_row, act_row, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
 from ..reference._common import check_clip, check_nonlinearity
-from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, store_norm
+from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live, store_norm
 
 
 def _activation(nonlinearity, activations):
@@ -180,6 +180,7 @@ def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms,
     B, H = dh.shape
     one, zero = dy.dtype.type(1), dy.dtype.type(0)
     dh3 = dh.reshape((1, B, H))
+    held = np.empty((B, H), dtype=dh.dtype)   # (see mm_rows_live)
     for t in range(s1 - 1, s0 - 1, -1):
         for b in range(b0, b1):
             if t >= lengths[b]:
@@ -204,7 +205,7 @@ def _backward_slice(dy, dh, G, DA, M, w_hh, relu, kinds, params, lengths, norms,
             mask_row(da, M, t, b, 0)
             for j in range(H):
                 d[j] = zero
-        mm_rows(DA, t, 0, w_hh, H, dh3, 0, 0, 1, b0, b1)
+        mm_rows_live(DA, t, 0, w_hh, H, dh3, held, lengths, b0, b1)
 
 
 @one_blas_thread
@@ -246,8 +247,9 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     del args   # the packed weights: free them before the gradients are allocated
 
     D = _common.flat(DA)   # pre-activation gradients, one row per (t, b)
-    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad)
-    _common.recurrent_grad(D, h0, G, dw_hh)
+    dx = _common.input_grads(D, w_ih, x, dw_ih, _common.saved_sparse(s, x, w_ih), input_grad,
+                             lens)
+    _common.recurrent_grad(D, h0, G, dw_hh, lens)
     _common.bias_grads(D, db_ih, db_hh)
     return dx, (dh,)
 

@@ -141,25 +141,30 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         m = None if s["mask"] is None else s["mask"][t]
         if m is not None:                           # the clip: no gradient outside it
             dn, dz = dn * m[:, 2 * H:], dz * m[:, H:2 * H]
+        # past a sequence's end: no gradient, even where the state it kept is inf or NaN (no
+        # product below pairs those rows' zeros with it: 0 * inf is NaN), as in PyTorch's
+        # packed sequences, which never compute those steps
+        dn, dz, h_prev_t = (masked(valid, t, v) for v in (dn, dz, h_prev[t]))
         if reset_after:                             # kept: W_n h + b_hn
-            dr = dn * kept * _acts.derivative(fa, r)
+            dr = masked(valid, t, dn * kept * _acts.derivative(fa, r))
             if m is not None:
                 dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn * r], axis=1)  # d (W h + b_h)
-            grads[1] += dgh.T @ h_prev[t]
+            dgh = masked(valid, t, dgh)
+            grads[1] += dgh.T @ h_prev_t
             dh_prev = dgh @ w_hh
         else:                                       # kept: r * h
             drh = dn @ w_hh[2 * H:]                 # d (r * h)
-            dr = drh * h_prev[t] * _acts.derivative(fa, r)
+            dr = masked(valid, t, drh * h_prev[t] * _acts.derivative(fa, r))
             if m is not None:
                 dr = dr * m[:, :H]
             dgh = np.concatenate([dr, dz, dn], axis=1)      # d (W_rz h + b_hrz, W_n (r h) + b_hn)
-            grads[1][:2 * H] += dgh[:, :2 * H].T @ h_prev[t]
-            grads[1][2 * H:] += dn.T @ kept
+            grads[1][:2 * H] += dgh[:, :2 * H].T @ h_prev_t
+            grads[1][2 * H:] += dn.T @ masked(valid, t, kept)
             dh_prev = dgh[:, :2 * H] @ w_hh[:2 * H] + drh * r
         dgi = np.concatenate([dr, dz, dn], axis=1)  # d (U x + b_i)
         if input_grad:
-            dx[t] = dgi @ w_ih
+            dx[t] = masked(valid, t, dgi @ w_ih)
         grads[0] += dgi.T @ x[t]
         add_bias(grads, dgi, 2)
         add_bias(grads, dgh, 3)

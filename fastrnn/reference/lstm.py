@@ -149,7 +149,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         record_norm(step_norms, t, dh_t, valid)
         hc = s["hc"][t]                      # h(c_t)
         if w_hr is not None:
-            grads[4] += dh_t.T @ (o * hc)
+            grads[4] += dh_t.T @ masked(valid, t, o * hc)
             dm = dh_t @ w_hr
         else:
             dm = dh_t
@@ -173,16 +173,20 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
         ], axis=1)
         if m is not None:
             da[:, :3 * H] *= m[:, :3 * H]
+        # past a sequence's end: no gradient, even where the state it kept is inf or NaN (no
+        # product below pairs those rows' zeros with it: 0 * inf is NaN), as in PyTorch's
+        # packed sequences, which never compute those steps
+        da, c_prev_t = masked(valid, t, da), masked(valid, t, c_prev[t])
         dc_prev = dc_t * f
         if w_ph is not None:
             dc_prev = dc_prev + da[:, :H] * w_ph[0] + da[:, H:2 * H] * w_ph[1]
-            grads[5][0] += (da[:, :H] * c_prev[t]).sum(axis=0)
-            grads[5][1] += (da[:, H:2 * H] * c_prev[t]).sum(axis=0)
-            grads[5][2] += (da_o * c_all[t]).sum(axis=0)
+            grads[5][0] += (da[:, :H] * c_prev_t).sum(axis=0)
+            grads[5][1] += (da[:, H:2 * H] * c_prev_t).sum(axis=0)
+            grads[5][2] += (da[:, 3 * H:] * masked(valid, t, c_all[t])).sum(axis=0)
         if input_grad:
-            dx[t] = da @ w_ih
+            dx[t] = masked(valid, t, da @ w_ih)
         grads[0] += da.T @ x[t]
-        grads[1] += da.T @ h_prev[t]
+        grads[1] += da.T @ masked(valid, t, h_prev[t])
         add_bias(grads, da, 2)
         add_bias(grads, da, 3)
         dh = keep(valid, t, da @ w_hh, dh)

@@ -109,10 +109,11 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
             da = dh_t * _acts.derivative(s["activations"][0], h_all[t])
         if s["mask"] is not None:
             da = da * s["mask"][t]
+        da = masked(valid, t, da)            # (past a sequence's end: 0, even from NaN)
         if input_grad:
-            dx[t] = da @ w_ih
+            dx[t] = masked(valid, t, da @ w_ih)
         grads[0] += da.T @ x[t]
-        grads[1] += da.T @ h_prev[t]
+        grads[1] += da.T @ masked(valid, t, h_prev[t])
         add_bias(grads, da, 2)
         add_bias(grads, da, 3)
         dh = keep(valid, t, da @ w_hh, dh)
