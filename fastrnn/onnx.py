@@ -838,7 +838,9 @@ def _layer_activations(kind, per_direction, meta_acts):
         if len(exact) == len(flat) and all(
                 e.name == a.name and np.float32(e.alpha) == np.float32(a.alpha)
                 and np.float32(e.beta) == np.float32(a.beta) for e, a in zip(exact, flat)):
-            per_direction = tuple(exact[d * S:(d + 1) * S] for d in range(len(per_direction)))
+            # the layer as fastrnn wrote it: RNN(activations=["relu"]) stays that, rather than
+            # becoming RNN(nonlinearity="relu"), which its metadata would then contradict
+            return None, list(meta_acts)
     return _common.activation_options(kind, per_direction)
 
 
@@ -889,8 +891,67 @@ def _feeds(graph, upper, lower, limit=8):
                 "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
                 "Flatten"):
             return False
+        if node.op_type == "Transpose":
+            # Y (T, D, B, H) to (T, B, D, H) is the one transpose of a stack; another (time and
+            # batch swapped, say) feeds the next node something a stack does not
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            if perm != [0, 2, 1, 3]:
+                return False
         name = node.input[0]
     return False
+
+
+def _FLOAT_TYPES(onnx):
+    """The TensorProto data types of floats."""
+    t = onnx.TensorProto
+    return (t.FLOAT, t.DOUBLE, t.FLOAT16, t.BFLOAT16)
+
+
+def _plain_values(tensor, onnx):
+    """A small constant's values (a shape, steps, a fill value) as an array; NaN where they
+    cannot be read (then nothing compares equal to them)."""
+    try:
+        return np.asarray(onnx.numpy_helper.to_array(tensor))
+    except Exception:  # noqa: BLE001 - external data, a malformed tensor: not a plain value
+        return np.array([np.nan])
+
+
+def _check_plumbing(graph, consts, where, onnx):
+    """Refuse the data-movement ops that compute after all: a Gather, Expand, Concat or any
+    other of them reading stored nonzero floats (an embedding's table, a learned initial
+    state), a ConstantOfShape filling in a nonzero value, and a Slice that steps other than 1
+    (torch.flip's time reversal): loading the recurrent nodes alone would drop what they do."""
+    for i, node in enumerate(graph.node):
+        if node.op_type in _RNN_OPS:
+            continue
+        label = _node_label(i, node)
+        if node.op_type == "ConstantOfShape":
+            value = next((a.t for a in node.attribute if a.name == "value"), None)
+            if value is not None and np.any(_plain_values(value, onnx)):
+                raise UnsupportedOnnxError(
+                    f"{where}: {label} fills a tensor with a nonzero value; a fastrnn layer "
+                    f"starts from zeros or from the state passed in")
+        if node.op_type == "Slice" and len(node.input) > 4 and node.input[4]:
+            steps = consts.get(node.input[4])
+            if steps is None or np.any(_plain_values(steps, onnx) != 1):
+                raise UnsupportedOnnxError(
+                    f"{where}: {label} slices with steps other than 1 (a reversal, say); "
+                    f"loading the recurrent nodes alone would drop it")
+        if node.op_type in ("Shape", "Size", "Identity"):
+            continue
+        for k, name in enumerate(node.input):
+            if node.op_type == "Dropout" and k > 0:
+                continue         # its ratio and mode: inference runs it as the identity
+            tensor = consts.get(name)
+            if tensor is None or tensor.data_type not in _FLOAT_TYPES(onnx):
+                continue
+            value = _array(tensor, f"{where}: {label}'s input {name!r}", onnx)
+            if np.any(value):
+                raise UnsupportedOnnxError(
+                    f"{where}: {label} reads the stored numbers {name!r} {value.shape} (an "
+                    f"embedding's table or a learned initial state, say): a computation a "
+                    f"fastrnn layer lacks; extract the recurrent part first, e.g. with "
+                    f"onnx.utils.extract_model")
 
 
 def _metadata(model, kind, where):
@@ -1030,6 +1091,7 @@ def load(source, *, backend="auto", batch_first=None):
     opset = _default_opset(model, where)
     recurrent = _recurrent_nodes(graph, where)
     consts = _constants(graph, onnx)
+    _check_plumbing(graph, consts, where, onnx)
     layers = [_parse_node(n, i, consts, opset, where, onnx) for i, n in recurrent]
     nodes = [n for _, n in recurrent]
     first = layers[0]

@@ -225,6 +225,20 @@ def test_activation_parameters_come_back_exactly():
         fonnx.load(model)
 
 
+@pytest.mark.parametrize("make", [
+    lambda: fastrnn.RNN(I, H, activations=["relu"], seed=5),
+    lambda: fastrnn.RNNCell(I, H, activations=["relu"], seed=5),
+    lambda: fastrnn.RNN(I, H, num_layers=2, bidirectional=True, activations=["relu", "relu"], seed=5),
+    lambda: fastrnn.RNN(I, H, nonlinearity="relu", seed=5)])
+def test_an_rnn_of_relu_comes_back_as_it_was_written(make):
+    """``activations=["relu"]`` and ``nonlinearity="relu"`` make the same nodes; the metadata
+    says which of the two the layer was, and the load agrees with it."""
+    layer = make()
+    back = fonnx.load(fonnx.export(layer, io.BytesIO()))
+    assert repr(back) == repr(layer) and back.get_config() == layer.get_config()
+    assert_same_weights(layer, back)
+
+
 def test_a_clip_float32_cannot_hold_is_refused_on_export():
     """ONNX keeps the clip as a float32 attribute: a clip that would become 0 or inf there (and
     that load would then refuse) is refused when exporting, naming it."""
@@ -262,6 +276,93 @@ def test_models_written_by_torch_onnx_export():
         for name, p in module.named_parameters():
             assert np.array_equal(layer.parameters()[name], p.detach().numpy()), name
         assert_close(layer(x.numpy())[0], module(x)[0].detach().numpy(), "torch.onnx float32", 1e-6)
+
+
+def test_torch_models_that_compute_around_the_recurrent_layer_are_refused():
+    """An embedding's Gather of its table, torch.flip's Slice of step -1: ops fastrnn reads
+    past as data movement elsewhere, which compute here; loading the LSTM alone would drop
+    them.  (The states a stacked torch export slices out of its inputs still load.)"""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed")
+    torch.manual_seed(0)
+
+    class Embedded(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.lstm = torch.nn.Embedding(10, I), torch.nn.LSTM(I, H)
+
+        def forward(self, ids):
+            return self.lstm(self.emb(ids))[0]
+
+    class Flipped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru = torch.nn.GRU(I, H)
+
+        def forward(self, x):
+            return self.gru(torch.flip(x, [0]))[0]
+
+    def exported(module, args):
+        buf = io.BytesIO()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module.eval(), args, buf, dynamo=False)
+        return io.BytesIO(buf.getvalue())
+
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="Gather.*reads the stored numbers"):
+        fonnx.load(exported(Embedded(), (torch.randint(0, 10, (T, B)),)))
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="Slice.*steps other than 1"):
+        fonnx.load(exported(Flipped(), (torch.randn(T, B, I),)))
+    stacked = torch.nn.LSTM(I, H, num_layers=2)
+    x, h0, c0 = torch.randn(T, B, I), torch.randn(2, B, H), torch.randn(2, B, H)
+    layer = fonnx.load(exported(stacked, (x, (h0, c0))))
+    assert_close(layer(x.numpy(), (h0.numpy(), c0.numpy()))[0],
+                 stacked(x, (h0, c0))[0].detach().numpy(), "torch.onnx float32", 1e-6)
+
+
+@pytest.mark.parametrize("fill", ["Expand", "ConstantOfShape"])
+def test_a_nonzero_initial_state_made_in_the_graph_is_refused(fill):
+    """A stored state broadcast over the batch, or a tensor filled with a nonzero value, is a
+    state a fastrnn layer does not start from (it starts from zeros or from the one passed)."""
+    rng = np.random.default_rng(0)
+    shape = [helper.make_node("Shape", ["X"], ["xs"]),
+             helper.make_node("Gather", ["xs", "one"], ["b"], axis=0),
+             helper.make_node("Concat", ["one", "b", "h"], ["shape"], axis=0)]
+    if fill == "Expand":
+        shape.append(helper.make_node("Expand", ["h0", "shape"], ["init_h"]))
+    else:
+        shape.append(helper.make_node("ConstantOfShape", ["shape"], ["init_h"],
+                                      value=numpy_helper.from_array(np.array([0.7], np.float32))))
+    inits = [numpy_helper.from_array(a, n) for a, n in (
+        (rng.standard_normal((1, 3 * H, I)).astype(np.float32), "W"),
+        (rng.standard_normal((1, 3 * H, H)).astype(np.float32), "R"),
+        (np.full((1, 1, H), 0.7, np.float32), "h0"), (np.array([1], np.int64), "one"),
+        (np.array([H], np.int64), "h"))]
+    graph = helper.make_graph(
+        shape + [helper.make_node("GRU", ["X", "W", "R", "", "", "init_h"], ["Y", "Y_h"],
+                                  hidden_size=H, linear_before_reset=1)], "g",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("Y_h", TensorProto.FLOAT, [1, "B", H])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    with pytest.raises(fonnx.UnsupportedOnnxError, match=f"{fill}.*(stored numbers|nonzero)"):
+        fonnx.load(model)
+
+
+def test_stacked_nodes_joined_by_another_transpose_are_refused():
+    """Between two nodes of a stack, Y (T, D, B, H) may only become (T, B, D*H): a transpose
+    that swaps time and batch feeds the next node something a stack does not."""
+    model = fonnx.export(fastrnn.GRU(I, H, num_layers=2, seed=0), io.BytesIO())
+    del model.metadata_props[:]
+    model.producer_name = "other"
+    nodes = list(model.graph.node)
+    k = next(i for i, n in enumerate(nodes) if n.op_type == "GRU" and n.input[0] == "out_l0")
+    nodes[k].input[0] = "out_l0_swapped"
+    nodes.insert(k, helper.make_node("Transpose", ["out_l0"], ["out_l0_swapped"], perm=[1, 0, 2]))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="do not form one stack"):
+        fonnx.load(model)
 
 
 def test_proj_size_and_cell_lengths_are_refused():
