@@ -423,6 +423,11 @@ def _zip_members(zf, where, header=HEADER):
                                f"each array must be stored once, and a reader would silently "
                                f"take one copy: the file is damaged or was tampered with", where)
     if header + ".npy" not in counts:
+        if header == HEADER and "__description__.npy" in counts:
+            raise ForeignFileError("this is a model saved by the fastrnn command line "
+                                   "(`fastrnn demo --save`: several modules and their "
+                                   "description), not one module written by fastrnn.save; run "
+                                   "it with `fastrnn demo --load PATH`", where)
         shown = sorted(n[:-4] if n.endswith(".npy") else n for n in names)[:8]
         raise ForeignFileError(f"not a fastrnn model file: no {header!r} header among its "
                                f"members {shown}; a plain .npz of parameters can be loaded "

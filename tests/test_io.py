@@ -257,6 +257,10 @@ def test_foreign_files(tmp_path):
     np.savez(tmp_path / "plain.npz", weight_ih_l0=np.zeros((9, 2)))
     with pytest.raises(fio.ForeignFileError, match="no '__fastrnn__' header.*load_state_dict"):
         fio.load(tmp_path / "plain.npz")
+    from fastrnn.cli._common import save_modules     # what `fastrnn demo --save` writes
+    save_modules(str(tmp_path / "cli.npz"), {"lstm": fastrnn.LSTM(2, 3), "head": fastrnn.Linear(3, 4)}, {})
+    with pytest.raises(fio.ForeignFileError, match="fastrnn command line.*fastrnn demo --load"):
+        fio.load(tmp_path / "cli.npz")
     with zipfile.ZipFile(tmp_path / "torch.pt", "w") as zf:  # the layout of torch.save
         zf.writestr("archive/data.pkl", pickle.dumps({}))
         zf.writestr("archive/version", "3\n")
