@@ -368,10 +368,28 @@ def test_unsupported_keras_objects_are_named():
     with pytest.raises(ValueError, match="its two directions differ"):
         to_keras(fastrnn.RNN(I, H, bidirectional=True, activations=["relu", "elu"]))
     with pytest.raises(ValueError, match="takes 7 input features, but the layer below gives 5"):
-        from_keras([built(keras.layers.GRU(H)), built(keras.layers.GRU(H), (None, None, 7))])
+        from_keras([built(keras.layers.GRU(H, return_sequences=True)),
+                    built(keras.layers.GRU(H), (None, None, 7))])
     with pytest.raises(ValueError, match="mix of Bidirectional and unidirectional"):
-        from_keras([built(keras.layers.Bidirectional(keras.layers.GRU(H))),
+        from_keras([built(keras.layers.Bidirectional(keras.layers.GRU(H, return_sequences=True))),
                     built(keras.layers.GRU(H), (None, None, 2 * H))])
+    # a lower layer that gives its last step alone: Keras itself cannot stack them
+    for lower in (keras.layers.LSTM(H), keras.layers.Bidirectional(keras.layers.LSTM(H // 2))):
+        with pytest.raises(ValueError, match=r"layers\[0\] .*return_sequences=False"):
+            from_keras([built(lower), built(keras.layers.LSTM(H), (None, None, H))])
+    # the two directions of one Bidirectional differ: said so, not as a stack's layers
+    with pytest.raises(ValueError, match="backward_layer has kind='LSTM' but its forward_layer "
+                                         "has kind='GRU'"):
+        from_keras(built(keras.layers.Bidirectional(
+            keras.layers.GRU(H, return_sequences=True),
+            backward_layer=keras.layers.LSTM(H, return_sequences=True, go_backwards=True))))
+    # to_keras's own options may be added; one that changes what the layer computes may not
+    for kwargs in ({"activation": "relu"}, {"recurrent_activation": "tanh"},
+                   {"go_backwards": True}, {"use_bias": False}, {"units": 3}):
+        for obj in (fastrnn.LSTM(I, H), fastrnn.RNN(I, H), fastrnn.GRU(I, H, reverse=True)):
+            with pytest.raises(ValueError, match=f"{next(iter(kwargs))} would change what"):
+                to_keras(obj, **kwargs)
+    assert to_keras(fastrnn.LSTM(I, H), return_state=True).return_state
     with pytest.raises(TypeError, match="expected a Keras SimpleRNN"):
         from_keras(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="no projection"):

@@ -262,6 +262,15 @@ def test_dtype_choice_and_half_precision_widened_exactly():
     assert from_torch(torch.nn.GRU(3, 4), dtype=np.float64).dtype == np.float64
     with pytest.raises(ValueError, match="float32 or float64"):
         from_torch(torch.nn.GRU(3, 4), dtype=np.int32)
+    assert from_torch(torch.nn.GRU(3, 4), dtype=torch.float64).dtype == np.float64  # torch's too
+    assert from_torch(torch.nn.GRU(3, 4).double(), dtype=torch.float32).dtype == np.float32
+    with pytest.raises(ValueError, match="float32 or float64, but got torch.int64"):
+        from_torch(torch.nn.GRU(3, 4), dtype=torch.int64)
+
+
+def test_a_module_on_the_meta_device_is_refused_with_the_remedy():
+    with pytest.raises(ValueError, match="'meta' device .*weight_ih_l0.*to_empty"):
+        from_torch(torch.nn.LSTM(3, 4, device="meta"))
 
 
 def test_rejects_other_modules_by_name():
@@ -296,6 +305,8 @@ def test_variants_torch_lacks_are_refused_with_the_reason():
                 fastrnn.RNN(3, 4, activations=["elu"])):
         with pytest.raises(ValueError, match=r"activations=.*cannot be converted to torch"):
             to_torch(obj)
+    with pytest.raises(ValueError, match="one nonlinearity for every direction"):
+        to_torch(fastrnn.RNN(3, 4, bidirectional=True, activations=["tanh", "relu"]))
 
 
 def test_an_rnn_with_relu_activations_is_torch_relu():

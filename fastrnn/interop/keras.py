@@ -322,6 +322,13 @@ def from_keras(obj, *, dtype=None, backend="auto"):
         where = type(item).__name__ if len(items) == 1 else f"layers[{i}] ({type(item).__name__})"
         specs, flipped = _layer_specs(item, where, flipped)
         layers.extend(specs)
+        inner = [item] if _keras_class(item) != "Bidirectional" else [item.forward_layer,
+                                                                      item.backward_layer]
+        if i < len(items) - 1 and not all(getattr(k, "return_sequences", True) for k in inner):
+            raise ValueError(f"{where} has return_sequences=False: it gives the last step "
+                             f"alone, which the layer above cannot read as a sequence (Keras "
+                             f"itself cannot stack them); every layer but the last must return "
+                             f"sequences")
     first = layers[0][0]
     D = len(layers[0])
     reverse = D == 1 and first["backwards"]
@@ -343,6 +350,11 @@ def from_keras(obj, *, dtype=None, backend="auto"):
                                  f"equal")
             for key in ("kind", "units", "bias", "reset_after"):
                 if spec[key] != first[key]:
+                    if l == 0:      # the two directions of one Bidirectional
+                        raise ValueError(f"the Bidirectional's backward_layer has "
+                                         f"{key}={spec[key]!r} but its forward_layer has "
+                                         f"{key}={first[key]!r}; a fastrnn layer needs them "
+                                         f"equal")
                     raise ValueError(f"stacked layer {l} has {key}={spec[key]!r} but layer 0 has "
                                      f"{key}={first[key]!r}; a fastrnn layer needs them equal")
             want = first["input_size"] if l == 0 else D * first["units"]
@@ -467,6 +479,15 @@ def to_keras(obj, **layer_kwargs):
         cell.set_weights(weights[0])
         return cell
     layer_kwargs = dict(layer_kwargs)
+    # what the layer computes is obj's: an argument that would change it is refused, not
+    # passed on to make a Keras layer with obj's weights that computes something else
+    fixed = sorted(set(layer_kwargs) & ({"units", "activation", "recurrent_activation",
+                                         "go_backwards", "time_major"} | set(options)))
+    if fixed:
+        raise ValueError(f"to_keras: {', '.join(fixed)} would change what the Keras layer "
+                         f"computes, which is {obj!r}'s (set it on the fastrnn layer instead: "
+                         f"activations, reverse, ...); layer_kwargs may only add Keras's own "
+                         f"options (return_state, stateful, ...)")
     last_sequences = layer_kwargs.pop("return_sequences", True)
     out, D = [], obj.num_directions
     for l in range(obj.num_layers):

@@ -25,6 +25,8 @@ def _import_torch():
 def _numpy_dtype(module, dtype, torch):
     """The fastrnn dtype for a torch module: ``dtype`` if given, else the module's own."""
     if dtype is not None:
+        if isinstance(dtype, torch.dtype):       # torch.float32 or torch.float64 too
+            dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype, dtype)
         return _common.float_dtype(dtype, "dtype")
     param = next(module.parameters(), None)
     if param is not None and param.dtype == torch.float64:
@@ -44,7 +46,7 @@ def from_torch(module, *, dtype=None, backend="auto"):
         Any configuration: ``num_layers``, ``bidirectional``, ``proj_size``,
         ``batch_first``, ``bias=False``, ``nonlinearity``, ``dropout``; on any
         device (the parameters are copied to host memory).
-    dtype : float32 or float64, optional
+    dtype : float32 or float64 (NumPy's or torch's), optional
         The dtype of the new object; by default that of the module's
         parameters (float64 stays float64, anything else becomes float32,
         which holds float16 and bfloat16 values exactly).
@@ -72,6 +74,12 @@ def from_torch(module, *, dtype=None, backend="auto"):
     torch = _import_torch()
     nn = torch.nn
     target = _numpy_dtype(module, dtype, torch) if isinstance(module, nn.Module) else None
+    meta = [n for n, p in module.named_parameters()
+            if p.is_meta] if isinstance(module, nn.Module) else []
+    if meta:
+        raise ValueError(f"{type(module).__name__}'s parameters are on the 'meta' device "
+                         f"({', '.join(meta)}): they have no values to copy; materialise them "
+                         f"first (module.to_empty(device='cpu'), then load the weights)")
     if isinstance(module, nn.RNNBase):
         mode = module.mode
         if mode not in ("RNN_TANH", "RNN_RELU", "LSTM", "GRU"):
@@ -138,6 +146,10 @@ def to_torch(obj):
     if acts is not None:
         if kind == "RNN" and all(a.name == "relu" for a in acts):
             nonlinearity = "relu"
+        elif kind == "RNN" and all(a.name in ("tanh", "relu") for a in acts):
+            raise ValueError(f"{type(obj).__name__}(activations={acts}) cannot be converted to "
+                             f"torch: torch.nn.RNN has one nonlinearity for every direction "
+                             f"(export to ONNX, attribute activations)")
         else:
             raise ValueError(f"{type(obj).__name__}(activations={acts}) cannot be converted to "
                              f"torch: torch.nn.{kind} uses "
