@@ -291,10 +291,12 @@ _blas_pool = {"installed": [], "checked": set()}
 
 
 def _switch(name):
-    """The on/off environment switch ``name`` (on when unset)."""
-    value = os.environ.get(name, "1").strip().lower()
+    """The on/off environment switch ``name`` (on when unset or empty, as every FASTRNN_*
+    variable is its default when empty)."""
+    value = os.environ.get(name, "").strip().lower() or "1"
     if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
-        raise ValueError(f"{name} must be 0 or 1, but got {value!r}")
+        raise ValueError(f"{name} must be 0 or 1 (or false/true, no/yes, off/on), but got "
+                         f"{os.environ.get(name)!r}")
     return value in ("1", "true", "yes", "on")
 
 
@@ -400,3 +402,4 @@ def malloc_tuned():
 
 
 tune_malloc()
+blas_pool_enabled()   # a bad FASTRNN_BLAS_POOL fails the import, as the other switches do

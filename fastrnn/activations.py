@@ -109,7 +109,20 @@ def activation(spec, what="activation"):
     """One slot's activation from what a user writes: a name (fastrnn's, case-insensitive, or
     ONNX's), a tuple ``(name, alpha)`` or ``(name, alpha, beta)``, or an :class:`Activation`."""
     if isinstance(spec, Activation):
-        return spec
+        # checked as its tuple would be (a name made up, a negative alpha of elu: refused here,
+        # not met as a KeyError in a kernel or as a wrong gradient); a parameter the function
+        # does not read must be left at 0
+        name = spec.name if isinstance(spec.name, str) else None
+        entry = TABLE.get(FROM_ONNX.get(name, name.lower())) if name is not None else None
+        if entry is None:
+            spec = (spec.name,) if name is not None else spec.name    # refused below
+        else:
+            reads = (entry[1] is not None, entry[2] is not None)
+            if any(v != 0 for v, r in zip((spec.alpha, spec.beta), reads) if not r):
+                raise ValueError(f"{what} {spec!r}: {name!r} takes "
+                                 f"{sum(reads)} parameter(s), but a parameter it does not read "
+                                 f"is not 0: alpha={spec.alpha}, beta={spec.beta}")
+            spec = (name,) + tuple(v for v, r in zip((spec.alpha, spec.beta), reads) if r)
     if isinstance(spec, str):
         name, params = spec, ()
     elif isinstance(spec, (tuple, list)) and spec and isinstance(spec[0], str):

@@ -88,6 +88,24 @@ def test_relu_and_activations_are_not_both_given(cls, activations):
         cls(3, 4, nonlinearity="relu", activations=activations)
 
 
+@pytest.mark.parametrize("bad,words", [
+    (("leaky_relu", -1.0), ["'leaky_relu' needs alpha >= 0", "-1.0"]),
+    (("elu", -2.0), ["'elu' needs alpha >= 0"]),
+    (("bogus",), ["must be one of", "'bogus'"]),
+    (("tanh", 2.0), ["'tanh' takes 0 parameter(s)", "alpha=2.0"])])
+def test_an_activation_object_is_checked_as_its_tuple_is(bad, words):
+    """An Activation is checked like ("leaky_relu", -1.0): it was taken as it was, and a
+    negative alpha made a wrong gradient, a made-up name a KeyError in the first call."""
+    from fastrnn.activations import Activation
+    with raises(ValueError, *words):
+        fastrnn.RNN(2, 3, activations=[Activation(*bad)])
+    if bad[0] != "tanh":      # (the tuple form takes no alpha for tanh at all)
+        with raises(ValueError, *words[:1]):
+            fastrnn.RNN(2, 3, activations=[bad])
+    assert repr(fastrnn.GRU(2, 3, activations=[Activation("hard_sigmoid", 0.2, 0.5), Activation(
+        "tanh")]).activations) == "(('hard_sigmoid', 0.2, 0.5), 'tanh')"
+
+
 @pytest.mark.parametrize("bad", [np.int32, "float16", np.complex64, "double-ish", object, "int8"])
 def test_unknown_dtype(bad):
     with raises(ValueError, "dtype", "float32", "float64"):

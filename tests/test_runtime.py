@@ -147,9 +147,16 @@ def test_the_allocator_is_left_alone_when_asked(env):
     assert status == 0 and out.strip() == "True", err
 
 
-def test_bad_allocator_switch_is_named():
-    status, _, err = run_script("import fastrnn", env={"FASTRNN_MALLOC": "sometimes"})
-    assert status != 0 and "FASTRNN_MALLOC must be 0 or 1, but got 'sometimes'" in err
+@pytest.mark.parametrize("switch", ["FASTRNN_MALLOC", "FASTRNN_BLAS_POOL"])
+def test_bad_switches_are_named_at_import_and_an_empty_one_is_its_default(switch):
+    # (a bad FASTRNN_BLAS_POOL was met at the first layer of each backend, then ignored)
+    status, _, err = run_script("import fastrnn", env={switch: "sometimes"})
+    assert status != 0 and f"{switch} must be 0 or 1 (or false/true" in err and \
+        "but got 'sometimes'" in err, err
+    code = ("import fastrnn; fastrnn.GRU(2, 3)\n"
+            "print(fastrnn._runtime.malloc_tuned(), bool(fastrnn._runtime.blas_pool_libraries()))")
+    status, out, err = run_script(code, env={switch: ""}, drop=GLIBC_MALLOC)
+    assert status == 0 and out.split() == ["True", "True"], (out, err)
 
 
 @pytest.mark.parametrize("backend", COMPILED)
