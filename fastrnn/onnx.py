@@ -901,7 +901,7 @@ def _feeds(graph, upper, lower, limit=8):
     return False
 
 
-def _FLOAT_TYPES(onnx):
+def _float_types(onnx):
     """The TensorProto data types of floats."""
     t = onnx.TensorProto
     return (t.FLOAT, t.DOUBLE, t.FLOAT16, t.BFLOAT16)
@@ -943,7 +943,7 @@ def _check_plumbing(graph, consts, where, onnx):
             if node.op_type == "Dropout" and k > 0:
                 continue         # its ratio and mode: inference runs it as the identity
             tensor = consts.get(name)
-            if tensor is None or tensor.data_type not in _FLOAT_TYPES(onnx):
+            if tensor is None or tensor.data_type not in _float_types(onnx):
                 continue
             value = _array(tensor, f"{where}: {label}'s input {name!r}", onnx)
             if np.any(value):
