@@ -363,7 +363,7 @@ def recurrent_grad(D, h0, Hs, out, lens=None):
     """
     B, K = h0.shape
     first, rest = previous_rows(h0, Hs, K, lens, D.shape[0])
-    matmul(D[:B].T, np.ascontiguousarray(first), out, add=True)
+    matmul(D[:B].T, first, out, add=True)
     if D.shape[0] > B:
         matmul(D[B:].T, rest, out, add=True)
 
