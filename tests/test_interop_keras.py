@@ -390,6 +390,15 @@ def test_unsupported_keras_objects_are_named():
             with pytest.raises(ValueError, match=f"{next(iter(kwargs))} would change what"):
                 to_keras(obj, **kwargs)
     assert to_keras(fastrnn.LSTM(I, H), return_state=True).return_state
+    # a cell's own options reach the Keras cell; a layer's options and changes are refused
+    for obj in (fastrnn.LSTMCell(I, H), fastrnn.GRUCell(I, H), fastrnn.RNNCell(I, H)):
+        cell = to_keras(obj, name="exported", dropout=0.25)
+        assert (cell.name, cell.dropout) == ("exported", 0.25)
+        with pytest.raises(ValueError, match="activation would change what"):
+            to_keras(obj, activation="relu")
+        with pytest.raises(ValueError, match="return_sequences are options of a Keras recurrent "
+                                             "layer"):
+            to_keras(obj, return_sequences=False)
     with pytest.raises(TypeError, match="expected a Keras SimpleRNN"):
         from_keras(keras.layers.Dense(3))
     with pytest.raises(ValueError, match="no projection"):

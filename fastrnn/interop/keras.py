@@ -46,6 +46,9 @@ from . import _common
 _KERAS_MODULES = ("keras", "tf_keras", "tensorflow")
 _CELL_KINDS = {"SimpleRNNCell": "RNN", "LSTMCell": "LSTM", "GRUCell": "GRU"}
 _LAYER_NAMES = {"RNN": "SimpleRNN", "LSTM": "LSTM", "GRU": "GRU"}
+# options of Keras's recurrent layers that its cells do not take
+_LAYER_ONLY = {"return_sequences", "return_state", "stateful", "unroll", "zero_output_for_mask",
+               "use_cudnn"}
 
 def _keras_class(obj):
     """The first Keras class name in ``obj``'s MRO among the ones we handle, else None."""
@@ -445,9 +448,12 @@ def to_keras(obj, **layer_kwargs):
     obj : fastrnn.RNN, LSTM, GRU or a cell
     **layer_kwargs
         More arguments of the Keras recurrent layers (``return_state``,
-        ``stateful``, ...).  ``return_sequences`` (default True, the output
+        ``stateful``, ...), or of the Keras cell for a cell (``name``,
+        ``dropout``, ...).  ``return_sequences`` (default True, the output
         fastrnn gives) applies to the last layer of a stack; the others
-        always return sequences.
+        always return sequences.  Arguments that would change what the
+        layer computes (``units``, ``activation``, ``go_backwards``, ...)
+        are refused: they are the fastrnn object's.
 
     Returns
     -------
@@ -473,11 +479,6 @@ def to_keras(obj, **layer_kwargs):
     options = dict(dtype=obj.dtype.name, use_bias=obj.bias, **_keras_options(obj, kind))
     if kind == "GRU":
         options["reset_after"] = obj.reset_after
-    if _common.is_cell(obj):
-        cell = getattr(keras.layers, _LAYER_NAMES[kind] + "Cell")(obj.hidden_size, **options)
-        cell.build((None, obj.input_size))
-        cell.set_weights(weights[0])
-        return cell
     layer_kwargs = dict(layer_kwargs)
     # what the layer computes is obj's: an argument that would change it is refused, not
     # passed on to make a Keras layer with obj's weights that computes something else
@@ -488,6 +489,18 @@ def to_keras(obj, **layer_kwargs):
                          f"computes, which is {obj!r}'s (set it on the fastrnn layer instead: "
                          f"activations, reverse, ...); layer_kwargs may only add Keras's own "
                          f"options (return_state, stateful, ...)")
+    if _common.is_cell(obj):
+        layer_only = sorted(set(layer_kwargs) & _LAYER_ONLY)
+        if layer_only:
+            raise ValueError(f"to_keras: {', '.join(layer_only)} are options of a Keras "
+                             f"recurrent layer, and {type(obj).__name__} converts to a Keras "
+                             f"cell; a cell takes its own options only (name, dropout, "
+                             f"kernel_regularizer, ...)")
+        cell = getattr(keras.layers, _LAYER_NAMES[kind] + "Cell")(obj.hidden_size, **options,
+                                                                  **layer_kwargs)
+        cell.build((None, obj.input_size))
+        cell.set_weights(weights[0])
+        return cell
     last_sequences = layer_kwargs.pop("return_sequences", True)
     out, D = [], obj.num_directions
     for l in range(obj.num_layers):
