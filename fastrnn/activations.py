@@ -72,27 +72,52 @@ DEFAULTS = {name: cell.activations for name, cell in CELL_TYPES.items()}
 SLOTS = {name: ("f", "g", "h")[:len(acts)] for name, acts in DEFAULTS.items()}
 
 
-class Activation(NamedTuple):
-    """One slot's activation: a name of :data:`TABLE` and its two parameters (0.0 where the
-    function has none)."""
+class _Fields(NamedTuple):
     name: str
-    alpha: float = 0.0
-    beta: float = 0.0
+    alpha: float
+    beta: float
+
+
+class Activation(_Fields):
+    """One slot's activation: a name of :data:`TABLE` and its two parameters (0.0 where the
+    function has none).
+
+    A parameter left out is the function's default (the table above): ``Activation(
+    "leaky_relu")`` is ``('leaky_relu', 0.01)``, as the name alone or ``activation(
+    "leaky_relu")`` is (it was alpha 0, a relu, and an ``Activation("affine")`` made a layer
+    of zeros)."""
+    __slots__ = ()
+
+    def __new__(cls, name, alpha=None, beta=None):
+        entry = _entry(name)
+        a0, b0 = (entry[1], entry[2]) if entry is not None else (None, None)
+        return super().__new__(cls, name, (a0 or 0.0) if alpha is None else alpha,
+                               (b0 or 0.0) if beta is None else beta)
 
     @property
     def onnx(self):
         """The ONNX name."""
-        return TABLE[self.name][0]
+        entry = _entry(self.name)
+        if entry is None:
+            raise ValueError(f"{self!r} names no activation of fastrnn.activations.TABLE")
+        return entry[0]
 
     @property
     def params(self):
         """The parameters the function reads: (), (alpha,) or (alpha, beta)."""
-        _, a, b = TABLE[self.name]
+        _, a, b = _entry(self.name)
         return tuple(v for v, d in ((self.alpha, a), (self.beta, b)) if d is not None)
 
     def __repr__(self):
+        if _entry(self.name) is None:       # a made-up name, refused where it is used
+            return f"Activation{tuple(self)!r}"
         params = self.params
         return repr(self.name) if not params else repr((self.name,) + params)
+
+
+def _entry(name):
+    """The row of TABLE of a fastrnn or ONNX name (any case for fastrnn's), or None."""
+    return TABLE.get(FROM_ONNX.get(name, name.lower())) if isinstance(name, str) else None
 
 
 def _number(value, what):

@@ -106,6 +106,24 @@ def test_an_activation_object_is_checked_as_its_tuple_is(bad, words):
         "tanh")]).activations) == "(('hard_sigmoid', 0.2, 0.5), 'tanh')"
 
 
+@pytest.mark.parametrize("name", ["affine", "leaky_relu", "thresholded_relu", "scaled_tanh",
+                                  "hard_sigmoid", "elu", "LeakyRelu", "HardSigmoid"])
+def test_an_activation_object_without_parameters_takes_the_functions_defaults(name):
+    """Activation("affine") was alpha 0, beta 0 (the record's defaults): a layer of zeros, and
+    Activation("leaky_relu") a relu; a parameter left out is the function's default, as with
+    the name alone, and an object of an ONNX name has a repr."""
+    from fastrnn.activations import Activation, activation
+    assert Activation(name) == activation(name)._replace(name=name)
+    assert Activation(name, 0.5).alpha == 0.5
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    got = fastrnn.RNN(4, 5, activations=[Activation(name)], backend="numpy", seed=0)(x)[0]
+    want = fastrnn.RNN(4, 5, activations=[name], backend="numpy", seed=0)(x)[0]
+    np.testing.assert_array_equal(got, want)
+    assert repr(Activation(name)) == repr(activation(name)).replace(
+        repr(activation(name).name), repr(name), 1)
+    assert repr(Activation("bogus")) == "Activation('bogus', 0.0, 0.0)"
+
+
 @pytest.mark.parametrize("bad", [np.int32, "float16", np.complex64, "double-ish", object, "int8"])
 def test_unknown_dtype(bad):
     with raises(ValueError, "dtype", "float32", "float64"):
