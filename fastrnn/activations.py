@@ -137,10 +137,9 @@ def activation(spec, what="activation"):
         # checked as its tuple would be (a name made up, a negative alpha of elu: refused here,
         # not met as a KeyError in a kernel or as a wrong gradient); a parameter the function
         # does not read must be left at 0
-        name = spec.name if isinstance(spec.name, str) else None
-        entry = TABLE.get(FROM_ONNX.get(name, name.lower())) if name is not None else None
+        name, entry = spec.name, _entry(spec.name)
         if entry is None:
-            spec = (spec.name,) if name is not None else spec.name    # refused below
+            spec = (name,) if isinstance(name, str) else name    # refused below
         else:
             reads = (entry[1] is not None, entry[2] is not None)
             if any(v != 0 for v, r in zip((spec.alpha, spec.beta), reads) if not r):

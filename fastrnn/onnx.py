@@ -367,6 +367,8 @@ _ATTRIBUTES = {kind: {"activation_alpha", "activation_beta", "activations", "cli
                                    ("GRU", {"linear_before_reset"}))}
 #: TensorProto data types read as weights: FLOAT, FLOAT16 (widened exactly to float32), DOUBLE
 _WEIGHT_TYPES = (1, 10, 11)
+#: the TensorProto data types of floats: those and BFLOAT16
+_FLOAT_TYPES = _WEIGHT_TYPES + (16,)
 #: the types of the keys of the fastrnn.config metadata, and how a message names each type
 _CONFIG_TYPES = {"input_size": "int", "hidden_size": "int", "num_layers": "int",
                  "proj_size": "int", "bias": "bool", "batch_first": "bool",
@@ -901,12 +903,6 @@ def _feeds(graph, upper, lower, limit=8):
     return False
 
 
-def _float_types(onnx):
-    """The TensorProto data types of floats."""
-    t = onnx.TensorProto
-    return (t.FLOAT, t.DOUBLE, t.FLOAT16, t.BFLOAT16)
-
-
 def _plain_values(tensor, onnx):
     """A small constant's values (a shape, steps, a fill value) as an array; NaN where they
     cannot be read (then nothing compares equal to them)."""
@@ -943,7 +939,7 @@ def _check_plumbing(graph, consts, where, onnx):
             if node.op_type == "Dropout" and k > 0:
                 continue         # its ratio and mode: inference runs it as the identity
             tensor = consts.get(name)
-            if tensor is None or tensor.data_type not in _float_types(onnx):
+            if tensor is None or tensor.data_type not in _FLOAT_TYPES:
                 continue
             value = _array(tensor, f"{where}: {label}'s input {name!r}", onnx)
             if np.any(value):

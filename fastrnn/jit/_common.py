@@ -15,6 +15,7 @@ import numpy as np
 from .. import activations as _acts
 from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
 from ..reference._common import unpadded  # noqa: F401 - the kernels' (training) input
+from ..reference._common import valid_steps
 from . import config
 from .config import run_threads, threads_for
 from .gemm import csr, mm_small, pack, panel_shape, sparse_mm, sparse_wgrad
@@ -305,9 +306,10 @@ def input_grads(D, w_ih, x, dw_ih, sparse, input_grad=True, lens=None):
     if input_grad:
         dx = np.empty(x.shape, dtype=x.dtype)
         matmul(D, w_ih, flat(dx))
-        if lens is not None and np.min(lens, initial=x.shape[0]) < x.shape[0]:
+        ended = ended_steps(lens, x.shape[0])
+        if ended is not None:
             # past a sequence's end dx is 0, whatever W_ih holds (0 * inf is NaN)
-            dx[np.arange(x.shape[0])[:, None] >= lens[None, :]] = 0
+            dx[ended] = 0
     if sparse is not None:
         wt = np.zeros((dw_ih.shape[1], dw_ih.shape[0]), dtype=dw_ih.dtype)
         # D's rows as one 1-d view (D: a column slice of a C-contiguous gate store, at least
@@ -328,6 +330,14 @@ def saved_sparse(s, x, w_ih):
     return s["sparse"] if "sparse" in s else sparse_input(x, w_ih)
 
 
+def ended_steps(lens, T):
+    """(T, B) bool array, True where step t is past sequence b's end; None where no step is
+    (``lens`` None, or every sequence T steps)."""
+    if lens is None or np.min(lens, initial=T) >= T:
+        return None
+    return ~valid_steps(lens, T, len(lens))[:, :, 0]
+
+
 def previous_rows(h0, Hs, K, lens, n):
     """The n rows (t, b), time-major, of each step's previous state: h0's, then Hs's steps
     0, 1, ... (their first K columns); where step t is past sequence b's end, a row of zeros.
@@ -342,8 +352,8 @@ def previous_rows(h0, Hs, K, lens, n):
     B = h0.shape[0]
     T = n // B if B else 0
     first, rest = h0, flat(Hs)[:n - B, :K]
-    if lens is not None and np.min(lens, initial=T) < T:
-        ended = np.arange(T)[:, None] >= lens[None, :]          # (T, B): step t past b's end
+    ended = ended_steps(lens, T)
+    if ended is not None:
         first = np.where(ended[0][:, None], 0, first).astype(h0.dtype, copy=False)
         rest = np.where(ended[1:].reshape(-1, 1), 0, rest).astype(rest.dtype, copy=False)
     return first, rest
