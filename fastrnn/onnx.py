@@ -354,6 +354,10 @@ _DEFAULT_DOMAINS = ("", "ai.onnx")
 _LAYOUT_OPS = frozenset({"Cast", "Concat", "Constant", "ConstantOfShape", "Dropout", "Expand",
                          "Flatten", "Gather", "Identity", "Reshape", "Shape", "Size", "Slice",
                          "Split", "Squeeze", "Transpose", "Unsqueeze"})
+#: the layout ops that may stand between a graph's input and its first recurrent node, and
+#: between the nodes of a stack: they move values without selecting, repeating or joining any
+_PATH_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
+             "Flatten")
 #: the inputs and outputs of each recurrent operator, by position
 _INPUTS = {"RNN": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
            "GRU": ("X", "W", "R", "B", "sequence_lens", "initial_h"),
@@ -786,17 +790,17 @@ def _node_activations(attrs, kind, D, direction, where):
     slots = len(_acts.SLOTS[kind.lower()])
     names = list(attrs.get("activations", []))
     if not names:
-        names = [_acts.TABLE[d][0] for d in _acts.DEFAULTS[kind.lower()]]
-    if len(names) not in (slots, slots * D):
+        names = [_acts.TABLE[d][0] for d in _acts.DEFAULTS[kind.lower()]] * D
+    if len(names) != slots * D:
+        # (one list for both directions is not ONNX's: onnxruntime refuses it too)
         raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} has "
                                    f"{len(names)} entries; a {kind} with direction={direction!r} "
-                                   f"takes {slots * D}")
-    names = names * (slots * D // len(names))
-    by_lower = {onnx.lower(): name for onnx, name in _acts.FROM_ONNX.items()}
+                                   f"takes {slots * D}, {slots} for each direction")
     alpha, beta = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
     out = []
     for k, onnx_name in enumerate(names):
-        name = by_lower.get(str(onnx_name).lower())
+        # ONNX's names are case-sensitive ('Relu', not 'relu', which onnxruntime refuses)
+        name = _acts.FROM_ONNX.get(onnx_name) if isinstance(onnx_name, str) else None
         if name is None:
             raise UnsupportedOnnxError(f"{where}: activations[{k}]={onnx_name!r} is not one of "
                                        f"ONNX's {', '.join(_acts.FROM_ONNX)}")
@@ -879,28 +883,156 @@ def _clip(node_clip, meta_clip):
     return node_clip
 
 
-def _feeds(graph, upper, lower, limit=8):
-    """Whether ``upper``'s input X is ``lower``'s output Y, through a few reshaping ops."""
+def _perm(node):
+    """A Transpose node's ``perm`` attribute as a list (None when it has none)."""
+    return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+
+
+def _feeds(graph, upper, lower, D, layout, limit=8):
+    """Whether ``upper``'s input X is ``lower``'s output Y (of ``D`` directions, ``layout``),
+    through a few reshaping ops: with two directions and layout 0, through the transpose of Y
+    (T, 2, B, H) to (T, B, 2, H) that puts each sequence's two halves side by side (a reshape
+    alone would mix the directions and the batch); with layout 1, Y (B, T, 2, H) has them side
+    by side already, and that transpose would swap time and the directions."""
     if not lower.output or not lower.output[0]:
         return False
     producer = {o: n for n in graph.node for o in n.output if o}
     name = upper.input[0]
+    moved = False
     for _ in range(limit):
         if name == lower.output[0]:
-            return True
+            return D == 1 or moved == (layout == 0)
         node = producer.get(name)
-        if node is None or not node.input or node.op_type not in (
-                "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Identity", "Dropout", "Cast",
-                "Flatten"):
+        if node is None or not node.input or node.op_type not in _PATH_OPS:
             return False
         if node.op_type == "Transpose":
             # Y (T, D, B, H) to (T, B, D, H) is the one transpose of a stack; another (time and
             # batch swapped, say) feeds the next node something a stack does not
-            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
-            if perm != [0, 2, 1, 3]:
+            if _perm(node) != [0, 2, 1, 3] or moved:
                 return False
+            moved = True
         name = node.input[0]
     return False
+
+
+def _consumers(graph):
+    """tensor name -> [(node, input position)] of the nodes that read it."""
+    out = {}
+    for node in graph.node:
+        for k, name in enumerate(node.input):
+            if name:
+                out.setdefault(name, []).append((node, k))
+    return out
+
+
+def _data_tensors(graph, consts):
+    """The names of the tensors that hold the model's values (not shapes): the graph's inputs
+    that are not constants, the recurrent nodes' outputs, and whatever a node makes of any of
+    them, but for Shape's and Size's outputs (a shape is not a value)."""
+    data = {i.name for i in graph.input if i.name not in consts}
+    grown = True
+    while grown:            # (a fixed point: the nodes need not be in order)
+        grown = False
+        for node in graph.node:
+            if node.op_type in ("Shape", "Size"):
+                continue
+            if node.op_type in _RNN_OPS or any(n in data for n in node.input if n):
+                new = {o for o in node.output if o} - data
+                if new:
+                    data |= new
+                    grown = True
+    return data
+
+
+def _state_slice(node, consts, consumers, nodes, Ds, onnx):
+    """Whether Slice ``node`` is how torch.onnx gives a stack's nodes their initial states:
+    rows [l*D, (l+1)*D) of h0 or c0 (axis 0, step 1), read by node l of the stack as its
+    initial_h or initial_c (through reshaping ops) and by nothing else."""
+    def values(k):
+        if len(node.input) <= k or not node.input[k]:
+            return None
+        t = consts.get(node.input[k])
+        return None if t is None else [int(v) for v in np.ravel(_plain_values(t, onnx))
+                                      if np.isfinite(v)]
+    starts, ends, axes, steps = values(1), values(2), values(3), values(4)
+    if (starts is None or ends is None or len(starts) != 1 or len(ends) != 1
+            or axes not in (None, [0]) or steps not in (None, [1])):
+        return False
+    readers = []
+    pending = [o for o in node.output if o]
+    while pending:
+        for reader, k in consumers.get(pending.pop(), []):
+            if reader.op_type in _RNN_OPS:
+                readers.append((reader, k))
+            elif reader.op_type in _PATH_OPS:
+                pending.extend(o for o in reader.output if o)
+            else:
+                return False
+    for reader, k in readers:
+        l = next((i for i, n in enumerate(nodes) if n is reader), None)
+        if l is None or k not in (5, 6) or [starts[0], ends[0]] != [l * Ds[l], (l + 1) * Ds[l]]:
+            return False
+    return bool(readers)
+
+
+def _check_data_path(graph, consts, nodes, layers, where, onnx):
+    """Refuse the data-movement ops that select or reorder the values themselves: a Gather,
+    Split or Expand of the input or of an output (``x[idx]``, ``y[-1]``, a permutation of
+    the features), a Concat on the way to a recurrent node's input, and a Slice but
+    torch.onnx's rows of the initial states of each node of a stack (``x[2:]``, a crop of
+    time, changes what the layer computes; loading the recurrent nodes alone would drop it)."""
+    data = _data_tensors(graph, consts)
+    consumers = _consumers(graph)
+    Ds = [spec["D"] for spec in layers]
+    def reaches_input(names):
+        seen, pending = set(), list(names)
+        while pending:
+            name = pending.pop()
+            for reader, k in consumers.get(name, []):
+                if reader.op_type in _RNN_OPS:
+                    if k == 0:
+                        return True
+                    continue
+                for o in reader.output:
+                    if o and o not in seen:
+                        seen.add(o)
+                        pending.append(o)
+        return False
+    for i, node in enumerate(graph.node):
+        if node.op_type in _RNN_OPS or not node.input or node.input[0] not in data:
+            continue
+        label = _node_label(i, node)
+        if node.op_type in ("Gather", "Split", "Expand"):
+            raise UnsupportedOnnxError(
+                f"{where}: {label} selects or repeats values of the model's data (an index, a "
+                f"reversal or a permutation, say): a computation a fastrnn layer lacks; "
+                f"loading the recurrent nodes alone would drop it")
+        if node.op_type == "Slice" and not _state_slice(node, consts, consumers, nodes, Ds, onnx):
+            raise UnsupportedOnnxError(
+                f"{where}: {label} slices the model's data (a crop of time or of the batch, "
+                f"say), other than the rows of the initial states each node of a stack reads; "
+                f"loading the recurrent nodes alone would drop it")
+        if node.op_type == "Concat" and reaches_input([o for o in node.output if o]):
+            raise UnsupportedOnnxError(
+                f"{where}: {label} joins values on the way to a recurrent node's input: a "
+                f"computation a fastrnn layer lacks")
+
+
+def _graph_batch_first(graph, node, layout):
+    """Whether the graph reads its input batch first, as the first recurrent node ``node``
+    (of ``layout``) sees it: the node's own layout, turned over by each transpose of time and
+    batch (perm [1, 0, 2]) on the way from the graph's input to its X."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    flipped = layout == 1
+    name = node.input[0]
+    for _ in range(16):
+        prev = producer.get(name)
+        if prev is None or not prev.input:
+            break
+        if prev.op_type == "Transpose" and _perm(prev) == [1, 0, 2]:
+            flipped = not flipped
+        name = prev.input[0]
+    return flipped
 
 
 def _plain_values(tensor, onnx):
@@ -1059,7 +1191,11 @@ def load(source, *, backend="auto", batch_first=None):
     UnsupportedOnnxError
         A model fastrnn cannot read exactly: no recurrent node; nodes that do
         not form one stack; a recurrent node outside the default ONNX domain;
-        any other node but data-movement ops (e.g. a MatMul head); names
+        any other node but data-movement ops (e.g. a MatMul head), and those
+        that select, repeat or join the data itself (a Gather, Slice, Split,
+        Expand or Concat of the input or of an output: ``x[2:]``, ``y[-1]``;
+        torch.onnx's slices of the initial states for each node of a stack
+        load); names
         defined twice or never; text that is not UTF-8; fields protobuf
         does not know in the model, graph, nodes or tensors; attributes the
         operator lacks, of the wrong type or with values ONNX does not define
@@ -1098,12 +1234,19 @@ def load(source, *, backend="auto", batch_first=None):
                 raise UnsupportedOnnxError(f"{spec['where']} has {key}={spec[key]!r} but "
                                            f"{first['label']} has {first[key]!r}; fastrnn reads "
                                            f"a stack of equal recurrent nodes")
-        if spec["input_size"] != first["D"] * first["H"] or not _feeds(graph, node, nodes[l - 1]):
+        if (spec["input_size"] != first["D"] * first["H"]
+                or not _feeds(graph, node, nodes[l - 1], first["D"], first["layout"])):
             raise UnsupportedOnnxError(f"{spec['where']} is not fed by the output of "
                                        f"{layers[l - 1]['label']}; the graph's {len(nodes)} "
                                        f"recurrent nodes do not form one stack")
+    _check_data_path(graph, consts, nodes, layers, where, onnx)
     meta_class, meta = _metadata(model, first["kind"], where)
     meta = meta or {}
+    if "batch_first" in meta and meta["batch_first"] != _graph_batch_first(
+            graph, nodes[0], first["layout"]):
+        raise UnsupportedOnnxError(
+            f"{where}: metadata {META_CONFIG!r} has batch_first={meta['batch_first']!r}, but the "
+            f"graph reads its input {'batch' if not meta['batch_first'] else 'time'} first")
     dtype = first["dtype"]
     if dtype == np.float16:
         dtype = np.dtype(np.float32)

@@ -312,6 +312,27 @@ def test_torch_models_that_compute_around_the_recurrent_layer_are_refused():
         fonnx.load(exported(Embedded(), (torch.randint(0, 10, (T, B)),)))
     with pytest.raises(fonnx.UnsupportedOnnxError, match="Slice.*steps other than 1"):
         fonnx.load(exported(Flipped(), (torch.randn(T, B, I),)))
+
+    class Around(torch.nn.Module):
+        """x indexed, cropped or its features permuted on the way in, or one step taken of
+        the output: Gather and Slice of step 1, which move data elsewhere"""
+        def __init__(self, how):
+            super().__init__()
+            self.lstm, self.how = torch.nn.LSTM(I, H), how
+
+        def forward(self, x):
+            if self.how == "reversed":
+                return self.lstm(x[torch.arange(T - 1, -1, -1)])[0]
+            if self.how == "cropped":
+                return self.lstm(x[2:])[0]
+            if self.how == "permuted":
+                return self.lstm(x[:, :, torch.arange(I - 1, -1, -1)])[0]
+            return self.lstm(x)[0][-1]
+
+    for how, op in (("reversed", "Gather"), ("cropped", "Slice"), ("permuted", "Gather"),
+                    ("last step", "Gather")):
+        with pytest.raises(fonnx.UnsupportedOnnxError, match=f"{op}.*(selects|slices) .*data"):
+            fonnx.load(exported(Around(how), (torch.randn(T, B, I),)))
     stacked = torch.nn.LSTM(I, H, num_layers=2)
     x, h0, c0 = torch.randn(T, B, I), torch.randn(2, B, H), torch.randn(2, B, H)
     layer = fonnx.load(exported(stacked, (x, (h0, c0))))
@@ -362,6 +383,56 @@ def test_stacked_nodes_joined_by_another_transpose_are_refused():
     model.graph.node.extend(nodes)
     onnx.checker.check_model(model)
     with pytest.raises(fonnx.UnsupportedOnnxError, match="do not form one stack"):
+        fonnx.load(model)
+
+
+def test_stacked_bidirectional_nodes_joined_by_a_reshape_alone_are_refused():
+    """Y (T, 2, B, H) reshaped to (T, B, 2H) without its transpose mixes the directions and
+    the batch; with layout 1, Y (B, T, 2, H) needs none, and loads."""
+    for layout in (False, True):
+        layer = fastrnn.GRU(I, H, num_layers=2, bidirectional=True, seed=0)
+        model = fonnx.export(layer, io.BytesIO(), use_layout_attribute=layout)
+        assert_same_weights(layer, fonnx.load(model))
+        if layout:
+            continue
+        nodes = [n for n in model.graph.node
+                 if not (n.op_type == "Transpose" and n.input[0] == "Y_l0")]
+        reshape = next(n for n in nodes if n.op_type == "Reshape" and n.output[0] == "out_l0")
+        reshape.input[0] = "Y_l0"
+        del model.graph.node[:]
+        model.graph.node.extend(nodes)
+        onnx.checker.check_model(model)
+        with pytest.raises(fonnx.UnsupportedOnnxError, match="do not form one stack"):
+            fonnx.load(model)
+
+
+def test_initial_states_sliced_for_other_nodes_are_refused():
+    """Each node of a stack reads rows [l*D, (l+1)*D) of h0: a graph that gives node 0 the
+    rows of node 1 computes something else than the layer."""
+    layer = fastrnn.LSTM(I, H, num_layers=2, seed=0)
+    model = fonnx.export(layer, io.BytesIO(), initial_state=True)
+    assert_same_weights(layer, fonnx.load(model))
+    for node in model.graph.node:
+        if node.op_type == "Slice" and node.output[0] == "h0_l0":
+            node.input[1], node.input[2] = "start_l1", "end_l1"
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="Slice.*other than the rows of the "
+                                                         "initial states"):
+        fonnx.load(model)
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_batch_first_metadata_must_agree_with_the_graph(batch_first):
+    import json
+    model = fonnx.export(fastrnn.LSTM(I, H, batch_first=batch_first), io.BytesIO())
+    entry = next(p for p in model.metadata_props if p.key == fonnx.META_CONFIG)
+    config = json.loads(entry.value)
+    assert config.get("batch_first", False) is batch_first
+    config["batch_first"] = not batch_first
+    entry.value = json.dumps(config)
+    first = "batch" if batch_first else "time"
+    with pytest.raises(fonnx.UnsupportedOnnxError,
+                       match=f"batch_first={not batch_first}, but the graph reads its input "
+                             f"{first} first"):
         fonnx.load(model)
 
 
@@ -418,6 +489,12 @@ def test_nodes_without_a_fastrnn_equivalent_are_refused():
          r"activation_alpha=\[1.0\] has 1 value\(s\) more than its activations \['Tanh'\] read"),
         (single_node_model("GRU", {"activations": ["Sigmoid", "Elu"], "activation_alpha": [-1.0]}),
          "'elu' needs alpha >= 0"),
+        # ONNX's names are case-sensitive, and a bidirectional node lists both directions'
+        # (onnxruntime refuses these too)
+        (single_node_model("RNN", {"activations": ["relu"]}, G=1),
+         r"activations\[0\]='relu' is not one of ONNX's"),
+        (single_node_model("RNN", {"activations": ["Relu"], "direction": "bidirectional"}, G=1,
+                           D=2), "has 1 entries; a RNN with direction='bidirectional' takes 2"),
     ]
     for model, message in cases:
         with pytest.raises(fonnx.UnsupportedOnnxError, match=message):
