@@ -390,6 +390,18 @@ class _RNNEstimator(BaseEstimator):
             raise FloatingPointError(
                 f"{type(self).__name__}: the training loss became {total / N} in epoch "
                 f"{self.n_iter_ + 1}; lower lr or set clip_norm")
+        # each loss is the model's before its step: the last steps may have overflowed the
+        # weights, or made them so large that the outputs overflow (the last batch's, here)
+        bad = next((name for name, p in (*rnn.parameters().items(),
+                                         *head.parameters().items())
+                    if not np.all(np.isfinite(p))), None)
+        if bad is None and not np.all(np.isfinite(self._forward(Xp[idx], lens[idx]))):
+            bad = "outputs"
+        if bad is not None:
+            raise FloatingPointError(
+                f"{type(self).__name__}: the model's {bad} became non-finite in epoch "
+                f"{self.n_iter_ + 1} (its mean loss, each taken before its step, was "
+                f"{total / N:.5g}); lower lr or set clip_norm")
         return total / N
 
     def _train(self, Xp, lens, targets, epochs, incremental):

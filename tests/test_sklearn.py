@@ -497,6 +497,27 @@ def test_divergence_is_an_error():
         reg.fit(X, X.sum(axis=1))
 
 
+@pytest.mark.parametrize("make,early", [(RNNRegressor, False), (RNNRegressor, True),
+                                         (RNNClassifier, True), (RNNClassifier, False)])
+def test_divergence_in_the_last_steps_is_an_error(make, early):
+    """Each mini-batch's loss is the one before its step: the steps of the last epoch (or of
+    one partial_fit) that overflow the weights left a model that predicted only NaN (the
+    classifier class 0, its validation score kept as the best)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 10, 2))
+    y = X.sum((1, 2)) if make is RNNRegressor else (X.sum((1, 2)) > 0).astype(int)
+    params = dict(cell="rnn_relu", optimizer="sgd", lr=1.0 if make is RNNRegressor else 100.0,
+                  max_epochs=2 if make is RNNRegressor else 1, early_stopping=early,
+                  random_state=0)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="became non-finite "
+                                                                            ".*lower lr"):
+        make(**params).fit(X, y)
+    with np.errstate(all="ignore"), pytest.raises(FloatingPointError, match="non-finite"):
+        est = make(**{**params, "max_epochs": 1})
+        for _ in range(3):
+            est.partial_fit(X, y, **({"classes": [0, 1]} if make is RNNClassifier else {}))
+
+
 def test_regressor_errors():
     reg = RNNRegressor(max_epochs=1)
     with pytest.raises(ValueError, match="Input y contains NaN"):
