@@ -295,25 +295,27 @@ def _named(modules):
 
 
 @_worker_threads()
-def _shard_task(template, weights, loss_and_grad, combine, n, arrays):
+def _shard_task(template, weights, seeds, loss_and_grad, combine, n, arrays):
     """One shard's share (run on a worker): the gradients of ``loss_and_grad`` on a copy of the
-    modules holding ``weights``, as (grads, loss, weight, seconds); with ``combine == "mean"``
-    the gradients and the loss are multiplied by the weight (the shard's ``n`` samples, or the
-    weight ``loss_and_grad`` returned)."""
+    modules holding ``weights``, each drawing its dropout masks from a generator of its entry
+    of ``seeds`` (one of its own for each step and shard), as (grads, loss, weight, seconds);
+    with ``combine == "mean"`` the gradients and the loss are multiplied by the weight (the
+    shard's ``n`` samples, or the weight ``loss_and_grad`` returned)."""
     t0 = time.perf_counter()
     modules = copy.deepcopy(template)   # the tasks of one worker may share the template
     for name, m in modules.items():
         m.load_state_dict(weights[name])
+        m._rng = np.random.default_rng(seeds[name])
         m.zero_grad()
         m.train()
     result = loss_and_grad(modules[""] if list(modules) == [""] else modules, *arrays)
-    if isinstance(result, tuple):
-        if len(result) != 2:
-            raise ValueError(f"loss_and_grad must return the loss or (loss, weight), but "
-                             f"returned a tuple of {len(result)}")
-        loss, weight = float(result[0]), float(result[1])
+    if isinstance(result, tuple) and len(result) == 2:
+        loss, weight = _number(result[0], "the loss"), _number(result[1], "the weight")
+    elif isinstance(result, tuple):
+        raise ValueError(f"loss_and_grad must return the loss or (loss, weight), but "
+                         f"returned a tuple of {len(result)}")
     else:
-        loss, weight = float(result), float(n)
+        loss, weight = _number(result, "the loss"), float(n)
     grads = {}
     for name, m in modules.items():
         for p, g in m.grads.items():
@@ -321,6 +323,15 @@ def _shard_task(template, weights, loss_and_grad, combine, n, arrays):
     if combine == "mean":
         loss *= weight
     return grads, loss, weight, time.perf_counter() - t0
+
+
+def _number(value, what):
+    """A real number loss_and_grad returned, as a float."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"loss_and_grad must return the loss or (loss, weight), real numbers, "
+                        f"but {what} is {type(value).__name__} {value!r:.60}") from None
 
 
 def _add(a, b):
@@ -377,8 +388,8 @@ class DataParallel:
     (``broadcast=True``) and the shards one to a worker, runs one task per shard, sums the
     partial results with a tree of tasks, gathers that sum, applies the optimizer on the
     driver.  The structure of the modules is sent once, at the first step.  Dropout masks
-    are drawn from each worker copy's generator, as it was when the model was first sent:
-    with dropout, the steps are not those of one-process training.
+    are drawn from a generator of each step and shard, seeded from the driver's modules'
+    generators (reproducible for a given ``seed``, but not the masks of one-process training).
     """
 
     def __init__(self, modules, optimizer, loss_and_grad, *, batch_axes=0, combine="mean",
@@ -389,11 +400,18 @@ class DataParallel:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be a fastrnn.train Optimizer, but got "
                             f"{type(optimizer).__name__}")
-        live = {id(p) for name, m in self._named.items() for p in m.parameters().values()}
-        held = {id(p) for p in optimizer.params.values()}
-        if not live <= held:
+        live = {id(p): id(m.grads[k]) for m in self._named.values()
+                for k, p in m.parameters().items()}
+        held = {id(p): id(optimizer.grads[k]) for k, p in optimizer.params.items()}
+        if not live.keys() <= held.keys():
             raise ValueError("optimizer must update the parameters of modules (build it as "
                              "Adam(modules, ...)), but some of their parameters are not its own")
+        if any(held[p] != g for p, g in live.items()):
+            # each step writes the combined gradients into the modules' grads: an optimizer
+            # reading arrays of its own would never see them
+            raise ValueError("optimizer must read the gradients of modules (build it as "
+                             "Adam(modules, ...)), but some of its gradient arrays are not the "
+                             "modules' grads")
         self.optimizer = optimizer
         if not callable(loss_and_grad):
             raise TypeError(f"loss_and_grad must be callable, but got "
@@ -475,6 +493,10 @@ class DataParallel:
         t0 = time.perf_counter()
         shards = self._shards(arrays)
         weights = {name: m.state_dict() for name, m in self._named.items()}
+        # fresh dropout masks for each step and shard: generators seeded from the driver's
+        # modules' own (which advance at each step, as in one process)
+        base = {name: int(m._rng.integers(2 ** 63)) for name, m in self._named.items()}
+        seeds = [{name: [b, k] for name, b in base.items()} for k in range(len(shards))]
         fn, combine = self.loss_and_grad, self.combine
         if self.client is not None:
             c = self.client
@@ -484,8 +506,8 @@ class DataParallel:
                                            hash=False)[0]
             w = c.scatter([weights], broadcast=True, hash=False)[0]
             data = c.scatter([s for _, s in shards], hash=False)
-            parts = [c.submit(_shard_task, self._template, w, fn, combine, n, d, pure=False)
-                     for (n, _), d in zip(shards, data)]
+            parts = [c.submit(_shard_task, self._template, w, sd, fn, combine, n, d, pure=False)
+                     for (n, _), d, sd in zip(shards, data, seeds)]
             total = _tree(parts, lambda a, b: c.submit(_add, a, b, pure=False)).result()
         else:
             if self._template is None:
@@ -495,12 +517,15 @@ class DataParallel:
             wd = dask.delayed(weights, name=f"fastrnn-weights-{uuid.uuid4().hex}",
                               traverse=False)
             task = dask.delayed(_shard_task, pure=False)
-            parts = [task(tmpl, wd, fn, combine, n, s) for n, s in shards]
+            parts = [task(tmpl, wd, sd, fn, combine, n, s) for (n, s), sd in zip(shards, seeds)]
             # the local scheduler, even where a default distributed client exists (client=False)
             local = {} if _client(None) is None else {"scheduler": "threads"}
             (total,) = dask.compute(_tree(parts, dask.delayed(_add, pure=False)), **local)
         t1 = time.perf_counter()
         grads, loss, weight, worker_s = total
+        if combine == "mean" and weight == 0:
+            raise ValueError("loss_and_grad returned a weight of 0 on every shard: with "
+                             "combine='mean' the step's gradient is a mean over no samples")
         scale = 1.0 / weight if combine == "mean" else 1.0
         for (name, p), g in grads.items():
             dst = self._named[name].grads[p]

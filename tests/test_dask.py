@@ -395,3 +395,63 @@ def test_data_parallel_errors():
         dp.step(x, y[:4])
     with pytest.raises(ValueError, match="out of range"):
         DataParallel(m, opt, classify, batch_axes=(3, 0), client=False).step(x, y)
+    # an optimizer over the parameters but gradient arrays of its own would never see the
+    # gradients a step writes into the modules' grads
+    own = SGD(m["rnn"].parameters(), {k: np.zeros_like(v) for k, v in
+                                      m["rnn"].parameters().items()}, lr=1.0)
+    with pytest.raises(ValueError, match="gradient arrays are not the modules' grads"):
+        DataParallel(m["rnn"], own, classify)
+    # what loss_and_grad returns
+    for returned, error, match in [
+            ([1.0, 2.0], TypeError, "loss_and_grad must return the loss or \\(loss, weight\\), "
+                                    "real numbers, but the loss is list"),
+            ((1.0, None), TypeError, "but the weight is NoneType"),
+            ((1.0, 0.0), ValueError, "returned a weight of 0 on every shard")]:
+        def fn(modules, x, y, returned=returned):
+            classify(modules, x, y)
+            return returned
+        with pytest.raises(error, match=match):
+            DataParallel(m, opt, fn, batch_axes=(1, 0), client=False).step(x, y)
+
+
+def test_data_parallel_dropout_masks_are_fresh_at_each_step_and_shard(where):
+    """The copies on the workers draw their dropout masks from a generator of each step and
+    shard (seeded from the driver's model): the same template deep-copied at every task drew
+    the same masks at every step, and two shards of the same data dropped the same units."""
+    client = False if where == "threads" else where
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5, 4, 3))
+    x = np.concatenate([x, x], axis=1)         # two shards of the same sequences
+    outs = []
+
+    def forward_backward(lstm, x):
+        out, _ = lstm(x)
+        lstm.backward(np.ones_like(out))
+        return out
+
+    def seen(lstm, x):
+        return float(forward_backward(lstm, x).sum())
+
+    def run(seed):
+        lstm = fastrnn.LSTM(3, 6, num_layers=2, dropout=0.5, seed=seed, dtype=np.float64)
+        dp = DataParallel(lstm, SGD(lstm, lr=0.0), seen, batch_axes=1, client=client,
+                          n_shards=2, combine="sum")
+        grads = []
+        for _ in range(3):
+            dp.step(x)
+            grads.append(lstm.grads["weight_ih_l1"].copy())
+        return grads
+
+    grads = run(0)
+    assert not any(np.array_equal(grads[0], g) for g in grads[1:])
+    assert all(np.array_equal(a, b) for a, b in zip(grads, run(0)))   # reproducible
+    lstm = fastrnn.LSTM(3, 6, num_layers=2, dropout=0.5, seed=0, dtype=np.float64)
+    halves = []
+
+    def keep(lstm, x):
+        halves.append(forward_backward(lstm, x))
+        return float(halves[-1].sum())
+
+    DataParallel(lstm, SGD(lstm, lr=0.0), keep, batch_axes=1, client=False, n_shards=2,
+                 combine="sum").step(x)
+    assert len(halves) == 2 and not np.array_equal(halves[0], halves[1])
