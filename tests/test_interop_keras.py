@@ -390,6 +390,21 @@ def test_unsupported_keras_objects_are_named():
             with pytest.raises(ValueError, match=f"{next(iter(kwargs))} would change what"):
                 to_keras(obj, **kwargs)
     assert to_keras(fastrnn.LSTM(I, H), return_state=True).return_state
+    # a stack's last layer gives the outputs: the others feed their sequences on, so that the
+    # list chains, and each layer has a name of its own
+    ours = fastrnn.LSTM(I, H, num_layers=2, bidirectional=True, batch_first=True, seed=0)
+    stack = to_keras(ours, return_state=True, return_sequences=False, name="enc")
+    assert [layer.name for layer in stack] == ["enc_l0", "enc_l1"]
+    x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+    model = keras.Sequential([keras.Input((T, I))] + stack)
+    got = [keras.ops.convert_to_numpy(v) for v in model(x)]
+    out, (h_n, c_n) = ours(x)
+    assert len(got) == 5     # the last output, then h and c of each direction
+    assert_close(got[0], np.concatenate([out[:, -1, :H], out[:, 0, H:]], axis=1),
+                 what="the last step of each direction")
+    assert_close(got[1], h_n[2], what="forward h")
+    assert_close(got[3], h_n[3], what="backward h")
+    assert_close(got[4], c_n[3], what="backward c")
     # a cell's own options reach the Keras cell; a layer's options and changes are refused
     for obj in (fastrnn.LSTMCell(I, H), fastrnn.GRUCell(I, H), fastrnn.RNNCell(I, H)):
         cell = to_keras(obj, name="exported", dropout=0.25)

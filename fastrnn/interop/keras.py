@@ -450,8 +450,10 @@ def to_keras(obj, **layer_kwargs):
         More arguments of the Keras recurrent layers (``return_state``,
         ``stateful``, ...), or of the Keras cell for a cell (``name``,
         ``dropout``, ...).  ``return_sequences`` (default True, the output
-        fastrnn gives) applies to the last layer of a stack; the others
-        always return sequences.  Arguments that would change what the
+        fastrnn gives) and ``return_state`` apply to the last layer of a
+        stack; the others return their sequences alone, so that the list
+        chains (``keras.Sequential``), and a ``name`` becomes each layer's
+        name with ``_l0``, ``_l1``, ... added.  Arguments that would change what the
         layer computes (``units``, ``activation``, ``go_backwards``, ...)
         are refused: they are the fastrnn object's.
 
@@ -501,20 +503,26 @@ def to_keras(obj, **layer_kwargs):
         cell.build((None, obj.input_size))
         cell.set_weights(weights[0])
         return cell
-    last_sequences = layer_kwargs.pop("return_sequences", True)
-    out, D = [], obj.num_directions
-    for l in range(obj.num_layers):
-        sequences = True if l < obj.num_layers - 1 else last_sequences
+    # the last layer's outputs are the stack's: the layers before it feed their sequences on
+    last = {"return_sequences": layer_kwargs.pop("return_sequences", True),
+            "return_state": layer_kwargs.pop("return_state", False)}
+    name = layer_kwargs.pop("name", None)
+    out, D, L = [], obj.num_directions, obj.num_layers
+    for l in range(L):
+        layer_kwargs_l = dict(layer_kwargs, **(last if l == L - 1 else {}))
         if l == 0 and getattr(obj, "reverse", False):
             # the first layer reads x backwards and returns its sequence flipped; the next
             # ones read that forwards: backwards in the input's time, as fastrnn's do
-            layer_kwargs_l = dict(layer_kwargs, go_backwards=True)
-        else:
-            layer_kwargs_l = layer_kwargs
+            layer_kwargs_l["go_backwards"] = True
+        if name is not None:
+            layer_kwargs_l["name"] = name if L == 1 else f"{name}_l{l}"
+        layer_kwargs_l.setdefault("return_sequences", True)
         layer = getattr(keras.layers, _LAYER_NAMES[kind])(
-            obj.hidden_size, return_sequences=sequences, **options, **layer_kwargs_l)
+            obj.hidden_size, **options, **layer_kwargs_l)
         if D == 2:
-            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=obj.dtype.name)
+            named = {"name": layer_kwargs_l["name"]} if name is not None else {}
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=obj.dtype.name,
+                                               **named)
         in_features = obj.input_size if l == 0 else D * obj.hidden_size
         layer.build((None, None, in_features))
         layer.set_weights(weights[l])
