@@ -119,6 +119,29 @@ def test_width_one_is_greedy_on_a_real_decoder(batch_axis):
         assert np.array_equal(t_i[0, :l_i[0]], t_all[i, :l_all[i]])
 
 
+def test_a_namedtuple_state_stays_one():
+    """An LSTM's (h, c) as a namedtuple: beam_search reorders it and gives the step the same
+    type (it called the type with one list: a TypeError inside the search)."""
+    from collections import namedtuple
+    HC = namedtuple("HC", "h c")
+    Vr, E, H, n = 7, 5, 8, 3
+    emb, head = Embedding(Vr, E, seed=0).eval(), Linear(H, Vr, seed=1).eval()
+    cell = fastrnn.LSTMCell(E, H, seed=2).eval()
+    seen = set()
+
+    def step(tokens, state):
+        seen.add(type(state))
+        h, c = cell(emb(tokens), tuple(state))
+        return log_softmax(head(h)), HC(h, c)
+    rng = np.random.default_rng(0)
+    h0 = HC(*rng.standard_normal((2, n, H)).astype(np.float32))
+    got = beam_search(step, h0, 1, 6, END, beam_width=2)
+    want = beam_search(lambda t, s: step(t, HC(*s)), tuple(h0), 1, 6, END, beam_width=2)
+    assert seen == {HC} or seen == {HC, tuple}
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_greedy_keeps_the_end_token_and_pads_with_it():
     step = table_model(3)
     tokens, lengths, _ = greedy_search(step, np.zeros(4, np.int64), V, 6, END)

@@ -25,8 +25,12 @@ def _states(state):
 
 
 def _like(state, arrays):
-    return arrays[0] if isinstance(state, np.ndarray) else type(state)(arrays) \
-        if isinstance(state, tuple) else list(arrays)
+    """``arrays`` in the form of ``state``: one array, a tuple (a namedtuple too) or a list."""
+    if isinstance(state, np.ndarray):
+        return arrays[0]
+    if isinstance(state, tuple):
+        return type(state)(*arrays) if hasattr(state, "_fields") else type(state)(arrays)
+    return list(arrays)
 
 
 def _take(state, index, batch_axis):
