@@ -136,7 +136,9 @@ def _cell_spec(cell, where):
                       f"{cell.recurrent_dropout} act on inputs and states and have no fastrnn "
                       f"counterpart; the imported layer has dropout=0 (inference is unaffected)",
                       UserWarning, stacklevel=4)
+    # (bfloat16 weights, ml_dtypes' type, as float32: exactly, and numbers NumPy computes with)
     weights = [np.asarray(w) for w in cell.get_weights()]
+    weights = [w.astype(np.float32) if w.dtype.name == "bfloat16" else w for w in weights]
     units, bias = int(cell.units), bool(cell.use_bias)
     return dict(kind=kind, units=units, bias=bias, activations=acts,
                 reset_after=reset_after, input_size=int(weights[0].shape[0]),
@@ -265,6 +267,17 @@ def _layer_specs(item, where, flipped=False):
                     f"got {type(item).__module__}.{type(item).__qualname__}")
 
 
+def _target_dtype(dtype, weights_dtype):
+    """The fastrnn dtype of an import: ``dtype`` if given, else that of the Keras weights
+    (float16 and bfloat16 widened to float32, which holds them exactly, as from_torch does)."""
+    if dtype is not None:
+        return _common.float_dtype(dtype, "dtype")
+    name = getattr(weights_dtype, "name", str(weights_dtype))
+    if name in ("float16", "bfloat16"):
+        return np.dtype(np.float32)
+    return _common.float_dtype(name, "the Keras layer's dtype (that of its weights)")
+
+
 def from_keras(obj, *, dtype=None, backend="auto"):
     """A fastrnn layer or cell with the weights of a built Keras 3 recurrent layer.
 
@@ -308,7 +321,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
     """
     if _keras_class(obj) in _CELL_KINDS:
         spec = _cell_spec(obj, type(obj).__name__)
-        target = _common.float_dtype(dtype if dtype is not None else spec["dtype"], "dtype")
+        target = _target_dtype(dtype, spec["dtype"])
         nonlinearity, activations = _common.activation_options(spec["kind"],
                                                                [spec["activations"]])
         cell = _common.build(spec["kind"], cell=True, input_size=spec["input_size"],
@@ -364,7 +377,7 @@ def from_keras(obj, *, dtype=None, backend="auto"):
             if spec["input_size"] != want:
                 raise ValueError(f"stacked layer {l} takes {spec['input_size']} input features, "
                                  f"but the layer below gives {want}")
-    target = _common.float_dtype(dtype if dtype is not None else first["dtype"], "dtype")
+    target = _target_dtype(dtype, first["dtype"])
     nonlinearity, activations = _common.activation_options(
         first["kind"], [spec["activations"] for spec in layers[0]])
     layer = _common.build(first["kind"], cell=False, input_size=first["input_size"],
