@@ -81,6 +81,18 @@ def check_real(name, value, minimum=None, maximum=None, *, above=None, below=Non
     return number
 
 
+def seed_sequence(name, seed):
+    """A numpy SeedSequence of ``seed``: None, a non-negative int (or a sequence of them), or a
+    SeedSequence; anything else is refused with the argument's name."""
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    try:
+        return np.random.SeedSequence(seed)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be None, a non-negative int or a numpy SeedSequence, but "
+                        f"got {_type_name(seed)} ({short(seed)}): {exc}") from None
+
+
 def check_bool(name, value):
     """A flag: True or False (numpy's bools and the integers 0 and 1 too), as a Python bool.
 

@@ -339,6 +339,13 @@ class RNNBase(Module):
         return dx, dh0
 
 
+def _no_projection(kind, proj_size):
+    """PyTorch's RNN and GRU take proj_size, and refuse all but 0: so do these."""
+    if _checks.check_int("proj_size", proj_size, minimum=0):
+        raise ValueError(f"proj_size argument is only supported for LSTM, not RNN or GRU "
+                         f"({kind} got proj_size={proj_size})")
+
+
 class RNN(RNNBase):
     """Elman RNN, ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)`` (or relu).
 
@@ -351,7 +358,9 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False, clip=None, activations=None):
+                 backend="auto", seed=None, reverse=False, clip=None, activations=None,
+                 proj_size=0):
+        _no_projection("RNN", proj_size)
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
@@ -404,7 +413,8 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False, reset_after=True, clip=None, activations=None):
+                 reverse=False, reset_after=True, clip=None, activations=None, proj_size=0):
+        _no_projection("GRU", proj_size)
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype, backend, seed, reverse,

@@ -1,9 +1,16 @@
 """Base class of the layers and cells: parameters, gradients, modes, state dicts."""
 
+from collections import namedtuple
+
 import numpy as np
 
 from . import _checks
 from .backends import resolve
+
+
+#: what :meth:`Module.load_state_dict` returns, as PyTorch's does: the names it did not find
+#: and those it did not know (both empty after a strict load)
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
 def _line_aligned(shape, dtype):
@@ -113,7 +120,14 @@ class Module:
         and mis-shaped entries are all named in one error, and a failed load
         leaves the parameters as they were.  With ``strict=False`` missing and
         unexpected names are ignored (shapes are still checked).
+
+        Returns
+        -------
+        IncompatibleKeys
+            ``(missing_keys, unexpected_keys)``, lists of names, as PyTorch's
+            ``load_state_dict`` returns (empty after a strict load).
         """
+        strict = _checks.check_bool("strict", strict)
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping of parameter name to array, "
                             f"but got {type(state_dict).__name__}")
@@ -142,6 +156,7 @@ class Module:
                              + "\n\t".join(problems))
         for name, value in values.items():
             self._params[name][...] = value
+        return IncompatibleKeys(missing, unexpected)
 
     def zero_grad(self):
         """Set every accumulated gradient to zero."""
@@ -150,8 +165,9 @@ class Module:
 
     # -- modes --------------------------------------------------------------------
     def train(self, mode=True):
-        """Training mode (dropout on, forward keeps what backward needs). Returns self."""
-        self.training = bool(mode)
+        """Training mode (dropout on, forward keeps what backward needs), or evaluation mode
+        for ``mode=False``. Returns self."""
+        self.training = _checks.check_bool("mode", mode)
         if not self.training:
             self._cache = None
         return self

@@ -73,6 +73,16 @@ def test_proj_size_must_be_below_hidden_size(bad, exc, words):
         fastrnn.LSTM(3, 4, proj_size=bad)
 
 
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.GRU])
+def test_proj_size_is_for_lstm_only(cls):
+    """PyTorch's RNN and GRU take proj_size=0 and refuse any other."""
+    assert cls(3, 4, proj_size=0).get_config() == cls(3, 4).get_config()
+    with raises(ValueError, "proj_size argument is only supported for LSTM", "proj_size=2"):
+        cls(3, 4, proj_size=2)
+    with raises(TypeError, "proj_size", "float"):
+        cls(3, 4, proj_size=1.0)
+
+
 @pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.RNNCell])
 def test_unknown_nonlinearity(cls):
     with raises(ValueError, "nonlinearity", "tanh", "relu", "sigmoid"):
@@ -146,6 +156,21 @@ def test_unknown_backend_from_environment(monkeypatch):
 def test_bad_seed():
     with raises(TypeError, "seed", "str"):
         fastrnn.GRU(3, 4, seed="abc")
+    from fastrnn.train.seq2seq import Decoder
+    for bad, words in (("a", ["str", "'a'"]), (-1, ["int", "-1"]), (1.5, ["float"])):
+        with raises(TypeError, "seed must be None, a non-negative int or a numpy SeedSequence",
+                    *words):
+            Decoder(10, 4, 5, seed=bad)
+
+
+@pytest.mark.parametrize("mode", ["False", "no", 2, None, np.array([True])])
+def test_train_mode_must_be_a_bool(lstm, mode):
+    """bool("False") is True: a string (or anything else) is refused, as PyTorch does."""
+    cell = fastrnn.LSTMCell(I, H).eval()
+    for m in (lstm, cell):
+        with raises(TypeError, "mode must be a bool"):
+            m.train(mode)
+    assert cell.training is False and lstm.train(np.bool_(False)).training is False
 
 
 # -- forward inputs -------------------------------------------------------------------
@@ -311,6 +336,20 @@ def test_load_state_dict_names_every_problem(lstm):
         lstm.load_state_dict(state)
     for name, value in before.items():   # nothing half-loaded
         np.testing.assert_array_equal(lstm.parameters()[name], value)
+
+
+def test_load_state_dict_returns_the_keys_it_did_not_match(lstm):
+    """As PyTorch's: (missing_keys, unexpected_keys), empty after a strict load."""
+    assert lstm.load_state_dict(lstm.state_dict()) == ([], [])
+    state = lstm.state_dict()
+    del state["weight_ih_l0"]
+    state["extra"] = np.zeros(2)
+    got = lstm.load_state_dict(state, strict=False)
+    assert got.missing_keys == ["weight_ih_l0"] and got.unexpected_keys == ["extra"]
+    missing, unexpected = got
+    assert (missing, unexpected) == (["weight_ih_l0"], ["extra"])
+    with raises(TypeError, "strict must be a bool"):
+        lstm.load_state_dict(state, strict="no")
 
 
 def test_load_state_dict_rejects_non_mappings_and_non_float(lstm):

@@ -58,7 +58,7 @@ class Decoder:
                  padding_idx=None, dtype=np.float32, seed=None, backend="auto"):
         import fastrnn
         cell = _checks.check_choice("cell", cell, tuple(_LAYERS))
-        seeds = np.random.SeedSequence(seed).spawn(3)
+        seeds = _checks.seed_sequence("seed", seed).spawn(3)
         streams = [int(s.generate_state(1)[0]) for s in seeds]
         self.cell = cell
         self.embedding = Embedding(vocab_size, embedding_dim, padding_idx=padding_idx,
