@@ -2,7 +2,9 @@
 
 Commands: ``demo`` (train a character-level LSTM), ``adding`` (the adding
 problem, RNN vs LSTM vs GRU), ``gradflow`` (vanishing and exploding
-gradients, measured), ``forecast`` (yearly sunspot numbers).
+gradients, measured), ``forecast`` (yearly sunspot numbers), ``seq2seq``
+(an encoder-decoder that learns to add numbers written as text),
+``caption`` (one-to-many: a digit image in, its name spelled out).
 ``python -m fastrnn COMMAND --help`` describes each.
 
 Exit status: 0 on success, 1 when the command fails (the message says why) or
@@ -42,7 +44,7 @@ def main(argv=None):
     """
     prog = "fastrnn"
     try:
-        from .cli._common import CommandError
+        from .cli._common import CommandError, UsageError
 
         parser = build_parser()
         argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
@@ -58,7 +60,7 @@ def main(argv=None):
             status = args._run(args)
         except CommandError as exc:
             print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 1
+            return 2 if isinstance(exc, UsageError) else 1
         sys.stdout.flush()                # a closed pipe shows here, not at interpreter exit
         return 0 if status is None else int(status)
     except KeyboardInterrupt:

@@ -93,6 +93,9 @@ def test_usage_errors_exit_2(capsys):
     assert status == 2
     status, _, err = run(capsys, "forecast", "--lr", "nan")
     assert status == 2
+    for value in ("0.9", "0", "0.5"):
+        status, _, err = run(capsys, "demo", "--val-fraction", value)
+        assert status == 2 and "--val-fraction" in err and "between 0 and 0.5" in err
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "x"])
@@ -102,10 +105,10 @@ def test_gradflow_gate_bias_must_be_finite(capsys, value):
     assert "--gate-bias" in err
 
 
-def test_bad_backend_is_a_clear_error(capsys):
+def test_bad_backend_is_a_usage_error(capsys):
     status, _, err = run(capsys, "gradflow", "--backend", "fortran", "--quiet")
-    assert status == 1
-    assert "fastrnn gradflow: error:" in err and "fortran" in err
+    assert status == 2
+    assert "fastrnn gradflow: error: argument --backend:" in err and "fortran" in err
 
 
 # -- demo -------------------------------------------------------------------------------------

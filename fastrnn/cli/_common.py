@@ -23,6 +23,10 @@ class CommandError(Exception):
     """A failure the user can fix (bad file, impossible setting): printed without a traceback."""
 
 
+class UsageError(CommandError):
+    """A bad argument found after parsing (a backend name, say): exit status 2, as argparse's."""
+
+
 # -- argument types ---------------------------------------------------------------------
 def positive_int(text):
     """argparse type: an integer >= 1."""
@@ -67,6 +71,8 @@ nonnegative_float = _float_type(lambda v: v >= 0, "a number >= 0",
                                 "argparse type: a finite float >= 0.")
 finite_float = _float_type(lambda v: True, "a finite number",
                            "argparse type: a finite float (of any sign).")
+holdout_fraction = _float_type(lambda v: 0 < v < 0.5, "a number between 0 and 0.5",
+                               "argparse type: a float in (0, 0.5), the share held out.")
 
 
 def int_list(text):
@@ -114,7 +120,9 @@ def check_backend(name):
     from ..backends import resolve
     try:
         return resolve(name).name
-    except (ValueError, RuntimeError, TypeError) as exc:
+    except (ValueError, TypeError) as exc:      # a name that is not a backend's
+        raise UsageError(f"argument --backend: {exc}") from None
+    except RuntimeError as exc:                 # a backend this installation cannot run
         raise CommandError(str(exc)) from None
 
 

@@ -26,7 +26,8 @@ import numpy as np
 
 from ._common import (
     CommandError, Timer, add_common_arguments, bar_write, check_backend, check_output_path,
-    load_modules, nonnegative_int, plain, positive_float, positive_int, progress, save_modules,
+    holdout_fraction, load_modules, nonnegative_int, plain, positive_float, positive_int,
+    progress, save_modules,
 )
 
 NAME = "demo"
@@ -54,9 +55,9 @@ def add_arguments(p):
                            "standard library, gathered now)")
     data.add_argument("--max-chars", type=positive_int, default=1_000_000,
                       help="use at most this many characters of the corpus (default: %(default)s)")
-    data.add_argument("--val-fraction", type=positive_float, default=0.05,
-                      help="share of the text held out to measure bits per character "
-                           "(default: %(default)s)")
+    data.add_argument("--val-fraction", type=holdout_fraction, default=0.05,
+                      help="share of the text held out to measure bits per character, between "
+                           "0 and 0.5 (default: %(default)s)")
     model = p.add_argument_group("model")
     model.add_argument("--hidden", type=positive_int, default=128,
                        help="LSTM hidden size (default: %(default)s)")
@@ -308,8 +309,6 @@ def run(args):
     else:
         save_path = check_output_path(DEFAULT_SAVE if args.save is None else args.save,
                                       "--save model file")
-    if not 0 < args.val_fraction < 0.5:
-        raise CommandError(f"--val-fraction must be between 0 and 0.5, got {args.val_fraction}")
     rng = np.random.default_rng(args.seed)
     seeds = np.random.SeedSequence(args.seed).spawn(2)
 

@@ -4,7 +4,7 @@
   ``torch.nn.RNN/LSTM/GRU`` and the three cells.
 * :mod:`fastrnn.interop.keras`: :func:`from_keras` / :func:`to_keras` /
   :func:`keras_weights` for Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU``
-  (``reset_after=True``), their cells and ``Bidirectional``.
+  (``reset_after`` either way), their cells and ``Bidirectional``.
 * ONNX lives in :mod:`fastrnn.onnx` (``export`` / ``load``).
 
 Each library is imported inside the functions that need it, so importing
