@@ -279,14 +279,14 @@ class _RNNEstimator(BaseEstimator):
         if arr.shape != avail.shape:
             raise ValueError(f"{name}: lengths must have shape ({len(avail)},), one per "
                              f"sequence of X, but got shape {arr.shape}")
-        arr = arr.astype(np.int64)
+        # (checked before the cast: a uint64 beyond int64 would wrap to a negative length)
         bad = np.flatnonzero((arr < 1) | (arr > avail))
         if bad.size:
             i = int(bad[0])
             raise ValueError(f"{name}: lengths must be between 1 and the number of steps of "
                              f"each sequence, but lengths[{i}] = {int(arr[i])} for a sequence of "
                              f"{int(avail[i])} steps ({bad.size} such)")
-        return arr
+        return arr.astype(np.int64)
 
     # -- model ------------------------------------------------------------------------------------
     def _build(self, dtype, n_features, n_out):
@@ -675,7 +675,10 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         first = not hasattr(self, "rnn_")
         name = type(self).__name__
         if classes is not None:
-            given = column_or_1d(classes)
+            given = np.asarray(classes)
+            if given.ndim != 1:
+                raise ValueError(f"{name}: classes must be a 1-D array of labels, but got shape "
+                                 f"{given.shape}")
             check_classification_targets(given)
             classes = np.unique(given)
             if len(classes) != len(given):

@@ -255,6 +255,9 @@ def test_partial_fit():
     clf = RNNClassifier(cell="gru", hidden_size=16, lr=1e-2, random_state=0)
     with pytest.raises(ValueError, match="classes must be passed on the first call"):
         clf.partial_fit(X, y)
+    with pytest.raises(ValueError, match=r"classes must be a 1-D array of labels, but got shape "
+                                         r"\(1, 3\)"):
+        clf.partial_fit(X, y, classes=[[0, 1, 2]])
     assert not hasattr(clf, "classes_")
     for epoch in range(15):
         for part in (slice(0, 60), slice(60, 120)):
@@ -469,6 +472,8 @@ def _nan(a, value=np.nan):
      r"lengths\[7\] = 6 for a sequence of 5 steps"),
     ({}, _X, _y, dict(lengths=[5] * 7 + [0]), ValueError, "lengths must be between 1"),
     ({}, _X, _y, dict(lengths=[5.0] * 8), TypeError, "lengths must be ints"),
+    ({}, _X, _y, dict(lengths=np.full(8, 2 ** 63, np.uint64)), ValueError,
+     r"lengths\[0\] = 9223372036854775808 for a sequence of 5 steps"),   # (not wrapped)
     ({}, [np.ones((3, 2)), np.ones((4, 3))], [0, 1], {}, ValueError,
      r"X\[0\] has 2 and X\[1\] has 3"),
     ({}, [np.ones((3, 2)), np.ones((0, 2))], [0, 1], {}, ValueError,
