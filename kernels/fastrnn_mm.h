@@ -804,9 +804,10 @@ static void fr_dots_cols_##SUF(int m, int n, int K, T alpha, const T* A, ptrdiff
  * 8 MB at the README's loop shape, for each of x and h_{t-1}).
  *
  * The tile (fr_wtile_*) keeps R rows of W by one panel (two vectors) in registers over a
- * block of FR_WKC rows of D and B (B's panel in the L1 cache for every tile of FR_WMC rows of
- * W, their packed D in the L2 cache for every panel): R is FR_WMR (24 of the 32 vector
- * registers of AVX-512, 12 of the 16 of AVX2 and SSE), then 4 and 1 for the rows left.  Every
+ * block of FR_WKC rows of D and B (the tile's packed D in the L1 cache for every panel of a
+ * group, the group's panels of B in the L2 cache for every tile: fr_wcols): R is FR_WMR (24
+ * of the 32 vector registers of AVX-512, 12 of the 16 of AVX2 and SSE), then 4 and 1 for the
+ * rows left.  Every
  * element gets W + D[k0, i] B[k0, j] + ... in the order of k, block after block, whichever
  * tile it falls in: results do not depend on how the rows of W are split between threads. */
 #if FR_VBYTES == 64
@@ -815,6 +816,9 @@ static void fr_dots_cols_##SUF(int m, int n, int K, T alpha, const T* A, ptrdiff
 #define FR_WMR 6
 #endif
 #define FR_WKC 256
+/* rows of D packed (tile by tile) and summed at a time: 8 rows of a thread's 1024 columns,
+ * 32 KB, stay in the L1 cache between the two */
+#define FR_WPACK_ROWS 8
 /* rows of W that go over each panel of B together: their block of packed D is about 128 KB (a
  * multiple of FR_WMR rows) */
 #define FR_WMC(T) ((128 * 1024 / (FR_WKC * (ptrdiff_t)sizeof(T))) / FR_WMR * FR_WMR)
@@ -878,45 +882,58 @@ FR_DEFINE_WTILE(SUF, T, 1)                                                      
 FR_DEFINE_WTILE(SUF, T, 4)                                                                   \
 FR_DEFINE_WTILE(SUF, T, FR_WMR)                                                              \
                                                                                              \
-/* Dp (n * kn) = the kn x n block of D (rows ldd apart) packed for fr_wrows: the tile of rows \
- * [i, i + R) of W (R = FR_WMR, then 4, then 1, as fr_wrows goes) holds D[k, i + r] at        \
- * Dp[i * kn + k * R + r]; and db1, db2 (n, or NULL) += the column sums of the block, each     \
- * row added while it is in the L1 cache (summed in passes of their own after the packing,    \
- * the block had left it: 1.2 of the 13 ms of a thread's weight gradients at the README's     \
- * loop shape), every element's sum in the order of the rows; with `rows` (or NULL), row k   \
- * of the block is row rows[k] of D.  With a sparse operand A (sp, NULL: none; see           \
- * fr_sparse_grad), its product is summed the same way, row by row: sp->Wt (N x n) +=         \
- * A[r, j] D[r, :] for each entry of row r of A, where r = rows[k] or r0 + k.  With Dp NULL   \
- * (no dense product reads it), the sums alone. */                                           \
+/* Dp (n * kn) = the kn x n block of D (rows ldd apart) packed for fr_wtile: the tile of    \
+ * rows [i, i + R) of W (R = FR_WMR, then 4, then 1) holds D[k, i + r] at Dp[i * kn + k * R + \
+ * r]; and db1, db2 (n, or NULL) += the column sums of the block, every element's sum in the  \
+ * order of the rows; with `rows` (or NULL), row k of the block is row rows[k] of D.  With a   \
+ * sparse operand A (sp, NULL: none; see fr_sparse_grad), its product is summed the same way, \
+ * row by row: sp->Wt (N x n) += A[r, j] D[r, :] for each entry of row r of A, where r =      \
+ * rows[k] or r0 + k.  With Dp NULL (no dense product reads it), the sums alone.  The rows go \
+ * FR_WPACK_ROWS at a time: packed tile by tile (each tile's part of Dp written whole lines  \
+ * at a time), then summed while they are in the L1 cache.  Row by row instead (every row    \
+ * writing a few values into each of n / R tiles, 12 KB apart), the 1 MB of a block of the   \
+ * large LSTM's training took 3.0 ms a thread, against 2.1-2.3 (AMD Zen 4, one core of two    \
+ * at once; the same bits). */                                                               \
 static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,            \
                            const int* rows, ptrdiff_t r0, T* Dp, T* db1, T* db2,             \
                            const fr_sparse_grad* sp)                                         \
 {                                                                                            \
-    ptrdiff_t k, i, j, r;                                                                    \
+    const T* d;                                                                              \
+    ptrdiff_t k0, k1, k, i, j, r;                                                            \
     int e;                                                                                   \
-    for (k = 0; k < kn; k++) {                                                               \
-        const T* d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                      \
+    for (k0 = 0; k0 < kn; k0 = k1) {                                                         \
+        k1 = kn - k0 < FR_WPACK_ROWS ? kn : k0 + FR_WPACK_ROWS;                              \
         if (Dp != NULL) {                                                                    \
             for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                        \
-                memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));                 \
+                for (k = k0; k < k1; k++) {                                                  \
+                    d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                   \
+                    memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));             \
+                }                                                                            \
             for (; i + 4 <= n; i += 4)                                                       \
-                memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                           \
+                for (k = k0; k < k1; k++) {                                                  \
+                    d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                   \
+                    memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                       \
+                }                                                                            \
             for (; i < n; i++)                                                               \
-                Dp[i * kn + k] = d[i];                                                       \
+                for (k = k0; k < k1; k++)                                                    \
+                    Dp[i * kn + k] = D[(rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd + i];   \
         }                                                                                    \
-        if (db1 != NULL)                                                                     \
-            for (j = 0; j < n; j++)                                                          \
-                db1[j] += d[j];                                                              \
-        if (db2 != NULL)                                                                     \
-            for (j = 0; j < n; j++)                                                          \
-                db2[j] += d[j];                                                              \
-        if (sp == NULL) continue;                                                            \
-        r = rows != NULL ? (ptrdiff_t)rows[k] : r0 + k;                                      \
-        for (e = sp->ptr[r]; e < sp->ptr[r + 1]; e++) {                                      \
-            const T v = ((const T*)sp->val)[e];                                              \
-            T* o = (T*)sp->Wt + (ptrdiff_t)sp->idx[e] * n;                                   \
-            for (j = 0; j < n; j++)                                                          \
-                o[j] += d[j] * v;                                                            \
+        for (k = k0; k < k1; k++) {                                                          \
+            d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                           \
+            if (db1 != NULL)                                                                 \
+                for (j = 0; j < n; j++)                                                      \
+                    db1[j] += d[j];                                                          \
+            if (db2 != NULL)                                                                 \
+                for (j = 0; j < n; j++)                                                      \
+                    db2[j] += d[j];                                                          \
+            if (sp == NULL) continue;                                                        \
+            r = rows != NULL ? (ptrdiff_t)rows[k] : r0 + k;                                  \
+            for (e = sp->ptr[r]; e < sp->ptr[r + 1]; e++) {                                  \
+                const T v = ((const T*)sp->val)[e];                                          \
+                T* o = (T*)sp->Wt + (ptrdiff_t)sp->idx[e] * n;                               \
+                for (j = 0; j < n; j++)                                                      \
+                    o[j] += d[j] * v;                                                        \
+            }                                                                                \
         }                                                                                    \
     }                                                                                        \
 }                                                                                            \
@@ -951,6 +968,44 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
         fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
 }                                                                                            \
                                                                                              \
+/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, from Dp (fr_wpack) and the     \
+ * `full` panels of B packed one after another (Bp, kn x NR each): each tile of rows          \
+ * (FR_WMR, then 4, then 1) over every panel of a group in turn, its packed D (12 KB with    \
+ * AVX-512) staying in the L1 cache while the group's panels come from the L2, the tile of C \
+ * of the next panel (or of the next rows) asked for ahead.  A group is as many panels as    \
+ * fill fr_block_bytes (half of L2): all of them at the large LSTM's N = 512 on a core of    \
+ * 1 MB of L2 or more, two groups where the L2 is 512 KB (Zen 3), so that they stay there.   \
+ * Panel by panel instead (the panel in the L1 cache for every tile of rows), the tiles of  \
+ * that LSTM's training ran 2-3% slower (Zen 4, whose 32 KB of L1 a panel of FR_WKC rows     \
+ * fills on its own: 256 x 32 floats). */                                                    \
+static FR_NOINLINE void fr_wcols_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, ptrdiff_t full, \
+                                       const T* Bp, T* C, ptrdiff_t ldc)                     \
+{                                                                                            \
+    const ptrdiff_t NR = FR_NR(T), pbytes = kn * NR * (ptrdiff_t)sizeof(T);                  \
+    const ptrdiff_t group = fr_block_bytes / pbytes > 1 ? fr_block_bytes / pbytes : 1;       \
+    ptrdiff_t g0, g1, i, p;                                                                  \
+    for (g0 = 0; g0 < full; g0 = g1) {                                                       \
+        g1 = full - g0 < group ? full : g0 + group;                                          \
+        for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                            \
+            for (p = g0; p < g1; p++) {                                                      \
+                if (p + 1 < g1)                                                              \
+                    fr_prefetch_rows_##SUF(FR_WMR, C + i * ldc + (p + 1) * NR, ldc);         \
+                else if (i + 2 * FR_WMR <= n)                                                \
+                    fr_prefetch_rows_##SUF(FR_WMR, C + (i + FR_WMR) * ldc + g0 * NR, ldc);   \
+                fr_wtile_##SUF##_FR_WMR(kn, Dp + i * kn, FR_WMR, Bp + p * kn * NR, NR,       \
+                                        C + i * ldc + p * NR, ldc);                          \
+            }                                                                                \
+        for (; i + 4 <= n; i += 4)                                                           \
+            for (p = g0; p < g1; p++)                                                        \
+                fr_wtile_##SUF##_4(kn, Dp + i * kn, 4, Bp + p * kn * NR, NR,                 \
+                                   C + i * ldc + p * NR, ldc);                               \
+        for (; i < n; i++)                                                                   \
+            for (p = g0; p < g1; p++)                                                        \
+                fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp + p * kn * NR, NR,                 \
+                                   C + i * ldc + p * NR, ldc);                               \
+    }                                                                                        \
+}                                                                                            \
+                                                                                             \
 /* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows         \
  * (rows[k], or k when rows is NULL) packed into bp, then FR_WMC rows of W at a time over     \
  * each panel.  The last panel of W, if partial, goes through a tile of whole panels (B's    \
@@ -961,13 +1016,11 @@ static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const
     const ptrdiff_t NR = FR_NR(T), full = N / FR_NR(T), m = N - full * FR_NR(T);             \
     const ptrdiff_t mc = FR_WMC(T);                                                          \
     T ct[FR_WMR * FR_NR(T)];                                                                 \
-    ptrdiff_t i0, nc, p, i, r, c, R;                                                         \
+    ptrdiff_t i0, nc, i, r, c, R;                                                            \
     fr_pack_rows_##SUF((int)kn, N, B, ldb, 1, rows, bp);                                     \
     for (i0 = 0; i0 < n; i0 += mc) {                                                         \
         nc = n - i0 < mc ? n - i0 : mc;                                                      \
-        for (p = 0; p < full; p++)                                                           \
-            fr_wrows_##SUF(nc, kn, dp + i0 * kn, bp + p * kn * NR,                           \
-                           W + i0 * ldw + p * NR, ldw);                                      \
+        fr_wcols_##SUF(nc, kn, dp + i0 * kn, full, bp, W + i0 * ldw, ldw);                   \
         if (m == 0) continue;                                                                \
         for (i = 0; i < nc; i += R) {                                                        \
             R = nc - i < FR_WMR ? nc - i : FR_WMR;                                           \
