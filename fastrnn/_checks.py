@@ -137,9 +137,12 @@ def check_choice(name, value, choices):
 
 
 def check_dtype(dtype):
-    """np.float32 or np.float64 (any spelling numpy understands; None means float32) as a dtype."""
+    """np.float32 or np.float64 (any spelling numpy understands, and torch.float32 and
+    torch.float64, which PyTorch's constructors take; None means float32) as a dtype."""
     if dtype is None:
         return DTYPES[0]
+    if type(dtype).__module__ == "torch" and str(dtype) in ("torch.float32", "torch.float64"):
+        dtype = str(dtype)[len("torch."):]      # (torch is not imported here)
     try:
         resolved = np.dtype(dtype)
     except (TypeError, ValueError):  # ValueError: ("f8", -1), a malformed structured dtype

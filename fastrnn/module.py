@@ -109,6 +109,29 @@ class Module:
         """dict name -> the live parameter array (writes to it change the model)."""
         return dict(self._params)
 
+    def named_parameters(self):
+        """``(name, live parameter array)`` pairs, in PyTorch's order, as PyTorch's
+        ``named_parameters()`` yields them."""
+        return iter(self._params.items())
+
+    def __getattr__(self, name):
+        # a parameter by its PyTorch name, as an attribute (lstm.weight_ih_l0): the live array
+        params = self.__dict__.get("_params")
+        if params is not None and name in params:
+            return params[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name, value):
+        # lstm.weight_ih_l0 = w writes w into the live parameter (checked as load_state_dict
+        # checks it): an attribute of its own would hide the array the kernels read
+        # (the private attributes, set at every call, go straight through)
+        if name[0] != "_":
+            params = self.__dict__.get("_params")
+            if params is not None and name in params:
+                self.load_state_dict({name: value}, strict=False)
+                return
+        object.__setattr__(self, name, value)
+
     def state_dict(self):
         """dict name -> a copy of every parameter, in PyTorch's order and names."""
         return {name: p.copy() for name, p in self._params.items()}

@@ -322,3 +322,13 @@ def test_an_rnn_with_relu_activations_is_torch_relu():
         want = twin.eval()(torch.from_numpy(x))
         got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
         np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-12)
+
+
+def test_constructors_take_torch_float_dtypes():
+    """fastrnn.LSTM(..., dtype=torch.float64), as nn.LSTM takes it (from_torch already did)."""
+    for dtype, want in ((torch.float32, np.float32), (torch.float64, np.float64)):
+        for make in (fastrnn.LSTM, fastrnn.GRUCell):
+            assert make(3, 4, dtype=dtype).dtype == want
+    with pytest.raises(ValueError, match="dtype must be float32 or float64, but got "
+                                         "torch.float16"):
+        fastrnn.LSTM(3, 4, dtype=torch.float16)

@@ -515,3 +515,25 @@ def test_required_backends_are_available():
     missing = {b: status.get(b, {}).get("reason", "unknown backend")
                for b in REQUIRED if not status.get(b, {}).get("available")}
     assert not missing, f"required backends are not available: {missing}"
+
+
+@pytest.mark.parametrize("make", [lambda: fastrnn.LSTM(3, 4, num_layers=2, bidirectional=True),
+                                  lambda: fastrnn.GRUCell(3, 4)])
+def test_parameters_as_attributes_and_named_parameters(make):
+    """As on a PyTorch module: m.weight_ih_l0 is the live array, named_parameters() yields
+    (name, array) in order, and assigning to the name writes into the live array (checked as
+    load_state_dict checks it), never an attribute that would hide it from the kernels."""
+    m = make()
+    params = m.parameters()
+    assert [n for n, _ in m.named_parameters()] == list(params)
+    for name, p in m.named_parameters():
+        assert getattr(m, name) is p is params[name]
+    name, p = next(m.named_parameters())
+    setattr(m, name, np.full(p.shape, 0.5))
+    assert getattr(m, name) is p and np.all(p == 0.5) and name not in vars(m)
+    with pytest.raises(ValueError, match=f"size mismatch for {name}"):
+        setattr(m, name, np.zeros((1, 1)))
+    with pytest.raises(AttributeError, match="has no attribute 'weight_xx'"):
+        m.weight_xx
+    m.note = "mine"                  # other attributes are plain ones
+    assert m.note == "mine"
