@@ -796,11 +796,12 @@ def _node_activations(attrs, kind, D, direction, where):
         raise UnsupportedOnnxError(f"{where}: activations {attrs['activations']} has "
                                    f"{len(names)} entries; a {kind} with direction={direction!r} "
                                    f"takes {slots * D}, {slots} for each direction")
+    by_lower = {onnx.lower(): name for onnx, name in _acts.FROM_ONNX.items()}
     alpha, beta = list(attrs.get("activation_alpha", [])), list(attrs.get("activation_beta", []))
     out = []
     for k, onnx_name in enumerate(names):
-        # ONNX's names are case-sensitive ('Relu', not 'relu', which onnxruntime refuses)
-        name = _acts.FROM_ONNX.get(onnx_name) if isinstance(onnx_name, str) else None
+        # (in any case: onnxruntime runs an LSTM's or a GRU's 'tanh', if not an RNN's)
+        name = by_lower.get(str(onnx_name).lower())
         if name is None:
             raise UnsupportedOnnxError(f"{where}: activations[{k}]={onnx_name!r} is not one of "
                                        f"ONNX's {', '.join(_acts.FROM_ONNX)}")
@@ -883,6 +884,11 @@ def _clip(node_clip, meta_clip):
     return node_clip
 
 
+def _producers(graph):
+    """tensor name -> the node that makes it."""
+    return {o: n for n in graph.node for o in n.output if o}
+
+
 def _perm(node):
     """A Transpose node's ``perm`` attribute as a list (None when it has none)."""
     return next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
@@ -896,7 +902,7 @@ def _feeds(graph, upper, lower, D, layout, limit=8):
     by side already, and that transpose would swap time and the directions."""
     if not lower.output or not lower.output[0]:
         return False
-    producer = {o: n for n in graph.node for o in n.output if o}
+    producer = _producers(graph)
     name = upper.input[0]
     moved = False
     for _ in range(limit):
@@ -948,13 +954,16 @@ def _state_slice(node, consts, consumers, nodes, Ds, onnx):
     """Whether Slice ``node`` is how torch.onnx gives a stack's nodes their initial states:
     rows [l*D, (l+1)*D) of h0 or c0 (axis 0, step 1), read by node l of the stack as its
     initial_h or initial_c (through reshaping ops) and by nothing else."""
-    def values(k):
+    def values(k, attribute):
+        if len(node.input) <= 1:      # (before opset 10, starts, ends and axes are attributes)
+            return next((list(a.ints) for a in node.attribute if a.name == attribute), None)
         if len(node.input) <= k or not node.input[k]:
             return None
         t = consts.get(node.input[k])
         return None if t is None else [int(v) for v in np.ravel(_plain_values(t, onnx))
                                       if np.isfinite(v)]
-    starts, ends, axes, steps = values(1), values(2), values(3), values(4)
+    starts, ends = values(1, "starts"), values(2, "ends")
+    axes, steps = values(3, "axes"), values(4, "steps")
     if (starts is None or ends is None or len(starts) != 1 or len(ends) != 1
             or axes not in (None, [0]) or steps not in (None, [1])):
         return False
@@ -993,13 +1002,17 @@ def _check_data_path(graph, consts, nodes, layers, where, onnx):
                     if k == 0:
                         return True
                     continue
+                if reader.op_type in ("Shape", "Size"):
+                    continue          # a shape, not the values
                 for o in reader.output:
                     if o and o not in seen:
                         seen.add(o)
                         pending.append(o)
         return False
     for i, node in enumerate(graph.node):
-        if node.op_type in _RNN_OPS or not node.input or node.input[0] not in data:
+        # (the data a node moves is its first input; a Concat joins all of them)
+        reads = node.input if node.op_type == "Concat" else node.input[:1]
+        if node.op_type in _RNN_OPS or not any(n in data for n in reads if n):
             continue
         label = _node_label(i, node)
         if node.op_type in ("Gather", "Split", "Expand"):
@@ -1022,7 +1035,7 @@ def _graph_batch_first(graph, node, layout):
     """Whether the graph reads its input batch first, as the first recurrent node ``node``
     (of ``layout``) sees it: the node's own layout, turned over by each transpose of time and
     batch (perm [1, 0, 2]) on the way from the graph's input to its X."""
-    producer = {o: n for n in graph.node for o in n.output if o}
+    producer = _producers(graph)
     flipped = layout == 1
     name = node.input[0]
     for _ in range(16):
@@ -1242,7 +1255,7 @@ def load(source, *, backend="auto", batch_first=None):
     _check_data_path(graph, consts, nodes, layers, where, onnx)
     meta_class, meta = _metadata(model, first["kind"], where)
     meta = meta or {}
-    if "batch_first" in meta and meta["batch_first"] != _graph_batch_first(
+    if batch_first is None and "batch_first" in meta and meta["batch_first"] != _graph_batch_first(
             graph, nodes[0], first["layout"]):
         raise UnsupportedOnnxError(
             f"{where}: metadata {META_CONFIG!r} has batch_first={meta['batch_first']!r}, but the "
