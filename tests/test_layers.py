@@ -537,3 +537,13 @@ def test_parameters_as_attributes_and_named_parameters(make):
         m.weight_xx
     m.note = "mine"                  # other attributes are plain ones
     assert m.note == "mine"
+
+
+def test_an_attribute_of_its_own_wins_over_a_parameter_of_the_same_name():
+    """Linear's flag ``bias`` and its parameter ``bias``: the attribute is the flag, read and
+    written alike (parameters()["bias"] is the array)."""
+    from fastrnn.train import Linear
+    head = Linear(3, 2, seed=0)
+    assert head.bias is True and head.parameters()["bias"].shape == (2,)
+    head.bias = True
+    assert head.bias is True and head.get_config()["bias"] is True
