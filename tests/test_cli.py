@@ -105,10 +105,14 @@ def test_gradflow_gate_bias_must_be_finite(capsys, value):
     assert "--gate-bias" in err
 
 
-def test_bad_backend_is_a_usage_error(capsys):
+def test_bad_backend_is_a_usage_error(capsys, monkeypatch):
     status, _, err = run(capsys, "gradflow", "--backend", "fortran", "--quiet")
     assert status == 2
     assert "fastrnn gradflow: error: argument --backend:" in err and "fortran" in err
+    # a bad FASTRNN_BACKEND with --backend auto is the environment's, not an argument's
+    monkeypatch.setenv("FASTRNN_BACKEND", "fortran")
+    status, _, err = run(capsys, "gradflow", "--quiet")
+    assert status == 1 and "FASTRNN_BACKEND" in err and "argument --backend" not in err
 
 
 # -- demo -------------------------------------------------------------------------------------

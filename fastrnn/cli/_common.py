@@ -121,7 +121,9 @@ def check_backend(name):
     try:
         return resolve(name).name
     except (ValueError, TypeError) as exc:      # a name that is not a backend's
-        raise UsageError(f"argument --backend: {exc}") from None
+        if name != "auto":
+            raise UsageError(f"argument --backend: {exc}") from None
+        raise CommandError(str(exc)) from None  # ($FASTRNN_BACKEND's: not an argument)
     except RuntimeError as exc:                 # a backend this installation cannot run
         raise CommandError(str(exc)) from None
 
