@@ -390,19 +390,28 @@ class _RNNEstimator(BaseEstimator):
             raise FloatingPointError(
                 f"{type(self).__name__}: the training loss became {total / N} in epoch "
                 f"{self.n_iter_ + 1}; lower lr or set clip_norm")
-        # each loss is the model's before its step: the last steps may have overflowed the
-        # weights, or made them so large that the outputs overflow (the last batch's, here)
+        # each loss is the model's before its step: the last steps may have overflowed it
         bad = next((name for name, p in (*rnn.parameters().items(),
                                          *head.parameters().items())
                     if not np.all(np.isfinite(p))), None)
-        if bad is None and not np.all(np.isfinite(self._forward(Xp[idx], lens[idx]))):
-            bad = "outputs"
         if bad is not None:
-            raise FloatingPointError(
-                f"{type(self).__name__}: the model's {bad} became non-finite in epoch "
-                f"{self.n_iter_ + 1} (its mean loss, each taken before its step, was "
-                f"{total / N:.5g}); lower lr or set clip_norm")
+            self._diverged(bad, total / N)
         return total / N
+
+    def _diverged(self, what, loss):
+        raise FloatingPointError(
+            f"{type(self).__name__}: the model's {what} became non-finite in epoch "
+            f"{self.n_iter_ + 1} (its mean loss, each taken before its step, was {loss:.5g}); "
+            f"lower lr or set clip_norm")
+
+    def _finite_outputs(self, Xp, lens, loss):
+        """Head outputs of ``Xp`` (sequences ``lens``), or FloatingPointError where the model,
+        its parameters finite, makes non-finite ones (weights large enough to overflow the
+        states: a relu cell's are unbounded)."""
+        out = self._forward(Xp, lens)
+        if not np.all(np.isfinite(out)):
+            self._diverged("outputs", loss)
+        return out
 
     def _train(self, Xp, lens, targets, epochs, incremental):
         """The loop of ``fit`` (``epochs`` = max_epochs, stopping rules on) or of one
@@ -429,7 +438,7 @@ class _RNNEstimator(BaseEstimator):
                 self.loss_curve_.append(loss)
                 note = f"loss {loss:.5g}"
                 if early:
-                    score = self._validation_score(Xv, lv, tv)
+                    score = self._score(self._finite_outputs(Xv, lv, loss), tv)
                     self.validation_scores_.append(score)
                     note += f", validation score {score:.5g}"
                     if score > self.best_validation_score_:
@@ -449,6 +458,11 @@ class _RNNEstimator(BaseEstimator):
         if early:
             self.rnn_.load_state_dict(best_params[0])
             self.head_.load_state_dict(best_params[1])
+        else:
+            # the last epoch's outputs, on one batch (a forward: in a partial_fit of one batch,
+            # a third more time; the validation outputs above are checked at every epoch)
+            first = np.arange(min(len(Xp), self.batch_size))
+            self._finite_outputs(Xp[first], lens[first], loss)
         if self.verbose and incremental:
             print(f"{type(self).__name__} epoch {self.n_iter_}: loss {loss:.5g}",
                   file=sys.stderr, flush=True)
@@ -702,8 +716,8 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         self._train(Xp, lens, targets, 1, incremental=True)
         return self
 
-    def _validation_score(self, Xv, lv, tv):
-        return accuracy_score(tv, np.argmax(self._forward(Xv, lv), axis=1))
+    def _score(self, outputs, targets):
+        return accuracy_score(targets, np.argmax(outputs, axis=1))
 
     def predict_proba(self, X, lengths=None):
         """Class probabilities.
@@ -894,8 +908,8 @@ max_epochs, batch_size, clip_norm, n_iter_no_change, tol, random_state, backend,
         self._train(Xp, lens, targets, 1, incremental=True)
         return self
 
-    def _validation_score(self, Xv, lv, tv):
-        return r2_score(tv, self._forward(Xv, lv))
+    def _score(self, outputs, targets):
+        return r2_score(targets, outputs)
 
     def predict(self, X, lengths=None):
         """Predicted targets.
