@@ -524,8 +524,8 @@ class DataParallel:
         t1 = time.perf_counter()
         grads, loss, weight, worker_s = total
         if combine == "mean" and weight == 0:
-            raise ValueError("loss_and_grad returned a weight of 0 on every shard: with "
-                             "combine='mean' the step's gradient is a mean over no samples")
+            raise ValueError("the weights loss_and_grad returned for the shards sum to 0: "
+                             "with combine='mean' the step's gradient is a mean over no samples")
         scale = 1.0 / weight if combine == "mean" else 1.0
         for (name, p), g in grads.items():
             dst = self._named[name].grads[p]

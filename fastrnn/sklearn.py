@@ -689,10 +689,11 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
         first = not hasattr(self, "rnn_")
         name = type(self).__name__
         if classes is not None:
-            given = np.asarray(classes)
-            if given.ndim != 1:
+            try:
+                given = column_or_1d(classes, warn=True)    # (a column too, as for y)
+            except ValueError:
                 raise ValueError(f"{name}: classes must be a 1-D array of labels, but got shape "
-                                 f"{given.shape}")
+                                 f"{np.shape(classes)}") from None
             check_classification_targets(given)
             classes = np.unique(given)
             if len(classes) != len(given):

@@ -819,8 +819,8 @@ static void fr_dots_cols_##SUF(int m, int n, int K, T alpha, const T* A, ptrdiff
 /* rows of D packed (tile by tile) and summed at a time: 8 rows of a thread's 1024 columns,
  * 32 KB, stay in the L1 cache between the two */
 #define FR_WPACK_ROWS 8
-/* rows of W that go over each panel of B together: their block of packed D is about 128 KB (a
- * multiple of FR_WMR rows) */
+/* rows of W taken at a time by fr_wblock, their tiles over B's full panels (fr_wcols), then
+ * over the partial one: their block of packed D is about 128 KB (a multiple of FR_WMR rows) */
 #define FR_WMC(T) ((128 * 1024 / (FR_WKC * (ptrdiff_t)sizeof(T))) / FR_WMR * FR_WMR)
 
 /* A sparse operand of the weight gradients (fr_wgrad2): W (n x N, rows ldw apart) += D^T A,
@@ -1008,8 +1008,8 @@ static FR_NOINLINE void fr_wcols_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, p
                                                                                              \
 /* W (n x N) += D^T B over one block of kn rows, D's packed (dp, fr_wpack): B's rows         \
  * (rows[k], or k when rows is NULL) packed into bp, then FR_WMC rows of W at a time over     \
- * each panel.  The last panel of W, if partial, goes through a tile of whole panels (B's    \
- * packed panel has zeros past N). */                                                        \
+ * the full panels (fr_wcols) and the last one.  That last panel of W, if partial, goes      \
+ * through a tile of whole panels (B's packed panel has zeros past N). */                    \
 static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const T* B,       \
                             ptrdiff_t ldb, const int* rows, T* bp, T* W, ptrdiff_t ldw)      \
 {                                                                                            \

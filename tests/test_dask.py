@@ -406,7 +406,8 @@ def test_data_parallel_errors():
             ([1.0, 2.0], TypeError, "loss_and_grad must return the loss or \\(loss, weight\\), "
                                     "real numbers, but the loss is list"),
             ((1.0, None), TypeError, "but the weight is NoneType"),
-            ((1.0, 0.0), ValueError, "returned a weight of 0 on every shard")]:
+            ((1.0, 0.0), ValueError, "the weights loss_and_grad returned for the shards sum "
+                                     "to 0")]:
         def fn(modules, x, y, returned=returned):
             classify(modules, x, y)
             return returned

@@ -269,11 +269,12 @@ def _layer_specs(item, where, flipped=False):
 
 def _target_dtype(dtype, weights_dtype):
     """The fastrnn dtype of an import: ``dtype`` if given, else that of the Keras weights
-    (float16 and bfloat16 widened to float32, which holds them exactly, as from_torch does)."""
+    (float16 widened to float32, which holds it exactly, as from_torch does; _cell_spec has
+    made bfloat16 weights float32 already)."""
     if dtype is not None:
         return _common.float_dtype(dtype, "dtype")
     name = getattr(weights_dtype, "name", str(weights_dtype))
-    if name in ("float16", "bfloat16"):
+    if name == "float16":
         return np.dtype(np.float32)
     return _common.float_dtype(name, "the Keras layer's dtype (that of its weights)")
 
