@@ -182,8 +182,13 @@ class Module:
             self._params[name][...] = value
         return IncompatibleKeys(missing, unexpected)
 
-    def zero_grad(self):
-        """Set every accumulated gradient to zero."""
+    def zero_grad(self, set_to_none=True):
+        """Set every accumulated gradient to zero.
+
+        ``set_to_none`` is PyTorch's argument, taken for its code: either way the gradient
+        arrays are zeroed in place and kept (optimizers hold them), which is what the next
+        backward sees after PyTorch's either way too."""
+        _checks.check_bool("set_to_none", set_to_none)
         for g in self.grads.values():
             g.fill(0)
 

@@ -332,3 +332,22 @@ def test_constructors_take_torch_float_dtypes():
     with pytest.raises(ValueError, match="dtype must be float32 or float64, but got "
                                          "torch.float16"):
         fastrnn.LSTM(3, 4, dtype=torch.float16)
+    # the same in the conversions: from_torch and fastrnn.onnx.export's dtype
+    assert from_torch(torch.nn.GRU(3, 4), dtype=torch.float64).dtype == np.float64
+    pytest.importorskip("onnx", reason="onnx is not installed")
+    import io
+    import fastrnn.onnx as fonnx
+    model = fonnx.export(fastrnn.LSTM(3, 4, dtype=np.float64), io.BytesIO(), dtype=torch.float32)
+    assert fonnx.load(model).dtype == np.float32
+    # and zero_grad takes PyTorch's set_to_none (the arrays stay, zeroed)
+    from fastrnn.train import Adam
+    lstm = fastrnn.LSTM(3, 4)
+    opt = Adam(lstm)
+    for zero_grad in (lstm.zero_grad, opt.zero_grad):
+        for g in lstm.grads.values():
+            g.fill(1)
+        grads = dict(lstm.grads)
+        zero_grad(set_to_none=True)
+        assert all(lstm.grads[k] is g and not g.any() for k, g in grads.items())
+        with pytest.raises(TypeError, match="set_to_none must be a bool"):
+            zero_grad(set_to_none="yes")

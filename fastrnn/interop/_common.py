@@ -136,12 +136,12 @@ def build(kind, *, cell, input_size, hidden_size, bias, dtype, backend="auto", *
 
 
 def float_dtype(dtype, what):
-    """float32 or float64 as a numpy dtype, with a message naming ``what`` otherwise."""
+    """float32 or float64 as a numpy dtype (torch.float32 and torch.float64 too, as the
+    constructors take them), with a message naming ``what`` otherwise; None is refused."""
+    if dtype is None:
+        raise ValueError(f"{what} must be float32 or float64, but got None")
     try:
-        resolved = np.dtype(dtype)
-    except (TypeError, ValueError):  # ValueError: ("f8", -1), a malformed structured dtype
-        resolved = None
-    # (None is not compared: numpy takes ``None == dtype`` as a comparison with float64)
-    if resolved is None or resolved not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise ValueError(f"{what} must be float32 or float64, but got {_checks.short(dtype)}")
-    return resolved
+        return _checks.check_dtype(dtype)
+    except ValueError:
+        raise ValueError(f"{what} must be float32 or float64, but got "
+                         f"{_checks.short(dtype)}") from None

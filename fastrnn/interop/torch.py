@@ -25,9 +25,7 @@ def _import_torch():
 def _numpy_dtype(module, dtype, torch):
     """The fastrnn dtype for a torch module: ``dtype`` if given, else the module's own."""
     if dtype is not None:
-        if isinstance(dtype, torch.dtype):       # torch.float32 or torch.float64 too
-            dtype = {torch.float32: np.float32, torch.float64: np.float64}.get(dtype, dtype)
-        return _common.float_dtype(dtype, "dtype")
+        return _common.float_dtype(dtype, "dtype")   # (torch.float32 and torch.float64 too)
     param = next(module.parameters(), None)
     if param is not None and param.dtype == torch.float64:
         return np.dtype(np.float64)

@@ -152,8 +152,11 @@ class Optimizer:
         converted; a subclass checks its own."""
         return hyper
 
-    def zero_grad(self):
-        """Set every gradient to zero (in place)."""
+    def zero_grad(self, set_to_none=True):
+        """Set every gradient to zero (in place; ``set_to_none``, PyTorch's argument, is taken
+        for its code: the arrays are kept either way, the modules and this optimizer share
+        them)."""
+        _checks.check_bool("set_to_none", set_to_none)
         for name, g in self.grads.items():
             if not g.flags.writeable:
                 raise ValueError(f"grads[{_checks.short(name)}] is read-only; zero_grad sets the "
