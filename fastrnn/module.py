@@ -109,16 +109,24 @@ class Module:
         """dict name -> the live parameter array (writes to it change the model)."""
         return dict(self._params)
 
-    def named_parameters(self):
-        """``(name, live parameter array)`` pairs, in PyTorch's order, as PyTorch's
-        ``named_parameters()`` yields them."""
-        return iter(self._params.items())
+    def named_parameters(self, prefix="", recurse=True):
+        """``(prefix + name, live parameter array)`` pairs, in PyTorch's order, as PyTorch's
+        ``named_parameters()`` yields them (``recurse`` is taken for its code: a fastrnn
+        module holds no others)."""
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, but got {type(prefix).__name__}")
+        _checks.check_bool("recurse", recurse)
+        dot = prefix + "." if prefix else ""
+        return ((dot + name, p) for name, p in self._params.items())
 
     def __getattr__(self, name):
         # a parameter by its PyTorch name, as an attribute (lstm.weight_ih_l0): the live array
         params = self.__dict__.get("_params")
         if params is not None and name in params:
             return params[name]
+        if hasattr(type(self), name):
+            # a property whose code raised AttributeError: raise that one, not "no attribute"
+            return object.__getattribute__(self, name)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name, value):

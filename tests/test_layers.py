@@ -537,6 +537,17 @@ def test_parameters_as_attributes_and_named_parameters(make):
         m.weight_xx
     m.note = "mine"                  # other attributes are plain ones
     assert m.note == "mine"
+    assert [n for n, _ in m.named_parameters(prefix="rnn")] == [f"rnn.{n}" for n in params]
+
+
+def test_an_attribute_error_inside_a_property_is_not_hidden():
+    class Broken(fastrnn.GRU):
+        @property
+        def odd(self):
+            return self.missing_thing.size
+
+    with pytest.raises(AttributeError, match="'missing_thing'"):
+        Broken(3, 4).odd
 
 
 def test_an_attribute_of_its_own_wins_over_a_parameter_of_the_same_name():
