@@ -395,22 +395,22 @@ class _RNNEstimator(BaseEstimator):
                                          *head.parameters().items())
                     if not np.all(np.isfinite(p))), None)
         if bad is not None:
-            self._diverged(bad, total / N)
+            self._diverged(bad, total / N, self.n_iter_ + 1)
         return total / N
 
-    def _diverged(self, what, loss):
+    def _diverged(self, what, loss, epoch):
         raise FloatingPointError(
-            f"{type(self).__name__}: the model's {what} became non-finite in epoch "
-            f"{self.n_iter_ + 1} (its mean loss, each taken before its step, was {loss:.5g}); "
-            f"lower lr or set clip_norm")
+            f"{type(self).__name__}: the model's {what} became non-finite in epoch {epoch} "
+            f"(its mean loss, each taken before its step, was {loss:.5g}); lower lr or set "
+            f"clip_norm")
 
     def _finite_outputs(self, Xp, lens, loss):
-        """Head outputs of ``Xp`` (sequences ``lens``), or FloatingPointError where the model,
-        its parameters finite, makes non-finite ones (weights large enough to overflow the
-        states: a relu cell's are unbounded)."""
+        """Head outputs of ``Xp`` (sequences ``lens``) after epoch ``n_iter_``, or
+        FloatingPointError where the model, its parameters finite, makes non-finite ones
+        (weights large enough to overflow the states: a relu cell's are unbounded)."""
         out = self._forward(Xp, lens)
         if not np.all(np.isfinite(out)):
-            self._diverged("outputs", loss)
+            self._diverged("outputs", loss, self.n_iter_)
         return out
 
     def _train(self, Xp, lens, targets, epochs, incremental):
