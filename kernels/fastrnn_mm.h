@@ -898,28 +898,27 @@ static void fr_wpack_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* D, ptrdiff_t ldd,
                            const int* rows, ptrdiff_t r0, T* Dp, T* db1, T* db2,             \
                            const fr_sparse_grad* sp)                                         \
 {                                                                                            \
+    const T* dk[FR_WPACK_ROWS];      /* the rows of D of this group */                      \
     const T* d;                                                                              \
     ptrdiff_t k0, k1, k, i, j, r;                                                            \
     int e;                                                                                   \
     for (k0 = 0; k0 < kn; k0 = k1) {                                                         \
         k1 = kn - k0 < FR_WPACK_ROWS ? kn : k0 + FR_WPACK_ROWS;                              \
+        for (k = k0; k < k1; k++)                                                            \
+            dk[k - k0] = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                  \
         if (Dp != NULL) {                                                                    \
             for (i = 0; i + FR_WMR <= n; i += FR_WMR)                                        \
-                for (k = k0; k < k1; k++) {                                                  \
-                    d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                   \
-                    memcpy(Dp + i * kn + k * FR_WMR, d + i, FR_WMR * sizeof(T));             \
-                }                                                                            \
+                for (k = k0; k < k1; k++)                                                    \
+                    memcpy(Dp + i * kn + k * FR_WMR, dk[k - k0] + i, FR_WMR * sizeof(T));    \
             for (; i + 4 <= n; i += 4)                                                       \
-                for (k = k0; k < k1; k++) {                                                  \
-                    d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                   \
-                    memcpy(Dp + i * kn + k * 4, d + i, 4 * sizeof(T));                       \
-                }                                                                            \
+                for (k = k0; k < k1; k++)                                                    \
+                    memcpy(Dp + i * kn + k * 4, dk[k - k0] + i, 4 * sizeof(T));              \
             for (; i < n; i++)                                                               \
                 for (k = k0; k < k1; k++)                                                    \
-                    Dp[i * kn + k] = D[(rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd + i];   \
+                    Dp[i * kn + k] = dk[k - k0][i];                                          \
         }                                                                                    \
         for (k = k0; k < k1; k++) {                                                          \
-            d = D + (rows != NULL ? (ptrdiff_t)rows[k] : k) * ldd;                           \
+            d = dk[k - k0];                                                                  \
             if (db1 != NULL)                                                                 \
                 for (j = 0; j < n; j++)                                                      \
                     db1[j] += d[j];                                                          \
@@ -948,26 +947,6 @@ FR_INLINE void fr_prefetch_rows_##SUF(int R, const T* C, ptrdiff_t ldc)         
     }                                                                                        \
 }                                                                                            \
                                                                                              \
-/* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, one panel, from Dp (fr_wpack) and \
- * Bp (the panel, kn x NR): tiles of FR_WMR rows, then 4, then 1, each in a loop of its own   \
- * and the whole not inlined (one loop over the three, or this inlined into fr_wgrad, spilled \
- * the tile's registers to the stack) */                                                     \
-static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, const T* Bp,  \
-                                       T* C, ptrdiff_t ldc)                                  \
-{                                                                                            \
-    const ptrdiff_t NR = FR_NR(T);                                                           \
-    ptrdiff_t i = 0;                                                                         \
-    for (; i + FR_WMR <= n; i += FR_WMR) {                                                   \
-        if (i + 2 * FR_WMR <= n)                                                             \
-            fr_prefetch_rows_##SUF(FR_WMR, C + (i + FR_WMR) * ldc, ldc);                     \
-        fr_wtile_##SUF##_FR_WMR(kn, Dp + i * kn, FR_WMR, Bp, NR, C + i * ldc, ldc);          \
-    }                                                                                        \
-    for (; i + 4 <= n; i += 4)                                                               \
-        fr_wtile_##SUF##_4(kn, Dp + i * kn, 4, Bp, NR, C + i * ldc, ldc);                    \
-    for (; i < n; i++)                                                                       \
-        fr_wtile_##SUF##_1(kn, Dp + i * kn, 1, Bp, NR, C + i * ldc, ldc);                    \
-}                                                                                            \
-                                                                                             \
 /* rows [0, n) of C (rows ldc apart) += D^T B over kn rows, from Dp (fr_wpack) and the     \
  * `full` panels of B packed one after another (Bp, kn x NR each): each tile of rows          \
  * (FR_WMR, then 4, then 1) over every panel of a group in turn, its packed D (12 KB with    \
@@ -977,7 +956,9 @@ static FR_NOINLINE void fr_wrows_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, c
  * 1 MB of L2 or more, two groups where the L2 is 512 KB (Zen 3), so that they stay there.   \
  * Panel by panel instead (the panel in the L1 cache for every tile of rows), the tiles of  \
  * that LSTM's training ran 2-3% slower (Zen 4, whose 32 KB of L1 a panel of FR_WKC rows     \
- * fills on its own: 256 x 32 floats). */                                                    \
+ * fills on its own: 256 x 32 floats).  Each height of tile has a loop of its own and the    \
+ * whole is not inlined (one loop over the three, or this inlined into fr_wgrad, spilled the \
+ * tile's registers to the stack). */                                                        \
 static FR_NOINLINE void fr_wcols_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* Dp, ptrdiff_t full, \
                                        const T* Bp, T* C, ptrdiff_t ldc)                     \
 {                                                                                            \
@@ -1027,7 +1008,7 @@ static void fr_wblock_##SUF(ptrdiff_t n, ptrdiff_t kn, const T* dp, int N, const
             for (r = 0; r < R; r++)                                                          \
                 for (c = 0; c < NR; c++)                                                     \
                     ct[r * NR + c] = c < m ? W[(i0 + i + r) * ldw + full * NR + c] : 0;      \
-            fr_wrows_##SUF(R, kn, dp + (i0 + i) * kn, bp + full * kn * NR, ct, NR);          \
+            fr_wcols_##SUF(R, kn, dp + (i0 + i) * kn, 1, bp + full * kn * NR, ct, NR);       \
             for (r = 0; r < R; r++)                                                          \
                 for (c = 0; c < m; c++)                                                      \
                     W[(i0 + i + r) * ldw + full * NR + c] = ct[r * NR + c];                  \
