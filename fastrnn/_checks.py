@@ -152,6 +152,21 @@ def check_dtype(dtype):
     return resolved
 
 
+def check_device(device):
+    """None, or the CPU as PyTorch names it (``"cpu"``, ``"cpu:0"``, ``torch.device("cpu")``):
+    fastrnn's kernels run on the CPU, and its constructors and ``Module.to`` take PyTorch's
+    ``device`` argument for PyTorch's code.  Any other device is refused."""
+    if device is None:
+        return None
+    if isinstance(device, str) or (type(device).__module__ == "torch"
+                                   and type(device).__name__ == "device"):
+        text = str(device)
+        if text == "cpu" or (text.startswith("cpu:") and text[4:].isdigit()):
+            return "cpu"
+    raise ValueError(f"device must be None or 'cpu' (fastrnn runs on the CPU), but got "
+                     f"{short(device)}")
+
+
 def _tensor_values(tensor):
     """A torch tensor's values as a NumPy array (detached, on the CPU); floating types NumPy
     lacks (bfloat16, the float8 types) as float32, which holds each of their values exactly."""

@@ -172,7 +172,9 @@ class RNNCell(_CellBase):
     _type = CELL_TYPES["rnn"]
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype=np.float32, backend="auto", seed=None, clip=None, activations=None):
+                 dtype=np.float32, backend="auto", seed=None, clip=None, activations=None,
+                 device=None):
+        _checks.check_device(device)
         _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip,
@@ -203,7 +205,8 @@ class GRUCell(_CellBase):
     _type = CELL_TYPES["gru"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, reset_after=True, clip=None, activations=None):
+                 seed=None, reset_after=True, clip=None, activations=None, device=None):
+        _checks.check_device(device)
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         opts = {} if self.reset_after else {"reset_after": False}
         super().__init__(input_size, hidden_size, bias, dtype, backend, seed, clip=clip,
@@ -236,7 +239,9 @@ class LSTMCell(_CellBase):
     _type = CELL_TYPES["lstm"]
 
     def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, peepholes=False, input_forget=False, clip=None, activations=None):
+                 seed=None, peepholes=False, input_forget=False, clip=None, activations=None,
+                 device=None):
+        _checks.check_device(device)
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         opts = {"input_forget": True} if self.input_forget else {}
         super().__init__(input_size, hidden_size, bias, dtype, backend, seed, peepholes, clip,

@@ -39,7 +39,8 @@ class RNNBase(Module):
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
                  dtype=np.float32, backend="auto", seed=None, reverse=False, options=None,
-                 peepholes=False, clip=None, activations=None):
+                 peepholes=False, clip=None, activations=None, device=None):
+        _checks.check_device(device)
         self.mode = mode
         self.clip = check_clip(clip)
         self.bidirectional = _checks.check_bool("bidirectional", bidirectional)
@@ -359,12 +360,13 @@ class RNN(RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
                  backend="auto", seed=None, reverse=False, clip=None, activations=None,
-                 proj_size=0):
+                 proj_size=0, device=None):
         _no_projection("RNN", proj_size)
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, dtype, backend, seed, reverse, clip=clip, activations=activations)
+                         0, dtype, backend, seed, reverse, clip=clip, activations=activations,
+                         device=device)
 
 
 class LSTM(RNNBase):
@@ -390,12 +392,12 @@ class LSTM(RNNBase):
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
                  backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False,
-                 clip=None, activations=None):
+                 clip=None, activations=None, device=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
                          options={"input_forget": True} if self.input_forget else None,
-                         peepholes=peepholes, clip=clip, activations=activations)
+                         peepholes=peepholes, clip=clip, activations=activations, device=device)
 
 
 class GRU(RNNBase):
@@ -413,10 +415,11 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False, reset_after=True, clip=None, activations=None, proj_size=0):
+                 reverse=False, reset_after=True, clip=None, activations=None, proj_size=0,
+                 device=None):
         _no_projection("GRU", proj_size)
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, 0, dtype, backend, seed, reverse,
                          options=None if self.reset_after else {"reset_after": False}, clip=clip,
-                         activations=activations)
+                         activations=activations, device=device)

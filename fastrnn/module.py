@@ -25,6 +25,20 @@ def _line_aligned(shape, dtype):
     return buf[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
+def _is_dtype(value):
+    """Whether ``value`` names a dtype (a torch dtype, or anything numpy reads as one), not a
+    device (``"cpu"``, ``torch.device``)."""
+    if type(value).__module__ == "torch":
+        return type(value).__name__ == "dtype"
+    if value is None or isinstance(value, str) and value.startswith("cpu"):
+        return False
+    try:
+        np.dtype(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 class Module:
     """Parameters by PyTorch name, their accumulated gradients, train/eval mode.
 
@@ -215,6 +229,40 @@ class Module:
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
+
+    def to(self, *args, **kwargs):
+        """PyTorch's ``module.to(device)``, ``to(dtype)``, ``to(device, dtype)`` and
+        ``to(tensor)``, for PyTorch's code: the device must be the CPU (see the constructors'
+        ``device``) and the dtype the one the module was built with, since fastrnn converts
+        no module in place (build one with the other ``dtype`` and ``load_state_dict`` this
+        one's ``state_dict()``).  Returns self."""
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        _checks.check_bool("non_blocking", kwargs.pop("non_blocking", False))
+        kwargs.pop("memory_format", None)
+        if kwargs:
+            raise TypeError(f"to() got unexpected keyword argument(s) {sorted(kwargs)}")
+        if len(args) > 3:
+            raise TypeError(f"to() takes at most 3 positional arguments, but got {len(args)}")
+        for arg in args:
+            if isinstance(arg, bool):
+                continue                                       # non_blocking
+            if _is_dtype(arg):
+                dtype = arg
+            elif hasattr(arg, "device") and hasattr(arg, "dtype") and not isinstance(arg, type):
+                device, dtype = arg.device, arg.dtype          # a tensor (or an array)
+            else:
+                device = arg
+        _checks.check_device(device)
+        if dtype is not None and _checks.check_dtype(dtype) != self._dtype:
+            raise ValueError(f"dtype: {type(self).__name__} keeps the dtype it was built with "
+                             f"({self._dtype.name}), but got {_checks.short(dtype)}: build one "
+                             f"with dtype={_checks.check_dtype(dtype).name} and load this "
+                             f"one's state_dict() into it")
+        return self
+
+    def cpu(self):
+        """PyTorch's ``module.cpu()``: fastrnn's modules are on the CPU already. Returns self."""
+        return self
 
     def _private(self, arr, source):
         """``arr`` itself, or a copy when it may share memory with ``source`` (what the caller

@@ -339,6 +339,20 @@ def test_constructors_take_torch_float_dtypes():
     import fastrnn.onnx as fonnx
     model = fonnx.export(fastrnn.LSTM(3, 4, dtype=np.float64), io.BytesIO(), dtype=torch.float32)
     assert fonnx.load(model).dtype == np.float32
+    # torch's devices: the CPU's taken, the others refused; to() takes a tensor's too
+    lstm = fastrnn.LSTM(3, 4, device=torch.device("cpu"))
+    assert fastrnn.LSTMCell(3, 4, device=torch.device("cpu", 0)).dtype == np.float32
+    assert lstm.to(torch.device("cpu")) is lstm and lstm.to(torch.float32) is lstm
+    assert lstm.to(torch.zeros(2)) is lstm
+    for device in (torch.device("cuda"), torch.device("meta")):
+        with pytest.raises(ValueError, match=f"^device must be None or 'cpu' .* but got "
+                                             f"device\\(type='{device.type}'\\)"):
+            fastrnn.GRU(3, 4, device=device)
+        with pytest.raises(ValueError, match="^device must be"):
+            lstm.to(device)
+    with pytest.raises(ValueError, match=r"^dtype: LSTM keeps the dtype it was built with "
+                                         r"\(float32\), but got torch.float64"):
+        lstm.to(torch.zeros(2, dtype=torch.float64))
     # and zero_grad takes PyTorch's set_to_none (the arrays stay, zeroed)
     from fastrnn.train import Adam
     lstm = fastrnn.LSTM(3, 4)

@@ -558,3 +558,43 @@ def test_an_attribute_of_its_own_wins_over_a_parameter_of_the_same_name():
     assert head.bias is True and head.parameters()["bias"].shape == (2,)
     head.bias = True
     assert head.bias is True and head.get_config()["bias"] is True
+
+
+#: one maker of each public module, taking the constructor's keyword arguments
+MODULES = {
+    "RNN": lambda **kw: fastrnn.RNN(3, 4, **kw), "LSTM": lambda **kw: fastrnn.LSTM(3, 4, **kw),
+    "GRU": lambda **kw: fastrnn.GRU(3, 4, **kw), "RNNCell": lambda **kw: fastrnn.RNNCell(3, 4, **kw),
+    "LSTMCell": lambda **kw: fastrnn.LSTMCell(3, 4, **kw),
+    "GRUCell": lambda **kw: fastrnn.GRUCell(3, 4, **kw),
+    "Linear": lambda **kw: fastrnn.train.Linear(3, 4, **kw),
+    "Embedding": lambda **kw: fastrnn.train.Embedding(5, 3, **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(MODULES))
+def test_modules_take_the_cpu_as_their_device(name):
+    """PyTorch's code passes ``device``: None, "cpu" and "cpu:0" build the module, any other
+    device is refused and named; ``to()`` returns the module itself for the CPU and its own
+    dtype and refuses another dtype or device; ``cpu()`` returns the module."""
+    make = MODULES[name]
+    for device in (None, "cpu", "cpu:0"):
+        assert make(device=device).dtype == np.float32
+    for device in ("cuda", "cuda:0", "meta", "mps", "CPU", "cpu:x", 0, 1.0):
+        with pytest.raises(ValueError, match=r"^device must be None or 'cpu' \(fastrnn runs on "
+                                             r"the CPU\), but got " + repr(device)):
+            make(device=device)
+    m = make(dtype=np.float64)
+    assert m.to("cpu") is m and m.to(device="cpu:0") is m and m.cpu() is m
+    assert m.to(np.float64) is m and m.to("cpu", "float64", True) is m and m.to(dtype=None) is m
+    with pytest.raises(ValueError, match=rf"^dtype: {name} keeps the dtype it was built with "
+                                         r"\(float64\), but got <class 'numpy.float32'>: build "
+                                         r"one with dtype=float32 and load"):
+        m.to(np.float32)
+    with pytest.raises(ValueError, match="dtype must be float32 or float64"):
+        m.to(dtype="int32")
+    with pytest.raises(ValueError, match="^device must be None or 'cpu'"):
+        m.to("cuda:1")
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['devices'\]"):
+        m.to(devices="cpu")
+    with pytest.raises(TypeError, match="non_blocking must be"):
+        m.to("cpu", non_blocking="yes")

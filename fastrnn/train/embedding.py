@@ -29,6 +29,8 @@ class Embedding(Module):
     dtype : np.float32 or np.float64
     seed : None, int, numpy SeedSequence or Generator
         Seeds the initialisation: ``weight`` from N(0, 1), as ``torch.nn.Embedding``.
+    device : None or "cpu"
+        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
 
     Attributes
     ----------
@@ -43,7 +45,8 @@ class Embedding(Module):
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32,
-                 seed=None):
+                 seed=None, device=None):
+        _checks.check_device(device)
         self.num_embeddings = _checks.check_int("num_embeddings", num_embeddings)
         self.embedding_dim = _checks.check_int("embedding_dim", embedding_dim)
         if padding_idx is not None:

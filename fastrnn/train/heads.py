@@ -86,6 +86,8 @@ class Linear(Module):
         Seeds the initialisation: ``weight`` and ``bias`` are drawn from
         U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.Linear`` does
         (``kaiming_uniform_(a=sqrt(5))`` reduces to that bound).
+    device : None or "cpu"
+        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
 
     Attributes
     ----------
@@ -100,7 +102,9 @@ class Linear(Module):
     (50, 32, 10)
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None):
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None,
+                 device=None):
+        _checks.check_device(device)
         self.in_features = _checks.check_int("in_features", in_features)
         self.out_features = _checks.check_int("out_features", out_features)
         self.bias = _checks.check_bool("bias", bias)
