@@ -364,12 +364,15 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
                         "dx and weight gradients": 0.08, "weights packed": 0.004}}
     rep.profiles[loop256.id] = {"error": "ValueError: no"}
     share = infer_large.flops() / 0.05 / 1e9 / 400
+    # a missed ratio's share of the multiply-add peak (1000 GFLOP/s) at the target
+    at_peer = f"(1.0x: {infer_large.flops() / 0.045 / 1e9 / 1000:.0%} of the peak)"
+    at_torch = f"(1.2x: {flops / (0.115 / 1.2) / 1e9 / 1000:.0%} of the peak)"
     (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
     (profiles,) = _tables(rep.markdown(), "### Where the time goes")
     assert targets[0] == ["target", "rows", "met", "missed"]
     assert [line[1:] for line in targets[1:]] == [
-        ["3", "2", f"{infer_large.id} 0.90x"],
-        ["2", "1", f"{train_large.id} 1.15x"],
+        ["3", "2", f"{infer_large.id} 0.90x {at_peer}"],
+        ["2", "1", f"{train_large.id} 1.15x {at_torch}"],
         ["2", "1", f"{infer_large.id} {share:.0%}"],
         ["2", "1", f"{loop256.id} 1.20x"],
         ["1", "1", "—"]]
@@ -403,8 +406,8 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
         "torch": Measurement(runs=[{"samples": [0.06]}]),
         "onnxruntime": Measurement(runs=[{"samples": [s]} for s in (0.045, 0.03, 0.045)])})
     (targets,) = _tables(rep.markdown(), "### Targets on this CPU")
-    assert targets[1][1:] == ["3", "2", f"{infer_large.id} 0.90x (noisy: cython 40%, "
-                                        f"onnxruntime 33%)"]
+    assert targets[1][1:] == ["3", "2", f"{infer_large.id} 0.90x {at_peer} (noisy: cython "
+                                        f"40%, onnxruntime 33%)"]
     assert targets[3][3] == f"{infer_large.id} {share:.0%} (noisy: cython 40%)"
     assert infer_large in rep.missed_rows()
 
