@@ -167,6 +167,21 @@ def check_device(device):
                      f"{short(device)}")
 
 
+def names_dtype(value):
+    """Whether ``value`` names a dtype (a torch dtype, or anything numpy reads as one) rather
+    than a device (``"cpu"``, ``torch.device``): how ``Module.to`` tells its positional
+    arguments apart, as PyTorch's does.  Whether it is one fastrnn takes is check_dtype's."""
+    if type(value).__module__ == "torch":
+        return type(value).__name__ == "dtype"
+    if value is None or isinstance(value, str) and value.startswith("cpu"):
+        return False
+    try:
+        np.dtype(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _tensor_values(tensor):
     """A torch tensor's values as a NumPy array (detached, on the CPU); floating types NumPy
     lacks (bfloat16, the float8 types) as float32, which holds each of their values exactly."""

@@ -25,20 +25,6 @@ def _line_aligned(shape, dtype):
     return buf[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
-def _is_dtype(value):
-    """Whether ``value`` names a dtype (a torch dtype, or anything numpy reads as one), not a
-    device (``"cpu"``, ``torch.device``)."""
-    if type(value).__module__ == "torch":
-        return type(value).__name__ == "dtype"
-    if value is None or isinstance(value, str) and value.startswith("cpu"):
-        return False
-    try:
-        np.dtype(value)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 class Module:
     """Parameters by PyTorch name, their accumulated gradients, train/eval mode.
 
@@ -246,7 +232,7 @@ class Module:
         for arg in args:
             if isinstance(arg, bool):
                 continue                                       # non_blocking
-            if _is_dtype(arg):
+            if _checks.names_dtype(arg):
                 dtype = arg
             elif hasattr(arg, "device") and hasattr(arg, "dtype") and not isinstance(arg, type):
                 device, dtype = arg.device, arg.dtype          # a tensor (or an array)
