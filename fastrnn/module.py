@@ -239,11 +239,11 @@ class Module:
             else:
                 device = arg
         _checks.check_device(device)
-        if dtype is not None and _checks.check_dtype(dtype) != self._dtype:
+        wanted = self._dtype if dtype is None else _checks.check_dtype(dtype)
+        if wanted != self._dtype:
             raise ValueError(f"dtype: {type(self).__name__} keeps the dtype it was built with "
                              f"({self._dtype.name}), but got {_checks.short(dtype)}: build one "
-                             f"with dtype={_checks.check_dtype(dtype).name} and load this "
-                             f"one's state_dict() into it")
+                             f"with dtype={wanted.name} and load this one's state_dict() into it")
         return self
 
     def cpu(self):
