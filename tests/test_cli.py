@@ -87,8 +87,12 @@ def test_usage_errors_exit_2(capsys):
     assert run(capsys, "nonsense")[0] == 2
     status, _, err = run(capsys, "demo", "--steps", "-3")
     assert status == 2 and "--steps" in err
-    status, _, err = run(capsys, "adding", "--lengths", "50,x")
-    assert status == 2 and "comma-separated" in err
+    for value in ("50,x", "5,,6", "5,6,", ""):     # an empty item is not a length either
+        status, _, err = run(capsys, "adding", "--lengths", value)
+        assert status == 2 and "comma-separated" in err, value
+    for value in ("rnn,,lstm", "rnn,"):
+        status, _, err = run(capsys, "adding", "--cells", value)
+        assert status == 2 and "comma-separated" in err, value
     status, _, err = run(capsys, "adding", "--cells", "rnn,transformer")
     assert status == 2
     status, _, err = run(capsys, "forecast", "--lr", "nan")

@@ -76,9 +76,10 @@ holdout_fraction = _float_type(lambda v: 0 < v < 0.5, "a number between 0 and 0.
 
 
 def int_list(text):
-    """argparse type: comma-separated positive integers, e.g. ``50,100,200``."""
+    """argparse type: comma-separated positive integers, e.g. ``50,100,200`` (an empty item,
+    ``50,,100``, is refused like any other that is not one)."""
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 50,100,200, got {text!r}") from None
@@ -89,11 +90,12 @@ def int_list(text):
 
 
 def choice_list(choices):
-    """argparse type: comma-separated names out of ``choices`` (case-insensitive)."""
+    """argparse type: comma-separated names out of ``choices`` (case-insensitive; an empty
+    item is refused)."""
     lookup = {c.lower(): c for c in choices}
 
     def parse(text):
-        names = [part.strip().lower() for part in text.split(",") if part.strip()]
+        names = [part.strip().lower() for part in text.split(",")]
         bad = [n for n in names if n not in lookup]
         if not names or bad:
             raise argparse.ArgumentTypeError(
