@@ -65,6 +65,16 @@ def test_module_and_list_forms_and_errors():
     assert total == pytest.approx(math.sqrt(6 * 100))
     assert grad_norm([head]) == pytest.approx(1.0, rel=1e-5)
     assert clip_grad_norm({}, 1.0) == 0.0
+    # a module (or an array) given twice counts once, and is clipped once
+    assert grad_norm([head, head]) == grad_norm(head)
+    g = head.grads["weight"]
+    assert grad_norm({"a": g, "b": g}) == grad_norm({"a": g})
+    g[...] = 10
+    assert clip_grad_value([head, head], 1.0) is None
+    np.testing.assert_array_equal(g, 1.0)
+    g[...] = 10
+    clip_grad_norm({"enc": head, "dec": head}, 1.0)
+    assert grad_norm(head) == pytest.approx(1.0, rel=1e-5)
     with pytest.raises(TypeError):
         clip_grad_norm({"a": [1.0, 2.0]}, 1.0)
     with pytest.raises(ValueError):

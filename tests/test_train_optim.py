@@ -108,8 +108,27 @@ def test_parameters_and_grads_forms():
     SGD(head, lr=0.1).step()                          # a single module works too
 
 
+@pytest.mark.parametrize("cls", [SGD, Adam])
+def test_a_module_given_twice_is_stepped_once(cls):
+    """A module shared under two names (an embedding of an encoder and a decoder) is one set
+    of parameters, as PyTorch's ModuleDict.parameters() yields it: one update a step."""
+    shared, alone = Linear(3, 2, seed=0, dtype=np.float64), Linear(3, 2, seed=0, dtype=np.float64)
+    twice, once = cls({"enc": shared, "dec": shared}, lr=0.1), cls({"enc": alone}, lr=0.1)
+    assert list(twice.params) == ["enc.weight", "enc.bias"]
+    for module, opt in ((shared, twice), (alone, once)):
+        for _ in range(3):
+            module.grads["weight"][...] = 1.0
+            opt.step()
+    np.testing.assert_array_equal(shared.weight, alone.weight)
+    p, _ = parameters_and_grads([shared, alone, shared])
+    assert list(p) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+
+
 def test_errors():
     params = {"w": np.zeros(3)}
+    w = np.zeros(3)
+    with pytest.raises(ValueError, match=r"params\['a'\] and params\['b'\] are the same array"):
+        SGD({"a": w, "b": w}, {"a": np.zeros(3), "b": np.zeros(3)}, lr=0.1)
     with pytest.raises(ValueError, match="Invalid lr"):
         SGD(params, {"w": np.zeros(3)}, lr=-1)
     with pytest.raises(ValueError, match="Nesterov"):

@@ -16,8 +16,10 @@ from . import _compiled
 
 
 def _arrays(grads, in_place=None):
-    """The gradient arrays behind any accepted ``grads`` argument, as a list; ``in_place`` names
-    the function that writes into them (each must then be writable)."""
+    """The gradient arrays behind any accepted ``grads`` argument, as a list, each once (a
+    module or an array given twice counts once in the norm and is clipped once, as PyTorch's
+    ``parameters()`` yields a shared parameter once); ``in_place`` names the function that
+    writes into them (each must then be writable)."""
     if isinstance(grads, Module):
         return list(grads.grads.values())
     if isinstance(grads, np.ndarray):
@@ -46,7 +48,7 @@ def _arrays(grads, in_place=None):
         if in_place and not g.flags.writeable:
             raise ValueError(f"{label} is read-only; {in_place} changes the gradients in place")
         out.append(g)
-    return out
+    return list({id(g): g for g in out}.values())
 
 
 def _norm_type(norm_type):

@@ -35,7 +35,9 @@ def parameters_and_grads(modules):
     modules : Module, sequence of Modules, or dict name -> Module
         One module keeps its own parameter names (``"weight_ih_l0"``); a
         sequence prefixes them with the position (``"0.weight_ih_l0"``), a
-        dict with its key (``"lstm.weight_ih_l0"``).
+        dict with its key (``"lstm.weight_ih_l0"``).  A module given twice (one
+        shared by an encoder and a decoder, say) is taken once, under its first
+        name, as PyTorch's ``parameters()`` yields a shared parameter once.
 
     Returns
     -------
@@ -56,11 +58,14 @@ def _gather(modules, what):
     else:
         raise TypeError(f"{what} must be a Module, a list of Modules or a dict of Modules, "
                         f"but got {type(modules).__name__}")
-    params, grads = {}, {}
+    params, grads, seen = {}, {}, set()
     for prefix, m in named:
         if not isinstance(m, Module):
             raise TypeError(f"{what}[{_checks.short(prefix)}] must be a fastrnn Module, "
                             f"but got {type(m).__name__}")
+        if id(m) in seen:
+            continue
+        seen.add(id(m))
         for name, p in m.parameters().items():
             params[f"{prefix}.{name}"] = p
             grads[f"{prefix}.{name}"] = m.grads[name]
@@ -124,7 +129,13 @@ class Optimizer:
                              f"{_checks.short(sorted(map(str, set(grads) - set(params))), 200)}")
         if not params:
             raise ValueError("optimizer got an empty parameter list (params is empty)")
+        first = {}     # id of each array -> its first name: each parameter is updated once
         for name, p in params.items():
+            if id(p) in first:
+                raise ValueError(f"params[{_checks.short(first[id(p)])}] and "
+                                 f"params[{_checks.short(name)}] are the same array; give each "
+                                 f"parameter once (a step would update it twice)")
+            first[id(p)] = name
             g = grads[name]
             label = _checks.short(name)
             if not isinstance(p, np.ndarray) or p.dtype.kind != "f":
