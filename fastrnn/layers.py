@@ -108,6 +108,19 @@ class RNNBase(Module):
     def num_directions(self):
         return 2 if self.bidirectional else 1
 
+    @property
+    def all_weights(self):
+        """PyTorch's ``all_weights``: for each layer and direction (layer 0, its reverse, layer
+        1, ...), a list of its live parameter arrays in PyTorch's order, ``weight_ih``,
+        ``weight_hh``, ``bias_ih``, ``bias_hh`` (with ``bias``), ``weight_hr`` (with
+        ``proj_size``), then fastrnn's ``weight_peephole`` (with ``peepholes``)."""
+        return [[self._params[n] for n in names if n is not None] for names in self._weight_names]
+
+    def flatten_parameters(self):
+        """PyTorch's ``flatten_parameters()``, which its code calls before a forward (cuDNN
+        wants the weights in one block): nothing to do here, since fastrnn's kernels lay the
+        weights out as they read them."""
+
     def _state_sizes(self):
         """Sizes of the states: (h,) or, for LSTM, (h, c)."""
         if self.mode == "LSTM":

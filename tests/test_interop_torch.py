@@ -154,6 +154,12 @@ def test_layers_both_ways(mode, proj_size, bias, bidirectional, num_layers, batc
     assert next(back.parameters()).dtype == getattr(torch, dtype)
     for name, p in back.named_parameters():
         assert np.array_equal(p.detach().numpy(), native.parameters()[name]), name
+    # all_weights: per layer and direction, torch's order
+    assert [len(w) for w in native.all_weights] == [len(w) for w in back.all_weights]
+    for ours, theirs in zip(native.all_weights, back.all_weights):
+        for a, t in zip(ours, theirs):
+            assert np.array_equal(a, t.detach().numpy())
+    assert native.flatten_parameters() is None        # torch's code calls it before a forward
     args = random_io(native, rng, dtype)
     compare(torch_run(back, *args), fastrnn_run(native, *args), dtype)
 

@@ -538,6 +538,11 @@ def test_parameters_as_attributes_and_named_parameters(make):
     m.note = "mine"                  # other attributes are plain ones
     assert m.note == "mine"
     assert [n for n, _ in m.named_parameters(prefix="rnn")] == [f"rnn.{n}" for n in params]
+    if isinstance(m, fastrnn.LSTM):  # PyTorch's all_weights: the live arrays, layer by layer
+        assert [[id(p) for p in w] for w in m.all_weights] == [
+            [id(params[f"{k}_l{layer}{sfx}"]) for k in ("weight_ih", "weight_hh", "bias_ih",
+                                                          "bias_hh")]
+            for layer in range(2) for sfx in ("", "_reverse")]
 
 
 def test_an_attribute_error_inside_a_property_is_not_hidden():
