@@ -132,16 +132,21 @@ def on_new_pool(name, warm):
     _warmers.setdefault(name, warm)
 
 
-#: callables run in a child made by fork (the cython extension's count of calls in flight)
+#: callables run in a child made by fork (the cython extension's count of calls in flight,
+#: the locks of the modules that hold one)
 _after_fork = []
 
 
 def after_fork(forget):
-    """Call ``forget()`` in a child made by fork, where only the forking thread exists."""
+    """Call ``forget()`` in a child made by fork, where only the forking thread exists: a lock
+    another thread held at the fork stays held there forever, so each module makes its locks
+    (and what they guard) anew in ``forget``."""
     _after_fork.append(forget)
 
 
 def _reset_after_fork():
+    global _pool_lock
+    _pool_lock = threading.Lock()
     _pool.update(pid=None, workers=0, executor=None)
     for forget in _after_fork:
         forget()

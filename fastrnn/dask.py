@@ -50,6 +50,18 @@ _held = {"tasks": 0, "saved": None}    # tasks of workers without a process of t
 _held_lock = threading.Lock()
 
 
+def _forget_after_fork():
+    """In a child made by fork, no task runs: the lock anew, the driver's count back."""
+    global _held_lock
+    _held_lock = threading.Lock()
+    if _held["tasks"]:
+        _held["tasks"] = 0
+        _runtime.set_num_threads(_held["saved"])
+
+
+_runtime.after_fork(_forget_after_fork)
+
+
 @contextlib.contextmanager
 def _worker_threads():
     """On a distributed worker, fastrnn's thread count at most the worker's ``nthreads``

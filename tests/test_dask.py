@@ -8,6 +8,7 @@ FASTRNN_REQUIRE_DASK=1 (CI) makes their absence a failure.
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -232,6 +233,44 @@ def test_workers_in_the_drivers_process_leave_its_thread_count():
         assert fastrnn.get_num_threads() == 3
     finally:
         fastrnn.set_num_threads(before)
+
+
+def test_a_child_forked_during_a_task_of_a_thread_worker_gets_the_drivers_count_back():
+    """A fork while a worker thread of the driver's process runs a task (its lock held, the
+    thread count lowered to the worker's): the child has no such task, so its lock is free
+    and its thread count the driver's."""
+    from fastrnn import dask as fdask
+    code = """
+        import os, sys, threading
+        import fastrnn
+        from fastrnn import dask as fdask
+        fastrnn.set_num_threads(3)
+        held, release = threading.Event(), threading.Event()
+
+        def task():                      # as _worker_threads leaves a running task
+            with fdask._held_lock:
+                fdask._held.update(tasks=1, saved=3)
+                fastrnn.set_num_threads(1)
+                held.set()
+                release.wait()
+
+        thread = threading.Thread(target=task)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            free = fdask._held_lock.acquire(timeout=10)
+            os._exit(0 if free and fastrnn.get_num_threads() == 3 and fdask._held["tasks"] == 0
+                     else 3)
+        release.set()
+        thread.join()
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """
+    assert fdask._held["tasks"] == 0
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # -- data-parallel training ----------------------------------------------------------------------------

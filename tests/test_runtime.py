@@ -342,6 +342,60 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
+def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backend, tmp_path):
+    """A lock another thread holds at a fork stays held in the child, where that thread does
+    not exist: the pool's, the numba kernels' BLAS guard and the saved record's are made anew
+    there (the numba backend's child hung in its first kernel call when the fork came while
+    another thread was in one)."""
+    code = f"""
+        import os, sys, threading
+        import numpy as np, fastrnn
+        from fastrnn import _runtime
+        from fastrnn.jit import config
+        from fastrnn.reference import _common
+
+        lstm = fastrnn.LSTM(32, 64, backend="{backend}", seed=0)
+        x = np.ones((50, 16, 32), "f4")
+
+        def work():
+            out, _ = lstm(x)
+            dx, _ = lstm.backward(np.ones_like(out))
+            return float(out.sum()), float(dx.sum())
+
+        want = work()
+        locks = [_runtime._pool_lock, config._blas_lock, _common._TAKE]
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            for lock in locks:
+                lock.acquire()
+            held.set()
+            release.wait()
+            for lock in locks:
+                lock.release()
+
+        thread = threading.Thread(target=hold)
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if work() == want else 3)
+        release.set()
+        thread.join()
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+    """
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(code))
+    try:
+        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {backend} child of a fork made while the locks were held hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 #: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
 #: starts with SIGINT ignored, and Python then keeps it ignored), and ``interrupt_delay(call,
 #: at)``: SIGINT ``at`` seconds into ``call()``, the seconds until its KeyboardInterrupt, or

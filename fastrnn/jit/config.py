@@ -200,6 +200,17 @@ _blas_lock = threading.Lock()
 _blas = {"libs": None, "depth": 0, "saved": None}
 
 
+def _forget_after_fork():
+    """In a child made by fork: the lock anew, and no kernel call in flight (the counts
+    ``saved`` by one on another thread, if any, are set back after the child's first call)."""
+    global _blas_lock
+    _blas_lock = threading.Lock()
+    _blas["depth"] = 0
+
+
+_runtime.after_fork(_forget_after_fork)
+
+
 def _blas_libraries():
     """Thread controls of NumPy's BLAS (the one the kernels call), found once: the BLAS
     library shipped inside NumPy's wheel, else every BLAS library loaded

@@ -6,7 +6,17 @@ import threading
 
 import numpy as np
 
+from .. import _runtime
+
 _TAKE = threading.Lock()
+
+
+def _forget_after_fork():
+    global _TAKE
+    _TAKE = threading.Lock()   # another thread may have held it at the fork
+
+
+_runtime.after_fork(_forget_after_fork)
 
 
 class Saved:
