@@ -459,6 +459,42 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
     assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
 
 
+@pytest.mark.parametrize("backend", COMPILED)
+def test_ctrl_c_during_a_training_forward_raises_and_the_next_call_is_right(backend):
+    """A training-mode forward keeps every step's gates, and the numba backend projected the
+    input of all steps in one call, then ran all the steps in another: SIGINT waited for the
+    end of the sequence (14 s at T = 600,000).  Both now go in blocks of steps with Python in
+    between, as an eval-mode forward's do."""
+    code = textwrap.dedent(INTERRUPT) + textwrap.dedent(f"""
+        import numpy as np, fastrnn
+        lstm = fastrnn.LSTM(64, 128, backend="{backend}", seed=0)
+        small = np.ones((20, 4, 64), "f4")
+        def run(x):
+            out, _ = lstm(x)
+            lstm.backward(np.ones_like(out))
+            return out
+        want = run(small)
+        x = np.ones((3000, 16, 64), "f4")
+        run(x[:10])
+        start = time.perf_counter()
+        lstm(x)
+        took = time.perf_counter() - start
+        delays = []
+        for i in range(6):
+            delay = interrupt_delay(lambda: lstm(x), took * (0.1 + 0.1 * i))
+            if delay is None:
+                continue
+            delays.append(delay)
+            np.testing.assert_array_equal(run(small), want)
+        print(len(delays), max(delays))
+    """)
+    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+    count, delay = out.split()
+    assert int(count) >= 5            # signals 10-60% into the call: (nearly) all interrupted
+    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+
+
 @pytest.mark.skipif("numba" not in COMPILED, reason="needs the numba backend")
 def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
     """A numba backward's time loop runs in blocks of steps with Python in between, so SIGINT

@@ -233,10 +233,13 @@ def sparse_input(x, w_ih):
 
 
 def forward_loop(kernel, args, x, w_ih, G, threads):
-    """A forward's time loop: for each block of the steps the gate store ``G`` holds, the
-    input projection (BLAS, :func:`project`; over x's entries alone when x is sparse, see
-    :func:`sparse_input`) and then ``kernel(*args, t0, nt, b0, b1)`` on ``threads`` slices of
-    the batch at once.
+    """A forward's time loop: for each block of as many steps as an eval-mode gate store
+    holds (:func:`store_steps`), their input projection into ``G`` (BLAS, :func:`project`;
+    over x's entries alone when x is sparse, see :func:`sparse_input`) and then
+    ``kernel(*args, t0, nt, b0, b1)`` on ``threads`` slices of the batch at once; the kernel
+    finds step t's gates at ``G[t % TG]``.  Between two blocks Python runs, so that a Ctrl-C
+    is acted on within one block (a training store holds all T steps: its projection and its
+    time loop as one call each ran to the end of the sequence first, 14 s at T = 600,000).
 
     Parameters
     ----------
@@ -255,12 +258,14 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
     sparse = sparse_input(x, w_ih)
     if sparse is not None:
         wt = np.ascontiguousarray(w_ih.T)
-    for t0 in range(0, T, G.shape[0]):
-        nt = min(G.shape[0], T - t0)
-        if sparse is not None:   # (the whole padded rows: a C-contiguous view, one signature)
-            sparse_mm(*sparse, t0 * B, wt, flat(G[:nt]))
+    block = store_steps(T, B, G.shape[2] - ROW_PAD_BYTES // G.itemsize, G.dtype, False)
+    for t0 in range(0, T, block):
+        nt = min(block, T - t0)
+        g = G[t0 % G.shape[0]:][:nt]   # (the whole padded rows: C-contiguous, one signature)
+        if sparse is not None:
+            sparse_mm(*sparse, t0 * B, wt, flat(g))
         else:
-            project(x, t0, nt, w_ih, G)
+            project(x, t0, nt, w_ih, g)
         run_threads(kernel, args + (t0, nt), tails)
     return sparse
 

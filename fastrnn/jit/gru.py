@@ -311,7 +311,7 @@ def _forward_slice(h, w_hh, b_ih, b_hh, kinds, params, clip, M, lengths, y, G, H
     M : (T, B, 3H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, H) array, written
-    G : (>= nt, B, >= 4H) array: step t0 + s's x_t @ W_ih^T in columns 0:3H at s in,
+    G : (TG, B, >= 4H) array: step t's x_t @ W_ih^T in columns 0:3H at t % TG in,
         [r, z, n, W_hn h + b_hn] out
     Hs : (TS, B, H) array receiving h_t at index t % TS (TS = T, or 1 in eval mode)
     GH : (1, B, >= 3H) workspace
@@ -320,7 +320,7 @@ def _forward_slice(h, w_hh, b_ih, b_hh, kinds, params, clip, M, lengths, y, G, H
     B, H = h.shape
     h3 = h.reshape((1, B, H))
     for t in range(t0, t0 + nt):
-        tg = t - t0
+        tg = t % G.shape[0]
         ts = t % Hs.shape[0]
         add_rows(G[tg, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
         init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])
@@ -343,13 +343,14 @@ def _forward_slice_rb(h, w_hrz, w_hn, b_ih, b_hh, kinds, params, clip, M, length
     Parameters
     ----------
     w_hrz, w_hn : W_hh[:2H]^T (H, 2H) and W_hh[2H:]^T (H, H), packed (see gemm.pack)
-    G : (>= nt, B, >= 4H) array: U x in columns 0:3H at s in, [r, z, n, r * h_{t-1}] out
+    G : (TG, B, >= 4H) array: step t's U x in columns 0:3H at t % TG in,
+        [r, z, n, r * h_{t-1}] out
     (the rest as :func:`_forward_slice`)
     """
     B, H = h.shape
     h3 = h.reshape((1, B, H))
     for t in range(t0, t0 + nt):
-        tg = t - t0
+        tg = t % G.shape[0]
         ts = t % Hs.shape[0]
         add_rows(G[tg, b0:b1], 0, 3 * H, b_ih, b_ih[:0])
         init_rows(GH[0, b0:b1], 0, 3 * H, b_hh, b_hh[:0])

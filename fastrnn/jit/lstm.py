@@ -178,7 +178,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, cli
     CM : (T, B, 4H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, P) array, written
-    G : (>= nt, B, >= 4H) array: step t0 + s's input projection x_t @ W_ih^T at s in,
+    G : (TG, B, >= 4H) array: step t's input projection x_t @ W_ih^T at t % TG in,
         post-activation gates out
     Cs, TCs : (TS, B, H) arrays receiving c_t and h(c_t) at index t % TS (TS = T or 1)
     Hs : (TS, B, P) array receiving the projected h_t, or (0, 0, 0) without projection
@@ -192,7 +192,7 @@ def _forward_slice(h, c, w_hh, b_ih, b_hh, w_hr, ph, coupled, kinds, params, cli
     generic = kinds.shape[0] > 0
     h3 = h.reshape((1, B, P))
     for t in range(t0, t0 + nt):
-        tg = t - t0
+        tg = t % G.shape[0]
         ts = t % Cs.shape[0]
         add_rows(G[tg, b0:b1], 0, 4 * H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, 4 * H, G, tg, 0, 1, b0, b1)

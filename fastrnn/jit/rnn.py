@@ -83,13 +83,13 @@ def _forward_slice(h, w_hh, b_ih, b_hh, relu, kinds, params, clip, M, lengths, y
     M : (T, B, H) array receiving the clip's mask (training), or (0, 0, 0)
     lengths : (B,) int64 array
     y : (T, B, H) array, written
-    G : (>= nt, B, >= H) array: step t0 + s's x_t @ W_ih^T at s in, h_t out
+    G : (TG, B, >= H) array: step t's x_t @ W_ih^T at t % TG in, h_t out
     t0, nt, b0, b1 : int
     """
     B, H = h.shape
     h3 = h.reshape((1, B, H))
     for t in range(t0, t0 + nt):
-        tg = t - t0
+        tg = t % G.shape[0]
         add_rows(G[tg, b0:b1], 0, H, b_ih, b_hh)
         mm_rows(h3, 0, 0, w_hh, H, G, tg, 0, 1, b0, b1)
         for b in range(b0, b1):
