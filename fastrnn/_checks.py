@@ -163,8 +163,10 @@ def check_device(device):
         text = str(device)
         if text == "cpu" or (text.startswith("cpu:") and text[4:].isdigit()):
             return "cpu"
+    hint = (", a dtype (PyTorch's arguments go ..., device, dtype: give dtype= by keyword)"
+            if names_dtype(device) else "")
     raise ValueError(f"device must be None or 'cpu' (fastrnn runs on the CPU), but got "
-                     f"{short(device)}")
+                     f"{short(device)}{hint}")
 
 
 def names_dtype(value):

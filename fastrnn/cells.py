@@ -171,9 +171,8 @@ class RNNCell(_CellBase):
     """
     _type = CELL_TYPES["rnn"]
 
-    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh",
-                 dtype=np.float32, backend="auto", seed=None, clip=None, activations=None,
-                 device=None):
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", device=None,
+                 dtype=np.float32, backend="auto", seed=None, clip=None, activations=None):
         _checks.check_device(device)
         _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         self.nonlinearity = nonlinearity
@@ -204,8 +203,8 @@ class GRUCell(_CellBase):
     """
     _type = CELL_TYPES["gru"]
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, reset_after=True, clip=None, activations=None, device=None):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=np.float32,
+                 backend="auto", seed=None, reset_after=True, clip=None, activations=None):
         _checks.check_device(device)
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         opts = {} if self.reset_after else {"reset_after": False}
@@ -238,9 +237,9 @@ class LSTMCell(_CellBase):
     """
     _type = CELL_TYPES["lstm"]
 
-    def __init__(self, input_size, hidden_size, bias=True, dtype=np.float32, backend="auto",
-                 seed=None, peepholes=False, input_forget=False, clip=None, activations=None,
-                 device=None):
+    def __init__(self, input_size, hidden_size, bias=True, device=None, dtype=np.float32,
+                 backend="auto", seed=None, peepholes=False, input_forget=False, clip=None,
+                 activations=None):
         _checks.check_device(device)
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         opts = {"input_forget": True} if self.input_forget else {}

@@ -38,8 +38,8 @@ class RNNBase(Module):
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, proj_size=0,
-                 dtype=np.float32, backend="auto", seed=None, reverse=False, options=None,
-                 peepholes=False, clip=None, activations=None, device=None):
+                 device=None, dtype=np.float32, backend="auto", seed=None, reverse=False,
+                 options=None, peepholes=False, clip=None, activations=None):
         _checks.check_device(device)
         self.mode = mode
         self.clip = check_clip(clip)
@@ -371,15 +371,15 @@ class RNN(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 batch_first=False, dropout=0.0, bidirectional=False, dtype=np.float32,
-                 backend="auto", seed=None, reverse=False, clip=None, activations=None,
-                 proj_size=0, device=None):
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, device=None,
+                 dtype=np.float32, backend="auto", seed=None, reverse=False, clip=None,
+                 activations=None):
         _no_projection("RNN", proj_size)
         self.nonlinearity = _checks.check_choice("nonlinearity", nonlinearity, ("tanh", "relu"))
         super().__init__("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", input_size,
                          hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-                         0, dtype, backend, seed, reverse, clip=clip, activations=activations,
-                         device=device)
+                         0, device, dtype, backend, seed, reverse, clip=clip,
+                         activations=activations)
 
 
 class LSTM(RNNBase):
@@ -403,14 +403,14 @@ class LSTM(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, proj_size=0, dtype=np.float32,
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=np.float32,
                  backend="auto", seed=None, reverse=False, peepholes=False, input_forget=False,
-                 clip=None, activations=None, device=None):
+                 clip=None, activations=None):
         self.input_forget = _checks.check_bool("input_forget", input_forget)
         super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, proj_size, dtype, backend, seed, reverse,
+                         dropout, bidirectional, proj_size, device, dtype, backend, seed, reverse,
                          options={"input_forget": True} if self.input_forget else None,
-                         peepholes=peepholes, clip=clip, activations=activations, device=device)
+                         peepholes=peepholes, clip=clip, activations=activations)
 
 
 class GRU(RNNBase):
@@ -427,12 +427,12 @@ class GRU(RNNBase):
     """
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
-                 dropout=0.0, bidirectional=False, dtype=np.float32, backend="auto", seed=None,
-                 reverse=False, reset_after=True, clip=None, activations=None, proj_size=0,
-                 device=None):
+                 dropout=0.0, bidirectional=False, proj_size=0, device=None, dtype=np.float32,
+                 backend="auto", seed=None, reverse=False, reset_after=True, clip=None,
+                 activations=None):
         _no_projection("GRU", proj_size)
         self.reset_after = _checks.check_bool("reset_after", reset_after)
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first,
-                         dropout, bidirectional, 0, dtype, backend, seed, reverse,
+                         dropout, bidirectional, 0, device, dtype, backend, seed, reverse,
                          options=None if self.reset_after else {"reset_after": False}, clip=clip,
-                         activations=activations, device=device)
+                         activations=activations)

@@ -19,6 +19,7 @@ else:
 
 import fastrnn  # noqa: E402
 from fastrnn.interop import from_torch, to_torch  # noqa: E402
+from fastrnn.train import Linear  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported:UserWarning")
 
@@ -328,6 +329,33 @@ def test_an_rnn_with_relu_activations_is_torch_relu():
         want = twin.eval()(torch.from_numpy(x))
         got, want = (got[0], want[0]) if isinstance(got, tuple) else (got, want)
         np.testing.assert_allclose(got, want.detach().numpy(), atol=1e-12)
+
+
+#: (fastrnn's class, PyTorch's) whose constructors take PyTorch's positional arguments
+POSITIONAL = [(fastrnn.RNN, torch.nn.RNN), (fastrnn.LSTM, torch.nn.LSTM),
+              (fastrnn.GRU, torch.nn.GRU), (fastrnn.RNNCell, torch.nn.RNNCell),
+              (fastrnn.LSTMCell, torch.nn.LSTMCell), (fastrnn.GRUCell, torch.nn.GRUCell),
+              (Linear, torch.nn.Linear)]
+
+
+@pytest.mark.parametrize("ours, theirs", POSITIONAL, ids=[c.__name__ for c, _ in POSITIONAL])
+def test_constructors_take_torch_positional_arguments(ours, theirs):
+    """PyTorch's constructors in PyTorch's positional order, device and dtype included:
+    fastrnn's take the same arguments in the same places (its own ones after them)."""
+    import inspect
+    names = list(inspect.signature(theirs.__init__).parameters)[1:]
+    if names == ["args", "kwargs"]:     # the layers: RNNBase's, without the mode
+        names = list(inspect.signature(torch.nn.RNNBase.__init__).parameters)[2:]
+        if theirs is torch.nn.RNN:      # nn.RNN takes nonlinearity fourth
+            names.insert(3, "nonlinearity")
+    assert list(inspect.signature(ours.__init__).parameters)[1:len(names) + 1] == names
+    defaults = {"input_size": 3, "hidden_size": 4, "in_features": 3, "out_features": 4,
+                "num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
+                "dropout": 0.0, "bidirectional": False, "proj_size": 0, "device": "cpu",
+                "dtype": torch.float64}
+    args = [defaults[name] for name in names]
+    assert next(theirs(*args).parameters()).dtype == torch.float64
+    assert ours(*args).dtype == np.float64
 
 
 def test_constructors_take_torch_float_dtypes():

@@ -603,3 +603,13 @@ def test_modules_take_the_cpu_as_their_device(name):
         m.to(devices="cpu")
     with pytest.raises(TypeError, match="non_blocking must be"):
         m.to("cpu", non_blocking="yes")
+
+
+def test_a_dtype_where_the_device_goes_is_named_as_one():
+    """PyTorch's positional order is ..., device, dtype: a dtype given where the device goes
+    (fastrnn's order before it took PyTorch's) is refused with the remedy."""
+    for make in (lambda: fastrnn.LSTMCell(3, 4, True, np.float64),
+                 lambda: fastrnn.GRU(3, 4, 1, True, False, 0.0, False, 0, "float64")):
+        with pytest.raises(ValueError, match=r"device must be None or 'cpu' .* a dtype .*"
+                                             r"give dtype= by keyword"):
+            make()

@@ -102,8 +102,8 @@ class Linear(Module):
     (50, 32, 10)
     """
 
-    def __init__(self, in_features, out_features, bias=True, dtype=np.float32, seed=None,
-                 device=None):
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=np.float32,
+                 seed=None):
         _checks.check_device(device)
         self.in_features = _checks.check_int("in_features", in_features)
         self.out_features = _checks.check_int("out_features", out_features)
