@@ -132,8 +132,8 @@ class Module:
     def __setattr__(self, name, value):
         # lstm.weight_ih_l0 = w writes w into the live parameter (checked as load_state_dict
         # checks it): an attribute of its own would hide the array the kernels read.  (A name
-        # the object has as an attribute of its own, Linear's flag ``bias`` say, stays that,
-        # written as read; the private ones skip the lookup, but not this call, ~0.1 us.)
+        # the object has as an attribute of its own stays that, written as read; the private
+        # ones skip the lookup, but not this call, ~0.1 us.)
         if not name.startswith("_") and name not in self.__dict__:
             params = self.__dict__.get("_params")
             if params is not None and name in params:

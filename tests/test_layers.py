@@ -555,14 +555,20 @@ def test_an_attribute_error_inside_a_property_is_not_hidden():
         Broken(3, 4).odd
 
 
-def test_an_attribute_of_its_own_wins_over_a_parameter_of_the_same_name():
-    """Linear's flag ``bias`` and its parameter ``bias``: the attribute is the flag, read and
-    written alike (parameters()["bias"] is the array)."""
+def test_linear_bias_is_the_live_array_as_in_pytorch():
+    """Linear.bias is PyTorch's: the live (C,) array, None without one; assigning an array
+    writes into it (the flag stays the constructor's, in get_config and the repr)."""
     from fastrnn.train import Linear
     head = Linear(3, 2, seed=0)
-    assert head.bias is True and head.parameters()["bias"].shape == (2,)
-    head.bias = True
-    assert head.bias is True and head.get_config()["bias"] is True
+    assert head.bias is head.parameters()["bias"] and head.bias.shape == (2,)
+    x = np.ones((1, 3), np.float32)
+    np.testing.assert_allclose(head(x), x @ head.weight.T + head.bias, rtol=1e-6)
+    head.bias = np.zeros(2)
+    assert head.bias is head.parameters()["bias"]
+    np.testing.assert_array_equal(head(np.zeros((1, 3), np.float32)), 0)
+    assert head.get_config()["bias"] is True and "bias=True" in repr(head)
+    plain = Linear(3, 2, bias=False)
+    assert plain.bias is None and plain.get_config()["bias"] is False
 
 
 #: one maker of each public module, taking the constructor's keyword arguments

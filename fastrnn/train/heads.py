@@ -107,12 +107,12 @@ class Linear(Module):
         _checks.check_device(device)
         self.in_features = _checks.check_int("in_features", in_features)
         self.out_features = _checks.check_int("out_features", out_features)
-        self.bias = _checks.check_bool("bias", bias)
+        self._bias = _checks.check_bool("bias", bias)
         # The head's products are NumPy's, or, where the cython extension is built, its
         # tiles' (see _forward): whatever the layers' backend is.
         super().__init__(dtype, "numpy", seed)
         shapes = {"weight": (self.out_features, self.in_features)}
-        if self.bias:
+        if self._bias:
             shapes["bias"] = (self.out_features,)
         self._init_parameters(shapes, self.in_features)
 
@@ -121,14 +121,20 @@ class Linear(Module):
         """(C, H) live weight array."""
         return self._params["weight"]
 
+    @property
+    def bias(self):
+        """(C,) live bias array, or None without one (``bias=False``), as PyTorch's
+        ``Linear.bias``; assigning an array writes it into the live one."""
+        return self._params.get("bias")
+
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
-                    bias=self.bias, dtype=self._dtype.name, seed=self.seed)
+                    bias=self._bias, dtype=self._dtype.name, seed=self.seed)
 
     def __repr__(self):
         extra = "" if self._dtype == np.float32 else f", dtype={self._dtype.name}"
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self.bias}{extra})")
+                f"bias={self._bias}{extra})")
 
     def forward(self, x):
         """Apply the map.
