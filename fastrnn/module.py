@@ -1,5 +1,6 @@
 """Base class of the layers and cells: parameters, gradients, modes, state dicts."""
 
+import contextlib
 from collections import namedtuple
 
 import numpy as np
@@ -23,6 +24,22 @@ def _line_aligned(shape, dtype):
     buf = np.empty(nbytes + 64, dtype=np.uint8)
     skip = -buf.ctypes.data % 64
     return buf[skip:skip + nbytes].view(dtype).reshape(shape)
+
+
+@contextlib.contextmanager
+def evaluating(modules):
+    """Forwards of ``modules`` in evaluation mode inside the block; afterwards each has its
+    mode back, and what its last training-mode forward kept for a backward still pending (a
+    decoder's greedy or beam search between its teacher-forced forward and that backward).
+    ``train(False)`` would drop that."""
+    kept = [(m, m.training, m._cache) for m in modules]
+    try:
+        for m, _, _ in kept:
+            m.training = False
+        yield
+    finally:
+        for m, training, cache in kept:
+            m.training, m._cache = training, cache
 
 
 class Module:

@@ -73,6 +73,26 @@ def test_decoder_step_is_the_layer_on_one_step():
                                    rtol=1e-12)
 
 
+def test_decoding_between_a_forward_and_its_backward_leaves_the_backward_alone():
+    """A greedy or beam search (a quick look at the outputs) between the teacher-forced forward
+    and its backward: the decoding runs in evaluation mode and the backward gives what it
+    gives without it; the decoder stays in training mode."""
+    tokens = np.array([[1, 2, 3], [4, 5, 6]])
+    grads = []
+    for decode in (None, "greedy", "beam"):
+        _, _, decoder = encoder_decoder("numpy", "gru")
+        state = np.zeros((1, 3, H))
+        logits, _ = decoder(tokens, state)
+        if decode:
+            getattr(decoder, decode)(state, 1, 3)
+        dstate = decoder.backward(np.ones_like(logits))
+        assert all(m.training for m in decoder.modules.values())
+        grads.append([dstate] + [g for m in decoder.modules.values() for g in m.grads.values()])
+    for other in grads[1:]:
+        for a, b in zip(grads[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
 def run(capsys, *argv):
     status = main([str(a) for a in argv])
     out, err = capsys.readouterr()

@@ -19,6 +19,7 @@ Decoding runs the decoder's layer one step at a time (:meth:`Decoder.step`), thr
 import numpy as np
 
 from .. import _checks
+from ..module import evaluating
 from .decode import beam_search, greedy_search
 from .embedding import Embedding
 from .heads import Linear
@@ -116,10 +117,13 @@ class Decoder:
     def step(self, tokens, state):
         """One decoding step of N sequences: ``(log_probs (N, V), state)``.
 
-        ``state`` is the layer's, (L, N, H) (a tuple for LSTM); used in evaluation mode.
+        ``state`` is the layer's, (L, N, H) (a tuple for LSTM).  The step runs in evaluation
+        mode whatever the decoder's, and leaves the decoder as it was: a teacher-forced
+        forward's backward may still follow.
         """
-        out, state = self.rnn(self.embedding(np.asarray(tokens))[None], state)
-        return log_softmax(self.head(out[0])), state
+        with evaluating(self.modules.values()):
+            out, state = self.rnn(self.embedding(np.asarray(tokens))[None], state)
+            return log_softmax(self.head(out[0])), state
 
     def greedy(self, state, start, max_len, end=None):
         """:func:`fastrnn.train.greedy_search` from ``state``: ``(tokens, lengths, scores)``."""
