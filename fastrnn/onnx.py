@@ -61,7 +61,8 @@ from .interop import _common
 
 #: opset of the exported models (RNN/LSTM/GRU-14 with ``layout``, Squeeze/Unsqueeze-13)
 OPSET = 17
-#: IR version of the exported models (opset 17's, read by every current runtime)
+#: IR version of the exported models at the default opset (opset 17's, read by every current
+#: runtime); a later opset gets the IR version the ONNX specification pairs with it
 IR_VERSION = 8
 #: metadata keys that let :func:`load` rebuild exactly the exported class and options
 META_CLASS, META_CONFIG, META_VERSION = "fastrnn.class", "fastrnn.config", "fastrnn.onnx_version"
@@ -315,8 +316,10 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
 
     graph = helper.make_graph(g.nodes, f"fastrnn_{type(obj).__name__}", inputs, outputs,
                               initializer=g.initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
-                              ir_version=IR_VERSION, producer_name="fastrnn",
+    opsets = [helper.make_opsetid("", opset)]
+    model = helper.make_model(graph, opset_imports=opsets,
+                              ir_version=max(IR_VERSION, helper.find_min_ir_version_for(opsets)),
+                              producer_name="fastrnn",
                               producer_version=__version__,
                               doc_string=f"fastrnn {obj!r} exported with the standard {kind} "
                                          f"operator")

@@ -150,6 +150,25 @@ def test_default_inputs_zero_state_no_lengths(kind):
     assert_same_weights(layer, fonnx.load(buf))
 
 
+@pytest.mark.parametrize("opset", [o for o in (14, fonnx.OPSET, 18, 21, 23)
+                                   if o <= onnx.defs.onnx_opset_version()])
+def test_each_opset_is_written_with_the_ir_version_the_specification_pairs_with_it(opset):
+    """The IR version is the one ONNX pairs with the opset (at least opset 17's 8), so the
+    model passes the full check; it runs in onnxruntime and loads back exactly."""
+    layer = make("GRU", seed=2)
+    buf = io.BytesIO()
+    model = fonnx.export(layer, buf, opset=opset)
+    assert model.opset_import[0].version == opset
+    assert model.ir_version == max(fonnx.IR_VERSION,
+                                   helper.find_min_ir_version_for(list(model.opset_import)))
+    onnx.checker.check_model(model, full_check=True)
+    feeds, want = feeds_and_reference(layer, np.random.default_rng(1), np.float32, state=False)
+    for g, w in zip(session(model).run(None, feeds), want):
+        assert_close(g, w, "onnxruntime float32", 2e-6)
+    buf.seek(0)
+    assert_same_weights(layer, fonnx.load(buf))
+
+
 @pytest.mark.parametrize("kind", ["RNNCell", "LSTMCell", "LSTMCell_ph", "LSTMCell_if",
                                   "GRUCell", "GRUCell_rb", "LSTMCell_clip", "RNNCell_act",
                                   "LSTMCell_act", "GRUCell_act"])
