@@ -358,6 +358,26 @@ def test_constructors_take_torch_positional_arguments(ours, theirs):
     assert ours(*args).dtype == np.float64
 
 
+def test_a_subclass_that_overrides_forward_is_converted_with_a_warning():
+    """A torch module with a forward() of its own computes something the conversion cannot
+    see: it converts as the torch class, and says so; a subclass that keeps torch's forward
+    converts silently."""
+    class Scaled(torch.nn.LSTM):
+        def forward(self, *args, **kwargs):
+            out, state = super().forward(*args, **kwargs)
+            return 2 * out, state
+
+    class Named(torch.nn.GRUCell):
+        label = "mine"
+
+    with pytest.warns(UserWarning, match=r"Scaled overrides forward\(\) of torch.nn.LSTM"):
+        assert isinstance(from_torch(Scaled(3, 4)), fastrnn.LSTM)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert isinstance(from_torch(Named(3, 4)), fastrnn.GRUCell)
+
+
 def test_constructors_take_torch_float_dtypes():
     """fastrnn.LSTM(..., dtype=torch.float64), as nn.LSTM takes it (from_torch already did)."""
     for dtype, want in ((torch.float32, np.float32), (torch.float64, np.float64)):

@@ -97,6 +97,11 @@ def from_torch(module, *, dtype=None, backend="auto"):
     else:
         raise TypeError(f"from_torch expects torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or "
                         f"GRUCell, but got {type(module).__module__}.{type(module).__qualname__}")
+    stock = getattr(nn, kind + "Cell" if cell else kind)
+    if isinstance(module, stock) and type(module).forward is not stock.forward:
+        warnings.warn(f"{type(module).__qualname__} overrides forward() of torch.nn."
+                      f"{stock.__name__}; it is converted as a {stock.__name__}, without what "
+                      f"its own forward() adds", UserWarning, stacklevel=2)
     with warnings.catch_warnings():
         # torch already warned about dropout with num_layers=1 when the module was built
         warnings.filterwarnings("ignore", message="dropout=.* has no effect", category=UserWarning)
