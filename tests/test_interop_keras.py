@@ -359,6 +359,57 @@ def test_gru_reset_forms_do_not_mix():
         from_keras_arrays("GRU", after, H, True, reset_after=False)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_stateful_layers_both_ways(bidirectional):
+    """Keras's stateful=True carries the state from one call to the next: its import warns
+    that fastrnn's layers keep none (the state is the caller's to pass on, and then the
+    outputs are Keras's); its export needs the batch size the layer is built for."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 2 * T, I)).astype(np.float32)
+    keras_layer = keras.layers.LSTM(H, stateful=True, return_sequences=True)
+    if bidirectional:
+        keras_layer = keras.layers.Bidirectional(keras_layer)
+    keras_layer.build((2, None, I))
+    randomize(keras_layer, rng)
+    with pytest.warns(UserWarning, match="stateful=True carries the last state"):
+        ours = from_keras(keras_layer)
+    out1, state = ours(x[:, :T])
+    out2, _ = ours(x[:, T:], state)
+    assert_close(numpy_of(keras_layer(x[:, :T])), out1)
+    if not bidirectional:         # (a reverse direction reads each call's chunk backwards)
+        assert_close(numpy_of(keras_layer(x[:, T:])), out2)
+    with pytest.raises(ValueError, match="stateful=True needs batch_size"):
+        to_keras(ours, stateful=True)
+    with pytest.raises(ValueError, match="batch_size is for a stateful Keras layer"):
+        to_keras(fastrnn.LSTMCell(I, H), batch_size=2)
+    back = to_keras(ours, stateful=True, batch_size=2)
+    assert_close(numpy_of(back(x[:, :T])), out1)
+    if not bidirectional:
+        assert_close(numpy_of(back(x[:, T:])), out2)
+
+
+def test_a_subclass_that_overrides_call_is_imported_with_a_warning():
+    """A subclass of a Keras cell or layer with a call() of its own computes something the
+    import cannot see: it is imported as the Keras class, and says so."""
+    class Scaled(keras.layers.LSTMCell):
+        def call(self, inputs, states, training=False):
+            h, state = super().call(inputs, states, training)
+            return 2 * h, state
+
+    class Logged(keras.layers.GRU):
+        def call(self, *args, **kwargs):
+            return super().call(*args, **kwargs)
+
+    layer = keras.layers.RNN(Scaled(H), return_sequences=True)
+    layer.build((None, None, I))
+    with pytest.warns(UserWarning, match="Scaled overrides call\\(\\) of Keras's LSTMCell"):
+        from_keras(layer)
+    layer = Logged(H)
+    layer.build((None, None, I))
+    with pytest.warns(UserWarning, match="Logged overrides call\\(\\) of Keras's GRU"):
+        from_keras(layer)
+
+
 def test_unsupported_keras_objects_are_named():
     def built(layer, shape=(None, None, I)):
         layer.build(shape)

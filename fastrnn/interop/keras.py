@@ -59,6 +59,17 @@ def _keras_class(obj):
     return None
 
 
+def _warn_if_call_overridden(obj, where, stacklevel):
+    """A subclass of a Keras layer or cell that overrides its ``call`` computes something of
+    its own, which the import does not see: it converts as that Keras class, with a warning."""
+    stock = next((k for k in type(obj).__mro__
+                  if k.__module__.split(".")[0] in _KERAS_MODULES), None)
+    if stock is not None and type(obj).call is not stock.call:
+        warnings.warn(f"{where}: {type(obj).__qualname__} overrides call() of Keras's "
+                      f"{stock.__name__}; it is imported as a {stock.__name__}, without what "
+                      f"its own call() adds", UserWarning, stacklevel=stacklevel + 1)
+
+
 def _activation_name(fn):
     return getattr(fn, "__name__", None) or repr(fn)
 
@@ -124,6 +135,7 @@ def _cell_spec(cell, where):
     if not getattr(cell, "built", False):
         raise ValueError(f"{where} has no weights yet: build it first (call it on an input, "
                          f"or call .build(input_shape))")
+    _warn_if_call_overridden(cell, where, 4)
     act = _keras_activation(cell.activation, f"{where}: activation")
     if kind == "RNN":
         acts = (act,)
@@ -234,6 +246,12 @@ def _layer_specs(item, where, flipped=False):
     the sequence ``item`` returns.
     """
     name = _keras_class(item)
+    if name is not None:
+        _warn_if_call_overridden(item, where, 3)
+    if name == "RNN" and getattr(item, "stateful", False):
+        warnings.warn(f"{where}: stateful=True carries the last state of one call into the "
+                      f"next; fastrnn's layers keep none between calls: pass it on yourself "
+                      f"(out, state = layer(x, state))", UserWarning, stacklevel=3)
     if name == "Bidirectional":
         if item.merge_mode != "concat":
             raise ValueError(f"{where}: Bidirectional(merge_mode={item.merge_mode!r}) is not "
@@ -454,12 +472,15 @@ def keras_weights(obj):
     return [sum(per_direction[l * D:(l + 1) * D], []) for l in range(len(per_direction) // D)]
 
 
-def to_keras(obj, **layer_kwargs):
+def to_keras(obj, *, batch_size=None, **layer_kwargs):
     """Equivalent built Keras 3 layer(s) or cell for a fastrnn layer or cell.
 
     Parameters
     ----------
     obj : fastrnn.RNN, LSTM, GRU or a cell
+    batch_size : int, optional
+        The batch size the layers are built for: required with ``stateful=True`` (Keras
+        keeps a stateful layer's states for a fixed batch), else the batch is any.
     **layer_kwargs
         More arguments of the Keras recurrent layers (``return_state``,
         ``stateful``, ...), or of the Keras cell for a cell (``name``,
@@ -505,6 +526,16 @@ def to_keras(obj, **layer_kwargs):
                          f"computes, which is {obj!r}'s (set it on the fastrnn layer instead: "
                          f"activations, reverse, ...); layer_kwargs may only add Keras's own "
                          f"options (return_state, stateful, ...)")
+    stateful = bool(layer_kwargs.get("stateful", False))
+    if batch_size is not None:
+        batch_size = _checks.check_int("batch_size", batch_size)
+    if _common.is_cell(obj) and batch_size is not None:
+        raise ValueError(f"to_keras: batch_size is for a stateful Keras layer, and "
+                         f"{type(obj).__name__} converts to a Keras cell")
+    if stateful and batch_size is None:
+        raise ValueError("to_keras: stateful=True needs batch_size: Keras keeps a stateful "
+                         "layer's states for a fixed batch (to_keras(layer, stateful=True, "
+                         "batch_size=32))")
     if _common.is_cell(obj):
         layer_only = sorted(set(layer_kwargs) & _LAYER_ONLY)
         if layer_only:
@@ -538,7 +569,7 @@ def to_keras(obj, **layer_kwargs):
             layer = keras.layers.Bidirectional(layer, merge_mode="concat", dtype=obj.dtype.name,
                                                **named)
         in_features = obj.input_size if l == 0 else D * obj.hidden_size
-        layer.build((None, None, in_features))
+        layer.build((batch_size, None, in_features))
         layer.set_weights(weights[l])
         out.append(layer)
     return out[0] if len(out) == 1 else out
