@@ -35,7 +35,7 @@ HELP = "train a character-level LSTM (truncated BPTT, Adam) and generate text"
 DESCRIPTION = plain(__doc__) + """
 
 examples:
-  fastrnn demo                                  # ~2 minutes on 2 cores, stdlib docstrings
+  fastrnn demo                                  # ~15 s on 2 cores, stdlib docstrings
   fastrnn demo --text book.txt --steps 5000 --hidden 256
   fastrnn demo --load fastrnn-demo.npz --steps 0 --sample-chars 500   # only generate
 """
