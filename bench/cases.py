@@ -22,7 +22,8 @@ a pass and a :class:`Shape`.  The kinds are
   so there is no training row: no library to compare with).
 
 :meth:`Row.reduced` gives the same row at a size where every engine's
-results can be checked against the numpy reference in a fraction of a second.
+results can be checked against the numpy reference in a fraction of a second
+(the tests' check; the report checks each row at the size it timed).
 """
 
 import re
