@@ -54,8 +54,8 @@ TARGET_LOOP_TORCH = 1.3     # the README's loop: torch / fastrnn (characters/s)
 TARGET_STEP = 5e-6          # LSTMCell(128, 128) at B=1, where a core's L2 holds its weights
 #: which rows a run profiles (Settings.profile)
 PROFILES = ("missed", "all", "none")
-#: a process's samples, or an engine's process medians, spreading over more than this
-#: fraction of the median are flagged as noisy
+#: an engine's process medians spreading over more than this fraction of their median are
+#: flagged as noisy
 NOISY_SPREAD = 0.25
 #: other processes using more than this many cores on average make the run untrustworthy
 BUSY_OTHERS = 0.25
@@ -186,6 +186,7 @@ class Report:
     cores: int = 1
     l2: int = 0                                   # bytes of a core's L2 cache (0: unknown)
     profiles: dict = field(default_factory=dict)  # row id -> the cython engine's profile
+    checked: bool = True                          # every engine checked against the reference
 
     @property
     def ceiling(self):
@@ -654,9 +655,10 @@ class Report:
             "inference step reads the weights once, a training step moves 3x that at the least "
             "(the forward, dx and dh, and the gradients written); in brackets, the floor as a "
             "share of fastrnn's and the best peer's time. At B=1 it is the binding floor; at "
-            "B=8 the multiply-adds (the GFLOP/s column) may bind instead. Every engine's "
-            "results were checked "
-            "against the numpy reference (at a reduced size) in the same process after timing.",
+            "B=8 the multiply-adds (the GFLOP/s column) may bind instead. "
+            + ("Every engine's results were checked against the numpy reference, at the size "
+               "timed, in the same process after timing." if self.checked else
+               "The results were not checked against the numpy reference (--no-check)."),
         ]
 
 
@@ -809,7 +811,7 @@ def run_report(rows, engines=None, settings=None, threads=None, memory_rows=(), 
     unavailable = {e: status[e] for e in wanted if status[e]}
     engines = [e for e in wanted if not status[e]]
     report = Report(engines=engines, unavailable=unavailable, settings=settings, threads=threads,
-                    machine=describe(threads, engines), cores=usable_cores())
+                    machine=describe(threads, engines), cores=usable_cores(), checked=check)
     if "cython" in engines:
         from fastrnn._cython import kernels
         report.l2 = kernels.l2_cache_bytes()

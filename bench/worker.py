@@ -179,10 +179,17 @@ def measure_profile(work, budget):
     return {"profile": per_call}
 
 
-def measure_gemm(n, samples, min_sample_time):
-    """GFLOP/s of ``np.matmul`` of two float32 n x n matrices (the machine's GEMM ceiling)."""
+def measure_gemm(n, samples, min_sample_time, threads):
+    """GFLOP/s of ``np.matmul`` of two float32 n x n matrices on ``threads`` threads (the
+    machine's GEMM ceiling for the engines' thread count)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     from bench.timing import gemm_throughput
-    return gemm_throughput(n, samples, min_sample_time=min_sample_time)
+    with threadpool_limits(limits=threads, user_api="blas"):
+        result = gemm_throughput(n, samples, min_sample_time=min_sample_time)
+        result["blas_threads"] = max((p["num_threads"] for p in threadpool_info()
+                                      if p["user_api"] == "blas"), default=None)
+    return result
 
 
 def measure_peak(threads, samples, seconds):
@@ -218,7 +225,8 @@ def main(spec_json):
     result = {"pid": os.getpid()}
     try:
         if mode == "gemm":
-            result.update(measure_gemm(spec["n"], spec["samples"], spec["min_sample_time"]))
+            result.update(measure_gemm(spec["n"], spec["samples"], spec["min_sample_time"],
+                                       threads))
         elif mode == "peak":
             result.update(measure_peak(threads, spec["samples"], spec["seconds"]))
         elif mode == "bandwidth":

@@ -503,10 +503,25 @@ def test_report_end_to_end_in_fresh_processes(tmp_path):
     assert cells["row"] == "gru-infer-6x2x3x4" and cells["fastrnn"] == "numba"
     assert re.match(r"[\d.]+ (µs|ms)", cells["numba"])
     assert "float32 GEMM ceiling" in text and "instruction sets" in text
+    assert "results were checked against the numpy reference, at the size timed" in text
     need("cython")
     peak = re.search(r"float32 multiply-add peak: ([\d.]+) GFLOP/s \((\w+) vectors on 1 threads",
                      text)
     assert peak and float(peak.group(1)) > 1 and peak.group(2) in ("baseline", "avx2", "avx512")
+
+
+def test_the_legend_says_whether_the_results_were_checked():
+    for checked, words in ((True, "were checked against the numpy reference, at the size timed"),
+                           (False, "were not checked against the numpy reference (--no-check)")):
+        rep = Report(engines=["numpy"], unavailable={}, machine=[], settings=TINY, threads=1,
+                     checked=checked)
+        assert words in " ".join(rep._legend())
+
+
+def test_the_gemm_ceiling_runs_on_the_engines_thread_count():
+    """The ceiling is BLAS's on the threads the engines get, not on every core."""
+    got = report.measure_gemm(dataclasses.replace(TINY, gemm_n=256), threads=1)
+    assert got.get("error") is None and got["gflops"] > 0 and got["blas_threads"] == 1, got
 
 
 def test_a_run_profiles_the_rows_that_miss_a_target(monkeypatch):
