@@ -380,8 +380,9 @@ def test_stateful_layers_both_ways(bidirectional):
         assert_close(numpy_of(keras_layer(x[:, T:])), out2)
     with pytest.raises(ValueError, match="stateful=True needs batch_size"):
         to_keras(ours, stateful=True)
-    with pytest.raises(ValueError, match="batch_size is for a stateful Keras layer"):
-        to_keras(fastrnn.LSTMCell(I, H), batch_size=2)
+    for kwargs in ({"batch_size": 2}, {"stateful": True}, {"stateful": True, "batch_size": 2}):
+        with pytest.raises(ValueError, match="are options of a Keras recurrent layer"):
+            to_keras(fastrnn.LSTMCell(I, H), **kwargs)
     back = to_keras(ours, stateful=True, batch_size=2)
     assert_close(numpy_of(back(x[:, :T])), out1)
     if not bidirectional:

@@ -526,18 +526,9 @@ def to_keras(obj, *, batch_size=None, **layer_kwargs):
                          f"computes, which is {obj!r}'s (set it on the fastrnn layer instead: "
                          f"activations, reverse, ...); layer_kwargs may only add Keras's own "
                          f"options (return_state, stateful, ...)")
-    stateful = bool(layer_kwargs.get("stateful", False))
-    if batch_size is not None:
-        batch_size = _checks.check_int("batch_size", batch_size)
-    if _common.is_cell(obj) and batch_size is not None:
-        raise ValueError(f"to_keras: batch_size is for a stateful Keras layer, and "
-                         f"{type(obj).__name__} converts to a Keras cell")
-    if stateful and batch_size is None:
-        raise ValueError("to_keras: stateful=True needs batch_size: Keras keeps a stateful "
-                         "layer's states for a fixed batch (to_keras(layer, stateful=True, "
-                         "batch_size=32))")
     if _common.is_cell(obj):
-        layer_only = sorted(set(layer_kwargs) & _LAYER_ONLY)
+        layer_only = sorted(set(layer_kwargs) & _LAYER_ONLY
+                            | ({"batch_size"} if batch_size is not None else set()))
         if layer_only:
             raise ValueError(f"to_keras: {', '.join(layer_only)} are options of a Keras "
                              f"recurrent layer, and {type(obj).__name__} converts to a Keras "
@@ -548,6 +539,12 @@ def to_keras(obj, *, batch_size=None, **layer_kwargs):
         cell.build((None, obj.input_size))
         cell.set_weights(weights[0])
         return cell
+    if batch_size is not None:
+        batch_size = _checks.check_int("batch_size", batch_size)
+    if layer_kwargs.get("stateful", False) and batch_size is None:
+        raise ValueError("to_keras: stateful=True needs batch_size: Keras keeps a stateful "
+                         "layer's states for a fixed batch (to_keras(layer, stateful=True, "
+                         "batch_size=32))")
     # the last layer's outputs are the stack's: the layers before it feed their sequences on
     last = {"return_sequences": layer_kwargs.pop("return_sequences", True),
             "return_state": layer_kwargs.pop("return_state", False)}
