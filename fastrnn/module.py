@@ -148,10 +148,9 @@ class Module:
 
     def __setattr__(self, name, value):
         # lstm.weight_ih_l0 = w writes w into the live parameter (checked as load_state_dict
-        # checks it): an attribute of its own would hide the array the kernels read.  (A name
-        # the object has as an attribute of its own stays that, written as read; the private
-        # ones skip the lookup, but not this call, ~0.1 us.)
-        if not name.startswith("_") and name not in self.__dict__:
+        # checks it): an attribute of its own would hide the array the kernels read.  (The
+        # private names skip the lookup, but not this call, ~0.1 us.)
+        if not name.startswith("_"):
             params = self.__dict__.get("_params")
             if params is not None and name in params:
                 self.load_state_dict({name: value}, strict=False)

@@ -569,6 +569,8 @@ def test_linear_bias_is_the_live_array_as_in_pytorch():
     assert head.get_config()["bias"] is True and "bias=True" in repr(head)
     plain = Linear(3, 2, bias=False)
     assert plain.bias is None and plain.get_config()["bias"] is False
+    with pytest.raises(AttributeError, match="built with bias=False and has no bias"):
+        plain.bias = np.zeros(2)
 
 
 #: one maker of each public module, taking the constructor's keyword arguments

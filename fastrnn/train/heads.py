@@ -107,12 +107,12 @@ class Linear(Module):
         _checks.check_device(device)
         self.in_features = _checks.check_int("in_features", in_features)
         self.out_features = _checks.check_int("out_features", out_features)
-        self._bias = _checks.check_bool("bias", bias)
+        bias = _checks.check_bool("bias", bias)
         # The head's products are NumPy's, or, where the cython extension is built, its
         # tiles' (see _forward): whatever the layers' backend is.
         super().__init__(dtype, "numpy", seed)
         shapes = {"weight": (self.out_features, self.in_features)}
-        if self._bias:
+        if bias:
             shapes["bias"] = (self.out_features,)
         self._init_parameters(shapes, self.in_features)
 
@@ -127,14 +127,20 @@ class Linear(Module):
         ``Linear.bias``; assigning an array writes it into the live one."""
         return self._params.get("bias")
 
+    @bias.setter
+    def bias(self, value):
+        # (Module.__setattr__ writes an existing bias; this is reached without one)
+        raise AttributeError("this Linear was built with bias=False and has no bias to "
+                             "assign; build it with bias=True")
+
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
-                    bias=self._bias, dtype=self._dtype.name, seed=self.seed)
+                    bias=self.bias is not None, dtype=self._dtype.name, seed=self.seed)
 
     def __repr__(self):
         extra = "" if self._dtype == np.float32 else f", dtype={self._dtype.name}"
         return (f"Linear(in_features={self.in_features}, out_features={self.out_features}, "
-                f"bias={self._bias}{extra})")
+                f"bias={self.bias is not None}{extra})")
 
     def forward(self, x):
         """Apply the map.
