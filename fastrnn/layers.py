@@ -355,6 +355,10 @@ class RNNBase(Module):
 
 def _no_projection(kind, proj_size):
     """PyTorch's RNN and GRU take proj_size, and refuse all but 0: so do these."""
+    if _checks.names_dtype(proj_size):    # fastrnn's order before it took PyTorch's
+        raise ValueError(f"proj_size must be 0 for {kind}, but got {_checks.short(proj_size)}, "
+                         f"a dtype (PyTorch's arguments go ..., bidirectional, proj_size, "
+                         f"device, dtype: give dtype= by keyword)")
     if _checks.check_int("proj_size", proj_size, minimum=0):
         raise ValueError(f"proj_size argument is only supported for LSTM, not RNN or GRU "
                          f"({kind} got proj_size={proj_size})")

@@ -621,3 +621,8 @@ def test_a_dtype_where_the_device_goes_is_named_as_one():
         with pytest.raises(ValueError, match=r"device must be None or 'cpu' .* a dtype .*"
                                              r"give dtype= by keyword"):
             make()
+    for make in (lambda: fastrnn.GRU(3, 4, 1, True, False, 0.0, False, np.float64),
+                 lambda: fastrnn.RNN(3, 4, 1, "tanh", True, False, 0.0, False, "float64")):
+        with pytest.raises(ValueError, match=r"proj_size must be 0 for (GRU|RNN), but got .*"
+                                             r"a dtype .*give dtype= by keyword"):
+            make()
