@@ -258,7 +258,8 @@ def forward_loop(kernel, args, x, w_ih, G, threads):
     sparse = sparse_input(x, w_ih)
     if sparse is not None:
         wt = np.ascontiguousarray(w_ih.T)
-    block = store_steps(T, B, G.shape[2] - ROW_PAD_BYTES // G.itemsize, G.dtype, False)
+    block = (G.shape[0] if G.shape[0] < T     # an eval store: its blocks; else all T steps
+             else store_steps(T, B, G.shape[2] - ROW_PAD_BYTES // G.itemsize, G.dtype, False))
     for t0 in range(0, T, block):
         nt = min(block, T - t0)
         g = G[t0 % G.shape[0]:][:nt]   # (the whole padded rows: C-contiguous, one signature)
