@@ -94,9 +94,10 @@ def _worker_threads():
         yield
     finally:
         with _held_lock:
-            _held["tasks"] -= 1
-            if _held["tasks"] == 0:
-                _runtime.set_num_threads(_held["saved"])
+            if _held["tasks"] > 0:   # (0: a child made by fork in the task, which forgot it)
+                _held["tasks"] -= 1
+                if _held["tasks"] == 0:
+                    _runtime.set_num_threads(_held["saved"])
 
 
 def _client(client):

@@ -302,7 +302,7 @@ def test_blas_pool_runs_numpy_products():
                             if "cython" in COMPILED])
 def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, tmp_path):
     code = f"""
-        import os, sys, multiprocessing as mp
+        import os, signal, sys, multiprocessing as mp
         import numpy as np, fastrnn
         from fastrnn.train import Linear
 
@@ -325,6 +325,7 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
             if "{how}" == "os.fork":
                 pid = os.fork()
                 if pid == 0:
+                    signal.alarm(120)   # a child that hangs ends itself
                     os._exit(0 if work() == want else 3)
                 _, status = os.waitpid(pid, 0)
                 sys.exit(os.waitstatus_to_exitcode(status))
@@ -349,7 +350,7 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
     there (the numba backend's child hung in its first kernel call when the fork came while
     another thread was in one)."""
     code = f"""
-        import os, sys, threading
+        import os, signal, sys, threading
         import numpy as np, fastrnn
         from fastrnn import _runtime
         from fastrnn.jit import config
@@ -380,6 +381,7 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
         held.wait()
         pid = os.fork()
         if pid == 0:
+            signal.alarm(60)   # a child that hangs ends itself: the parent's time-out would not
             os._exit(0 if work() == want else 3)
         release.set()
         thread.join()
