@@ -13,6 +13,7 @@ on a quarter of the images kept aside: exact match (the whole name right) and pe
 
 import numpy as np
 
+from ..module import evaluating
 from ._common import (
     PAD, SPECIAL, CommandError, Timer, add_common_arguments, check_backend, decode_texts,
     match_rates, nonnegative_int, plain, positive_float, positive_int, prepare_plot, progress,
@@ -101,11 +102,8 @@ class Model:
         return loss
 
     def names(self, images, beam=0):
-        self.train(False)
-        try:
+        with evaluating(self.modules.values()):
             return decode_texts(self.decoder, self.state(images), MAX_LEN, VOCAB, beam)
-        finally:
-            self.train(True)
 
 
 def run(args):

@@ -24,6 +24,7 @@ import zlib
 
 import numpy as np
 
+from ..module import evaluating
 from ._common import (
     CommandError, Timer, add_common_arguments, bar_write, check_backend, check_output_path,
     holdout_fraction, load_modules, nonnegative_int, plain, positive_float, positive_int,
@@ -241,27 +242,21 @@ def evaluate_bpc(lstm, head, ids, streams=32, chunk=256):
     B = max(1, min(streams, (len(ids) - 1) // 2))
     data = split_streams(ids, B)                       # (L, B)
     x, y = OneHot(data[:-1], head.out_features, lstm.dtype), data[1:]
-    was = lstm.training, head.training
-    lstm.eval(), head.eval()
     total, count, state = 0.0, 0, None
-    try:
+    with evaluating((lstm, head)):
         for t0 in range(0, y.shape[0], chunk):
             out, state = lstm(x[t0:t0 + chunk], state)
             loss, _ = cross_entropy(head(out), y[t0:t0 + chunk], reduction="sum")
             total += loss
             count += y[t0:t0 + chunk].size
-    finally:
-        lstm.train(was[0]), head.train(was[1])
     return total / max(count, 1) / LN2
 
 
 def generate(lstm, head, vocab, rng, length, prime="\n", temperature=0.7):
     """Sample ``length`` characters after ``prime`` (which must use vocabulary characters)."""
     from ..train import softmax
-    was = lstm.training, head.training
-    lstm.eval(), head.eval()
     eye = np.eye(len(vocab), dtype=lstm.dtype)
-    try:
+    with evaluating((lstm, head)):
         prime_ids = vocab.encode(prime)
         if prime_ids.size == 0:
             prime_ids = np.array([0])
@@ -274,8 +269,6 @@ def generate(lstm, head, vocab, rng, length, prime="\n", temperature=0.7):
             chars.append(i)
             out, state = lstm(eye[i][None, None, :], state)
             logits = head(out[0, 0])
-    finally:
-        lstm.train(was[0]), head.train(was[1])
     return vocab.decode(prime_ids) + vocab.decode(chars)
 
 

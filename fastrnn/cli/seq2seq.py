@@ -12,6 +12,7 @@ with another seed: exact match (the whole answer right) and per character.
 
 import numpy as np
 
+from ..module import evaluating
 from ._common import (
     PAD, SPECIAL, Timer, add_common_arguments, check_backend, decode_texts,
     match_rates, nonnegative_int, plain, positive_float, positive_int, prepare_plot, progress,
@@ -107,12 +108,9 @@ class Model:
     def answer(self, qs, beam=0):
         """The decoded answers of a list of questions (evaluation mode)."""
         src, src_len, *_ = encode(qs, ["0"] * len(qs))
-        self.train(False)
-        try:
+        with evaluating(self.modules.values()):
             _, state = self.encoder(self.src_emb(src), lengths=src_len)
             return decode_texts(self.decoder, state, TGT_LEN, VOCAB, beam)
-        finally:
-            self.train(True)
 
 
 def run(args):
