@@ -399,9 +399,10 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
 
 
 #: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
-#: starts with SIGINT ignored, and Python then keeps it ignored), and ``interrupt_delay(call,
+#: starts with SIGINT ignored, and Python then keeps it ignored), ``interrupt_delay(call,
 #: at)``: SIGINT ``at`` seconds into ``call()``, the seconds until its KeyboardInterrupt, or
-#: None when the call ended first
+#: None when the call ended first; and ``interrupt_repeatedly``, which prints how many calls
+#: of a series were interrupted and the longest delay (see :func:`assert_interrupted_promptly`)
 INTERRUPT = """
     import os, signal, threading, time
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -420,7 +421,35 @@ INTERRUPT = """
             return None
         except KeyboardInterrupt:
             return time.perf_counter() - sent[0]
+
+    def interrupt_repeatedly(call, check, rounds, step, before=lambda: None):
+        # call() timed once, then `rounds` calls with SIGINT (0.1 + step * i) of that time
+        # in (before() ahead of each), check() after each interrupted one
+        before()
+        start = time.perf_counter()
+        call()
+        took = time.perf_counter() - start
+        delays = []
+        for i in range(rounds):
+            before()
+            delay = interrupt_delay(call, took * (0.1 + step * i))
+            if delay is None:
+                continue
+            delays.append(delay)
+            check()
+        print(len(delays), max(delays))
 """
+
+
+def assert_interrupted_promptly(code, at_least):
+    """Run ``code`` (INTERRUPT's, ending in one ``interrupt_repeatedly``) on two threads: at
+    least ``at_least`` calls interrupted, each KeyboardInterrupt within 0.1 s of its signal."""
+    status, out, err = run_script(textwrap.dedent(INTERRUPT) + textwrap.dedent(code),
+                                  timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
+    assert status == 0, f"exit status {status}: {err[-2000:]}"
+    count, delay = out.split()
+    assert int(count) >= at_least
+    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
 
 
 @pytest.mark.parametrize("backend, hidden, shape",
@@ -430,35 +459,22 @@ INTERRUPT = """
 def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidden, shape):
     """SIGINT during long multi-threaded forwards: KeyboardInterrupt promptly, never a crash;
     then the layer still gives the right answer.  Repeated: the crash showed in half of the runs."""
-    code = textwrap.dedent(INTERRUPT) + textwrap.dedent(f"""
+    # signals 10-64% into the call: (nearly) all interrupted; long calls are watched (cython:
+    # WATCH_FLOPS in kernels/_kernels.pyx; numba's loops return to Python every chunk):
+    # measured here at most 2-7 ms (numba), 1-5 ms (cython)
+    assert_interrupted_promptly(f"""
         import numpy as np, fastrnn
         lstm = fastrnn.LSTM(64, {hidden}, backend="{backend}", seed=0).eval()
         small = np.ones((20, {shape[1]}, 64), "f4")
         want = lstm(small)[0]
         x = np.ones({shape}, "f4")
         lstm(x[:10])
-        start = time.perf_counter()
-        lstm(x)
-        took = time.perf_counter() - start
-        delays = []
-        for i in range(10):
-            delay = interrupt_delay(lambda: lstm(x), took * (0.1 + 0.06 * i))
-            if delay is None:
-                continue
-            delays.append(delay)
-            np.testing.assert_array_equal(lstm(small)[0], want)
+        interrupt_repeatedly(lambda: lstm(x),
+                             lambda: np.testing.assert_array_equal(lstm(small)[0], want), 10, 0.06)
         if {shape[1]} == 1:      # batch 1: a team of threads ran the calls
             from fastrnn._cython import kernels
             assert kernels.team_stats() > 0
-        print(len(delays), max(delays))
-    """)
-    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
-    assert status == 0, f"exit status {status}: {err[-2000:]}"
-    count, delay = out.split()
-    assert int(count) >= 8            # signals 10-64% into the call: (nearly) all interrupted
-    # long calls are watched (cython: WATCH_FLOPS in kernels/_kernels.pyx; numba's loops return
-    # to Python every chunk): measured here at most 2-7 ms (numba), 1-5 ms (cython)
-    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+    """, at_least=8)
 
 
 @pytest.mark.parametrize("backend", COMPILED)
@@ -467,7 +483,7 @@ def test_ctrl_c_during_a_training_forward_raises_and_the_next_call_is_right(back
     input of all steps in one call, then ran all the steps in another: SIGINT waited for the
     end of the sequence (14 s at T = 600,000).  Both now go in blocks of steps with Python in
     between, as an eval-mode forward's do."""
-    code = textwrap.dedent(INTERRUPT) + textwrap.dedent(f"""
+    assert_interrupted_promptly(f"""
         import numpy as np, fastrnn
         lstm = fastrnn.LSTM(64, 128, backend="{backend}", seed=0)
         small = np.ones((20, 4, 64), "f4")
@@ -478,23 +494,9 @@ def test_ctrl_c_during_a_training_forward_raises_and_the_next_call_is_right(back
         want = run(small)
         x = np.ones((3000, 16, 64), "f4")
         run(x[:10])
-        start = time.perf_counter()
-        lstm(x)
-        took = time.perf_counter() - start
-        delays = []
-        for i in range(6):
-            delay = interrupt_delay(lambda: lstm(x), took * (0.1 + 0.1 * i))
-            if delay is None:
-                continue
-            delays.append(delay)
-            np.testing.assert_array_equal(run(small), want)
-        print(len(delays), max(delays))
-    """)
-    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
-    assert status == 0, f"exit status {status}: {err[-2000:]}"
-    count, delay = out.split()
-    assert int(count) >= 5            # signals 10-60% into the call: (nearly) all interrupted
-    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+        interrupt_repeatedly(lambda: lstm(x),
+                             lambda: np.testing.assert_array_equal(run(small), want), 6, 0.1)
+    """, at_least=5)       # signals 10-60% into the call: (nearly) all interrupted
 
 
 @pytest.mark.skipif("numba" not in COMPILED, reason="needs the numba backend")
@@ -502,7 +504,7 @@ def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
     """A numba backward's time loop runs in blocks of steps with Python in between, so SIGINT
     10-40% into a long backward (its time loop) raises KeyboardInterrupt promptly (it waited
     for the whole loop: 0.35-0.55 s at T=4000); the next forward and backward are right."""
-    code = textwrap.dedent(INTERRUPT) + textwrap.dedent("""
+    assert_interrupted_promptly("""
         import numpy as np, fastrnn
         lstm = fastrnn.LSTM(64, 256, backend="numba", seed=0)
         small = np.ones((20, 4, 64), "f4")
@@ -513,27 +515,14 @@ def test_ctrl_c_during_a_numba_backward_raises_within_its_time_loop():
             return [g.copy() for g in lstm.grads.values()]
         want = grads()
         x = np.ones((3000, 32, 64), "f4")
-        out, _ = lstm(x)
-        dout = np.ones_like(out)
-        start = time.perf_counter()
-        lstm.backward(dout)
-        took = time.perf_counter() - start
-        delays = []
-        for i in range(6):
-            lstm(x)
-            delay = interrupt_delay(lambda: lstm.backward(dout), took * (0.1 + 0.06 * i))
-            if delay is None:
-                continue
-            delays.append(delay)
+        dout = np.ones_like(lstm(x)[0])
+
+        def same_grads():
             for a, b in zip(grads(), want):
                 np.testing.assert_array_equal(a, b)
-        print(len(delays), max(delays))
-    """)
-    status, out, err = run_script(code, timeout=300, env={"FASTRNN_NUM_THREADS": "2"})
-    assert status == 0, f"exit status {status}: {err[-2000:]}"
-    count, delay = out.split()
-    assert int(count) >= 5
-    assert float(delay) < 0.1, f"KeyboardInterrupt came {float(delay):.2f} s after the signal"
+        interrupt_repeatedly(lambda: lstm.backward(dout), same_grads, 6, 0.06,
+                             before=lambda: lstm(x))
+    """, at_least=5)
 
 
 @pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
