@@ -260,3 +260,26 @@ def unaligned(a):
     out[...] = a
     assert not out.flags.aligned
     return out
+
+
+#: a child script's start for the fork tests: ``fork_while_held(hold, child)`` forks while
+#: another thread is inside ``hold(held, release)`` (between its ``held.set()`` and
+#: ``release.wait()``), and exits with the child's status: 0 when ``child()`` is true.  A child
+#: that hangs ends itself after 60 s (the parent's time-out would leave it running).
+FORK_WHILE_HELD = """
+    import os, signal, sys, threading
+
+    def fork_while_held(hold, child):
+        held, release = threading.Event(), threading.Event()
+        thread = threading.Thread(target=hold, args=(held, release))
+        thread.start()
+        held.wait()
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(60)
+            os._exit(0 if child() else 3)
+        release.set()
+        thread.join()
+        _, status = os.waitpid(pid, 0)
+        sys.exit(os.waitstatus_to_exitcode(status))
+"""

@@ -30,7 +30,7 @@ import fastrnn  # noqa: E402
 from fastrnn.dask import DataParallel, predict  # noqa: E402
 from fastrnn.train import SGD, Adam, Linear, cross_entropy, mse_loss  # noqa: E402
 
-from helpers import BACKENDS  # noqa: E402
+from helpers import BACKENDS, FORK_WHILE_HELD  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -240,35 +240,26 @@ def test_a_child_forked_during_a_task_of_a_thread_worker_gets_the_drivers_count_
     thread count lowered to the worker's): the child has no such task, so its lock is free
     and its thread count the driver's."""
     code = """
-        import os, signal, sys, threading
         import fastrnn
         from fastrnn import dask as fdask
         fastrnn.set_num_threads(3)
-        held, release = threading.Event(), threading.Event()
 
-        def task():                      # as _worker_threads leaves a running task
+        def task(held, release):         # as _worker_threads leaves a running task
             with fdask._held_lock:
                 fdask._held.update(tasks=1, saved=3)
                 fastrnn.set_num_threads(1)
                 held.set()
                 release.wait()
 
-        thread = threading.Thread(target=task)
-        thread.start()
-        held.wait()
-        pid = os.fork()
-        if pid == 0:
-            signal.alarm(60)             # a child that hangs ends itself
+        def child():
             free = fdask._held_lock.acquire(timeout=10)
-            os._exit(0 if free and fastrnn.get_num_threads() == 3 and fdask._held["tasks"] == 0
-                     else 3)
-        release.set()
-        thread.join()
-        _, status = os.waitpid(pid, 0)
-        sys.exit(os.waitstatus_to_exitcode(status))
+            return free and fastrnn.get_num_threads() == 3 and fdask._held["tasks"] == 0
+
+        fork_while_held(task, child)
     """
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c",
+                           textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code)],
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -15,7 +15,7 @@ import pytest
 import fastrnn
 from fastrnn import _runtime
 
-from helpers import BACKENDS
+from helpers import BACKENDS, FORK_WHILE_HELD
 
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 
@@ -350,7 +350,6 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
     there (the numba backend's child hung in its first kernel call when the fork came while
     another thread was in one)."""
     code = f"""
-        import os, signal, sys, threading
         import numpy as np, fastrnn
         from fastrnn import _runtime
         from fastrnn.jit import config
@@ -366,9 +365,8 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
 
         want = work()
         locks = [_runtime._pool_lock, config._blas_lock, _common._TAKE]
-        held, release = threading.Event(), threading.Event()
 
-        def hold():
+        def hold(held, release):
             for lock in locks:
                 lock.acquire()
             held.set()
@@ -376,20 +374,10 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
             for lock in locks:
                 lock.release()
 
-        thread = threading.Thread(target=hold)
-        thread.start()
-        held.wait()
-        pid = os.fork()
-        if pid == 0:
-            signal.alarm(60)   # a child that hangs ends itself: the parent's time-out would not
-            os._exit(0 if work() == want else 3)
-        release.set()
-        thread.join()
-        _, status = os.waitpid(pid, 0)
-        sys.exit(os.waitstatus_to_exitcode(status))
+        fork_while_held(hold, lambda: work() == want)
     """
     path = tmp_path / "child.py"
-    path.write_text(textwrap.dedent(code))
+    path.write_text(textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code))
     try:
         done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
                               timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
