@@ -386,6 +386,44 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+@pytest.mark.skipif("numba" not in COMPILED, reason="needs the numba backend")
+def test_a_child_forked_during_a_numba_call_has_numpys_blas_threads(tmp_path):
+    """A numba kernel call holds NumPy's BLAS at one thread until it returns; a child forked
+    during it, where that call's thread does not exist, gets the counts from before the call
+    (it kept one thread until its own first numba call)."""
+    code = """
+        import numpy as np, fastrnn
+        from fastrnn.jit import config
+
+        def blas_threads():
+            return [lib.get_num_threads() for lib in config._blas_libraries()]
+
+        before = blas_threads()
+        assert max(before) > 1, before
+
+        @config.one_blas_thread
+        def call(held, release):
+            config.hold_blas_at_one_thread()
+            assert max(blas_threads()) == 1
+            held.set()
+            release.wait()
+
+        def child():
+            a = np.ones((300, 300), "f4")
+            return blas_threads() == before and float((a @ a)[0, 0]) == 300.0
+
+        fork_while_held(call, child)
+    """
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code))
+    try:
+        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
+    except subprocess.TimeoutExpired:
+        pytest.fail("the child of a fork made during a numba call hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 #: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
 #: starts with SIGINT ignored, and Python then keeps it ignored), ``interrupt_delay(call,
 #: at)``: SIGINT ``at`` seconds into ``call()``, the seconds until its KeyboardInterrupt, or

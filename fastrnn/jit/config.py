@@ -201,11 +201,15 @@ _blas = {"libs": None, "depth": 0, "saved": None}
 
 
 def _forget_after_fork():
-    """In a child made by fork: the lock anew, and no kernel call in flight (the counts
-    ``saved`` by one on another thread, if any, are set back after the child's first call)."""
+    """In a child made by fork: the lock anew, no kernel call in flight, and BLAS's thread
+    counts as they were before a call on another thread (gone in the child) set them to one."""
     global _blas_lock
     _blas_lock = threading.Lock()
     _blas["depth"] = 0
+    saved, _blas["saved"] = _blas["saved"], None
+    for lib, n in saved or ():
+        if n != 1:
+            lib.set_num_threads(n)
 
 
 _runtime.after_fork(_forget_after_fork)
