@@ -179,9 +179,18 @@ class _RNNEstimator(BaseEstimator):
         if not isinstance(self.backend, str) or self.backend not in ("auto", *MODULES):
             fail("backend", f"one of {['auto', *MODULES]}")
         resolve(self.backend)   # RuntimeError saying why when it is known but missing here
-        if not (_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_))) \
-                or self.verbose < 0:
+        if not (_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_))):
             fail("verbose", "a bool or an int >= 0", TypeError)
+        if self.verbose < 0:
+            fail("verbose", "a bool or an int >= 0")
+        seed = self.random_state
+        if seed is not None and not isinstance(seed, np.random.RandomState):
+            if not _is_int(seed):
+                fail("random_state", "None, an int in [0, 2**32 - 1] or a "
+                     "numpy.random.RandomState", TypeError)
+            if not 0 <= seed < 2 ** 32:
+                fail("random_state", "None, an int in [0, 2**32 - 1] or a "
+                     "numpy.random.RandomState")
         try:
             dtype = None if self.dtype is None else np.dtype(self.dtype)
         except (TypeError, ValueError):
