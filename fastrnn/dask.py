@@ -122,7 +122,8 @@ def _client(client):
 
 # -- inference ----------------------------------------------------------------------------------------
 def _is_estimator(model):
-    return type(model).__module__ == "fastrnn.sklearn" and hasattr(model, "get_params")
+    est = sys.modules.get("fastrnn.sklearn")    # only if imported: it imports scikit-learn
+    return est is not None and isinstance(model, est._RNNEstimator)
 
 
 @_worker_threads()
@@ -218,7 +219,8 @@ def predict(model, X, lengths=None, *, batch_size=None, method=None):
         Each chunk equals, bit for bit, the same call on that chunk in one process (with
         ``batch_size``, the calls on its slices).  Against one call on the whole batch the
         compiled cython backend and the numpy one may differ in the last bits (BLAS products
-        of other shapes); the numba backend gives the same bits.
+        of other shapes); a layer on the numba backend gives the same bits (an estimator's
+        output head may not: it takes NumPy's product for fewer than 32 sequences).
     """
     if isinstance(model, RNNBase):
         if method is not None:
@@ -400,7 +402,8 @@ class DataParallel:
     Each :meth:`step` scatters the current weights to every worker once
     (``broadcast=True``) and the shards one to a worker, runs one task per shard, sums the
     partial results with a tree of tasks, gathers that sum, applies the optimizer on the
-    driver.  The structure of the modules is sent once, at the first step.  Dropout masks
+    driver.  The structure of the modules is scattered once, at the first step (and again
+    after the cluster lost it: a restart, a worker gone with the only copy).  Dropout masks
     are drawn from a generator of each step and shard, seeded from the driver's modules'
     generators (reproducible for a given ``seed``, but not the masks of one-process training).
     """
@@ -419,6 +422,11 @@ class DataParallel:
         if not live.keys() <= held.keys():
             raise ValueError("optimizer must update the parameters of modules (build it as "
                              "Adam(modules, ...)), but some of their parameters are not its own")
+        if not held.keys() <= live.keys():
+            # a step writes only the modules' gradients: the others' would be applied stale
+            extra = sorted(k for k, p in optimizer.params.items() if id(p) not in live)
+            raise ValueError(f"optimizer must update only the parameters of modules (build it "
+                             f"as Adam(modules, ...)), but it also updates {extra}")
         if any(held[p] != g for p, g in live.items()):
             # each step writes the combined gradients into the modules' grads: an optimizer
             # reading arrays of its own would never see them
@@ -513,7 +521,7 @@ class DataParallel:
         fn, combine = self.loss_and_grad, self.combine
         if self.client is not None:
             c = self.client
-            if self._template is None:
+            if self._template is None or self._template.status != "finished":
                 # a dict is scattered as one object inside a list (scatter would split a dict)
                 self._template = c.scatter([copy.deepcopy(self._named)], broadcast=True,
                                            hash=False)[0]

@@ -146,6 +146,19 @@ def test_predict_estimator(where, classifier):
                           np.concatenate([clf.predict(X[s:s + 25]) for s in range(0, 60, 25)]))
 
 
+def test_predict_takes_a_subclass_of_an_estimator(classifier):
+    from fastrnn.sklearn import RNNClassifier
+
+    class MyClassifier(RNNClassifier):
+        pass
+
+    clf, X = classifier
+    mine = MyClassifier(**clf.get_params()).fit(X, clf.predict(X))
+    got = predict(mine, da.from_array(X, chunks=(30, 8, 2)), method="predict_proba")
+    assert np.array_equal(compute(got, "threads"), np.concatenate(
+        [mine.predict_proba(X[s:s + 30]) for s in (0, 30)]))
+
+
 def test_dask_ml_parallel_post_fit_takes_univariate_sequences(where):
     """dask-ml's ParallelPostFit wraps an estimator for block-wise prediction of a 2-D X: here
     (N, T) univariate sequences (its map_blocks assumes 2-D X; for (N, T, F), fastrnn.dask.predict
@@ -360,6 +373,23 @@ def test_data_parallel_returned_weights(where):
 
 
 # -- errors ----------------------------------------------------------------------------------------------
+def test_data_parallel_steps_on_after_the_cluster_restarts(client):
+    """The modules' structure is scattered at the first step; a restart of the workers loses
+    it, and the next step scatters it again (every step failed with FutureCancelledError)."""
+    rng = np.random.default_rng(7)
+    X, T = rng.standard_normal((20, 5, 3)), rng.standard_normal((20, 5, 4))
+    batches = [(X[s:s + 10], T[s:s + 10]) for s in (0, 10)]
+    ref = fastrnn.GRU(3, 4, batch_first=True, dtype=np.float64, seed=2)
+    gru = fastrnn.GRU(3, 4, batch_first=True, dtype=np.float64, seed=2)
+    one_process(ref, SGD(ref, lr=1e-2), regress_sum, batches)
+    dp = DataParallel(gru, SGD(gru, lr=1e-2), regress_sum, combine="sum", n_shards=2,
+                      client=client)
+    dp.step(*batches[0])
+    client.restart()
+    dp.step(*batches[1])
+    assert_same_weights({"gru": gru}, {"gru": ref})
+
+
 def test_predict_errors():
     lstm = fastrnn.LSTM(4, 6)
     X = da.zeros((3, 10, 4), chunks=(3, 5, 4), dtype=np.float32)
@@ -405,6 +435,9 @@ def test_data_parallel_errors():
         (dict(modules=m, optimizer="adam"), TypeError, "optimizer must be"),
         (dict(modules={"rnn": fastrnn.LSTM(4, 8)}, optimizer=opt), ValueError,
          "optimizer must update the parameters of modules"),
+        # the head's gradients would never be written: its stale ones applied at every step
+        (dict(modules={"rnn": m["rnn"]}, optimizer=opt), ValueError,
+         r"optimizer must update only the parameters of modules .* also updates \['head\."),
         (dict(modules=m, optimizer=opt, loss_and_grad=3), TypeError, "loss_and_grad must be"),
         (dict(modules=m, optimizer=opt, batch_axes="1"), TypeError, "batch_axes must be"),
         (dict(modules=m, optimizer=opt, combine="max"), ValueError, "combine must be"),
