@@ -93,6 +93,35 @@ def test_decoding_between_a_forward_and_its_backward_leaves_the_backward_alone()
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_a_bad_decoder_backward_adds_nothing_and_keeps_the_forward(cell):
+    """Decoder.backward checks dlogits and dhy before the head's backward runs (a wrong dhy
+    added the head's gradients and used up its forward)."""
+    _, _, decoder = encoder_decoder("numpy", cell)
+    tokens = np.array([[1, 2, 3], [4, 5, 6]])
+    state = np.zeros((1, 3, H))
+    state = (state, state) if cell == "lstm" else state
+    logits, _ = decoder(tokens, state)
+    wrong = np.zeros((1, 3, H)) if cell == "lstm" else (np.zeros((1, 3, H)),) * 2
+    error = TypeError if cell == "lstm" else ValueError
+    with pytest.raises(error, match="dhy"):
+        decoder.backward(np.ones_like(logits), wrong)
+    with pytest.raises(ValueError, match=r"dlogits must have shape \(2, 3, \d+\)"):
+        decoder.backward(np.ones_like(logits[:1]))
+    assert all(not np.any(g) for m in decoder.modules.values() for g in m.grads.values())
+    dstate = decoder.backward(np.ones_like(logits), state)
+    assert np.any(decoder.head.grads["weight"]) and np.any(dstate[0] if cell == "lstm" else dstate)
+
+
+def test_a_cells_state_given_to_decoder_search_is_named():
+    _, _, decoder = encoder_decoder("numpy", "gru")
+    for search in (decoder.greedy, decoder.beam):
+        with pytest.raises(ValueError, match=rf"state must be the layer's state, \(num_layers, "
+                                             rf"N, hidden_size\) = \(1, N, {H}\), but got "
+                                             rf"shape \(2, {H}\)"):
+            search(np.zeros((2, H)), 1, 3)
+
+
 def run(capsys, *argv):
     status = main([str(a) for a in argv])
     out, err = capsys.readouterr()

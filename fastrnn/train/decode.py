@@ -60,6 +60,28 @@ def _check_log_probs(logp, n, end, where):
     return logp
 
 
+def _call_step(step, tokens, state, end, batch_axis, where):
+    """``step(tokens, state)``, its result checked: ``(log_probs (N, V), state)``."""
+    n = len(tokens)
+    result = step(tokens, state)
+    if not isinstance(result, tuple) or len(result) != 2:
+        got = (f"a {type(result).__name__} of length {len(result)}"
+               if isinstance(result, (tuple, list)) else
+               f"an array of shape {result.shape}" if isinstance(result, np.ndarray) else
+               f"a {type(result).__name__}")
+        raise TypeError(f"{where}: step must return a pair (log_probs (N, V), state), but "
+                        f"returned {got}")
+    logp, state = result
+    if not isinstance(state, (np.ndarray, tuple, list)) or not _states(state):
+        raise TypeError(f"{where}: step must return the new state (an array or a tuple of "
+                        f"arrays) second, but returned {type(state).__name__}")
+    size = _batch_size(state, batch_axis)
+    if size != n:
+        raise ValueError(f"{where}: step must return a state of N={n} sequences along "
+                         f"batch_axis={batch_axis}, but returned {size}")
+    return _check_log_probs(logp, n, end, where), state
+
+
 def _check_common(state, start, max_len, end, batch_axis):
     if not isinstance(state, (np.ndarray, tuple, list)) or not _states(state):
         raise TypeError(f"state must be an array or a tuple of arrays, but got "
@@ -103,8 +125,7 @@ def greedy_search(step, state, start, max_len, end=None, *, batch_axis=0):
     scores = np.zeros(n)
     out = []
     for t in range(max_len):
-        logp, state = step(tokens, state)
-        logp = _check_log_probs(logp, n, end, "greedy_search")
+        logp, state = _call_step(step, tokens, state, end, batch_axis, "greedy_search")
         tokens = np.argmax(logp, axis=1).astype(np.int64)
         if end is not None:
             tokens[done] = end
@@ -156,8 +177,8 @@ def beam_search(step, state, start, max_len, end=None, *, beam_width=4, length_p
     lengths = np.zeros((n, k), dtype=np.int64)
     history = np.zeros((n, k, 0), dtype=np.int64)
     for t in range(max_len):
-        logp, state = step(tokens, state)
-        logp = _check_log_probs(logp, n * k, end, "beam_search").astype(np.float64, copy=False)
+        logp, state = _call_step(step, tokens, state, end, batch_axis, "beam_search")
+        logp = logp.astype(np.float64, copy=False)
         V = logp.shape[1]
         logp = logp.reshape(n, k, V).copy()
         if end is not None:         # a finished beam extends only by end, at no cost

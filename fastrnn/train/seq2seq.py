@@ -106,10 +106,29 @@ class Decoder:
     def backward(self, dlogits, dhy=None):
         """Backward of the last training-mode forward: gradients into the three modules.
 
+        Parameters
+        ----------
+        dlogits : (T, B, V) array
+            Gradient of the loss with respect to the forward's logits.
+        dhy : gradient of the final state, optional (zeros by default)
+            Shaped like the forward's ``hy`` (``(dh_n, dc_n)`` for LSTM).
+
         Returns
         -------
         dhx : the gradient of the initial state, shaped like ``hx`` (``(dh0, dc0)`` for LSTM)
+
+        Both arguments are checked before anything runs: a bad call adds no gradient, and
+        the forward stays for a corrected call.
         """
+        # both arguments checked before any backward runs: a bad call adds no gradient and
+        # leaves the forward to a corrected one
+        head, rnn = self.head._cache, self.rnn._cache
+        if head is not None:
+            d = _checks.as_float_array("dlogits", dlogits, self.head._dtype)
+            dlogits = _checks.check_shape("dlogits", d, head[2][:-1] + (self.head.out_features,))
+        if dhy is not None and rnn is not None:
+            _, out_shape, unbatched, _, _ = rnn
+            self.rnn._states("dhy", dhy, 1 if unbatched else out_shape[1], unbatched, "dhx")
         demb, dhx = self.rnn.backward(self.head.backward(dlogits), dhy)
         self.embedding.backward(demb)
         return dhx
@@ -125,11 +144,31 @@ class Decoder:
             out, state = self.rnn(self.embedding(np.asarray(tokens))[None], state)
             return log_softmax(self.head(out[0])), state
 
+    def _check_state(self, state):
+        """The layer's state, (L, N, H) arrays: N read along axis 1 (a cell's (N, H) state
+        would give it H)."""
+        arrays = state if isinstance(state, (tuple, list)) else (state,)
+        for i, s in enumerate(arrays):
+            if np.ndim(s) != 3:
+                label = f"state[{i}]" if isinstance(state, (tuple, list)) else "state"
+                raise ValueError(f"{label} must be the layer's state, (num_layers, N, "
+                                 f"hidden_size) = ({self.rnn.num_layers}, N, "
+                                 f"{self.rnn.hidden_size}), but got shape {np.shape(s)}")
+
     def greedy(self, state, start, max_len, end=None):
-        """:func:`fastrnn.train.greedy_search` from ``state``: ``(tokens, lengths, scores)``."""
+        """:func:`fastrnn.train.greedy_search` from ``state``: ``(tokens, lengths, scores)``.
+
+        ``state`` is the layer's initial state, (L, N, H) (``(h, c)`` for LSTM); ``start``
+        the start token, ``max_len`` the most tokens a sequence gets, ``end`` the end token.
+        """
+        self._check_state(state)
         return greedy_search(self.step, state, start, max_len, end, batch_axis=1)
 
     def beam(self, state, start, max_len, end=None, beam_width=4, length_penalty=1.0):
-        """:func:`fastrnn.train.beam_search` from ``state``: ``(tokens, lengths, scores)``."""
+        """:func:`fastrnn.train.beam_search` from ``state``: ``(tokens, lengths, scores)``.
+
+        The arguments are :meth:`greedy`'s, and ``beam_width`` (the hypotheses kept per
+        sequence) and ``length_penalty`` (scores divided by length ** length_penalty)."""
+        self._check_state(state)
         return beam_search(self.step, state, start, max_len, end, beam_width=beam_width,
                            length_penalty=length_penalty, batch_axis=1)
