@@ -311,6 +311,27 @@ def check_layer_activations(cell, activations, directions):
     return (full[0] if full[0] == full[-1] else full[0] + full[1]), per
 
 
+def check_in_dtype(acts, dtype):
+    """Refuse parameters that the layer's float ``dtype`` makes infinite, or rounds from
+    nonzero to 0 (with scaled_tanh's ``beta / alpha`` and ``alpha * beta``, which its
+    derivative reads: ``alpha = 1e-50`` in float32 gave NaN gradients)."""
+    if acts is None:
+        return
+    dt = np.dtype(dtype).type
+    for a in acts:
+        values = dict(zip(("alpha", "beta"), a.params))
+        if a.name == "scaled_tanh" and a.alpha != 0:
+            values.update({"beta / alpha": a.beta / a.alpha, "alpha * beta": a.alpha * a.beta})
+        for what, v in values.items():
+            with np.errstate(over="ignore", under="ignore"):
+                cast = dt(v)
+            if not np.isfinite(cast) or (v != 0 and cast == 0):
+                raise ValueError(
+                    f"activations: {a.name}'s {what} must be a finite number that "
+                    f"{np.dtype(dtype).name} represents (not 0 unless it is 0), but got {v:g}, in "
+                    f"{a!r}")
+
+
 def to_config(acts):
     """``acts`` (a tuple of :class:`Activation`, or None) as plain values: a name, or a list
     ``[name, alpha(, beta)]`` per entry, which :func:`activation` reads back."""

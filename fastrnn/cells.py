@@ -12,7 +12,7 @@ layers do.
 import numpy as np
 
 from . import _checks
-from .activations import check_activations, to_config
+from .activations import check_activations, check_in_dtype, to_config
 from .celltypes import CELL_TYPES
 from .module import Module
 from .reference._common import check_clip
@@ -43,6 +43,8 @@ class _CellBase(Module):
         if self.activations is not None:
             self._opts["activations"] = self.activations
         super().__init__(dtype, backend, seed)
+        check_clip(self.clip, self._dtype)     # one the dtype does not round to 0
+        check_in_dtype(self.activations, self._dtype)
         GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}
         if self.bias:

@@ -8,7 +8,7 @@ arrays are NumPy arrays and the backward pass is explicit.
 import numpy as np
 
 from . import _checks, functional
-from .activations import check_layer_activations, to_config
+from .activations import check_in_dtype, check_layer_activations, to_config
 from .celltypes import of_mode
 from .module import Module
 from .reference._common import check_clip
@@ -71,6 +71,8 @@ class RNNBase(Module):
                              "the first; bidirectional=True already runs one direction each "
                              "way: set one of them")
         super().__init__(dtype, backend, seed)
+        check_clip(self.clip, self._dtype)     # one the dtype does not round to 0
+        check_in_dtype(self.activations, self._dtype)
         if self.dropout > 0 and self.num_layers == 1:
             import warnings
             warnings.warn(f"dropout={self.dropout} has no effect with num_layers=1: dropout acts "

@@ -51,6 +51,31 @@ def test_sizes_must_be_positive_integers(cls, arg):
             cls(**dict(kwargs, **{arg: bad}))
 
 
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU,
+                                 fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
+def test_activation_parameters_the_dtype_cannot_hold_are_refused(cls):
+    """alpha = 1e-50 is 0 in float32: scaled_tanh's derivative (alpha * beta - beta / alpha *
+    y^2) was NaN on every backend; float64 holds it."""
+    for acts, what in [(("scaled_tanh", 1e-50, 1.0), "alpha"),
+                       (("scaled_tanh", 1e-39, 1.0), "beta / alpha"),
+                       (("affine", 1e39, 0.0), "alpha")]:
+        S = 1 if cls in (fastrnn.RNN, fastrnn.RNNCell) else 3 if cls in (
+            fastrnn.LSTM, fastrnn.LSTMCell) else 2
+        activations = [acts] + ["tanh"] * (S - 1)
+        with raises(ValueError, "activations", f"scaled_tanh's {what}" if acts[0] ==
+                    "scaled_tanh" else f"affine's {what}", "float32 represents"):
+            cls(3, 4, activations=activations)
+        cls(3, 4, activations=activations, dtype=np.float64)
+
+
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU,
+                                 fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
+def test_a_clip_the_dtype_rounds_to_zero_is_refused(cls):
+    with raises(ValueError, "clip", "float32 does not round to 0", "1e-50"):
+        cls(3, 4, clip=1e-50)
+    assert cls(3, 4, clip=1e-50, dtype=np.float64).clip == 1e-50
+
+
 @pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError)])
 def test_num_layers_must_be_a_positive_integer(bad, exc):
     with raises(exc, "num_layers", str(bad)):

@@ -62,7 +62,7 @@ VALID_FOR = {"seed": _seed_ok, "bias": _flag_ok, "batch_first": _flag_ok, "bidir
              "reverse": _flag_ok, "reset_after": _flag_ok, "peepholes": _flag_ok,
              "input_forget": _flag_ok, "activations": lambda v: v is None,
              "clip": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and 0 < v < 1e308),
+                                             and 0 < v < 1e308 and np.float32(v) != 0),
              "proj_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < H,
              "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
              and 0 <= v <= 1}

@@ -305,6 +305,30 @@ def test_nan_in_the_input_propagates_to_the_output(impl, case):
         assert np.isfinite(y[:, 1]).all() and np.isfinite(y[0]).all()
 
 
+@pytest.mark.parametrize("case", ["rnn_tanh_clip", "lstm_input_forget_clip", "gru_clip"])
+@pytest.mark.parametrize("step", [False, True])
+def test_a_clip_the_dtype_rounds_to_zero_is_refused(impl, case, step):
+    """A clip of 1e-50 is 0 in float32: refused, not run as no clip (the cython LSTM and GRU
+    rows did, and their backward read a mask never written); float64 runs it."""
+    rng = np.random.default_rng(2)
+    opts = dict(CASES[case][1], clip=1e-50)
+    for dtype in DTYPES:
+        weights, P = make_weights(case, dtype, "both", rng)
+        x = rng.standard_normal((2, I) if step else (3, 2, I)).astype(dtype)
+        hx = make_states(case, 2, P, dtype, rng)
+        forward = kernels(impl, case)[2 if step else 0]
+        args = (x, hx, weights, True) if step else (x, hx, weights, None, True)
+        if dtype == np.float32:
+            with pytest.raises(ValueError, match=r"clip must be None or a positive finite number "
+                                                 r"that float32 does not round to 0 \(at least "
+                                                 r"1.4e-45\), but got 1e-50"):
+                forward(*args, **opts)
+        else:
+            y, *_ = forward(*args, **opts)
+            want, *_ = kernels(ref, case)[2 if step else 0](*args, **opts)
+            np.testing.assert_allclose(y, want, rtol=0, atol=OUT_ATOL[dtype])
+
+
 # ---------------------------------------------------------------------------------------
 # threads
 # ---------------------------------------------------------------------------------------

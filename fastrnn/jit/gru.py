@@ -402,7 +402,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         the clip's mask), None when ``training`` is False.
     """
     reset_after = check_flag("reset_after", reset_after)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("gru", activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
@@ -651,7 +651,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
     saved : the record for :func:`gru_step_backward`, or None when ``training`` is False
     """
     reset_after = check_flag("reset_after", reset_after)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("gru", activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights

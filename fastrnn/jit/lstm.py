@@ -257,7 +257,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         False.
     """
     input_forget = check_flag("input_forget", input_forget)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("lstm", activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
@@ -617,7 +617,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     saved : the record for :func:`lstm_step_backward`, or None when ``training`` is False
     """
     input_forget = check_flag("input_forget", input_forget)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("lstm", activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

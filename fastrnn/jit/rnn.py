@@ -133,7 +133,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         relu, acts: the activation's kinds and params, lens, weights, M: the clip's mask), None
         when ``training`` is False.
     """
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     relu, kinds, params = _activation(nonlinearity, activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
@@ -299,7 +299,7 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     hy : tuple (h' (B, H),)
     saved : the record for :func:`rnn_step_backward`, or None when ``training`` is False
     """
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     relu, kinds, params = _activation(nonlinearity, activations)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights

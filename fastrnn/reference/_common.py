@@ -147,8 +147,9 @@ def check_nonlinearity(nonlinearity, activations):
     return checked
 
 
-def check_clip(clip):
-    """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation."""
+def check_clip(clip, dtype=None):
+    """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation
+    (one that ``dtype``, the kernels' float type, does not round to 0)."""
     if clip is None:
         return None
     if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.integer,
@@ -160,6 +161,11 @@ def check_clip(clip):
         value, shown = float("inf"), "an integer beyond a float's range"
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"clip must be None or a positive finite number, but got {shown}")
+    if dtype is not None and np.dtype(dtype).type(value) == 0:
+        tiny = np.finfo(dtype).smallest_subnormal
+        raise ValueError(f"clip must be None or a positive finite number that "
+                         f"{np.dtype(dtype).name} does not round to 0 (at least {tiny:.3g}), "
+                         f"but got {shown}")
     return value
 
 

@@ -58,7 +58,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
         False.
     """
     reset_after = check_flag("reset_after", reset_after)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     acts = _acts.resolve("gru", activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape

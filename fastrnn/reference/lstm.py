@@ -62,7 +62,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
         where a pre-activation was inside the clip, or None); None when ``training`` is False.
     """
     input_forget = check_flag("input_forget", input_forget)
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     acts = _acts.resolve("lstm", activations)
     fa, ga, ha = (lambda v, a=a: _acts.forward(a, v) for a in acts)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

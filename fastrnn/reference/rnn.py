@@ -44,7 +44,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         activations (a tuple of one :class:`~fastrnn.activations.Activation`), mask (1 where the pre-activation was inside the clip, or None);
         None when ``training`` is False.
     """
-    clip = check_clip(clip)
+    clip = check_clip(clip, np.asarray(x).dtype)
     (f,) = acts = check_nonlinearity(nonlinearity, activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
