@@ -2785,6 +2785,9 @@ cdef object check_lengths(object lengths, int B, int T):
     if lengths is None:
         return None
     lens = checked(lengths, I64, "lengths", 1, B)
+    if B and (lens.min() < 0 or lens.max() > T):   # the kernels index the steps by them
+        raise ValueError(f"lengths must be between 0 and T = {T}, but got "
+                         f"{lens.min()}..{lens.max()}")
     return lens
 
 

@@ -305,6 +305,50 @@ def test_nan_in_the_input_propagates_to_the_output(impl, case):
         assert np.isfinite(y[:, 1]).all() and np.isfinite(y[0]).all()
 
 
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm_peepholes", "gru"])
+def test_arguments_that_do_not_fit_together_are_named(impl, case):
+    """Shapes that disagree with each other are refused before any kernel runs (the numba
+    kernels, which index without bounds checks, wrote outside the arrays: a heap corruption)."""
+    rng = np.random.default_rng(3)
+    opts = CASES[case][1]
+    forward, backward, step_forward, step_backward = kernels(impl, case)
+    weights, P = make_weights(case, np.float32, "both", rng)
+    x = rng.standard_normal((5, 3, I)).astype(np.float32)
+    hx = make_states(case, 3, P, np.float32, rng)
+    one = make_states(case, 1, P, np.float32, rng)
+    lstm = case.startswith("lstm")
+    for args, words in [
+            ((x, one, weights), r"h0 must have shape \(3, \d+\), but got \(1, \d+\)"),
+            ((x[:, :, :-1], hx, weights), rf"w_ih must have shape \(\d+, {I - 1}\) for inputs "
+                                          rf"of size {I - 1}"),
+            ((x, hx, weights, np.array([5, 5])), r"lengths must have shape \(3,\), but got \(2,\)"),
+            ((x, hx, weights, np.array([9, 5, 5])), r"lengths must be between 0 and T = 5, but "
+                                                    r"got 5..9"),
+            ((x, hx, weights, np.array([-1, 5, 5])), r"lengths must be between 0 and T = 5"),
+            ((x, hx[:1] if lstm else hx * 2, weights), r"hx must be a tuple \(h0, c0\) for LSTM, "
+                                                       r"\(h0,\) otherwise")]:
+        with pytest.raises(ValueError, match=words):
+            forward(*args, training=True, **opts)
+    if lstm:
+        with pytest.raises(ValueError, match=r"c0 must have shape \(3, \d+\)"):
+            forward(x, (hx[0], one[1]), weights, training=True, **opts)
+        with pytest.raises(ValueError, match=r"w_ph must have shape \(3, \d+\)"):
+            forward(x, hx, weights[:5] + (weights[5][:, :-1],), training=True, **opts)
+    with pytest.raises(ValueError, match=r"h0 must have shape \(1, \d+\), but got \(3, \d+\)"):
+        step_forward(x[0, :1], hx, weights, True, **opts)
+    y, hy, saved = forward(x, hx, weights, None, True, **opts)
+    dweights = zero_grads(weights)
+    for dy, dhy, words in [(y[:, :2], hy, r"dy must have shape \(5, 3, \d+\)"),
+                           (y, tuple(h[:2] for h in hy), r"dh_n must have shape \(3, \d+\)"),
+                           (y, hy[:1] if lstm else hy * 2, r"dhy must be a tuple")]:
+        with pytest.raises(ValueError, match=words):
+            backward(dy, dhy, saved, dweights)
+    backward(y, hy, saved, dweights)                    # the refused calls left the record
+    shy, ssaved = step_forward(x[0], hx, weights, True, **opts)
+    with pytest.raises(ValueError, match=r"dh_n must have shape \(3, \d+\)"):
+        step_backward(tuple(h[:1] for h in shy), ssaved, zero_grads(weights))
+
+
 @pytest.mark.parametrize("case", ["rnn_tanh_clip", "lstm_input_forget_clip", "gru_clip"])
 @pytest.mark.parametrize("step", [False, True])
 def test_a_clip_the_dtype_rounds_to_zero_is_refused(impl, case, step):

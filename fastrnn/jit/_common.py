@@ -398,6 +398,8 @@ def step_backward(backward, cell, dhy, saved, dweights):
     """The backward of a one-step kernel: ``backward`` (a sequence backward) over its T = 1
     step, with no gradient from an output, adding into ``dweights``; returns dx (B, I), dhx."""
     check(saved, cell, dweights, True)
-    dy = np.zeros((1,) + dhy[0].shape, dtype=saved.x.dtype)
+    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
+        raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
+    dy = np.zeros((1,) + np.shape(dhy[0]), dtype=saved.x.dtype)
     dx, dhx = backward(dy, dhy, saved, dweights)
     return dx[0], dhx

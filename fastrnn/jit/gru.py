@@ -35,7 +35,7 @@ import numpy as np
 from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
-from ..reference._common import check_clip, check_flag
+from ..reference._common import check_call, check_clip, check_flag
 from .gemm import (add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live,
                    store_norm)
 
@@ -404,6 +404,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("gru", activations)
+    check_call("gru", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
@@ -536,7 +537,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "gru", dweights)
+    s = _common.take(saved, "gru", dweights, dy=dy, dhy=dhy)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
     reset_after, (kinds, params), M = s["reset_after"], s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
@@ -653,6 +654,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("gru", activations)
+    check_call("gru", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype

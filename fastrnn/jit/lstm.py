@@ -36,7 +36,7 @@ import numpy as np
 from . import _common
 from .activations import act_grad_row, act_row, sigmoid, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
-from ..reference._common import check_clip, check_flag
+from ..reference._common import check_call, check_clip, check_flag
 from .gemm import (add_rows, clip_row, copy, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live,
                    store_norm)
 
@@ -259,6 +259,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("lstm", activations)
+    check_call("lstm", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype
@@ -509,7 +510,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = _common.take(saved, "lstm", dweights)
+    s = _common.take(saved, "lstm", dweights, dy=dy, dhy=dhy)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
     (kinds, params), CM = s["acts"], s["CM"]
@@ -619,6 +620,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip, np.asarray(x).dtype)
     kinds, params = _common.act_arrays("lstm", activations)
+    check_call("lstm", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     dt = x.dtype

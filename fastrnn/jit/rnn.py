@@ -20,7 +20,7 @@ from . import _common
 from .. import activations as _acts
 from .activations import act_grad_row, act_row, tanh
 from .config import batch_slices, helper, jit, one_blas_thread, threads_for
-from ..reference._common import check_clip, check_nonlinearity
+from ..reference._common import check_call, check_clip, check_nonlinearity
 from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live, store_norm
 
 
@@ -135,6 +135,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     """
     clip = check_clip(clip, np.asarray(x).dtype)
     relu, kinds, params = _activation(nonlinearity, activations)
+    check_call("rnn", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype
@@ -228,7 +229,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "rnn", dweights)
+    s = _common.take(saved, "rnn", dweights, dy=dy, dhy=dhy)
     x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
     (kinds, params), M = s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
@@ -301,6 +302,7 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     """
     clip = check_clip(clip, np.asarray(x).dtype)
     relu, kinds, params = _activation(nonlinearity, activations)
+    check_call("rnn", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
     dt = x.dtype

@@ -73,10 +73,11 @@ def check(saved, cell, dweights, step=False):
     check_dweights(dweights, saved.weights, name)
 
 
-def take(saved, cell, dweights, step=False):
-    """:func:`check`, then, when the record serves one backward only, mark it used (atomically:
-    two threads cannot both take it) and drop its arrays from the record.  Nothing is used up
-    when a check fails.
+def take(saved, cell, dweights, step=False, dy=None, dhy=None):
+    """:func:`check` (and with ``dhy``, the backward's ``dy`` and ``dhy`` against the record's
+    sizes: :func:`check_backward_call`), then, when the record serves one backward only, mark
+    it used (atomically: two threads cannot both take it) and drop its arrays from the record.
+    Nothing is used up when a check fails.
 
     Returns
     -------
@@ -84,6 +85,10 @@ def take(saved, cell, dweights, step=False):
         The saved arrays by name.
     """
     check(saved, cell, dweights, step)
+    if dhy is not None:
+        from ..celltypes import CELL_TYPES
+        (T, B), (G, P) = saved.x.shape[:2], saved.weights[1].shape
+        check_backward_call(cell, dy, dhy, T, B, G // CELL_TYPES[cell].gates, P)
     if not saved.once:
         return {k: getattr(saved, k) for k in saved._names}
     with _TAKE:
@@ -116,6 +121,77 @@ def check_dweights(dweights, weights, kernel):
             raise ValueError(f"{kernel}: dweights[{k}] must be a writable C-contiguous {w.dtype} "
                              f"array of shape {w.shape} (the gradient is added into it), "
                              f"but got {got}")
+
+
+def _shape_is(name, value, want):
+    shape = np.shape(value)
+    if shape != want:
+        raise ValueError(f"{name} must have shape {want}, but got {shape}")
+
+
+def check_call(cell, x, hx, weights, lengths=None, step=False):
+    """Check the shapes of a forward kernel's arguments against each other, as the cython
+    kernels do (the numba kernels index without bounds checks: a mismatch would read and write
+    outside the arrays).  ``cell`` is a key of :data:`fastrnn.celltypes.CELL_TYPES`.
+
+    Returns
+    -------
+    (T, B, I, H, P) : the sizes the arguments imply (T = 1 for a step)
+    """
+    from ..celltypes import CELL_TYPES
+    gates, n = CELL_TYPES[cell].gates, len(CELL_TYPES[cell].weights)
+    shape = np.shape(x)
+    if len(shape) != (2 if step else 3):
+        raise ValueError(f"x must be {'(B, I) for a step kernel' if step else '(T, B, I)'}, "
+                         f"but got shape {shape}")
+    T, B, I = (1,) + shape if step else shape
+    if not isinstance(weights, (tuple, list)) or len(weights) != n:
+        raise ValueError(f"weights must be a tuple of {n} arrays ({', '.join(CELL_TYPES[cell].weights)})")
+    w_ih, w_hh = np.shape(weights[0]), np.shape(weights[1])
+    if len(w_ih) != 2 or len(w_hh) != 2:
+        raise ValueError(f"w_ih and w_hh must be 2-D, but got shapes {w_ih} and {w_hh}")
+    G = w_ih[0]
+    H = G // gates
+    if G != H * gates or H < 1:
+        raise ValueError(f"w_ih must have {gates}*H rows, but got shape {w_ih}")
+    if w_ih[1] != I:
+        raise ValueError(f"w_ih must have shape ({G}, {I}) for inputs of size {I}, but got {w_ih}")
+    P = w_hh[1]
+    if w_hh[0] != G:
+        raise ValueError(f"w_hh must have {G} rows like w_ih, but got shape {w_hh}")
+    for k, name in ((2, "b_ih"), (3, "b_hh")):
+        if weights[k] is not None:
+            _shape_is(name, weights[k], (G,))
+    if cell == "lstm" and weights[4] is not None:
+        _shape_is("w_hr", weights[4], (P, H))
+    elif P != H:
+        raise ValueError(f"w_hh must have shape ({G}, {H}), but got {w_hh}")
+    if cell == "lstm" and weights[5] is not None:
+        _shape_is("w_ph", weights[5], (3, H))
+    if not isinstance(hx, (tuple, list)) or len(hx) != (2 if cell == "lstm" else 1):
+        raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
+    _shape_is("h0", hx[0], (B, P))
+    if cell == "lstm":
+        _shape_is("c0", hx[1], (B, H))
+    if lengths is not None and not step:
+        _shape_is("lengths", lengths, (B,))
+        lens = np.asarray(lengths)
+        if lens.size and (lens.min() < 0 or lens.max() > T):
+            raise ValueError(f"lengths must be between 0 and T = {T}, but got "
+                             f"{lens.min()}..{lens.max()}")
+    return T, B, I, H, P
+
+
+def check_backward_call(cell, dy, dhy, T, B, H, P):
+    """Check a backward kernel's ``dy`` ((T, B, P), or None) and ``dhy`` against its forward's
+    sizes (see :func:`check_call`)."""
+    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
+        raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
+    _shape_is("dh_n", dhy[0], (B, P))
+    if cell == "lstm":
+        _shape_is("dc_n", dhy[1], (B, H))
+    if dy is not None:
+        _shape_is("dy", dy, (T, B, P))
 
 
 def check_flag(name, value):

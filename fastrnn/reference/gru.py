@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import activations as _acts
 from ._common import (
-    check_clip, check_flag, clamp,
+    check_call, check_clip, check_flag, clamp,
     Saved, add_bias, keep, masked, record_norm, step_kernels, take, unpadded, valid_steps,
 )
 
@@ -59,6 +59,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip, np.asarray(x).dtype)
+    check_call("gru", x, hx, weights, lengths)
     acts = _acts.resolve("gru", activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
@@ -122,7 +123,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "gru", dweights)
+    s = take(saved, "gru", dweights, dy=dy, dhy=dhy)
     x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
     reset_after = s["reset_after"]
     fa, ga = s["activations"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from .. import activations as _acts
 from ._common import (
-    check_clip, check_flag, clamp,
+    check_call, check_clip, check_flag, clamp,
     Saved, add_bias, keep, masked, record_norm, step_kernels, take,
     unpadded, valid_steps,
 )
@@ -63,6 +63,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip, np.asarray(x).dtype)
+    check_call("lstm", x, hx, weights, lengths)
     acts = _acts.resolve("lstm", activations)
     fa, ga, ha = (lambda v, a=a: _acts.forward(a, v) for a in acts)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
@@ -133,7 +134,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = take(saved, "lstm", dweights)
+    s = take(saved, "lstm", dweights, dy=dy, dhy=dhy)
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
     c_all, valid, weights, input_forget = s["c_all"], s["valid"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

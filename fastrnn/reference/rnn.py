@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import activations as _acts
 from ._common import (
-    check_clip, check_nonlinearity, clamp,
+    check_call, check_clip, check_nonlinearity, clamp,
     Saved, add_bias, keep, masked, record_norm, step_kernels, take, unpadded, valid_steps,
 )
 
@@ -45,6 +45,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         None when ``training`` is False.
     """
     clip = check_clip(clip, np.asarray(x).dtype)
+    check_call("rnn", x, hx, weights, lengths)
     (f,) = acts = check_nonlinearity(nonlinearity, activations)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
@@ -92,7 +93,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "rnn", dweights)
+    s = take(saved, "rnn", dweights, dy=dy, dhy=dhy)
     x, h_prev, h_all, valid, weights = s["x"], s["h_prev"], s["h_all"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
