@@ -33,7 +33,11 @@ import uuid
 
 import numpy as np
 
-import dask
+try:
+    import dask
+except ImportError as exc:
+    raise ImportError(f"fastrnn.dask needs dask, which is not installed ({exc}): "
+                      f"pip install 'fastrnn[dask]'") from exc
 import dask.array as da
 
 from . import _runtime

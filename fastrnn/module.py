@@ -127,7 +127,8 @@ class Module:
         return dict(self._params)
 
     def named_parameters(self, prefix="", recurse=True):
-        """``(prefix + name, live parameter array)`` pairs, in PyTorch's order, as PyTorch's
+        """``(prefix + "." + name, live parameter array)`` pairs (``name`` alone without a
+        prefix), in PyTorch's order, as PyTorch's
         ``named_parameters()`` yields them (``recurse`` is taken for its code: a fastrnn
         module holds no others)."""
         if not isinstance(prefix, str):
@@ -147,13 +148,15 @@ class Module:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __setattr__(self, name, value):
-        # lstm.weight_ih_l0 = w writes w into the live parameter (checked as load_state_dict
-        # checks it): an attribute of its own would hide the array the kernels read.  (The
+        # lstm.weight_ih_l0 = w writes w into the live parameter (checked, and named by the
+        # attribute): an attribute of its own would hide the array the kernels read.  (The
         # private names skip the lookup, but not this call, ~0.1 us.)
         if not name.startswith("_"):
             params = self.__dict__.get("_params")
             if params is not None and name in params:
-                self.load_state_dict({name: value}, strict=False)
+                arr = _checks.as_float_array(name, value, self._dtype)
+                _checks.check_shape(name, arr, params[name].shape)
+                params[name][...] = arr
                 return
         object.__setattr__(self, name, value)
 

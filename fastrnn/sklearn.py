@@ -39,7 +39,12 @@ import numbers
 import sys
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+except ImportError as exc:
+    raise ImportError(f"fastrnn.sklearn needs scikit-learn, which is not installed ({exc}): "
+                      f"pip install 'fastrnn[sklearn]'") from exc
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state

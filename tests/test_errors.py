@@ -348,6 +348,20 @@ def test_cell_bad_inputs(backend):
         fastrnn.RNNCell(1, H, backend=backend)(np.float64(0.5))
 
 
+def test_assigning_a_parameter_checks_it_by_its_name(lstm):
+    """``lstm.weight_ih_l0 = w`` writes into the live parameter: a wrong kind is a TypeError and
+    a wrong shape a ValueError, both naming the attribute (it said "loading state_dict")."""
+    before = lstm.weight_ih_l0.copy()
+    with raises(TypeError, "weight_ih_l0", "floating-point", "int64"):
+        lstm.weight_ih_l0 = np.ones(before.shape, dtype=np.int64)
+    with raises(ValueError, "weight_ih_l0 must have shape", str(before.shape)):
+        lstm.weight_ih_l0 = np.ones((3, 3))
+    np.testing.assert_array_equal(lstm.weight_ih_l0, before)
+    live = lstm.weight_ih_l0
+    lstm.weight_ih_l0 = np.full(before.shape, 0.5)        # float64 into the float32 array
+    assert lstm.weight_ih_l0 is live and np.all(live == 0.5)
+
+
 # -- state dicts ------------------------------------------------------------------------
 def test_load_state_dict_names_every_problem(lstm):
     before = lstm.state_dict()
@@ -384,3 +398,20 @@ def test_load_state_dict_rejects_non_mappings_and_non_float(lstm):
     state["bias_ih_l0"] = np.zeros(4 * H, dtype=np.int32)
     with raises(ValueError, "bias_ih_l0", "floating-point"):
         lstm.load_state_dict(state)
+
+
+@pytest.mark.parametrize("module, extra, missing", [("fastrnn.sklearn", "sklearn", "sklearn"),
+                                                     ("fastrnn.dask", "dask", "dask")])
+def test_a_submodule_without_its_extra_names_the_extra(module, extra, missing):
+    import subprocess
+    import sys
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            f"try:\n"
+            f"    import {module}\n"
+            f"except ImportError as exc:\n"
+            f"    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert f"{module} needs" in done.stdout and f"pip install 'fastrnn[{extra}]'" in done.stdout, \
+        done.stdout + done.stderr
+

@@ -499,3 +499,20 @@ def test_unsupported_keras_objects_are_named():
             to_keras(obj)
     with pytest.warns(UserWarning, match="recurrent_dropout"):
         from_keras(built(keras.layers.LSTM(H, dropout=0.1, recurrent_dropout=0.2)))
+
+
+def test_to_keras_names_a_missing_backend_not_keras():
+    """Keras installed without the backend KERAS_BACKEND names (the interop extra gives no
+    backend): the error says so, not that Keras is missing."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.modules['tensorflow'] = None\n"
+            "import fastrnn\n"
+            "try:\n"
+            "    fastrnn.to_keras(fastrnn.LSTM(3, 4))\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, KERAS_BACKEND="tensorflow"))
+    assert "Keras is installed, but not its backend 'tensorflow'" in done.stdout, done.stderr
+

@@ -227,6 +227,36 @@ def test_a_state_of_another_batch_is_named():
         tb.run(x, loss_fn(Linear(H, C, dtype=np.float64, seed=1), y))
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_a_state_set_by_hand_is_checked(kind):
+    """``state`` may be set (the docs say so): a wrong structure or shape is named as the state,
+    not as a batch size or an AttributeError."""
+    x, y = data()
+    B = x.shape[1]
+    tb = TBPTT(make(kind, "numpy"), 5)
+    h = np.zeros((1, B, H))
+    lstm = kind == "LSTM"
+    for state, error, words in [
+            (h if lstm else (h,), TypeError, "state must be None or the layer's " +
+             (r"\(h, c\) for LSTM" if lstm else "h, ") + ".* but got " +
+             ("ndarray" if lstm else "tuple of length 1")),
+            ((h[0], h[0]) if lstm else h[0], ValueError, r"but got shape\(s\) \["),
+            ((h, h[:, :, :2]) if lstm else h[:, :, :2], ValueError, r"state\S* \((h|c)_0\) "
+                                                                     r"must have shape")]:
+        tb.state = state
+        with pytest.raises(error, match=words):
+            tb.run(x, loss_fn(Linear(H, C, dtype=np.float64, seed=1), y))
+
+
+def test_nested_lists_run_as_the_layers_take_them():
+    x, y = data()
+    runs = []
+    for given in (x, x.tolist()):
+        tb = TBPTT(make("GRU", "numpy"), 5)
+        runs.append(tb.run(given, loss_fn(Linear(H, C, dtype=np.float64, seed=1), y)))
+    assert runs[0] == runs[1]
+
+
 def test_step_norms_reset_and_helpers():
     x, y = data()
     rnn, head = make("LSTM", "numpy"), Linear(H, C, dtype=np.float64, seed=1)

@@ -508,6 +508,13 @@ def to_keras(obj, *, batch_size=None, **layer_kwargs):
     try:
         import keras
     except ImportError as exc:
+        missing = (exc.name or "keras").split(".")[0]
+        if missing != "keras":                 # Keras is there; the backend it chose is not
+            raise ImportError(f"to_keras: Keras is installed, but not its backend "
+                              f"{missing!r} ({exc}): install it, or choose another backend "
+                              f"with the environment variable KERAS_BACKEND before importing "
+                              f"Keras (for example KERAS_BACKEND=torch with PyTorch's CPU "
+                              f"build)") from None
         raise ImportError(f"to_keras needs Keras 3 ({exc}); install it with pip install keras, "
                           f"and choose its backend with the environment variable KERAS_BACKEND "
                           f"(for example KERAS_BACKEND=torch) before importing it") from None

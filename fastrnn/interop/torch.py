@@ -18,7 +18,8 @@ def _import_torch():
         import torch
     except ImportError as exc:
         raise ImportError(f"this conversion needs PyTorch, which is not installed ({exc}); "
-                          f"install it with: pip install torch") from None
+                          f"install its CPU build with: pip install torch --index-url "
+                          f"https://download.pytorch.org/whl/cpu") from None
     return torch
 
 

@@ -244,6 +244,25 @@ class TBPTT:
     def _slice(self, x, a, b):
         return x[:, a:b] if self.rnn.batch_first else x[a:b]
 
+    def _check_state(self, batch):
+        """The carried (or user-set) ``state``: the layer's, for a batch of ``batch``."""
+        state = self.state
+        what = ("the layer's (h, c) for LSTM, each (num_layers * num_directions, B, H)"
+                if self._is_lstm else "the layer's h, (num_layers * num_directions, B, H)")
+        if self._is_lstm != isinstance(state, (tuple, list)) or (
+                self._is_lstm and len(state) != 2):
+            raise TypeError(f"state must be None or {what}, but got {type(state).__name__}"
+                            + (f" of length {len(state)}" if isinstance(state, (tuple, list))
+                               else ""))
+        shapes = [np.shape(s) for s in (state if self._is_lstm else (state,))]
+        if any(len(s) != 3 for s in shapes):
+            raise ValueError(f"state must be None or {what}, but got shape(s) {shapes}")
+        if shapes[0][1] != batch:
+            raise ValueError(f"x has a batch of {batch} sequences, but the state carried "
+                             f"from the last run has {shapes[0][1]}: call reset() to start "
+                             f"from zeros")
+        self.rnn._states("state", state, batch, False, "hx")    # the sizes and dtypes
+
     def run(self, x, loss_and_grad, after_backward=None, return_step_norms=False):
         """Truncated BPTT over the whole of ``x``, starting from :attr:`state`.
 
@@ -276,6 +295,8 @@ class TBPTT:
         list
             The loss of every chunk run, in order.
         """
+        if not hasattr(x, "shape") and isinstance(x, (list, tuple)):
+            x = np.asarray(x)            # nested lists, as the layers take them
         try:
             shape = tuple(getattr(x, "shape", None))
         except TypeError:    # no shape, or not a sequence
@@ -302,12 +323,7 @@ class TBPTT:
                             f"but got {type(after_backward).__name__}")
         return_step_norms = _checks.check_bool("return_step_norms", return_step_norms)
         if self.state is not None:
-            carried = (self.state[0] if self._is_lstm else self.state).shape[1]
-            batch = shape[1 - self._time_axis()]
-            if carried != batch:
-                raise ValueError(f"x has a batch of {batch} sequences, but the state carried "
-                                 f"from the last run has {carried}: call reset() to start "
-                                 f"from zeros")
+            self._check_state(shape[1 - self._time_axis()])
         self.rnn.train()
         plan = windows(T, self.k1, self.k2)
         start_state = self.state      # state at plan[0].w0 == 0
