@@ -53,7 +53,9 @@ def _fallback(reason):
     sys.stderr.write(
         f"\n{BANNER}\nfastrnn: building WITHOUT the Cython extension (backend 'cython' will be "
         f"unavailable;\nthe numpy and numba backends work as usual).\n  reason: {reason}\n"
-        f"To build it: install Cython>=3, numpy, scipy and a C compiler, then reinstall.\n"
+        f"To build it: install Cython>=3, numpy, scipy and a C compiler, then reinstall,\n"
+        f"bypassing the wheel this build leaves in pip's cache:\n"
+        f"  pip install --no-cache-dir --force-reinstall --no-binary fastrnn fastrnn\n"
         f"Set FASTRNN_REQUIRE_CYTHON=1 to make this an error.\n{BANNER}\n")
 
 
@@ -100,9 +102,14 @@ class OptionalBuildExt(build_ext):
             # fast as in the build where it had started on a line by chance
             flags = ["-O3", "-fno-trapping-math", "-fno-math-errno", "-falign-loops=64"] + (
                 ["-march=native"] if NATIVE else [])
+        # the debug information Python's CFLAGS ask for (-g) out of the installed modules (5.6
+        # of their 6 MB each): the symbols stay, so profiles still name the kernels
+        links = ["-Wl,-S"] if sys.platform.startswith("linux") and \
+            self.compiler.compiler_type == "unix" else []
         for ext in self.extensions:
             isa = next((f for suffix, f in ISA_FLAGS.items() if ext.name.endswith(suffix)), [])
             ext.extra_compile_args = list(ext.extra_compile_args or []) + flags + isa
+            ext.extra_link_args = list(ext.extra_link_args or []) + links
         super().build_extensions()
 
     def finalize_options(self):

@@ -32,7 +32,8 @@ AUTO_ORDER = ("cython", "numba", "numpy")
 HINTS = {
     "numba": "install numba (pip install numba)",
     "cython": "build the extension from source with Cython and a C compiler "
-              "(pip install --no-binary fastrnn fastrnn, or pip install -e . in a checkout)",
+              "(pip install --no-cache-dir --force-reinstall --no-binary fastrnn fastrnn, or "
+              "pip install -e . in a checkout)",
 }
 ENV_VAR = "FASTRNN_BACKEND"
 

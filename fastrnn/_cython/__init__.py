@@ -37,6 +37,9 @@ import sysconfig
 
 from .._runtime import get_num_threads, set_num_threads  # noqa: F401 - shared with numba
 
+if importlib.util.find_spec(__name__ + "._kernels") is None:
+    raise ImportError("fastrnn was installed without its compiled Cython extension (the module "
+                      "fastrnn._cython._kernels is not there)")
 try:
     from . import _kernels as _baseline   # every build has it; it also tells what the CPU runs
 except ImportError as exc:
