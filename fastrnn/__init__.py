@@ -4,14 +4,14 @@ Drop-in counterparts of PyTorch's ``nn.RNN/LSTM/GRU`` and ``nn.RNNCell/LSTMCell/
 on NumPy arrays, with an explicit ``backward``.
 """
 
-from . import onnx, train
+from . import onnx, optim, train
 from ._runtime import get_num_threads, set_num_threads
 from .backends import backends, warmup
 from .cells import GRUCell, LSTMCell, RNNCell
 from .interop import from_keras, from_torch, to_keras, to_torch
 from .io import load, save
 from .layers import GRU, LSTM, RNN
-from .train import Linear, clip_grad_norm, clip_grad_value, optim
+from .train import Linear, clip_grad_norm, clip_grad_value
 
 __version__ = "0.1.0"
 

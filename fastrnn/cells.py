@@ -169,7 +169,9 @@ class RNNCell(_CellBase):
     """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
 
     Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
-    ``activations`` (one entry) replaces the activation, as :class:`fastrnn.RNN` does.
+    ``torch.nn.RNNCell``'s arguments, and fastrnn's: ``dtype``, ``backend``, ``seed``
+    (see :class:`fastrnn.layers.RNNBase`), ``clip`` (ONNX's cell clip) and ``activations``
+    (one entry), as :class:`fastrnn.RNN` takes them.
     """
     _type = CELL_TYPES["rnn"]
 
@@ -200,8 +202,10 @@ class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations by default).
 
     Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
-    ``reset_after=False`` (not in PyTorch) applies the reset gate before the product of n, and
-    ``activations`` (two entries) replaces the activations, as :class:`fastrnn.GRU` does.
+    ``torch.nn.GRUCell``'s arguments, and fastrnn's: ``dtype``, ``backend``, ``seed`` (see
+    :class:`fastrnn.layers.RNNBase`), ``reset_after=False`` (the reset gate applied before the
+    product of n), ``clip`` (ONNX's cell clip) and ``activations`` (two entries), as
+    :class:`fastrnn.GRU` takes them.
     """
     _type = CELL_TYPES["gru"]
 
@@ -234,8 +238,10 @@ class LSTMCell(_CellBase):
     Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
     and with ``peepholes=True`` (not in PyTorch; see :class:`fastrnn.LSTM`)
     ``weight_peephole`` (3, H), rows i, f, o.  ``input_forget=True`` couples the input and
-    forget gates, ``f = 1 - i``, and ``activations`` (three entries) replaces the activations,
-    as :class:`fastrnn.LSTM` does.
+    forget gates, ``f = 1 - i``.  ``torch.nn.LSTMCell``'s arguments, and fastrnn's:
+    ``dtype``, ``backend``, ``seed`` (see :class:`fastrnn.layers.RNNBase`), ``peepholes``,
+    ``input_forget``, ``clip`` (ONNX's cell clip) and ``activations`` (three entries), as
+    :class:`fastrnn.LSTM` takes them.
     """
     _type = CELL_TYPES["lstm"]
 

@@ -34,6 +34,18 @@ class RNNBase(Module):
     of :mod:`fastrnn.activations` (``"hard_sigmoid"``, ``"relu"``, ...; ONNX's names too) or a
     tuple ``(name, alpha[, beta])``.  A bidirectional layer takes one list for both
     directions, or the forward's entries followed by the reverse's.  None keeps PyTorch's.
+
+    fastrnn's own arguments of every layer and cell:
+
+    - ``dtype``: ``np.float32`` (default) or ``np.float64``, of the parameters and of what a
+      call returns (inputs of other float dtypes are converted);
+    - ``backend``: ``"auto"`` (default: ``FASTRNN_BACKEND`` if set, else the fastest one
+      installed, cython, numba then numpy), ``"cython"``, ``"numba"`` or ``"numpy"`` (the
+      reference); :func:`fastrnn.backends` says which are available and why not;
+    - ``seed``: None (default, fresh entropy), an int >= 0, a ``numpy.random.SeedSequence``
+      or ``Generator``: the parameters' initialisation, U(-1/sqrt(H), 1/sqrt(H)) as in
+      PyTorch, and the dropout masks;
+    - ``device``: PyTorch's argument, taken for its code: None or the CPU (``"cpu"``).
     """
 
     def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True,

@@ -173,6 +173,12 @@ def test_demo_saves_by_default_but_not_when_it_only_generates(capsys, tmp_path, 
     status, out, err = run(capsys, *tiny, "--steps", "0", "--load", "m.npz", "--save", "c.npz")
     assert status == 0, err
     assert "model saved to c.npz" in out and (tmp_path / "c.npz").exists()
+    # sizes that disagree with the loaded model's, and --save with --no-save, are refused
+    status, out, err = run(capsys, *tiny, "--steps", "0", "--load", "m.npz", "--layers", "2")
+    assert status == 1 and "--layers 2 does not match the model loaded from m.npz, which has 1" \
+        in err
+    status, out, err = run(capsys, *tiny, "--steps", "1", "--save", "d.npz", "--no-save")
+    assert status == 2 and "not allowed with argument" in err
 
 
 def test_demo_is_deterministic_given_a_seed(capsys, tmp_path):

@@ -55,6 +55,17 @@ def test_steps_match_torch(case, torch):
     assert params["a"] is live          # updated in place
 
 
+def test_fastrnn_optim_is_importable_as_torch_optim_is():
+    """``from fastrnn.optim import Adam`` as ``from torch.optim import Adam``: the same classes."""
+    import importlib
+    import fastrnn
+    mod = importlib.import_module("fastrnn.optim")
+    assert fastrnn.optim is mod
+    for name in optim.__all__:
+        assert getattr(mod, name) is getattr(optim, name)
+    assert sorted(mod.__all__) == sorted(optim.__all__)
+
+
 def test_float32_model_matches_torch(torch):
     lstm = fastrnn.LSTM(3, 4, seed=0, backend="numpy")
     head = Linear(4, 2, seed=1)

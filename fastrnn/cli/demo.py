@@ -44,6 +44,7 @@ examples:
 LN2 = math.log(2.0)
 #: where the trained model goes without --save
 DEFAULT_SAVE = "fastrnn-demo.npz"
+HIDDEN, LAYERS = 128, 1          # the model's sizes when none is loaded
 #: folders of the standard library whose docstrings are not prose worth learning
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__",
               "turtledemo", "_bundled", "lib2to3"}
@@ -60,10 +61,10 @@ def add_arguments(p):
                       help="share of the text held out to measure bits per character, between "
                            "0 and 0.5 (default: %(default)s)")
     model = p.add_argument_group("model")
-    model.add_argument("--hidden", type=positive_int, default=128,
-                       help="LSTM hidden size (default: %(default)s)")
-    model.add_argument("--layers", type=positive_int, default=1,
-                       help="stacked LSTM layers (default: %(default)s)")
+    model.add_argument("--hidden", type=positive_int, default=None,
+                       help=f"LSTM hidden size (default: {HIDDEN}; with --load, the model's)")
+    model.add_argument("--layers", type=positive_int, default=None,
+                       help=f"stacked LSTM layers (default: {LAYERS}; with --load, the model's)")
     model.add_argument("--load", metavar="MODEL.npz",
                        help="start from a model saved by an earlier run (its vocabulary and sizes)")
     train = p.add_argument_group("training")
@@ -89,11 +90,12 @@ def add_arguments(p):
                      help="length of each sample (default: %(default)s)")
     out.add_argument("--temperature", type=positive_float, default=0.7,
                      help="sampling temperature: lower is more conservative (default: %(default)s)")
-    out.add_argument("--save", metavar="MODEL.npz", default=None,
+    saving = out.add_mutually_exclusive_group()
+    saving.add_argument("--save", metavar="MODEL.npz", default=None,
                      help=f"where to save the trained model (default: {DEFAULT_SAVE}; with "
                           f"--steps 0 nothing is trained, and nothing saved unless --save "
                           f"is given)")
-    out.add_argument("--no-save", action="store_true", help="do not save the model")
+    saving.add_argument("--no-save", action="store_true", help="do not save the model")
     add_common_arguments(p)
 
 
@@ -322,14 +324,20 @@ def run(args):
     # model
     if loaded:
         lstm, head, vocab, steps_before = loaded
+        for flag, given, has in (("--hidden", args.hidden, lstm.hidden_size),
+                                 ("--layers", args.layers, lstm.num_layers)):
+            if given is not None and given != has:
+                raise CommandError(f"{flag} {given} does not match the model loaded from "
+                                   f"{args.load}, which has {has}: leave {flag} out with --load")
     else:
+        hidden, layers = args.hidden or HIDDEN, args.layers or LAYERS
         vocab = Vocabulary.from_text(text)
         if len(vocab) < 2:
             raise CommandError(f"the text has {len(vocab)} distinct character(s) (seen at least "
                                f"3 times); a language model needs at least 2")
-        lstm = fastrnn.LSTM(len(vocab), args.hidden, num_layers=args.layers, backend=backend,
+        lstm = fastrnn.LSTM(len(vocab), hidden, num_layers=layers, backend=backend,
                             seed=int(seeds[0].generate_state(1)[0]))
-        head = Linear(args.hidden, len(vocab), seed=int(seeds[1].generate_state(1)[0]))
+        head = Linear(hidden, len(vocab), seed=int(seeds[1].generate_state(1)[0]))
         steps_before = 0
     ids = vocab.encode(text)
     n_val = max(int(len(ids) * args.val_fraction), 2 * args.bptt + 2)

@@ -41,7 +41,7 @@ def add_arguments(p):
     p.add_argument("--data", metavar="FILE.csv",
                    help="CSV file of the series, numbers in the last column "
                         "(default: the shipped yearly sunspot numbers)")
-    p.add_argument("--cell", choices=["gru", "lstm", "rnn"], default="gru",
+    p.add_argument("--cell", type=str.lower, choices=["gru", "lstm", "rnn"], default="gru",
                    help="recurrent layer (default: %(default)s)")
     p.add_argument("--hidden", type=positive_int, default=32,
                    help="hidden size (default: %(default)s)")

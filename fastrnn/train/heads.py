@@ -81,13 +81,13 @@ class Linear(Module):
         Size C of each output vector (classes, or predicted values).
     bias : bool
         Learn the additive ``bias`` (default True).
+    device : None or "cpu"
+        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
     dtype : np.float32 or np.float64
     seed : None, int, numpy SeedSequence or Generator
         Seeds the initialisation: ``weight`` and ``bias`` are drawn from
         U(-1/sqrt(H), 1/sqrt(H)), as ``torch.nn.Linear`` does
         (``kaiming_uniform_(a=sqrt(5))`` reduces to that bound).
-    device : None or "cpu"
-        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
 
     Attributes
     ----------

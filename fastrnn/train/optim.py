@@ -93,7 +93,8 @@ class Optimizer:
     ----------
     params : dict name -> array, or Module(s) (see :func:`parameters_and_grads`)
     grads : dict name -> array, optional
-        Required when ``params`` is a dict of arrays; same keys, shapes and dtypes.
+        Required when ``params`` is a dict of arrays; same keys and shapes, any float dtype
+        (each is read in its parameter's dtype).
     **hyper : the optimizer's hyper-parameters (attributes of the same name,
         which may be changed between steps, e.g. ``opt.lr *= 0.5``)
     """
@@ -417,6 +418,16 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``.
 
     Before the Adam step, ``p *= 1 - lr * weight_decay`` (default 0.01).
+
+    Parameters
+    ----------
+    params, grads : see :class:`Optimizer`
+    lr : float
+    betas : (float, float)
+    eps : float
+    weight_decay : float
+        The decoupled decay's rate (0.01 by default, as in PyTorch).
+    amsgrad, maximize : bool
     """
 
     _decoupled = True
