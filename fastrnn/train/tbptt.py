@@ -296,7 +296,7 @@ class TBPTT:
             The loss of every chunk run, in order.
         """
         if not hasattr(x, "shape") and isinstance(x, (list, tuple)):
-            x = np.asarray(x)            # nested lists, as the layers take them
+            x = _checks.as_array("x", x, "a 3-D array-like")   # nested lists, as the layers
         try:
             shape = tuple(getattr(x, "shape", None))
         except TypeError:    # no shape, or not a sequence
