@@ -43,7 +43,7 @@ class _CellBase(Module):
         if self.activations is not None:
             self._opts["activations"] = self.activations
         super().__init__(dtype, backend, seed)
-        check_clip(self.clip, self._dtype)     # one the dtype does not round to 0
+        check_clip(self.clip, self._dtype)     # one the dtype holds (not 0, not inf)
         check_in_dtype(self.activations, self._dtype)
         GH = self._type.gates * self.hidden_size
         shapes = {"weight_ih": (GH, self.input_size), "weight_hh": (GH, self.hidden_size)}

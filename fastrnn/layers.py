@@ -24,7 +24,8 @@ class RNNBase(Module):
     is the state after step 0, and the parameters keep the names of a forward layer
     (``weight_ih_l0``, ...).  It excludes ``bidirectional``.
 
-    ``clip`` (not in PyTorch; ONNX's cell clip), a positive number or None, bounds every gate's
+    ``clip`` (not in PyTorch; ONNX's cell clip), a positive number the dtype holds (neither
+    rounded to 0 nor infinite) or None, bounds every gate's
     pre-activation to ``[-clip, clip]`` before its activation (not the LSTM's cell state).
     Where it cuts, the gradient is 0; at the bounds themselves it passes (PyTorch's clamp).
 
@@ -83,7 +84,7 @@ class RNNBase(Module):
                              "the first; bidirectional=True already runs one direction each "
                              "way: set one of them")
         super().__init__(dtype, backend, seed)
-        check_clip(self.clip, self._dtype)     # one the dtype does not round to 0
+        check_clip(self.clip, self._dtype)     # one the dtype holds (not 0, not inf)
         check_in_dtype(self.activations, self._dtype)
         if self.dropout > 0 and self.num_layers == 1:
             import warnings

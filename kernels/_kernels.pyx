@@ -3768,6 +3768,7 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
     cdef _Weights w
     cdef cnp.ndarray h0, c0 = None
     clip = check_clip(clip, np.float32 if typenum == F32 else np.float64)
+    _activations.check_in_dtype(acts, np.float32 if typenum == F32 else np.float64)
     if step:
         if nd != 2:
             raise ValueError(f"x must be (B, I) for a step kernel, but got shape {shape_str(xa)}")
@@ -4365,7 +4366,9 @@ cdef object step_plan(int cell, object weights, int variant, object clip, object
     plan = StepPlan.__new__(StepPlan)
     plan.cell, plan.typenum, plan.variant = cell, typenum, variant
     plan.nstates = 2 if cell == LSTM else 1
-    plan.w, plan.clip, plan.acts = w, check_clip(clip, np.float32 if typenum == F32 else np.float64), acts
+    dtype = np.float32 if typenum == F32 else np.float64
+    plan.w, plan.clip, plan.acts = w, check_clip(clip, dtype), acts
+    _activations.check_in_dtype(acts, dtype)
     return plan
 
 

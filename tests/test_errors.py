@@ -71,9 +71,11 @@ def test_activation_parameters_the_dtype_cannot_hold_are_refused(cls):
 @pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU,
                                  fastrnn.RNNCell, fastrnn.LSTMCell, fastrnn.GRUCell])
 def test_a_clip_the_dtype_rounds_to_zero_is_refused(cls):
-    with raises(ValueError, "clip", "float32 does not round to 0", "1e-50"):
-        cls(3, 4, clip=1e-50)
-    assert cls(3, 4, clip=1e-50, dtype=np.float64).clip == 1e-50
+    for clip in (1e-50, 1e39):         # 0 and inf in float32
+        with raises(ValueError, "clip", "float32 holds, neither rounded to 0 nor infinite",
+                    repr(clip)):
+            cls(3, 4, clip=clip)
+        assert cls(3, 4, clip=clip, dtype=np.float64).clip == clip
 
 
 @pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (1.5, TypeError)])

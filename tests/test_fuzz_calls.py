@@ -53,6 +53,11 @@ def _seed_ok(value):
     return True
 
 
+def _f32_holds(v):
+    with np.errstate(over="ignore", under="ignore"):
+        return 0 < np.float32(v) < np.inf
+
+
 #: values that are right for some of those arguments (the constructor must take them)
 def _flag_ok(value):
     return isinstance(value, (bool, np.bool_)) or (isinstance(value, int) and value in (0, 1))
@@ -62,7 +67,7 @@ VALID_FOR = {"seed": _seed_ok, "bias": _flag_ok, "batch_first": _flag_ok, "bidir
              "reverse": _flag_ok, "reset_after": _flag_ok, "peepholes": _flag_ok,
              "input_forget": _flag_ok, "activations": lambda v: v is None,
              "clip": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                             and 0 < v < 1e308 and np.float32(v) != 0),
+                                             and 0 < v < 1e308 and _f32_holds(v)),
              "proj_size": lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < H,
              "dropout": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
              and 0 <= v <= 1}

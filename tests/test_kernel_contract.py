@@ -329,6 +329,11 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
                                                        r"\(h0,\) otherwise")]:
         with pytest.raises(ValueError, match=words):
             forward(*args, training=True, **opts)
+    with pytest.raises(TypeError, match="float32 or float64 array.*int64"):
+        forward(x.astype(np.int64), hx, weights, training=True, **dict(opts, clip=0.5))
+    with pytest.raises(ValueError, match=r"x must be \(B, I\) for a step kernel, but got shape "
+                                         r"\(5, 3, \d+\)"):
+        step_forward(x, hx, weights, True, **opts)
     if lstm:
         with pytest.raises(ValueError, match=r"c0 must have shape \(3, \d+\)"):
             forward(x, (hx[0], one[1]), weights, training=True, **opts)
@@ -340,13 +345,39 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
     dweights = zero_grads(weights)
     for dy, dhy, words in [(y[:, :2], hy, r"dy must have shape \(5, 3, \d+\)"),
                            (y, tuple(h[:2] for h in hy), r"dh_n must have shape \(3, \d+\)"),
-                           (y, hy[:1] if lstm else hy * 2, r"dhy must be a tuple")]:
+                           (y, hy[:1] if lstm else hy * 2, r"dhy must be a tuple"),
+                           (y, None, r"dhy must be a tuple")]:
         with pytest.raises(ValueError, match=words):
             backward(dy, dhy, saved, dweights)
     backward(y, hy, saved, dweights)                    # the refused calls left the record
     shy, ssaved = step_forward(x[0], hx, weights, True, **opts)
     with pytest.raises(ValueError, match=r"dh_n must have shape \(3, \d+\)"):
         step_backward(tuple(h[:1] for h in shy), ssaved, zero_grads(weights))
+    with pytest.raises(ValueError, match=r"dhy must be a tuple"):
+        step_backward(None, ssaved, zero_grads(weights))
+
+
+@pytest.mark.parametrize("case", ["rnn_tanh", "lstm", "gru"])
+def test_activation_parameters_the_dtype_cannot_hold_are_refused(impl, case):
+    """scaled_tanh's alpha 1e-50 is 0 in float32: its derivative was NaN on every backend."""
+    rng = np.random.default_rng(4)
+    cell = CASES[case][0]
+    slots = {"rnn": 1, "gru": 2, "lstm": 3}[cell]
+    opts = dict(CASES[case][1], activations=[("scaled_tanh", 1e-50, 1.0)] + ["tanh"] * (slots - 1))
+    opts.pop("nonlinearity", None)
+    for dtype in DTYPES:
+        weights, P = make_weights(case, dtype, "both", rng)
+        x = rng.standard_normal((3, 2, I)).astype(dtype)
+        hx = make_states(case, 2, P, dtype, rng)
+        forward, _, step_forward, _ = kernels(impl, case)
+        if dtype == np.float32:
+            with pytest.raises(ValueError, match="scaled_tanh's alpha must be a finite number "
+                                                 "that float32 represents"):
+                forward(x, hx, weights, None, True, **opts)
+            with pytest.raises(ValueError, match="scaled_tanh's alpha"):
+                step_forward(x[0], hx, weights, True, **opts)
+        else:
+            forward(x, hx, weights, None, True, **opts)
 
 
 @pytest.mark.parametrize("case", ["rnn_tanh_clip", "lstm_input_forget_clip", "gru_clip"])
@@ -363,9 +394,9 @@ def test_a_clip_the_dtype_rounds_to_zero_is_refused(impl, case, step):
         forward = kernels(impl, case)[2 if step else 0]
         args = (x, hx, weights, True) if step else (x, hx, weights, None, True)
         if dtype == np.float32:
-            with pytest.raises(ValueError, match=r"clip must be None or a positive finite number "
-                                                 r"that float32 does not round to 0 \(at least "
-                                                 r"1.4e-45\), but got 1e-50"):
+            with pytest.raises(ValueError, match=r"clip must be None or a positive number that "
+                                                 r"float32 holds, neither rounded to 0 nor "
+                                                 r"infinite .*, but got 1e-50"):
                 forward(*args, **opts)
         else:
             y, *_ = forward(*args, **opts)

@@ -48,7 +48,7 @@ def contiguous(a, dtype):
     return writeable(np.ascontiguousarray(a, dtype=dtype))
 
 
-def act_arrays(cell, activations):
+def act_arrays(cell, activations, x=None):
     """The ``activations`` option of a kernel as the kernels take it
     (:mod:`fastrnn.jit.activations`).
 
@@ -58,6 +58,9 @@ def act_arrays(cell, activations):
     activations : None or sequence
         The option, checked by :func:`fastrnn.activations.check_activations` (None, or every
         slot at the cell's default: the defaults).
+    x : array, optional
+        The kernel's input: the parameters are checked in its float type
+        (:func:`fastrnn.activations.check_in_dtype`).
 
     Returns
     -------
@@ -67,6 +70,8 @@ def act_arrays(cell, activations):
     if activations is None:   # the common case, first: no check to make
         return DEFAULT_ACTS
     acts = _acts.check_activations(cell, activations)
+    if x is not None:       # parameters the input's float type holds
+        _acts.check_in_dtype(acts, np.asarray(x).dtype)
     return DEFAULT_ACTS if acts is None else _acts.codes(acts)
 
 

@@ -403,7 +403,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip, np.asarray(x).dtype)
-    kinds, params = _common.act_arrays("gru", activations)
+    kinds, params = _common.act_arrays("gru", activations, x)
     check_call("gru", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
@@ -537,7 +537,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "gru", dweights, dy=dy, dhy=dhy)
+    s = _common.take(saved, "gru", dweights, dy, dhy)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
     reset_after, (kinds, params), M = s["reset_after"], s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
@@ -653,7 +653,7 @@ def gru_step_forward(x, hx, weights, training=True, reset_after=True, clip=None,
     """
     reset_after = check_flag("reset_after", reset_after)
     clip = check_clip(clip, np.asarray(x).dtype)
-    kinds, params = _common.act_arrays("gru", activations)
+    kinds, params = _common.act_arrays("gru", activations, x)
     check_call("gru", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights

@@ -258,7 +258,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip, np.asarray(x).dtype)
-    kinds, params = _common.act_arrays("lstm", activations)
+    kinds, params = _common.act_arrays("lstm", activations, x)
     check_call("lstm", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
@@ -510,7 +510,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = _common.take(saved, "lstm", dweights, dy=dy, dhy=dhy)
+    s = _common.take(saved, "lstm", dweights, dy, dhy)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
     (kinds, params), CM = s["acts"], s["CM"]
@@ -619,7 +619,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
     """
     input_forget = check_flag("input_forget", input_forget)
     clip = check_clip(clip, np.asarray(x).dtype)
-    kinds, params = _common.act_arrays("lstm", activations)
+    kinds, params = _common.act_arrays("lstm", activations, x)
     check_call("lstm", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

@@ -24,7 +24,7 @@ from ..reference._common import check_call, check_clip, check_nonlinearity
 from .gemm import add_rows, clip_row, init_rows, mask_row, mm_nt, mm_rows, mm_rows_live, store_norm
 
 
-def _activation(nonlinearity, activations):
+def _activation(nonlinearity, activations, x):
     """The RNN's activation as its kernels take it, from the options ``nonlinearity`` and
     ``activations`` (see :func:`fastrnn.reference._common.check_nonlinearity`).
 
@@ -37,6 +37,7 @@ def _activation(nonlinearity, activations):
     if activations is None and nonlinearity in ("tanh", "relu"):   # the common case, first
         return (nonlinearity == "relu",) + _common.DEFAULT_ACTS
     (act,) = acts = check_nonlinearity(nonlinearity, activations)
+    _acts.check_in_dtype(acts, np.asarray(x).dtype)
     if act.name in ("tanh", "relu"):
         return (act.name == "relu",) + _common.DEFAULT_ACTS
     return (False,) + _acts.codes(acts)
@@ -134,7 +135,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
         when ``training`` is False.
     """
     clip = check_clip(clip, np.asarray(x).dtype)
-    relu, kinds, params = _activation(nonlinearity, activations)
+    relu, kinds, params = _activation(nonlinearity, activations, x)
     check_call("rnn", x, hx, weights, lengths)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights
@@ -229,7 +230,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "rnn", dweights, dy=dy, dhy=dhy)
+    s = _common.take(saved, "rnn", dweights, dy, dhy)
     x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
     (kinds, params), M = s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights
@@ -301,7 +302,7 @@ def rnn_step_forward(x, hx, weights, training=True, nonlinearity="tanh", clip=No
     saved : the record for :func:`rnn_step_backward`, or None when ``training`` is False
     """
     clip = check_clip(clip, np.asarray(x).dtype)
-    relu, kinds, params = _activation(nonlinearity, activations)
+    relu, kinds, params = _activation(nonlinearity, activations, x)
     check_call("rnn", x, hx, weights, step=True)
     weights = _common.writeable_all(weights)
     w_ih, w_hh, b_ih, b_hh = weights

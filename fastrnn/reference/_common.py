@@ -7,6 +7,10 @@ import threading
 import numpy as np
 
 from .. import _runtime
+from ..celltypes import CELL_TYPES
+
+#: cell -> (gate blocks, weights in its tuple)
+_GATES_AND_WEIGHTS = {k: (c.gates, len(c.weights)) for k, c in CELL_TYPES.items()}
 
 _TAKE = threading.Lock()
 
@@ -73,9 +77,9 @@ def check(saved, cell, dweights, step=False):
     check_dweights(dweights, saved.weights, name)
 
 
-def take(saved, cell, dweights, step=False, dy=None, dhy=None):
-    """:func:`check` (and with ``dhy``, the backward's ``dy`` and ``dhy`` against the record's
-    sizes: :func:`check_backward_call`), then, when the record serves one backward only, mark
+def take(saved, cell, dweights, dy, dhy, step=False):
+    """:func:`check`, the backward's ``dy`` and ``dhy`` against the record's sizes
+    (:func:`check_backward_call`), then, when the record serves one backward only, mark
     it used (atomically: two threads cannot both take it) and drop its arrays from the record.
     Nothing is used up when a check fails.
 
@@ -85,10 +89,8 @@ def take(saved, cell, dweights, step=False, dy=None, dhy=None):
         The saved arrays by name.
     """
     check(saved, cell, dweights, step)
-    if dhy is not None:
-        from ..celltypes import CELL_TYPES
-        (T, B), (G, P) = saved.x.shape[:2], saved.weights[1].shape
-        check_backward_call(cell, dy, dhy, T, B, G // CELL_TYPES[cell].gates, P)
+    (T, B), (G, P) = saved.x.shape[:2], saved.weights[1].shape
+    check_backward_call(cell, dy, dhy, T, B, G // _GATES_AND_WEIGHTS[cell][0], P)
     if not saved.once:
         return {k: getattr(saved, k) for k in saved._names}
     with _TAKE:
@@ -124,9 +126,13 @@ def check_dweights(dweights, weights, kernel):
 
 
 def _shape_is(name, value, want):
-    shape = np.shape(value)
+    shape = value.shape if type(value) is np.ndarray else np.shape(value)
     if shape != want:
         raise ValueError(f"{name} must have shape {want}, but got {shape}")
+
+
+def _shape(value):
+    return value.shape if type(value) is np.ndarray else np.shape(value)
 
 
 def check_call(cell, x, hx, weights, lengths=None, step=False):
@@ -138,16 +144,19 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     -------
     (T, B, I, H, P) : the sizes the arguments imply (T = 1 for a step)
     """
-    from ..celltypes import CELL_TYPES
-    gates, n = CELL_TYPES[cell].gates, len(CELL_TYPES[cell].weights)
-    shape = np.shape(x)
+    gates, n = _GATES_AND_WEIGHTS[cell]
+    dtype = x.dtype if type(x) is np.ndarray else np.asarray(x).dtype
+    if dtype.char not in "fd":
+        raise TypeError(f"x must be a float32 or float64 array, but got dtype {dtype}")
+    shape = _shape(x)
     if len(shape) != (2 if step else 3):
         raise ValueError(f"x must be {'(B, I) for a step kernel' if step else '(T, B, I)'}, "
                          f"but got shape {shape}")
     T, B, I = (1,) + shape if step else shape
     if not isinstance(weights, (tuple, list)) or len(weights) != n:
-        raise ValueError(f"weights must be a tuple of {n} arrays ({', '.join(CELL_TYPES[cell].weights)})")
-    w_ih, w_hh = np.shape(weights[0]), np.shape(weights[1])
+        names = ", ".join(CELL_TYPES[cell].weights)
+        raise ValueError(f"weights must be a tuple of {n} arrays ({names})")
+    w_ih, w_hh = _shape(weights[0]), _shape(weights[1])
     if len(w_ih) != 2 or len(w_hh) != 2:
         raise ValueError(f"w_ih and w_hh must be 2-D, but got shapes {w_ih} and {w_hh}")
     G = w_ih[0]
@@ -159,19 +168,21 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     P = w_hh[1]
     if w_hh[0] != G:
         raise ValueError(f"w_hh must have {G} rows like w_ih, but got shape {w_hh}")
-    for k, name in ((2, "b_ih"), (3, "b_hh")):
-        if weights[k] is not None:
-            _shape_is(name, weights[k], (G,))
-    if cell == "lstm" and weights[4] is not None:
+    if weights[2] is not None:
+        _shape_is("b_ih", weights[2], (G,))
+    if weights[3] is not None:
+        _shape_is("b_hh", weights[3], (G,))
+    lstm = n == 6
+    if lstm and weights[4] is not None:
         _shape_is("w_hr", weights[4], (P, H))
     elif P != H:
         raise ValueError(f"w_hh must have shape ({G}, {H}), but got {w_hh}")
-    if cell == "lstm" and weights[5] is not None:
+    if lstm and weights[5] is not None:
         _shape_is("w_ph", weights[5], (3, H))
-    if not isinstance(hx, (tuple, list)) or len(hx) != (2 if cell == "lstm" else 1):
+    if not isinstance(hx, (tuple, list)) or len(hx) != (2 if lstm else 1):
         raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
     _shape_is("h0", hx[0], (B, P))
-    if cell == "lstm":
+    if lstm:
         _shape_is("c0", hx[1], (B, H))
     if lengths is not None and not step:
         _shape_is("lengths", lengths, (B,))
@@ -183,15 +194,17 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
 
 
 def check_backward_call(cell, dy, dhy, T, B, H, P):
-    """Check a backward kernel's ``dy`` ((T, B, P), or None) and ``dhy`` against its forward's
-    sizes (see :func:`check_call`)."""
-    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
+    """Check a backward kernel's ``dy`` (T, B, P) and ``dhy`` against its forward's sizes (see
+    :func:`check_call`)."""
+    lstm = cell == "lstm"
+    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if lstm else 1):
         raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
     _shape_is("dh_n", dhy[0], (B, P))
-    if cell == "lstm":
+    if lstm:
         _shape_is("dc_n", dhy[1], (B, H))
-    if dy is not None:
-        _shape_is("dy", dy, (T, B, P))
+    if dy is None:
+        raise ValueError(f"dy must be an array of shape {(T, B, P)}, but got None")
+    _shape_is("dy", dy, (T, B, P))
 
 
 def check_flag(name, value):
@@ -225,7 +238,7 @@ def check_nonlinearity(nonlinearity, activations):
 
 def check_clip(clip, dtype=None):
     """ONNX's cell clip: None (no clip) or a positive float bounding every gate pre-activation
-    (one that ``dtype``, the kernels' float type, does not round to 0)."""
+    (one that ``dtype``, the kernels' float type, holds: not rounded to 0, not infinite)."""
     if clip is None:
         return None
     if isinstance(clip, (bool, np.bool_)) or not isinstance(clip, (int, float, np.integer,
@@ -237,11 +250,14 @@ def check_clip(clip, dtype=None):
         value, shown = float("inf"), "an integer beyond a float's range"
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"clip must be None or a positive finite number, but got {shown}")
-    if dtype is not None and np.dtype(dtype).type(value) == 0:
-        tiny = np.finfo(dtype).smallest_subnormal
-        raise ValueError(f"clip must be None or a positive finite number that "
-                         f"{np.dtype(dtype).name} does not round to 0 (at least {tiny:.3g}), "
-                         f"but got {shown}")
+    if dtype is not None and np.dtype(dtype).kind == "f":
+        with np.errstate(over="ignore", under="ignore"):
+            cast = np.dtype(dtype).type(value)
+        if cast == 0 or not np.isfinite(cast):
+            info = np.finfo(dtype)
+            raise ValueError(f"clip must be None or a positive number that {np.dtype(dtype).name} "
+                             f"holds, neither rounded to 0 nor infinite (between about "
+                             f"{info.smallest_subnormal:.2g} and {info.max:.3g}), but got {shown}")
     return value
 
 
@@ -312,14 +328,17 @@ def step_kernels(cell, forward, backward):
     """
 
     def step_forward(x, hx, weights, training=True, **opts):
-        _, hy, saved = forward(x[None], hx, weights, None, training, **opts)
+        check_call(cell, x, hx, weights, step=True)
+        _, hy, saved = forward(np.asarray(x)[None], hx, weights, None, training, **opts)
         if saved is not None:
             saved.step = True
         return hy, saved
 
     def step_backward(dhy, saved, dweights):
         check(saved, cell, dweights, True)
-        dy = np.zeros((1,) + dhy[0].shape, dtype=dhy[0].dtype)
+        if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
+            raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
+        dy = np.zeros((1,) + np.shape(dhy[0]), dtype=saved.x.dtype)
         dx, dhx = backward(dy, dhy, saved, dweights)
         return dx[0], dhx
 

@@ -61,6 +61,7 @@ def gru_forward(x, hx, weights, lengths=None, training=True, reset_after=True, c
     clip = check_clip(clip, np.asarray(x).dtype)
     check_call("gru", x, hx, weights, lengths)
     acts = _acts.resolve("gru", activations)
+    _acts.check_in_dtype(acts, np.asarray(x).dtype)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     H = w_hh.shape[0] // 3
@@ -123,7 +124,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "gru", dweights, dy=dy, dhy=dhy)
+    s = take(saved, "gru", dweights, dy, dhy)
     x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
     reset_after = s["reset_after"]
     fa, ga = s["activations"]

@@ -65,6 +65,7 @@ def lstm_forward(x, hx, weights, lengths=None, training=True, input_forget=False
     clip = check_clip(clip, np.asarray(x).dtype)
     check_call("lstm", x, hx, weights, lengths)
     acts = _acts.resolve("lstm", activations)
+    _acts.check_in_dtype(acts, np.asarray(x).dtype)
     fa, ga, ha = (lambda v, a=a: _acts.forward(a, v) for a in acts)
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights
     T, B, _ = x.shape
@@ -134,7 +135,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = take(saved, "lstm", dweights, dy=dy, dhy=dhy)
+    s = take(saved, "lstm", dweights, dy, dhy)
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
     c_all, valid, weights, input_forget = s["c_all"], s["valid"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

@@ -47,6 +47,7 @@ def rnn_forward(x, hx, weights, lengths=None, training=True, nonlinearity="tanh"
     clip = check_clip(clip, np.asarray(x).dtype)
     check_call("rnn", x, hx, weights, lengths)
     (f,) = acts = check_nonlinearity(nonlinearity, activations)
+    _acts.check_in_dtype(acts, np.asarray(x).dtype)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, _ = x.shape
     (h,) = hx
@@ -93,7 +94,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "rnn", dweights, dy=dy, dhy=dhy)
+    s = take(saved, "rnn", dweights, dy, dhy)
     x, h_prev, h_all, valid, weights = s["x"], s["h_prev"], s["h_all"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
