@@ -33,6 +33,7 @@ error; it cannot make loading allocate more than the arrays it holds.
 """
 
 import collections
+import errno
 import importlib
 import inspect
 import io
@@ -236,16 +237,33 @@ def save(obj, path):
     # through a symbolic link to the file it names (a rename over the link would replace the
     # link, and leave its file as it was)
     final = os.path.realpath(target)
-    directory, base = os.path.split(final)
-    tmp = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    directory = os.path.dirname(final)
     try:
-        mode = stat.S_IMODE(os.stat(final).st_mode)    # an existing file keeps its permissions
+        st = os.stat(final)
     except OSError:
-        mode = None
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", target)
+    if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1):
+        # a device, a pipe, a file with other names: written in place, as numpy.save does (a
+        # rename would replace the device or the pipe, or break the other names' link)
+        with open(final, "wb") as f:
+            _write_npz(f, members)
+        return path
+    if st is not None and not os.access(final, os.W_OK):
+        raise PermissionError(errno.EACCES, "the file is read-only", target)
+    mode = None if st is None else stat.S_IMODE(st.st_mode)   # an existing file keeps them
+    tmp = os.path.join(directory, f".fastrnn-{secrets.token_hex(6)}.tmp")   # short: any name fits
     # os.open rather than mkstemp: a new file gets the umask's permissions, like any saved file
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                      0o666)
+    except PermissionError:
+        if st is None:
+            raise PermissionError(errno.EACCES, "the directory is not writable", target) from None
+        with open(final, "wb") as f:   # a writable file in a directory that is not: in place
+            _write_npz(f, members)
+        return path
     except OSError as exc:    # (a missing directory, say: name the path given, not ours)
         raise type(exc)(exc.errno, exc.strerror, target) from None
     try:
@@ -255,7 +273,10 @@ def save(obj, path):
             if mode is not None:
                 os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
             os.fsync(f.fileno())
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, target) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -327,16 +348,48 @@ def _listed(names, limit=8):
     return f"[{shown}{more}]"
 
 
+#: bytes read first: a source that does not start as a .npz is refused before the rest is read
+_PREFIX = 8
+#: bytes at the end of a file where its zip end record can lie (22 + the longest comment)
+_TAIL = 22 + 0xFFFF
+
+
 def _read_bytes(path):
+    """The bytes of a model file and its name for messages (None for an unnamed file object).
+
+    A source whose first bytes are not a .npz (zip) archive's is refused after reading them
+    and, where it can seek, its last 64 kB (where the end record of a damaged archive would
+    say so): a wrong path to a large file, or /dev/zero, is not read whole."""
     source = _checks.file_or_path("path", path, "r")
-    if not isinstance(source, str):
-        data = source.read()
-        if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"path must be a binary file object, but its read() returned "
-                            f"{type(data).__name__}, not bytes (open the file with 'rb')")
-        return bytes(data), None
-    with open(source, "rb") as f:
-        return f.read(), source
+    if isinstance(source, str):
+        if stat.S_ISCHR(os.stat(source).st_mode) or stat.S_ISBLK(os.stat(source).st_mode):
+            raise ForeignFileError("not a fastrnn model file: it is a device, not a file", source)
+        with open(source, "rb") as f:
+            return _read_model(f), source
+    name = getattr(source, "name", None)
+    return _read_model(source), (name if isinstance(name, str) else None)
+
+
+def _read_model(f):
+    data = _read_some(f, _PREFIX)
+    if len(data) < _PREFIX or data[:4] in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
+        return data + _read_some(f, -1)
+    try:                              # not a .npz at the start: its end, if it can be read
+        here = f.tell()
+        end = f.seek(0, io.SEEK_END)
+    except (OSError, ValueError, AttributeError):
+        return data + _read_some(f, -1)    # a stream (a pipe): read to its end
+    start = max(here, end - _TAIL)     # (a device's end is 0: nothing more is read)
+    f.seek(start)
+    return data + _read_some(f, max(0, end - start))
+
+
+def _read_some(f, n):
+    data = f.read(n)
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"path must be a binary file object, but its read() returned "
+                        f"{type(data).__name__}, not bytes (open the file with 'rb')")
+    return bytes(data)
 
 
 def _open_zip(data, where):

@@ -4,6 +4,8 @@ import io
 import json
 import os
 import pickle
+import stat
+import threading
 import zipfile
 
 import numpy as np
@@ -115,6 +117,51 @@ def test_saving_into_a_missing_directory_names_the_path_given(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
         fastrnn.GRU(2, 3).save(target)
     assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+
+
+def test_saving_to_what_a_rename_would_replace_writes_in_place(tmp_path):
+    """A hard-linked file, a named pipe: written through, as numpy.save does (the rename over
+    them broke the link, and replaced the pipe by a file); a directory is named; a name of
+    240 characters fits (the temporary file's name is short)."""
+    old, new = fastrnn.GRU(2, 3, seed=0), fastrnn.GRU(2, 3, seed=1)
+    old.save(tmp_path / "a.npz")
+    os.link(tmp_path / "a.npz", tmp_path / "b.npz")
+    new.save(tmp_path / "a.npz")
+    assert_same_model(new, fio.load(tmp_path / "b.npz"))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fio.load(fifo)))
+    reader.start()
+    new.save(fifo)
+    reader.join(60)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and got and assert_same_model(new, got[0]) is None
+    with pytest.raises(IsADirectoryError) as info:
+        new.save(tmp_path)
+    assert info.value.filename == str(tmp_path)
+    long = tmp_path / ("m" * 236 + ".npz")
+    new.save(long)
+    assert_same_model(new, fio.load(long))
+
+
+def test_a_foreign_source_is_refused_from_its_first_bytes(tmp_path):
+    """A wrong path to a large file, or /dev/zero, is refused without reading it whole (it was
+    read to the end, or until memory ran out); a file object's name is in the error."""
+    class Counting(io.BytesIO):
+        read_bytes = 0
+
+        def read(self, n=-1):
+            data = super().read(n)
+            Counting.read_bytes += len(data)
+            return data
+    with pytest.raises(fio.ForeignFileError, match="not a .npz"):
+        fio.load(Counting(b"\x00" * (16 << 20)))
+    assert Counting.read_bytes < 100_000
+    with pytest.raises(fio.ForeignFileError, match="a device, not a file"):
+        fio.load("/dev/zero")
+    with open("/dev/zero", "rb") as f, pytest.raises(fio.ForeignFileError) as info:
+        fio.load(f)
+    assert info.value.path == "/dev/zero"
 
 
 def test_generator_seed_is_stored_as_none(tmp_path):
