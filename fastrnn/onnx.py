@@ -1186,10 +1186,11 @@ def load(source, *, backend="auto", batch_first=None):
         The fastrnn backend of the new object.
     batch_first : bool, optional
         Override the layout.  By default it is the exported layer's, from
-        the metadata :func:`export` writes, else the nodes' ``layout``
-        attribute (a model that transposes around time-major nodes, as
-        ``torch.onnx.export`` writes for ``batch_first=True``, then loads as
-        time-major).
+        the metadata :func:`export` writes, else the graph's: the nodes'
+        ``layout`` attribute, turned over by each transpose of time and batch
+        before the first node (a model that transposes around time-major
+        nodes, as ``torch.onnx.export`` writes for ``batch_first=True``, loads
+        as batch_first).
 
     Returns
     -------
@@ -1285,7 +1286,10 @@ def load(source, *, backend="auto", batch_first=None):
                                    + "; a cell is one forward node")
     override = batch_first is not None
     if not override:
-        batch_first = meta.get("batch_first", first["layout"] == 1)
+        # without fastrnn's metadata (another exporter's file, or an extract of one), as the
+        # graph reads its input: the node's layout and the transposes before it (torch's
+        # batch_first export transposes a time-major node's input)
+        batch_first = meta.get("batch_first", _graph_batch_first(graph, nodes[0], first["layout"]))
     nonlinearity, activations = _layer_activations(first["kind"], first["activations"],
                                                    meta.get("activations"))
     options = dict(nonlinearity=nonlinearity, activations=activations, seed=meta.get("seed"),

@@ -203,13 +203,14 @@ def test_float64_and_layout_attribute_with_the_onnx_reference_runtime(kind):
         for g, w in zip(ReferenceEvaluator(model).run(None, feeds), want):
             assert_close(g, w, "onnx reference float64", 1e-12)
         assert_same_weights(layer, fonnx.load(model))
-        # without fastrnn's metadata (a model another exporter wrote) the layout attribute
-        # alone says batch_first; a model fastrnn wrote must keep its metadata
+        # without fastrnn's metadata (a model another exporter wrote) the graph says
+        # batch_first: the layout attribute, or the transposes around time-major nodes; a
+        # model fastrnn wrote must keep its metadata
         del model.metadata_props[:]
         with pytest.raises(fonnx.UnsupportedOnnxError, match="lacks the metadata.*truncated"):
             fonnx.load(model)
         model.producer_name = "another exporter"
-        assert fonnx.load(model).batch_first == use_layout
+        assert fonnx.load(model).batch_first
 
 
 @pytest.mark.parametrize("kind,acts", [
@@ -285,14 +286,18 @@ def test_models_written_by_torch_onnx_export():
     torch = pytest.importorskip("torch", reason="PyTorch is not installed")
     torch.manual_seed(0)
     for module in (torch.nn.LSTM(I, H, num_layers=2, bidirectional=True),
-                   torch.nn.GRU(I, H, num_layers=2), torch.nn.RNN(I, H, nonlinearity="relu")):
-        x = torch.randn(T, B, I)
+                   torch.nn.GRU(I, H, num_layers=2), torch.nn.RNN(I, H, nonlinearity="relu"),
+                   torch.nn.GRU(I, H, batch_first=True)):
+        # (batch_first: the export transposes around a time-major node, and the loaded layer
+        # reads batch first as the graph does; it loaded time-major, silently wrong at B = T)
+        x = torch.randn(B, B, I) if module.batch_first else torch.randn(T, B, I)
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (x,), buf, dynamo=False)
         layer = fonnx.load(io.BytesIO(buf.getvalue()))
         assert layer.num_layers == module.num_layers and layer.bidirectional == module.bidirectional
+        assert layer.batch_first == module.batch_first
         for name, p in module.named_parameters():
             assert np.array_equal(layer.parameters()[name], p.detach().numpy()), name
         assert_close(layer(x.numpy())[0], module(x)[0].detach().numpy(), "torch.onnx float32", 1e-6)
