@@ -515,4 +515,10 @@ def test_to_keras_names_a_missing_backend_not_keras():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=dict(os.environ, KERAS_BACKEND="tensorflow"))
     assert "Keras is installed, but not its backend 'tensorflow'" in done.stdout, done.stderr
+    # a missing dependency of Keras's own is not its backend
+    done = subprocess.run([sys.executable, "-c", code.replace("'tensorflow'", "'optree'")],
+                          capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, KERAS_BACKEND="torch"))
+    assert "Keras is installed but cannot be imported: its dependency 'optree' is missing" in \
+        done.stdout, done.stdout + done.stderr
 

@@ -19,7 +19,7 @@ else:
 
 import fastrnn  # noqa: E402
 from fastrnn.interop import from_torch, to_torch  # noqa: E402
-from fastrnn.train import Linear  # noqa: E402
+from fastrnn.train import Embedding, Linear  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported:UserWarning")
 
@@ -335,7 +335,7 @@ def test_an_rnn_with_relu_activations_is_torch_relu():
 POSITIONAL = [(fastrnn.RNN, torch.nn.RNN), (fastrnn.LSTM, torch.nn.LSTM),
               (fastrnn.GRU, torch.nn.GRU), (fastrnn.RNNCell, torch.nn.RNNCell),
               (fastrnn.LSTMCell, torch.nn.LSTMCell), (fastrnn.GRUCell, torch.nn.GRUCell),
-              (Linear, torch.nn.Linear)]
+              (Linear, torch.nn.Linear), (Embedding, torch.nn.Embedding)]
 
 
 @pytest.mark.parametrize("ours, theirs", POSITIONAL, ids=[c.__name__ for c, _ in POSITIONAL])
@@ -352,7 +352,9 @@ def test_constructors_take_torch_positional_arguments(ours, theirs):
     defaults = {"input_size": 3, "hidden_size": 4, "in_features": 3, "out_features": 4,
                 "num_layers": 1, "nonlinearity": "tanh", "bias": True, "batch_first": False,
                 "dropout": 0.0, "bidirectional": False, "proj_size": 0, "device": "cpu",
-                "dtype": torch.float64}
+                "dtype": torch.float64, "num_embeddings": 5, "embedding_dim": 3,
+                "padding_idx": None, "max_norm": None, "norm_type": 2.0,
+                "scale_grad_by_freq": False, "sparse": False, "_weight": None, "_freeze": False}
     args = [defaults[name] for name in names]
     assert next(theirs(*args).parameters()).dtype == torch.float64
     assert ours(*args).dtype == np.float64

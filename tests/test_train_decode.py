@@ -165,6 +165,8 @@ def test_bad_arguments_are_named():
         greedy_search(step, (np.zeros(2), np.zeros(3)), V, 3, END)
     with pytest.raises(ValueError, match="log-probabilities of shape"):
         greedy_search(lambda t, s: (np.zeros(3), s), state, V, 3, END)
+    for search in (greedy_search, beam_search):   # a list pair is a pair too
+        search(lambda t, s: [np.log(np.full((len(t), V), 1.0 / V)), s], state, V, 3, END)
     for search in (greedy_search, beam_search):
         where = search.__name__
         with pytest.raises(TypeError, match=rf"{where}: step must return a pair \(log_probs "

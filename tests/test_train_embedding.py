@@ -97,3 +97,35 @@ def test_trains_with_the_toolkit_and_survives_files_and_pickles(tmp_path):
     for back in (fastrnn.load(tmp_path / "e.npz"), pickle.loads(pickle.dumps(emb))):
         assert type(back) is Embedding and back.padding_idx == 0
         np.testing.assert_array_equal(back.weight, emb.weight)
+
+
+@pytest.mark.parametrize("kw", [dict(max_norm=1.0), dict(max_norm=0.5, norm_type=1.0),
+                                dict(scale_grad_by_freq=True),
+                                dict(max_norm=1.2, scale_grad_by_freq=True, padding_idx=2)])
+def test_max_norm_and_scale_grad_by_freq_match_torch(kw):
+    """torch.nn.Embedding's options: max_norm renormalises the rows a forward reads, in the
+    table itself; scale_grad_by_freq divides each row's gradient by its id's count."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    ref = torch.nn.Embedding(7, 4, **kw).double()
+    emb = Embedding(7, 4, dtype=np.float64, _weight=ref.weight.detach().numpy().copy(), **kw)
+    ids = np.array([[1, 2, 1], [3, 1, 6]])
+    want = ref(torch.tensor(ids))
+    got = emb(ids)
+    dy = np.random.default_rng(0).standard_normal(got.shape)
+    want.backward(torch.tensor(dy))
+    emb.backward(dy)
+    np.testing.assert_allclose(got, want.detach().numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(emb.weight, ref.weight.detach().numpy(), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(emb.grads["weight"], ref.weight.grad.numpy(), rtol=0, atol=1e-15)
+    assert Embedding(**emb.get_config()).get_config() == emb.get_config()
+
+
+def test_torch_arguments_it_cannot_take_are_named():
+    with pytest.raises(ValueError, match="_freeze=True: fastrnn has no frozen parameters"):
+        Embedding(6, 4, 0, None, 2.0, False, False, None, True)
+    with pytest.raises(ValueError, match="max_norm must be None or a positive finite number"):
+        Embedding(6, 4, max_norm=-1.0)
+    with pytest.raises(ValueError, match="norm_type must be a positive number"):
+        Embedding(6, 4, max_norm=1.0, norm_type=0)
+

@@ -350,3 +350,33 @@ def test_compiled_cross_entropy_rows_declines_what_it_does_not_take(kernels):
         with pytest.raises(ValueError, match=r"t must hold class indices in \[0, 5\)"):
             mod.cross_entropy_rows(z, t, scale, grad, nll)
     assert not grad.any() and not nll.any()
+
+
+def test_a_confident_float32_row_has_a_loss_of_at_least_0_close_to_float64():
+    """NumPy's float32 path shifts a row by its mean: the target's shifted logit (~28) was
+    rounded by 2e-6 in float32 inside exp but not in the loss, which came out -9.5e-7."""
+    z = np.array([[30.6, -12.0, -15.0, 7.1]], np.float32)
+    loss, _ = cross_entropy(z, np.array([0]))
+    assert 0.0 <= loss < 1e-7
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        z = (rng.standard_normal((8, 10)) * rng.uniform(1, 20)).astype(np.float32)
+        t = rng.integers(0, 10, 8)
+        z64 = z.astype(np.float64)
+        logp = z64 - z64.max(axis=1, keepdims=True)
+        logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+        for row in range(8):
+            loss, _ = cross_entropy(z[row:row + 1], t[row:row + 1])
+            want = -logp[row, t[row]]     # float32's rounding of a logit of that size, or 1e-7
+            assert loss >= 0.0 and abs(loss - want) < 1e-7 + 4 * np.finfo(np.float32).eps * want
+
+
+def test_mse_skips_masked_positions_that_hold_nan():
+    """Missing targets stored as NaN and masked out: the loss and the gradient are those of the
+    rest (0 * NaN made both NaN)."""
+    pred, target = np.array([1.0, 0.0, 2.0]), np.array([0.0, np.nan, np.inf])
+    loss, grad = mse_loss(pred, target, mask=np.isfinite(target))
+    assert loss == 1.0 and np.array_equal(grad, [2.0, 0.0, 0.0])
+    loss, grad = mse_loss(pred, target, mask=[1.0, 0.0, 0.0], reduction="sum")
+    assert loss == 1.0 and np.array_equal(grad, [2.0, 0.0, 0.0])
+

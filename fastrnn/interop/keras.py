@@ -34,6 +34,7 @@ is unaffected).  keras is imported inside :func:`to_keras` only; the other
 functions recognise Keras objects by their classes without importing it.
 """
 
+import os
 import warnings
 
 import numpy as np
@@ -509,12 +510,16 @@ def to_keras(obj, *, batch_size=None, **layer_kwargs):
         import keras
     except ImportError as exc:
         missing = (exc.name or "keras").split(".")[0]
-        if missing != "keras":                 # Keras is there; the backend it chose is not
+        backends = {"tensorflow", "torch", "jax", os.environ.get("KERAS_BACKEND", "")}
+        if missing != "keras" and missing in backends:   # Keras is there; its backend is not
             raise ImportError(f"to_keras: Keras is installed, but not its backend "
                               f"{missing!r} ({exc}): install it, or choose another backend "
                               f"with the environment variable KERAS_BACKEND before importing "
                               f"Keras (for example KERAS_BACKEND=torch with PyTorch's CPU "
                               f"build)") from None
+        if missing != "keras":
+            raise ImportError(f"to_keras: Keras is installed but cannot be imported: its "
+                              f"dependency {missing!r} is missing ({exc})") from None
         raise ImportError(f"to_keras needs Keras 3 ({exc}); install it with pip install keras, "
                           f"and choose its backend with the environment variable KERAS_BACKEND "
                           f"(for example KERAS_BACKEND=torch) before importing it") from None

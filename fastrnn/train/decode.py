@@ -64,7 +64,7 @@ def _call_step(step, tokens, state, end, batch_axis, where):
     """``step(tokens, state)``, its result checked: ``(log_probs (N, V), state)``."""
     n = len(tokens)
     result = step(tokens, state)
-    if not isinstance(result, tuple) or len(result) != 2:
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
         got = (f"a {type(result).__name__} of length {len(result)}"
                if isinstance(result, (tuple, list)) else
                f"an array of shape {result.shape}" if isinstance(result, np.ndarray) else

@@ -1,11 +1,12 @@
 """Embedding lookup: token ids in, vectors out (``torch.nn.Embedding`` on NumPy arrays).
 
 The first layer of a model that reads words or characters: row ``i`` of ``weight`` is the
-vector of token ``i``.  Same constructor arguments as PyTorch's for what it has (``padding_idx``
-included), same initialisation (N(0, 1), the padding row zero), same results; the backward adds
+vector of token ``i``.  PyTorch's constructor arguments in PyTorch's order (``padding_idx``,
+``max_norm``, ``scale_grad_by_freq`` included), same initialisation (N(0, 1), the padding row zero), same results; the backward adds
 each output gradient into the row it was read from, so a token used several times gets the sum.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -26,11 +27,27 @@ class Embedding(Module):
     padding_idx : int, optional
         An id whose vector starts at zero and gets no gradient (the padding of sequences of
         different lengths); negative counts from the end, as in PyTorch.
+    max_norm : float, optional
+        As PyTorch's: each forward first rescales, in ``weight`` itself, the rows it reads
+        whose ``norm_type``-norm is above ``max_norm`` to ``max_norm`` (times
+        ``max_norm / (norm + 1e-7)``).
+    norm_type : float
+        The p of the norm ``max_norm`` bounds (default 2).
+    scale_grad_by_freq : bool
+        As PyTorch's: the gradient of each row is divided by the number of times its id
+        occurs in the forward's ids.
+    sparse : bool
+        PyTorch's argument, for its code: the gradient is the same dense array either way.
+    _weight : (V, E) array-like, optional
+        PyTorch's: the initial table instead of a random one.
+    _freeze : bool
+        PyTorch's; must be False (fastrnn has no frozen parameters: leave the table out of
+        the optimizer instead).
+    device : None or "cpu"
+        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
     dtype : np.float32 or np.float64
     seed : None, int, numpy SeedSequence or Generator
         Seeds the initialisation: ``weight`` from N(0, 1), as ``torch.nn.Embedding``.
-    device : None or "cpu"
-        PyTorch's argument, for its code: the CPU is the only device (any other is refused).
 
     Attributes
     ----------
@@ -44,9 +61,26 @@ class Embedding(Module):
     (2, 2, 16)
     """
 
-    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, dtype=np.float32,
-                 seed=None, device=None):
+    def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
+                 norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None,
+                 _freeze=False, device=None, dtype=np.float32, seed=None):
         _checks.check_device(device)
+        if max_norm is not None:
+            if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or not (
+                    max_norm > 0 and math.isfinite(max_norm)):
+                raise ValueError(f"max_norm must be None or a positive finite number, but got "
+                                 f"{max_norm!r}")
+            max_norm = float(max_norm)
+        if isinstance(norm_type, bool) or not isinstance(norm_type, numbers.Real) or not (
+                norm_type > 0):
+            raise ValueError(f"norm_type must be a positive number (p of the p-norm; inf for "
+                             f"the largest value), but got {norm_type!r}")
+        self.max_norm, self.norm_type = max_norm, float(norm_type)
+        self.scale_grad_by_freq = _checks.check_bool("scale_grad_by_freq", scale_grad_by_freq)
+        self.sparse = _checks.check_bool("sparse", sparse)
+        if _checks.check_bool("_freeze", _freeze):
+            raise ValueError("_freeze=True: fastrnn has no frozen parameters; leave the "
+                             "embedding out of the optimizer instead")
         self.num_embeddings = _checks.check_int("num_embeddings", num_embeddings)
         self.embedding_dim = _checks.check_int("embedding_dim", embedding_dim)
         if padding_idx is not None:
@@ -61,6 +95,8 @@ class Embedding(Module):
         self.padding_idx = padding_idx
         super().__init__(dtype, "numpy", seed)
         self._init_parameters({"weight": (self.num_embeddings, self.embedding_dim)})
+        if _weight is not None:
+            self.load_state_dict({"weight": _weight})
 
     def _init_parameters(self, shapes):
         """The table from N(0, 1) as ``torch.nn.Embedding``, ``padding_idx``'s row zero, and its
@@ -79,11 +115,20 @@ class Embedding(Module):
         return self._params["weight"]
 
     def get_config(self):
-        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
-                    padding_idx=self.padding_idx, dtype=self._dtype.name, seed=self.seed)
+        config = dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                      padding_idx=self.padding_idx, dtype=self._dtype.name, seed=self.seed)
+        if self.max_norm is not None:
+            config.update(max_norm=self.max_norm, norm_type=self.norm_type)
+        if self.scale_grad_by_freq:
+            config["scale_grad_by_freq"] = True
+        return config
 
     def __repr__(self):
         extra = "" if self.padding_idx is None else f", padding_idx={self.padding_idx}"
+        if self.max_norm is not None:
+            extra += f", max_norm={self.max_norm:g}" + (
+                "" if self.norm_type == 2.0 else f", norm_type={self.norm_type:g}")
+        extra += ", scale_grad_by_freq=True" if self.scale_grad_by_freq else ""
         extra += "" if self._dtype == np.float32 else f", dtype={self._dtype.name}"
         return f"Embedding({self.num_embeddings}, {self.embedding_dim}{extra})"
 
@@ -112,7 +157,15 @@ class Embedding(Module):
         (..., E) array of ``dtype``: a new array (editing it leaves ``weight`` alone)
         """
         idx = self._ids(ids)
-        out = self._params["weight"][idx]
+        weight = self._params["weight"]
+        if self.max_norm is not None and idx.size:   # PyTorch's embedding_renorm_, in place
+            rows = np.unique(idx)
+            norms = np.linalg.norm(weight[rows].astype(np.float64), ord=self.norm_type, axis=1)
+            over = norms > self.max_norm
+            if over.any():
+                scale = self.max_norm / (norms[over] + 1e-7)
+                weight[rows[over]] *= scale.astype(self._dtype)[:, None]
+        out = weight[idx]
         self._cache = self._private(idx, ids) if self.training else None
         return out
 
@@ -137,6 +190,9 @@ class Embedding(Module):
             self._cache = idx   # a bad call does not consume the forward
             raise
         flat, rows = idx.reshape(-1), d.reshape(-1, self.embedding_dim)
+        if self.scale_grad_by_freq and flat.size:   # each id's rows by 1 / its count
+            counts = np.bincount(flat, minlength=self.num_embeddings)
+            rows = rows / counts[flat][:, None].astype(self._dtype)
         if self.padding_idx is not None:
             keep = flat != self.padding_idx
             flat, rows = flat[keep], rows[keep]

@@ -188,6 +188,7 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
         ones = np.ones(C, z2.dtype)
         shift = z2 @ np.full(C, 1.0 / C, z2.dtype)
         grad = z2 - shift[:, None]
+        d_t = grad[rows, t2].astype(np.float64)    # the target's shifted logit, as exp reads it
         np.exp(grad, out=grad)
         s = grad @ ones
         redo = ~(s < _SUM_LIMIT)
@@ -195,12 +196,15 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             zr = z2[redo]
             shift[redo] = np.max(zr, axis=1)
             gr = zr - shift[redo][:, None]
+            d_t[redo] = gr[rows[:len(gr)], t2[redo]]
             np.exp(gr, out=gr)
             grad[redo] = gr
             s[redo] = gr @ ones
-        # float64; the logits' offset first, then the log-sum: log(s) + shift loses log(s) when
-        # every logit of a row is far from 0 (a common offset changes no loss)
-        nll = (shift.astype(np.float64) - z2[rows, t2]) + np.log(s)
+        # in float64, from the shifted logits the exponentials were taken of (float32 rounds
+        # a shifted logit of 28 by 2e-6: the loss of a confident row came out -1e-6, not 0):
+        # log(s) - d_t, not log(s) + shift - z_t, which loses log(s) when every logit of a row
+        # is far from 0; and at least 0, as the exact value is (NaN stays NaN)
+        nll = np.maximum(np.log(s.astype(np.float64)) - d_t, 0.0)
         loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
         scale = w2 / denom     # float64
         grad *= (scale / s).astype(z.dtype)[:, None]     # the softmax, weighted
@@ -246,6 +250,7 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
         sq = float(np.dot(diff.ravel(), diff.ravel()))
     else:
         total = float(np.sum(w))
+        diff = np.where(w > 0, diff, 0.0)    # skipped even where NaN or inf (missing targets)
         sq = float(np.sum(w * diff * diff))
         diff = diff * w
     denom = total if reduction == "mean" else 1.0

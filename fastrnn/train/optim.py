@@ -13,6 +13,13 @@ or give it the dicts yourself: ``Adam(params, grads, lr=...)``.  The update
 of each parameter follows ``torch.optim`` (single-tensor code path, one
 parameter group) and is computed in the parameter's dtype; there is no
 randomness, so a run is reproducible bit for bit.
+
+One difference: :meth:`Optimizer.step` updates every parameter it holds, at every step.
+PyTorch's skips a parameter whose ``.grad`` is None, which is what ``zero_grad()`` leaves
+(``set_to_none=True``) until a backward reaches it: a module left out of a step's graph
+(an auxiliary head, an unused branch) keeps still there, while here it takes the step of a
+zero gradient (weight decay, and the momentum or Adam's moments it has built up).  Give such
+a module an optimizer of its own, stepped only when it is used.
 """
 
 import math
@@ -167,7 +174,7 @@ class Optimizer:
     def zero_grad(self, set_to_none=True):
         """Set every gradient to zero (in place; ``set_to_none``, PyTorch's argument, is taken
         for its code: the arrays are kept either way, the modules and this optimizer share
-        them)."""
+        them, and :meth:`step` then updates every parameter, as the module docstring says)."""
         _checks.check_bool("set_to_none", set_to_none)
         for name, g in self.grads.items():
             if not g.flags.writeable:
