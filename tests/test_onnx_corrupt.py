@@ -628,4 +628,6 @@ def test_metadata_written_by_another_exporter_is_not_required(exported):
     model.producer_name = "pytorch"
     loaded = fonnx.load(model, backend="numpy")
     assert same_state(loaded.state_dict(), layer.state_dict())
-    assert not loaded.batch_first  # the layout attribute (absent: 0) says so without metadata
+    # without metadata the graph says how it reads its input: here, batch first through the
+    # transposes around time-major nodes (the layout attribute alone said time-major)
+    assert layer.batch_first and loaded.batch_first
