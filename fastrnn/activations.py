@@ -315,7 +315,7 @@ def check_in_dtype(acts, dtype):
     """Refuse parameters that the layer's float ``dtype`` makes infinite, or rounds from
     nonzero to 0 (with scaled_tanh's ``beta / alpha`` and ``alpha * beta``, which its
     derivative reads: ``alpha = 1e-50`` in float32 gave NaN gradients)."""
-    if acts is None or np.dtype(dtype).kind != "f":
+    if acts is None or np.dtype(dtype).char not in "fd":
         return          # (a kernel given an integer x refuses it by name elsewhere)
     dt = np.dtype(dtype).type
     for a in acts:

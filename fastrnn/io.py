@@ -209,11 +209,14 @@ def save(obj, path):
         cells, the training toolkit's heads.
     path : str, os.PathLike or writable binary file object
         Written exactly as given (no suffix is added; ``.npz`` is customary).
-        A path is written atomically: a temporary file in the same directory
-        is renamed over it once complete, so a crash never leaves a torn file.
-        A symbolic link is written through (the file it points to is
-        replaced), and an existing file keeps its permissions, as with
-        ``numpy.save``.
+        A path to a regular file is written atomically: a temporary file in
+        the same directory is renamed over it once complete, so a crash never
+        leaves a torn file.  A symbolic link is written through (the file it
+        points to is replaced), and an existing file keeps its permissions, as
+        with ``numpy.save``.  What a rename would replace or cannot reach is
+        written in place, as ``numpy.save`` writes it: a pipe or a device
+        (``/dev/stdout``), a file with other hard links, a writable file in a
+        directory that is not.
 
     Returns
     -------
@@ -234,12 +237,11 @@ def save(obj, path):
     if not isinstance(target, str):
         _write_npz(target, members)
         return path
-    # through a symbolic link to the file it names (a rename over the link would replace the
-    # link, and leave its file as it was)
-    final = os.path.realpath(target)
-    directory = os.path.dirname(final)
+    if target.endswith(os.sep) or (os.altsep and target.endswith(os.altsep)):
+        raise IsADirectoryError(errno.EISDIR, "names a directory (it ends with a separator), "
+                                "not a file", target)
     try:
-        st = os.stat(final)
+        st = os.stat(target)        # (through links, /dev/fd/N's to a pipe included)
     except OSError:
         st = None
     if st is not None and stat.S_ISDIR(st.st_mode):
@@ -247,9 +249,13 @@ def save(obj, path):
     if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1):
         # a device, a pipe, a file with other names: written in place, as numpy.save does (a
         # rename would replace the device or the pipe, or break the other names' link)
-        with open(final, "wb") as f:
+        with open(target, "wb") as f:
             _write_npz(f, members)
         return path
+    # through a symbolic link to the file it names (a rename over the link would replace the
+    # link, and leave its file as it was)
+    final = os.path.realpath(target)
+    directory = os.path.dirname(final)
     if st is not None and not os.access(final, os.W_OK):
         raise PermissionError(errno.EACCES, "the file is read-only", target)
     mode = None if st is None else stat.S_IMODE(st.st_mode)   # an existing file keeps them
@@ -275,6 +281,13 @@ def save(obj, path):
             os.fsync(f.fileno())
         try:
             os.replace(tmp, final)
+        except PermissionError:
+            if st is None or not os.access(final, os.W_OK):
+                raise PermissionError(errno.EACCES, "cannot replace the file", target) from None
+            os.unlink(tmp)        # (another's writable file in a sticky directory: in place)
+            with open(final, "wb") as f:
+                _write_npz(f, members)
+            return path
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, target) from None
     except BaseException:
@@ -367,25 +380,31 @@ def _read_bytes(path):
         with open(source, "rb") as f:
             return _read_model(f), source
     name = getattr(source, "name", None)
-    return _read_model(source), (name if isinstance(name, str) else None)
+    return _read_model(source), (name if isinstance(name, str) and name else None)
 
 
 def _read_model(f):
-    data = _read_some(f, _PREFIX)
+    try:
+        data = f.read(_PREFIX)
+    except TypeError:                 # a read() that takes no size: the whole source, at once
+        return _as_bytes(f.read())
+    data = _as_bytes(data)
     if len(data) < _PREFIX or data[:4] in (_ZIP_MAGIC, _EMPTY_ZIP_MAGIC):
-        return data + _read_some(f, -1)
+        return data + _as_bytes(f.read())
     try:                              # not a .npz at the start: its end, if it can be read
         here = f.tell()
-        end = f.seek(0, io.SEEK_END)
+        f.seek(0, io.SEEK_END)
+        end = f.tell()
     except (OSError, ValueError, AttributeError):
-        return data + _read_some(f, -1)    # a stream (a pipe): read to its end
+        here = end = None
+    if not (isinstance(here, int) and isinstance(end, int)):
+        return data + _as_bytes(f.read())    # a stream (a pipe): read to its end
     start = max(here, end - _TAIL)     # (a device's end is 0: nothing more is read)
     f.seek(start)
-    return data + _read_some(f, max(0, end - start))
+    return data + _as_bytes(f.read(max(0, end - start)))
 
 
-def _read_some(f, n):
-    data = f.read(n)
+def _as_bytes(data):
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"path must be a binary file object, but its read() returned "
                         f"{type(data).__name__}, not bytes (open the file with 'rb')")

@@ -144,6 +144,38 @@ def test_saving_to_what_a_rename_would_replace_writes_in_place(tmp_path):
     assert_same_model(new, fio.load(long))
 
 
+def test_saving_to_a_pipe_by_its_dev_fd_name_and_to_a_name_with_a_trailing_separator(tmp_path):
+    """/dev/stdout into a pipe is written through (the real path of a /dev/fd link to a pipe
+    does not exist: FileNotFoundError); "model/" names a directory, not a file to write."""
+    import subprocess
+    import sys
+    code = "import fastrnn; fastrnn.GRU(2, 3, seed=1).save('/dev/stdout')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert_same_model(fastrnn.GRU(2, 3, seed=1), fio.load(io.BytesIO(done.stdout)))
+    with pytest.raises(IsADirectoryError) as info:
+        fastrnn.GRU(2, 3).save(str(tmp_path / "model") + os.sep)
+    assert "ends with a separator" in str(info.value) and not (tmp_path / "model").exists()
+
+
+def test_file_objects_without_a_sized_read_or_an_int_seek(tmp_path):
+    """A duck-typed source whose read() takes no size loads (it did before the first bytes were
+    read alone); an mmap, whose seek() returns None, is refused as foreign, not a TypeError."""
+    import mmap
+    buf = io.BytesIO()
+    fastrnn.GRU(2, 3, seed=1).save(buf)
+
+    class Whole:
+        def read(self):
+            return buf.getvalue()
+    assert_same_model(fastrnn.GRU(2, 3, seed=1), fio.load(Whole()))
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"not a model\n" * 100)
+    with open(notes, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        with pytest.raises(fio.ForeignFileError, match="not a .npz"):
+            fio.load(m)
+
+
 def test_a_foreign_source_is_refused_from_its_first_bytes(tmp_path):
     """A wrong path to a large file, or /dev/zero, is refused without reading it whole (it was
     read to the end, or until memory ran out); a file object's name is in the error."""

@@ -250,7 +250,7 @@ def check_clip(clip, dtype=None):
         value, shown = float("inf"), "an integer beyond a float's range"
     if not (np.isfinite(value) and value > 0):
         raise ValueError(f"clip must be None or a positive finite number, but got {shown}")
-    if dtype is not None and np.dtype(dtype).kind == "f":
+    if dtype is not None and np.dtype(dtype).char in "fd":   # (another x is refused by name)
         with np.errstate(over="ignore", under="ignore"):
             cast = np.dtype(dtype).type(value)
         if cast == 0 or not np.isfinite(cast):

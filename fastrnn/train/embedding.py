@@ -121,6 +121,8 @@ class Embedding(Module):
             config.update(max_norm=self.max_norm, norm_type=self.norm_type)
         if self.scale_grad_by_freq:
             config["scale_grad_by_freq"] = True
+        if self.sparse:
+            config["sparse"] = True
         return config
 
     def __repr__(self):
