@@ -4139,6 +4139,8 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         dc = copy_of(checked(dhy[1], typenum, "dc_n", 2, B, H), 2, B, H, typenum)
     if dy is not None:
         dya = checked(dy, typenum, "dy", 3, T, B, P)
+    elif not step:        # (a step's backward has no output gradient; a sequence's must)
+        raise ValueError(f"dy must be an array of shape {(T, B, P)}, but got None")
     if step_norms is not None and tuple(np.shape(step_norms)) != (T, B):
         raise ValueError(f"step_norms must have shape {(T, B)}, but got {tuple(np.shape(step_norms))}")
     dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = grad_buffers(dweights, w, cell, typenum, name)

@@ -346,7 +346,8 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
     for dy, dhy, words in [(y[:, :2], hy, r"dy must have shape \(5, 3, \d+\)"),
                            (y, tuple(h[:2] for h in hy), r"dh_n must have shape \(3, \d+\)"),
                            (y, hy[:1] if lstm else hy * 2, r"dhy must be a tuple"),
-                           (y, None, r"dhy must be a tuple")]:
+                           (y, None, r"dhy must be a tuple"),
+                           (None, hy, r"dy must be an array of shape \(5, 3, \d+\), but got None")]:
         with pytest.raises(ValueError, match=words):
             backward(dy, dhy, saved, dweights)
     backward(y, hy, saved, dweights)                    # the refused calls left the record
