@@ -237,6 +237,12 @@ def save(obj, path):
     if not isinstance(target, str):
         _write_npz(target, members)
         return path
+
+    def in_place(where):         # as numpy.save writes: opened, truncated, written
+        with open(where, "wb") as f:
+            _write_npz(f, members)
+        return path
+
     if target.endswith(os.sep) or (os.altsep and target.endswith(os.altsep)):
         raise IsADirectoryError(errno.EISDIR, "names a directory (it ends with a separator), "
                                 "not a file", target)
@@ -249,9 +255,7 @@ def save(obj, path):
     if st is not None and (not stat.S_ISREG(st.st_mode) or st.st_nlink > 1):
         # a device, a pipe, a file with other names: written in place, as numpy.save does (a
         # rename would replace the device or the pipe, or break the other names' link)
-        with open(target, "wb") as f:
-            _write_npz(f, members)
-        return path
+        return in_place(target)
     # through a symbolic link to the file it names (a rename over the link would replace the
     # link, and leave its file as it was)
     final = os.path.realpath(target)
@@ -267,9 +271,7 @@ def save(obj, path):
     except PermissionError:
         if st is None:
             raise PermissionError(errno.EACCES, "the directory is not writable", target) from None
-        with open(final, "wb") as f:   # a writable file in a directory that is not: in place
-            _write_npz(f, members)
-        return path
+        return in_place(final)   # a writable file in a directory that is not
     except OSError as exc:    # (a missing directory, say: name the path given, not ours)
         raise type(exc)(exc.errno, exc.strerror, target) from None
     try:
@@ -282,12 +284,10 @@ def save(obj, path):
         try:
             os.replace(tmp, final)
         except PermissionError:
-            if st is None or not os.access(final, os.W_OK):
+            if st is None:        # (an existing file was found writable above)
                 raise PermissionError(errno.EACCES, "cannot replace the file", target) from None
             os.unlink(tmp)        # (another's writable file in a sticky directory: in place)
-            with open(final, "wb") as f:
-                _write_npz(f, members)
-            return path
+            return in_place(final)
         except OSError as exc:
             raise type(exc)(exc.errno, exc.strerror, target) from None
     except BaseException:
@@ -375,7 +375,8 @@ def _read_bytes(path):
     say so): a wrong path to a large file, or /dev/zero, is not read whole."""
     source = _checks.file_or_path("path", path, "r")
     if isinstance(source, str):
-        if stat.S_ISCHR(os.stat(source).st_mode) or stat.S_ISBLK(os.stat(source).st_mode):
+        mode = os.stat(source).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             raise ForeignFileError("not a fastrnn model file: it is a device, not a file", source)
         with open(source, "rb") as f:
             return _read_model(f), source

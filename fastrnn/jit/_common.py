@@ -13,7 +13,7 @@ instead, on one thread.
 import numpy as np
 
 from .. import activations as _acts
-from ..reference._common import Saved, check, take  # noqa: F401 - the contract's record
+from ..reference._common import Saved, check, step_backward, take  # noqa: F401 - the contract's
 from ..reference._common import unpadded  # noqa: F401 - the kernels' (training) input
 from ..reference._common import valid_steps
 from . import config
@@ -48,7 +48,7 @@ def contiguous(a, dtype):
     return writeable(np.ascontiguousarray(a, dtype=dtype))
 
 
-def act_arrays(cell, activations, x=None):
+def act_arrays(cell, activations, x):
     """The ``activations`` option of a kernel as the kernels take it
     (:mod:`fastrnn.jit.activations`).
 
@@ -58,7 +58,7 @@ def act_arrays(cell, activations, x=None):
     activations : None or sequence
         The option, checked by :func:`fastrnn.activations.check_activations` (None, or every
         slot at the cell's default: the defaults).
-    x : array, optional
+    x : array
         The kernel's input: the parameters are checked in its float type
         (:func:`fastrnn.activations.check_in_dtype`).
 
@@ -70,8 +70,7 @@ def act_arrays(cell, activations, x=None):
     if activations is None:   # the common case, first: no check to make
         return DEFAULT_ACTS
     acts = _acts.check_activations(cell, activations)
-    if x is not None:       # parameters the input's float type holds
-        _acts.check_in_dtype(acts, np.asarray(x).dtype)
+    _acts.check_in_dtype(acts, np.asarray(x).dtype)   # parameters the input's dtype holds
     return DEFAULT_ACTS if acts is None else _acts.codes(acts)
 
 
@@ -399,12 +398,3 @@ def bias_grads(D, db_ih, db_hh):
                 g += db
 
 
-def step_backward(backward, cell, dhy, saved, dweights):
-    """The backward of a one-step kernel: ``backward`` (a sequence backward) over its T = 1
-    step, with no gradient from an output, adding into ``dweights``; returns dx (B, I), dhx."""
-    check(saved, cell, dweights, True)
-    if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
-        raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
-    dy = np.zeros((1,) + np.shape(dhy[0]), dtype=saved.x.dtype)
-    dx, dhx = backward(dy, dhy, saved, dweights)
-    return dx[0], dhx

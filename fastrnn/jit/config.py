@@ -206,6 +206,11 @@ def _forget_after_fork():
     global _blas_lock
     _blas_lock = threading.Lock()
     _blas["depth"] = 0
+    _restore_blas()
+
+
+def _restore_blas():
+    """BLAS's thread counts set back to those :func:`hold_blas_at_one_thread` saved, if any."""
     saved, _blas["saved"] = _blas["saved"], None
     for lib, n in saved or ():
         if n != 1:
@@ -269,11 +274,8 @@ def one_blas_thread(fn):
         finally:
             with _blas_lock:
                 _blas["depth"] -= 1
-                if _blas["depth"] == 0 and _blas["saved"] is not None:
-                    for lib, n in _blas["saved"]:
-                        if n != 1:
-                            lib.set_num_threads(n)
-                    _blas["saved"] = None
+                if _blas["depth"] == 0:
+                    _restore_blas()
     return wrapper
 
 

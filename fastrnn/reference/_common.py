@@ -125,14 +125,13 @@ def check_dweights(dweights, weights, kernel):
                              f"but got {got}")
 
 
-def _shape_is(name, value, want):
-    shape = value.shape if type(value) is np.ndarray else np.shape(value)
-    if shape != want:
-        raise ValueError(f"{name} must have shape {want}, but got {shape}")
-
-
 def _shape(value):
     return value.shape if type(value) is np.ndarray else np.shape(value)
+
+
+def _shape_is(name, value, want):
+    if _shape(value) != want:
+        raise ValueError(f"{name} must have shape {want}, but got {_shape(value)}")
 
 
 def check_call(cell, x, hx, weights, lengths=None, step=False):
@@ -319,6 +318,16 @@ def add_bias(grads, da, i):
         grads[i] += da.sum(axis=0)
 
 
+def step_backward(backward, cell, dhy, saved, dweights):
+    """The backward of a one-step kernel: ``backward`` (a sequence backward, which checks
+    ``dhy``) over its T = 1 step, with no gradient from an output, adding into ``dweights``;
+    returns dx (B, I), dhx."""
+    check(saved, cell, dweights, True)
+    dy = np.zeros((1, saved.x.shape[1], saved.weights[1].shape[1]), dtype=saved.x.dtype)
+    dx, dhx = backward(dy, dhy, saved, dweights)
+    return dx[0], dhx
+
+
 def step_kernels(cell, forward, backward):
     """One-step kernels built from the sequence kernels of ``cell`` (T = 1).
 
@@ -328,18 +337,14 @@ def step_kernels(cell, forward, backward):
     """
 
     def step_forward(x, hx, weights, training=True, **opts):
-        check_call(cell, x, hx, weights, step=True)
+        if np.ndim(x) != 2:       # (the sequence forward checks the rest, on x[None])
+            raise ValueError(f"x must be (B, I) for a step kernel, but got shape {np.shape(x)}")
         _, hy, saved = forward(np.asarray(x)[None], hx, weights, None, training, **opts)
         if saved is not None:
             saved.step = True
         return hy, saved
 
-    def step_backward(dhy, saved, dweights):
-        check(saved, cell, dweights, True)
-        if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if cell == "lstm" else 1):
-            raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
-        dy = np.zeros((1,) + np.shape(dhy[0]), dtype=saved.x.dtype)
-        dx, dhx = backward(dy, dhy, saved, dweights)
-        return dx[0], dhx
+    def step_backward_of_cell(dhy, saved, dweights):
+        return step_backward(backward, cell, dhy, saved, dweights)
 
-    return step_forward, step_backward
+    return step_forward, step_backward_of_cell
