@@ -343,6 +343,19 @@ def test_a_child_process_runs_kernels_after_the_parent_did(backend, how, batch, 
     assert done.returncode == 0, done.stderr[-2000:]
 
 
+def run_fork_while_held(tmp_path, code, hung):
+    """Run ``code`` after :data:`helpers.FORK_WHILE_HELD` in a fresh Python on two threads; it
+    must exit 0 within 120 s (``hung``: the failure's message when it does not)."""
+    path = tmp_path / "child.py"
+    path.write_text(textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code))
+    try:
+        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
+                              timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
+    except subprocess.TimeoutExpired:
+        pytest.fail(hung)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 @pytest.mark.parametrize("backend", ["numpy"] + COMPILED)
 def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backend, tmp_path):
     """A lock another thread holds at a fork stays held in the child, where that thread does
@@ -376,14 +389,8 @@ def test_a_child_forked_while_another_thread_holds_the_locks_runs_kernels(backen
 
         fork_while_held(hold, lambda: work() == want)
     """
-    path = tmp_path / "child.py"
-    path.write_text(textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code))
-    try:
-        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                              timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"the {backend} child of a fork made while the locks were held hung")
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fork_while_held(tmp_path, code,
+                        f"the {backend} child of a fork made while the locks were held hung")
 
 
 @pytest.mark.skipif("numba" not in COMPILED, reason="needs the numba backend")
@@ -416,14 +423,7 @@ def test_a_child_forked_during_a_numba_call_has_numpys_blas_threads(tmp_path):
 
         fork_while_held(call, child)
     """
-    path = tmp_path / "child.py"
-    path.write_text(textwrap.dedent(FORK_WHILE_HELD) + textwrap.dedent(code))
-    try:
-        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True,
-                              timeout=120, env=dict(os.environ, FASTRNN_NUM_THREADS="2"))
-    except subprocess.TimeoutExpired:
-        pytest.fail("the child of a fork made during a numba call hung")
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_fork_while_held(tmp_path, code, "the child of a fork made during a numba call hung")
 
 
 #: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
