@@ -11,7 +11,8 @@ numpy reference on every row it supports.  An engine is
 * onnxruntime (inference), on the model ``fastrnn.onnx.export`` writes, with
   ``intra_op_num_threads`` set to the benchmark's thread count;
 * JAX (kernel rows): ``jit`` over ``lax.scan`` with the input product hoisted
-  out of the loop, and ``value_and_grad`` of ``sum(out * dout)`` for training.
+  out of the loop, and ``grad`` of ``sum(out * dout)`` (with respect to the
+  weights and the input) for training.
 
 Every engine gets the same weights (a fastrnn layer seeded with :data:`SEED`
 on the numpy backend, loaded into the others) and the same inputs.  A
@@ -22,6 +23,7 @@ timing, so a wrong engine's number is marked as such (the tests check every
 engine on every row at the row's :meth:`~bench.cases.Row.reduced` size).
 """
 
+import functools
 import importlib.util
 import io
 from typing import NamedTuple
@@ -164,14 +166,59 @@ def _make(row, backend):
                                                       seed=SEED, **row.options)
 
 
+@functools.lru_cache(maxsize=None)
 def reference_weights(row):
-    """The weights every engine of ``row`` runs with: ``{PyTorch name: array}``."""
+    """The weights every engine of ``row`` runs with: ``{PyTorch name: array}`` (made once a
+    process; the callers copy them)."""
     return _make(row, REFERENCE).state_dict()
 
 
 def _head(row):
     from fastrnn.train import Linear
     return Linear(row.shape.H, row.shape.I, dtype=DTYPE, seed=SEED + 1)
+
+
+@functools.lru_cache(maxsize=None)
+def head_weights(row):
+    """The loop rows' head (``Linear(H, I)``), ``{PyTorch name: array}`` (made once a process)."""
+    return _head(row).state_dict()
+
+
+def _onnx_export_args(row):
+    """What onnxruntime's model of ``row`` is exported from: ``{"cell": True}`` for the cell
+    (the stream row through the cell API), else the layer, with ``fastrnn.onnx.export``'s
+    options (``initial_state`` for streaming chunks, ``lengths`` for ragged batches)."""
+    if row.kind == "stream":
+        return {"cell": True} if row.variant == "cell" else {"initial_state": True}
+    return {"lengths": True} if row.kind == "ragged" else {}
+
+
+@functools.lru_cache(maxsize=None)
+def onnx_model(row, cell=False, **export_args):
+    """The ONNX model (bytes) onnxruntime runs for ``row``: ``fastrnn.onnx.export`` of the
+    reference layer, or with ``cell`` of a cell of its weights (made once a process)."""
+    import fastrnn.onnx
+    obj = _make(row, REFERENCE)
+    if cell:
+        layer, s = obj, row.shape
+        obj = _layer_class(row.cell, True)(s.I, s.H, dtype=DTYPE, backend=REFERENCE)
+        obj.load_state_dict(_as_cell_weights(layer.state_dict()))
+    buf = io.BytesIO()
+    fastrnn.onnx.export(obj, buf, **export_args)
+    return buf.getvalue()
+
+
+def prepare(row, engine):
+    """Make what a peer's workload of ``row`` takes from fastrnn (the reference weights, the
+    ONNX model): the worker calls this before its clocks, so that a peer's import and build
+    times are that library's own, as its users would see them, not fastrnn's work of
+    providing the same weights to every engine.  Nothing for fastrnn's engines."""
+    if engine == "onnxruntime":
+        onnx_model(row, **_onnx_export_args(row))
+    elif engine in PEERS:
+        reference_weights(row._replace(kind="kernel"))
+        if row.kind == "loop":
+            head_weights(row)
 
 
 def _as_cell_weights(weights):
@@ -280,7 +327,7 @@ class FastrnnWorkload(Workload):
         self.head = head = _head(self.row)
         self.opt = opt = Adam({"lstm": lstm, "head": head}, lr=LOOP_LR)
         self.tbptt = TBPTT(lstm, k1=s.T)
-        self.chunk, self.losses = 0, []
+        self.chunk, self.losses, self.norms = 0, [], []
         xs, ys = self.data["x"], self.data["targets"]
 
         def loss_and_grad(out, t0, t1):
@@ -288,7 +335,7 @@ class FastrnnWorkload(Workload):
             return loss, head.backward(dlogits)
 
         def update(chunk):
-            clip_grad_norm(opt.grads, LOOP_CLIP)
+            self.norms.append(clip_grad_norm(opt.grads, LOOP_CLIP))
             opt.step()
             opt.zero_grad()
 
@@ -305,7 +352,7 @@ class FastrnnWorkload(Workload):
         self._run()
         weights = {f"w.{k}": v for k, v in self.lstm.state_dict().items()}
         weights.update({f"w.head.{k}": v for k, v in self.head.state_dict().items()})
-        return _collect(loss=self.losses, **weights)
+        return _collect(loss=self.losses, norm=self.norms, **weights)
 
     # streaming: one sequence at B=1, the state carried step by step or chunk by chunk
     def _build_stream(self):
@@ -459,13 +506,12 @@ class TorchWorkload(Workload):
         torch, F, s = self.torch, self.torch.nn.functional, self.row.shape
         self.module = lstm = self._module()
         self.head = head = torch.nn.Linear(s.H, s.I)
-        ref = _head(self.row)
-        head.load_state_dict({k: torch.from_numpy(v) for k, v in ref.state_dict().items()})
+        head.load_state_dict({k: torch.from_numpy(v) for k, v in head_weights(self.row).items()})
         params = list(lstm.parameters()) + list(head.parameters())
         opt = torch.optim.Adam(params, lr=LOOP_LR)
         xs = torch.from_numpy(self.data["x"])
         ys = torch.from_numpy(self.data["targets"])
-        self.chunk, self.state, self.losses = 0, None, []
+        self.chunk, self.state, self.losses, self.norms = 0, None, [], []
 
         def run():
             x, y = xs[self.chunk % len(xs)], ys[self.chunk % len(ys)]
@@ -473,7 +519,7 @@ class TorchWorkload(Workload):
             loss = F.cross_entropy(head(out).reshape(-1, s.I), y.reshape(-1))
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, LOOP_CLIP)
+            self.norms.append(torch.nn.utils.clip_grad_norm_(params, LOOP_CLIP))
             opt.step()
             self.state = tuple(v.detach() for v in state)
             self.losses.append(loss.item())
@@ -486,7 +532,7 @@ class TorchWorkload(Workload):
         self._run()
         weights = {f"w.{k}": v.detach().numpy() for k, v in self.module.state_dict().items()}
         weights.update({f"w.head.{k}": v.detach().numpy() for k, v in self.head.state_dict().items()})
-        return _collect(loss=self.losses, **weights)
+        return _collect(loss=self.losses, norm=[float(n) for n in self.norms], **weights)
 
     def _build_stream(self):
         torch, variant, s = self.torch, self.row.variant, self.row.shape
@@ -550,26 +596,24 @@ class OnnxruntimeWorkload(Workload):
     def __call__(self):
         self._run()
 
-    def _session(self, obj, **export_args):
+    def _session(self):
         import onnxruntime as ort
-
-        import fastrnn.onnx
-        buf = io.BytesIO()
-        fastrnn.onnx.export(obj, buf, **export_args)
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.threads
         so.inter_op_num_threads = 1
-        return ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        self.session_options = so
+        return ort.InferenceSession(onnx_model(self.row, **_onnx_export_args(self.row)), so,
+                                    providers=["CPUExecutionProvider"])
 
     def _build_kernel(self):
-        sess = self._session(_make(self.row, REFERENCE))
+        sess = self._session()
         feed = {"input": self.data["x"]}
         self._run = lambda: sess.run(None, feed)
 
     _build_variant = _build_kernel
 
     def _build_step(self):
-        sess, d = self._session(_make(self.row, REFERENCE)), self.data
+        sess, d = self._session(), self.data
         feed = {"input": d["x"], "h": d["h0"]}
         if self.row.cell == "lstm":
             feed["c"] = d["c0"]
@@ -584,12 +628,8 @@ class OnnxruntimeWorkload(Workload):
 
     def _build_stream(self):
         s, variant, x = self.row.shape, self.row.variant, self.data["x"]
-        layer = _make(self.row, REFERENCE)
         if variant == "cell":
-            import fastrnn
-            cell = fastrnn.LSTMCell(s.I, s.H, dtype=DTYPE, backend=REFERENCE)
-            cell.load_state_dict(_as_cell_weights(layer.state_dict()))
-            sess, xs, names = self._session(cell), list(x), ("h_1", "c_1")
+            sess, xs, names = self._session(), list(x), ("h_1", "c_1")
 
             def run(keep=None):
                 h = c = np.zeros((1, s.H), DTYPE)
@@ -600,7 +640,7 @@ class OnnxruntimeWorkload(Workload):
                 return h, c
         else:
             k = STREAM_VARIANTS[variant]
-            sess = self._session(layer, initial_state=True)
+            sess = self._session()
             chunks = [x[t:t + k] for t in range(0, len(x), k)]
 
             def run(keep=None):
@@ -615,7 +655,7 @@ class OnnxruntimeWorkload(Workload):
     _results_stream = FastrnnWorkload._results_stream
 
     def _build_ragged(self):
-        sess = self._session(_make(self.row, REFERENCE), lengths=True)
+        sess = self._session()
         batches = [(x, n.astype(np.int32)) for x, n in self.data["batches"]]
 
         def run(keep=None):
@@ -637,7 +677,7 @@ class JaxWorkload(Workload):
         import jax.numpy as jnp
         super().__init__(row, engine)
         cell, lstm = row.cell, row.cell == "lstm"
-        params = {k: jnp.asarray(v) for k, v in reference_weights(row).items()}
+        params = {k: jnp.asarray(v) for k, v in reference_weights(row._replace(kind="kernel")).items()}
         x, dout = jnp.asarray(self.data["x"]), jnp.asarray(self.data["dout"])
         B, H = row.shape.B, row.shape.H
 

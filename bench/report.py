@@ -63,8 +63,9 @@ BUSY_OTHERS = 0.25
 #: resident set tracks the live arrays (memory rows only)
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}
 #: a peer's process: every worker loads the reference weights through fastrnn, whose import
-#: sets glibc's allocator thresholds (fastrnn._runtime); a peer's user has glibc's own
-PEER_ENV = {"FASTRNN_MALLOC": "0"}
+#: sets glibc's allocator thresholds and puts NumPy's BLAS on fastrnn's threads
+#: (fastrnn._runtime); a peer's user has glibc's own allocator and NumPy's own BLAS threads
+PEER_ENV = {"FASTRNN_MALLOC": "0", "FASTRNN_BLAS_POOL": "0"}
 
 
 @dataclass(frozen=True)
@@ -264,7 +265,11 @@ class Report:
             for row, measured in rows:
                 name, mine = self.fastrnn_best(measured)
                 peer, theirs = self.best(measured, peers)
-                if mine and theirs:
+                failed = [n for n in peers if n in measured and measured[n].error]
+                if failed:      # a failed peer may have been the best: the row is not judged
+                    checked.append((row, "— (" + ", ".join(f"{n}: error" for n in failed) + ")",
+                                    None))
+                elif mine and theirs:
                     figure = f"{theirs / mine:.2f}x"
                     need = self.gflops(row, theirs / goal) if floor else None
                     if theirs / mine < goal and need and self.peak_rate:
@@ -951,6 +956,11 @@ def main(argv=None, prog="python -m bench"):
     rows = select_rows(args.kinds, args.cells, args.passes, shapes)
     memory_rows = [] if args.no_memory or "kernel" not in args.kinds else [
         cases.Row("kernel", c, p, cases.SHAPES["large"]) for c in args.cells for p in args.passes]
+    if not rows and not memory_rows:
+        parser.error(f"no row has --kinds {','.join(args.kinds)}, --cells "
+                     f"{','.join(args.cells)} and --passes {','.join(args.passes)} (the step and "
+                     f"variant rows are LSTM's and GRU's, the loop, stream and ragged rows "
+                     f"LSTM's; the loop rows train, the stream, ragged and variant rows infer)")
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     report = run_report(rows, args.engines, settings, args.threads, memory_rows,
                         check=not args.no_check, log=log)

@@ -17,8 +17,10 @@ one process and the cluster, medians over the rounds.
 A model of a step on n workers is fitted to them: ``t(n) = C / n + D + a + b n``, with C the
 compute of the whole batch on one worker thread (n times the slowest shard), D the driver's
 share and ``a + b n`` the communication and scheduling (the weights go to every worker and
-the gradients of every shard come back, so it grows with n), a and b from 1 and 2 workers.
-It predicts the step time and the speedup over one process at more workers, as long as
+the gradients of every shard come back, so it grows with n): C and D from the 2-worker step,
+a and b from the communication at 1 and 2 workers.  The model passes through the 2-worker
+step; at n = 1 it is the 2-worker shards' rate over the whole batch, which a lone worker's
+larger batch beats (the measured 1-worker step is beside it in the report).  It predicts the step time and the speedup over one process at more workers, as long as
 each worker has a core of its own and the network is the loopback's.
 """
 
@@ -119,9 +121,12 @@ def run(spec):
         x, _ = _data(shape, shape.B)
         chunk = spec["chunk"]
 
+        # contiguous chunks made once, as the cluster's persisted chunks are
+        chunks = [np.ascontiguousarray(x[:, lo:lo + chunk]) for lo in range(0, shape.B, chunk)]
+
         def infer():
-            for lo in range(0, shape.B, chunk):
-                lstm(x[:, lo:lo + chunk])[0][-1]
+            for xc in chunks:
+                lstm(xc)[0][-1]
         return {"seconds": _median_time(infer, repeats)}
     if what == "infer-cluster":
         import dask.array as da
@@ -280,8 +285,10 @@ def markdown(results, threads):
                 fits.append((row, fit))
         lines.append("")
         if fits:
-            lines += ["Model of a step on n workers, t(n) = C/n + D + a + b·n, fitted to the above "
-                      "(speedup: one process's step / t(n)):", "",
+            lines += ["Model of a step on n workers, t(n) = C/n + D + a + b·n, through the 2-worker "
+                      "step (C twice its slowest worker's compute, D its driver's share) and the "
+                      "communication at 1 and 2 workers (a, b); speedup: one process's step / "
+                      "t(n):", "",
                       "| global batch | C | D | a | b | " + " | ".join(f"n={n}" for n in PREDICT)
                       + " |", "|---" * (5 + len(PREDICT)) + "|"]
             for row, f in fits:

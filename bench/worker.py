@@ -2,7 +2,10 @@
 
 ``python -m bench.worker SPEC`` (SPEC a JSON object, see :func:`main`) sets the
 engine's thread count, imports only that engine's libraries, builds the
-workload, times it and checks it against the numpy reference, then prints
+workload (a peer's weights and ONNX model, which come from fastrnn's
+reference layer, are made between the import's clock and the build's, so
+that both time the peer's own work), times it and checks it against the
+numpy reference, then prints
 one line: :data:`MARKER` and the result as JSON.  The parent
 (:mod:`bench.report`) only starts processes and reads that line, so no
 engine's thread pools, allocator state or warm caches reach another's timing.
@@ -57,8 +60,8 @@ def set_threads(engine, threads):
     torch gets ``torch.set_num_threads`` (see :func:`load`), onnxruntime its
     session's ``intra_op_num_threads`` (see :mod:`bench.engines`).  XLA's CPU
     client uses every core the process may run on, so JAX is pinned to
-    ``threads`` cores when that is fewer than the usable ones.  BLAS is left
-    as the user would have it.
+    ``threads`` cores when that is fewer than the usable ones.  The numpy
+    engine's products are NumPy's: its BLAS gets ``threads`` (see :func:`load`).
     """
     os.environ["FASTRNN_NUM_THREADS"] = str(threads)
     if engine == "jax" and hasattr(os, "sched_setaffinity"):
@@ -68,8 +71,8 @@ def set_threads(engine, threads):
 
 
 def load(engine, threads):
-    """Import what ``engine`` needs (timed by the caller)."""
-    import fastrnn  # noqa: F401 - every engine loads the reference weights through it
+    """Import what ``engine`` needs (timed by the caller): a peer's library alone, fastrnn
+    for fastrnn's engines."""
     if engine == "torch":
         import torch
         torch.set_num_threads(threads)
@@ -81,6 +84,27 @@ def load(engine, threads):
     else:
         from fastrnn.backends import resolve
         resolve(engine)
+        if engine == "numpy":
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(limits=threads, user_api="blas")
+
+
+def threads_in_use(engine, work):
+    """The thread count ``engine`` runs ``work`` (a built workload) with, as the engine
+    reports it: what the tests check :func:`set_threads` and :func:`load` did."""
+    if engine == "torch":
+        import torch
+        return torch.get_num_threads()
+    if engine == "onnxruntime":
+        return work.session_options.intra_op_num_threads
+    if engine == "jax":
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    import fastrnn
+    if engine == "numpy":
+        from threadpoolctl import threadpool_info
+        return max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"),
+                   default=None)
+    return fastrnn.get_num_threads()
 
 
 def _status_bytes():
@@ -238,8 +262,9 @@ def main(spec_json):
             load(engine, threads)
             result["import"] = time.perf_counter() - start
             from bench.cases import row_from_json
-            from bench.engines import build, check
+            from bench.engines import build, check, prepare
             row = row_from_json(spec["row"])
+            prepare(row, engine)       # a peer's weights from fastrnn, before the build's clock
             if mode == "memory":
                 result.update(measure_memory(row, engine, threads))
             elif mode == "profile":
@@ -252,6 +277,7 @@ def main(spec_json):
                 result["build"] = time.perf_counter() - start
                 result.update(measure_time(work, spec["budget"], spec["samples"],
                                            spec["min_sample_time"]))
+                result["threads"] = threads_in_use(engine, work)
                 if spec.get("check", True):
                     del work
                     result["check_error"] = check(row, engine, threads)

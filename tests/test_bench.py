@@ -95,6 +95,25 @@ def test_check_catches_a_wrong_engine(monkeypatch):
         engines.check(row, "numba")
 
 
+@pytest.mark.parametrize("engine", ["cython", "torch"])
+def test_the_loop_check_sees_the_clipping(engine, monkeypatch):
+    """The loop rows compare each chunk's gradient norm, and with a bound the gradients pass
+    (the rows' own bound is above them), an engine that skipped clipping would be caught."""
+    need(engine)
+    monkeypatch.setattr(engines, "LOOP_CLIP", 0.01)
+    row = cases.loop_rows()[0].reduced()
+    reference = engines.FastrnnWorkload(row, engines.REFERENCE).results()
+    assert len(reference["norm"]) == 2 and min(reference["norm"]) > 0.01
+    engines.check(row, engine)
+    if engine == "torch":
+        import torch
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                            lambda params, bound: torch.linalg.vector_norm(
+                                torch.stack([p.grad.norm() for p in params])))
+        with pytest.raises(engines.CheckError, match="w."):
+            engines.check(row, engine)
+
+
 def test_compare_names_what_is_wrong():
     ref = {"out": np.ones((2, 3)), "grad.w": np.ones(4)}
     assert engines.compare({"out": np.ones((2, 3)), "grad.w": np.ones(4)}, ref) == 0.0
@@ -141,6 +160,18 @@ def test_worker_times_and_checks_in_a_fresh_process():
     assert got["import"] > 0 and got["first"] > 0
 
 
+def test_the_worker_checks_the_engine_it_timed():
+    """A compiled engine's float32 results are a few roundings off the reference's: 0 would be
+    the reference checked against itself."""
+    need("cython")
+    row = Row("kernel", "lstm", "train", Shape("tiny", 4, 3, 5, 6))
+    spec = {"mode": "time", "row": cases.row_to_json(row), "threads": 1, "budget": 0.01,
+            "samples": 3, "min_sample_time": 0.001, "check": True, "engine": "cython"}
+    got = report.run_worker(spec, timeout=120)
+    assert got.get("error") is None, got
+    assert 0 < got["check_error"] < engines.CHECK_RTOL
+
+
 def test_worker_reports_errors_instead_of_numbers():
     row = Row("kernel", "lstm", "infer", Shape("tiny", 4, 3, 5, 6))
     spec = {"mode": "time", "row": cases.row_to_json(row), "threads": 1, "budget": 0.01,
@@ -171,12 +202,22 @@ def test_worker_profiles_the_cython_engine_in_a_fresh_process():
     assert "needs the cython engine" in got["error"]
 
 
-def test_worker_gives_each_engine_the_thread_count():
-    code = ("import os, sys; sys.path.insert(0, sys.argv[1]); from bench.worker import set_threads;"
-            "set_threads('numba', 3); print(os.environ['FASTRNN_NUM_THREADS'])")
-    out = subprocess.run([sys.executable, "-c", code, ROOT], capture_output=True, text=True,
-                         timeout=60)
-    assert out.stdout.split() == ["3"], out.stderr
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_worker_gives_each_engine_the_thread_count(engine):
+    """Each engine runs on the benchmark's thread count, as the engine itself reports it:
+    fastrnn's pool, NumPy's BLAS (the numpy engine's products), torch's intra-op threads,
+    onnxruntime's session, the cores JAX may run on.  One thread, below the machine's two:
+    an engine left at its default would report more."""
+    need(engine)
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one usable core: every engine's default is one thread")
+    row = Row("kernel", "rnn", "infer", Shape("tiny", 4, 3, 5, 6))
+    spec = {"mode": "time", "row": cases.row_to_json(row), "threads": 1, "budget": 0.01,
+            "samples": 3, "min_sample_time": 0.001, "check": False, "engine": engine}
+    got = report.run_worker(spec, timeout=120,
+                            extra_env=report.PEER_ENV if ENGINES[engine].peer else None)
+    assert got.get("error") is None, got
+    assert got["threads"] == 1, got
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -229,7 +270,8 @@ def test_a_noisy_row_gets_extra_rounds_and_a_quiet_one_does_not(monkeypatch):
 
 def test_peers_run_with_glibcs_allocator_and_fastrnn_with_its_own(monkeypatch):
     """A peer's worker imports fastrnn only for the reference weights: FASTRNN_MALLOC=0 keeps
-    glibc's allocator as the peer's users have it; fastrnn's engines run as imported."""
+    glibc's allocator, and FASTRNN_BLAS_POOL=0 NumPy's BLAS threads, as the peer's users have
+    them; fastrnn's engines run as imported."""
     envs = {}
 
     def fake(spec, timeout, extra_env=None):
@@ -239,17 +281,19 @@ def test_peers_run_with_glibcs_allocator_and_fastrnn_with_its_own(monkeypatch):
     row = cases.kernel_rows(["lstm"], ["infer"], ["stream"])[0]
     report.time_row(row, ["cython", "numba", "torch", "onnxruntime", "jax"], Settings(rounds=1),
                     threads=2)
-    assert all(envs[e] == {"FASTRNN_MALLOC": "0"} for e in ("torch", "onnxruntime", "jax"))
+    assert all(envs[e] == report.PEER_ENV for e in ("torch", "onnxruntime", "jax"))
     assert envs["cython"] is None and envs["numba"] is None
     from fastrnn import _runtime
-    code = "import fastrnn; print(fastrnn._runtime.malloc_tuned())"
+    code = ("import fastrnn; fastrnn.RNN(2, 3); print(fastrnn._runtime.malloc_tuned(), "
+            "bool(fastrnn._runtime.blas_pool_libraries()))")
     glibcs = _runtime.GLIBC_MALLOC_VARIABLES + ("GLIBC_TUNABLES", _runtime.MALLOC_ENV)
     env = {k: v for k, v in os.environ.items() if k not in glibcs}   # (dask's nanny leaves some)
     got = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, env=dict(env, **extra)).stdout.split()
            for extra in ({}, report.PEER_ENV)]
     glibc = hasattr(os, "confstr") and "glibc" in (os.confstr("CS_GNU_LIBC_VERSION") or "")
-    assert got == [[str(glibc)], ["False"]], got
+    pool = not AVAILABILITY["cython"]      # (NumPy's wheels carry OpenBLAS)
+    assert got == [[str(glibc), str(pool)], ["False", "False"]], got
 
 
 def test_an_engine_that_fails_is_not_started_again(monkeypatch):
@@ -263,6 +307,24 @@ def test_an_engine_that_fails_is_not_started_again(monkeypatch):
     got = report.time_row(row, ["a", "b"], Settings(rounds=3), threads=2)
     assert started.count("b") == 1 and started.count("a") == 3
     assert got["b"].seconds is None and got["b"].error == "CheckError: wrong"
+
+
+@pytest.mark.parametrize("engine", PEERS)
+def test_a_peers_build_takes_nothing_from_fastrnn_once_prepared(engine, monkeypatch):
+    """The worker makes a peer's weights and ONNX model (fastrnn's reference layer) before it
+    times the build: the build then runs the peer's own code alone, as its users would."""
+    need(engine)
+    rows = {(r.kind, r.variant, r.cell): r.reduced() for r in cases.all_rows()
+            if ENGINES[engine].supports(r)}
+    for row in rows.values():
+        engines.prepare(row, engine)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("fastrnn's reference layer made in a peer's build")
+    monkeypatch.setattr(engines, "_make", refuse)
+    monkeypatch.setattr(engines, "_head", refuse)
+    for row in rows.values():
+        engines.build(row, engine)
 
 
 def _measured(**seconds):
@@ -412,6 +474,22 @@ def test_the_report_says_which_targets_this_cpu_met_and_profiles_the_misses():
     assert infer_large in rep.missed_rows()
 
 
+def test_a_row_whose_peer_failed_is_not_judged():
+    """A peer whose process failed may have been the fastest: the row's ratio targets are not
+    judged against the others."""
+    rep = Report(engines=["cython", "torch", "jax"], unavailable={}, machine=[],
+                 settings=Settings(), threads=2, gemm=[{"gflops": 400.0, "n": 64}],
+                 peak=[{"gflops": 1000.0, "isa": "avx512"}])
+    row = cases.kernel_rows(["lstm"], ["train"], ["large"])[0]
+    measured = _measured(cython=0.19, jax=0.265)
+    measured["torch"] = Measurement(runs=[{"error": "CheckError: wrong"}])
+    rep.rows.append((row, measured))
+    judged = [checked for text, checked in rep.targets() if "best peer" in text or "PyTorch" in text]
+    assert len(judged) == 2
+    for checked in judged:
+        assert checked == [(row, "— (torch: error)", None)]
+
+
 def test_step_rows_state_their_weights_floor():
     """A step row's floor is its weight traffic over the read bandwidth measured at the size
     of each thread's share of the weights: an inference step reads the weights once, a
@@ -556,7 +634,9 @@ def test_command_line_errors():
     for args, what in ((["--engines", "nope"], "--engines"), (["--kinds", "x"], "--kinds"),
                        (["--shapes", "1x2"], "--shapes"), (["--threads", "0"], "--threads"),
                        (["--extra-rounds", "-1"], "--extra-rounds"),
-                       (["--profile", "some"], "--profile")):
+                       (["--profile", "some"], "--profile"),
+                       (["--kinds", "loop", "--cells", "gru"], "no row has --kinds loop"),
+                       (["--kinds", "step", "--cells", "rnn"], "no row has --kinds step")):
         done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=60)
         assert done.returncode == 2 and what in done.stderr, (args, done.stderr)
