@@ -100,3 +100,18 @@ def test_backward_without_the_input_gradient_gives_the_same_weight_and_state_gra
         results.append([*dhx, norms, *(layer.grads[k] for k in sorted(layer.grads))])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("scale", [1e-25, 1e20])
+def test_float32_step_norms_neither_underflow_nor_overflow(backend, scale):
+    """||dJ/dh_t|| of float32 gradients of 1e-25 or 1e20 is a float32 number though the squares
+    are not (1e-50, 1e40): every backend sums them in float64."""
+    layer = make_layer("gru", backend, dtype=np.float32, input_size=4, hidden_size=8, seed=0)
+    x = np.random.default_rng(0).standard_normal((3, 2, 4)).astype(np.float32)
+    layer(x)
+    dout = np.full((3, 2, 8), scale, np.float32)
+    _, _, norms = layer.backward(dout, return_step_norms=True)
+    assert norms.dtype == np.float32
+    np.testing.assert_allclose(norms[0, -1], np.sqrt(8) * scale, rtol=1e-6)   # the last step's
+    assert np.all(np.isfinite(norms)) and np.all(norms > 0)

@@ -357,11 +357,13 @@ def mask_row(d, M, t, b, col):
 
 @helper()
 def store_norm(norms, t, b, v):
-    """norms[t, b] = ||v|| (2-norm of a vector), unless ``norms`` is empty."""
+    """norms[t, b] = ||v|| (2-norm of a vector), unless ``norms`` is empty; the squares summed in
+    float64 (see ``fastrnn.reference._common.record_norm``)."""
     if norms.shape[0] > 0:
-        ss = v.dtype.type(0)
+        ss = 0.0
         for j in range(v.shape[0]):
-            ss += v[j] * v[j]
+            vj = np.float64(v[j])
+            ss += vj * vj
         norms[t, b] = np.sqrt(ss)
 
 

@@ -307,9 +307,12 @@ def masked(valid, t, value):
 
 
 def record_norm(step_norms, t, dh, valid):
-    """Store ||dJ/dh_t|| per sequence into step_norms[t] (0 past the end)."""
+    """Store ||dJ/dh_t|| per sequence into step_norms[t] (0 past the end); the squares summed in
+    float64, so that a float32 gradient's norm neither underflows to 0 nor overflows to inf
+    where the norm itself is a float32 number (1e-25 or 1e20: their squares are not)."""
     if step_norms is not None:
-        step_norms[t] = np.linalg.norm(masked(valid, t, dh), axis=1)
+        d = masked(valid, t, dh).astype(np.float64)
+        step_norms[t] = np.sqrt(np.einsum("ij,ij->i", d, d))
 
 
 def add_bias(grads, da, i):
