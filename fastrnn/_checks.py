@@ -243,12 +243,12 @@ def as_lengths(lengths, batch, steps, unbatched=False):
     if arr.shape not in expected:
         want = "a scalar or shape (1,) for unbatched input" if unbatched else f"shape ({batch},), one per sequence"
         raise ValueError(f"lengths must have {want}, but got shape {arr.shape}")
-    arr = arr.reshape(batch).astype(np.int64)
-    bad = arr[(arr < 1) | (arr > steps)]
+    arr = arr.reshape(batch)
+    bad = arr[(arr < 1) | (arr > steps)]     # before the cast: 2**64 - 1 would become -1
     if bad.size:
         raise ValueError(f"lengths must be between 1 and the sequence length {steps}, "
-                         f"but got {bad.tolist()}")
-    return arr
+                         f"but got {short(bad[:8].tolist())}")
+    return arr.astype(np.int64)
 
 
 def file_or_path(name, value, mode):

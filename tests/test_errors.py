@@ -276,7 +276,9 @@ def test_a_none_where_an_array_belongs_is_named_as_none(lstm, backend):
                                        (np.array([[1, 2, 3]]), ["shape (3,)", "(1, 3)"]),
                                        (np.array([0, 1, 2]), ["between 1 and", "[0]"]),
                                        (np.array([1, 5, 2]), ["between 1 and", "4", "[5]"]),
-                                       (np.array([-1, 2, 2]), ["between 1 and", "[-1]"])])
+                                       (np.array([-1, 2, 2]), ["between 1 and", "[-1]"]),
+                                       (np.array([2**64 - 1, 2, 2], np.uint64),
+                                        ["between 1 and", "[18446744073709551615]"])])
 def test_lengths_of_wrong_shape_or_range(gru, bad, words):
     with raises(ValueError, "lengths", *words):
         gru(np.zeros((T, B, I)), lengths=bad)
