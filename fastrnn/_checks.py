@@ -87,6 +87,8 @@ def seed_sequence(name, seed):
     if isinstance(seed, np.random.SeedSequence):
         return seed
     try:
+        if isinstance(seed, (bool, np.bool_)):    # (SeedSequence takes True for 1)
+            raise TypeError("a bool is not a seed")
         return np.random.SeedSequence(seed)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{name} must be None, a non-negative int or a numpy SeedSequence, but "

@@ -60,7 +60,7 @@ class _CellBase(Module):
 
     def get_config(self):
         config = dict(input_size=self.input_size, hidden_size=self.hidden_size, bias=self.bias,
-                      dtype=self._dtype.name, seed=self.seed, **self._opts)
+                      dtype=self._dtype.name, seed=self._config_seed(), **self._opts)
         if self.peepholes:
             config["peepholes"] = True
         if self.activations is not None:

@@ -174,9 +174,8 @@ def _header(obj):
                         f"but got {what}")
     config = {}
     for key, value in obj.get_config().items():
-        if key == "seed" and not (value is None or isinstance(value, (int, np.integer))
-                                  and not isinstance(value, bool)):
-            value = None  # a Generator / SeedSequence seed is not storable; it only drives dropout
+        if key == "seed" and not (value is None or isinstance(value, int)):
+            value = None  # a sequence of ints is a seed too, but the format stores an int or null
         config[key] = _plain(value, key)
     cls = type(obj)
     arrays = obj.state_dict()
@@ -227,8 +226,8 @@ def save(obj, path):
     -----
     The parameters are stored with their exact bytes; gradients, the
     train/eval mode, the backend and the dropout generator's state are not
-    stored.  A ``seed`` given as a Generator or SeedSequence is stored as
-    ``None``.  The same model always gives the same bytes.
+    stored.  A ``seed`` given as a Generator, a SeedSequence or a sequence of
+    ints is stored as ``None``.  The same model always gives the same bytes.
     """
     target = _checks.file_or_path("path", path, "w")
     text, arrays = _header(obj)

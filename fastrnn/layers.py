@@ -161,7 +161,7 @@ class RNNBase(Module):
         config = dict(input_size=self.input_size, hidden_size=self.hidden_size,
                       num_layers=self.num_layers, bias=self.bias, batch_first=self.batch_first,
                       dropout=self.dropout, bidirectional=self.bidirectional,
-                      dtype=self._dtype.name, seed=self.seed)
+                      dtype=self._dtype.name, seed=self._config_seed())
         if self.mode == "LSTM":
             config["proj_size"] = self.proj_size
         if self.mode.startswith("RNN"):

@@ -54,6 +54,8 @@ class Module:
         self.backend = backend
         self.seed = seed
         try:
+            if isinstance(seed, (bool, np.bool_)):    # (default_rng takes True for 1)
+                raise TypeError("a bool is not a seed")
             self._rng = np.random.default_rng(seed)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"seed must be None, a non-negative int or a numpy SeedSequence/"
@@ -69,6 +71,15 @@ class Module:
         Plain Python values only (the dtype as its name), so the dict can be stored as JSON.
         """
         raise NotImplementedError
+
+    def _config_seed(self):
+        """``seed`` as :meth:`get_config` gives it: an int, or a list of ints, as plain Python
+        ints; None for a Generator or a SeedSequence, which no config holds (the seed drew the
+        initial weights, which ``state_dict`` carries, and drives dropout)."""
+        seed = self.seed
+        if isinstance(seed, (np.random.Generator, np.random.SeedSequence)) or seed is None:
+            return None
+        return np.asarray(seed).tolist()
 
     # -- parameters ---------------------------------------------------------------
     def _init_parameters(self, shapes, hidden_size):

@@ -183,8 +183,12 @@ def test_unknown_backend_from_environment(monkeypatch):
 def test_bad_seed():
     with raises(TypeError, "seed", "str"):
         fastrnn.GRU(3, 4, seed="abc")
+    for bad in (True, np.True_, False):      # NumPy would take True for 1
+        with raises(TypeError, "seed", "bool"):
+            fastrnn.GRU(3, 4, seed=bad)
     from fastrnn.train.seq2seq import Decoder
-    for bad, words in (("a", ["str", "'a'"]), (-1, ["int", "-1"]), (1.5, ["float"])):
+    for bad, words in (("a", ["str", "'a'"]), (-1, ["int", "-1"]), (1.5, ["float"]),
+                       (True, ["bool"])):
         with raises(TypeError, "seed must be None, a non-negative int or a numpy SeedSequence",
                     *words):
             Decoder(10, 4, 5, seed=bad)

@@ -196,6 +196,19 @@ def test_a_foreign_source_is_refused_from_its_first_bytes(tmp_path):
     assert info.value.path == "/dev/zero"
 
 
+@pytest.mark.parametrize("seed,plain", [(np.int64(3), 3), (np.uint8(3), 3), (np.array([1, 2]), [1, 2]),
+                                        (np.random.default_rng(0), None),
+                                        (np.random.SeedSequence(1), None), (2**70, 2**70)])
+def test_get_config_holds_plain_values_whatever_the_seed(seed, plain):
+    """get_config is JSON: a NumPy integer seed as an int, a Generator or SeedSequence as None."""
+    from fastrnn.train import Embedding, Linear
+    for obj in (fastrnn.GRU(2, 3, seed=seed), fastrnn.LSTMCell(2, 3, seed=seed),
+                Linear(2, 3, seed=seed), Embedding(4, 3, seed=seed)):
+        config = obj.get_config()
+        assert config["seed"] == plain and type(config["seed"]) is type(plain)
+        json.dumps(config)
+
+
 def test_generator_seed_is_stored_as_none(tmp_path):
     cell = fastrnn.GRUCell(2, 3, seed=np.random.default_rng(7))
     cell.save(tmp_path / "c.npz")

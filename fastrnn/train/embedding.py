@@ -116,7 +116,7 @@ class Embedding(Module):
 
     def get_config(self):
         config = dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
-                      padding_idx=self.padding_idx, dtype=self._dtype.name, seed=self.seed)
+                      padding_idx=self.padding_idx, dtype=self._dtype.name, seed=self._config_seed())
         if self.max_norm is not None:
             config.update(max_norm=self.max_norm, norm_type=self.norm_type)
         if self.scale_grad_by_freq:

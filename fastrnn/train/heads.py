@@ -135,7 +135,7 @@ class Linear(Module):
 
     def get_config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,
-                    bias=self.bias is not None, dtype=self._dtype.name, seed=self.seed)
+                    bias=self.bias is not None, dtype=self._dtype.name, seed=self._config_seed())
 
     def __repr__(self):
         extra = "" if self._dtype == np.float32 else f", dtype={self._dtype.name}"
