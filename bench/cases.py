@@ -18,7 +18,8 @@ a pass and a :class:`Shape`.  The kinds are
   ``sequence_lens``), 256 sequences per call;
 * ``variant`` -- an ``infer`` kernel row of a cell variant PyTorch lacks (:data:`VARIANTS`:
   the GRU with the reset gate before the product, the LSTM with peepholes, with coupled
-  input and forget gates or with ONNX's cell clip), against onnxruntime, the one peer that runs them (forward only,
+  input and forget gates or with ONNX's cell clip, Keras 2's GRU (hard_sigmoid gates, the
+  reset gate before the product) and the LSTM with relu activations), against onnxruntime, the one peer that runs them (forward only,
   so there is no training row: no library to compare with).
 
 :meth:`Row.reduced` gives the same row at a size where every engine's
@@ -62,7 +63,10 @@ STEP = Shape("step", 1, 1, 128, 128)
 STEPS = {"": STEP, "B8": STEP._replace(B=8)}
 #: the training loop: one chunk of K1 steps of B one-hot characters out of a vocabulary of V
 LOOP_K1, LOOP_B, LOOP_V, LOOP_HIDDEN = 64, 32, 96, (128, 256)
-#: the training loop's optimizer and clipping, as the README writes them
+#: the training loop's optimizer and clipping: the README's clip, and a learning rate below
+#: its 8e-3 (Adam moves a weight by about lr whatever its gradient, so the engines' weights
+#: after its steps differ by a share of lr: the check's bound, LOOP_CHECK_RTOL); the time of
+#: a chunk does not depend on it
 LOOP_LR, LOOP_CLIP = 2e-3, 1.0
 #: streaming: steps of one sequence at B=1, and the chunk lengths of the layer variants
 STREAM = Shape("stream", 10_000, 1, 128, 128)

@@ -895,16 +895,19 @@ def build_parser(prog="python -m bench"):
                                "each engine in a fresh process of its own, and print one "
                                "markdown report.")
     p.add_argument("--quick", action="store_true",
-                   help="fewer rounds and shorter samples (minutes instead of most of an hour)")
+                   help="fewer rounds and shorter samples (minutes instead of about 45 on 2 cores)")
     p.add_argument("--kinds", default=",".join(cases.KINDS + ("dask",)),
                    type=lambda v: _csv(v, cases.KINDS + ("dask",), "--kinds"),
                    help="row kinds (default: all): " + ", ".join(cases.KINDS) + ", dask "
                         "(fastrnn on a dask LocalCluster against one process, bench/scaleout.py; "
                         "needs the dask extra)")
     p.add_argument("--cells", default=",".join(cases.CELLS),
-                   type=lambda v: _csv(v, cases.CELLS, "--cells"))
+                   type=lambda v: _csv(v, cases.CELLS, "--cells"),
+                   help="cells, comma-separated (default: all): " + ", ".join(cases.CELLS))
     p.add_argument("--passes", default=",".join(cases.PASSES),
-                   type=lambda v: _csv(v, cases.PASSES, "--passes"))
+                   type=lambda v: _csv(v, cases.PASSES, "--passes"),
+                   help="passes (default: both): infer (a forward in eval mode), train (a "
+                        "forward and its backward)")
     p.add_argument("--shapes", default=",".join(cases.SHAPES),
                    help="kernel shapes: names of " + ", ".join(cases.SHAPES) + " or TxBxIxH")
     p.add_argument("--engines", default=None,

@@ -90,6 +90,8 @@ def test_usage_errors_exit_2(capsys):
     for value in ("50,x", "5,,6", "5,6,", ""):     # an empty item is not a length either
         status, _, err = run(capsys, "adding", "--lengths", value)
         assert status == 2 and "comma-separated" in err, value
+    status, _, err = run(capsys, "adding", "--lengths", "10,1")
+    assert status == 2 and "--lengths" in err and "at least 2, got 1" in err
     for value in ("rnn,,lstm", "rnn,"):
         status, _, err = run(capsys, "adding", "--cells", value)
         assert status == 2 and "comma-separated" in err, value

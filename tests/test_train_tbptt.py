@@ -283,3 +283,13 @@ def test_step_norms_reset_and_helpers():
         tb.run(np.zeros((4, 3)), loss_fn(head, y))
     with pytest.raises(ValueError, match="streams"):
         split_streams(np.arange(2), 3)
+
+
+@pytest.mark.parametrize("module", ["fastrnn.train.tbptt", "fastrnn.train.heads",
+                                    "fastrnn.train.embedding"])
+def test_docstring_examples_run(module):
+    """The training toolkit's Examples sections run as written."""
+    import doctest
+    import importlib
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 2 and result.failed == 0, result

@@ -22,7 +22,7 @@ T is a few tens of steps.
 import numpy as np
 
 from ._common import (
-    CommandError, Timer, add_common_arguments, check_backend, choice_list, int_list,
+    Timer, UsageError, add_common_arguments, check_backend, choice_list, int_list,
     last_step_regression_step, plain, positive_float, positive_int, prepare_plot, progress, pyplot,
     save_figure,
 )
@@ -45,7 +45,7 @@ CHECK_EVERY = 50
 
 def add_arguments(p):
     p.add_argument("--lengths", type=int_list, default=[10, 50, 100],
-                   help="sequence lengths, comma-separated (default: 10,50,100)")
+                   help="sequence lengths, each at least 2, comma-separated (default: 10,50,100)")
     p.add_argument("--cells", type=choice_list(CELLS), default=list(CELLS),
                    help="models to compare, comma-separated (default: RNN,LSTM,GRU)")
     p.add_argument("--hidden", type=positive_int, default=32,
@@ -155,7 +155,8 @@ def run(args):
     backend = check_backend(args.backend)
     plot = prepare_plot(args.plot)
     if min(args.lengths) < 2:
-        raise CommandError(f"every --lengths value must be at least 2, got {min(args.lengths)}")
+        raise UsageError(f"argument --lengths: every value must be at least 2, got "
+                         f"{min(args.lengths)}")
     results, curves, solved = {}, {}, {}
     clock = Timer()
     total = len(args.lengths) * len(args.cells) * args.steps

@@ -179,7 +179,7 @@ def run(args):
         ax2.plot(steps_, ex, marker="o")
         ax2.set_ylim(0, 1)
         ax2.set_xlabel("Adam step")
-        ax2.set_ylabel("held-out exact match (500 questions)")
+        ax2.set_ylabel(f"held-out exact match ({min(500, len(test_q))} questions)")
         for ax in (ax1, ax2):
             ax.grid(True, alpha=0.3)
         fig.suptitle(f"Learning to add: exact match {exact:.3f} on {args.test_size} held-out "

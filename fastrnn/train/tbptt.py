@@ -178,6 +178,13 @@ class TBPTT:
 
     Examples
     --------
+    >>> import numpy as np, fastrnn
+    >>> from fastrnn.train import Adam, Linear, TBPTT, clip_grad_norm, cross_entropy
+    >>> lstm, head = fastrnn.LSTM(8, 32, seed=0), Linear(32, 8, seed=1)
+    >>> opt = Adam({"lstm": lstm, "head": head}, lr=1e-3)
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.standard_normal((200, 4, 8)).astype(np.float32)   # (T, B, I), T >> k1
+    >>> targets = rng.integers(0, 8, size=(200, 4))                # (T, B) class ids
     >>> tb = TBPTT(lstm, k1=50)
     >>> def loss_and_grad(out, t0, t1):                 # out: (t1 - t0, B, H)
     ...     logits = head(out)
@@ -185,7 +192,9 @@ class TBPTT:
     ...     return loss, head.backward(dlogits)
     >>> def update(chunk):
     ...     clip_grad_norm(opt.grads, 1.0); opt.step(); opt.zero_grad()
-    >>> losses = tb.run(x, loss_and_grad, update)       # x: (T, B, I), T >> 50
+    >>> losses = tb.run(x, loss_and_grad, update)       # one loss per chunk of 50 steps
+    >>> len(losses)
+    4
     """
 
     def __init__(self, rnn, k1, k2=None):
