@@ -70,6 +70,7 @@ class RNNBase(Module):
         self.input_size = _checks.check_int("input_size", input_size)
         self.hidden_size = _checks.check_int("hidden_size", hidden_size)
         self.num_layers = _checks.check_int("num_layers", num_layers)
+        _not_a_dtype(proj_size, "an int >= 0")
         self.proj_size = _checks.check_int("proj_size", proj_size, minimum=0)
         if self.proj_size >= self.hidden_size:
             raise ValueError(f"proj_size must be smaller than hidden_size ({self.hidden_size}), "
@@ -274,6 +275,10 @@ class RNNBase(Module):
         out : (T, B, D*Hout) array (batch-first / unbatched like ``x``)
         h_n : (L*D, B, Hout) array, or ``(h_n, c_n)`` for LSTM
         """
+        if type(x).__name__ == "PackedSequence" and hasattr(x, "batch_sizes"):
+            raise TypeError("input is a torch PackedSequence: fastrnn takes the padded batch "
+                            "and its lengths, x, lengths = torch.nn.utils.rnn."
+                            "pad_packed_sequence(packed), then layer(x, lengths=lengths)")
         arr = _checks.as_float_array("input", x, self._dtype)
         if arr.ndim not in (2, 3):
             raise ValueError(f"{type(self).__name__}: Expected input to be 2D (unbatched) or 3D "
@@ -368,12 +373,17 @@ class RNNBase(Module):
         return dx, dh0
 
 
-def _no_projection(kind, proj_size):
-    """PyTorch's RNN and GRU take proj_size, and refuse all but 0: so do these."""
-    if _checks.names_dtype(proj_size):    # fastrnn's order before it took PyTorch's
-        raise ValueError(f"proj_size must be 0 for {kind}, but got {_checks.short(proj_size)}, "
+def _not_a_dtype(proj_size, expected):
+    """A dtype where proj_size goes (fastrnn's positional order before it took PyTorch's)."""
+    if _checks.names_dtype(proj_size):
+        raise ValueError(f"proj_size must be {expected}, but got {_checks.short(proj_size)}, "
                          f"a dtype (PyTorch's arguments go ..., bidirectional, proj_size, "
                          f"device, dtype: give dtype= by keyword)")
+
+
+def _no_projection(kind, proj_size):
+    """PyTorch's RNN and GRU take proj_size, and refuse all but 0: so do these."""
+    _not_a_dtype(proj_size, f"0 for {kind}")
     if _checks.check_int("proj_size", proj_size, minimum=0):
         raise ValueError(f"proj_size argument is only supported for LSTM, not RNN or GRU "
                          f"({kind} got proj_size={proj_size})")

@@ -627,3 +627,6 @@ def test_a_dtype_where_the_device_goes_is_named_as_one():
         with pytest.raises(ValueError, match=r"proj_size must be 0 for (GRU|RNN), but got .*"
                                              r"a dtype .*give dtype= by keyword"):
             make()
+    with pytest.raises(ValueError, match=r"proj_size must be an int >= 0, but got .*"
+                                         r"a dtype .*give dtype= by keyword"):
+        fastrnn.LSTM(3, 4, 1, True, False, 0.0, False, np.float64)

@@ -147,6 +147,20 @@ def test_load_state_dict_takes_torch_tensors(torch, backend):
     layer.load_state_dict(dict(module.named_parameters()))   # tensors that require grad work too
 
 
+def test_a_packed_sequence_is_refused_with_the_way_to_unpack_it(torch, backend):
+    """torch's layers take a PackedSequence; fastrnn's take the padded batch and ``lengths``,
+    and say so (np.asarray of the namedtuple failed with a message about ragged arrays)."""
+    x = torch.randn(5, 2, 3)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, torch.tensor([5, 3]),
+                                                     enforce_sorted=False)
+    layer = make_layer("lstm", backend, dtype=np.float32, input_size=3, hidden_size=4)
+    with pytest.raises(TypeError, match="PackedSequence.*pad_packed_sequence.*lengths=lengths"):
+        layer(packed)
+    padded, lengths = torch.nn.utils.rnn.pad_packed_sequence(packed)
+    out, _ = layer(padded, lengths=lengths)        # the remedy, as written, works
+    assert out.shape == (5, 2, 4)
+
+
 def test_bfloat16_tensors_are_taken_as_float32(torch, backend):
     """A bfloat16 tensor (a float tensor NumPy has no type for) is read as float32, which holds
     each of its values exactly: as input, states, parameters, a cell's input; bfloat16 lengths
