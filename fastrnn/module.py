@@ -133,18 +133,21 @@ class Module:
                           RuntimeWarning, stacklevel=2)
             self.backend = "auto"
 
-    def parameters(self):
-        """dict name -> the live parameter array (writes to it change the model)."""
+    def parameters(self, recurse=True):
+        """dict name -> the live parameter array (writes to it change the model).
+        (``recurse`` is taken for PyTorch's code: a fastrnn module holds no others.)"""
+        _checks.check_bool("recurse", recurse)
         return dict(self._params)
 
-    def named_parameters(self, prefix="", recurse=True):
+    def named_parameters(self, prefix="", recurse=True, remove_duplicate=True):
         """``(prefix + "." + name, live parameter array)`` pairs (``name`` alone without a
         prefix), in PyTorch's order, as PyTorch's
-        ``named_parameters()`` yields them (``recurse`` is taken for its code: a fastrnn
-        module holds no others)."""
+        ``named_parameters()`` yields them (``recurse`` and ``remove_duplicate`` are taken for
+        its code: a fastrnn module holds no other modules and no parameter twice)."""
         if not isinstance(prefix, str):
             raise TypeError(f"prefix must be a str, but got {type(prefix).__name__}")
         _checks.check_bool("recurse", recurse)
+        _checks.check_bool("remove_duplicate", remove_duplicate)
         dot = prefix + "." if prefix else ""
         return ((dot + name, p) for name, p in self._params.items())
 
@@ -171,17 +174,35 @@ class Module:
                 return
         object.__setattr__(self, name, value)
 
-    def state_dict(self):
-        """dict name -> a copy of every parameter, in PyTorch's order and names."""
-        return {name: p.copy() for name, p in self._params.items()}
+    def state_dict(self, *, destination=None, prefix="", keep_vars=False):
+        """dict name -> a copy of every parameter, in PyTorch's order and names.
 
-    def load_state_dict(self, state_dict, strict=True):
+        PyTorch's keyword arguments: ``prefix`` goes before every name
+        (``"rnn."``), ``destination`` (a mapping) receives the entries and is
+        returned, and ``keep_vars=True`` gives the live parameter arrays
+        instead of copies.
+        """
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a str, but got {type(prefix).__name__}")
+        keep_vars = _checks.check_bool("keep_vars", keep_vars)
+        if destination is None:
+            destination = {}
+        elif not (hasattr(destination, "keys") and hasattr(destination, "__setitem__")):
+            raise TypeError(f"destination must be a mapping (a dict), but got "
+                            f"{type(destination).__name__}")
+        for name, p in self._params.items():
+            destination[prefix + name] = p if keep_vars else p.copy()
+        return destination
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
         """Copy parameters in from a mapping of name -> array-like (torch tensors work).
 
         Everything is checked before anything is written: missing, unexpected
         and mis-shaped entries are all named in one error, and a failed load
         leaves the parameters as they were.  With ``strict=False`` missing and
-        unexpected names are ignored (shapes are still checked).
+        unexpected names are ignored (shapes are still checked).  ``assign``
+        is taken for PyTorch's code: the values are copied into the parameters
+        either way (the arrays an optimizer holds stay the model's).
 
         Returns
         -------
@@ -190,6 +211,7 @@ class Module:
             ``load_state_dict`` returns (empty after a strict load).
         """
         strict = _checks.check_bool("strict", strict)
+        _checks.check_bool("assign", assign)
         if not hasattr(state_dict, "keys"):
             raise TypeError(f"state_dict must be a mapping of parameter name to array, "
                             f"but got {type(state_dict).__name__}")

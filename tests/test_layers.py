@@ -630,3 +630,32 @@ def test_a_dtype_where_the_device_goes_is_named_as_one():
     with pytest.raises(ValueError, match=r"proj_size must be an int >= 0, but got .*"
                                          r"a dtype .*give dtype= by keyword"):
         fastrnn.LSTM(3, 4, 1, True, False, 0.0, False, np.float64)
+
+
+def test_pytorchs_keyword_arguments_of_the_parameter_methods():
+    """state_dict(prefix=, destination=, keep_vars=), load_state_dict(assign=),
+    named_parameters(remove_duplicate=) and parameters(recurse=), as PyTorch's code calls them."""
+    lstm = fastrnn.LSTM(3, 4, seed=0, backend="numpy")
+    plain = lstm.state_dict()
+    got = lstm.state_dict(prefix="rnn.")
+    assert list(got) == ["rnn." + k for k in plain]
+    assert all(np.array_equal(got["rnn." + k], v) for k, v in plain.items())
+    dest = {"other": 1}
+    assert lstm.state_dict(destination=dest) is dest and list(dest)[1:] == list(plain)
+    live = lstm.state_dict(keep_vars=True)
+    assert live["weight_hh_l0"] is lstm.weight_hh_l0          # the live array, not a copy
+    assert plain["weight_hh_l0"] is not lstm.weight_hh_l0
+    other = fastrnn.LSTM(3, 4, seed=1, backend="numpy")
+    kept = other.weight_ih_l0
+    assert other.load_state_dict(plain, assign=True) == ([], [])
+    assert other.weight_ih_l0 is kept and np.array_equal(kept, plain["weight_ih_l0"])
+    assert [n for n, _ in lstm.named_parameters(remove_duplicate=False)] == list(plain)
+    assert list(lstm.parameters(recurse=True)) == list(plain)
+    for call, name in ((lambda: lstm.state_dict(prefix=1), "prefix"),
+                       (lambda: lstm.state_dict(keep_vars="yes"), "keep_vars"),
+                       (lambda: lstm.state_dict(destination=[]), "destination"),
+                       (lambda: lstm.load_state_dict(plain, assign="no"), "assign"),
+                       (lambda: lstm.named_parameters(remove_duplicate=2), "remove_duplicate"),
+                       (lambda: lstm.parameters(recurse=None), "recurse")):
+        with pytest.raises(TypeError, match=name):
+            call()
