@@ -11,7 +11,7 @@ layers do.
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _docs
 from .activations import check_activations, check_in_dtype, to_config
 from .celltypes import CELL_TYPES
 from .module import Module
@@ -168,7 +168,7 @@ class _CellBase(Module):
 class RNNCell(_CellBase):
     """One step of an Elman RNN: ``h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`` (or relu).
 
-    Parameters: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
+    Weights: ``weight_ih`` (H, I), ``weight_hh`` (H, H), ``bias_ih``, ``bias_hh`` (H,).
     ``torch.nn.RNNCell``'s arguments, and fastrnn's: ``dtype``, ``backend``, ``seed``
     (see :class:`fastrnn.layers.RNNBase`), ``clip`` (ONNX's cell clip) and ``activations``
     (one entry), as :class:`fastrnn.RNN` takes them.
@@ -201,7 +201,7 @@ class RNNCell(_CellBase):
 class GRUCell(_CellBase):
     """One step of a GRU (gate order r, z, n; PyTorch's reset-after equations by default).
 
-    Parameters: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
+    Weights: ``weight_ih`` (3H, I), ``weight_hh`` (3H, H), ``bias_ih``, ``bias_hh`` (3H,).
     ``torch.nn.GRUCell``'s arguments, and fastrnn's: ``dtype``, ``backend``, ``seed`` (see
     :class:`fastrnn.layers.RNNBase`), ``reset_after=False`` (the reset gate applied before the
     product of n), ``clip`` (ONNX's cell clip) and ``activations`` (two entries), as
@@ -235,7 +235,7 @@ class GRUCell(_CellBase):
 class LSTMCell(_CellBase):
     """One step of an LSTM (gate order i, f, g, o).
 
-    Parameters: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
+    Weights: ``weight_ih`` (4H, I), ``weight_hh`` (4H, H), ``bias_ih``, ``bias_hh`` (4H,),
     and with ``peepholes=True`` (not in PyTorch; see :class:`fastrnn.LSTM`)
     ``weight_peephole`` (3, H), rows i, f, o.  ``input_forget=True`` couples the input and
     forget gates, ``f = 1 - i``.  ``torch.nn.LSTMCell``'s arguments, and fastrnn's:
@@ -275,3 +275,7 @@ class LSTMCell(_CellBase):
             dh1 = _checks.as_float_array("dh1", dh1, self._dtype)
             dc1 = np.zeros(dh1.shape, dtype=self._dtype)
         return self._backstep((dh1, dc1), ("dh1", "dc1"))
+
+
+for _cls, _cell in ((RNNCell, "rnn"), (LSTMCell, "lstm"), (GRUCell, "gru")):
+    _docs.document(_cls, _cell, layer=False)

@@ -7,7 +7,7 @@ arrays are NumPy arrays and the backward pass is explicit.
 
 import numpy as np
 
-from . import _checks, functional
+from . import _checks, _docs, functional
 from .activations import check_in_dtype, check_layer_activations, to_config
 from .celltypes import of_mode
 from .module import Module
@@ -260,6 +260,9 @@ class RNNBase(Module):
     def forward(self, x, hx=None, lengths=None):
         """Run the layer over a sequence.
 
+        T steps, B sequences, I = input_size, H = hidden_size, L = num_layers, D = 2 when
+        bidirectional (else 1), P = proj_size when set (else H) and Hout = P.
+
         Parameters
         ----------
         x : (T, B, I) array-like, (B, T, I) with ``batch_first``, or (T, I) unbatched
@@ -465,3 +468,7 @@ class GRU(RNNBase):
                          dropout, bidirectional, 0, device, dtype, backend, seed, reverse,
                          options=None if self.reset_after else {"reset_after": False}, clip=clip,
                          activations=activations)
+
+
+for _cls, _cell in ((RNN, "rnn"), (LSTM, "lstm"), (GRU, "gru")):
+    _docs.document(_cls, _cell, layer=True)

@@ -266,6 +266,7 @@ class Module:
         return self.train(False)
 
     def __call__(self, *args, **kwargs):
+        """``module(...)`` is ``module.forward(...)``, as in PyTorch."""
         return self.forward(*args, **kwargs)
 
     def to(self, *args, **kwargs):

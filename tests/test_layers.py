@@ -659,3 +659,17 @@ def test_pytorchs_keyword_arguments_of_the_parameter_methods():
                        (lambda: lstm.parameters(recurse=None), "recurse")):
         with pytest.raises(TypeError, match=name):
             call()
+
+
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU, fastrnn.RNNCell,
+                                 fastrnn.LSTMCell, fastrnn.GRUCell])
+def test_help_describes_every_constructor_argument(cls):
+    """help(fastrnn.LSTM) shows a numpydoc Parameters section with each argument of the
+    constructor, in its order, each with a description."""
+    import inspect
+    import re
+    doc = inspect.getdoc(cls)
+    section = doc.split("Parameters\n----------\n", 1)[1]
+    documented = re.findall(r"^(\w+) : .+\n    \S", section, flags=re.M)
+    assert documented == [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+    assert "{" not in section.replace("{'", "")        # every field filled
