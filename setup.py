@@ -27,8 +27,21 @@ import sysconfig
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-REQUIRE_CYTHON = os.environ.get("FASTRNN_REQUIRE_CYTHON", "").strip().lower() in ("1", "true", "yes")
-NATIVE = os.environ.get("FASTRNN_NATIVE", "").strip().lower() in ("1", "true", "yes")
+
+def _switch(name):
+    """An off/on environment switch, read as fastrnn reads its own (fastrnn._runtime._switch,
+    which the build cannot import): 0/1, false/true, no/yes, off/on; unset or empty is off;
+    anything else is refused rather than read as off."""
+    value = os.environ.get(name, "").strip().lower() or "0"
+    if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
+        raise SystemExit(f"{name} must be 0 or 1 (or false/true, no/yes, off/on), but got "
+                         f"{os.environ.get(name)!r}")
+    return value in ("1", "true", "yes", "on")
+
+
+REQUIRE_CYTHON = _switch("FASTRNN_REQUIRE_CYTHON")
+NATIVE = _switch("FASTRNN_NATIVE")
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 KERNELS = "kernels"
 #: Cython compiler directives of every build of the kernels

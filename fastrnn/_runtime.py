@@ -295,10 +295,11 @@ def blas_thread_controls():
 _blas_pool = {"installed": [], "checked": set()}
 
 
-def _switch(name):
-    """The on/off environment switch ``name`` (on when unset or empty, as every FASTRNN_*
-    variable is its default when empty)."""
-    value = os.environ.get(name, "").strip().lower() or "1"
+def _switch(name, default=True):
+    """The on/off environment switch ``name``: 0/1, false/true, no/yes or off/on (any case),
+    ``default`` when unset or empty (as every FASTRNN_* variable is its default when empty);
+    anything else is refused, never read as off."""
+    value = os.environ.get(name, "").strip().lower() or ("1" if default else "0")
     if value not in ("0", "1", "false", "true", "no", "yes", "off", "on"):
         raise ValueError(f"{name} must be 0 or 1 (or false/true, no/yes, off/on), but got "
                          f"{os.environ.get(name)!r}")

@@ -15,7 +15,7 @@ import pytest
 
 import fastrnn
 
-from helpers import BACKENDS
+from helpers import BACKENDS, required
 
 
 def pytest_report_header(config):
@@ -39,7 +39,7 @@ def torch():
     except ImportError as exc:
         message = (f"torch is not installed ({exc}); install it with `pip install torch==2.13.0` "
                    f"(CPU build) to run the PyTorch parity tests")
-        if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1":
+        if required("FASTRNN_REQUIRE_TORCH"):
             pytest.fail(message + " -- required because FASTRNN_REQUIRE_TORCH=1")
         pytest.skip(message)
     _torch.set_num_threads(1)   # the parity problems are tiny: threads only add overhead

@@ -5,7 +5,15 @@ import os
 import numpy as np
 
 import fastrnn
+from fastrnn._runtime import _switch
 from fastrnn.celltypes import CELL_TYPES
+
+
+def required(name):
+    """Whether the switch ``name`` (FASTRNN_REQUIRE_TORCH, ...) asks for a failure instead of a
+    skip: the library's reading of its switches (1/true/yes/on; unset is off), and an error for
+    any other value, which would otherwise skip silently."""
+    return _switch(name, default=False)
 
 AVAILABLE = [name for name, status in fastrnn.backends().items() if status["available"]]
 REQUIRED = [b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()]

@@ -22,6 +22,8 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import required
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)        # the benchmark lives in the checkout, not in the package
 
@@ -32,11 +34,11 @@ from bench.report import Measurement, Report, Settings  # noqa: E402
 
 AVAILABILITY = engines.availability()
 REQUIRED = {b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()}
-if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1":
+if required("FASTRNN_REQUIRE_TORCH"):
     REQUIRED.add("torch")
-if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+if required("FASTRNN_REQUIRE_INTEROP"):
     REQUIRED.add("onnxruntime")
-if os.environ.get("FASTRNN_REQUIRE_BENCH") == "1":
+if required("FASTRNN_REQUIRE_BENCH"):
     REQUIRED.add("jax")
 
 TINY = Settings(rounds=2, samples=3, budget=0.01, min_sample_time=0.001, gemm_n=64,
@@ -656,7 +658,7 @@ def test_help_names_every_option():
 def need_dask():
     reason = scaleout_available()
     if reason:
-        if os.environ.get("FASTRNN_REQUIRE_DASK") == "1":
+        if required("FASTRNN_REQUIRE_DASK"):
             pytest.fail(f"dask is required here (FASTRNN_REQUIRE_DASK=1) but cannot run: {reason}")
         pytest.skip(f"dask cannot run: {reason}")
 

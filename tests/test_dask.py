@@ -13,7 +13,9 @@ import textwrap
 import numpy as np
 import pytest
 
-if os.environ.get("FASTRNN_REQUIRE_DASK") == "1":
+from helpers import required
+
+if required("FASTRNN_REQUIRE_DASK"):
     import dask  # CI installs them (the dask extra): missing, it is a failure, not a skip
     import distributed
 else:
@@ -120,7 +122,7 @@ def test_predict_snapshot_and_training_mode(where):
 
 @pytest.fixture(scope="module")
 def classifier():
-    if os.environ.get("FASTRNN_REQUIRE_SKLEARN") != "1":
+    if not required("FASTRNN_REQUIRE_SKLEARN"):
         pytest.importorskip("sklearn", minversion="1.4")
     from fastrnn.sklearn import RNNClassifier
     rng = np.random.default_rng(3)
@@ -163,9 +165,9 @@ def test_dask_ml_parallel_post_fit_takes_univariate_sequences(where):
     """dask-ml's ParallelPostFit wraps an estimator for block-wise prediction of a 2-D X: here
     (N, T) univariate sequences (its map_blocks assumes 2-D X; for (N, T, F), fastrnn.dask.predict
     is the way).  Bit for bit the estimator's own predictions."""
-    if os.environ.get("FASTRNN_REQUIRE_SKLEARN") != "1":
+    if not required("FASTRNN_REQUIRE_SKLEARN"):
         pytest.importorskip("sklearn", minversion="1.4")
-    if os.environ.get("FASTRNN_REQUIRE_DASK") == "1":
+    if required("FASTRNN_REQUIRE_DASK"):
         from dask_ml.wrappers import ParallelPostFit   # (the test extra)
     else:
         ParallelPostFit = pytest.importorskip("dask_ml.wrappers").ParallelPostFit

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from helpers import required
+
 import fastrnn
 from fastrnn.backends import resolve
 from fastrnn.interop import reorder_gates
@@ -719,7 +721,7 @@ def test_reorder_gates_orders_naming_a_gate_twice():
 
 
 def _onnx():
-    if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+    if required("FASTRNN_REQUIRE_INTEROP"):
         import onnx
         return onnx
     return pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx)")

@@ -11,7 +11,9 @@ os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported: it runs on th
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+from helpers import required  # noqa: E402
+
+if required("FASTRNN_REQUIRE_INTEROP"):
     import keras  # CI installs it: a missing keras is a failure there, not a skip
 else:
     pytest.importorskip("torch", reason="these tests run Keras on its torch backend, and PyTorch "

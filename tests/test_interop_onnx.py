@@ -8,7 +8,9 @@ import warnings
 import numpy as np
 import pytest
 
-if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+from helpers import required
+
+if required("FASTRNN_REQUIRE_INTEROP"):
     import onnx  # CI installs them: missing libraries are failures there, not skips
     import onnxruntime
 else:

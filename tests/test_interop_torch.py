@@ -11,7 +11,9 @@ import os
 import numpy as np
 import pytest
 
-if os.environ.get("FASTRNN_REQUIRE_TORCH") == "1" or os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+from helpers import required
+
+if required("FASTRNN_REQUIRE_TORCH") or required("FASTRNN_REQUIRE_INTEROP"):
     import torch  # CI installs it: a missing torch is a failure there, not a skip
 else:
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install torch); "

@@ -16,7 +16,9 @@ import re
 import numpy as np
 import pytest
 
-if os.environ.get("FASTRNN_REQUIRE_INTEROP") == "1":
+from helpers import required
+
+if required("FASTRNN_REQUIRE_INTEROP"):
     import onnx  # CI installs it: a missing library is a failure there, not a skip
 else:
     onnx = pytest.importorskip("onnx", reason="onnx is not installed (pip install onnx); set "

@@ -15,7 +15,7 @@ import pytest
 import fastrnn
 from fastrnn import _runtime
 
-from helpers import BACKENDS, FORK_WHILE_HELD
+from helpers import BACKENDS, FORK_WHILE_HELD, required
 
 COMPILED = [b for b in BACKENDS if b != "numpy"]
 
@@ -808,3 +808,26 @@ def test_the_training_toolkit_from_threads_matches_the_main_thread_bit_for_bit()
         assert loss == want[0]
         np.testing.assert_array_equal(dx, want[1])
         np.testing.assert_array_equal(grad, want[2])
+
+
+def test_the_tests_and_the_build_read_their_switches_as_the_library_does(monkeypatch):
+    """FASTRNN_REQUIRE_* (the tests) and FASTRNN_REQUIRE_CYTHON / FASTRNN_NATIVE (setup.py):
+    1/true/yes/on in any case, off when unset; another value is an error, not a silent skip
+    of the tests it was meant to require."""
+    for value, on in (("1", True), ("TRUE", True), ("on", True), ("yes", True), ("0", False),
+                      ("off", False), ("", False)):
+        monkeypatch.setenv("FASTRNN_REQUIRE_X", value)
+        assert required("FASTRNN_REQUIRE_X") is on, value
+    monkeypatch.delenv("FASTRNN_REQUIRE_X")
+    assert required("FASTRNN_REQUIRE_X") is False
+    monkeypatch.setenv("FASTRNN_REQUIRE_X", "maybe")
+    with pytest.raises(ValueError, match="FASTRNN_REQUIRE_X must be 0 or 1"):
+        required("FASTRNN_REQUIRE_X")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for value, status in (("on", 0), ("maybe", 1)):
+        done = subprocess.run([sys.executable, "setup.py", "--version"], cwd=root, text=True,
+                              capture_output=True, timeout=120,
+                              env=dict(os.environ, FASTRNN_NATIVE=value))
+        assert done.returncode == status, done.stderr
+        assert (status == 0) != ("FASTRNN_NATIVE must be 0 or 1" in done.stderr)
+

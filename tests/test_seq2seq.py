@@ -11,7 +11,7 @@ import pytest
 import fastrnn
 from fastrnn.__main__ import main
 from fastrnn.train import Decoder, Embedding, cross_entropy
-from helpers import numerical_gradient
+from helpers import numerical_gradient, required
 
 V, E, H = 7, 3, 4
 PAD = 0
@@ -152,7 +152,7 @@ def test_seq2seq_command_tiny(capsys, tmp_path):
 
 
 def test_caption_command_tiny(capsys):
-    if os.environ.get("FASTRNN_REQUIRE_SKLEARN") != "1":
+    if not required("FASTRNN_REQUIRE_SKLEARN"):
         pytest.importorskip("sklearn", reason="fastrnn caption reads scikit-learn's digits")
     status, out, err = run(capsys, "caption", "--epochs", "1", "--hidden", "8", "--quiet")
     assert status == 0, err

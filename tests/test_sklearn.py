@@ -16,7 +16,9 @@ import time
 import numpy as np
 import pytest
 
-if os.environ.get("FASTRNN_REQUIRE_SKLEARN") == "1":
+from helpers import required
+
+if required("FASTRNN_REQUIRE_SKLEARN"):
     import sklearn  # CI installs it (the sklearn extra): missing, it is a failure, not a skip
 else:
     sklearn = pytest.importorskip("sklearn", minversion="1.4", reason=(

@@ -267,7 +267,8 @@ if pytest is not None:
     def test_smoke_in_this_environment():
         """The smoke script itself (cython backend), against the fastrnn this test run imports."""
         import fastrnn
-        require = os.environ.get("FASTRNN_REQUIRE_CYTHON") == "1" or \
+        from helpers import required
+        require = required("FASTRNN_REQUIRE_CYTHON") or \
             "cython" in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "")
         if not os.path.dirname(fastrnn.__file__).startswith(ROOT):
             pytest.skip("fastrnn is not imported from this checkout")
