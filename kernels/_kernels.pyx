@@ -2697,12 +2697,26 @@ cdef int dtype_of(object x) except -1:
     cdef int typenum
     if cnp.PyArray_Check(x):
         typenum = cnp.PyArray_TYPE(<cnp.ndarray>x)
+        if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>x):     # (the type number of '<f4' too)
+            raise TypeError(f"x must be a float32 or float64 array in the machine's byte "
+                            f"order, but got dtype {x.dtype}")
     else:
         typenum = cnp.PyArray_TYPE(<cnp.ndarray>np.asarray(x))
     if typenum != F32 and typenum != F64:
         raise TypeError(f"the cython kernels take float32 or float64 arrays, but got "
                         f"{np.asarray(x).dtype}")
     return typenum
+
+
+cdef inline int same_dtype(object a, int typenum, str name) except -1:
+    """An array argument of x's dtype (``typenum``), native: a kernel computes in x's dtype
+    (the reference and numba kernels refuse others alike; the layers convert first)."""
+    if a is not None and cnp.PyArray_Check(a) and (
+            cnp.PyArray_TYPE(<cnp.ndarray>a) != typenum
+            or not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a)):
+        raise TypeError(f"{name} must have x's dtype "
+                        f"{'float32' if typenum == F32 else 'float64'}, but got {a.dtype}")
+    return 0
 
 
 cdef class _Weights:
@@ -2784,6 +2798,10 @@ cdef class Saved:
 cdef object check_lengths(object lengths, int B, int T):
     if lengths is None:
         return None
+    kind = lengths.dtype.kind if cnp.PyArray_Check(lengths) else np.asarray(lengths).dtype.kind
+    if kind not in "iu":
+        raise TypeError(f"lengths must be an integer array, but got dtype "
+                        f"{np.asarray(lengths).dtype}")
     lens = checked(lengths, I64, "lengths", 1, B)
     if B and (lens.min() < 0 or lens.max() > T):   # the kernels index the steps by them
         raise ValueError(f"lengths must be between 0 and T = {T}, but got "
@@ -3778,12 +3796,21 @@ cdef tuple forward(int cell, object x, object hx, object weights, object lengths
             raise ValueError(f"x must be (T, B, I), but got shape {shape_str(xa)}")
         T, B, I = <int>cnp.PyArray_DIMS(xa)[0], <int>cnp.PyArray_DIMS(xa)[1], <int>cnp.PyArray_DIMS(xa)[2]
     w = check_weights(cell, weights, typenum, I)
+    same_dtype(weights[0], typenum, "w_ih")
+    same_dtype(weights[1], typenum, "w_hh")
+    same_dtype(weights[2], typenum, "b_ih")
+    same_dtype(weights[3], typenum, "b_hh")
+    if cell == LSTM:
+        same_dtype(weights[4], typenum, "w_hr")
+        same_dtype(weights[5], typenum, "w_ph")
     if not isinstance(hx, (tuple, list)) or len(hx) != (2 if cell == LSTM else 1):
         raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
     h0 = checked(hx[0], typenum, "h0", 2, B, w.P)
+    same_dtype(hx[0], typenum, "h0")
     lens = None if step else check_lengths(lengths, B, T)
     if cell == LSTM:
         c0 = checked(hx[1], typenum, "c0", 2, B, w.H)
+        same_dtype(hx[1], typenum, "c0")
     return run_forward(cell, typenum, xa, T, B, h0, c0, w, lens, training, variant, step, clip,
                        acts)
 

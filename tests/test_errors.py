@@ -58,6 +58,7 @@ def test_activation_parameters_the_dtype_cannot_hold_are_refused(cls):
     y^2) was NaN on every backend; float64 holds it."""
     for acts, what in [(("scaled_tanh", 1e-50, 1.0), "alpha"),
                        (("scaled_tanh", 1e-39, 1.0), "beta / alpha"),
+                       (("scaled_tanh", 1e20, 1e20), "alpha * beta"),
                        (("affine", 1e39, 0.0), "alpha")]:
         S = 1 if cls in (fastrnn.RNN, fastrnn.RNNCell) else 3 if cls in (
             fastrnn.LSTM, fastrnn.LSTMCell) else 2

@@ -22,6 +22,7 @@ import pytest
 
 import fastrnn
 from fastrnn import reference as ref
+from fastrnn.celltypes import CELL_TYPES
 
 from helpers import (
     KERNEL_CASES as CASES, KERNELS, I, load_kernels, make_lengths, make_states, make_weights,
@@ -262,6 +263,16 @@ def test_the_saved_record(impl, case):
     bad[1] = np.zeros((weights[1].shape[1], weights[1].shape[0])).T   # right shape, F order
     with pytest.raises(ValueError, match=r"dweights\[1\].*C-contiguous"):
         b(y, hy, saved, tuple(bad))
+    bad[1] = np.zeros_like(weights[1])
+    bad[1].flags.writeable = False
+    with pytest.raises(ValueError, match=r"dweights\[1\].*read-only"):
+        b(y, hy, saved, tuple(bad))
+    bad[1] = dw[1]
+    for k in [k for k, w in enumerate(weights) if w is None][:1]:   # a buffer for no weight
+        bad[k] = np.zeros((2, 2))
+        with pytest.raises(ValueError, match=rf"dweights\[{k}\] must be None"):
+            b(y, hy, saved, tuple(bad))
+        bad[k] = None
     with pytest.raises(TypeError, match="dweights"):
         b(y, hy, saved, dw[:2])
     assert all(np.all(g == 0) for g in dw if g is not None)   # nothing written by refused calls
@@ -331,12 +342,40 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
             forward(*args, training=True, **opts)
     with pytest.raises(TypeError, match="float32 or float64 array.*int64"):
         forward(x.astype(np.int64), hx, weights, training=True, **dict(opts, clip=0.5))
+    # every array of x's dtype, in the machine's byte order (the reference returned float64
+    # states for float64 h0, numba failed to compile a big-endian x, cython converted both)
+    with pytest.raises(TypeError, match=r"byte order, but got dtype >f4"):
+        forward(x.astype(">f4"), hx, weights, training=True, **opts)
+    with pytest.raises(TypeError, match=r"h0 must have x's dtype float32, but got float64"):
+        forward(x, (hx[0].astype(np.float64),) + hx[1:], weights, training=True, **opts)
+    for k, name in enumerate(("w_ih", "w_hh", "b_ih", "b_hh")):
+        wrong = list(weights)
+        wrong[k] = wrong[k].astype(np.float64)
+        with pytest.raises(TypeError, match=rf"{name} must have x's dtype float32, but got "
+                                             rf"float64"):
+            forward(x, hx, tuple(wrong), training=True, **opts)
+    wrong = list(weights)
+    wrong[2] = wrong[2][:-1]
+    with pytest.raises(ValueError, match=r"b_ih must have shape \(\d+,\), but got"):
+        forward(x, hx, tuple(wrong), training=True, **opts)
+    for lengths in (np.array([2.5, 1.0, 3.0]), np.array([True, True, False])):
+        with pytest.raises(TypeError, match=r"lengths must be an integer array, but got dtype"):
+            forward(x, hx, weights, lengths, True, **opts)
+    np.testing.assert_array_equal(forward(x, hx, weights, [5, 2, 1], False, **opts)[0],
+                                  forward(x, hx, weights, np.array([5, 2, 1]), False, **opts)[0])
+    if not lstm:        # RNN and GRU have no projection: w_hh (G, H) and h0 (B, H)
+        wrong = list(weights)
+        wrong[1] = wrong[1][:, :-1].copy()
+        with pytest.raises(ValueError, match=r"w_hh must have shape \(\d+, \d+\), but got"):
+            forward(x, (hx[0][:, :-1].copy(),), tuple(wrong), training=True, **opts)
     with pytest.raises(ValueError, match=r"x must be \(B, I\) for a step kernel, but got shape "
                                          r"\(5, 3, \d+\)"):
         step_forward(x, hx, weights, True, **opts)
     if lstm:
         with pytest.raises(ValueError, match=r"c0 must have shape \(3, \d+\)"):
             forward(x, (hx[0], one[1]), weights, training=True, **opts)
+        with pytest.raises(TypeError, match=r"c0 must have x's dtype float32"):
+            forward(x, (hx[0], hx[1].astype(np.float64)), weights, training=True, **opts)
         with pytest.raises(ValueError, match=r"w_ph must have shape \(3, \d+\)"):
             forward(x, hx, weights[:5] + (weights[5][:, :-1],), training=True, **opts)
     with pytest.raises(ValueError, match=r"h0 must have shape \(1, \d+\), but got \(3, \d+\)"):
@@ -346,6 +385,8 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
     for dy, dhy, words in [(y[:, :2], hy, r"dy must have shape \(5, 3, \d+\)"),
                            (y, tuple(h[:2] for h in hy), r"dh_n must have shape \(3, \d+\)"),
                            (y, hy[:1] if lstm else hy * 2, r"dhy must be a tuple"),
+                           (y, (hy[0], hy[1][:1]) if lstm else tuple(h[:2] for h in hy),
+                            r"dc_n must have shape \(3, \d+\)" if lstm else r"dh_n must have"),
                            (y, None, r"dhy must be a tuple"),
                            (None, hy, r"dy must be an array of shape \(5, 3, \d+\), but got None")]:
         with pytest.raises(ValueError, match=words):
@@ -443,3 +484,38 @@ def test_results_do_not_depend_on_the_thread_count(compiled, case, lengths):
     for other in results[1:]:
         for a, c in zip(results[0], other):
             np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_a_pre_activation_at_the_clip_passes_its_gradient(impl, cell):
+    """At the bounds themselves the gradient passes (PyTorch's clamp): every gate's
+    pre-activation exactly +-clip (x = +-0.5, W_ih ones, W_hh zeros) gives the results and
+    gradients of an unclipped call."""
+    x = np.array([[[0.5]], [[-0.5]]])
+    gates = CELL_TYPES[cell].gates
+    weights = (np.ones((gates, 1)), np.zeros((gates, 1)), None, None) + \
+        ((None, None) if cell == "lstm" else ())
+    hx = tuple(np.zeros((1, 1)) for _ in CELL_TYPES[cell].states)
+    got = []
+    for clip in (0.5, None):
+        y, hy, saved = getattr(impl, f"{cell}_forward")(x, hx, weights, None, True, clip=clip)
+        dw = zero_grads(weights)
+        dx, _ = getattr(impl, f"{cell}_backward")(np.ones_like(y), tuple(np.zeros_like(h)
+                                                                         for h in hy), saved, dw)
+        got.append((y, dx, dw[0]))
+    assert np.all(got[1][1] != 0)
+    for clipped, unclipped in zip(*got):
+        np.testing.assert_array_equal(clipped, unclipped)
+
+
+def test_the_rnns_activation_is_given_once_at_the_kernel_too(impl):
+    """nonlinearity='relu' with activations=['tanh'] ran tanh (the default's entries check to
+    None): refused, as the layers refuse it."""
+    rng = np.random.default_rng(0)
+    weights, P = make_weights("rnn_relu", np.float64, "both", rng)
+    x = rng.standard_normal((3, 2, I))
+    for acts in (["tanh"], ["relu"]):
+        with pytest.raises(ValueError, match="nonlinearity='relu' or activations, not both"):
+            impl.rnn_forward(x, make_states("rnn_relu", 2, P, np.float64, rng), weights, None,
+                             False, nonlinearity="relu", activations=acts)
+

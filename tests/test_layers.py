@@ -468,8 +468,9 @@ def test_eval_steps_take_the_backends_prepared_step_with_the_checked_paths_resul
 
 def test_eval_steps_of_one_cell_from_several_threads():
     """Threads sharing one cell in eval mode (the prepared step keeps nothing between calls)
-    get what one thread gets, bit for bit, at a size whose step runs on a team of threads."""
-    import threading
+    get what one thread gets, bit for bit, at a size whose step runs on a team of threads.
+    (An exception in a thread reaches the test through its future's result.)"""
+    from concurrent.futures import ThreadPoolExecutor
     cell = fastrnn.LSTMCell(64, 320, seed=3).eval()
     rng = np.random.default_rng(8)
     inputs = [(rng.standard_normal((1, 64)).astype(np.float32),
@@ -484,11 +485,10 @@ def test_eval_steps_of_one_cell_from_several_threads():
             got = cell(x, hx)
             if not all(np.array_equal(a, b) for a, b in zip(got, want[(k + r) % len(inputs)])):
                 failures.append((k, r))
-    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        return k
+    with ThreadPoolExecutor(4) as pool:
+        assert [f.result(timeout=300) for f in [pool.submit(work, k) for k in range(4)]] == \
+            [0, 1, 2, 3]
     assert not failures
 
 

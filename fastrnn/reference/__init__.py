@@ -24,9 +24,11 @@ G is 1 for RNN, 4 for LSTM (gates i, f, g, o) and 3 for GRU (gates r, z, n).
 The kernel contract shared by every backend (``fastrnn.backends``):
 
 ``<cell>_forward(x, hx, weights, lengths=None, training=True, **opts)``
-    x: (T, B, I) C-contiguous; hx: tuple of initial states, each (B, H) or
-    (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)`` (LSTM adds ``w_hr`` and ``w_ph``), a
-    bias, ``w_hr`` or ``w_ph`` may be ``None``; lengths: (B,) int64 or ``None``; ``opts``: the cell's
+    x: (T, B, I) C-contiguous, float32 or float64 in the machine's byte order; hx:
+    tuple of initial states, each (B, H) or (B, P); weights: ``(w_ih, w_hh, b_ih, b_hh)``
+    (LSTM adds ``w_hr`` and ``w_ph``), a bias, ``w_hr`` or ``w_ph`` may be ``None``; every
+    array of x's dtype (another is refused by name: a kernel computes in x's dtype and
+    returns arrays of it); lengths: (B,) integers in [0, T] or ``None``; ``opts``: the cell's
     options, ``nonlinearity`` ("tanh" or "relu") of the RNN, ``reset_after`` (bool) of the GRU,
     ``input_forget`` (bool) of the LSTM, ``clip`` (None or a positive number) and
     ``activations`` (None, or one activation per slot of the cell:

@@ -129,9 +129,19 @@ def _shape(value):
     return value.shape if type(value) is np.ndarray else np.shape(value)
 
 
-def _shape_is(name, value, want):
+def _dtype_is(name, value, dtype):
+    """An array ``value`` of x's dtype: a kernel computes in x's dtype and returns arrays of it
+    (the cython kernels refuse others alike; the layers and cells convert first)."""
+    if type(value) is np.ndarray and value.dtype != dtype:
+        raise TypeError(f"{name} must have x's dtype {dtype}, but got {value.dtype}")
+
+
+def _shape_is(name, value, want, dtype=None):
+    """``value`` of shape ``want`` (and of ``dtype``, when given: see _dtype_is)."""
     if _shape(value) != want:
         raise ValueError(f"{name} must have shape {want}, but got {_shape(value)}")
+    if dtype is not None:
+        _dtype_is(name, value, dtype)
 
 
 def check_call(cell, x, hx, weights, lengths=None, step=False):
@@ -145,8 +155,9 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     """
     gates, n = _GATES_AND_WEIGHTS[cell]
     dtype = x.dtype if type(x) is np.ndarray else np.asarray(x).dtype
-    if dtype.char not in "fd":
-        raise TypeError(f"x must be a float32 or float64 array, but got dtype {dtype}")
+    if dtype.char not in "fd" or not dtype.isnative:
+        raise TypeError(f"x must be a float32 or float64 array in the machine's byte order, "
+                        f"but got dtype {dtype}")
     shape = _shape(x)
     if len(shape) != (2 if step else 3):
         raise ValueError(f"x must be {'(B, I) for a step kernel' if step else '(T, B, I)'}, "
@@ -155,6 +166,8 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     if not isinstance(weights, (tuple, list)) or len(weights) != n:
         names = ", ".join(CELL_TYPES[cell].weights)
         raise ValueError(f"weights must be a tuple of {n} arrays ({names})")
+    _dtype_is("w_ih", weights[0], dtype)
+    _dtype_is("w_hh", weights[1], dtype)
     w_ih, w_hh = _shape(weights[0]), _shape(weights[1])
     if len(w_ih) != 2 or len(w_hh) != 2:
         raise ValueError(f"w_ih and w_hh must be 2-D, but got shapes {w_ih} and {w_hh}")
@@ -168,24 +181,26 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     if w_hh[0] != G:
         raise ValueError(f"w_hh must have {G} rows like w_ih, but got shape {w_hh}")
     if weights[2] is not None:
-        _shape_is("b_ih", weights[2], (G,))
+        _shape_is("b_ih", weights[2], (G,), dtype)
     if weights[3] is not None:
-        _shape_is("b_hh", weights[3], (G,))
+        _shape_is("b_hh", weights[3], (G,), dtype)
     lstm = n == 6
     if lstm and weights[4] is not None:
-        _shape_is("w_hr", weights[4], (P, H))
+        _shape_is("w_hr", weights[4], (P, H), dtype)
     elif P != H:
         raise ValueError(f"w_hh must have shape ({G}, {H}), but got {w_hh}")
     if lstm and weights[5] is not None:
-        _shape_is("w_ph", weights[5], (3, H))
+        _shape_is("w_ph", weights[5], (3, H), dtype)
     if not isinstance(hx, (tuple, list)) or len(hx) != (2 if lstm else 1):
         raise ValueError("hx must be a tuple (h0, c0) for LSTM, (h0,) otherwise")
-    _shape_is("h0", hx[0], (B, P))
+    _shape_is("h0", hx[0], (B, P), dtype)
     if lstm:
-        _shape_is("c0", hx[1], (B, H))
+        _shape_is("c0", hx[1], (B, H), dtype)
     if lengths is not None and not step:
-        _shape_is("lengths", lengths, (B,))
         lens = np.asarray(lengths)
+        if lens.dtype.kind not in "iu":
+            raise TypeError(f"lengths must be an integer array, but got dtype {lens.dtype}")
+        _shape_is("lengths", lens, (B,))
         if lens.size and (lens.min() < 0 or lens.max() > T):
             raise ValueError(f"lengths must be between 0 and T = {T}, but got "
                              f"{lens.min()}..{lens.max()}")
@@ -226,7 +241,7 @@ def check_nonlinearity(nonlinearity, activations):
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"nonlinearity must be 'tanh' or 'relu', but got {nonlinearity!r}")
     checked = acts.check_activations("rnn", activations)
-    if checked is not None and nonlinearity != "tanh":
+    if activations is not None and nonlinearity != "tanh":   # (["tanh"] checks to None)
         raise ValueError(f"give the RNN's activation once: nonlinearity={nonlinearity!r} or "
                          f"activations, not both")
     if checked is None:
@@ -280,7 +295,7 @@ def valid_steps(lengths, T, B):
     """(T, B, 1) bool array, True where step t is inside sequence b; None without lengths."""
     if lengths is None:
         return None
-    return (np.arange(T)[:, None] < lengths[None, :])[:, :, None]
+    return (np.arange(T)[:, None] < np.asarray(lengths)[None, :])[:, :, None]
 
 
 def unpadded(x, lengths):
