@@ -405,6 +405,10 @@ def test_cell_default_state_is_zero_and_eval_keeps_nothing(backend):
     np.testing.assert_array_equal(h, h0)
     dx, (dh, dc) = cell.backward(np.ones((B, H)))
     assert dh.shape == dc.shape == (B, H)
+    cell(x)
+    for got, want in zip((dx, dh, dc), (lambda r: (r[0], *r[1]))(
+            cell.backward(np.ones((B, H)), np.zeros((B, H))))):   # dc1 left out: zeros
+        np.testing.assert_array_equal(got, want)
     cell.eval()
     cell(x)
     with pytest.raises(RuntimeError, match="training mode"):
@@ -673,3 +677,16 @@ def test_help_describes_every_constructor_argument(cls):
     documented = re.findall(r"^(\w+) : .+\n    \S", section, flags=re.M)
     assert documented == [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     assert "{" not in section.replace("{'", "")        # every field filled
+
+
+def test_unbatched_step_norms_and_a_forward_dropped_by_eval():
+    """An unbatched call's step norms are (L*D, T); eval() drops a pending training forward, so
+    a backward after train() again has nothing to run on."""
+    layer = fastrnn.GRU(3, 4, num_layers=2)
+    out, _ = layer(np.ones((5, 3), np.float32))
+    assert layer.backward(np.ones_like(out), return_step_norms=True)[2].shape == (2, 5)
+    out, _ = layer(np.ones((5, 2, 3), np.float32))
+    layer.eval()
+    with pytest.raises(RuntimeError, match="training mode"):
+        layer.train().backward(np.ones_like(out))
+

@@ -47,7 +47,7 @@ def all_sequences(max_len):
 
 
 @pytest.mark.parametrize("seed", range(8))
-@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+@pytest.mark.parametrize("length_penalty", [0.0, 0.5, 1.0, 2.0])
 def test_a_beam_as_wide_as_every_candidate_finds_the_best_sequence(seed, length_penalty):
     step, start, max_len = table_model(seed), V, 4      # start: an extra row of the table
     best = best_sequence(step, start, max_len, length_penalty)
@@ -148,6 +148,20 @@ def test_greedy_keeps_the_end_token_and_pads_with_it():
     for row, n in zip(tokens, lengths):
         assert END not in row[:n - 1]
         assert n == len(row) or (row[n - 1] == END and np.all(row[n:] == END))
+
+
+def test_greedy_repeats_the_end_token_of_a_sequence_that_ended_first():
+    """Sequence 0 ends at its first step and the model then prefers another token for it:
+    its later positions still repeat the end token, while sequence 1 runs on."""
+    def step(tokens, t):
+        logp = np.log(np.full((2, 3), 0.1))
+        logp[0, 0] = np.log(0.8) if t[0] == 0 else -5.0
+        logp[0, 2] = np.log(0.8) if t[0] > 0 else -5.0
+        logp[1, 1] = np.log(0.8)
+        return logp, t + 1
+    tokens, lengths, _ = greedy_search(step, np.zeros(2, np.int64), 1, 4, end=0)
+    assert lengths.tolist() == [1, 4]
+    assert tokens.tolist() == [[0, 0, 0, 0], [1, 1, 1, 1]]
 
 
 def test_bad_arguments_are_named():

@@ -16,14 +16,18 @@ CASES = [
     (SGD, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
     (SGD, dict(lr=0.05, momentum=0.8, nesterov=True, weight_decay=0.1)),
     (SGD, dict(lr=0.05, momentum=0.5, maximize=True)),
+    (SGD, dict(lr=0.1, momentum=0.5, weight_decay=0.1, maximize=True)),
     (Adam, dict(lr=1e-2)),
     (Adam, dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05)),
     (Adam, dict(lr=1e-2, amsgrad=True)),
     (Adam, dict(lr=1e-2, maximize=True)),
+    (Adam, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
+    (AdamW, dict(lr=1e-2, weight_decay=0.1, maximize=True)),
     (AdamW, dict(lr=1e-2)),
     (AdamW, dict(lr=1e-2, weight_decay=0.1, amsgrad=True)),
     (Adagrad, dict(lr=0.1)),
     (Adagrad, dict(lr=0.1, lr_decay=0.01, weight_decay=0.02, initial_accumulator_value=0.1)),
+    (Adagrad, dict(lr=0.1, weight_decay=0.05, maximize=True)),
 ]
 
 
@@ -106,6 +110,13 @@ def test_deterministic_and_state_dict_roundtrip():
 
     np.testing.assert_array_equal(run(None), run(None))
     np.testing.assert_array_equal(run(None), run(3))
+    params, grads = {"w": np.ones(3)}, {"w": np.ones(3)}
+    opt = Adam(params, grads, lr=0.1)
+    opt.step()
+    opt.step()
+    other = Adam(params, grads, lr=0.1)
+    other.load_state_dict(opt.state_dict())
+    assert other.steps == opt.steps == 2
 
 
 def test_parameters_and_grads_forms():

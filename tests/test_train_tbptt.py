@@ -285,6 +285,39 @@ def test_step_norms_reset_and_helpers():
         split_streams(np.arange(2), 3)
 
 
+def test_a_second_run_whose_windows_reach_back_to_its_start_starts_from_the_carried_state():
+    """k2 > k1: the windows of a second run that reach back to its step 0 start from the state
+    the first run carried, not from zeros (a first run cannot tell the two apart)."""
+    rng = np.random.default_rng(0)
+    rnn = fastrnn.GRU(3, 4, dtype=np.float64, seed=0, backend="numpy")
+    x1, x2 = rng.standard_normal((6, 2, 3)), rng.standard_normal((10, 2, 3))
+    tb = TBPTT(rnn, 3, 20)
+
+    def zero(out, t0, t1):
+        return 0.0, np.zeros_like(out)
+    tb.run(x1, zero)
+    carried, seen = tb.state.copy(), {}
+    tb.run(x2, lambda out, t0, t1: (seen.__setitem__(t0, out.copy()), zero(out, t0, t1))[1])
+    want = rnn.eval()(x2, carried)[0]
+    assert len(seen) > 1
+    for t0, out in seen.items():
+        np.testing.assert_allclose(out, want[t0:t0 + len(out)], rtol=1e-12, atol=1e-14,
+                                   err_msg=f"the chunk at {t0}")
+
+
+def test_a_callback_may_use_the_layer_in_eval_mode():
+    """after_backward sampling from the model in eval mode between chunks: the next chunk
+    trains again."""
+    rnn = fastrnn.GRU(3, 4, seed=0)
+    x = np.random.default_rng(0).standard_normal((9, 2, 3)).astype(np.float32)
+
+    def sample(chunk):
+        rnn.eval()
+        rnn(x[:1])
+    losses = TBPTT(rnn, 3).run(x, lambda out, t0, t1: (0.0, np.zeros_like(out)), sample)
+    assert len(losses) == 3          # every chunk after the first trained after an eval call
+
+
 @pytest.mark.parametrize("module", ["fastrnn.train.tbptt", "fastrnn.train.heads",
                                     "fastrnn.train.embedding"])
 def test_docstring_examples_run(module):
