@@ -304,22 +304,23 @@ class RNNBase(Module):
             hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))] \
                 if unbatched else None   # (only an unbatched call's dh0 follows hx's shape)
         lens = None if lengths is None else _checks.as_lengths(lengths, B, T, unbatched)
-        if self.training:
+        training = self.training    # read once: another thread's evaluating() may flip it
+        if training:
             seq = self._private(seq, x)
             lens = None if lens is None else self._private(lens, lengths)
         weights = self._weights()
-        if self.training:   # what the backward reads is the forward's own, not the caller's
+        if training:   # what the backward reads is the forward's own, not the caller's
             weights = [self._snapshot(w) for w in weights]
         y, hy, cache = functional.sequence_forward(
             self._backend, self.mode, seq, states, weights,
             num_layers=self.num_layers, num_directions=self.num_directions, lengths=lens,
-            dropout=self.dropout, training=self.training, rng=self._rng, reverse=self.reverse,
+            dropout=self.dropout, training=training, rng=self._rng, reverse=self.reverse,
             options=self._options, direction_options=self._direction_options)
         out = self._to_user(y, unbatched)
         if unbatched:
             hy = tuple([h[:, 0, :] for h in hy])
         self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
-            if self.training else None
+            if training else None
         return (out, hy) if self.mode == "LSTM" else (out, hy[0])
 
     def backward(self, dout, dhx=None, return_step_norms=False, input_grad=True):

@@ -1,11 +1,12 @@
 """Base class of the layers and cells: parameters, gradients, modes, state dicts."""
 
 import contextlib
+import threading
 from collections import namedtuple
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _runtime
 from .backends import resolve
 
 
@@ -26,20 +27,44 @@ def _line_aligned(shape, dtype):
     return buf[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
+#: the modules inside an ``evaluating`` block: id -> [blocks, mode and record to give back]
+_evaluating = {}
+_evaluating_lock = threading.Lock()
+
+
+def _forget_evaluating_lock():
+    global _evaluating_lock
+    _evaluating_lock = threading.Lock()
+
+
+_runtime.after_fork(_forget_evaluating_lock)
+
+
 @contextlib.contextmanager
 def evaluating(modules):
     """Forwards of ``modules`` in evaluation mode inside the block; afterwards each has its
     mode back, and what its last training-mode forward kept for a backward still pending (a
     decoder's greedy or beam search between its teacher-forced forward and that backward).
-    ``train(False)`` would drop that."""
-    kept = [(m, m.training, m._cache) for m in modules]
-    try:
-        for m, _, _ in kept:
+    ``train(False)`` would drop that.  Blocks of several threads at once (a decoder serving
+    requests) nest: a module stays in evaluation mode until the last of them ends, which
+    gives the mode and the record back (each block restoring what it found left the module
+    in evaluation mode, its record dropped, when the blocks overlapped)."""
+    modules = list(modules)
+    with _evaluating_lock:
+        for m in modules:
+            entry = _evaluating.setdefault(id(m), [0, m.training, m._cache])
+            entry[0] += 1
             m.training = False
+    try:
         yield
     finally:
-        for m, training, cache in kept:
-            m.training, m._cache = training, cache
+        with _evaluating_lock:
+            for m in modules:
+                entry = _evaluating[id(m)]
+                entry[0] -= 1
+                if entry[0] == 0:
+                    del _evaluating[id(m)]
+                    m.training, m._cache = entry[1], entry[2]
 
 
 class Module:

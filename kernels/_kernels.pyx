@@ -1985,6 +1985,7 @@ cdef extern from "fastrnn_pool.h" nogil:
     void fr_split_run_all(fr_dojob_fn dojob, int numjobs, size_t elsize, void* jobdata)
     int fr_watch_begin()
     void fr_watch_end()
+    void fr_watch_after_fork()
     bint fr_watch_seen()
     void fr_watch_clear()
     void fr_flag_raise(int* flag)
@@ -3285,9 +3286,27 @@ cdef int _in_flight = 0     # kernel calls running now, in any thread (counted u
 
 
 def _forget_calls_in_flight():
-    """In a child made by fork only the forking thread exists: no call of the parent runs."""
-    global _in_flight
+    """In a child made by fork only the forking thread exists: no call of the parent runs, a
+    watched call's SIGINT handler goes (see fr_watch_after_fork), and SciPy's BLAS gets back
+    the thread counts a call in flight held at one (it kept one thread: the call that would
+    have set them back is not in the child)."""
+    global _in_flight, _single_depth
     _in_flight = 0
+    fr_watch_after_fork()
+    if _single_depth > 0:
+        _single_depth = 1
+        blas_single_end()
+
+
+def _blas_single(hold=None):
+    """Hold SciPy's OpenBLAS at one thread (``hold`` True) or let it go (False), as a kernel
+    call does, and return its thread counts (None: only return them; for the tests)."""
+    cdef int k
+    if hold is True:
+        blas_single_begin()
+    elif hold is False and _single_depth > 0:
+        blas_single_end()
+    return [_blas_get[k]() for k in range(_blas_n)]
 
 cdef enum:
     WARM_N = 384    # the warm-up product: WARM_N^3, float32, BLAS on one thread

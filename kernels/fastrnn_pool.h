@@ -850,6 +850,15 @@ static void fr_watch_end(void)
         sigaction(SIGINT, &fr_sigint_prev, NULL);
 }
 
+/* In a child made by fork() while a call of the parent was watched (on a thread the child does
+ * not have): the handler it put in front goes, so that the child's own long calls are watched
+ * (fr_watch_begin took it for a watch in progress, and a Ctrl-C waited for the call's end). */
+static void fr_watch_after_fork(void)
+{
+    fr_watch_end();
+    fr_sigint_seen = 0;
+}
+
 /* A SIGINT came since fr_watch_begin, and this is the thread that called it. */
 static inline int fr_watch_seen(void)
 {

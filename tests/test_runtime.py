@@ -426,6 +426,36 @@ def test_a_child_forked_during_a_numba_call_has_numpys_blas_threads(tmp_path):
     run_fork_while_held(tmp_path, code, "the child of a fork made during a numba call hung")
 
 
+@pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
+def test_a_child_forked_during_a_cython_call_has_scipys_blas_threads(tmp_path):
+    """A cython kernel call holds SciPy's BLAS at one thread until it returns; a child forked
+    during it, where that call's thread does not exist, gets the counts from before the call
+    (it kept one thread for good: its own calls nested inside the dead thread's hold)."""
+    code = """
+        import numpy as np, fastrnn
+        from threadpoolctl import threadpool_limits
+        from fastrnn._cython import kernels
+
+        threadpool_limits(2, user_api="blas")      # two threads whatever the environment says
+        before = kernels._blas_single()
+        assert before and max(before) > 1, before
+
+        def call(held, release):
+            assert max(kernels._blas_single(True)) == 1
+            held.set()
+            release.wait()
+            kernels._blas_single(False)
+
+        def child():
+            lstm = fastrnn.LSTM(8, 16, backend="cython", seed=0).eval()
+            lstm(np.ones((3, 2, 8), "f4"))
+            return kernels._blas_single() == before
+
+        fork_while_held(call, child)
+    """
+    run_fork_while_held(tmp_path, code, "the child of a fork made during a cython call hung")
+
+
 #: a child's start for the Ctrl-C tests: Python's own SIGINT handler (a shell's background job
 #: starts with SIGINT ignored, and Python then keeps it ignored), ``interrupt_delay(call,
 #: at)``: SIGINT ``at`` seconds into ``call()``, the seconds until its KeyboardInterrupt, or
@@ -503,6 +533,34 @@ def test_ctrl_c_during_a_kernel_raises_and_the_next_call_is_right(backend, hidde
             from fastrnn._cython import kernels
             assert kernels.team_stats() > 0
     """, at_least=8)
+
+
+@pytest.mark.skipif("cython" not in COMPILED, reason="needs the cython backend")
+def test_ctrl_c_in_a_child_forked_during_a_watched_call():
+    """A child forked (by another thread) while the main thread's long cython call was watched
+    inherited the call's SIGINT handler, took it for a watch in progress and watched none of its
+    own calls: a Ctrl-C waited for the call's end (0.3-0.6 s).  Its calls are watched again."""
+    assert_interrupted_promptly("""
+        import numpy as np, fastrnn, sys
+        lstm = fastrnn.LSTM(64, 128, backend="cython", seed=0).eval()
+        x = np.ones((4000, 64, 64), "f4")
+        lstm(x[:10])
+
+        def forker():
+            time.sleep(0.05)                 # the main thread is inside its watched call
+            pid = os.fork()
+            if pid == 0:
+                interrupt_repeatedly(lambda: lstm(x), lambda: None, 4, 0.15)
+                sys.stdout.flush()
+                os._exit(0)
+            _, status = os.waitpid(pid, 0)
+            assert os.waitstatus_to_exitcode(status) == 0
+        thread = threading.Thread(target=forker)
+        thread.start()
+        lstm(x)
+        lstm(x)                              # (the fork comes during one of them)
+        thread.join()
+    """, at_least=3)
 
 
 @pytest.mark.parametrize("backend", COMPILED)

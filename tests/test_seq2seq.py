@@ -166,3 +166,28 @@ def test_help_and_bad_arguments(capsys, command):
     assert status == 0 and f"fastrnn {command}" in out and "--seed" in out and "--plot" in out
     status, _, err = run(capsys, command, "--hidden", "0")
     assert status == 2 and "--hidden" in err
+
+
+def test_decoding_from_several_threads_keeps_the_pending_teacher_forced_forward():
+    """Greedy decodes of one decoder from two threads at once, between a teacher-forced forward
+    and its backward: the decoder ends in training mode with the forward's record (each decode
+    giving back the mode it found left it in evaluation mode, the record dropped), and the
+    backward is the one a single thread gets."""
+    from concurrent.futures import ThreadPoolExecutor
+    dec = Decoder(30, 16, 64, seed=0)
+    tokens = np.ones((6, 4), int)
+    state = tuple(np.zeros((1, 4, 64), np.float32) for _ in range(2))
+    logits, _ = dec(tokens, state)
+    want = [g.copy() for g in (dec.greedy(state, 1, 20)[0],)]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(lambda: [dec.greedy(state, 1, 20)[0] for _ in range(30)])
+                for _ in range(2)]
+        for run in runs:
+            assert all(np.array_equal(got, want[0]) for got in run.result(timeout=300))
+    assert all(m.training for m in dec.modules.values())
+    got = dec.backward(np.cos(logits))
+    alone = Decoder(30, 16, 64, seed=0)
+    alone(tokens, state)
+    for a, b in zip(got, alone.backward(np.cos(logits))):
+        for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+            np.testing.assert_array_equal(x, y)
