@@ -169,7 +169,7 @@ def _make(row, backend):
 @functools.lru_cache(maxsize=None)
 def reference_weights(row):
     """The weights every engine of ``row`` runs with: ``{PyTorch name: array}`` (made once a
-    process; the callers copy them)."""
+    process, and never written: the engines load them into parameters of their own)."""
     return _make(row, REFERENCE).state_dict()
 
 
