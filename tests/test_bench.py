@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import pytest
 
-from helpers import required
+from helpers import REQUIRED as REQUIRED_BACKENDS, required
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)        # the benchmark lives in the checkout, not in the package
@@ -33,7 +33,7 @@ from bench.engines import ENGINES, PEERS  # noqa: E402
 from bench.report import Measurement, Report, Settings  # noqa: E402
 
 AVAILABILITY = engines.availability()
-REQUIRED = {b.strip() for b in os.environ.get("FASTRNN_REQUIRE_BACKENDS", "").split(",") if b.strip()}
+REQUIRED = set(REQUIRED_BACKENDS)     # the backends FASTRNN_REQUIRE_BACKENDS names, and:
 if required("FASTRNN_REQUIRE_TORCH"):
     REQUIRED.add("torch")
 if required("FASTRNN_REQUIRE_INTEROP"):
