@@ -141,14 +141,14 @@ class _CellBase(Module):
         else:
             states = self._state_arrays("hx", hx if len(self._type.states) > 1 else (hx,), B, unbatched)
         weights = self._weights
-        training = self.training    # read once: another thread's evaluating() may flip it
+        training = self._forward_mode()    # read once
         if training:   # what the backward reads is the forward's own, not the caller's
             arr, weights = self._private(arr, x), self._snapshot(weights)
         elif self._plan is None or self._plan[0] is not self._backend:
             self._prepare_plan()
         step_forward, step_backward = self._backend.kernels(self._type.name)[2:]
         hy, cache = step_forward(arr, states, weights, training, **self._opts)
-        self._cache = (step_backward, cache, unbatched, B) if training else None
+        self._keep(training, (step_backward, cache, unbatched, B))
         return tuple(h[0] for h in hy) if unbatched else hy
 
     def _backstep(self, dhy, names):

@@ -304,7 +304,7 @@ class RNNBase(Module):
             hx_ndim = [np.ndim(v) for v in (hx if self.mode == "LSTM" else (hx,))] \
                 if unbatched else None   # (only an unbatched call's dh0 follows hx's shape)
         lens = None if lengths is None else _checks.as_lengths(lengths, B, T, unbatched)
-        training = self.training    # read once: another thread's evaluating() may flip it
+        training = self._forward_mode()    # read once
         if training:
             seq = self._private(seq, x)
             lens = None if lens is None else self._private(lens, lengths)
@@ -319,8 +319,7 @@ class RNNBase(Module):
         out = self._to_user(y, unbatched)
         if unbatched:
             hy = tuple([h[:, 0, :] for h in hy])
-        self._cache = (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)) \
-            if training else None
+        self._keep(training, (cache, out.shape, unbatched, hx_ndim, tuple(h.shape for h in hy)))
         return (out, hy) if self.mode == "LSTM" else (out, hy[0])
 
     def backward(self, dout, dhx=None, return_step_norms=False, input_grad=True):

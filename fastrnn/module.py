@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import _checks, _runtime
+from . import _checks
 from .backends import resolve
 
 
@@ -27,44 +27,38 @@ def _line_aligned(shape, dtype):
     return buf[skip:skip + nbytes].view(dtype).reshape(shape)
 
 
-#: the modules inside an ``evaluating`` block: id -> [blocks, mode and record to give back]
-_evaluating = {}
-_evaluating_lock = threading.Lock()
+#: this thread's ``evaluating`` blocks: ``ids`` maps id(module) -> blocks open
+_blocks = threading.local()
 
 
-def _forget_evaluating_lock():
-    global _evaluating_lock
-    _evaluating_lock = threading.Lock()
-
-
-_runtime.after_fork(_forget_evaluating_lock)
+def _evaluating_here(module):
+    """Whether this thread is inside an :func:`evaluating` block of ``module``."""
+    ids = getattr(_blocks, "ids", None)
+    return bool(ids) and id(module) in ids
 
 
 @contextlib.contextmanager
 def evaluating(modules):
-    """Forwards of ``modules`` in evaluation mode inside the block; afterwards each has its
-    mode back, and what its last training-mode forward kept for a backward still pending (a
-    decoder's greedy or beam search between its teacher-forced forward and that backward).
-    ``train(False)`` would drop that.  Blocks of several threads at once (a decoder serving
-    requests) nest: a module stays in evaluation mode until the last of them ends, which
-    gives the mode and the record back (each block restoring what it found left the module
-    in evaluation mode, its record dropped, when the blocks overlapped)."""
+    """Forwards of ``modules`` in evaluation mode inside the block, in this thread only (a
+    decoder's greedy or beam search, between its teacher-forced forward and that backward).
+
+    Nothing shared changes: the modules' ``training`` stays what other threads see (another
+    thread may train the same decoder meanwhile), and a forward inside the block neither
+    needs nor drops what the last training-mode forward kept for its backward, which
+    ``train(False)`` would drop.  Blocks nest, within a thread and across threads.
+    """
     modules = list(modules)
-    with _evaluating_lock:
-        for m in modules:
-            entry = _evaluating.setdefault(id(m), [0, m.training, m._cache])
-            entry[0] += 1
-            m.training = False
+    ids = _blocks.__dict__.setdefault("ids", {})
+    for m in modules:
+        ids[id(m)] = ids.get(id(m), 0) + 1
     try:
         yield
     finally:
-        with _evaluating_lock:
-            for m in modules:
-                entry = _evaluating[id(m)]
-                entry[0] -= 1
-                if entry[0] == 0:
-                    del _evaluating[id(m)]
-                    m.training, m._cache = entry[1], entry[2]
+        for m in modules:
+            if ids[id(m)] == 1:
+                del ids[id(m)]
+            else:
+                ids[id(m)] -= 1
 
 
 class Module:
@@ -344,6 +338,20 @@ class Module:
         then differentiates the weights the forward used, whatever is written to the live
         parameters in between (a user's edit, an optimizer step)."""
         return tuple(None if w is None else w.copy() for w in weights)
+
+    def _forward_mode(self):
+        """Whether a forward of this thread trains: ``training``, but False inside an
+        :func:`evaluating` block of this thread.  A forward reads it once."""
+        return self.training and not _evaluating_here(self)
+
+    def _keep(self, training, record):
+        """After a forward: keep a training-mode forward's ``record`` for the backward.  An
+        evaluation-mode forward drops the pending one (the backward is of the last forward),
+        unless it ran inside an :func:`evaluating` block, which leaves it."""
+        if training:
+            self._cache = record
+        elif not _evaluating_here(self):
+            self._cache = None
 
     def _take_cache(self):
         if self._cache is None:

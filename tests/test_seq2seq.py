@@ -170,8 +170,7 @@ def test_help_and_bad_arguments(capsys, command):
 
 def test_decoding_from_several_threads_keeps_the_pending_teacher_forced_forward():
     """Greedy decodes of one decoder from two threads at once, between a teacher-forced forward
-    and its backward: the decoder ends in training mode with the forward's record (each decode
-    giving back the mode it found left it in evaluation mode, the record dropped), and the
+    and its backward: the decoder ends in training mode with the forward's record, and the
     backward is the one a single thread gets."""
     from concurrent.futures import ThreadPoolExecutor
     dec = Decoder(30, 16, 64, seed=0)
@@ -191,3 +190,45 @@ def test_decoding_from_several_threads_keeps_the_pending_teacher_forced_forward(
     for a, b in zip(got, alone.backward(np.cos(logits))):
         for x, y in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
             np.testing.assert_array_equal(x, y)
+
+
+def test_training_in_one_thread_while_another_decodes():
+    """One thread trains a decoder (teacher-forced forward, then its backward) while another
+    decodes with it: a decode runs in evaluation mode for its own thread only, so no training
+    forward runs in evaluation mode (its backward would raise), the gradients are those of the
+    same steps alone and every decode is the one a single thread gets."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    dec = Decoder(30, 16, 64, seed=0)
+    tokens = np.ones((6, 4), int)
+    state = tuple(np.zeros((1, 4, 64), np.float32) for _ in range(2))
+    want = dec.greedy(state, 1, 20)[0]
+    alone = Decoder(30, 16, 64, seed=0)
+    for _ in range(40):
+        logits, _ = alone(tokens, state)
+        alone.backward(np.cos(logits))
+    done = threading.Event()
+
+    def train():
+        try:
+            for _ in range(40):
+                logits, _ = dec(tokens, state)
+                assert all(m.training for m in dec.modules.values())
+                dec.backward(np.cos(logits))
+        finally:
+            done.set()
+
+    def decode():
+        decodes = 0
+        while not done.is_set() or decodes == 0:
+            np.testing.assert_array_equal(dec.greedy(state, 1, 20)[0], want)
+            decodes += 1
+        return decodes
+
+    with ThreadPoolExecutor(2) as pool:
+        trainer, decoder = pool.submit(train), pool.submit(decode)
+        trainer.result(timeout=300)
+        assert decoder.result(timeout=300) > 0
+    for name, module in dec.modules.items():
+        for key, grad in module.grads.items():
+            np.testing.assert_array_equal(grad, alone.modules[name].grads[key], err_msg=key)

@@ -168,7 +168,8 @@ class Embedding(Module):
                 scale = self.max_norm / (norms[over] + 1e-7)
                 weight[rows[over]] *= scale.astype(self._dtype)[:, None]
         out = weight[idx]
-        self._cache = self._private(idx, ids) if self.training else None
+        training = self._forward_mode()
+        self._keep(training, self._private(idx, ids) if training else None)
         return out
 
     def backward(self, dout):

@@ -161,9 +161,9 @@ class Linear(Module):
         x2 = arr.reshape(-1, self.in_features)
         weight = self._params["weight"]
         y = _forward(x2, weight, self._params.get("bias"))
-        self._cache = None
-        if self.training:   # what the backward reads is the forward's own, not the caller's
-            self._cache = (self._private(x2, x), weight.copy(), arr.shape)
+        training = self._forward_mode()
+        # what the backward reads is the forward's own, not the caller's
+        self._keep(training, (self._private(x2, x), weight.copy(), arr.shape) if training else None)
         return y.reshape(arr.shape[:-1] + (self.out_features,))
 
     def backward(self, dy):

@@ -137,8 +137,9 @@ class Decoder:
         """One decoding step of N sequences: ``(log_probs (N, V), state)``.
 
         ``state`` is the layer's, (L, N, H) (a tuple for LSTM).  The step runs in evaluation
-        mode whatever the decoder's, and leaves the decoder as it was: a teacher-forced
-        forward's backward may still follow.
+        mode whatever the decoder's, for this thread only, and leaves the decoder as it was:
+        a teacher-forced forward's backward may still follow, and another thread may train
+        the decoder meanwhile.
         """
         with evaluating(self.modules.values()):
             out, state = self.rnn(self.embedding(np.asarray(tokens))[None], state)
