@@ -157,7 +157,18 @@ def test_cross_entropy_errors():
     with pytest.raises(TypeError, match="floating"):
         cross_entropy(targets, targets)
     with pytest.raises(ValueError, match="reduction"):
-        cross_entropy(logits, targets, reduction="none")
+        cross_entropy(logits, targets, reduction="max")
+    with pytest.raises(ValueError, match=r"weight must have one entry per class, shape \(3,\)"):
+        cross_entropy(logits, targets, weight=np.ones(4))
+    with pytest.raises(ValueError, match="weight must hold finite non-negative"):
+        cross_entropy(logits, targets, weight=[1.0, -1.0, 1.0])
+    with pytest.raises(TypeError, match="weight must be an array"):
+        cross_entropy(logits, targets, weight=np.array(["a", "b", "c"]))
+    with pytest.raises(ValueError, match=r"label_smoothing must be a real number >= 0.0 and "
+                                         r"<= 1.0, but got 1.5"):
+        cross_entropy(logits, targets, label_smoothing=1.5)
+    with pytest.raises(TypeError, match="label_smoothing must be a real number"):
+        cross_entropy(logits, targets, label_smoothing="0.1")
     with pytest.raises(ValueError, match="broadcast"):
         cross_entropy(logits, targets, mask=np.ones(3, bool))
     with pytest.raises(ValueError, match="non-negative"):
@@ -200,6 +211,57 @@ def test_cross_entropy_matches_torch(shape, reduction, torch, path):
     np.testing.assert_allclose(g32, lt.grad.numpy(), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "class-weights"])
+def test_cross_entropy_weight_label_smoothing_and_none_match_torch(reduction, label_smoothing,
+                                                                   weighted, torch, path):
+    """PyTorch's ``weight`` and ``label_smoothing``, and ``reduction="none"`` (each position's
+    loss, the gradient of their sum), with ignored targets: values and gradients in float64
+    and float32."""
+    F = torch.nn.functional
+    logits, targets = ce_case((6, 4), 7, seed=8)
+    targets = np.where(np.random.default_rng(9).random((6, 4)) < 0.25, -100, targets)
+    weight = np.random.default_rng(10).random(7) + 0.1 if weighted else None
+    for dtype, rtol, atol in ((np.float64, 1e-12, 1e-14), (np.float32, 1e-5, 1e-6)):
+        lt = torch.tensor(logits.astype(dtype), requires_grad=True)
+        ref = F.cross_entropy(lt.reshape(-1, 7), torch.tensor(targets).reshape(-1),
+                              weight=None if weight is None else torch.tensor(weight.astype(dtype)),
+                              reduction=reduction, label_smoothing=label_smoothing)
+        ref.sum().backward()
+        loss, grad = cross_entropy(logits.astype(dtype), targets, reduction=reduction,
+                                   weight=weight, label_smoothing=label_smoothing)
+        assert grad.dtype == dtype
+        if reduction == "none":
+            assert loss.shape == targets.shape and loss.dtype == dtype
+            np.testing.assert_allclose(loss, ref.detach().numpy().reshape(6, 4), rtol=rtol,
+                                       atol=atol)
+            assert np.all(loss[targets == -100] == 0)
+        else:
+            assert loss == pytest.approx(ref.item(), rel=rtol)
+        np.testing.assert_allclose(grad, lt.grad.numpy().reshape(grad.shape), rtol=rtol * 10,
+                                   atol=atol)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_cross_entropy_smoothing_weights_and_mask_finite_differences(reduction, path):
+    """Class weights, label smoothing and a mask of float weights at once: the gradient is the
+    loss's (with "none", that of the positions' sum)."""
+    logits, targets = ce_case((5, 3), 6, seed=11)
+    rng = np.random.default_rng(12)
+    mask, weight = rng.random((5, 3)), rng.random(6) + 0.2
+    targets[0, 0] = -100
+
+    def f():
+        loss, _ = cross_entropy(logits, targets, mask=mask, reduction=reduction, weight=weight,
+                                label_smoothing=0.3)
+        return np.sum(loss)
+    _, grad = cross_entropy(logits, targets, mask=mask, reduction=reduction, weight=weight,
+                            label_smoothing=0.3)
+    np.testing.assert_allclose(grad, numerical_gradient(f, logits), rtol=1e-6, atol=1e-8)
+    assert np.all(grad[0, 0] == 0)
+
+
 def test_log_softmax_and_softmax(torch):
     x = np.random.default_rng(0).standard_normal((3, 4)) * 50
     np.testing.assert_allclose(log_softmax(x), torch.log_softmax(torch.tensor(x), -1).numpy(),
@@ -231,6 +293,23 @@ def test_mse_finite_differences(reduction, weighted):
     if not weighted:
         expected = np.sum((pred - target) ** 2) / (pred.size if reduction == "mean" else 1)
         assert loss == pytest.approx(expected, rel=1e-12)
+
+
+def test_mse_reduction_none_matches_torch(torch):
+    rng = np.random.default_rng(7)
+    pred, target = rng.standard_normal((5, 2)), rng.standard_normal((5, 2))
+    pt = torch.tensor(pred, requires_grad=True)
+    ref = torch.nn.functional.mse_loss(pt, torch.tensor(target), reduction="none")
+    ref.sum().backward()
+    loss, grad = mse_loss(pred, target, reduction="none")
+    assert loss.shape == pred.shape
+    np.testing.assert_allclose(loss, ref.detach().numpy(), rtol=1e-14)
+    np.testing.assert_allclose(grad, pt.grad.numpy(), rtol=1e-14)
+    mask = rng.random((5, 1)) < 0.5
+    target[~mask[:, 0], 0] = np.nan                    # skipped, even where the target is NaN
+    loss, grad = mse_loss(pred, target, mask=mask, reduction="none")
+    assert np.all(loss[~mask[:, 0]] == 0) and np.all(grad[~mask[:, 0]] == 0)
+    np.testing.assert_allclose(loss[mask[:, 0]], (pred - target)[mask[:, 0]] ** 2, rtol=1e-14)
 
 
 def test_mse_matches_torch_and_errors(torch):

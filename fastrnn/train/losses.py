@@ -16,7 +16,7 @@ import numpy as np
 from .. import _checks
 from . import _compiled
 
-_REDUCTIONS = ("mean", "sum")
+_REDUCTIONS = ("mean", "sum", "none")
 #: logits (elements) from which cross_entropy runs its compiled passes, where the extension is
 #: built (fastrnn_optim.h's fr_xent_*: two passes around NumPy's exp, instead of ten)
 COMPILED_MIN_SIZE = 1024
@@ -93,12 +93,31 @@ def _check_reduction(reduction):
     _checks.check_choice("reduction", reduction, _REDUCTIONS)
 
 
-def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean"):
+def _class_weights(weight, C):
+    """``weight`` as a (C,) float64 array of finite non-negative class weights (None stays)."""
+    if weight is None:
+        return None
+    w = _checks.as_array("weight", weight, "an array-like of C non-negative class weights")
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"weight must be an array of non-negative class weights, but got dtype "
+                        f"{w.dtype}")
+    if w.shape != (C,):
+        raise ValueError(f"weight must have one entry per class, shape ({C},), but got shape "
+                         f"{w.shape}")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weight must hold finite non-negative class weights")
+    return w
+
+
+def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean", *,
+                  weight=None, label_smoothing=0.0):
     """Softmax cross-entropy and its gradient with respect to the logits.
 
     ``loss_i = logsumexp(logits_i) - logits_i[targets_i]``, reduced over the
     positions that count: those whose target is not ``ignore_index`` and,
-    with ``mask``, weighted by it.
+    with ``mask``, weighted by it.  ``weight`` and ``label_smoothing`` are
+    ``torch.nn.functional.cross_entropy``'s.
 
     Parameters
     ----------
@@ -113,24 +132,35 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
     mask : (...) array of bool or non-negative floats, optional
         Broadcast to the shape of ``targets``: False / 0 skips a position, a
         float weights it (e.g. padding of variable-length sequences).
-    reduction : {"mean", "sum"}
+    reduction : {"mean", "sum", "none"}
         ``"mean"`` divides the weighted sum by the total weight of the
-        positions that count (PyTorch's mean over non-ignored targets);
-        when nothing counts the loss is 0 with a zero gradient (PyTorch gives NaN).
+        positions that count (PyTorch's mean over non-ignored targets, weighted
+        by their classes' ``weight``); when nothing counts the loss is 0 with a
+        zero gradient (PyTorch gives NaN).  ``"none"`` gives each position's
+        loss, and the gradient of each position's loss with respect to its own
+        logits (that of their sum).
+    weight : (C,) array of non-negative floats, optional
+        A weight per class, as PyTorch's: a position's loss is multiplied by its
+        target's weight, and ``label_smoothing``'s term weights each class's.
+    label_smoothing : float in [0, 1]
+        The target is ``(1 - label_smoothing)`` on the target class and
+        ``label_smoothing / C`` on every class, as in PyTorch; 0 by default.
 
     Returns
     -------
-    loss : float
+    loss : float, or (...) array of the logits' dtype with ``reduction="none"``
         Accumulated in float64.
     dlogits : (..., C) array of the logits' dtype
-        ``dloss/dlogits = w * (softmax(logits) - onehot(targets)) / total weight``.
+        Without ``weight`` and ``label_smoothing``,
+        ``w * (softmax(logits) - onehot(targets)) / total weight``.
 
     Raises
     ------
     TypeError
         Non-float logits, non-integer targets.
     ValueError
-        Shapes that do not match, targets out of range, a bad reduction.
+        Shapes that do not match, targets out of range, a bad reduction, weight
+        or label_smoothing.
     """
     _check_reduction(reduction)
     z = _checks.as_array("logits", logits, "a floating-point array-like")
@@ -148,6 +178,8 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
     C = z.shape[-1]
     ignore_index = _checks.check_int("ignore_index", ignore_index, minimum=-(2 ** 63),
                                      maximum=2 ** 63 - 1)
+    classes = _class_weights(weight, C)
+    eps = _checks.check_real("label_smoothing", label_smoothing, minimum=0.0, maximum=1.0)
     counted = t != ignore_index
     bad = t[counted & ((t < 0) | (t >= C))]
     if bad.size:
@@ -160,11 +192,53 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
 
     z2 = z.reshape(-1, C)
     t2 = np.where(counted, t, 0).reshape(-1).astype(np.intp)
-    w2 = w.reshape(-1)
-    total = float(np.sum(w2))
+    w2 = w.reshape(-1)                                           # each position's weight
+    ct = 1.0 if classes is None else classes[t2]                 # its target's class weight
+    wt = w2 if classes is None else w2 * ct
+    total = float(np.sum(wt))
     denom = total if reduction == "mean" else 1.0
-    if total == 0.0:
-        return 0.0, np.zeros_like(z)
+    if denom == 0.0:
+        zero = 0.0 if reduction != "none" else np.zeros(t.shape, z.dtype)
+        return zero, np.zeros_like(z)
+    # With label smoothing, a position's target is (1 - eps) on its class and eps / C on each
+    # class c, weighted by weight[c]: its gradient is
+    #   (w / denom) * (A softmax - (1 - eps) weight[t] onehot(t) - (eps / C) weight),
+    # A = (1 - eps) weight[t] + (eps / C) sum(weight): the passes below make
+    # scale * (softmax - onehot(t)) with scale = (w / denom) A, and the last lines correct the
+    # target's entry and subtract the smoothing's term.
+    smooth = eps / C
+    class_sum = float(C if classes is None else np.sum(classes))
+    scale = wt / denom if eps == 0.0 else (w2 / denom) * ((1.0 - eps) * ct + smooth * class_sum)
+    nll, grad = _nll_and_grad(z2, t2, scale)
+    with np.errstate(invalid="ignore", over="ignore"):
+        kept = np.where(wt > 0, nll, 0.0)
+        if eps == 0.0 and reduction != "none":
+            return float(np.dot(kept, wt) / denom), grad.reshape(z.shape)
+        per = kept * wt
+        if eps > 0.0:
+            # sum over c of weight[c] * -log softmax_c = sum(weight) lse - weight . logits,
+            # lse = nll + logits[t], all in float64
+            z64 = z2.astype(np.float64)
+            lse = nll + z64[np.arange(len(t2)), t2]
+            zw = z64.sum(axis=1) if classes is None else z64 @ classes
+            spread = np.where(w2 > 0, class_sum * lse - zw, 0.0) * w2
+            per = (1.0 - eps) * per + smooth * spread
+            fix = (w2 / denom).astype(z.dtype)
+            rows = np.arange(len(t2))
+            grad[rows, t2] += (scale - (1.0 - eps) * wt / denom).astype(z.dtype)
+            if classes is None:
+                grad -= (fix * z.dtype.type(smooth))[:, None]
+            else:
+                grad -= fix[:, None] * (smooth * classes).astype(z.dtype)[None, :]
+            grad[w2 == 0] = 0
+    if reduction == "none":
+        return per.reshape(t.shape).astype(z.dtype), grad.reshape(z.shape)
+    return float(np.sum(per) / denom), grad.reshape(z.shape)
+
+
+def _nll_and_grad(z2, t2, scale):
+    """``-log softmax(z2)[t2]`` per row (float64, at least 0) and ``scale * (softmax(z2) -
+    onehot(t2))`` (z2's dtype; exactly 0 on rows whose scale is 0), for rows z2 (N, C)."""
     # where the extension is built: each row shifted by its maximum in one compiled pass,
     # NumPy's exp, and one more pass for the sums, the loss per row and the gradient
     fused = _compiled.kernels() if z2.size >= COMPILED_MIN_SIZE else None
@@ -172,10 +246,10 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
         native = z2.dtype.newbyteorder("=")     # (logits stored big-endian: a native copy)
         grad, nll = np.empty(z2.shape, native), np.empty(z2.shape[0])
         with np.errstate(invalid="ignore", over="ignore"):
-            if fused.cross_entropy_rows(np.ascontiguousarray(z2, native), t2, w2 / denom, grad,
-                                        nll):
-                loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
-                return loss, grad.reshape(z.shape)
+            if fused.cross_entropy_rows(np.ascontiguousarray(z2, native), t2,
+                                        np.ascontiguousarray(scale, np.float64), grad, nll):
+                return nll, grad
+    C = z2.shape[1]
     rows = np.arange(z2.shape[0])
     with np.errstate(invalid="ignore", over="ignore"):   # NaN / inf in, NaN / inf out, like torch
         # In NumPy, each row is shifted by its mean, a matrix-vector product, rather than by its
@@ -205,14 +279,12 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
         # log(s) - d_t, not log(s) + shift - z_t, which loses log(s) when every logit of a row
         # is far from 0; and at least 0, as the exact value is (NaN stays NaN)
         nll = np.maximum(np.log(s.astype(np.float64)) - d_t, 0.0)
-        loss = float(np.dot(np.where(w2 > 0, nll, 0.0), w2) / denom)
-        scale = w2 / denom     # float64
-        grad *= (scale / s).astype(z.dtype)[:, None]     # the softmax, weighted
-        grad[rows, t2] -= scale.astype(z.dtype)          # less the one-hot, weighted
-        skipped = w2 == 0
+        grad *= (scale / s).astype(z2.dtype)[:, None]     # the softmax, weighted
+        grad[rows, t2] -= scale.astype(z2.dtype)          # less the one-hot, weighted
+        skipped = scale == 0
         if skipped.any():
             grad[skipped] = 0  # skipped positions get exactly zero, even with inf logits
-    return loss, grad.reshape(z.shape)
+    return nll, grad
 
 
 def mse_loss(pred, target, mask=None, reduction="mean"):
@@ -224,12 +296,13 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
     target : (...) array of floats, the same shape
     mask : array of bool or non-negative floats, optional
         Broadcast to ``pred``'s shape; weights each squared error (False / 0 skips it).
-    reduction : {"mean", "sum"}
+    reduction : {"mean", "sum", "none"}
         ``"mean"`` divides by the number of elements (by the total weight with a mask).
+        ``"none"`` gives each element's (weighted) squared error.
 
     Returns
     -------
-    loss : float
+    loss : float, or array like ``pred`` with ``reduction="none"``
         Accumulated in float64.
     dpred : array like ``pred``
         ``2 * w * (pred - target) / total weight``.
@@ -245,6 +318,11 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
                          f"and {y.shape}")
     diff = p.astype(np.float64) - y.astype(np.float64)
     w = _as_weights("mask", mask, p.shape)
+    if reduction == "none":
+        if w is not None:
+            diff = np.where(w > 0, diff, 0.0)
+        per = diff * diff if w is None else w * diff * diff
+        return per.astype(p.dtype), (2.0 * (diff if w is None else w * diff)).astype(p.dtype)
     if w is None:
         total = float(diff.size)
         sq = float(np.dot(diff.ravel(), diff.ravel()))
