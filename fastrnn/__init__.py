@@ -5,6 +5,7 @@ on NumPy arrays, with an explicit ``backward``.
 """
 
 from . import onnx, optim, train
+from ._config import show_config
 from ._runtime import get_num_threads, set_num_threads
 from .backends import backends, warmup
 from .cells import GRUCell, LSTMCell, RNNCell
@@ -16,7 +17,7 @@ from .train import Linear, clip_grad_norm, clip_grad_value
 __version__ = "0.1.0"
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNCell", "LSTMCell", "GRUCell", "backends", "warmup",
-           "get_num_threads", "set_num_threads",
+           "get_num_threads", "set_num_threads", "show_config",
            "save", "load", "from_torch", "to_torch", "from_keras", "to_keras", "onnx",
            "train", "optim", "Linear", "clip_grad_norm", "clip_grad_value",
            "__version__"]

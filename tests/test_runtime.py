@@ -894,3 +894,29 @@ def test_the_tests_and_the_build_read_their_switches_as_the_library_does(monkeyp
         assert done.returncode == status, done.stderr
         assert (status == 0) != ("FASTRNN_NATIVE must be 0 or 1" in done.stderr)
 
+
+
+def test_show_config_says_what_runs(capsys, monkeypatch):
+    """The backend "auto" picks, the cython build in use, the thread count and the settings
+    in the environment, printed and as dicts; a bad FASTRNN_BACKEND is said, not raised."""
+    from fastrnn.backends import resolve
+    monkeypatch.setenv("FASTRNN_CACHE_DIR", "/nowhere/in/particular")
+    info = fastrnn.show_config("dicts")
+    assert info["backends"]["auto"] == resolve().name
+    assert info["threads"]["kernels"] == fastrnn.get_num_threads()
+    assert info["fastrnn"]["version"] == fastrnn.__version__
+    assert info["environment"]["FASTRNN_CACHE_DIR"] == "/nowhere/in/particular"
+    for name in BACKENDS:
+        assert info["backends"][name] == "available"
+    if "cython" in BACKENDS:
+        from fastrnn import _cython
+        assert info["cython"]["build"] == _cython.ISA
+        assert info["cython"]["builds this CPU runs"] == _cython.available_isas()
+    assert fastrnn.show_config() is None
+    out = capsys.readouterr().out
+    assert f"  auto: {resolve().name}\n" in out and f"  kernels: {fastrnn.get_num_threads()}\n" in out
+    assert "FASTRNN_CACHE_DIR: /nowhere/in/particular" in out
+    monkeypatch.setenv("FASTRNN_BACKEND", "cuda")
+    assert "FASTRNN_BACKEND must be one of" in fastrnn.show_config("dicts")["backends"]["auto"]
+    with pytest.raises(ValueError, match=r"mode must be one of \['stdout', 'dicts'\], but got 'yaml'"):
+        fastrnn.show_config("yaml")
