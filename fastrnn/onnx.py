@@ -1034,6 +1034,80 @@ def _check_data_path(graph, consts, nodes, layers, where, onnx):
                 f"computation a fastrnn layer lacks")
 
 
+def _origins(graph, consts, name, producer=None):
+    """Where the values of tensor ``name`` come from, back through the ops that move or select
+    them (the path ops, Slice, Gather, Split, Expand and every input of a Concat): a set of
+    ``("input", graph input)``, ``("constant", name)``, ``("zeros", label)`` for a
+    ConstantOfShape (a nonzero fill is refused) and ``("node", label)`` for anything else: a
+    recurrent node's output, a shape."""
+    producer = _producers(graph) if producer is None else producer
+    index = {id(n): i for i, n in enumerate(graph.node)}
+    out, seen, pending = set(), set(), [name]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in consts:
+            out.add(("constant", name))
+            continue
+        node = producer.get(name)
+        if node is None:
+            out.add(("input", name))
+        elif node.op_type == "ConstantOfShape":
+            out.add(("zeros", _node_label(index[id(node)], node)))
+        elif node.op_type == "Concat":
+            pending.extend(n for n in node.input if n)
+        elif (node.op_type in _PATH_OPS or node.op_type in ("Slice", "Gather", "Split", "Expand")) \
+                and node.input and node.input[0]:
+            pending.append(node.input[0])
+        else:
+            out.add(("node", _node_label(index[id(node)], node)))
+    return out
+
+
+def _check_states_and_lengths(graph, consts, nodes, layers, where):
+    """Refuse initial states that are computed in the graph (from the model's input, or a
+    node's output: one node of a stack started from another's final state) rather than passed
+    in or zero, and ``sequence_lens`` that the nodes of a stack do not all read alike: a fastrnn
+    layer starts every node from zeros or from the state passed in, and applies one set of
+    lengths to every layer."""
+    producer = _producers(graph)
+    data_inputs = {o for kind, o in _origins(graph, consts, nodes[0].input[0], producer)
+                   if kind == "input"}
+    lengths = []
+    for node, spec in zip(nodes, layers):
+        inputs = dict(zip(_INPUTS[node.op_type], node.input))
+        for label in ("initial_h", "initial_c"):
+            if not inputs.get(label):
+                continue
+            for kind, origin in sorted(_origins(graph, consts, inputs[label], producer)):
+                if kind == "node" or (kind == "input" and origin in data_inputs):
+                    what = (f"the output of {origin}" if kind == "node"
+                            else f"the model's input {origin!r}")
+                    raise UnsupportedOnnxError(
+                        f"{spec['where']}: its {label} input {inputs[label]!r} is computed from "
+                        f"{what}; a fastrnn layer starts each layer from zeros or from the state "
+                        f"passed in")
+        name = inputs.get("sequence_lens", "")
+        origins = _origins(graph, consts, name, producer) if name else set()
+        for kind, origin in sorted(origins):
+            if kind == "node" or (kind == "input" and origin in data_inputs):
+                what = f"the output of {origin}" if kind == "node" else f"the model's input {origin!r}"
+                raise UnsupportedOnnxError(
+                    f"{spec['where']}: its sequence_lens input {name!r} is computed from {what}; "
+                    f"a fastrnn layer takes the lengths of each call")
+        lengths.append((spec, name, origins))
+    first = lengths[0]
+    for spec, name, origins in lengths[1:]:
+        if origins != first[2]:
+            said = lambda n: f"sequence_lens {n!r}" if n else "no sequence_lens"  # noqa: E731
+            raise UnsupportedOnnxError(
+                f"{spec['where']} reads {said(name)} but {first[0]['label']} reads "
+                f"{said(first[1])}; a fastrnn layer applies one set of lengths to every layer "
+                f"of its stack")
+
+
 def _graph_batch_first(graph, node, layout):
     """Whether the graph reads its input batch first, as the first recurrent node ``node``
     (of ``layout``) sees it: the node's own layout, turned over by each transpose of time and
@@ -1219,7 +1293,9 @@ def load(source, *, backend="auto", batch_first=None):
         (``layout=7``, ``direction="sideways"``); anything without a fastrnn
         equivalent: activations outside ONNX's set, an Affine, ScaledTanh or ThresholdedRelu
         without its alpha (the ONNX standard and onnxruntime read it differently), nonzero
-        constant initial states, constant ``sequence_lens``; a missing W or
+        constant initial states, initial states computed in the graph (from the input, or
+        from another node's final state), constant ``sequence_lens``, or ``sequence_lens``
+        that the nodes of a stack do not all read; a missing W or
         R; weights computed in the graph instead of stored, of a data type
         other than FLOAT, DOUBLE or FLOAT16, or that do not decode to their
         shape; fastrnn metadata that is incomplete, not valid JSON, of
@@ -1257,6 +1333,7 @@ def load(source, *, backend="auto", batch_first=None):
                                        f"{layers[l - 1]['label']}; the graph's {len(nodes)} "
                                        f"recurrent nodes do not form one stack")
     _check_data_path(graph, consts, nodes, layers, where, onnx)
+    _check_states_and_lengths(graph, consts, nodes, layers, where)
     meta_class, meta = _metadata(model, first["kind"], where)
     meta = meta or {}
     if batch_first is None and "batch_first" in meta and meta["batch_first"] != _graph_batch_first(

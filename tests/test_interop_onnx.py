@@ -467,6 +467,55 @@ def test_initial_states_sliced_for_other_nodes_are_refused():
         fonnx.load(model)
 
 
+def exported_stack(**export_args):
+    """A 2-layer LSTM's model as another exporter would write it (no fastrnn metadata)."""
+    model = fonnx.export(fastrnn.LSTM(I, H, num_layers=2, seed=0), io.BytesIO(), **export_args)
+    del model.metadata_props[:]
+    model.producer_name = "other"
+    return model, [n for n in model.graph.node if n.op_type == "LSTM"]
+
+
+def test_an_initial_state_made_from_another_nodes_state_is_refused():
+    """Node 1 of a stack starting from node 0's final state (Keras's initial_state=[h, c]
+    between two layers) is a valid model onnxruntime runs, and not a fastrnn layer."""
+    model, (_, upper) = exported_stack(initial_state=True)
+    upper.input[5], upper.input[6] = "Y_h_l0", "Y_c_l0"
+    nodes = [n for n in model.graph.node if n.output[0] not in ("h0_l1", "c0_l1")]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    with pytest.raises(fonnx.UnsupportedOnnxError,
+                       match=r"node \d+ \(LSTM '\w+'\): its initial_h input 'Y_h_l0' is computed "
+                             r"from the output of node \d+ \(LSTM '\w+'\)"):
+        fonnx.load(model)
+
+
+def test_an_initial_state_sliced_from_the_input_is_refused():
+    """h0 = X[0:1] has the rows a stack's state slice has, but it is the data, not a state."""
+    model = single_node_model("GRU", {"linear_before_reset": 1})
+    node = model.graph.node[0]
+    model.graph.initializer.extend([numpy_helper.from_array(np.array([v], np.int64), n)
+                                    for v, n in ((0, "s0"), (1, "s1"), (0, "ax0"))])
+    model.graph.node.insert(0, helper.make_node("Slice", ["X", "s0", "s1", "ax0"], ["h0"]))
+    node.input.extend(["", "h0"])
+    with pytest.raises(fonnx.UnsupportedOnnxError,
+                       match="its initial_h input 'h0' is computed from the model's input 'X'"):
+        fonnx.load(model)
+
+
+def test_lengths_read_by_some_nodes_of_a_stack_only_are_refused():
+    """A fastrnn layer applies its lengths to every layer: a stack whose upper node reads no
+    sequence_lens (or other ones) computes something else; the exported stack loads."""
+    model, (lower, upper) = exported_stack(lengths=True)
+    assert fonnx.load(model).num_layers == 2
+    upper.input[4] = ""
+    with pytest.raises(fonnx.UnsupportedOnnxError,
+                       match=r"node \d+ \(LSTM '\w+'\) reads no sequence_lens but node \d+ "
+                             r"\(LSTM '\w+'\) reads sequence_lens 'lengths'; a fastrnn layer "
+                             r"applies one set"):
+        fonnx.load(model)
+
+
 @pytest.mark.parametrize("batch_first", [False, True])
 def test_batch_first_metadata_must_agree_with_the_graph(batch_first):
     import json
