@@ -248,6 +248,15 @@ def export(obj, path, *, initial_state=None, lengths=False, dtype=None,
         attrs["clip"] = float(obj.clip)
     acts = _export_activations(obj, kind, D)
     if acts is not None:
+        for a in acts:
+            for which, number in zip(("alpha", "beta"), a.params):
+                with np.errstate(over="ignore", under="ignore"):
+                    as_float32 = float(np.float32(number))
+                if not np.isfinite(as_float32) or (number != 0 and as_float32 == 0):
+                    raise UnsupportedOnnxError(
+                        f"activation {a.onnx} with {which}={number} cannot be exported: ONNX "
+                        f"stores activation parameters as float32 attributes, where it would "
+                        f"be {as_float32}")
         attrs["activations"] = [a.onnx for a in acts]
         alpha = [a.alpha for a in acts if len(a.params) >= 1]
         beta = [a.beta for a in acts if len(a.params) >= 2]
@@ -733,7 +742,9 @@ def _parse_node(node, index, consts, opset, where, onnx):
             raise UnsupportedOnnxError(f"{where}: its {label} input {name!r} is computed in the "
                                        f"graph rather than stored as a constant (an initializer "
                                        f"or Constant node); fold constants when exporting (e.g. "
-                                       f"do_constant_folding=True)")
+                                       f"do_constant_folding=True), or export with a newer "
+                                       f"opset (torch.onnx's opset 7 slices and joins the "
+                                       f"weights in the graph)")
         return _array(consts[name], f"{where}: its {label} tensor {name!r}", onnx)
 
     if inputs.get("sequence_lens") in consts:
@@ -1316,8 +1327,10 @@ def load(source, *, backend="auto", batch_first=None):
     opset = _default_opset(model, where)
     recurrent = _recurrent_nodes(graph, where)
     consts = _constants(graph, onnx)
-    _check_plumbing(graph, consts, where, onnx)
+    # the nodes first: weights computed from stored ones (torch's opset 7) are named as such,
+    # before the plumbing check would refuse the ops that compute them
     layers = [_parse_node(n, i, consts, opset, where, onnx) for i, n in recurrent]
+    _check_plumbing(graph, consts, where, onnx)
     nodes = [n for _, n in recurrent]
     first = layers[0]
     for l, (spec, node) in enumerate(zip(layers[1:], nodes[1:]), start=1):

@@ -488,6 +488,11 @@ def test_unsupported_keras_objects_are_named():
             to_keras(obj, return_sequences=False)
     with pytest.raises(TypeError, match="expected a Keras SimpleRNN"):
         from_keras(keras.layers.Dense(3))
+    with pytest.raises(TypeError, match=r"^LSTM: expected a Keras .*but got the class keras\..*"
+                                        r"LSTM \(pass an instance\)"):
+        from_keras(keras.layers.LSTM)
+    with pytest.raises(TypeError, match=r"fastrnn layer .*but got keras\..*\.LSTM$"):
+        to_keras(keras.layers.LSTM(H))
     with pytest.raises(ValueError, match="no projection"):
         to_keras(fastrnn.LSTM(I, H, proj_size=2))
     for obj in (fastrnn.LSTM(I, H, peepholes=True), fastrnn.LSTMCell(I, H, peepholes=True)):

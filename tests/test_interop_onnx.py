@@ -272,6 +272,20 @@ def test_a_clip_float32_cannot_hold_is_refused_on_export():
     assert fonnx.load(fonnx.export(fastrnn.GRU(I, H, clip=0.1), io.BytesIO())).clip == 0.1
 
 
+def test_activation_parameters_float32_cannot_hold_are_refused_on_export():
+    """As the clip: an alpha or beta that ONNX's float32 attribute would turn into inf, or a
+    nonzero one into 0, is refused when exporting, naming it."""
+    for acts, named in (([("leaky_relu", 1e300)], "LeakyRelu with alpha=1e+300"),
+                        ([("leaky_relu", 1e-50)], "LeakyRelu with alpha=1e-50"),
+                        ([("hard_sigmoid", 0.2, 1e300)], "HardSigmoid with beta=1e+300")):
+        layer = fastrnn.RNN(I, H, activations=acts, dtype=np.float64)
+        with pytest.raises(fonnx.UnsupportedOnnxError,
+                           match=re.escape(f"activation {named} cannot be exported")):
+            fonnx.export(layer, io.BytesIO())
+    layer = fastrnn.RNN(I, H, activations=[("leaky_relu", 0.0)])
+    assert fonnx.load(fonnx.export(layer, io.BytesIO())).get_config() == layer.get_config()
+
+
 def test_float64_layer_exported_as_float32_for_onnxruntime():
     layer = fastrnn.GRU(I, H, dtype=np.float64, seed=5)
     model = fonnx.export(layer, io.BytesIO(), dtype=np.float32)
@@ -303,6 +317,21 @@ def test_models_written_by_torch_onnx_export():
         for name, p in module.named_parameters():
             assert np.array_equal(layer.parameters()[name], p.detach().numpy()), name
         assert_close(layer(x.numpy())[0], module(x)[0].detach().numpy(), "torch.onnx float32", 1e-6)
+
+
+def test_weights_torch_computes_in_the_graph_are_named_with_the_remedy(torch):
+    """torch.onnx at opset 7 slices and joins an LSTM's weights in the graph: the refusal says
+    so and how to export instead, not that the model computes around its recurrent part."""
+    import warnings
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        state = (torch.randn(1, B, H), torch.randn(1, B, H))
+        torch.onnx.export(torch.nn.LSTM(I, H).eval(), (torch.randn(T, B, I), state), buf,
+                          dynamo=False, opset_version=7)
+    with pytest.raises(fonnx.UnsupportedOnnxError, match="its W input .* is computed in the graph "
+                                                         ".*export with a newer opset"):
+        fonnx.load(io.BytesIO(buf.getvalue()))
 
 
 def test_torch_models_that_compute_around_the_recurrent_layer_are_refused():

@@ -287,8 +287,11 @@ def test_rejects_other_modules_by_name():
         from_torch(torch.nn.Linear(3, 4))
     with pytest.raises(TypeError, match="from_torch expects"):
         from_torch(np.zeros(3))
-    with pytest.raises(TypeError, match="fastrnn layer"):
+    with pytest.raises(TypeError, match="fastrnn layer .*but got torch.nn.modules.rnn.LSTM$"):
         to_torch(torch.nn.LSTM(3, 4))
+    with pytest.raises(TypeError, match=r"but got the class torch.nn.modules.rnn.LSTM \(pass an "
+                                        r"instance\)"):
+        from_torch(torch.nn.LSTM)
 
 
 def test_a_reverse_layer_is_refused_with_the_reason():

@@ -68,6 +68,16 @@ def reorder_gates(array, source, target, axis=0):
     return np.ascontiguousarray(np.concatenate([blocks[g] for g in target], axis=axis))
 
 
+def describe_type(obj):
+    """How an error names what it got: ``module.Class`` of an instance (``torch.nn.modules.rnn.
+    LSTM``, not the ``LSTM`` a fastrnn class shares), and a class passed for an instance as
+    such."""
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__} (pass an instance)"
+    cls = type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def kind_of(obj):
     """``"RNN"``, ``"LSTM"`` or ``"GRU"`` for a fastrnn layer or cell."""
     from ..cells import _CellBase
@@ -77,9 +87,8 @@ def kind_of(obj):
         return "RNN" if obj.mode.startswith("RNN") else obj.mode
     if isinstance(obj, _CellBase):
         return obj._type.kind
-    what = f"the class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
     raise TypeError(f"obj must be a fastrnn layer (RNN, LSTM, GRU) or cell (RNNCell, LSTMCell, "
-                    f"GRUCell), but got {what}")
+                    f"GRUCell), but got {describe_type(obj)}")
 
 
 def is_cell(obj):

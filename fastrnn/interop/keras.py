@@ -132,7 +132,7 @@ def _cell_spec(cell, where):
     kind = _CELL_KINDS.get(_keras_class(cell))
     if kind is None:
         raise TypeError(f"{where}: expected a Keras SimpleRNNCell, LSTMCell or GRUCell, "
-                        f"but got {type(cell).__name__}")
+                        f"but got {_common.describe_type(cell)}")
     if not getattr(cell, "built", False):
         raise ValueError(f"{where} has no weights yet: build it first (call it on an input, "
                          f"or call .build(input_shape))")
@@ -283,7 +283,7 @@ def _layer_specs(item, where, flipped=False):
         return specs, backwards
     raise TypeError(f"{where}: expected a Keras SimpleRNN, LSTM, GRU, RNN or Bidirectional "
                     f"layer (or a list of them), or a SimpleRNNCell, LSTMCell or GRUCell, but "
-                    f"got {type(item).__module__}.{type(item).__qualname__}")
+                    f"got {_common.describe_type(item)}")
 
 
 def _target_dtype(dtype, weights_dtype):
@@ -355,7 +355,8 @@ def from_keras(obj, *, dtype=None, backend="auto"):
         raise ValueError("from_keras got an empty list of layers")
     layers, flipped = [], False
     for i, item in enumerate(items):
-        where = type(item).__name__ if len(items) == 1 else f"layers[{i}] ({type(item).__name__})"
+        name = item.__name__ if isinstance(item, type) else type(item).__name__
+        where = name if len(items) == 1 else f"layers[{i}] ({name})"
         specs, flipped = _layer_specs(item, where, flipped)
         layers.extend(specs)
         inner = [item] if _keras_class(item) != "Bidirectional" else [item.forward_layer,
@@ -425,9 +426,12 @@ def keras_weights(obj):
     """The Keras ``set_weights()`` lists of a fastrnn layer or cell.
 
     Needs no Keras: this is the conversion alone, for a Keras layer you build
-    yourself (``SimpleRNN``/``LSTM``/``GRU`` with the same units, ``use_bias``,
-    activation and ``reset_after``, wrapped in ``Bidirectional`` when the layer
-    is bidirectional).
+    yourself: ``SimpleRNN``/``LSTM``/``GRU`` with the same units, ``use_bias``,
+    ``activation``, ``recurrent_activation`` and ``reset_after``, wrapped in
+    ``Bidirectional`` when the layer is bidirectional; for ``reverse=True``, the
+    first layer of the stack with ``go_backwards=True`` (Keras then returns its
+    sequence flipped in time, which the next layers read as it is, and which you
+    flip back for fastrnn's output).  :func:`to_keras` builds all of that.
 
     Parameters
     ----------

@@ -97,7 +97,7 @@ def from_torch(module, *, dtype=None, backend="auto"):
         cell = True
     else:
         raise TypeError(f"from_torch expects torch.nn.RNN, LSTM, GRU, RNNCell, LSTMCell or "
-                        f"GRUCell, but got {type(module).__module__}.{type(module).__qualname__}")
+                        f"GRUCell, but got {_common.describe_type(module)}")
     stock = getattr(nn, kind + "Cell" if cell else kind)
     if isinstance(module, stock) and type(module).forward is not stock.forward:
         warnings.warn(f"{type(module).__qualname__} overrides forward() of torch.nn."
