@@ -235,12 +235,24 @@ def save(obj, path):
     members.update(arrays)
     if not isinstance(target, str):
         _write_npz(target, members)
-        return path
+    else:
+        write_file(target, lambda f: _write_npz(f, members))
+    return path
 
+
+def write_file(target, write):
+    """Write a file at path ``target`` through ``write(binary file object)``, as :func:`save`
+    does: a regular file atomically (a temporary file in its directory, renamed over it once
+    complete: an error or a Ctrl-C during ``write`` leaves the old file as it was), through
+    a symbolic link to the file it names, keeping an existing file's permissions; in place,
+    as ``numpy.save`` writes, what a rename would replace or cannot reach (a pipe, a device,
+    a file with other hard links, a writable file in a directory that is not).
+
+    Raises OSError naming ``target``: a name that ends with a separator or is a directory,
+    a read-only file, a directory that is missing or not writable."""
     def in_place(where):         # as numpy.save writes: opened, truncated, written
         with open(where, "wb") as f:
-            _write_npz(f, members)
-        return path
+            write(f)
 
     if target.endswith(os.sep) or (os.altsep and target.endswith(os.altsep)):
         raise IsADirectoryError(errno.EISDIR, "names a directory (it ends with a separator), "
@@ -275,7 +287,7 @@ def save(obj, path):
         raise type(exc)(exc.errno, exc.strerror, target) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            _write_npz(f, members)
+            write(f)
             f.flush()
             if mode is not None:
                 os.chmod(f.fileno() if os.chmod in os.supports_fd else tmp, mode)
@@ -295,7 +307,7 @@ def save(obj, path):
         except OSError:
             pass
         raise
-    return path
+    return None
 
 
 # -- loading ------------------------------------------------------------------------------

@@ -214,6 +214,39 @@ def test_demo_file_errors(capsys, tmp_path):
     assert status == 1 and "does not exist" in err
 
 
+def test_output_files_that_cannot_be_written_fail_before_the_training(capsys, tmp_path):
+    """A name ending with a separator, a folder, or a file the system will not open for
+    writing (/proc/version even as root) fails at once, naming it, with nothing trained."""
+    for path, says in ((f"{tmp_path / 'models'}{os.sep}", "is a folder"),
+                       (tmp_path, "is a folder"),
+                       ("/proc/version", "cannot write")):
+        if says == "cannot write" and not os.path.exists(path):
+            continue                                  # (no /proc: not Linux)
+        status, out, err = run(capsys, "demo", *DEMO_TINY, "--save", path, *FAST)
+        assert status == 1 and says in err and str(path) in err, err
+        assert "bits per character" not in out
+    assert not (tmp_path / "models").exists() and sorted(tmp_path.iterdir()) == []
+
+
+def test_an_interrupted_save_leaves_the_saved_model_whole(capsys, tmp_path, monkeypatch):
+    """The model saved back to the file it was loaded from, and a Ctrl-C in the middle of the
+    writing: exit status 130, and the old file loads as before (it was emptied)."""
+    model = tmp_path / "demo.npz"
+    status, _, err = run(capsys, "demo", *DEMO_TINY, "--save", model, *FAST)
+    assert status == 0, err
+    before = model.read_bytes()
+
+    def interrupted(fh, **arrays):
+        fh.write(b"PK\x03\x04")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(np, "savez", interrupted)
+    status, _, err = run(capsys, "demo", "--max-chars", "40000", "--load", model, "--steps", "0",
+                         "--save", model, "--sample-chars", "5", *FAST)
+    assert status == 130
+    assert model.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.npz"]      # no temporary file left
+
+
 def _cli_model(path, edit=None):
     """A model file as 'fastrnn demo --save' writes it, its JSON description passed through edit."""
     import json

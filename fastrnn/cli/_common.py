@@ -132,17 +132,27 @@ def check_backend(name):
 
 # -- output -----------------------------------------------------------------------------
 def check_output_path(path, what="output file"):
-    """Fail early when ``path`` cannot be written (missing directory, a directory itself)."""
+    """Fail early, before the training, when ``path`` cannot be written: empty, a folder (or
+    a name ending with a separator), in a missing or unwritable folder, or a file that cannot
+    be opened for writing (read-only, immutable).  Nothing is written or truncated: an
+    existing file is opened for appending, a new name is created and removed."""
     if path is None:
         return None
     path = os.fspath(path)
-    if not path or os.path.isdir(path):
-        raise CommandError(f"{what} {path!r} is a directory or empty, not a file name")
+    if (not path or os.path.isdir(path) or path.endswith(os.sep)
+            or (os.altsep and path.endswith(os.altsep))):
+        raise CommandError(f"{what} {path!r} is a folder or empty, not a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CommandError(f"cannot write {what} {path!r}: folder {folder!r} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise CommandError(f"cannot write {what} {path!r}: folder {folder!r} is not writable")
+    try:
+        if os.path.exists(path):
+            open(path, "ab").close()
+        else:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.unlink(path)
+    except OSError as exc:
+        raise CommandError(f"cannot write {what} {path!r}: {exc.strerror or exc}") from None
     return path
 
 
@@ -272,9 +282,9 @@ def save_modules(path, modules, meta):
         for name, value in module.state_dict().items():
             arrays[f"{key}/{name}"] = value
     arrays["__description__"] = np.array(json.dumps(description))
-    try:
-        with open(path, "wb") as fh:
-            np.savez(fh, **arrays)
+    from ..io import write_file
+    try:     # atomically: a Ctrl-C or a full disk during the save leaves the old file whole
+        write_file(os.fspath(path), lambda fh: np.savez(fh, **arrays))
     except OSError as exc:
         raise CommandError(f"cannot save the model to {path!r}: {exc}") from None
 
