@@ -13,7 +13,9 @@ its output pipe is closed early, 2 for bad arguments, 130 when interrupted.
 
 import argparse
 import os
+import signal
 import sys
+import threading
 
 
 def build_parser():
@@ -39,10 +41,22 @@ def build_parser():
 def main(argv=None):
     """Run the command line with ``argv`` (``sys.argv[1:]`` by default); returns the exit status.
 
-    Ctrl-C at any point (imports, argument parsing, the command) prints one line and gives
-    130; output cut off by a closed pipe (``fastrnn forecast | head -2``) ends quietly with 1.
+    Ctrl-C once ``main`` runs (argument parsing, the command's imports, the command) prints
+    one line and gives 130, also where a library swallowed the ``KeyboardInterrupt`` and
+    failed instead (numba compiling); output cut off by a closed pipe (``fastrnn forecast |
+    head -2``) ends quietly with 1; sizes too large for the memory end with a message and 1.
     """
     prog = "fastrnn"
+    interrupted = []
+
+    def on_sigint(signum, frame):
+        interrupted.append(signum)
+        signal.default_int_handler(signum, frame)
+
+    previous = None
+    if (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+        previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         from .cli._common import CommandError, UsageError
 
@@ -75,6 +89,18 @@ def main(argv=None):
         except (OSError, ValueError, AttributeError):
             pass
         return 1
+    except Exception as exc:
+        if interrupted:     # a Ctrl-C that a library turned into another error
+            print(f"\n{prog}: interrupted", file=sys.stderr)
+            return 130
+        if isinstance(exc, MemoryError):
+            print(f"{prog}: error: not enough memory for these sizes ({exc}); try smaller "
+                  f"sizes (--hidden, --batch, --test-size, ...)", file=sys.stderr)
+            return 1
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":

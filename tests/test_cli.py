@@ -74,6 +74,41 @@ def test_interrupt_before_the_command_runs_is_one_line(capsys, monkeypatch, wher
     assert err == "\nfastrnn: interrupted\n"
 
 
+def test_an_interrupt_a_library_turned_into_another_error_is_one_line(capsys, monkeypatch):
+    """numba, compiling, can catch the KeyboardInterrupt of a Ctrl-C in a callback and fail
+    with an error of its own: still 130 and one line; the same error without a Ctrl-C is
+    raised as it is."""
+    import signal
+    import time
+
+    import fastrnn.cli.gradflow as command
+
+    def swallowed(args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            pass
+        raise RuntimeError("no compiled object yet")
+    monkeypatch.setattr(command, "run", swallowed)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    status, out, err = run(capsys, "gradflow", *FAST)
+    assert status == 130 and out == "" and err == "\nfastrnn gradflow: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # given back
+
+    def failing(args):
+        raise RuntimeError("no compiled object yet")
+    monkeypatch.setattr(command, "run", failing)
+    with pytest.raises(RuntimeError, match="no compiled object yet"):
+        run(capsys, "gradflow", *FAST)
+
+
+def test_sizes_too_large_for_the_memory_end_with_a_message(capsys):
+    status, out, err = run(capsys, "gradflow", "--hidden", "1000000", *FAST)
+    assert status == 1 and "Traceback" not in err
+    assert err.startswith("fastrnn gradflow: error: not enough memory for these sizes")
+
+
 @pytest.mark.parametrize("command", ["demo", "adding", "gradflow", "forecast"])
 def test_every_command_has_help(capsys, command):
     status, out, _ = run(capsys, command, "--help")
@@ -364,6 +399,9 @@ def test_forecast_bad_files(capsys, tmp_path):
     bad.write_text("year,value\n1,2\n2,abc\n")
     status, _, err = run(capsys, "forecast", "--data", bad, *FAST)
     assert status == 1 and "line 3" in err
+    bad.write_text("year,value\n\n1,2\n\n\n2,inf\n")     # blank lines count as the file's lines
+    status, _, err = run(capsys, "forecast", "--data", bad, *FAST)
+    assert status == 1 and "line 6: value 'inf' is not finite" in err
     short = tmp_path / "short.csv"
     short.write_text("1\n2\n3\n")
     status, _, err = run(capsys, "forecast", "--data", short, *FAST)

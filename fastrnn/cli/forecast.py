@@ -70,7 +70,8 @@ def read_series(path):
     """
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:   # Excel writes a BOM
-            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+            reader = csv.reader(fh)     # (line_num: the file's line, blank ones counted)
+            rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     except FileNotFoundError:
         raise CommandError(f"data file {path!r} does not exist") from None
     except IsADirectoryError:
@@ -80,16 +81,16 @@ def read_series(path):
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise CommandError(f"cannot read data file {path!r}: {exc}") from None
     labels, values = [], []
-    for i, row in enumerate(rows):
+    for i, (line, row) in enumerate(rows):
         try:
             v = float(row[-1])
         except ValueError:
             if i == 0:          # a header line
                 continue
-            raise CommandError(f"{path}: line {i + 1}: the last column must be a number, "
+            raise CommandError(f"{path}: line {line}: the last column must be a number, "
                                f"got {row[-1]!r}") from None
         if not math.isfinite(v):
-            raise CommandError(f"{path}: line {i + 1}: value {row[-1]!r} is not finite")
+            raise CommandError(f"{path}: line {line}: value {row[-1]!r} is not finite")
         labels.append(row[0].strip() if len(row) > 1 else str(len(values)))
         values.append(v)
     if not values:
