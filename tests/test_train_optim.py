@@ -290,3 +290,17 @@ def test_adam_compiled_and_numpy_paths_agree_bit_for_bit(case, dtype, monkeypatc
         np.testing.assert_array_equal(fused_params[k], numpy_params[k], err_msg=k)
         for name, value in fused_state[k].items():
             np.testing.assert_array_equal(value, numpy_state[k][name], err_msg=f"{k} {name}")
+
+
+@pytest.mark.parametrize("cls", [SGD, Adam, AdamW, Adagrad])
+def test_modules_in_any_iterable_and_an_empty_one_as_torch(cls):
+    """A generator of modules is taken as a list is (torch takes any iterable), and an empty
+    list, tuple or generator gets torch's "empty parameter list", not a type error."""
+    lstm, head = fastrnn.LSTM(3, 4, seed=0), Linear(4, 2, seed=0)
+    from_list = cls([lstm, head])
+    from_generator = cls(m for m in (lstm, head))
+    assert list(from_generator.params) == list(from_list.params)
+    assert all(from_generator.params[k] is from_list.params[k] for k in from_list.params)
+    for empty in ([], (), iter([])):
+        with pytest.raises(ValueError, match="optimizer got an empty parameter list"):
+            cls(empty)

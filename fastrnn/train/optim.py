@@ -116,6 +116,11 @@ class Optimizer:
     _state_empty_ok = True
 
     def __init__(self, params, grads=None, **hyper):
+        if (not isinstance(params, (Module, np.ndarray, str, bytes)) and not hasattr(params, "items")
+                and hasattr(params, "__iter__")):
+            params = list(params)          # a generator of modules, as torch takes one
+            if not params:
+                raise ValueError("optimizer got an empty parameter list (params is empty)")
         if isinstance(params, Module) or (
                 isinstance(params, (list, tuple)) and params and isinstance(params[0], Module)) or (
                 hasattr(params, "values") and callable(params.values)
