@@ -131,8 +131,9 @@ def _is_estimator(model):
 
 
 @_worker_threads()
-def _predict_block(model, method, batch_size, batch_axis, x, lengths):
-    """One chunk's prediction (run on a worker), in slices of ``batch_size`` sequences."""
+def _predict_block(model, method, batch_size, batch_axis, offset, x, lengths):
+    """One chunk's prediction (run on a worker), in slices of ``batch_size`` sequences; the
+    chunk's first sequence is sequence ``offset`` of X (an error names the chunk's)."""
     n = x.shape[batch_axis]
     step = n if batch_size is None else batch_size
     outs = []
@@ -141,10 +142,15 @@ def _predict_block(model, method, batch_size, batch_axis, x, lengths):
         sl[batch_axis] = slice(start, start + step)
         xb = x[tuple(sl)]
         lb = None if lengths is None else lengths[start:start + step]
-        if method is None:
-            out, _ = model(xb, lengths=lb)
-        else:
-            out = getattr(model, method)(xb, lengths=lb)
+        try:
+            if method is None:
+                out, _ = model(xb, lengths=lb)
+            else:
+                out = getattr(model, method)(xb, lengths=lb)
+        except ValueError as exc:
+            first = offset + start
+            last = first + (xb.shape[batch_axis] - 1)
+            raise ValueError(f"sequences {first} to {last} of X: {exc}") from exc
         outs.append(out)
     return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=batch_axis)
 
@@ -273,8 +279,16 @@ def predict(model, X, lengths=None, *, batch_size=None, method=None):
         if lens.shape != (n,):
             raise ValueError(f"lengths must have shape ({n},), one per sequence of X, but got "
                              f"shape {lens.shape}")
+        if not isinstance(lengths, da.Array):     # checked here: positions of the whole X
+            T = X.shape[1 if batch_axis == 0 else 0]
+            bad = np.flatnonzero((arr < 1) | (arr > T))
+            if bad.size:
+                raise ValueError(f"lengths must be between 1 and the sequence length {T} of X, "
+                                 f"but lengths[{bad[0]}] = {arr[bad[0]]} ({bad.size} such)")
         lens = lens.rechunk((bchunks,))
-        lens_blocks = lens.to_delayed().ravel()
+        # (unoptimised: optimising renames nothing but changes the tasks of the user's own
+        # keys, which distributed then warns about when the user computes them)
+        lens_blocks = lens.to_delayed(optimize_graph=False).ravel()
     else:
         lens_blocks = [None] * len(bchunks)
 
@@ -284,12 +298,13 @@ def predict(model, X, lengths=None, *, batch_size=None, method=None):
     model_key = f"fastrnn-model-{uuid.uuid4().hex}"
     model_d = dask.delayed(snapshot, name=model_key, pure=False)
     run = dask.delayed(_predict_block, pure=True)
-    x_blocks = X.to_delayed().ravel()
+    x_blocks = X.to_delayed(optimize_graph=False).ravel()
     meta = np.empty((0,) * len(out_shape), dtype=out_dtype)
     parts = []
-    for xb, lb, size in zip(x_blocks, lens_blocks, bchunks):
+    offsets = np.cumsum((0,) + bchunks[:-1])
+    for xb, lb, size, offset in zip(x_blocks, lens_blocks, bchunks, offsets):
         shape = tuple(size if s is None else s for s in out_shape)
-        task = run(model_d, method, batch_size, batch_axis, xb, lb,
+        task = run(model_d, method, batch_size, batch_axis, int(offset), xb, lb,
                    dask_key_name=f"fastrnn-predict-{model_key[14:]}-{len(parts)}")
         parts.append(da.from_delayed(task, shape=shape, dtype=out_dtype, meta=meta))
     return da.concatenate(parts, axis=batch_axis)
@@ -406,8 +421,9 @@ class DataParallel:
     Each :meth:`step` scatters the current weights to every worker once
     (``broadcast=True``) and the shards one to a worker, runs one task per shard, sums the
     partial results with a tree of tasks, gathers that sum, applies the optimizer on the
-    driver.  The structure of the modules is scattered once, at the first step (and again
-    after the cluster lost it: a restart, a worker gone with the only copy).  Dropout masks
+    driver.  The structure of the modules is scattered once, at the first step, and again
+    when a module's settings changed (dropout, the backend: what ``get_config`` holds) or
+    the cluster lost it (a restart, a worker gone with the only copy).  Dropout masks
     are drawn from a generator of each step and shard, seeded from the driver's modules'
     generators (reproducible for a given ``seed``, but not the masks of one-process training).
     """
@@ -462,7 +478,9 @@ class DataParallel:
         self.client = _client(client)
         if n_shards is None:
             if self.client is not None:
-                n_shards = max(1, len(self.client.scheduler_info()["workers"]))
+                # (every worker: scheduler_info() lists the first 5 alone in distributed
+                # 2025.4 to 2026.6)
+                n_shards = max(1, len(self.client.nthreads()))
             else:
                 n_shards = dask.system.CPU_COUNT
         elif isinstance(n_shards, bool) or not isinstance(n_shards, numbers.Integral):
@@ -471,7 +489,7 @@ class DataParallel:
         elif n_shards < 1:
             raise ValueError(f"n_shards must be a positive int or None, but got {n_shards}")
         self.n_shards = int(n_shards)
-        self._template = None
+        self._template = self._template_settings = None
         #: seconds of the last step: ``step`` (all of it), ``worker`` (the slowest shard's
         #: compute on its worker), ``driver`` (combining and the optimizer); the rest of
         #: ``step`` is communication and scheduling
@@ -523,6 +541,11 @@ class DataParallel:
         base = {name: int(m._rng.integers(2 ** 63)) for name, m in self._named.items()}
         seeds = [{name: [b, k] for name, b in base.items()} for k in range(len(shards))]
         fn, combine = self.loss_and_grad, self.combine
+        # the modules' structure goes to the workers once, and again when a setting changed
+        # (dropout, the backend, ...: what get_config holds), as one process would run it
+        settings = {name: (m.get_config(), m.backend) for name, m in self._named.items()}
+        if settings != self._template_settings:
+            self._template, self._template_settings = None, settings
         if self.client is not None:
             c = self.client
             if self._template is None or self._template.status != "finished":

@@ -485,21 +485,22 @@ class _RNNEstimator(BaseEstimator):
         """Training and validation indices for early stopping (stratified for a classifier
         whose every class has at least two samples)."""
         N = len(targets)
+        # the sizes train_test_split makes (ceil for the test share), checked first: its own
+        # error names its test_size and train_size, which are not this estimator's
+        n_val = int(np.ceil(self.validation_fraction * N))
+        need = 1 if isinstance(self, ClassifierMixin) else 2   # R^2 needs two samples
+        if N - n_val < 1 or n_val < need:
+            raise ValueError(f"{type(self).__name__}: early_stopping with validation_fraction="
+                             f"{self.validation_fraction} of {N} samples leaves {N - n_val} for "
+                             f"training and {n_val} for validation (at least 1 and {need})")
         stratify = None
         if isinstance(self, ClassifierMixin):
             counts = np.bincount(targets)
-            n_val = max(1, int(np.ceil(self.validation_fraction * N)))
             if counts[counts > 0].min() >= 2 and n_val >= np.count_nonzero(counts) \
                     and N - n_val >= np.count_nonzero(counts):
                 stratify = targets
-        tr, va = train_test_split(np.arange(N), test_size=self.validation_fraction,
-                                  random_state=self._split_seed, stratify=stratify)
-        need = 1 if isinstance(self, ClassifierMixin) else 2   # R^2 needs two samples
-        if len(tr) == 0 or len(va) < need:
-            raise ValueError(f"{type(self).__name__}: early_stopping with validation_fraction="
-                             f"{self.validation_fraction} of {N} samples leaves {len(tr)} for "
-                             f"training and {len(va)} for validation (at least 1 and {need})")
-        return tr, va
+        return train_test_split(np.arange(N), test_size=self.validation_fraction,
+                                random_state=self._split_seed, stratify=stratify)
 
     def _progress(self, epochs):
         try:

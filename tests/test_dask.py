@@ -412,8 +412,16 @@ def test_predict_errors():
     for kwargs, error, match in cases:
         with pytest.raises(error, match=match):
             predict(**kwargs)
-    with pytest.raises(ValueError, match="lengths"):    # bad values: the layer's own error
-        predict(lstm, X, np.zeros(10, int)).compute(scheduler="sync")
+    # bad values: named at their position in X, before anything runs (numpy lengths), or by
+    # the chunk's sequences (dask lengths, checked by the layer where the chunk runs)
+    bad = np.full(10, 3)
+    bad[[7, 9]] = 4
+    with pytest.raises(ValueError, match=r"lengths must be between 1 and the sequence length 3 "
+                                         r"of X, but lengths\[7\] = 4 \(2 such\)"):
+        predict(lstm, X, bad)
+    with pytest.raises(ValueError, match=r"^sequences 5 to 9 of X: lengths must be between 1 and "
+                                         r"the sequence length 3, but got \[4, 4\]"):
+        predict(lstm, X, da.from_array(bad, chunks=5)).compute(scheduler="sync")
 
 
 def test_predict_estimator_errors(classifier):
@@ -520,3 +528,52 @@ def test_data_parallel_dropout_masks_are_fresh_at_each_step_and_shard(where):
     DataParallel(lstm, SGD(lstm, lr=0.0), keep, batch_axes=1, client=False, n_shards=2,
                  combine="sum").step(x)
     assert len(halves) == 2 and not np.array_equal(halves[0], halves[1])
+
+
+def test_data_parallel_takes_a_changed_setting_to_the_workers(where):
+    """dropout changed between two steps (a schedule) reaches the shards' copies, as it
+    reaches the module in one process: the second step runs without dropout."""
+    seen = []
+
+    def record(m, x):
+        out, _ = m(x)
+        m.backward(np.ones_like(out), input_grad=False)
+        return float(m.dropout)
+    gru = fastrnn.GRU(3, 4, num_layers=2, dropout=0.5, dtype=np.float64, seed=0)
+    dp = DataParallel(gru, SGD(gru, lr=0.0), record, batch_axes=1, n_shards=2,
+                      client=False if where == "threads" else where)
+    x = np.ones((5, 4, 3))
+    seen.append(dp.step(x))
+    gru.dropout = 0.0
+    seen.append(dp.step(x))
+    assert seen == [0.5, 0.0]     # (the shards' losses, averaged)
+
+
+def test_data_parallel_has_a_shard_for_every_worker():
+    """The default n_shards counts every worker (distributed 2025.4 to 2026.6 list only 5 in
+    scheduler_info())."""
+    with distributed.LocalCluster(n_workers=7, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster:   # (inproc://)
+        with distributed.Client(cluster, set_as_default=False) as c:
+            gru = fastrnn.GRU(3, 4, seed=0)
+            assert DataParallel(gru, SGD(gru, lr=0.1), regress_sum, client=c).n_shards == 7
+
+
+def test_predict_leaves_the_users_keys_as_they_were(client, recwarn):
+    """The input's own keys keep their tasks: computing X after a prediction of it draws no
+    "different run_spec" warning from the scheduler (to_delayed optimised them)."""
+    x = np.random.default_rng(0).standard_normal((40, 6, 2)).astype(np.float32)
+    gru = fastrnn.GRU(1, 4, batch_first=True, seed=0)
+    X = da.from_array(x, chunks=(10, 2, -1))[:, :, :1]
+    import logging
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    try:
+        client.compute(predict(gru, X)).result()
+        np.testing.assert_array_equal(client.compute(X).result(), x[:, :, :1])
+    finally:
+        logger.removeHandler(handler)
+    assert not [r for r in records if "run_spec" in r.getMessage()]

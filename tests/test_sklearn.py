@@ -541,6 +541,11 @@ def test_regressor_errors():
         reg.fit(_X, np.zeros((8, 1, 1)))
     with pytest.raises(ValueError, match="leaves 2 for training and 1 for validation"):
         RNNRegressor(early_stopping=True, validation_fraction=0.2).fit(_X[:3], np.arange(3.0))
+    for est in (RNNRegressor, RNNClassifier):     # (not train_test_split's own error)
+        with pytest.raises(ValueError, match=rf"^{est.__name__}: early_stopping with "
+                                             rf"validation_fraction=0.98 of 8 samples leaves 0 "
+                                             rf"for training and 8 for validation"):
+            est(early_stopping=True, validation_fraction=0.98).fit(_X, np.arange(8) % 2)
 
 
 def test_predict_errors():
