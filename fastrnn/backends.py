@@ -124,7 +124,7 @@ def _passed_over(name):
         _warned.add(name)
         # the warning points at the first frame outside this package: the user's line
         frame, level, package = sys._getframe(0), 1, os.path.dirname(__file__)
-        while frame is not None and frame.f_code.co_filename.startswith(package):
+        while frame is not None and frame.f_code.co_filename.startswith(package + os.sep):
             frame, level = frame.f_back, level + 1
         warnings.warn(f"backend='auto' is not using {name!r}: {exc}; to use it, {exc.hint}",
                       RuntimeWarning, stacklevel=level)

@@ -4187,6 +4187,12 @@ cdef tuple backward(int want_cell, object dy, object dhy, object saved, object d
         dya = checked(dy, typenum, "dy", 3, T, B, P)
     elif not step:        # (a step's backward has no output gradient; a sequence's must)
         raise ValueError(f"dy must be an array of shape {(T, B, P)}, but got None")
+    if step_norms is not None and (not isinstance(step_norms, np.ndarray)
+                                   or not step_norms.flags.writeable):
+        raise ValueError(f"step_norms must be a writable array of shape {(T, B)} (the norms are "
+                         f"written into it), but got "
+                         + ("a read-only array" if isinstance(step_norms, np.ndarray)
+                            else type(step_norms).__name__))
     if step_norms is not None and tuple(np.shape(step_norms)) != (T, B):
         raise ValueError(f"step_norms must have shape {(T, B)}, but got {tuple(np.shape(step_norms))}")
     dw_ih, dw_hh, db_ih, db_hh, dw_hr, dw_ph = grad_buffers(dweights, w, cell, typenum, name)

@@ -369,6 +369,28 @@ def test_read_only_cache_falls_back_quietly(tmp_path):
         assert cache_dir == "None" and not any(read_only.iterdir())
 
 
+@pytest.mark.parametrize("damage", ["empty", "truncated", "a folder in the way"])
+def test_a_damaged_cache_costs_a_compile_not_a_failed_call(tmp_path, damage):
+    """An index file emptied or cut short (a full disk, a killed process), or one that cannot
+    be read or written: the kernel compiles and runs (numba let every call fail, in every
+    process), and a damaged index is written whole again for the next process."""
+    _run_cache_script(str(tmp_path))
+    index = next(os.path.join(d, f) for d, _, files in os.walk(tmp_path) for f in files
+                 if f.startswith("rnn._step_forward_kernel") and f.endswith(".nbi"))
+    if damage == "empty":
+        open(index, "wb").close()
+    elif damage == "truncated":
+        with open(index, "rb+") as f:
+            f.truncate(os.path.getsize(index) // 2)
+    else:
+        os.unlink(index)
+        os.mkdir(index)
+    cache_dir, hits = _run_cache_script(str(tmp_path))      # (it fails on any output)
+    assert hits == "0"
+    if damage != "a folder in the way":
+        assert _run_cache_script(str(tmp_path))[1] == "1"
+
+
 def test_empty_cache_dir_disables_cache():
     cache_dir, _ = _run_cache_script("")
     assert cache_dir == "None"

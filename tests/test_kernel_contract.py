@@ -158,6 +158,39 @@ def test_sequence_parity(compiled, case, dtype, B, lengths, bias):
         np.testing.assert_allclose(a, b, rtol=0, atol=OUT_ATOL[dtype] / 10)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("case", ["rnn_relu", "lstm", "lstm_proj_peepholes", "gru",
+                                  "gru_reset_before"])
+def test_sequence_parity_past_one_panel_of_the_weights(compiled, case, dtype):
+    """I = 150 and H = 200 (up to 800 gate rows): the products span several packed panels of
+    the weights and several blocks of their inner dimension, which the small sizes of the
+    other tests fit in one (a panel written over the one before went unseen there)."""
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    opts, T, B, In, Hd = CASES[case][1], 5, 7, 150, 200
+    weights, P = make_weights(case, dtype, "both", rng, in_size=In, hidden=Hd)
+    weights = tuple(None if w is None else (w * 0.1).astype(dtype) for w in weights)
+    x = rng.standard_normal((T, B, In)).astype(dtype)
+    hx = make_states(case, B, P, dtype, rng, hidden=Hd)
+    lens = make_lengths("ragged", B, T, rng)
+    rf, rb, _, _ = kernels(ref, case)
+    cf, cb, _, _ = kernels(compiled, case)
+    for training in (False, True):
+        y, hy, saved = cf(x, hx, weights, lens, training, **opts)
+        ry, rhy, rsaved = rf(x, hx, weights, lens, training, **opts)
+        close_out(y, ry, dtype, "y")
+        for a, b in zip(hy, rhy):
+            close_out(a, b, dtype, "hy")
+    # (neither vanishing nor saturated: the gradients mean something)
+    assert np.std(ry) > 0.02 and np.mean(np.abs(ry) > 0.99) < 0.1
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dhy = tuple(rng.standard_normal(h.shape).astype(dtype) for h in hy)
+    start = random_grads(weights, rng)
+    dweights = tuple(None if g is None else g.copy() for g in start)
+    got = cb(dy, dhy, saved, dweights)
+    rdw = zero_grads(weights)
+    check_grads(got, rb(dy, dhy, rsaved, rdw), dtype, dweights, rdw, start)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_backward_without_the_input_gradient(impl, case):
     """``input_grad=False``: dx is None, and every other gradient is what it is with dx."""
@@ -391,6 +424,19 @@ def test_arguments_that_do_not_fit_together_are_named(impl, case):
                            (None, hy, r"dy must be an array of shape \(5, 3, \d+\), but got None")]:
         with pytest.raises(ValueError, match=words):
             backward(dy, dhy, saved, dweights)
+    # step_norms: written without bounds checks by numba (a wrong shape crashed the process),
+    # refused before any gradient is added
+    read_only = np.zeros((5, 3), np.float32)
+    read_only.flags.writeable = False
+    for norms, words in [(np.zeros((1, 1), np.float32), r"step_norms must have shape \(5, 3\), "
+                                                        r"but got \(1, 1\)"),
+                         (np.zeros((3, 5), np.float32), r"step_norms must have shape \(5, 3\)"),
+                         (read_only, r"step_norms must be a writable array of shape \(5, 3\) "
+                                     r".*but got a read-only array"),
+                         ([[0.0] * 3] * 5, r"step_norms must be a writable array.*but got list")]:
+        with pytest.raises(ValueError, match=words):
+            backward(y, hy, saved, dweights, norms)
+    assert not any(np.any(d) for d in dweights if d is not None)
     backward(y, hy, saved, dweights)                    # the refused calls left the record
     shy, ssaved = step_forward(x[0], hx, weights, True, **opts)
     with pytest.raises(ValueError, match=r"dh_n must have shape \(3, \d+\)"):

@@ -58,16 +58,23 @@ def test_layer_edits_after_the_forward_do_not_change_the_gradients(backend, mode
 
 @pytest.mark.parametrize("mode", list(CELLS))
 def test_cell_edits_after_the_forward_do_not_change_the_gradients(backend, mode):
+    """The input, the state passed in, the state returned and the parameters, edited in place
+    between a step and its backward (numba's LSTMCell with peepholes read the returned c' for
+    weight_peephole's gradient)."""
     rng = np.random.default_rng(3)
     cell = make_cell(mode, backend, input_size=3, hidden_size=4, seed=1)
     x = rng.standard_normal((2, 3))
-    grads = [rng.standard_normal((2, 4)) for _ in range(2 if is_lstm(cell) else 1)]
+    n = 2 if is_lstm(cell) else 1
+    hx = [rng.standard_normal((2, 4)) for _ in range(n)]
+    grads = [rng.standard_normal((2, 4)) for _ in range(n)]
     results = []
     for edit in (False, True):
         cell.zero_grad()
-        cell(x)
+        out = cell(x, tuple(hx) if n == 2 else hx[0])
         if edit:
             x *= 3
+            for a in (*hx, *(out if n == 2 else (out,))):
+                a += 100
             for p in cell.parameters().values():
                 p *= 2
         dx, dh = cell.backward(*grads)
@@ -75,6 +82,8 @@ def test_cell_edits_after_the_forward_do_not_change_the_gradients(backend, mode)
         results.append([dx, *dh, *(cell.grads[k].copy() for k in sorted(cell.grads))])
         if edit:
             x /= 3
+            for a in hx:
+                a -= 100
             for p in cell.parameters().values():
                 p /= 2
     for a, b in zip(*results):
@@ -215,7 +224,8 @@ def test_a_non_finite_weight_or_state_reaches_no_step_past_a_length(backend, mod
 # eval-mode memory
 # ---------------------------------------------------------------------------------------
 #: workspace an eval-mode forward may take beyond its output, whatever T: the compiled
-#: backends project the input a bounded block of steps at a time (4 MiB of float32 gates)
+#: backends project the input a bounded block of steps at a time (8 MiB of gates: numba's
+#: fastrnn.jit.config.EVAL_BYTES)
 EVAL_WORKSPACE_BOUND = 12 << 20
 
 
@@ -229,12 +239,14 @@ def test_eval_forward_memory_does_not_grow_with_the_sequence(backend, mode, thre
     T, B, I, H = 2000, 64, 8, 64
     layer = make_layer(mode, backend, dtype=np.float32, input_size=I, hidden_size=H, seed=0).eval()
     x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
-    layer(x[:2])   # compile / warm up outside the measurement
     output = T * B * H * 4
     before = fastrnn.get_num_threads()
     fastrnn.set_num_threads(threads)
-    tracemalloc.start()
     try:
+        # compile, and start the threads' pool (and its BLAS warm-up), outside the
+        # measurement: on as many threads, with enough steps to split
+        layer(x[:200])
+        tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
         out, _ = layer(x)
         peak = tracemalloc.get_traced_memory()[1] - base

@@ -144,6 +144,39 @@ def _cache_dir():
 CACHE_DIR = _cache_dir()
 
 
+def _forgiving(dispatcher):
+    """``dispatcher`` whose disk cache costs a compile, never a failed call: numba lets a
+    damaged entry (an empty or truncated index or data file: EOFError, UnpicklingError) fail
+    every call of every process, and a full disk fail the call that compiled.  A damaged
+    entry's index is removed, so that the compile writes a whole one; a write that fails
+    leaves the kernel compiled in memory."""
+    cache = getattr(dispatcher, "_cache", None)
+    load, save = getattr(cache, "load_overload", None), getattr(cache, "save_overload", None)
+    if load is None or save is None:
+        return dispatcher
+
+    def load_overload(*args, **kwargs):
+        try:
+            return load(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - whatever a damaged file raises: compiled again
+            index = getattr(getattr(cache, "_cache_file", None), "_index_path", None)
+            if index:
+                try:
+                    os.unlink(index)
+                except OSError:
+                    pass
+            return None
+
+    def save_overload(*args, **kwargs):
+        try:
+            save(*args, **kwargs)
+        except OSError:      # a full disk, a file in the way: the kernel runs from memory
+            pass
+
+    cache.load_overload, cache.save_overload = load_overload, save_overload
+    return dispatcher
+
+
 def jit(fn):
     """Decorator compiling a kernel entry point with the backend's flags and disk cache."""
     options = dict(nogil=True, error_model="numpy", fastmath=set(FASTMATH), boundscheck=False)
@@ -152,7 +185,7 @@ def jit(fn):
     saved = numba.config.CACHE_DIR
     numba.config.CACHE_DIR = CACHE_DIR  # read once, when the cache locator is made
     try:
-        return numba.njit(cache=True, **options)(fn)
+        return _forgiving(numba.njit(cache=True, **options)(fn))
     finally:
         numba.config.CACHE_DIR = saved
 

@@ -537,7 +537,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "gru", dweights, dy, dhy)
+    s = _common.take(saved, "gru", dweights, dy, dhy, step_norms=step_norms)
     x, h0, G, Hs, lens, weights = s["x"], s["h0"], s["G"], s["Hs"], s["lens"], s["weights"]
     reset_after, (kinds, params), M = s["reset_after"], s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights

@@ -510,7 +510,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = _common.take(saved, "lstm", dweights, dy, dhy)
+    s = _common.take(saved, "lstm", dweights, dy, dhy, step_norms=step_norms)
     x, h0, c0, G, Cs, TCs = s["x"], s["h0"], s["c0"], s["G"], s["Cs"], s["TCs"]
     Hs, lens, weights, input_forget = s["Hs"], s["lens"], s["weights"], s["input_forget"]
     (kinds, params), CM = s["acts"], s["CM"]
@@ -641,7 +641,7 @@ def lstm_step_forward(x, hx, weights, training=True, input_forget=False, clip=No
         return (hy, cy), None
     Hs = hy.reshape(1, B, P).copy() if proj else _common.empty(3, dt)
     saved = _common.Saved("lstm", True, True, x=x[None], h0=h.copy(), c0=c.copy(), G=G,
-                          Cs=cy.reshape(1, B, H), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
+                          Cs=cy.reshape(1, B, H).copy(), TCs=TCs, Hs=Hs, lens=np.ones(B, dtype=np.int64),
                           weights=weights, input_forget=input_forget, acts=(kinds, params),
                           CM=CM)
     return (hy, cy), saved

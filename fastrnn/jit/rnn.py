@@ -230,7 +230,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = _common.take(saved, "rnn", dweights, dy, dhy)
+    s = _common.take(saved, "rnn", dweights, dy, dhy, step_norms=step_norms)
     x, h0, G, relu, lens, weights = s["x"], s["h0"], s["G"], s["relu"], s["lens"], s["weights"]
     (kinds, params), M = s["acts"], s["M"]
     w_ih, w_hh, b_ih, b_hh = weights

@@ -77,9 +77,9 @@ def check(saved, cell, dweights, step=False):
     check_dweights(dweights, saved.weights, name)
 
 
-def take(saved, cell, dweights, dy, dhy, step=False):
-    """:func:`check`, the backward's ``dy`` and ``dhy`` against the record's sizes
-    (:func:`check_backward_call`), then, when the record serves one backward only, mark
+def take(saved, cell, dweights, dy, dhy, step=False, step_norms=None):
+    """:func:`check`, the backward's ``dy``, ``dhy`` and ``step_norms`` against the record's
+    sizes (:func:`check_backward_call`), then, when the record serves one backward only, mark
     it used (atomically: two threads cannot both take it) and drop its arrays from the record.
     Nothing is used up when a check fails.
 
@@ -90,7 +90,7 @@ def take(saved, cell, dweights, dy, dhy, step=False):
     """
     check(saved, cell, dweights, step)
     (T, B), (G, P) = saved.x.shape[:2], saved.weights[1].shape
-    check_backward_call(cell, dy, dhy, T, B, G // _GATES_AND_WEIGHTS[cell][0], P)
+    check_backward_call(cell, dy, dhy, T, B, G // _GATES_AND_WEIGHTS[cell][0], P, step_norms)
     if not saved.once:
         return {k: getattr(saved, k) for k in saved._names}
     with _TAKE:
@@ -207,9 +207,10 @@ def check_call(cell, x, hx, weights, lengths=None, step=False):
     return T, B, I, H, P
 
 
-def check_backward_call(cell, dy, dhy, T, B, H, P):
-    """Check a backward kernel's ``dy`` (T, B, P) and ``dhy`` against its forward's sizes (see
-    :func:`check_call`)."""
+def check_backward_call(cell, dy, dhy, T, B, H, P, step_norms=None):
+    """Check a backward kernel's ``dy`` (T, B, P), ``dhy`` and ``step_norms`` (T, B) against its
+    forward's sizes (see :func:`check_call`; the numba kernels write the norms without bounds
+    checks)."""
     lstm = cell == "lstm"
     if not isinstance(dhy, (tuple, list)) or len(dhy) != (2 if lstm else 1):
         raise ValueError("dhy must be a tuple (dh_n, dc_n) for LSTM, (dh_n,) otherwise")
@@ -219,6 +220,13 @@ def check_backward_call(cell, dy, dhy, T, B, H, P):
     if dy is None:
         raise ValueError(f"dy must be an array of shape {(T, B, P)}, but got None")
     _shape_is("dy", dy, (T, B, P))
+    if step_norms is not None:
+        if not isinstance(step_norms, np.ndarray) or not step_norms.flags.writeable:
+            raise ValueError(f"step_norms must be a writable array of shape {(T, B)} (the norms "
+                             f"are written into it), but got "
+                             + ("a read-only array" if isinstance(step_norms, np.ndarray)
+                                else type(step_norms).__name__))
+        _shape_is("step_norms", step_norms, (T, B))
 
 
 def check_flag(name, value):

@@ -124,7 +124,7 @@ def gru_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "gru", dweights, dy, dhy)
+    s = take(saved, "gru", dweights, dy, dhy, step_norms=step_norms)
     x, h_prev, gates, valid, weights = s["x"], s["h_prev"], s["gates"], s["valid"], s["weights"]
     reset_after = s["reset_after"]
     fa, ga = s["activations"]

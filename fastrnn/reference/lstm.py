@@ -135,7 +135,7 @@ def lstm_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, P), dc0 (B, H))
     """
-    s = take(saved, "lstm", dweights, dy, dhy)
+    s = take(saved, "lstm", dweights, dy, dhy, step_norms=step_norms)
     x, h_prev, c_prev, gates = s["x"], s["h_prev"], s["c_prev"], s["gates"]
     c_all, valid, weights, input_forget = s["c_all"], s["valid"], s["weights"], s["input_forget"]
     w_ih, w_hh, b_ih, b_hh, w_hr, w_ph = weights

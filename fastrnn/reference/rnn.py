@@ -94,7 +94,7 @@ def rnn_backward(dy, dhy, saved, dweights, step_norms=None, input_grad=True):
     dx : (T, B, I) array, or None without ``input_grad``
     dhx : tuple (dh0 (B, H),)
     """
-    s = take(saved, "rnn", dweights, dy, dhy)
+    s = take(saved, "rnn", dweights, dy, dhy, step_norms=step_norms)
     x, h_prev, h_all, valid, weights = s["x"], s["h_prev"], s["h_all"], s["valid"], s["weights"]
     w_ih, w_hh, b_ih, b_hh = weights
     T = x.shape[0]
