@@ -152,7 +152,7 @@ def resolve(name="auto"):
                         f"but got {type(name).__name__}")
     source = "backend"
     if name == "auto":
-        env = os.environ.get(ENV_VAR, "").strip()
+        env = os.environ.get(ENV_VAR, "").strip().lower()    # (as the other switches)
         if env and env != "auto":
             name, source = env, f"environment variable {ENV_VAR}"
         else:

@@ -83,7 +83,8 @@ def _worker_threads():
     if worker is None:
         yield
         return
-    n = max(1, int(getattr(worker, "nthreads", None) or worker.state.nthreads))
+    # (Worker.state.nthreads first: distributed 2024 warns at Worker.nthreads, which moved)
+    n = max(1, int(getattr(getattr(worker, "state", None), "nthreads", None) or worker.nthreads))
     if getattr(worker, "nanny", None):
         if _runtime.get_num_threads() != n:
             _runtime.set_num_threads(n)

@@ -579,8 +579,8 @@ class RNNClassifier(ClassifierMixin, _RNNEstimator):
     backend : {"auto", "numpy", "numba", "cython"}, default="auto"
         The fastrnn backend of the layer.
     verbose : bool or int, default=0
-        Show a progress bar over the epochs (tqdm, when installed; otherwise
-        one line per epoch on stderr).
+        Show a progress bar over the epochs (tqdm, when installed: ``pip install
+        "fastrnn[progress]"``; otherwise one line per epoch on stderr).
     dtype : np.float32 or np.float64, default=np.float32
         Precision of the parameters and of the computation.
 

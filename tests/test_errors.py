@@ -424,3 +424,20 @@ def test_a_submodule_without_its_extra_names_the_extra(module, extra, missing):
     assert f"{module} needs" in done.stdout and f"pip install 'fastrnn[{extra}]'" in done.stdout, \
         done.stdout + done.stderr
 
+
+
+def test_a_cython_backend_without_scipy_says_to_install_scipy():
+    """The extension is there and SciPy is not (an install with --no-deps): the remedy is
+    SciPy, not the rebuild from source said for an extension that is missing."""
+    import subprocess
+    import sys
+    from helpers import REQUIRED
+    if "cython" not in REQUIRED and not fastrnn.backends()["cython"]["available"]:
+        pytest.skip("the cython extension is not built")
+    code = ("import sys; sys.modules['scipy'] = None\n"
+            "import fastrnn; print(fastrnn.backends()['cython']['reason'])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert "needs SciPy for BLAS" in done.stdout and "pip install scipy" in done.stdout, \
+        done.stdout + done.stderr
+    assert "build the extension" not in done.stdout

@@ -509,6 +509,8 @@ def test_backend_environment_variable(monkeypatch):
     monkeypatch.setenv("FASTRNN_BACKEND", "numpy")
     assert fastrnn.LSTM(3, 4).backend == "numpy"
     assert fastrnn.LSTMCell(3, 4).backend == "numpy"
+    monkeypatch.setenv("FASTRNN_BACKEND", " NumPy ")       # as the other switches: any case
+    assert fastrnn.LSTM(3, 4).backend == "numpy"
     monkeypatch.delenv("FASTRNN_BACKEND")
     assert fastrnn.LSTM(3, 4, backend="numpy").backend == "numpy"
 

@@ -181,11 +181,20 @@ def _run(cmd, timeout, **kwargs):
 
 
 def _find_wheel(path):
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, "fastrnn-*.whl")))
-        assert found, f"no fastrnn wheel in {path}"
-        return found[-1]
-    return path
+    """``path``, or the newest fastrnn wheel in the folder ``path`` that this interpreter and
+    platform install (a cibuildwheel output holds one per Python version)."""
+    if not os.path.isdir(path):
+        return path
+    from packaging.tags import sys_tags
+    from packaging.utils import parse_wheel_filename
+    here = {str(t) for t in sys_tags()}
+    found = []
+    for name in glob.glob(os.path.join(path, "fastrnn-*.whl")):
+        _, version, _, tags = parse_wheel_filename(os.path.basename(name))
+        if any(str(t) in here for t in tags):
+            found.append((version, name))
+    assert found, f"no fastrnn wheel in {path} installs on this Python and platform"
+    return max(found)[1]
 
 
 def _importable(module):

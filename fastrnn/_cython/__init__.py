@@ -43,10 +43,17 @@ if importlib.util.find_spec(__name__ + "._kernels") is None:
 try:
     from . import _kernels as _baseline   # every build has it; it also tells what the CPU runs
 except ImportError as exc:
+    # (each with its own remedy: fastrnn.backends() would otherwise say to rebuild, which
+    # does not help an extension that is there)
     if getattr(exc, "name", None) == "scipy" or "scipy" in str(exc):
-        raise ImportError(f"the cython backend needs SciPy for BLAS ({exc}); "
-                          f"install it with `pip install scipy`") from exc
-    raise ImportError(f"fastrnn was installed without its compiled Cython extension ({exc})") from exc
+        error = ImportError(f"the cython backend needs SciPy for BLAS ({exc})")
+        error.hint = "install it: pip install scipy"
+    else:
+        error = ImportError(f"fastrnn's compiled Cython extension is installed but failed to "
+                            f"import ({exc})")
+        error.hint = ("install the NumPy and SciPy versions fastrnn requires (pip check), or "
+                      "reinstall fastrnn for the NumPy installed")
+    raise error from exc
 
 #: environment variable choosing the build of the kernels: auto, avx512, avx2 or baseline
 ISA_ENV = "FASTRNN_CYTHON_ISA"
