@@ -165,13 +165,14 @@ def _one_hot(T, B, I, dtype, rng):
 
 
 def _run(cell, opts, x, hx, weights, lengths, dy, module=nb):
-    """(outputs: training and eval forwards, gradients: dx, dhx and the weights')."""
+    """(outputs: training and eval forwards, gradients: dx, dhx and the weights', these
+    added into buffers that held 1 already: what the backward added)."""
     forward, backward = _kernels(module, cell)[:2]
     y, hy, record = forward(x, hx, weights, lengths, True, **opts)
-    dw = _zeros(weights)
+    dw = tuple(None if w is None else np.ones_like(w) for w in weights)
     dx, dhx = backward(dy, tuple(np.ones_like(h) for h in hy), record, dw)
     y_eval, hy_eval, _ = forward(x, hx, weights, lengths, False, **opts)
-    return [y, *hy, y_eval, *hy_eval], [dx, *dhx, *(w for w in dw if w is not None)]
+    return [y, *hy, y_eval, *hy_eval], [dx, *dhx, *(w - 1 for w in dw if w is not None)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -389,6 +390,28 @@ def test_a_damaged_cache_costs_a_compile_not_a_failed_call(tmp_path, damage):
     assert hits == "0"
     if damage != "a folder in the way":
         assert _run_cache_script(str(tmp_path))[1] == "1"
+
+
+def test_the_cache_follows_the_source_and_leaves_numbas_setting(tmp_path, monkeypatch):
+    """The cache's folder is named by a digest of the backend's source bytes (an edit starts a
+    fresh cache), and numba's own CACHE_DIR, set while the kernels are made, is given back."""
+    import shutil
+    here = os.path.dirname(config.__file__)
+    for name in os.listdir(here):
+        if name.endswith(".py"):
+            shutil.copy(os.path.join(here, name), tmp_path / name)
+    original = config._source_digest()
+    monkeypatch.setattr(config, "__file__", str(tmp_path / "config.py"))
+    assert config._source_digest() == original
+    with open(tmp_path / "gemm.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert config._source_digest() != original
+    code = ("import numba; before = numba.config.CACHE_DIR\n"
+            "import fastrnn.jit\n"
+            "assert numba.config.CACHE_DIR == before, (numba.config.CACHE_DIR, before)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
 
 
 def test_empty_cache_dir_disables_cache():

@@ -920,3 +920,37 @@ def test_show_config_says_what_runs(capsys, monkeypatch):
     assert "FASTRNN_BACKEND must be one of" in fastrnn.show_config("dicts")["backends"]["auto"]
     with pytest.raises(ValueError, match=r"mode must be one of \['stdout', 'dicts'\], but got 'yaml'"):
         fastrnn.show_config("yaml")
+
+
+def test_auto_takes_cython_then_numba_then_numpy(monkeypatch):
+    """The documented order of backend="auto": the first of cython, numba and numpy that
+    this installation runs."""
+    import importlib
+    b = importlib.import_module("fastrnn.backends")   # (fastrnn.backends is also a function)
+    available = [name for name in ("cython", "numba", "numpy")
+                 if fastrnn.backends()[name]["available"]]
+    assert b.resolve().name == available[0]
+    for name in available[:-1]:       # each made unavailable in turn: the next one
+        monkeypatch.setitem(b._loaded, name, ImportError(f"{name} made unavailable"))
+        assert b.resolve().name == available[available.index(name) + 1]
+
+
+def test_an_exception_of_the_caller_waits_for_every_worker():
+    """A numba call's own share raising (a Ctrl-C) is raised only once the other threads'
+    shares have returned: none is still writing into arrays the unwinding frees."""
+    import time
+    done = []
+
+    def kernel(tag, delay):
+        if tag == 0:
+            raise KeyboardInterrupt
+        time.sleep(delay)
+        done.append(tag)
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(2)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _runtime.run_threads(kernel, (), [(0, 0), (1, 0.3)])
+    finally:
+        fastrnn.set_num_threads(before)
+    assert done == [1]
