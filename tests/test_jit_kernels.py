@@ -527,3 +527,26 @@ def test_activations_compile_nothing_new():
             backward(y, hy, record, _zeros(weights))
             step_backward(hy1, record1, _zeros(weights))
     assert {d: len(d.signatures) for d in dispatchers} == before
+
+
+def test_a_call_with_enough_work_is_split_over_the_threads(monkeypatch):
+    """On 2 threads a layer's call of a few MFLOP runs its kernels on both (a count that fell
+    back to one thread would pass every test of results)."""
+    import fastrnn
+    splits = []
+    run_threads = _common.run_threads
+
+    def counting(kernel, args, tails):
+        splits.append(len(tails))
+        return run_threads(kernel, args, tails)
+    monkeypatch.setattr(_common, "run_threads", counting)
+    before = fastrnn.get_num_threads()
+    fastrnn.set_num_threads(2)
+    try:
+        layer = fastrnn.LSTM(64, 128, backend="numba", seed=0)
+        x = np.ones((20, 32, 64), np.float32)
+        out, _ = layer(x)
+        layer.backward(np.ones_like(out))
+    finally:
+        fastrnn.set_num_threads(before)
+    assert splits and max(splits) == 2, splits

@@ -419,7 +419,17 @@ def test_a_child_forked_during_a_numba_call_has_numpys_blas_threads(tmp_path):
 
         def child():
             a = np.ones((300, 300), "f4")
-            return blas_threads() == before and float((a @ a)[0, 0]) == 300.0
+            ok = blas_threads() == before and float((a @ a)[0, 0]) == 300.0
+            # its own numba calls hold BLAS at one thread and give it back (the parent's call
+            # in progress is not counted in the child: counted, it held nothing)
+            inside = []
+
+            @config.one_blas_thread
+            def own_call():
+                config.hold_blas_at_one_thread()
+                inside.append(blas_threads())
+            own_call()
+            return ok and inside == [[1] * len(before)] and blas_threads() == before
 
         fork_while_held(call, child)
     """
