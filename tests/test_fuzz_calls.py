@@ -276,11 +276,17 @@ LOSS_ARGS = {
         np.full((T, B), -100, np.int8)]),
     ("cross_entropy", "ignore_index"): (one_of(-3, 0, np.int64(2)), [True, 2**63, np.int64(2)]),
     ("cross_entropy", "mask"): (MASK, [np.ones((T, B, 2)), -np.ones(B), np.full(B, np.nan)]),
-    ("cross_entropy", "reduction"): (never, ["none", "MEAN", None]),
+    ("cross_entropy", "reduction"): (one_of("none", "sum"), ["none", "sum", "MEAN", None]),
+    ("cross_entropy", "weight"): (
+        lambda v: isinstance(v, np.ndarray) and v.shape == (5,) and v.dtype.kind in "biuf"
+        and bool(np.all(np.isfinite(v)) and np.all(v >= 0)),
+        [np.ones(5), np.arange(5, dtype=np.int8), -np.ones(5), np.full(5, np.inf), np.ones(4)]),
+    ("cross_entropy", "label_smoothing"): (one_of(0, 1, 0.1, np.float64(0.5)),
+                                           [0.1, 1, np.float64(0.5), -0.1, True, "0.1"]),
     ("mse_loss", "pred"): (never, [np.zeros((B, T)), np.zeros((T, B), int), np.zeros((T, B, 1))]),
     ("mse_loss", "target"): (never, [np.zeros((B, T)), np.zeros((T, B), int)]),
     ("mse_loss", "mask"): (MASK, [np.ones((T, B, 2)), -np.ones(B), np.full(B, np.inf)]),
-    ("mse_loss", "reduction"): (never, ["none", None]),
+    ("mse_loss", "reduction"): (one_of("none", "sum"), ["none", "sum", "MAX", None]),
     ("log_softmax", "logits"): (
         lambda v: isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.ndim >= 1
         and v.shape[-1] > 0,
