@@ -210,10 +210,10 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
     class_sum = float(C if classes is None else np.sum(classes))
     scale = wt / denom if eps == 0.0 else (w2 / denom) * ((1.0 - eps) * ct + smooth * class_sum)
     nll, grad = _nll_and_grad(z2, t2, scale)
+    kept = np.where(wt > 0, nll, 0.0)
+    if eps == 0.0 and reduction != "none":
+        return float(np.dot(kept, wt) / denom), grad.reshape(z.shape)
     with np.errstate(invalid="ignore", over="ignore"):
-        kept = np.where(wt > 0, nll, 0.0)
-        if eps == 0.0 and reduction != "none":
-            return float(np.dot(kept, wt) / denom), grad.reshape(z.shape)
         per = kept * wt
         if eps > 0.0:
             # sum over c of weight[c] * -log softmax_c = sum(weight) lse - weight . logits,
