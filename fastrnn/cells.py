@@ -14,7 +14,7 @@ import numpy as np
 from . import _checks, _docs
 from .activations import check_activations, check_in_dtype, to_config
 from .celltypes import CELL_TYPES
-from .module import Module
+from .module import Module, _evaluating_here
 from .reference._common import check_clip
 
 
@@ -187,7 +187,8 @@ class RNNCell(_CellBase):
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h' like hx."""
         plan = self._plan
-        if plan is not None and hx is not None and not self.training and plan[0] is self._backend:
+        if plan is not None and hx is not None and plan[0] is self._backend and (
+                not self.training or _evaluating_here(self)):   # (a decoder's step)
             hy = plan[1](x, (hx,))
             if hy is not None:
                 return hy[0]
@@ -221,7 +222,8 @@ class GRUCell(_CellBase):
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: (B, H) or (H,), zeros by default. Returns h'."""
         plan = self._plan
-        if plan is not None and hx is not None and not self.training and plan[0] is self._backend:
+        if plan is not None and hx is not None and plan[0] is self._backend and (
+                not self.training or _evaluating_here(self)):   # (a decoder's step)
             hy = plan[1](x, (hx,))
             if hy is not None:
                 return hy[0]
@@ -258,7 +260,8 @@ class LSTMCell(_CellBase):
     def forward(self, x, hx=None):
         """One step. x: (B, I) or (I,); hx: ``(h, c)`` each (B, H) or (H,). Returns ``(h', c')``."""
         plan = self._plan
-        if plan is not None and type(hx) is tuple and not self.training and plan[0] is self._backend:
+        if plan is not None and type(hx) is tuple and plan[0] is self._backend and (
+                not self.training or _evaluating_here(self)):   # (a decoder's step)
             hy = plan[1](x, hx)
             if hy is not None:
                 return hy

@@ -263,6 +263,25 @@ def test_output_files_that_cannot_be_written_fail_before_the_training(capsys, tm
     assert not (tmp_path / "models").exists() and sorted(tmp_path.iterdir()) == []
 
 
+def test_the_output_check_leaves_pipes_alone_and_follows_links(tmp_path):
+    """A named pipe is checked without opening it (opening blocks for a reader, and closing
+    ends that reader's input before the model is written); a symbolic link, dangling too, is
+    checked at the file it names."""
+    import threading
+
+    from fastrnn.cli._common import check_output_path
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    checked = threading.Thread(target=check_output_path, args=(str(fifo),), daemon=True)
+    checked.start()
+    checked.join(timeout=10)
+    assert not checked.is_alive(), "the check of a named pipe blocked"
+    link = tmp_path / "link.npz"
+    os.symlink(tmp_path / "target.npz", link)
+    assert check_output_path(str(link)) == str(link)
+    assert not (tmp_path / "target.npz").exists()
+
+
 def test_an_interrupted_save_leaves_the_saved_model_whole(capsys, tmp_path, monkeypatch):
     """The model saved back to the file it was loaded from, and a Ctrl-C in the middle of the
     writing: exit status 130, and the old file loads as before (it was emptied)."""

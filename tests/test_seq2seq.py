@@ -232,3 +232,27 @@ def test_training_in_one_thread_while_another_decodes():
     for name, module in dec.modules.items():
         for key, grad in module.grads.items():
             np.testing.assert_array_equal(grad, alone.modules[name].grads[key], err_msg=key)
+
+
+def test_a_cells_decoding_steps_take_its_prepared_plan():
+    """A cell stepped inside an evaluating block (a decoder's steps) while its mode is training
+    takes the plan an eval step prepares, as in eval mode: the first step prepares it, the
+    others do not go through the general step."""
+    import fastrnn
+    from fastrnn.module import evaluating
+    cell = fastrnn.LSTMCell(8, 16, seed=0)
+    x, hx = np.ones((1, 8), np.float32), (np.zeros((1, 16), np.float32),) * 2
+    want = fastrnn.LSTMCell(8, 16, seed=0).eval()(x, hx)
+    steps = []
+    general = cell._step
+
+    def counting(*args):
+        steps.append(1)
+        return general(*args)
+    cell._step = counting
+    with evaluating([cell]):
+        for _ in range(5):
+            got = cell(x, hx)
+    assert cell.training and len(steps) == 1
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)

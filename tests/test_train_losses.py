@@ -243,6 +243,18 @@ def test_cross_entropy_weight_label_smoothing_and_none_match_torch(reduction, la
                                    atol=atol)
 
 
+def test_cross_entropy_smoothing_of_infinite_logits_as_torch(torch, path):
+    """A -inf logit on the target: an infinite loss, as in torch (the smoothing's term read
+    inf + -inf as NaN); +inf and NaN logits give NaN, as in torch."""
+    logits = np.array([[-np.inf, 0.0, 0.0], [1.0, 2.0, 3.0], [np.inf, 0.0, 0.0],
+                       [np.nan, 0.0, 0.0]])
+    targets = np.array([0, 1, 0, 1])
+    loss, _ = cross_entropy(logits, targets, reduction="none", label_smoothing=0.1)
+    want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(targets),
+                                             reduction="none", label_smoothing=0.1).numpy()
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_cross_entropy_smoothing_weights_and_mask_finite_differences(reduction, path):
     """Class weights, label smoothing and a mask of float weights at once: the gradient is the

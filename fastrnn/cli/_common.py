@@ -1,9 +1,11 @@
 """Helpers shared by the commands: argument types, errors, progress bars, plots, models on disk."""
 
 import argparse
+import errno
 import json
 import os
 import re
+import stat
 import time
 
 import numpy as np
@@ -142,15 +144,18 @@ def check_output_path(path, what="output file"):
     if (not path or os.path.isdir(path) or path.endswith(os.sep)
             or (os.altsep and path.endswith(os.altsep))):
         raise CommandError(f"{what} {path!r} is a folder or empty, not a file name")
-    folder = os.path.dirname(os.path.abspath(path))
+    real = os.path.realpath(path)      # (a symbolic link, dangling too: the file it names)
+    folder = os.path.dirname(real)
     if not os.path.isdir(folder):
         raise CommandError(f"cannot write {what} {path!r}: folder {folder!r} does not exist")
     try:
-        if os.path.exists(path):
-            open(path, "ab").close()
-        else:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            os.unlink(path)
+        if not os.path.exists(real):
+            os.close(os.open(real, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            os.unlink(real)
+        elif stat.S_ISREG(os.stat(real).st_mode):
+            open(real, "ab").close()
+        elif not os.access(real, os.W_OK):   # a pipe or a device: opening it would block or
+            raise PermissionError(errno.EACCES, "permission denied")   # end its reader's input
     except OSError as exc:
         raise CommandError(f"cannot write {what} {path!r}: {exc.strerror or exc}") from None
     return path

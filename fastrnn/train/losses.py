@@ -220,6 +220,9 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             # lse = nll + logits[t], all in float64
             z64 = z2.astype(np.float64)
             lse = nll + z64[np.arange(len(t2)), t2]
+            redo = ~np.isfinite(lse)       # (a -inf target logit: inf + -inf) from the row
+            if redo.any():
+                lse[redo] = np.logaddexp.reduce(z64[redo], axis=1)
             zw = z64.sum(axis=1) if classes is None else z64 @ classes
             spread = np.where(w2 > 0, class_sum * lse - zw, 0.0) * w2
             per = (1.0 - eps) * per + smooth * spread
