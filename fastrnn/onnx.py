@@ -1086,29 +1086,27 @@ def _check_states_and_lengths(graph, consts, nodes, layers, where):
     producer = _producers(graph)
     data_inputs = {o for kind, o in _origins(graph, consts, nodes[0].input[0], producer)
                    if kind == "input"}
+
+    def origins_of(spec, label, name, remedy):
+        """The origins of input ``label`` (tensor ``name``), refused when computed."""
+        origins = _origins(graph, consts, name, producer) if name else set()
+        for kind, origin in sorted(origins):
+            if kind == "node" or (kind == "input" and origin in data_inputs):
+                what = (f"the output of {origin}" if kind == "node"
+                        else f"the model's input {origin!r}")
+                raise UnsupportedOnnxError(f"{spec['where']}: its {label} input {name!r} is "
+                                           f"computed from {what}; {remedy}")
+        return origins
+
     lengths = []
     for node, spec in zip(nodes, layers):
         inputs = dict(zip(_INPUTS[node.op_type], node.input))
         for label in ("initial_h", "initial_c"):
-            if not inputs.get(label):
-                continue
-            for kind, origin in sorted(_origins(graph, consts, inputs[label], producer)):
-                if kind == "node" or (kind == "input" and origin in data_inputs):
-                    what = (f"the output of {origin}" if kind == "node"
-                            else f"the model's input {origin!r}")
-                    raise UnsupportedOnnxError(
-                        f"{spec['where']}: its {label} input {inputs[label]!r} is computed from "
-                        f"{what}; a fastrnn layer starts each layer from zeros or from the state "
-                        f"passed in")
+            origins_of(spec, label, inputs.get(label, ""), "a fastrnn layer starts each layer "
+                                                           "from zeros or from the state passed in")
         name = inputs.get("sequence_lens", "")
-        origins = _origins(graph, consts, name, producer) if name else set()
-        for kind, origin in sorted(origins):
-            if kind == "node" or (kind == "input" and origin in data_inputs):
-                what = f"the output of {origin}" if kind == "node" else f"the model's input {origin!r}"
-                raise UnsupportedOnnxError(
-                    f"{spec['where']}: its sequence_lens input {name!r} is computed from {what}; "
-                    f"a fastrnn layer takes the lengths of each call")
-        lengths.append((spec, name, origins))
+        lengths.append((spec, name, origins_of(spec, "sequence_lens", name,
+                                               "a fastrnn layer takes the lengths of each call")))
     first = lengths[0]
     for spec, name, origins in lengths[1:]:
         if origins != first[2]:

@@ -137,7 +137,8 @@ def check_output_path(path, what="output file"):
     """Fail early, before the training, when ``path`` cannot be written: empty, a folder (or
     a name ending with a separator), in a missing or unwritable folder, or a file that cannot
     be opened for writing (read-only, immutable).  Nothing is written or truncated: an
-    existing file is opened for appending, a new name is created and removed."""
+    existing regular file is opened for appending, a new name is created and removed, a pipe
+    or a device is only checked for permission; a symbolic link, at the file it names."""
     if path is None:
         return None
     path = os.fspath(path)

@@ -219,7 +219,8 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             # sum over c of weight[c] * -log softmax_c = sum(weight) lse - weight . logits,
             # lse = nll + logits[t], all in float64
             z64 = z2.astype(np.float64)
-            lse = nll + z64[np.arange(len(t2)), t2]
+            rows = np.arange(len(t2))
+            lse = nll + z64[rows, t2]
             redo = ~np.isfinite(lse)       # (a -inf target logit: inf + -inf) from the row
             if redo.any():
                 lse[redo] = np.logaddexp.reduce(z64[redo], axis=1)
@@ -227,7 +228,6 @@ def cross_entropy(logits, targets, ignore_index=-100, mask=None, reduction="mean
             spread = np.where(w2 > 0, class_sum * lse - zw, 0.0) * w2
             per = (1.0 - eps) * per + smooth * spread
             fix = (w2 / denom).astype(z.dtype)
-            rows = np.arange(len(t2))
             grad[rows, t2] += (scale - (1.0 - eps) * wt / denom).astype(z.dtype)
             if classes is None:
                 grad -= (fix * z.dtype.type(smooth))[:, None]
@@ -321,17 +321,16 @@ def mse_loss(pred, target, mask=None, reduction="mean"):
                          f"and {y.shape}")
     diff = p.astype(np.float64) - y.astype(np.float64)
     w = _as_weights("mask", mask, p.shape)
+    if w is not None:
+        diff = np.where(w > 0, diff, 0.0)    # skipped even where NaN or inf (missing targets)
     if reduction == "none":
-        if w is not None:
-            diff = np.where(w > 0, diff, 0.0)
-        per = diff * diff if w is None else w * diff * diff
-        return per.astype(p.dtype), (2.0 * (diff if w is None else w * diff)).astype(p.dtype)
+        weighted = diff if w is None else w * diff
+        return (weighted * diff).astype(p.dtype), (2.0 * weighted).astype(p.dtype)
     if w is None:
         total = float(diff.size)
         sq = float(np.dot(diff.ravel(), diff.ravel()))
     else:
         total = float(np.sum(w))
-        diff = np.where(w > 0, diff, 0.0)    # skipped even where NaN or inf (missing targets)
         sq = float(np.sum(w * diff * diff))
         diff = diff * w
     denom = total if reduction == "mean" else 1.0
