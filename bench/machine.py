@@ -4,19 +4,6 @@ import importlib
 import os
 import platform
 import subprocess
-from importlib import metadata
-
-
-def _cpu_model():
-    """The CPU model name from /proc/cpuinfo (Linux), else what platform says."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def _cores():
@@ -71,13 +58,6 @@ def others_cpu(start, end, seconds):
     if start[0] is None or end[0] is None or seconds <= 0:
         return None
     return max(0.0, ((end[0] - start[0]) - (end[1] - start[1])) / seconds)
-
-
-def _version(dist):
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def _blas():
@@ -149,9 +129,10 @@ def describe(threads, engines):
     import numpy
 
     import fastrnn
+    from fastrnn._config import cpu_model, dist_version
     usable, total = _cores()
     info = [
-        ("CPU", _cpu_model()),
+        ("CPU", cpu_model()),
         ("instruction sets", instruction_sets()),
         ("cores", f"{usable} usable of {total}; every engine runs {threads} threads"),
         ("memory", _memory_total()),
@@ -178,5 +159,5 @@ def describe(threads, engines):
                      f"{l2 >> 10} KiB" if l2 else "unknown (teams)"))
     for engine, dist in ENGINE_DISTS.items():
         if engine in engines:
-            info.append((engine, _version(dist) or "unknown version"))
+            info.append((engine, dist_version(dist) or "unknown version"))
     return info

@@ -13,7 +13,8 @@ DEPENDENCIES = ("numpy", "numba", "scipy", "threadpoolctl")
 MODES = ("stdout", "dicts")
 
 
-def _version(dist):
+def dist_version(dist):
+    """The installed version of distribution ``dist``, or None (also the benchmark's)."""
     from importlib import metadata
     try:
         return metadata.version(dist)
@@ -21,16 +22,18 @@ def _version(dist):
         return None
 
 
-def _cpu_model():
-    """The CPU's model name (/proc/cpuinfo on Linux), else what ``platform`` says."""
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo (Linux), else what ``platform`` says (also
+    the benchmark's)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith(("model name", "Model")) and ":" in line:
+                if line.lower().startswith(("model name", "hardware", "cpu model")) \
+                        and ":" in line:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _blas():
@@ -51,10 +54,10 @@ def config():
     out = {
         "fastrnn": {"version": __version__, "path": os.path.dirname(os.path.abspath(__file__))},
         "python": {"version": platform.python_version(), "executable": sys.executable},
-        "machine": {"platform": platform.platform(), "cpu": _cpu_model(),
+        "machine": {"platform": platform.platform(), "cpu": cpu_model(),
                     "cpus usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                     else os.cpu_count()},
-        "dependencies": {dist: _version(dist) for dist in DEPENDENCIES},
+        "dependencies": {dist: dist_version(dist) for dist in DEPENDENCIES},
         "backends": {"auto": default, **{name: "available" if b["available"] else b["reason"]
                                          for name, b in available.items()}},
         "threads": {"kernels": _runtime.get_num_threads(),
